@@ -1,0 +1,137 @@
+// Package config loads hubtunnel's TOML files strictly: an unknown key, a
+// value of the wrong type or a value its owner rejects is an error naming the
+// file, the line and the key, so a process never starts half-configured.
+//
+// It only reads and reports. Defaults and meaning belong to the packages that
+// own the settings (agent, relay), in their Validate methods.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Validator is implemented by config structs. Validate fills in defaults and
+// checks values; it reports a bad value as a *KeyError.
+type Validator interface {
+	Validate() error
+}
+
+// KeyError is a bad value for one key, e.g. Key "targets.ports.2001".
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("%s: %v", e.Key, e.Err) }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// Errorf returns a *KeyError for key.
+func Errorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// Load decodes the TOML file at path into v and validates it.
+func Load(path string, v Validator) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data, v)
+}
+
+// Parse is Load for a file already read; name is used in messages.
+func Parse(name string, data []byte, v Validator) error {
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			msg := pe.Message
+			if pe.LastKey != "" {
+				msg = pe.LastKey + ": " + msg
+			}
+			return fmt.Errorf("config: %s:%d: %s", name, pe.Position.Line, msg)
+		}
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Errorf("config: %s:%s: %s: %s", name, m[1], m[2], m[3])
+		}
+		return fmt.Errorf("config: %s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0].String()
+		return fmt.Errorf("config: %s:%d: unknown key %q", name, lineOf(data, k), k)
+	}
+	if err := v.Validate(); err != nil {
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			if line := lineOf(data, ke.Key); line > 0 {
+				return fmt.Errorf("config: %s:%d: %w", name, line, err)
+			}
+		}
+		return fmt.Errorf("config: %s: %w", name, err)
+	}
+	return nil
+}
+
+// typeErr matches the toml package's type errors, which are not ParseErrors.
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// lineOf finds the line that sets a dotted key such as "targets.ports.2001",
+// following [table] headers. An element of an array of tables is named with
+// its index, as in "hub[1].public_key" for the second [[hub]]. It returns 0
+// when the key is not written out literally (then the message has no line).
+func lineOf(data []byte, key string) int {
+	table := ""
+	seen := map[string]int{} // [[array]] headers met so far
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") {
+			h := line
+			if i := strings.Index(h, "#"); i >= 0 {
+				h = strings.TrimSpace(h[:i])
+			}
+			array := strings.HasPrefix(h, "[[")
+			table = unquote(strings.Trim(h, "[] \t"))
+			if array {
+				seen[table]++
+				table = fmt.Sprintf("%s[%d]", table, seen[table]-1)
+			}
+			if table == key {
+				return n
+			}
+			continue
+		}
+		eq := strings.IndexByte(line, '=')
+		if eq <= 0 {
+			continue
+		}
+		k := unquote(strings.TrimSpace(line[:eq]))
+		if table != "" {
+			k = table + "." + k
+		}
+		// The toml package names undecoded keys without an index.
+		if k == key || arrayIndex.ReplaceAllString(k, "") == key {
+			return n
+		}
+	}
+	return 0
+}
+
+var arrayIndex = regexp.MustCompile(`\[\d+\]`)
+
+func unquote(k string) string {
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
+}

@@ -1,0 +1,220 @@
+// Package wire is the frame format on the agent's one TCP connection to the
+// relay: WireGuard messages and a few control messages, each behind a 2-byte
+// big-endian length. See README.md in this directory for the format.
+//
+// The package only encodes and decodes. It must never trust a length, a type
+// or a string it reads: every decoder bounds what it accepts and returns an
+// error instead of panicking or allocating what the peer asked for.
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// MaxFrame is the largest payload a frame may carry. WireGuard's largest
+// transport message at our MTU (1420) is 1420+32 bytes; the limit leaves room
+// for a larger tunnel MTU (up to 8 KiB) and rejects anything beyond it.
+const MaxFrame = 8192
+
+// Frame types. WireGuard uses message types 1 to 4 as the first byte (a
+// little-endian uint32, so the next three bytes are zero); control frames use
+// first bytes far outside that range.
+const (
+	TypeHello     = 0xA0 // protocol version and software of the sender
+	TypeError     = 0xA1 // a fatal error the peer should show to its user
+	TypeGoingAway = 0xA2 // the relay is shutting down; reconnect after a delay
+)
+
+// ProtocolVersion is sent in every Hello.
+const ProtocolVersion = 1
+
+// Errors returned by the decoders. They are wrapped with details.
+var (
+	ErrEmptyFrame    = errors.New("wire: empty frame")
+	ErrFrameTooLarge = errors.New("wire: frame too large")
+	ErrBadControl    = errors.New("wire: malformed control frame")
+)
+
+// IsWireGuard reports whether payload looks like a WireGuard message: type 1
+// to 4 in the first byte followed by three zero bytes.
+func IsWireGuard(payload []byte) bool {
+	return len(payload) >= 4 && payload[0] >= 1 && payload[0] <= 4 &&
+		payload[1] == 0 && payload[2] == 0 && payload[3] == 0
+}
+
+// Reader reads frames from a stream. It is not safe for concurrent use.
+type Reader struct {
+	br  *bufio.Reader
+	buf [MaxFrame]byte
+}
+
+// NewReader returns a Reader with a read buffer large enough to pull several
+// frames out of one TCP segment per system call.
+func NewReader(r io.Reader) *Reader {
+	return NewReaderSize(r, 64<<10)
+}
+
+// NewReaderSize is NewReader with a smaller read buffer, for a relay that
+// holds thousands of mostly idle connections.
+func NewReaderSize(r io.Reader, size int) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, size)}
+}
+
+// Next returns the next frame's payload. The slice is valid until the next
+// call. A clean end of stream before a frame starts is io.EOF; a stream that
+// ends inside a frame is io.ErrUnexpectedEOF.
+func (r *Reader) Next() ([]byte, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r.br, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[:]))
+	if n == 0 {
+		return nil, ErrEmptyFrame
+	}
+	if n > MaxFrame {
+		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrFrameTooLarge, n, MaxFrame)
+	}
+	if _, err := io.ReadFull(r.br, r.buf[:n]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return r.buf[:n], nil
+}
+
+// Buffered reports whether a whole frame header is already buffered, so a
+// caller batching frames can stop before it would block.
+func (r *Reader) Buffered() bool {
+	if r.br.Buffered() < 2 {
+		return false
+	}
+	hdr, _ := r.br.Peek(2)
+	return r.br.Buffered() >= 2+int(binary.BigEndian.Uint16(hdr))
+}
+
+// AppendFrame appends payload as one frame to dst.
+func AppendFrame(dst, payload []byte) ([]byte, error) {
+	if len(payload) == 0 {
+		return dst, ErrEmptyFrame
+	}
+	if len(payload) > MaxFrame {
+		return dst, fmt.Errorf("%w: %d bytes (max %d)", ErrFrameTooLarge, len(payload), MaxFrame)
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(payload)))
+	return append(dst, payload...), nil
+}
+
+// Hello is the first frame each side sends after the TCP (and, where used,
+// proxy and TLS) connection is up.
+type Hello struct {
+	Version uint8 // ProtocolVersion of the sender
+	// Key is the sender's WireGuard public key. The relay uses the agent's
+	// claim only to tell which hubs have a live connection; it proves
+	// nothing, since WireGuard authenticates every packet itself.
+	Key      [32]byte
+	Software string // e.g. "hubtunnel/0.1.0 (CCU3 3.79.6 armv7)"; printable, at most 200 bytes
+}
+
+// maxText bounds every string in a control frame.
+const maxText = 200
+
+// Marshal returns the Hello as a frame payload.
+func (h Hello) Marshal() []byte {
+	b := []byte{TypeHello, h.Version}
+	b = append(b, h.Key[:]...)
+	return append(b, clip(h.Software)...)
+}
+
+// ParseHello decodes a Hello payload.
+func ParseHello(p []byte) (Hello, error) {
+	if len(p) < 2+32 || p[0] != TypeHello {
+		return Hello{}, fmt.Errorf("%w: hello", ErrBadControl)
+	}
+	s, err := text(p[2+32:])
+	if err != nil {
+		return Hello{}, fmt.Errorf("hello: %w", err)
+	}
+	h := Hello{Version: p[1], Software: s}
+	copy(h.Key[:], p[2:])
+	return h, nil
+}
+
+// Error codes carried in an Error frame.
+const (
+	CodeUnknown    = 0
+	CodeVersion    = 1 // protocol version not supported
+	CodeOverloaded = 2 // relay is at capacity; retry later
+)
+
+// Error tells the peer why the connection is being closed.
+type Error struct {
+	Code    uint8
+	Message string // for a log line and the hub owner's panel; printable, at most 200 bytes
+}
+
+func (e Error) Marshal() []byte {
+	b := []byte{TypeError, e.Code}
+	return append(b, clip(e.Message)...)
+}
+
+func (e Error) Error() string { return fmt.Sprintf("relay error %d: %s", e.Code, e.Message) }
+
+// ParseError decodes an Error payload.
+func ParseError(p []byte) (Error, error) {
+	if len(p) < 2 || p[0] != TypeError {
+		return Error{}, fmt.Errorf("%w: error", ErrBadControl)
+	}
+	s, err := text(p[2:])
+	if err != nil {
+		return Error{}, fmt.Errorf("error frame: %w", err)
+	}
+	return Error{Code: p[1], Message: s}, nil
+}
+
+// GoingAway announces a relay shutdown. The agent waits RetryAfterMillis
+// (plus jitter) before it reconnects, so a restarting relay is not stormed.
+type GoingAway struct {
+	RetryAfterMillis uint16
+}
+
+func (g GoingAway) Marshal() []byte {
+	return binary.BigEndian.AppendUint16([]byte{TypeGoingAway}, g.RetryAfterMillis)
+}
+
+// ParseGoingAway decodes a GoingAway payload.
+func ParseGoingAway(p []byte) (GoingAway, error) {
+	if len(p) != 3 || p[0] != TypeGoingAway {
+		return GoingAway{}, fmt.Errorf("%w: going-away", ErrBadControl)
+	}
+	return GoingAway{RetryAfterMillis: binary.BigEndian.Uint16(p[1:])}, nil
+}
+
+func clip(s string) string {
+	if len(s) > maxText {
+		s = s[:maxText]
+	}
+	return s
+}
+
+// text validates a peer-supplied string before it may reach a log or a page.
+func text(b []byte) (string, error) {
+	if len(b) > maxText {
+		return "", fmt.Errorf("%w: text of %d bytes", ErrBadControl, len(b))
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("%w: text is not UTF-8", ErrBadControl)
+	}
+	for _, r := range string(b) {
+		if r < 0x20 || r == 0x7f {
+			return "", fmt.Errorf("%w: control character in text", ErrBadControl)
+		}
+	}
+	return string(b), nil
+}
