@@ -1,0 +1,385 @@
+package portmap
+
+// Data path of one session:
+//
+//  1. Serve accepts a tunnel-side connection (normally from the netstack
+//     listener on a mapped port) and registers it with the Forwarder, so that
+//     Close can find and end it.
+//  2. Handle dials the local target with DialTimeout. If the dial fails the
+//     tunnel side is reset at once (Abort, or RST via SetLinger(0)), so the
+//     client sees "connection reset" rather than a clean but empty EOF.
+//  3. Splice copies both directions, each with one pooled 32 KiB buffer:
+//     - EOF on one side is passed on as CloseWrite on the other, and the
+//       other direction keeps running until it ends too (HTTP/1.0 clients
+//       half-close after the request and still get the whole response);
+//     - an error in either direction (reset, timeout, closed) resets both
+//       sides at once, so a truncated stream never looks complete.
+//  4. Both connections are closed and the session is unregistered.
+//
+// The copy loop is our own rather than io.CopyBuffer: io.CopyBuffer hands the
+// copy to ReaderFrom/WriterTo when a side has them (*net.TCPConn does), which
+// would bypass the pooled buffer (the generic fallback of TCPConn.ReadFrom
+// allocates its own), bypass the live byte counters, and buys nothing here:
+// kernel splice(2) needs sockets on both ends and the tunnel side is a
+// userspace netstack connection.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Forwarder's zero fields.
+const (
+	DefaultDialTimeout = 5 * time.Second
+	dialKeepAlive      = 30 * time.Second
+	bufSize            = 32 << 10
+)
+
+// Forwarder carries tunnel-side connections to local targets. The zero value
+// is ready to use. A Forwarder must not be copied after first use.
+type Forwarder struct {
+	// Dial opens the connection to a local target. The context carries
+	// DialTimeout and is cancelled by Close.
+	// Default: net.Dialer{Timeout: DialTimeout, KeepAlive: 30s}.DialContext.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// DialTimeout bounds a dial of a local target. Default 5s.
+	DialTimeout time.Duration
+
+	// Logf receives the Forwarder's few log lines (failed dials, accept
+	// errors), each prefixed "portmap: ". Never payload or secrets.
+	// Default: discard.
+	Logf func(format string, args ...any)
+
+	sessions atomic.Uint64 // sessions started, total
+	bytesIn  atomic.Uint64 // tunnel side -> local target, total
+	bytesOut atomic.Uint64 // local target -> tunnel side, total
+
+	mu sync.Mutex
+	// Guarded by mu:
+	closed bool
+	active map[*session]struct{}
+	ctx    context.Context    // parent of dials; cancelled by Close
+	cancel context.CancelFunc // cancels ctx
+	wg     sync.WaitGroup     // one per active session; Add only with mu held and !closed
+}
+
+// session is one tunnel-side connection in flight.
+type session struct {
+	client net.Conn // tunnel side
+	target net.Conn // local side, nil until dialed; guarded by Forwarder.mu
+}
+
+// Aborter is implemented by connections that can be ended with a reset
+// (RST) instead of an orderly close. Abort must be safe to call concurrently
+// with Read, Write and Close, and after Close.
+type Aborter interface {
+	Abort()
+}
+
+// closeWriter is implemented by connections that can half-close:
+// *net.TCPConn, *tls.Conn, gonet's *TCPConn and the tunnel's conns.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+var (
+	_ closeWriter = (*net.TCPConn)(nil)
+	_ net.Conn    = (*net.TCPConn)(nil)
+)
+
+// Serve accepts connections on ln and forwards each to target until ln is
+// closed. It returns nil when Accept reports net.ErrClosed and a wrapped
+// error for any other permanent accept error. Temporary accept errors (for
+// example too many open files) are logged and retried with a short backoff.
+//
+// Every accepted connection is registered with f before Serve moves on, so
+// once Serve has returned, its sessions are either over or tracked by Close.
+// Serve never closes ln; the caller does.
+func (f *Forwarder) Serve(ln net.Listener, target string) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if !isTemporary(err) {
+				return fmt.Errorf("portmap.Serve: %w", err)
+			}
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else {
+				delay = min(2*delay, time.Second)
+			}
+			f.logf("accept on %v: %v; retrying in %v", ln.Addr(), err, delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s := f.track(c)
+		if s == nil {
+			abort(c)
+			continue
+		}
+		go f.run(s, target)
+	}
+}
+
+// Handle dials target and splices c to it; it blocks until both directions
+// have ended and both connections are closed. If the dial fails, c is reset.
+// After Close, Handle resets c and returns at once.
+func (f *Forwarder) Handle(c net.Conn, target string) {
+	s := f.track(c)
+	if s == nil {
+		abort(c)
+		return
+	}
+	f.run(s, target)
+}
+
+// Active reports the number of sessions in flight (dialing or splicing).
+func (f *Forwarder) Active() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.active)
+}
+
+// Stats reports totals since f was created: sessions started, bytes from the
+// tunnel side to local targets (bytesIn) and bytes from local targets back
+// to the tunnel side (bytesOut). Byte counts include sessions still in
+// flight, up to the last completed write.
+func (f *Forwarder) Stats() (sessions uint64, bytesIn, bytesOut uint64) {
+	return f.sessions.Load(), f.bytesIn.Load(), f.bytesOut.Load()
+}
+
+// Close resets every active session, cancels dials in progress and waits
+// until all session goroutines have returned. Connections handed to Serve
+// or Handle after Close are reset at once. Close does not close listeners
+// given to Serve; their owners do. Close is idempotent and always returns nil.
+func (f *Forwarder) Close() error {
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		if f.cancel != nil {
+			f.cancel()
+		}
+		for s := range f.active {
+			abort(s.client)
+			if s.target != nil {
+				abort(s.target)
+			}
+		}
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+	return nil
+}
+
+// track registers c as a new session. It returns nil if f is closed.
+func (f *Forwarder) track(c net.Conn) *session {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	if f.active == nil {
+		f.active = make(map[*session]struct{})
+		f.ctx, f.cancel = context.WithCancel(context.Background())
+	}
+	s := &session{client: c}
+	f.active[s] = struct{}{}
+	f.wg.Add(1)
+	f.sessions.Add(1)
+	return s
+}
+
+// run carries session s to target and unregisters it when done.
+func (f *Forwarder) run(s *session, target string) {
+	defer f.untrack(s)
+
+	f.mu.Lock()
+	parent := f.ctx
+	f.mu.Unlock()
+	timeout := f.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	tc, err := f.dial(ctx, timeout, target)
+	cancel()
+	if err != nil {
+		abort(s.client)
+		if parent.Err() != nil {
+			return // Close cancelled the dial; nothing to report
+		}
+		f.logf("session from %v: local target %s unreachable: %v", s.client.RemoteAddr(), target, err)
+		return
+	}
+
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		abort(tc)
+		abort(s.client)
+		return
+	}
+	s.target = tc
+	f.mu.Unlock()
+
+	splice(s.client, tc, &f.bytesIn, &f.bytesOut)
+}
+
+func (f *Forwarder) untrack(s *session) {
+	f.mu.Lock()
+	delete(f.active, s)
+	f.mu.Unlock()
+	f.wg.Done()
+}
+
+func (f *Forwarder) dial(ctx context.Context, timeout time.Duration, target string) (net.Conn, error) {
+	if f.Dial != nil {
+		return f.Dial(ctx, "tcp", target)
+	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: dialKeepAlive}
+	return d.DialContext(ctx, "tcp", target)
+}
+
+func (f *Forwarder) logf(format string, args ...any) {
+	if f.Logf != nil {
+		f.Logf("portmap: "+format, args...)
+	}
+}
+
+// isTemporary reports whether an accept error is worth retrying.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// abort ends c with a reset where the connection supports one: Abort if c
+// has it, SetLinger(0) and Close for a *net.TCPConn, else a plain Close.
+func abort(c net.Conn) {
+	switch c := c.(type) {
+	case Aborter:
+		c.Abort()
+	case *net.TCPConn:
+		c.SetLinger(0)
+		c.Close()
+	default:
+		c.Close()
+	}
+}
+
+var errInvalidWrite = errors.New("invalid write result")
+
+var bufPool = sync.Pool{
+	New: func() any {
+		b := make([]byte, bufSize)
+		return &b
+	},
+}
+
+// Splice copies a to b and b to a until both directions have ended, then
+// closes both and returns the byte counts. EOF from one side becomes
+// CloseWrite on the other (a side without CloseWrite is closed, ending the
+// session, since the peer could not otherwise learn of the EOF); the other
+// direction continues. An error in either direction resets both connections
+// at once (see Aborter) and is returned, wrapped; errors caused by that
+// teardown are not reported.
+func Splice(a, b net.Conn) (aToB, bToA int64, err error) {
+	return splice(a, b, nil, nil)
+}
+
+// splice is Splice with optional live counters for each direction.
+func splice(a, b net.Conn, aToBCount, bToACount *atomic.Uint64) (aToB, bToA int64, err error) {
+	var (
+		once  sync.Once
+		first error // set once, by stop
+	)
+	stop := func(err error) {
+		once.Do(func() {
+			first = err
+			if err != nil {
+				abort(a)
+				abort(b)
+			} else {
+				a.Close()
+				b.Close()
+			}
+		})
+	}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		aToB = oneWay(b, a, aToBCount, stop)
+	}()
+	bToA = oneWay(a, b, bToACount, stop)
+	<-done
+	stop(nil)
+
+	if first != nil {
+		return aToB, bToA, fmt.Errorf("portmap.Splice: %w", first)
+	}
+	return aToB, bToA, nil
+}
+
+// oneWay copies src to dst. On EOF it half-closes dst; on error, or when dst
+// cannot half-close, it calls stop.
+func oneWay(dst, src net.Conn, count *atomic.Uint64, stop func(error)) int64 {
+	n, err := copyConn(dst, src, count)
+	if err != nil {
+		stop(err)
+		return n
+	}
+	cw, ok := dst.(closeWriter)
+	if !ok {
+		stop(nil)
+		return n
+	}
+	if err := cw.CloseWrite(); err != nil {
+		stop(err)
+	}
+	return n
+}
+
+// copyConn copies src to dst through one pooled buffer until src reports
+// EOF (nil error) or either side fails. It adds each written chunk to count,
+// if count is not nil.
+func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64) (n int64, err error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			if nw < 0 || nw > nr {
+				nw, werr = 0, errInvalidWrite
+			}
+			n += int64(nw)
+			if count != nil {
+				count.Add(uint64(nw))
+			}
+			if werr != nil {
+				return n, werr
+			}
+			if nw != nr {
+				return n, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package portmap
+
+const raceEnabled = false
