@@ -1,0 +1,470 @@
+package vpn
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+// BindBatchSize is how many WireGuard messages one receive or send call
+// moves. wireguard-go keeps BatchSize × 64 KiB of buffers per receive
+// routine, so this trades memory on a small hub against syscalls.
+const BindBatchSize = 16
+
+// writeTimeout bounds one write to the relay; a relay that stops reading for
+// this long is treated as gone and the connection is replaced.
+const writeTimeout = 30 * time.Second
+
+var errNotConnected = errors.New("vpn: not connected to the relay")
+
+// TCPBind is a conn.Bind that carries WireGuard over the agent's single
+// outbound TCP connection to the relay, framed as in package wire.
+//
+// It owns that connection: Open starts a loop that dials the relay, says
+// Hello, and redials with capped exponential backoff and jitter whenever the
+// connection ends. wireguard-go never notices: its receive routine blocks
+// while no connection is up, and sends fail softly (and are retried by
+// WireGuard's own timers). Only Close makes the receive function return
+// net.ErrClosed, as conn.Bind requires.
+type TCPBind struct {
+	// Addr is the relay's "host:port"; the host is resolved on every dial.
+	Addr string
+	// Dialer opens the connection. Nil means a zero Dialer (direct).
+	Dialer *Dialer
+	// Hello is sent first on every connection.
+	Hello wire.Hello
+	// OnConnect, if set, runs after each new connection is up. The agent
+	// uses it to start a WireGuard handshake at once instead of waiting
+	// for WireGuard's 5 s retry.
+	OnConnect func()
+	// Backoff between attempts; zero value means DefaultBackoff.
+	Backoff Backoff
+	// Counters, if set, counts bytes each way.
+	Counters *Counters
+	// Logf logs connection changes (never per packet). Default: discard.
+	Logf func(format string, args ...any)
+
+	mu      sync.Mutex
+	cur     *session      // nil while connecting
+	changed chan struct{} // closed when cur changes or the bind closes
+	closing chan struct{} // nil while not open
+	ep      conn.Endpoint // the relay, made once so receive does not allocate
+	done    chan struct{} // closed when the dial loop has ended
+	status  Status
+}
+
+var _ conn.Bind = (*TCPBind)(nil)
+
+// Status is a snapshot of the connection to the relay.
+type Status struct {
+	Connected      bool
+	Since          time.Time // when the current state began
+	RelayAddr      string    // remote address of the current connection
+	RelaySoftware  string    // from the relay's Hello
+	LastError      string    // why the last attempt or connection ended
+	Connects       uint64    // successful connections since start
+	FailedAttempts uint64    // failed attempts since the last success
+}
+
+// Backoff is capped exponential backoff with jitter.
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// DefaultBackoff retries a restarted relay within a second and a relay that
+// stays away every 30 s at most, so thousands of agents do not storm it.
+var DefaultBackoff = Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
+
+// Delay is the wait before attempt n (0-based): Min·2ⁿ capped at Max, then
+// a uniform pick from its upper half.
+func (b Backoff) Delay(n int) time.Duration {
+	if b.Min == 0 {
+		b = DefaultBackoff
+	}
+	d := b.Max
+	if n < 30 {
+		d = min(b.Min<<n, b.Max)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Counters are byte counts on the relay connection. Data is WireGuard
+// transport payload, i.e. the tunnelled IP packets; Overhead is everything
+// else this end writes or reads: handshakes, keepalives, cookie replies,
+// WireGuard headers and tags, frame headers and control frames. TCP/IP
+// headers are not visible here.
+type Counters struct {
+	RxData, TxData         atomic.Uint64
+	RxOverhead, TxOverhead atomic.Uint64
+}
+
+// wgTransportOverhead is a transport message's header (16) and tag (16).
+const wgTransportOverhead = 32
+
+// received counts one frame read; a nil *Counters counts nothing.
+func (c *Counters) received(payload []byte) {
+	if c != nil {
+		count(&c.RxData, &c.RxOverhead, payload)
+	}
+}
+
+// sent counts one frame written.
+func (c *Counters) sent(payload []byte) {
+	if c != nil {
+		count(&c.TxData, &c.TxOverhead, payload)
+	}
+}
+
+func count(data, overhead *atomic.Uint64, payload []byte) {
+	if len(payload) > wgTransportOverhead && payload[0] == 4 {
+		data.Add(uint64(len(payload) - wgTransportOverhead))
+		overhead.Add(wgTransportOverhead + 2)
+		return
+	}
+	overhead.Add(uint64(len(payload) + 2))
+}
+
+// session is one TCP connection to the relay.
+type session struct {
+	c    net.Conn
+	r    *wire.Reader // used only by the receive routine
+	done chan struct{}
+	once sync.Once
+	err  error
+
+	retryAfter time.Duration // set by a GoingAway frame before done closes
+
+	wmu     sync.Mutex
+	wbuf    []byte
+	pending []byte // the Hello, sent with the first WireGuard message
+}
+
+func (s *session) fail(err error) {
+	s.once.Do(func() {
+		s.err = err
+		close(s.done)
+		s.c.Close()
+	})
+}
+
+// write sends frames built from bufs, with any pending Hello in front.
+func (s *session) write(bufs [][]byte, counters *Counters) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	buf := append(s.wbuf[:0], s.pending...)
+	s.pending = nil
+	for _, p := range bufs {
+		var err error
+		if buf, err = wire.AppendFrame(buf, p); err != nil {
+			return err
+		}
+		counters.sent(p)
+	}
+	s.wbuf = buf
+	if len(buf) == 0 {
+		return nil
+	}
+	s.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := s.c.Write(buf); err != nil {
+		s.fail(err)
+		return err
+	}
+	return nil
+}
+
+// Open starts the dial loop. The port is ignored: the agent only dials out.
+func (b *TCPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing != nil {
+		return nil, 0, conn.ErrBindAlreadyOpen
+	}
+	b.closing = make(chan struct{})
+	b.done = make(chan struct{})
+	b.ep = relayEndpoint(b.Addr)
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	go b.run(b.closing, b.done)
+	return []conn.ReceiveFunc{b.receive}, port, nil
+}
+
+// Close ends the connection and the dial loop; receive functions return
+// net.ErrClosed. Closing a closed bind is a no-op.
+func (b *TCPBind) Close() error {
+	b.mu.Lock()
+	closing, done, s := b.closing, b.done, b.cur
+	if closing == nil {
+		b.mu.Unlock()
+		return nil
+	}
+	close(closing)
+	b.closing = nil
+	b.setLocked(nil, "")
+	b.mu.Unlock()
+	if s != nil {
+		s.fail(net.ErrClosed)
+	}
+	<-done
+	return nil
+}
+
+// setLocked replaces the current session and wakes waiters.
+func (b *TCPBind) setLocked(s *session, errText string) {
+	b.cur = s
+	b.status.Connected = s != nil
+	b.status.Since = time.Now()
+	if s != nil {
+		b.status.RelayAddr = s.c.RemoteAddr().String()
+		b.status.Connects++
+		b.status.FailedAttempts = 0
+	} else {
+		b.status.RelayAddr = ""
+		if errText != "" {
+			b.status.LastError = errText
+		}
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// Status returns a snapshot of the connection state.
+func (b *TCPBind) Status() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.status
+}
+
+func (b *TCPBind) logf(format string, args ...any) {
+	if b.Logf != nil {
+		b.Logf(format, args...)
+	}
+}
+
+// run dials, serves one session until it ends, waits, and dials again.
+func (b *TCPBind) run(closing, done chan struct{}) {
+	defer close(done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-closing:
+			cancel()
+		case <-done:
+		}
+	}()
+	d := b.Dialer
+	if d == nil {
+		d = &Dialer{}
+	}
+	attempt := 0
+	for {
+		c, err := d.Dial(ctx, b.Addr)
+		if ctx.Err() != nil {
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		var wait time.Duration
+		if err != nil {
+			b.mu.Lock()
+			b.status.LastError = err.Error()
+			b.status.FailedAttempts++
+			n := b.status.FailedAttempts
+			b.mu.Unlock()
+			// The first failure and then every tenth: a relay that is
+			// away for a day must not fill the hub's flash with log lines.
+			if n == 1 || n%10 == 0 {
+				b.logf("vpn: relay %s unreachable (attempt %d): %v", b.Addr, n, err)
+			}
+			wait = b.Backoff.Delay(attempt)
+			attempt++
+		} else {
+			start := time.Now()
+			s := b.serve(c)
+			if time.Since(start) > time.Minute {
+				attempt = 0 // a connection that lived is no reason to wait long
+			}
+			wait = b.Backoff.Delay(attempt)
+			attempt++
+			if s.retryAfter > 0 {
+				wait = s.retryAfter + rand.N(s.retryAfter+1)
+				attempt = 0
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-closing:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// serve publishes a new session and blocks until it ends.
+func (b *TCPBind) serve(c net.Conn) *session {
+	s := &session{
+		c:       c,
+		r:       wire.NewReader(c),
+		done:    make(chan struct{}),
+		pending: append([]byte(nil), frameOf(b.Hello.Marshal())...),
+	}
+	if b.Counters != nil {
+		b.Counters.TxOverhead.Add(uint64(len(s.pending)))
+	}
+	b.mu.Lock()
+	if b.closing == nil {
+		b.mu.Unlock()
+		c.Close()
+		return s
+	}
+	b.setLocked(s, "")
+	b.mu.Unlock()
+	b.logf("vpn: connected to relay %s (%s)", b.Addr, c.RemoteAddr())
+
+	if b.OnConnect != nil {
+		b.OnConnect()
+	}
+	s.write(nil, nil) // flush the Hello if OnConnect sent nothing
+
+	<-s.done
+	b.mu.Lock()
+	if b.cur == s {
+		b.setLocked(nil, s.err.Error())
+	}
+	b.mu.Unlock()
+	if !errors.Is(s.err, net.ErrClosed) {
+		b.logf("vpn: connection to relay lost: %v", s.err)
+	}
+	return s
+}
+
+func frameOf(p []byte) []byte {
+	f, _ := wire.AppendFrame(nil, p)
+	return f
+}
+
+// current returns the live session and a channel closed when it changes.
+func (b *TCPBind) current() (*session, chan struct{}, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cur, b.changed, b.closing != nil
+}
+
+// receive is the bind's one ReceiveFunc. It reads frames straight into
+// WireGuard's buffers, as many as are already buffered, up to len(packets).
+func (b *TCPBind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	for {
+		s, changed, open := b.current()
+		if !open {
+			return 0, net.ErrClosed
+		}
+		if s == nil {
+			<-changed
+			continue
+		}
+		n, err := b.readBatch(s, packets, sizes, eps)
+		if err != nil {
+			s.fail(err)
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (b *TCPBind) readBatch(s *session, packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	n := 0
+	for n < len(packets) {
+		if n > 0 && !s.r.Buffered() {
+			return n, nil
+		}
+		p, err := s.r.Next()
+		if err != nil {
+			return n, err
+		}
+		if wire.IsWireGuard(p) {
+			if len(p) > len(packets[n]) {
+				continue // cannot be a valid message for our MTU; drop it
+			}
+			b.Counters.received(p)
+			sizes[n] = copy(packets[n], p)
+			eps[n] = b.ep
+			n++
+			continue
+		}
+		b.Counters.received(p)
+		if err := b.control(s, p); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// control handles a control frame from the relay; an error ends the session.
+func (b *TCPBind) control(s *session, p []byte) error {
+	switch p[0] {
+	case wire.TypeHello:
+		h, err := wire.ParseHello(p)
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.status.RelaySoftware = h.Software
+		b.mu.Unlock()
+	case wire.TypeError:
+		e, err := wire.ParseError(p)
+		if err != nil {
+			return err
+		}
+		s.retryAfter = b.Backoff.Delay(8) // the relay said no: ask again much later
+		return e
+	case wire.TypeGoingAway:
+		g, err := wire.ParseGoingAway(p)
+		if err != nil {
+			return err
+		}
+		s.retryAfter = time.Duration(g.RetryAfterMillis)*time.Millisecond + time.Millisecond
+		return errors.New("relay is restarting")
+	}
+	return nil // unknown control frames are for later versions
+}
+
+// Send writes bufs to the relay in one write. Without a connection it
+// fails softly; WireGuard retries handshakes itself, and OnConnect starts
+// one as soon as the next connection is up.
+func (b *TCPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	s, _, _ := b.current()
+	if s == nil {
+		return errNotConnected
+	}
+	return s.write(bufs, b.Counters)
+}
+
+func (b *TCPBind) SetMark(uint32) error { return nil }
+
+// ParseEndpoint accepts anything: there is one peer, the relay.
+func (b *TCPBind) ParseEndpoint(s string) (conn.Endpoint, error) { return relayEndpoint(s), nil }
+
+func (b *TCPBind) BatchSize() int { return BindBatchSize }
+
+// relayEndpoint is the relay, wherever the current connection leads.
+type relayEndpoint string
+
+func (e relayEndpoint) ClearSrc()           {}
+func (e relayEndpoint) SrcToString() string { return "" }
+func (e relayEndpoint) DstToString() string { return string(e) }
+func (e relayEndpoint) DstToBytes() []byte  { return []byte(e) }
+func (e relayEndpoint) DstIP() netip.Addr   { return netip.Addr{} }
+func (e relayEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }

@@ -1,0 +1,409 @@
+package vpn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fakeRelay accepts agent connections and hands them to the test.
+type fakeRelay struct {
+	ln    net.Listener
+	conns chan net.Conn
+}
+
+func newFakeRelay(t *testing.T) *fakeRelay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &fakeRelay{ln: ln, conns: make(chan net.Conn, 16)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.conns <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return r
+}
+
+func (r *fakeRelay) accept(t *testing.T) (net.Conn, *wire.Reader) {
+	t.Helper()
+	select {
+	case c := <-r.conns:
+		t.Cleanup(func() { c.Close() })
+		return c, wire.NewReader(c)
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not connect")
+		return nil, nil
+	}
+}
+
+func send(t *testing.T, c net.Conn, payloads ...[]byte) {
+	t.Helper()
+	var b []byte
+	for _, p := range payloads {
+		b, _ = wire.AppendFrame(b, p)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// receiver runs the bind's receive function like wireguard-go does.
+type receiver struct {
+	got  chan []byte
+	done chan error
+}
+
+func startReceiver(fn conn.ReceiveFunc) *receiver {
+	r := &receiver{got: make(chan []byte, 64), done: make(chan error, 1)}
+	go func() {
+		bufs := make([][]byte, BindBatchSize)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2048)
+		}
+		sizes := make([]int, BindBatchSize)
+		eps := make([]conn.Endpoint, BindBatchSize)
+		for {
+			n, err := fn(bufs, sizes, eps)
+			if err != nil {
+				r.done <- err
+				return
+			}
+			for i := 0; i < n; i++ {
+				r.got <- append([]byte(nil), bufs[i][:sizes[i]]...)
+			}
+		}
+	}()
+	return r
+}
+
+func (r *receiver) next(t *testing.T) []byte {
+	t.Helper()
+	select {
+	case p := <-r.got:
+		return p
+	case <-time.After(10 * time.Second):
+		t.Fatal("no packet received")
+		return nil
+	}
+}
+
+func wgMsg(typ byte, n int) []byte {
+	p := make([]byte, n)
+	p[0] = typ
+	for i := 4; i < n; i++ {
+		p[i] = byte(i)
+	}
+	return p
+}
+
+func TestTCPBindDeliversAndReconnects(t *testing.T) {
+	relay := newFakeRelay(t)
+	var connects atomic.Int32
+	var counters Counters
+	b := &TCPBind{
+		Addr:      relay.ln.Addr().String(),
+		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: [32]byte{9}, Software: "test-agent"},
+		Backoff:   Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond},
+		Counters:  &counters,
+		OnConnect: func() { connects.Add(1) },
+	}
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Open(0); !errors.Is(err, conn.ErrBindAlreadyOpen) {
+		t.Fatalf("second Open: %v", err)
+	}
+	rx := startReceiver(fns[0])
+
+	c, r := relay.accept(t)
+	waitFor(t, 5*time.Second, "OnConnect", func() bool { return connects.Load() == 1 })
+	p, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := wire.ParseHello(p)
+	if err != nil || h.Software != "test-agent" || h.Key[0] != 9 {
+		t.Fatalf("first frame is not the agent's Hello: %+v %v", h, err)
+	}
+
+	// Relay → agent: a Hello, two WireGuard messages in one segment.
+	init1, data := wgMsg(1, 148), wgMsg(4, 100)
+	send(t, c, wire.Hello{Version: 1, Software: "test-relay"}.Marshal(), init1, data)
+	if got := rx.next(t); !bytes.Equal(got, init1) {
+		t.Fatal("handshake message changed")
+	}
+	if got := rx.next(t); !bytes.Equal(got, data) {
+		t.Fatal("data message changed")
+	}
+	waitFor(t, time.Second, "relay software", func() bool { return b.Status().RelaySoftware == "test-relay" })
+
+	// Agent → relay: a batch in one write, framed.
+	if err := b.Send([][]byte{wgMsg(2, 92), wgMsg(4, 64)}, b.ep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int{92, 64} {
+		p, err := r.Next()
+		if err != nil || len(p) != want {
+			t.Fatalf("relay read %d bytes, %v; want %d", len(p), err, want)
+		}
+	}
+	if counters.RxData.Load() != 100-32 || counters.TxData.Load() != 64-32 {
+		t.Errorf("data counters rx=%d tx=%d", counters.RxData.Load(), counters.TxData.Load())
+	}
+	if counters.RxOverhead.Load() == 0 || counters.TxOverhead.Load() == 0 {
+		t.Error("overhead not counted")
+	}
+
+	// The relay drops the connection: the bind redials by itself, and the
+	// receive function keeps working across it.
+	c.Close()
+	c2, r2 := relay.accept(t)
+	waitFor(t, 5*time.Second, "second OnConnect", func() bool { return connects.Load() == 2 })
+	if p, err := r2.Next(); err != nil || p[0] != wire.TypeHello {
+		t.Fatalf("no Hello on the new connection: %v", err)
+	}
+	send(t, c2, data)
+	if got := rx.next(t); !bytes.Equal(got, data) {
+		t.Fatal("no delivery after reconnect")
+	}
+	select {
+	case err := <-rx.done:
+		t.Fatalf("receive function ended during reconnect: %v", err)
+	default:
+	}
+
+	// Close: the receive function returns net.ErrClosed, as conn.Bind asks.
+	b.Close()
+	select {
+	case err := <-rx.done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("receive after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("receive did not return after Close")
+	}
+	if err := b.Send([][]byte{data}, b.ep); !errors.Is(err, errNotConnected) {
+		t.Fatalf("Send after Close: %v", err)
+	}
+	b.Close() // idempotent
+}
+
+func TestTCPBindGarbageFromRelayOnlyEndsThatConnection(t *testing.T) {
+	relay := newFakeRelay(t)
+	b := &TCPBind{Addr: relay.ln.Addr().String(), Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}}
+	fns, _, _ := b.Open(0)
+	defer b.Close()
+	rx := startReceiver(fns[0])
+
+	c, _ := relay.accept(t)
+	c.Write([]byte{0xff, 0xff, 1, 2, 3}) // oversized length
+	c2, _ := relay.accept(t)             // the bind gave up on c and redialed
+	msg := wgMsg(4, 80)
+	send(t, c2, msg)
+	if got := rx.next(t); !bytes.Equal(got, msg) {
+		t.Fatal("no delivery after a broken frame")
+	}
+	if st := b.Status(); !strings.Contains(st.LastError, "too large") {
+		t.Errorf("last error = %q, want the frame error", st.LastError)
+	}
+}
+
+func TestTCPBindGoingAwayWaits(t *testing.T) {
+	relay := newFakeRelay(t)
+	b := &TCPBind{Addr: relay.ln.Addr().String(), Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}}
+	fns, _, _ := b.Open(0)
+	defer b.Close()
+	startReceiver(fns[0])
+
+	c, _ := relay.accept(t)
+	send(t, c, wire.GoingAway{RetryAfterMillis: 300}.Marshal())
+	start := time.Now()
+	relay.accept(t)
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("redialed after %v, before the relay's retry-after of 300ms", d)
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for n, want := range []time.Duration{100, 200, 400, 800, 1600, 2000, 2000} {
+		want *= time.Millisecond
+		for i := 0; i < 50; i++ {
+			if d := b.Delay(n); d < want/2 || d > want {
+				t.Fatalf("Delay(%d) = %v, want in [%v, %v]", n, d, want/2, want)
+			}
+		}
+	}
+	if d := b.Delay(1000); d > b.Max {
+		t.Fatalf("Delay(1000) = %v over the cap", d)
+	}
+}
+
+// connectProxy is a minimal CONNECT proxy for the dialer's unit test; the
+// real proxy (tinyproxy) is exercised in e2e.
+func connectProxy(t *testing.T, wantAuth string, greeting []byte) *url.URL {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil || req.Method != http.MethodConnect {
+					return
+				}
+				if req.Header.Get("Proxy-Authorization") != wantAuth {
+					io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+					return
+				}
+				up, err := net.Dial("tcp", req.Host)
+				if err != nil {
+					io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+					return
+				}
+				defer up.Close()
+				// The answer and the relay's first bytes in one write.
+				c.Write(append([]byte("HTTP/1.1 200 Connection established\r\n\r\n"), greeting...))
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+}
+
+func TestDialerThroughProxy(t *testing.T) {
+	target, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer target.Close()
+	go func() {
+		c, err := target.Accept()
+		if err == nil {
+			c.Write([]byte("world"))
+			c.Close()
+		}
+	}()
+	// "hello " is sent by the proxy right after its 200: the dialer must
+	// not lose bytes that arrive in the same segment as the answer.
+	pu := connectProxy(t, "Basic dXNlcjpwYXNz", []byte("hello "))
+	pu.User = url.UserPassword("user", "pass")
+	d := &Dialer{Proxy: pu, Timeout: 5 * time.Second}
+	c, err := d.Dial(context.Background(), target.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, _ := io.ReadAll(c)
+	if string(got) != "hello world" {
+		t.Fatalf("through the proxy: %q", got)
+	}
+
+	pu.User = url.UserPassword("user", "wrong")
+	if _, err := d.Dial(context.Background(), target.Addr().String()); err == nil || !strings.Contains(err.Error(), "407") {
+		t.Fatalf("wrong proxy password: %v", err)
+	}
+}
+
+func TestParseProxy(t *testing.T) {
+	for _, tt := range []struct {
+		in string
+		ok bool
+	}{
+		{"http://proxy.lan:3128", true},
+		{"http://u:p@10.0.0.1:8080", true},
+		{"https://proxy.lan:3128", false},
+		{"proxy.lan:3128", false},
+		{"http://proxy.lan", false},
+	} {
+		if _, err := ParseProxy(tt.in); (err == nil) != tt.ok {
+			t.Errorf("ParseProxy(%q) err = %v", tt.in, err)
+		}
+	}
+}
+
+func TestKeys(t *testing.T) {
+	k, err := GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := k.String(); strings.Contains(s, k.Base64()) || s != "(private key)" {
+		t.Fatalf("PrivateKey.String shows the key: %q", s)
+	}
+	if _, err := ParsePrivateKey("not a key"); err == nil || strings.Contains(err.Error(), "not a key") {
+		t.Fatalf("bad key error repeats the input: %v", err)
+	}
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "hub.key")
+	k1, created, err := LoadOrCreatePrivateKey(path)
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	k2, created, err := LoadOrCreatePrivateKey(path)
+	if err != nil || created || k1 != k2 {
+		t.Fatalf("reload: %v %v", created, err)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := LoadPrivateKey(path); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("world-readable key accepted: %v", err)
+	}
+
+	// The same public key as WireGuard's own tool, when it is installed.
+	wg, err := exec.LookPath("wg")
+	if err != nil {
+		t.Skip("wg (wireguard-tools) not installed; key format checked against it in CI")
+	}
+	cmd := exec.Command(wg, "pubkey")
+	cmd.Stdin = strings.NewReader(k.Base64() + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != k.Public().String() {
+		t.Fatalf("wg pubkey = %s, ours = %s", got, k.Public())
+	}
+}

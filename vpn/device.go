@@ -1,0 +1,200 @@
+package vpn
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Device is a wireguard-go device with its peers, configured through the
+// UAPI text protocol so it behaves exactly like `wg set`.
+type Device struct {
+	dev  *device.Device
+	logf func(format string, args ...any)
+}
+
+// Peer is one WireGuard peer.
+type Peer struct {
+	PublicKey  PublicKey
+	AllowedIPs []netip.Prefix
+	// Endpoint is where to send to before the peer has spoken (the agent
+	// sets the relay; the relay leaves it empty and learns it).
+	Endpoint string
+	// PersistentKeepalive in seconds; 0 = off. Only for UDP through NAT.
+	PersistentKeepalive int
+}
+
+// NewDevice makes a WireGuard device on t (the netstack, perhaps behind
+// the firewall) and b, with private key k. Note that wireguard-go brings the
+// device up by itself as soon as t reports tun.EventUp, so the bind may be
+// open before any peer is added.
+func NewDevice(t tun.Device, b conn.Bind, k PrivateKey, logf func(format string, args ...any)) (*Device, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	d := &Device{logf: logf}
+	d.dev = device.NewDevice(t, b, &device.Logger{
+		Verbosef: device.DiscardLogf,
+		Errorf:   rateLimited(logf, "wireguard: ", 10*time.Second),
+	})
+	if err := d.dev.IpcSet("private_key=" + k.hex() + "\n"); err != nil {
+		d.dev.Close()
+		return nil, fmt.Errorf("vpn.NewDevice: %w", err)
+	}
+	return d, nil
+}
+
+// Up opens the bind and starts moving packets; a no-op if already up.
+func (d *Device) Up() error {
+	if err := d.dev.Up(); err != nil {
+		return fmt.Errorf("vpn: device up: %w", err)
+	}
+	return nil
+}
+
+// SetListenPort sets the UDP port (for the standard UDP bind).
+func (d *Device) SetListenPort(port uint16) error {
+	return d.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", port))
+}
+
+// AddPeer adds or updates a peer; its allowed IPs are replaced.
+func (d *Device) AddPeer(p Peer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\n", p.PublicKey.hex())
+	for _, a := range p.AllowedIPs {
+		fmt.Fprintf(&b, "allowed_ip=%s\n", a)
+	}
+	if p.Endpoint != "" {
+		fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+	}
+	fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", p.PersistentKeepalive)
+	if err := d.dev.IpcSet(b.String()); err != nil {
+		return fmt.Errorf("vpn: peer %s: %w", p.PublicKey.Short(), err)
+	}
+	return nil
+}
+
+// SetEndpoint points a peer at a new endpoint (UDP mode re-resolves).
+func (d *Device) SetEndpoint(pk PublicKey, endpoint string) error {
+	return d.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", pk.hex(), endpoint))
+}
+
+// RemovePeer removes a peer; unknown keys are ignored.
+func (d *Device) RemovePeer(pk PublicKey) {
+	d.dev.RemovePeer(device.NoisePublicKey(pk))
+}
+
+// Handshake drops the peer's session keys and sends a handshake initiation
+// now. The agent calls it on every new relay connection: the relay may have
+// restarted and forgotten the old session, and WireGuard alone would only
+// notice after 5 to 15 s.
+func (d *Device) Handshake(pk PublicKey) {
+	if p := d.dev.LookupPeer(device.NoisePublicKey(pk)); p != nil {
+		p.ExpireCurrentKeypairs()
+		p.SendHandshakeInitiation(false)
+	}
+}
+
+// PeerStats is what WireGuard knows about a peer.
+type PeerStats struct {
+	LastHandshake time.Time // zero if never
+	RxBytes       uint64
+	TxBytes       uint64
+	Endpoint      string
+}
+
+// Stats returns the stats of every peer, keyed by public key. It walks the
+// whole UAPI dump: fine for an agent's one peer, not for per-request use on
+// a relay with thousands.
+func (d *Device) Stats() (map[PublicKey]PeerStats, error) {
+	s, err := d.dev.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("vpn: stats: %w", err)
+	}
+	out := map[PublicKey]PeerStats{}
+	var (
+		pk        PublicKey
+		cur       *PeerStats
+		sec, nsec int64
+	)
+	finish := func() {
+		if cur == nil {
+			return
+		}
+		if sec != 0 || nsec != 0 {
+			cur.LastHandshake = time.Unix(sec, nsec)
+		}
+		out[pk] = *cur
+	}
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		if k == "public_key" {
+			finish()
+			raw, err := hex.DecodeString(v)
+			if err != nil || len(raw) != 32 {
+				return nil, fmt.Errorf("vpn: stats: bad key in UAPI dump")
+			}
+			pk, cur, sec, nsec = PublicKey(raw), &PeerStats{}, 0, 0
+			continue
+		}
+		if cur == nil {
+			continue // device-level lines come first
+		}
+		switch k {
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		case "rx_bytes":
+			cur.RxBytes, _ = strconv.ParseUint(v, 10, 64)
+		case "tx_bytes":
+			cur.TxBytes, _ = strconv.ParseUint(v, 10, 64)
+		case "endpoint":
+			cur.Endpoint = v
+		}
+	}
+	finish()
+	return out, nil
+}
+
+// Close shuts the device down: the bind and the tun device are closed and
+// every goroutine WireGuard started has ended when Close returns.
+func (d *Device) Close() {
+	d.dev.Close()
+	<-d.dev.Wait()
+}
+
+// rateLimited returns a logf that prints at most one line per interval and
+// says how many it held back.
+func rateLimited(logf func(string, ...any), prefix string, every time.Duration) func(string, ...any) {
+	var mu sync.Mutex
+	var last time.Time
+	var held int
+	return func(format string, args ...any) {
+		mu.Lock()
+		now := time.Now()
+		if now.Sub(last) < every {
+			held++
+			mu.Unlock()
+			return
+		}
+		n := held
+		held, last = 0, now
+		mu.Unlock()
+		msg := fmt.Sprintf(format, args...)
+		if n > 0 {
+			msg += fmt.Sprintf(" (and %d similar)", n)
+		}
+		logf("%s%s", prefix, msg)
+	}
+}

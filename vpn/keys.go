@@ -1,0 +1,160 @@
+package vpn
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/curve25519"
+)
+
+// PrivateKey is a WireGuard private key. Its String method never shows the
+// key, so a stray %v in a log line cannot leak it; use Base64 on purpose.
+type PrivateKey [32]byte
+
+// PublicKey is a WireGuard public key, printed in base64 like `wg pubkey`.
+type PublicKey [32]byte
+
+// GeneratePrivateKey returns a new clamped Curve25519 private key.
+func GeneratePrivateKey() (PrivateKey, error) {
+	var k PrivateKey
+	if _, err := rand.Read(k[:]); err != nil {
+		return k, fmt.Errorf("vpn.GeneratePrivateKey: %w", err)
+	}
+	k[0] &= 248
+	k[31] = (k[31] & 127) | 64
+	return k, nil
+}
+
+// Public derives the public key.
+func (k PrivateKey) Public() PublicKey {
+	var p PublicKey
+	curve25519.ScalarBaseMult((*[32]byte)(&p), (*[32]byte)(&k))
+	return p
+}
+
+func (k PrivateKey) String() string { return "(private key)" }
+func (k PrivateKey) Base64() string { return base64.StdEncoding.EncodeToString(k[:]) }
+func (k PrivateKey) hex() string    { return hex.EncodeToString(k[:]) }
+func (k PrivateKey) IsZero() bool   { return k == PrivateKey{} }
+
+func (p PublicKey) String() string { return base64.StdEncoding.EncodeToString(p[:]) }
+func (p PublicKey) hex() string    { return hex.EncodeToString(p[:]) }
+func (p PublicKey) IsZero() bool   { return p == PublicKey{} }
+
+// Short is the first 8 characters of the base64 key, for log lines.
+func (p PublicKey) Short() string { return p.String()[:8] }
+
+// ParsePublicKey parses a base64 key as printed by `wg pubkey`.
+func ParsePublicKey(s string) (PublicKey, error) {
+	var p PublicKey
+	b, err := decodeKey(s)
+	if err != nil {
+		return p, fmt.Errorf("public key: %w", err)
+	}
+	copy(p[:], b)
+	return p, nil
+}
+
+// ParsePrivateKey parses a base64 key as printed by `wg genkey`. The error
+// never contains the input.
+func ParsePrivateKey(s string) (PrivateKey, error) {
+	var k PrivateKey
+	b, err := decodeKey(s)
+	if err != nil {
+		return k, fmt.Errorf("private key: %w", err)
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+func decodeKey(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("not a base64-encoded 32-byte WireGuard key")
+	}
+	return b, nil
+}
+
+// LoadPrivateKey reads a key file written by SavePrivateKey or `wg genkey`.
+// A file that others can read is refused: the key must never leave the hub.
+func LoadPrivateKey(path string) (PrivateKey, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("vpn.LoadPrivateKey: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return PrivateKey{}, fmt.Errorf("vpn.LoadPrivateKey: %s is readable by others (mode %v); run chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("vpn.LoadPrivateKey: %w", err)
+	}
+	k, err := ParsePrivateKey(string(b))
+	if err != nil {
+		return k, fmt.Errorf("vpn.LoadPrivateKey: %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// LoadOrCreatePrivateKey loads the key at path, or generates one and writes
+// it there (mode 0600) when the file does not exist yet.
+func LoadOrCreatePrivateKey(path string) (k PrivateKey, created bool, err error) {
+	k, err = LoadPrivateKey(path)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return k, false, err
+	}
+	if k, err = GeneratePrivateKey(); err != nil {
+		return k, false, err
+	}
+	if err := SavePrivateKey(path, k); err != nil {
+		return k, false, err
+	}
+	return k, true, nil
+}
+
+// SavePrivateKey writes k to path atomically with mode 0600.
+func SavePrivateKey(path string, k PrivateKey) error {
+	return writeFileAtomic(path, []byte(k.Base64()+"\n"), 0o600)
+}
+
+// writeFileAtomic writes via a temporary file in the same directory, fsyncs
+// it and renames it over path, so a power cut leaves the old or the new file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("vpn: write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return fmt.Errorf("vpn: write %s: %w", path, err)
+	}
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("vpn: write %s: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("vpn: write %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("vpn: write %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("vpn: write %s: %w", path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
