@@ -1,0 +1,289 @@
+package netstack
+
+// The packet path between WireGuard and the stack:
+//
+// Outbound (stack to WireGuard)
+//  1. A TCP endpoint builds a segment; ipv4/ipv6 add the IP header.
+//  2. link.WritePackets takes a reference on the packet and queues it in the
+//     ring, dropping it if the ring is full.
+//  3. Device.Read (WireGuard's TUN reader) takes up to BatchSize packets off
+//     the ring at once and copies each into WireGuard's buffer.
+//
+// Inbound (WireGuard to stack)
+//  1. WireGuard decrypts a batch and calls Device.Write.
+//  2. link.write copies each packet into a pooled gVisor buffer and delivers
+//     it to the NIC, which hands TCP segments to the stack's TCP workers.
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+const (
+	// queueLen is how many outbound packets the link holds for WireGuard to
+	// read. When it is full the stack's packets are dropped, as a NIC's ring
+	// would drop them, and TCP retransmits; it never blocks the stack.
+	queueLen = 1024
+
+	// batchSize is how many packets one Device.Read returns at most.
+	batchSize = conn.IdealBatchSize
+)
+
+// link is the stack's only NIC: a stack.LinkEndpoint whose outbound packets
+// wait in a ring until WireGuard reads them through the tun.Device, and whose
+// inbound packets are whatever WireGuard writes to the tun.Device.
+type link struct {
+	mtu uint32
+
+	// readMu serializes Device.Read, which owns batch.
+	readMu sync.Mutex
+	batch  [batchSize]*stack.PacketBuffer
+
+	mu struct {
+		sync.Mutex
+		dispatcher stack.NetworkDispatcher
+		ring       [queueLen]*stack.PacketBuffer
+		head, n    int // ring[head] is the oldest of n queued packets
+		closed     bool
+	}
+	notify chan struct{} // capacity 1: a packet was queued
+	done   chan struct{} // closed by Close
+
+	packetsIn, bytesIn   atomic.Uint64
+	packetsOut, bytesOut atomic.Uint64
+	dropped              atomic.Uint64
+}
+
+var _ stack.LinkEndpoint = (*link)(nil)
+
+func newLink(mtu int) *link {
+	return &link{
+		mtu:    uint32(mtu),
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+}
+
+// WritePackets queues the stack's outbound packets for Device.Read. It takes
+// a reference on each packet instead of copying it.
+func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		if l.mu.n == queueLen {
+			break
+		}
+		l.mu.ring[(l.mu.head+l.mu.n)%queueLen] = pkt.IncRef()
+		l.mu.n++
+		n++
+	}
+	l.mu.Unlock()
+
+	if n == 0 {
+		l.dropped.Add(uint64(pkts.Len()))
+		return 0, &tcpip.ErrNoBufferSpace{}
+	}
+	l.dropped.Add(uint64(pkts.Len() - n))
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+	return n, nil
+}
+
+// read copies up to len(bufs) queued packets into bufs[i][offset:], blocking
+// while none is queued. It returns os.ErrClosed once the link is closed.
+func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	l.readMu.Lock()
+	defer l.readMu.Unlock()
+
+	for {
+		// Take packets off the ring under mu, copy them out without it:
+		// the stack's senders must not wait for our memcpy.
+		l.mu.Lock()
+		if l.mu.closed {
+			l.mu.Unlock()
+			return 0, os.ErrClosed
+		}
+		k := min(len(bufs), len(sizes), len(l.batch), l.mu.n)
+		for i := range k {
+			l.batch[i] = l.mu.ring[l.mu.head]
+			l.mu.ring[l.mu.head] = nil
+			l.mu.head = (l.mu.head + 1) % queueLen
+		}
+		l.mu.n -= k
+		l.mu.Unlock()
+
+		n, bytes := 0, 0
+		for _, pkt := range l.batch[:k] {
+			if size := copyPacket(bufs[n][offset:], pkt); size > 0 {
+				sizes[n] = size
+				bytes += size
+				n++
+			} else {
+				l.dropped.Add(1) // larger than the caller's buffer
+			}
+			pkt.DecRef()
+		}
+		clear(l.batch[:k])
+		if n > 0 {
+			l.packetsOut.Add(uint64(n))
+			l.bytesOut.Add(uint64(bytes))
+			return n, nil
+		}
+
+		select {
+		case <-l.notify:
+		case <-l.done:
+		}
+	}
+}
+
+// copyPacket copies pkt into dst without allocating. It returns the packet's
+// size, or 0 if it does not fit.
+func copyPacket(dst []byte, pkt *stack.PacketBuffer) int {
+	size := pkt.Size()
+	if size > len(dst) {
+		return 0
+	}
+	views, skip := pkt.AsViewList()
+	n := 0
+	for v := views.Front(); v != nil && n < size; v = v.Next() {
+		b := v.AsSlice()
+		if skip >= len(b) {
+			skip -= len(b)
+			continue
+		}
+		n += copy(dst[n:size], b[skip:])
+		skip = 0
+	}
+	return n
+}
+
+// write hands packets from WireGuard to the stack. Packets that are not IP
+// are dropped: WireGuard stops nothing on a write error, but would lose the
+// rest of the batch.
+func (l *link) write(bufs [][]byte, offset int) (int, error) {
+	l.mu.Lock()
+	d, closed := l.mu.dispatcher, l.mu.closed
+	l.mu.Unlock()
+	if closed || d == nil {
+		return 0, os.ErrClosed
+	}
+
+	n, bytes := 0, 0
+	for _, buf := range bufs {
+		packet := buf[offset:]
+		var proto tcpip.NetworkProtocolNumber
+		switch {
+		case len(packet) == 0:
+			continue
+		case packet[0]>>4 == 4:
+			proto = header.IPv4ProtocolNumber
+		case packet[0]>>4 == 6:
+			proto = header.IPv6ProtocolNumber
+		default:
+			l.dropped.Add(1)
+			continue
+		}
+		// The copy into a pooled buffer is gVisor's: the stack keeps the
+		// payload past this call, and WireGuard reuses buf.
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+			Payload: buffer.MakeWithData(packet),
+		})
+		d.DeliverNetworkPacket(proto, pkt)
+		pkt.DecRef()
+		n++
+		bytes += len(packet)
+	}
+	l.packetsIn.Add(uint64(n))
+	l.bytesIn.Add(uint64(bytes))
+	return len(bufs), nil
+}
+
+// Close implements stack.LinkEndpoint; the stack calls it when it removes the
+// NIC. It wakes Read, which then returns os.ErrClosed, and drops what is
+// still queued. It is idempotent.
+func (l *link) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.closed {
+		return
+	}
+	l.mu.closed = true
+	for ; l.mu.n > 0; l.mu.n-- {
+		l.mu.ring[l.mu.head].DecRef()
+		l.mu.ring[l.mu.head] = nil
+		l.mu.head = (l.mu.head + 1) % queueLen
+	}
+	close(l.done)
+}
+
+// Attach implements stack.LinkEndpoint.
+func (l *link) Attach(d stack.NetworkDispatcher) {
+	l.mu.Lock()
+	l.mu.dispatcher = d
+	l.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (l *link) IsAttached() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.dispatcher != nil
+}
+
+// The rest of stack.LinkEndpoint: a point-to-point IP link with no link
+// header, no link address, no offloads and a fixed MTU.
+
+func (l *link) MTU() uint32                                  { return l.mtu }
+func (l *link) SetMTU(uint32)                                {}
+func (l *link) MaxHeaderLength() uint16                      { return 0 }
+func (l *link) LinkAddress() tcpip.LinkAddress               { return "" }
+func (l *link) SetLinkAddress(tcpip.LinkAddress)             {}
+func (l *link) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+func (l *link) Wait()                                        {}
+func (l *link) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
+func (l *link) AddHeader(*stack.PacketBuffer)                {}
+func (l *link) ParseHeader(*stack.PacketBuffer) bool         { return true }
+func (l *link) SetOnCloseAction(func())                      {}
+
+// tunDevice is the Stack seen from WireGuard.
+type tunDevice struct {
+	s *Stack
+}
+
+var _ tun.Device = (*tunDevice)(nil)
+
+// Read returns up to len(bufs) packets the stack has sent, at least one; it
+// blocks while there are none. After Close it returns os.ErrClosed.
+func (d *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.s.link.read(bufs, sizes, offset)
+}
+
+// Write delivers packets to the stack. After Close it returns os.ErrClosed.
+func (d *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
+	return d.s.link.write(bufs, offset)
+}
+
+func (d *tunDevice) MTU() (int, error)        { return int(d.s.link.mtu), nil }
+func (d *tunDevice) Name() (string, error)    { return "hubtunnel", nil }
+func (d *tunDevice) File() *os.File           { return nil }
+func (d *tunDevice) Events() <-chan tun.Event { return d.s.events }
+func (d *tunDevice) BatchSize() int           { return batchSize }
+func (d *tunDevice) Close() error             { return d.s.Close() }

@@ -1,0 +1,383 @@
+// Package netstack is the userspace TCP/IP stack (gVisor's tcpip) that both
+// ends of a hubtunnel run behind WireGuard: the agent listens on it for the
+// fixed tunnel ports, the relay dials the hub's tunnel address through it.
+//
+// A Stack presents itself to wireguard-go as a tun.Device: the packets
+// WireGuard decrypts are written into the stack, and the packets the stack
+// sends are read out in batches for WireGuard to encrypt. Unlike
+// golang.zx2c4.com/wireguard/tun/netstack it keeps its gVisor endpoints in
+// reach, so every TCP connection gets keepalives (a vanished peer is found
+// within minutes, not gVisor's default of hours), buffers are capped (gVisor's
+// auto-tuning would otherwise grow them to 4 MiB a connection on a hub with
+// 158 MB of RAM), and a connection can be aborted with an RST.
+//
+// The stack must never touch the host's network: it opens no sockets and has
+// no route but its one NIC, the tun.Device. It never forwards packets, so a
+// peer can reach only the stack's own addresses and never another peer. It
+// speaks TCP only; other transport protocols are answered as unreachable.
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Config describes a Stack. The zero value of every field but Addrs is a
+// working default.
+type Config struct {
+	// Addrs are the stack's own tunnel addresses, IPv4 and/or IPv6.
+	// Required.
+	Addrs []netip.Addr
+
+	// MTU of the tunnel. Default 1420, WireGuard's.
+	MTU int
+
+	// KeepAliveIdle is how long a TCP connection may be idle before the
+	// stack probes the peer. Default 60s (gVisor's own is 2h).
+	KeepAliveIdle time.Duration
+	// KeepAliveInterval is the time between unanswered probes. Default 15s.
+	KeepAliveInterval time.Duration
+	// KeepAliveCount is how many unanswered probes reset the connection.
+	// Default 4. A silent peer is thus detected after KeepAliveIdle +
+	// KeepAliveInterval*KeepAliveCount (default 2m) if the connection was
+	// idle; with data in flight, TCP's retransmissions give up instead.
+	KeepAliveCount int
+
+	// TCPBufferSize caps each TCP connection's send and receive buffer, in
+	// bytes. Default 1 MiB; at least 4096.
+	TCPBufferSize int
+}
+
+const (
+	defaultMTU               = 1420
+	defaultKeepAliveIdle     = 60 * time.Second
+	defaultKeepAliveInterval = 15 * time.Second
+	defaultKeepAliveCount    = 4
+	defaultTCPBufferSize     = 1 << 20
+	minTCPBufferSize         = tcp.MinBufferSize
+
+	nicID = 1
+
+	// listenBacklog is how many established connections wait for Accept.
+	listenBacklog = 128
+)
+
+// withDefaults validates c and fills in its defaults.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Addrs) == 0 {
+		return c, errors.New("netstack.New: Config.Addrs is empty")
+	}
+	addrs := make([]netip.Addr, len(c.Addrs))
+	hasV6 := false
+	for i, a := range c.Addrs {
+		a = a.Unmap()
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+			return c, fmt.Errorf("netstack.New: Config.Addrs[%d] %v is not a unicast address", i, c.Addrs[i])
+		}
+		addrs[i] = a
+		hasV6 = hasV6 || a.Is6()
+	}
+	c.Addrs = addrs
+
+	if c.MTU == 0 {
+		c.MTU = defaultMTU
+	}
+	minMTU := 576
+	if hasV6 {
+		minMTU = 1280
+	}
+	if c.MTU < minMTU || c.MTU > 65535 {
+		return c, fmt.Errorf("netstack.New: Config.MTU %d is outside %d..65535", c.MTU, minMTU)
+	}
+
+	for _, f := range []struct {
+		name string
+		d    *time.Duration
+		def  time.Duration
+	}{
+		{"KeepAliveIdle", &c.KeepAliveIdle, defaultKeepAliveIdle},
+		{"KeepAliveInterval", &c.KeepAliveInterval, defaultKeepAliveInterval},
+	} {
+		if *f.d < 0 {
+			return c, fmt.Errorf("netstack.New: Config.%s %v is negative", f.name, *f.d)
+		}
+		if *f.d == 0 {
+			*f.d = f.def
+		}
+	}
+	if c.KeepAliveCount < 0 {
+		return c, fmt.Errorf("netstack.New: Config.KeepAliveCount %d is negative", c.KeepAliveCount)
+	}
+	if c.KeepAliveCount == 0 {
+		c.KeepAliveCount = defaultKeepAliveCount
+	}
+
+	if c.TCPBufferSize == 0 {
+		c.TCPBufferSize = defaultTCPBufferSize
+	}
+	if c.TCPBufferSize < minTCPBufferSize {
+		return c, fmt.Errorf("netstack.New: Config.TCPBufferSize %d is below %d", c.TCPBufferSize, minTCPBufferSize)
+	}
+	return c, nil
+}
+
+// A Stack is a gVisor TCP/IP stack whose only NIC is the tun.Device returned
+// by Device. Create it with New; Close it (directly, or by closing the
+// WireGuard device that owns Device) to stop it.
+type Stack struct {
+	cfg    Config
+	stack  *stack.Stack
+	link   *link
+	dev    *tunDevice
+	events chan tun.Event
+	hasV6  bool
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close
+}
+
+// New creates a Stack with cfg. Its Device reports tun.EventUp once.
+func New(cfg Config) (*Stack, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+
+	s := &Stack{
+		cfg: cfg,
+		stack: stack.New(stack.Options{
+			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+		}),
+		link:   newLink(cfg.MTU),
+		events: make(chan tun.Event, 1),
+		done:   make(chan struct{}),
+	}
+	s.dev = &tunDevice{s: s}
+	if err := s.configure(); err != nil {
+		s.stack.Destroy()
+		s.link.Close()
+		return nil, err
+	}
+	s.events <- tun.EventUp
+	return s, nil
+}
+
+// configure sets the stack's TCP options and brings up its NIC, addresses
+// and routes.
+func (s *Stack) configure() error {
+	size := s.cfg.TCPBufferSize
+	sack := tcpip.TCPSACKEnabled(true) // off by default in gVisor
+	sndBuf := tcpip.TCPSendBufferSizeRangeOption{
+		Min:     minTCPBufferSize,
+		Default: min(size, tcp.DefaultSendBufferSize),
+		Max:     size,
+	}
+	rcvBuf := tcpip.TCPReceiveBufferSizeRangeOption{
+		Min:     minTCPBufferSize,
+		Default: min(size, tcp.DefaultReceiveBufferSize),
+		Max:     size,
+	}
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &sndBuf, &rcvBuf} {
+		if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			return fmt.Errorf("netstack.New: TCP option %T: %v", opt, err)
+		}
+	}
+
+	// gVisor, like Linux, answers out-of-window segments, keepalive probes
+	// among them, at most every 500ms per connection. Probes sent faster
+	// than that would go unanswered and reset a live connection.
+	limit := min(500*time.Millisecond, s.cfg.KeepAliveIdle/2, s.cfg.KeepAliveInterval/2)
+	if err := s.stack.SetOption(stack.TCPInvalidRateLimitOption(limit)); err != nil {
+		return fmt.Errorf("netstack.New: invalid-segment rate limit: %v", err)
+	}
+
+	if err := s.stack.CreateNIC(nicID, s.link); err != nil {
+		return fmt.Errorf("netstack.New: create NIC: %v", err)
+	}
+	var hasV4 bool
+	for _, a := range s.cfg.Addrs {
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+			s.hasV6 = true
+		} else {
+			hasV4 = true
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol:          proto,
+			AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix(),
+		}
+		if err := s.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return fmt.Errorf("netstack.New: add address %v: %v", a, err)
+		}
+	}
+	if hasV4 {
+		s.stack.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nicID})
+	}
+	if s.hasV6 {
+		s.stack.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
+	}
+	return nil
+}
+
+// Device returns the stack as a tun.Device, to hand to device.NewDevice
+// (possibly wrapped by a packet filter). It is the same value on every call.
+// Closing it closes the Stack.
+func (s *Stack) Device() tun.Device { return s.dev }
+
+// Close aborts every connection and listener, stops the stack's goroutines
+// and closes Device: its Read returns os.ErrClosed and its event channel is
+// closed. Close is idempotent and always returns nil.
+func (s *Stack) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.stack.Close() // aborts all endpoints; their RSTs may still be read
+		s.stack.Wait()  // waits for TCP's workers and removes the NIC
+		s.link.Close()
+		close(s.events)
+	})
+	return nil
+}
+
+// closed reports whether Close was called.
+func (s *Stack) closed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stats are a Stack's counters since New.
+type Stats struct {
+	PacketsIn, BytesIn   uint64 // IP packets written to Device (from WireGuard)
+	PacketsOut, BytesOut uint64 // IP packets read from Device (to WireGuard)
+	Dropped              uint64 // packets dropped by the link (queue full, not IP) or the stack (malformed, not ours, receive queue full)
+	TCPConns             uint64 // TCP connections currently open (established up to fully closed)
+}
+
+// Stats returns the stack's counters.
+func (s *Stack) Stats() Stats {
+	l, st := s.link, s.stack.Stats()
+	return Stats{
+		PacketsIn:  l.packetsIn.Load(),
+		BytesIn:    l.bytesIn.Load(),
+		PacketsOut: l.packetsOut.Load(),
+		BytesOut:   l.bytesOut.Load(),
+		Dropped:    l.dropped.Load() + st.DroppedPackets.Value(),
+		TCPConns:   st.TCP.CurrentConnected.Value(),
+	}
+}
+
+// ListenTCP listens on port on all of the stack's addresses.
+func (s *Stack) ListenTCP(port uint16) (*Listener, error) {
+	if s.closed() {
+		return nil, fmt.Errorf("netstack.ListenTCP: %w", net.ErrClosed)
+	}
+	// One endpoint serves both families: an IPv6 one that also accepts
+	// IPv4 when the stack has IPv6 addresses.
+	proto := ipv4.ProtocolNumber
+	if s.hasV6 {
+		proto = ipv6.ProtocolNumber
+	}
+	wq := new(waiter.Queue)
+	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return nil, fmt.Errorf("netstack.ListenTCP: port %d: %v", port, terr)
+	}
+	if s.hasV6 {
+		ep.SocketOptions().SetV6Only(false)
+	}
+	if terr := ep.Bind(tcpip.FullAddress{Port: port}); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("netstack.ListenTCP: port %d: %w", port, toErrno(terr))
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("netstack.ListenTCP: port %d: %w", port, toErrno(terr))
+	}
+	return &Listener{s: s, ep: ep, wq: wq, port: port, done: make(chan struct{})}, nil
+}
+
+// DialTCP connects to dst through the tunnel. ctx bounds the handshake only.
+func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (*TCPConn, error) {
+	if s.closed() {
+		return nil, opError("dial", dst, net.ErrClosed)
+	}
+	addr := dst.Addr().Unmap()
+	proto := ipv4.ProtocolNumber
+	if addr.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	wq := new(waiter.Queue)
+	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return nil, opError("dial", dst, toErrno(terr))
+	}
+
+	// Register before Connect so the writable event cannot be missed.
+	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+
+	terr = ep.Connect(tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(addr.AsSlice()), Port: dst.Port()})
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ch:
+			terr = ep.LastError()
+		case <-ctx.Done():
+			ep.Close()
+			return nil, opError("dial", dst, ctx.Err())
+		case <-s.done:
+			ep.Close()
+			return nil, opError("dial", dst, net.ErrClosed)
+		}
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, opError("dial", dst, toErrno(terr))
+	}
+	c, err := s.newConn(ep, wq)
+	if err != nil {
+		return nil, opError("dial", dst, err)
+	}
+	return c, nil
+}
+
+func opError(op string, dst netip.AddrPort, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: err}
+}
+
+// tune applies the per-connection options of cfg to an established endpoint.
+// Accepted endpoints do not inherit keepalive settings from their listener,
+// so this runs on every connection, accepted or dialed.
+func (s *Stack) tune(ep tcpip.Endpoint) error {
+	idle := tcpip.KeepaliveIdleOption(s.cfg.KeepAliveIdle)
+	intvl := tcpip.KeepaliveIntervalOption(s.cfg.KeepAliveInterval)
+	for _, opt := range []tcpip.SettableSocketOption{&idle, &intvl} {
+		if err := ep.SetSockOpt(opt); err != nil {
+			return fmt.Errorf("socket option %T: %v", opt, err)
+		}
+	}
+	if err := ep.SetSockOptInt(tcpip.KeepaliveCountOption, s.cfg.KeepAliveCount); err != nil {
+		return fmt.Errorf("keepalive count: %v", err)
+	}
+	ep.SocketOptions().SetKeepAlive(true) // starts the timer
+	return nil
+}
