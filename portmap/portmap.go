@@ -13,12 +13,13 @@ package portmap
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/hubtunnel/hubtunnel/config"
 )
 
 // Entry is one line of the fixed port map.
@@ -108,13 +109,13 @@ func (t Targets) Routes() ([]Route, error) {
 	if host == "" {
 		host = DefaultHost
 	} else if !validHost(host) {
-		errs = append(errs, fmt.Errorf("targets.host: %q: not a host name or IP address", host))
+		errs = append(errs, config.Errorf("targets.host", "%q: not a host name or IP address", host))
 	}
 
 	enabled := make(map[uint16]bool, len(t.Enable))
 	for _, p := range t.Enable {
 		if _, ok := Lookup(p); !ok {
-			errs = append(errs, fmt.Errorf("targets.enable: %d: not a port of the fixed map", p))
+			errs = append(errs, config.Errorf("targets.enable", "%d: not a port of the fixed map", p))
 			continue
 		}
 		enabled[p] = true
@@ -130,16 +131,16 @@ func (t Targets) Routes() ([]Route, error) {
 		v := t.Ports[k]
 		p, err := strconv.ParseUint(k, 10, 16)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("targets.ports: %q: not a port of the fixed map", k))
+			errs = append(errs, config.Errorf("targets.ports."+k, "not a port of the fixed map"))
 			continue
 		}
 		if _, ok := Lookup(uint16(p)); !ok {
-			errs = append(errs, fmt.Errorf("targets.ports: %q: not a port of the fixed map", k))
+			errs = append(errs, config.Errorf("targets.ports."+k, "not a port of the fixed map"))
 			continue
 		}
 		target, ok := parseTarget(v, host)
 		if !ok {
-			errs = append(errs, fmt.Errorf("targets.ports.%q: %q: not host:port or a port", k, v))
+			errs = append(errs, config.Errorf("targets.ports."+k, "%q: not host:port or a port", v))
 			continue
 		}
 		overrides[uint16(p)] = target
