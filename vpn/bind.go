@@ -70,7 +70,7 @@ type Status struct {
 	Since          time.Time // when the current state began
 	RelayAddr      string    // remote address of the current connection
 	RelaySoftware  string    // from the relay's Hello
-	LastError      string    // why the last attempt or connection ended
+	LastError      string    // why the last attempt or connection ended, for the hub owner (Describe)
 	Connects       uint64    // successful connections since start
 	FailedAttempts uint64    // failed attempts since the last success
 }
@@ -278,7 +278,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 		var wait time.Duration
 		if err != nil {
 			b.mu.Lock()
-			b.status.LastError = err.Error()
+			b.status.LastError = Describe(err)
 			b.status.FailedAttempts++
 			n := b.status.FailedAttempts
 			b.mu.Unlock()
@@ -341,7 +341,7 @@ func (b *TCPBind) serve(c net.Conn) *session {
 	<-s.done
 	b.mu.Lock()
 	if b.cur == s {
-		b.setLocked(nil, s.err.Error())
+		b.setLocked(nil, Describe(s.err))
 	}
 	b.mu.Unlock()
 	if !errors.Is(s.err, net.ErrClosed) {

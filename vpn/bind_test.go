@@ -241,6 +241,14 @@ func TestTCPBindGarbageFromRelayOnlyEndsThatConnection(t *testing.T) {
 	if st := b.Status(); !strings.Contains(st.LastError, "too large") {
 		t.Errorf("last error = %q, want the frame error", st.LastError)
 	}
+	c2.Close()
+	relay.accept(t) // redialed: the reason is kept
+	waitFor(t, 5*time.Second, "third connection", func() bool { return b.Status().Connects == 3 })
+	// Closed with our Hello unread, the relay's side resets; either way the
+	// hub owner reads words, not a Go error.
+	if st := b.Status(); st.LastError != "the relay closed the connection" && st.LastError != "the connection to the relay was reset" {
+		t.Errorf("last error after the relay closed: %q", st.LastError)
+	}
 }
 
 func TestTCPBindGoingAwayWaits(t *testing.T) {
@@ -405,5 +413,26 @@ func TestKeys(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != k.Public().String() {
 		t.Fatalf("wg pubkey = %s, ours = %s", got, k.Public())
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	_, refused := (&Dialer{}).Dial(context.Background(), closed)
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{refused, "the relay is not accepting connections (is it running?)"},
+		{&net.DNSError{Err: "no such host", Name: "relay.example"}, "cannot find the relay's address (DNS: no such host)"},
+		{io.EOF, "the relay closed the connection"},
+		{wire.Error{Message: "this hub is not registered at the relay"}, "the relay refused this hub: this hub is not registered at the relay"},
+		{context.DeadlineExceeded, "the relay did not answer in time (context deadline exceeded)"},
+	} {
+		if got := Describe(tt.err); got != tt.want {
+			t.Errorf("Describe(%v) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

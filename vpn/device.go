@@ -181,6 +181,9 @@ func rateLimited(logf func(string, ...any), prefix string, every time.Duration) 
 	var last time.Time
 	var held int
 	return func(format string, args ...any) {
+		if expectedSendError(args) {
+			return
+		}
 		mu.Lock()
 		now := time.Now()
 		if now.Sub(last) < every {
