@@ -1,0 +1,143 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+
+	"github.com/hubtunnel/hubtunnel/config"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// Config is hubrelay's TOML file. Every field works at its zero value
+// except PrivateKeyFile and Domain; defaults are noted beside each field.
+type Config struct {
+	// AgentListen is where agents connect over TCP. Default ":7443".
+	AgentListen string `toml:"agent_listen"`
+	// AgentListenUDP is the UDP port for agents on plain WireGuard
+	// (transport = "udp"). Default: the port of AgentListen; "off" disables.
+	AgentListenUDP string `toml:"agent_listen_udp"`
+	// Domain: hub NAME is reached as NAME.<domain>. Required.
+	Domain string `toml:"domain"`
+	// PublicHost is the relay's name as users type it, for printed URLs.
+	// Default: Domain.
+	PublicHost string `toml:"public_host"`
+	// PublicListen is the address the public ports bind to. Default "" (all).
+	PublicListen string `toml:"public_listen"`
+	// PortOffset is added to every public port of the map, so an
+	// unprivileged relay serves tunnel port 80 on 80+offset. Default 0.
+	PortOffset int `toml:"port_offset"`
+	// PrivateKeyFile holds the relay's WireGuard key (mode 0600); created
+	// when missing. Required.
+	PrivateKeyFile string `toml:"private_key_file"`
+	// TunnelIP is the relay's address inside the tunnel. Default 100.96.0.1.
+	TunnelIP string `toml:"tunnel_ip"`
+	// TLSCertFile and TLSKeyFile serve the TLS ports (443, 4430…). Empty:
+	// a self-signed certificate for *.<domain> is made at start (browsers
+	// will warn; fine for a demo, not for users).
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+	// Hubs are the hubs this relay serves.
+	Hubs []HubConfig `toml:"hub"`
+
+	tunnelIP netip.Addr
+	dir      string
+}
+
+// LoadConfig reads and validates hubrelay's config file. Relative paths in
+// it are relative to the file's folder.
+func LoadConfig(path string) (*Config, error) {
+	c := &Config{dir: filepath.Dir(path)}
+	if err := config.Load(path, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// HubConfig is one [[hub]] entry.
+type HubConfig struct {
+	Name      string `toml:"name"`       // DNS label: lower-case letters, digits, '-'
+	PublicKey string `toml:"public_key"` // the agent's WireGuard public key (hubtunnel pubkey)
+	TunnelIP  string `toml:"tunnel_ip"`  // the hub's address inside the tunnel, unique
+
+	key vpn.PublicKey
+	ip  netip.Addr
+}
+
+var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Validate fills in defaults and checks every value.
+func (c *Config) Validate() error {
+	if c.AgentListen == "" {
+		c.AgentListen = ":7443"
+	}
+	_, port, err := net.SplitHostPort(c.AgentListen)
+	if err != nil {
+		return config.Errorf("agent_listen", "%q: want host:port or :port", c.AgentListen)
+	}
+	if c.AgentListenUDP == "" {
+		c.AgentListenUDP = ":" + port
+	}
+	if c.AgentListenUDP != "off" {
+		if _, _, err := net.SplitHostPort(c.AgentListenUDP); err != nil {
+			return config.Errorf("agent_listen_udp", "%q: want host:port, :port or \"off\"", c.AgentListenUDP)
+		}
+	}
+	if c.Domain == "" {
+		return config.Errorf("domain", "missing: hubs are reached as NAME.<domain>")
+	}
+	if c.PublicHost == "" {
+		c.PublicHost = c.Domain
+	}
+	if c.PortOffset < 0 || c.PortOffset+44381 > 65535 {
+		return config.Errorf("port_offset", "%d: every public port plus the offset must stay below 65536", c.PortOffset)
+	}
+	if c.PrivateKeyFile == "" {
+		return config.Errorf("private_key_file", "missing")
+	}
+	for _, p := range []*string{&c.PrivateKeyFile, &c.TLSCertFile, &c.TLSKeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) && c.dir != "" {
+			*p = filepath.Join(c.dir, *p)
+		}
+	}
+	if c.TunnelIP == "" {
+		c.TunnelIP = "100.96.0.1"
+	}
+	if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
+		return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")
+	}
+	names := map[string]bool{}
+	keys := map[vpn.PublicKey]string{}
+	ips := map[netip.Addr]string{c.tunnelIP: "the relay"}
+	for i := range c.Hubs {
+		h := &c.Hubs[i]
+		at := func(key string) string { return fmt.Sprintf("hub[%d].%s", i, key) }
+		if !labelRE.MatchString(h.Name) {
+			return config.Errorf(at("name"), "%q: use lower-case letters, digits and '-'", h.Name)
+		}
+		if names[h.Name] {
+			return config.Errorf(at("name"), "%q is used twice", h.Name)
+		}
+		names[h.Name] = true
+		if h.key, err = vpn.ParsePublicKey(h.PublicKey); err != nil {
+			return config.Errorf(at("public_key"), "hub %q: %v", h.Name, err)
+		}
+		if other, dup := keys[h.key]; dup {
+			return config.Errorf(at("public_key"), "hub %q has the same key as hub %q", h.Name, other)
+		}
+		keys[h.key] = h.Name
+		if h.ip, err = netip.ParseAddr(h.TunnelIP); err != nil {
+			return config.Errorf(at("tunnel_ip"), "hub %q: %q is not an IP address", h.Name, h.TunnelIP)
+		}
+		if other, dup := ips[h.ip]; dup {
+			return config.Errorf(at("tunnel_ip"), "hub %q: %s is already used by %s", h.Name, h.ip, other)
+		}
+		ips[h.ip] = "hub " + h.Name
+	}
+	return nil
+}

@@ -1,0 +1,385 @@
+// Package relay is hubrelay's server: it accepts agents on one TCP port
+// (and UDP for plain WireGuard), runs one WireGuard device with a peer per
+// hub on its own userspace netstack, and connects users arriving on the
+// public ports of the fixed map to the hub their Host header names.
+//
+// The relay never forwards packets between peers: its netstack owns only
+// the relay's tunnel address and does not route, so a hub can reach nothing
+// but the relay itself, and certainly not another hub.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+const (
+	// helloTimeout is how long a new agent connection may take to say
+	// Hello; idle half-open connections are dropped after it.
+	helloTimeout = 10 * time.Second
+	// handshakeTimeout is how long it may then take to complete a
+	// WireGuard handshake (three of WireGuard's 5 s retries fit in it);
+	// a connection that claims a hub but cannot prove it is dropped.
+	handshakeTimeout = 20 * time.Second
+	// agentWriteTimeout bounds a write to one agent, so a stuck agent
+	// cannot hold up WireGuard's send routine for long.
+	agentWriteTimeout = 10 * time.Second
+	// agentReadBuffer is small: thousands of idle agents each hold one.
+	agentReadBuffer = 4 << 10
+	// goingAwayMillis is how long agents wait before redialing a relay
+	// that is shutting down, plus their own jitter.
+	goingAwayMillis = 1000
+)
+
+// agentKeepAlive is slower than the agent's own (90 s): the agent keeps an
+// idle connection alive; the relay only clears out agents that vanished.
+var agentKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Minute, Interval: 30 * time.Second, Count: 4}
+
+// Server is a running relay. Create it with New, then Start; Close stops it.
+type Server struct {
+	cfg     Config
+	logf    func(format string, args ...any)
+	key     vpn.PrivateKey
+	version string
+
+	hubs  map[string]*hub
+	byKey map[vpn.PublicKey]*hub
+
+	stack *netstack.Stack
+	bind  *agentBind
+	dev   *vpn.Device
+	tls   *tls.Config
+
+	agentLn  net.Listener
+	publicLn map[uint16]net.Listener // by tunnel port
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // agent and public connections, closed at Close
+	agent map[*agentConn]struct{}
+}
+
+// hub is a configured hub and what the relay knows about it now.
+type hub struct {
+	HubConfig
+	online   atomic.Int32 // live agent connections that named this hub and completed a handshake
+	sessions atomic.Int64 // user sessions in flight
+}
+
+// New prepares a relay from a validated config. version is shown to agents.
+func New(cfg Config, version string, logf func(format string, args ...any)) (*Server, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	s := &Server{
+		cfg:      cfg,
+		logf:     logf,
+		version:  version,
+		hubs:     map[string]*hub{},
+		byKey:    map[vpn.PublicKey]*hub{},
+		publicLn: map[uint16]net.Listener{},
+		closing:  make(chan struct{}),
+		conns:    map[net.Conn]struct{}{},
+		agent:    map[*agentConn]struct{}{},
+	}
+	for _, hc := range cfg.Hubs {
+		h := &hub{HubConfig: hc}
+		s.hubs[h.Name] = h
+		s.byKey[h.key] = h
+	}
+	return s, nil
+}
+
+// Start opens every listener and brings the tunnel up; on error nothing is
+// left open.
+func (s *Server) Start() (err error) {
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	k, created, err := vpn.LoadOrCreatePrivateKey(s.cfg.PrivateKeyFile)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	s.key = k
+	if created {
+		s.logf("relay: created a new key in %s", s.cfg.PrivateKeyFile)
+	}
+	if s.tls, err = s.tlsConfig(); err != nil {
+		return err
+	}
+
+	udpPort := uint16(0)
+	if s.cfg.AgentListenUDP != "off" {
+		_, p, _ := net.SplitHostPort(s.cfg.AgentListenUDP)
+		n, _ := strconv.ParseUint(p, 10, 16)
+		udpPort = uint16(n)
+	}
+	if s.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{s.cfg.tunnelIP}}); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	s.bind = newAgentBind(udpPort)
+	if s.dev, err = vpn.NewDevice(s.stack.Device(), s.bind, k, s.logf); err != nil {
+		s.stack.Close()
+		s.stack = nil
+		return fmt.Errorf("relay: %w", err)
+	}
+	if udpPort != 0 {
+		if err := s.dev.SetListenPort(udpPort); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
+	for _, h := range s.hubs {
+		err := s.dev.AddPeer(vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}})
+		if err != nil {
+			return fmt.Errorf("relay: hub %s: %w", h.Name, err)
+		}
+	}
+	if err := s.dev.Up(); err != nil {
+		return fmt.Errorf("relay: agent_listen_udp %s: %w", s.cfg.AgentListenUDP, err)
+	}
+
+	lc := net.ListenConfig{KeepAliveConfig: agentKeepAlive}
+	if s.agentLn, err = lc.Listen(context.Background(), "tcp", s.cfg.AgentListen); err != nil {
+		return fmt.Errorf("relay: agent_listen: %w", err)
+	}
+	for _, e := range portmap.Fixed() {
+		addr := net.JoinHostPort(s.cfg.PublicListen, strconv.Itoa(int(e.Port)+s.cfg.PortOffset))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("relay: public port %d (%s): %w", e.Port, addr, err)
+		}
+		s.publicLn[e.Port] = ln
+	}
+
+	s.wg.Add(1)
+	go s.acceptAgents()
+	for _, e := range portmap.Fixed() {
+		s.wg.Add(1)
+		go s.acceptPublic(s.publicLn[e.Port], e)
+	}
+	s.logf("relay: agents connect to %s (tcp%s); public key %s", s.agentLn.Addr(), udpNote(udpPort), k.Public())
+	s.logf("relay: %d hubs, e.g. http://%s.%s:%d/", len(s.hubs), firstHub(s.cfg.Hubs), s.cfg.PublicHost, 80+s.cfg.PortOffset)
+	return nil
+}
+
+func udpNote(port uint16) string {
+	if port == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", udp :%d", port)
+}
+
+func firstHub(hs []HubConfig) string {
+	if len(hs) == 0 {
+		return "NAME"
+	}
+	return hs[0].Name
+}
+
+// PublicKey is the relay's WireGuard public key, which agents pin.
+func (s *Server) PublicKey() vpn.PublicKey { return s.key.Public() }
+
+// AgentAddr is the address agents connect to.
+func (s *Server) AgentAddr() net.Addr { return s.agentLn.Addr() }
+
+// PublicAddr is the listener for a tunnel port of the map.
+func (s *Server) PublicAddr(port uint16) net.Addr {
+	if ln := s.publicLn[port]; ln != nil {
+		return ln.Addr()
+	}
+	return nil
+}
+
+// HubStatus is what the relay reports about one hub.
+type HubStatus struct {
+	Name     string
+	Online   bool
+	Sessions int64
+}
+
+// Hubs reports every configured hub.
+func (s *Server) Hubs() []HubStatus {
+	out := make([]HubStatus, 0, len(s.hubs))
+	for _, h := range s.cfg.Hubs {
+		hh := s.hubs[h.Name]
+		out = append(out, HubStatus{Name: h.Name, Online: hh.online.Load() > 0, Sessions: hh.sessions.Load()})
+	}
+	return out
+}
+
+// Close tells every agent the relay is going away, then closes everything
+// and waits for the goroutines it started. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		if s.agentLn != nil {
+			s.agentLn.Close()
+		}
+		for _, ln := range s.publicLn {
+			ln.Close()
+		}
+		s.mu.Lock()
+		for ac := range s.agent {
+			ac.writeControl(wire.GoingAway{RetryAfterMillis: goingAwayMillis}.Marshal())
+		}
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+		if s.dev != nil {
+			s.dev.Close() // closes the bind and the netstack's device
+		}
+		if s.stack != nil {
+			s.stack.Close()
+		}
+	})
+	return nil
+}
+
+// track registers a connection to be closed by Close; it reports false
+// (and closes c) when the server is already closing.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.closing:
+		c.Close()
+		return false
+	default:
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// acceptLoop accepts until ln is closed, handing each connection to handle
+// in a goroutine counted by s.wg.
+func (s *Server) acceptLoop(ln net.Listener, what string, handle func(net.Conn)) {
+	defer s.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.logf("relay: accept %s: %v", what, err)
+			select {
+			case <-s.closing:
+				return
+			case <-time.After(100 * time.Millisecond): // e.g. out of file descriptors
+			}
+			continue
+		}
+		if !s.track(c) {
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			handle(c)
+		}()
+	}
+}
+
+func (s *Server) acceptAgents() {
+	s.acceptLoop(s.agentLn, "agent", s.serveAgent)
+}
+
+// serveAgent reads one agent connection until it ends. The first frame
+// must be a Hello; WireGuard messages go to the device; anything malformed
+// ends this connection and nothing else.
+func (s *Server) serveAgent(c net.Conn) {
+	ac := newAgentConn(c)
+	s.mu.Lock()
+	s.agent[ac] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.agent, ac)
+		s.mu.Unlock()
+		if h := ac.hub.Load(); ac.finish() && h != nil {
+			h.online.Add(-1)
+			s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.rx.Load(), ac.tx.Load())
+		}
+	}()
+
+	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
+	if err := ac.writeControl(hello.Marshal()); err != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
+	r := wire.NewReaderSize(c, agentReadBuffer)
+	p, err := r.Next()
+	if err != nil || p[0] != wire.TypeHello {
+		return // not an agent, or silent: drop it quietly
+	}
+	h, err := wire.ParseHello(p)
+	if err != nil {
+		ac.writeControl(wire.Error{Message: "malformed hello"}.Marshal())
+		return
+	}
+	if h.Version != wire.ProtocolVersion {
+		ac.writeControl(wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("relay speaks protocol %d, agent %d: update the agent", wire.ProtocolVersion, h.Version)}.Marshal())
+		return
+	}
+	hb := s.byKey[vpn.PublicKey(h.Key)]
+	if hb == nil {
+		s.logf("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
+		ac.writeControl(wire.Error{Message: "this hub is not registered at the relay"}.Marshal())
+		return
+	}
+	// The Hello is only a claim. The hub counts as online, and the
+	// connection may idle, once WireGuard has answered its handshake.
+	ac.hub.Store(hb)
+	ac.onVerify = func() {
+		hb.online.Add(1)
+		c.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
+		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
+	}
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+
+	for {
+		p, err := r.Next()
+		if err != nil {
+			return
+		}
+		ac.rx.Add(uint64(len(p) + 2))
+		if !wire.IsWireGuard(p) {
+			continue // later control messages; nothing to do yet
+		}
+		buf := framePool.Get().(*[wire.MaxFrame]byte)
+		n := copy(buf[:], p)
+		select {
+		case s.bind.in <- inbound{buf: buf, n: n, ep: ac}:
+		case <-s.closing:
+			framePool.Put(buf)
+			return
+		}
+	}
+}
