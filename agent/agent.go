@@ -1,0 +1,388 @@
+// Package agent is hubtunnel's agent: it runs on the hub, keeps the tunnel
+// to the relay up and forwards the fixed port map to the hub's services.
+//
+// The data path, inbound (a user's request):
+//
+//  1. The relay connection (vpn.TCPBind, or UDP) delivers a WireGuard message.
+//  2. wireguard-go decrypts it; only the pinned relay key can have sent it.
+//  3. The firewall drops the packet unless its source is in allowed_cidrs
+//     and it is TCP to a mapped port (ICMP echo for diagnosis), and counts it.
+//  4. The netstack (gVisor, in this process) hands the TCP connection to the
+//     listener on that tunnel port.
+//  5. portmap dials the port's local target and splices both ways.
+//
+// Outbound is the reverse, without the firewall. The agent never dials
+// anything but the relay and its configured local targets: it must never
+// become a way into the rest of the LAN.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/hubtunnel/hubtunnel/firewall"
+	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+// Agent is a running agent. New, then Start; Close stops it.
+type Agent struct {
+	cfg     *Config
+	version string
+	logf    func(format string, args ...any)
+
+	key      vpn.PrivateKey
+	stack    *netstack.Stack
+	fw       *firewall.Device
+	dev      *vpn.Device
+	ready    atomic.Pointer[vpn.Device] // dev, once its peer exists; read by OnConnect
+	hsMu     sync.Mutex
+	hsConn   uint64       // the relay connection (bind's Connects count) last handshaken on
+	bind     *vpn.TCPBind // nil with transport "udp"
+	counters vpn.Counters
+	fwd      portmap.Forwarder
+
+	listeners []net.Listener
+	ui        *http.Server
+	uiLn      net.Listener
+
+	closing chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// New prepares an agent from a validated config.
+func New(cfg *Config, version string, logf func(format string, args ...any)) *Agent {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{})}
+	a.fwd = portmap.Forwarder{Logf: logf}
+	return a
+}
+
+// Start brings up the status API and, if enabled, the tunnel. On error
+// everything it opened is closed again.
+func (a *Agent) Start() (err error) {
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if a.uiLn, err = net.Listen("tcp", a.cfg.UIListen); err != nil {
+		return fmt.Errorf("agent: ui_listen: %w", err)
+	}
+	if ap, err := netip.ParseAddrPort(a.uiLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		a.logf("agent: warning: status API listens on %s, not loopback", ap)
+	}
+	a.ui = &http.Server{Handler: a.uiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.ui.Serve(a.uiLn)
+	}()
+	if !a.cfg.IsEnabled() {
+		a.logf("agent: tunnel disabled in config")
+		return nil
+	}
+	return a.startTunnel()
+}
+
+func (a *Agent) startTunnel() error {
+	cfg := a.cfg
+	k, created, err := vpn.LoadOrCreatePrivateKey(cfg.PrivateKeyFile)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.key = k
+	if created {
+		a.logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
+	}
+
+	if a.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU}); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.fw = firewall.Wrap(a.stack.Device(), a.policy(), a.logf)
+
+	var bind conn.Bind
+	endpoint := cfg.Relay
+	if cfg.Transport == "tcp" {
+		proxy, err := a.proxy()
+		if err != nil {
+			return err
+		}
+		a.bind = &vpn.TCPBind{
+			Addr:      cfg.Relay,
+			Dialer:    &vpn.Dialer{Proxy: proxy},
+			Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
+			Counters:  &a.counters,
+			Logf:      a.logf,
+			OnConnect: a.handshake,
+		}
+		bind = a.bind
+	} else {
+		bind = conn.NewStdNetBind()
+		if endpoint, err = resolveUDP(cfg.Relay); err != nil {
+			// Not fatal: the hub may boot before its network. Retry below.
+			a.logf("agent: %v; will retry", err)
+			endpoint = ""
+		}
+	}
+	if a.dev, err = vpn.NewDevice(a.fw, bind, k, a.logf); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	// The relay is the only peer; every source is accepted by WireGuard
+	// so that the firewall sees, drops and counts what is not allowed.
+	peer := vpn.Peer{
+		PublicKey:           cfg.relayKey,
+		AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+		Endpoint:            endpoint,
+		PersistentKeepalive: cfg.PersistentKeepalive,
+	}
+	if err := a.dev.AddPeer(peer); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if a.bind != nil {
+		// wireguard-go may already be up (it follows the netstack's up
+		// event) and the bind connected before the peer existed: handshake
+		// now, and from here on at every new relay connection. (With UDP,
+		// adding a peer with a persistent keepalive already starts one; a
+		// second initiation in the same instant is dropped as a replay.)
+		a.ready.Store(a.dev)
+		a.handshake()
+	}
+
+	for _, r := range cfg.routes {
+		ln, err := a.stack.ListenTCP(r.Port)
+		if err != nil {
+			return fmt.Errorf("agent: tunnel port %d: %w", r.Port, err)
+		}
+		a.listeners = append(a.listeners, ln)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.fwd.Serve(ln, r.Target); err != nil {
+				a.logf("agent: port %d: %v", r.Port, err)
+			}
+		}()
+	}
+	if err := a.dev.Up(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if cfg.Transport == "udp" {
+		a.wg.Add(1)
+		go a.reresolveUDP()
+	}
+	a.logf("agent: hub %q, tunnel address %s, relay %s over %s, %d ports", cfg.Name, cfg.tunnelIP, cfg.Relay, cfg.Transport, len(cfg.routes))
+	return nil
+}
+
+// handshake starts a WireGuard handshake on the current relay connection,
+// once per connection: two initiations in the same instant would make the
+// relay drop the second as a replay and cost a 5 s retry.
+func (a *Agent) handshake() {
+	d := a.ready.Load()
+	st := a.bind.Status()
+	if d == nil || !st.Connected {
+		return // the next connection's OnConnect will do it
+	}
+	a.hsMu.Lock()
+	defer a.hsMu.Unlock()
+	if a.hsConn == st.Connects {
+		return
+	}
+	a.hsConn = st.Connects
+	d.Handshake(a.cfg.relayKey)
+}
+
+func (a *Agent) policy() firewall.Policy {
+	p := firewall.Policy{Allowed: a.cfg.allowed, AllowPing: true}
+	for _, r := range a.cfg.routes {
+		p.TCPPorts = append(p.TCPPorts, r.Port)
+	}
+	return p
+}
+
+func (a *Agent) proxy() (*url.URL, error) {
+	switch a.cfg.Proxy {
+	case "none":
+		return nil, nil
+	case "":
+		u, err := vpn.ProxyFromEnvironment(a.cfg.Relay)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if u != nil {
+			a.logf("agent: using proxy %s from the environment", u.Redacted())
+		}
+		return u, nil
+	}
+	return vpn.ParseProxy(a.cfg.Proxy) // validated already
+}
+
+func (a *Agent) software() string {
+	return fmt.Sprintf("hubtunnel/%s (%s/%s)", a.version, runtime.GOOS, runtime.GOARCH)
+}
+
+// resolveUDP turns the relay's host:port into ip:port for WireGuard.
+func resolveUDP(hostport string) (string, error) {
+	ua, err := net.ResolveUDPAddr("udp", hostport)
+	if err != nil {
+		return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
+	}
+	return ua.String(), nil
+}
+
+// reresolveUDP follows a relay whose address changes: while no handshake
+// has succeeded for a while, it resolves the name again every minute.
+func (a *Agent) reresolveUDP() {
+	defer a.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	last := ""
+	for {
+		st, _ := a.dev.Stats()
+		if ps := st[a.cfg.relayKey]; time.Since(ps.LastHandshake) > 3*time.Minute {
+			if ep, err := resolveUDP(a.cfg.Relay); err == nil && ep != last {
+				if err := a.dev.SetEndpoint(a.cfg.relayKey, ep); err == nil {
+					last = ep
+				}
+			}
+		}
+		select {
+		case <-a.closing:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the tunnel and the status API and waits for everything the
+// agent started. It is idempotent.
+func (a *Agent) Close() error {
+	a.once.Do(func() {
+		close(a.closing)
+		for _, ln := range a.listeners {
+			ln.Close()
+		}
+		a.fwd.Close()
+		if a.dev != nil {
+			a.dev.Close()
+		}
+		if a.stack != nil {
+			a.stack.Close()
+		}
+		if a.ui != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			a.ui.Shutdown(ctx)
+			cancel()
+		}
+		a.wg.Wait()
+	})
+	return nil
+}
+
+// Status is what GET /api/status returns.
+type Status struct {
+	State          string    `json:"state"` // connecting | connected | disabled
+	Name           string    `json:"name"`
+	Relay          string    `json:"relay"`
+	Transport      string    `json:"transport"`
+	TunnelIP       string    `json:"tunnel_ip"`
+	PublicKey      string    `json:"public_key,omitempty"`
+	LastHandshake  time.Time `json:"last_handshake,omitzero"`
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
+	LastError      string    `json:"last_error,omitempty"` // why the last attempt failed, while not connected
+	RelaySoftware  string    `json:"relay_software,omitempty"`
+	BytesRx        uint64    `json:"bytes_rx"`
+	BytesTx        uint64    `json:"bytes_tx"`
+	OverheadBytes  uint64    `json:"overhead_bytes"`
+	SessionsActive int       `json:"sessions_active"`
+	SessionsTotal  uint64    `json:"sessions_total"`
+	DroppedPackets uint64    `json:"dropped_packets"`
+	Version        string    `json:"version"`
+}
+
+// Status reports the agent's state now.
+func (a *Agent) Status() Status {
+	s := Status{
+		State:     "disabled",
+		Name:      a.cfg.Name,
+		Relay:     a.cfg.Relay,
+		Transport: a.cfg.Transport,
+		TunnelIP:  a.cfg.tunnelIP.String(),
+		Version:   a.version,
+	}
+	if a.dev == nil {
+		return s
+	}
+	s.State = "connecting"
+	s.PublicKey = a.key.Public().String()
+	st, _ := a.dev.Stats()
+	ps := st[a.cfg.relayKey]
+	s.LastHandshake = ps.LastHandshake
+	s.SessionsActive = a.fwd.Active()
+	s.SessionsTotal, _, _ = a.fwd.Stats()
+	s.DroppedPackets = a.fw.Stats().Dropped()
+	if a.bind != nil {
+		bs := a.bind.Status()
+		s.LastError, s.RelaySoftware = bs.LastError, bs.RelaySoftware
+		s.BytesRx, s.BytesTx = a.counters.RxData.Load(), a.counters.TxData.Load()
+		s.OverheadBytes = a.counters.RxOverhead.Load() + a.counters.TxOverhead.Load()
+		if bs.Connected && !ps.LastHandshake.Before(bs.Since) {
+			s.State, s.ConnectedSince, s.LastError = "connected", bs.Since, ""
+		}
+	} else {
+		// UDP: WireGuard's own counters include its headers; a session
+		// is rekeyed at least every 2 minutes while keepalives flow.
+		s.BytesRx, s.BytesTx = ps.RxBytes, ps.TxBytes
+		if !ps.LastHandshake.IsZero() && time.Since(ps.LastHandshake) < 3*time.Minute {
+			s.State = "connected"
+		}
+	}
+	return s
+}
+
+func (a *Agent) uiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		if !a.localHost(r.Host) {
+			// A page elsewhere must not read the hub's status through a
+			// DNS name rebound to 127.0.0.1.
+			http.Error(w, "forbidden host", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(a.Status())
+	})
+	return mux
+}
+
+// localHost reports whether an HTTP Host names this machine by a loopback
+// address, "localhost" or the address ui_listen binds.
+func (a *Agent) localHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if uh, _, _ := net.SplitHostPort(a.cfg.UIListen); host == "localhost" || host == uh {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

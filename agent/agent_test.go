@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/ccusim"
+	"github.com/hubtunnel/hubtunnel/relay"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// freeOffset finds a port offset at which every public port of the map is
+// free on loopback.
+func freeOffset(t *testing.T) int {
+	t.Helper()
+	ports := []int{80, 90, 443, 2000, 2001, 2002, 2010, 4430, 4431, 4432, 4433, 4434, 8001, 8002, 8181, 44381}
+	for off := 11000 + (time.Now().Nanosecond()/1000)%9000; off < 21000; off += 7 {
+		ok := true
+		for _, p := range ports {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+off))
+			if err != nil {
+				ok = false
+				break
+			}
+			ln.Close()
+		}
+		if ok {
+			return off
+		}
+	}
+	t.Fatal("no free port offset")
+	return 0
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// testbed is a relay and agents in this process, talking over loopback.
+type testbed struct {
+	relay  *relay.Server
+	agents map[string]*Agent
+	offset int
+	sim    *ccusim.Sim
+}
+
+// newTestbed starts ccusim, a relay with the named hubs and an agent for
+// each, and waits until every agent is connected.
+func newTestbed(t *testing.T, hubs ...string) *testbed {
+	t.Helper()
+	dir := t.TempDir()
+	tb := &testbed{agents: map[string]*Agent{}, offset: freeOffset(t)}
+
+	tb.sim = ccusim.New(ccusim.Config{Name: "testbed"})
+	if err := tb.sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.sim.Close() })
+
+	relayKey, _ := vpn.GeneratePrivateKey()
+	if err := vpn.SavePrivateKey(filepath.Join(dir, "relay.key"), relayKey); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := relay.Config{
+		AgentListen:    freePort(t),
+		AgentListenUDP: "off",
+		Domain:         "localhost",
+		PublicListen:   "127.0.0.1",
+		PortOffset:     tb.offset,
+		PrivateKeyFile: filepath.Join(dir, "relay.key"),
+	}
+	keys := map[string]vpn.PrivateKey{}
+	for i, name := range hubs {
+		k, _ := vpn.GeneratePrivateKey()
+		keys[name] = k
+		rcfg.Hubs = append(rcfg.Hubs, relay.HubConfig{Name: name, PublicKey: k.Public().String(), TunnelIP: fmt.Sprintf("100.96.0.%d", i+2)})
+	}
+	if err := rcfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := relay.New(rcfg, "test", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tb.relay = rs
+	t.Cleanup(func() { rs.Close() })
+
+	for i, name := range hubs {
+		keyFile := filepath.Join(dir, name+".key")
+		if err := vpn.SavePrivateKey(keyFile, keys[name]); err != nil {
+			t.Fatal(err)
+		}
+		cfg := &Config{
+			Name:           name,
+			Relay:          rcfg.AgentListen,
+			RelayPublicKey: relayKey.Public().String(),
+			PrivateKeyFile: keyFile,
+			TunnelIP:       fmt.Sprintf("100.96.0.%d", i+2),
+			UIListen:       "127.0.0.1:0",
+			Proxy:          "none",
+		}
+		cfg.Targets.Ports = map[string]string{"80": tb.sim.Addr("webui")}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		a := New(cfg, "test", func(f string, args ...any) { t.Logf(name+": "+f, args...) })
+		if err := a.Start(); err != nil {
+			t.Fatal(err)
+		}
+		tb.agents[name] = a
+		t.Cleanup(func() { a.Close() })
+	}
+	for name, a := range tb.agents {
+		waitFor(t, 10*time.Second, name+" connected", func() bool { return a.Status().State == "connected" })
+	}
+	return tb
+}
+
+// get fetches / of a hub through the relay's public WebUI port.
+func (tb *testbed) get(hub string) (int, string, error) {
+	port := 80 + tb.offset
+	c := &http.Client{
+		Timeout:   15 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true},
+	}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	req.Host = fmt.Sprintf("%s.localhost:%d", hub, port)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func TestTunnelEndToEnd(t *testing.T) {
+	tb := newTestbed(t, "alpha")
+	code, body, err := tb.get("alpha")
+	if err != nil || code != 200 || !strings.Contains(body, "HomeMatic WebUI") {
+		t.Fatalf("GET through the tunnel: %d %v %.200q", code, err, body)
+	}
+	st := tb.agents["alpha"].Status()
+	if st.BytesRx == 0 || st.BytesTx == 0 || st.OverheadBytes == 0 || st.SessionsTotal != 1 || st.LastHandshake.IsZero() {
+		t.Errorf("status after one request does not add up: %+v", st)
+	}
+}
+
+// TestHubIsolation: a hub's tunnel reaches the relay and nothing else; in
+// particular not another hub, even though the relay holds both sessions.
+func TestHubIsolation(t *testing.T) {
+	tb := newTestbed(t, "alpha", "beta")
+	a, b := tb.agents["alpha"], tb.agents["beta"]
+	before := b.fw.Stats()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := a.stack.DialTCP(ctx, netip.MustParseAddrPort("100.96.0.3:80"))
+	if err == nil {
+		c.Close()
+		t.Fatal("hub alpha opened a connection to hub beta's tunnel address")
+	}
+	if after := b.fw.Stats(); after != before {
+		t.Errorf("packets from alpha reached beta's tunnel: before %+v, after %+v", before, after)
+	}
+	// beta itself still works.
+	if code, _, err := tb.get("beta"); err != nil || code != 200 {
+		t.Fatalf("beta after alpha's attempt: %d %v", code, err)
+	}
+}
+
+// TestFirewallDropsRelayOutsideAllowedCIDRs: when the relay's tunnel
+// address is not in allowed_cidrs, its connections are dropped and counted
+// and the user gets an error page instead of the hub.
+func TestFirewallDropsRelayOutsideAllowedCIDRs(t *testing.T) {
+	tb := newTestbed(t, "alpha")
+	a := tb.agents["alpha"]
+	p := a.fw.Policy()
+	p.Allowed = []netip.Prefix{netip.MustParsePrefix("100.96.0.99/32")}
+	a.fw.SetPolicy(p)
+
+	code, _, err := tb.get("alpha")
+	if err != nil || code != 502 {
+		t.Fatalf("GET with the relay outside allowed_cidrs: %d %v, want 502", code, err)
+	}
+	if st := a.Status(); st.DroppedPackets == 0 || st.SessionsTotal != 0 {
+		t.Errorf("dropped_packets = %d, sessions_total = %d; want drops and no session", st.DroppedPackets, st.SessionsTotal)
+	}
+	if s := a.fw.Stats(); s.DropSource == 0 {
+		t.Errorf("drops not counted as source drops: %+v", s)
+	}
+}
+
+// TestNoGoroutinesLeftBehind tears a whole tunnel down after traffic.
+func TestNoGoroutinesLeftBehind(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		tb := newTestbed(t, "alpha")
+		if code, _, err := tb.get("alpha"); err != nil || code != 200 {
+			t.Fatalf("GET: %d %v", code, err)
+		}
+		tb.agents["alpha"].Close()
+		tb.relay.Close()
+		tb.sim.Close()
+	}()
+	waitFor(t, 10*time.Second, "goroutines to end", func() bool {
+		return runtime.NumGoroutine() <= before
+	})
+}

@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"net"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/hubtunnel/hubtunnel/config"
+	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// Config is the agent's TOML file. Defaults are noted beside each field;
+// relative paths are relative to the config file's folder.
+type Config struct {
+	// Name is the hub's name at the relay (NAME.<domain>), for display.
+	Name string `toml:"name"`
+	// Enabled switches the tunnel on. Default true; false keeps only the
+	// status API running.
+	Enabled *bool `toml:"enabled"`
+	// Relay is the relay's agent port, "host:port". Required.
+	Relay string `toml:"relay"`
+	// RelayPublicKey pins the relay's WireGuard key (base64). Required.
+	RelayPublicKey string `toml:"relay_public_key"`
+	// PrivateKeyFile holds this hub's key (mode 0600), made on first start.
+	// Default "hubtunnel.key".
+	PrivateKeyFile string `toml:"private_key_file"`
+	// Transport is "tcp" (one outbound TCP connection, default) or "udp"
+	// (plain WireGuard, so any WireGuard server can be the other end).
+	Transport string `toml:"transport"`
+	// TunnelIP is this hub's address inside the tunnel. Required.
+	TunnelIP string `toml:"tunnel_ip"`
+	// RelayTunnelIP is the relay's address inside the tunnel. Default 100.96.0.1.
+	RelayTunnelIP string `toml:"relay_tunnel_ip"`
+	// AllowedCIDRs are the tunnel sources that may reach the hub's ports.
+	// Default: RelayTunnelIP alone.
+	AllowedCIDRs []string `toml:"allowed_cidrs"`
+	// Proxy is an HTTP proxy for the relay connection, "http://host:port".
+	// Default: HTTPS_PROXY from the environment, else none. "none" = direct.
+	Proxy string `toml:"proxy"`
+	// UIListen is the local status API. Default "127.0.0.1:8099".
+	UIListen string `toml:"ui_listen"`
+	// MTU of the tunnel. Default 1420.
+	MTU int `toml:"mtu"`
+	// PersistentKeepalive in seconds, UDP only (keeps NAT open). Default 25
+	// with transport "udp"; not allowed with "tcp", whose TCP keepalive
+	// is far cheaper.
+	PersistentKeepalive int `toml:"persistent_keepalive"`
+	// Targets are where the fixed tunnel ports lead on the hub.
+	Targets portmap.Targets `toml:"targets"`
+
+	// Parsed forms, filled by Validate.
+	relayKey      vpn.PublicKey
+	tunnelIP      netip.Addr
+	relayTunnelIP netip.Addr
+	allowed       []netip.Prefix
+	routes        []portmap.Route
+	dir           string
+}
+
+// LoadConfig reads and validates the agent's config file.
+func LoadConfig(path string) (*Config, error) {
+	c := &Config{dir: filepath.Dir(path)}
+	if err := config.Load(path, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// IsEnabled reports whether the tunnel should run.
+func (c *Config) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
+
+// Validate fills in defaults and checks every value.
+func (c *Config) Validate() error {
+	var err error
+	if c.Relay == "" {
+		return config.Errorf("relay", "missing: the relay's agent address, host:port")
+	}
+	if _, _, err := net.SplitHostPort(c.Relay); err != nil {
+		return config.Errorf("relay", "%q: want host:port", c.Relay)
+	}
+	if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
+		return config.Errorf("relay_public_key", "%v", err)
+	}
+	if c.PrivateKeyFile == "" {
+		c.PrivateKeyFile = "hubtunnel.key"
+	}
+	if !filepath.IsAbs(c.PrivateKeyFile) && c.dir != "" {
+		c.PrivateKeyFile = filepath.Join(c.dir, c.PrivateKeyFile)
+	}
+	switch c.Transport {
+	case "":
+		c.Transport = "tcp"
+	case "tcp", "udp":
+	default:
+		return config.Errorf("transport", "%q: want \"tcp\" or \"udp\"", c.Transport)
+	}
+	if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
+		return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
+	}
+	if c.RelayTunnelIP == "" {
+		c.RelayTunnelIP = "100.96.0.1"
+	}
+	if c.relayTunnelIP, err = netip.ParseAddr(c.RelayTunnelIP); err != nil {
+		return config.Errorf("relay_tunnel_ip", "%q is not an IP address", c.RelayTunnelIP)
+	}
+	if c.AllowedCIDRs == nil {
+		c.AllowedCIDRs = []string{netip.PrefixFrom(c.relayTunnelIP, c.relayTunnelIP.BitLen()).String()}
+	}
+	c.allowed = nil
+	for _, s := range c.AllowedCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return config.Errorf("allowed_cidrs", "%q is not an address or CIDR", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.allowed = append(c.allowed, p.Masked())
+	}
+	if c.Proxy != "" && c.Proxy != "none" {
+		if _, err := vpn.ParseProxy(c.Proxy); err != nil {
+			return config.Errorf("proxy", "%v", err)
+		}
+	}
+	if c.UIListen == "" {
+		c.UIListen = "127.0.0.1:8099"
+	}
+	if _, _, err := net.SplitHostPort(c.UIListen); err != nil {
+		return config.Errorf("ui_listen", "%q: want host:port", c.UIListen)
+	}
+	if c.MTU == 0 {
+		c.MTU = 1420
+	}
+	if c.MTU < 1280 || c.MTU > 8000 {
+		return config.Errorf("mtu", "%d: want 1280 to 8000", c.MTU)
+	}
+	switch {
+	case c.Transport == "tcp" && c.PersistentKeepalive != 0:
+		return config.Errorf("persistent_keepalive", "only for transport \"udp\"; TCP keepalives watch the relay connection")
+	case c.Transport == "udp" && c.PersistentKeepalive == 0:
+		c.PersistentKeepalive = 25
+	case c.PersistentKeepalive < 0 || c.PersistentKeepalive > 3600:
+		return config.Errorf("persistent_keepalive", "%d: want 0 to 3600 seconds", c.PersistentKeepalive)
+	}
+	if c.routes, err = c.Targets.Routes(); err != nil {
+		return err // names its keys as *config.KeyError
+	}
+	return nil
+}
