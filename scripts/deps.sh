@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs when it is missing: Debian packages for the
+# real peers (wireguard-go, wg, ip, tinyproxy, python3) and the Go modules.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have wireguard-go || need+=(wireguard-go)
+have wg           || need+=(wireguard-tools)
+have ip           || need+=(iproute2)
+have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || need+=(tinyproxy)
+have python3      || need+=(python3)
+
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: missing ${need[*]}; run as root or install them (apt-get install ${need[*]})" >&2
+		exit 1
+	fi
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+go mod download
