@@ -1,0 +1,532 @@
+// Package e2e runs hubtunnel's real binaries — hubrelay, the hubtunnel agent
+// and ccusim — as separate processes on loopback (and, for the WireGuard
+// interop test, in a network namespace the test creates) and checks what a
+// user would check: pages load, XML-RPC calls answer, the tunnel comes back.
+//
+// TestMain builds the binaries once. Every test makes its own folder, keys,
+// configs and ports, and never sends traffic anywhere but loopback or its
+// own namespace. Missing tools skip a test locally and fail it in CI (CI set).
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bin holds the paths of the binaries TestMain built.
+var bin struct{ hubtunnel, hubrelay, ccusim string }
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "hubtunnel-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/hubtunnel", "./cmd/hubrelay", "./cmd/ccusim")
+	cmd.Dir = ".." // the module root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build: %v\n%s", err, out)
+		return 1
+	}
+	bin.hubtunnel = filepath.Join(dir, "hubtunnel")
+	bin.hubrelay = filepath.Join(dir, "hubrelay")
+	bin.ccusim = filepath.Join(dir, "ccusim")
+	return m.Run()
+}
+
+// need returns the path of a tool the test needs (the first of names found
+// in PATH or as an absolute path). A missing tool skips the test, or fails
+// it when CI is set: CI must not pass by skipping.
+func need(t *testing.T, why string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	missing(t, "%s is not installed (needed %s); scripts/deps.sh installs it", names[0], why)
+	return ""
+}
+
+// needRoot requires root, e.g. for network namespaces.
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "not running as root (needed %s)", why)
+	}
+}
+
+func missing(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// waitFor polls cond every 50 ms until it is true, failing the test after
+// timeout. It is how tests wait: never a bare sleep.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// Ports. Tests in this binary run in parallel; reserved keeps them from
+// picking the same port twice. The kernel may still hand a port to someone
+// else between the probe and the bind, which is unlikely on a test machine.
+var ports struct {
+	sync.Mutex
+	reserved map[int]bool
+}
+
+// canListen reports whether 127.0.0.1:port is free now.
+func canListen(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// freePort returns a free TCP port on 127.0.0.1 that no other test of this
+// run has been given.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.reserved == nil {
+		ports.reserved = map[int]bool{}
+	}
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !ports.reserved[p] {
+			ports.reserved[p] = true
+			return p
+		}
+	}
+	t.Fatal("no free port found")
+	return 0
+}
+
+// relayPorts are the public ports of the fixed map, before the offset.
+var relayPorts = []int{80, 90, 443, 2000, 2001, 2002, 2010, 4430, 4431, 4432, 4433, 4434, 8001, 8002, 8181, 44381}
+
+// freeOffset picks a port_offset in 10000–21000 whose 16 public ports are
+// all free.
+func freeOffset(t *testing.T) int {
+	t.Helper()
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.reserved == nil {
+		ports.reserved = map[int]bool{}
+	}
+next:
+	for range 200 {
+		off := 10000 + rand.IntN(11001)
+		for _, p := range relayPorts {
+			if ports.reserved[off+p] || !canListen(off+p) {
+				continue next
+			}
+		}
+		for _, p := range relayPorts {
+			ports.reserved[off+p] = true
+		}
+		return off
+	}
+	t.Fatal("no port_offset with 16 free ports found")
+	return 0
+}
+
+// proc is a process a test started. Its stdout and stderr go to a log file
+// that is printed when the test fails.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, once done is closed
+}
+
+// start runs argv[0] with argv[1:] in dir, its output going to
+// dir/name.log. Cleanup stops it (see stop) and prints the log if the test
+// failed.
+func start(t *testing.T, dir, name string, argv ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "HTTPS_PROXY=", "https_proxy=")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- %s log (%s) ---\n%s", name, strings.Join(argv, " "), p.logText())
+		}
+	})
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop ends the process with SIGTERM, as a service manager would. One that
+// has not exited 10 s later fails the test and gets SIGQUIT, so that a Go
+// binary writes its goroutines to the log, then SIGKILL.
+func (p *proc) stop(t *testing.T) {
+	if !p.alive() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(10 * time.Second):
+	}
+	t.Errorf("%s did not exit within 10 s of SIGTERM; its goroutines are in its log", p.name)
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.kill()
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) logText() string { return readFileString(p.log) }
+
+// run runs a short command and returns its combined output, failing the
+// test if it fails.
+func run(t *testing.T, argv ...string) string {
+	t.Helper()
+	out, err := runErr(argv...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return out
+}
+
+func runErr(argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+// keypair writes a new private key (mode 0600) made by `hubtunnel keygen`
+// to dir/name and returns the path and the public key from `hubtunnel pubkey`.
+func keypair(t *testing.T, dir, name string) (path, pub string) {
+	t.Helper()
+	priv := run(t, bin.hubtunnel, "keygen")
+	path = filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(priv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin.hubtunnel, "pubkey")
+	cmd.Stdin = strings.NewReader(priv)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("hubtunnel pubkey: %v", err)
+	}
+	return path, strings.TrimSpace(string(out))
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// simAddrs waits for ccusim's "ccusim: <svc> listening on <addr>" lines on
+// stdout and returns the address of each service.
+func simAddrs(t *testing.T, p *proc) map[string]string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^ccusim: (\w+) listening on (\S+)$`)
+	addrs := map[string]string{}
+	waitFor(t, 10*time.Second, "ccusim to listen", func() bool {
+		if !p.alive() {
+			t.Fatalf("ccusim exited: %v\n%s", p.err, p.logText())
+		}
+		for _, m := range re.FindAllStringSubmatch(p.logText(), -1) {
+			addrs[m[1]] = m[2]
+		}
+		return len(addrs) == 5
+	})
+	return addrs
+}
+
+// targets is the agent's [targets] section for ccusim's ports.
+func targets(sim map[string]string) string {
+	local := map[string]string{"80": "webui", "443": "webui", "2000": "wired", "4430": "wired",
+		"2001": "rf", "4431": "rf", "2010": "hmip", "4434": "hmip", "8181": "script", "44381": "script"}
+	var b strings.Builder
+	b.WriteString("[targets]\n[targets.ports]\n")
+	for _, port := range []string{"80", "443", "2000", "4430", "2001", "4431", "2010", "4434", "8181", "44381"} {
+		fmt.Fprintf(&b, "%s = %q\n", port, sim[local[port]])
+	}
+	return b.String()
+}
+
+// hubSetup is a relay with hub "demo", ccusim as the hub's services, and
+// (after startAgent) the agent, all on loopback.
+type hubSetup struct {
+	t         *testing.T
+	dir       string
+	offset    int    // the relay's port_offset
+	agentPort int    // the relay's agent port
+	relayPub  string // the relay's public key
+	hubPub    string // the agent's public key
+	relayConf string
+	uiAddr    string // the agent's status API
+	sim       map[string]string
+	relay     *proc
+	agent     *proc
+	client    *http.Client // dials 127.0.0.1 whatever host a URL names
+}
+
+// setupOpts change newHub's defaults.
+type setupOpts struct {
+	filesDir    string // ccusim -files
+	offlineHubs int    // extra [[hub]] entries that have no agent ("offline1", ...)
+}
+
+// newHub starts ccusim and the relay; the agent comes with startAgent.
+func newHub(t *testing.T, o setupOpts) *hubSetup {
+	t.Helper()
+	dir := t.TempDir()
+	s := &hubSetup{t: t, dir: dir, offset: freeOffset(t), agentPort: freePort(t), client: loopbackClient(t)}
+
+	args := []string{bin.ccusim, "-name", "demo", "-webui", "0", "-wired", "0", "-rf", "0", "-hmip", "0", "-script", "0"}
+	if o.filesDir != "" {
+		args = append(args, "-files", o.filesDir)
+	}
+	s.sim = simAddrs(t, start(t, dir, "ccusim", args...))
+
+	_, s.relayPub = keypair(t, dir, "relay.key")
+	_, s.hubPub = keypair(t, dir, "hub.key")
+	conf := fmt.Sprintf(`agent_listen = "127.0.0.1:%d"
+agent_listen_udp = "off"
+domain = "localhost"
+public_listen = "127.0.0.1"
+port_offset = %d
+private_key_file = "relay.key"
+
+[[hub]]
+name = "demo"
+public_key = %q
+tunnel_ip = "100.96.0.2"
+`, s.agentPort, s.offset, s.hubPub)
+	for i := 1; i <= o.offlineHubs; i++ {
+		_, pub := keypair(t, dir, fmt.Sprintf("offline%d.key", i))
+		conf += fmt.Sprintf("\n[[hub]]\nname = \"offline%d\"\npublic_key = %q\ntunnel_ip = \"100.96.0.%d\"\n", i, pub, 10+i)
+	}
+	s.relayConf = filepath.Join(dir, "relay.toml")
+	writeFile(t, s.relayConf, conf)
+	s.relay = s.startRelay("relay")
+	return s
+}
+
+// startRelay starts hubrelay with the setup's config and waits until it
+// accepts agents.
+func (s *hubSetup) startRelay(name string) *proc {
+	s.t.Helper()
+	p := start(s.t, s.dir, name, bin.hubrelay, "run", "--config", s.relayConf)
+	waitFor(s.t, 10*time.Second, "the relay to listen", func() bool {
+		if !p.alive() {
+			s.t.Fatalf("relay exited: %v\n%s", p.err, p.logText())
+		}
+		return strings.Contains(p.logText(), "agents connect to")
+	})
+	return p
+}
+
+// agentOpts change startAgent's defaults.
+type agentOpts struct {
+	relay string // the agent's relay address; default the relay's agent port
+	proxy string // default "none"
+}
+
+// startAgent writes the agent's config and starts it; it does not wait for
+// the tunnel (see waitConnected).
+func (s *hubSetup) startAgent(o agentOpts) {
+	s.t.Helper()
+	if o.relay == "" {
+		o.relay = fmt.Sprintf("127.0.0.1:%d", s.agentPort)
+	}
+	if o.proxy == "" {
+		o.proxy = "none"
+	}
+	s.uiAddr = fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
+	conf := fmt.Sprintf(`name = "demo"
+relay = %q
+relay_public_key = %q
+private_key_file = "hub.key"
+tunnel_ip = "100.96.0.2"
+ui_listen = %q
+proxy = %q
+
+%s`, o.relay, s.relayPub, s.uiAddr, o.proxy, targets(s.sim))
+	path := filepath.Join(s.dir, "hub.toml")
+	writeFile(s.t, path, conf)
+	s.agent = start(s.t, s.dir, "agent", bin.hubtunnel, "run", "--config", path)
+}
+
+// waitConnected waits until the agent reports the tunnel up.
+func (s *hubSetup) waitConnected(timeout time.Duration) status {
+	s.t.Helper()
+	var st status
+	waitFor(s.t, timeout, "the agent to report state \"connected\"", func() bool {
+		if !s.agent.alive() {
+			s.t.Fatalf("agent exited: %v", s.agent.err)
+		}
+		var err error
+		st, err = s.status()
+		return err == nil && st.State == "connected"
+	})
+	return st
+}
+
+// status is the part of the agent's GET /api/status a user reads.
+type status struct {
+	State          string    `json:"state"`
+	ConnectedSince time.Time `json:"connected_since"`
+	LastError      string    `json:"last_error"`
+	SessionsActive int       `json:"sessions_active"`
+	SessionsTotal  uint64    `json:"sessions_total"`
+	DroppedPackets uint64    `json:"dropped_packets"`
+}
+
+func (s *hubSetup) status() (status, error) {
+	var st status
+	resp, err := http.Get("http://" + s.uiAddr + "/api/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("status API: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// url is the address of tunnel port port of hub at the relay, e.g.
+// http://demo.localhost:10080/path.
+func (s *hubSetup) url(scheme, hub string, port int, path string) string {
+	return fmt.Sprintf("%s://%s.localhost:%d%s", scheme, hub, port+s.offset, path)
+}
+
+// get fetches url through the relay and returns the status and body.
+func (s *hubSetup) get(url string) (int, string, error) {
+	resp, err := s.client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// mustGetWebUI fails the test unless the hub's WebUI page loads through
+// the relay's port 80.
+func (s *hubSetup) mustGetWebUI() {
+	s.t.Helper()
+	code, body, err := s.get(s.url("http", "demo", 80, "/"))
+	if err != nil || code != 200 || !strings.Contains(body, "HomeMatic WebUI") {
+		s.t.Fatalf("GET WebUI through the relay: status %d, err %v, body %.200q", code, err, body)
+	}
+}
+
+// waitSessionsLogged waits until the relay's audit log has n session lines
+// for hub demo, i.e. until the relay has seen n sessions end.
+func (s *hubSetup) waitSessionsLogged(n int) {
+	s.t.Helper()
+	waitFor(s.t, 10*time.Second, fmt.Sprintf("the relay to log %d sessions", n), func() bool {
+		return strings.Count(s.relay.logText(), "relay: session hub=demo ") >= n
+	})
+}
+
+// loopbackClient is an HTTP client that connects to 127.0.0.1 at the URL's
+// port whatever host the URL names, so that "demo.localhost:10080" reaches
+// the relay with that Host header (and TLS server name). Every request has
+// its own connection.
+func loopbackClient(t *testing.T) *http.Client {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			_, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		},
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // the relay's self-signed certificate
+		DisableKeepAlives: true,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+// readFileString returns the file's content, or "" if it cannot be read.
+func readFileString(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}

@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRelayRestart kills the relay with SIGKILL, starts it again with the
+// same config and key, and checks that the running agent comes back by
+// itself and the WebUI loads again.
+func TestRelayRestart(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{})
+	s.startAgent(agentOpts{})
+	first := s.waitConnected(15 * time.Second)
+	s.mustGetWebUI()
+	agentPID := s.agent.cmd.Process.Pid
+
+	s.relay.kill()
+	var st status
+	waitFor(t, 15*time.Second, "the agent to notice the relay is gone (state \"connecting\")", func() bool {
+		var err error
+		st, err = s.status()
+		return err == nil && st.State == "connecting"
+	})
+	if st.LastError == "" {
+		t.Errorf("agent status while the relay is down has no last_error to tell the user why")
+	}
+	t.Logf("agent while the relay is down: state %q, last_error %q", st.State, st.LastError)
+
+	restarted := time.Now()
+	s.relay = s.startRelay("relay-2")
+	var took time.Duration
+	waitFor(t, 30*time.Second, "the WebUI to load through the restarted relay", func() bool {
+		code, body, err := s.get(s.url("http", "demo", 80, "/"))
+		took = time.Since(restarted)
+		return err == nil && code == 200 && strings.Contains(body, "HomeMatic WebUI")
+	})
+	t.Logf("relay restart to first successful GET: %v", took.Round(time.Millisecond))
+
+	s.waitSessionsLogged(1) // before cleanup stops anything: see TestRelayStopsWithSessionToVanishedHub
+	st = s.waitConnected(10 * time.Second)
+	if !s.agent.alive() || s.agent.cmd.Process.Pid != agentPID {
+		t.Errorf("the agent process did not survive the relay restart")
+	}
+	if !st.ConnectedSince.After(first.ConnectedSince) {
+		t.Errorf("connected_since %v did not move past the first connection's %v", st.ConnectedSince, first.ConnectedSince)
+	}
+}
+
+// TestConnectionCut cuts the agent's TCP connection underneath it (a
+// forwarder between agent and relay closes both sides but keeps listening)
+// and checks that the agent reconnects and the WebUI loads again, with
+// nothing restarted.
+func TestConnectionCut(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{})
+	fwd := newForwarder(t, "127.0.0.1:"+strconv.Itoa(s.agentPort))
+	s.startAgent(agentOpts{relay: fwd.addr()})
+	first := s.waitConnected(15 * time.Second)
+	s.mustGetWebUI()
+	if n := fwd.accepted(); n != 1 {
+		t.Fatalf("forwarder accepted %d connections before the cut; want 1", n)
+	}
+	// Cut only once the relay has logged the session as over: this test is
+	// about the agent's connection, not about a session cut in the middle.
+	s.waitSessionsLogged(1)
+
+	fwd.cut()
+	sawConnecting := false
+	var st status
+	waitFor(t, 30*time.Second, "the agent to reconnect through the forwarder", func() bool {
+		var err error
+		st, err = s.status()
+		if err != nil {
+			return false
+		}
+		if st.State == "connecting" {
+			sawConnecting = true
+		}
+		return st.State == "connected" && st.ConnectedSince.After(first.ConnectedSince)
+	})
+	if n := fwd.accepted(); n < 2 {
+		t.Errorf("forwarder accepted %d connections in all; want a second one after the cut", n)
+	}
+	t.Logf("after the cut: state \"connecting\" seen: %v; forwarder connections: %d", sawConnecting, fwd.accepted())
+	s.mustGetWebUI()
+	s.waitSessionsLogged(2)
+	if !s.agent.alive() || !s.relay.alive() {
+		t.Errorf("agent alive %v, relay alive %v; both should have stayed up", s.agent.alive(), s.relay.alive())
+	}
+}
+
+// forwarder is a TCP forwarder on loopback whose connections the test can
+// cut while its listener stays open.
+type forwarder struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns []net.Conn
+	count int
+	wg    sync.WaitGroup
+}
+
+func newForwarder(t *testing.T, target string) *forwarder {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &forwarder{ln: ln, target: target}
+	f.wg.Add(1)
+	go f.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		f.cut()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *forwarder) addr() string { return f.ln.Addr().String() }
+
+func (f *forwarder) serve() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.DialTimeout("tcp", f.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		f.mu.Lock()
+		f.count++
+		f.conns = append(f.conns, c, u)
+		f.mu.Unlock()
+		f.wg.Add(2)
+		go f.pipe(c, u)
+		go f.pipe(u, c)
+	}
+}
+
+func (f *forwarder) pipe(dst, src net.Conn) {
+	defer f.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+// cut closes every current connection, on both sides.
+func (f *forwarder) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+// accepted is how many connections the forwarder has carried.
+func (f *forwarder) accepted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.count
+}
+
+// TestRelayStopsWithSessionToVanishedHub stops the relay (SIGTERM) while it
+// still holds a user session whose hub vanished: the user has closed the
+// connection, the hub was killed before its side of the session ended. The
+// relay must still stop promptly.
+//
+// The relay's Close waits for every session; it must close the tunnel side
+// of each too, or this one would wait for a FIN from a hub that is gone.
+func TestRelayStopsWithSessionToVanishedHub(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{})
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(80+s.offset))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: demo.localhost:%d\r\n\r\n", 80+s.offset)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	s.agent.kill() // the hub vanishes; the keep-alive session is still open
+	c.Close()      // then the user leaves
+
+	began := time.Now()
+	s.relay.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.relay.done:
+		t.Logf("relay stopped %v after SIGTERM", time.Since(began).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Errorf("relay still running 10 s after SIGTERM, held by a session to a vanished hub")
+		s.relay.cmd.Process.Signal(syscall.SIGQUIT) // goroutines to the log
+		<-s.relay.done
+	}
+}

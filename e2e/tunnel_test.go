@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/ccusim"
+)
+
+// TestWebUI loads the hub's WebUI through relay, tunnel and agent, over
+// plain HTTP and TLS, and checks the relay's answers for a hub it does not
+// know and for a known hub whose agent is not connected.
+func TestWebUI(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{offlineHubs: 1})
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+
+	for _, tc := range []struct {
+		name, url, want string
+		code            int
+	}{
+		{"http", s.url("http", "demo", 80, "/"), "HomeMatic WebUI", 200},
+		{"tls", s.url("https", "demo", 443, "/"), "HomeMatic WebUI", 200},
+		{"unknown hub", s.url("http", "nosuchhub", 80, "/"), "No hub is called", 404},
+		{"unknown hub tls", s.url("https", "nosuchhub", 443, "/"), "No hub is called", 404},
+		{"offline hub", s.url("http", "offline1", 80, "/"), "not connected", 502},
+	} {
+		began := time.Now()
+		code, body, err := s.get(tc.url)
+		took := time.Since(began)
+		if err != nil {
+			t.Errorf("%s: GET %s: %v", tc.name, tc.url, err)
+			continue
+		}
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: GET %s = %d, body %.300q; want %d and %q", tc.name, tc.url, code, body, tc.code, tc.want)
+		}
+		if took > 3*time.Second {
+			t.Errorf("%s: GET %s took %v; a user waits for this answer", tc.name, tc.url, took)
+		}
+	}
+}
+
+// TestPythonXMLRPC drives the hub's BidCos-RF port through the relay with
+// Python's own xmlrpc.client, as HomeMatic apps and scripts do.
+func TestPythonXMLRPC(t *testing.T) {
+	t.Parallel()
+	py := need(t, "to run Python's xmlrpc.client", "python3")
+	s := newHub(t, setupOpts{})
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+
+	script, err := filepath.Abs("testdata/xmlrpc_client.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := s.url("http", "demo", 2001, "/")
+	out, err := exec.CommandContext(ctx, py, script, url).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3 xmlrpc_client.py %s: %v\n%s", url, err, out)
+	}
+	for _, want := range []string{
+		", NEQ0000002:1 present",
+		"getValue NEQ0000002:1 STATE: True",
+		"fault: -2",
+		"OK",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("python output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// The switch really changed on the hub, not somewhere on the way.
+	v, err := ccusim.Call(ctx, nil, "http://"+s.sim["rf"]+"/", "getValue", "NEQ0000002:1", "STATE")
+	if err != nil || v != true {
+		t.Errorf("getValue directly at ccusim = %v, %v; want true", v, err)
+	}
+}
+
+// TestConcurrentSessions runs 200 sessions at once through one hub, each on
+// its own TCP connection, and checks that all succeed and that the agent
+// has no session left afterwards.
+func TestConcurrentSessions(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	s := newHub(t, setupOpts{})
+	s.startAgent(agentOpts{})
+	before := s.waitConnected(15 * time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rpcURL := s.url("http", "demo", 2001, "/")
+	webURL := s.url("http", "demo", 80, "/")
+	go1 := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-go1
+			if i%2 == 0 {
+				v, err := ccusim.Call(ctx, s.client, rpcURL, "getValue", "NEQ0000002:1", "STATE")
+				if err != nil || v != false {
+					errs <- fmt.Errorf("session %d: getValue = %v, %v; want false", i, v, err)
+				}
+				return
+			}
+			code, body, err := s.get(webURL)
+			if err != nil || code != 200 || !strings.Contains(body, "HomeMatic WebUI") {
+				errs <- fmt.Errorf("session %d: GET / = %d, %v, body %.100q", i, code, err, body)
+			}
+		}()
+	}
+	began := time.Now()
+	close(go1)
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed++; failed <= 10 {
+			t.Error(err)
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d concurrent sessions failed", failed, n)
+	}
+	t.Logf("%d concurrent sessions in %v", n, time.Since(began).Round(time.Millisecond))
+
+	var st status
+	waitFor(t, 30*time.Second, "sessions_active to return to 0", func() bool {
+		var err error
+		st, err = s.status()
+		return err == nil && st.SessionsActive == 0
+	})
+	if got := st.SessionsTotal - before.SessionsTotal; got < n {
+		t.Errorf("sessions_total grew by %d; want at least %d", got, n)
+	}
+}
+
+// TestLargeDownload fetches a 50 MB file from the hub through the tunnel and
+// checks that every byte arrives.
+func TestLargeDownload(t *testing.T) {
+	t.Parallel()
+	const size = 50 << 20
+	files := t.TempDir()
+	f, err := os.Create(filepath.Join(files, "backup.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, want), rand.Reader, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := newHub(t, setupOpts{filesDir: files})
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+
+	began := time.Now()
+	resp, err := s.client.Get(s.url("http", "demo", 80, "/files/backup.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /files/backup.bin: %s", resp.Status)
+	}
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	if err != nil {
+		t.Fatalf("download broke after %d bytes: %v", n, err)
+	}
+	took := time.Since(began)
+	if n != size {
+		t.Fatalf("downloaded %d bytes; want %d", n, size)
+	}
+	if g, w := hex.EncodeToString(got.Sum(nil)), hex.EncodeToString(want.Sum(nil)); g != w {
+		t.Fatalf("SHA-256 of the download %s; the file's is %s", g, w)
+	}
+	t.Logf("50 MB in %v (%.0f Mbit/s)", took.Round(time.Millisecond), float64(size*8)/took.Seconds()/1e6)
+}
