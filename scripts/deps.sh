@@ -8,7 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have wireguard-go || need+=(wireguard-go)
 have wg           || need+=(wireguard-tools)
 have ip           || need+=(iproute2)
-have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || need+=(tinyproxy)
+have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || need+=(tinyproxy-bin)
 have python3      || need+=(python3)
 
 if [ ${#need[@]} -gt 0 ]; then
