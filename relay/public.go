@@ -80,9 +80,7 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 	}
 	defer s.untrack(tc)
 	c.SetDeadline(time.Time{})
-	h.sessions.Add(1)
 	up, down, _ := portmap.Splice(&prefixConn{Conn: c, prefix: head}, tc)
-	h.sessions.Add(-1)
 	// The audit line: who, which hub and port, when, how long, how much.
 	s.logf("relay: session hub=%s port=%d from=%s start=%s dur=%s up=%d down=%d",
 		h.Name, e.Port, c.RemoteAddr(), start.UTC().Format(time.RFC3339), time.Since(start).Round(time.Millisecond), up, down)

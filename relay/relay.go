@@ -78,8 +78,7 @@ type Server struct {
 // hub is a configured hub and what the relay knows about it now.
 type hub struct {
 	HubConfig
-	online   atomic.Int32 // live agent connections that named this hub and completed a handshake
-	sessions atomic.Int64 // user sessions in flight
+	online atomic.Int32 // live agent connections that named this hub and completed a handshake
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
@@ -206,23 +205,6 @@ func (s *Server) PublicAddr(port uint16) net.Addr {
 		return ln.Addr()
 	}
 	return nil
-}
-
-// HubStatus is what the relay reports about one hub.
-type HubStatus struct {
-	Name     string
-	Online   bool
-	Sessions int64
-}
-
-// Hubs reports every configured hub.
-func (s *Server) Hubs() []HubStatus {
-	out := make([]HubStatus, 0, len(s.hubs))
-	for _, h := range s.cfg.Hubs {
-		hh := s.hubs[h.Name]
-		out = append(out, HubStatus{Name: h.Name, Online: hh.online.Load() > 0, Sessions: hh.sessions.Load()})
-	}
-	return out
 }
 
 // Close tells every agent the relay is going away, then closes everything

@@ -318,7 +318,7 @@ func (b *TCPBind) serve(c net.Conn) *session {
 		c:       c,
 		r:       wire.NewReader(c),
 		done:    make(chan struct{}),
-		pending: append([]byte(nil), frameOf(b.Hello.Marshal())...),
+		pending: frameOf(b.Hello.Marshal()),
 	}
 	if b.Counters != nil {
 		b.Counters.TxOverhead.Add(uint64(len(s.pending)))
