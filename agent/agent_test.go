@@ -14,21 +14,10 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/ccusim"
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // freeOffset finds a port offset at which every public port of the map is
 // free on loopback.
@@ -140,7 +129,7 @@ func newTestbed(t *testing.T, hubs ...string) *testbed {
 		t.Cleanup(func() { a.Close() })
 	}
 	for name, a := range tb.agents {
-		waitFor(t, 10*time.Second, name+" connected", func() bool { return a.Status().State == "connected" })
+		poll.Until(t, 10*time.Second, name+" connected", func() bool { return a.Status().State == "connected" })
 	}
 	return tb
 }
@@ -232,7 +221,7 @@ func TestNoGoroutinesLeftBehind(t *testing.T) {
 		tb.relay.Close()
 		tb.sim.Close()
 	}()
-	waitFor(t, 10*time.Second, "goroutines to end", func() bool {
+	poll.Until(t, 10*time.Second, "goroutines to end", func() bool {
 		return runtime.NumGoroutine() <= before
 	})
 }

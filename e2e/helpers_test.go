@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // bin holds the paths of the binaries TestMain built.
@@ -83,21 +85,6 @@ func missing(t *testing.T, format string, args ...any) {
 		t.Fatalf("CI: "+format, args...)
 	}
 	t.Skipf(format, args...)
-}
-
-// waitFor polls cond every 50 ms until it is true, failing the test after
-// timeout. It is how tests wait: never a bare sleep.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }
 
 // Ports. Tests in this binary run in parallel; reserved keeps them from
@@ -302,7 +289,7 @@ func simAddrs(t *testing.T, p *proc) map[string]string {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^ccusim: (\w+) listening on (\S+)$`)
 	addrs := map[string]string{}
-	waitFor(t, 10*time.Second, "ccusim to listen", func() bool {
+	poll.Until(t, 10*time.Second, "ccusim to listen", func() bool {
 		if !p.alive() {
 			t.Fatalf("ccusim exited: %v\n%s", p.err, p.logText())
 		}
@@ -390,7 +377,7 @@ tunnel_ip = "100.96.0.2"
 func (s *hubSetup) startRelay(name string) *proc {
 	s.t.Helper()
 	p := start(s.t, s.dir, name, bin.hubrelay, "run", "--config", s.relayConf)
-	waitFor(s.t, 10*time.Second, "the relay to listen", func() bool {
+	poll.Until(s.t, 10*time.Second, "the relay to listen", func() bool {
 		if !p.alive() {
 			s.t.Fatalf("relay exited: %v\n%s", p.err, p.logText())
 		}
@@ -434,7 +421,7 @@ proxy = %q
 func (s *hubSetup) waitConnected(timeout time.Duration) status {
 	s.t.Helper()
 	var st status
-	waitFor(s.t, timeout, "the agent to report state \"connected\"", func() bool {
+	poll.Until(s.t, timeout, "the agent to report state \"connected\"", func() bool {
 		if !s.agent.alive() {
 			s.t.Fatalf("agent exited: %v", s.agent.err)
 		}
@@ -499,7 +486,7 @@ func (s *hubSetup) mustGetWebUI() {
 // for hub demo, i.e. until the relay has seen n sessions end.
 func (s *hubSetup) waitSessionsLogged(n int) {
 	s.t.Helper()
-	waitFor(s.t, 10*time.Second, fmt.Sprintf("the relay to log %d sessions", n), func() bool {
+	poll.Until(s.t, 10*time.Second, fmt.Sprintf("the relay to log %d sessions", n), func() bool {
 		return strings.Count(s.relay.logText(), "relay: session hub=demo ") >= n
 	})
 }

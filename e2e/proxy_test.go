@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // TestProxy brings the tunnel up through a real HTTP CONNECT proxy
@@ -37,7 +39,7 @@ MaxClients 20
 		}
 	})
 	proxyAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, 10*time.Second, "tinyproxy to listen", func() bool {
+	poll.Until(t, 10*time.Second, "tinyproxy to listen", func() bool {
 		if !proxy.alive() {
 			t.Fatalf("tinyproxy exited: %v", proxy.err)
 		}
@@ -53,7 +55,7 @@ MaxClients 20
 	s.mustGetWebUI()
 
 	want := fmt.Sprintf("CONNECT 127.0.0.1:%d", s.agentPort)
-	waitFor(t, 5*time.Second, "tinyproxy's log to show "+want, func() bool {
+	poll.Until(t, 5*time.Second, "tinyproxy's log to show "+want, func() bool {
 		return strings.Contains(readFileString(logFile), want)
 	})
 }

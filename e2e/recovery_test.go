@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // TestRelayRestart kills the relay with SIGKILL, starts it again with the
@@ -27,7 +29,7 @@ func TestRelayRestart(t *testing.T) {
 
 	s.relay.kill()
 	var st status
-	waitFor(t, 15*time.Second, "the agent to notice the relay is gone (state \"connecting\")", func() bool {
+	poll.Until(t, 15*time.Second, "the agent to notice the relay is gone (state \"connecting\")", func() bool {
 		var err error
 		st, err = s.status()
 		return err == nil && st.State == "connecting"
@@ -40,7 +42,7 @@ func TestRelayRestart(t *testing.T) {
 	restarted := time.Now()
 	s.relay = s.startRelay("relay-2")
 	var took time.Duration
-	waitFor(t, 30*time.Second, "the WebUI to load through the restarted relay", func() bool {
+	poll.Until(t, 30*time.Second, "the WebUI to load through the restarted relay", func() bool {
 		code, body, err := s.get(s.url("http", "demo", 80, "/"))
 		took = time.Since(restarted)
 		return err == nil && code == 200 && strings.Contains(body, "HomeMatic WebUI")
@@ -78,7 +80,7 @@ func TestConnectionCut(t *testing.T) {
 	fwd.cut()
 	sawConnecting := false
 	var st status
-	waitFor(t, 30*time.Second, "the agent to reconnect through the forwarder", func() bool {
+	poll.Until(t, 30*time.Second, "the agent to reconnect through the forwarder", func() bool {
 		var err error
 		st, err = s.status()
 		if err != nil {

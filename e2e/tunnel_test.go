@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/ccusim"
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // TestWebUI loads the hub's WebUI through relay, tunnel and agent, over
@@ -142,7 +143,7 @@ func TestConcurrentSessions(t *testing.T) {
 	t.Logf("%d concurrent sessions in %v", n, time.Since(began).Round(time.Millisecond))
 
 	var st status
-	waitFor(t, 30*time.Second, "sessions_active to return to 0", func() bool {
+	poll.Until(t, 30*time.Second, "sessions_active to return to 0", func() bool {
 		var err error
 		st, err = s.status()
 		return err == nil && st.SessionsActive == 0

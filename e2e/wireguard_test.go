@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // TestWireGuardInterop runs the agent with transport "udp" against a
@@ -59,7 +61,7 @@ func TestWireGuardInterop(t *testing.T) {
 	}
 
 	wgProc := start(t, dir, "wireguard-go", in("env", "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=verbose", wggo, dev)...)
-	waitFor(t, 10*time.Second, "wireguard-go to create "+dev, func() bool {
+	poll.Until(t, 10*time.Second, "wireguard-go to create "+dev, func() bool {
 		if !wgProc.alive() {
 			t.Fatalf("wireguard-go exited: %v", wgProc.err)
 		}
@@ -73,7 +75,7 @@ func TestWireGuardInterop(t *testing.T) {
 	run(t, ip, "-n", ns, "link", "set", dev, "up")
 	// wireguard-go opens its UDP port when it sees the link go up, a
 	// moment later; a handshake sent before would wait 5 s for its retry.
-	waitFor(t, 10*time.Second, "wireguard-go to listen on UDP "+wgPort, func() bool {
+	poll.Until(t, 10*time.Second, "wireguard-go to listen on UDP "+wgPort, func() bool {
 		out, _ := runErr(in(ss, "-Hnlu", "sport = :"+wgPort)...)
 		return strings.Contains(out, ":"+wgPort)
 	})
@@ -119,7 +121,7 @@ proxy = "none"
 	}
 
 	began := time.Now()
-	waitFor(t, 20*time.Second, "the agent to report state \"connected\"", func() bool {
+	poll.Until(t, 20*time.Second, "the agent to report state \"connected\"", func() bool {
 		if !agent.alive() {
 			t.Fatalf("agent exited: %v", agent.err)
 		}
@@ -144,7 +146,7 @@ proxy = "none"
 	if _, _, ok := fetchIn(2, "http://100.96.0.2:9999/"); ok {
 		t.Errorf("a request to unmapped port 9999 got an answer; the agent must drop it")
 	}
-	waitFor(t, 5*time.Second, "dropped_packets to count the packets to port 9999", func() bool {
+	poll.Until(t, 5*time.Second, "dropped_packets to count the packets to port 9999", func() bool {
 		return nsStatus().DroppedPackets > dropped
 	})
 
@@ -153,7 +155,7 @@ proxy = "none"
 	if code, _, ok := fetchIn(2, "http://100.96.0.2:80/", "100.96.0.77"); ok {
 		t.Errorf("a request from 100.96.0.77 (outside allowed_cidrs) got HTTP %d; the agent must drop it", code)
 	}
-	waitFor(t, 5*time.Second, "dropped_packets to count the packets from 100.96.0.77", func() bool {
+	poll.Until(t, 5*time.Second, "dropped_packets to count the packets from 100.96.0.77", func() bool {
 		return nsStatus().DroppedPackets > dropped
 	})
 

@@ -14,19 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+)
 
 // forwarderGoroutines lists the stacks of goroutines running Forwarder or
 // Splice code, other than Serve (which runs on its caller's goroutine).
@@ -201,7 +191,7 @@ func TestHalfCloseRoundTrip(t *testing.T) {
 		t.Fatalf("target got request %q, want %q", b, req)
 	}
 
-	waitFor(t, 5*time.Second, "session end", func() bool { return f.Active() == 0 })
+	poll.Until(t, 5*time.Second, "session end", func() bool { return f.Active() == 0 })
 	sessions, in, out := f.Stats()
 	if sessions != 1 || in != uint64(len(req)) || out != uint64(len(resp)) {
 		t.Errorf("Stats() = %d, %d, %d; want 1, %d, %d", sessions, in, out, len(req), len(resp))
@@ -297,14 +287,14 @@ func TestConcurrentSessions(t *testing.T) {
 			}()
 		}()
 	}
-	waitFor(t, 10*time.Second, "200 sessions in flight", func() bool { return f.Active() == n })
+	poll.Until(t, 10*time.Second, "200 sessions in flight", func() bool { return f.Active() == n })
 	close(release)
 	for range n {
 		if err := <-errc; err != nil {
 			t.Error(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "sessions to end", func() bool { return f.Active() == 0 })
+	poll.Until(t, 10*time.Second, "sessions to end", func() bool { return f.Active() == 0 })
 	sessions, in, out := f.Stats()
 	if sessions != n || in != n*size || out != n*size {
 		t.Errorf("Stats() = %d, %d, %d; want %d, %d, %d", sessions, in, out, n, n*size, n*size)
@@ -343,12 +333,12 @@ func TestRefusedTargetResets(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("reset took %v", d)
 	}
-	waitFor(t, 5*time.Second, "log line", func() bool { return len(logs.Lines()) > 0 })
+	poll.Until(t, 5*time.Second, "log line", func() bool { return len(logs.Lines()) > 0 })
 	lines := logs.Lines()
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "portmap: ") || !strings.Contains(lines[0], target) {
 		t.Errorf("log = %q; want one line with prefix \"portmap: \" naming %s", lines, target)
 	}
-	waitFor(t, 5*time.Second, "session end", func() bool { return f.Active() == 0 })
+	poll.Until(t, 5*time.Second, "session end", func() bool { return f.Active() == 0 })
 	if s, in, out := f.Stats(); s != 1 || in != 0 || out != 0 {
 		t.Errorf("Stats() = %d, %d, %d; want 1, 0, 0", s, in, out)
 	}
@@ -398,7 +388,7 @@ func TestClientResetReachesTarget(t *testing.T) {
 	if err := <-targetErr; !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("target read %v; want ECONNRESET", err)
 	}
-	waitFor(t, 5*time.Second, "session end", func() bool { return f.Active() == 0 })
+	poll.Until(t, 5*time.Second, "session end", func() bool { return f.Active() == 0 })
 }
 
 func TestCloseEndsSessions(t *testing.T) {
@@ -406,7 +396,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	t.Cleanup(func() {
 		// After every cleanup above has run (servers, listeners), the
 		// goroutine count must come back.
-		waitFor(t, 5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
+		poll.Until(t, 5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
 	})
 
 	const n = 20
@@ -422,8 +412,8 @@ func TestCloseEndsSessions(t *testing.T) {
 		clients[i] = dial(t, ln.Addr().String())
 		clients[i].Write([]byte("ping"))
 	}
-	waitFor(t, 5*time.Second, "sessions in flight", func() bool { return f.Active() == n })
-	waitFor(t, 5*time.Second, "bytes counted", func() bool { _, in, _ := f.Stats(); return in == 4*n })
+	poll.Until(t, 5*time.Second, "sessions in flight", func() bool { return f.Active() == n })
+	poll.Until(t, 5*time.Second, "bytes counted", func() bool { _, in, _ := f.Stats(); return in == 4*n })
 
 	ln.Close()
 	if err := <-serveErr; err != nil {

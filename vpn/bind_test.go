@@ -19,19 +19,9 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // fakeRelay accepts agent connections and hands them to the test.
 type fakeRelay struct {
@@ -151,7 +141,7 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	rx := startReceiver(fns[0])
 
 	c, r := relay.accept(t)
-	waitFor(t, 5*time.Second, "OnConnect", func() bool { return connects.Load() == 1 })
+	poll.Until(t, 5*time.Second, "OnConnect", func() bool { return connects.Load() == 1 })
 	p, err := r.Next()
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +160,7 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	if got := rx.next(t); !bytes.Equal(got, data) {
 		t.Fatal("data message changed")
 	}
-	waitFor(t, time.Second, "relay software", func() bool { return b.Status().RelaySoftware == "test-relay" })
+	poll.Until(t, time.Second, "relay software", func() bool { return b.Status().RelaySoftware == "test-relay" })
 
 	// Agent → relay: a batch in one write, framed.
 	if err := b.Send([][]byte{wgMsg(2, 92), wgMsg(4, 64)}, b.ep); err != nil {
@@ -193,7 +183,7 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	// receive function keeps working across it.
 	c.Close()
 	c2, r2 := relay.accept(t)
-	waitFor(t, 5*time.Second, "second OnConnect", func() bool { return connects.Load() == 2 })
+	poll.Until(t, 5*time.Second, "second OnConnect", func() bool { return connects.Load() == 2 })
 	if p, err := r2.Next(); err != nil || p[0] != wire.TypeHello {
 		t.Fatalf("no Hello on the new connection: %v", err)
 	}
@@ -243,7 +233,7 @@ func TestTCPBindGarbageFromRelayOnlyEndsThatConnection(t *testing.T) {
 	}
 	c2.Close()
 	relay.accept(t) // redialed: the reason is kept
-	waitFor(t, 5*time.Second, "third connection", func() bool { return b.Status().Connects == 3 })
+	poll.Until(t, 5*time.Second, "third connection", func() bool { return b.Status().Connects == 3 })
 	// Closed with our Hello unread, the relay's side resets; either way the
 	// hub owner reads words, not a Go error.
 	if st := b.Status(); st.LastError != "the relay closed the connection" && st.LastError != "the connection to the relay was reset" {
