@@ -334,6 +334,7 @@ type hubSetup struct {
 type setupOpts struct {
 	filesDir    string // ccusim -files
 	offlineHubs int    // extra [[hub]] entries that have no agent ("offline1", ...)
+	udp         bool   // the relay also takes agents over UDP, on the agent port
 }
 
 // newHub starts ccusim and the relay; the agent comes with startAgent.
@@ -350,8 +351,12 @@ func newHub(t *testing.T, o setupOpts) *hubSetup {
 
 	_, s.relayPub = keypair(t, dir, "relay.key")
 	_, s.hubPub = keypair(t, dir, "hub.key")
+	udpListen := "off"
+	if o.udp {
+		udpListen = fmt.Sprintf("127.0.0.1:%d", s.agentPort)
+	}
 	conf := fmt.Sprintf(`agent_listen = "127.0.0.1:%d"
-agent_listen_udp = "off"
+agent_listen_udp = %q
 domain = "localhost"
 public_listen = "127.0.0.1"
 port_offset = %d
@@ -361,7 +366,7 @@ private_key_file = "relay.key"
 name = "demo"
 public_key = %q
 tunnel_ip = "100.96.0.2"
-`, s.agentPort, s.offset, s.hubPub)
+`, s.agentPort, udpListen, s.offset, s.hubPub)
 	for i := 1; i <= o.offlineHubs; i++ {
 		_, pub := keypair(t, dir, fmt.Sprintf("offline%d.key", i))
 		conf += fmt.Sprintf("\n[[hub]]\nname = \"offline%d\"\npublic_key = %q\ntunnel_ip = \"100.96.0.%d\"\n", i, pub, 10+i)
@@ -388,8 +393,9 @@ func (s *hubSetup) startRelay(name string) *proc {
 
 // agentOpts change startAgent's defaults.
 type agentOpts struct {
-	relay string // the agent's relay address; default the relay's agent port
-	proxy string // default "none"
+	relay     string // the agent's relay address; default the relay's agent port
+	proxy     string // default "none"
+	transport string // default "tcp"
 }
 
 // startAgent writes the agent's config and starts it; it does not wait for
@@ -402,6 +408,9 @@ func (s *hubSetup) startAgent(o agentOpts) {
 	if o.proxy == "" {
 		o.proxy = "none"
 	}
+	if o.transport == "" {
+		o.transport = "tcp"
+	}
 	s.uiAddr = fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
 	conf := fmt.Sprintf(`name = "demo"
 relay = %q
@@ -410,8 +419,9 @@ private_key_file = "hub.key"
 tunnel_ip = "100.96.0.2"
 ui_listen = %q
 proxy = %q
+transport = %q
 
-%s`, o.relay, s.relayPub, s.uiAddr, o.proxy, targets(s.sim))
+%s`, o.relay, s.relayPub, s.uiAddr, o.proxy, o.transport, targets(s.sim))
 	path := filepath.Join(s.dir, "hub.toml")
 	writeFile(s.t, path, conf)
 	s.agent = start(s.t, s.dir, "agent", bin.hubtunnel, "run", "--config", path)

@@ -56,6 +56,19 @@ func TestWebUI(t *testing.T) {
 
 // TestPythonXMLRPC drives the hub's BidCos-RF port through the relay with
 // Python's own xmlrpc.client, as HomeMatic apps and scripts do.
+// TestWebUIOverUDP: an agent with transport = "udp" (plain WireGuard, no
+// Hello) is reached through hubrelay like any other hub.
+func TestWebUIOverUDP(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{udp: true})
+	s.startAgent(agentOpts{transport: "udp"})
+	s.waitConnected(15 * time.Second)
+	code, body, err := s.get(s.url("http", "demo", 80, "/"))
+	if err != nil || code != 200 || !strings.Contains(body, "HomeMatic WebUI") {
+		t.Fatalf("GET through a UDP tunnel: %d %v %.300q", code, err, body)
+	}
+}
+
 func TestPythonXMLRPC(t *testing.T) {
 	t.Parallel()
 	py := need(t, "to run Python's xmlrpc.client", "python3")

@@ -63,7 +63,7 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 		writeError(c, 404, "Unknown hub", fmt.Sprintf("No hub is called %q at this relay.", hostOnly(host)))
 		return
 	}
-	if h.online.Load() == 0 {
+	if !s.online(h) {
 		writeError(c, 502, "Hub offline", fmt.Sprintf("The hub %q is not connected to the relay right now. Check that it is powered and online.", h.Name))
 		return
 	}
@@ -84,6 +84,30 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 	// The audit line: who, which hub and port, when, how long, how much.
 	s.logf("relay: session hub=%s port=%d from=%s start=%s dur=%s up=%d down=%d",
 		h.Name, e.Port, c.RemoteAddr(), start.UTC().Format(time.RFC3339), time.Since(start).Round(time.Millisecond), up, down)
+}
+
+// udpSessionFresh is how recent a UDP hub's last handshake must be for it
+// to count as connected: WireGuard rekeys every 2 minutes while the agent's
+// persistent keepalives flow.
+const udpSessionFresh = 3 * time.Minute
+
+// online reports whether a hub can be reached now: a verified TCP agent
+// connection, or (UDP agents say no Hello) a recent WireGuard handshake.
+// The latter walks WireGuard's whole peer dump, so it is asked only for
+// hubs without a TCP connection, and only when UDP is enabled.
+func (s *Server) online(h *hub) bool {
+	if h.online.Load() > 0 {
+		return true
+	}
+	if s.bind.udp == nil {
+		return false
+	}
+	st, err := s.dev.Stats()
+	if err != nil {
+		return false
+	}
+	ps, ok := st[h.key]
+	return ok && !ps.LastHandshake.IsZero() && time.Since(ps.LastHandshake) < udpSessionFresh
 }
 
 // hubName maps "NAME.<domain>[:port]" to NAME.
