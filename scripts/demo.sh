@@ -22,6 +22,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$dir"
+	exit 0
 }
 trap cleanup INT TERM EXIT
 
@@ -69,10 +70,10 @@ host = "127.0.0.1"
 44381 = "$((SIM + 8181))"
 TOML
 
+(cd "$dir" && exec "$bin/hubrelay" run --config relay.toml) 2>&1 | sed -u 's/^/relay | /' &
+pids+=($!)
 "$bin/ccusim" -name demo -webui $((SIM + 80)) -wired $((SIM + 2000)) -rf $((SIM + 2001)) \
 	-hmip $((SIM + 2010)) -script $((SIM + 8181)) >"$dir/ccusim.log" 2>&1 &
-pids+=($!)
-(cd "$dir" && exec "$bin/hubrelay" run --config relay.toml) 2>&1 | sed -u 's/^/relay | /' &
 pids+=($!)
 (cd "$dir" && exec "$bin/hubtunnel" run --config hub.toml) 2>&1 | sed -u 's/^/agent | /' &
 pids+=($!)
