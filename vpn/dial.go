@@ -25,6 +25,11 @@ type Dialer struct {
 	Timeout time.Duration
 	// LookupHost resolves the relay's name. Default: the system resolver.
 	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Report, if set, hears for every address LookupHost gave that was
+	// tried whether a TCP connection to it opened, so that the resolver can
+	// put addresses that keep failing behind those that work (dnsfix does).
+	// It is not called for IP literals, nor when the attempt was cancelled.
+	Report func(addr netip.Addr, ok bool)
 	// KeepAlive is applied to the TCP connection (to the relay, or to the
 	// proxy). Default: DefaultKeepAlive.
 	KeepAlive net.KeepAliveConfig
@@ -89,9 +94,13 @@ func (d *Dialer) dialHost(ctx context.Context, hostport string) (net.Conn, error
 		return nil, err
 	}
 	var addrs []netip.Addr
+	report := func(netip.Addr, bool) {}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{ip}
 	} else {
+		if d.Report != nil {
+			report = d.Report
+		}
 		lookup := d.LookupHost
 		if lookup == nil {
 			lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
@@ -113,6 +122,9 @@ func (d *Dialer) dialHost(ctx context.Context, hostport string) (net.Conn, error
 	var firstErr error
 	for _, a := range addrs {
 		c, err := nd.DialContext(ctx, "tcp", net.JoinHostPort(a.Unmap().String(), port))
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			report(a, err == nil)
+		}
 		if err == nil {
 			return c, nil
 		}
