@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: Debian packages for the
-# real peers (wireguard-go, wg, ip, tinyproxy, python3) and the Go modules.
+# real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3) and the Go
+# modules.
 set -euo pipefail
 
 need=()
@@ -9,6 +10,8 @@ have wireguard-go || need+=(wireguard-go)
 have wg           || need+=(wireguard-tools)
 have ip           || need+=(iproute2)
 have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || need+=(tinyproxy-bin)
+# dnsmasq-base: the resolver alone, without the package that starts a system daemon.
+have dnsmasq      || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 have python3      || need+=(python3)
 
 if [ ${#need[@]} -gt 0 ]; then
