@@ -31,6 +31,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -53,6 +54,7 @@ type Agent struct {
 	hsConn   uint64       // the relay connection (bind's Connects count) last handshaken on
 	bind     *vpn.TCPBind // nil with transport "udp"
 	counters vpn.Counters
+	dns      atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
 	fwd      portmap.Forwarder
 
 	listeners []net.Listener
@@ -117,6 +119,9 @@ func (a *Agent) startTunnel() error {
 	}
 	a.fw = firewall.Wrap(a.stack.Device(), a.policy(), a.logf)
 
+	if err := a.startDNS(); err != nil {
+		return err
+	}
 	var bind conn.Bind
 	endpoint := cfg.Relay
 	if cfg.Transport == "tcp" {
@@ -126,7 +131,7 @@ func (a *Agent) startTunnel() error {
 		}
 		a.bind = &vpn.TCPBind{
 			Addr:      cfg.Relay,
-			Dialer:    &vpn.Dialer{Proxy: proxy},
+			Dialer:    a.dialer(proxy),
 			Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
 			Counters:  &a.counters,
 			Logf:      a.logf,
@@ -135,7 +140,7 @@ func (a *Agent) startTunnel() error {
 		bind = a.bind
 	} else {
 		bind = conn.NewStdNetBind()
-		if endpoint, err = resolveUDP(cfg.Relay); err != nil {
+		if endpoint, err = a.resolveUDP(cfg.Relay); err != nil {
 			// Not fatal: the hub may boot before its network. Retry below.
 			a.logf("agent: %v; will retry", err)
 			endpoint = ""
@@ -237,8 +242,53 @@ func (a *Agent) software() string {
 	return fmt.Sprintf("hubtunnel/%s (%s/%s)", a.version, runtime.GOOS, runtime.GOARCH)
 }
 
+// startDNS sets up dnsfix for the relay's name, unless it is an address.
+func (a *Agent) startDNS() error {
+	host, _, _ := net.SplitHostPort(a.cfg.Relay)
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	r, err := a.cfg.DNSResolver(a.logf)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.dns.Store(r)
+	return nil
+}
+
+// dialer is the relay connection's dialer: the relay's name goes through
+// dnsfix, which hears which of its addresses connect; any other name (a
+// proxy's) keeps the system resolver.
+func (a *Agent) dialer(proxy *url.URL) *vpn.Dialer {
+	r := a.dns.Load()
+	if r == nil {
+		return &vpn.Dialer{Proxy: proxy}
+	}
+	relayHost, _, _ := net.SplitHostPort(a.cfg.Relay)
+	return &vpn.Dialer{
+		Proxy: proxy,
+		LookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			if host == relayHost {
+				return r.LookupHost(ctx, host)
+			}
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		Report: r.Report,
+	}
+}
+
 // resolveUDP turns the relay's host:port into ip:port for WireGuard.
-func resolveUDP(hostport string) (string, error) {
+func (a *Agent) resolveUDP(hostport string) (string, error) {
+	if r := a.dns.Load(); r != nil {
+		host, port, _ := net.SplitHostPort(hostport)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		addrs, err := r.LookupHost(ctx, host)
+		if err != nil {
+			return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
+		}
+		return net.JoinHostPort(addrs[0].String(), port), nil
+	}
 	ua, err := net.ResolveUDPAddr("udp", hostport)
 	if err != nil {
 		return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
@@ -256,7 +306,7 @@ func (a *Agent) reresolveUDP() {
 	for {
 		st, _ := a.dev.Stats()
 		if ps := st[a.cfg.relayKey]; time.Since(ps.LastHandshake) > 3*time.Minute {
-			if ep, err := resolveUDP(a.cfg.Relay); err == nil && ep != last {
+			if ep, err := a.resolveUDP(a.cfg.Relay); err == nil && ep != last {
 				if err := a.dev.SetEndpoint(a.cfg.relayKey, ep); err == nil {
 					last = ep
 				}
@@ -313,6 +363,8 @@ type Status struct {
 	SessionsActive int       `json:"sessions_active"`
 	SessionsTotal  uint64    `json:"sessions_total"`
 	DroppedPackets uint64    `json:"dropped_packets"`
+	DNSSource      string    `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
+	DNSAnswer      []string  `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
 	Version        string    `json:"version"`
 }
 
@@ -337,6 +389,14 @@ func (a *Agent) Status() Status {
 	s.SessionsActive = a.fwd.Active()
 	s.SessionsTotal, _, _ = a.fwd.Stats()
 	s.DroppedPackets = a.fw.Stats().Dropped()
+	if r := a.dns.Load(); r != nil {
+		if t := r.Last(); t != nil && t.Source != "" {
+			s.DNSSource = string(t.Source)
+			for _, ad := range t.Order {
+				s.DNSAnswer = append(s.DNSAnswer, ad.String())
+			}
+		}
+	}
 	if a.bind != nil {
 		bs := a.bind.Status()
 		s.LastError, s.RelaySoftware = bs.LastError, bs.RelaySoftware

@@ -4,8 +4,10 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
+	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -48,6 +50,8 @@ type Config struct {
 	PersistentKeepalive int `toml:"persistent_keepalive"`
 	// Targets are where the fixed tunnel ports lead on the hub.
 	Targets portmap.Targets `toml:"targets"`
+	// DNS is how the relay's name is resolved.
+	DNS DNSConfig `toml:"dns"`
 
 	// Parsed forms, filled by Validate.
 	relayKey      vpn.PublicKey
@@ -144,8 +148,71 @@ func (c *Config) Validate() error {
 	case c.PersistentKeepalive < 0 || c.PersistentKeepalive > 3600:
 		return config.Errorf("persistent_keepalive", "%d: want 0 to 3600 seconds", c.PersistentKeepalive)
 	}
+	if err := c.DNS.validate(c.dir); err != nil {
+		return err
+	}
 	if c.routes, err = c.Targets.Routes(); err != nil {
 		return err // names its keys as *config.KeyError
 	}
 	return nil
+}
+
+// DNSConfig is the [dns] table: how the relay's name is resolved (package
+// dnsfix). A relay given as an IP address skips all of it. Local names
+// (fritz.box, .local, .lan, ...) are never sent to a fallback resolver,
+// whatever is set here.
+type DNSConfig struct {
+	// Fallback are public resolvers, "ip" or "ip:port", asked when the
+	// hub's own give no good answer. Default 8.8.8.8, 8.8.4.4, 1.1.1.1;
+	// [] asks none.
+	Fallback []string `toml:"fallback"`
+	// System replaces the hub's resolvers from /etc/resolv.conf ("ip" or
+	// "ip:port"). Default: those of resolv.conf.
+	System []string `toml:"system"`
+	// CacheFile keeps the last good answer for starts during a DNS outage.
+	// Default "dns-cache.json"; written only when the answer changes.
+	CacheFile string `toml:"cache_file"`
+	// Timeout bounds one query to one resolver, e.g. "2s". Default "2s".
+	Timeout string `toml:"timeout"`
+
+	timeout time.Duration
+}
+
+func (d *DNSConfig) validate(dir string) error {
+	for _, s := range d.Fallback {
+		if _, err := dnsfix.ParseServer(s); err != nil {
+			return config.Errorf("dns.fallback", "%v", err)
+		}
+	}
+	for _, s := range d.System {
+		if _, err := dnsfix.ParseServer(s); err != nil {
+			return config.Errorf("dns.system", "%v", err)
+		}
+	}
+	if d.CacheFile == "" {
+		d.CacheFile = "dns-cache.json"
+	}
+	if !filepath.IsAbs(d.CacheFile) && dir != "" {
+		d.CacheFile = filepath.Join(dir, d.CacheFile)
+	}
+	d.timeout = dnsfix.DefaultTimeout
+	if d.Timeout != "" {
+		t, err := time.ParseDuration(d.Timeout)
+		if err != nil || t < 100*time.Millisecond || t > 30*time.Second {
+			return config.Errorf("dns.timeout", "%q: want a duration from \"100ms\" to \"30s\"", d.Timeout)
+		}
+		d.timeout = t
+	}
+	return nil
+}
+
+// DNSResolver returns the resolver for the relay's name that [dns] describes.
+func (c *Config) DNSResolver(logf func(format string, args ...any)) (*dnsfix.Resolver, error) {
+	return dnsfix.New(dnsfix.Config{
+		System:    c.DNS.System,
+		Fallback:  c.DNS.Fallback,
+		CacheFile: c.DNS.CacheFile,
+		Timeout:   c.DNS.timeout,
+		Logf:      logf,
+	})
 }

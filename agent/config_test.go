@@ -1,0 +1,53 @@
+package agent
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/config"
+)
+
+const dnsBase = `relay = "relay.example.com:7443"
+relay_public_key = "koupVBjnqeNJyBZKQq9MFFHGq2YsgHpiMMnPW6rSY1I="
+tunnel_ip = "100.96.0.2"
+`
+
+func TestDNSConfig(t *testing.T) {
+	dir := t.TempDir()
+	c := &Config{dir: dir}
+	if err := config.Parse("hub.toml", []byte(dnsBase), c); err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS.Fallback != nil || c.DNS.CacheFile != filepath.Join(dir, "dns-cache.json") || c.DNS.timeout != 2*time.Second {
+		t.Errorf("defaults: %+v", c.DNS)
+	}
+
+	c = &Config{dir: dir}
+	conf := dnsBase + "\n[dns]\nfallback = [\"9.9.9.9\", \"[2620:fe::fe]:53\"]\nsystem = [\"127.0.0.2:5353\"]\ncache_file = \"/var/x.json\"\ntimeout = \"500ms\"\n"
+	if err := config.Parse("hub.toml", []byte(conf), c); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.DNS.Fallback, []string{"9.9.9.9", "[2620:fe::fe]:53"}) || c.DNS.CacheFile != "/var/x.json" || c.DNS.timeout != 500*time.Millisecond {
+		t.Errorf("set: %+v", c.DNS)
+	}
+	if _, err := c.DNSResolver(nil); err != nil {
+		t.Errorf("DNSResolver: %v", err)
+	}
+
+	for _, tt := range []struct{ table, want string }{
+		{"fallback = [\"dns.google\"]", "hub.toml:5: dns.fallback: \"dns.google\": want an IP address"},
+		{"system = [\"127.0.0.1:0\"]", "hub.toml:5: dns.system: \"127.0.0.1:0\": port 0"},
+		{"timeout = \"forever\"", "hub.toml:5: dns.timeout: \"forever\""},
+		{"timeout = \"1h\"", "hub.toml:5: dns.timeout"},
+		{"fallback = \"8.8.8.8\"", "dns.fallback"},
+		{"colour = 1", "unknown key \"dns.colour\""},
+	} {
+		err := config.Parse("hub.toml", []byte(dnsBase+"[dns]\n"+tt.table+"\n"), &Config{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("[dns] %s: got %v, want %q", tt.table, err, tt.want)
+		}
+	}
+}
