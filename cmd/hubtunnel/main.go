@@ -3,15 +3,20 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/version"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -20,6 +25,9 @@ const usage = `usage:
   hubtunnel run --config FILE   run the agent
   hubtunnel keygen              print a new private key
   hubtunnel pubkey              read a private key on stdin, print its public key
+  hubtunnel dns [NAME] [--config FILE]
+                                show how NAME (default: the relay) is resolved:
+                                what each resolver answered, what was chosen, why
   hubtunnel version             print the version
 `
 
@@ -43,6 +51,8 @@ func main() {
 		}
 	case "pubkey":
 		err = pubkey(os.Stdin)
+	case "dns":
+		err = dnsTrace(os.Args[2:])
 	case "version":
 		fmt.Println(version.Version)
 	default:
@@ -88,4 +98,52 @@ func run(args []string) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	return a.Close()
+}
+
+// dnsTrace resolves a name as the agent would, with the config's [dns]
+// settings if one is given, and prints how.
+func dnsTrace(args []string) error {
+	var name, confPath string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case (a == "--config" || a == "-config") && i+1 < len(args):
+			confPath = args[i+1]
+			i++
+		case !strings.HasPrefix(a, "-") && name == "":
+			name = a
+		default:
+			return fmt.Errorf("usage: hubtunnel dns [NAME] [--config FILE]")
+		}
+	}
+	var r *dnsfix.Resolver
+	var err error
+	if confPath != "" {
+		cfg, err := agent.LoadConfig(confPath)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			name = cfg.Relay
+		}
+		r, err = cfg.DNSResolver(nil) // warnings show up in the trace's notes
+		if err != nil {
+			return err
+		}
+	} else if r, err = dnsfix.New(dnsfix.Config{}); err != nil {
+		return err
+	}
+	if name == "" {
+		return fmt.Errorf("usage: hubtunnel dns [NAME] [--config FILE]")
+	}
+	if host, _, err := net.SplitHostPort(name); err == nil {
+		name = host
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t, err := r.Resolve(ctx, name)
+	fmt.Print(t)
+	if err != nil {
+		return fmt.Errorf("no usable address for %s", t.Name)
+	}
+	return nil
 }
