@@ -396,6 +396,7 @@ type agentOpts struct {
 	relay     string // the agent's relay address; default the relay's agent port
 	proxy     string // default "none"
 	transport string // default "tcp"
+	dns       string // the agent's [dns] table, written after [targets]; default none
 }
 
 // startAgent writes the agent's config and starts it; it does not wait for
@@ -421,7 +422,8 @@ ui_listen = %q
 proxy = %q
 transport = %q
 
-%s`, o.relay, s.relayPub, s.uiAddr, o.proxy, o.transport, targets(s.sim))
+%s
+%s`, o.relay, s.relayPub, s.uiAddr, o.proxy, o.transport, targets(s.sim), o.dns)
 	path := filepath.Join(s.dir, "hub.toml")
 	writeFile(s.t, path, conf)
 	s.agent = start(s.t, s.dir, "agent", bin.hubtunnel, "run", "--config", path)

@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/dnsfix/dnsfixtest"
+)
+
+// TestRelayByNameFritzBoxNXDOMAIN: the agent knows its relay by name; the
+// hub's resolver (a dnsmasq playing the FritzBox) says NXDOMAIN for it, the
+// public resolver (another dnsmasq) knows it. The agent reaches the relay
+// end to end, says where the address came from, and keeps it on disk: after
+// a restart with both resolvers down it reaches the relay from the cache.
+//
+// The relay is on 127.0.0.1, so the public resolver's answer is a loopback
+// address for a public name: suspicious, yet what the name's owner
+// published, and dnsfix uses it when no resolver gives a public address
+// (the relay is pinned by its key). No test-only switch is involved.
+func TestRelayByNameFritzBoxNXDOMAIN(t *testing.T) {
+	t.Parallel()
+	const name = "relay.hubtunnel.test"
+	fritz := dnsfixtest.StartDnsmasq(t, "127.0.0.2", "--address=/"+name+"/")
+	public := dnsfixtest.StartDnsmasq(t, "127.0.0.3", "--address=/"+name+"/127.0.0.1")
+
+	s := newHub(t, setupOpts{})
+	opts := agentOpts{
+		relay: fmt.Sprintf("%s:%d", name, s.agentPort),
+		dns:   fmt.Sprintf("[dns]\nsystem = [%q]\nfallback = [%q]\ntimeout = \"500ms\"\n", fritz.Addr, public.Addr),
+	}
+	s.startAgent(opts)
+	s.waitConnected(30 * time.Second)
+	s.mustGetWebUI()
+	if st := s.dnsStatus(); st.Source != "fallback" || strings.Join(st.Answer, ",") != "127.0.0.1" {
+		t.Errorf("status: dns_source %q, dns_answer %v; want fallback, [127.0.0.1]", st.Source, st.Answer)
+	}
+	fritz.WaitAsked(t, name)
+	public.WaitAsked(t, name)
+
+	// What a hub owner runs to see why.
+	out := run(t, bin.hubtunnel, "dns", "--config", filepath.Join(s.dir, "hub.toml"))
+	for _, want := range []string{"NXDOMAIN", "chosen: 127.0.0.1 from fallback (" + public.Addr + ")", "why: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("hubtunnel dns: no %q in\n%s", want, out)
+		}
+	}
+
+	cache := readFileString(filepath.Join(s.dir, "dns-cache.json"))
+	if !strings.Contains(cache, `"127.0.0.1"`) {
+		t.Fatalf("dns-cache.json: %q", cache)
+	}
+
+	// A reboot during a DNS outage.
+	s.agent.stop(t)
+	fritz.Stop()
+	public.Stop()
+	s.startAgent(opts)
+	s.waitConnected(30 * time.Second)
+	s.mustGetWebUI()
+	if st := s.dnsStatus(); st.Source != "cache" || strings.Join(st.Answer, ",") != "127.0.0.1" {
+		t.Errorf("after the restart: dns_source %q, dns_answer %v; want cache, [127.0.0.1]", st.Source, st.Answer)
+	}
+	if !strings.Contains(s.agent.logText(), "from cache") {
+		t.Errorf("the agent's log does not say it used the cache")
+	}
+}
+
+// TestCorruptDNSCacheSurvived: the agent starts with a damaged cache file,
+// warns, and still reaches its relay through the resolvers.
+func TestCorruptDNSCacheSurvived(t *testing.T) {
+	t.Parallel()
+	const name = "relay.hubtunnel.test"
+	public := dnsfixtest.StartDnsmasq(t, "127.0.0.3", "--address=/"+name+"/127.0.0.1")
+	s := newHub(t, setupOpts{})
+	writeFile(t, filepath.Join(s.dir, "dns-cache.json"), "{\"version\":1,\"names\":{\x00")
+	s.startAgent(agentOpts{
+		relay: fmt.Sprintf("%s:%d", name, s.agentPort),
+		dns:   fmt.Sprintf("[dns]\nsystem = [%q]\nfallback = [%q]\ntimeout = \"500ms\"\n", dnsfixtest.Closed(t, "127.0.0.2"), public.Addr),
+	})
+	s.waitConnected(30 * time.Second)
+	if !strings.Contains(s.agent.logText(), "warning: ignored the unusable cache file") {
+		t.Errorf("no warning about the corrupt cache file in the agent's log")
+	}
+	data, err := os.ReadFile(filepath.Join(s.dir, "dns-cache.json"))
+	var cf map[string]any
+	if err != nil || json.Unmarshal(data, &cf) != nil {
+		t.Errorf("the cache file was not rewritten with the good answer: %v %q", err, data)
+	}
+}
+
+// dnsStatus is the DNS part of the agent's status API.
+type dnsStatus struct {
+	Source string   `json:"dns_source"`
+	Answer []string `json:"dns_answer"`
+}
+
+func (s *hubSetup) dnsStatus() dnsStatus {
+	s.t.Helper()
+	var st dnsStatus
+	resp, err := http.Get("http://" + s.uiAddr + "/api/status")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
