@@ -19,7 +19,10 @@
 // Addresses from the answers not chosen are offered after the chosen ones;
 // addresses the dialer reports as failing (Report) go behind those that
 // work. Answers are kept in memory for their TTL (at most an hour); the last
-// good answer per name is kept in a file, rewritten only when it changes.
+// good answer per name is kept in a file, rewritten only when it changes: at
+// once when no address is left in common (the relay moved), else at most
+// hourly (round-robin DNS), to spare the hub's flash. Resolve spends at most
+// half the time its context has left asking resolvers.
 //
 // dnsfix must never send a local name to a fallback resolver, whatever the
 // configuration says: single-label names, fritz.box and the other suffixes
@@ -53,6 +56,9 @@ const (
 	maxMemoryTTL = time.Hour        // an answer is kept in memory at most this long
 	doubtTTL     = 30 * time.Second // and a fallback's suspicious answer at most this long
 	maxHealth    = 64               // addresses whose dial results are remembered
+	// rotateWrite is how often at most the cache file is rewritten for an
+	// answer that still shares an address with the kept one.
+	rotateWrite = time.Hour
 )
 
 // Config is a Resolver's setup. The zero value asks the system's resolvers,
@@ -91,13 +97,14 @@ type Resolver struct {
 	now        func() time.Time
 	logf       func(format string, args ...any)
 
-	mu        sync.Mutex
-	mem       map[string]memEntry    // answers within their TTL
-	disk      map[string]*cacheEntry // what the cache file holds
-	diskNote  string                 // why the cache file was not used, until rewritten
-	health    map[netip.Addr]*health // what the dialer reported per address
-	last      *Trace                 // the latest resolution (read-only)
-	lastShown map[string]string      // the outcome last logged, per name
+	mu          sync.Mutex
+	mem         map[string]memEntry    // answers within their TTL
+	disk        map[string]*cacheEntry // what the cache file holds
+	diskNote    string                 // why the cache file was not used, until rewritten
+	diskWritten time.Time              // when this Resolver last wrote the cache file
+	health      map[netip.Addr]*health // what the dialer reported per address
+	last        *Trace                 // the latest resolution (read-only)
+	lastShown   map[string]string      // the outcome last logged, per name
 }
 
 type memEntry struct {
@@ -266,14 +273,23 @@ func (r *Resolver) Resolve(ctx context.Context, host string) (*Trace, error) {
 	if len(system) == 0 {
 		t.Notes = append(t.Notes, "the hub has no resolvers of its own")
 	}
-	good := r.askEach(ctx, t, SourceSystem, system, name)
+	// Asking may take at most half the time the caller has left, so that
+	// a dialer can still use the answer, or the cache, when every resolver
+	// is silent.
+	askCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		askCtx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		defer cancel()
+	}
+	good := r.askEach(askCtx, t, SourceSystem, system, name)
 	switch {
 	case good < 0 && t.Local != "":
 		// Never a fallback: the package's one promise.
 	case good < 0 && len(r.fallback) == 0:
 		t.Notes = append(t.Notes, "no public fallback resolvers are configured")
 	case good < 0:
-		good = r.askEach(ctx, t, SourceFallback, r.fallback, name)
+		good = r.askEach(askCtx, t, SourceFallback, r.fallback, name)
 	}
 	r.choose(t, good)
 	return r.finish(t)
@@ -283,6 +299,9 @@ func (r *Resolver) Resolve(ctx context.Context, host string) (*Trace, error) {
 // returns that answer's index in t.Asked, or -1.
 func (r *Resolver) askEach(ctx context.Context, t *Trace, role Source, servers []string, name string) int {
 	for _, s := range servers {
+		if slices.ContainsFunc(t.Asked, func(a Asked) bool { return a.Server == s }) {
+			continue // a fallback that is also one of the hub's resolvers
+		}
 		if ctx.Err() != nil {
 			t.Notes = append(t.Notes, "out of time before asking "+s)
 			break
@@ -435,7 +454,15 @@ func (r *Resolver) rememberLocked(t *Trace) {
 	if r.cacheFile == "" || !t.keep {
 		return
 	}
-	if old := r.disk[t.Name]; old != nil && sameAddrs(old.Addrs, t.Addrs) {
+	old := r.disk[t.Name]
+	switch {
+	case old == nil:
+	case sameAddrs(old.Addrs, t.Addrs):
+		return
+	case slices.ContainsFunc(t.Addrs, func(a netip.Addr) bool { return slices.Contains(old.Addrs, a) }) &&
+		t.Time.Sub(r.diskWritten) < rotateWrite:
+		// Round-robin DNS turns the set over; the kept answer still
+		// holds a current address, so the flash can wait.
 		return
 	}
 	next := make(map[string]*cacheEntry, len(r.disk)+1)
@@ -448,7 +475,7 @@ func (r *Resolver) rememberLocked(t *Trace) {
 		r.logf("dnsfix: warning: cannot keep the answer for %s in %s: %v", t.Name, r.cacheFile, err)
 		return
 	}
-	r.disk, r.diskNote = next, ""
+	r.disk, r.diskNote, r.diskWritten = next, "", t.Time
 }
 
 // fromMemory returns a copy of name's answer while its TTL lasts.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,8 +162,15 @@ func TestLoadCacheRejects(t *testing.T) {
 // name → A/AAAA records (as strings), or an rcode.
 type fakeDNS struct {
 	addr    string
+	mu      sync.Mutex
 	answers map[string][]string // "name. 300 IN A 1.2.3.4", ...
 	rcode   map[string]int
+}
+
+func (f *fakeDNS) set(name string, records ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[name] = records
 }
 
 func startFake(t *testing.T, answers map[string][]string, rcode map[string]int) *fakeDNS {
@@ -176,6 +184,8 @@ func startFake(t *testing.T, answers map[string][]string, rcode map[string]int) 
 		m := new(dns.Msg)
 		m.SetReply(req)
 		q := req.Question[0]
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if rc, ok := f.rcode[strings.ToLower(q.Name)]; ok {
 			m.Rcode = rc
 		}
@@ -289,5 +299,92 @@ func TestNewRejectsBadServers(t *testing.T) {
 	}
 	if _, err := New(Config{System: []string{"1.2.3.4:x"}}); err == nil {
 		t.Error("a bad port was accepted")
+	}
+}
+
+// TestCacheFileWrites: the file is rewritten at once when the relay moved,
+// but an answer that still shares an address waits an hour.
+func TestCacheFileWrites(t *testing.T) {
+	const name = "relay.example.com."
+	srv := startFake(t, map[string][]string{}, nil)
+	cache := filepath.Join(t.TempDir(), "dns-cache.json")
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o644)
+	r, err := New(Config{ResolvConf: empty, HostsFile: empty, System: []string{srv.addr}, Fallback: []string{},
+		CacheFile: cache, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := func() []netip.Addr {
+		m, err := loadCache(cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := m["relay.example.com"]; e != nil {
+			return e.Addrs
+		}
+		return nil
+	}
+	step := func(records ...string) {
+		srv.set(name, records...)
+		now = now.Add(time.Minute) // past the 0 s TTL
+		if _, err := r.Resolve(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b, c := name+" 0 IN A 203.0.113.1", name+" 0 IN A 203.0.113.2", name+" 0 IN A 203.0.113.3"
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	step(a, b)
+	if got := kept(); !sameAddrs(got, addrs("203.0.113.1", "203.0.113.2")) {
+		t.Fatalf("first answer: kept %v", got)
+	}
+	step(b, c) // rotated: shares .2
+	if got := kept(); !sameAddrs(got, addrs("203.0.113.1", "203.0.113.2")) {
+		t.Errorf("rewritten within the hour for a rotated answer: %v", got)
+	}
+	now = now.Add(time.Hour)
+	step(b, c)
+	if got := kept(); !sameAddrs(got, addrs("203.0.113.2", "203.0.113.3")) {
+		t.Errorf("not rewritten after an hour: %v", got)
+	}
+	step(a) // moved: nothing in common
+	if got := kept(); !sameAddrs(got, addrs("203.0.113.1")) {
+		t.Errorf("not rewritten at once when the relay moved: %v", got)
+	}
+}
+
+// TestSilentResolversLeaveTimeToDial: with every resolver silent, Resolve
+// gives up asking at half the caller's deadline and answers from the cache.
+func TestSilentResolversLeaveTimeToDial(t *testing.T) {
+	var silent []string
+	for range 4 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		silent = append(silent, pc.LocalAddr().String())
+	}
+	cache := filepath.Join(t.TempDir(), "dns-cache.json")
+	os.WriteFile(cache, []byte(`{"version":1,"names":{"relay.example.com":{"addrs":["203.0.113.7"],"source":"fallback","server":"8.8.8.8:53","since":"2026-01-01T00:00:00Z"}}}`), 0o644)
+	r := newTestResolver(t, silent[:2], silent[2:], cache)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	tr, err := r.Resolve(ctx, "relay.example.com")
+	took := time.Since(start)
+	t.Logf("%s", tr)
+	if err != nil || tr.Source != SourceCache {
+		t.Fatalf("got %v from %s: %v", tr.Addrs, tr.Source, err)
+	}
+	if took > 800*time.Millisecond || ctx.Err() != nil {
+		t.Errorf("took %v of a 1 s deadline; want about half", took)
 	}
 }
