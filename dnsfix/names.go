@@ -12,6 +12,8 @@ import (
 // A name equal to one of them or below it is never sent to a fallback
 // resolver: some of these are registered publicly by third parties
 // (fritz.box is), and the rest would tell a public resolver about the LAN.
+// .test and .example are not here: RFC 6761 asks applications to treat them
+// as ordinary names, and the tests use them as public names.
 var localSuffixes = []struct{ suffix, why string }{
 	{"fritz.box", "a FritzBox's own network (fritz.box is registered publicly by a third party)"},
 	{"myfritz.box", "a FritzBox's own name"},
