@@ -1,0 +1,92 @@
+package bench
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+)
+
+// Ports hands out free loopback ports, never the same one twice in a run.
+// The kernel may still give a port to someone else between the probe and
+// the bind; on a bench machine that is unlikely.
+type Ports struct {
+	mu       sync.Mutex
+	reserved map[int]bool
+}
+
+// Free returns a free TCP port on 127.0.0.1.
+func (p *Ports) Free() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.init()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !p.reserved[port] {
+			p.reserved[port] = true
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("bench: no free port found")
+}
+
+// FreeUDP returns a port free for both TCP and UDP on 127.0.0.1.
+func (p *Ports) FreeUDP() (int, error) {
+	for range 100 {
+		port, err := p.Free()
+		if err != nil {
+			return 0, err
+		}
+		if c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("bench: no free UDP port found")
+}
+
+// publicPorts are the relay's public ports before the offset (the fixed
+// map of BRIEF.md, optional ports included: the relay binds them all).
+var publicPorts = []int{80, 90, 443, 2000, 2001, 2002, 2010, 4430, 4431, 4432, 4433, 4434, 8001, 8002, 8181, 44381}
+
+// Offset returns a port_offset in 10000–21000 under which all of the
+// relay's public ports are free.
+func (p *Ports) Offset() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.init()
+next:
+	for range 200 {
+		off := 10000 + rand.IntN(11001)
+		for _, port := range publicPorts {
+			if p.reserved[off+port] || !canListen(off+port) {
+				continue next
+			}
+		}
+		for _, port := range publicPorts {
+			p.reserved[off+port] = true
+		}
+		return off, nil
+	}
+	return 0, fmt.Errorf("bench: no port_offset with all public ports free")
+}
+
+func (p *Ports) init() {
+	if p.reserved == nil {
+		p.reserved = map[int]bool{}
+	}
+}
+
+func canListen(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}

@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Target is a platform the agent ships for (BRIEF.md: armv6, armv7 on a
+// CCU3, aarch64, 386, amd64).
+type Target struct {
+	Name          string
+	GOARCH, GOARM string
+}
+
+// Targets are the addon's platforms.
+var Targets = []Target{
+	{"amd64", "amd64", ""},
+	{"armv7", "arm", "7"},
+	{"armv6", "arm", "6"},
+	{"arm64", "arm64", ""},
+	{"386", "386", ""},
+}
+
+// Size is one binary's size.
+type Size struct {
+	Target Target
+	Binary string
+	Bytes  int64
+	Gzip   int64 // gzip -9 of the binary, about what it adds to a .tgz
+}
+
+// BuildSizes builds each binary (a cmd/ name) of the module in root for each
+// target as a release would: static (CGO_ENABLED=0), -trimpath,
+// -ldflags "-s -w" (stripped), into dir.
+func BuildSizes(root, dir string, binaries []string, targets []Target) ([]Size, error) {
+	var out []Size
+	for _, t := range targets {
+		for _, b := range binaries {
+			path := filepath.Join(dir, b+"-"+t.Name)
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", path, "./cmd/"+b)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+t.GOARCH, "GOARM="+t.GOARM)
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				// Once more: a build cache shared with other go commands
+				// running at the same time has been seen to fail once.
+				retry := exec.Command(cmd.Args[0], cmd.Args[1:]...)
+				retry.Dir, retry.Env = cmd.Dir, cmd.Env
+				if msg2, err2 := retry.CombinedOutput(); err2 != nil {
+					return nil, fmt.Errorf("bench: go build %s for %s: %v\n%s\n(first try: %s)", b, t.Name, err2, msg2, msg)
+				}
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				return nil, err
+			}
+			gz, err := gzipSize(path)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, Size{Target: t, Binary: b, Bytes: fi.Size(), Gzip: gz})
+		}
+	}
+	return out, nil
+}
+
+func gzipSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if _, err := io.Copy(zw, f); err != nil {
+		return 0, err
+	}
+	if err := zw.Close(); err != nil {
+		return 0, err
+	}
+	return int64(buf.Len()), nil
+}

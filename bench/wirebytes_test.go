@@ -1,0 +1,81 @@
+package bench
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+// testdata/agent-conn.fields is tshark's field output (ReadStream) for a real
+// capture of an agent connection to relay port 44453: setup, one TCP
+// keepalive exchange, a request 122 s later that made the agent rekey, and
+// the relay's passive keepalive 10 s after it.
+func TestParseStream(t *testing.T) {
+	text, err := os.ReadFile("testdata/agent-conn.fields")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseStream(string(text), 44453)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(sec, nsec int64) time.Time { return time.Unix(sec, nsec) }
+	start := s.Packets[0].Time
+
+	setup := s.Window(start, at(1795461406, 600000000))
+	if setup.Packets != 11 || setup.IPBytes != 985 || setup.Frame != 985+11*14 {
+		t.Errorf("setup = %+v, want 11 packets, 985 B", setup)
+	}
+	var types []byte
+	for _, f := range s.Frames[:4] {
+		types = append(types, f.Type)
+	}
+	if want := []byte{0xA0, 1, 0xA0, 2}; string(types) != string(want) {
+		t.Errorf("first frame types = %x, want %x (agent Hello, initiation, relay Hello, response)", types, want)
+	}
+
+	idle := s.Window(at(1795461407, 0), at(1795461528, 0))
+	if idle.Packets != 2 || idle.IPBytes != 104 {
+		t.Errorf("TCP keepalive exchange = %+v, want 2 packets, 104 B", idle)
+	}
+
+	hs, err := s.HandshakeAfter(at(1795461528, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// initiation 202 B, its ACK 52 B, response 146 B, confirming keepalive 86 B.
+	if hs.Initiator != "agent" || hs.Packets != 4 || hs.IPBytes != 486 || hs.FrameBytes != 150+94+34 || hs.Messages != 202+146 {
+		t.Errorf("rekey = %+v, want the agent's, 4 packets, 486 B, frames 278 B", hs)
+	}
+	if _, err := s.HandshakeAfter(at(1795461600, 0)); err == nil {
+		t.Error("HandshakeAfter the last handshake found one")
+	}
+}
+
+func TestParseStreamRejects(t *testing.T) {
+	for _, text := range []string{
+		"",
+		"1.0,1,2,3",
+		"1.0,34342,44453,60,74,0,1,0,0x0002,zz",
+		"1.0,34342,44453,60,74,3,1,0,0x0018,00",
+	} {
+		if _, err := ParseStream(text, 44453); err == nil {
+			t.Errorf("ParseStream(%q) succeeded", text)
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var l Latencies
+	for i := 100; i >= 1; i-- {
+		l = append(l, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0, time.Millisecond}, {0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}} {
+		if got := l.Quantile(c.q); got != c.want {
+			t.Errorf("Quantile(%v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+}
