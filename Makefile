@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/hubtunnel/hubtunnel/version.Version=$(VERSION)
 BIN       := bin
 BINARIES  := hubtunnel hubrelay ccusim
 
-.PHONY: all build deps test test-unit test-e2e fuzz demo clean
+.PHONY: all build deps test test-unit test-e2e fuzz demo bench clean
 
 all: build
 
@@ -37,6 +37,12 @@ fuzz:
 
 demo: build
 	@scripts/demo.sh $(BIN)
+
+# bench measures every budget of BRIEF.md with the real binaries on loopback,
+# prints one table and writes BENCHMARKS.md (about 10 minutes; IDLE=1m
+# HUBS=200 for a quicker look; scripts/bench.sh lists the knobs).
+bench: build
+	@GO=$(GO) scripts/bench.sh $(BIN)
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,156 @@
+// Command hubbench measures hubtunnel against the budgets of BRIEF.md and
+// writes BENCHMARKS.md; `make bench` runs it (see scripts/bench.sh). It
+// also has two helpers it runs as separate processes of its own:
+//
+//	hubbench [flags]                       the whole run
+//	hubbench fwd -listen ADDR -to ADDR     one hop of the plain two-hop TCP relay
+//	hubbench fleet -relay ADDR -relay-key KEY -keys FILE
+//	                                       many hubs in one process, until SIGTERM
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/bench"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+func main() {
+	log.SetFlags(0)
+	var err error
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "fwd":
+		err = fwd(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "fleet":
+		err = fleet(os.Args[2:])
+	default:
+		err = runAll(os.Args[1:])
+	}
+	if err != nil {
+		log.Fatal("hubbench: ", err)
+	}
+}
+
+func runAll(args []string) error {
+	fs := flag.NewFlagSet("hubbench", flag.ExitOnError)
+	binDir := fs.String("bin", "bin", "folder with hubtunnel, hubrelay and ccusim (make build)")
+	out := fs.String("out", "BENCHMARKS.md", "where to write the report")
+	dur := fs.Duration("dur", 5*time.Second, "each throughput measurement")
+	warm := fs.Duration("warmup", time.Second, "warm-up before each throughput measurement")
+	calls := fs.Int("calls", 2000, "XML-RPC calls timed per path")
+	sessions := fs.Int("sessions", 200, "concurrent sessions through one hub")
+	hubs := fs.Int("hubs", 1000, "connected hubs for the relay memory phase, 0–10000 (0 skips)")
+	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
+	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
+	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
+	fs.Parse(args)
+	switch {
+	case *hubs < 0 || *hubs > 10000:
+		return fmt.Errorf("-hubs %d: want 0–10000", *hubs)
+	case *idle < 0 || *idle > 2*time.Hour:
+		return fmt.Errorf("-idle %v: want 0–2h", *idle)
+	case *dur < time.Second || *dur > 5*time.Minute:
+		return fmt.Errorf("-dur %v: want 1s–5m", *dur)
+	case *warm < 0 || *warm > time.Minute:
+		return fmt.Errorf("-warmup %v: want 0–1m", *warm)
+	case *calls < 10 || *calls > 100000:
+		return fmt.Errorf("-calls %d: want 10–100000", *calls)
+	case *sessions < 1 || *sessions > 2000:
+		return fmt.Errorf("-sessions %d: want 1–2000", *sessions)
+	}
+	bins, err := bench.BinsIn(*binDir)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "hubtunnel-bench-")
+	if err != nil {
+		return err
+	}
+	if *keep {
+		log.Printf("hubbench: work folder %s (kept)", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	rep, err := bench.Run(bench.Options{
+		Bins: bins, Root: root, Dir: dir, Self: self,
+		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions,
+		Hubs: *hubs, Idle: *idle, Profile: *profile,
+		Logf: log.Printf,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	rep.Print(os.Stdout)
+	if err := os.WriteFile(*out, []byte(rep.Markdown()), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nhubbench: wrote %s; took %s\n", *out, rep.Took.Round(time.Second))
+	if *profile != "" {
+		fmt.Printf("hubbench: profiles in %s\n", *profile)
+	}
+	return nil
+}
+
+func fwd(args []string) error {
+	fs := flag.NewFlagSet("hubbench fwd", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to accept on")
+	to := fs.String("to", "", "address to connect each connection to")
+	fs.Parse(args)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	log.Printf("fwd: listening on %s, forwarding to %s", ln.Addr(), *to)
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		<-sig
+		ln.Close()
+	}()
+	return bench.Forward(ln, *to)
+}
+
+func fleet(args []string) error {
+	fs := flag.NewFlagSet("hubbench fleet", flag.ExitOnError)
+	relay := fs.String("relay", "", "the relay's agent address, host:port")
+	relayKey := fs.String("relay-key", "", "the relay's public key (base64)")
+	keys := fs.String("keys", "", "file with one private key (base64) per hub")
+	fs.Parse(args)
+	rk, err := vpn.ParsePublicKey(*relayKey)
+	if err != nil {
+		return fmt.Errorf("-relay-key: %w", err)
+	}
+	ks, err := bench.ReadKeys(*keys)
+	if err != nil {
+		return err
+	}
+	if len(ks) == 0 || len(ks) > 10000 {
+		return fmt.Errorf("-keys: %d keys, want 1–10000", len(ks))
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	f, err := bench.StartFleet(bench.FleetConfig{Relay: *relay, RelayKey: rk, Keys: ks, Logf: log.Printf})
+	if err != nil {
+		return err
+	}
+	<-sig
+	f.Close()
+	return nil
+}

@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/relay"
+)
+
+// BenchmarkFullPath moves bulk data through the whole data path in this one
+// process: client → relay.Server (public port 80, netstack, WireGuard) →
+// the agent's TCP connection on loopback → agent.Agent (WireGuard, firewall,
+// netstack, portmap) → BulkServer. It is the model of the path that `go test
+// -cpuprofile/-memprofile` can see whole; make bench runs it for the
+// profile. Goroutines carry pprof labels by side (relay, agent, server,
+// client): go tool pprof -tagfocus side=agent … shows one end alone.
+//
+// Unlike the real binaries, both ends share one Go runtime (GOMAXPROCS
+// procs for the two), and the agent runs without its 40 MiB memory limit.
+func BenchmarkFullPath(b *testing.B) {
+	p := newInProcess(b)
+	for _, c := range []struct {
+		name    string
+		streams int
+		dir     Direction
+	}{
+		{"download-1", 1, Download},
+		{"download-8", 8, Download},
+		{"upload-1", 1, Upload},
+	} {
+		b.Run(c.name, func(b *testing.B) { p.bench(b, c.streams, c.dir) })
+	}
+}
+
+// inProcess is a relay, an agent and a bulk server in this process.
+type inProcess struct {
+	relay  *relay.Server
+	agent  *agent.Agent
+	bulk   *BulkServer
+	public string // the relay's public port 80
+}
+
+func labeled(side string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels("side", side), func(context.Context) { f() })
+}
+
+func newInProcess(b *testing.B) *inProcess {
+	b.Helper()
+	dir := b.TempDir()
+	ports := &Ports{}
+	p := &inProcess{}
+	var err error
+	labeled("server", func() { p.bulk, err = NewBulkServer() })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.bulk.Close)
+
+	hub, err := NewHub(dir, "demo", "100.96.0.2")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// NewRelay writes the same config file the relay binary reads.
+	rc, err := NewRelay(Bins{}, ports, dir, "relay", false, []Hub{hub})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := relay.LoadConfig(rc.Conf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	quiet := func(string, ...any) {}
+	if testing.Verbose() {
+		quiet = b.Logf
+	}
+	labeled("relay", func() {
+		if p.relay, err = relay.New(*cfg, "bench", quiet); err == nil {
+			err = p.relay.Start()
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.relay.Close() })
+	p.public = rc.Public(80)
+
+	ac, err := NewAgent(Bins{}, ports, dir, rc, hub, AgentSpec{Targets: map[int]string{80: p.bulk.Addr()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	acfg, err := agent.LoadConfig(ac.Conf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	labeled("agent", func() {
+		p.agent = agent.New(acfg, "bench", quiet)
+		err = p.agent.Start()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.agent.Close() })
+	err = WaitFor(15*time.Second, "the in-process agent to connect", func() (bool, error) {
+		return p.agent.Status().State == "connected", nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// op is the data one benchmark operation moves.
+const op = 1 << 20
+
+func (p *inProcess) bench(b *testing.B, streams int, dir Direction) {
+	b.SetBytes(op)
+	b.ReportAllocs()
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", "client")))
+	if streams == 1 {
+		c := p.dial(b, dir)
+		defer c.Close()
+		buf := make([]byte, chunk)
+		for b.Loop() {
+			p.move(b, c, dir, buf)
+		}
+		return
+	}
+	b.SetParallelism((streams + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.RunParallel(func(pb *testing.PB) {
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", "client")))
+		c := p.dial(b, dir)
+		defer c.Close()
+		buf := make([]byte, chunk)
+		for pb.Next() {
+			p.move(b, c, dir, buf)
+		}
+	})
+}
+
+// dial opens a stream through the relay and reads past the response head
+// of a download.
+func (p *inProcess) dial(b *testing.B, dir Direction) net.Conn {
+	c, err := net.DialTimeout("tcp", p.public, 10*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if dir == Upload {
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+		return c
+	}
+	fmt.Fprintf(c, "GET /down HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+	head := []byte("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+	got := make([]byte, len(head))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, head) {
+		b.Fatalf("download through the relay: %q, %v", got, err)
+	}
+	return c
+}
+
+// move transfers op bytes on c.
+func (p *inProcess) move(b *testing.B, c net.Conn, dir Direction, buf []byte) {
+	for n := 0; n < op; {
+		var k int
+		var err error
+		if dir == Upload {
+			k, err = c.Write(buf[:min(len(buf), op-n)])
+		} else {
+			k, err = c.Read(buf[:min(len(buf), op-n)])
+		}
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		n += k
+	}
+}

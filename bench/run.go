@@ -1,0 +1,494 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Options of a run. Every field is set by the caller (cmd/hubbench has the
+// defaults); a zero Hubs or Idle skips that phase.
+type Options struct {
+	Bins     Bins
+	Root     string        // the module's root, for the size builds and the profile
+	Dir      string        // a work folder for configs, keys, logs and captures
+	Self     string        // this program, run as "Self fwd …" and "Self fleet …"
+	Duration time.Duration // each throughput measurement
+	Warmup   time.Duration // before each throughput measurement, not counted
+	Calls    int           // XML-RPC calls timed per path
+	Sessions int           // concurrent sessions through one hub
+	Hubs     int           // fleet size for the relay memory phase; 0 skips it
+	Idle     time.Duration // idle window of the wire-bytes phase; 0 skips idle and rekey
+	Profile  string        // folder for pprof profiles; "" skips profiling
+	Logf     func(format string, args ...any)
+}
+
+// run is one Run's state.
+type run struct {
+	o     Options
+	r     *Report
+	ports *Ports
+	bulk  *BulkServer
+	logf  func(format string, args ...any)
+}
+
+// Run measures everything and returns the report. Phases that fail leave a
+// FAIL row with the reason and the run goes on.
+func Run(o Options) (*Report, error) {
+	ru := &run{o: o, r: &Report{Started: time.Now()}, ports: &Ports{}, logf: o.Logf}
+	if ru.logf == nil {
+		ru.logf = func(string, ...any) {}
+	}
+	ru.r.Machine = Machine(o.Root)
+	var err error
+	if ru.bulk, err = NewBulkServer(); err != nil {
+		return nil, err
+	}
+	defer ru.bulk.Close()
+
+	// The wire-bytes phase idles for minutes; it runs beside the others
+	// on its own relay and agent and is only counted on its own port.
+	// Its setup is measured before anything else loads the machine.
+	wb := ru.startWireBytes()
+
+	ru.phase("size", ru.sizes)
+	ru.phase("main rig", ru.mainRig)
+	if o.Hubs > 0 {
+		ru.phase("hubs", ru.hubs)
+	}
+	if o.Profile != "" {
+		ru.phase("profile", ru.profile)
+	}
+	ru.logf("bench: waiting for the wire-bytes phase to finish its idle window")
+	wb.finish()
+	ru.r.Took = time.Since(ru.r.Started)
+	ru.order()
+	return ru.r, nil
+}
+
+// phase runs f and turns an error into a FAIL row.
+func (ru *run) phase(name string, f func() error) {
+	start := time.Now()
+	ru.logf("bench: %s", name)
+	if err := f(); err != nil {
+		ru.logf("bench: %s failed: %v", name, err)
+		ru.r.add(name, "phase failed", "error: "+firstLine(err.Error()), "", ptr(false))
+		ru.r.section("Error in phase "+name, "```\n%v\n```", err)
+	}
+	ru.logf("bench: %s took %v", name, time.Since(start).Round(time.Millisecond))
+}
+
+// groupOrder is the order of the table's groups.
+var groupOrder = []string{"throughput", "latency", "sessions", "memory", "hubs", "wire bytes", "recovery", "size"}
+
+func (ru *run) order() {
+	rank := func(g string) int {
+		if i := slices.Index(groupOrder, g); i >= 0 {
+			return i
+		}
+		return len(groupOrder)
+	}
+	slices.SortStableFunc(ru.r.Rows, func(a, b Row) int { return rank(a.Group) - rank(b.Group) })
+	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile"}
+	srank := func(t string) int {
+		for i, o := range order {
+			if strings.HasPrefix(t, o) {
+				return i
+			}
+		}
+		return len(order)
+	}
+	slices.SortStableFunc(ru.r.Sections, func(a, b Section) int { return srank(a.Title) - srank(b.Title) })
+}
+
+func (ru *run) sizes() error {
+	dir := filepath.Join(ru.o.Dir, "sizes")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	sizes, err := BuildSizes(ru.o.Root, dir, []string{"hubtunnel", "hubrelay"}, Targets)
+	if err != nil {
+		return err
+	}
+	var tbl strings.Builder
+	tbl.WriteString("| binary | target | stripped | gzip -9 |\n|---|---|---|---|\n")
+	for _, s := range sizes {
+		fmt.Fprintf(&tbl, "| %s | linux/%s | %d B (%s) | %s |\n", s.Binary, s.Target.Name, s.Bytes, fmtMB(s.Bytes), fmtMB(s.Gzip))
+		if s.Binary != "hubtunnel" && s.Target.Name != "amd64" {
+			continue
+		}
+		what := fmt.Sprintf("%s linux/%s, stripped", s.Binary, s.Target.Name)
+		val := fmt.Sprintf("%s (gzip %s)", fmtMB(s.Bytes), fmtMB(s.Gzip))
+		if s.Binary == "hubtunnel" && s.Target.Name == "armv7" {
+			ru.r.add("size", what, val, "≤ 8 MB", ptr(s.Bytes <= 8_000_000))
+		} else {
+			ru.r.add("size", what, val, "", nil)
+		}
+	}
+	ru.r.add("size", "addon package (hubtunnel-<version>.tgz)", "not built yet: no addon.tgz-build exists", "", nil)
+	ru.r.section("Size", `Each binary is built as a release would build it: `+"`CGO_ENABLED=0 GOOS=linux GOARCH=… [GOARM=7|6] go build -trimpath -ldflags \"-s -w\"`"+`
+(static, stripped, no version stamp). "gzip -9" is the binary compressed alone, about what it adds to
+a .tgz. There is no addon package yet (no `+"`addon.tgz-build`"+`), so its size is not measured.
+The budget's 8 MB is read as 8,000,000 bytes.
+
+%s`, tbl.String())
+	return nil
+}
+
+// mainRig runs the phases that share one relay with two hubs: "demo" on
+// the TCP transport and "demoudp" on UDP, ccusim as the hub's services and
+// the bench's BulkServer for bulk data.
+func (ru *run) mainRig() error {
+	dir := filepath.Join(ru.o.Dir, "main")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	sim, err := StartProc(dir, "ccusim", nil, ru.o.Bins.Ccusim, "-name", "demo", "-webui", "0", "-wired", "0", "-rf", "0", "-hmip", "0", "-script", "0")
+	if err != nil {
+		return err
+	}
+	defer sim.Stop()
+	if err := sim.WaitLog("ccusim: script listening on", 10*time.Second); err != nil {
+		return err
+	}
+	simAddr := func(svc string) string {
+		for _, l := range strings.Split(sim.Log(), "\n") {
+			if a, ok := strings.CutPrefix(l, "ccusim: "+svc+" listening on "); ok {
+				return strings.TrimSpace(a)
+			}
+		}
+		return ""
+	}
+	targets := map[int]string{80: ru.bulk.Addr(), 2000: simAddr("wired"), 2001: simAddr("rf"), 2010: simAddr("hmip"), 8181: simAddr("script")}
+
+	hub, err := NewHub(dir, "demo", "100.96.0.2")
+	if err != nil {
+		return err
+	}
+	hubUDP, err := NewHub(dir, "demoudp", "100.96.0.3")
+	if err != nil {
+		return err
+	}
+	relay, err := NewRelay(ru.o.Bins, ru.ports, dir, "relay", true, []Hub{hub, hubUDP})
+	if err != nil {
+		return err
+	}
+	if err := relay.Start(); err != nil {
+		return err
+	}
+	defer func() { relay.Proc.Stop() }()
+	agent, err := NewAgent(ru.o.Bins, ru.ports, dir, relay, hub, AgentSpec{Targets: targets})
+	if err != nil {
+		return err
+	}
+	agentUDP, err := NewAgent(ru.o.Bins, ru.ports, dir, relay, hubUDP, AgentSpec{Transport: "udp", Targets: targets})
+	if err != nil {
+		return err
+	}
+
+	// Cold start, the first time: agent start → a request through the
+	// tunnel succeeds.
+	defer func() {
+		if agent.Proc != nil {
+			agent.Proc.Stop()
+		}
+	}()
+	cold, err := coldStart(agent, relay.URL("demo", 80, "/ping"))
+	if err != nil {
+		return err
+	}
+	if err := agentUDP.Start(); err != nil {
+		return err
+	}
+	defer func() { agentUDP.Proc.Stop() }()
+	if _, err := UntilOK(relay.URL("demoudp", 80, "/ping"), agentUDP.Proc.Started, 30*time.Second); err != nil {
+		return err
+	}
+
+	// Idle memory: connected, one request served, then 3 s of nothing.
+	time.Sleep(3 * time.Second)
+	idle, err := agent.Proc.Mem()
+	if err != nil {
+		return err
+	}
+	relayIdle, _ := relay.Proc.Mem()
+
+	ru.phase("throughput", func() error { return ru.throughput(relay, agent) })
+	time.Sleep(5 * time.Second)
+	after, _ := agent.Proc.Mem()
+	ru.r.add("memory", "agent RSS idle (connected, after one request)", fmtMB(idle.RSS), "≤ 20 MB", ptr(idle.RSS <= 20e6))
+	ru.r.add("memory", "agent RSS 5 s after the bulk transfers", fmtMB(after.RSS)+fmt.Sprintf(" (peak VmHWM %s)", fmtMB(after.HWM)), "", nil)
+	ru.r.add("memory", "relay RSS idle with 2 hubs connected", fmtMB(relayIdle.RSS), "", nil)
+
+	ru.phase("latency", func() error { return ru.latency(simAddr("rf"), relay) })
+	ru.phase("sessions", func() error { return ru.sessions(relay, agent) })
+	agentUDP.Proc.Stop()
+	ru.phase("recovery", func() error { return ru.recovery(relay, agent, cold) })
+	return nil
+}
+
+type path struct {
+	name string
+	addr string
+	host string
+}
+
+func (ru *run) throughput(relay *Relay, agent *Agent) error {
+	// The two-hop plain TCP relay: hop A stands where the relay is, hop
+	// B where the agent is, each a separate process.
+	fwdB, err := ru.forwarder("fwd-b", ru.bulk.Addr())
+	if err != nil {
+		return err
+	}
+	defer fwdB.proc.Stop()
+	fwdA, err := ru.forwarder("fwd-a", fwdB.addr)
+	if err != nil {
+		return err
+	}
+	defer fwdA.proc.Stop()
+
+	paths := []path{
+		{"direct loopback", ru.bulk.Addr(), ""},
+		{"two-hop plain TCP relay", fwdA.addr, ""},
+		{"full path, TCP transport", relay.Public(80), "demo.localhost"},
+		{"full path, UDP transport", relay.Public(80), "demoudp.localhost"},
+	}
+	cases := []struct {
+		streams int
+		dir     Direction
+	}{{1, Download}, {8, Download}, {1, Upload}}
+	var (
+		peakAgent, peakRelay int64
+		detail               strings.Builder
+	)
+	for _, c := range cases {
+		res := map[string]float64{}
+		for _, p := range paths {
+			var sample func()
+			if p.host == "demo.localhost" && c.streams == 8 {
+				sample = func() {
+					if m, err := agent.Proc.Mem(); err == nil {
+						peakAgent = max(peakAgent, m.RSS)
+					}
+					if m, err := relay.Proc.Mem(); err == nil {
+						peakRelay = max(peakRelay, m.RSS)
+					}
+				}
+			}
+			t := Transfer{Addr: p.addr, Host: p.host, Streams: c.streams, Dir: c.dir, Warmup: ru.o.Warmup, Duration: ru.o.Duration, Server: ru.bulk}
+			out, err := t.Run(sample)
+			if err != nil {
+				return fmt.Errorf("%s, %d streams, %s: %w", p.name, c.streams, c.dir, err)
+			}
+			res[p.name] = out.Mbps()
+			fmt.Fprintf(&detail, "| %d × %s | %s | %d B in %s | %.0f Mbit/s |\n", c.streams, c.dir, p.name, out.Bytes, fmtSec(out.Elapsed), out.Mbps())
+			ru.logf("bench:   %d×%s %s: %.0f Mbit/s", c.streams, c.dir, p.name, out.Mbps())
+		}
+		label := fmt.Sprintf("%d stream", c.streams)
+		if c.streams > 1 {
+			label += "s"
+		}
+		label += " " + c.dir.String()
+		direct, hop := res[paths[0].name], res[paths[1].name]
+		ru.r.add("throughput", label+": direct loopback", fmt.Sprintf("%.0f Mbit/s", direct), "", nil)
+		ru.r.add("throughput", label+": two-hop plain TCP relay", fmt.Sprintf("%.0f Mbit/s (%.2f× direct)", hop, hop/direct), "", nil)
+		for _, p := range paths[2:] {
+			v := res[p.name]
+			ru.r.add("throughput", label+": "+p.name, fmt.Sprintf("%.0f Mbit/s (%.3f× direct, %.2f× two-hop)", v, v/direct, v/hop), "≥ 600 Mbit/s", ptr(v >= 600))
+		}
+	}
+	ru.r.add("memory", "agent RSS under load (max during 8-stream download)", fmtMB(peakAgent), "≤ 48 MB", ptr(peakAgent > 0 && peakAgent <= 48e6))
+	ru.r.add("memory", "relay RSS under load (max during 8-stream download)", fmtMB(peakRelay), "", nil)
+	ru.r.section("Throughput", `One bulk transfer, server → client ("download") or client → server ("upload"), on four paths, measured
+back to back in the same run for each case:
+
+- **direct loopback**: the client connects straight to the bench's bulk server.
+- **two-hop plain TCP relay**: client → forwarder A → forwarder B → server; A and B are separate
+  processes (`+"`hubbench fwd`"+`), a new A→B connection per client connection, copying through a 32 KiB
+  buffer with plain read/write (like socat; no splice), unencrypted. The same shape as the full path.
+- **full path, TCP transport**: client → hubrelay public port 80 (`+"`Host: demo.localhost`"+`) → relay
+  netstack → WireGuard → the agent's one TCP connection → hubtunnel → agent netstack → portmap → server.
+- **full path, UDP transport**: the same with a second agent (`+"`transport = \"udp\"`"+`) that reaches
+  the relay's `+"`agent_listen_udp`"+` on loopback.
+
+The server is the bench's bulk server (in the hubbench process): after a one-line HTTP request head (the
+relay routes by Host) it writes zeros in 64 KiB writes until the client closes, or counts an upload.
+Each stream is one TCP connection. %s of warm-up are discarded, then bytes are counted over %s
+(at the client for downloads, at the server for uploads); Mbit/s = 10⁶ bit/s of payload. The client
+and the server share the hubbench process; relay, agent, forwarders and ccusim are their own
+processes, all on the same 2 cores, so every path pays for its client and server too.
+
+| case | path | moved | rate |
+|---|---|---|---|
+%s`, ru.o.Warmup, ru.o.Duration, detail.String())
+	return nil
+}
+
+type forwarder struct {
+	proc *Proc
+	addr string
+}
+
+func (ru *run) forwarder(name, to string) (*forwarder, error) {
+	port, err := ru.ports.Free()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := StartProc(ru.o.Dir, name, nil, ru.o.Self, "fwd", "-listen", addr, "-to", to)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitLog("fwd: listening", 10*time.Second); err != nil {
+		p.Kill()
+		return nil, err
+	}
+	return &forwarder{p, addr}, nil
+}
+
+func (ru *run) latency(rfAddr string, relay *Relay) error {
+	direct := "http://" + rfAddr + "/"
+	tunnel := relay.URL("demo", 2001, "/")
+	ld, lt, err := CompareLatency(direct, tunnel, ru.o.Calls, 100)
+	if err != nil {
+		return err
+	}
+	d50, d99 := ld.Quantile(0.5), ld.Quantile(0.99)
+	t50, t99 := lt.Quantile(0.5), lt.Quantile(0.99)
+	ru.r.add("latency", "XML-RPC getValue, direct: p50 / p99", fmtMs(d50)+" / "+fmtMs(d99), "", nil)
+	ru.r.add("latency", "XML-RPC getValue, full path: p50 / p99", fmtMs(t50)+" / "+fmtMs(t99), "", nil)
+	ru.r.add("latency", "added by the full path: p50", fmtMs(t50-d50), "≤ 0.5 ms", ptr(t50-d50 <= 500*time.Microsecond))
+	ru.r.add("latency", "added by the full path: p99", fmtMs(t99-d99), "≤ 3 ms", ptr(t99-d99 <= 3*time.Millisecond))
+	ru.r.section("Latency", `%d XML-RPC calls `+"`getValue(\"NEQ0000002:1\", \"STATE\")`"+` to ccusim's BidCos-RF port, timed one by one
+in the client (Go's net/http with ccusim.Call: request written → response decoded), on each of two
+kept-alive connections: one straight to ccusim, one through the relay's port 2001+offset
+(`+"`Host: demo.localhost`"+`) and the tunnel. The two alternate in blocks of 100 calls; 100 calls each
+before that are not timed. Quantiles by nearest rank; "added" is full-path quantile minus direct quantile.
+Min / max: direct %s / %s, full path %s / %s.`, ru.o.Calls, fmtMs(ld.Quantile(0)), fmtMs(ld.Quantile(1)), fmtMs(lt.Quantile(0)), fmtMs(lt.Quantile(1)))
+	return nil
+}
+
+func (ru *run) sessions(relay *Relay, agent *Agent) error {
+	n := ru.o.Sessions
+	s := Concurrent(relay.URL("demo", 2001, "/"), n, func() (int, error) {
+		st, err := agent.Status()
+		return st.SessionsActive, err
+	})
+	val := fmt.Sprintf("%d opened, %d errors, agent saw %d at once", s.Opened, s.Errors, s.PeakActive)
+	ru.r.add("sessions", fmt.Sprintf("%d concurrent XML-RPC sessions through one hub", n), val, "≥ 200 without an error",
+		ptr(n >= 200 && s.Errors == 0 && s.Opened == n))
+	errText := "none"
+	if s.FirstErr != nil {
+		errText = s.FirstErr.Error()
+	}
+	ru.r.section("Concurrent sessions", `%d clients, each with its own kept-alive connection through the relay's port 2001+offset, make one
+getValue call each, all at once; while every connection is still open the agent's status API is read
+(`+"`sessions_active`"+`), then every client makes a second call on its open connection, all at once.
+A session counts as opened when its first call succeeded. First error: %s.`, n, errText)
+	return nil
+}
+
+// coldStart starts the agent and measures the time from its start until
+// the status API says "connected" and until a request through the tunnel
+// succeeds, both at once.
+func coldStart(agent *Agent, ping string) (coldTimes, error) {
+	if err := agent.Start(); err != nil {
+		return coldTimes{}, err
+	}
+	connected := make(chan error, 1)
+	var c coldTimes
+	go func() {
+		err := agent.WaitConnected(30 * time.Second)
+		c.connected = time.Since(agent.Proc.Started)
+		connected <- err
+	}()
+	ok, err := UntilOK(ping, agent.Proc.Started, 30*time.Second)
+	if cerr := <-connected; err == nil {
+		err = cerr
+	}
+	c.ok = ok
+	return c, err
+}
+
+type coldTimes struct{ connected, ok time.Duration }
+
+func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
+	ping := relay.URL("demo", 80, "/ping")
+	const reps = 3
+	var kill, term, cold []time.Duration
+	var listen []time.Duration
+	for range reps {
+		t0 := time.Now()
+		relay.Proc.Kill()
+		if err := relay.Start(); err != nil {
+			return err
+		}
+		listen = append(listen, time.Since(t0))
+		d, err := UntilOK(ping, t0, 30*time.Second)
+		if err != nil {
+			return fmt.Errorf("after a relay SIGKILL: %w", err)
+		}
+		kill = append(kill, d)
+	}
+	for range reps {
+		t0 := time.Now()
+		relay.Proc.Signal(syscall.SIGTERM)
+		if err := relay.Proc.Wait(10 * time.Second); err != nil {
+			return err
+		}
+		if err := relay.Start(); err != nil {
+			return err
+		}
+		d, err := UntilOK(ping, t0, 30*time.Second)
+		if err != nil {
+			return fmt.Errorf("after a relay SIGTERM: %w", err)
+		}
+		term = append(term, d)
+	}
+	cold = append(cold, firstCold.ok)
+	coldConn := []time.Duration{firstCold.connected}
+	for range reps - 1 {
+		agent.Proc.Stop()
+		c, err := coldStart(agent, ping)
+		if err != nil {
+			return fmt.Errorf("agent cold start: %w", err)
+		}
+		cold = append(cold, c.ok)
+		coldConn = append(coldConn, c.connected)
+	}
+	worst := slices.Max(kill)
+	ru.r.add("recovery", "relay restart (SIGKILL + start) → request OK: median / max of 3", fmtSec(median(kill))+" / "+fmtSec(worst), "≤ 3 s", ptr(worst <= 3*time.Second))
+	ru.r.add("recovery", "relay restart (SIGTERM + start) → request OK: median / max of 3", fmtSec(median(term))+" / "+fmtSec(slices.Max(term)), "≤ 3 s", ptr(slices.Max(term) <= 3*time.Second))
+	ru.r.add("recovery", "agent cold start → status \"connected\": median / max of 3", fmtSec(median(coldConn))+" / "+fmtSec(slices.Max(coldConn)), "", nil)
+	ru.r.add("recovery", "agent cold start → request OK: median / max of 3", fmtSec(median(cold))+" / "+fmtSec(slices.Max(cold)), "", nil)
+	ru.r.section("Recovery", `**Relay restart**: with the agent connected, the relay process gets SIGKILL (or SIGTERM, which sends every
+agent a GoingAway asking it to wait 1 s plus jitter) and a new relay process starts at once with the same
+config and key (waiting for its "agents connect to" line took %s, %s, %s after the SIGKILL). The clock
+starts at the signal and stops when a request `+"`GET /ping`"+` through the relay's port 80 and the tunnel,
+repeated every 10 ms on a new connection, is answered 200 by the bulk server behind the agent.
+SIGKILL: %s; SIGTERM: %s.
+
+**Cold start**: the clock starts when the hubtunnel process is started (config and key exist) and stops
+when its status API first says "connected" (%s), and, polled at the same time, when the same request
+succeeds (%s); the first of each is the agent's first start of the run.`,
+		fmtSec(listen[0]), fmtSec(listen[1]), fmtSec(listen[2]), fmtList(kill), fmtList(term), fmtList(coldConn), fmtList(cold))
+	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func fmtList(d []time.Duration) string {
+	var s []string
+	for _, x := range d {
+		s = append(s, fmtSec(x))
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# make bench: measures every budget of BRIEF.md with the real binaries on
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 10 minutes
+# (the idle-traffic window alone is 5 minutes, run beside the other phases).
+#
+# usage: scripts/bench.sh [BIN]   (BIN: folder with hubtunnel, hubrelay, ccusim)
+#
+# Knobs, for a quicker look (the defaults are what BENCHMARKS.md reports):
+#   IDLE=5m      idle window for the idle-traffic figure (0 skips rekey and idle)
+#   HUBS=1000    hubs connected to one relay, 0–10000 (0 skips)
+#   DUR=5s       each throughput measurement (after 1 s of warm-up)
+#   CALLS=2000   XML-RPC calls timed per path
+#   SESSIONS=200 concurrent sessions through one hub
+#   PROFILE=1    profile the in-process model of the path (0 skips)
+#   OUT=BENCHMARKS.md
+set -euo pipefail
+bin=${1:-bin}
+scripts/bench-deps.sh
+
+profile_dir="${TMPDIR:-/tmp}/hubtunnel-bench-profile"
+if [ "${PROFILE:-1}" = 0 ]; then profile_dir=""; fi
+
+tmp=$(mktemp -d /tmp/hubbench-bin.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
+"$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
+	-idle "${IDLE:-5m}" -hubs "${HUBS:-1000}" -dur "${DUR:-5s}" \
+	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir"
