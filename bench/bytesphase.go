@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 //	agent start → connected (+2 s) = setup
 //	connected + 122 s: one request through the tunnel; the agent, which
 //	    initiated the session 2 minutes ago, must rekey before sending
-//	request + 20 s … + Idle = idle window
+//	request + 5 s … + 80 s: what one request still costs after it ended
+//	request + 80 s … + Idle = idle window
 type wireBytes struct {
 	ru    *run
 	setup chan struct{} // closed when setup has been measured (or failed)
@@ -30,6 +32,11 @@ type wireBytes struct {
 	overheadAtSetup            uint64 // the agent's own overhead_bytes after setup
 	idleMem                    Mem
 }
+
+// afterRequest is how long after the rekey request the idle window starts:
+// past the tunnel-side TCP keepalive of a lingering connection (the
+// netstack's 60 s) and WireGuard's passive keepalive 10 s after it.
+const afterRequest = 80 * time.Second
 
 func (ru *run) startWireBytes() *wireBytes {
 	w := &wireBytes{ru: ru, setup: make(chan struct{}), done: make(chan struct{})}
@@ -92,7 +99,7 @@ func (w *wireBytes) run(setupDone func()) error {
 		if _, err := UntilOK(relay.URL("quiet", 80, "/ping"), w.tTrigger, 30*time.Second); err != nil {
 			return fmt.Errorf("the request that triggers the rekey: %w", err)
 		}
-		w.tIdleStart = w.tTrigger.Add(20 * time.Second)
+		w.tIdleStart = w.tTrigger.Add(afterRequest)
 		w.tIdleEnd = w.tIdleStart.Add(o.Idle)
 		time.Sleep(time.Until(w.tIdleEnd))
 		w.idleMem, _ = agent.Proc.Mem()
@@ -153,37 +160,36 @@ session), plus the pure ACKs of exactly those segments; not the request's own da
 				hs.Detail, hs.IPBytes, hs.Packets, hs.Frame, hs.Messages, s.Describe(hs.At.Add(-5*time.Millisecond), hs.At.Add(time.Second)))
 		}
 
+		tail := s.Window(w.tTrigger.Add(5*time.Second), w.tIdleStart)
+		r.add("wire bytes", fmt.Sprintf("traffic 5–%.0f s after one request has ended", afterRequest.Seconds()),
+			fmt.Sprintf("%d B in %d packets", tail.IPBytes, tail.Packets), "", nil)
+		body += fmt.Sprintf(`
+
+**After a request**: the request above was answered within milliseconds, but the connection was not
+quiet afterwards. From 5 s to %.0f s after it: %d B in %d packets, %d B with link headers. WireGuard
+sends a passive keepalive 10 s after the last data it received; anything else here is the tunnel-side
+TCP connections (the netstacks' keepalive after 60 s idle, resets) outliving the session.
+
+`+"```\n%s```", afterRequest.Seconds(), tail.IPBytes, tail.Packets, tail.Frame, s.Describe(w.tTrigger.Add(5*time.Second), w.tIdleStart))
+
 		idle := s.Window(w.tIdleStart, w.tIdleEnd)
 		win := w.tIdleEnd.Sub(w.tIdleStart)
 		naive := float64(idle.IPBytes) * 86400 / win.Seconds()
-		var probes []time.Time
-		for i := range s.Packets {
-			p := &s.Packets[i]
-			if p.Up && !p.Time.Before(w.tIdleStart) && p.Time.Before(w.tIdleEnd) {
-				probes = append(probes, p.Time)
-			}
-		}
-		steady, steadyNote := 0.0, "fewer than two agent packets in the window: no period to measure"
-		if len(probes) >= 2 {
-			period := probes[len(probes)-1].Sub(probes[0]) / time.Duration(len(probes)-1)
-			steady = float64(idle.IPBytes) / float64(len(probes)) * 86400 / period.Seconds()
-			steadyNote = fmt.Sprintf("%d agent packets %.1f s apart on average, %.0f B per exchange: %.1f KB/day",
-				len(probes), period.Seconds(), float64(idle.IPBytes)/float64(len(probes)), steady/1000)
-		}
+		steady, steadyNote := idleModel(s.Probes(w.tIdleStart, w.tIdleEnd))
 		perDay := max(naive, steady)
 		r.add("wire bytes", "idle traffic per day, both ways (CloudMatic: ~1 MB)",
 			fmt.Sprintf("%.1f KB/day (%d B in %d packets over %s)", perDay/1000, idle.IPBytes, idle.Packets, win.Round(time.Second)),
 			"≤ 150 KB/day", ptr(perDay <= 150000))
 		body += fmt.Sprintf(`
 
-**Idle traffic** is every packet of the idle window, which starts 20 s after that request (WireGuard's
-passive keepalive and the tunnel-side TCP close are over by then) and lasts %s, at production timers
+**Idle traffic** is every packet of the idle window, which starts %.0f s after that request and lasts
+%s, at production timers
 (the agent's TCP keepalive: %s idle, then probes; no WireGuard persistent keepalive on TCP). Extrapolated
 to a day two ways, and the larger is reported: the window's bytes × 86400 s / window = %.1f KB/day; and
-per keepalive period, which does not depend on where the window cuts the period: %s. With link headers
+per keepalive period, which does not depend on where the window cuts the periods: %s. With link headers
 the window had %d B. Agent RSS at the end of the window: %s.
 
-`+"```\n%s```", win.Round(time.Second), vpnKeepAliveIdle(), naive/1000, steadyNote, idle.Frame, fmtMB(w.idleMem.RSS),
+`+"```\n%s```", afterRequest.Seconds(), win.Round(time.Second), vpnKeepAliveIdle(), naive/1000, steadyNote, idle.Frame, fmtMB(w.idleMem.RSS),
 			s.Describe(w.tIdleStart, w.tIdleEnd))
 		r.add("memory", fmt.Sprintf("agent RSS after %s idle", w.tIdleEnd.Sub(w.tConn).Round(time.Second)), fmtMB(w.idleMem.RSS), "≤ 20 MB", ptr(w.idleMem.RSS <= 20e6))
 	} else {
@@ -193,3 +199,45 @@ the window had %d B. Agent RSS at the end of the window: %s.
 }
 
 func vpnKeepAliveIdle() string { return vpn.DefaultKeepAlive.Idle.String() }
+
+// relayKeepAliveIdle is the relay's TCP keepalive idle time on agent
+// connections (relay/relay.go agentKeepAlive, not exported).
+const relayKeepAliveIdle = 5 * time.Minute
+
+// idleModel extrapolates TCP keepalive probes to a day: for each side that
+// probed, the bytes of a probe and its answer times the probes a day has at
+// that side's period (the mean interval between its probes if the window
+// has two or more, else its configured idle time).
+func idleModel(probes []Probe) (perDay float64, note string) {
+	var parts []string
+	for _, agent := range []bool{true, false} {
+		var times []time.Time
+		bytes := 0
+		for _, p := range probes {
+			if p.FromAgent == agent {
+				times = append(times, p.At)
+				bytes += p.Bytes
+			}
+		}
+		if len(times) == 0 {
+			continue
+		}
+		who, period, how := "relay", relayKeepAliveIdle, "its configured idle time"
+		if agent {
+			who, period = "agent", vpn.DefaultKeepAlive.Idle
+		}
+		if len(times) >= 2 {
+			period = times[len(times)-1].Sub(times[0]) / time.Duration(len(times)-1)
+			how = "measured"
+		}
+		per := float64(bytes) / float64(len(times))
+		day := per * 86400 / period.Seconds()
+		perDay += day
+		parts = append(parts, fmt.Sprintf("the %s's %d probe(s), %.0f B each with the answer, every %.1f s (%s): %.1f KB/day",
+			who, len(times), per, period.Seconds(), how, day/1000))
+	}
+	if len(parts) == 0 {
+		return 0, "no TCP keepalive probe in the window"
+	}
+	return perDay, strings.Join(parts, "; ") + fmt.Sprintf("; together %.1f KB/day", perDay/1000)
+}

@@ -312,17 +312,19 @@ func (s *Stream) Window(from, to time.Time) Tally {
 type Handshake struct {
 	Tally
 	FrameBytes int       // the frames alone: initiation, response, confirmation, each +2
-	Messages   int       // IP bytes of the segments with the initiation and the response
+	Messages   int       // the initiation and the response with the TCP/IP headers of their segments
 	Initiator  string    // "agent" or "relay"
 	At         time.Time // the initiation's segment
 	Detail     string
 }
 
 // HandshakeAfter finds the first handshake initiation sent at or after t and
-// tallies the segments that carry it, its response and the initiator's
-// first transport message after the response (the keepalive that confirms
-// the new session, or data that does), plus the pure ACKs of exactly those
-// segments. A segment that carries other frames too counts whole.
+// counts what it cost: the initiation, the response and the keepalive the
+// initiator sends within a second of the response to confirm the new session
+// (wireguard-go sends it when nothing else is queued), each with the TCP/IP
+// headers of the segments that carry it, plus the pure ACKs of exactly those
+// segments. A segment that also carries other frames (the request's data)
+// adds only its headers and the handshake's frames.
 func (s *Stream) HandshakeAfter(t time.Time) (Handshake, error) {
 	var hs Handshake
 	init := -1
@@ -341,8 +343,16 @@ func (s *Stream) HandshakeAfter(t time.Time) (Handshake, error) {
 		f := s.Frames[i]
 		if resp < 0 && f.Type == 2 && f.Up != up {
 			resp = i
+			continue
 		}
-		if resp >= 0 && f.Type == 4 && f.Up == up && f.First > s.Frames[resp].Last {
+		if resp < 0 {
+			continue
+		}
+		respAt := s.Packets[s.Frames[resp].Last].Time
+		if s.Packets[f.First].Time.Sub(respAt) > time.Second {
+			break
+		}
+		if f.Type == 4 && f.Len == 32 && f.Up == up && f.First > s.Frames[resp].Last {
 			confirm = i
 			break
 		}
@@ -363,13 +373,24 @@ func (s *Stream) HandshakeAfter(t time.Time) (Handshake, error) {
 		}
 		f := s.Frames[fi]
 		hs.FrameBytes += f.Len + 2
+		hs.IPBytes += f.Len + 2
+		hs.Frame += f.Len + 2
+		if fi != confirm {
+			hs.Messages += f.Len + 2
+		}
 		parts = append(parts, fmt.Sprintf("%s %d B", frameName(f), f.Len+2))
 		for pi := f.First; pi <= f.Last; pi++ {
-			if s.Packets[pi].Up == f.Up && s.Packets[pi].TCPLen > 0 && !segs[pi] {
-				segs[pi] = true
-				if fi != confirm {
-					hs.Messages += s.Packets[pi].IPLen
-				}
+			p := &s.Packets[pi]
+			if p.Up != f.Up || p.TCPLen == 0 || segs[pi] {
+				continue
+			}
+			segs[pi] = true
+			hdr := p.IPLen - p.TCPLen
+			hs.Packets++
+			hs.IPBytes += hdr
+			hs.Frame += p.FrameLen - p.TCPLen
+			if fi != confirm {
+				hs.Messages += hdr
 			}
 		}
 	}
@@ -384,16 +405,51 @@ func (s *Stream) HandshakeAfter(t time.Time) (Handshake, error) {
 	for pi := range s.Packets {
 		p := &s.Packets[pi]
 		if p.PureACK() && ends[!p.Up][p.Ack] && p.Time.After(hs.At.Add(-time.Millisecond)) {
-			segs[pi] = true
 			delete(ends[!p.Up], p.Ack)
+			hs.add(p)
 			acks++
 		}
 	}
-	for pi := range segs {
-		hs.add(&s.Packets[pi])
-	}
-	hs.Detail = fmt.Sprintf("frames %s; on the wire %d segments with them + %d pure ACKs", strings.Join(parts, ", "), hs.Packets-acks, acks)
+	hs.Detail = fmt.Sprintf("frames %s; on the wire %d segments with them + %d pure ACKs", strings.Join(parts, ", "), len(segs), acks)
 	return hs, nil
+}
+
+// Probe is one TCP keepalive probe and its answer.
+type Probe struct {
+	FromAgent bool // the agent's keepalive; false: the relay's
+	At        time.Time
+	Bytes     int // the probe and the answer, IP bytes
+}
+
+// Probes finds the TCP keepalive probes sent in [from, to): segments with no
+// payload whose sequence number is one below the next the sender would use,
+// each with the first pure ACK the other side sent after it.
+func (s *Stream) Probes(from, to time.Time) []Probe {
+	next := map[bool]uint32{}
+	var out []Probe
+	for i := range s.Packets {
+		p := &s.Packets[i]
+		end := p.Seq + uint32(p.TCPLen)
+		if p.Flags&(flagSYN|flagFIN) != 0 {
+			end++
+		}
+		isProbe := p.PureACK() && next[p.Up] != 0 && p.Seq == next[p.Up]-1
+		if !isProbe && (p.TCPLen > 0 || p.Flags&(flagSYN|flagFIN) != 0) {
+			next[p.Up] = end
+		}
+		if !isProbe || p.Time.Before(from) || !p.Time.Before(to) {
+			continue
+		}
+		pr := Probe{FromAgent: p.Up, At: p.Time, Bytes: p.IPLen}
+		for j := i + 1; j < len(s.Packets); j++ {
+			if q := &s.Packets[j]; q.Up != p.Up && q.PureACK() {
+				pr.Bytes += q.IPLen
+				break
+			}
+		}
+		out = append(out, pr)
+	}
+	return out
 }
 
 func frameName(f Frame) string {

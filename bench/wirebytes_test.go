@@ -38,6 +38,10 @@ func TestParseStream(t *testing.T) {
 	if idle.Packets != 2 || idle.IPBytes != 104 {
 		t.Errorf("TCP keepalive exchange = %+v, want 2 packets, 104 B", idle)
 	}
+	probes := s.Probes(start, at(1795461600, 0))
+	if len(probes) != 1 || !probes[0].FromAgent || probes[0].Bytes != 104 || probes[0].At != at(1795461496, 576040074) {
+		t.Errorf("Probes = %+v, want the agent's one at 1795461496.576040074, 104 B with its answer", probes)
+	}
 
 	hs, err := s.HandshakeAfter(at(1795461528, 0))
 	if err != nil {
@@ -77,5 +81,23 @@ func TestQuantile(t *testing.T) {
 		if got := l.Quantile(c.q); got != c.want {
 			t.Errorf("Quantile(%v) = %v, want %v", c.q, got, c.want)
 		}
+	}
+}
+
+func TestIdleModel(t *testing.T) {
+	t0 := time.Unix(1795461496, 0)
+	probes := []Probe{
+		{FromAgent: true, At: t0, Bytes: 104},
+		{FromAgent: true, At: t0.Add(90 * time.Second), Bytes: 104},
+		{FromAgent: true, At: t0.Add(180 * time.Second), Bytes: 104},
+		{FromAgent: false, At: t0.Add(200 * time.Second), Bytes: 104},
+	}
+	got, note := idleModel(probes)
+	want := 104*86400/90.0 + 104*86400/300.0 // 99,840 + 29,952
+	if got < want-1 || got > want+1 {
+		t.Errorf("idleModel = %.0f B/day, want %.0f (%s)", got, want, note)
+	}
+	if got, _ := idleModel(nil); got != 0 {
+		t.Errorf("idleModel(nil) = %v, want 0", got)
 	}
 }
