@@ -24,7 +24,19 @@ func Machine(root string) []string {
 	add("Go", cmdOut(root, "go", "version"))
 	add("hubtunnel", cmdOut(root, "git", "describe", "--tags", "--always", "--dirty"))
 	add("tshark", firstLine(cmdOut("", "tshark", "--version")))
+	add("load average at start (1, 5, 15 min)", LoadAvg())
 	return out
+}
+
+// LoadAvg is /proc/loadavg's first three fields. The machine may be shared
+// with other work (builds, tests); a high load makes throughput and latency
+// lower and noisier than on an idle machine.
+func LoadAvg() string {
+	f := strings.Fields(readTrim("/proc/loadavg"))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cmdOut(dir, name string, args ...string) string {

@@ -66,6 +66,8 @@ func Run(o Options) (*Report, error) {
 	ru.logf("bench: waiting for the wire-bytes phase to finish its idle window")
 	wb.finish()
 	ru.r.Took = time.Since(ru.r.Started)
+	ru.r.Machine = append(ru.r.Machine, "load average at the end: "+LoadAvg()+
+		" (the run ends in the idle window, when the bench itself uses almost no CPU: a 1-minute load well above 0 there is other work on the machine)")
 	ru.order()
 	return ru.r, nil
 }
@@ -73,7 +75,7 @@ func Run(o Options) (*Report, error) {
 // phase runs f and turns an error into a FAIL row.
 func (ru *run) phase(name string, f func() error) {
 	start := time.Now()
-	ru.logf("bench: %s", name)
+	ru.logf("bench: %s (load average %s)", name, LoadAvg())
 	if err := f(); err != nil {
 		ru.logf("bench: %s failed: %v", name, err)
 		ru.r.add(name, "phase failed", "error: "+firstLine(err.Error()), "", ptr(false))
