@@ -39,7 +39,7 @@ demo: build
 	@scripts/demo.sh $(BIN)
 
 # bench measures every budget of BRIEF.md with the real binaries on loopback,
-# prints one table and writes BENCHMARKS.md (about 10 minutes; IDLE=1m
+# prints one table and writes BENCHMARKS.md (about 9 minutes; IDLE=1m
 # HUBS=200 for a quicker look; scripts/bench.sh lists the knobs).
 bench: build
 	@GO=$(GO) scripts/bench.sh $(BIN)

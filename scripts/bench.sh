@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: measures every budget of BRIEF.md with the real binaries on
-# loopback, prints one table and writes BENCHMARKS.md. Takes about 10 minutes
-# (the idle-traffic window alone is 5 minutes, run beside the other phases).
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 9 minutes:
+# the wire-bytes phase (2 min to a rekey, 80 s, then the 5-minute idle
+# window) runs beside the other phases, which take about 3 minutes.
 #
 # usage: scripts/bench.sh [BIN]   (BIN: folder with hubtunnel, hubrelay, ccusim)
 #
