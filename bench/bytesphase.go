@@ -150,9 +150,10 @@ agent's own overhead_bytes counter (frames, no TCP/IP) said %d B.
 **One rekey**: nothing was forced. WireGuard's initiator starts a new handshake when it sends on a
 session older than 120 s (REKEY_AFTER_TIME); the agent initiated the session at setup, so %s after
 "connected" the bench sends one request through the tunnel, and the agent's first packet back
-triggers the rekey (initiator here: %s, at +%.1f s). Counted: the segments carrying the initiation,
-the response and the initiator's first transport message after it (the keepalive that confirms the new
-session), plus the pure ACKs of exactly those segments; not the request's own data. %s: %d B in
+triggers the rekey (initiator here: %s, at +%.1f s). Counted: the initiation, the response and the
+keepalive the initiator sends within a second of it to confirm the new session, each with the TCP/IP
+headers of the segments that carry it, plus the pure ACKs of exactly those segments; not the request's
+own data, even where it shares a segment. %s: %d B in
 %d packets, %d B with link headers. The two segments with the initiation and the response alone are
 %d B; the confirming keepalive and the ACKs are the rest.
 

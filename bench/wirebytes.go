@@ -410,7 +410,7 @@ func (s *Stream) HandshakeAfter(t time.Time) (Handshake, error) {
 			acks++
 		}
 	}
-	hs.Detail = fmt.Sprintf("frames %s; on the wire %d segments with them + %d pure ACKs", strings.Join(parts, ", "), len(segs), acks)
+	hs.Detail = fmt.Sprintf("Frames: %s; on the wire %d segments carry them, plus %d pure ACKs", strings.Join(parts, ", "), len(segs), acks)
 	return hs, nil
 }
 
