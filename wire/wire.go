@@ -50,6 +50,7 @@ func IsWireGuard(payload []byte) bool {
 // Reader reads frames from a stream. It is not safe for concurrent use.
 type Reader struct {
 	br  *bufio.Reader
+	hdr [2]byte // here rather than on Next's stack, where it escaped: one allocation per frame
 	buf [MaxFrame]byte
 }
 
@@ -69,11 +70,10 @@ func NewReaderSize(r io.Reader, size int) *Reader {
 // call. A clean end of stream before a frame starts is io.EOF; a stream that
 // ends inside a frame is io.ErrUnexpectedEOF.
 func (r *Reader) Next() ([]byte, error) {
-	var hdr [2]byte
-	if _, err := io.ReadFull(r.br, hdr[:]); err != nil {
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
 		return nil, err
 	}
-	n := int(binary.BigEndian.Uint16(hdr[:]))
+	n := int(binary.BigEndian.Uint16(r.hdr[:]))
 	if n == 0 {
 		return nil, ErrEmptyFrame
 	}

@@ -164,3 +164,20 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TestReaderDoesNotAllocate: Next runs once per WireGuard message.
+func TestReaderDoesNotAllocate(t *testing.T) {
+	msg := append([]byte{4, 0, 0, 0}, make([]byte, 1400)...)
+	stream := bytes.Repeat(frames(msg), 200)
+	src := bytes.NewReader(stream)
+	r := NewReader(src)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := r.Next(); err != nil {
+			src.Reset(stream)
+			r.br.Reset(src)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Reader.Next allocates %.1f times per frame", allocs)
+	}
+}
