@@ -90,17 +90,22 @@ func (a *Agent) Start() (err error) {
 	if ap, err := netip.ParseAddrPort(a.uiLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		a.logf("agent: warning: status API listens on %s, not loopback", ap)
 	}
+	if a.cfg.IsEnabled() {
+		if err := a.startTunnel(); err != nil {
+			return err
+		}
+	} else {
+		a.logf("agent: tunnel disabled in config")
+	}
+	// Serve only now: Status reads the fields startTunnel sets. (The port
+	// was taken first, so a clash still stops the agent before the tunnel.)
 	a.ui = &http.Server{Handler: a.uiHandler(), ReadHeaderTimeout: 10 * time.Second}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.ui.Serve(a.uiLn)
 	}()
-	if !a.cfg.IsEnabled() {
-		a.logf("agent: tunnel disabled in config")
-		return nil
-	}
-	return a.startTunnel()
+	return nil
 }
 
 func (a *Agent) startTunnel() error {
@@ -339,6 +344,8 @@ func (a *Agent) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			a.ui.Shutdown(ctx)
 			cancel()
+		} else if a.uiLn != nil {
+			a.uiLn.Close() // Start failed before serving
 		}
 		a.wg.Wait()
 	})

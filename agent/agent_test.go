@@ -225,3 +225,33 @@ func TestNoGoroutinesLeftBehind(t *testing.T) {
 		return runtime.NumGoroutine() <= before
 	})
 }
+
+// TestStartFailureReleasesEverything: an agent whose tunnel cannot start
+// (its key cannot be written) returns the error, frees the status port and
+// leaves no goroutine behind, so a supervisor can simply try again.
+func TestStartFailureReleasesEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ui := freePort(t)
+	cfg := &Config{
+		Relay:          "127.0.0.1:1",
+		RelayPublicKey: "r2dsDlU7K8xZuk+hFigsxloGMn8uD/G5mr9HxKMTPzw=",
+		PrivateKeyFile: filepath.Join(t.TempDir(), "no-such-dir", "hub.key"),
+		TunnelIP:       "100.96.0.2",
+		UIListen:       ui,
+		Proxy:          "none",
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := New(cfg, "test", t.Logf)
+	if err := a.Start(); err == nil {
+		a.Close()
+		t.Fatal("Start succeeded without a writable key file")
+	}
+	ln, err := net.Listen("tcp", ui)
+	if err != nil {
+		t.Fatalf("status port still taken after a failed start: %v", err)
+	}
+	ln.Close()
+	poll.Until(t, 5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
