@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -188,17 +189,8 @@ func (a *Agent) Start() error {
 	return nil
 }
 
-// AgentStatus is the part of GET /api/status the bench reads.
-type AgentStatus struct {
-	State          string `json:"state"`
-	LastError      string `json:"last_error"`
-	BytesRx        uint64 `json:"bytes_rx"`
-	BytesTx        uint64 `json:"bytes_tx"`
-	OverheadBytes  uint64 `json:"overhead_bytes"`
-	SessionsActive int    `json:"sessions_active"`
-	SessionsTotal  uint64 `json:"sessions_total"`
-	DroppedPackets uint64 `json:"dropped_packets"`
-}
+// AgentStatus is what GET /api/status answers: the product's own type.
+type AgentStatus = agent.Status
 
 var statusClient = &http.Client{Timeout: 2 * time.Second}
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,8 +36,8 @@ func TestRelayByNameFritzBoxNXDOMAIN(t *testing.T) {
 	s.startAgent(opts)
 	s.waitConnected(30 * time.Second)
 	s.mustGetWebUI()
-	if st := s.dnsStatus(); st.Source != "fallback" || strings.Join(st.Answer, ",") != "127.0.0.1" {
-		t.Errorf("status: dns_source %q, dns_answer %v; want fallback, [127.0.0.1]", st.Source, st.Answer)
+	if st, err := s.status(); err != nil || st.DNSSource != "fallback" || strings.Join(st.DNSAnswer, ",") != "127.0.0.1" {
+		t.Errorf("status: dns_source %q, dns_answer %v (%v); want fallback, [127.0.0.1]", st.DNSSource, st.DNSAnswer, err)
 	}
 	fritz.WaitAsked(t, name)
 	public.WaitAsked(t, name)
@@ -63,8 +62,8 @@ func TestRelayByNameFritzBoxNXDOMAIN(t *testing.T) {
 	s.startAgent(opts)
 	s.waitConnected(30 * time.Second)
 	s.mustGetWebUI()
-	if st := s.dnsStatus(); st.Source != "cache" || strings.Join(st.Answer, ",") != "127.0.0.1" {
-		t.Errorf("after the restart: dns_source %q, dns_answer %v; want cache, [127.0.0.1]", st.Source, st.Answer)
+	if st, err := s.status(); err != nil || st.DNSSource != "cache" || strings.Join(st.DNSAnswer, ",") != "127.0.0.1" {
+		t.Errorf("after the restart: dns_source %q, dns_answer %v (%v); want cache, [127.0.0.1]", st.DNSSource, st.DNSAnswer, err)
 	}
 	if !strings.Contains(s.agent.logText(), "from cache") {
 		t.Errorf("the agent's log does not say it used the cache")
@@ -92,24 +91,4 @@ func TestCorruptDNSCacheSurvived(t *testing.T) {
 	if err != nil || json.Unmarshal(data, &cf) != nil {
 		t.Errorf("the cache file was not rewritten with the good answer: %v %q", err, data)
 	}
-}
-
-// dnsStatus is the DNS part of the agent's status API.
-type dnsStatus struct {
-	Source string   `json:"dns_source"`
-	Answer []string `json:"dns_answer"`
-}
-
-func (s *hubSetup) dnsStatus() dnsStatus {
-	s.t.Helper()
-	var st dnsStatus
-	resp, err := http.Get("http://" + s.uiAddr + "/api/status")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		s.t.Fatal(err)
-	}
-	return st
 }

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
@@ -444,15 +445,8 @@ func (s *hubSetup) waitConnected(timeout time.Duration) status {
 	return st
 }
 
-// status is the part of the agent's GET /api/status a user reads.
-type status struct {
-	State          string    `json:"state"`
-	ConnectedSince time.Time `json:"connected_since"`
-	LastError      string    `json:"last_error"`
-	SessionsActive int       `json:"sessions_active"`
-	SessionsTotal  uint64    `json:"sessions_total"`
-	DroppedPackets uint64    `json:"dropped_packets"`
-}
+// status is what the agent's status API answers: the product's own type.
+type status = agent.Status
 
 func (s *hubSetup) status() (status, error) {
 	var st status
