@@ -14,41 +14,33 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/ccusim"
+	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
-// freeOffset finds a port offset at which every public port of the map is
-// free on loopback.
+// ports hands out loopback ports to this package's tests.
+var ports loopback.Ports
+
+// freeOffset picks a relay port_offset under which every public port is free.
 func freeOffset(t *testing.T) int {
 	t.Helper()
-	ports := []int{80, 90, 443, 2000, 2001, 2002, 2010, 4430, 4431, 4432, 4433, 4434, 8001, 8002, 8181, 44381}
-	for off := 11000 + (time.Now().Nanosecond()/1000)%9000; off < 21000; off += 7 {
-		ok := true
-		for _, p := range ports {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+off))
-			if err != nil {
-				ok = false
-				break
-			}
-			ln.Close()
-		}
-		if ok {
-			return off
-		}
-	}
-	t.Fatal("no free port offset")
-	return 0
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	off, err := ports.Offset()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return off
+}
+
+// freePort returns "127.0.0.1:PORT" for a free port.
+func freePort(t *testing.T) string {
+	t.Helper()
+	p, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
 // testbed is a relay and agents in this process, talking over loopback.

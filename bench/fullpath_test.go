@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/relay"
 )
 
@@ -55,7 +56,7 @@ func labeled(side string, f func()) {
 func newInProcess(b *testing.B) *inProcess {
 	b.Helper()
 	dir := b.TempDir()
-	ports := &Ports{}
+	ports := &loopback.Ports{}
 	p := &inProcess{}
 	var err error
 	labeled("server", func() { p.bulk, err = NewBulkServer() })

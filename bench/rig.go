@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -73,7 +74,7 @@ type Relay struct {
 }
 
 // NewRelay writes a relay's key and config for hubs into dir; Start runs it.
-func NewRelay(bins Bins, ports *Ports, dir, name string, udp bool, hubs []Hub) (*Relay, error) {
+func NewRelay(bins Bins, ports *loopback.Ports, dir, name string, udp bool, hubs []Hub) (*Relay, error) {
 	r := &Relay{Name: name, Dir: dir, bins: bins}
 	var err error
 	if r.AgentPort, err = ports.Free(); err != nil {
@@ -151,7 +152,7 @@ type AgentSpec struct {
 }
 
 // NewAgent writes the config of an agent for hub at relay; Start runs it.
-func NewAgent(bins Bins, ports *Ports, dir string, relay *Relay, hub Hub, spec AgentSpec) (*Agent, error) {
+func NewAgent(bins Bins, ports *loopback.Ports, dir string, relay *Relay, hub Hub, spec AgentSpec) (*Agent, error) {
 	ui, err := ports.Free()
 	if err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/loopback"
 )
 
 // Options of a run. Every field is set by the caller (cmd/hubbench has the
@@ -31,7 +33,7 @@ type Options struct {
 type run struct {
 	o     Options
 	r     *Report
-	ports *Ports
+	ports *loopback.Ports
 	bulk  *BulkServer
 	logf  func(format string, args ...any)
 }
@@ -39,7 +41,7 @@ type run struct {
 // Run measures everything and returns the report. Phases that fail leave a
 // FAIL row with the reason and the run goes on.
 func Run(o Options) (*Report, error) {
-	ru := &run{o: o, r: &Report{Started: time.Now()}, ports: &Ports{}, logf: o.Logf}
+	ru := &run{o: o, r: &Report{Started: time.Now()}, ports: &loopback.Ports{}, logf: o.Logf}
 	if ru.logf == nil {
 		ru.logf = func(string, ...any) {}
 	}

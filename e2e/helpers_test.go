@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -22,12 +21,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
@@ -88,76 +87,29 @@ func missing(t *testing.T, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// Ports. Tests in this binary run in parallel; reserved keeps them from
-// picking the same port twice. The kernel may still hand a port to someone
-// else between the probe and the bind, which is unlikely on a test machine.
-var ports struct {
-	sync.Mutex
-	reserved map[int]bool
-}
-
-// canListen reports whether 127.0.0.1:port is free now.
-func canListen(port int) bool {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	ln.Close()
-	return true
-}
+// ports hands out loopback ports to the tests of this run, which run in
+// parallel, never the same one twice.
+var ports loopback.Ports
 
 // freePort returns a free TCP port on 127.0.0.1 that no other test of this
 // run has been given.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ports.Lock()
-	defer ports.Unlock()
-	if ports.reserved == nil {
-		ports.reserved = map[int]bool{}
+	p, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !ports.reserved[p] {
-			ports.reserved[p] = true
-			return p
-		}
-	}
-	t.Fatal("no free port found")
-	return 0
+	return p
 }
 
-// relayPorts are the public ports of the fixed map, before the offset.
-var relayPorts = []int{80, 90, 443, 2000, 2001, 2002, 2010, 4430, 4431, 4432, 4433, 4434, 8001, 8002, 8181, 44381}
-
-// freeOffset picks a port_offset in 10000–21000 whose 16 public ports are
-// all free.
+// freeOffset picks a port_offset whose public ports are all free.
 func freeOffset(t *testing.T) int {
 	t.Helper()
-	ports.Lock()
-	defer ports.Unlock()
-	if ports.reserved == nil {
-		ports.reserved = map[int]bool{}
+	off, err := ports.Offset()
+	if err != nil {
+		t.Fatal(err)
 	}
-next:
-	for range 200 {
-		off := 10000 + rand.IntN(11001)
-		for _, p := range relayPorts {
-			if ports.reserved[off+p] || !canListen(off+p) {
-				continue next
-			}
-		}
-		for _, p := range relayPorts {
-			ports.reserved[off+p] = true
-		}
-		return off
-	}
-	t.Fatal("no port_offset with 16 free ports found")
-	return 0
+	return off
 }
 
 // proc is a process a test started. Its stdout and stderr go to a log file

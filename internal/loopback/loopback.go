@@ -1,15 +1,19 @@
-package bench
+// Package loopback hands out free ports on 127.0.0.1 to the tests and the
+// benchmarks, which start relays, agents and services side by side.
+package loopback
 
 import (
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
+
+	"github.com/hubtunnel/hubtunnel/portmap"
 )
 
-// Ports hands out free loopback ports, never the same one twice in a run.
-// The kernel may still give a port to someone else between the probe and
-// the bind; on a bench machine that is unlikely.
+// Ports hands out free loopback ports, never the same one twice from one
+// Ports. The kernel may still give a port to someone else between the probe
+// and the bind; on a test machine that is unlikely. The zero value is ready.
 type Ports struct {
 	mu       sync.Mutex
 	reserved map[int]bool
@@ -32,7 +36,7 @@ func (p *Ports) Free() (int, error) {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("bench: no free port found")
+	return 0, fmt.Errorf("loopback: no free port found")
 }
 
 // FreeUDP returns a port free for both TCP and UDP on 127.0.0.1.
@@ -47,12 +51,18 @@ func (p *Ports) FreeUDP() (int, error) {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("bench: no free UDP port found")
+	return 0, fmt.Errorf("loopback: no free UDP port found")
 }
 
-// publicPorts are the relay's public ports before the offset (the fixed
-// map of BRIEF.md, optional ports included: the relay binds them all).
-var publicPorts = []int{80, 90, 443, 2000, 2001, 2002, 2010, 4430, 4431, 4432, 4433, 4434, 8001, 8002, 8181, 44381}
+// publicPorts are the relay's public ports before the offset: the whole
+// fixed map, optional ports included, since the relay binds them all.
+func publicPorts() []int {
+	var ps []int
+	for _, e := range portmap.Fixed() {
+		ps = append(ps, int(e.Port))
+	}
+	return ps
+}
 
 // Offset returns a port_offset in 10000–21000 under which all of the
 // relay's public ports are free.
@@ -60,20 +70,21 @@ func (p *Ports) Offset() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.init()
+	public := publicPorts()
 next:
 	for range 200 {
 		off := 10000 + rand.IntN(11001)
-		for _, port := range publicPorts {
+		for _, port := range public {
 			if p.reserved[off+port] || !canListen(off+port) {
 				continue next
 			}
 		}
-		for _, port := range publicPorts {
+		for _, port := range public {
 			p.reserved[off+port] = true
 		}
 		return off, nil
 	}
-	return 0, fmt.Errorf("bench: no port_offset with all public ports free")
+	return 0, fmt.Errorf("loopback: no port_offset with all public ports free")
 }
 
 func (p *Ports) init() {
