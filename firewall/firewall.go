@@ -21,7 +21,8 @@
 //     walked, see below.
 //  4. The transport header must be complete (TCP: 20 bytes and its data offset;
 //     UDP and ICMP: 8 bytes), else DropMalformed.
-//  5. TCP to a port in Policy.TCPPorts passes; TCP or UDP to any other port is
+//  5. TCP to a port in Policy.TCPPorts passes, and so does TCP from one of
+//     Policy.Services (see there); TCP or UDP to any other port is
 //     DropPort (no UDP port is ever mapped). An ICMP echo request (IPv4 type 8,
 //     ICMPv6 type 128, code 0) passes if Policy.AllowPing. Everything else,
 //     including other ICMP types, is DropProto.
@@ -45,7 +46,7 @@
 // ICMP errors (Destination Unreachable, Packet Too Big, Time Exceeded) and
 // Neighbor Discovery are DropProto: the tunnel is a point-to-point layer 3
 // link with no link-layer resolution, both ends share its MTU, and the agent
-// only accepts connections through it, it never opens any.
+// opens no connection through it but to Policy.Services.
 package firewall
 
 import (
@@ -72,6 +73,22 @@ type Policy struct {
 	// AllowPing lets ICMP and ICMPv6 echo requests from Allowed sources
 	// through, for diagnosis. Default false.
 	AllowPing bool
+
+	// Services are TCP services inside the tunnel that the agent itself
+	// connects to (the relay's release server). TCP segments from an
+	// Allowed source whose source address and port are one of these pass
+	// whatever their destination port. That admits only replies: the
+	// netstack listens on mapped ports alone and resets anything else.
+	Services []netip.AddrPort
+}
+
+func (p *Policy) isService(src netip.Addr, port uint16) bool {
+	for _, s := range p.Services {
+		if s.Port() == port && s.Addr() == src {
+			return true
+		}
+	}
+	return false
 }
 
 // allowsSource reports whether a is inside one of p.Allowed.
@@ -141,7 +158,7 @@ func Check(pkt []byte, p *Policy) Verdict {
 	if v != Pass {
 		return v
 	}
-	return t.verdict(t.kind == kindTCP && slices.Contains(p.TCPPorts, t.port), p.AllowPing)
+	return t.verdict(t.kind == kindTCP && (slices.Contains(p.TCPPorts, t.port) || p.isService(ip.src, t.srcPort)), p.AllowPing)
 }
 
 var noPolicy Policy
@@ -185,6 +202,7 @@ func compile(p Policy) *compiled {
 			Allowed:   slices.Clone(p.Allowed),
 			TCPPorts:  slices.Clone(p.TCPPorts),
 			AllowPing: p.AllowPing,
+			Services:  slices.Clone(p.Services),
 		},
 		ping: p.AllowPing,
 	}
@@ -274,7 +292,7 @@ func (c *compiled) check(pkt []byte) Verdict {
 	if v != Pass {
 		return v
 	}
-	return t.verdict(t.kind == kindTCP && c.mapsPort(t.port), c.ping)
+	return t.verdict(t.kind == kindTCP && (c.mapsPort(t.port) || c.policy.isService(ip.src, t.srcPort)), c.ping)
 }
 
 // ipPacket is a packet whose fixed IP header has been validated.
@@ -355,8 +373,9 @@ const (
 
 // l4 is what the firewall needs to know about a packet's transport header.
 type l4 struct {
-	kind l4Kind
-	port uint16 // destination port, for kindTCP and kindUDP
+	kind    l4Kind
+	port    uint16 // destination port, for kindTCP and kindUDP
+	srcPort uint16 // source port, for kindTCP
 }
 
 // verdict is step 5 of the classification.
@@ -406,12 +425,12 @@ func (ip ipPacket) transport() (l4, Verdict) {
 		if off := int(payload[12]>>4) * 4; off < 20 || off > len(payload) {
 			return l4{}, DropMalformed
 		}
-		return l4{kindTCP, binary.BigEndian.Uint16(payload[2:4])}, Pass
+		return l4{kind: kindTCP, port: binary.BigEndian.Uint16(payload[2:4]), srcPort: binary.BigEndian.Uint16(payload[0:2])}, Pass
 	case protoUDP:
 		if len(payload) < 8 {
 			return l4{}, DropMalformed
 		}
-		return l4{kindUDP, binary.BigEndian.Uint16(payload[2:4])}, Pass
+		return l4{kind: kindUDP, port: binary.BigEndian.Uint16(payload[2:4])}, Pass
 	case protoICMP, protoICMPv6:
 		// ICMP in an IPv6 packet or ICMPv6 in an IPv4 packet is nonsense.
 		if (proto == protoICMPv6) != ip.v6 {

@@ -27,7 +27,10 @@ var (
 		AllowPing: true,
 	}
 	noPing = &Policy{Allowed: std.Allowed, TCPPorts: std.TCPPorts}
-	none   = &Policy{}
+	// withService also admits replies from the relay's release server.
+	withService = &Policy{Allowed: std.Allowed, TCPPorts: std.TCPPorts, Services: []netip.AddrPort{
+		netip.AddrPortFrom(netip.MustParseAddr(relay4), 80), netip.AddrPortFrom(netip.MustParseAddr(relay6), 80)}}
+	none = &Policy{}
 )
 
 // checkTests are the packets of the table test; they also seed FuzzCheck.
@@ -67,6 +70,15 @@ var checkTests = []struct {
 	{"v4 first fragment", std, edit(ip4(relay4, protoTCP, tcp(80)), func(b []byte) { b[6] = 0x20 }), DropProto},
 	{"v4 middle fragment", std, edit(ip4(relay4, protoTCP, tcp(80)), func(b []byte) { b[6], b[7] = 0x20, 0xb9 }), DropProto},
 	{"v4 last fragment", std, edit(ip4(relay4, protoTCP, tcp(80)), func(b []byte) { b[6], b[7] = 0x00, 0xb9 }), DropProto},
+
+	// Replies from a tunnel service the agent connected to.
+	{"v4 reply from the release server", withService, ip4(relay4, protoTCP, from(80, tcp(50123))), Pass},
+	{"v6 reply from the release server", withService, ip6(relay6, protoTCP, from(80, tcp(50123))), Pass},
+	{"v4 reply from another port of the relay", withService, ip4(relay4, protoTCP, from(81, tcp(50123))), DropPort},
+	{"v4 port 80 of another allowed host", withService, ip4(peer4, protoTCP, from(80, tcp(50123))), DropPort},
+	{"v4 udp from the release server's port", withService, ip4(relay4, protoUDP, udp(50123)), DropPort},
+	{"v4 stranger claiming port 80", withService, ip4(stranger4, protoTCP, from(80, tcp(50123))), DropSource},
+	{"v4 no services, reply dropped", std, ip4(relay4, protoTCP, from(80, tcp(50123))), DropPort},
 
 	// IPv4: malformed.
 	{"empty", std, []byte{}, DropMalformed},

@@ -24,6 +24,12 @@ func tcp(dport uint16) []byte {
 }
 
 // udp is a UDP header to dport with 4 bytes of payload.
+// from sets a TCP or UDP header's source port.
+func from(sport uint16, hdr []byte) []byte {
+	binary.BigEndian.PutUint16(hdr[0:], sport)
+	return hdr
+}
+
 func udp(dport uint16) []byte {
 	b := make([]byte, 12)
 	binary.BigEndian.PutUint16(b[0:], testSrcPort)
