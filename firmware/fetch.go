@@ -1,0 +1,266 @@
+package firmware
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/version"
+)
+
+// Source is where releases come from: a folder of signed manifests and
+// artifacts behind an HTTP URL (hubrelay serves one through the tunnel).
+type Source struct {
+	URL    *url.URL // the folder, ending in "/"
+	Client *http.Client
+	Keys   []ed25519.PublicKey // the pinned release keys
+}
+
+// Manifest fetches and verifies the manifest of version want, or of the
+// newest release if want is "".
+func (s *Source) Manifest(ctx context.Context, want string) (*Manifest, error) {
+	name := "manifest.json"
+	if want != "" {
+		if !version.Valid(want) {
+			return nil, fmt.Errorf("version %q: want MAJOR.MINOR.PATCH", want)
+		}
+		name = "manifest-" + want + ".json"
+	}
+	u := s.URL.ResolveReference(&url.URL{Path: name})
+	body, err := s.get(ctx, u, MaxManifest)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Open(body, s.Keys)
+	if err != nil {
+		return nil, err
+	}
+	if want != "" && m.Version != want {
+		return nil, fmt.Errorf("%s names version %s", name, m.Version)
+	}
+	return m, nil
+}
+
+func (s *Source) get(ctx context.Context, u *url.URL, limit int64) ([]byte, error) {
+	resp, err := s.do(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("fetch %s: larger than %d bytes", u.Redacted(), limit)
+	}
+	return b, nil
+}
+
+func (s *Source) do(ctx context.Context, u *url.URL) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	c := s.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			return nil, fmt.Errorf("fetch %s: not found", u.Redacted())
+		}
+		return nil, fmt.Errorf("fetch %s: %s", u.Redacted(), resp.Status)
+	}
+	return resp, nil
+}
+
+// maxBinary bounds the unpacked agent binary.
+const maxBinary = 128 << 20
+
+// Download fetches m's artifact for arch into dir and returns the path of
+// the unpacked, executable binary. The compressed file's size and SHA-256
+// must be the manifest's before anything is unpacked; on any error nothing
+// is left in dir.
+func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (path string, err error) {
+	a, ok := m.Artifacts[arch]
+	if !ok {
+		return "", fmt.Errorf("release %s has no build for %s", m.Version, archOrUnknown(arch))
+	}
+	ref, err := url.Parse(a.URL)
+	if err != nil {
+		return "", err
+	}
+	u := s.URL.ResolveReference(ref)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	gz, err := os.CreateTemp(dir, "hubtunnel-"+m.Version+"-*.gz")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		gz.Close()
+		os.Remove(gz.Name())
+	}()
+	resp, err := s.do(ctx, u)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(gz, h), io.LimitReader(resp.Body, a.Size+1))
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("download %s: %w", u.Redacted(), err)
+	case n != a.Size:
+		return "", fmt.Errorf("download %s: %d bytes, the manifest says %d", u.Redacted(), n, a.Size)
+	case hex.EncodeToString(h.Sum(nil)) != strings.ToLower(a.SHA256):
+		return "", fmt.Errorf("download %s: SHA-256 does not match the manifest", u.Redacted())
+	}
+	if _, err := gz.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	zr, err := gzip.NewReader(gz)
+	if err != nil {
+		return "", fmt.Errorf("unpack %s: %w", u.Redacted(), err)
+	}
+	bin, err := os.CreateTemp(dir, "hubtunnel-"+m.Version+"-*.new")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			bin.Close()
+			os.Remove(bin.Name())
+		}
+	}()
+	n, err = io.Copy(bin, io.LimitReader(zr, maxBinary+1))
+	if err != nil {
+		return "", fmt.Errorf("unpack %s: %w", u.Redacted(), err)
+	}
+	if n > maxBinary {
+		return "", fmt.Errorf("unpack %s: larger than %d bytes", u.Redacted(), maxBinary)
+	}
+	if err := bin.Chmod(0o755); err != nil {
+		return "", err
+	}
+	if err := bin.Sync(); err != nil {
+		return "", err
+	}
+	return bin.Name(), bin.Close()
+}
+
+func archOrUnknown(arch string) string {
+	if arch == "" {
+		return "this hub's CPU (unknown architecture)"
+	}
+	return arch
+}
+
+// elfMachines is what an agent binary for each architecture must say.
+var elfMachines = map[string]struct {
+	class   elf.Class
+	machine elf.Machine
+}{
+	"armv5": {elf.ELFCLASS32, elf.EM_ARM},
+	"armv6": {elf.ELFCLASS32, elf.EM_ARM},
+	"armv7": {elf.ELFCLASS32, elf.EM_ARM},
+	"arm64": {elf.ELFCLASS64, elf.EM_AARCH64},
+	"386":   {elf.ELFCLASS32, elf.EM_386},
+	"amd64": {elf.ELFCLASS64, elf.EM_X86_64},
+}
+
+// CheckBinary makes sure a downloaded agent is one this hub can run: a
+// Linux executable for arch, which answers `version` with want.
+func CheckBinary(ctx context.Context, path, arch, want string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("the new binary is not a Linux program: %v", err)
+	}
+	class, machine := f.Class, f.Machine
+	f.Close()
+	if m, ok := elfMachines[arch]; !ok || m.class != class || m.machine != machine {
+		return fmt.Errorf("the new binary is built for %v, not for this hub (%s)", machine, archOrUnknown(arch))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "version").Output()
+	if err != nil {
+		return fmt.Errorf("the new binary does not run here: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		return fmt.Errorf("the new binary says it is version %q, the manifest %q", got, want)
+	}
+	return nil
+}
+
+// sha256File returns the hex SHA-256 of a file.
+func sha256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeFileAtomic replaces path with data: a temp file in the same
+// folder, synced, renamed over it.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
