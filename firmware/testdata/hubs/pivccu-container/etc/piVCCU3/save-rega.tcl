@@ -1,0 +1,1 @@
+# stands in for piVCCU's pivccu/container3/save-rega.tcl
