@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 
@@ -39,6 +40,10 @@ type Config struct {
 	// will warn; fine for a demo, not for users).
 	TLSCertFile string `toml:"tls_cert_file"`
 	TLSKeyFile  string `toml:"tls_key_file"`
+	// ReleasesDir is a folder of agent releases (as `make release` writes
+	// it) that hubs fetch through the tunnel from
+	// http://<tunnel_ip>/releases/. Default: none.
+	ReleasesDir string `toml:"releases_dir"`
 	// Hubs are the hubs this relay serves.
 	Hubs []HubConfig `toml:"hub"`
 
@@ -97,7 +102,7 @@ func (c *Config) Validate() error {
 	if c.PrivateKeyFile == "" {
 		return config.Errorf("private_key_file", "missing")
 	}
-	for _, p := range []*string{&c.PrivateKeyFile, &c.TLSCertFile, &c.TLSKeyFile} {
+	for _, p := range []*string{&c.PrivateKeyFile, &c.TLSCertFile, &c.TLSKeyFile, &c.ReleasesDir} {
 		if *p != "" && !filepath.IsAbs(*p) && c.dir != "" {
 			*p = filepath.Join(c.dir, *p)
 		}
@@ -107,6 +112,11 @@ func (c *Config) Validate() error {
 	}
 	if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
 		return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
+	}
+	if c.ReleasesDir != "" {
+		if fi, err := os.Stat(c.ReleasesDir); err != nil || !fi.IsDir() {
+			return config.Errorf("releases_dir", "%q is not a folder", c.ReleasesDir)
+		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -72,6 +73,7 @@ type Server struct {
 
 	agentLn  net.Listener
 	publicLn map[uint16]net.Listener // by tunnel port
+	releases *http.Server            // nil without releases_dir
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -161,6 +163,11 @@ func (s *Server) Start() (err error) {
 	if err := s.dev.Up(); err != nil {
 		return fmt.Errorf("relay: agent_listen_udp %s: %w", s.cfg.AgentListenUDP, err)
 	}
+	if s.cfg.ReleasesDir != "" {
+		if err := s.serveReleases(); err != nil {
+			return fmt.Errorf("relay: releases_dir: %w", err)
+		}
+	}
 
 	lc := net.ListenConfig{KeepAliveConfig: agentKeepAlive}
 	if s.agentLn, err = lc.Listen(context.Background(), "tcp", s.cfg.AgentListen); err != nil {
@@ -224,6 +231,9 @@ func (s *Server) Close() error {
 		}
 		for _, ln := range s.publicLn {
 			ln.Close()
+		}
+		if s.releases != nil {
+			s.releases.Close()
 		}
 		s.mu.Lock()
 		for ac := range s.agent {
