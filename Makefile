@@ -1,12 +1,14 @@
 # hubtunnel — see README.md. `make demo` and `make test` set themselves up.
 GO        ?= go
-# The CCU wants the version lower case and one word.
-VERSION   ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | tr 'A-Z' 'a-z'); echo $${v:-dev})
+# VERSION (the file) is the next release. A build that is not a release is
+# a pre-release of it, e.g. 0.1.0-dev.g1a2b3c4, so releases order after it
+# (the self-updater compares versions). The CCU wants it lower case, one word.
+VERSION   ?= $(shell cat VERSION)-dev.$(shell git describe --always --dirty=.dirty --abbrev=7 --match 'none' 2>/dev/null | tr 'A-Z' 'a-z' | sed 's/^/g/')
 LDFLAGS   := -s -w -X github.com/hubtunnel/hubtunnel/version.Version=$(VERSION)
 BIN       := bin
 BINARIES  := hubtunnel hubrelay ccusim
 
-.PHONY: all build deps test test-unit test-e2e fuzz demo bench clean
+.PHONY: all build deps test test-unit test-e2e fuzz demo bench release clean
 
 all: build
 
@@ -43,6 +45,14 @@ demo: build
 # HUBS=200 for a quicker look; scripts/bench.sh lists the knobs).
 bench: build
 	@GO=$(GO) scripts/bench.sh $(BIN)
+
+# release builds every architecture at VERSION, stamped with the public key
+# of KEY (a signing key from `go run ./cmd/hubrelease keygen FILE`), and
+# signs the manifest: a folder hubrelay serves with releases_dir.
+#   make release VERSION=0.2.0 KEY=release.key [OUT=dist/releases]
+OUT ?= dist/releases
+release:
+	@GO=$(GO) scripts/release.sh "$(VERSION)" "$(KEY)" "$(OUT)"
 
 clean:
 	rm -rf $(BIN)

@@ -19,12 +19,13 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
+	"github.com/hubtunnel/hubtunnel/firmware"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
@@ -44,6 +46,9 @@ type Agent struct {
 	cfg     *Config
 	version string
 	logf    func(format string, args ...any)
+	hub     firmware.Hub
+	upd     *updater    // nil without a state folder (a config built in code)
+	restart chan string // a binary to run in place of this one
 
 	key      vpn.PrivateKey
 	stack    *netstack.Stack
@@ -71,8 +76,9 @@ func New(cfg *Config, version string, logf func(format string, args ...any)) *Ag
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{})}
+	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan string, 1)}
 	a.fwd = portmap.Forwarder{Logf: logf}
+	a.hub = firmware.Detect()
 	return a
 }
 
@@ -96,6 +102,11 @@ func (a *Agent) Start() (err error) {
 		}
 	} else {
 		a.logf("agent: tunnel disabled in config")
+	}
+	if a.cfg.dir != "" {
+		a.upd = newUpdater(a)
+		a.wg.Add(1)
+		go a.upd.run()
 	}
 	// Serve only now: Status reads the fields startTunnel sets. (The port
 	// was taken first, so a clash still stops the agent before the tunnel.)
@@ -196,7 +207,7 @@ func (a *Agent) startTunnel() error {
 		a.wg.Add(1)
 		go a.reresolveUDP()
 	}
-	a.logf("agent: hub %q, tunnel address %s, relay %s over %s, %d ports", cfg.Name, cfg.tunnelIP, cfg.Relay, cfg.Transport, len(cfg.routes))
+	a.logf("agent: hub %q (%s), tunnel address %s, relay %s over %s, %d ports", cfg.Name, a.hub, cfg.tunnelIP, cfg.Relay, cfg.Transport, len(cfg.routes))
 	return nil
 }
 
@@ -223,6 +234,9 @@ func (a *Agent) policy() firewall.Policy {
 	for _, r := range a.cfg.routes {
 		p.TCPPorts = append(p.TCPPorts, r.Port)
 	}
+	if svc := a.cfg.releaseService(); svc.IsValid() {
+		p.Services = append(p.Services, svc)
+	}
 	return p
 }
 
@@ -243,9 +257,23 @@ func (a *Agent) proxy() (*url.URL, error) {
 	return vpn.ParseProxy(a.cfg.Proxy) // validated already
 }
 
+// software is what the Hello tells the relay: this version and the hub.
 func (a *Agent) software() string {
-	return fmt.Sprintf("hubtunnel/%s (%s/%s)", a.version, runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("hubtunnel/%s (%s)", a.version, a.hub)
 }
+
+// requestRestart asks whoever runs the agent to run binary in its place.
+func (a *Agent) requestRestart(binary string) {
+	select {
+	case a.restart <- binary:
+	default:
+	}
+}
+
+// RestartRequested delivers a binary to run in place of this process (with
+// the same arguments): the installed version changed under a running agent
+// whose update was interrupted and rolled back.
+func (a *Agent) RestartRequested() <-chan string { return a.restart }
 
 // startDNS sets up dnsfix for the relay's name, unless it is an address.
 func (a *Agent) startDNS() error {
@@ -354,25 +382,27 @@ func (a *Agent) Close() error {
 
 // Status is what GET /api/status returns.
 type Status struct {
-	State          string    `json:"state"` // connecting | connected | disabled
-	Name           string    `json:"name"`
-	Relay          string    `json:"relay"`
-	Transport      string    `json:"transport"`
-	TunnelIP       string    `json:"tunnel_ip"`
-	PublicKey      string    `json:"public_key,omitempty"`
-	LastHandshake  time.Time `json:"last_handshake,omitzero"`
-	ConnectedSince time.Time `json:"connected_since,omitzero"`
-	LastError      string    `json:"last_error,omitempty"` // why the last attempt failed, while not connected
-	RelaySoftware  string    `json:"relay_software,omitempty"`
-	BytesRx        uint64    `json:"bytes_rx"`
-	BytesTx        uint64    `json:"bytes_tx"`
-	OverheadBytes  uint64    `json:"overhead_bytes"`
-	SessionsActive int       `json:"sessions_active"`
-	SessionsTotal  uint64    `json:"sessions_total"`
-	DroppedPackets uint64    `json:"dropped_packets"`
-	DNSSource      string    `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
-	DNSAnswer      []string  `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
-	Version        string    `json:"version"`
+	State          string        `json:"state"` // connecting | connected | disabled
+	Name           string        `json:"name"`
+	Relay          string        `json:"relay"`
+	Transport      string        `json:"transport"`
+	TunnelIP       string        `json:"tunnel_ip"`
+	PublicKey      string        `json:"public_key,omitempty"`
+	LastHandshake  time.Time     `json:"last_handshake,omitzero"`
+	ConnectedSince time.Time     `json:"connected_since,omitzero"`
+	LastError      string        `json:"last_error,omitempty"` // why the last attempt failed, while not connected
+	RelaySoftware  string        `json:"relay_software,omitempty"`
+	BytesRx        uint64        `json:"bytes_rx"`
+	BytesTx        uint64        `json:"bytes_tx"`
+	OverheadBytes  uint64        `json:"overhead_bytes"`
+	SessionsActive int           `json:"sessions_active"`
+	SessionsTotal  uint64        `json:"sessions_total"`
+	DroppedPackets uint64        `json:"dropped_packets"`
+	DNSSource      string        `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
+	DNSAnswer      []string      `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
+	Version        string        `json:"version"`
+	Hub            firmware.Hub  `json:"hub"`
+	Update         *UpdateStatus `json:"update,omitempty"` // absent without a config file
 }
 
 // Status reports the agent's state now.
@@ -384,6 +414,11 @@ func (a *Agent) Status() Status {
 		Transport: a.cfg.Transport,
 		TunnelIP:  a.cfg.tunnelIP.String(),
 		Version:   a.version,
+		Hub:       a.hub,
+	}
+	if a.upd != nil {
+		u := a.upd.Status()
+		s.Update = &u
 	}
 	if a.dev == nil {
 		return s
@@ -438,7 +473,62 @@ func (a *Agent) uiHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(a.Status())
 	})
+	mux.HandleFunc("POST /api/update/check", a.local(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+		defer cancel()
+		st, err := a.upd.Check(ctx)
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "update": st})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"update": st})
+	}))
+	mux.HandleFunc("POST /api/update/install", a.local(func(w http.ResponseWriter, r *http.Request) {
+		var opt InstallOptions
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&opt); err != nil && err != io.EOF {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "body: " + err.Error()})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+		defer cancel()
+		v, err := a.upd.Install(ctx, opt)
+		switch {
+		case errors.Is(err, firmware.ErrBusy):
+			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error()})
+		default:
+			writeJSON(w, http.StatusAccepted, map[string]any{"installing": v})
+		}
+	}))
 	return mux
+}
+
+// local guards the API's actions: a loopback Host (against DNS rebinding),
+// a JSON body (a form on another site cannot send one without asking
+// first), and an updater to act on.
+func (a *Agent) local(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !a.localHost(r.Host):
+			http.Error(w, "forbidden host", http.StatusForbidden)
+		case r.Header.Get("Content-Type") != "application/json":
+			http.Error(w, "want Content-Type: application/json", http.StatusUnsupportedMediaType)
+		case a.upd == nil:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "updates need the agent to run from a config file"})
+		default:
+			h(w, r)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
 
 // localHost reports whether an HTTP Host names this machine by a loopback

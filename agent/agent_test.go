@@ -55,6 +55,17 @@ type testbed struct {
 // each, and waits until every agent is connected.
 func newTestbed(t *testing.T, hubs ...string) *testbed {
 	t.Helper()
+	return newTestbedWith(t, testbedOpts{}, hubs...)
+}
+
+type testbedOpts struct {
+	releasesDir string              // the relay's releases_dir
+	update      func(*UpdateConfig) // sets up the agents' [update] and gives them a state folder
+	version     string              // the agents' version; default "test"
+}
+
+func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
+	t.Helper()
 	dir := t.TempDir()
 	tb := &testbed{agents: map[string]*Agent{}, offset: freeOffset(t)}
 
@@ -75,6 +86,7 @@ func newTestbed(t *testing.T, hubs ...string) *testbed {
 		PublicListen:   "127.0.0.1",
 		PortOffset:     tb.offset,
 		PrivateKeyFile: filepath.Join(dir, "relay.key"),
+		ReleasesDir:    o.releasesDir,
 	}
 	keys := map[string]vpn.PrivateKey{}
 	for i, name := range hubs {
@@ -110,10 +122,18 @@ func newTestbed(t *testing.T, hubs ...string) *testbed {
 			Proxy:          "none",
 		}
 		cfg.Targets.Ports = map[string]string{"80": tb.sim.Addr("webui")}
+		if o.update != nil {
+			o.update(&cfg.Update)
+			cfg.dir = t.TempDir()
+		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		a := New(cfg, "test", func(f string, args ...any) { t.Logf(name+": "+f, args...) })
+		v := o.version
+		if v == "" {
+			v = "test"
+		}
+		a := New(cfg, v, func(f string, args ...any) { t.Logf(name+": "+f, args...) })
 		if err := a.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -56,6 +56,8 @@ type Config struct {
 	Targets portmap.Targets `toml:"targets"`
 	// DNS is how the relay's name is resolved.
 	DNS DNSConfig `toml:"dns"`
+	// Update is how the agent updates itself.
+	Update UpdateConfig `toml:"update"`
 
 	// Parsed forms, filled by Validate.
 	relayKey      vpn.PublicKey
@@ -63,12 +65,16 @@ type Config struct {
 	relayTunnelIP netip.Addr
 	allowed       []netip.Prefix
 	routes        []portmap.Route
+	path          string // the config file; its folder holds the agent's state
 	dir           string
 }
 
 // LoadConfig reads and validates the agent's config file.
 func LoadConfig(path string) (*Config, error) {
-	c := &Config{dir: filepath.Dir(path)}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	c := &Config{path: path, dir: filepath.Dir(path)}
 	if err := config.Load(path, c); err != nil {
 		return nil, err
 	}
@@ -156,6 +162,9 @@ func (c *Config) Validate() error {
 		return config.Errorf("persistent_keepalive", "%d: want 0 to 3600 seconds", c.PersistentKeepalive)
 	}
 	if err := c.DNS.validate(c.dir); err != nil {
+		return err
+	}
+	if err := c.Update.validate(c.relayTunnelIP); err != nil {
 		return err
 	}
 	if c.routes, err = c.Targets.Routes(); err != nil {

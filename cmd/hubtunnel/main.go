@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/syslog"
 	"net"
 	"os"
 	"os/signal"
@@ -17,12 +18,20 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/dnsfix"
+	"github.com/hubtunnel/hubtunnel/firmware"
 	"github.com/hubtunnel/hubtunnel/version"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
 const usage = `usage:
-  hubtunnel run --config FILE   run the agent
+  hubtunnel run --config FILE [--syslog]
+                                run the agent (--syslog: log to the system log)
+  hubtunnel update check   [--config FILE]
+                                ask the running agent for the newest release
+  hubtunnel update install [--version V] [--allow-downgrade] [--config FILE]
+                                install the newest release (or V) and wait
+                                until it has the tunnel up or was rolled back
+  hubtunnel hub                 show what hub this is and how that was found
   hubtunnel keygen              print a new private key
   hubtunnel pubkey              read a private key on stdin, print its public key
   hubtunnel dns [NAME] [--config FILE]
@@ -53,6 +62,14 @@ func main() {
 		err = pubkey(os.Stdin)
 	case "dns":
 		err = dnsTrace(os.Args[2:])
+	case "update":
+		err = update(os.Args[2:])
+	case "hub":
+		h := firmware.Detect()
+		fmt.Println(h)
+		for _, e := range h.Evidence {
+			fmt.Println("  " + e)
+		}
 	case "version":
 		fmt.Println(version.Version)
 	default:
@@ -79,25 +96,60 @@ func pubkey(r io.Reader) error {
 }
 
 func run(args []string) error {
-	if len(args) != 2 || (args[0] != "--config" && args[0] != "-config") {
-		return fmt.Errorf("usage: hubtunnel run --config FILE")
+	var confPath string
+	useSyslog := false
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case (a == "--config" || a == "-config") && i+1 < len(args):
+			confPath = args[i+1]
+			i++
+		case a == "--syslog":
+			useSyslog = true
+		default:
+			return fmt.Errorf("usage: hubtunnel run --config FILE [--syslog]")
+		}
+	}
+	if confPath == "" {
+		return fmt.Errorf("usage: hubtunnel run --config FILE [--syslog]")
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
-	cfg, err := agent.LoadConfig(args[1])
+	logger := log.New(os.Stderr, "", log.LstdFlags)
+	if useSyslog {
+		// The CCU's busybox syslogd keeps the log in RAM (/var/log).
+		if w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "hubtunnel"); err == nil {
+			logger = log.New(w, "", 0)
+		} else {
+			logger.Printf("no system log (%v); logging to stderr", err)
+		}
+	}
+	cfg, err := agent.LoadConfig(confPath)
 	if err != nil {
 		return err
 	}
-	logger := log.New(os.Stderr, "", log.LstdFlags)
+	// An update whose installer died is undone before anything starts; if
+	// that puts the other version back, run it instead.
+	if bin, err := agent.RecoverUpdate(cfg, version.Version); err != nil {
+		logger.Printf("update: %v", err)
+	} else if bin != "" {
+		logger.Printf("update: an interrupted update was rolled back; starting the installed version")
+		return syscall.Exec(bin, os.Args, os.Environ())
+	}
 	a := agent.New(cfg, version.Version, logger.Printf)
 	if err := a.Start(); err != nil {
 		return err
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
-	return a.Close()
+	select {
+	case <-sig:
+		return a.Close()
+	case bin := <-a.RestartRequested():
+		a.Close()
+		logger.Printf("update: starting the installed version")
+		return syscall.Exec(bin, os.Args, os.Environ()) // same PID: the init script's pid file stays right
+	}
 }
 
 // dnsTrace resolves a name as the agent would, with the config's [dns]
