@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: Debian packages for the
-# real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3) and the Go
-# modules.
+# real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3), the shells a
+# CCU has for the addon scripts (busybox, tclsh) and the Go modules.
 set -euo pipefail
 
 need=()
@@ -13,6 +13,9 @@ have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || 
 # dnsmasq-base: the resolver alone, without the package that starts a system daemon.
 have dnsmasq      || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 have python3      || need+=(python3)
+# The addon's scripts run under busybox sh and tclsh on a CCU; addon/ tests them there.
+have busybox      || [ -x /bin/busybox ] || need+=(busybox-static)
+have tclsh        || need+=(tcl)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
