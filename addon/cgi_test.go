@@ -1,0 +1,151 @@
+package addon_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cgi runs update-check.cgi from the source tree under the real tclsh, as
+// lighttpd does (QUERY_STRING in the environment), and splits its answer.
+// root is HUBTUNNEL_ROOT; "-" leaves the variable unset, as on a hub.
+func cgi(t *testing.T, root, query string) (headers map[string]string, body string) {
+	t.Helper()
+	tclsh := need(t, "to run update-check.cgi as lighttpd does", "tclsh")
+	cmd := exec.Command(tclsh, filepath.Join("hubtunnel", "www", "update-check.cgi"))
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "HUBTUNNEL_ROOT=") && !strings.HasPrefix(e, "QUERY_STRING=") {
+			env = append(env, e)
+		}
+	}
+	if root != "-" {
+		env = append(env, "HUBTUNNEL_ROOT="+root)
+	}
+	cmd.Env = append(env, "QUERY_STRING="+query, "REQUEST_METHOD=GET", "GATEWAY_INTERFACE=CGI/1.1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("update-check.cgi ?%s: %v (stderr %v)", query, err, stderrOf(err))
+	}
+	head, body, ok := strings.Cut(string(out), "\r\n\r\n")
+	if !ok {
+		t.Fatalf("update-check.cgi ?%s: no end of headers in %q", query, out)
+	}
+	headers = map[string]string{}
+	for _, line := range strings.Split(head, "\r\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			t.Fatalf("update-check.cgi ?%s: bad header line %q", query, line)
+		}
+		headers[k] = v
+	}
+	return headers, body
+}
+
+func stderrOf(err error) string {
+	if e, ok := err.(*exec.ExitError); ok {
+		return string(e.Stderr)
+	}
+	return ""
+}
+
+func TestUpdateCheckVersion(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		latest  string // update-latest; "" = absent
+		version string // VERSION; "" = absent
+		want    string
+	}{
+		{"newest the agent learned", "1.3.0\n", "1.2.3\n", "1.3.0"},
+		{"no update-latest", "", "1.2.3\n", "1.2.3"},
+		{"pre-release word", "2.0.0-rc.1+g1a2b", "1.2.3", "2.0.0-rc.1+g1a2b"},
+		{"upper case", "1.3.0-RC1", "1.2.3", "1.2.3"},
+		{"two words", "1.3.0 please", "1.2.3", "1.2.3"},
+		{"two lines", "1.3.0\n1.4.0\n", "1.2.3", "1.2.3"},
+		{"markup", "<script>alert(1)</script>", "1.2.3", "1.2.3"},
+		{"shell", "$(reboot)", "1.2.3", "1.2.3"},
+		{"too long", strings.Repeat("1", 41), "1.2.3", "1.2.3"},
+		{"40 characters", strings.Repeat("1", 40), "1.2.3", strings.Repeat("1", 40)},
+		{"empty", "\n", "1.2.3", "1.2.3"},
+		{"binary", "\x00\xff\x01", "1.2.3", "1.2.3"},
+		{"nothing known", "", "", "n/a"},
+		{"garbage everywhere", "x y", "A B", "n/a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			if tc.latest != "" {
+				writeFile(t, filepath.Join(root, confDir, "update-latest"), tc.latest, 0o644)
+			}
+			if tc.version != "" {
+				writeFile(t, filepath.Join(root, versionPath), tc.version, 0o644)
+			}
+			for _, q := range []string{"cmd=check_version&version=1.2.3", ""} {
+				h, body := cgi(t, root, q)
+				if h["Content-Type"] != "text/plain" {
+					t.Errorf("?%s: Content-Type %q", q, h["Content-Type"])
+				}
+				if body != tc.want {
+					t.Errorf("?%s: answered %q, want %q", q, body, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestUpdateCheckDownloadRedirects(t *testing.T) {
+	t.Parallel()
+	for _, q := range []string{"cmd=download&version=1.2.3", "version=1.2.3&cmd=download"} {
+		h, body := cgi(t, t.TempDir(), q)
+		if h["Status"] != "302 Found" || h["Location"] != "/addons/hubtunnel/" {
+			t.Errorf("?%s: headers %v, want a 302 to /addons/hubtunnel/", q, h)
+		}
+		if !strings.Contains(body, `url=/addons/hubtunnel/`) {
+			t.Errorf("?%s: body has no meta refresh: %q", q, body)
+		}
+	}
+}
+
+func TestUpdateCheckHostileQueries(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, versionPath), "1.2.3\n", 0o644)
+	for _, q := range []string{
+		"cmd",
+		"=",
+		"&&&",
+		"cmd=",
+		"cmd=DOWNLOAD",
+		"cmd=download%00",
+		"cmd=[exec reboot]",
+		"cmd=$env(PATH)",
+		"env=1&cmd=check_version",
+		"argv=x&q=y&answer=evil&cmd=check_version",
+		"a=b=c&cmd==download",
+		"cmd={&version=}",
+		"cmd=\"&version=\\",
+		"%%%%%",
+		strings.Repeat("cmd=x&", 5000),
+	} {
+		h, body := cgi(t, root, q)
+		if h["Content-Type"] != "text/plain" || body != "1.2.3" {
+			t.Errorf("?%.60s: headers %v, body %q; want the plain version", q, h, body)
+		}
+	}
+}
+
+func TestUpdateCheckWithoutRoot(t *testing.T) {
+	t.Parallel()
+	// On a hub HUBTUNNEL_ROOT is unset: the script reads the real paths,
+	// which on this machine do not exist.
+	if exists(versionPath) {
+		t.Skip("this machine has a hubtunnel addon installed")
+	}
+	h, body := cgi(t, "-", "cmd=check_version&version=1")
+	if h["Content-Type"] != "text/plain" || body != "n/a" {
+		t.Errorf("headers %v, body %q; want n/a", h, body)
+	}
+}
