@@ -304,6 +304,17 @@ func (h *hub) waitOneAgent() int {
 	return pid
 }
 
+// running reports whether pid is alive and not a zombie (a process this
+// test started and did not reap yet still answers signal 0).
+func running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+}
+
 // killAll ends whatever stand-in agents a test left behind.
 func (h *hub) killAll() {
 	for _, pid := range h.agents() {
