@@ -483,8 +483,8 @@ func checkResult(t *testing.T, got string) {
 	if err := json.Unmarshal([]byte(got), &res); err != nil {
 		t.Fatalf("update-result.json: %v: %q", err, got)
 	}
-	if res.OK == nil || *res.OK || res.From != "1.1.0" || res.To != "1.0.0" ||
-		res.Reason != "update to 1.1.0 was interrupted; rolled back to 1.0.0" {
+	if res.OK == nil || *res.OK || res.From != "1.0.0" || res.To != "1.1.0" ||
+		res.Reason != "the update to 1.1.0 was interrupted; rolled back to 1.0.0" {
 		t.Errorf("update-result.json = %s", got)
 	}
 	when, err := time.Parse(time.RFC3339, res.Time)
