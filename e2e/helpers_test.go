@@ -288,6 +288,7 @@ type setupOpts struct {
 	filesDir    string // ccusim -files
 	offlineHubs int    // extra [[hub]] entries that have no agent ("offline1", ...)
 	udp         bool   // the relay also takes agents over UDP, on the agent port
+	releasesDir string // the relay's releases_dir
 }
 
 // newHub starts ccusim and the relay; the agent comes with startAgent.
@@ -323,6 +324,9 @@ tunnel_ip = "100.96.0.2"
 	for i := 1; i <= o.offlineHubs; i++ {
 		_, pub := keypair(t, dir, fmt.Sprintf("offline%d.key", i))
 		conf += fmt.Sprintf("\n[[hub]]\nname = \"offline%d\"\npublic_key = %q\ntunnel_ip = \"100.96.0.%d\"\n", i, pub, 10+i)
+	}
+	if o.releasesDir != "" {
+		conf = fmt.Sprintf("releases_dir = %q\n", o.releasesDir) + conf
 	}
 	s.relayConf = filepath.Join(dir, "relay.toml")
 	writeFile(t, s.relayConf, conf)
