@@ -182,14 +182,15 @@ type UpdateStatus struct {
 // updater checks for releases, installs them on request or by itself, and
 // finishes updates whose installer died.
 type updater struct {
-	a        *Agent
-	cfg      *UpdateConfig
-	dir      string // state folder: the config's
-	binary   string
-	arch     string
-	src      firmware.Source
-	current  string
-	dailyMin int // minute of the day of the daily check
+	a          *Agent
+	cfg        *UpdateConfig
+	dir        string // state folder: the config's
+	binary     string
+	arch       string
+	src        firmware.Source
+	current    string
+	dailyMin   int           // minute of the day of the daily check
+	firstCheck time.Duration // after start: soon, but not all hubs of a rebooted relay at once
 
 	mu     sync.Mutex
 	st     UpdateStatus
@@ -215,6 +216,7 @@ func newUpdater(a *Agent) *updater {
 		u.binary, _ = os.Executable()
 	}
 	u.dailyMin = rand.IntN(24 * 60)
+	u.firstCheck = 2*time.Minute + rand.N(28*time.Minute)
 	u.src = firmware.Source{URL: cfg.url, Keys: cfg.keys, Client: a.releaseClient()}
 	u.st = UpdateStatus{Auto: cfg.IsAuto(), Window: cfg.Window, Latest: firmware.ReadLatest(u.dir)}
 	u.st.Available = u.newer(u.st.Latest)
@@ -370,7 +372,7 @@ func (u *updater) run() {
 	defer u.a.wg.Done()
 	recoverTick := time.NewTicker(30 * time.Second)
 	defer recoverTick.Stop()
-	nextCheck := u.now().Add(2*time.Minute + time.Duration(u.random()*float64(28*time.Minute)))
+	nextCheck := u.now().Add(u.firstCheck)
 	var planned time.Time
 	for {
 		u.mu.Lock()

@@ -2,8 +2,12 @@ package agent
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 func TestWindow(t *testing.T) {
@@ -157,5 +162,99 @@ func TestUpdateCheckThroughTheTunnel(t *testing.T) {
 	json.Unmarshal(ans["update"], &st)
 	if code != http.StatusBadGateway || !strings.Contains(string(ans["error"]), "signature does not match") || st.Latest != "0.2.0" {
 		t.Errorf("check of a forged manifest: %d %s", code, ans)
+	}
+}
+
+// TestMain lets the test binary stand in for a downloaded agent: with
+// AGENT_TEST_VERSION set, "version" prints it.
+func TestMain(m *testing.M) {
+	if v := os.Getenv("AGENT_TEST_VERSION"); v != "" && len(os.Args) == 2 && os.Args[1] == "version" {
+		fmt.Println(v)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestAutomaticUpdate: with auto on, the check finds a newer release, plans
+// its install inside the window, downloads and verifies it there, and
+// starts the installer with the update lock. (The installer itself, the
+// restart and the rollback run with the real binaries in e2e.)
+func TestAutomaticUpdate(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch := firmware.Detect().Arch
+	if arch == "" {
+		t.Skip("no release architecture for this machine")
+	}
+	t.Setenv("AGENT_TEST_VERSION", "0.2.0")
+
+	releases := t.TempDir()
+	_, key, _ := ed25519.GenerateKey(nil)
+	bin, _ := os.ReadFile(self)
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	zw.Write(bin)
+	zw.Close()
+	os.WriteFile(filepath.Join(releases, "agent.gz"), gz.Bytes(), 0o644)
+	sum := sha256.Sum256(gz.Bytes())
+	m := firmware.Manifest{Version: "0.2.0", Released: time.Now().UTC(), Artifacts: map[string]firmware.Artifact{
+		arch: {URL: "agent.gz", Size: int64(gz.Len()), SHA256: hex.EncodeToString(sum[:])},
+	}}
+	data, _ := firmware.Sign(m, key)
+	os.WriteFile(filepath.Join(releases, "manifest.json"), data, 0o644)
+
+	// The "installed binary" records how the agent starts the installer.
+	installed := filepath.Join(t.TempDir(), "hubtunnel")
+	record := installed + ".args"
+	os.WriteFile(installed, []byte("#!/bin/sh\necho \"$@\" > "+record+".tmp; ls -l /proc/$$/fd/3 >> "+record+".tmp 2>&1; mv "+record+".tmp "+record+"\n"), 0o755)
+	downloads := t.TempDir()
+	tb := newTestbedWith(t, testbedOpts{
+		releasesDir: releases,
+		version:     "0.1.0",
+		update: func(u *UpdateConfig) {
+			u.PublicKey = firmware.FormatPublicKey(key.Public().(ed25519.PublicKey))
+			u.Binary = installed
+			u.DownloadDir = downloads
+		},
+	}, "alpha")
+	a := tb.agents["alpha"]
+	if a.upd.firstCheck < 2*time.Minute {
+		t.Errorf("first check %v after start: too soon for a fleet that restarts together", a.upd.firstCheck)
+	}
+
+	// A second updater on the same agent, due at once, with a window open now.
+	u := newUpdater(a)
+	u.firstCheck = 0
+	u.random = func() float64 { return 0 }
+	now := time.Now()
+	open := now.Hour()*60 + now.Minute()
+	u.cfg.window = window{start: open, end: (open + 3) % (24 * 60)}
+	a.wg.Add(1)
+	go u.run()
+
+	poll.Until(t, 30*time.Second, "the installer to be started", func() bool {
+		_, err := os.Stat(record)
+		return err == nil
+	})
+	args, _ := os.ReadFile(record)
+	want := "update apply --config " + a.cfg.path + " --file " + downloads + "/"
+	if !strings.HasPrefix(string(args), want) || !strings.Contains(string(args), "--from 0.1.0 --to 0.2.0") {
+		t.Errorf("installer started as %q, want %q... --from 0.1.0 --to 0.2.0", args, want)
+	}
+	if !strings.Contains(string(args), firmware.LockFile) {
+		t.Errorf("the installer did not get the update lock as fd 3: %q", args)
+	}
+	st := u.Status()
+	if st.Latest != "0.2.0" || !st.Available || st.Installing != "0.2.0" {
+		t.Errorf("update status %+v", st)
+	}
+	files, _ := os.ReadDir(downloads)
+	if len(files) != 1 {
+		t.Fatalf("downloads: %v", files)
+	}
+	if got, _ := os.ReadFile(filepath.Join(downloads, files[0].Name())); !bytes.Equal(got, bin) {
+		t.Errorf("the verified download is not the release's binary")
 	}
 }
