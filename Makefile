@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/hubtunnel/hubtunnel/version.Version=$(VERSION)
 BIN       := bin
 BINARIES  := hubtunnel hubrelay ccusim
 
-.PHONY: all build deps test test-unit test-e2e fuzz demo bench release clean
+.PHONY: all build deps test test-unit test-e2e fuzz demo bench addon release clean
 
 all: build
 
@@ -46,9 +46,15 @@ demo: build
 bench: build
 	@GO=$(GO) scripts/bench.sh $(BIN)
 
+# addon builds the CCU addon dist/hubtunnel-$(VERSION).tgz (ARCHS="armv7"
+# limits the binaries; addon/README.md describes the package).
+addon:
+	@GO=$(GO) scripts/addon.sh "$(VERSION)" dist
+
 # release builds every architecture at VERSION, stamped with the public key
 # of KEY (a signing key from `go run ./cmd/hubrelease keygen FILE`), and
-# signs the manifest: a folder hubrelay serves with releases_dir.
+# signs the manifest: a folder hubrelay serves with releases_dir. The addon
+# package of the same binaries goes into OUT too.
 #   make release VERSION=0.2.0 KEY=release.key [OUT=dist/releases]
 OUT ?= dist/releases
 release:

@@ -3,6 +3,8 @@
 # at VERSION, stamped with KEYFILE's public key (each release trusts the key
 # that signed it), gzips each into OUTDIR/hubtunnel-VERSION-linux-ARCH.gz
 # and signs OUTDIR/manifest-VERSION.json (and manifest.json, when newest).
+# The CCU addon package of the same binaries, hubtunnel-VERSION.tgz, goes
+# into OUTDIR as well.
 # ARCHS="amd64" limits the architectures (tests do).
 set -euo pipefail
 GO=${GO:-go}
@@ -40,3 +42,4 @@ for arch in $archs; do
 	printf 'release: %-6s %s bytes, %s gzipped\n' "$arch" "$(stat -c %s "$tmp/hubtunnel-$arch")" "$(stat -c %s "$out/hubtunnel-$version-linux-$arch.gz")"
 done
 "$GO" run ./cmd/hubrelease sign --key "$key" --version "$version" --dir "$out"
+ARCHS="$archs" BINDIR="$tmp" GO="$GO" scripts/addon.sh "$version" "$out"
