@@ -335,13 +335,12 @@ func (u *updater) Install(ctx context.Context, opt InstallOptions) (string, erro
 		os.Remove(path)
 		return "", err
 	}
+	u.setInstalling(m.Version)
 	if err := u.startInstaller(lock, path, m.Version); err != nil {
+		u.setInstalling("")
 		os.Remove(path)
 		return "", err
 	}
-	u.mu.Lock()
-	u.st.Installing = m.Version
-	u.mu.Unlock()
 	u.a.logf("update: installing %s (running %s)", m.Version, u.current)
 	return m.Version, nil
 }
@@ -361,8 +360,20 @@ func (u *updater) startInstaller(lock *os.File, path, to string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the installer: %w", err)
 	}
-	go cmd.Wait() // reap it should this agent outlive it
+	go func() {
+		// Normally the restart ends this agent first. If the installer
+		// ends while we live, it has failed before the restart (its
+		// result says why) or rolled back without restarting us.
+		cmd.Wait()
+		u.setInstalling("")
+	}()
 	return nil
+}
+
+func (u *updater) setInstalling(v string) {
+	u.mu.Lock()
+	u.st.Installing = v
+	u.mu.Unlock()
 }
 
 // run is the updater's loop: recover an interrupted update, check daily
@@ -440,9 +451,7 @@ func (u *updater) recover() {
 		return
 	}
 	u.a.logf("update: the update to %s was interrupted; %s", rec.To, map[bool]string{true: "rolled back to " + rec.From, false: "nothing to roll back"}[rec.RolledBack])
-	u.mu.Lock()
-	u.st.Installing = ""
-	u.mu.Unlock()
+	u.setInstalling("")
 	if rec.RolledBack && u.current == rec.To {
 		u.a.requestRestart(u.binary)
 	}

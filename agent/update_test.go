@@ -205,10 +205,14 @@ func TestAutomaticUpdate(t *testing.T) {
 	data, _ := firmware.Sign(m, key)
 	os.WriteFile(filepath.Join(releases, "manifest.json"), data, 0o644)
 
-	// The "installed binary" records how the agent starts the installer.
+	// The "installed binary" records how the agent starts the installer,
+	// then waits (at most 30 s) to be let go.
 	installed := filepath.Join(t.TempDir(), "hubtunnel")
-	record := installed + ".args"
-	os.WriteFile(installed, []byte("#!/bin/sh\necho \"$@\" > "+record+".tmp; ls -l /proc/$$/fd/3 >> "+record+".tmp 2>&1; mv "+record+".tmp "+record+"\n"), 0o755)
+	record, letGo := installed+".args", installed+".done"
+	os.WriteFile(installed, []byte(`#!/bin/sh
+echo "$@" > "$0.args.tmp"; ls -l /proc/$$/fd/3 >> "$0.args.tmp" 2>&1; mv "$0.args.tmp" "$0.args"
+i=0; while [ ! -f "$0.done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+`), 0o755)
 	downloads := t.TempDir()
 	tb := newTestbedWith(t, testbedOpts{
 		releasesDir: releases,
@@ -250,6 +254,10 @@ func TestAutomaticUpdate(t *testing.T) {
 	if st.Latest != "0.2.0" || !st.Available || st.Installing != "0.2.0" {
 		t.Errorf("update status %+v", st)
 	}
+	// An installer that ends under a live agent has failed before the
+	// restart: nothing is being installed any more.
+	os.WriteFile(letGo, nil, 0o644)
+	poll.Until(t, 10*time.Second, "installing to be cleared", func() bool { return u.Status().Installing == "" })
 	files, _ := os.ReadDir(downloads)
 	if len(files) != 1 {
 		t.Fatalf("downloads: %v", files)

@@ -346,6 +346,23 @@ func TestUpdateRefusesBadReleases(t *testing.T) {
 	t.Parallel()
 	h := newUpdateHub(t, "30s")
 	before := sha256Of(t, h.bin)
+
+	// One update at a time: while another holds the update lock (the
+	// panel's install, say), a second is refused.
+	h.publish(t, "0.2.0", h.k.agent["0.2.0"], "")
+	lock, err := os.OpenFile(filepath.Join(filepath.Dir(h.conf), "update.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.hubtunnel("update", "install")
+	if err == nil || !strings.Contains(out, "another update is in progress") {
+		t.Errorf("install during another update: %v\n%s", err, out)
+	}
+	lock.Close()
+
 	for _, c := range []struct {
 		name    string
 		publish func()
@@ -367,7 +384,7 @@ func TestUpdateRefusesBadReleases(t *testing.T) {
 		}, "signature does not match the release key"},
 		{"wrong architecture", func() {
 			h.publish(t, "0.4.0", h.k.foreign, "")
-		}, "built for EM_AARCH64, not for this hub (" + h.k.arch + ")"},
+		}, "built for ARM64, not for this hub (" + h.k.arch + ")"},
 	} {
 		os.Remove(filepath.Join(h.releases, "manifest.json"))
 		c.publish()

@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -176,30 +176,55 @@ func archOrUnknown(arch string) string {
 	return arch
 }
 
-// elfMachines is what an agent binary for each architecture must say.
+// ELF header values an agent binary for each architecture must have: the
+// class (1 = 32-bit, 2 = 64-bit) and the machine (EM_ARM 40, EM_AARCH64
+// 183, EM_386 3, EM_X86_64 62). Read by hand: debug/elf would add its
+// decompressors to the agent for two fields.
 var elfMachines = map[string]struct {
-	class   elf.Class
-	machine elf.Machine
+	class   byte
+	machine uint16
 }{
-	"armv5": {elf.ELFCLASS32, elf.EM_ARM},
-	"armv6": {elf.ELFCLASS32, elf.EM_ARM},
-	"armv7": {elf.ELFCLASS32, elf.EM_ARM},
-	"arm64": {elf.ELFCLASS64, elf.EM_AARCH64},
-	"386":   {elf.ELFCLASS32, elf.EM_386},
-	"amd64": {elf.ELFCLASS64, elf.EM_X86_64},
+	"armv5": {1, 40},
+	"armv6": {1, 40},
+	"armv7": {1, 40},
+	"arm64": {2, 183},
+	"386":   {1, 3},
+	"amd64": {2, 62},
+}
+
+var elfNames = map[uint16]string{40: "ARM (32-bit)", 183: "ARM64", 3: "x86 (32-bit)", 62: "x86-64"}
+
+// readELF returns a little-endian Linux executable's class and machine.
+func readELF(path string) (class byte, machine uint16, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var h [20]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:4]) != "\x7fELF" {
+		return 0, 0, errors.New("no ELF header")
+	}
+	const executable = 2
+	if h[5] != 1 || binary.LittleEndian.Uint16(h[16:18]) != executable {
+		return 0, 0, errors.New("not a little-endian executable")
+	}
+	return h[4], binary.LittleEndian.Uint16(h[18:20]), nil
 }
 
 // CheckBinary makes sure a downloaded agent is one this hub can run: a
 // Linux executable for arch, which answers `version` with want.
 func CheckBinary(ctx context.Context, path, arch, want string) error {
-	f, err := elf.Open(path)
+	class, machine, err := readELF(path)
 	if err != nil {
 		return fmt.Errorf("the new binary is not a Linux program: %v", err)
 	}
-	class, machine := f.Class, f.Machine
-	f.Close()
 	if m, ok := elfMachines[arch]; !ok || m.class != class || m.machine != machine {
-		return fmt.Errorf("the new binary is built for %v, not for this hub (%s)", machine, archOrUnknown(arch))
+		name := elfNames[machine]
+		if name == "" {
+			name = fmt.Sprintf("machine %d", machine)
+		}
+		return fmt.Errorf("the new binary is built for %s, not for this hub (%s)", name, archOrUnknown(arch))
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
