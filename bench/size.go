@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Target is a platform the agent ships for (BRIEF.md: armv6, armv7 on a
@@ -83,4 +84,26 @@ func gzipSize(path string) (int64, error) {
 		return 0, err
 	}
 	return int64(buf.Len()), nil
+}
+
+// AddonSize packs the addon with scripts/addon.sh around the hubtunnel
+// binaries BuildSizes left in dir (hubtunnel-<target>) and returns the
+// package's size.
+func AddonSize(root, dir string, targets []Target) (int64, error) {
+	var archs []string
+	for _, t := range targets {
+		archs = append(archs, t.Name)
+	}
+	out := filepath.Join(dir, "addon")
+	cmd := exec.Command("bash", "scripts/addon.sh", "0.0.0-bench", out)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "BINDIR="+dir, "ARCHS="+strings.Join(archs, " "))
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("bench: scripts/addon.sh: %v\n%s", err, msg)
+	}
+	fi, err := os.Stat(filepath.Join(out, "hubtunnel-0.0.0-bench.tgz"))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
 }
