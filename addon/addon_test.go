@@ -208,6 +208,18 @@ func TestInfo(t *testing.T) {
 	if r := h.rc("bogus"); r.code == 0 || !strings.Contains(r.stderr, "usage") {
 		t.Errorf("unknown operation: exit %d, stderr %q", r.code, r.stderr)
 	}
+
+	// After a self-update the binary is newer than the package's VERSION
+	// file: the CCU must see what runs, or it offers the update forever.
+	os.WriteFile(h.path(binPath), []byte("#!/bin/sh\necho 1.3.0\n"), 0o755)
+	if r := h.mustRC("info"); !strings.Contains(r.stdout, "Version: 1.3.0\n") {
+		t.Errorf("info after a self-update:\n%s", r.stdout)
+	}
+	// A binary that does not answer sanely: the package's VERSION.
+	os.WriteFile(h.path(binPath), []byte("#!/bin/sh\necho '<b>x</b>'\n"), 0o755)
+	if r := h.mustRC("info"); !strings.Contains(r.stdout, "Version: "+testVersion+"\n") {
+		t.Errorf("info with a binary that answers garbage:\n%s", r.stdout)
+	}
 }
 
 func TestStartNotSetUp(t *testing.T) {

@@ -96,6 +96,10 @@ func busyboxPath(t testing.TB) (busybox, dir string) {
 func standIn(tag string) string {
 	return `#!/bin/sh
 # hubtunnel stand-in (` + tag + `)
+if [ "$*" = version ]; then
+	echo ` + testVersion + `
+	exit 0
+fi
 echo "$$ $*" >>"$HUBTUNNEL_ROOT/standin.log"
 if [ -n "${HUBTUNNEL_STANDIN_IGNORE_TERM:-}" ]; then
 	trap '' TERM

@@ -313,6 +313,9 @@ func TestUpdateInstallsANewRelease(t *testing.T) {
 		t.Errorf("last_result = %+v", r)
 	}
 	h.mustGetWebUI()
+	if info := h.busybox(t, h.root, "sh", filepath.Join(h.root, "usr/local/etc/config/rc.d/hubtunnel"), "info"); !strings.Contains(info, "Version: 0.2.0\n") {
+		t.Errorf("the CCU's addon list would show:\n%s", info)
+	}
 	if got := sha256Of(t, h.bin); got != sha256Of(t, h.k.agent["0.2.0"]) {
 		t.Errorf("installed binary is not 0.2.0")
 	}
