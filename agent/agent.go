@@ -476,7 +476,7 @@ func (a *Agent) uiHandler() http.Handler {
 	mux.HandleFunc("POST /api/update/check", a.local(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 		defer cancel()
-		st, err := a.upd.Check(ctx)
+		st, err := a.upd.CheckNow(ctx)
 		if err != nil {
 			writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "update": st})
 			return

@@ -403,6 +403,10 @@ func (u *updater) run() {
 			u.recover()
 			continue
 		case <-u.wake:
+			// A check from the API: plan from what it found.
+			timer.Stop()
+			planned = u.plan(u.now())
+			continue
 		case <-timer.C:
 		}
 		timer.Stop()
@@ -410,16 +414,12 @@ func (u *updater) run() {
 		if !now.Before(nextCheck) {
 			nextCheck = nextDaily(now, u.dailyMin)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			st, err := u.Check(ctx)
+			_, err := u.Check(ctx)
 			cancel()
 			if err != nil {
 				u.a.logf("update: check: %v", err)
 			}
-			planned = time.Time{}
-			if err == nil && st.Available && u.cfg.IsAuto() && !u.failedBefore(st.Latest) {
-				planned = u.cfg.window.next(now, u.random())
-				u.a.logf("update: %s is available; installing it at %s", st.Latest, planned.Format("2006-01-02 15:04"))
-			}
+			planned = u.plan(now)
 		}
 		if !planned.IsZero() && !now.Before(planned) {
 			planned = time.Time{}
@@ -430,6 +430,31 @@ func (u *updater) run() {
 			cancel()
 		}
 	}
+}
+
+// plan returns when Auto installs the newest release seen, or zero: not
+// Auto, nothing newer, or that version failed before.
+func (u *updater) plan(now time.Time) time.Time {
+	st := u.Status()
+	if !st.Available || !u.cfg.IsAuto() || u.failedBefore(st.Latest) {
+		return time.Time{}
+	}
+	at := u.cfg.window.next(now, u.random())
+	u.a.logf("update: %s is available; installing it at %s", st.Latest, at.Format("2006-01-02 15:04"))
+	return at
+}
+
+// CheckNow is a check a user asked for; the automatic updates plan from
+// its answer at once.
+func (u *updater) CheckNow(ctx context.Context) (UpdateStatus, error) {
+	st, err := u.Check(ctx)
+	if err == nil {
+		select {
+		case u.wake <- struct{}{}:
+		default:
+		}
+	}
+	return st, err
 }
 
 // failedBefore reports whether installing v already failed: automatic
@@ -450,7 +475,11 @@ func (u *updater) recover() {
 	if rec == nil {
 		return
 	}
-	u.a.logf("update: the update to %s was interrupted; %s", rec.To, map[bool]string{true: "rolled back to " + rec.From, false: "nothing to roll back"}[rec.RolledBack])
+	if rec.RolledBack {
+		u.a.logf("update: the update to %s was interrupted; rolled back to %s", rec.To, rec.From)
+	} else {
+		u.a.logf("update: the update to %s was interrupted; the installed binary is left as it is", rec.To)
+	}
 	u.setInstalling("")
 	if rec.RolledBack && u.current == rec.To {
 		u.a.requestRestart(u.binary)
