@@ -300,6 +300,14 @@ func TestUpdateInstallsANewRelease(t *testing.T) {
 	if err != nil || !strings.Contains(out, "running 0.1.0; 0.2.0 is available") {
 		t.Fatalf("update check: %v\n%s", err, out)
 	}
+	// What hub this is, as the CLI, the status API and the relay see it.
+	st, _ := h.status()
+	if out := run(t, h.bin, "hub"); !strings.HasPrefix(out, st.Hub.String()+"\n") || st.Hub.Arch != h.k.arch {
+		t.Errorf("hubtunnel hub says %q; the status API %+v", out, st.Hub)
+	}
+	if !strings.Contains(h.relay.logText(), "(hubtunnel/0.1.0 ("+st.Hub.String()+"))") {
+		t.Errorf("the relay did not hear what hub connected:\n%s", h.relay.logText())
+	}
 	if got := h.checkVersionCGI(t); got != "0.2.0" {
 		t.Errorf("update-check.cgi answers %q, want 0.2.0", got)
 	}
@@ -308,7 +316,7 @@ func TestUpdateInstallsANewRelease(t *testing.T) {
 	if err != nil || !strings.Contains(out, "0.2.0 is installed and the tunnel is up") {
 		t.Fatalf("update install: %v\n%s", err, out)
 	}
-	st := h.waitVersion(t, "0.2.0", 5*time.Second)
+	st = h.waitVersion(t, "0.2.0", 5*time.Second)
 	if r := st.Update.LastResult; r == nil || !r.OK || r.From != "0.1.0" || r.To != "0.2.0" {
 		t.Errorf("last_result = %+v", r)
 	}
