@@ -314,6 +314,7 @@ func (u *updater) Install(ctx context.Context, opt InstallOptions) (string, erro
 		return "", err
 	}
 	defer lock.Close() // the installer keeps its own copy
+	firmware.CleanDownloads(u.cfg.DownloadDir)
 	m, err := u.src.Manifest(ctx, opt.Version)
 	if err != nil {
 		return "", err

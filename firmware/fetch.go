@@ -169,6 +169,19 @@ func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (p
 	return bin.Name(), bin.Close()
 }
 
+// CleanDownloads removes what downloads that were cut off (the agent
+// killed mid-download, a power cut) left in dir, so they do not pile up on
+// the hub's flash. Call it only while holding the update Lock: the
+// installer works from a download in dir.
+func CleanDownloads(dir string) {
+	for _, pattern := range []string{"hubtunnel-*.gz", "hubtunnel-*.new"} {
+		left, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range left {
+			os.Remove(f)
+		}
+	}
+}
+
 func archOrUnknown(arch string) string {
 	if arch == "" {
 		return "this hub's CPU (unknown architecture)"

@@ -295,3 +295,19 @@ func TestCheckBinary(t *testing.T) {
 		t.Errorf("CheckBinary(shell script): %v", err)
 	}
 }
+
+func TestCleanDownloads(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"hubtunnel-0.2.0-123.gz", "hubtunnel-0.2.0-456.new", "new_addon.tar.gz", "other.new"} {
+		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
+	}
+	CleanDownloads(dir)
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if strings.Join(left, " ") != "new_addon.tar.gz other.new" {
+		t.Errorf("left %v; want only what is not ours", left)
+	}
+}
