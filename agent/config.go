@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -211,15 +212,29 @@ func (d *DNSConfig) validate(dir string) error {
 	if !filepath.IsAbs(d.CacheFile) && dir != "" {
 		d.CacheFile = filepath.Join(dir, d.CacheFile)
 	}
-	d.timeout = dnsfix.DefaultTimeout
-	if d.Timeout != "" {
-		t, err := time.ParseDuration(d.Timeout)
-		if err != nil || t < 100*time.Millisecond || t > 30*time.Second {
-			return config.Errorf("dns.timeout", "%q: want a duration from \"100ms\" to \"30s\"", d.Timeout)
-		}
-		d.timeout = t
+	var err error
+	d.timeout, err = durationKey("dns.timeout", d.Timeout, dnsfix.DefaultTimeout, 100*time.Millisecond, 30*time.Second)
+	return err
+}
+
+// durationKey parses a duration setting: def when empty, else between lo
+// and hi.
+func durationKey(key, s string, def, lo, hi time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
 	}
-	return nil
+	t, err := time.ParseDuration(s)
+	if err != nil || t < lo || t > hi {
+		short := func(d time.Duration) string { // "30m", not "30m0s"
+			s := d.String()
+			if strings.HasSuffix(s, "m0s") {
+				s = strings.TrimSuffix(s, "0s")
+			}
+			return s
+		}
+		return 0, config.Errorf(key, "%q: want a duration from %q to %q", s, short(lo), short(hi))
+	}
+	return t, nil
 }
 
 // DNSResolver returns the resolver for the relay's name that [dns] describes.

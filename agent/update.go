@@ -96,15 +96,8 @@ func (u *UpdateConfig) validate(relayTunnelIP netip.Addr) error {
 	if u.DownloadDir == "" {
 		u.DownloadDir = "/usr/local/tmp"
 	}
-	u.healthTimeout = 2 * time.Minute
-	if u.HealthTimeout != "" {
-		t, err := time.ParseDuration(u.HealthTimeout)
-		if err != nil || t < 5*time.Second || t > 30*time.Minute {
-			return config.Errorf("update.health_timeout", "%q: want a duration from \"5s\" to \"30m\"", u.HealthTimeout)
-		}
-		u.healthTimeout = t
-	}
-	return nil
+	u.healthTimeout, err = durationKey("update.health_timeout", u.HealthTimeout, 2*time.Minute, 5*time.Second, 30*time.Minute)
+	return err
 }
 
 // IsAuto reports whether releases are installed automatically.
