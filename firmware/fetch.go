@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/version"
@@ -81,6 +82,13 @@ func (s *Source) do(ctx context.Context, u *url.URL) (*http.Response, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it repeats the URL
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("fetch %s: connection refused (no release server there; a relay serves one with releases_dir)", u.Redacted())
+		}
 		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
 	}
 	if resp.StatusCode != http.StatusOK {

@@ -311,3 +311,14 @@ func TestCleanDownloads(t *testing.T) {
 		t.Errorf("left %v; want only what is not ours", left)
 	}
 }
+
+func TestManifestFromNoServer(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u, _ := url.Parse(srv.URL + "/releases/")
+	srv.Close() // nothing listens there any more
+	src := &Source{URL: u, Keys: []ed25519.PublicKey{testKey(t, 1).Public().(ed25519.PublicKey)}}
+	_, err := src.Manifest(context.Background(), "")
+	if err == nil || !strings.Contains(err.Error(), "connection refused (no release server there") || strings.Count(err.Error(), u.Host) != 1 {
+		t.Errorf("Manifest from a closed port: %v", err)
+	}
+}
