@@ -95,7 +95,7 @@ func pubkey(r io.Reader) error {
 	return nil
 }
 
-func run(args []string) error {
+func run(args []string) (err error) {
 	var confPath string
 	useSyslog := false
 	for i := 0; i < len(args); i++ {
@@ -123,6 +123,13 @@ func run(args []string) error {
 		} else {
 			logger.Printf("no system log (%v); logging to stderr", err)
 		}
+		// Started in the background, stderr goes nowhere: a config
+		// error must reach the system log too.
+		defer func() {
+			if err != nil {
+				logger.Printf("cannot start: %v", err)
+			}
+		}()
 	}
 	cfg, err := agent.LoadConfig(confPath)
 	if err != nil {
