@@ -27,11 +27,11 @@ import (
 
 // updateKit is what the update tests share, built once per run.
 type updateKit struct {
-	key, pub  string            // a release signing key file and its public key
-	otherKey  string            // a key the agents do not trust
-	agent     map[string]string // version → real agent binary (this machine's arch)
-	broken    string            // "0.3.0": answers version, fails at run
-	foreign   string            // "0.4.0", built for arm64
+	key, pub                      string            // a release signing key file and its public key
+	otherKey                      string            // a key the agents do not trust
+	agent                         map[string]string // version → real agent binary (this machine's arch)
+	broken                        string            // "0.3.0": answers version, fails at run
+	foreign                       string            // "0.4.0", built for arm64
 	hubrelease, busyboxBin, tclsh string
 	busyboxDir                    string // busybox applets, first in PATH
 	arch                          string // this machine's artifact key
