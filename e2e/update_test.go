@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,11 +61,11 @@ func buildKit(bb, tclsh string) (*updateKit, error) {
 		return nil, err
 	}
 	k := &updateKit{agent: map[string]string{}, busyboxBin: bb, tclsh: tclsh, busyboxDir: filepath.Join(dir, "busybox")}
-	switch arch := runtimeArch(); arch {
-	case "":
-		return nil, fmt.Errorf("no artifact key for this machine")
+	switch runtime.GOARCH {
+	case "amd64", "386", "arm64":
+		k.arch = runtime.GOARCH
 	default:
-		k.arch = arch
+		return nil, fmt.Errorf("no artifact key for %s", runtime.GOARCH)
 	}
 	build := func(out string, env []string, ldflags, pkg string) error {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
@@ -107,15 +108,6 @@ func buildKit(bb, tclsh string) (*updateKit, error) {
 		return nil, fmt.Errorf("busybox --install: %v\n%s", err, b)
 	}
 	return k, nil
-}
-
-func runtimeArch() string {
-	out, _ := exec.Command("go", "env", "GOARCH").Output()
-	switch a := strings.TrimSpace(string(out)); a {
-	case "amd64", "386", "arm64":
-		return a
-	}
-	return ""
 }
 
 // updateHub is a relay serving releases, ccusim, and the addon installed
