@@ -26,8 +26,15 @@ import (
 //
 // Unlike the real binaries, both ends share one Go runtime (GOMAXPROCS
 // procs for the two), and the agent runs without its 40 MiB memory limit.
-func BenchmarkFullPath(b *testing.B) {
-	p := newInProcess(b)
+func BenchmarkFullPath(b *testing.B) { benchFullPath(b, "tcp") }
+
+// BenchmarkFullPathUDP is BenchmarkFullPath with the agent on the UDP
+// transport: plain WireGuard over UDP on loopback to the relay's
+// agent_listen_udp, tunnel MTU 1420.
+func BenchmarkFullPathUDP(b *testing.B) { benchFullPath(b, "udp") }
+
+func benchFullPath(b *testing.B, transport string) {
+	p := newInProcess(b, transport)
 	for _, c := range []struct {
 		name    string
 		streams int
@@ -53,7 +60,7 @@ func labeled(side string, f func()) {
 	pprof.Do(context.Background(), pprof.Labels("side", side), func(context.Context) { f() })
 }
 
-func newInProcess(b *testing.B) *inProcess {
+func newInProcess(b *testing.B, transport string) *inProcess {
 	b.Helper()
 	dir := b.TempDir()
 	ports := &loopback.Ports{}
@@ -70,7 +77,7 @@ func newInProcess(b *testing.B) *inProcess {
 		b.Fatal(err)
 	}
 	// NewRelay writes the same config file the relay binary reads.
-	rc, err := NewRelay(Bins{}, ports, dir, "relay", false, []Hub{hub})
+	rc, err := NewRelay(Bins{}, ports, dir, "relay", transport == "udp", []Hub{hub})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,7 +100,7 @@ func newInProcess(b *testing.B) *inProcess {
 	b.Cleanup(func() { p.relay.Close() })
 	p.public = rc.Public(80)
 
-	ac, err := NewAgent(Bins{}, ports, dir, rc, hub, AgentSpec{Targets: map[int]string{80: p.bulk.Addr()}})
+	ac, err := NewAgent(Bins{}, ports, dir, rc, hub, AgentSpec{Transport: transport, Targets: map[int]string{80: p.bulk.Addr()}})
 	if err != nil {
 		b.Fatal(err)
 	}
