@@ -7,7 +7,11 @@ package netstack
 //  2. link.WritePackets takes a reference on the packet and queues it in the
 //     ring, dropping it if the ring is full.
 //  3. Device.Read (WireGuard's TUN reader) takes up to BatchSize packets off
-//     the ring at once and copies each into WireGuard's buffer.
+//     the ring at once and copies each into WireGuard's buffer. With
+//     Config.MaxInFlight it first waits until fewer than that many packets
+//     it handed out are still inside WireGuard (Stack.Sent counts them
+//     out), so that a backlog waits here, in the stack's own buffers,
+//     rather than in WireGuard's 64 KiB message buffers.
 //
 // Inbound (WireGuard to stack)
 //  1. WireGuard decrypts a batch and calls Device.Write.
@@ -18,6 +22,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
@@ -35,6 +40,11 @@ const (
 
 	// batchSize is how many packets one Device.Read returns at most.
 	batchSize = conn.IdealBatchSize
+
+	// stallTimeout is how long Device.Read waits for Sent before it assumes
+	// that WireGuard dropped the packets it still counts (no session yet,
+	// no peer for the address) and forgets them.
+	stallTimeout = 5 * time.Millisecond
 )
 
 // link is the stack's only NIC: a stack.LinkEndpoint whose outbound packets
@@ -43,9 +53,16 @@ const (
 type link struct {
 	mtu uint32
 
-	// readMu serializes Device.Read, which owns batch.
+	// readMu serializes Device.Read, which owns batch and stall.
 	readMu sync.Mutex
 	batch  [batchSize]*stack.PacketBuffer
+	stall  *time.Timer // made on first use, stopped between uses
+
+	// maxInFlight bounds inFlight (0: unbounded): the packets Read handed
+	// to WireGuard that Sent has not yet counted out.
+	maxInFlight int64
+	inFlight    atomic.Int64
+	sent        chan struct{} // capacity 1: Sent counted packets out
 
 	mu struct {
 		sync.Mutex
@@ -64,11 +81,57 @@ type link struct {
 
 var _ stack.LinkEndpoint = (*link)(nil)
 
-func newLink(mtu int) *link {
+func newLink(mtu, maxInFlight int) *link {
 	return &link{
-		mtu:    uint32(mtu),
-		notify: make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		mtu:         uint32(mtu),
+		maxInFlight: int64(maxInFlight),
+		sent:        make(chan struct{}, 1),
+		notify:      make(chan struct{}, 1),
+		done:        make(chan struct{}),
+	}
+}
+
+// countSent counts n packets out of inFlight and wakes a waiting read.
+func (l *link) countSent(n int) {
+	if l.maxInFlight == 0 || n <= 0 {
+		return
+	}
+	if l.inFlight.Add(-int64(n)) < 0 {
+		// More than Read handed out: WireGuard's own messages, or packets
+		// forgotten after a stall. Never go below zero.
+		l.inFlight.Store(0)
+	}
+	select {
+	case l.sent <- struct{}{}:
+	default:
+	}
+}
+
+// roomLocked waits until WireGuard holds fewer than maxInFlight of our
+// packets and returns how many more read may hand out (at most want), or
+// 0 once the link is closed. readMu must be held.
+func (l *link) roomLocked(want int) int {
+	if l.maxInFlight == 0 {
+		return want
+	}
+	for {
+		if n := l.maxInFlight - l.inFlight.Load(); n > 0 {
+			return min(want, int(n))
+		}
+		if l.stall == nil {
+			l.stall = time.NewTimer(stallTimeout)
+		} else {
+			l.stall.Reset(stallTimeout)
+		}
+		select {
+		case <-l.sent:
+			l.stall.Stop() // since Go 1.23, no stale tick survives Stop
+		case <-l.stall.C:
+			l.inFlight.Store(0)
+		case <-l.done:
+			l.stall.Stop()
+			return 0
+		}
 	}
 }
 
@@ -113,6 +176,10 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	defer l.readMu.Unlock()
 
 	for {
+		room := l.roomLocked(min(len(bufs), len(sizes), len(l.batch)))
+		if room == 0 {
+			return 0, os.ErrClosed
+		}
 		// Take packets off the ring under mu, copy them out without it:
 		// the stack's senders must not wait for our memcpy.
 		l.mu.Lock()
@@ -120,7 +187,7 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			l.mu.Unlock()
 			return 0, os.ErrClosed
 		}
-		k := min(len(bufs), len(sizes), len(l.batch), l.mu.n)
+		k := min(room, l.mu.n)
 		for i := range k {
 			l.batch[i] = l.mu.ring[l.mu.head]
 			l.mu.ring[l.mu.head] = nil
@@ -142,6 +209,9 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		clear(l.batch[:k])
 		if n > 0 {
+			if l.maxInFlight > 0 {
+				l.inFlight.Add(int64(n))
+			}
 			l.packetsOut.Add(uint64(n))
 			l.bytesOut.Add(uint64(bytes))
 			return n, nil

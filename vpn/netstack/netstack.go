@@ -60,6 +60,16 @@ type Config struct {
 	// TCPBufferSize caps each TCP connection's send and receive buffer, in
 	// bytes. Default 1 MiB; at least 4096.
 	TCPBufferSize int
+
+	// MaxInFlight bounds how many packets Device().Read hands to WireGuard
+	// that the bind has not yet sent, as reported through Sent. wireguard-go
+	// holds every such packet in its own 64 KiB buffer: at MTU 1420 one
+	// connection's window of 1 MiB is ~760 packets, ~48 MiB of heap, while
+	// they wait for encryption and sendmmsg. With a bound they wait here
+	// instead, in the stack's buffers. Default 0: unbounded (for a bind
+	// that does not call Sent). Packets WireGuard drops without sending
+	// are forgotten after 5 ms without progress.
+	MaxInFlight int
 }
 
 const (
@@ -126,6 +136,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.KeepAliveCount = defaultKeepAliveCount
 	}
 
+	if c.MaxInFlight < 0 {
+		return c, fmt.Errorf("netstack.New: Config.MaxInFlight %d is negative", c.MaxInFlight)
+	}
 	if c.TCPBufferSize == 0 {
 		c.TCPBufferSize = defaultTCPBufferSize
 	}
@@ -163,7 +176,7 @@ func New(cfg Config) (*Stack, error) {
 			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 		}),
-		link:   newLink(cfg.MTU),
+		link:   newLink(cfg.MTU, cfg.MaxInFlight),
 		events: make(chan tun.Event, 1),
 		done:   make(chan struct{}),
 	}
@@ -234,6 +247,11 @@ func (s *Stack) configure() error {
 	}
 	return nil
 }
+
+// Sent tells the stack that the bind has handed n packets read from Device
+// to the network (see Config.MaxInFlight). It never blocks; without
+// MaxInFlight it does nothing.
+func (s *Stack) Sent(n int) { s.link.countSent(n) }
 
 // Device returns the stack as a tun.Device, to hand to device.NewDevice
 // (possibly wrapped by a packet filter). It is the same value on every call.

@@ -668,3 +668,101 @@ func benchmarkThroughput(b *testing.B, a, s *Stack) {
 		b.Fatalf("server read %d bytes, want %d", n, b.N*len(chunk))
 	}
 }
+
+func TestDeviceReadMaxInFlight(t *testing.T) {
+	s := newStack(t, Config{Addrs: []netip.Addr{addrA4}, MaxInFlight: 3})
+	pkts, _ := testPackets(5, 100)
+	defer pkts.DecRef()
+	s.link.WritePackets(pkts)
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1500)
+	}
+	sizes := make([]int, len(bufs))
+	if n, err := s.Device().Read(bufs, sizes, 0); n != 3 || err != nil || bufs[0][0] != 0 {
+		t.Fatalf("Read: %d, %v; want the 3 oldest packets", n, err)
+	}
+
+	// With 3 in WireGuard, Read waits until Sent counts some out.
+	got := make(chan int, 1)
+	go func() {
+		n, _ := s.Device().Read(bufs, sizes, 0)
+		got <- n
+	}()
+	s.Sent(1)
+	if n := <-got; n != 1 || bufs[0][0] != 3 {
+		t.Fatalf("Read after Sent(1): %d packets, first %d; want 1, packet 3", n, bufs[0][0])
+	}
+
+	// Packets WireGuard drops are forgotten after stallTimeout.
+	start := time.Now()
+	if n, err := s.Device().Read(bufs, sizes, 0); n != 1 || err != nil || bufs[0][0] != 4 {
+		t.Fatalf("Read without Sent: %d, %v", n, err)
+	}
+	if d := time.Since(start); d < stallTimeout {
+		t.Errorf("Read without Sent returned after %v, before stallTimeout", d)
+	}
+
+	// More Sent than handed out (WireGuard's own messages) never makes room
+	// beyond the bound.
+	s.Sent(100)
+	s.link.WritePackets(pkts)
+	if n, _ := s.Device().Read(bufs, sizes, 0); n != 3 {
+		t.Fatalf("Read after Sent(100): %d, want 3", n)
+	}
+
+	// Close wakes a Read waiting for room.
+	go func() {
+		_, err := s.Device().Read(bufs, sizes, 0)
+		got <- map[bool]int{true: 1}[errors.Is(err, os.ErrClosed)]
+	}()
+	s.Close()
+	if <-got != 1 {
+		t.Error("Read waiting for room did not return os.ErrClosed on Close")
+	}
+}
+
+func TestDeviceReadMaxInFlightAllocs(t *testing.T) {
+	s := newStack(t, Config{Addrs: []netip.Addr{addrA4}, MaxInFlight: 8})
+	pkts, _ := testPackets(8, 1400)
+	defer pkts.DecRef()
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1500)
+	}
+	sizes := make([]int, len(bufs))
+	allocs := testing.AllocsPerRun(100, func() {
+		s.link.WritePackets(pkts)
+		if n, err := s.Device().Read(bufs, sizes, 0); n != 8 || err != nil {
+			t.Fatalf("Read: %d, %v", n, err)
+		}
+		s.Sent(8)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per bounded read of 8 packets, want 0", allocs)
+	}
+}
+
+func TestTransferMaxInFlight(t *testing.T) {
+	goroutineLeakCheck(t)
+	// The pump plays a bind that reports each batch once written.
+	a, b, _ := pair(t, Config{MaxInFlight: 16}, []netip.Addr{addrA4}, []netip.Addr{addrB4})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // reports lag behind: forgotten packets must not stall it
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				a.Sent(16)
+				b.Sent(16)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	client, server := connect(t, a, b, addrB4, 80)
+	transfer(t, client, server, 4<<20)
+}
