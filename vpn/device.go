@@ -88,6 +88,15 @@ func (d *Device) SetEndpoint(pk PublicKey, endpoint string) error {
 	return d.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", pk.hex(), endpoint))
 }
 
+// Rebind closes and reopens the bind (its receive functions included), as
+// wireguard-go does when the listen port changes.
+func (d *Device) Rebind() error {
+	if err := d.dev.BindUpdate(); err != nil {
+		return fmt.Errorf("vpn: rebind: %w", err)
+	}
+	return nil
+}
+
 // RemovePeer removes a peer; unknown keys are ignored.
 func (d *Device) RemovePeer(pk PublicKey) {
 	d.dev.RemovePeer(device.NoisePublicKey(pk))
