@@ -58,6 +58,7 @@ type Agent struct {
 	hsMu     sync.Mutex
 	hsConn   uint64       // the relay connection (bind's Connects count) last handshaken on
 	bind     *vpn.TCPBind // nil with transport "udp"
+	relay6   atomic.Bool  // transport "udp": the relay's address is IPv6
 	counters vpn.Counters
 	dns      atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
 	fwd      portmap.Forwarder
@@ -130,7 +131,12 @@ func (a *Agent) startTunnel() error {
 		a.logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
 	}
 
-	if a.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU}); err != nil {
+	scfg := netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU}
+	if cfg.Transport == "udp" {
+		// UDPBind reports what it sent; see udpMaxInFlight.
+		scfg.MaxInFlight = udpMaxInFlight
+	}
+	if a.stack, err = netstack.New(scfg); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.fw = firewall.Wrap(a.stack.Device(), a.policy(), a.logf)
@@ -155,12 +161,13 @@ func (a *Agent) startTunnel() error {
 		}
 		bind = a.bind
 	} else {
-		bind = conn.NewStdNetBind()
 		if endpoint, err = a.resolveUDP(cfg.Relay); err != nil {
 			// Not fatal: the hub may boot before its network. Retry below.
 			a.logf("agent: %v; will retry", err)
 			endpoint = ""
 		}
+		a.relay6.Store(isIPv6Endpoint(endpoint))
+		bind = vpn.NewUDPBind(a.relay6.Load, a.stack.Sent)
 	}
 	if a.dev, err = vpn.NewDevice(a.fw, bind, k, a.logf); err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -310,6 +317,20 @@ func (a *Agent) dialer(proxy *url.URL) *vpn.Dialer {
 	}
 }
 
+// udpMaxInFlight is how many packets the agent's netstack lets wait inside
+// WireGuard on the UDP transport (netstack.Config.MaxInFlight): 128 of
+// wireguard-go's 64 KiB buffers, 8 MiB, one batch of sendmmsg. Unbounded,
+// a bulk download filled ~48 MiB of them at MTU 1420, beyond the agent's
+// 40 MiB memory limit, and the GC ran without pause. The TCP transport
+// (MTU 8000, a sixth of the packets) stays unbounded.
+const udpMaxInFlight = 128
+
+// isIPv6Endpoint reports whether ip:port (resolveUDP's) is an IPv6 address.
+func isIPv6Endpoint(ep string) bool {
+	ap, err := netip.ParseAddrPort(ep)
+	return err == nil && ap.Addr().Unmap().Is6()
+}
+
 // resolveUDP turns the relay's host:port into ip:port for WireGuard.
 func (a *Agent) resolveUDP(hostport string) (string, error) {
 	if r := a.dns.Load(); r != nil {
@@ -342,6 +363,13 @@ func (a *Agent) reresolveUDP() {
 			if ep, err := a.resolveUDP(a.cfg.Relay); err == nil && ep != last {
 				if err := a.dev.SetEndpoint(a.cfg.relayKey, ep); err == nil {
 					last = ep
+				}
+				// The bind reads only the relay's address family.
+				if is6 := isIPv6Endpoint(ep); is6 != a.relay6.Load() {
+					a.relay6.Store(is6)
+					if err := a.dev.Rebind(); err != nil {
+						a.logf("agent: %v", err)
+					}
 				}
 			}
 		}
