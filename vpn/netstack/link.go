@@ -22,14 +22,14 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/hubtunnel/hubtunnel/internal/inflight"
 )
 
 const (
@@ -39,12 +39,9 @@ const (
 	queueLen = 1024
 
 	// batchSize is how many packets one Device.Read returns at most.
-	batchSize = conn.IdealBatchSize
-
-	// stallTimeout is how long Device.Read waits for Sent before it assumes
-	// that WireGuard dropped the packets it still counts (no session yet,
-	// no peer for the address) and forgets them.
-	stallTimeout = 5 * time.Millisecond
+	// wireguard-go keeps its TUN reader's batch of 64 KiB buffers for
+	// good: 16 of them are 1 MiB, conn.IdealBatchSize's 128 would be 8.
+	batchSize = 16
 )
 
 // link is the stack's only NIC: a stack.LinkEndpoint whose outbound packets
@@ -53,16 +50,14 @@ const (
 type link struct {
 	mtu uint32
 
-	// readMu serializes Device.Read, which owns batch and stall.
+	// readMu serializes Device.Read, which owns batch and waits on
+	// inFlight.
 	readMu sync.Mutex
 	batch  [batchSize]*stack.PacketBuffer
-	stall  *time.Timer // made on first use, stopped between uses
 
-	// maxInFlight bounds inFlight (0: unbounded): the packets Read handed
-	// to WireGuard that Sent has not yet counted out.
-	maxInFlight int64
-	inFlight    atomic.Int64
-	sent        chan struct{} // capacity 1: Sent counted packets out
+	// inFlight counts the packets Read handed to WireGuard that Sent has
+	// not yet counted out (nil: unbounded).
+	inFlight *inflight.Window
 
 	mu struct {
 		sync.Mutex
@@ -83,55 +78,10 @@ var _ stack.LinkEndpoint = (*link)(nil)
 
 func newLink(mtu, maxInFlight int) *link {
 	return &link{
-		mtu:         uint32(mtu),
-		maxInFlight: int64(maxInFlight),
-		sent:        make(chan struct{}, 1),
-		notify:      make(chan struct{}, 1),
-		done:        make(chan struct{}),
-	}
-}
-
-// countSent counts n packets out of inFlight and wakes a waiting read.
-func (l *link) countSent(n int) {
-	if l.maxInFlight == 0 || n <= 0 {
-		return
-	}
-	if l.inFlight.Add(-int64(n)) < 0 {
-		// More than Read handed out: WireGuard's own messages, or packets
-		// forgotten after a stall. Never go below zero.
-		l.inFlight.Store(0)
-	}
-	select {
-	case l.sent <- struct{}{}:
-	default:
-	}
-}
-
-// roomLocked waits until WireGuard holds fewer than maxInFlight of our
-// packets and returns how many more read may hand out (at most want), or
-// 0 once the link is closed. readMu must be held.
-func (l *link) roomLocked(want int) int {
-	if l.maxInFlight == 0 {
-		return want
-	}
-	for {
-		if n := l.maxInFlight - l.inFlight.Load(); n > 0 {
-			return min(want, int(n))
-		}
-		if l.stall == nil {
-			l.stall = time.NewTimer(stallTimeout)
-		} else {
-			l.stall.Reset(stallTimeout)
-		}
-		select {
-		case <-l.sent:
-			l.stall.Stop() // since Go 1.23, no stale tick survives Stop
-		case <-l.stall.C:
-			l.inFlight.Store(0)
-		case <-l.done:
-			l.stall.Stop()
-			return 0
-		}
+		mtu:      uint32(mtu),
+		inFlight: inflight.New(maxInFlight),
+		notify:   make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -176,7 +126,7 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	defer l.readMu.Unlock()
 
 	for {
-		room := l.roomLocked(min(len(bufs), len(sizes), len(l.batch)))
+		room := l.inFlight.Room(min(len(bufs), len(sizes), len(l.batch)), l.done)
 		if room == 0 {
 			return 0, os.ErrClosed
 		}
@@ -209,9 +159,7 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		clear(l.batch[:k])
 		if n > 0 {
-			if l.maxInFlight > 0 {
-				l.inFlight.Add(int64(n))
-			}
+			l.inFlight.Enter(n)
 			l.packetsOut.Add(uint64(n))
 			l.bytesOut.Add(uint64(bytes))
 			return n, nil

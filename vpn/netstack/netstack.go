@@ -251,7 +251,7 @@ func (s *Stack) configure() error {
 // Sent tells the stack that the bind has handed n packets read from Device
 // to the network (see Config.MaxInFlight). It never blocks; without
 // MaxInFlight it does nothing.
-func (s *Stack) Sent(n int) { s.link.countSent(n) }
+func (s *Stack) Sent(n int) { s.link.inFlight.Leave(n) }
 
 // Device returns the stack as a tun.Device, to hand to device.NewDevice
 // (possibly wrapped by a packet filter). It is the same value on every call.

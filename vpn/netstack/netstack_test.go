@@ -23,6 +23,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/hubtunnel/hubtunnel/internal/inflight"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -701,13 +703,13 @@ func TestDeviceReadMaxInFlight(t *testing.T) {
 		t.Fatalf("Read after Sent(1): %d packets, first %d; want 1, packet 3", n, bufs[0][0])
 	}
 
-	// Packets WireGuard drops are forgotten after stallTimeout.
+	// Packets WireGuard drops are forgotten after inflight.StallTimeout.
 	start := time.Now()
 	if n, err := s.Device().Read(bufs, sizes, 0); n != 1 || err != nil || bufs[0][0] != 4 {
 		t.Fatalf("Read without Sent: %d, %v", n, err)
 	}
-	if d := time.Since(start); d < stallTimeout {
-		t.Errorf("Read without Sent returned after %v, before stallTimeout", d)
+	if d := time.Since(start); d < inflight.StallTimeout {
+		t.Errorf("Read without Sent returned after %v, before inflight.StallTimeout", d)
 	}
 
 	// More Sent than handed out (WireGuard's own messages) never makes room
