@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
@@ -131,11 +132,8 @@ func (a *Agent) startTunnel() error {
 		a.logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
 	}
 
-	scfg := netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU}
-	if cfg.Transport == "udp" {
-		// UDPBind reports what it sent; see udpMaxInFlight.
-		scfg.MaxInFlight = udpMaxInFlight
-	}
+	// Both binds report what they sent; see maxInFlight.
+	scfg := netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU, MaxInFlight: maxInFlight}
 	if a.stack, err = netstack.New(scfg); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -144,7 +142,10 @@ func (a *Agent) startTunnel() error {
 	if err := a.startDNS(); err != nil {
 		return err
 	}
-	var bind conn.Bind
+	var (
+		bind   conn.Bind
+		tunDev tun.Device = a.fw
+	)
 	endpoint := cfg.Relay
 	if cfg.Transport == "tcp" {
 		proxy, err := a.proxy()
@@ -156,6 +157,7 @@ func (a *Agent) startTunnel() error {
 			Dialer:    a.dialer(proxy),
 			Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
 			Counters:  &a.counters,
+			Sent:      a.stack.Sent,
 			Logf:      a.logf,
 			OnConnect: a.handshake,
 		}
@@ -167,9 +169,10 @@ func (a *Agent) startTunnel() error {
 			endpoint = ""
 		}
 		a.relay6.Store(isIPv6Endpoint(endpoint))
-		bind = vpn.NewUDPBind(a.relay6.Load, a.stack.Sent)
+		ub := vpn.NewUDPBind(cfg.MTU, a.relay6.Load, a.stack.Sent, maxInFlight)
+		bind, tunDev = ub, vpn.InboundTUN(a.fw, ub.Inbound)
 	}
-	if a.dev, err = vpn.NewDevice(a.fw, bind, k, a.logf); err != nil {
+	if a.dev, err = vpn.NewDevice(tunDev, bind, k, a.logf); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	// The relay is the only peer; every source is accepted by WireGuard
@@ -317,13 +320,15 @@ func (a *Agent) dialer(proxy *url.URL) *vpn.Dialer {
 	}
 }
 
-// udpMaxInFlight is how many packets the agent's netstack lets wait inside
-// WireGuard on the UDP transport (netstack.Config.MaxInFlight): 128 of
-// wireguard-go's 64 KiB buffers, 8 MiB, one batch of sendmmsg. Unbounded,
-// a bulk download filled ~48 MiB of them at MTU 1420, beyond the agent's
-// 40 MiB memory limit, and the GC ran without pause. The TCP transport
-// (MTU 8000, a sixth of the packets) stays unbounded.
-const udpMaxInFlight = 128
+// maxInFlight is how many packets the agent lets wait inside WireGuard on
+// the way out (netstack.Config.MaxInFlight), and on the UDP transport also
+// on the way in (vpn.UDPBind.Inbound): 128 of wireguard-go's 64 KiB
+// buffers, 8 MiB, each way. Unbounded, a bulk download at MTU 1420 filled
+// ~48 MiB of them, beyond the agent's 40 MiB memory limit, and the GC ran
+// without pause; on the TCP transport (MTU 8000) 8 downloads held 21 MiB.
+// Inbound on the TCP transport stays unbounded: at MTU 8000 an upload of
+// 1.8 Gbit/s held 2 MiB of buffers there.
+const maxInFlight = 128
 
 // isIPv6Endpoint reports whether ip:port (resolveUDP's) is an IPv6 address.
 func isIPv6Endpoint(ep string) bool {

@@ -50,6 +50,10 @@ type TCPBind struct {
 	Backoff Backoff
 	// Counters, if set, counts bytes each way.
 	Counters *Counters
+	// Sent, if set, is called after each Send with its number of data
+	// packets (not keepalives or handshakes), also when the write failed:
+	// WireGuard does not retry them either (netstack.Config.MaxInFlight).
+	Sent func(n int)
 	// Logf logs connection changes (never per packet). Default: discard.
 	Logf func(format string, args ...any)
 
@@ -445,6 +449,13 @@ func (b *TCPBind) control(s *session, p []byte) error {
 // fails softly; WireGuard retries handshakes itself, and OnConnect starts
 // one as soon as the next connection is up.
 func (b *TCPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if b.Sent != nil {
+		defer func() {
+			if n := dataMessages(bufs); n > 0 {
+				b.Sent(n)
+			}
+		}()
+	}
 	s, _, _ := b.current()
 	if s == nil {
 		return errNotConnected

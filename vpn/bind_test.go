@@ -122,13 +122,14 @@ func wgMsg(typ byte, n int) []byte {
 
 func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	relay := newFakeRelay(t)
-	var connects atomic.Int32
+	var connects, sent atomic.Int32
 	var counters Counters
 	b := &TCPBind{
 		Addr:      relay.ln.Addr().String(),
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: [32]byte{9}, Software: "test-agent"},
 		Backoff:   Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond},
 		Counters:  &counters,
+		Sent:      func(n int) { sent.Add(int32(n)) },
 		OnConnect: func() { connects.Add(1) },
 	}
 	fns, _, err := b.Open(0)
@@ -162,11 +163,15 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	}
 	poll.Until(t, time.Second, "relay software", func() bool { return b.Status().RelaySoftware == "test-relay" })
 
-	// Agent → relay: a batch in one write, framed.
-	if err := b.Send([][]byte{wgMsg(2, 92), wgMsg(4, 64)}, b.ep); err != nil {
+	// Agent → relay: a batch in one write, framed. Sent counts the data
+	// message, not the handshake response or the keepalive.
+	if err := b.Send([][]byte{wgMsg(2, 92), wgMsg(4, 64), wgMsg(4, 32)}, b.ep); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []int{92, 64} {
+	if sent.Load() != 1 {
+		t.Errorf("Sent counted %d data messages, want 1", sent.Load())
+	}
+	for _, want := range []int{92, 64, 32} {
 		p, err := r.Next()
 		if err != nil || len(p) != want {
 			t.Fatalf("relay read %d bytes, %v; want %d", len(p), err, want)
@@ -209,6 +214,9 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	}
 	if err := b.Send([][]byte{data}, b.ep); !errors.Is(err, errNotConnected) {
 		t.Fatalf("Send after Close: %v", err)
+	}
+	if sent.Load() != 2 {
+		t.Errorf("a failed Send was not reported to Sent: %d, want 2", sent.Load())
 	}
 	b.Close() // idempotent
 }

@@ -1,22 +1,44 @@
 package vpn
 
 import (
+	"net"
+	"sync"
+
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/hubtunnel/hubtunnel/internal/inflight"
 )
 
+// UDPBatchSize is how many WireGuard messages the agent's UDP bind hands
+// WireGuard per receive call. wireguard-go keeps BatchSize 64 KiB buffers
+// per receive routine (and, with the TUN's batch size, for reading
+// packets), so StdNetBind's 128 would pin 16 MiB of a small hub's heap;
+// see UDPBind.
+const UDPBatchSize = 16
+
 // UDPBind is the agent's conn.Bind for transport "udp": wireguard-go's
-// StdNetBind with two changes that keep a hub's heap small.
+// StdNetBind with four changes that keep a hub's heap small.
 //
 //   - Open hands WireGuard the receive function of the relay's address
-//     family only. wireguard-go gives every receive function a batch of
-//     conn.IdealBatchSize (128) buffers of 64 KiB, 8 MiB of heap each, and
-//     the agent only ever hears from its one relay. Both sockets stay open
-//     (Send needs them); after the relay's family changes, the agent rebinds
-//     (Device.Rebind).
+//     family only; the agent only ever hears from its one relay. Both
+//     sockets stay open (Send needs them); after the relay's family
+//     changes, the agent rebinds (Device.Rebind).
+//   - WireGuard is given batches of UDPBatchSize. StdNetBind itself reads
+//     (recvmmsg, with UDP GRO where the kernel has it) into a full batch of
+//     its own size; UDPBind gives it slots sized for one message of the
+//     tunnel's MTU, not 64 KiB, and copies what it read into WireGuard's
+//     buffers over the next calls. The copy is of one packet, next to its
+//     decryption.
 //   - Send reports how many data packets it handed to the kernel, so that
-//     the netstack can bound what waits inside WireGuard
+//     the netstack can bound what waits inside WireGuard on the way out
 //     (netstack.Config.MaxInFlight).
+//   - With Inbound, receive waits while that many data packets are inside
+//     WireGuard on the way in, not yet written to the TUN (InboundTUN counts
+//     them out). The backlog waits in the socket's receive buffer, and
+//     beyond it the kernel drops, which TCP inside the tunnel answers by
+//     slowing down, as on any full link.
 type UDPBind struct {
 	conn.Bind // wireguard-go's StdNetBind
 
@@ -25,27 +47,69 @@ type UDPBind struct {
 	// Sent is called after each Send with its number of data packets
 	// (keepalives and handshakes are not counted). nil: not called.
 	Sent func(n int)
+	// MTU is the tunnel's; it sizes the receive slots. 0: 8000, the most
+	// the agent's config allows.
+	MTU int
+	// Inbound bounds the data packets received but not yet written to the
+	// TUN; wrap the TUN with InboundTUN(dev, Inbound). nil: unbounded.
+	Inbound *inflight.Window
+
+	mu   sync.Mutex
+	stop chan struct{} // closed by Close; wakes a receive waiting for room
 }
 
 var _ conn.Bind = (*UDPBind)(nil)
 
-// NewUDPBind returns a UDPBind over a new conn.StdNetBind.
-func NewUDPBind(ipv6 func() bool, sent func(n int)) *UDPBind {
-	return &UDPBind{Bind: conn.NewStdNetBind(), IPv6: ipv6, Sent: sent}
+// NewUDPBind returns a UDPBind over a new conn.StdNetBind that lets at most
+// maxInbound data packets wait inside WireGuard (0: unbounded).
+func NewUDPBind(mtu int, ipv6 func() bool, sent func(n int), maxInbound int) *UDPBind {
+	return &UDPBind{Bind: conn.NewStdNetBind(), IPv6: ipv6, Sent: sent, MTU: mtu, Inbound: inflight.New(maxInbound)}
 }
 
 // Open opens both sockets and returns the receive function of the relay's
-// family. StdNetBind returns IPv4's before IPv6's when it opened both.
+// family (StdNetBind returns IPv4's before IPv6's when it opened both),
+// each reading through its own staging batch.
 func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	fns, p, err := b.Bind.Open(port)
-	if err != nil || len(fns) != 2 || b.IPv6 == nil {
-		return fns, p, err
+	if err != nil {
+		return nil, 0, err
 	}
-	if b.IPv6() {
-		return fns[1:], p, nil
+	if len(fns) == 2 && b.IPv6 != nil {
+		if b.IPv6() {
+			fns = fns[1:]
+		} else {
+			fns = fns[:1]
+		}
 	}
-	return fns[:1], p, nil
+	mtu := b.MTU
+	if mtu <= 0 {
+		mtu = 8000
+	}
+	stop := make(chan struct{})
+	b.mu.Lock()
+	b.stop = stop
+	b.mu.Unlock()
+	for i, fn := range fns {
+		s := newStaging(fn, b.Bind.BatchSize(), mtu+device.MessageTransportSize)
+		s.inbound, s.stop = b.Inbound, stop
+		fns[i] = s.receive
+	}
+	return fns, p, nil
 }
+
+// Close closes the sockets and wakes a receive waiting for room.
+func (b *UDPBind) Close() error {
+	b.mu.Lock()
+	if b.stop != nil {
+		close(b.stop)
+		b.stop = nil
+	}
+	b.mu.Unlock()
+	return b.Bind.Close()
+}
+
+// BatchSize is UDPBatchSize, or the inner bind's if that is smaller.
+func (b *UDPBind) BatchSize() int { return min(UDPBatchSize, b.Bind.BatchSize()) }
 
 // Send sends bufs and reports its data packets to Sent, also on an error:
 // WireGuard does not retry them either.
@@ -63,9 +127,98 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 func dataMessages(bufs [][]byte) int {
 	n := 0
 	for _, m := range bufs {
-		if len(m) > device.MessageKeepaliveSize && m[0] == device.MessageTransportType && m[1] == 0 && m[2] == 0 && m[3] == 0 {
+		if isData(m) {
 			n++
 		}
 	}
 	return n
+}
+
+func isData(m []byte) bool {
+	return len(m) > device.MessageKeepaliveSize && m[0] == device.MessageTransportType && m[1] == 0 && m[2] == 0 && m[3] == 0
+}
+
+// InboundTUN wraps dev so that every packet WireGuard writes to it is
+// counted out of w (UDPBind.Inbound).
+func InboundTUN(dev tun.Device, w *inflight.Window) tun.Device {
+	if w == nil {
+		return dev
+	}
+	return &inboundTUN{Device: dev, w: w}
+}
+
+type inboundTUN struct {
+	tun.Device
+	w *inflight.Window
+}
+
+func (d *inboundTUN) Write(bufs [][]byte, offset int) (int, error) {
+	n, err := d.Device.Write(bufs, offset)
+	d.w.Leave(len(bufs))
+	return n, err
+}
+
+// staging is one receive function's batch: the inner bind reads a whole
+// batch into it, and receive hands it out in WireGuard's smaller batches.
+// Only WireGuard's one receive goroutine for this function calls receive.
+type staging struct {
+	read  conn.ReceiveFunc
+	bufs  [][]byte
+	sizes []int
+	eps   []conn.Endpoint
+	next  int // bufs[next:n] have not been handed out yet
+	n     int
+
+	inbound *inflight.Window
+	stop    <-chan struct{}
+}
+
+// groSlots is how many slots at the end of a batch StdNetBind reads
+// coalesced (UDP GRO) datagrams into, up to 64 KiB each, before splitting
+// them into the slots from the start: conn.IdealBatchSize divided by the
+// most segments the kernel coalesces (64).
+const groSlots = 2
+
+func newStaging(read conn.ReceiveFunc, batch, slot int) *staging {
+	s := &staging{read: read, bufs: make([][]byte, batch), sizes: make([]int, batch), eps: make([]conn.Endpoint, batch)}
+	for i := range s.bufs {
+		size := slot
+		if i >= batch-groSlots {
+			size = device.MaxMessageSize
+		}
+		s.bufs[i] = make([]byte, size)
+	}
+	return s
+}
+
+func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	if s.next == s.n {
+		n, err := s.read(s.bufs, s.sizes, s.eps)
+		if err != nil {
+			return 0, err
+		}
+		s.next, s.n = 0, n
+	}
+	want := min(len(packets), len(sizes), len(eps))
+	if want == 0 {
+		return 0, nil
+	}
+	room := s.inbound.Room(want, s.stop)
+	if room == 0 {
+		return 0, net.ErrClosed
+	}
+	k, data := 0, 0
+	for ; k < room && s.next < s.n; k++ {
+		i := s.next
+		m := s.bufs[i][:s.sizes[i]]
+		if isData(m) {
+			data++
+		}
+		sizes[k] = copy(packets[k], m)
+		eps[k] = s.eps[i]
+		s.eps[i] = nil
+		s.next++
+	}
+	s.inbound.Enter(data)
+	return k, nil
 }

@@ -1,10 +1,16 @@
 package vpn
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/conn/bindtest"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/hubtunnel/hubtunnel/internal/inflight"
 )
 
 // twoFamilies is a bind whose Open returns two receive functions, as
@@ -14,11 +20,19 @@ type twoFamilies struct {
 	sent int
 }
 
+// Open's receive functions read one message of 4 or 6 bytes: the family.
 func (b *twoFamilies) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	v4 := func([][]byte, []int, []conn.Endpoint) (int, error) { return 4, nil }
-	v6 := func([][]byte, []int, []conn.Endpoint) (int, error) { return 6, nil }
-	return []conn.ReceiveFunc{v4, v6}, port, nil
+	family := func(f int) conn.ReceiveFunc {
+		return func(bufs [][]byte, sizes []int, _ []conn.Endpoint) (int, error) {
+			sizes[0] = f
+			return 1, nil
+		}
+	}
+	return []conn.ReceiveFunc{family(4), family(6)}, port, nil
 }
+
+func (b *twoFamilies) BatchSize() int { return 1 }
+func (b *twoFamilies) Close() error   { return nil }
 
 func (b *twoFamilies) Send(bufs [][]byte, _ conn.Endpoint) error {
 	b.sent += len(bufs)
@@ -41,8 +55,9 @@ func TestUDPBindOpenOneFamily(t *testing.T) {
 			t.Fatalf("%s: Open: %d functions, %v; want %d", c.name, len(fns), err, len(c.want))
 		}
 		for i, fn := range fns {
-			if n, _ := fn(nil, nil, nil); n != c.want[i] {
-				t.Errorf("%s: function %d is family %d, want %d", c.name, i, n, c.want[i])
+			sizes := make([]int, 1)
+			if n, err := fn([][]byte{make([]byte, 8)}, sizes, make([]conn.Endpoint, 1)); n != 1 || err != nil || sizes[0] != c.want[i] {
+				t.Errorf("%s: function %d: %d, %v, family %d; want family %d", c.name, i, n, err, sizes[0], c.want[i])
 			}
 		}
 	}
@@ -86,3 +101,130 @@ func TestUDPBindSentCountsDataMessages(t *testing.T) {
 		}
 	}
 }
+
+// batchBind is an inner bind that reads batches of its own size from a
+// queue of messages, as StdNetBind reads up to 128 with one recvmmsg.
+type batchBind struct {
+	conn.Bind
+	batch int
+	queue chan []byte
+}
+
+func (b *batchBind) BatchSize() int { return b.batch }
+func (b *batchBind) Close() error   { return nil }
+
+func (b *batchBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fn := func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		if len(bufs) != b.batch {
+			return 0, fmt.Errorf("read with %d buffers, want the bind's batch of %d", len(bufs), b.batch)
+		}
+		m, ok := <-b.queue
+		if !ok {
+			return 0, net.ErrClosed
+		}
+		n := 0
+		for {
+			sizes[n] = copy(bufs[n], m)
+			eps[n] = relayEndpoint(fmt.Sprint(m[4]))
+			n++
+			if n == len(bufs) {
+				return n, nil
+			}
+			select {
+			case m = <-b.queue:
+			default:
+				return n, nil
+			}
+		}
+	}
+	return []conn.ReceiveFunc{fn}, port, nil
+}
+
+// transport is a WireGuard data message of size bytes numbered i.
+func transport(i, size int) []byte {
+	m := make([]byte, size)
+	m[0], m[4] = 4, byte(i)
+	return m
+}
+
+func TestUDPBindHandsOutInnerBatchesInSmallOnes(t *testing.T) {
+	inner := &batchBind{batch: 40, queue: make(chan []byte, 100)}
+	for i := range 100 {
+		inner.queue <- transport(i, 100+i)
+	}
+	b := &UDPBind{Bind: inner, MTU: 1420}
+	if b.BatchSize() != UDPBatchSize {
+		t.Fatalf("BatchSize %d, want %d", b.BatchSize(), UDPBatchSize)
+	}
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	bufs, sizes, eps := make([][]byte, UDPBatchSize), make([]int, UDPBatchSize), make([]conn.Endpoint, UDPBatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	next := 0
+	for next < 100 {
+		n, err := fns[0](bufs, sizes, eps)
+		if err != nil || n < 1 || n > UDPBatchSize {
+			t.Fatalf("receive: %d, %v", n, err)
+		}
+		for k := range n {
+			if sizes[k] != 100+next || bufs[k][4] != byte(next) || eps[k].DstToString() != fmt.Sprint(next) {
+				t.Fatalf("message %d: size %d, number %d, endpoint %s; want %d, %d, %d", next, sizes[k], bufs[k][4], eps[k].DstToString(), 100+next, next, next)
+			}
+			next++
+		}
+	}
+}
+
+func TestUDPBindInboundBound(t *testing.T) {
+	inner := &batchBind{batch: 64, queue: make(chan []byte, 64)}
+	for i := range 20 {
+		inner.queue <- transport(i, 200)
+	}
+	inner.queue <- []byte{1, 0, 0, 0, 99} // a handshake initiation: not counted
+	b := &UDPBind{Bind: inner, Inbound: inflight.New(8)}
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tunDev := InboundTUN(&nullTUN{}, b.Inbound)
+	bufs, sizes, eps := make([][]byte, UDPBatchSize), make([]int, UDPBatchSize), make([]conn.Endpoint, UDPBatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	if n, err := fns[0](bufs, sizes, eps); n != 8 || err != nil {
+		t.Fatalf("first receive: %d, %v; want the bound of 8", n, err)
+	}
+
+	// WireGuard holds 8: receive waits until the TUN was written to.
+	got := make(chan int)
+	go func() {
+		n, _ := fns[0](bufs, sizes, eps)
+		got <- n
+	}()
+	if _, err := tunDev.Write(bufs[:3], 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 3 && n != 8 { // 8 only if a stall came first
+		t.Fatalf("receive after 3 written: %d, want 3", n)
+	}
+
+	// Close wakes a receive that waits for room.
+	go func() {
+		_, err := fns[0](bufs, sizes, eps)
+		got <- map[bool]int{true: 1}[errors.Is(err, net.ErrClosed)]
+	}()
+	b.Close()
+	if <-got != 1 {
+		t.Error("a receive waiting for room did not return net.ErrClosed on Close")
+	}
+}
+
+// nullTUN takes every write.
+type nullTUN struct{ tun.Device }
+
+func (nullTUN) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
