@@ -36,6 +36,7 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME)
 	$(GO) test ./firewall/ -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
+	$(GO) test ./ccusim/ -run '^$$' -fuzz FuzzDecodeMethodCall -fuzztime $(FUZZTIME)
 
 demo: build
 	@scripts/demo.sh $(BIN)
