@@ -1,8 +1,10 @@
 package vpn
 
 import (
+	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -38,7 +40,8 @@ const UDPBatchSize = 16
 //     WireGuard on the way in, not yet written to the TUN (InboundTUN counts
 //     them out). The backlog waits in the socket's receive buffer, and
 //     beyond it the kernel drops, which TCP inside the tunnel answers by
-//     slowing down, as on any full link.
+//     slowing down, as on any full link. Only data messages for the
+//     agent's own sessions count (see indices).
 type UDPBind struct {
 	conn.Bind // wireguard-go's StdNetBind
 
@@ -56,6 +59,8 @@ type UDPBind struct {
 
 	mu   sync.Mutex
 	stop chan struct{} // closed by Close; wakes a receive waiting for room
+
+	ours indices // the agent's receiver indices, learnt from Send
 }
 
 var _ conn.Bind = (*UDPBind)(nil)
@@ -91,7 +96,7 @@ func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.mu.Unlock()
 	for i, fn := range fns {
 		s := newStaging(fn, b.Bind.BatchSize(), mtu+device.MessageTransportSize)
-		s.inbound, s.stop = b.Inbound, stop
+		s.inbound, s.stop, s.ours = b.Inbound, stop, &b.ours
 		fns[i] = s.receive
 	}
 	return fns, p, nil
@@ -114,6 +119,9 @@ func (b *UDPBind) BatchSize() int { return min(UDPBatchSize, b.Bind.BatchSize())
 // Send sends bufs and reports its data packets to Sent, also on an error:
 // WireGuard does not retry them either.
 func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if b.Inbound != nil {
+		b.ours.learn(bufs)
+	}
 	err := b.Bind.Send(bufs, ep)
 	if b.Sent != nil {
 		if n := dataMessages(bufs); n > 0 {
@@ -136,6 +144,41 @@ func dataMessages(bufs [][]byte) int {
 
 func isData(m []byte) bool {
 	return len(m) > device.MessageKeepaliveSize && m[0] == device.MessageTransportType && m[1] == 0 && m[2] == 0 && m[3] == 0
+}
+
+// indices remembers the receiver indices of the agent's latest sessions,
+// from the handshake messages it sends (an initiation's or a response's
+// sender field). WireGuard drops a data message for any other index, so
+// such a message must not take room in Inbound: forged ones would fill it
+// and stall receiving for inflight.StallTimeout each time. Four, because
+// wireguard-go keeps the previous, current and next session and may have
+// a handshake under way.
+type indices struct {
+	next atomic.Uint32
+	ids  [4]atomic.Uint64 // 1<<32 | index; 0: empty
+}
+
+func (x *indices) learn(bufs [][]byte) {
+	for _, m := range bufs {
+		if len(m) >= 8 && (m[0] == device.MessageInitiationType || m[0] == device.MessageResponseType) && m[1] == 0 && m[2] == 0 && m[3] == 0 {
+			i := x.next.Add(1) % uint32(len(x.ids))
+			x.ids[i].Store(1<<32 | uint64(binary.LittleEndian.Uint32(m[4:8])))
+		}
+	}
+}
+
+// ours reports whether m is a data message for one of the indices.
+func (x *indices) ours(m []byte) bool {
+	if !isData(m) {
+		return false
+	}
+	id := 1<<32 | uint64(binary.LittleEndian.Uint32(m[4:8]))
+	for i := range x.ids {
+		if x.ids[i].Load() == id {
+			return true
+		}
+	}
+	return false
 }
 
 // InboundTUN wraps dev so that every packet WireGuard writes to it is
@@ -171,6 +214,7 @@ type staging struct {
 
 	inbound *inflight.Window
 	stop    <-chan struct{}
+	ours    *indices
 }
 
 // groSlots is how many slots at the end of a batch StdNetBind reads
@@ -207,11 +251,15 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 	if room == 0 {
 		return 0, net.ErrClosed
 	}
+	// room bounds the data messages handed out; the others take none.
 	k, data := 0, 0
-	for ; k < room && s.next < s.n; k++ {
+	for ; k < want && s.next < s.n; k++ {
 		i := s.next
 		m := s.bufs[i][:s.sizes[i]]
-		if isData(m) {
+		if s.inbound != nil && s.ours.ours(m) {
+			if data == room {
+				break
+			}
 			data++
 		}
 		sizes[k] = copy(packets[k], m)

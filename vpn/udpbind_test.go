@@ -110,8 +110,9 @@ type batchBind struct {
 	queue chan []byte
 }
 
-func (b *batchBind) BatchSize() int { return b.batch }
-func (b *batchBind) Close() error   { return nil }
+func (b *batchBind) BatchSize() int                            { return b.batch }
+func (b *batchBind) Close() error                              { return nil }
+func (b *batchBind) Send(bufs [][]byte, _ conn.Endpoint) error { return nil }
 
 func (b *batchBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	fn := func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -125,7 +126,7 @@ func (b *batchBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		n := 0
 		for {
 			sizes[n] = copy(bufs[n], m)
-			eps[n] = relayEndpoint(fmt.Sprint(m[4]))
+			eps[n] = relayEndpoint(fmt.Sprint(m[8]))
 			n++
 			if n == len(bufs) {
 				return n, nil
@@ -140,10 +141,11 @@ func (b *batchBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	return []conn.ReceiveFunc{fn}, port, nil
 }
 
-// transport is a WireGuard data message of size bytes numbered i.
+// transport is a WireGuard data message of size bytes for the agent's
+// receiver index 7, numbered i (in its counter).
 func transport(i, size int) []byte {
 	m := make([]byte, size)
-	m[0], m[4] = 4, byte(i)
+	m[0], m[4], m[8] = 4, 7, byte(i)
 	return m
 }
 
@@ -172,8 +174,8 @@ func TestUDPBindHandsOutInnerBatchesInSmallOnes(t *testing.T) {
 			t.Fatalf("receive: %d, %v", n, err)
 		}
 		for k := range n {
-			if sizes[k] != 100+next || bufs[k][4] != byte(next) || eps[k].DstToString() != fmt.Sprint(next) {
-				t.Fatalf("message %d: size %d, number %d, endpoint %s; want %d, %d, %d", next, sizes[k], bufs[k][4], eps[k].DstToString(), 100+next, next, next)
+			if sizes[k] != 100+next || bufs[k][8] != byte(next) || eps[k].DstToString() != fmt.Sprint(next) {
+				t.Fatalf("message %d: size %d, number %d, endpoint %s; want %d, %d, %d", next, sizes[k], bufs[k][8], eps[k].DstToString(), 100+next, next, next)
 			}
 			next++
 		}
@@ -182,22 +184,37 @@ func TestUDPBindHandsOutInnerBatchesInSmallOnes(t *testing.T) {
 
 func TestUDPBindInboundBound(t *testing.T) {
 	inner := &batchBind{batch: 64, queue: make(chan []byte, 64)}
+	// Forged data messages for an index the agent never used, and a
+	// handshake message: none of them takes room.
+	for i := range 20 {
+		forged := transport(i, 200)
+		forged[4] = 8
+		inner.queue <- forged
+	}
+	inner.queue <- []byte{1, 0, 0, 0, 99, 0, 0, 0, 0}
 	for i := range 20 {
 		inner.queue <- transport(i, 200)
 	}
-	inner.queue <- []byte{1, 0, 0, 0, 99} // a handshake initiation: not counted
 	b := &UDPBind{Bind: inner, Inbound: inflight.New(8)}
 	fns, _, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agent's initiation: its sender index is 7.
+	b.Send([][]byte{{1, 0, 0, 0, 7, 0, 0, 0}}, nil)
 	tunDev := InboundTUN(&nullTUN{}, b.Inbound)
 	bufs, sizes, eps := make([][]byte, UDPBatchSize), make([]int, UDPBatchSize), make([]conn.Endpoint, UDPBatchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)
 	}
-	if n, err := fns[0](bufs, sizes, eps); n != 8 || err != nil {
-		t.Fatalf("first receive: %d, %v; want the bound of 8", n, err)
+	// 16 forged; 4 forged, the handshake and 8 of ours.
+	for _, want := range []int{UDPBatchSize, 13} {
+		if n, err := fns[0](bufs, sizes, eps); n != want || err != nil {
+			t.Fatalf("receive: %d, %v; want %d", n, err, want)
+		}
+	}
+	if b.Inbound.Len() != 8 {
+		t.Fatalf("%d in flight, want 8: forged messages took room", b.Inbound.Len())
 	}
 
 	// WireGuard holds 8: receive waits until the TUN was written to.
