@@ -8,7 +8,7 @@
 #
 # Knobs, for a quicker look (the defaults are what BENCHMARKS.md reports):
 #   IDLE=5m      idle window for the idle-traffic figure (0 skips rekey and idle)
-#   HUBS=1000    hubs connected to one relay, 0–10000 (0 skips)
+#   HUBS=10000   hubs connected to one relay, 0–10000 (0 skips)
 #   DUR=5s       each throughput measurement (after 1 s of warm-up)
 #   CALLS=2000   XML-RPC calls timed per path
 #   SESSIONS=200 concurrent sessions through one hub
@@ -25,5 +25,5 @@ tmp=$(mktemp -d /tmp/hubbench-bin.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
 "$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
-	-idle "${IDLE:-5m}" -hubs "${HUBS:-1000}" -dur "${DUR:-5s}" \
+	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -dur "${DUR:-5s}" \
 	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir"

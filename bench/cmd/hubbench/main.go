@@ -47,7 +47,7 @@ func runAll(args []string) error {
 	warm := fs.Duration("warmup", time.Second, "warm-up before each throughput measurement")
 	calls := fs.Int("calls", 2000, "XML-RPC calls timed per path")
 	sessions := fs.Int("sessions", 200, "concurrent sessions through one hub")
-	hubs := fs.Int("hubs", 1000, "connected hubs for the relay memory phase, 0–10000 (0 skips)")
+	hubs := fs.Int("hubs", 10000, "connected hubs for the relay memory phase, 0–10000 (0 skips)")
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
 	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
