@@ -151,14 +151,15 @@ agent's own overhead_bytes counter (frames, no TCP/IP) said %d B.
 session older than 120 s (REKEY_AFTER_TIME); the agent initiated the session at setup, so %s after
 "connected" the bench sends one request through the tunnel, and the agent's first packet back
 triggers the rekey (initiator here: %s, at +%.1f s). Counted: the initiation, the response and the
-keepalive the initiator sends within a second of it to confirm the new session, each with the TCP/IP
-headers of the segments that carry it, plus the pure ACKs of exactly those segments; not the request's
-own data, even where it shares a segment. %s: %d B in
+keepalive the initiator sends within %s of the response to confirm the new session (both ends hold a
+keepalive that would go alone for up to %s and leave it out when data of the new session goes first),
+each with the TCP/IP headers of the segments that carry it, plus the pure ACKs of exactly those
+segments; not the request's own data, even where it shares a segment. %s: %d B in
 %d packets, %d B with link headers. The two segments with the initiation and the response alone are
 %d B; the confirming keepalive and the ACKs are the rest.
 
 `+"```\n%s```", w.tTrigger.Sub(w.tConn).Round(time.Second), hs.Initiator, hs.At.Sub(w.tConn).Seconds(),
-				hs.Detail, hs.IPBytes, hs.Packets, hs.Frame, hs.Messages, s.Describe(hs.At.Add(-5*time.Millisecond), hs.At.Add(time.Second)))
+				ConfirmWithin, vpn.KeepaliveHold, hs.Detail, hs.IPBytes, hs.Packets, hs.Frame, hs.Messages, s.Describe(hs.At.Add(-5*time.Millisecond), hs.At.Add(ConfirmWithin)))
 		}
 
 		tail := s.Window(w.tTrigger.Add(5*time.Second), w.tIdleStart)

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -318,10 +319,17 @@ type Handshake struct {
 	Detail     string
 }
 
+// ConfirmWithin is how long after the response HandshakeAfter looks for the
+// initiator's confirming keepalive: wireguard-go sends it at once when
+// nothing else is queued, and our binds hold a keepalive that would go out
+// alone for up to vpn.KeepaliveHold, leaving it out if data of the new
+// session goes first.
+const ConfirmWithin = vpn.KeepaliveHold + time.Second
+
 // HandshakeAfter finds the first handshake initiation sent at or after t and
 // counts what it cost: the initiation, the response and the keepalive the
-// initiator sends within a second of the response to confirm the new session
-// (wireguard-go sends it when nothing else is queued), each with the TCP/IP
+// initiator sends within ConfirmWithin of the response to confirm the new
+// session, each with the TCP/IP
 // headers of the segments that carry it, plus the pure ACKs of exactly those
 // segments. A segment that also carries other frames (the request's data)
 // adds only its headers and the handshake's frames.
@@ -349,7 +357,7 @@ func (s *Stream) HandshakeAfter(t time.Time) (Handshake, error) {
 			continue
 		}
 		respAt := s.Packets[s.Frames[resp].Last].Time
-		if s.Packets[f.First].Time.Sub(respAt) > time.Second {
+		if s.Packets[f.First].Time.Sub(respAt) > ConfirmWithin {
 			break
 		}
 		if f.Type == 4 && f.Len == 32 && f.Up == up && f.First > s.Frames[resp].Last {

@@ -164,8 +164,10 @@ type agentConn struct {
 	state    atomic.Int32
 	onVerify func() // called once, by the write that verified the connection
 
-	wmu  sync.Mutex
-	wbuf []byte
+	wmu       sync.Mutex
+	wbuf      []byte
+	lastWrite time.Time
+	ka        *vpn.KeepaliveFilter
 
 	rx, tx atomic.Uint64
 }
@@ -176,12 +178,40 @@ func newAgentConn(c net.Conn) *agentConn {
 		ac.remote = ta.AddrPort()
 	}
 	ac.dst, _ = ac.remote.MarshalBinary()
+	ac.ka = vpn.NewKeepaliveFilter(ac.flushKeepalive)
 	return ac
 }
 
+// write sends frames built from bufs, with keepalives as ac.ka decides.
 func (ac *agentConn) write(bufs [][]byte) error {
 	ac.wmu.Lock()
 	defer ac.wmu.Unlock()
+	// Verified before the response goes out, so the hub is online by the
+	// time its agent learns the tunnel is up. A failed write closes the
+	// connection, and its reader's finish undoes it.
+	if ac.state.Load() == connUnverified && hasHandshakeResponse(bufs) &&
+		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
+		ac.onVerify()
+	}
+	now := time.Now()
+	send, _ := ac.ka.Filter(bufs, now)
+	return ac.writeLocked(send, now)
+}
+
+// flushKeepalive writes a held keepalive whose time is up.
+func (ac *agentConn) flushKeepalive() {
+	if ac.state.Load() == connDone {
+		return
+	}
+	ac.wmu.Lock()
+	defer ac.wmu.Unlock()
+	now := time.Now()
+	if p := ac.ka.Due(now); p != nil {
+		ac.writeLocked([][]byte{p}, now)
+	}
+}
+
+func (ac *agentConn) writeLocked(bufs [][]byte, now time.Time) error {
 	buf := ac.wbuf[:0]
 	for _, p := range bufs {
 		var err error
@@ -190,16 +220,19 @@ func (ac *agentConn) write(bufs [][]byte) error {
 		}
 	}
 	ac.wbuf = buf
-	ac.c.SetWriteDeadline(time.Now().Add(agentWriteTimeout))
+	if len(buf) == 0 {
+		return nil
+	}
+	if now.Sub(ac.lastWrite) >= vpn.AckIdle {
+		vpn.DelayACKs(ac.c)
+	}
+	ac.lastWrite = now
+	ac.c.SetWriteDeadline(now.Add(agentWriteTimeout))
 	n, err := ac.c.Write(buf)
 	ac.tx.Add(uint64(n))
 	if err != nil {
 		ac.c.Close() // its reader notices and cleans up
 		return err
-	}
-	if ac.state.Load() == connUnverified && hasHandshakeResponse(bufs) &&
-		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
-		ac.onVerify()
 	}
 	return nil
 }

@@ -20,6 +20,10 @@ import (
 // routine, so this trades memory on a small hub against syscalls.
 const BindBatchSize = 16
 
+// AckIdle is how long a connection must have been without writes for the
+// next write to call DelayACKs.
+const AckIdle = time.Second
+
 // writeTimeout bounds one write to the relay; a relay that stops reading for
 // this long is treated as gone and the connection is replaced.
 const writeTimeout = 30 * time.Second
@@ -109,6 +113,10 @@ func (b Backoff) Delay(n int) time.Duration {
 type Counters struct {
 	RxData, TxData         atomic.Uint64
 	RxOverhead, TxOverhead atomic.Uint64
+	// KeepalivesSkipped counts WireGuard keepalives not sent because a
+	// data message of the same session had just gone out (see
+	// redundantKeepalive).
+	KeepalivesSkipped atomic.Uint64
 }
 
 // wgTransportOverhead is a transport message's header (16) and tag (16).
@@ -147,9 +155,12 @@ type session struct {
 
 	retryAfter time.Duration // set by a GoingAway frame before done closes
 
-	wmu     sync.Mutex
-	wbuf    []byte
-	pending []byte // the Hello, sent with the first WireGuard message
+	wmu       sync.Mutex
+	wbuf      []byte
+	pending   []byte // the Hello, sent with the first WireGuard message
+	lastWrite time.Time
+	ka        *KeepaliveFilter
+	counters  *Counters
 }
 
 func (s *session) fail(err error) {
@@ -160,10 +171,36 @@ func (s *session) fail(err error) {
 	})
 }
 
-// write sends frames built from bufs, with any pending Hello in front.
-func (s *session) write(bufs [][]byte, counters *Counters) error {
+// write sends frames built from bufs, with any pending Hello in front,
+// and keepalives as s.ka decides.
+func (s *session) write(bufs [][]byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	now := time.Now()
+	bufs, skipped := s.ka.Filter(bufs, now)
+	if skipped > 0 && s.counters != nil {
+		s.counters.KeepalivesSkipped.Add(uint64(skipped))
+	}
+	return s.writeLocked(bufs, now)
+}
+
+// flushKeepalive writes a held keepalive whose time is up, if the session
+// is still alive.
+func (s *session) flushKeepalive() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	now := time.Now()
+	if p := s.ka.Due(now); p != nil {
+		s.writeLocked([][]byte{p}, now)
+	}
+}
+
+func (s *session) writeLocked(bufs [][]byte, now time.Time) error {
 	buf := append(s.wbuf[:0], s.pending...)
 	s.pending = nil
 	for _, p := range bufs {
@@ -171,13 +208,17 @@ func (s *session) write(bufs [][]byte, counters *Counters) error {
 		if buf, err = wire.AppendFrame(buf, p); err != nil {
 			return err
 		}
-		counters.sent(p)
+		s.counters.sent(p)
 	}
 	s.wbuf = buf
 	if len(buf) == 0 {
 		return nil
 	}
-	s.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if now.Sub(s.lastWrite) >= AckIdle {
+		DelayACKs(s.c)
+	}
+	s.lastWrite = now
+	s.c.SetWriteDeadline(now.Add(writeTimeout))
 	if _, err := s.c.Write(buf); err != nil {
 		s.fail(err)
 		return err
@@ -319,11 +360,14 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 // serve publishes a new session and blocks until it ends.
 func (b *TCPBind) serve(c net.Conn) *session {
 	s := &session{
-		c:       c,
-		r:       wire.NewReader(c),
-		done:    make(chan struct{}),
-		pending: frameOf(b.Hello.Marshal()),
+		c:        c,
+		r:        wire.NewReader(c),
+		done:     make(chan struct{}),
+		pending:  frameOf(b.Hello.Marshal()),
+		counters: b.Counters,
 	}
+	s.ka = NewKeepaliveFilter(s.flushKeepalive)
+	DelayACKs(c) // the relay's Hello is answered by ours, a moment later
 	if b.Counters != nil {
 		b.Counters.TxOverhead.Add(uint64(len(s.pending)))
 	}
@@ -340,7 +384,7 @@ func (b *TCPBind) serve(c net.Conn) *session {
 	if b.OnConnect != nil {
 		b.OnConnect()
 	}
-	s.write(nil, nil) // flush the Hello if OnConnect sent nothing
+	s.write(nil) // flush the Hello if OnConnect sent nothing
 
 	<-s.done
 	b.mu.Lock()
@@ -460,7 +504,7 @@ func (b *TCPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if s == nil {
 		return errNotConnected
 	}
-	return s.write(bufs, b.Counters)
+	return s.write(bufs)
 }
 
 func (b *TCPBind) SetMark(uint32) error { return nil }

@@ -164,8 +164,9 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	poll.Until(t, time.Second, "relay software", func() bool { return b.Status().RelaySoftware == "test-relay" })
 
 	// Agent → relay: a batch in one write, framed. Sent counts the data
-	// message, not the handshake response or the keepalive.
-	if err := b.Send([][]byte{wgMsg(2, 92), wgMsg(4, 64), wgMsg(4, 32)}, b.ep); err != nil {
+	// message, not the handshake response or the keepalive (of another
+	// session: one of the same session would be left out).
+	if err := b.Send([][]byte{wgMsg(2, 92), wgMsg(4, 64), transportMsg(7, 32)}, b.ep); err != nil {
 		t.Fatal(err)
 	}
 	if sent.Load() != 1 {
@@ -433,4 +434,64 @@ func TestDescribe(t *testing.T) {
 			t.Errorf("Describe(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
+}
+
+// TestTCPBindKeepalives: through a real TCPBind, a keepalive the relay
+// does not need is never written, one that would go alone waits for
+// company, and every other message goes out as it came.
+func TestTCPBindKeepalives(t *testing.T) {
+	relay := newFakeRelay(t)
+	var counters Counters
+	b := &TCPBind{Addr: relay.ln.Addr().String(), Counters: &counters, Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}}
+	fns, _, _ := b.Open(0)
+	defer b.Close()
+	startReceiver(fns[0])
+	_, r := relay.accept(t)
+	if p, err := r.Next(); err != nil || p[0] != wire.TypeHello {
+		t.Fatalf("no Hello: %v", err)
+	}
+	poll.Until(t, 5*time.Second, "connected", func() bool { s, _, _ := b.current(); return s != nil })
+
+	for _, step := range []struct {
+		name string
+		bufs [][]byte
+		want []int // sizes the relay reads next, in order
+	}{
+		{"a keepalive before any data goes at once", [][]byte{transportMsg(4, 32)}, []int{32}},
+		{"data on session 4", [][]byte{transportMsg(4, 100)}, []int{100}},
+		{"a keepalive on session 5 alone is sent when its hold is up", [][]byte{transportMsg(5, 32)}, []int{32}},
+		{"data on session 5", [][]byte{transportMsg(5, 100)}, []int{100}},
+		{"a keepalive right after data of its session is left out", [][]byte{transportMsg(5, 32)}, nil},
+		{"a keepalive on session 6 is held", [][]byte{transportMsg(6, 32)}, nil},
+		{"and left out when data of session 6 follows", [][]byte{transportMsg(6, 90)}, []int{90}},
+		{"a keepalive on session 7 is held", [][]byte{transportMsg(7, 32)}, nil},
+		{"and goes in front of data of another session", [][]byte{transportMsg(5, 80)}, []int{32, 80}},
+		{"a keepalive in a batch is sent with it", [][]byte{wgMsg(1, 148), transportMsg(8, 32)}, []int{148, 32}},
+	} {
+		if err := b.Send(step.bufs, b.ep); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		for _, want := range step.want {
+			p, err := r.Next()
+			if err != nil || len(p) != want {
+				t.Fatalf("%s: relay read %d bytes, %v; want %d", step.name, len(p), err, want)
+			}
+		}
+	}
+	// Nothing else arrived: the next frame is this marker.
+	b.Send([][]byte{transportMsg(9, 77)}, b.ep)
+	if p, err := r.Next(); err != nil || len(p) != 77 {
+		t.Fatalf("a left-out keepalive was sent after all: read %d bytes, %v", len(p), err)
+	}
+	if n := counters.KeepalivesSkipped.Load(); n != 2 {
+		t.Errorf("KeepalivesSkipped = %d, want 2", n)
+	}
+}
+
+// transportMsg is a WireGuard transport message of n bytes for receiver
+// index idx; 32 bytes is a keepalive.
+func transportMsg(idx byte, n int) []byte {
+	m := wgMsg(4, n)
+	m[4], m[5], m[6], m[7] = idx, 0, 0, 0
+	return m
 }

@@ -2,8 +2,14 @@
 
 package vpn
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
 // controlUserTimeout is a no-op where TCP_USER_TIMEOUT does not exist;
 // keepalives alone notice a dead relay there.
 func controlUserTimeout(network, address string, c syscall.RawConn) error { return nil }
+
+// DelayACKs does nothing where TCP_QUICKACK does not exist.
+func DelayACKs(c net.Conn) {}
