@@ -156,7 +156,9 @@ keepalive that would go alone for up to %s and leave it out when data of the new
 each with the TCP/IP headers of the segments that carry it, plus the pure ACKs of exactly those
 segments; not the request's own data, even where it shares a segment. %s: %d B in
 %d packets, %d B with link headers. The two segments with the initiation and the response alone are
-%d B; the confirming keepalive and the ACKs are the rest.
+%d B; the confirming keepalive and the ACKs are the rest. The ACKs vary from run to run by one or
+two: two small segments that arrive before the reader reads make Linux acknowledge at once even in
+delayed-ACK mode, and whether they do depends on the request's data around the handshake.
 
 `+"```\n%s```", w.tTrigger.Sub(w.tConn).Round(time.Second), hs.Initiator, hs.At.Sub(w.tConn).Seconds(),
 				ConfirmWithin, vpn.KeepaliveHold, hs.Detail, hs.IPBytes, hs.Packets, hs.Frame, hs.Messages, s.Describe(hs.At.Add(-5*time.Millisecond), hs.At.Add(ConfirmWithin)))
