@@ -113,10 +113,6 @@ func (b Backoff) Delay(n int) time.Duration {
 type Counters struct {
 	RxData, TxData         atomic.Uint64
 	RxOverhead, TxOverhead atomic.Uint64
-	// KeepalivesSkipped counts WireGuard keepalives not sent because a
-	// data message of the same session had just gone out (see
-	// redundantKeepalive).
-	KeepalivesSkipped atomic.Uint64
 }
 
 // wgTransportOverhead is a transport message's header (16) and tag (16).
@@ -177,10 +173,7 @@ func (s *session) write(bufs [][]byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	now := time.Now()
-	bufs, skipped := s.ka.Filter(bufs, now)
-	if skipped > 0 && s.counters != nil {
-		s.counters.KeepalivesSkipped.Add(uint64(skipped))
-	}
+	bufs, _ = s.ka.Filter(bufs, now)
 	return s.writeLocked(bufs, now)
 }
 
