@@ -62,6 +62,8 @@ type testbedOpts struct {
 	releasesDir string              // the relay's releases_dir
 	update      func(*UpdateConfig) // sets up the agents' [update] and gives them a state folder
 	version     string              // the agents' version; default "test"
+	relayLog    func(line string)   // sees each line the relay logs
+	relayUDP    bool                // the relay also listens for UDP agents
 }
 
 func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
@@ -79,9 +81,17 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 	if err := vpn.SavePrivateKey(filepath.Join(dir, "relay.key"), relayKey); err != nil {
 		t.Fatal(err)
 	}
+	udp := "off"
+	if o.relayUDP {
+		p, err := ports.FreeUDP()
+		if err != nil {
+			t.Fatal(err)
+		}
+		udp = fmt.Sprintf("127.0.0.1:%d", p)
+	}
 	rcfg := relay.Config{
 		AgentListen:    freePort(t),
-		AgentListenUDP: "off",
+		AgentListenUDP: udp,
 		Domain:         "localhost",
 		PublicListen:   "127.0.0.1",
 		PortOffset:     tb.offset,
@@ -97,7 +107,14 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 	if err := rcfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := relay.New(rcfg, "test", t.Logf)
+	relayLogf := t.Logf
+	if o.relayLog != nil {
+		relayLogf = func(f string, args ...any) {
+			t.Logf(f, args...)
+			o.relayLog(fmt.Sprintf(f, args...))
+		}
+	}
+	rs, err := relay.New(rcfg, "test", relayLogf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +213,77 @@ func TestHubIsolation(t *testing.T) {
 	// beta itself still works.
 	if code, _, err := tb.get("beta"); err != nil || code != 200 {
 		t.Fatalf("beta after alpha's attempt: %d %v", code, err)
+	}
+}
+
+// TestRequestWaitsForReconnectingHub: a request that arrives while the
+// hub's agent restarts (an update, say) waits for it and is served,
+// rather than failing with "Hub offline" or, with UDP agents allowed,
+// being sent after the agent's closed connection.
+func TestRequestWaitsForReconnectingHub(t *testing.T) {
+	for _, udp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relay UDP %v", udp), func(t *testing.T) { testRequestWaitsForReconnectingHub(t, udp) })
+	}
+}
+
+func testRequestWaitsForReconnectingHub(t *testing.T, relayUDP bool) {
+	gone, waiting := make(chan struct{}, 1), make(chan struct{}, 1)
+	signal := func(ch chan struct{}) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	tb := newTestbedWith(t, testbedOpts{relayUDP: relayUDP, relayLog: func(line string) {
+		switch {
+		case strings.Contains(line, "hub alpha disconnected"):
+			signal(gone)
+		case strings.Contains(line, "hub alpha is reconnecting"):
+			signal(waiting)
+		}
+	}}, "alpha")
+	old := tb.agents["alpha"]
+	if code, _, err := tb.get("alpha"); err != nil || code != 200 {
+		t.Fatalf("GET before the restart: %d %v", code, err)
+	}
+	last := old.Status().LastHandshake
+	if last.IsZero() {
+		t.Fatal("no handshake time in the status")
+	}
+	old.Close()
+	receive(t, gone, "the relay noticing the agent has gone")
+
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, _, err := tb.get("alpha")
+		res <- result{code, err}
+	}()
+	receive(t, waiting, "the request waiting for the hub")
+
+	// WireGuard refuses a second initiation from a peer within 20 ms of
+	// the last (its flood limit); a real restart is never that fast.
+	poll.Until(t, time.Second, "20 ms since the last handshake", func() bool { return time.Since(last) > 25*time.Millisecond })
+	a := New(old.cfg, "test", func(f string, args ...any) { t.Logf("alpha again: "+f, args...) })
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if r := <-res; r.err != nil || r.code != 200 {
+		t.Fatalf("GET while the agent restarted: %d %v, want 200", r.code, r.err)
+	}
+}
+
+// receive waits for ch, failing the test after 10 s.
+func receive(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no sign of %s within 10 s", what)
 	}
 }
 

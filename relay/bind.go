@@ -265,9 +265,13 @@ func (ac *agentConn) writeControl(p []byte) error {
 	return ac.write([][]byte{p})
 }
 
+// tcpEndpointPrefix starts what WireGuard reports as the endpoint of a hub
+// whose last handshake came over an agent's TCP connection.
+const tcpEndpointPrefix = "tcp:"
+
 func (ac *agentConn) ClearSrc()           {}
 func (ac *agentConn) SrcToString() string { return "" }
-func (ac *agentConn) DstToString() string { return "tcp:" + ac.remote.String() }
+func (ac *agentConn) DstToString() string { return tcpEndpointPrefix + ac.remote.String() }
 func (ac *agentConn) DstToBytes() []byte  { return ac.dst }
 func (ac *agentConn) DstIP() netip.Addr   { return ac.remote.Addr() }
 func (ac *agentConn) SrcIP() netip.Addr   { return netip.Addr{} }

@@ -63,7 +63,7 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 		writeError(c, 404, "Unknown hub", fmt.Sprintf("No hub is called %q at this relay.", hostOnly(host)))
 		return
 	}
-	if !s.online(h) {
+	if !s.online(h) && !s.awaitReconnect(h, c) {
 		writeError(c, 502, "Hub offline", fmt.Sprintf("The hub %q is not connected to the relay right now. Check that it is powered and online.", h.Name))
 		return
 	}
@@ -92,9 +92,9 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 const udpSessionFresh = 3 * time.Minute
 
 // online reports whether a hub can be reached now: a verified TCP agent
-// connection, or (UDP agents say no Hello) a recent WireGuard handshake.
-// The latter walks WireGuard's whole peer dump, so it is asked only for
-// hubs without a TCP connection, and only when UDP is enabled.
+// connection, or (UDP agents say no Hello) a recent WireGuard handshake
+// over UDP. The latter walks WireGuard's whole peer dump, so it is asked
+// only for hubs without a TCP connection, and only when UDP is enabled.
 func (s *Server) online(h *hub) bool {
 	if h.online.Load() > 0 {
 		return true
@@ -107,7 +107,18 @@ func (s *Server) online(h *hub) bool {
 		return false
 	}
 	ps, ok := st[h.key]
-	return ok && !ps.LastHandshake.IsZero() && time.Since(ps.LastHandshake) < udpSessionFresh
+	return ok && !strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) &&
+		!ps.LastHandshake.IsZero() && time.Since(ps.LastHandshake) < udpSessionFresh
+}
+
+// awaitReconnect lets a request for a hub whose agent has just gone (see
+// reconnectWindow) wait for it, and reports whether it came back.
+func (s *Server) awaitReconnect(h *hub, c net.Conn) bool {
+	if !h.reconnecting() {
+		return false
+	}
+	s.logf("relay: hub %s is reconnecting; a request from %s waits up to %v", h.Name, c.RemoteAddr(), reconnectWait)
+	return h.waitOnline(reconnectWait, s.closing)
 }
 
 // hubName maps "NAME.<domain>[:port]" to NAME.

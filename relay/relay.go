@@ -43,6 +43,14 @@ const (
 	// goingAwayMillis is how long agents wait before redialing a relay
 	// that is shutting down, plus their own jitter.
 	goingAwayMillis = 1000
+	// reconnectWindow and reconnectWait: a request for a hub whose agent
+	// connection ended less than reconnectWindow ago (the agent updating
+	// or restarting, its network blinking) waits up to reconnectWait for
+	// the agent to connect again, rather than failing with "Hub offline"
+	// in the second the agent needs. A relay that restarts knows of no
+	// earlier connection.
+	reconnectWindow = 30 * time.Second
+	reconnectWait   = 5 * time.Second
 )
 
 // agentKeepAlive is far slower than the agent's own (90 s): the agent keeps
@@ -87,7 +95,66 @@ type Server struct {
 // hub is a configured hub and what the relay knows about it now.
 type hub struct {
 	HubConfig
-	online atomic.Int32 // live agent connections that named this hub and completed a handshake
+	online atomic.Int32 // live agent connections that named this hub and completed a handshake; changed under mu
+
+	mu     sync.Mutex
+	goneAt time.Time     // when its last connection ended; zero if it never had one
+	back   chan struct{} // closed when it connects again; nil while nobody waits
+}
+
+// connected counts a verified agent connection in and wakes waitOnline.
+func (h *hub) connected() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.online.Add(1)
+	if h.back != nil {
+		close(h.back)
+		h.back = nil
+	}
+}
+
+// disconnected counts a verified agent connection out and reports whether
+// it was the hub's last.
+func (h *hub) disconnected() (last bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.online.Add(-1) != 0 {
+		return false
+	}
+	h.goneAt = time.Now()
+	return true
+}
+
+// reconnecting reports whether h has no connection now but had one less
+// than reconnectWindow ago.
+func (h *hub) reconnecting() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.online.Load() == 0 && !h.goneAt.IsZero() && time.Since(h.goneAt) < reconnectWindow
+}
+
+// waitOnline waits up to max, or until done is closed, for h to have an
+// agent connection, and reports whether it has one.
+func (h *hub) waitOnline(max time.Duration, done <-chan struct{}) bool {
+	h.mu.Lock()
+	if h.online.Load() > 0 {
+		h.mu.Unlock()
+		return true
+	}
+	if h.back == nil {
+		h.back = make(chan struct{})
+	}
+	back := h.back
+	h.mu.Unlock()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-back:
+		return true
+	case <-t.C:
+	case <-done:
+	}
+	return false
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
@@ -323,7 +390,13 @@ func (s *Server) serveAgent(c net.Conn) {
 		delete(s.agent, ac)
 		s.mu.Unlock()
 		if h := ac.hub.Load(); ac.finish() && h != nil {
-			h.online.Add(-1)
+			if h.disconnected() {
+				// Whoever connects next for this hub starts with a new
+				// handshake; until it is confirmed, a request waiting for
+				// the hub (awaitReconnect) must not go out with keys a
+				// restarted agent no longer has.
+				s.dev.ExpireSessions(h.key)
+			}
 			s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.rx.Load(), ac.tx.Load())
 		}
 	}()
@@ -357,7 +430,7 @@ func (s *Server) serveAgent(c net.Conn) {
 	// connection may idle, once WireGuard has answered its handshake.
 	ac.hub.Store(hb)
 	ac.onVerify = func() {
-		hb.online.Add(1)
+		hb.connected()
 		c.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
 		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
 	}

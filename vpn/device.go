@@ -113,6 +113,17 @@ func (d *Device) Handshake(pk PublicKey) {
 	}
 }
 
+// ExpireSessions makes the peer's session keys unusable for sending, so
+// that what is sent to it next waits for a new handshake. The relay calls
+// it when a hub's last agent connection ends: the agent starts every
+// connection with a new handshake, and if it restarted it no longer has
+// the old keys, so a packet sent with them would be lost.
+func (d *Device) ExpireSessions(pk PublicKey) {
+	if p := d.dev.LookupPeer(device.NoisePublicKey(pk)); p != nil {
+		p.ExpireCurrentKeypairs()
+	}
+}
+
 // PeerStats is what WireGuard knows about a peer.
 type PeerStats struct {
 	LastHandshake time.Time // zero if never
