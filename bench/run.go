@@ -435,13 +435,13 @@ func coldStart(agent *Agent, ping string) (coldTimes, error) {
 
 type coldTimes struct{ connected, ok time.Duration }
 
-// cold2Pause is how long the bench waits between stopping the agent and
-// starting it again for a cold start. WireGuard refuses an initiation that
+// handshakeGap is how long after the agent's last handshake the bench
+// starts it again for a cold start. WireGuard refuses an initiation that
 // comes within 20 ms of the last one it accepted from the same peer
 // (wireguard-go's handshake flood limit, 50 per second), and the agent has
 // just reconnected to the restarted relay: started at once, the new process
 // is refused and retries 5 s later. No hub restarts that fast.
-const cold2Pause = time.Second
+const handshakeGap = 25 * time.Millisecond
 
 func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 	ping := relay.URL("demo", 80, "/ping")
@@ -479,8 +479,12 @@ func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 	cold = append(cold, firstCold.ok)
 	coldConn := []time.Duration{firstCold.connected}
 	for range reps - 1 {
+		st, err := agent.Status()
+		if err != nil {
+			return err
+		}
 		agent.Proc.Stop()
-		time.Sleep(cold2Pause)
+		time.Sleep(time.Until(st.LastHandshake.Add(handshakeGap)))
 		c, err := coldStart(agent, ping)
 		if err != nil {
 			return fmt.Errorf("agent cold start: %w", err)
@@ -502,11 +506,11 @@ SIGKILL: %s; SIGTERM: %s.
 
 **Cold start**: the clock starts when the hubtunnel process is started (config and key exist) and stops
 when its status API first says "connected" (%s), and, polled at the same time, when the same request
-succeeds (%s); the first of each is the agent's first start of the run. The later two start %s
-after the previous agent stopped: WireGuard refuses an initiation within 20 ms of the last one from
-the same peer (its handshake flood limit), and one started at once, just after the previous process
-reconnected, waits for the 5 s retry.`,
-		fmtSec(listen[0]), fmtSec(listen[1]), fmtSec(listen[2]), fmtList(kill), fmtList(term), fmtList(coldConn), fmtList(cold), cold2Pause)
+succeeds (%s); the first of each is the agent's first start of the run. The later two start at least
+%s after the previous agent's last handshake: WireGuard refuses an initiation within 20 ms of the
+last one from the same peer (its handshake flood limit), and one started at once, just after the
+previous process reconnected, waits for the 5 s retry.`,
+		fmtSec(listen[0]), fmtSec(listen[1]), fmtSec(listen[2]), fmtList(kill), fmtList(term), fmtList(coldConn), fmtList(cold), handshakeGap)
 	return nil
 }
 

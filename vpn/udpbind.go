@@ -142,9 +142,8 @@ func dataMessages(bufs [][]byte) int {
 	return n
 }
 
-func isData(m []byte) bool {
-	return len(m) > device.MessageKeepaliveSize && m[0] == device.MessageTransportType && m[1] == 0 && m[2] == 0 && m[3] == 0
-}
+// isData reports whether m is a transport message with a payload.
+func isData(m []byte) bool { return len(m) > device.MessageKeepaliveSize && isTransport(m) }
 
 // indices remembers the receiver indices of the agent's latest sessions,
 // from the handshake messages it sends (an initiation's or a response's
