@@ -59,6 +59,38 @@ func TestRelayRestart(t *testing.T) {
 	}
 }
 
+// TestRelayGracefulRestart stops the relay with SIGTERM, as systemd does
+// on a restart, while the agent is connected: the relay tells the agent it
+// is restarting (the agent does not just find its connection gone), and
+// the agent is back through the new relay by itself.
+func TestRelayGracefulRestart(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{})
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+	s.mustGetWebUI()
+
+	s.relay.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.relay.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay still running 10 s after SIGTERM")
+	}
+	if !strings.Contains(s.relay.logText(), "telling 1 agent connection(s) to come back") {
+		t.Errorf("the relay's log does not say it told the agent to come back:\n%s", s.relay.logText())
+	}
+	poll.Until(t, 5*time.Second, "the agent to log that the relay is restarting", func() bool {
+		return strings.Contains(s.agent.logText(), "connection to relay lost: relay is restarting")
+	})
+
+	s.relay = s.startRelay("relay-2")
+	poll.Until(t, 30*time.Second, "the WebUI to load through the restarted relay", func() bool {
+		code, body, err := s.get(s.url("http", "demo", 80, "/"))
+		return err == nil && code == 200 && strings.Contains(body, "HomeMatic WebUI")
+	})
+	s.waitSessionsLogged(1) // before cleanup stops anything: see TestRelayStopsWithSessionToVanishedHub
+}
+
 // TestConnectionCut cuts the agent's TCP connection underneath it (a
 // forwarder between agent and relay closes both sides but keeps listening)
 // and checks that the agent reconnects and the WebUI loads again, with

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -168,6 +170,7 @@ type agentConn struct {
 	wbuf      []byte
 	lastWrite time.Time
 	ka        *vpn.KeepaliveFilter
+	shut      bool // goAway has sent the last frame; later writes are dropped
 
 	rx, tx atomic.Uint64
 }
@@ -212,6 +215,9 @@ func (ac *agentConn) flushKeepalive() {
 }
 
 func (ac *agentConn) writeLocked(bufs [][]byte, now time.Time) error {
+	if ac.shut {
+		return errGoneAway
+	}
 	buf := ac.wbuf[:0]
 	for _, p := range bufs {
 		var err error
@@ -263,6 +269,32 @@ func hasHandshakeResponse(bufs [][]byte) bool {
 // writeControl sends one control frame, bypassing WireGuard.
 func (ac *agentConn) writeControl(p []byte) error {
 	return ac.write([][]byte{p})
+}
+
+// errGoneAway is what a write returns after goAway: WireGuard's sends
+// are dropped, and the connection stays open for the agent to hang up.
+var errGoneAway = errors.New("relay: connection told to go away")
+
+// goAway sends a GoingAway frame as the last thing on the connection and
+// half-closes it. The agent reads the frame before the end of the stream
+// and hangs up, and its reader here then ends. Closing at once instead
+// would reset a connection with unread data in it, and a reset can take
+// the frame with it.
+func (ac *agentConn) goAway(retryAfter time.Duration) {
+	ac.wmu.Lock()
+	defer ac.wmu.Unlock()
+	if ac.shut {
+		return
+	}
+	ms := uint16(min(retryAfter.Milliseconds(), math.MaxUint16))
+	err := ac.writeLocked([][]byte{wire.GoingAway{RetryAfterMillis: ms}.Marshal()}, time.Now())
+	ac.shut = true
+	if err != nil {
+		return // writeLocked has closed it
+	}
+	if cw, ok := ac.c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
 }
 
 // tcpEndpointPrefix starts what WireGuard reports as the endpoint of a hub

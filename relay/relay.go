@@ -43,6 +43,10 @@ const (
 	// goingAwayMillis is how long agents wait before redialing a relay
 	// that is shutting down, plus their own jitter.
 	goingAwayMillis = 1000
+	// goingAwayGrace bounds how long Close waits for agents to hang up
+	// after their GoingAway: a round trip and a FIN for an agent that is
+	// there at all.
+	goingAwayGrace = time.Second
 	// reconnectWindow and reconnectWait: a request for a hub whose agent
 	// connection ended less than reconnectWindow ago (the agent updating
 	// or restarting, its network blinking) waits up to reconnectWait for
@@ -87,9 +91,11 @@ type Server struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // agent and public connections, closed at Close
-	agent map[*agentConn]struct{}
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{} // agent and public connections, closed at Close
+	agent     map[*agentConn]struct{}
+	agentsWG  sync.WaitGroup // serveAgent calls that registered in agent
+	goingAway bool           // Close has begun telling agents; no new ones
 }
 
 // hub is a configured hub and what the relay knows about it now.
@@ -288,11 +294,11 @@ func (s *Server) PublicAddr(port uint16) net.Addr {
 	return nil
 }
 
-// Close tells every agent the relay is going away, then closes everything
-// and waits for the goroutines it started. It is idempotent.
+// Close stops accepting, tells every agent the relay is going away and
+// gives them up to goingAwayGrace to hang up, then closes everything and
+// waits for the goroutines it started. It is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.closing)
 		if s.agentLn != nil {
 			s.agentLn.Close()
 		}
@@ -302,10 +308,9 @@ func (s *Server) Close() error {
 		if s.releases != nil {
 			s.releases.Close()
 		}
+		s.sayGoingAway()
+		close(s.closing)
 		s.mu.Lock()
-		for ac := range s.agent {
-			ac.writeControl(wire.GoingAway{RetryAfterMillis: goingAwayMillis}.Marshal())
-		}
 		for c := range s.conns {
 			c.Close()
 		}
@@ -319,6 +324,46 @@ func (s *Server) Close() error {
 		}
 	})
 	return nil
+}
+
+// sayGoingAway sends every agent a GoingAway and waits until each has hung
+// up, or goingAwayGrace has passed. Agent readers keep reading until then,
+// so no connection is reset with the frame still unread; one whose agent
+// does not answer (gone, or its network stalled) is closed with the rest.
+func (s *Server) sayGoingAway() {
+	s.mu.Lock()
+	s.goingAway = true // serveAgent registers no new connections
+	agents := make([]*agentConn, 0, len(s.agent))
+	for ac := range s.agent {
+		agents = append(agents, ac)
+	}
+	s.mu.Unlock()
+	if len(agents) == 0 {
+		return
+	}
+	s.logf("relay: shutting down: telling %d agent connection(s) to come back in %v", len(agents), goingAwayMillis*time.Millisecond)
+	gone := make(chan struct{})
+	go func() {
+		s.agentsWG.Wait()
+		close(gone)
+	}()
+	for _, ac := range agents {
+		// One at a time could wait agentWriteTimeout on each stalled agent.
+		go ac.goAway(goingAwayMillis * time.Millisecond)
+	}
+	t := time.NewTimer(goingAwayGrace)
+	defer t.Stop()
+	select {
+	case <-gone:
+	case <-t.C:
+		s.logf("relay: closing %d agent connection(s) that did not hang up within %v", s.agentCount(), goingAwayGrace)
+	}
+}
+
+func (s *Server) agentCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.agent)
 }
 
 // track registers a connection to be closed by Close; it reports false
@@ -383,8 +428,14 @@ func (s *Server) acceptAgents() {
 func (s *Server) serveAgent(c net.Conn) {
 	ac := newAgentConn(c)
 	s.mu.Lock()
+	if s.goingAway {
+		s.mu.Unlock()
+		return
+	}
 	s.agent[ac] = struct{}{}
+	s.agentsWG.Add(1)
 	s.mu.Unlock()
+	defer s.agentsWG.Done()
 	defer func() {
 		s.mu.Lock()
 		delete(s.agent, ac)
