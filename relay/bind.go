@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -295,6 +296,44 @@ func (ac *agentConn) goAway(retryAfter time.Duration) {
 	if cw, ok := ac.c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
+}
+
+// inboundTUN is the netstack's TUN device as WireGuard sees it: each
+// packet WireGuard writes to it is counted out of the window of the hub it
+// came from (hub.inbound), found by its IPv4 source address. WireGuard
+// only writes packets whose source is the sending peer's tunnel address.
+type inboundTUN struct {
+	tun.Device
+	byIP map[netip.Addr]*hub // read-only once the relay runs
+}
+
+func (d *inboundTUN) Write(bufs [][]byte, offset int) (int, error) {
+	written, err := d.Device.Write(bufs, offset)
+	// Counted out in runs: a batch comes from one peer.
+	var last *hub
+	n := 0
+	for _, b := range bufs {
+		h := d.byIP[sourceIPv4(b[offset:])]
+		if h != last {
+			if last != nil {
+				last.inbound.Leave(n)
+			}
+			last, n = h, 0
+		}
+		n++
+	}
+	if last != nil {
+		last.inbound.Leave(n)
+	}
+	return written, err
+}
+
+// sourceIPv4 is the source address of an IPv4 packet, or the zero Addr.
+func sourceIPv4(p []byte) netip.Addr {
+	if len(p) < 20 || p[0]>>4 != 4 {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4([4]byte(p[12:16]))
 }
 
 // tcpEndpointPrefix starts what WireGuard reports as the endpoint of a hub

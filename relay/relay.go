@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/inflight"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
@@ -47,6 +48,14 @@ const (
 	// after their GoingAway: a round trip and a FIN for an agent that is
 	// there at all.
 	goingAwayGrace = time.Second
+	// maxInboundPerHub is how many of a hub's data packets may wait inside
+	// WireGuard on the way to the netstack. WireGuard holds each in a 64 KiB
+	// buffer whatever its size, and a tunnel TCP window of 1 MiB from a fast
+	// hub is ~760 packets, ~48 MiB. Beyond the bound that hub's connection
+	// is not read, and the backlog waits in the socket buffers at its real
+	// size. The count is per hub, so one hub's backlog never holds back
+	// another's. 128 packets are 8 MiB; throughput did not change.
+	maxInboundPerHub = 128
 	// reconnectWindow and reconnectWait: a request for a hub whose agent
 	// connection ended less than reconnectWindow ago (the agent updating
 	// or restarting, its network blinking) waits up to reconnectWait for
@@ -77,6 +86,7 @@ type Server struct {
 
 	hubs  map[string]*hub
 	byKey map[vpn.PublicKey]*hub
+	byIP  map[netip.Addr]*hub // by tunnel address
 
 	stack *netstack.Stack
 	bind  *agentBind
@@ -106,6 +116,24 @@ type hub struct {
 	mu     sync.Mutex
 	goneAt time.Time     // when its last connection ended; zero if it never had one
 	back   chan struct{} // closed when it connects again; nil while nobody waits
+
+	// inbound counts the hub's data packets that its agent connections
+	// have handed to WireGuard and WireGuard has not yet written to the
+	// netstack (see maxInboundPerHub). roomMu: one reader waits at a time.
+	inbound *inflight.Window
+	roomMu  sync.Mutex
+}
+
+// admitInbound waits until the hub has room for one more data packet
+// inside WireGuard and counts it in. It reports false once stop is closed.
+func (h *hub) admitInbound(stop <-chan struct{}) bool {
+	h.roomMu.Lock()
+	defer h.roomMu.Unlock()
+	if h.inbound.Room(1, stop) == 0 {
+		return false
+	}
+	h.inbound.Enter(1)
+	return true
 }
 
 // connected counts a verified agent connection in and wakes waitOnline.
@@ -174,15 +202,17 @@ func New(cfg Config, version string, logf func(format string, args ...any)) (*Se
 		version:  version,
 		hubs:     map[string]*hub{},
 		byKey:    map[vpn.PublicKey]*hub{},
+		byIP:     map[netip.Addr]*hub{},
 		publicLn: map[uint16]net.Listener{},
 		closing:  make(chan struct{}),
 		conns:    map[net.Conn]struct{}{},
 		agent:    map[*agentConn]struct{}{},
 	}
 	for _, hc := range cfg.Hubs {
-		h := &hub{HubConfig: hc}
+		h := &hub{HubConfig: hc, inbound: inflight.New(maxInboundPerHub)}
 		s.hubs[h.Name] = h
 		s.byKey[h.key] = h
+		s.byIP[h.ip] = h
 	}
 	return s, nil
 }
@@ -217,7 +247,7 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.bind = newAgentBind(udpPort)
-	if s.dev, err = vpn.NewDevice(s.stack.Device(), s.bind, k, s.logf); err != nil {
+	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), byIP: s.byIP}, s.bind, k, s.logf); err != nil {
 		s.stack.Close()
 		s.stack = nil
 		return fmt.Errorf("relay: %w", err)
@@ -495,6 +525,12 @@ func (s *Server) serveAgent(c net.Conn) {
 		ac.rx.Add(uint64(len(p) + 2))
 		if !wire.IsWireGuard(p) {
 			continue // later control messages; nothing to do yet
+		}
+		// Only a connection the hub's handshake came over is held back: its
+		// packets can reach the netstack and be counted out. Anything else
+		// WireGuard drops at once, holding nothing.
+		if vpn.IsData(p) && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
+			return
 		}
 		buf := framePool.Get().(*[wire.MaxFrame]byte)
 		n := copy(buf[:], p)

@@ -71,7 +71,7 @@ func NewKeepaliveFilter(flush func()) *KeepaliveFilter {
 // next call.
 func (k *KeepaliveFilter) Filter(bufs [][]byte, now time.Time) (send [][]byte, skipped int) {
 	for _, p := range bufs {
-		if isData(p) {
+		if IsData(p) {
 			k.dataIdx, k.dataAt = receiverIndex(p), now
 		}
 	}

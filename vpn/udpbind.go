@@ -135,15 +135,16 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 func dataMessages(bufs [][]byte) int {
 	n := 0
 	for _, m := range bufs {
-		if isData(m) {
+		if IsData(m) {
 			n++
 		}
 	}
 	return n
 }
 
-// isData reports whether m is a transport message with a payload.
-func isData(m []byte) bool { return len(m) > device.MessageKeepaliveSize && isTransport(m) }
+// IsData reports whether m is a WireGuard transport message with a
+// payload, not a keepalive: a packet that WireGuard writes to the TUN.
+func IsData(m []byte) bool { return len(m) > device.MessageKeepaliveSize && isTransport(m) }
 
 // indices remembers the receiver indices of the agent's latest sessions,
 // from the handshake messages it sends (an initiation's or a response's
@@ -168,7 +169,7 @@ func (x *indices) learn(bufs [][]byte) {
 
 // ours reports whether m is a data message for one of the indices.
 func (x *indices) ours(m []byte) bool {
-	if !isData(m) {
+	if !IsData(m) {
 		return false
 	}
 	id := 1<<32 | uint64(binary.LittleEndian.Uint32(m[4:8]))
