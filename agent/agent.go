@@ -36,6 +36,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
 	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
@@ -46,7 +47,7 @@ import (
 type Agent struct {
 	cfg     *Config
 	version string
-	logf    func(format string, args ...any)
+	logf    logger.Logf
 	hub     firmware.Hub
 	upd     *updater    // nil without a state folder (a config built in code)
 	restart chan string // a binary to run in place of this one
@@ -74,10 +75,8 @@ type Agent struct {
 }
 
 // New prepares an agent from a validated config.
-func New(cfg *Config, version string, logf func(format string, args ...any)) *Agent {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+func New(cfg *Config, version string, logf logger.Logf) *Agent {
+	logf = logger.OrDiscard(logf)
 	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan string, 1)}
 	a.fwd = portmap.Forwarder{Logf: logf}
 	a.hub = firmware.Detect()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/dnsfix"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -238,7 +239,7 @@ func durationKey(key, s string, def, lo, hi time.Duration) (time.Duration, error
 }
 
 // DNSResolver returns the resolver for the relay's name that [dns] describes.
-func (c *Config) DNSResolver(logf func(format string, args ...any)) (*dnsfix.Resolver, error) {
+func (c *Config) DNSResolver(logf logger.Logf) (*dnsfix.Resolver, error) {
 	return dnsfix.New(dnsfix.Config{
 		System:    c.DNS.System,
 		Fallback:  c.DNS.Fallback,

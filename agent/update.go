@@ -19,6 +19,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -508,7 +509,7 @@ func InheritedLock() (*os.File, error) {
 }
 
 // Installer returns the firmware.Installer for this agent's config.
-func (c *Config) Installer(logf func(string, ...any)) *firmware.Installer {
+func (c *Config) Installer(logf logger.Logf) *firmware.Installer {
 	binary := c.Update.Binary
 	if binary == "" {
 		binary, _ = os.Executable()

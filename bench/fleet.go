@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -40,7 +41,7 @@ type FleetConfig struct {
 	// share 127.0.0.1). Default 25.
 	Wave int
 	// Logf reports progress. Default: discard.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 }
 
 type fleetHub struct {
@@ -80,9 +81,7 @@ func StartFleet(cfg FleetConfig) (*Fleet, error) {
 		cfg.RelayTunnelIP = netip.MustParseAddr("100.96.0.1")
 	}
 	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	logf = logger.OrDiscard(logf)
 	f := &Fleet{}
 	for start := 0; start < len(cfg.Keys); start += cfg.Wave {
 		wave := cfg.Keys[start:min(start+cfg.Wave, len(cfg.Keys))]

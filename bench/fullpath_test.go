@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/relay"
 )
@@ -85,7 +86,7 @@ func newInProcess(b *testing.B, transport string) *inProcess {
 	if err != nil {
 		b.Fatal(err)
 	}
-	quiet := func(string, ...any) {}
+	quiet := logger.Discard
 	if testing.Verbose() {
 		quiet = b.Logf
 	}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 )
 
@@ -26,7 +27,7 @@ type Options struct {
 	Hubs     int           // fleet size for the relay memory phase; 0 skips it
 	Idle     time.Duration // idle window of the wire-bytes phase; 0 skips idle and rekey
 	Profile  string        // folder for pprof profiles; "" skips profiling
-	Logf     func(format string, args ...any)
+	Logf     logger.Logf
 }
 
 // run is one Run's state.
@@ -35,16 +36,14 @@ type run struct {
 	r     *Report
 	ports *loopback.Ports
 	bulk  *BulkServer
-	logf  func(format string, args ...any)
+	logf  logger.Logf
 }
 
 // Run measures everything and returns the report. Phases that fail leave a
 // FAIL row with the reason and the run goes on.
 func Run(o Options) (*Report, error) {
 	ru := &run{o: o, r: &Report{Started: time.Now()}, ports: &loopback.Ports{}, logf: o.Logf}
-	if ru.logf == nil {
-		ru.logf = func(string, ...any) {}
-	}
+	ru.logf = logger.OrDiscard(ru.logf)
 	ru.r.Machine = Machine(o.Root)
 	var err error
 	if ru.bulk, err = NewBulkServer(); err != nil {

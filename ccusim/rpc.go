@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // maxRequestBytes bounds an XML-RPC request body.
@@ -35,7 +37,7 @@ var _ http.Handler = (*rpcServer)(nil)
 type rpcServer struct {
 	iface *iface
 	store *store
-	logf  func(format string, args ...any)
+	logf  logger.Logf
 }
 
 func (h *rpcServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {

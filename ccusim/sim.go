@@ -28,6 +28,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // Config configures a Sim. The zero value works: every service on a free
@@ -46,7 +48,7 @@ type Config struct {
 	FilesDir string
 	// Logf receives the Sim's log lines (start, faults, server errors),
 	// prefixed "ccusim: "; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 }
 
 // DefaultConfig returns the configuration of a real CCU: its ports, on
@@ -87,7 +89,7 @@ func (c *Config) port(service string) (field string, port int) {
 // Sim is a simulated CCU. Make it with New, then Start it once and Close it.
 type Sim struct {
 	cfg    Config
-	logf   func(format string, args ...any)
+	logf   logger.Logf
 	ifaces []*iface
 	store  *store
 
@@ -116,11 +118,7 @@ func New(cfg Config) *Sim {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
-	logf := func(string, ...any) {}
-	if cfg.Logf != nil {
-		user := cfg.Logf
-		logf = func(format string, args ...any) { user("ccusim: "+format, args...) }
-	}
+	logf := logger.WithPrefix(cfg.Logf, "ccusim: ")
 	ifaces := catalog()
 	return &Sim{cfg: cfg, logf: logf, ifaces: ifaces, store: newStore(ifaces)}
 }
@@ -285,7 +283,7 @@ func (s *Sim) Close() error {
 }
 
 // logWriter adapts a Logf to the io.Writer of an http.Server's ErrorLog.
-type logWriter func(format string, args ...any)
+type logWriter logger.Logf
 
 func (l logWriter) Write(p []byte) (int, error) {
 	l("%s", strings.TrimRight(string(p), "\n"))

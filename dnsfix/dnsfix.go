@@ -43,6 +43,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // DefaultFallback are the public resolvers asked when the hub's own give no
@@ -82,7 +84,7 @@ type Config struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logf receives warnings and changes of answer. Default: discard.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 }
 
 // Resolver resolves names as the package comment describes. It is safe for
@@ -95,7 +97,7 @@ type Resolver struct {
 	cacheFile  string
 	timeout    time.Duration
 	now        func() time.Time
-	logf       func(format string, args ...any)
+	logf       logger.Logf
 
 	mu          sync.Mutex
 	mem         map[string]memEntry    // answers within their TTL
@@ -136,9 +138,7 @@ func New(cfg Config) (*Resolver, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	if r.logf == nil {
-		r.logf = func(string, ...any) {}
-	}
+	r.logf = logger.OrDiscard(r.logf)
 	for _, s := range cfg.System {
 		ap, err := ParseServer(s)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // logInterval is the least time between two drop summaries in the log.
@@ -55,7 +57,7 @@ func (s Stats) sub(o Stats) Stats {
 //  5. hand the passing packets to the inner device in one Write.
 type Device struct {
 	inner  tun.Device
-	logf   func(format string, args ...any)
+	logf   logger.Logf
 	now    func() time.Time // time.Now; replaced by tests
 	policy atomic.Pointer[compiled]
 	counts [numVerdicts]atomic.Uint64 // indexed by Verdict
@@ -74,10 +76,8 @@ var _ tun.Device = (*Device)(nil)
 // Wrap returns dev behind a firewall enforcing p. Dropped packets are
 // summarized through logf, prefixed "firewall: ", at most once per 30 s with
 // their count since the previous summary; logf may be nil.
-func Wrap(dev tun.Device, p Policy, logf func(format string, args ...any)) *Device {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+func Wrap(dev tun.Device, p Policy, logf logger.Logf) *Device {
+	logf = logger.OrDiscard(logf)
 	d := &Device{inner: dev, logf: logf, now: time.Now}
 	d.loggedAt = d.now()
 	d.policy.Store(compile(p))

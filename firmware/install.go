@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // Files in the agent's state folder (its config folder). The init script's
@@ -144,7 +146,7 @@ type Installer struct {
 	Restart       []string      // the command that restarts the agent
 	HealthURL     string        // the agent's status API
 	HealthTimeout time.Duration // how long a new agent has to bring the tunnel up
-	Logf          func(format string, args ...any)
+	Logf          logger.Logf
 }
 
 // Apply installs the binary at newPath (already verified: CheckBinary) as

@@ -32,6 +32,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // Defaults for Forwarder's zero fields.
@@ -55,7 +57,7 @@ type Forwarder struct {
 	// Logf receives the Forwarder's few log lines (failed dials, accept
 	// errors), each prefixed "portmap: ". Never payload or secrets.
 	// Default: discard.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	sessions atomic.Uint64 // sessions started, total
 	bytesIn  atomic.Uint64 // tunnel side -> local target, total

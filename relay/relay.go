@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
@@ -80,7 +81,7 @@ const tunnelMTU = 8000
 // Server is a running relay. Create it with New, then Start; Close stops it.
 type Server struct {
 	cfg     Config
-	logf    func(format string, args ...any)
+	logf    logger.Logf
 	key     vpn.PrivateKey
 	version string
 
@@ -192,10 +193,8 @@ func (h *hub) waitOnline(max time.Duration, done <-chan struct{}) bool {
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
-func New(cfg Config, version string, logf func(format string, args ...any)) (*Server, error) {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
+	logf = logger.OrDiscard(logf)
 	s := &Server{
 		cfg:      cfg,
 		logf:     logf,

@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -59,7 +60,7 @@ type TCPBind struct {
 	// WireGuard does not retry them either (netstack.Config.MaxInFlight).
 	Sent func(n int)
 	// Logf logs connection changes (never per packet). Default: discard.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	mu      sync.Mutex
 	cur     *session      // nil while connecting

@@ -7,19 +7,20 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // Device is a wireguard-go device with its peers, configured through the
 // UAPI text protocol so it behaves exactly like `wg set`.
 type Device struct {
 	dev  *device.Device
-	logf func(format string, args ...any)
+	logf logger.Logf
 }
 
 // Peer is one WireGuard peer.
@@ -37,14 +38,12 @@ type Peer struct {
 // the firewall) and b, with private key k. Note that wireguard-go brings the
 // device up by itself as soon as t reports tun.EventUp, so the bind may be
 // open before any peer is added.
-func NewDevice(t tun.Device, b conn.Bind, k PrivateKey, logf func(format string, args ...any)) (*Device, error) {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+func NewDevice(t tun.Device, b conn.Bind, k PrivateKey, logf logger.Logf) (*Device, error) {
+	logf = logger.OrDiscard(logf)
 	d := &Device{logf: logf}
 	d.dev = device.NewDevice(t, b, &device.Logger{
 		Verbosef: device.DiscardLogf,
-		Errorf:   rateLimited(logf, "wireguard: ", 10*time.Second),
+		Errorf:   wireguardErrorf(logf, 10*time.Second),
 	})
 	if err := d.dev.IpcSet("private_key=" + k.hex() + "\n"); err != nil {
 		d.dev.Close()
@@ -194,30 +193,14 @@ func (d *Device) Close() {
 	<-d.dev.Wait()
 }
 
-// rateLimited returns a logf that prints at most one line per interval and
-// says how many it held back.
-func rateLimited(logf func(string, ...any), prefix string, every time.Duration) func(string, ...any) {
-	var mu sync.Mutex
-	var last time.Time
-	var held int
+// wireguardErrorf is WireGuard's error log: prefixed, without the send
+// errors that are normal while the transport reconnects, and at most one
+// line per every.
+func wireguardErrorf(logf logger.Logf, every time.Duration) logger.Logf {
+	rl := logger.RateLimited(logger.WithPrefix(logf, "wireguard: "), every)
 	return func(format string, args ...any) {
-		if expectedSendError(args) {
-			return
+		if !expectedSendError(args) {
+			rl(format, args...)
 		}
-		mu.Lock()
-		now := time.Now()
-		if now.Sub(last) < every {
-			held++
-			mu.Unlock()
-			return
-		}
-		n := held
-		held, last = 0, now
-		mu.Unlock()
-		msg := fmt.Sprintf(format, args...)
-		if n > 0 {
-			msg += fmt.Sprintf(" (and %d similar)", n)
-		}
-		logf("%s%s", prefix, msg)
 	}
 }
