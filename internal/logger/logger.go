@@ -38,6 +38,10 @@ func WithPrefix(f Logf, prefix string) Logf {
 // and says how many it left out in the next line it passes. For paths that
 // can log per packet or per connection attempt.
 func RateLimited(f Logf, every time.Duration) Logf {
+	return rateLimited(f, every, time.Now)
+}
+
+func rateLimited(f Logf, every time.Duration, clock func() time.Time) Logf {
 	f = OrDiscard(f)
 	var (
 		mu      sync.Mutex
@@ -46,7 +50,7 @@ func RateLimited(f Logf, every time.Duration) Logf {
 	)
 	return func(format string, args ...any) {
 		mu.Lock()
-		now := time.Now()
+		now := clock()
 		if !last.IsZero() && now.Sub(last) < every {
 			dropped++
 			mu.Unlock()

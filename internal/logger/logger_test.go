@@ -2,23 +2,26 @@ package logger
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
 
-func TestRateLimitedSaysWhatItLeftOut(t *testing.T) {
+func TestRateLimitedPassesOneLinePerIntervalAndCountsTheRest(t *testing.T) {
 	var lines []string
-	f := RateLimited(func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }, time.Hour)
-	f("a %d", 1)
-	f("a %d", 2)
-	f("a %d", 3)
-	if len(lines) != 1 || lines[0] != "a 1" {
-		t.Fatalf("lines = %q, want only the first", lines)
-	}
-	g := RateLimited(func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }, -1)
-	g("b")
-	if lines[len(lines)-1] != "b" {
-		t.Fatalf("an unlimited logger held a line back: %q", lines)
+	now := time.Unix(0, 0)
+	f := rateLimited(func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) },
+		10*time.Second, func() time.Time { return now })
+	f("dial %d", 1)
+	f("dial %d", 2)
+	now = now.Add(5 * time.Second)
+	f("dial %d", 3)
+	now = now.Add(6 * time.Second)
+	f("dial %d", 4)
+	f("dial %d", 5)
+	want := []string{"dial 1", "dial 4 (and 2 similar lines left out)"}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("lines = %q, want %q", lines, want)
 	}
 }
 
