@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"math"
 	"net"
 	"net/netip"
@@ -12,7 +11,6 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -149,12 +147,16 @@ func (b *agentBind) BatchSize() int {
 	if b.udp != nil {
 		return b.udp.BatchSize()
 	}
-	return vpn.BindBatchSize
+	return tcpBatchSize
 }
+
+// tcpBatchSize is the batch WireGuard reads from agent connections without
+// UDP: it keeps tcpBatchSize × 64 KiB of buffers per receive routine.
+const tcpBatchSize = 16
 
 // agentConn is one agent's TCP connection, and a WireGuard endpoint.
 type agentConn struct {
-	c      net.Conn
+	conn   *wire.Conn
 	remote netip.AddrPort
 	dst    []byte // DstToBytes, for WireGuard's cookie MACs
 
@@ -167,29 +169,21 @@ type agentConn struct {
 	state    atomic.Int32
 	onVerify func() // called once, by the write that verified the connection
 
-	wmu       sync.Mutex
-	wbuf      []byte
-	lastWrite time.Time
-	ka        *vpn.KeepaliveFilter
-	shut      bool // goAway has sent the last frame; later writes are dropped
-
-	rx, tx atomic.Uint64
+	counters wire.Counters
 }
 
 func newAgentConn(c net.Conn) *agentConn {
-	ac := &agentConn{c: c}
+	ac := &agentConn{}
+	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ac.remote = ta.AddrPort()
 	}
 	ac.dst, _ = ac.remote.MarshalBinary()
-	ac.ka = vpn.NewKeepaliveFilter(ac.flushKeepalive)
 	return ac
 }
 
-// write sends frames built from bufs, with keepalives as ac.ka decides.
+// write sends frames built from bufs.
 func (ac *agentConn) write(bufs [][]byte) error {
-	ac.wmu.Lock()
-	defer ac.wmu.Unlock()
 	// Verified before the response goes out, so the hub is online by the
 	// time its agent learns the tunnel is up. A failed write closes the
 	// connection, and its reader's finish undoes it.
@@ -197,51 +191,7 @@ func (ac *agentConn) write(bufs [][]byte) error {
 		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
 		ac.onVerify()
 	}
-	now := time.Now()
-	send, _ := ac.ka.Filter(bufs, now)
-	return ac.writeLocked(send, now)
-}
-
-// flushKeepalive writes a held keepalive whose time is up.
-func (ac *agentConn) flushKeepalive() {
-	if ac.state.Load() == connDone {
-		return
-	}
-	ac.wmu.Lock()
-	defer ac.wmu.Unlock()
-	now := time.Now()
-	if p := ac.ka.Due(now); p != nil {
-		ac.writeLocked([][]byte{p}, now)
-	}
-}
-
-func (ac *agentConn) writeLocked(bufs [][]byte, now time.Time) error {
-	if ac.shut {
-		return errGoneAway
-	}
-	buf := ac.wbuf[:0]
-	for _, p := range bufs {
-		var err error
-		if buf, err = wire.AppendFrame(buf, p); err != nil {
-			return err
-		}
-	}
-	ac.wbuf = buf
-	if len(buf) == 0 {
-		return nil
-	}
-	if now.Sub(ac.lastWrite) >= vpn.AckIdle {
-		vpn.DelayACKs(ac.c)
-	}
-	ac.lastWrite = now
-	ac.c.SetWriteDeadline(now.Add(agentWriteTimeout))
-	n, err := ac.c.Write(buf)
-	ac.tx.Add(uint64(n))
-	if err != nil {
-		ac.c.Close() // its reader notices and cleans up
-		return err
-	}
-	return nil
+	return ac.conn.Write(bufs)
 }
 
 const (
@@ -257,10 +207,10 @@ func (ac *agentConn) finish() (wasVerified bool) {
 }
 
 // hasHandshakeResponse reports whether bufs holds a WireGuard handshake
-// response (message type 2).
+// response.
 func hasHandshakeResponse(bufs [][]byte) bool {
 	for _, p := range bufs {
-		if len(p) > 0 && p[0] == 2 {
+		if wire.Classify(p) == wire.Response {
 			return true
 		}
 	}
@@ -272,30 +222,12 @@ func (ac *agentConn) writeControl(p []byte) error {
 	return ac.write([][]byte{p})
 }
 
-// errGoneAway is what a write returns after goAway: WireGuard's sends
-// are dropped, and the connection stays open for the agent to hang up.
-var errGoneAway = errors.New("relay: connection told to go away")
-
 // goAway sends a GoingAway frame as the last thing on the connection and
-// half-closes it. The agent reads the frame before the end of the stream
-// and hangs up, and its reader here then ends. Closing at once instead
-// would reset a connection with unread data in it, and a reset can take
-// the frame with it.
+// half-closes it (wire.Conn.WriteFinal); WireGuard's later sends are
+// dropped, and the connection stays open for the agent to hang up.
 func (ac *agentConn) goAway(retryAfter time.Duration) {
-	ac.wmu.Lock()
-	defer ac.wmu.Unlock()
-	if ac.shut {
-		return
-	}
 	ms := uint16(min(retryAfter.Milliseconds(), math.MaxUint16))
-	err := ac.writeLocked([][]byte{wire.GoingAway{RetryAfterMillis: ms}.Marshal()}, time.Now())
-	ac.shut = true
-	if err != nil {
-		return // writeLocked has closed it
-	}
-	if cw, ok := ac.c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
+	ac.conn.WriteFinal(wire.GoingAway{RetryAfterMillis: ms}.Marshal())
 }
 
 // inboundTUN is the netstack's TUN device as WireGuard sees it: each

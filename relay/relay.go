@@ -466,6 +466,7 @@ func (s *Server) serveAgent(c net.Conn) {
 	s.mu.Unlock()
 	defer s.agentsWG.Done()
 	defer func() {
+		ac.conn.Close()
 		s.mu.Lock()
 		delete(s.agent, ac)
 		s.mu.Unlock()
@@ -477,21 +478,30 @@ func (s *Server) serveAgent(c net.Conn) {
 				// restarted agent no longer has.
 				s.dev.ExpireSessions(h.key)
 			}
-			s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.rx.Load(), ac.tx.Load())
+			s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.counters.Rx(), ac.counters.Tx())
 		}
 	}()
+
+	// One frame buffer at a time: the one the next frame is read into,
+	// handed to WireGuard with it.
+	var buf *[wire.MaxFrame]byte
+	defer func() {
+		if buf != nil {
+			framePool.Put(buf)
+		}
+	}()
+	buf = framePool.Get().(*[wire.MaxFrame]byte)
 
 	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
 	if err := ac.writeControl(hello.Marshal()); err != nil {
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	r := wire.NewReaderSize(c, agentReadBuffer)
-	p, err := r.Next()
-	if err != nil || p[0] != wire.TypeHello {
+	ac.conn.SetReadDeadline(time.Now().Add(helloTimeout))
+	n, err := ac.conn.ReadFrame(buf[:])
+	if err != nil || buf[0] != wire.TypeHello {
 		return // not an agent, or silent: drop it quietly
 	}
-	h, err := wire.ParseHello(p)
+	h, err := wire.ParseHello(buf[:n])
 	if err != nil {
 		ac.writeControl(wire.Error{Message: "malformed hello"}.Marshal())
 		return
@@ -511,32 +521,33 @@ func (s *Server) serveAgent(c net.Conn) {
 	ac.hub.Store(hb)
 	ac.onVerify = func() {
 		hb.connected()
-		c.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
+		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
 		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
 	}
-	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	ac.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 
 	for {
-		p, err := r.Next()
+		if buf == nil {
+			buf = framePool.Get().(*[wire.MaxFrame]byte)
+		}
+		n, err := ac.conn.ReadFrame(buf[:])
 		if err != nil {
 			return
 		}
-		ac.rx.Add(uint64(len(p) + 2))
-		if !wire.IsWireGuard(p) {
+		kind := wire.Classify(buf[:n])
+		if !kind.IsWireGuard() {
 			continue // later control messages; nothing to do yet
 		}
 		// Only a connection the hub's handshake came over is held back: its
 		// packets can reach the netstack and be counted out. Anything else
 		// WireGuard drops at once, holding nothing.
-		if vpn.IsData(p) && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
+		if kind == wire.Data && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
 			return
 		}
-		buf := framePool.Get().(*[wire.MaxFrame]byte)
-		n := copy(buf[:], p)
 		select {
 		case s.bind.in <- inbound{buf: buf, n: n, ep: ac}:
+			buf = nil
 		case <-s.closing:
-			framePool.Put(buf)
 			return
 		}
 	}
