@@ -1,22 +1,17 @@
 package relay
 
 import (
-	"math"
 	"net"
-	"net/netip"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // agentBind is the relay's conn.Bind: WireGuard messages from every agent's
 // TCP connection (and, if enabled, from UDP) reach the one WireGuard device
-// through it. Each TCP connection is its own conn.Endpoint, so WireGuard's
+// through it, and WireGuard's replies leave through it. Each TCP connection is its own conn.Endpoint, so WireGuard's
 // roaming (the peer's endpoint follows its last authenticated packet) sends
 // replies down the connection the hub last spoke on.
 //
@@ -153,128 +148,3 @@ func (b *agentBind) BatchSize() int {
 // tcpBatchSize is the batch WireGuard reads from agent connections without
 // UDP: it keeps tcpBatchSize × 64 KiB of buffers per receive routine.
 const tcpBatchSize = 16
-
-// agentConn is one agent's TCP connection, and a WireGuard endpoint.
-type agentConn struct {
-	conn   *wire.Conn
-	remote netip.AddrPort
-	dst    []byte // DstToBytes, for WireGuard's cookie MACs
-
-	hub atomic.Pointer[hub] // the hub its Hello claims, if known
-
-	// state goes from connUnverified to connVerified when the relay first
-	// answers a handshake initiation on this connection (wireguard-go only
-	// answers initiations it has authenticated, so from then on the
-	// connection carries a real hub), and to connDone when its reader ends.
-	state    atomic.Int32
-	onVerify func() // called once, by the write that verified the connection
-
-	counters wire.Counters
-}
-
-func newAgentConn(c net.Conn) *agentConn {
-	ac := &agentConn{}
-	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ac.remote = ta.AddrPort()
-	}
-	ac.dst, _ = ac.remote.MarshalBinary()
-	return ac
-}
-
-// write sends frames built from bufs.
-func (ac *agentConn) write(bufs [][]byte) error {
-	// Verified before the response goes out, so the hub is online by the
-	// time its agent learns the tunnel is up. A failed write closes the
-	// connection, and its reader's finish undoes it.
-	if ac.state.Load() == connUnverified && hasHandshakeResponse(bufs) &&
-		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
-		ac.onVerify()
-	}
-	return ac.conn.Write(bufs)
-}
-
-const (
-	connUnverified = iota
-	connVerified
-	connDone
-)
-
-// finish marks the connection done and reports whether it had been
-// verified, so exactly one of onVerify's effects gets undone.
-func (ac *agentConn) finish() (wasVerified bool) {
-	return ac.state.Swap(connDone) == connVerified
-}
-
-// hasHandshakeResponse reports whether bufs holds a WireGuard handshake
-// response.
-func hasHandshakeResponse(bufs [][]byte) bool {
-	for _, p := range bufs {
-		if wire.Classify(p) == wire.Response {
-			return true
-		}
-	}
-	return false
-}
-
-// writeControl sends one control frame, bypassing WireGuard.
-func (ac *agentConn) writeControl(p []byte) error {
-	return ac.write([][]byte{p})
-}
-
-// goAway sends a GoingAway frame as the last thing on the connection and
-// half-closes it (wire.Conn.WriteFinal); WireGuard's later sends are
-// dropped, and the connection stays open for the agent to hang up.
-func (ac *agentConn) goAway(retryAfter time.Duration) {
-	ms := uint16(min(retryAfter.Milliseconds(), math.MaxUint16))
-	ac.conn.WriteFinal(wire.GoingAway{RetryAfterMillis: ms}.Marshal())
-}
-
-// inboundTUN is the netstack's TUN device as WireGuard sees it: each
-// packet WireGuard writes to it is counted out of the window of the hub it
-// came from (hub.inbound), found by its IPv4 source address. WireGuard
-// only writes packets whose source is the sending peer's tunnel address.
-type inboundTUN struct {
-	tun.Device
-	byIP map[netip.Addr]*hub // read-only once the relay runs
-}
-
-func (d *inboundTUN) Write(bufs [][]byte, offset int) (int, error) {
-	written, err := d.Device.Write(bufs, offset)
-	// Counted out in runs: a batch comes from one peer.
-	var last *hub
-	n := 0
-	for _, b := range bufs {
-		h := d.byIP[sourceIPv4(b[offset:])]
-		if h != last {
-			if last != nil {
-				last.inbound.Leave(n)
-			}
-			last, n = h, 0
-		}
-		n++
-	}
-	if last != nil {
-		last.inbound.Leave(n)
-	}
-	return written, err
-}
-
-// sourceIPv4 is the source address of an IPv4 packet, or the zero Addr.
-func sourceIPv4(p []byte) netip.Addr {
-	if len(p) < 20 || p[0]>>4 != 4 {
-		return netip.Addr{}
-	}
-	return netip.AddrFrom4([4]byte(p[12:16]))
-}
-
-// tcpEndpointPrefix starts what WireGuard reports as the endpoint of a hub
-// whose last handshake came over an agent's TCP connection.
-const tcpEndpointPrefix = "tcp:"
-
-func (ac *agentConn) ClearSrc()           {}
-func (ac *agentConn) SrcToString() string { return "" }
-func (ac *agentConn) DstToString() string { return tcpEndpointPrefix + ac.remote.String() }
-func (ac *agentConn) DstToBytes() []byte  { return ac.dst }
-func (ac *agentConn) DstIP() netip.Addr   { return ac.remote.Addr() }
-func (ac *agentConn) SrcIP() netip.Addr   { return netip.Addr{} }
