@@ -250,7 +250,7 @@ func (b *TCPBind) serve(c net.Conn) *session {
 	b.mu.Lock()
 	if b.closing == nil {
 		b.mu.Unlock()
-		c.Close()
+		s.conn.Close()
 		return s
 	}
 	b.setLocked(s, "")
