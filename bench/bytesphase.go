@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // wireBytes is the wire-bytes phase: its own relay and agent, a capture of
@@ -161,7 +162,7 @@ two: two small segments that arrive before the reader reads make Linux acknowled
 delayed-ACK mode, and whether they do depends on the request's data around the handshake.
 
 `+"```\n%s```", w.tTrigger.Sub(w.tConn).Round(time.Second), hs.Initiator, hs.At.Sub(w.tConn).Seconds(),
-				ConfirmWithin, vpn.KeepaliveHold, hs.Detail, hs.IPBytes, hs.Packets, hs.Frame, hs.Messages, s.Describe(hs.At.Add(-5*time.Millisecond), hs.At.Add(ConfirmWithin)))
+				ConfirmWithin, wire.KeepaliveHold, hs.Detail, hs.IPBytes, hs.Packets, hs.Frame, hs.Messages, s.Describe(hs.At.Add(-5*time.Millisecond), hs.At.Add(ConfirmWithin)))
 		}
 
 		tail := s.Window(w.tTrigger.Add(5*time.Second), w.tIdleStart)

@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -322,9 +321,9 @@ type Handshake struct {
 // ConfirmWithin is how long after the response HandshakeAfter looks for the
 // initiator's confirming keepalive: wireguard-go sends it at once when
 // nothing else is queued, and our binds hold a keepalive that would go out
-// alone for up to vpn.KeepaliveHold, leaving it out if data of the new
+// alone for up to wire.KeepaliveHold, leaving it out if data of the new
 // session goes first.
-const ConfirmWithin = vpn.KeepaliveHold + time.Second
+const ConfirmWithin = wire.KeepaliveHold + time.Second
 
 // HandshakeAfter finds the first handshake initiation sent at or after t and
 // counts what it cost: the initiation, the response and the keepalive the

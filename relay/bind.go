@@ -1,24 +1,17 @@
 package relay
 
 import (
-	"errors"
-	"math"
 	"net"
-	"net/netip"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // agentBind is the relay's conn.Bind: WireGuard messages from every agent's
 // TCP connection (and, if enabled, from UDP) reach the one WireGuard device
-// through it. Each TCP connection is its own conn.Endpoint, so WireGuard's
+// through it, and WireGuard's replies leave through it. Each TCP connection is its own conn.Endpoint, so WireGuard's
 // roaming (the peer's endpoint follows its last authenticated packet) sends
 // replies down the connection the hub last spoke on.
 //
@@ -149,200 +142,9 @@ func (b *agentBind) BatchSize() int {
 	if b.udp != nil {
 		return b.udp.BatchSize()
 	}
-	return vpn.BindBatchSize
+	return tcpBatchSize
 }
 
-// agentConn is one agent's TCP connection, and a WireGuard endpoint.
-type agentConn struct {
-	c      net.Conn
-	remote netip.AddrPort
-	dst    []byte // DstToBytes, for WireGuard's cookie MACs
-
-	hub atomic.Pointer[hub] // the hub its Hello claims, if known
-
-	// state goes from connUnverified to connVerified when the relay first
-	// answers a handshake initiation on this connection (wireguard-go only
-	// answers initiations it has authenticated, so from then on the
-	// connection carries a real hub), and to connDone when its reader ends.
-	state    atomic.Int32
-	onVerify func() // called once, by the write that verified the connection
-
-	wmu       sync.Mutex
-	wbuf      []byte
-	lastWrite time.Time
-	ka        *vpn.KeepaliveFilter
-	shut      bool // goAway has sent the last frame; later writes are dropped
-
-	rx, tx atomic.Uint64
-}
-
-func newAgentConn(c net.Conn) *agentConn {
-	ac := &agentConn{c: c}
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ac.remote = ta.AddrPort()
-	}
-	ac.dst, _ = ac.remote.MarshalBinary()
-	ac.ka = vpn.NewKeepaliveFilter(ac.flushKeepalive)
-	return ac
-}
-
-// write sends frames built from bufs, with keepalives as ac.ka decides.
-func (ac *agentConn) write(bufs [][]byte) error {
-	ac.wmu.Lock()
-	defer ac.wmu.Unlock()
-	// Verified before the response goes out, so the hub is online by the
-	// time its agent learns the tunnel is up. A failed write closes the
-	// connection, and its reader's finish undoes it.
-	if ac.state.Load() == connUnverified && hasHandshakeResponse(bufs) &&
-		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
-		ac.onVerify()
-	}
-	now := time.Now()
-	send, _ := ac.ka.Filter(bufs, now)
-	return ac.writeLocked(send, now)
-}
-
-// flushKeepalive writes a held keepalive whose time is up.
-func (ac *agentConn) flushKeepalive() {
-	if ac.state.Load() == connDone {
-		return
-	}
-	ac.wmu.Lock()
-	defer ac.wmu.Unlock()
-	now := time.Now()
-	if p := ac.ka.Due(now); p != nil {
-		ac.writeLocked([][]byte{p}, now)
-	}
-}
-
-func (ac *agentConn) writeLocked(bufs [][]byte, now time.Time) error {
-	if ac.shut {
-		return errGoneAway
-	}
-	buf := ac.wbuf[:0]
-	for _, p := range bufs {
-		var err error
-		if buf, err = wire.AppendFrame(buf, p); err != nil {
-			return err
-		}
-	}
-	ac.wbuf = buf
-	if len(buf) == 0 {
-		return nil
-	}
-	if now.Sub(ac.lastWrite) >= vpn.AckIdle {
-		vpn.DelayACKs(ac.c)
-	}
-	ac.lastWrite = now
-	ac.c.SetWriteDeadline(now.Add(agentWriteTimeout))
-	n, err := ac.c.Write(buf)
-	ac.tx.Add(uint64(n))
-	if err != nil {
-		ac.c.Close() // its reader notices and cleans up
-		return err
-	}
-	return nil
-}
-
-const (
-	connUnverified = iota
-	connVerified
-	connDone
-)
-
-// finish marks the connection done and reports whether it had been
-// verified, so exactly one of onVerify's effects gets undone.
-func (ac *agentConn) finish() (wasVerified bool) {
-	return ac.state.Swap(connDone) == connVerified
-}
-
-// hasHandshakeResponse reports whether bufs holds a WireGuard handshake
-// response (message type 2).
-func hasHandshakeResponse(bufs [][]byte) bool {
-	for _, p := range bufs {
-		if len(p) > 0 && p[0] == 2 {
-			return true
-		}
-	}
-	return false
-}
-
-// writeControl sends one control frame, bypassing WireGuard.
-func (ac *agentConn) writeControl(p []byte) error {
-	return ac.write([][]byte{p})
-}
-
-// errGoneAway is what a write returns after goAway: WireGuard's sends
-// are dropped, and the connection stays open for the agent to hang up.
-var errGoneAway = errors.New("relay: connection told to go away")
-
-// goAway sends a GoingAway frame as the last thing on the connection and
-// half-closes it. The agent reads the frame before the end of the stream
-// and hangs up, and its reader here then ends. Closing at once instead
-// would reset a connection with unread data in it, and a reset can take
-// the frame with it.
-func (ac *agentConn) goAway(retryAfter time.Duration) {
-	ac.wmu.Lock()
-	defer ac.wmu.Unlock()
-	if ac.shut {
-		return
-	}
-	ms := uint16(min(retryAfter.Milliseconds(), math.MaxUint16))
-	err := ac.writeLocked([][]byte{wire.GoingAway{RetryAfterMillis: ms}.Marshal()}, time.Now())
-	ac.shut = true
-	if err != nil {
-		return // writeLocked has closed it
-	}
-	if cw, ok := ac.c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-}
-
-// inboundTUN is the netstack's TUN device as WireGuard sees it: each
-// packet WireGuard writes to it is counted out of the window of the hub it
-// came from (hub.inbound), found by its IPv4 source address. WireGuard
-// only writes packets whose source is the sending peer's tunnel address.
-type inboundTUN struct {
-	tun.Device
-	byIP map[netip.Addr]*hub // read-only once the relay runs
-}
-
-func (d *inboundTUN) Write(bufs [][]byte, offset int) (int, error) {
-	written, err := d.Device.Write(bufs, offset)
-	// Counted out in runs: a batch comes from one peer.
-	var last *hub
-	n := 0
-	for _, b := range bufs {
-		h := d.byIP[sourceIPv4(b[offset:])]
-		if h != last {
-			if last != nil {
-				last.inbound.Leave(n)
-			}
-			last, n = h, 0
-		}
-		n++
-	}
-	if last != nil {
-		last.inbound.Leave(n)
-	}
-	return written, err
-}
-
-// sourceIPv4 is the source address of an IPv4 packet, or the zero Addr.
-func sourceIPv4(p []byte) netip.Addr {
-	if len(p) < 20 || p[0]>>4 != 4 {
-		return netip.Addr{}
-	}
-	return netip.AddrFrom4([4]byte(p[12:16]))
-}
-
-// tcpEndpointPrefix starts what WireGuard reports as the endpoint of a hub
-// whose last handshake came over an agent's TCP connection.
-const tcpEndpointPrefix = "tcp:"
-
-func (ac *agentConn) ClearSrc()           {}
-func (ac *agentConn) SrcToString() string { return "" }
-func (ac *agentConn) DstToString() string { return tcpEndpointPrefix + ac.remote.String() }
-func (ac *agentConn) DstToBytes() []byte  { return ac.dst }
-func (ac *agentConn) DstIP() netip.Addr   { return ac.remote.Addr() }
-func (ac *agentConn) SrcIP() netip.Addr   { return netip.Addr{} }
+// tcpBatchSize is the batch WireGuard reads from agent connections without
+// UDP: it keeps tcpBatchSize × 64 KiB of buffers per receive routine.
+const tcpBatchSize = 16

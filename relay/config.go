@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -46,6 +47,11 @@ type Config struct {
 	ReleasesDir string `toml:"releases_dir"`
 	// Hubs are the hubs this relay serves.
 	Hubs []HubConfig `toml:"hub"`
+
+	// Now is the relay's clock for its decisions in time: a hub's
+	// reconnect window and a UDP hub's freshness. Not in the file; tests
+	// set it to move time. Default time.Now.
+	Now func() time.Time `toml:"-"`
 
 	tunnelIP netip.Addr
 	dir      string

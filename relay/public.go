@@ -3,15 +3,9 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"html"
-	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -58,12 +52,12 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 		host = hostHeader(head)
 	}
 	name, ok := s.hubName(host)
-	h := s.hubs[name]
+	h := s.hubs.byName[name]
 	if !ok || h == nil {
 		writeError(c, 404, "Unknown hub", fmt.Sprintf("No hub is called %q at this relay.", hostOnly(host)))
 		return
 	}
-	if !s.online(h) && !s.awaitReconnect(h, c) {
+	if !s.hubs.online(h) && !s.awaitReconnect(h, c) {
 		writeError(c, 502, "Hub offline", fmt.Sprintf("The hub %q is not connected to the relay right now. Check that it is powered and online.", h.Name))
 		return
 	}
@@ -86,39 +80,14 @@ func (s *Server) servePublic(c net.Conn, e portmap.Entry) {
 		h.Name, e.Port, c.RemoteAddr(), start.UTC().Format(time.RFC3339), time.Since(start).Round(time.Millisecond), up, down)
 }
 
-// udpSessionFresh is how recent a UDP hub's last handshake must be for it
-// to count as connected: WireGuard rekeys every 2 minutes while the agent's
-// persistent keepalives flow.
-const udpSessionFresh = 3 * time.Minute
-
-// online reports whether a hub can be reached now: a verified TCP agent
-// connection, or (UDP agents say no Hello) a recent WireGuard handshake
-// over UDP. The latter walks WireGuard's whole peer dump, so it is asked
-// only for hubs without a TCP connection, and only when UDP is enabled.
-func (s *Server) online(h *hub) bool {
-	if h.online.Load() > 0 {
-		return true
-	}
-	if s.bind.udp == nil {
-		return false
-	}
-	st, err := s.dev.Stats()
-	if err != nil {
-		return false
-	}
-	ps, ok := st[h.key]
-	return ok && !strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) &&
-		!ps.LastHandshake.IsZero() && time.Since(ps.LastHandshake) < udpSessionFresh
-}
-
 // awaitReconnect lets a request for a hub whose agent has just gone (see
 // reconnectWindow) wait for it, and reports whether it came back.
 func (s *Server) awaitReconnect(h *hub, c net.Conn) bool {
-	if !h.reconnecting() {
+	if !s.hubs.reconnecting(h) {
 		return false
 	}
 	s.logf("relay: hub %s is reconnecting; a request from %s waits up to %v", h.Name, c.RemoteAddr(), reconnectWait)
-	return h.waitOnline(reconnectWait, s.closing)
+	return s.hubs.waitOnline(h, reconnectWait, s.closing)
 }
 
 // hubName maps "NAME.<domain>[:port]" to NAME.
@@ -201,44 +170,4 @@ func (c *prefixConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-// tlsConfig loads the configured certificate or makes a self-signed one.
-func (s *Server) tlsConfig() (*tls.Config, error) {
-	var cert tls.Certificate
-	var err error
-	if s.cfg.TLSCertFile != "" {
-		cert, err = tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("relay: tls_cert_file: %w", err)
-		}
-	} else {
-		if cert, err = selfSigned(s.cfg.Domain); err != nil {
-			return nil, fmt.Errorf("relay: self-signed certificate: %w", err)
-		}
-		s.logf("relay: no tls_cert_file: using a self-signed certificate for *.%s", s.cfg.Domain)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
-}
-
-func selfSigned(domain string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "*." + domain},
-		DNSNames:     []string{"*." + domain, domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

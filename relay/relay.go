@@ -3,6 +3,33 @@
 // hub on its own userspace netstack, and connects users arriving on the
 // public ports of the fixed map to the hub their Host header names.
 //
+// An agent connection (agentconn.go): the agent dials agent_listen and
+// both sides say Hello; the agent's names the hub it claims to be, and the
+// hub registry (hubs.go) counts the hub online once WireGuard has answered a
+// handshake on that connection, which proves the claim.
+//
+// The data path, a user's request:
+//
+//  1. public.go accepts the user on a public port, terminates TLS where the
+//     map says so and reads the request head; its Host (or SNI) names the hub.
+//  2. The registry says whether the hub is online. A hub whose last agent
+//     connection ended less than 30 s ago is waited for up to 5 s; any other
+//     offline hub gets a 502 page at once.
+//  3. The relay's netstack dials the hub's tunnel address on the same port,
+//     and public.go splices the user's connection to it.
+//  4. WireGuard encrypts the netstack's packets for the hub's peer and sends
+//     them through agentBind (bind.go) to the endpoint the hub last spoke
+//     from: its agent connection, whose wire.Conn frames a batch into one
+//     write (agentconn.go).
+//  5. The agent's packets come back on that connection: its reader
+//     (agentconn.go) reads each frame into a pooled buffer, counts a data
+//     packet into the hub's inbound window (waiting while 128 are inside
+//     WireGuard: one hub cannot fill the relay's memory), and hands it to
+//     agentBind's receive function.
+//  6. WireGuard decrypts it and writes the packet to the netstack through
+//     inboundTUN (hubs.go), which counts it out of the hub's window; the
+//     netstack delivers it to the connection step 3 dialed.
+//
 // The relay never forwards packets between peers: its netstack owns only
 // the relay's tunnel address and does not route, so a hub can reach nothing
 // but the relay itself, and certainly not another hub.
@@ -18,60 +45,13 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/internal/inflight"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
-	"github.com/hubtunnel/hubtunnel/wire"
 )
-
-const (
-	// helloTimeout is how long a new agent connection may take to say
-	// Hello; idle half-open connections are dropped after it.
-	helloTimeout = 10 * time.Second
-	// handshakeTimeout is how long it may then take to complete a
-	// WireGuard handshake (three of WireGuard's 5 s retries fit in it);
-	// a connection that claims a hub but cannot prove it is dropped.
-	handshakeTimeout = 20 * time.Second
-	// agentWriteTimeout bounds a write to one agent, so a stuck agent
-	// cannot hold up WireGuard's send routine for long.
-	agentWriteTimeout = 10 * time.Second
-	// agentReadBuffer is small: thousands of idle agents each hold one.
-	agentReadBuffer = 4 << 10
-	// goingAwayMillis is how long agents wait before redialing a relay
-	// that is shutting down, plus their own jitter.
-	goingAwayMillis = 1000
-	// goingAwayGrace bounds how long Close waits for agents to hang up
-	// after their GoingAway: a round trip and a FIN for an agent that is
-	// there at all.
-	goingAwayGrace = time.Second
-	// maxInboundPerHub is how many of a hub's data packets may wait inside
-	// WireGuard on the way to the netstack. WireGuard holds each in a 64 KiB
-	// buffer whatever its size, and a tunnel TCP window of 1 MiB from a fast
-	// hub is ~760 packets, ~48 MiB. Beyond the bound that hub's connection
-	// is not read, and the backlog waits in the socket buffers at its real
-	// size. The count is per hub, so one hub's backlog never holds back
-	// another's. 128 packets are 8 MiB; throughput did not change.
-	maxInboundPerHub = 128
-	// reconnectWindow and reconnectWait: a request for a hub whose agent
-	// connection ended less than reconnectWindow ago (the agent updating
-	// or restarting, its network blinking) waits up to reconnectWait for
-	// the agent to connect again, rather than failing with "Hub offline"
-	// in the second the agent needs. A relay that restarts knows of no
-	// earlier connection.
-	reconnectWindow = 30 * time.Second
-	reconnectWait   = 5 * time.Second
-)
-
-// agentKeepAlive is far slower than the agent's own (90 s): the agent keeps
-// an idle connection alive, and its probes do not reset the relay's timer,
-// so every relay probe is extra idle traffic (30 KB/day at 5 minutes). The
-// relay's own timer only clears out agents that vanished without a word.
-var agentKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Minute, Interval: time.Minute, Count: 5}
 
 // tunnelMTU is the relay netstack's MTU: large, so that TCP-transport agents
 // (default mtu 8000) get full-size segments. TCP's MSS negotiation keeps
@@ -85,9 +65,7 @@ type Server struct {
 	key     vpn.PrivateKey
 	version string
 
-	hubs  map[string]*hub
-	byKey map[vpn.PublicKey]*hub
-	byIP  map[netip.Addr]*hub // by tunnel address
+	hubs *registry
 
 	stack *netstack.Stack
 	bind  *agentBind
@@ -109,109 +87,22 @@ type Server struct {
 	goingAway bool           // Close has begun telling agents; no new ones
 }
 
-// hub is a configured hub and what the relay knows about it now.
-type hub struct {
-	HubConfig
-	online atomic.Int32 // live agent connections that named this hub and completed a handshake; changed under mu
-
-	mu     sync.Mutex
-	goneAt time.Time     // when its last connection ended; zero if it never had one
-	back   chan struct{} // closed when it connects again; nil while nobody waits
-
-	// inbound counts the hub's data packets that its agent connections
-	// have handed to WireGuard and WireGuard has not yet written to the
-	// netstack (see maxInboundPerHub). roomMu: one reader waits at a time.
-	inbound *inflight.Window
-	roomMu  sync.Mutex
-}
-
-// admitInbound waits until the hub has room for one more data packet
-// inside WireGuard and counts it in. It reports false once stop is closed.
-func (h *hub) admitInbound(stop <-chan struct{}) bool {
-	h.roomMu.Lock()
-	defer h.roomMu.Unlock()
-	if h.inbound.Room(1, stop) == 0 {
-		return false
-	}
-	h.inbound.Enter(1)
-	return true
-}
-
-// connected counts a verified agent connection in and wakes waitOnline.
-func (h *hub) connected() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.online.Add(1)
-	if h.back != nil {
-		close(h.back)
-		h.back = nil
-	}
-}
-
-// disconnected counts a verified agent connection out and reports whether
-// it was the hub's last.
-func (h *hub) disconnected() (last bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.online.Add(-1) != 0 {
-		return false
-	}
-	h.goneAt = time.Now()
-	return true
-}
-
-// reconnecting reports whether h has no connection now but had one less
-// than reconnectWindow ago.
-func (h *hub) reconnecting() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.online.Load() == 0 && !h.goneAt.IsZero() && time.Since(h.goneAt) < reconnectWindow
-}
-
-// waitOnline waits up to max, or until done is closed, for h to have an
-// agent connection, and reports whether it has one.
-func (h *hub) waitOnline(max time.Duration, done <-chan struct{}) bool {
-	h.mu.Lock()
-	if h.online.Load() > 0 {
-		h.mu.Unlock()
-		return true
-	}
-	if h.back == nil {
-		h.back = make(chan struct{})
-	}
-	back := h.back
-	h.mu.Unlock()
-	t := time.NewTimer(max)
-	defer t.Stop()
-	select {
-	case <-back:
-		return true
-	case <-t.C:
-	case <-done:
-	}
-	return false
-}
-
 // New prepares a relay from a validated config. version is shown to agents.
 func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 	logf = logger.OrDiscard(logf)
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	s := &Server{
 		cfg:      cfg,
 		logf:     logf,
 		version:  version,
-		hubs:     map[string]*hub{},
-		byKey:    map[vpn.PublicKey]*hub{},
-		byIP:     map[netip.Addr]*hub{},
+		hubs:     newRegistry(cfg.Hubs, now),
 		publicLn: map[uint16]net.Listener{},
 		closing:  make(chan struct{}),
 		conns:    map[net.Conn]struct{}{},
 		agent:    map[*agentConn]struct{}{},
-	}
-	for _, hc := range cfg.Hubs {
-		h := &hub{HubConfig: hc, inbound: inflight.New(maxInboundPerHub)}
-		s.hubs[h.Name] = h
-		s.byKey[h.key] = h
-		s.byIP[h.ip] = h
 	}
 	return s, nil
 }
@@ -246,7 +137,7 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.bind = newAgentBind(udpPort)
-	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), byIP: s.byIP}, s.bind, k, s.logf); err != nil {
+	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), byIP: s.hubs.byIP}, s.bind, k, s.logf); err != nil {
 		s.stack.Close()
 		s.stack = nil
 		return fmt.Errorf("relay: %w", err)
@@ -255,8 +146,9 @@ func (s *Server) Start() (err error) {
 		if err := s.dev.SetListenPort(udpPort); err != nil {
 			return fmt.Errorf("relay: %w", err)
 		}
+		s.hubs.udpHandshake = s.lastUDPHandshake
 	}
-	for _, h := range s.hubs {
+	for _, h := range s.hubs.byName {
 		err := s.dev.AddPeer(vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}})
 		if err != nil {
 			return fmt.Errorf("relay: hub %s: %w", h.Name, err)
@@ -291,7 +183,7 @@ func (s *Server) Start() (err error) {
 		go s.acceptPublic(s.publicLn[e.Port], e)
 	}
 	s.logf("relay: agents connect to %s (tcp%s); public key %s", s.agentLn.Addr(), udpNote(udpPort), k.Public())
-	s.logf("relay: %d hubs, e.g. http://%s.%s:%d/", len(s.hubs), firstHub(s.cfg.Hubs), s.cfg.PublicHost, 80+s.cfg.PortOffset)
+	s.logf("relay: %d hubs, e.g. http://%s.%s:%d/", len(s.hubs.byName), firstHub(s.cfg.Hubs), s.cfg.PublicHost, 80+s.cfg.PortOffset)
 	return nil
 }
 
@@ -355,46 +247,6 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// sayGoingAway sends every agent a GoingAway and waits until each has hung
-// up, or goingAwayGrace has passed. Agent readers keep reading until then,
-// so no connection is reset with the frame still unread; one whose agent
-// does not answer (gone, or its network stalled) is closed with the rest.
-func (s *Server) sayGoingAway() {
-	s.mu.Lock()
-	s.goingAway = true // serveAgent registers no new connections
-	agents := make([]*agentConn, 0, len(s.agent))
-	for ac := range s.agent {
-		agents = append(agents, ac)
-	}
-	s.mu.Unlock()
-	if len(agents) == 0 {
-		return
-	}
-	s.logf("relay: shutting down: telling %d agent connection(s) to come back in %v", len(agents), goingAwayMillis*time.Millisecond)
-	gone := make(chan struct{})
-	go func() {
-		s.agentsWG.Wait()
-		close(gone)
-	}()
-	for _, ac := range agents {
-		// One at a time could wait agentWriteTimeout on each stalled agent.
-		go ac.goAway(goingAwayMillis * time.Millisecond)
-	}
-	t := time.NewTimer(goingAwayGrace)
-	defer t.Stop()
-	select {
-	case <-gone:
-	case <-t.C:
-		s.logf("relay: closing %d agent connection(s) that did not hang up within %v", s.agentCount(), goingAwayGrace)
-	}
-}
-
-func (s *Server) agentCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.agent)
-}
-
 // track registers a connection to be closed by Close; it reports false
 // (and closes c) when the server is already closing.
 func (s *Server) track(c net.Conn) bool {
@@ -444,100 +296,5 @@ func (s *Server) acceptLoop(ln net.Listener, what string, handle func(net.Conn))
 			defer s.untrack(c)
 			handle(c)
 		}()
-	}
-}
-
-func (s *Server) acceptAgents() {
-	s.acceptLoop(s.agentLn, "agent", s.serveAgent)
-}
-
-// serveAgent reads one agent connection until it ends. The first frame
-// must be a Hello; WireGuard messages go to the device; anything malformed
-// ends this connection and nothing else.
-func (s *Server) serveAgent(c net.Conn) {
-	ac := newAgentConn(c)
-	s.mu.Lock()
-	if s.goingAway {
-		s.mu.Unlock()
-		return
-	}
-	s.agent[ac] = struct{}{}
-	s.agentsWG.Add(1)
-	s.mu.Unlock()
-	defer s.agentsWG.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.agent, ac)
-		s.mu.Unlock()
-		if h := ac.hub.Load(); ac.finish() && h != nil {
-			if h.disconnected() {
-				// Whoever connects next for this hub starts with a new
-				// handshake; until it is confirmed, a request waiting for
-				// the hub (awaitReconnect) must not go out with keys a
-				// restarted agent no longer has.
-				s.dev.ExpireSessions(h.key)
-			}
-			s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.rx.Load(), ac.tx.Load())
-		}
-	}()
-
-	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
-	if err := ac.writeControl(hello.Marshal()); err != nil {
-		return
-	}
-	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	r := wire.NewReaderSize(c, agentReadBuffer)
-	p, err := r.Next()
-	if err != nil || p[0] != wire.TypeHello {
-		return // not an agent, or silent: drop it quietly
-	}
-	h, err := wire.ParseHello(p)
-	if err != nil {
-		ac.writeControl(wire.Error{Message: "malformed hello"}.Marshal())
-		return
-	}
-	if h.Version != wire.ProtocolVersion {
-		ac.writeControl(wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("relay speaks protocol %d, agent %d: update the agent", wire.ProtocolVersion, h.Version)}.Marshal())
-		return
-	}
-	hb := s.byKey[vpn.PublicKey(h.Key)]
-	if hb == nil {
-		s.logf("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
-		ac.writeControl(wire.Error{Message: "this hub is not registered at the relay"}.Marshal())
-		return
-	}
-	// The Hello is only a claim. The hub counts as online, and the
-	// connection may idle, once WireGuard has answered its handshake.
-	ac.hub.Store(hb)
-	ac.onVerify = func() {
-		hb.connected()
-		c.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
-		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
-	}
-	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
-
-	for {
-		p, err := r.Next()
-		if err != nil {
-			return
-		}
-		ac.rx.Add(uint64(len(p) + 2))
-		if !wire.IsWireGuard(p) {
-			continue // later control messages; nothing to do yet
-		}
-		// Only a connection the hub's handshake came over is held back: its
-		// packets can reach the netstack and be counted out. Anything else
-		// WireGuard drops at once, holding nothing.
-		if vpn.IsData(p) && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
-			return
-		}
-		buf := framePool.Get().(*[wire.MaxFrame]byte)
-		n := copy(buf[:], p)
-		select {
-		case s.bind.in <- inbound{buf: buf, n: n, ep: ac}:
-		case <-s.closing:
-			framePool.Put(buf)
-			return
-		}
 	}
 }

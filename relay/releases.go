@@ -90,10 +90,8 @@ func (s *Server) hubAt(remote string) string {
 	if err != nil {
 		return remote
 	}
-	for _, h := range s.hubs {
-		if h.ip == ip.Unmap() {
-			return h.Name
-		}
+	if h := s.hubs.byIP[ip.Unmap()]; h != nil {
+		return h.Name
 	}
 	return ip.String()
 }

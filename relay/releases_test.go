@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestReleasesServeOnlyTheFolder: hubs get the release files and nothing
@@ -24,7 +25,7 @@ func TestReleasesServeOnlyTheFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	s := &Server{logf: t.Logf, hubs: map[string]*hub{}}
+	s := &Server{logf: t.Logf, hubs: newRegistry(nil, time.Now)}
 	h := s.releasesHandler(root)
 	for _, c := range []struct {
 		method, path string

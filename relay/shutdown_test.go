@@ -45,7 +45,7 @@ func TestCloseSaysGoingAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
-	silentR := wire.NewReader(silent)
+	silentR := newFrames(silent)
 	if p, err := silentR.Next(); err != nil || p[0] != wire.TypeHello {
 		t.Fatalf("silent agent: first frame %x, %v; want the relay's Hello", p, err)
 	}
@@ -91,7 +91,7 @@ func TestCloseSaysGoingAway(t *testing.T) {
 			}
 		}()
 		go func() { // reads until the stream ends, then hangs up as an agent does
-			r := wire.NewReader(c)
+			r := newFrames(c)
 			var res result
 			for {
 				p, err := r.Next()
@@ -192,4 +192,17 @@ func startRelay(t *testing.T) *Server {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// frames reads what the relay sends to a test's agent connection.
+type frames struct {
+	c   *wire.Conn
+	buf [wire.MaxFrame]byte
+}
+
+func newFrames(c net.Conn) *frames { return &frames{c: wire.NewConn(c, wire.ConnConfig{})} }
+
+func (f *frames) Next() ([]byte, error) {
+	n, err := f.c.ReadFrame(f.buf[:])
+	return f.buf[:n], err
 }

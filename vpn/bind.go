@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -20,10 +19,6 @@ import (
 // moves. wireguard-go keeps BatchSize × 64 KiB of buffers per receive
 // routine, so this trades memory on a small hub against syscalls.
 const BindBatchSize = 16
-
-// AckIdle is how long a connection must have been without writes for the
-// next write to call DelayACKs.
-const AckIdle = time.Second
 
 // writeTimeout bounds one write to the relay; a relay that stops reading for
 // this long is treated as gone and the connection is replaced.
@@ -106,118 +101,14 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Counters are byte counts on the relay connection. Data is WireGuard
-// transport payload, i.e. the tunnelled IP packets; Overhead is everything
-// else this end writes or reads: handshakes, keepalives, cookie replies,
-// WireGuard headers and tags, frame headers and control frames. TCP/IP
-// headers are not visible here.
-type Counters struct {
-	RxData, TxData         atomic.Uint64
-	RxOverhead, TxOverhead atomic.Uint64
-}
-
-// wgTransportOverhead is a transport message's header (16) and tag (16).
-const wgTransportOverhead = 32
-
-// received counts one frame read; a nil *Counters counts nothing.
-func (c *Counters) received(payload []byte) {
-	if c != nil {
-		count(&c.RxData, &c.RxOverhead, payload)
-	}
-}
-
-// sent counts one frame written.
-func (c *Counters) sent(payload []byte) {
-	if c != nil {
-		count(&c.TxData, &c.TxOverhead, payload)
-	}
-}
-
-func count(data, overhead *atomic.Uint64, payload []byte) {
-	if len(payload) > wgTransportOverhead && payload[0] == 4 {
-		data.Add(uint64(len(payload) - wgTransportOverhead))
-		overhead.Add(wgTransportOverhead + 2)
-		return
-	}
-	overhead.Add(uint64(len(payload) + 2))
-}
+// Counters are the byte counts on the relay connection, kept across
+// reconnects (wire.Counters).
+type Counters = wire.Counters
 
 // session is one TCP connection to the relay.
 type session struct {
-	c    net.Conn
-	r    *wire.Reader // used only by the receive routine
-	done chan struct{}
-	once sync.Once
-	err  error
-
-	retryAfter time.Duration // set by a GoingAway frame before done closes
-
-	wmu       sync.Mutex
-	wbuf      []byte
-	pending   []byte // the Hello, sent with the first WireGuard message
-	lastWrite time.Time
-	ka        *KeepaliveFilter
-	counters  *Counters
-}
-
-func (s *session) fail(err error) {
-	s.once.Do(func() {
-		s.err = err
-		close(s.done)
-		s.c.Close()
-	})
-}
-
-// write sends frames built from bufs, with any pending Hello in front,
-// and keepalives as s.ka decides.
-func (s *session) write(bufs [][]byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	now := time.Now()
-	bufs, _ = s.ka.Filter(bufs, now)
-	return s.writeLocked(bufs, now)
-}
-
-// flushKeepalive writes a held keepalive whose time is up, if the session
-// is still alive.
-func (s *session) flushKeepalive() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	now := time.Now()
-	if p := s.ka.Due(now); p != nil {
-		s.writeLocked([][]byte{p}, now)
-	}
-}
-
-func (s *session) writeLocked(bufs [][]byte, now time.Time) error {
-	buf := append(s.wbuf[:0], s.pending...)
-	s.pending = nil
-	for _, p := range bufs {
-		var err error
-		if buf, err = wire.AppendFrame(buf, p); err != nil {
-			return err
-		}
-		s.counters.sent(p)
-	}
-	s.wbuf = buf
-	if len(buf) == 0 {
-		return nil
-	}
-	if now.Sub(s.lastWrite) >= AckIdle {
-		DelayACKs(s.c)
-	}
-	s.lastWrite = now
-	s.c.SetWriteDeadline(now.Add(writeTimeout))
-	if _, err := s.c.Write(buf); err != nil {
-		s.fail(err)
-		return err
-	}
-	return nil
+	conn       *wire.Conn
+	retryAfter time.Duration // set by a GoingAway or Error frame before the conn closes
 }
 
 // Open starts the dial loop. The port is ignored: the agent only dials out.
@@ -251,7 +142,7 @@ func (b *TCPBind) Close() error {
 	b.setLocked(nil, "")
 	b.mu.Unlock()
 	if s != nil {
-		s.fail(net.ErrClosed)
+		s.conn.Close()
 	}
 	<-done
 	return nil
@@ -263,7 +154,7 @@ func (b *TCPBind) setLocked(s *session, errText string) {
 	b.status.Connected = s != nil
 	b.status.Since = time.Now()
 	if s != nil {
-		b.status.RelayAddr = s.c.RemoteAddr().String()
+		b.status.RelayAddr = s.conn.RemoteAddr().String()
 		b.status.Connects++
 		b.status.FailedAttempts = 0
 	} else {
@@ -353,22 +244,13 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 
 // serve publishes a new session and blocks until it ends.
 func (b *TCPBind) serve(c net.Conn) *session {
-	s := &session{
-		c:        c,
-		r:        wire.NewReader(c),
-		done:     make(chan struct{}),
-		pending:  frameOf(b.Hello.Marshal()),
-		counters: b.Counters,
-	}
-	s.ka = NewKeepaliveFilter(s.flushKeepalive)
-	DelayACKs(c) // the relay's Hello is answered by ours, a moment later
-	if b.Counters != nil {
-		b.Counters.TxOverhead.Add(uint64(len(s.pending)))
-	}
+	s := &session{conn: wire.NewConn(c, wire.ConnConfig{WriteTimeout: writeTimeout, Counters: b.Counters})}
+	s.conn.Queue(b.Hello.Marshal()) // sent with the first WireGuard message
+	wire.DelayACKs(c)               // the relay's Hello is answered by ours, a moment later
 	b.mu.Lock()
 	if b.closing == nil {
 		b.mu.Unlock()
-		c.Close()
+		s.conn.Close()
 		return s
 	}
 	b.setLocked(s, "")
@@ -378,23 +260,19 @@ func (b *TCPBind) serve(c net.Conn) *session {
 	if b.OnConnect != nil {
 		b.OnConnect()
 	}
-	s.write(nil) // flush the Hello if OnConnect sent nothing
+	s.conn.Write(nil) // flush the Hello if OnConnect sent nothing
 
-	<-s.done
+	<-s.conn.Done()
+	err := s.conn.Err()
 	b.mu.Lock()
 	if b.cur == s {
-		b.setLocked(nil, Describe(s.err))
+		b.setLocked(nil, Describe(err))
 	}
 	b.mu.Unlock()
-	if !errors.Is(s.err, net.ErrClosed) {
-		b.logf("vpn: connection to relay lost: %v", s.err)
+	if !errors.Is(err, net.ErrClosed) {
+		b.logf("vpn: connection to relay lost: %v", err)
 	}
 	return s
-}
-
-func frameOf(p []byte) []byte {
-	f, _ := wire.AppendFrame(nil, p)
-	return f
 }
 
 // current returns the live session and a channel closed when it changes.
@@ -405,7 +283,8 @@ func (b *TCPBind) current() (*session, chan struct{}, bool) {
 }
 
 // receive is the bind's one ReceiveFunc. It reads frames straight into
-// WireGuard's buffers, as many as are already buffered, up to len(packets).
+// WireGuard's buffers, as many as are already buffered, up to len(packets);
+// control frames are read into the next free buffer too, and handled.
 func (b *TCPBind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	for {
 		s, changed, open := b.current()
@@ -418,7 +297,7 @@ func (b *TCPBind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 		}
 		n, err := b.readBatch(s, packets, sizes, eps)
 		if err != nil {
-			s.fail(err)
+			s.conn.CloseWithError(err)
 		}
 		if n > 0 {
 			return n, nil
@@ -429,24 +308,23 @@ func (b *TCPBind) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 func (b *TCPBind) readBatch(s *session, packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	n := 0
 	for n < len(packets) {
-		if n > 0 && !s.r.Buffered() {
+		if n > 0 && !s.conn.Buffered() {
 			return n, nil
 		}
-		p, err := s.r.Next()
+		k, err := s.conn.ReadFrame(packets[n])
+		if errors.Is(err, wire.ErrShortBuffer) {
+			continue // cannot be a valid message for our MTU; dropped
+		}
 		if err != nil {
 			return n, err
 		}
-		if wire.IsWireGuard(p) {
-			if len(p) > len(packets[n]) {
-				continue // cannot be a valid message for our MTU; drop it
-			}
-			b.Counters.received(p)
-			sizes[n] = copy(packets[n], p)
+		p := packets[n][:k]
+		if wire.Classify(p).IsWireGuard() {
+			sizes[n] = k
 			eps[n] = b.ep
 			n++
 			continue
 		}
-		b.Counters.received(p)
 		if err := b.control(s, p); err != nil {
 			return n, err
 		}
@@ -498,7 +376,7 @@ func (b *TCPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if s == nil {
 		return errNotConnected
 	}
-	return s.write(bufs)
+	return s.conn.Write(bufs)
 }
 
 func (b *TCPBind) SetMark(uint32) error { return nil }

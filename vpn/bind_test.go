@@ -48,12 +48,23 @@ func newFakeRelay(t *testing.T) *fakeRelay {
 	return r
 }
 
-func (r *fakeRelay) accept(t *testing.T) (net.Conn, *wire.Reader) {
+// frames reads what the agent sends to the fake relay.
+type frames struct {
+	c   *wire.Conn
+	buf [wire.MaxFrame]byte
+}
+
+func (f *frames) Next() ([]byte, error) {
+	n, err := f.c.ReadFrame(f.buf[:])
+	return f.buf[:n], err
+}
+
+func (r *fakeRelay) accept(t *testing.T) (net.Conn, *frames) {
 	t.Helper()
 	select {
 	case c := <-r.conns:
 		t.Cleanup(func() { c.Close() })
-		return c, wire.NewReader(c)
+		return c, &frames{c: wire.NewConn(c, wire.ConnConfig{})}
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not connect")
 		return nil, nil

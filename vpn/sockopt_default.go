@@ -2,14 +2,8 @@
 
 package vpn
 
-import (
-	"net"
-	"syscall"
-)
+import "syscall"
 
 // controlUserTimeout is a no-op where TCP_USER_TIMEOUT does not exist;
 // keepalives alone notice a dead relay there.
 func controlUserTimeout(network, address string, c syscall.RawConn) error { return nil }
-
-// DelayACKs does nothing where TCP_QUICKACK does not exist.
-func DelayACKs(c net.Conn) {}

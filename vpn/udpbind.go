@@ -1,7 +1,6 @@
 package vpn
 
 import (
-	"encoding/binary"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // UDPBatchSize is how many WireGuard messages the agent's UDP bind hands
@@ -135,16 +135,12 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 func dataMessages(bufs [][]byte) int {
 	n := 0
 	for _, m := range bufs {
-		if IsData(m) {
+		if wire.Classify(m) == wire.Data {
 			n++
 		}
 	}
 	return n
 }
-
-// IsData reports whether m is a WireGuard transport message with a
-// payload, not a keepalive: a packet that WireGuard writes to the TUN.
-func IsData(m []byte) bool { return len(m) > device.MessageKeepaliveSize && isTransport(m) }
 
 // indices remembers the receiver indices of the agent's latest sessions,
 // from the handshake messages it sends (an initiation's or a response's
@@ -160,19 +156,19 @@ type indices struct {
 
 func (x *indices) learn(bufs [][]byte) {
 	for _, m := range bufs {
-		if len(m) >= 8 && (m[0] == device.MessageInitiationType || m[0] == device.MessageResponseType) && m[1] == 0 && m[2] == 0 && m[3] == 0 {
+		if k := wire.Classify(m); k == wire.Initiation || k == wire.Response {
 			i := x.next.Add(1) % uint32(len(x.ids))
-			x.ids[i].Store(1<<32 | uint64(binary.LittleEndian.Uint32(m[4:8])))
+			x.ids[i].Store(1<<32 | uint64(wire.Index(m)))
 		}
 	}
 }
 
 // ours reports whether m is a data message for one of the indices.
 func (x *indices) ours(m []byte) bool {
-	if !IsData(m) {
+	if wire.Classify(m) != wire.Data {
 		return false
 	}
-	id := 1<<32 | uint64(binary.LittleEndian.Uint32(m[4:8]))
+	id := 1<<32 | uint64(wire.Index(m))
 	for i := range x.ids {
 		if x.ids[i].Load() == id {
 			return true

@@ -201,7 +201,9 @@ func TestUDPBindInboundBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The agent's initiation: its sender index is 7.
-	b.Send([][]byte{{1, 0, 0, 0, 7, 0, 0, 0}}, nil)
+	initiation := make([]byte, 148)
+	initiation[0], initiation[4] = 1, 7
+	b.Send([][]byte{initiation}, nil)
 	tunDev := InboundTUN(&nullTUN{}, b.Inbound)
 	bufs, sizes, eps := make([][]byte, UDPBatchSize), make([]int, UDPBatchSize), make([]conn.Endpoint, UDPBatchSize)
 	for i := range bufs {

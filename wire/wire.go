@@ -1,18 +1,20 @@
-// Package wire is the frame format on the agent's one TCP connection to the
-// relay: WireGuard messages and a few control messages, each behind a 2-byte
-// big-endian length. See README.md in this directory for the format.
+// Package wire is the agent's one TCP connection to the relay, as both ends
+// use it: the frame format (WireGuard messages and a few control messages,
+// each behind a 2-byte big-endian length; see README.md in this directory),
+// the one classifier of WireGuard messages (Classify), and Conn, the framed
+// connection with its write path: batching, the keepalive filter, delayed
+// ACKs, write deadlines and byte counts.
 //
-// The package only encodes and decodes. It must never trust a length, a type
-// or a string it reads: every decoder bounds what it accepts and returns an
-// error instead of panicking or allocating what the peer asked for.
+// It must never trust a length, a type or a string it reads: every decoder
+// bounds what it accepts and returns an error instead of panicking or
+// allocating what the peer asked for. It knows nothing of dialing, hubs or
+// WireGuard's keys: the agent's bind (package vpn) and the relay own those.
 package wire
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"unicode/utf8"
 )
 
@@ -39,65 +41,6 @@ var (
 	ErrFrameTooLarge = errors.New("wire: frame too large")
 	ErrBadControl    = errors.New("wire: malformed control frame")
 )
-
-// IsWireGuard reports whether payload looks like a WireGuard message: type 1
-// to 4 in the first byte followed by three zero bytes.
-func IsWireGuard(payload []byte) bool {
-	return len(payload) >= 4 && payload[0] >= 1 && payload[0] <= 4 &&
-		payload[1] == 0 && payload[2] == 0 && payload[3] == 0
-}
-
-// Reader reads frames from a stream. It is not safe for concurrent use.
-type Reader struct {
-	br  *bufio.Reader
-	hdr [2]byte // here rather than on Next's stack, where it escaped: one allocation per frame
-	buf [MaxFrame]byte
-}
-
-// NewReader returns a Reader with a read buffer large enough to pull several
-// frames out of one TCP segment per system call.
-func NewReader(r io.Reader) *Reader {
-	return NewReaderSize(r, 64<<10)
-}
-
-// NewReaderSize is NewReader with a smaller read buffer, for a relay that
-// holds thousands of mostly idle connections.
-func NewReaderSize(r io.Reader, size int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, size)}
-}
-
-// Next returns the next frame's payload. The slice is valid until the next
-// call. A clean end of stream before a frame starts is io.EOF; a stream that
-// ends inside a frame is io.ErrUnexpectedEOF.
-func (r *Reader) Next() ([]byte, error) {
-	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(r.hdr[:]))
-	if n == 0 {
-		return nil, ErrEmptyFrame
-	}
-	if n > MaxFrame {
-		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrFrameTooLarge, n, MaxFrame)
-	}
-	if _, err := io.ReadFull(r.br, r.buf[:n]); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	return r.buf[:n], nil
-}
-
-// Buffered reports whether a whole frame header is already buffered, so a
-// caller batching frames can stop before it would block.
-func (r *Reader) Buffered() bool {
-	if r.br.Buffered() < 2 {
-		return false
-	}
-	hdr, _ := r.br.Peek(2)
-	return r.br.Buffered() >= 2+int(binary.BigEndian.Uint16(hdr))
-}
 
 // AppendFrame appends payload as one frame to dst.
 func AppendFrame(dst, payload []byte) ([]byte, error) {

@@ -4,9 +4,33 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 )
+
+// streamConn is a net.Conn that only reads, from a stream in memory.
+type streamConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c streamConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// reader reads frames from a stream in memory through a Conn.
+type reader struct {
+	c   *Conn
+	buf [MaxFrame]byte
+}
+
+func newReader(stream io.Reader) *reader {
+	return &reader{c: NewConn(streamConn{r: stream}, ConnConfig{})}
+}
+
+func (r *reader) Next() ([]byte, error) {
+	n, err := r.c.ReadFrame(r.buf[:])
+	return r.buf[:n], err
+}
 
 func frames(payloads ...[]byte) []byte {
 	var b []byte
@@ -22,7 +46,7 @@ func frames(payloads ...[]byte) []byte {
 func TestReaderRoundTrip(t *testing.T) {
 	wg := append([]byte{4, 0, 0, 0}, bytes.Repeat([]byte{0xEE}, 1448)...)
 	big := bytes.Repeat([]byte{1}, MaxFrame)
-	r := NewReader(bytes.NewReader(frames(Hello{Version: 1, Key: [32]byte{7}, Software: "hubtunnel/test"}.Marshal(), wg, big)))
+	r := newReader(bytes.NewReader(frames(Hello{Version: 1, Key: [32]byte{7}, Software: "hubtunnel/test"}.Marshal(), wg, big)))
 	got, err := r.Next()
 	if err != nil {
 		t.Fatal(err)
@@ -31,10 +55,10 @@ func TestReaderRoundTrip(t *testing.T) {
 	if err != nil || h.Software != "hubtunnel/test" || h.Version != 1 || h.Key[0] != 7 {
 		t.Fatalf("hello = %+v, %v", h, err)
 	}
-	if !r.Buffered() {
+	if !r.c.Buffered() {
 		t.Fatal("second frame should be buffered after the first read")
 	}
-	if got, _ := r.Next(); !bytes.Equal(got, wg) || !IsWireGuard(got) {
+	if got, _ := r.Next(); !bytes.Equal(got, wg) || Classify(got) != Data {
 		t.Fatal("WireGuard frame changed in transit")
 	}
 	if got, _ := r.Next(); !bytes.Equal(got, big) {
@@ -58,7 +82,7 @@ func TestReaderRejects(t *testing.T) {
 		{"truncated payload", []byte{0, 10, 1, 2, 3}, io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
-		_, err := NewReader(bytes.NewReader(tt.in)).Next()
+		_, err := newReader(bytes.NewReader(tt.in)).Next()
 		if !errors.Is(err, tt.want) {
 			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
 		}
@@ -111,21 +135,39 @@ func helloRaw(software ...byte) []byte {
 	return append(append([]byte{TypeHello, 1}, make([]byte, 32)...), software...)
 }
 
-func TestIsWireGuard(t *testing.T) {
+// TestClassify: the one classifier of WireGuard messages, by wireguard-go's
+// own types and sizes.
+func TestClassify(t *testing.T) {
 	for _, tt := range []struct {
 		p    []byte
-		want bool
+		want Kind
 	}{
-		{[]byte{1, 0, 0, 0}, true},
-		{[]byte{4, 0, 0, 0, 9}, true},
-		{[]byte{5, 0, 0, 0}, false},
-		{[]byte{1, 0, 0, 1}, false},
-		{[]byte{TypeHello, 1}, false},
-		{[]byte{1, 0, 0}, false},
+		{wgMsg(1, 148), Initiation},
+		{wgMsg(2, 92), Response},
+		{wgMsg(3, 64), CookieReply},
+		{wgMsg(4, 32), Keepalive},
+		{wgMsg(4, 33), Data},
+		{wgMsg(4, 1452), Data},
+		{wgMsg(1, 147), Runt},
+		{wgMsg(2, 8), Runt},
+		{wgMsg(4, 31), Runt},
+		{[]byte{4, 0, 0, 0}, Runt},
+		{wgMsg(5, 148), Control},
+		{[]byte{1, 0, 0, 1}, Control},
+		{[]byte{1, 0, 0}, Control},
+		{Hello{Version: 1}.Marshal(), Control},
+		{GoingAway{}.Marshal(), Control},
+		{nil, Control},
 	} {
-		if got := IsWireGuard(tt.p); got != tt.want {
-			t.Errorf("IsWireGuard(% x) = %v", tt.p, got)
+		if got := Classify(tt.p); got != tt.want {
+			t.Errorf("Classify(% x…, %d bytes) = %d, want %d", tt.p[:min(len(tt.p), 4)], len(tt.p), got, tt.want)
 		}
+		if got := Classify(tt.p).IsWireGuard(); got != (tt.want != Control) {
+			t.Errorf("%d bytes of type %d: IsWireGuard = %v", len(tt.p), tt.want, got)
+		}
+	}
+	if got := Index(transportMsg(7, 32)); got != 7 {
+		t.Errorf("Index of a keepalive for receiver 7 = %d", got)
 	}
 }
 
@@ -138,7 +180,7 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0})
 	f.Add([]byte{0, 0})
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		r := NewReader(bytes.NewReader(stream))
+		r := newReader(bytes.NewReader(stream))
 		for i := 0; i < 1000; i++ {
 			p, err := r.Next()
 			if err != nil {
@@ -165,19 +207,33 @@ func FuzzReader(f *testing.F) {
 	})
 }
 
-// TestReaderDoesNotAllocate: Next runs once per WireGuard message.
-func TestReaderDoesNotAllocate(t *testing.T) {
+// TestReadFrameDoesNotAllocate: ReadFrame runs once per WireGuard message.
+func TestReadFrameDoesNotAllocate(t *testing.T) {
 	msg := append([]byte{4, 0, 0, 0}, make([]byte, 1400)...)
 	stream := bytes.Repeat(frames(msg), 200)
 	src := bytes.NewReader(stream)
-	r := NewReader(src)
+	c := NewConn(streamConn{r: src}, ConnConfig{Counters: new(Counters)})
+	buf := make([]byte, MaxFrame)
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := r.Next(); err != nil {
+		if _, err := c.ReadFrame(buf); err != nil {
 			src.Reset(stream)
-			r.br.Reset(src)
+			c.br.Reset(streamConn{r: src})
 		}
 	})
 	if allocs != 0 {
-		t.Fatalf("Reader.Next allocates %.1f times per frame", allocs)
+		t.Fatalf("ReadFrame allocates %.1f times per frame", allocs)
+	}
+}
+
+// TestReadFrameIntoShortBuffer: a frame that does not fit the caller's
+// buffer is dropped, and the next one is read as usual.
+func TestReadFrameIntoShortBuffer(t *testing.T) {
+	c := NewConn(streamConn{r: bytes.NewReader(frames(wgMsg(4, 200), wgMsg(4, 50)))}, ConnConfig{})
+	buf := make([]byte, 100)
+	if n, err := c.ReadFrame(buf); n != 0 || !errors.Is(err, ErrShortBuffer) {
+		t.Fatalf("a 200-byte frame into 100 bytes: %d, %v; want ErrShortBuffer", n, err)
+	}
+	if n, err := c.ReadFrame(buf); n != 50 || err != nil || !bytes.Equal(buf[:n], wgMsg(4, 50)) {
+		t.Fatalf("the frame after it: %d, %v", n, err)
 	}
 }

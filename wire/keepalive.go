@@ -1,13 +1,8 @@
-package vpn
+package wire
 
-import (
-	"encoding/binary"
-	"time"
+import "time"
 
-	"golang.zx2c4.com/wireguard/device"
-)
-
-// KeepaliveFilter leaves out WireGuard keepalives that data does the job
+// keepaliveFilter leaves out WireGuard keepalives that data does the job
 // of, and lets the rest share a TCP segment with other messages where it
 // can. WireGuard sends a keepalive (a 32-byte transport message with no
 // payload) to confirm a new session to the responder right after a
@@ -34,8 +29,8 @@ import (
 // confirmed at once. Dead-peer timers allow 15 s. The cost is one timer
 // per connection; it fires at most once per held keepalive.
 //
-// It is not safe for concurrent use; the writer calls it under its lock.
-type KeepaliveFilter struct {
+// It is not safe for concurrent use; Conn calls it under its write lock.
+type keepaliveFilter struct {
 	dataIdx uint32    // receiver index of the last data message written
 	dataAt  time.Time // when it was written; zero before any
 
@@ -59,20 +54,20 @@ const (
 	KeepaliveHold = time.Second
 )
 
-// NewKeepaliveFilter returns a filter that calls flush, from its own
+// newKeepaliveFilter returns a filter that calls flush, from its own
 // goroutine, when a held keepalive's time is up; flush should take the
-// writer's lock and write what Due returns.
-func NewKeepaliveFilter(flush func()) *KeepaliveFilter {
-	return &KeepaliveFilter{flush: flush}
+// writer's lock and write what due returns.
+func newKeepaliveFilter(flush func()) *keepaliveFilter {
+	return &keepaliveFilter{flush: flush}
 }
 
-// Filter returns the messages to write now in place of bufs, in order, and
+// filter returns the messages to write now in place of bufs, in order, and
 // how many keepalives it left out. The returned slice is valid until the
 // next call.
-func (k *KeepaliveFilter) Filter(bufs [][]byte, now time.Time) (send [][]byte, skipped int) {
+func (k *keepaliveFilter) filter(bufs [][]byte, now time.Time) (send [][]byte, skipped int) {
 	for _, p := range bufs {
-		if IsData(p) {
-			k.dataIdx, k.dataAt = receiverIndex(p), now
+		if Classify(p) == Data {
+			k.dataIdx, k.dataAt = Index(p), now
 		}
 	}
 	send = k.out[:0]
@@ -86,7 +81,7 @@ func (k *KeepaliveFilter) Filter(bufs [][]byte, now time.Time) (send [][]byte, s
 		k.timer.Stop()
 	}
 	for _, p := range bufs {
-		if !isKeepalive(p) {
+		if Classify(p) != Keepalive {
 			send = append(send, p)
 			continue
 		}
@@ -103,9 +98,9 @@ func (k *KeepaliveFilter) Filter(bufs [][]byte, now time.Time) (send [][]byte, s
 	return send, skipped
 }
 
-// Due returns the held keepalive if its time is up, and forgets it; nil
+// due returns the held keepalive if its time is up, and forgets it; nil
 // if there is none or it may still wait.
-func (k *KeepaliveFilter) Due(now time.Time) []byte {
+func (k *keepaliveFilter) due(now time.Time) []byte {
 	if k.held == nil || now.Sub(k.heldAt) < KeepaliveHold {
 		return nil
 	}
@@ -114,7 +109,7 @@ func (k *KeepaliveFilter) Due(now time.Time) []byte {
 	return p
 }
 
-func (k *KeepaliveFilter) hold(p []byte, now time.Time) {
+func (k *keepaliveFilter) hold(p []byte, now time.Time) {
 	k.buf = append(k.buf[:0], p...)
 	k.held, k.heldAt = k.buf, now
 	if k.timer == nil {
@@ -126,15 +121,6 @@ func (k *KeepaliveFilter) hold(p []byte, now time.Time) {
 
 // redundant reports whether keepalive p is for the session the last data
 // message went out on, within KeepaliveRedundantAfter.
-func (k *KeepaliveFilter) redundant(p []byte, now time.Time) bool {
-	return !k.dataAt.IsZero() && receiverIndex(p) == k.dataIdx && now.Sub(k.dataAt) < KeepaliveRedundantAfter
+func (k *keepaliveFilter) redundant(p []byte, now time.Time) bool {
+	return !k.dataAt.IsZero() && Index(p) == k.dataIdx && now.Sub(k.dataAt) < KeepaliveRedundantAfter
 }
-
-// isTransport reports whether p is a WireGuard transport message.
-func isTransport(p []byte) bool {
-	return len(p) >= device.MessageKeepaliveSize && p[0] == device.MessageTransportType && p[1] == 0 && p[2] == 0 && p[3] == 0
-}
-
-func isKeepalive(p []byte) bool { return len(p) == device.MessageKeepaliveSize && isTransport(p) }
-
-func receiverIndex(p []byte) uint32 { return binary.LittleEndian.Uint32(p[4:8]) }

@@ -1,0 +1,288 @@
+package relay
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+const (
+	// helloTimeout is how long a new agent connection may take to say
+	// Hello; idle half-open connections are dropped after it.
+	helloTimeout = 10 * time.Second
+	// handshakeTimeout is how long it may then take to complete a
+	// WireGuard handshake (three of WireGuard's 5 s retries fit in it);
+	// a connection that claims a hub but cannot prove it is dropped.
+	handshakeTimeout = 20 * time.Second
+	// agentWriteTimeout bounds a write to one agent, so a stuck agent
+	// cannot hold up WireGuard's send routine for long.
+	agentWriteTimeout = 10 * time.Second
+	// agentReadBuffer is small: thousands of idle agents each hold one.
+	agentReadBuffer = 4 << 10
+	// goingAwayMillis is how long agents wait before redialing a relay
+	// that is shutting down, plus their own jitter.
+	goingAwayMillis = 1000
+	// goingAwayGrace bounds how long Close waits for agents to hang up
+	// after their GoingAway: a round trip and a FIN for an agent that is
+	// there at all.
+	goingAwayGrace = time.Second
+)
+
+// agentKeepAlive is far slower than the agent's own (90 s): the agent keeps
+// an idle connection alive, and its probes do not reset the relay's timer,
+// so every relay probe is extra idle traffic (30 KB/day at 5 minutes). The
+// relay's own timer only clears out agents that vanished without a word.
+var agentKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Minute, Interval: time.Minute, Count: 5}
+
+// agentConn is one agent's TCP connection, read by serveAgent and written
+// by WireGuard through agentBind, and a WireGuard endpoint.
+type agentConn struct {
+	conn   *wire.Conn
+	remote netip.AddrPort
+	dst    []byte // DstToBytes, for WireGuard's cookie MACs
+
+	hub atomic.Pointer[hub] // the hub its Hello claims, if known
+
+	// state goes from connUnverified to connVerified when the relay first
+	// answers a handshake initiation on this connection (wireguard-go only
+	// answers initiations it has authenticated, so from then on the
+	// connection carries a real hub), and to connDone when its reader ends.
+	state    atomic.Int32
+	onVerify func() // called once, by the write that verified the connection
+
+	counters wire.Counters
+}
+
+const (
+	connUnverified = iota
+	connVerified
+	connDone
+)
+
+func newAgentConn(c net.Conn) *agentConn {
+	ac := &agentConn{}
+	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ac.remote = ta.AddrPort()
+	}
+	ac.dst, _ = ac.remote.MarshalBinary()
+	return ac
+}
+
+func (s *Server) acceptAgents() {
+	s.acceptLoop(s.agentLn, "agent", s.serveAgent)
+}
+
+// serveAgent runs one agent connection until it ends: the Hellos, the
+// hub the agent claims to be, then every frame it sends, read into a
+// pooled buffer and handed to WireGuard. Anything malformed ends this
+// connection and nothing else.
+func (s *Server) serveAgent(c net.Conn) {
+	ac := newAgentConn(c)
+	s.mu.Lock()
+	if s.goingAway {
+		s.mu.Unlock()
+		return
+	}
+	s.agent[ac] = struct{}{}
+	s.agentsWG.Add(1)
+	s.mu.Unlock()
+	defer s.agentsWG.Done()
+	defer s.agentGone(ac)
+
+	// One frame buffer at a time: the next frame is read into it, and it
+	// goes to WireGuard with the frame.
+	buf := framePool.Get().(*[wire.MaxFrame]byte)
+	defer func() {
+		if buf != nil {
+			framePool.Put(buf)
+		}
+	}()
+	hb := s.greet(ac, buf)
+	if hb == nil {
+		return
+	}
+	for {
+		if buf == nil {
+			buf = framePool.Get().(*[wire.MaxFrame]byte)
+		}
+		n, err := ac.conn.ReadFrame(buf[:])
+		if err != nil {
+			return
+		}
+		kind := wire.Classify(buf[:n])
+		if !kind.IsWireGuard() {
+			continue // later control messages; nothing to do yet
+		}
+		// Only a connection the hub's handshake came over is held back: its
+		// packets can reach the netstack and be counted out. Anything else
+		// WireGuard drops at once, holding nothing.
+		if kind == wire.Data && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
+			return
+		}
+		select {
+		case s.bind.in <- inbound{buf: buf, n: n, ep: ac}:
+			buf = nil // agentBind's receive returns it to the pool
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+// greet exchanges Hellos and returns the hub the agent claims to be, or
+// nil after telling the agent why not. The claim is proven only by the
+// WireGuard handshake that follows (write).
+func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
+	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
+	if err := ac.writeControl(hello.Marshal()); err != nil {
+		return nil
+	}
+	ac.conn.SetReadDeadline(time.Now().Add(helloTimeout))
+	n, err := ac.conn.ReadFrame(buf[:])
+	if err != nil || buf[0] != wire.TypeHello {
+		return nil // not an agent, or silent: drop it quietly
+	}
+	h, err := wire.ParseHello(buf[:n])
+	if err != nil {
+		ac.writeControl(wire.Error{Message: "malformed hello"}.Marshal())
+		return nil
+	}
+	if h.Version != wire.ProtocolVersion {
+		ac.writeControl(wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("relay speaks protocol %d, agent %d: update the agent", wire.ProtocolVersion, h.Version)}.Marshal())
+		return nil
+	}
+	hb := s.hubs.byKey[vpn.PublicKey(h.Key)]
+	if hb == nil {
+		s.logf("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
+		ac.writeControl(wire.Error{Message: "this hub is not registered at the relay"}.Marshal())
+		return nil
+	}
+	// The Hello is only a claim. The hub counts as online, and the
+	// connection may idle, once WireGuard has answered its handshake.
+	ac.hub.Store(hb)
+	ac.onVerify = func() {
+		s.hubs.connected(hb)
+		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
+		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
+	}
+	ac.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	return hb
+}
+
+// agentGone cleans up after serveAgent: a verified connection is counted
+// out of its hub, and the hub's last one starts its reconnect window.
+func (s *Server) agentGone(ac *agentConn) {
+	ac.conn.Close()
+	s.mu.Lock()
+	delete(s.agent, ac)
+	s.mu.Unlock()
+	if h := ac.hub.Load(); ac.finish() && h != nil {
+		if s.hubs.disconnected(h) {
+			// Whoever connects next for this hub starts with a new
+			// handshake; until it is confirmed, a request waiting for
+			// the hub (awaitReconnect) must not go out with keys a
+			// restarted agent no longer has.
+			s.dev.ExpireSessions(h.key)
+		}
+		s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.counters.Rx(), ac.counters.Tx())
+	}
+}
+
+// write sends bufs, each as a frame, in one write (wire.Conn.Write).
+func (ac *agentConn) write(bufs [][]byte) error {
+	// Verified before the response goes out, so the hub is online by the
+	// time its agent learns the tunnel is up. A failed write closes the
+	// connection, and its reader's finish undoes it.
+	if ac.state.Load() == connUnverified && hasHandshakeResponse(bufs) &&
+		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
+		ac.onVerify()
+	}
+	return ac.conn.Write(bufs)
+}
+
+// finish marks the connection done and reports whether it had been
+// verified, so exactly one of onVerify's effects gets undone.
+func (ac *agentConn) finish() (wasVerified bool) {
+	return ac.state.Swap(connDone) == connVerified
+}
+
+// hasHandshakeResponse reports whether bufs holds a WireGuard handshake
+// response.
+func hasHandshakeResponse(bufs [][]byte) bool {
+	for _, p := range bufs {
+		if wire.Classify(p) == wire.Response {
+			return true
+		}
+	}
+	return false
+}
+
+// writeControl sends one control frame, bypassing WireGuard.
+func (ac *agentConn) writeControl(p []byte) error {
+	return ac.write([][]byte{p})
+}
+
+// goAway sends a GoingAway frame as the last thing on the connection and
+// half-closes it (wire.Conn.WriteFinal); WireGuard's later sends are
+// dropped, and the connection stays open for the agent to hang up.
+func (ac *agentConn) goAway(retryAfter time.Duration) {
+	ms := uint16(min(retryAfter.Milliseconds(), math.MaxUint16))
+	ac.conn.WriteFinal(wire.GoingAway{RetryAfterMillis: ms}.Marshal())
+}
+
+// sayGoingAway sends every agent a GoingAway and waits until each has hung
+// up, or goingAwayGrace has passed. Agent readers keep reading until then,
+// so no connection is reset with the frame still unread; one whose agent
+// does not answer (gone, or its network stalled) is closed with the rest.
+func (s *Server) sayGoingAway() {
+	s.mu.Lock()
+	s.goingAway = true // serveAgent registers no new connections
+	agents := make([]*agentConn, 0, len(s.agent))
+	for ac := range s.agent {
+		agents = append(agents, ac)
+	}
+	s.mu.Unlock()
+	if len(agents) == 0 {
+		return
+	}
+	s.logf("relay: shutting down: telling %d agent connection(s) to come back in %v", len(agents), goingAwayMillis*time.Millisecond)
+	gone := make(chan struct{})
+	go func() {
+		s.agentsWG.Wait()
+		close(gone)
+	}()
+	for _, ac := range agents {
+		// One at a time could wait agentWriteTimeout on each stalled agent.
+		go ac.goAway(goingAwayMillis * time.Millisecond)
+	}
+	t := time.NewTimer(goingAwayGrace)
+	defer t.Stop()
+	select {
+	case <-gone:
+	case <-t.C:
+		s.logf("relay: closing %d agent connection(s) that did not hang up within %v", s.agentCount(), goingAwayGrace)
+	}
+}
+
+func (s *Server) agentCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.agent)
+}
+
+// tcpEndpointPrefix starts what WireGuard reports as the endpoint of a hub
+// whose last handshake came over an agent's TCP connection.
+const tcpEndpointPrefix = "tcp:"
+
+func (ac *agentConn) ClearSrc()           {}
+func (ac *agentConn) SrcToString() string { return "" }
+func (ac *agentConn) DstToString() string { return tcpEndpointPrefix + ac.remote.String() }
+func (ac *agentConn) DstToBytes() []byte  { return ac.dst }
+func (ac *agentConn) DstIP() netip.Addr   { return ac.remote.Addr() }
+func (ac *agentConn) SrcIP() netip.Addr   { return netip.Addr{} }

@@ -1,0 +1,422 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+// TestRegistryReconnectWindow: only a hub's last disconnect starts its
+// reconnect window, which lasts reconnectWindow on the relay's clock.
+func TestRegistryReconnectWindow(t *testing.T) {
+	clock := &fakeClock{}
+	r := newRegistry([]HubConfig{{Name: "a"}}, clock.now)
+	h := r.byName["a"]
+	if r.reconnecting(h) || r.online(h) {
+		t.Fatal("a hub that never connected is reconnecting or online")
+	}
+	r.connected(h)
+	r.connected(h)
+	if r.disconnected(h) || r.reconnecting(h) || !r.online(h) {
+		t.Fatal("the first of two connections ending took the hub offline or started its window")
+	}
+	if !r.disconnected(h) || !r.reconnecting(h) || r.online(h) {
+		t.Fatal("the last connection ending did not start the hub's reconnect window")
+	}
+	clock.advance(reconnectWindow - time.Millisecond)
+	if !r.reconnecting(h) {
+		t.Error("the window ended early")
+	}
+	clock.advance(time.Millisecond)
+	if r.reconnecting(h) {
+		t.Error("the window did not end after reconnectWindow")
+	}
+}
+
+// TestHubOnlineOnlyAfterProvenHandshake: a Hello naming a hub's key is
+// only a claim. Neither a connection that says no more, nor an agent with
+// another WireGuard key that claims the hub, makes it online; the hub's own
+// agent does, and the relay counts it online before that agent's handshake
+// completes, so a request never finds a connected hub offline.
+func TestHubOnlineOnlyAfterProvenHandshake(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	h := tr.hubs.byName["a"]
+
+	claim := tr.dialAgent(t, tr.keys["a"].Public())
+	poll.Until(t, 10*time.Second, "the relay to take the claim in", func() bool { return tr.claims(h) == 1 })
+	if tr.hubs.online(h) {
+		t.Fatal("a Hello alone made the hub online")
+	}
+
+	other, _ := vpn.GeneratePrivateKey()
+	impostor := startTestAgent(t, tr, other, "100.96.0.2", tr.keys["a"].Public())
+	poll.Until(t, 10*time.Second, "the impostor's handshake initiation to reach the relay", func() bool {
+		return tr.claims(h) == 2 && tr.claimRead(h) >= claimHello+2+148
+	})
+	if tr.hubs.online(h) {
+		t.Fatal("an agent with another key that claims the hub made it online")
+	}
+
+	genuine := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
+	poll.Until(t, 10*time.Second, "the hub's agent to complete its handshake", genuine.handshaken)
+	if !tr.hubs.online(h) {
+		t.Fatal("the hub's agent has its handshake answered, but the hub is not online")
+	}
+	if n := h.online.Load(); n != 1 {
+		t.Errorf("%d connections count for the hub, want 1: the claims were counted", n)
+	}
+	if impostor.handshaken() {
+		t.Error("the relay answered the impostor's handshake")
+	}
+	claim.Close()
+}
+
+// TestUnknownKeyGetsError: an agent whose key no hub has is told so in an
+// Error frame after the relay's Hello, and the connection ends; no hub
+// comes online.
+func TestUnknownKeyGetsError(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	stranger, _ := vpn.GeneratePrivateKey()
+	c := tr.dialAgent(t, stranger.Public())
+	r := newFrames(c)
+	if p, err := r.Next(); err != nil || p[0] != wire.TypeHello {
+		t.Fatalf("first frame %x, %v; want the relay's Hello", p, err)
+	}
+	p, err := r.Next()
+	if err != nil {
+		t.Fatalf("no Error frame: %v", err)
+	}
+	e, err := wire.ParseError(p)
+	if err != nil || e.Message != "this hub is not registered at the relay" {
+		t.Fatalf("second frame %+v, %v; want an Error saying the hub is not registered", e, err)
+	}
+	if _, err := r.Next(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the Error: %v, want the end of the stream", err)
+	}
+	if tr.hubs.online(tr.hubs.byName["a"]) {
+		t.Error("a hub came online")
+	}
+	poll.Until(t, 10*time.Second, "the relay to drop the connection", func() bool { return tr.agentCount() == 0 })
+}
+
+// TestRequestWaitsForReconnectingHub: a request that arrives while the
+// hub's agent restarts (an update, say) waits for it and is served,
+// rather than failing with "Hub offline" or, with UDP agents allowed,
+// being sent after the agent's closed connection. Once the hub has been
+// gone longer than reconnectWindow, a request fails at once.
+func TestRequestWaitsForReconnectingHub(t *testing.T) {
+	for _, udp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relay UDP %v", udp), func(t *testing.T) { testRequestWaitsForReconnectingHub(t, udp) })
+	}
+}
+
+func testRequestWaitsForReconnectingHub(t *testing.T, relayUDP bool) {
+	tr := startTestRelay(t, relayUDP, "a")
+	h := tr.hubs.byName["a"]
+	old := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
+	poll.Until(t, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(h) })
+	if code, err := tr.get("a"); err != nil || code != 200 {
+		t.Fatalf("GET before the restart: %d %v", code, err)
+	}
+	last := old.lastHandshake()
+	old.Close()
+	poll.Until(t, 10*time.Second, "the relay to see hub a reconnecting", func() bool {
+		return !tr.hubs.online(h) && tr.hubs.reconnecting(h)
+	})
+
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, err := tr.get("a")
+		res <- result{code, err}
+	}()
+	poll.Until(t, 10*time.Second, "the request to wait for hub a", func() bool { return waiting(h) })
+
+	// WireGuard refuses a second initiation from a peer within 20 ms of
+	// the last (its flood limit); a real restart is never that fast.
+	poll.Until(t, time.Second, "20 ms since the last handshake", func() bool { return time.Since(last) > 25*time.Millisecond })
+	again := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
+	if r := <-res; r.err != nil || r.code != 200 {
+		t.Fatalf("GET while the agent restarted: %d %v, want 200", r.code, r.err)
+	}
+
+	again.Close()
+	poll.Until(t, 10*time.Second, "the relay to see hub a reconnecting again", func() bool {
+		return !tr.hubs.online(h) && tr.hubs.reconnecting(h)
+	})
+	tr.clock.advance(reconnectWindow)
+	start := time.Now()
+	code, err := tr.get("a")
+	if err != nil || code != 502 {
+		t.Fatalf("GET for a hub gone longer than reconnectWindow: %d %v, want 502", code, err)
+	}
+	if waiting(h) || time.Since(start) >= reconnectWait {
+		t.Errorf("the request for a hub gone longer than reconnectWindow waited (%v)", time.Since(start))
+	}
+}
+
+// waiting reports whether a request waits for h to come back.
+func waiting(h *hub) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.back != nil
+}
+
+// fakeClock is the relay's clock in a test: real time, moved on by advance.
+type fakeClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// testRelay is a relay on loopback with hubs whose private keys the test
+// holds, on a fakeClock.
+type testRelay struct {
+	*Server
+	clock  *fakeClock
+	keys   map[string]vpn.PrivateKey
+	offset int
+}
+
+// startTestRelay starts a relay with the named hubs (tunnel addresses
+// 100.96.0.2, .3, …), listening for UDP agents too if udp is set, and
+// closes it at the end of the test.
+func startTestRelay(t *testing.T, udp bool, names ...string) *testRelay {
+	t.Helper()
+	agentPort, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset, err := ports.Offset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpListen := "off"
+	if udp {
+		p, err := ports.FreeUDP()
+		if err != nil {
+			t.Fatal(err)
+		}
+		udpListen = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	tr := &testRelay{clock: &fakeClock{}, keys: map[string]vpn.PrivateKey{}, offset: offset}
+	cfg := Config{
+		AgentListen:    fmt.Sprintf("127.0.0.1:%d", agentPort),
+		AgentListenUDP: udpListen,
+		Domain:         "localhost",
+		PublicListen:   "127.0.0.1",
+		PortOffset:     offset,
+		PrivateKeyFile: filepath.Join(t.TempDir(), "relay.key"),
+		Now:            tr.clock.now,
+	}
+	for i, name := range names {
+		k, err := vpn.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.keys[name] = k
+		cfg.Hubs = append(cfg.Hubs, HubConfig{Name: name, PublicKey: k.Public().String(), TunnelIP: fmt.Sprintf("100.96.0.%d", i+2)})
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, "test", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	tr.Server = s
+	return tr
+}
+
+// claimHello is the length of the Hello dialAgent sends.
+var claimHello = len(wire.Hello{Version: wire.ProtocolVersion, Software: "test"}.Marshal())
+
+// dialAgent connects to the relay's agent port and says Hello with key,
+// and nothing more.
+func (tr *testRelay) dialAgent(t *testing.T, key vpn.PublicKey) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", tr.AgentAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	hello, _ := wire.AppendFrame(nil, wire.Hello{Version: wire.ProtocolVersion, Key: key, Software: "test"}.Marshal())
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// claims counts the agent connections whose Hello claimed h.
+func (tr *testRelay) claims(h *hub) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for ac := range tr.agent {
+		if ac.hub.Load() == h {
+			n++
+		}
+	}
+	return n
+}
+
+// claimRead is the most any connection that claimed h has read.
+func (tr *testRelay) claimRead(h *hub) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for ac := range tr.agent {
+		if ac.hub.Load() == h {
+			n = max(n, int(ac.counters.Rx()))
+		}
+	}
+	return n
+}
+
+// get fetches / of a hub through the relay's public port 80.
+func (tr *testRelay) get(hub string) (int, error) {
+	port := 80 + tr.offset
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	req.Host = fmt.Sprintf("%s.localhost:%d", hub, port)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode == 200 && !bytes.Equal(body, []byte(testAgentPage)) {
+		return 0, fmt.Errorf("GET: a page that is not the hub's: %.100q", body)
+	}
+	return resp.StatusCode, err
+}
+
+const testAgentPage = "hub page\n"
+
+// testAgent is as little of an agent as the relay can tell from a real
+// one: a WireGuard device on a netstack over the agent's own transport
+// (vpn.TCPBind), starting a handshake on every new connection, serving
+// testAgentPage on tunnel port 80.
+type testAgent struct {
+	bind     *vpn.TCPBind
+	dev      *vpn.Device
+	stack    *netstack.Stack
+	web      *http.Server
+	relayKey vpn.PublicKey
+
+	ready     atomic.Pointer[vpn.Device]
+	hsMu      sync.Mutex
+	hsConn    uint64
+	closeOnce sync.Once
+}
+
+// startTestAgent starts an agent with key k at tunnelIP that connects to
+// tr; its Hello claims claim, or k's public key if claim is zero.
+func startTestAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim vpn.PublicKey) *testAgent {
+	t.Helper()
+	if claim == (vpn.PublicKey{}) {
+		claim = k.Public()
+	}
+	a := &testAgent{relayKey: tr.PublicKey()}
+	var err error
+	if a.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}}); err != nil {
+		t.Fatal(err)
+	}
+	a.bind = &vpn.TCPBind{
+		Addr:      tr.AgentAddr().String(),
+		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},
+		OnConnect: a.handshake,
+		Logf:      t.Logf,
+	}
+	if a.dev, err = vpn.NewDevice(a.stack.Device(), a.bind, k, t.Logf); err != nil {
+		a.stack.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	relayIP := tr.cfg.tunnelIP
+	peer := vpn.Peer{PublicKey: a.relayKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(relayIP, relayIP.BitLen())}, Endpoint: a.bind.Addr}
+	if err := a.dev.AddPeer(peer); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := a.stack.ListenTCP(80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.web = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })}
+	go a.web.Serve(ln)
+	if err := a.dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	a.ready.Store(a.dev)
+	a.handshake()
+	return a
+}
+
+// handshake starts a handshake once per relay connection, as the agent
+// does.
+func (a *testAgent) handshake() {
+	d := a.ready.Load()
+	st := a.bind.Status()
+	if d == nil || !st.Connected {
+		return
+	}
+	a.hsMu.Lock()
+	defer a.hsMu.Unlock()
+	if a.hsConn == st.Connects {
+		return
+	}
+	a.hsConn = st.Connects
+	d.Handshake(a.relayKey)
+}
+
+func (a *testAgent) lastHandshake() time.Time {
+	st, err := a.dev.Stats()
+	if err != nil {
+		return time.Time{}
+	}
+	return st[a.relayKey].LastHandshake
+}
+
+func (a *testAgent) handshaken() bool { return !a.lastHandshake().IsZero() }
+
+// Close stops the agent as a restarting agent stops: its connection ends.
+func (a *testAgent) Close() {
+	a.closeOnce.Do(func() {
+		a.web.Close()
+		a.dev.Close()
+		a.stack.Close()
+	})
+}

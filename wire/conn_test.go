@@ -1,0 +1,118 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+)
+
+// tcpPair is a connected pair of loopback TCP connections.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestConnWrites: queued frames go in front of the next batch, every
+// message is one frame, bytes are counted, the final frame is the last the
+// peer reads before a clean end of stream, and a failed write closes the
+// connection with its error.
+func TestConnWrites(t *testing.T) {
+	a, b := tcpPair(t)
+	var counters Counters
+	wa := NewConn(a, ConnConfig{Counters: &counters})
+	rb := NewConn(b, ConnConfig{})
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+
+	hello := Hello{Version: 1, Software: "test"}.Marshal()
+	if err := wa.Queue(hello); err != nil {
+		t.Fatal(err)
+	}
+	if err := wa.Write([][]byte{wgMsg(1, 148), transportMsg(3, 100)}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, MaxFrame)
+	for _, want := range [][]byte{hello, wgMsg(1, 148), transportMsg(3, 100)} {
+		n, err := rb.ReadFrame(buf)
+		if err != nil || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("read %x, %v; want %x", buf[:n], err, want)
+		}
+	}
+	if got, want := counters.TxData.Load(), uint64(100-32); got != want {
+		t.Errorf("TxData = %d, want %d", got, want)
+	}
+	if got, want := counters.TxOverhead.Load(), uint64(len(hello)+2+148+2+32+2); got != want {
+		t.Errorf("TxOverhead = %d, want %d", got, want)
+	}
+	if err := wa.Write([][]byte{make([]byte, MaxFrame+1)}); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("an oversized message: %v", err)
+	}
+
+	last := GoingAway{RetryAfterMillis: 5}.Marshal()
+	if err := wa.WriteFinal(last); err != nil {
+		t.Fatal(err)
+	}
+	if err := wa.Write([][]byte{wgMsg(1, 148)}); !errors.Is(err, ErrFinal) {
+		t.Errorf("a write after WriteFinal: %v, want ErrFinal", err)
+	}
+	if n, err := rb.ReadFrame(buf); err != nil || !bytes.Equal(buf[:n], last) {
+		t.Fatalf("read %x, %v; want the final frame", buf[:n], err)
+	}
+	if _, err := rb.ReadFrame(buf); err != io.EOF {
+		t.Fatalf("after the final frame: %v, want io.EOF", err)
+	}
+
+	// b's peer writes to a connection b has closed: the kernel soon
+	// answers with a reset, the write fails and closes the Conn.
+	wb := rb
+	a.Close()
+	poll.Until(t, 10*time.Second, "a write to the closed peer to fail", func() bool {
+		return wb.Write([][]byte{transportMsg(1, 1000)}) != nil
+	})
+	select {
+	case <-wb.Done():
+	default:
+		t.Fatal("writes to a closed peer did not fail and close the Conn")
+	}
+	if wb.Err() == nil || errors.Is(wb.Err(), net.ErrClosed) {
+		t.Errorf("Err = %v, want the write's error", wb.Err())
+	}
+}
+
+// discardConn takes every write.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestWriteDoesNotAllocate: Write runs once per batch WireGuard sends.
+func TestWriteDoesNotAllocate(t *testing.T) {
+	c := NewConn(discardConn{}, ConnConfig{Counters: new(Counters)})
+	batch := [][]byte{transportMsg(1, 1452), transportMsg(1, 1452), transportMsg(1, 32)}
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := c.Write(batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Write allocates %.1f times per batch", allocs)
+	}
+}
