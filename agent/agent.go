@@ -162,7 +162,7 @@ func (a *Agent) startTunnel() error {
 		}
 		bind = a.bind
 	} else {
-		if endpoint, err = a.resolveUDP(cfg.Relay); err != nil {
+		if endpoint, err = a.resolveUDP(); err != nil {
 			// Not fatal: the hub may boot before its network. Retry below.
 			a.logf("agent: %v; will retry", err)
 			endpoint = ""
@@ -286,8 +286,7 @@ func (a *Agent) RestartRequested() <-chan string { return a.restart }
 
 // startDNS sets up dnsfix for the relay's name, unless it is an address.
 func (a *Agent) startDNS() error {
-	host, _, _ := net.SplitHostPort(a.cfg.Relay)
-	if _, err := netip.ParseAddr(host); err == nil {
+	if !a.cfg.relayIsName() {
 		return nil
 	}
 	r, err := a.cfg.DNSResolver(a.logf)
@@ -306,11 +305,10 @@ func (a *Agent) dialer(proxy *url.URL) *vpn.Dialer {
 	if r == nil {
 		return &vpn.Dialer{Proxy: proxy}
 	}
-	relayHost, _, _ := net.SplitHostPort(a.cfg.Relay)
 	return &vpn.Dialer{
 		Proxy: proxy,
 		LookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			if host == relayHost {
+			if host == a.cfg.relayHost {
 				return r.LookupHost(ctx, host)
 			}
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
@@ -336,22 +334,18 @@ func isIPv6Endpoint(ep string) bool {
 }
 
 // resolveUDP turns the relay's host:port into ip:port for WireGuard.
-func (a *Agent) resolveUDP(hostport string) (string, error) {
-	if r := a.dns.Load(); r != nil {
-		host, port, _ := net.SplitHostPort(hostport)
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		addrs, err := r.LookupHost(ctx, host)
-		if err != nil {
-			return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
-		}
-		return net.JoinHostPort(addrs[0].String(), port), nil
+func (a *Agent) resolveUDP() (string, error) {
+	cfg := a.cfg
+	if !cfg.relayIsName() {
+		return netip.AddrPortFrom(cfg.relayIP, cfg.relayPort).String(), nil
 	}
-	ua, err := net.ResolveUDPAddr("udp", hostport)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	addrs, err := a.dns.Load().LookupHost(ctx, cfg.relayHost)
 	if err != nil {
-		return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
+		return "", fmt.Errorf("resolve relay %s: %w", cfg.Relay, err)
 	}
-	return ua.String(), nil
+	return netip.AddrPortFrom(addrs[0], cfg.relayPort).String(), nil
 }
 
 // reresolveUDP follows a relay whose address changes: while no handshake
@@ -364,7 +358,7 @@ func (a *Agent) reresolveUDP() {
 	for {
 		st, _ := a.dev.Stats()
 		if ps := st[a.cfg.relayKey]; time.Since(ps.LastHandshake) > 3*time.Minute {
-			if ep, err := a.resolveUDP(a.cfg.Relay); err == nil && ep != last {
+			if ep, err := a.resolveUDP(); err == nil && ep != last {
 				if err := a.dev.SetEndpoint(a.cfg.relayKey, ep); err == nil {
 					last = ep
 				}
