@@ -112,7 +112,8 @@ func (a *Agent) Start() (err error) {
 }
 
 // startTunnel brings the tunnel up: key → netstack → firewall → transport →
-// WireGuard device → the relay peer → a listener per mapped port → up.
+// WireGuard device → the relay peer → a listener per mapped port → up, and
+// then the transport starts its part (transport.go).
 func (a *Agent) startTunnel() error {
 	cfg := a.cfg
 	k, created, err := vpn.LoadOrCreatePrivateKey(cfg.PrivateKeyFile)
