@@ -25,13 +25,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
@@ -52,18 +48,13 @@ type Agent struct {
 	upd     *updater    // nil without a state folder (a config built in code)
 	restart chan string // a binary to run in place of this one
 
-	key      vpn.PrivateKey
-	stack    *netstack.Stack
-	fw       *firewall.Device
-	dev      *vpn.Device
-	ready    atomic.Pointer[vpn.Device] // dev, once its peer exists; read by OnConnect
-	hsMu     sync.Mutex
-	hsConn   uint64       // the relay connection (bind's Connects count) last handshaken on
-	bind     *vpn.TCPBind // nil with transport "udp"
-	relay6   atomic.Bool  // transport "udp": the relay's address is IPv6
-	counters vpn.Counters
-	dns      atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
-	fwd      portmap.Forwarder
+	key   vpn.PrivateKey
+	stack *netstack.Stack
+	fw    *firewall.Device
+	tr    transport // how the relay is reached (transport.go); set before dev
+	dev   *vpn.Device
+	dns   atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
+	fwd   portmap.Forwarder
 
 	listeners []net.Listener
 	ui        *http.Server
@@ -120,6 +111,9 @@ func (a *Agent) Start() (err error) {
 	return nil
 }
 
+// startTunnel brings the tunnel up: key → netstack → firewall → transport →
+// WireGuard device → the relay peer → a listener per mapped port → up, and
+// then the transport starts its part (transport.go).
 func (a *Agent) startTunnel() error {
 	cfg := a.cfg
 	k, created, err := vpn.LoadOrCreatePrivateKey(cfg.PrivateKeyFile)
@@ -131,7 +125,7 @@ func (a *Agent) startTunnel() error {
 		a.logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
 	}
 
-	// Both binds report what they sent; see maxInFlight.
+	// Both transports report what they sent; see maxInFlight.
 	scfg := netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU, MaxInFlight: maxInFlight}
 	if a.stack, err = netstack.New(scfg); err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -141,37 +135,16 @@ func (a *Agent) startTunnel() error {
 	if err := a.startDNS(); err != nil {
 		return err
 	}
-	var (
-		bind   conn.Bind
-		tunDev tun.Device = a.fw
-	)
-	endpoint := cfg.Relay
-	if cfg.Transport == "tcp" {
-		proxy, err := a.proxy()
-		if err != nil {
-			return err
-		}
-		a.bind = &vpn.TCPBind{
-			Addr:      cfg.Relay,
-			Dialer:    a.dialer(proxy),
-			Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
-			Counters:  &a.counters,
-			Sent:      a.stack.Sent,
-			Logf:      a.logf,
-			OnConnect: a.handshake,
-		}
-		bind = a.bind
-	} else {
-		if endpoint, err = a.resolveUDP(cfg.Relay); err != nil {
-			// Not fatal: the hub may boot before its network. Retry below.
-			a.logf("agent: %v; will retry", err)
-			endpoint = ""
-		}
-		a.relay6.Store(isIPv6Endpoint(endpoint))
-		ub := vpn.NewUDPBind(cfg.MTU, a.relay6.Load, a.stack.Sent, maxInFlight)
-		bind, tunDev = ub, vpn.InboundTUN(a.fw, ub.Inbound)
+	a.tr, err = newTransport(cfg, transportEnv{
+		dns:   a.dns.Load(),
+		hello: wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
+		sent:  a.stack.Sent,
+		logf:  a.logf,
+	})
+	if err != nil {
+		return err
 	}
-	if a.dev, err = vpn.NewDevice(tunDev, bind, k, a.logf); err != nil {
+	if a.dev, err = vpn.NewDevice(a.tr.wrapTUN(a.fw), a.tr.bind(), k, a.logf); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	// The relay is the only peer; every source is accepted by WireGuard
@@ -179,20 +152,11 @@ func (a *Agent) startTunnel() error {
 	peer := vpn.Peer{
 		PublicKey:           cfg.relayKey,
 		AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
-		Endpoint:            endpoint,
+		Endpoint:            a.tr.endpoint(),
 		PersistentKeepalive: cfg.PersistentKeepalive,
 	}
 	if err := a.dev.AddPeer(peer); err != nil {
 		return fmt.Errorf("agent: %w", err)
-	}
-	if a.bind != nil {
-		// wireguard-go may already be up (it follows the netstack's up
-		// event) and the bind connected before the peer existed: handshake
-		// now, and from here on at every new relay connection. (With UDP,
-		// adding a peer with a persistent keepalive already starts one; a
-		// second initiation in the same instant is dropped as a replay.)
-		a.ready.Store(a.dev)
-		a.handshake()
 	}
 
 	for _, r := range cfg.routes {
@@ -212,30 +176,9 @@ func (a *Agent) startTunnel() error {
 	if err := a.dev.Up(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if cfg.Transport == "udp" {
-		a.wg.Add(1)
-		go a.reresolveUDP()
-	}
+	a.tr.start(a.dev)
 	a.logf("agent: hub %q (%s), tunnel address %s, relay %s over %s, %d ports", cfg.Name, a.hub, cfg.tunnelIP, cfg.Relay, cfg.Transport, len(cfg.routes))
 	return nil
-}
-
-// handshake starts a WireGuard handshake on the current relay connection,
-// once per connection: two initiations in the same instant would make the
-// relay drop the second as a replay and cost a 5 s retry.
-func (a *Agent) handshake() {
-	d := a.ready.Load()
-	st := a.bind.Status()
-	if d == nil || !st.Connected {
-		return // the next connection's OnConnect will do it
-	}
-	a.hsMu.Lock()
-	defer a.hsMu.Unlock()
-	if a.hsConn == st.Connects {
-		return
-	}
-	a.hsConn = st.Connects
-	d.Handshake(a.cfg.relayKey)
 }
 
 func (a *Agent) policy() firewall.Policy {
@@ -247,23 +190,6 @@ func (a *Agent) policy() firewall.Policy {
 		p.Services = append(p.Services, svc)
 	}
 	return p
-}
-
-func (a *Agent) proxy() (*url.URL, error) {
-	switch a.cfg.Proxy {
-	case "none":
-		return nil, nil
-	case "":
-		u, err := vpn.ProxyFromEnvironment(a.cfg.Relay)
-		if err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
-		}
-		if u != nil {
-			a.logf("agent: using proxy %s from the environment", u.Redacted())
-		}
-		return u, nil
-	}
-	return vpn.ParseProxy(a.cfg.Proxy) // validated already
 }
 
 // software is what the Hello tells the relay: this version and the hub.
@@ -286,8 +212,7 @@ func (a *Agent) RestartRequested() <-chan string { return a.restart }
 
 // startDNS sets up dnsfix for the relay's name, unless it is an address.
 func (a *Agent) startDNS() error {
-	host, _, _ := net.SplitHostPort(a.cfg.Relay)
-	if _, err := netip.ParseAddr(host); err == nil {
+	if !a.cfg.relayIsName() {
 		return nil
 	}
 	r, err := a.cfg.DNSResolver(a.logf)
@@ -296,27 +221,6 @@ func (a *Agent) startDNS() error {
 	}
 	a.dns.Store(r)
 	return nil
-}
-
-// dialer is the relay connection's dialer: the relay's name goes through
-// dnsfix, which hears which of its addresses connect; any other name (a
-// proxy's) keeps the system resolver.
-func (a *Agent) dialer(proxy *url.URL) *vpn.Dialer {
-	r := a.dns.Load()
-	if r == nil {
-		return &vpn.Dialer{Proxy: proxy}
-	}
-	relayHost, _, _ := net.SplitHostPort(a.cfg.Relay)
-	return &vpn.Dialer{
-		Proxy: proxy,
-		LookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			if host == relayHost {
-				return r.LookupHost(ctx, host)
-			}
-			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		},
-		Report: r.Report,
-	}
 }
 
 // maxInFlight is how many packets the agent lets wait inside WireGuard on
@@ -329,62 +233,6 @@ func (a *Agent) dialer(proxy *url.URL) *vpn.Dialer {
 // 1.8 Gbit/s held 2 MiB of buffers there.
 const maxInFlight = 128
 
-// isIPv6Endpoint reports whether ip:port (resolveUDP's) is an IPv6 address.
-func isIPv6Endpoint(ep string) bool {
-	ap, err := netip.ParseAddrPort(ep)
-	return err == nil && ap.Addr().Unmap().Is6()
-}
-
-// resolveUDP turns the relay's host:port into ip:port for WireGuard.
-func (a *Agent) resolveUDP(hostport string) (string, error) {
-	if r := a.dns.Load(); r != nil {
-		host, port, _ := net.SplitHostPort(hostport)
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		addrs, err := r.LookupHost(ctx, host)
-		if err != nil {
-			return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
-		}
-		return net.JoinHostPort(addrs[0].String(), port), nil
-	}
-	ua, err := net.ResolveUDPAddr("udp", hostport)
-	if err != nil {
-		return "", fmt.Errorf("resolve relay %s: %w", hostport, err)
-	}
-	return ua.String(), nil
-}
-
-// reresolveUDP follows a relay whose address changes: while no handshake
-// has succeeded for a while, it resolves the name again every minute.
-func (a *Agent) reresolveUDP() {
-	defer a.wg.Done()
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	last := ""
-	for {
-		st, _ := a.dev.Stats()
-		if ps := st[a.cfg.relayKey]; time.Since(ps.LastHandshake) > 3*time.Minute {
-			if ep, err := a.resolveUDP(a.cfg.Relay); err == nil && ep != last {
-				if err := a.dev.SetEndpoint(a.cfg.relayKey, ep); err == nil {
-					last = ep
-				}
-				// The bind reads only the relay's address family.
-				if is6 := isIPv6Endpoint(ep); is6 != a.relay6.Load() {
-					a.relay6.Store(is6)
-					if err := a.dev.Rebind(); err != nil {
-						a.logf("agent: %v", err)
-					}
-				}
-			}
-		}
-		select {
-		case <-a.closing:
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // Close stops the tunnel and the status API and waits for everything the
 // agent started. It is idempotent.
 func (a *Agent) Close() error {
@@ -394,6 +242,9 @@ func (a *Agent) Close() error {
 			ln.Close()
 		}
 		a.fwd.Close()
+		if a.tr != nil {
+			a.tr.close()
+		}
 		if a.dev != nil {
 			a.dev.Close()
 		}
@@ -471,21 +322,11 @@ func (a *Agent) Status() Status {
 			}
 		}
 	}
-	if a.bind != nil {
-		bs := a.bind.Status()
-		s.LastError, s.RelaySoftware = bs.LastError, bs.RelaySoftware
-		s.BytesRx, s.BytesTx = a.counters.RxData.Load(), a.counters.TxData.Load()
-		s.OverheadBytes = a.counters.RxOverhead.Load() + a.counters.TxOverhead.Load()
-		if bs.Connected && !ps.LastHandshake.Before(bs.Since) {
-			s.State, s.ConnectedSince, s.LastError = "connected", bs.Since, ""
-		}
-	} else {
-		// UDP: WireGuard's own counters include its headers; a session
-		// is rekeyed at least every 2 minutes while keepalives flow.
-		s.BytesRx, s.BytesTx = ps.RxBytes, ps.TxBytes
-		if !ps.LastHandshake.IsZero() && time.Since(ps.LastHandshake) < 3*time.Minute {
-			s.State = "connected"
-		}
+	ls := a.tr.status(ps)
+	s.LastError, s.RelaySoftware = ls.lastError, ls.relaySoftware
+	s.BytesRx, s.BytesTx, s.OverheadBytes = ls.rx, ls.tx, ls.overhead
+	if ls.connected {
+		s.State, s.ConnectedSince = "connected", ls.since
 	}
 	return s
 }

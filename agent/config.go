@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,9 @@ type Config struct {
 	Update UpdateConfig `toml:"update"`
 
 	// Parsed forms, filled by Validate.
+	relayHost     string     // Relay's host: a name, or an IP address (then relayIP)
+	relayPort     uint16     // Relay's port, 1 to 65535
+	relayIP       netip.Addr // Relay's host as an address (IPv4 not mapped); invalid for a name
 	relayKey      vpn.PublicKey
 	tunnelIP      netip.Addr
 	relayTunnelIP netip.Addr
@@ -89,11 +93,8 @@ func (c *Config) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
 // Validate fills in defaults and checks every value.
 func (c *Config) Validate() error {
 	var err error
-	if c.Relay == "" {
-		return config.Errorf("relay", "missing: the relay's agent address, host:port")
-	}
-	if _, _, err := net.SplitHostPort(c.Relay); err != nil {
-		return config.Errorf("relay", "%q: want host:port", c.Relay)
+	if err := c.parseRelay(); err != nil {
+		return err
 	}
 	if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
 		return config.Errorf("relay_public_key", "%v", err)
@@ -174,6 +175,31 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// parseRelay splits Relay into relayHost, relayPort and relayIP, once: every
+// user of the relay's address reads those.
+func (c *Config) parseRelay() error {
+	if c.Relay == "" {
+		return config.Errorf("relay", "missing: the relay's agent address, host:port")
+	}
+	host, port, err := net.SplitHostPort(c.Relay)
+	if err != nil || host == "" {
+		return config.Errorf("relay", "%q: want host:port", c.Relay)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return config.Errorf("relay", "%q: want a port from 1 to 65535", c.Relay)
+	}
+	c.relayHost, c.relayPort, c.relayIP = host, uint16(p), netip.Addr{}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		c.relayIP = ip.Unmap()
+	}
+	return nil
+}
+
+// relayIsName reports whether the relay is given by name, which dnsfix
+// resolves, rather than by IP address.
+func (c *Config) relayIsName() bool { return !c.relayIP.IsValid() }
 
 // DNSConfig is the [dns] table: how the relay's name is resolved (package
 // dnsfix). A relay given as an IP address skips all of it. Local names

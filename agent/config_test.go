@@ -51,3 +51,50 @@ func TestDNSConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayAddress: relay is split once, in Validate, into what its users
+// read; a malformed one names the file, the line and the key.
+func TestRelayAddress(t *testing.T) {
+	const rest = "relay_public_key = \"koupVBjnqeNJyBZKQq9MFFHGq2YsgHpiMMnPW6rSY1I=\"\ntunnel_ip = \"100.96.0.2\"\n"
+	for _, tt := range []struct {
+		relay, host string
+		port        uint16
+		ip          string // "" for a name
+	}{
+		{"relay.example.com:7443", "relay.example.com", 7443, ""},
+		{"fritz.box:443", "fritz.box", 443, ""},
+		{"127.0.0.1:7443", "127.0.0.1", 7443, "127.0.0.1"},
+		{"[::1]:1", "::1", 1, "::1"},
+		{"[::ffff:192.0.2.1]:65535", "::ffff:192.0.2.1", 65535, "192.0.2.1"},
+		{"[fe80::1%eth0]:7443", "fe80::1%eth0", 7443, "fe80::1%eth0"},
+	} {
+		c := &Config{}
+		if err := config.Parse("hub.toml", []byte("relay = \""+tt.relay+"\"\n"+rest), c); err != nil {
+			t.Errorf("relay %q: %v", tt.relay, err)
+			continue
+		}
+		ip := ""
+		if c.relayIP.IsValid() {
+			ip = c.relayIP.String()
+		}
+		if c.relayHost != tt.host || c.relayPort != tt.port || ip != tt.ip || c.relayIsName() != (tt.ip == "") {
+			t.Errorf("relay %q: host %q port %d ip %q, want %q %d %q", tt.relay, c.relayHost, c.relayPort, ip, tt.host, tt.port, tt.ip)
+		}
+	}
+
+	for _, tt := range []struct{ relay, want string }{
+		{"", `hub.toml:1: relay: missing`},
+		{"relay.example.com", `hub.toml:1: relay: "relay.example.com": want host:port`},
+		{":7443", `hub.toml:1: relay: ":7443": want host:port`},
+		{"::1:7443", `hub.toml:1: relay: "::1:7443": want host:port`},
+		{"relay.example.com:", `hub.toml:1: relay: "relay.example.com:": want a port from 1 to 65535`},
+		{"relay.example.com:0", `hub.toml:1: relay: "relay.example.com:0": want a port from 1 to 65535`},
+		{"relay.example.com:65536", `hub.toml:1: relay: "relay.example.com:65536": want a port from 1 to 65535`},
+		{"relay.example.com:https", `hub.toml:1: relay: "relay.example.com:https": want a port from 1 to 65535`},
+	} {
+		err := config.Parse("hub.toml", []byte("relay = \""+tt.relay+"\"\n"+rest), &Config{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("relay %q: got %v, want %q", tt.relay, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,150 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/hubtunnel/hubtunnel/dnsfix"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// tcpTransport is transport "tcp": WireGuard framed over the agent's one
+// outbound TCP connection to the relay (vpn.TCPBind), opened directly or
+// through an HTTP proxy, with the relay's name resolved through dnsfix on
+// every dial. It starts a handshake on every new relay connection, so that
+// a restarted relay is usable at once rather than after WireGuard's 5 s
+// retry.
+type tcpTransport struct {
+	b        *vpn.TCPBind
+	counters vpn.Counters
+	relayKey vpn.PublicKey
+
+	dev    atomic.Pointer[vpn.Device] // set by start; read by the bind's OnConnect
+	hsMu   sync.Mutex
+	hsConn uint64 // the relay connection (the bind's Connects) last handshaken on
+}
+
+var _ transport = (*tcpTransport)(nil)
+
+func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
+	logf := logger.OrDiscard(env.logf)
+	proxy, err := relayProxy(cfg, logf)
+	if err != nil {
+		return nil, err
+	}
+	t := &tcpTransport{relayKey: cfg.relayKey}
+	t.b = &vpn.TCPBind{
+		Addr:      cfg.Relay,
+		Dialer:    relayDialer(cfg, env.dns, proxy),
+		Hello:     env.hello,
+		Counters:  &t.counters,
+		Sent:      env.sent,
+		Logf:      logf,
+		OnConnect: t.handshake,
+	}
+	return t, nil
+}
+
+func (t *tcpTransport) bind() conn.Bind { return t.b }
+
+// wrapTUN returns dev: inbound over TCP stays unbounded (see maxInFlight).
+func (t *tcpTransport) wrapTUN(dev tun.Device) tun.Device { return dev }
+
+// endpoint is the relay's host:port; the bind has only the one.
+func (t *tcpTransport) endpoint() string { return t.b.Addr }
+
+// start handshakes now, and from here on the bind's OnConnect does at every
+// new relay connection: wireguard-go may have been up before start (it
+// follows the netstack's up event), and the bind connected before the peer
+// existed.
+func (t *tcpTransport) start(dev *vpn.Device) {
+	t.dev.Store(dev)
+	t.handshake()
+}
+
+// handshake starts a WireGuard handshake on the current relay connection,
+// once per connection: two initiations in the same instant would make the
+// relay drop the second as a replay and cost a 5 s retry.
+func (t *tcpTransport) handshake() {
+	d := t.dev.Load()
+	st := t.b.Status()
+	if d == nil || !st.Connected {
+		return // the next connection's OnConnect will do it
+	}
+	t.hsMu.Lock()
+	defer t.hsMu.Unlock()
+	if t.hsConn == st.Connects {
+		return
+	}
+	t.hsConn = st.Connects
+	d.Handshake(t.relayKey)
+}
+
+// status counts the tunnelled bytes apart from the overhead (the bind's
+// Counters). The tunnel is connected once WireGuard has completed a
+// handshake on the current relay connection, not when TCP is up.
+func (t *tcpTransport) status(relay vpn.PeerStats) linkStatus {
+	bs := t.b.Status()
+	ls := linkStatus{
+		lastError:     bs.LastError,
+		relaySoftware: bs.RelaySoftware,
+		rx:            t.counters.RxData.Load(),
+		tx:            t.counters.TxData.Load(),
+		overhead:      t.counters.RxOverhead.Load() + t.counters.TxOverhead.Load(),
+	}
+	if bs.Connected && !relay.LastHandshake.Before(bs.Since) {
+		ls.connected, ls.since, ls.lastError = true, bs.Since, ""
+	}
+	return ls
+}
+
+// close has nothing to stop: the bind's dial loop ends with the device.
+func (t *tcpTransport) close() {}
+
+// relayProxy is the HTTP proxy to reach the relay through: the config's,
+// or HTTPS_PROXY's unless NO_PROXY exempts the relay; nil for none.
+func relayProxy(cfg *Config, logf logger.Logf) (*url.URL, error) {
+	switch cfg.Proxy {
+	case "none":
+		return nil, nil
+	case "":
+		u, err := vpn.ProxyFromEnvironment(cfg.Relay)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if u != nil {
+			logf("agent: using proxy %s from the environment", u.Redacted())
+		}
+		return u, nil
+	}
+	return vpn.ParseProxy(cfg.Proxy) // validated already
+}
+
+// relayDialer is the relay connection's dialer: the relay's name goes
+// through r (dnsfix), which hears which of its addresses connect; any other
+// name (a proxy's) keeps the system resolver. r is nil when the relay is an
+// IP address.
+func relayDialer(cfg *Config, r *dnsfix.Resolver, proxy *url.URL) *vpn.Dialer {
+	if r == nil {
+		return &vpn.Dialer{Proxy: proxy}
+	}
+	return &vpn.Dialer{
+		Proxy: proxy,
+		LookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			if host == cfg.relayHost {
+				return r.LookupHost(ctx, host)
+			}
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		Report: r.Report,
+	}
+}

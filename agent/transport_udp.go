@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/hubtunnel/hubtunnel/dnsfix"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// udpHandshakeFresh is how long a UDP tunnel counts as connected after its
+// last handshake: WireGuard rekeys a session at least every 2 minutes while
+// keepalives flow. Beyond it, the relay's name is resolved again.
+const udpHandshakeFresh = 3 * time.Minute
+
+// udpReresolveEvery is how often the relay's name is resolved again while
+// no handshake is fresh.
+const udpReresolveEvery = time.Minute
+
+// udpTransport is transport "udp": plain WireGuard (vpn.UDPBind), so that
+// any WireGuard server can be the other end. WireGuard's endpoint is one
+// address of the relay's; while no handshake is fresh, the name is resolved
+// again every minute, for a relay whose address changed. The bind reads
+// only the relay's address family, and at most maxInFlight received data
+// packets wait inside WireGuard (vpn.InboundTUN counts them out).
+type udpTransport struct {
+	cfg   *Config          // relayHost, relayPort, relayIP, relayKey, MTU
+	dns   *dnsfix.Resolver // non-nil when the relay is a name
+	logf  logger.Logf
+	now   func() time.Time
+	every time.Duration // how often reresolve looks: udpReresolveEvery
+
+	b    *vpn.UDPBind
+	ep   string      // the relay's ip:port when the transport was made; "" if unresolved
+	ipv6 atomic.Bool // the relay's address is IPv6
+
+	stop context.CancelFunc // set by start
+	done chan struct{}      // closed when start's loop has ended
+}
+
+var _ transport = (*udpTransport)(nil)
+
+func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
+	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery}
+	ep, err := t.resolve(context.Background())
+	if err != nil {
+		// Not fatal: the hub may boot before its network. start retries.
+		t.logf("agent: %v; will retry", err)
+		ep = ""
+	}
+	t.ep = ep
+	t.ipv6.Store(isIPv6Endpoint(ep))
+	t.b = vpn.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
+	return t
+}
+
+func (t *udpTransport) bind() conn.Bind { return t.b }
+
+// wrapTUN counts the packets WireGuard writes out of the bind's inbound
+// window.
+func (t *udpTransport) wrapTUN(dev tun.Device) tun.Device { return vpn.InboundTUN(dev, t.b.Inbound) }
+
+func (t *udpTransport) endpoint() string { return t.ep }
+
+// start follows the relay's address (see reresolve). It does not handshake:
+// adding the peer with a persistent keepalive has started one already, and
+// a second initiation in the same instant would be dropped as a replay.
+func (t *udpTransport) start(dev *vpn.Device) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.stop, t.done = cancel, make(chan struct{})
+	go t.reresolve(ctx, dev)
+}
+
+// reresolve resolves the relay's name at once and then every minute, while
+// no handshake is fresh, and points the peer at a changed address.
+func (t *udpTransport) reresolve(ctx context.Context, dev *vpn.Device) {
+	defer close(t.done)
+	tick := time.NewTicker(t.every)
+	defer tick.Stop()
+	last := ""
+	for {
+		st, _ := dev.Stats()
+		if ps := st[t.cfg.relayKey]; t.now().Sub(ps.LastHandshake) > udpHandshakeFresh {
+			if ep, err := t.resolve(ctx); err == nil && ep != last {
+				if err := dev.SetEndpoint(t.cfg.relayKey, ep); err == nil {
+					last = ep
+				}
+				// The bind reads only the relay's address family.
+				if is6 := isIPv6Endpoint(ep); is6 != t.ipv6.Load() {
+					t.ipv6.Store(is6)
+					if err := dev.Rebind(); err != nil {
+						t.logf("agent: %v", err)
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// resolve turns the relay's host:port into ip:port for WireGuard.
+func (t *udpTransport) resolve(ctx context.Context) (string, error) {
+	c := t.cfg
+	if !c.relayIsName() {
+		return netip.AddrPortFrom(c.relayIP, c.relayPort).String(), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	addrs, err := t.dns.LookupHost(ctx, c.relayHost)
+	if err != nil {
+		return "", fmt.Errorf("resolve relay %s: %w", c.Relay, err)
+	}
+	return netip.AddrPortFrom(addrs[0], c.relayPort).String(), nil
+}
+
+// isIPv6Endpoint reports whether ip:port (resolve's) is an IPv6 address.
+func isIPv6Endpoint(ep string) bool {
+	ap, err := netip.ParseAddrPort(ep)
+	return err == nil && ap.Addr().Unmap().Is6()
+}
+
+// status gives WireGuard's own byte counts, headers included. The tunnel
+// is connected while a handshake is fresh; since when, UDP cannot tell.
+func (t *udpTransport) status(relay vpn.PeerStats) linkStatus {
+	ls := linkStatus{rx: relay.RxBytes, tx: relay.TxBytes}
+	if !relay.LastHandshake.IsZero() && t.now().Sub(relay.LastHandshake) < udpHandshakeFresh {
+		ls.connected = true
+	}
+	return ls
+}
+
+// close stops start's loop, a resolution under way included, and waits.
+func (t *udpTransport) close() {
+	if t.stop != nil {
+		t.stop()
+		<-t.done
+	}
+}
