@@ -3,7 +3,7 @@
 //
 // The data path, inbound (a user's request):
 //
-//  1. The relay connection (vpn.TCPBind, or UDP) delivers a WireGuard message.
+//  1. The relay connection (uplink.TCPBind, or UDP) delivers a WireGuard message.
 //  2. wireguard-go decrypts it; only the pinned relay key can have sent it.
 //  3. The firewall drops the packet unless its source is in allowed_cidrs
 //     and it is TCP to a mapped port (ICMP echo for diagnosis), and counts it.
@@ -225,7 +225,7 @@ func (a *Agent) startDNS() error {
 
 // maxInFlight is how many packets the agent lets wait inside WireGuard on
 // the way out (netstack.Config.MaxInFlight), and on the UDP transport also
-// on the way in (vpn.UDPBind.Inbound): 128 of wireguard-go's 64 KiB
+// on the way in (uplink.UDPBind.Inbound): 128 of wireguard-go's 64 KiB
 // buffers, 8 MiB, each way. Unbounded, a bulk download at MTU 1420 filled
 // ~48 MiB of them, beyond the agent's 40 MiB memory limit, and the GC ran
 // without pause; on the TCP transport (MTU 8000) 8 downloads held 21 MiB.

@@ -12,6 +12,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -137,7 +138,7 @@ func (c *Config) Validate() error {
 		c.allowed = append(c.allowed, p.Masked())
 	}
 	if c.Proxy != "" && c.Proxy != "none" {
-		if _, err := vpn.ParseProxy(c.Proxy); err != nil {
+		if _, err := uplink.ParseProxy(c.Proxy); err != nil {
 			return config.Errorf("proxy", "%v", err)
 		}
 	}

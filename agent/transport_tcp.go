@@ -14,18 +14,20 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // tcpTransport is transport "tcp": WireGuard framed over the agent's one
-// outbound TCP connection to the relay (vpn.TCPBind), opened directly or
+// outbound TCP connection to the relay (uplink.TCPBind), opened directly or
 // through an HTTP proxy, with the relay's name resolved through dnsfix on
 // every dial. It starts a handshake on every new relay connection, so that
 // a restarted relay is usable at once rather than after WireGuard's 5 s
 // retry.
 type tcpTransport struct {
-	b        *vpn.TCPBind
-	counters vpn.Counters
+	b        *uplink.TCPBind
+	counters wire.Counters
 	relayKey vpn.PublicKey
 
 	dev    atomic.Pointer[vpn.Device] // set by start; read by the bind's OnConnect
@@ -42,7 +44,7 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 		return nil, err
 	}
 	t := &tcpTransport{relayKey: cfg.relayKey}
-	t.b = &vpn.TCPBind{
+	t.b = &uplink.TCPBind{
 		Addr:      cfg.Relay,
 		Dialer:    relayDialer(cfg, env.dns, proxy),
 		Hello:     env.hello,
@@ -117,7 +119,7 @@ func relayProxy(cfg *Config, logf logger.Logf) (*url.URL, error) {
 	case "none":
 		return nil, nil
 	case "":
-		u, err := vpn.ProxyFromEnvironment(cfg.Relay)
+		u, err := uplink.ProxyFromEnvironment(cfg.Relay)
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
@@ -126,18 +128,18 @@ func relayProxy(cfg *Config, logf logger.Logf) (*url.URL, error) {
 		}
 		return u, nil
 	}
-	return vpn.ParseProxy(cfg.Proxy) // validated already
+	return uplink.ParseProxy(cfg.Proxy) // validated already
 }
 
 // relayDialer is the relay connection's dialer: the relay's name goes
 // through r (dnsfix), which hears which of its addresses connect; any other
 // name (a proxy's) keeps the system resolver. r is nil when the relay is an
 // IP address.
-func relayDialer(cfg *Config, r *dnsfix.Resolver, proxy *url.URL) *vpn.Dialer {
+func relayDialer(cfg *Config, r *dnsfix.Resolver, proxy *url.URL) *uplink.Dialer {
 	if r == nil {
-		return &vpn.Dialer{Proxy: proxy}
+		return &uplink.Dialer{Proxy: proxy}
 	}
-	return &vpn.Dialer{
+	return &uplink.Dialer{
 		Proxy: proxy,
 		LookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			if host == cfg.relayHost {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -92,12 +93,12 @@ func TestTransportChosenFromConfig(t *testing.T) {
 		got, ipv6 := "", false
 		switch tr := tr.(type) {
 		case *tcpTransport:
-			_, isTCP := tr.bind().(*vpn.TCPBind)
+			_, isTCP := tr.bind().(*uplink.TCPBind)
 			if got = "tcp"; !isTCP || tr.wrapTUN(dev) != dev {
 				t.Errorf("%s %s: TCP transport with bind %T and a wrapped TUN", tt.transport, tt.relay, tr.bind())
 			}
 		case *udpTransport:
-			_, isUDP := tr.bind().(*vpn.UDPBind)
+			_, isUDP := tr.bind().(*uplink.UDPBind)
 			if got, ipv6 = "udp", tr.ipv6.Load(); !isUDP || tr.wrapTUN(dev) == dev {
 				t.Errorf("%s %s: UDP transport with bind %T and no inbound window on the TUN", tt.transport, tt.relay, tr.bind())
 			}
@@ -228,7 +229,7 @@ func TestTCPTransportHandshakesOncePerConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.b.Backoff = vpn.Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}
+	tr.b.Backoff = uplink.Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}
 
 	// The pipeline of startTunnel, on a TUN of channels. The device comes
 	// up on its own (the TUN reports up at once), so the bind may connect

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -24,12 +25,12 @@ const udpHandshakeFresh = 3 * time.Minute
 // no handshake is fresh.
 const udpReresolveEvery = time.Minute
 
-// udpTransport is transport "udp": plain WireGuard (vpn.UDPBind), so that
+// udpTransport is transport "udp": plain WireGuard (uplink.UDPBind), so that
 // any WireGuard server can be the other end. WireGuard's endpoint is one
 // address of the relay's; while no handshake is fresh, the name is resolved
 // again every minute, for a relay whose address changed. The bind reads
 // only the relay's address family, and at most maxInFlight received data
-// packets wait inside WireGuard (vpn.InboundTUN counts them out).
+// packets wait inside WireGuard (uplink.InboundTUN counts them out).
 type udpTransport struct {
 	cfg   *Config          // relayHost, relayPort, relayIP, relayKey, MTU
 	dns   *dnsfix.Resolver // non-nil when the relay is a name
@@ -37,7 +38,7 @@ type udpTransport struct {
 	now   func() time.Time
 	every time.Duration // how often reresolve looks: udpReresolveEvery
 
-	b    *vpn.UDPBind
+	b    *uplink.UDPBind
 	ep   string      // the relay's ip:port when the transport was made; "" if unresolved
 	ipv6 atomic.Bool // the relay's address is IPv6
 
@@ -57,7 +58,7 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 	}
 	t.ep = ep
 	t.ipv6.Store(isIPv6Endpoint(ep))
-	t.b = vpn.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
+	t.b = uplink.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
 	return t
 }
 
@@ -65,7 +66,7 @@ func (t *udpTransport) bind() conn.Bind { return t.b }
 
 // wrapTUN counts the packets WireGuard writes out of the bind's inbound
 // window.
-func (t *udpTransport) wrapTUN(dev tun.Device) tun.Device { return vpn.InboundTUN(dev, t.b.Inbound) }
+func (t *udpTransport) wrapTUN(dev tun.Device) tun.Device { return uplink.InboundTUN(dev, t.b.Inbound) }
 
 func (t *udpTransport) endpoint() string { return t.ep }
 

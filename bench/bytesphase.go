@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -203,7 +203,7 @@ the window had %d B. Agent RSS at the end of the window: %s.
 	r.section("Bytes on the agent's connection", "%s", body)
 }
 
-func vpnKeepAliveIdle() string { return vpn.DefaultKeepAlive.Idle.String() }
+func vpnKeepAliveIdle() string { return uplink.DefaultKeepAlive.Idle.String() }
 
 // relayKeepAliveIdle is the relay's TCP keepalive idle time on agent
 // connections (relay/relay.go agentKeepAlive, not exported).
@@ -229,7 +229,7 @@ func idleModel(probes []Probe) (perDay float64, note string) {
 		}
 		who, period, how := "relay", relayKeepAliveIdle, "its configured idle time"
 		if agent {
-			who, period = "agent", vpn.DefaultKeepAlive.Idle
+			who, period = "agent", uplink.DefaultKeepAlive.Idle
 		}
 		if len(times) >= 2 {
 			period = times[len(times)-1].Sub(times[0]) / time.Duration(len(times)-1)

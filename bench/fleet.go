@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -20,7 +21,7 @@ import (
 // Fleet is many hubs in one process, to load a relay with connected hubs.
 // Each hub is what the agent binary runs minus the netstack and the port
 // listeners: its own key, a real WireGuard device (vpn.Device) on a real
-// vpn.TCPBind with its own TCP connection, Hello and handshake, so the relay
+// uplink.TCPBind with its own TCP connection, Hello and handshake, so the relay
 // sees exactly what a real agent sends while idle. In place of the netstack
 // a null tun.Device never produces a packet and discards what it is given:
 // the fleet's hubs carry no user traffic.
@@ -45,7 +46,7 @@ type FleetConfig struct {
 }
 
 type fleetHub struct {
-	bind   *vpn.TCPBind
+	bind   *uplink.TCPBind
 	dev    *vpn.Device
 	ready  atomic.Pointer[vpn.Device]
 	hsMu   sync.Mutex
@@ -116,7 +117,7 @@ func StartFleet(cfg FleetConfig) (*Fleet, error) {
 
 func startFleetHub(cfg FleetConfig, k vpn.PrivateKey) (*fleetHub, error) {
 	h := &fleetHub{relay: cfg.RelayKey}
-	h.bind = &vpn.TCPBind{
+	h.bind = &uplink.TCPBind{
 		Addr:      cfg.Relay,
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: "hubbench-fleet"},
 		OnConnect: h.handshake,

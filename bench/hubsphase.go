@@ -107,7 +107,7 @@ func (ru *run) hubs() error {
 	ru.r.section("Hubs on one relay", `The relay (hubrelay, UDP on as by default, public ports bound) is started three times: with no hubs;
 with %d `+"`[[hub]]`"+` entries (generated keys, tunnel addresses 100.100.x.y) and none connected; and the same
 relay with all %d connected. The hubs are a fleet in one other process (`+"`hubbench fleet`"+`): per hub its
-own key, a real wireguard-go device (vpn.Device) and a real vpn.TCPBind with its own TCP connection,
+own key, a real wireguard-go device (vpn.Device) and a real uplink.TCPBind with its own TCP connection,
 Hello and handshake, exactly as the agent binary has, but no netstack and no port listeners: in their
 place a minimal tun.Device that never produces a packet and discards what it is given (no user traffic
 flows). The fleet starts them %d at a time and starts the next wave once each hub of this one has

@@ -170,7 +170,7 @@ func New(cfg Config) (*Resolver, error) {
 }
 
 // LookupHost resolves host and returns its addresses in the order a dialer
-// should try them. It fits vpn.Dialer.LookupHost; pair it with Report.
+// should try them. It fits uplink.Dialer.LookupHost; pair it with Report.
 func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
 	t, err := r.Resolve(ctx, host)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -328,10 +329,10 @@ const testAgentPage = "hub page\n"
 
 // testAgent is as little of an agent as the relay can tell from a real
 // one: a WireGuard device on a netstack over the agent's own transport
-// (vpn.TCPBind), starting a handshake on every new connection, serving
+// (uplink.TCPBind), starting a handshake on every new connection, serving
 // testAgentPage on tunnel port 80.
 type testAgent struct {
-	bind     *vpn.TCPBind
+	bind     *uplink.TCPBind
 	dev      *vpn.Device
 	stack    *netstack.Stack
 	web      *http.Server
@@ -355,7 +356,7 @@ func startTestAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP stri
 	if a.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}}); err != nil {
 		t.Fatal(err)
 	}
-	a.bind = &vpn.TCPBind{
+	a.bind = &uplink.TCPBind{
 		Addr:      tr.AgentAddr().String(),
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},
 		OnConnect: a.handshake,

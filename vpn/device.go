@@ -3,7 +3,9 @@ package vpn
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -191,6 +193,22 @@ func (d *Device) Stats() (map[PublicKey]PeerStats, error) {
 func (d *Device) Close() {
 	d.dev.Close()
 	<-d.dev.Wait()
+}
+
+// ErrNotConnected is what a conn.Bind's Send returns (wrapped or not)
+// while its transport is between two connections to the relay: WireGuard
+// retries on its own timers, so the device does not log it.
+var ErrNotConnected = errors.New("not connected to the relay")
+
+// expectedSendError reports errors wireguard-go logs that are normal while
+// the transport reconnects: nothing to tell the hub owner about.
+func expectedSendError(args []any) bool {
+	for _, a := range args {
+		if err, ok := a.(error); ok && (errors.Is(err, ErrNotConnected) || errors.Is(err, net.ErrClosed)) {
+			return true
+		}
+	}
+	return false
 }
 
 // wireguardErrorf is WireGuard's error log: prefixed, without the send

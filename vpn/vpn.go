@@ -1,10 +1,8 @@
-// Package vpn is the tunnel machinery both ends share: WireGuard keys and
-// the wireguard-go device; and the agent's transports: TCPBind, a conn.Bind
-// over one outbound TCP connection to the relay (a wire.Conn), dialed
-// directly or through an HTTP CONNECT proxy, redialed with backoff and
-// jitter, and counted; and UDPBind, plain WireGuard over UDP.
+// Package vpn is the WireGuard machinery both ends share: keys (made on the
+// machine that uses them, stored with mode 0600) and Device, the
+// wireguard-go device configured through UAPI text as `wg set` would, over
+// whatever tun.Device and conn.Bind the caller brings (vpn/netstack for the
+// first; package uplink or the relay's agent bind for the second).
 //
-// It must never log a private key (PrivateKey.String hides it) and never let
-// wireguard-go see a transport failure as permanent: only Close ends the
-// bind's receive function.
+// It must never log a private key: PrivateKey.String hides it.
 package vpn

@@ -16,7 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
-	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/uplink"
 )
 
 // wireguardPair returns two Stacks joined by two real WireGuard devices over
@@ -112,22 +112,22 @@ func BenchmarkTCPThroughputWireGuard(b *testing.B) {
 }
 
 // TestWireGuardUDPBindBounds runs real WireGuard over real UDP on loopback
-// with the agent's vpn.UDPBind on both ends, bounded as the agent bounds
+// with the agent's uplink.UDPBind on both ends, bounded as the agent bounds
 // them, and checks that the bounds are live: packets are counted in on both
 // paths (the binds learnt their sessions' indices), never beyond the bound,
 // and the data arrives intact both ways.
 func TestWireGuardUDPBindBounds(t *testing.T) {
 	goroutineLeakCheck(t)
 	const bound = 16
-	var binds [2]*vpn.UDPBind
+	var binds [2]*uplink.UDPBind
 	var stacks [2]*Stack
 	var inbound [2]*windowProbe
 	for i := range binds {
-		binds[i] = vpn.NewUDPBind(1420, func() bool { return false }, func(n int) { stacks[i].Sent(n) }, bound)
+		binds[i] = uplink.NewUDPBind(1420, func() bool { return false }, func(n int) { stacks[i].Sent(n) }, bound)
 	}
 	wrap := func(i int, dev tun.Device) tun.Device {
 		inbound[i] = &windowProbe{Device: dev, w: binds[i].Inbound}
-		return vpn.InboundTUN(inbound[i], binds[i].Inbound)
+		return uplink.InboundTUN(inbound[i], binds[i].Inbound)
 	}
 	a, b := wireguardPairOver(t, Config{MTU: 1420, MaxInFlight: bound}, [2]conn.Bind{binds[0], binds[1]}, wrap)
 	stacks[0], stacks[1] = a, b

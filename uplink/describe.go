@@ -1,4 +1,4 @@
-package vpn
+package uplink
 
 import (
 	"context"
@@ -43,15 +43,4 @@ func Describe(err error) string {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// expectedSendError reports errors wireguard-go logs that are normal while
-// the transport reconnects: nothing to tell the hub owner about.
-func expectedSendError(args []any) bool {
-	for _, a := range args {
-		if err, ok := a.(error); ok && (errors.Is(err, errNotConnected) || errors.Is(err, net.ErrClosed)) {
-			return true
-		}
-	}
-	return false
 }

@@ -1,4 +1,4 @@
-package vpn
+package uplink
 
 import (
 	"bufio"
@@ -49,7 +49,7 @@ const userTimeout = 2 * time.Minute
 func ProxyFromEnvironment(relayAddr string) (*url.URL, error) {
 	u, err := http.ProxyFromEnvironment(&http.Request{URL: &url.URL{Scheme: "https", Host: relayAddr}})
 	if err != nil {
-		return nil, fmt.Errorf("vpn: HTTPS_PROXY: %w", err)
+		return nil, fmt.Errorf("uplink: HTTPS_PROXY: %w", err)
 	}
 	return u, nil
 }

@@ -1,4 +1,4 @@
-package vpn
+package uplink
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -23,8 +24,6 @@ const BindBatchSize = 16
 // writeTimeout bounds one write to the relay; a relay that stops reading for
 // this long is treated as gone and the connection is replaced.
 const writeTimeout = 30 * time.Second
-
-var errNotConnected = errors.New("vpn: not connected to the relay")
 
 // TCPBind is a conn.Bind that carries WireGuard over the agent's single
 // outbound TCP connection to the relay, framed as in package wire.
@@ -48,8 +47,8 @@ type TCPBind struct {
 	OnConnect func()
 	// Backoff between attempts; zero value means DefaultBackoff.
 	Backoff Backoff
-	// Counters, if set, counts bytes each way.
-	Counters *Counters
+	// Counters, if set, counts bytes each way, across reconnects.
+	Counters *wire.Counters
 	// Sent, if set, is called after each Send with its number of data
 	// packets (not keepalives or handshakes), also when the write failed:
 	// WireGuard does not retry them either (netstack.Config.MaxInFlight).
@@ -100,10 +99,6 @@ func (b Backoff) Delay(n int) time.Duration {
 	}
 	return d/2 + rand.N(d/2+1)
 }
-
-// Counters are the byte counts on the relay connection, kept across
-// reconnects (wire.Counters).
-type Counters = wire.Counters
 
 // session is one TCP connection to the relay.
 type session struct {
@@ -215,7 +210,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 			// The first failure and then every tenth: a relay that is
 			// away for a day must not fill the hub's flash with log lines.
 			if n == 1 || n%10 == 0 {
-				b.logf("vpn: relay %s unreachable (attempt %d): %v", b.Addr, n, err)
+				b.logf("uplink: relay %s unreachable (attempt %d): %v", b.Addr, n, err)
 			}
 			wait = b.Backoff.Delay(attempt)
 			attempt++
@@ -255,7 +250,7 @@ func (b *TCPBind) serve(c net.Conn) *session {
 	}
 	b.setLocked(s, "")
 	b.mu.Unlock()
-	b.logf("vpn: connected to relay %s (%s)", b.Addr, c.RemoteAddr())
+	b.logf("uplink: connected to relay %s (%s)", b.Addr, c.RemoteAddr())
 
 	if b.OnConnect != nil {
 		b.OnConnect()
@@ -270,7 +265,7 @@ func (b *TCPBind) serve(c net.Conn) *session {
 	}
 	b.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {
-		b.logf("vpn: connection to relay lost: %v", err)
+		b.logf("uplink: connection to relay lost: %v", err)
 	}
 	return s
 }
@@ -374,7 +369,7 @@ func (b *TCPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	s, _, _ := b.current()
 	if s == nil {
-		return errNotConnected
+		return vpn.ErrNotConnected
 	}
 	return s.conn.Write(bufs)
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package vpn
+package uplink
 
 import "syscall"
 

@@ -1,4 +1,4 @@
-package vpn
+package uplink
 
 import (
 	"bufio"
@@ -9,9 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -134,7 +132,7 @@ func wgMsg(typ byte, n int) []byte {
 func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	relay := newFakeRelay(t)
 	var connects, sent atomic.Int32
-	var counters Counters
+	var counters wire.Counters
 	b := &TCPBind{
 		Addr:      relay.ln.Addr().String(),
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: [32]byte{9}, Software: "test-agent"},
@@ -224,7 +222,7 @@ func TestTCPBindDeliversAndReconnects(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("receive did not return after Close")
 	}
-	if err := b.Send([][]byte{data}, b.ep); !errors.Is(err, errNotConnected) {
+	if err := b.Send([][]byte{data}, b.ep); !errors.Is(err, vpn.ErrNotConnected) {
 		t.Fatalf("Send after Close: %v", err)
 	}
 	if sent.Load() != 2 {
@@ -377,52 +375,6 @@ func TestParseProxy(t *testing.T) {
 		if _, err := ParseProxy(tt.in); (err == nil) != tt.ok {
 			t.Errorf("ParseProxy(%q) err = %v", tt.in, err)
 		}
-	}
-}
-
-func TestKeys(t *testing.T) {
-	k, err := GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := k.String(); strings.Contains(s, k.Base64()) || s != "(private key)" {
-		t.Fatalf("PrivateKey.String shows the key: %q", s)
-	}
-	if _, err := ParsePrivateKey("not a key"); err == nil || strings.Contains(err.Error(), "not a key") {
-		t.Fatalf("bad key error repeats the input: %v", err)
-	}
-
-	dir := t.TempDir()
-	path := filepath.Join(dir, "hub.key")
-	k1, created, err := LoadOrCreatePrivateKey(path)
-	if err != nil || !created {
-		t.Fatalf("create: %v %v", created, err)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
-	}
-	k2, created, err := LoadOrCreatePrivateKey(path)
-	if err != nil || created || k1 != k2 {
-		t.Fatalf("reload: %v %v", created, err)
-	}
-	os.Chmod(path, 0o644)
-	if _, err := LoadPrivateKey(path); err == nil || !strings.Contains(err.Error(), "readable by others") {
-		t.Fatalf("world-readable key accepted: %v", err)
-	}
-
-	// The same public key as WireGuard's own tool, when it is installed.
-	wg, err := exec.LookPath("wg")
-	if err != nil {
-		t.Skip("wg (wireguard-tools) not installed; key format checked against it in CI")
-	}
-	cmd := exec.Command(wg, "pubkey")
-	cmd.Stdin = strings.NewReader(k.Base64() + "\n")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.TrimSpace(string(out)); got != k.Public().String() {
-		t.Fatalf("wg pubkey = %s, ours = %s", got, k.Public())
 	}
 }
 
