@@ -35,9 +35,10 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
-	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -48,7 +49,7 @@ type Agent struct {
 	cfg     *Config
 	version string
 	logf    logger.Logf
-	hub     firmware.Hub
+	hub     hubinfo.Hub
 	upd     *updater    // nil without a state folder (a config built in code)
 	restart chan string // a binary to run in place of this one
 
@@ -79,7 +80,7 @@ func New(cfg *Config, version string, logf logger.Logf) *Agent {
 	logf = logger.OrDiscard(logf)
 	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan string, 1)}
 	a.fwd = portmap.Forwarder{Logf: logf}
-	a.hub = firmware.Detect()
+	a.hub = hubinfo.Detect()
 	return a
 }
 
@@ -433,7 +434,7 @@ type Status struct {
 	DNSSource      string        `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
 	DNSAnswer      []string      `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
 	Version        string        `json:"version"`
-	Hub            firmware.Hub  `json:"hub"`
+	Hub            hubinfo.Hub   `json:"hub"`
 	Update         *UpdateStatus `json:"update,omitempty"` // absent without a config file
 }
 
@@ -525,7 +526,7 @@ func (a *Agent) uiHandler() http.Handler {
 		defer cancel()
 		v, err := a.upd.Install(ctx, opt)
 		switch {
-		case errors.Is(err, firmware.ErrBusy):
+		case errors.Is(err, selfupdate.ErrBusy):
 			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
 		case err != nil:
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error()})

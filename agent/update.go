@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
-	"github.com/hubtunnel/hubtunnel/firmware"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -80,12 +80,12 @@ func (u *UpdateConfig) validate(relayTunnelIP netip.Addr) error {
 	}
 	u.keys = nil
 	if u.PublicKey != "" {
-		k, err := firmware.ParsePublicKey(u.PublicKey)
+		k, err := selfupdate.ParsePublicKey(u.PublicKey)
 		if err != nil {
 			return config.Errorf("update.public_key", "%v", err)
 		}
 		u.keys = append(u.keys, k)
-	} else if k, ok := firmware.BuiltinKey(); ok {
+	} else if k, ok := selfupdate.BuiltinKey(); ok {
 		u.keys = append(u.keys, k)
 	}
 	if u.Restart == nil {
@@ -161,16 +161,16 @@ func nextDaily(now time.Time, m int) time.Time {
 
 // UpdateStatus is the "update" part of the status API.
 type UpdateStatus struct {
-	Auto           bool             `json:"auto"`
-	Window         string           `json:"window"`
-	Latest         string           `json:"latest,omitempty"` // the newest release last seen
-	Available      bool             `json:"available"`        // Latest is newer than what runs
-	CheckedAt      time.Time        `json:"checked_at,omitzero"`
-	CheckError     string           `json:"check_error,omitempty"`
-	NextCheck      time.Time        `json:"next_check,omitzero"`
-	PlannedInstall time.Time        `json:"planned_install,omitzero"` // when Auto will install Latest
-	Installing     string           `json:"installing,omitempty"`     // a version being installed now
-	LastResult     *firmware.Result `json:"last_result,omitempty"`    // how the last install ended
+	Auto           bool               `json:"auto"`
+	Window         string             `json:"window"`
+	Latest         string             `json:"latest,omitempty"` // the newest release last seen
+	Available      bool               `json:"available"`        // Latest is newer than what runs
+	CheckedAt      time.Time          `json:"checked_at,omitzero"`
+	CheckError     string             `json:"check_error,omitempty"`
+	NextCheck      time.Time          `json:"next_check,omitzero"`
+	PlannedInstall time.Time          `json:"planned_install,omitzero"` // when Auto will install Latest
+	Installing     string             `json:"installing,omitempty"`     // a version being installed now
+	LastResult     *selfupdate.Result `json:"last_result,omitempty"`    // how the last install ended
 }
 
 // updater checks for releases, installs them on request or by itself, and
@@ -181,7 +181,7 @@ type updater struct {
 	dir        string // state folder: the config's
 	binary     string
 	arch       string
-	src        firmware.Source
+	src        selfupdate.Source
 	current    string
 	dailyMin   int           // minute of the day of the daily check
 	firstCheck time.Duration // after start: soon, but not all hubs of a rebooted relay at once
@@ -211,10 +211,10 @@ func newUpdater(a *Agent) *updater {
 	}
 	u.dailyMin = rand.IntN(24 * 60)
 	u.firstCheck = 2*time.Minute + rand.N(28*time.Minute)
-	u.src = firmware.Source{URL: cfg.url, Keys: cfg.keys, Client: a.releaseClient()}
-	u.st = UpdateStatus{Auto: cfg.IsAuto(), Window: cfg.Window, Latest: firmware.ReadLatest(u.dir)}
+	u.src = selfupdate.Source{URL: cfg.url, Keys: cfg.keys, Client: a.releaseClient()}
+	u.st = UpdateStatus{Auto: cfg.IsAuto(), Window: cfg.Window, Latest: selfupdate.ReadLatest(u.dir)}
 	u.st.Available = u.newer(u.st.Latest)
-	u.st.LastResult, _ = firmware.ReadResult(u.dir)
+	u.st.LastResult, _ = selfupdate.ReadResult(u.dir)
 	return u
 }
 
@@ -263,7 +263,7 @@ func (u *updater) Status() UpdateStatus {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	st := u.st
-	if r, err := firmware.ReadResult(u.dir); err == nil {
+	if r, err := selfupdate.ReadResult(u.dir); err == nil {
 		st.LastResult = r
 	}
 	return st
@@ -284,7 +284,7 @@ func (u *updater) Check(ctx context.Context) (UpdateStatus, error) {
 	if err != nil {
 		return u.Status(), err
 	}
-	if err := firmware.WriteLatest(u.dir, m.Version); err != nil {
+	if err := selfupdate.WriteLatest(u.dir, m.Version); err != nil {
 		u.a.logf("update: %v", err)
 	}
 	return u.Status(), nil
@@ -303,12 +303,12 @@ func (u *updater) Install(ctx context.Context, opt InstallOptions) (string, erro
 	if len(u.cfg.keys) == 0 {
 		return "", errors.New("no release key: this build has none built in; set [update] public_key")
 	}
-	lock, err := firmware.Lock(u.dir)
+	lock, err := selfupdate.Lock(u.dir)
 	if err != nil {
 		return "", err
 	}
 	defer lock.Close() // the installer keeps its own copy
-	firmware.CleanDownloads(u.cfg.DownloadDir)
+	selfupdate.CleanDownloads(u.cfg.DownloadDir)
 	m, err := u.src.Manifest(ctx, opt.Version)
 	if err != nil {
 		return "", err
@@ -326,7 +326,7 @@ func (u *updater) Install(ctx context.Context, opt InstallOptions) (string, erro
 	if err != nil {
 		return "", err
 	}
-	if err := firmware.CheckBinary(ctx, path, u.arch, m.Version); err != nil {
+	if err := selfupdate.CheckBinary(ctx, path, u.arch, m.Version); err != nil {
 		os.Remove(path)
 		return "", err
 	}
@@ -343,7 +343,7 @@ func (u *updater) Install(ctx context.Context, opt InstallOptions) (string, erro
 // startInstaller runs "hubtunnel update apply" from the installed binary,
 // in its own session so the restart does not end it, holding the lock.
 func (u *updater) startInstaller(lock *os.File, path, to string) error {
-	logf, err := os.Create(filepath.Join(u.dir, firmware.LogFile))
+	logf, err := os.Create(filepath.Join(u.dir, selfupdate.LogFile))
 	if err != nil {
 		return err
 	}
@@ -455,14 +455,14 @@ func (u *updater) CheckNow(ctx context.Context) (UpdateStatus, error) {
 // failedBefore reports whether installing v already failed: automatic
 // updates do not try it again (a user still can).
 func (u *updater) failedBefore(v string) bool {
-	r, _ := firmware.ReadResult(u.dir)
+	r, _ := selfupdate.ReadResult(u.dir)
 	return r != nil && !r.OK && r.To == v
 }
 
 // recover finishes an update whose installer died. If that leaves another
 // version installed than the one running, the agent restarts into it.
 func (u *updater) recover() {
-	rec, err := firmware.Recover(u.dir, u.binary)
+	rec, err := selfupdate.Recover(u.dir, u.binary)
 	if err != nil {
 		u.a.logf("update: %v", err)
 		return
@@ -488,7 +488,7 @@ func RecoverUpdate(cfg *Config, running string) (string, error) {
 	if binary == "" {
 		binary, _ = os.Executable()
 	}
-	rec, err := firmware.Recover(cfg.dir, binary)
+	rec, err := selfupdate.Recover(cfg.dir, binary)
 	if err != nil || rec == nil || !rec.RolledBack || rec.To != running {
 		return "", err
 	}
@@ -508,13 +508,13 @@ func InheritedLock() (*os.File, error) {
 	return f, nil
 }
 
-// Installer returns the firmware.Installer for this agent's config.
-func (c *Config) Installer(logf logger.Logf) *firmware.Installer {
+// Installer returns the selfupdate.Installer for this agent's config.
+func (c *Config) Installer(logf logger.Logf) *selfupdate.Installer {
 	binary := c.Update.Binary
 	if binary == "" {
 		binary, _ = os.Executable()
 	}
-	return &firmware.Installer{
+	return &selfupdate.Installer{
 		Binary:        binary,
 		StateDir:      c.dir,
 		Restart:       c.Update.Restart,

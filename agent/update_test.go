@@ -17,8 +17,9 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
-	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 )
 
 func TestWindow(t *testing.T) {
@@ -97,10 +98,10 @@ tunnel_ip = "100.96.0.2"
 // publish signs a manifest of version v into dir.
 func publish(t *testing.T, dir string, key ed25519.PrivateKey, v string) {
 	t.Helper()
-	m := firmware.Manifest{Version: v, Released: time.Now().UTC(), Artifacts: map[string]firmware.Artifact{
+	m := selfupdate.Manifest{Version: v, Released: time.Now().UTC(), Artifacts: map[string]selfupdate.Artifact{
 		"amd64": {URL: "hubtunnel-" + v + "-linux-amd64.gz", Size: 1, SHA256: strings.Repeat("0", 64)},
 	}}
-	data, err := firmware.Sign(m, key)
+	data, err := selfupdate.Sign(m, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestUpdateCheckThroughTheTunnel(t *testing.T) {
 		releasesDir: releases,
 		version:     "0.1.0",
 		update: func(u *UpdateConfig) {
-			u.PublicKey = firmware.FormatPublicKey(key.Public().(ed25519.PublicKey))
+			u.PublicKey = selfupdate.FormatPublicKey(key.Public().(ed25519.PublicKey))
 		},
 	}, "alpha")
 	a := tb.agents["alpha"]
@@ -144,7 +145,7 @@ func TestUpdateCheckThroughTheTunnel(t *testing.T) {
 	if code != http.StatusOK || st.Latest != "0.2.0" || !st.Available || st.CheckedAt.IsZero() {
 		t.Fatalf("check: %d %s", code, ans["update"])
 	}
-	if got := firmware.ReadLatest(a.cfg.dir); got != "0.2.0" {
+	if got := selfupdate.ReadLatest(a.cfg.dir); got != "0.2.0" {
 		t.Errorf("update-latest = %q", got)
 	}
 	if s := a.Status(); s.Update == nil || s.Update.Latest != "0.2.0" {
@@ -184,7 +185,7 @@ func TestAutomaticUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	arch := firmware.Detect().Arch
+	arch := hubinfo.Detect().Arch
 	if arch == "" {
 		t.Skip("no release architecture for this machine")
 	}
@@ -199,10 +200,10 @@ func TestAutomaticUpdate(t *testing.T) {
 	zw.Close()
 	os.WriteFile(filepath.Join(releases, "agent.gz"), gz.Bytes(), 0o644)
 	sum := sha256.Sum256(gz.Bytes())
-	m := firmware.Manifest{Version: "0.2.0", Released: time.Now().UTC(), Artifacts: map[string]firmware.Artifact{
+	m := selfupdate.Manifest{Version: "0.2.0", Released: time.Now().UTC(), Artifacts: map[string]selfupdate.Artifact{
 		arch: {URL: "agent.gz", Size: int64(gz.Len()), SHA256: hex.EncodeToString(sum[:])},
 	}}
-	data, _ := firmware.Sign(m, key)
+	data, _ := selfupdate.Sign(m, key)
 	os.WriteFile(filepath.Join(releases, "manifest.json"), data, 0o644)
 
 	// The "installed binary" records how the agent starts the installer,
@@ -218,7 +219,7 @@ i=0; while [ ! -f "$0.done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 		releasesDir: releases,
 		version:     "0.1.0",
 		update: func(u *UpdateConfig) {
-			u.PublicKey = firmware.FormatPublicKey(key.Public().(ed25519.PublicKey))
+			u.PublicKey = selfupdate.FormatPublicKey(key.Public().(ed25519.PublicKey))
 			u.Binary = installed
 			u.DownloadDir = downloads
 		},
@@ -247,7 +248,7 @@ i=0; while [ ! -f "$0.done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 	if !strings.HasPrefix(string(args), want) || !strings.Contains(string(args), "--from 0.1.0 --to 0.2.0") {
 		t.Errorf("installer started as %q, want %q... --from 0.1.0 --to 0.2.0", args, want)
 	}
-	if !strings.Contains(string(args), firmware.LockFile) {
+	if !strings.Contains(string(args), selfupdate.LockFile) {
 		t.Errorf("the installer did not get the update lock as fd 3: %q", args)
 	}
 	st := u.Status()

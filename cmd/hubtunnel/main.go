@@ -18,7 +18,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/dnsfix"
-	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/version"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -65,7 +65,7 @@ func main() {
 	case "update":
 		err = update(os.Args[2:])
 	case "hub":
-		h := firmware.Detect()
+		h := hubinfo.Detect()
 		fmt.Println(h)
 		for _, e := range h.Evidence {
 			fmt.Println("  " + e)
