@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
@@ -79,7 +80,7 @@ func ReadResult(dir string) (*Result, error) {
 func writeResult(dir string, r Result) error {
 	r.Time = time.Now().UTC().Truncate(time.Second)
 	b, _ := json.Marshal(r)
-	return writeFileAtomic(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
 }
 
 // ReadLatest returns the newest version last learned, or "".
@@ -94,7 +95,7 @@ func WriteLatest(dir, v string) error {
 	if ReadLatest(dir) == v {
 		return nil
 	}
-	return writeFileAtomic(filepath.Join(dir, LatestFile), []byte(v+"\n"), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, LatestFile), []byte(v+"\n"), 0o644)
 }
 
 // journal is JournalFile: key=value lines, so that the init script (busybox
@@ -178,7 +179,7 @@ func (in *Installer) Apply(ctx context.Context, newPath, from, to string) Result
 	}
 	j := journal{From: from, To: to, NewSHA: newSHA, PrevSHA: prevSHA, PID: os.Getpid()}
 	jpath := filepath.Join(in.StateDir, JournalFile)
-	if err := writeFileAtomic(jpath, j.encode(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(jpath, j.encode(), 0o644); err != nil {
 		return done(fmt.Errorf("writing the update journal: %w", err))
 	}
 	defer os.Remove(jpath)
@@ -205,7 +206,7 @@ func (in *Installer) Apply(ctx context.Context, newPath, from, to string) Result
 	if rerr := os.Rename(prev, in.Binary); rerr != nil {
 		return done(fmt.Errorf("%v, but putting it back failed: %v", reason, rerr))
 	}
-	syncDir(filepath.Dir(in.Binary))
+	atomicfile.SyncDir(filepath.Dir(in.Binary))
 	if rerr := in.restart(ctx); rerr != nil {
 		return done(fmt.Errorf("%v, but restarting it failed: %v", reason, rerr))
 	}
@@ -222,7 +223,7 @@ func keepPrevious(bin, prev string) error {
 		return err
 	}
 	if os.Link(bin, prev) == nil {
-		return syncDir(filepath.Dir(prev))
+		return atomicfile.SyncDir(filepath.Dir(prev))
 	}
 	return copyFile(bin, prev)
 }
@@ -239,7 +240,7 @@ func replace(src, dst string) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(dst))
+	return atomicfile.SyncDir(filepath.Dir(dst))
 }
 
 func copyFile(src, dst string) error {
@@ -252,7 +253,8 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err == nil {
+	_, err = io.Copy(out, in)
+	if err == nil {
 		err = out.Sync()
 	}
 	if cerr := out.Close(); err == nil {
@@ -358,7 +360,7 @@ func Recover(dir, binary string) (*Recovery, error) {
 		if err := os.Rename(prev, binary); err != nil {
 			return nil, fmt.Errorf("rolling back an interrupted update: %w", err)
 		}
-		syncDir(filepath.Dir(binary))
+		atomicfile.SyncDir(filepath.Dir(binary))
 		rec.RolledBack = true
 		res.Reason = fmt.Sprintf("the update to %s was interrupted; rolled back to %s", j.To, j.From)
 	case cur == j.PrevSHA:
