@@ -19,6 +19,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/version"
 )
@@ -159,20 +160,6 @@ func nextDaily(now time.Time, m int) time.Time {
 	return t
 }
 
-// UpdateStatus is the "update" part of the status API.
-type UpdateStatus struct {
-	Auto           bool               `json:"auto"`
-	Window         string             `json:"window"`
-	Latest         string             `json:"latest,omitempty"` // the newest release last seen
-	Available      bool               `json:"available"`        // Latest is newer than what runs
-	CheckedAt      time.Time          `json:"checked_at,omitzero"`
-	CheckError     string             `json:"check_error,omitempty"`
-	NextCheck      time.Time          `json:"next_check,omitzero"`
-	PlannedInstall time.Time          `json:"planned_install,omitzero"` // when Auto will install Latest
-	Installing     string             `json:"installing,omitempty"`     // a version being installed now
-	LastResult     *selfupdate.Result `json:"last_result,omitempty"`    // how the last install ended
-}
-
 // updater checks for releases, installs them on request or by itself, and
 // finishes updates whose installer died.
 type updater struct {
@@ -187,7 +174,7 @@ type updater struct {
 	firstCheck time.Duration // after start: soon, but not all hubs of a rebooted relay at once
 
 	mu     sync.Mutex
-	st     UpdateStatus
+	st     localapi.UpdateStatus
 	wake   chan struct{}
 	now    func() time.Time
 	random func() float64
@@ -212,7 +199,7 @@ func newUpdater(a *Agent) *updater {
 	u.dailyMin = rand.IntN(24 * 60)
 	u.firstCheck = 2*time.Minute + rand.N(28*time.Minute)
 	u.src = selfupdate.Source{URL: cfg.url, Keys: cfg.keys, Client: a.releaseClient()}
-	u.st = UpdateStatus{Auto: cfg.IsAuto(), Window: cfg.Window, Latest: selfupdate.ReadLatest(u.dir)}
+	u.st = localapi.UpdateStatus{Auto: cfg.IsAuto(), Window: cfg.Window, Latest: selfupdate.ReadLatest(u.dir)}
 	u.st.Available = u.newer(u.st.Latest)
 	u.st.LastResult, _ = selfupdate.ReadResult(u.dir)
 	return u
@@ -259,7 +246,7 @@ func (u *updater) newer(v string) bool {
 }
 
 // Status is the update part of the agent's status.
-func (u *updater) Status() UpdateStatus {
+func (u *updater) Status() localapi.UpdateStatus {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	st := u.st
@@ -270,7 +257,7 @@ func (u *updater) Status() UpdateStatus {
 }
 
 // Check fetches the newest release's manifest and records what it says.
-func (u *updater) Check(ctx context.Context) (UpdateStatus, error) {
+func (u *updater) Check(ctx context.Context) (localapi.UpdateStatus, error) {
 	m, err := u.src.Manifest(ctx, "")
 	u.mu.Lock()
 	u.st.CheckedAt = u.now().UTC().Truncate(time.Second)
@@ -290,16 +277,10 @@ func (u *updater) Check(ctx context.Context) (UpdateStatus, error) {
 	return u.Status(), nil
 }
 
-// InstallOptions are what a user may ask of Install.
-type InstallOptions struct {
-	Version        string `json:"version,omitempty"` // default: the newest
-	AllowDowngrade bool   `json:"allow_downgrade,omitempty"`
-}
-
 // Install downloads and verifies a release and hands it to the installer
 // process, which restarts the agent. It returns the version being
 // installed once the installer runs.
-func (u *updater) Install(ctx context.Context, opt InstallOptions) (string, error) {
+func (u *updater) Install(ctx context.Context, opt localapi.InstallOptions) (string, error) {
 	if len(u.cfg.keys) == 0 {
 		return "", errors.New("no release key: this build has none built in; set [update] public_key")
 	}
@@ -419,7 +400,7 @@ func (u *updater) run() {
 		if !planned.IsZero() && !now.Before(planned) {
 			planned = time.Time{}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-			if _, err := u.Install(ctx, InstallOptions{}); err != nil {
+			if _, err := u.Install(ctx, localapi.InstallOptions{}); err != nil {
 				u.a.logf("update: automatic install: %v", err)
 			}
 			cancel()
@@ -441,7 +422,7 @@ func (u *updater) plan(now time.Time) time.Time {
 
 // CheckNow is a check a user asked for; the automatic updates plan from
 // its answer at once.
-func (u *updater) CheckNow(ctx context.Context) (UpdateStatus, error) {
+func (u *updater) CheckNow(ctx context.Context) (localapi.UpdateStatus, error) {
 	st, err := u.Check(ctx)
 	if err == nil {
 		select {
@@ -518,17 +499,20 @@ func (c *Config) Installer(logf logger.Logf) *selfupdate.Installer {
 		Binary:        binary,
 		StateDir:      c.dir,
 		Restart:       c.Update.Restart,
-		HealthURL:     c.APIURL("/api/status"),
+		API:           localapi.NewClient(c.UIListen),
 		HealthTimeout: c.Update.healthTimeout,
 		Logf:          logf,
 	}
 }
 
-// APIURL is the URL of path on the agent's local API (ui_listen).
-func (c *Config) APIURL(path string) string {
-	host, port, _ := net.SplitHostPort(c.UIListen)
-	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return "http://" + net.JoinHostPort(host, port) + path
+var _ localapi.Agent = (*Agent)(nil)
+
+// CheckUpdate is the API's update check (localapi.Agent).
+func (a *Agent) CheckUpdate(ctx context.Context) (localapi.UpdateStatus, error) {
+	return a.upd.CheckNow(ctx)
+}
+
+// InstallUpdate is the API's install (localapi.Agent).
+func (a *Agent) InstallUpdate(ctx context.Context, opt localapi.InstallOptions) (string, error) {
+	return a.upd.Install(ctx, opt)
 }

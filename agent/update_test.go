@@ -19,6 +19,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
 )
 
@@ -140,7 +141,7 @@ func TestUpdateCheckThroughTheTunnel(t *testing.T) {
 		t.Errorf("check without a JSON body: %d", code)
 	}
 	code, ans := post("/api/update/check", "application/json")
-	var st UpdateStatus
+	var st localapi.UpdateStatus
 	json.Unmarshal(ans["update"], &st)
 	if code != http.StatusOK || st.Latest != "0.2.0" || !st.Available || st.CheckedAt.IsZero() {
 		t.Fatalf("check: %d %s", code, ans["update"])

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 // Files in the agent's state folder (its config folder). The init script's
@@ -32,8 +32,9 @@ const (
 	LogFile     = "update.log"         // the last installer's output
 )
 
-// ErrBusy is returned by Lock while another update runs.
-var ErrBusy = errors.New("another update is in progress")
+// ErrBusy is returned by Lock while another update runs. It is the local
+// API's ErrBusy, which answers 409 Conflict.
+var ErrBusy = localapi.ErrBusy
 
 // Lock takes the update lock in dir. It is a flock, so it ends with the
 // process that holds it, however that process ends.
@@ -52,17 +53,8 @@ func Lock(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// Result is how the last update ended, kept in ResultFile.
-type Result struct {
-	OK     bool      `json:"ok"`
-	From   string    `json:"from"`
-	To     string    `json:"to"`
-	Reason string    `json:"reason,omitempty"` // why it failed, in plain words
-	Time   time.Time `json:"time"`
-}
-
 // ReadResult returns the last update's result, or nil if there was none.
-func ReadResult(dir string) (*Result, error) {
+func ReadResult(dir string) (*localapi.UpdateResult, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ResultFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -70,14 +62,14 @@ func ReadResult(dir string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var r Result
+	var r localapi.UpdateResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%s: %v", ResultFile, err)
 	}
 	return &r, nil
 }
 
-func writeResult(dir string, r Result) error {
+func writeResult(dir string, r localapi.UpdateResult) error {
 	r.Time = time.Now().UTC().Truncate(time.Second)
 	b, _ := json.Marshal(r)
 	return atomicfile.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
@@ -142,21 +134,21 @@ func readJournal(dir string) (*journal, error) {
 // process (hubtunnel update apply), holding the update lock, because
 // restarting the agent ends the agent's process.
 type Installer struct {
-	Binary        string        // the installed agent binary
-	StateDir      string        // where the journal, result and lock live
-	Restart       []string      // the command that restarts the agent
-	HealthURL     string        // the agent's status API
-	HealthTimeout time.Duration // how long a new agent has to bring the tunnel up
+	Binary        string           // the installed agent binary
+	StateDir      string           // where the journal, result and lock live
+	Restart       []string         // the command that restarts the agent
+	API           *localapi.Client // the agent's status API
+	HealthTimeout time.Duration    // how long a new agent has to bring the tunnel up
 	Logf          logger.Logf
 }
 
 // Apply installs the binary at newPath (already verified: CheckBinary) as
 // version to, replacing version from, and reports how it ended. The result
 // is also written to ResultFile.
-func (in *Installer) Apply(ctx context.Context, newPath, from, to string) Result {
-	res := Result{From: from, To: to}
+func (in *Installer) Apply(ctx context.Context, newPath, from, to string) localapi.UpdateResult {
+	res := localapi.UpdateResult{From: from, To: to}
 	defer os.Remove(newPath)
-	done := func(err error) Result {
+	done := func(err error) localapi.UpdateResult {
 		if err != nil {
 			res.Reason = err.Error()
 			in.Logf("update: %s", res.Reason)
@@ -284,33 +276,26 @@ func (in *Installer) restart(ctx context.Context) error {
 func (in *Installer) healthy(ctx context.Context, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, in.HealthTimeout)
 	defer cancel()
-	c := &http.Client{Timeout: 3 * time.Second}
 	last := "the agent did not answer"
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var st struct {
-			Version   string `json:"version"`
-			State     string `json:"state"`
-			LastError string `json:"last_error"`
-		}
-		if req, err := http.NewRequestWithContext(ctx, "GET", in.HealthURL, nil); err == nil {
-			if resp, err := c.Do(req); err == nil {
-				err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
-				resp.Body.Close()
-				switch {
-				case err != nil:
-					last = "the agent's status was unreadable"
-				case st.Version != want:
-					last = fmt.Sprintf("version %s answered", st.Version)
-				case st.State == "connected":
-					return nil
-				default:
-					last = "tunnel " + st.State
-					if st.LastError != "" {
-						last += ": " + st.LastError
-					}
-				}
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := in.API.Status(actx)
+		acancel()
+		switch {
+		case errors.Is(err, localapi.ErrNotRunning):
+			// Restarting: keep what it said last.
+		case err != nil:
+			last = "the agent's status was unreadable"
+		case st.Version != want:
+			last = fmt.Sprintf("version %s answered", st.Version)
+		case st.State == localapi.StateConnected:
+			return nil
+		default:
+			last = "tunnel " + st.State
+			if st.LastError != "" {
+				last += ": " + st.LastError
 			}
 		}
 		select {
@@ -352,7 +337,7 @@ func Recover(dir, binary string) (*Recovery, error) {
 		return nil, nil // it finished between our two looks
 	}
 	rec := &Recovery{From: j.From, To: j.To}
-	res := Result{From: j.From, To: j.To}
+	res := localapi.UpdateResult{From: j.From, To: j.To}
 	cur, _ := sha256File(binary)
 	prev := binary + ".prev"
 	switch prevSHA, _ := sha256File(prev); {
