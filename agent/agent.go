@@ -36,6 +36,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -47,8 +48,8 @@ type Agent struct {
 	version string
 	logf    logger.Logf
 	hub     hubinfo.Hub
-	upd     *updater    // nil without a state folder (a config built in code)
-	restart chan string // a binary to run in place of this one
+	upd     *selfupdate.Updater // nil without a state folder (a config built in code)
+	restart chan string         // a binary to run in place of this one
 
 	key      vpn.PrivateKey
 	stack    *netstack.Stack
@@ -103,9 +104,8 @@ func (a *Agent) Start() (err error) {
 		a.logf("agent: tunnel disabled in config")
 	}
 	if a.cfg.dir != "" {
-		a.upd = newUpdater(a)
-		a.wg.Add(1)
-		go a.upd.run()
+		a.upd = a.newUpdater()
+		a.upd.Start()
 	}
 	// Serve only now: Status reads the fields startTunnel sets. (The port
 	// was taken first, so a clash still stops the agent before the tunnel.)
@@ -388,6 +388,9 @@ func (a *Agent) reresolveUDP() {
 func (a *Agent) Close() error {
 	a.once.Do(func() {
 		close(a.closing)
+		if a.upd != nil {
+			a.upd.Close()
+		}
 		for _, ln := range a.listeners {
 			ln.Close()
 		}

@@ -1,6 +1,6 @@
 // Package selfupdate updates the agent safely: signed releases, fetching
-// and verifying them, installing with a rollback, and recovering an update
-// whose installer died.
+// and verifying them, installing with a rollback, recovering an update
+// whose installer died, and the schedule that does all this by itself.
 //
 // A release is a Manifest signed with ed25519 (Sign, Open). A Source
 // fetches it and its artifact for the hub's architecture (hubinfo.Hub.Arch),
@@ -13,6 +13,16 @@
 // state folder lets Recover (or the addon's init script) undo a swap whose
 // installer died.
 //
-// It never touches the installed binary before a release is verified, and
-// never leaves the hub without a binary that ran before.
+// The Updater is the agent's scheduler: configured by the [update] table
+// (Config), it checks daily at a random minute, installs a newer release
+// inside the window when automatic updates are on, installs on request
+// (the local API's actions), and runs Recover every 30 s. It starts the
+// installer as "hubtunnel update apply" in a session of its own, because
+// the restart ends the agent's process. The agent gives it everything it
+// uses: the config, the state folder, an HTTP client (through the tunnel
+// to the relay's release server), a logger and a clock.
+//
+// It never touches the installed binary before a release is verified,
+// never leaves the hub without a binary that ran before, and writes its
+// state files atomically (internal/atomicfile).
 package selfupdate

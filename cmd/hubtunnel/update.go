@@ -12,6 +12,7 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -144,7 +145,7 @@ func updateApply(cfg *agent.Config, file, from, to string) error {
 	if file == "" || to == "" {
 		return errors.New("usage: hubtunnel update apply --config FILE --file PATH --from V --to V (run by the agent)")
 	}
-	lock, err := agent.InheritedLock()
+	lock, err := selfupdate.InheritedLock()
 	if err != nil {
 		return err
 	}
