@@ -18,10 +18,7 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,9 +28,11 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/firewall"
-	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -44,9 +43,9 @@ type Agent struct {
 	cfg     *Config
 	version string
 	logf    logger.Logf
-	hub     firmware.Hub
-	upd     *updater    // nil without a state folder (a config built in code)
-	restart chan string // a binary to run in place of this one
+	hub     hubinfo.Hub
+	upd     *selfupdate.Updater // nil without a state folder (a config built in code)
+	restart chan string         // a binary to run in place of this one
 
 	key   vpn.PrivateKey
 	stack *netstack.Stack
@@ -70,7 +69,7 @@ func New(cfg *Config, version string, logf logger.Logf) *Agent {
 	logf = logger.OrDiscard(logf)
 	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan string, 1)}
 	a.fwd = portmap.Forwarder{Logf: logf}
-	a.hub = firmware.Detect()
+	a.hub = hubinfo.Detect()
 	return a
 }
 
@@ -96,13 +95,12 @@ func (a *Agent) Start() (err error) {
 		a.logf("agent: tunnel disabled in config")
 	}
 	if a.cfg.dir != "" {
-		a.upd = newUpdater(a)
-		a.wg.Add(1)
-		go a.upd.run()
+		a.upd = a.newUpdater()
+		a.upd.Start()
 	}
 	// Serve only now: Status reads the fields startTunnel sets. (The port
 	// was taken first, so a clash still stops the agent before the tunnel.)
-	a.ui = &http.Server{Handler: a.uiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	a.ui = &http.Server{Handler: localapi.Handler(a, a.cfg.UIListen), ReadHeaderTimeout: 10 * time.Second}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -238,6 +236,9 @@ const maxInFlight = 128
 func (a *Agent) Close() error {
 	a.once.Do(func() {
 		close(a.closing)
+		if a.upd != nil {
+			a.upd.Close()
+		}
 		for _, ln := range a.listeners {
 			ln.Close()
 		}
@@ -263,34 +264,9 @@ func (a *Agent) Close() error {
 	return nil
 }
 
-// Status is what GET /api/status returns.
-type Status struct {
-	State          string        `json:"state"` // connecting | connected | disabled
-	Name           string        `json:"name"`
-	Relay          string        `json:"relay"`
-	Transport      string        `json:"transport"`
-	TunnelIP       string        `json:"tunnel_ip"`
-	PublicKey      string        `json:"public_key,omitempty"`
-	LastHandshake  time.Time     `json:"last_handshake,omitzero"`
-	ConnectedSince time.Time     `json:"connected_since,omitzero"`
-	LastError      string        `json:"last_error,omitempty"` // why the last attempt failed, while not connected
-	RelaySoftware  string        `json:"relay_software,omitempty"`
-	BytesRx        uint64        `json:"bytes_rx"`
-	BytesTx        uint64        `json:"bytes_tx"`
-	OverheadBytes  uint64        `json:"overhead_bytes"`
-	SessionsActive int           `json:"sessions_active"`
-	SessionsTotal  uint64        `json:"sessions_total"`
-	DroppedPackets uint64        `json:"dropped_packets"`
-	DNSSource      string        `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
-	DNSAnswer      []string      `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
-	Version        string        `json:"version"`
-	Hub            firmware.Hub  `json:"hub"`
-	Update         *UpdateStatus `json:"update,omitempty"` // absent without a config file
-}
-
 // Status reports the agent's state now.
-func (a *Agent) Status() Status {
-	s := Status{
+func (a *Agent) Status() localapi.Status {
+	s := localapi.Status{
 		State:     "disabled",
 		Name:      a.cfg.Name,
 		Relay:     a.cfg.Relay,
@@ -329,90 +305,4 @@ func (a *Agent) Status() Status {
 		s.State, s.ConnectedSince = "connected", ls.since
 	}
 	return s
-}
-
-func (a *Agent) uiHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
-		if !a.localHost(r.Host) {
-			// A page elsewhere must not read the hub's status through a
-			// DNS name rebound to 127.0.0.1.
-			http.Error(w, "forbidden host", http.StatusForbidden)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(a.Status())
-	})
-	mux.HandleFunc("POST /api/update/check", a.local(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
-		defer cancel()
-		st, err := a.upd.CheckNow(ctx)
-		if err != nil {
-			writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "update": st})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"update": st})
-	}))
-	mux.HandleFunc("POST /api/update/install", a.local(func(w http.ResponseWriter, r *http.Request) {
-		var opt InstallOptions
-		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&opt); err != nil && err != io.EOF {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "body: " + err.Error()})
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
-		defer cancel()
-		v, err := a.upd.Install(ctx, opt)
-		switch {
-		case errors.Is(err, firmware.ErrBusy):
-			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
-		case err != nil:
-			writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error()})
-		default:
-			writeJSON(w, http.StatusAccepted, map[string]any{"installing": v})
-		}
-	}))
-	return mux
-}
-
-// local guards the API's actions: a loopback Host (against DNS rebinding),
-// a JSON body (a form on another site cannot send one without asking
-// first), and an updater to act on.
-func (a *Agent) local(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case !a.localHost(r.Host):
-			http.Error(w, "forbidden host", http.StatusForbidden)
-		case r.Header.Get("Content-Type") != "application/json":
-			http.Error(w, "want Content-Type: application/json", http.StatusUnsupportedMediaType)
-		case a.upd == nil:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "updates need the agent to run from a config file"})
-		default:
-			h(w, r)
-		}
-	}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// localHost reports whether an HTTP Host names this machine by a loopback
-// address, "localhost" or the address ui_listen binds.
-func (a *Agent) localHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if uh, _, _ := net.SplitHostPort(a.cfg.UIListen); host == "localhost" || host == uh {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -61,7 +62,7 @@ type Config struct {
 	// DNS is how the relay's name is resolved.
 	DNS DNSConfig `toml:"dns"`
 	// Update is how the agent updates itself.
-	Update UpdateConfig `toml:"update"`
+	Update selfupdate.Config `toml:"update"`
 
 	// Parsed forms, filled by Validate.
 	relayHost     string     // Relay's host: a name, or an IP address (then relayIP)
@@ -168,7 +169,7 @@ func (c *Config) Validate() error {
 	if err := c.DNS.validate(c.dir); err != nil {
 		return err
 	}
-	if err := c.Update.validate(c.relayTunnelIP); err != nil {
+	if err := c.Update.Validate(c.relayTunnelIP); err != nil {
 		return err
 	}
 	if c.routes, err = c.Targets.Routes(); err != nil {

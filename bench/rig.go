@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -191,22 +190,13 @@ func (a *Agent) Start() error {
 }
 
 // AgentStatus is what GET /api/status answers: the product's own type.
-type AgentStatus = agent.Status
-
-var statusClient = &http.Client{Timeout: 2 * time.Second}
+type AgentStatus = localapi.Status
 
 // Status reads the agent's status API.
 func (a *Agent) Status() (AgentStatus, error) {
-	var st AgentStatus
-	resp, err := statusClient.Get("http://" + a.UI + "/api/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("status API: %s", resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return localapi.NewClient(a.UI).Status(ctx)
 }
 
 // WaitConnected waits until the agent reports state "connected".

@@ -11,7 +11,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -25,9 +24,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 // bin holds the paths of the binaries TestMain built.
@@ -402,19 +401,12 @@ func (s *hubSetup) waitConnected(timeout time.Duration) status {
 }
 
 // status is what the agent's status API answers: the product's own type.
-type status = agent.Status
+type status = localapi.Status
 
 func (s *hubSetup) status() (status, error) {
-	var st status
-	resp, err := http.Get("http://" + s.uiAddr + "/api/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("status API: %s", resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return localapi.NewClient(s.uiAddr).Status(ctx)
 }
 
 // url is the address of tunnel port port of hub at the relay, e.g.

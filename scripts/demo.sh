@@ -80,7 +80,7 @@ pids+=($!)
 
 # Wait until the agent reports the tunnel up (at most 15 s).
 for _ in $(seq 150); do
-	if curl -fs "http://127.0.0.1:$UI_PORT/api/status" 2>/dev/null | grep -q '"state": "connected"'; then
+	if "$bin/hubtunnel" status --config "$dir/hub.toml" --json 2>/dev/null | grep -q '"state": "connected"'; then
 		break
 	fi
 	sleep 0.1
@@ -95,7 +95,8 @@ cat <<MSG
   XML-RPC (BidCos-RF):         http://demo.localhost:$((2001 + OFFSET))/
   agent status:                http://127.0.0.1:$UI_PORT/api/status
 
-  try:  curl http://demo.localhost:$((80 + OFFSET))/
+  try:  $bin/hubtunnel status --config $dir/hub.toml
+        curl http://demo.localhost:$((80 + OFFSET))/
         curl -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>' http://demo.localhost:$((2001 + OFFSET))/
 
   Ctrl-C stops relay, agent and ccusim.

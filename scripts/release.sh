@@ -36,7 +36,7 @@ for arch in $archs; do
 	*) echo "release: unknown architecture $arch" >&2; exit 2 ;;
 	esac
 	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm "$GO" build -trimpath \
-		-ldflags "-s -w -X github.com/hubtunnel/hubtunnel/version.Version=$version -X github.com/hubtunnel/hubtunnel/firmware.releaseKey=$pub" \
+		-ldflags "-s -w -X github.com/hubtunnel/hubtunnel/version.Version=$version -X github.com/hubtunnel/hubtunnel/selfupdate.releaseKey=$pub" \
 		-o "$tmp/hubtunnel-$arch" ./cmd/hubtunnel
 	gzip -9n <"$tmp/hubtunnel-$arch" >"$out/hubtunnel-$version-linux-$arch.gz"
 	printf 'release: %-6s %s bytes, %s gzipped\n' "$arch" "$(stat -c %s "$tmp/hubtunnel-$arch")" "$(stat -c %s "$out/hubtunnel-$version-linux-$arch.gz")"

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -37,7 +37,7 @@ func main() {
 	case len(os.Args) == 3 && os.Args[1] == "pubkey":
 		var k ed25519.PrivateKey
 		if k, err = readKey(os.Args[2]); err == nil {
-			fmt.Println(firmware.FormatPublicKey(k.Public().(ed25519.PublicKey)))
+			fmt.Println(selfupdate.FormatPublicKey(k.Public().(ed25519.PublicKey)))
 		}
 	case len(os.Args) > 1 && os.Args[1] == "sign":
 		err = sign(os.Args[2:])
@@ -60,14 +60,14 @@ func keygen(path string) error {
 	if err != nil {
 		return err // never overwrite a signing key
 	}
-	if _, err := fmt.Fprintln(f, firmware.FormatPrivateKey(k)); err != nil {
+	if _, err := fmt.Fprintln(f, selfupdate.FormatPrivateKey(k)); err != nil {
 		f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	fmt.Println(firmware.FormatPublicKey(k.Public().(ed25519.PublicKey)))
+	fmt.Println(selfupdate.FormatPublicKey(k.Public().(ed25519.PublicKey)))
 	return nil
 }
 
@@ -77,7 +77,7 @@ func readKey(path string) (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return firmware.ParsePrivateKey(f)
+	return selfupdate.ParsePrivateKey(f)
 }
 
 func sign(args []string) error {
@@ -106,7 +106,7 @@ func sign(args []string) error {
 	if !version.Valid(v) {
 		return fmt.Errorf("version %q: want MAJOR.MINOR.PATCH", v)
 	}
-	m := firmware.Manifest{Version: v, Released: time.Now().UTC().Truncate(time.Second), Notes: notes, Artifacts: map[string]firmware.Artifact{}}
+	m := selfupdate.Manifest{Version: v, Released: time.Now().UTC().Truncate(time.Second), Notes: notes, Artifacts: map[string]selfupdate.Artifact{}}
 	prefix := "hubtunnel-" + v + "-linux-"
 	paths, _ := filepath.Glob(filepath.Join(dir, prefix+"*.gz"))
 	sort.Strings(paths)
@@ -116,12 +116,12 @@ func sign(args []string) error {
 		if err != nil {
 			return err
 		}
-		m.Artifacts[arch] = firmware.Artifact{URL: filepath.Base(p), Size: size, SHA256: sum}
+		m.Artifacts[arch] = selfupdate.Artifact{URL: filepath.Base(p), Size: size, SHA256: sum}
 	}
 	if len(m.Artifacts) == 0 {
 		return fmt.Errorf("no %s*.gz in %s", prefix, dir)
 	}
-	data, err := firmware.Sign(m, k)
+	data, err := selfupdate.Sign(m, k)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func sign(args []string) error {
 	// old one take that place.
 	latest := filepath.Join(dir, "manifest.json")
 	if old, err := os.ReadFile(latest); err == nil {
-		if om, err := firmware.Open(old, []ed25519.PublicKey{k.Public().(ed25519.PublicKey)}); err == nil {
+		if om, err := selfupdate.Open(old, []ed25519.PublicKey{k.Public().(ed25519.PublicKey)}); err == nil {
 			if c, err := version.Compare(v, om.Version); err == nil && c < 0 {
 				fmt.Printf("manifest.json stays at %s\n", om.Version)
 				return nil

@@ -4,6 +4,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -18,7 +19,8 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/dnsfix"
-	"github.com/hubtunnel/hubtunnel/firmware"
+	"github.com/hubtunnel/hubtunnel/hubinfo"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/version"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -26,6 +28,9 @@ import (
 const usage = `usage:
   hubtunnel run --config FILE [--syslog]
                                 run the agent (--syslog: log to the system log)
+  hubtunnel status [--config FILE] [--json]
+                                show what the running agent says: connected or
+                                why not, relay, data, updates (--json: as the API)
   hubtunnel update check   [--config FILE]
                                 ask the running agent for the newest release
   hubtunnel update install [--version V] [--allow-downgrade] [--config FILE]
@@ -62,10 +67,12 @@ func main() {
 		err = pubkey(os.Stdin)
 	case "dns":
 		err = dnsTrace(os.Args[2:])
+	case "status":
+		err = status(os.Args[2:])
 	case "update":
 		err = update(os.Args[2:])
 	case "hub":
-		h := firmware.Detect()
+		h := hubinfo.Detect()
 		fmt.Println(h)
 		for _, e := range h.Evidence {
 			fmt.Println("  " + e)
@@ -76,7 +83,11 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, localapi.ErrNotRunning):
+		fmt.Fprintln(os.Stderr, err) // "hubtunnel is not running (...)"
+		os.Exit(1)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "hubtunnel:", err)
 		os.Exit(1)
 	}

@@ -1,20 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/agent"
+	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -33,7 +31,7 @@ func update(args []string) error {
 		return errors.New(updateUsage)
 	}
 	confPath := defaultConfig
-	var opt agent.InstallOptions
+	var opt localapi.InstallOptions
 	var file, from, to string
 	for i := 1; i < len(args); i++ {
 		a := args[i]
@@ -76,39 +74,21 @@ func update(args []string) error {
 	return errors.New(updateUsage)
 }
 
-var apiClient = &http.Client{Timeout: 15 * time.Minute}
-
-// call POSTs to the agent's API and decodes its JSON answer into out.
-func call(cfg *agent.Config, path string, body, out any) (int, error) {
-	b, _ := json.Marshal(body)
-	resp, err := apiClient.Post(cfg.APIURL(path), "application/json", bytes.NewReader(b))
-	if err != nil {
-		return 0, fmt.Errorf("the agent does not answer at %s; is it running? (%v)", cfg.UIListen, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err := json.Unmarshal(data, out); err != nil {
-		return resp.StatusCode, fmt.Errorf("the agent answered %s: %s", resp.Status, bytes.TrimSpace(data))
-	}
-	return resp.StatusCode, nil
-}
-
 func updateCheck(cfg *agent.Config) error {
-	var ans struct {
-		Error  string             `json:"error"`
-		Update agent.UpdateStatus `json:"update"`
-	}
-	if _, err := call(cfg, "/api/update/check", struct{}{}, &ans); err != nil {
+	c := localapi.NewClient(cfg.UIListen)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	u, err := c.Check(ctx)
+	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}
-	if ans.Error != "" {
-		return fmt.Errorf("update check failed: %s", ans.Error)
+	if err != nil {
+		return fmt.Errorf("update check failed: %v", err)
 	}
-	st, err := status(cfg)
+	st, err := c.Status(ctx)
 	if err != nil {
 		return err
 	}
-	u := ans.Update
 	switch {
 	case u.Available:
 		fmt.Printf("running %s; %s is available (hubtunnel update install)\n", st.Version, u.Latest)
@@ -124,26 +104,29 @@ func updateCheck(cfg *agent.Config) error {
 	return nil
 }
 
-func updateInstall(cfg *agent.Config, opt agent.InstallOptions) error {
+func updateInstall(cfg *agent.Config, opt localapi.InstallOptions) error {
+	c := localapi.NewClient(cfg.UIListen)
 	start := time.Now().Truncate(time.Second)
 	fmt.Println("downloading and checking the release…")
-	var ans struct {
-		Error      string `json:"error"`
-		Installing string `json:"installing"`
-	}
-	if _, err := call(cfg, "/api/update/install", opt, &ans); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	v, err := c.Install(ctx, opt)
+	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}
-	if ans.Error != "" {
-		return fmt.Errorf("not installed: %s", ans.Error)
+	if err != nil {
+		return fmt.Errorf("not installed: %v", err)
 	}
-	fmt.Printf("installing %s; the agent restarts and must bring the tunnel up…\n", ans.Installing)
+	fmt.Printf("installing %s; the agent restarts and must bring the tunnel up…\n", v)
 	// The installer reports through the result file the status API shows;
 	// it has the health timeout twice over (new version, then rollback).
 	deadline := time.Now().Add(2*cfg.Installer(nil).HealthTimeout + 3*time.Minute)
 	for time.Now().Before(deadline) {
-		if st, err := status(cfg); err == nil && st.Update != nil {
-			if r := st.Update.LastResult; r != nil && r.To == ans.Installing && !r.Time.Before(start) {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := c.Status(sctx)
+		scancel()
+		if err == nil && st.Update != nil {
+			if r := st.Update.LastResult; r != nil && r.To == v && !r.Time.Before(start) {
 				if r.OK {
 					fmt.Printf("%s is installed and the tunnel is up\n", r.To)
 					return nil
@@ -156,26 +139,13 @@ func updateInstall(cfg *agent.Config, opt agent.InstallOptions) error {
 	return fmt.Errorf("no result after %v; see %s", time.Since(start).Round(time.Second), "update.log next to the config")
 }
 
-func status(cfg *agent.Config) (*agent.Status, error) {
-	resp, err := apiClient.Get(cfg.APIURL("/api/status"))
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var st agent.Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return nil, err
-	}
-	return &st, nil
-}
-
 // updateApply is the installer process: it holds the update lock the agent
 // handed over, swaps the binary, restarts the agent and checks it.
 func updateApply(cfg *agent.Config, file, from, to string) error {
 	if file == "" || to == "" {
 		return errors.New("usage: hubtunnel update apply --config FILE --file PATH --from V --to V (run by the agent)")
 	}
-	lock, err := agent.InheritedLock()
+	lock, err := selfupdate.InheritedLock()
 	if err != nil {
 		return err
 	}

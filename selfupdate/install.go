@@ -1,4 +1,4 @@
-package firmware
+package selfupdate
 
 import (
 	"bufio"
@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 // Files in the agent's state folder (its config folder). The init script's
@@ -31,8 +32,9 @@ const (
 	LogFile     = "update.log"         // the last installer's output
 )
 
-// ErrBusy is returned by Lock while another update runs.
-var ErrBusy = errors.New("another update is in progress")
+// ErrBusy is returned by Lock while another update runs. It is the local
+// API's ErrBusy, which answers 409 Conflict.
+var ErrBusy = localapi.ErrBusy
 
 // Lock takes the update lock in dir. It is a flock, so it ends with the
 // process that holds it, however that process ends.
@@ -51,17 +53,8 @@ func Lock(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// Result is how the last update ended, kept in ResultFile.
-type Result struct {
-	OK     bool      `json:"ok"`
-	From   string    `json:"from"`
-	To     string    `json:"to"`
-	Reason string    `json:"reason,omitempty"` // why it failed, in plain words
-	Time   time.Time `json:"time"`
-}
-
 // ReadResult returns the last update's result, or nil if there was none.
-func ReadResult(dir string) (*Result, error) {
+func ReadResult(dir string) (*localapi.UpdateResult, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ResultFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -69,17 +62,17 @@ func ReadResult(dir string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var r Result
+	var r localapi.UpdateResult
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%s: %v", ResultFile, err)
 	}
 	return &r, nil
 }
 
-func writeResult(dir string, r Result) error {
+func writeResult(dir string, r localapi.UpdateResult) error {
 	r.Time = time.Now().UTC().Truncate(time.Second)
 	b, _ := json.Marshal(r)
-	return writeFileAtomic(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
 }
 
 // ReadLatest returns the newest version last learned, or "".
@@ -94,7 +87,7 @@ func WriteLatest(dir, v string) error {
 	if ReadLatest(dir) == v {
 		return nil
 	}
-	return writeFileAtomic(filepath.Join(dir, LatestFile), []byte(v+"\n"), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, LatestFile), []byte(v+"\n"), 0o644)
 }
 
 // journal is JournalFile: key=value lines, so that the init script (busybox
@@ -141,21 +134,21 @@ func readJournal(dir string) (*journal, error) {
 // process (hubtunnel update apply), holding the update lock, because
 // restarting the agent ends the agent's process.
 type Installer struct {
-	Binary        string        // the installed agent binary
-	StateDir      string        // where the journal, result and lock live
-	Restart       []string      // the command that restarts the agent
-	HealthURL     string        // the agent's status API
-	HealthTimeout time.Duration // how long a new agent has to bring the tunnel up
+	Binary        string           // the installed agent binary
+	StateDir      string           // where the journal, result and lock live
+	Restart       []string         // the command that restarts the agent
+	API           *localapi.Client // the agent's status API
+	HealthTimeout time.Duration    // how long a new agent has to bring the tunnel up
 	Logf          logger.Logf
 }
 
 // Apply installs the binary at newPath (already verified: CheckBinary) as
 // version to, replacing version from, and reports how it ended. The result
 // is also written to ResultFile.
-func (in *Installer) Apply(ctx context.Context, newPath, from, to string) Result {
-	res := Result{From: from, To: to}
+func (in *Installer) Apply(ctx context.Context, newPath, from, to string) localapi.UpdateResult {
+	res := localapi.UpdateResult{From: from, To: to}
 	defer os.Remove(newPath)
-	done := func(err error) Result {
+	done := func(err error) localapi.UpdateResult {
 		if err != nil {
 			res.Reason = err.Error()
 			in.Logf("update: %s", res.Reason)
@@ -178,7 +171,7 @@ func (in *Installer) Apply(ctx context.Context, newPath, from, to string) Result
 	}
 	j := journal{From: from, To: to, NewSHA: newSHA, PrevSHA: prevSHA, PID: os.Getpid()}
 	jpath := filepath.Join(in.StateDir, JournalFile)
-	if err := writeFileAtomic(jpath, j.encode(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(jpath, j.encode(), 0o644); err != nil {
 		return done(fmt.Errorf("writing the update journal: %w", err))
 	}
 	defer os.Remove(jpath)
@@ -205,7 +198,7 @@ func (in *Installer) Apply(ctx context.Context, newPath, from, to string) Result
 	if rerr := os.Rename(prev, in.Binary); rerr != nil {
 		return done(fmt.Errorf("%v, but putting it back failed: %v", reason, rerr))
 	}
-	syncDir(filepath.Dir(in.Binary))
+	atomicfile.SyncDir(filepath.Dir(in.Binary))
 	if rerr := in.restart(ctx); rerr != nil {
 		return done(fmt.Errorf("%v, but restarting it failed: %v", reason, rerr))
 	}
@@ -222,7 +215,7 @@ func keepPrevious(bin, prev string) error {
 		return err
 	}
 	if os.Link(bin, prev) == nil {
-		return syncDir(filepath.Dir(prev))
+		return atomicfile.SyncDir(filepath.Dir(prev))
 	}
 	return copyFile(bin, prev)
 }
@@ -239,7 +232,7 @@ func replace(src, dst string) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(dst))
+	return atomicfile.SyncDir(filepath.Dir(dst))
 }
 
 func copyFile(src, dst string) error {
@@ -252,7 +245,8 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err == nil {
+	_, err = io.Copy(out, in)
+	if err == nil {
 		err = out.Sync()
 	}
 	if cerr := out.Close(); err == nil {
@@ -282,33 +276,26 @@ func (in *Installer) restart(ctx context.Context) error {
 func (in *Installer) healthy(ctx context.Context, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, in.HealthTimeout)
 	defer cancel()
-	c := &http.Client{Timeout: 3 * time.Second}
 	last := "the agent did not answer"
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var st struct {
-			Version   string `json:"version"`
-			State     string `json:"state"`
-			LastError string `json:"last_error"`
-		}
-		if req, err := http.NewRequestWithContext(ctx, "GET", in.HealthURL, nil); err == nil {
-			if resp, err := c.Do(req); err == nil {
-				err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
-				resp.Body.Close()
-				switch {
-				case err != nil:
-					last = "the agent's status was unreadable"
-				case st.Version != want:
-					last = fmt.Sprintf("version %s answered", st.Version)
-				case st.State == "connected":
-					return nil
-				default:
-					last = "tunnel " + st.State
-					if st.LastError != "" {
-						last += ": " + st.LastError
-					}
-				}
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := in.API.Status(actx)
+		acancel()
+		switch {
+		case errors.Is(err, localapi.ErrNotRunning):
+			// Restarting: keep what it said last.
+		case err != nil:
+			last = "the agent's status was unreadable"
+		case st.Version != want:
+			last = fmt.Sprintf("version %s answered", st.Version)
+		case st.State == localapi.StateConnected:
+			return nil
+		default:
+			last = "tunnel " + st.State
+			if st.LastError != "" {
+				last += ": " + st.LastError
 			}
 		}
 		select {
@@ -350,7 +337,7 @@ func Recover(dir, binary string) (*Recovery, error) {
 		return nil, nil // it finished between our two looks
 	}
 	rec := &Recovery{From: j.From, To: j.To}
-	res := Result{From: j.From, To: j.To}
+	res := localapi.UpdateResult{From: j.From, To: j.To}
 	cur, _ := sha256File(binary)
 	prev := binary + ".prev"
 	switch prevSHA, _ := sha256File(prev); {
@@ -358,7 +345,7 @@ func Recover(dir, binary string) (*Recovery, error) {
 		if err := os.Rename(prev, binary); err != nil {
 			return nil, fmt.Errorf("rolling back an interrupted update: %w", err)
 		}
-		syncDir(filepath.Dir(binary))
+		atomicfile.SyncDir(filepath.Dir(binary))
 		rec.RolledBack = true
 		res.Reason = fmt.Sprintf("the update to %s was interrupted; rolled back to %s", j.To, j.From)
 	case cur == j.PrevSHA:

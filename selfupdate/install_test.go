@@ -1,4 +1,4 @@
-package firmware
+package selfupdate
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 // fakeHub is an installed "agent" whose binary is a text file naming its
@@ -48,7 +50,7 @@ func newFakeHub(t *testing.T, installed string) *fakeHub {
 		Binary:        h.bin,
 		StateDir:      h.state,
 		Restart:       []string{"sh", "-c", `cp "$0" "$1" && echo restart >> "$2"`, h.bin, h.running, filepath.Join(h.dir, "restarts")},
-		HealthURL:     srv.URL,
+		API:           &localapi.Client{Addr: strings.TrimPrefix(srv.URL, "http://")},
 		HealthTimeout: 3 * time.Second,
 		Logf:          t.Logf,
 	}
@@ -56,7 +58,7 @@ func newFakeHub(t *testing.T, installed string) *fakeHub {
 }
 
 // apply installs a "binary" with text newText.
-func (h *fakeHub) apply(t *testing.T, newText, from, to string) Result {
+func (h *fakeHub) apply(t *testing.T, newText, from, to string) localapi.UpdateResult {
 	t.Helper()
 	newPath := filepath.Join(h.dir, "download.new")
 	os.WriteFile(newPath, []byte(newText), 0o755)

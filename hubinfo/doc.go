@@ -1,6 +1,7 @@
-// Package firmware knows the hub the agent runs on and updates the agent safely.
+// Package hubinfo knows the hub the agent runs on: its kind, firmware
+// version, board, OS and CPU architecture (the key of a release artifact).
 //
-// Detection (Detect, DetectAt) reads a few marker files that the hub systems
+// Detect (DetectAt, for a root other than /) reads a few marker files that the hub systems
 // really ship, in a fixed order; the first that matches decides the Kind:
 //
 //  1. /VERSION, or /boot/VERSION where there is no /VERSION, as KEY=VALUE
@@ -30,15 +31,4 @@
 // huge file is as if it were absent. It reads at most 64 KiB of any file and
 // keeps only printable ASCII of what it reports, so a file's contents cannot
 // reach a log line, a panel or the agent's hello as control characters.
-//
-// Updating: a release is a Manifest signed with ed25519 (Sign, Open). A
-// Source fetches it and its artifact for the hub's Arch, and nothing is
-// unpacked before the signature, size and SHA-256 check out; CheckBinary
-// then wants an ELF for this CPU that answers "version" as the manifest
-// says. The Installer, in a process of its own holding the update Lock,
-// keeps the running binary as <binary>.prev, renames the new one into
-// place, restarts the agent and waits for its status API to report the
-// new version connected, else puts the previous one back. A journal in
-// the state folder lets Recover (or the addon's init script) undo a swap
-// whose installer died.
-package firmware
+package hubinfo

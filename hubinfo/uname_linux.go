@@ -1,4 +1,4 @@
-package firmware
+package hubinfo
 
 import "golang.org/x/sys/unix"
 

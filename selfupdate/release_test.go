@@ -1,4 +1,4 @@
-package firmware
+package selfupdate
 
 import (
 	"bytes"
@@ -21,9 +21,9 @@ import (
 )
 
 // TestMain lets the test binary stand in for a downloaded agent: with
-// FIRMWARE_TEST_AGENT_VERSION set, "version" prints it.
+// SELFUPDATE_TEST_AGENT_VERSION set, "version" prints it.
 func TestMain(m *testing.M) {
-	if v := os.Getenv("FIRMWARE_TEST_AGENT_VERSION"); v != "" && len(os.Args) == 2 && os.Args[1] == "version" {
+	if v := os.Getenv("SELFUPDATE_TEST_AGENT_VERSION"); v != "" && len(os.Args) == 2 && os.Args[1] == "version" {
 		fmt.Println(v)
 		os.Exit(0)
 	}
@@ -275,7 +275,7 @@ func TestCheckBinary(t *testing.T) {
 	}
 	arch := testArch(t)
 	ctx := context.Background()
-	t.Setenv("FIRMWARE_TEST_AGENT_VERSION", "0.2.0")
+	t.Setenv("SELFUPDATE_TEST_AGENT_VERSION", "0.2.0")
 	if err := CheckBinary(ctx, self, arch, "0.2.0"); err != nil {
 		t.Errorf("CheckBinary(self): %v", err)
 	}

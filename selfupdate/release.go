@@ -1,4 +1,4 @@
-package firmware
+package selfupdate
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ type Manifest struct {
 	Version   string              `json:"version"`
 	Released  time.Time           `json:"released"`
 	Notes     string              `json:"notes,omitempty"`
-	Artifacts map[string]Artifact `json:"artifacts"` // by Hub.Arch: "armv7", "arm64", ...
+	Artifacts map[string]Artifact `json:"artifacts"` // by hubinfo.Hub.Arch: "armv7", "arm64", ...
 }
 
 // Artifact is the agent binary for one architecture, gzip-compressed.
@@ -129,7 +129,7 @@ func (m *Manifest) check() error {
 	return nil
 }
 
-// archs are the artifact keys a manifest may use (Hub.Arch values).
+// archs are the artifact keys a manifest may use (hubinfo.Hub.Arch values).
 var archs = map[string]struct{}{"armv5": {}, "armv6": {}, "armv7": {}, "arm64": {}, "386": {}, "amd64": {}}
 
 // ParsePublicKey reads a release public key: 32 bytes in base64.
@@ -166,7 +166,7 @@ func FormatPublicKey(k ed25519.PublicKey) string {
 }
 
 // releaseKey is the built-in release key, stamped by `make release`
-// (-X github.com/hubtunnel/hubtunnel/firmware.releaseKey=...): each
+// (-X github.com/hubtunnel/hubtunnel/selfupdate.releaseKey=...): each
 // release trusts the key that signed it. Empty in development builds,
 // which update only with [update] public_key set.
 var releaseKey string

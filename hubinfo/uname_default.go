@@ -1,6 +1,6 @@
 //go:build !linux
 
-package firmware
+package hubinfo
 
 // machine is unknown where there is no uname(2) to ask; no hub runs there.
 func machine() string { return "" }

@@ -1,0 +1,194 @@
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/hubinfo"
+)
+
+// fakeAgent answers as an agent would; noUpdates is an agent without a
+// config file.
+type fakeAgent struct {
+	noUpdates  bool
+	checkErr   error
+	installErr error
+	installed  InstallOptions
+}
+
+func (f *fakeAgent) Status() Status {
+	st := Status{State: StateConnected, Name: "home", Version: "0.1.0"}
+	if !f.noUpdates {
+		st.Update = &UpdateStatus{Auto: true, Window: "03:00-05:00"}
+	}
+	return st
+}
+
+func (f *fakeAgent) CheckUpdate(context.Context) (UpdateStatus, error) {
+	return UpdateStatus{Latest: "0.2.0", Available: true}, f.checkErr
+}
+
+func (f *fakeAgent) InstallUpdate(_ context.Context, opt InstallOptions) (string, error) {
+	f.installed = opt
+	if f.installErr != nil {
+		return "", f.installErr
+	}
+	return "0.2.0", nil
+}
+
+var _ Agent = (*fakeAgent)(nil)
+
+func serve(t *testing.T, a Agent) (*httptest.Server, *Client) {
+	t.Helper()
+	srv := httptest.NewServer(Handler(a, "127.0.0.1:8099"))
+	t.Cleanup(srv.Close)
+	return srv, &Client{Addr: strings.TrimPrefix(srv.URL, "http://")}
+}
+
+func TestHandlerAnswers(t *testing.T) {
+	for _, c := range []struct {
+		name, method, path, host, ctype, body string
+		agent                                 *fakeAgent
+		code                                  int
+		answer                                string // a part of the body
+	}{
+		{"status", "GET", "/api/status", "", "", "", &fakeAgent{}, 200, `"state": "connected"`},
+		{"status by localhost", "GET", "/api/status", "localhost:8099", "", "", &fakeAgent{}, 200, `"name": "home"`},
+		{"status by ui_listen's host", "GET", "/api/status", "127.0.0.1", "", "", &fakeAgent{}, 200, `"version": "0.1.0"`},
+		{"status through a rebound name", "GET", "/api/status", "evil.example:8099", "", "", &fakeAgent{}, 403, "forbidden host"},
+		{"check through a rebound name", "POST", "/api/update/check", "evil.example", "application/json", "{}", &fakeAgent{}, 403, "forbidden host"},
+		{"check from a form", "POST", "/api/update/check", "", "application/x-www-form-urlencoded", "a=b", &fakeAgent{}, 415, "want Content-Type: application/json"},
+		{"check", "POST", "/api/update/check", "", "application/json", "{}", &fakeAgent{}, 200, `"latest": "0.2.0"`},
+		{"check failed", "POST", "/api/update/check", "", "application/json", "{}", &fakeAgent{checkErr: errors.New("fetch: not found")}, 502, `"error": "fetch: not found"`},
+		{"check without updater", "POST", "/api/update/check", "", "application/json", "{}", &fakeAgent{noUpdates: true}, 503, "updates need the agent to run from a config file"},
+		{"install", "POST", "/api/update/install", "", "application/json", `{"version": "0.2.0"}`, &fakeAgent{}, 202, `"installing": "0.2.0"`},
+		{"install empty body", "POST", "/api/update/install", "", "application/json", "", &fakeAgent{}, 202, `"installing": "0.2.0"`},
+		{"install bad body", "POST", "/api/update/install", "", "application/json", `{"version": 2}`, &fakeAgent{}, 400, `"error": "body: `},
+		{"install busy", "POST", "/api/update/install", "", "application/json", "{}", &fakeAgent{installErr: fmt.Errorf("lock: %w", ErrBusy)}, 409, "another update is in progress"},
+		{"install refused", "POST", "/api/update/install", "", "application/json", "{}", &fakeAgent{installErr: errors.New("0.2.0 is already running")}, 422, "0.2.0 is already running"},
+		{"install without updater", "POST", "/api/update/install", "", "application/json", "{}", &fakeAgent{noUpdates: true}, 503, "updates need"},
+		{"install by GET", "GET", "/api/update/install", "", "", "", &fakeAgent{}, 405, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv, _ := serve(t, c.agent)
+			req, _ := http.NewRequest(c.method, srv.URL+c.path, strings.NewReader(c.body))
+			if c.host != "" {
+				req.Host = c.host
+			}
+			if c.ctype != "" {
+				req.Header.Set("Content-Type", c.ctype)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != c.code || !strings.Contains(string(body), c.answer) {
+				t.Errorf("%s %s: %d %s, want %d with %q", c.method, c.path, resp.StatusCode, body, c.code, c.answer)
+			}
+			if c.code < 300 && (resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Cache-Control") != "no-store") {
+				t.Errorf("headers %v, want JSON, not cached", resp.Header)
+			}
+		})
+	}
+}
+
+// TestStatusJSON: the field names scripts and the panel read.
+func TestStatusJSON(t *testing.T) {
+	at := time.Date(2026, 11, 23, 3, 4, 5, 0, time.UTC)
+	st := Status{
+		State: StateConnected, Name: "home", Relay: "relay.example:7443", Transport: "tcp", TunnelIP: "100.96.0.2",
+		PublicKey: "pk", LastHandshake: at, ConnectedSince: at, LastError: "e", RelaySoftware: "hubrelay/1",
+		BytesRx: 1, BytesTx: 2, OverheadBytes: 3, SessionsActive: 4, SessionsTotal: 5, DroppedPackets: 6,
+		DNSSource: "system", DNSAnswer: []string{"192.0.2.1"}, Version: "0.1.0",
+		Hub: hubinfo.Hub{Kind: "ccu3", Machine: "armv7l", Arch: "armv7"},
+		Update: &UpdateStatus{Auto: true, Window: "03:00-05:00", Latest: "0.2.0", Available: true, CheckedAt: at,
+			CheckError: "c", NextCheck: at, PlannedInstall: at, Installing: "0.2.0",
+			LastResult: &UpdateResult{OK: false, From: "0.1.0", To: "0.2.0", Reason: "r", Time: at}},
+	}
+	b, _ := json.Marshal(st)
+	want := `{"state":"connected","name":"home","relay":"relay.example:7443","transport":"tcp","tunnel_ip":"100.96.0.2",` +
+		`"public_key":"pk","last_handshake":"2026-11-23T03:04:05Z","connected_since":"2026-11-23T03:04:05Z","last_error":"e",` +
+		`"relay_software":"hubrelay/1","bytes_rx":1,"bytes_tx":2,"overhead_bytes":3,"sessions_active":4,"sessions_total":5,` +
+		`"dropped_packets":6,"dns_source":"system","dns_answer":["192.0.2.1"],"version":"0.1.0",` +
+		`"hub":{"kind":"ccu3","machine":"armv7l","arch":"armv7"},` +
+		`"update":{"auto":true,"window":"03:00-05:00","latest":"0.2.0","available":true,"checked_at":"2026-11-23T03:04:05Z",` +
+		`"check_error":"c","next_check":"2026-11-23T03:04:05Z","planned_install":"2026-11-23T03:04:05Z","installing":"0.2.0",` +
+		`"last_result":{"ok":false,"from":"0.1.0","to":"0.2.0","reason":"r","time":"2026-11-23T03:04:05Z"}}}`
+	if string(b) != want {
+		t.Errorf("JSON\n%s\nwant\n%s", b, want)
+	}
+	b, _ = json.Marshal(Status{State: StateDisabled})
+	if want := `{"state":"disabled","name":"","relay":"","transport":"","tunnel_ip":"","bytes_rx":0,"bytes_tx":0,"overhead_bytes":0,"sessions_active":0,"sessions_total":0,"dropped_packets":0,"version":"","hub":{"kind":"","machine":""}}`; string(b) != want {
+		t.Errorf("empty status JSON\n%s\nwant\n%s", b, want)
+	}
+}
+
+func TestClient(t *testing.T) {
+	ctx := context.Background()
+	a := &fakeAgent{}
+	_, c := serve(t, a)
+	if st, err := c.Status(ctx); err != nil || st.Name != "home" || st.Update == nil {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+	if u, err := c.Check(ctx); err != nil || u.Latest != "0.2.0" {
+		t.Errorf("Check = %+v, %v", u, err)
+	}
+	if v, err := c.Install(ctx, InstallOptions{Version: "0.2.0", AllowDowngrade: true}); err != nil || v != "0.2.0" || a.installed != (InstallOptions{"0.2.0", true}) {
+		t.Errorf("Install = %q, %v; the agent got %+v", v, err, a.installed)
+	}
+
+	a.checkErr, a.installErr = errors.New("fetch: not found"), ErrBusy
+	if u, err := c.Check(ctx); err == nil || err.Error() != "fetch: not found" || u.Latest != "0.2.0" {
+		t.Errorf("failed Check = %+v, %v; want the agent's reason and its status", u, err)
+	}
+	if _, err := c.Install(ctx, InstallOptions{}); err == nil || err.Error() != "another update is in progress" {
+		t.Errorf("busy Install: %v", err)
+	}
+	a.noUpdates = true
+	if _, err := c.Check(ctx); err == nil || !strings.Contains(err.Error(), "updates need the agent to run from a config file") {
+		t.Errorf("Check without updater: %v", err)
+	}
+}
+
+func TestClientNotRunning(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := NewClient(addr)
+	_, err = c.Status(context.Background())
+	if !errors.Is(err, ErrNotRunning) || err.Error() != "hubtunnel is not running (no answer on "+addr+")" {
+		t.Errorf("Status of no agent: %v", err)
+	}
+	if _, err := c.Install(context.Background(), InstallOptions{}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Install of no agent: %v", err)
+	}
+}
+
+func TestNewClient(t *testing.T) {
+	for _, c := range []struct{ listen, addr string }{
+		{"127.0.0.1:8099", "127.0.0.1:8099"},
+		{":8099", "127.0.0.1:8099"},
+		{"0.0.0.0:8099", "127.0.0.1:8099"},
+		{"[::]:8099", "127.0.0.1:8099"},
+		{"[::1]:8099", "[::1]:8099"},
+		{"192.168.1.5:8099", "192.168.1.5:8099"},
+	} {
+		if got := NewClient(c.listen).Addr; got != c.addr {
+			t.Errorf("NewClient(%q).Addr = %q, want %q", c.listen, got, c.addr)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+)
+
+// Agent is what the API serves. agent.Agent implements it.
+type Agent interface {
+	// Status reports the agent's state now. Its Update is nil when the
+	// agent cannot update itself (it runs without a config file): then
+	// the update actions answer 503 and CheckUpdate and InstallUpdate
+	// are not called.
+	Status() Status
+	// CheckUpdate asks the release server for the newest release and
+	// returns the update status after the check, also when it failed.
+	CheckUpdate(ctx context.Context) (UpdateStatus, error)
+	// InstallUpdate downloads and verifies a release and starts its
+	// installer; it returns the version being installed. An error that
+	// is ErrBusy (errors.Is) answers 409, any other 422.
+	InstallUpdate(ctx context.Context, opt InstallOptions) (string, error)
+}
+
+// ErrBusy is an InstallUpdate error: another update is in progress.
+var ErrBusy = errors.New("another update is in progress")
+
+// Handler serves the API of agent a, whose ui_listen address is listen.
+func Handler(a Agent, listen string) http.Handler {
+	s := &server{a: a, listen: listen}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/status", s.status)
+	mux.HandleFunc("POST /api/update/check", s.action(s.check))
+	mux.HandleFunc("POST /api/update/install", s.action(s.install))
+	return mux
+}
+
+type server struct {
+	a      Agent
+	listen string
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	if !s.localHost(r.Host) {
+		// A page elsewhere must not read the hub's status through a
+		// DNS name rebound to 127.0.0.1.
+		http.Error(w, "forbidden host", http.StatusForbidden)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.a.Status())
+}
+
+func (s *server) check(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	st, err := s.a.CheckUpdate(ctx)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, CheckResponse{Error: err.Error(), Update: st})
+		return
+	}
+	writeJSON(w, http.StatusOK, CheckResponse{Update: st})
+}
+
+func (s *server) install(w http.ResponseWriter, r *http.Request) {
+	var opt InstallOptions
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&opt); err != nil && err != io.EOF {
+		writeJSON(w, http.StatusBadRequest, errorResponse{"body: " + err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+	defer cancel()
+	v, err := s.a.InstallUpdate(ctx, opt)
+	switch {
+	case errors.Is(err, ErrBusy):
+		writeJSON(w, http.StatusConflict, InstallResponse{Error: err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, InstallResponse{Error: err.Error()})
+	default:
+		writeJSON(w, http.StatusAccepted, InstallResponse{Installing: v})
+	}
+}
+
+// action guards the API's actions: a loopback Host (against DNS
+// rebinding), a JSON body (a form on another site cannot send one without
+// asking first), and an updater to act on.
+func (s *server) action(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !s.localHost(r.Host):
+			http.Error(w, "forbidden host", http.StatusForbidden)
+		case r.Header.Get("Content-Type") != "application/json":
+			http.Error(w, "want Content-Type: application/json", http.StatusUnsupportedMediaType)
+		case s.a.Status().Update == nil:
+			writeJSON(w, http.StatusServiceUnavailable, errorResponse{"updates need the agent to run from a config file"})
+		default:
+			h(w, r)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// localHost reports whether an HTTP Host names this machine by a loopback
+// address, "localhost" or the address ui_listen binds.
+func (s *server) localHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if uh, _, _ := net.SplitHostPort(s.listen); host == "localhost" || host == uh {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

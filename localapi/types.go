@@ -1,0 +1,91 @@
+package localapi
+
+import (
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/hubinfo"
+)
+
+// Status is what GET /api/status returns.
+type Status struct {
+	State          string        `json:"state"` // connecting | connected | disabled
+	Name           string        `json:"name"`
+	Relay          string        `json:"relay"`
+	Transport      string        `json:"transport"`
+	TunnelIP       string        `json:"tunnel_ip"`
+	PublicKey      string        `json:"public_key,omitempty"`
+	LastHandshake  time.Time     `json:"last_handshake,omitzero"`
+	ConnectedSince time.Time     `json:"connected_since,omitzero"`
+	LastError      string        `json:"last_error,omitempty"` // why the last attempt failed, while not connected
+	RelaySoftware  string        `json:"relay_software,omitempty"`
+	BytesRx        uint64        `json:"bytes_rx"`
+	BytesTx        uint64        `json:"bytes_tx"`
+	OverheadBytes  uint64        `json:"overhead_bytes"`
+	SessionsActive int           `json:"sessions_active"`
+	SessionsTotal  uint64        `json:"sessions_total"`
+	DroppedPackets uint64        `json:"dropped_packets"`
+	DNSSource      string        `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
+	DNSAnswer      []string      `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
+	Version        string        `json:"version"`
+	Hub            hubinfo.Hub   `json:"hub"`
+	Update         *UpdateStatus `json:"update,omitempty"` // absent when the agent cannot update itself (no config file)
+}
+
+// The values of Status.State.
+const (
+	StateConnecting = "connecting"
+	StateConnected  = "connected"
+	StateDisabled   = "disabled"
+)
+
+// UpdateStatus is the "update" part of Status: what the self-updater
+// knows and plans.
+type UpdateStatus struct {
+	Auto           bool          `json:"auto"`
+	Window         string        `json:"window"`
+	Latest         string        `json:"latest,omitempty"` // the newest release last seen
+	Available      bool          `json:"available"`        // Latest is newer than what runs
+	CheckedAt      time.Time     `json:"checked_at,omitzero"`
+	CheckError     string        `json:"check_error,omitempty"`
+	NextCheck      time.Time     `json:"next_check,omitzero"`
+	PlannedInstall time.Time     `json:"planned_install,omitzero"` // when Auto will install Latest
+	Installing     string        `json:"installing,omitempty"`     // a version being installed now
+	LastResult     *UpdateResult `json:"last_result,omitempty"`    // how the last install ended
+}
+
+// UpdateResult is how the last update ended. It is also the record the
+// self-updater keeps in its state folder (update-result.json), which the
+// addon's init script writes too after it undoes an interrupted update.
+type UpdateResult struct {
+	OK     bool      `json:"ok"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Reason string    `json:"reason,omitempty"` // why it failed, in plain words
+	Time   time.Time `json:"time"`
+}
+
+// InstallOptions are what a user may ask of an install: the body of POST
+// /api/update/install.
+type InstallOptions struct {
+	Version        string `json:"version,omitempty"` // default: the newest
+	AllowDowngrade bool   `json:"allow_downgrade,omitempty"`
+}
+
+// CheckResponse is the answer to POST /api/update/check: the update status
+// after the check, and why it failed if it did.
+type CheckResponse struct {
+	Error  string       `json:"error,omitempty"`
+	Update UpdateStatus `json:"update"`
+}
+
+// InstallResponse is the answer to POST /api/update/install: the version
+// being installed, or why nothing is.
+type InstallResponse struct {
+	Error      string `json:"error,omitempty"`
+	Installing string `json:"installing,omitempty"`
+}
+
+// errorResponse is any other refusal of an action.
+type errorResponse struct {
+	Error string `json:"error"`
+}
