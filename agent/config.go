@@ -203,6 +203,9 @@ func (c *Config) parseRelay() error {
 // resolves, rather than by IP address.
 func (c *Config) relayIsName() bool { return !c.relayIP.IsValid() }
 
+// RelayHost is the relay's host name or address, without the port.
+func (c *Config) RelayHost() string { return c.relayHost }
+
 // DNSConfig is the [dns] table: how the relay's name is resolved (package
 // dnsfix). A relay given as an IP address skips all of it. Local names
 // (fritz.box, .local, .lan, ...) are never sent to a fallback resolver,

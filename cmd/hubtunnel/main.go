@@ -193,7 +193,7 @@ func dnsTrace(args []string) error {
 			return err
 		}
 		if name == "" {
-			name = cfg.Relay
+			name = cfg.RelayHost()
 		}
 		r, err = cfg.DNSResolver(nil) // warnings show up in the trace's notes
 		if err != nil {
