@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -245,28 +244,8 @@ func (d *DNSConfig) validate(dir string) error {
 		d.CacheFile = filepath.Join(dir, d.CacheFile)
 	}
 	var err error
-	d.timeout, err = durationKey("dns.timeout", d.Timeout, dnsfix.DefaultTimeout, 100*time.Millisecond, 30*time.Second)
+	d.timeout, err = config.Duration("dns.timeout", d.Timeout, dnsfix.DefaultTimeout, 100*time.Millisecond, 30*time.Second)
 	return err
-}
-
-// durationKey parses a duration setting: def when empty, else between lo
-// and hi.
-func durationKey(key, s string, def, lo, hi time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
-	}
-	t, err := time.ParseDuration(s)
-	if err != nil || t < lo || t > hi {
-		short := func(d time.Duration) string { // "30m", not "30m0s"
-			s := d.String()
-			if strings.HasSuffix(s, "m0s") {
-				s = strings.TrimSuffix(s, "0s")
-			}
-			return s
-		}
-		return 0, config.Errorf(key, "%q: want a duration from %q to %q", s, short(lo), short(hi))
-	}
-	return t, nil
 }
 
 // DNSResolver returns the resolver for the relay's name that [dns] describes.

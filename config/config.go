@@ -14,6 +14,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -134,4 +135,26 @@ func unquote(k string) string {
 		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
 	}
 	return strings.Join(parts, ".")
+}
+
+// Duration parses a duration setting named key: def when s is empty, else
+// a time.ParseDuration string between lo and hi, or a KeyError that says
+// the range ("30m", not "30m0s").
+func Duration(key, s string, def, lo, hi time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	t, err := time.ParseDuration(s)
+	if err != nil || t < lo || t > hi {
+		return 0, Errorf(key, "%q: want a duration from %q to %q", s, shortDuration(lo), shortDuration(hi))
+	}
+	return t, nil
+}
+
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	return s
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type sample struct {
@@ -72,5 +73,23 @@ func TestLoadMissingFile(t *testing.T) {
 	err := Load(filepath.Join(t.TempDir(), "nope.toml"), &sample{})
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err = %v, want not-exist", err)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for _, tt := range []struct {
+		in, want, err string
+	}{
+		{"", "2m0s", ""},
+		{"45s", "45s", ""},
+		{"30m", "30m0s", ""},
+		{"31m", "", `t.d: "31m": want a duration from "5s" to "30m"`},
+		{"1s", "", `t.d: "1s": want a duration from "5s" to "30m"`},
+		{"soon", "", `t.d: "soon": want a duration from "5s" to "30m"`},
+	} {
+		d, err := Duration("t.d", tt.in, 2*time.Minute, 5*time.Second, 30*time.Minute)
+		if got := fmt.Sprint(err); tt.err != "" && got != tt.err || tt.err == "" && (err != nil || d.String() != tt.want) {
+			t.Errorf("Duration(%q) = %v, %v; want %s%s", tt.in, d, err, tt.want, tt.err)
+		}
 	}
 }

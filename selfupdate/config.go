@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -93,7 +92,7 @@ func (u *Config) Validate(relayTunnelIP netip.Addr) error {
 	if u.DownloadDir == "" {
 		u.DownloadDir = "/usr/local/tmp"
 	}
-	u.healthTimeout, err = durationKey("update.health_timeout", u.HealthTimeout, 2*time.Minute, 5*time.Second, 30*time.Minute)
+	u.healthTimeout, err = config.Duration("update.health_timeout", u.HealthTimeout, 2*time.Minute, 5*time.Second, 30*time.Minute)
 	return err
 }
 
@@ -124,26 +123,6 @@ func (u *Config) Installer(stateDir string, api *localapi.Client, logf logger.Lo
 		HealthTimeout: u.healthTimeout,
 		Logf:          logger.OrDiscard(logf),
 	}
-}
-
-// durationKey parses a duration setting: def when empty, else between lo
-// and hi. (The agent's config parses its own [dns] timeout alike.)
-func durationKey(key, s string, def, lo, hi time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
-	}
-	t, err := time.ParseDuration(s)
-	if err != nil || t < lo || t > hi {
-		short := func(d time.Duration) string { // "30m", not "30m0s"
-			s := d.String()
-			if strings.HasSuffix(s, "m0s") {
-				s = strings.TrimSuffix(s, "0s")
-			}
-			return s
-		}
-		return 0, config.Errorf(key, "%q: want a duration from %q to %q", s, short(lo), short(hi))
-	}
-	return t, nil
 }
 
 // window is a daily time span in minutes after local midnight; end may be
