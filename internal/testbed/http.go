@@ -16,7 +16,7 @@ import (
 // connection per host; without it every request has its own connection.
 // It never uses a proxy.
 func LoopbackClient(keepAlive bool, timeout time.Duration) *http.Client {
-	d := &net.Dialer{Timeout: min(timeout, 10*time.Second)}
+	d := &net.Dialer{Timeout: timeout}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			_, port, err := net.SplitHostPort(addr)
