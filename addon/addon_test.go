@@ -248,7 +248,14 @@ func TestStartStop(t *testing.T) {
 
 	h.mustRC("init")
 	pid := h.waitOneAgent()
-	args := strings.TrimSpace(readFile(t, h.path("standin.log")))
+	// The stand-in notes its arguments after it started, not before the
+	// pid file names it.
+	var args string
+	poll.Until(t, 10*time.Second, "the stand-in's log line", func() bool {
+		b, _ := os.ReadFile(h.path("standin.log"))
+		args = strings.TrimSpace(string(b))
+		return strings.HasSuffix(string(b), "\n")
+	})
 	if want := fmt.Sprintf("%d run --config %s --syslog", pid, h.path(confPath)); args != want {
 		t.Errorf("agent started as %q, want %q", args, want)
 	}

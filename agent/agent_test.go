@@ -3,9 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"runtime"
@@ -16,22 +14,12 @@ import (
 	"github.com/hubtunnel/hubtunnel/ccusim"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	bed "github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/relay"
-	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
 // ports hands out loopback ports to this package's tests.
 var ports loopback.Ports
-
-// freeOffset picks a relay port_offset under which every public port is free.
-func freeOffset(t *testing.T) int {
-	t.Helper()
-	off, err := ports.Offset()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return off
-}
 
 // freePort returns "127.0.0.1:PORT" for a free port.
 func freePort(t *testing.T) string {
@@ -43,8 +31,10 @@ func freePort(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
-// testbed is a relay and agents in this process, talking over loopback.
+// testbed is a relay and agents in this process, talking over loopback
+// (internal/testbed, with the agents started here).
 type testbed struct {
+	bed    *bed.Bed
 	relay  *relay.Server
 	agents map[string]*Agent
 	offset int
@@ -60,7 +50,7 @@ func newTestbed(t *testing.T, hubs ...string) *testbed {
 
 type testbedOpts struct {
 	releasesDir string              // the relay's releases_dir
-	update      func(*UpdateConfig) // sets up the agents' [update] and gives them a state folder
+	update      func(*UpdateConfig) // sets up the agents' [update]
 	version     string              // the agents' version; default "test"
 	relayLog    func(line string)   // sees each line the relay logs
 	relayUDP    bool                // the relay also listens for UDP agents
@@ -68,45 +58,6 @@ type testbedOpts struct {
 
 func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 	t.Helper()
-	dir := t.TempDir()
-	tb := &testbed{agents: map[string]*Agent{}, offset: freeOffset(t)}
-
-	tb.sim = ccusim.New(ccusim.Config{Name: "testbed"})
-	if err := tb.sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.sim.Close() })
-
-	relayKey, _ := vpn.GeneratePrivateKey()
-	if err := vpn.SavePrivateKey(filepath.Join(dir, "relay.key"), relayKey); err != nil {
-		t.Fatal(err)
-	}
-	udp := "off"
-	if o.relayUDP {
-		p, err := ports.FreeUDP()
-		if err != nil {
-			t.Fatal(err)
-		}
-		udp = fmt.Sprintf("127.0.0.1:%d", p)
-	}
-	rcfg := relay.Config{
-		AgentListen:    freePort(t),
-		AgentListenUDP: udp,
-		Domain:         "localhost",
-		PublicListen:   "127.0.0.1",
-		PortOffset:     tb.offset,
-		PrivateKeyFile: filepath.Join(dir, "relay.key"),
-		ReleasesDir:    o.releasesDir,
-	}
-	keys := map[string]vpn.PrivateKey{}
-	for i, name := range hubs {
-		k, _ := vpn.GeneratePrivateKey()
-		keys[name] = k
-		rcfg.Hubs = append(rcfg.Hubs, relay.HubConfig{Name: name, PublicKey: k.Public().String(), TunnelIP: fmt.Sprintf("100.96.0.%d", i+2)})
-	}
-	if err := rcfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	relayLogf := t.Logf
 	if o.relayLog != nil {
 		relayLogf = func(f string, args ...any) {
@@ -114,37 +65,19 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 			o.relayLog(fmt.Sprintf(f, args...))
 		}
 	}
-	rs, err := relay.New(rcfg, "test", relayLogf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.Start(); err != nil {
-		t.Fatal(err)
-	}
-	tb.relay = rs
-	t.Cleanup(func() { rs.Close() })
-
-	for i, name := range hubs {
-		keyFile := filepath.Join(dir, name+".key")
-		if err := vpn.SavePrivateKey(keyFile, keys[name]); err != nil {
+	b := bed.Start(t, bed.Options{Hubs: hubs, RelayUDP: o.relayUDP, ReleasesDir: o.releasesDir, RelayLog: relayLogf})
+	tb := &testbed{bed: b, relay: b.Server, agents: map[string]*Agent{}, offset: b.Relay.Offset, sim: b.Sim}
+	for _, name := range hubs {
+		// The config file the bed wrote, as the binary would read it.
+		cfg, err := LoadConfig(b.Agents[name].Conf)
+		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := &Config{
-			Name:           name,
-			Relay:          rcfg.AgentListen,
-			RelayPublicKey: relayKey.Public().String(),
-			PrivateKeyFile: keyFile,
-			TunnelIP:       fmt.Sprintf("100.96.0.%d", i+2),
-			UIListen:       "127.0.0.1:0",
-			Proxy:          "none",
-		}
-		cfg.Targets.Ports = map[string]string{"80": tb.sim.Addr("webui")}
 		if o.update != nil {
 			o.update(&cfg.Update)
-			cfg.dir = t.TempDir()
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		v := o.version
 		if v == "" {
@@ -164,22 +97,7 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 }
 
 // get fetches / of a hub through the relay's public WebUI port.
-func (tb *testbed) get(hub string) (int, string, error) {
-	port := 80 + tb.offset
-	c := &http.Client{
-		Timeout:   15 * time.Second,
-		Transport: &http.Transport{DisableKeepAlives: true},
-	}
-	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
-	req.Host = fmt.Sprintf("%s.localhost:%d", hub, port)
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
+func (tb *testbed) get(hub string) (int, string, error) { return tb.bed.Get(hub) }
 
 func TestTunnelEndToEnd(t *testing.T) {
 	tb := newTestbed(t, "alpha")

@@ -226,9 +226,9 @@ func (t Transfer) Run(sample func()) (Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := t.stream(c, &counter); err != nil {
-				fail(err)
-			}
+			// A stream ends only when its connection fails or is
+			// closed: before the run stops, that is a failure.
+			fail(t.stream(c, &counter))
 		}()
 	}
 	count := func() uint64 {
@@ -256,6 +256,8 @@ func (t Transfer) Run(sample func()) (Result, error) {
 	return r, err
 }
 
+// stream moves data on c in t.Dir, counting what it reads, until the
+// connection fails or is closed; the error says which (never nil).
 func (t Transfer) stream(c net.Conn, counter *atomic.Uint64) error {
 	host := t.Host
 	if host == "" {

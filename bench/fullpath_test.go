@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
+	"github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/relay"
 )
 
@@ -73,16 +75,13 @@ func newInProcess(b *testing.B, transport string) *inProcess {
 	}
 	b.Cleanup(p.bulk.Close)
 
-	hub, err := NewHub(dir, "demo", "100.96.0.2")
+	// The relay and the agent run from the same config files their
+	// binaries read.
+	hub, err := testbed.NewHub("demo", testbed.TunnelIP(0), filepath.Join(dir, "demo.key"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	// NewRelay writes the same config file the relay binary reads.
-	rc, err := NewRelay(Bins{}, ports, dir, "relay", transport == "udp", []Hub{hub})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := relay.LoadConfig(rc.Conf)
+	rc, err := testbed.NewRelay(ports, dir, "relay", testbed.RelayOptions{UDP: transport == "udp"}, []testbed.Hub{hub})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,18 +89,14 @@ func newInProcess(b *testing.B, transport string) *inProcess {
 	if testing.Verbose() {
 		quiet = b.Logf
 	}
-	labeled("relay", func() {
-		if p.relay, err = relay.New(*cfg, "bench", quiet); err == nil {
-			err = p.relay.Start()
-		}
-	})
+	labeled("relay", func() { p.relay, err = rc.StartServer("bench", quiet) })
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.relay.Close() })
 	p.public = rc.Public(80)
 
-	ac, err := NewAgent(Bins{}, ports, dir, rc, hub, AgentSpec{Transport: transport, Targets: map[int]string{80: p.bulk.Addr()}})
+	ac, err := testbed.NewAgent(ports, filepath.Join(dir, "agent-demo.toml"), rc, hub, testbed.AgentSpec{Transport: transport, Targets: map[int]string{80: p.bulk.Addr()}})
 	if err != nil {
 		b.Fatal(err)
 	}

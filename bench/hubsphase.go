@@ -95,7 +95,7 @@ func (ru *run) hubs() error {
 	perHub := float64(mConn.RSS-m0.RSS) / float64(n)
 	perCfg := float64(mCfg.RSS-m0.RSS) / float64(n)
 	perConn := float64(mConn.RSS-mCfg.RSS) / float64(n)
-	ru.r.add("hubs", fmt.Sprintf("hubs connected to one relay (real WireGuard handshakes)"), fmt.Sprintf("%d of %d in %s, %d still after 15 s", connected(), n, fmtSec(tAll), still),
+	ru.r.add("hubs", "hubs connected to one relay (real WireGuard handshakes)", fmt.Sprintf("%d of %d in %s, %d still after 15 s", connected(), n, fmtSec(tAll), still),
 		"1,000 now, 10,000 next", ptr(n >= 1000 && still >= n))
 	ru.r.add("hubs", "relay RSS: no hubs / "+fmt.Sprint(n)+" configured, offline / connected, idle",
 		fmt.Sprintf("%s / %s / %s", fmtMB(m0.RSS), fmtMB(mCfg.RSS), fmtMB(mConn.RSS)), "", nil)

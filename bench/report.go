@@ -100,16 +100,6 @@ func mdEscape(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 
 // Formatting helpers.
 
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 10<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 10<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 func fmtMB(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 func fmtMs(d time.Duration) string {

@@ -8,9 +8,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 )
 
 // The cache file keeps the last good answer per name, so that a hub that
@@ -23,7 +24,6 @@ const (
 	maxCacheNames = 16
 	maxCacheAddrs = 16
 	cacheFileMode = 0o644
-	cacheTempGlob = ".dns-cache-*.tmp"
 )
 
 type cacheFile struct {
@@ -95,44 +95,14 @@ func loadCache(path string) (map[string]*cacheEntry, error) {
 	return cf.Names, nil
 }
 
-// writeCache replaces the cache file atomically: a temporary file in the
-// same folder, fsync, rename, fsync of the folder.
+// writeCache replaces the cache file atomically (internal/atomicfile).
 func writeCache(path string, names map[string]*cacheEntry) error {
 	data, err := json.MarshalIndent(cacheFile{Version: cacheVersion, Names: names}, "", "  ")
 	if err != nil {
 		return err
 	}
 	data = append(data, '\n')
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, cacheTempGlob)
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(cacheFileMode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, cacheFileMode)
 }
 
 // pruneCache keeps at most maxCacheNames names, dropping the oldest.

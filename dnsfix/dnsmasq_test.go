@@ -258,7 +258,7 @@ func TestCacheCarriesRestart(t *testing.T) {
 	if err != nil || !os.SameFile(fi1, fi2) || !fi1.ModTime().Equal(fi2.ModTime()) {
 		t.Errorf("cache file rewritten for the same answer")
 	}
-	if matches, _ := filepath.Glob(filepath.Join(filepath.Dir(cache), ".dns-cache-*")); len(matches) > 0 {
+	if matches, _ := filepath.Glob(filepath.Join(filepath.Dir(cache), ".dns-cache.json.tmp*")); len(matches) > 0 {
 		t.Errorf("temporary files left: %v", matches)
 	}
 

@@ -10,15 +10,14 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,11 +25,16 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
-// bin holds the paths of the binaries TestMain built.
-var bin struct{ hubtunnel, hubrelay, ccusim string }
+// bin holds the paths of the binaries TestMain built; bins, the same for
+// internal/testbed.
+var (
+	bin  struct{ hubtunnel, hubrelay, ccusim string }
+	bins testbed.Bins
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
@@ -53,6 +57,7 @@ func buildAndRun(m *testing.M) int {
 	bin.hubtunnel = filepath.Join(dir, "hubtunnel")
 	bin.hubrelay = filepath.Join(dir, "hubrelay")
 	bin.ccusim = filepath.Join(dir, "ccusim")
+	bins = testbed.Bins{Hubtunnel: bin.hubtunnel, Hubrelay: bin.hubrelay, Ccusim: bin.ccusim}
 	return m.Run()
 }
 
@@ -99,16 +104,6 @@ func freePort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// freeOffset picks a port_offset whose public ports are all free.
-func freeOffset(t *testing.T) int {
-	t.Helper()
-	off, err := ports.Offset()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return off
 }
 
 // proc is a process a test started. Its stdout and stderr go to a log file
@@ -239,15 +234,12 @@ func writeFile(t *testing.T, path, content string) {
 // stdout and returns the address of each service.
 func simAddrs(t *testing.T, p *proc) map[string]string {
 	t.Helper()
-	re := regexp.MustCompile(`(?m)^ccusim: (\w+) listening on (\S+)$`)
-	addrs := map[string]string{}
+	var addrs map[string]string
 	poll.Until(t, 10*time.Second, "ccusim to listen", func() bool {
 		if !p.alive() {
 			t.Fatalf("ccusim exited: %v\n%s", p.err, p.logText())
 		}
-		for _, m := range re.FindAllStringSubmatch(p.logText(), -1) {
-			addrs[m[1]] = m[2]
-		}
+		addrs = testbed.SimAddrs(p.logText())
 		return len(addrs) == 5
 	})
 	return addrs
@@ -255,18 +247,17 @@ func simAddrs(t *testing.T, p *proc) map[string]string {
 
 // targets is the agent's [targets] section for ccusim's ports.
 func targets(sim map[string]string) string {
-	local := map[string]string{"80": "webui", "443": "webui", "2000": "wired", "4430": "wired",
-		"2001": "rf", "4431": "rf", "2010": "hmip", "4434": "hmip", "8181": "script", "44381": "script"}
+	t := testbed.SimTargets(func(svc string) string { return sim[svc] })
 	var b strings.Builder
 	b.WriteString("[targets]\n[targets.ports]\n")
-	for _, port := range []string{"80", "443", "2000", "4430", "2001", "4431", "2010", "4434", "8181", "44381"} {
-		fmt.Fprintf(&b, "%s = %q\n", port, sim[local[port]])
+	for _, port := range slices.Sorted(maps.Keys(t)) {
+		fmt.Fprintf(&b, "%d = %q\n", port, t[port])
 	}
 	return b.String()
 }
 
 // hubSetup is a relay with hub "demo", ccusim as the hub's services, and
-// (after startAgent) the agent, all on loopback.
+// (after startAgent) the agent, all on loopback (internal/testbed).
 type hubSetup struct {
 	t         *testing.T
 	dir       string
@@ -280,6 +271,8 @@ type hubSetup struct {
 	relay     *proc
 	agent     *proc
 	client    *http.Client // dials 127.0.0.1 whatever host a URL names
+	bed       *testbed.Relay
+	hub       testbed.Hub
 }
 
 // setupOpts change newHub's defaults.
@@ -294,41 +287,27 @@ type setupOpts struct {
 func newHub(t *testing.T, o setupOpts) *hubSetup {
 	t.Helper()
 	dir := t.TempDir()
-	s := &hubSetup{t: t, dir: dir, offset: freeOffset(t), agentPort: freePort(t), client: loopbackClient(t)}
+	s := &hubSetup{t: t, dir: dir, client: loopbackClient(t)}
+	s.sim = simAddrs(t, start(t, dir, "ccusim", testbed.SimArgs(bins, "demo", o.filesDir)...))
 
-	args := []string{bin.ccusim, "-name", "demo", "-webui", "0", "-wired", "0", "-rf", "0", "-hmip", "0", "-script", "0"}
-	if o.filesDir != "" {
-		args = append(args, "-files", o.filesDir)
+	var err error
+	if s.hub, err = testbed.NewHub("demo", testbed.TunnelIP(0), filepath.Join(dir, "hub.key")); err != nil {
+		t.Fatal(err)
 	}
-	s.sim = simAddrs(t, start(t, dir, "ccusim", args...))
-
-	_, s.relayPub = keypair(t, dir, "relay.key")
-	_, s.hubPub = keypair(t, dir, "hub.key")
-	udpListen := "off"
-	if o.udp {
-		udpListen = fmt.Sprintf("127.0.0.1:%d", s.agentPort)
-	}
-	conf := fmt.Sprintf(`agent_listen = "127.0.0.1:%d"
-agent_listen_udp = %q
-domain = "localhost"
-public_listen = "127.0.0.1"
-port_offset = %d
-private_key_file = "relay.key"
-
-[[hub]]
-name = "demo"
-public_key = %q
-tunnel_ip = "100.96.0.2"
-`, s.agentPort, udpListen, s.offset, s.hubPub)
+	hubs := []testbed.Hub{s.hub}
 	for i := 1; i <= o.offlineHubs; i++ {
-		_, pub := keypair(t, dir, fmt.Sprintf("offline%d.key", i))
-		conf += fmt.Sprintf("\n[[hub]]\nname = \"offline%d\"\npublic_key = %q\ntunnel_ip = \"100.96.0.%d\"\n", i, pub, 10+i)
+		h, err := testbed.NewHub(fmt.Sprintf("offline%d", i), testbed.TunnelIP(i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubs = append(hubs, h)
 	}
-	if o.releasesDir != "" {
-		conf = fmt.Sprintf("releases_dir = %q\n", o.releasesDir) + conf
+	s.bed, err = testbed.NewRelay(&ports, dir, "relay", testbed.RelayOptions{UDP: o.udp, ReleasesDir: o.releasesDir}, hubs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	s.relayConf = filepath.Join(dir, "relay.toml")
-	writeFile(t, s.relayConf, conf)
+	s.offset, s.agentPort, s.relayConf = s.bed.Offset, s.bed.AgentPort, s.bed.Conf
+	s.relayPub, s.hubPub = s.bed.Key.Public().String(), s.hub.Key.Public().String()
 	s.relay = s.startRelay("relay")
 	return s
 }
@@ -337,12 +316,12 @@ tunnel_ip = "100.96.0.2"
 // accepts agents.
 func (s *hubSetup) startRelay(name string) *proc {
 	s.t.Helper()
-	p := start(s.t, s.dir, name, bin.hubrelay, "run", "--config", s.relayConf)
+	p := start(s.t, s.dir, name, s.bed.Args(bins)...)
 	poll.Until(s.t, 10*time.Second, "the relay to listen", func() bool {
 		if !p.alive() {
 			s.t.Fatalf("relay exited: %v\n%s", p.err, p.logText())
 		}
-		return strings.Contains(p.logText(), "agents connect to")
+		return strings.Contains(p.logText(), testbed.RelayReady)
 	})
 	return p
 }
@@ -355,34 +334,22 @@ type agentOpts struct {
 	dns       string // the agent's [dns] table, written after [targets]; default none
 }
 
-// startAgent writes the agent's config and starts it; it does not wait for
-// the tunnel (see waitConnected).
+// startAgent writes the agent's config (dir/hub.toml) and starts it; it
+// does not wait for the tunnel (see waitConnected).
 func (s *hubSetup) startAgent(o agentOpts) {
 	s.t.Helper()
-	if o.relay == "" {
-		o.relay = fmt.Sprintf("127.0.0.1:%d", s.agentPort)
+	a, err := testbed.NewAgent(&ports, filepath.Join(s.dir, "hub.toml"), s.bed, s.hub, testbed.AgentSpec{
+		Relay:     o.relay,
+		Transport: o.transport,
+		Proxy:     o.proxy,
+		Targets:   testbed.SimTargets(func(svc string) string { return s.sim[svc] }),
+		Extra:     o.dns,
+	})
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	if o.proxy == "" {
-		o.proxy = "none"
-	}
-	if o.transport == "" {
-		o.transport = "tcp"
-	}
-	s.uiAddr = fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
-	conf := fmt.Sprintf(`name = "demo"
-relay = %q
-relay_public_key = %q
-private_key_file = "hub.key"
-tunnel_ip = "100.96.0.2"
-ui_listen = %q
-proxy = %q
-transport = %q
-
-%s
-%s`, o.relay, s.relayPub, s.uiAddr, o.proxy, o.transport, targets(s.sim), o.dns)
-	path := filepath.Join(s.dir, "hub.toml")
-	writeFile(s.t, path, conf)
-	s.agent = start(s.t, s.dir, "agent", bin.hubtunnel, "run", "--config", path)
+	s.uiAddr = a.UI
+	s.agent = start(s.t, s.dir, "agent", a.Args(bins)...)
 }
 
 // waitConnected waits until the agent reports the tunnel up.
@@ -450,20 +417,9 @@ func (s *hubSetup) waitSessionsLogged(n int) {
 // the relay with that Host header (and TLS server name). Every request has
 // its own connection.
 func loopbackClient(t *testing.T) *http.Client {
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			_, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
-		},
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // the relay's self-signed certificate
-		DisableKeepAlives: true,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	c := testbed.LoopbackClient(false, 60*time.Second)
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
 
 // readFileString returns the file's content, or "" if it cannot be read.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: Debian packages for the
 # real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3), the shells a
-# CCU has for the addon scripts (busybox, tclsh) and the Go modules.
+# CCU has for the addon scripts (busybox, tclsh) and the Go modules. (The
+# Makefile's pinned staticcheck comes with `go run`, outside go.mod.)
 set -euo pipefail
 
 need=()

@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/crypto/curve25519"
+
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 )
 
 // PrivateKey is a WireGuard private key. Its String method never shows the
@@ -120,41 +121,5 @@ func LoadOrCreatePrivateKey(path string) (k PrivateKey, created bool, err error)
 
 // SavePrivateKey writes k to path atomically with mode 0600.
 func SavePrivateKey(path string, k PrivateKey) error {
-	return writeFileAtomic(path, []byte(k.Base64()+"\n"), 0o600)
-}
-
-// writeFileAtomic writes via a temporary file in the same directory, fsyncs
-// it and renames it over path, so a power cut leaves the old or the new file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("vpn: write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("vpn: write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("vpn: write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("vpn: write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("vpn: write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("vpn: write %s: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, []byte(k.Base64()+"\n"), 0o600)
 }

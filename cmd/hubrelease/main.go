@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/version"
 )
@@ -28,6 +29,9 @@ const usage = `usage:
                                 DIR/manifest-V.json, and DIR/manifest.json unless DIR
                                 already holds a newer release
 `
+
+// errUsage is a sign command that does not fit usage.
+var errUsage = errors.New("wrong arguments")
 
 func main() {
 	var err error
@@ -42,6 +46,10 @@ func main() {
 	case len(os.Args) > 1 && os.Args[1] == "sign":
 		err = sign(os.Args[2:])
 	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if errors.Is(err, errUsage) {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
@@ -93,11 +101,11 @@ func sign(args []string) error {
 		case "--notes":
 			notes = args[i+1]
 		default:
-			return errors.New(usage)
+			return errUsage
 		}
 	}
 	if keyFile == "" || v == "" || dir == "" || len(args)%2 != 0 {
-		return errors.New(usage)
+		return errUsage
 	}
 	k, err := readKey(keyFile)
 	if err != nil {
@@ -145,11 +153,7 @@ func sign(args []string) error {
 
 // writeAtomic replaces a file a relay may be serving at this moment.
 func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, data, 0o644)
 }
 
 func hashFile(path string) (int64, string, error) {
