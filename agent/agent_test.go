@@ -16,6 +16,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	bed "github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/relay"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 )
 
 // ports hands out loopback ports to this package's tests.
@@ -49,11 +50,10 @@ func newTestbed(t *testing.T, hubs ...string) *testbed {
 }
 
 type testbedOpts struct {
-	releasesDir string              // the relay's releases_dir
-	update      func(*UpdateConfig) // sets up the agents' [update]
-	version     string              // the agents' version; default "test"
-	relayLog    func(line string)   // sees each line the relay logs
-	relayUDP    bool                // the relay also listens for UDP agents
+	releasesDir string                   // the relay's releases_dir
+	update      func(*selfupdate.Config) // sets up the agents' [update]
+	version     string                   // the agents' version; default "test"
+	relayLog    func(line string)        // sees each line the relay logs
 }
 
 func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
@@ -65,7 +65,7 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 			o.relayLog(fmt.Sprintf(f, args...))
 		}
 	}
-	b := bed.Start(t, bed.Options{Hubs: hubs, RelayUDP: o.relayUDP, ReleasesDir: o.releasesDir, RelayLog: relayLogf})
+	b := bed.Start(t, bed.Options{Hubs: hubs, ReleasesDir: o.releasesDir, RelayLog: relayLogf})
 	tb := &testbed{bed: b, relay: b.Server, agents: map[string]*Agent{}, offset: b.Relay.Offset, sim: b.Sim}
 	for _, name := range hubs {
 		// The config file the bed wrote, as the binary would read it.

@@ -18,10 +18,6 @@ import (
 // clock, and an HTTP client that reaches the relay's release server
 // through the tunnel; the local API exposes it.
 
-// UpdateConfig is the [update] table, selfupdate.Config, under the name it
-// had in this package (the agent's test bed sets it up by this name).
-type UpdateConfig = selfupdate.Config
-
 // newUpdater wires the agent's updater.
 func (a *Agent) newUpdater() *selfupdate.Updater {
 	return selfupdate.New(selfupdate.Options{

@@ -75,7 +75,7 @@ func TestUpdateCheckThroughTheTunnel(t *testing.T) {
 	tb := newTestbedWith(t, testbedOpts{
 		releasesDir: releases,
 		version:     "0.1.0",
-		update: func(u *UpdateConfig) {
+		update: func(u *selfupdate.Config) {
 			u.PublicKey = selfupdate.FormatPublicKey(key.Public().(ed25519.PublicKey))
 		},
 	}, "alpha")
