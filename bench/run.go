@@ -127,7 +127,7 @@ func (ru *run) sizes() error {
 		what := fmt.Sprintf("%s linux/%s, stripped", s.Binary, s.Target.Name)
 		val := fmt.Sprintf("%s (gzip %s)", fmtMB(s.Bytes), fmtMB(s.Gzip))
 		if s.Binary == "hubtunnel" && s.Target.Name == "armv7" {
-			ru.r.add("size", what, val, "≤ 8 MB", ptr(s.Bytes <= 8_000_000))
+			ru.r.add("size", what, val, "≤ 11 MB / gzip ≤ 4.5 MB", ptr(s.Bytes <= 11_000_000 && s.Gzip <= 4_500_000))
 		} else {
 			ru.r.add("size", what, val, "", nil)
 		}
@@ -141,7 +141,8 @@ func (ru *run) sizes() error {
 (static, stripped, no version stamp). "gzip -9" is the binary compressed alone, about what it adds to
 a .tgz, and what a hub downloads for a self-update. The addon package is `+"`scripts/addon.sh`"+` (what
 `+"`make addon`"+` runs) around these agent binaries, one per architecture: what a hub owner uploads.
-The budget's 8 MB is read as 8,000,000 bytes.
+The budget (BRIEF.md, round 2: with the TLS transport and the panel included) is read in decimal
+units: 11,000,000 bytes stripped and 4,500,000 bytes gzipped.
 
 %s`, tbl.String())
 	return nil
