@@ -14,9 +14,9 @@ import (
 	"github.com/hubtunnel/hubtunnel/ccusim"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
-	bed "github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
+	bed "github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // ports hands out loopback ports to this package's tests.
@@ -33,7 +33,7 @@ func freePort(t *testing.T) string {
 }
 
 // testbed is a relay and agents in this process, talking over loopback
-// (internal/testbed, with the agents started here).
+// (testbed, with the agents started here).
 type testbed struct {
 	bed    *bed.Bed
 	relay  *relay.Server

@@ -15,8 +15,8 @@ import (
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
-	"github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/relay"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // BenchmarkFullPath moves bulk data through the whole data path in this one

@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
-	"github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
-// The rig is internal/testbed's configs run as the bench's processes.
+// The rig is testbed's configs run as the bench's processes.
 
 // Bins are the paths of the product's binaries under test.
 type Bins = testbed.Bins

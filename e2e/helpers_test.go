@@ -25,12 +25,12 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
-	"github.com/hubtunnel/hubtunnel/internal/testbed"
 	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // bin holds the paths of the binaries TestMain built; bins, the same for
-// internal/testbed.
+// testbed.
 var (
 	bin  struct{ hubtunnel, hubrelay, ccusim string }
 	bins testbed.Bins
@@ -257,7 +257,7 @@ func targets(sim map[string]string) string {
 }
 
 // hubSetup is a relay with hub "demo", ccusim as the hub's services, and
-// (after startAgent) the agent, all on loopback (internal/testbed).
+// (after startAgent) the agent, all on loopback (testbed).
 type hubSetup struct {
 	t         *testing.T
 	dir       string

@@ -9,7 +9,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
-	"github.com/hubtunnel/hubtunnel/internal/testbed"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // TestBedCarriesRequestsToEachHub starts the bed with two hubs and their
