@@ -2,16 +2,13 @@ package relay
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
-	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -24,11 +21,8 @@ var ports loopback.Ports
 // does not keep the relay from shutting down.
 func TestCloseSaysGoingAway(t *testing.T) {
 	const busy = 16 // agents sending WireGuard frames while the relay closes
-	s := startRelay(t)
-	key, err := vpn.ParsePublicKey(keyA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTestRelay(t, false, "a")
+	s, key := tr.Server, tr.keys["a"].Public()
 	hello, err := wire.AppendFrame(nil, wire.Hello{Version: wire.ProtocolVersion, Key: [32]byte(key), Software: "test"}.Marshal())
 	if err != nil {
 		t.Fatal(err)
@@ -157,41 +151,6 @@ func TestCloseSaysGoingAway(t *testing.T) {
 	if string(last) != string(want) {
 		t.Errorf("silent agent: last frame %x, want GoingAway %x", last, want)
 	}
-}
-
-// startRelay starts a relay on loopback with hub "a" (keyA) and closes it
-// at the end of the test.
-func startRelay(t *testing.T) *Server {
-	t.Helper()
-	agentPort, err := ports.Free()
-	if err != nil {
-		t.Fatal(err)
-	}
-	offset, err := ports.Offset()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{
-		AgentListen:    fmt.Sprintf("127.0.0.1:%d", agentPort),
-		AgentListenUDP: "off",
-		Domain:         "localhost",
-		PublicListen:   "127.0.0.1",
-		PortOffset:     offset,
-		PrivateKeyFile: filepath.Join(t.TempDir(), "relay.key"),
-		Hubs:           []HubConfig{{Name: "a", PublicKey: keyA, TunnelIP: "100.96.0.2"}},
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, "test", t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }
 
 // frames reads what the relay sends to a test's agent connection.
