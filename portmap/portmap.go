@@ -93,8 +93,8 @@ type Targets struct {
 
 	// LocalSource is the address the agent dials local targets from, which
 	// the hub's services see as the client's: "auto" (the hub's primary LAN
-	// address, see FindLANAddr; targets on the default host are then
-	// dialed on that address), "127.0.0.1" (the kernel chooses: today's
+	// address, see FindLANAddr and SourceFunc; targets on the default host
+	// are then dialed on that address), "127.0.0.1" (the kernel chooses: today's
 	// loopback connections, for generic boxes that trust nobody by source)
 	// or an IP address of this machine. Default "auto". A CCU trusts
 	// 127.0.0.1 more than its LAN (no authentication, scripts through the

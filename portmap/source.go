@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
@@ -37,13 +38,22 @@ type source struct {
 	addr netip.Addr
 }
 
+// sourceTTL is how long "auto" keeps the address it found: FindLANAddr
+// costs about 25 µs (a UDP socket and its route lookup, no packet), too
+// much for every session, and a hub's address changes rarely (DHCP).
+const sourceTTL = 5 * time.Second
+
 // SourceFunc returns the Forwarder.LocalSource that t.LocalSource asks for
-// (t must have passed Routes). For "auto" it calls find on every session —
-// the hub's address may change with DHCP, and finding it costs a few system
-// calls and no packet — and logs through logf when the answer changes,
-// in particular when the hub has no LAN address and the kernel's choice (a
-// loopback connection) is all that is left. find nil means FindLANAddr.
+// (t must have passed Routes). For "auto" it calls find again when its last
+// answer is older than 5 s — the hub's address may change with DHCP — and
+// logs through logf when the answer changes, in particular when the hub has
+// no LAN address and the kernel's choice (a loopback connection) is all
+// that is left. find nil means FindLANAddr.
 func (t Targets) SourceFunc(find func() netip.Addr, logf logger.Logf) func() netip.Addr {
+	return t.sourceFunc(find, logf, time.Now)
+}
+
+func (t Targets) sourceFunc(find func() netip.Addr, logf logger.Logf, now func() time.Time) func() netip.Addr {
 	src, _ := parseLocalSource(t.LocalSource)
 	switch src.kind {
 	case sourceKernel:
@@ -59,14 +69,18 @@ func (t Targets) SourceFunc(find func() netip.Addr, logf logger.Logf) func() net
 	var (
 		mu   sync.Mutex
 		last netip.Addr
+		at   time.Time // when last was found
 		told bool
 	)
 	return func() netip.Addr {
-		a := find()
 		mu.Lock()
+		defer mu.Unlock()
+		if n := now(); told && n.Sub(at) < sourceTTL && n.Sub(at) >= 0 {
+			return last
+		}
+		a := find()
 		changed := !told || a != last
-		last, told = a, true
-		mu.Unlock()
+		last, at, told = a, now(), true
 		if changed {
 			if a.IsValid() {
 				logf("portmap: local targets are dialed from %v, this hub's LAN address", a)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // peerServer accepts on addr, answers each connection with its peer's
@@ -150,15 +151,23 @@ func TestSourceFunc(t *testing.T) {
 	}
 	for _, s := range []string{"", "auto"} {
 		lines = nil
-		f := Targets{LocalSource: s}.SourceFunc(find, logf)
+		now := time.Unix(1000, 0)
+		calls := 0
+		counted := func() netip.Addr { calls++; return find() }
+		f := Targets{LocalSource: s}.sourceFunc(counted, logf, func() time.Time { return now })
 		f()
+		now = now.Add(time.Second)
 		f()
-		if f() != found || len(lines) != 1 {
-			t.Errorf("%q: %v, %d log lines; want the found address, logged once", s, f(), len(lines))
+		if f() != found || len(lines) != 1 || calls != 1 {
+			t.Errorf("%q: %v, %d log lines, %d finds; want the found address, found and logged once", s, f(), len(lines), calls)
 		}
 		found = netip.Addr{}
-		if f().IsValid() || len(lines) != 2 {
-			t.Errorf("%q: no LAN address not logged once: %q", s, lines)
+		if !f().IsValid() {
+			t.Errorf("%q: the address changed within 5 s of finding it", s)
+		}
+		now = now.Add(5 * time.Second)
+		if f().IsValid() || len(lines) != 2 || calls != 2 {
+			t.Errorf("%q: no LAN address after 5 s: %d log lines %q, %d finds", s, len(lines), lines, calls)
 		}
 		found = netip.MustParseAddr("192.168.178.20")
 	}
