@@ -9,7 +9,13 @@
 //     and it is TCP to a mapped port (ICMP echo for diagnosis), and counts it.
 //  4. The netstack (gVisor, in this process) hands the TCP connection to the
 //     listener on that tunnel port.
-//  5. portmap dials the port's local target and splices both ways.
+//  5. On a CCU, the owner's firewall settings (ccufirewall: the levels of the
+//     XML-RPC APIs and the script engine, the allowed ranges) decide as for
+//     a LAN client with the connection's tunnel source address; a refused
+//     connection is reset before anything reaches the hub (ccu.go).
+//  6. portmap dials the port's local target from the hub's LAN address
+//     (targets.local_source), never from loopback, which a CCU trusts more
+//     than its LAN, and splices both ways.
 //
 // Outbound is the reverse, without the firewall. The agent never dials
 // anything but the relay and its configured local targets: it must never
@@ -54,6 +60,8 @@ type Agent struct {
 	dev   *vpn.Device
 	dns   atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
 	fwd   portmap.Forwarder
+	ccu   *ccuGuard         // the CCU's firewall settings; nil when [ccu] firewall_file is off
+	lan   func() netip.Addr // finds the hub's LAN address for local_source "auto"; nil = portmap.FindLANAddr
 
 	listeners []net.Listener
 	ui        *http.Server
@@ -157,16 +165,25 @@ func (a *Agent) startTunnel() error {
 		return fmt.Errorf("agent: %w", err)
 	}
 
+	a.fwd.LocalSource = cfg.Targets.SourceFunc(a.lan, a.logf)
+	if f := cfg.CCU.firewallFile; f != "" {
+		a.ccu = newCCUGuard(f, a.logf)
+		a.ccu.file.Current() // logs what is applied, once
+	}
 	for _, r := range cfg.routes {
-		ln, err := a.stack.ListenTCP(r.Port)
+		tl, err := a.stack.ListenTCP(r.Port)
 		if err != nil {
 			return fmt.Errorf("agent: tunnel port %d: %w", r.Port, err)
 		}
-		a.listeners = append(a.listeners, ln)
+		a.listeners = append(a.listeners, tl)
+		ln := net.Listener(tl)
+		if a.ccu != nil {
+			ln = a.ccu.listener(ln, r)
+		}
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := a.fwd.Serve(ln, r.Target); err != nil {
+			if err := a.fwd.Serve(ln, r); err != nil {
 				a.logf("agent: port %d: %v", r.Port, err)
 			}
 		}()
@@ -278,6 +295,9 @@ func (a *Agent) Status() localapi.Status {
 	if a.upd != nil {
 		u := a.upd.Status()
 		s.Update = &u
+	}
+	if a.ccu != nil {
+		s.CCUFirewall = a.ccu.status()
 	}
 	if a.dev == nil {
 		return s

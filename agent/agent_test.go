@@ -54,6 +54,8 @@ type testbedOpts struct {
 	update      func(*selfupdate.Config) // sets up the agents' [update]
 	version     string                   // the agents' version; default "test"
 	relayLog    func(line string)        // sees each line the relay logs
+	config      func(*Config)            // changes each agent's config before it starts
+	lan         func() netip.Addr        // the agents' LAN address finder; default: 127.0.0.1 (tests dial loopback only)
 }
 
 func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
@@ -75,6 +77,11 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 		}
 		if o.update != nil {
 			o.update(&cfg.Update)
+		}
+		if o.config != nil {
+			o.config(cfg)
+		}
+		if o.update != nil || o.config != nil {
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -84,6 +91,10 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 			v = "test"
 		}
 		a := New(cfg, v, func(f string, args ...any) { t.Logf(name+": "+f, args...) })
+		a.lan = o.lan
+		if a.lan == nil {
+			a.lan = func() netip.Addr { return netip.MustParseAddr("127.0.0.1") }
+		}
 		if err := a.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -62,6 +62,8 @@ type Config struct {
 	DNS DNSConfig `toml:"dns"`
 	// Update is how the agent updates itself.
 	Update selfupdate.Config `toml:"update"`
+	// CCU is what the agent takes over from the CCU's own settings.
+	CCU CCUConfig `toml:"ccu"`
 
 	// Parsed forms, filled by Validate.
 	relayHost     string     // Relay's host: a name, or an IP address (then relayIP)
@@ -74,6 +76,7 @@ type Config struct {
 	routes        []portmap.Route
 	path          string // the config file; its folder holds the agent's state
 	dir           string
+	root          string // the hub's filesystem root, for the defaults of [ccu]; "" = "/"
 }
 
 // LoadConfig reads and validates the agent's config file.
@@ -174,7 +177,11 @@ func (c *Config) Validate() error {
 	if c.routes, err = c.Targets.Routes(); err != nil {
 		return err // names its keys as *config.KeyError
 	}
-	return nil
+	root := c.root
+	if root == "" {
+		root = "/"
+	}
+	return c.CCU.validate(root)
 }
 
 // parseRelay splits Relay into relayHost, relayPort and relayIP, once: every

@@ -92,6 +92,7 @@ type Sim struct {
 	logf   logger.Logf
 	ifaces []*iface
 	store  *store
+	peers  peers // who connected to each service
 
 	closeOnce sync.Once
 
@@ -205,6 +206,7 @@ func (s *Sim) Start() (err error) {
 			// take long through a slow tunnel, so the WebUI has no limit.
 			srv.ReadTimeout = time.Minute
 		}
+		ln = &recordingListener{Listener: ln, service: name, p: &s.peers}
 		services[name] = &service{ln: ln, srv: srv, done: make(chan struct{})}
 	}
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // startSim starts a Sim on free loopback ports and closes it when the test
@@ -183,5 +185,28 @@ func TestPortInUseError(t *testing.T) {
 	var opErr *net.OpError
 	if !errors.As(err, &opErr) {
 		t.Fatalf("Start = %v, want a wrapped *net.OpError", err)
+	}
+}
+
+// TestPeersRecordsWhoConnected: each accepted connection's peer address
+// is kept per service, as the hub saw it.
+func TestPeersRecordsWhoConnected(t *testing.T) {
+	sim := New(Config{})
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	c, err := d.Dial("tcp", sim.Addr("script"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	poll.Until(t, 5*time.Second, "the connection recorded", func() bool { return len(sim.Peers("script")) == 1 })
+	if p := sim.Peers("script")[0]; p.Addr().String() != "127.0.0.2" {
+		t.Errorf("peer %v, want 127.0.0.2", p)
+	}
+	if n := len(sim.Peers("rf")); n != 0 {
+		t.Errorf("rf has %d peers, want 0", n)
 	}
 }

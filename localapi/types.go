@@ -29,6 +29,18 @@ type Status struct {
 	Version        string        `json:"version"`
 	Hub            hubinfo.Hub   `json:"hub"`
 	Update         *UpdateStatus `json:"update,omitempty"` // absent when the agent cannot update itself (no config file)
+	// CCUFirewall is how the CCU's own firewall settings are applied to
+	// tunnel connections; absent when [ccu] firewall_file is off.
+	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
+}
+
+// CCUFirewallStatus is the "ccu_firewall" part of Status.
+type CCUFirewallStatus struct {
+	File     string `json:"file"`
+	Source   string `json:"source"`          // file | defaults (no file: the CCU's factory defaults) | lockdown (the file cannot be used: only the WebUI)
+	Error    string `json:"error,omitempty"` // why the file cannot be used
+	Settings string `json:"settings"`        // what is applied, in one line
+	Refused  uint64 `json:"refused"`         // tunnel connections refused since the start
 }
 
 // The values of Status.State.

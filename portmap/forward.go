@@ -5,9 +5,10 @@ package portmap
 //  1. Serve accepts a tunnel-side connection (normally from the netstack
 //     listener on a mapped port) and registers it with the Forwarder, so that
 //     Close can find and end it.
-//  2. Handle dials the local target with DialTimeout. If the dial fails the
-//     tunnel side is reset at once (Abort, or RST via SetLinger(0)), so the
-//     client sees "connection reset" rather than a clean but empty EOF.
+//  2. Handle dials the local target with DialTimeout, from LocalSource's
+//     address (see LocalSource for the rule). If the dial fails the tunnel
+//     side is reset at once (Abort, or RST via SetLinger(0)), so the client
+//     sees "connection reset" rather than a clean but empty EOF.
 //  3. Splice copies both directions, each with one pooled 32 KiB buffer:
 //     - EOF on one side is passed on as CloseWrite on the other, and the
 //       other direction keeps running until it ends too (HTTP/1.0 clients
@@ -29,6 +30,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +53,19 @@ type Forwarder struct {
 	// DialTimeout and is cancelled by Close.
 	// Default: net.Dialer{Timeout: DialTimeout, KeepAlive: 30s}.DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// LocalSource returns the address local targets are dialed from: the
+	// source address the hub's services see. It is called once per
+	// session. A valid address is bound for the dial, and a target on the
+	// default host (Route.HostDefault: nothing in the config named its host)
+	// is dialed on that address's same port instead of 127.0.0.1, since
+	// the hub's services listen on all its addresses; a target whose host
+	// the config names keeps it. An invalid address leaves the choice to
+	// the kernel: 127.0.0.1 for the default targets, as a loopback
+	// connection. A Dial hook gets the rewritten target but binds
+	// nothing itself. Default: nil, the kernel chooses (see
+	// Targets.SourceFunc for the agent's "auto").
+	LocalSource func() netip.Addr
 
 	// DialTimeout bounds a dial of a local target. Default 5s.
 	DialTimeout time.Duration
@@ -104,7 +120,7 @@ var (
 // Every accepted connection is registered with f before Serve moves on, so
 // once Serve has returned, its sessions are either over or tracked by Close.
 // Serve never closes ln; the caller does.
-func (f *Forwarder) Serve(ln net.Listener, target string) error {
+func (f *Forwarder) Serve(ln net.Listener, r Route) error {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -130,20 +146,20 @@ func (f *Forwarder) Serve(ln net.Listener, target string) error {
 			abort(c)
 			continue
 		}
-		go f.run(s, target)
+		go f.run(s, r)
 	}
 }
 
-// Handle dials target and splices c to it; it blocks until both directions
-// have ended and both connections are closed. If the dial fails, c is reset.
-// After Close, Handle resets c and returns at once.
-func (f *Forwarder) Handle(c net.Conn, target string) {
+// Handle dials r's target and splices c to it; it blocks until both
+// directions have ended and both connections are closed. If the dial fails,
+// c is reset. After Close, Handle resets c and returns at once.
+func (f *Forwarder) Handle(c net.Conn, r Route) {
 	s := f.track(c)
 	if s == nil {
 		abort(c)
 		return
 	}
-	f.run(s, target)
+	f.run(s, r)
 }
 
 // Active reports the number of sessions in flight (dialing or splicing).
@@ -202,9 +218,14 @@ func (f *Forwarder) track(c net.Conn) *session {
 	return s
 }
 
-// run carries session s to target and unregisters it when done.
-func (f *Forwarder) run(s *session, target string) {
+// run carries session s to r's target and unregisters it when done.
+func (f *Forwarder) run(s *session, r Route) {
 	defer f.untrack(s)
+	var src netip.Addr
+	if f.LocalSource != nil {
+		src = f.LocalSource()
+	}
+	target := r.target(src)
 
 	f.mu.Lock()
 	parent := f.ctx
@@ -214,14 +235,18 @@ func (f *Forwarder) run(s *session, target string) {
 		timeout = DefaultDialTimeout
 	}
 	ctx, cancel := context.WithTimeout(parent, timeout)
-	tc, err := f.dial(ctx, timeout, target)
+	tc, err := f.dial(ctx, timeout, src, target)
 	cancel()
 	if err != nil {
 		abort(s.client)
 		if parent.Err() != nil {
 			return // Close cancelled the dial; nothing to report
 		}
-		f.logf("session from %v: local target %s unreachable: %v", s.client.RemoteAddr(), target, err)
+		if src.IsValid() {
+			f.logf("session from %v: local target %s unreachable from %v: %v", s.client.RemoteAddr(), target, src, err)
+		} else {
+			f.logf("session from %v: local target %s unreachable: %v", s.client.RemoteAddr(), target, err)
+		}
 		return
 	}
 
@@ -245,12 +270,31 @@ func (f *Forwarder) untrack(s *session) {
 	f.wg.Done()
 }
 
-func (f *Forwarder) dial(ctx context.Context, timeout time.Duration, target string) (net.Conn, error) {
+func (f *Forwarder) dial(ctx context.Context, timeout time.Duration, src netip.Addr, target string) (net.Conn, error) {
 	if f.Dial != nil {
 		return f.Dial(ctx, "tcp", target)
 	}
 	d := net.Dialer{Timeout: timeout, KeepAlive: dialKeepAlive}
+	if src.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	}
 	return d.DialContext(ctx, "tcp", target)
+}
+
+// target is where r leads when dialed from src: r.Target, or for a target
+// on the default host, src's address with the target's port.
+func (r Route) target(src netip.Addr) string {
+	if !src.IsValid() || !r.HostDefault {
+		return r.Target
+	}
+	_, port, err := net.SplitHostPort(r.Target)
+	if err != nil {
+		return r.Target
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return r.Target
+	}
+	return net.JoinHostPort(src.String(), port)
 }
 
 func (f *Forwarder) logf(format string, args ...any) {

@@ -108,7 +108,7 @@ func forward(t *testing.T, f *Forwarder, target string) string {
 	t.Helper()
 	ln := listen(t)
 	errc := make(chan error, 1)
-	go func() { errc <- f.Serve(ln, target) }()
+	go func() { errc <- f.Serve(ln, Route{Target: target}) }()
 	t.Cleanup(func() {
 		ln.Close()
 		select {
@@ -405,7 +405,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	var f Forwarder
 	ln := listen(t)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- f.Serve(ln, target) }()
+	go func() { serveErr <- f.Serve(ln, Route{Target: target}) }()
 
 	clients := make([]*net.TCPConn, n)
 	for i := range clients {
@@ -442,7 +442,7 @@ func TestCloseEndsSessions(t *testing.T) {
 	// A closed Forwarder turns new connections away.
 	a, b := net.Pipe()
 	defer a.Close()
-	f.Handle(b, target)
+	f.Handle(b, Route{Target: target})
 	if _, err := b.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("Handle after Close left the conn open: %v", err)
 	}
@@ -465,7 +465,7 @@ func TestCloseCancelsDial(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.Handle(b, "127.0.0.1:1")
+		f.Handle(b, Route{Target: "127.0.0.1:1"})
 	}()
 	<-dialing
 	f.Close()
@@ -494,7 +494,7 @@ func TestDialTimeout(t *testing.T) {
 	}
 	a, b := net.Pipe()
 	defer a.Close()
-	f.Handle(b, "127.0.0.1:1")
+	f.Handle(b, Route{Target: "127.0.0.1:1"})
 	if d := time.Duration(got.Load()); d <= 0 || d > 123*time.Millisecond {
 		t.Errorf("dial deadline in %v, want within 123ms", d)
 	}
@@ -532,7 +532,7 @@ func TestServeErrors(t *testing.T) {
 
 	// Temporary errors are retried, then a closed listener ends Serve cleanly.
 	ln := &fakeListener{errs: []error{tempErr{}, &net.OpError{Op: "accept", Err: tempErr{}}}}
-	if err := f.Serve(ln, "127.0.0.1:1"); err != nil {
+	if err := f.Serve(ln, Route{Target: "127.0.0.1:1"}); err != nil {
 		t.Errorf("Serve = %v, want nil", err)
 	}
 	if l := logs.Lines(); len(l) != 2 || !strings.HasPrefix(l[0], "portmap: ") {
@@ -542,7 +542,7 @@ func TestServeErrors(t *testing.T) {
 	// A permanent error is returned, wrapped.
 	perm := errors.New("listener broke")
 	ln = &fakeListener{errs: []error{perm}}
-	if err := f.Serve(ln, "127.0.0.1:1"); !errors.Is(err, perm) || !strings.HasPrefix(err.Error(), "portmap.Serve: ") {
+	if err := f.Serve(ln, Route{Target: "127.0.0.1:1"}); !errors.Is(err, perm) || !strings.HasPrefix(err.Error(), "portmap.Serve: ") {
 		t.Errorf("Serve = %v, want wrapped %v", err, perm)
 	}
 }
@@ -561,7 +561,7 @@ func TestRefusedTargetCallsAbort(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	c := &abortConn{Conn: b}
-	f.Handle(c, refusedAddr(t))
+	f.Handle(c, Route{Target: refusedAddr(t)})
 	if !c.aborted.Load() {
 		t.Errorf("Abort not called on a refused target")
 	}

@@ -90,12 +90,27 @@ type Targets struct {
 	// Enable switches on optional entries, e.g. [90]. Naming a port that is
 	// on anyway is allowed. Default: none.
 	Enable []uint16 `toml:"enable"`
+
+	// LocalSource is the address the agent dials local targets from, which
+	// the hub's services see as the client's: "auto" (the hub's primary LAN
+	// address, see FindLANAddr and SourceFunc; targets on the default host
+	// are then dialed on that address), "127.0.0.1" (the kernel chooses: today's
+	// loopback connections, for generic boxes that trust nobody by source)
+	// or an IP address of this machine. Default "auto". A CCU trusts
+	// 127.0.0.1 more than its LAN (no authentication, scripts through the
+	// WebUI port), so "auto" never dials from loopback while the hub has
+	// another address.
+	LocalSource string `toml:"local_source"`
 }
 
 // Route is an active tunnel port and the local address it is forwarded to.
 type Route struct {
 	Entry
 	Target string // "host:port"
+	// HostDefault: Target's host is DefaultHost because the config named
+	// none (no Host, no host in the override). Forwarder.LocalSource may
+	// then dial the same port on the source address instead.
+	HostDefault bool
 }
 
 // Routes returns the active tunnel ports with their local targets, sorted by
@@ -112,6 +127,10 @@ func (t Targets) Routes() ([]Route, error) {
 		errs = append(errs, config.Errorf("targets.host", "%q: not a host name or IP address", host))
 	}
 
+	if _, err := parseLocalSource(t.LocalSource); err != nil {
+		errs = append(errs, err)
+	}
+
 	enabled := make(map[uint16]bool, len(t.Enable))
 	for _, p := range t.Enable {
 		if _, ok := Lookup(p); !ok {
@@ -122,6 +141,7 @@ func (t Targets) Routes() ([]Route, error) {
 	}
 
 	overrides := make(map[uint16]string, len(t.Ports))
+	overrideHost := make(map[uint16]bool, len(t.Ports)) // the override names its host
 	keys := make([]string, 0, len(t.Ports))
 	for k := range t.Ports {
 		keys = append(keys, k)
@@ -144,6 +164,8 @@ func (t Targets) Routes() ([]Route, error) {
 			continue
 		}
 		overrides[uint16(p)] = target
+		_, bare := parsePort(v)
+		overrideHost[uint16(p)] = !bare
 	}
 
 	if len(errs) > 0 {
@@ -159,7 +181,7 @@ func (t Targets) Routes() ([]Route, error) {
 		if !ok {
 			target = net.JoinHostPort(host, strconv.Itoa(int(e.Local)))
 		}
-		routes = append(routes, Route{Entry: e, Target: target})
+		routes = append(routes, Route{Entry: e, Target: target, HostDefault: t.Host == "" && !overrideHost[e.Port]})
 	}
 	return routes, nil
 }

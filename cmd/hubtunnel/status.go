@@ -92,6 +92,16 @@ func writeStatus(w io.Writer, st localapi.Status, now time.Time) {
 	if st.DroppedPackets > 0 {
 		line("dropped", "%d packets the hub's tunnel firewall did not let in", st.DroppedPackets)
 	}
+	if f := st.CCUFirewall; f != nil {
+		switch f.Source {
+		case "lockdown":
+			line("CCU firewall", "only the WebUI: %s", f.Error)
+		case "defaults":
+			line("CCU firewall", "%s is missing: the CCU's factory defaults (no access); %d connections refused", f.File, f.Refused)
+		default:
+			line("CCU firewall", "%s; %d connections refused", f.Settings, f.Refused)
+		}
+	}
 	line("this hub", "%s", st.Hub)
 	writeUpdate(line, st.Update, now)
 }
