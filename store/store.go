@@ -180,6 +180,10 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// Where names the database for logs: the SQLite file, or the postgres URL
+// without its password.
+func (s *Store) Where() string { return redact(s.dsn) }
+
 // Dialect is "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.d.name }
 
