@@ -8,6 +8,7 @@ require (
 	github.com/miekg/dns v1.1.73
 	golang.org/x/crypto v0.54.0
 	golang.org/x/sys v0.49.0
+	golang.org/x/term v0.45.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 	gvisor.dev/gvisor v0.0.0-20250503011706-39ed1f5ac29c
 	modernc.org/sqlite v1.62.0
