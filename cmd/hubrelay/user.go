@@ -22,7 +22,7 @@ const userUsage = `usage:
   hubrelay user remove NAME [--config FILE]   remove an account, its grants and sessions
   hubrelay user list [--config FILE]          list the accounts
 --config defaults to relay.toml. A password is one line on stdin; on a
-terminal it is asked for twice, without echo.`
+terminal it is asked for twice, without echo`
 
 // cli is what the subcommands read and write; tests give their own.
 type cli struct {
