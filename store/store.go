@@ -62,6 +62,10 @@ type Options struct {
 	Password PasswordParams
 }
 
+// maxPostgresConns is how many connections one relay opens to PostgreSQL
+// at most; more requests wait for one.
+const maxPostgresConns = 16
+
 // Store is an open, migrated database. Its methods are safe for
 // concurrent use.
 type Store struct {
@@ -120,6 +124,10 @@ func open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if IsPostgres(dsn) {
 		s.d = postgres
 		s.db, err = sql.Open("pgx", dsn)
+		if err == nil {
+			// A fleet shares the server's connections (100 by default).
+			s.db.SetMaxOpenConns(maxPostgresConns)
+		}
 	} else {
 		s.d = sqlite
 		if err := createPrivate(dsn); err != nil {
