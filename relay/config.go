@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -45,6 +46,12 @@ type Config struct {
 	// it) that hubs fetch through the tunnel from
 	// http://<tunnel_ip>/releases/. Default: none.
 	ReleasesDir string `toml:"releases_dir"`
+	// Store is the relay's database of accounts, hubs, grants, tokens,
+	// sessions and audit records: a SQLite file (created with mode 0600),
+	// or a postgres:// URL for relays that share one. Default: relay.db
+	// beside the config file (beside private_key_file for a config made
+	// in code).
+	Store string `toml:"store"`
 	// Hubs are the hubs this relay serves.
 	Hubs []HubConfig `toml:"hub"`
 
@@ -127,6 +134,7 @@ func (c *Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")
 	}
+	c.validateStore()
 	names := map[string]bool{}
 	keys := map[vpn.PublicKey]string{}
 	ips := map[netip.Addr]string{c.tunnelIP: "the relay"}
@@ -156,4 +164,20 @@ func (c *Config) Validate() error {
 		ips[h.ip] = "hub " + h.Name
 	}
 	return nil
+}
+
+// validateStore fills in the store's default and makes a relative SQLite
+// path relative to the config's folder. The store itself checks the rest
+// when the relay opens it.
+func (c *Config) validateStore() {
+	dir := c.dir
+	if dir == "" {
+		dir = filepath.Dir(c.PrivateKeyFile)
+	}
+	switch {
+	case c.Store == "":
+		c.Store = filepath.Join(dir, "relay.db")
+	case !store.IsPostgres(c.Store) && !filepath.IsAbs(c.Store):
+		c.Store = filepath.Join(dir, c.Store)
+	}
 }

@@ -44,11 +44,13 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 )
@@ -66,6 +68,7 @@ type Server struct {
 	version string
 
 	hubs *registry
+	db   *store.Store // Config.Store, open from Start to Close
 
 	stack *netstack.Stack
 	bind  *agentBind
@@ -124,6 +127,9 @@ func (s *Server) Start() (err error) {
 		s.logf("relay: created a new key in %s", s.cfg.PrivateKeyFile)
 	}
 	if s.tls, err = s.tlsConfig(); err != nil {
+		return err
+	}
+	if err := s.openStore(); err != nil {
 		return err
 	}
 
@@ -243,6 +249,9 @@ func (s *Server) Close() error {
 		if s.stack != nil {
 			s.stack.Close()
 		}
+		if s.db != nil {
+			s.db.Close()
+		}
 	})
 	return nil
 }
@@ -298,3 +307,41 @@ func (s *Server) acceptLoop(ln net.Listener, what string, handle func(net.Conn))
 		}()
 	}
 }
+
+// openStore opens and migrates Config.Store and imports the config's
+// [[hub]] list into it: new hubs are added, a changed key or tunnel address
+// is updated, and hubs only in the store stay. The registry serves the
+// config's list, so after the import every hub it serves is in the store
+// with the same key and address; a list that cannot be imported (a key or
+// address that is another hub's in the store) stops the relay rather than
+// serve hubs the store does not agree with.
+func (s *Server) openStore() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := store.Open(ctx, s.cfg.Store, store.Options{Logf: s.logf, Now: s.cfg.Now})
+	if err != nil {
+		return fmt.Errorf("relay: store: %w", err)
+	}
+	s.db = db
+	specs := make([]store.HubSpec, len(s.cfg.Hubs))
+	for i, h := range s.cfg.Hubs {
+		specs[i] = store.HubSpec{Name: h.Name, PublicKey: h.key.String(), TunnelIP: h.ip.String()}
+	}
+	r, err := db.ImportHubs(ctx, specs)
+	if err != nil {
+		return fmt.Errorf("relay: store: %w", err)
+	}
+	s.logf("relay: store %s: imported the config's hubs: added %s; updated %s; %d unchanged",
+		db.Where(), hubList(r.Added), hubList(r.Updated), len(r.Unchanged))
+	return nil
+}
+
+func hubList(ns []string) string {
+	if len(ns) == 0 {
+		return "none"
+	}
+	return strings.Join(ns, ", ")
+}
+
+// Store is the relay's database, open between Start and Close.
+func (s *Server) Store() *store.Store { return s.db }

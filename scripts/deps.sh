@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: Debian packages for the
 # real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3), the shells a
-# CCU has for the addon scripts (busybox, tclsh) and the Go modules. (The
+# CCU has for the addon scripts (busybox, tclsh), PostgreSQL for the store's
+# tests and the Go modules. (The
 # Makefile's pinned staticcheck comes with `go run`, outside go.mod.)
 set -euo pipefail
 
@@ -17,6 +18,9 @@ have python3      || need+=(python3)
 # The addon's scripts run under busybox sh and tclsh on a CCU; addon/ tests them there.
 have busybox      || [ -x /bin/busybox ] || need+=(busybox-static)
 have tclsh        || need+=(tcl)
+# The store's tests start their own PostgreSQL server (store/pgtest); Debian
+# keeps initdb and postgres in /usr/lib/postgresql/VERSION/bin, off PATH.
+have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
@@ -25,7 +29,16 @@ if [ ${#need[@]} -gt 0 ]; then
 	fi
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# Another apt or dpkg (an unattended upgrade, a second make) may hold
+	# the locks: wait for them (10 minutes for dpkg's, 5 for the lists')
+	# rather than fail.
+	wait_lock=(-o DPkg::Lock::Timeout=600)
+	for try in $(seq 1 30); do
+		apt-get "${wait_lock[@]}" update -qq && break
+		[ "$try" -lt 30 ] || exit 1
+		echo "deps: apt-get update failed (lock held?); trying again in 10 s" >&2
+		sleep 10
+	done
+	apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 go mod download

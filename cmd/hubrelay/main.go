@@ -14,6 +14,9 @@ import (
 
 const usage = `usage:
   hubrelay run --config FILE   run the relay
+  hubrelay user add|passwd|remove NAME [--config FILE]
+  hubrelay user list [--config FILE]
+                               manage the relay's accounts
   hubrelay version             print the version
 `
 
@@ -26,6 +29,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
+	case "user":
+		err = osCLI().user(os.Args[2:])
 	case "version":
 		fmt.Println(version.Version)
 	default:

@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event is one audit record. It never holds a password, a token or a
+// session id: Detail is for reasons ("wrong password", "grant expired").
+type Event struct {
+	ID        int64
+	At        time.Time
+	Kind      string // e.g. "login", "session", "grant", "revoke", "hub-connect"
+	User      string // the user acting, if any
+	TokenID   int64  // the app token acting, if any
+	Hub       string
+	Port      int
+	Source    string // the client's address
+	BytesUp   int64  // user → hub
+	BytesDown int64  // hub → user
+	Outcome   string // e.g. "ok", "refused", "failed"
+	Detail    string
+}
+
+// maxDetail bounds Detail, in bytes.
+const maxDetail = 1024
+
+// Append records an event; At defaults to now.
+func (s *Store) Append(ctx context.Context, e Event) error {
+	if e.At.IsZero() {
+		e.At = s.now()
+	}
+	e.Detail = strings.ToValidUTF8(e.Detail, "?")
+	if len(e.Detail) > maxDetail {
+		e.Detail = strings.ToValidUTF8(e.Detail[:maxDetail], "")
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (at, kind, user_name, token_id, hub, port, source, bytes_up, bytes_down, outcome, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		e.At.UnixMilli(), e.Kind, e.User, e.TokenID, e.Hub, e.Port, e.Source, e.BytesUp, e.BytesDown, e.Outcome, e.Detail)
+	if err != nil {
+		return fmt.Errorf("store: audit: %w", err)
+	}
+	return nil
+}
+
+// AuditFilter selects audit records; zero fields select everything.
+type AuditFilter struct {
+	Hubs  []string // any of these hubs (the portal: the hubs a user owns)
+	User  string
+	Kind  string
+	Since time.Time // at or after
+	Until time.Time // before
+	// Limit is the most records returned, newest first. Default 1000.
+	Limit int
+}
+
+// Audit returns the records f selects, newest first.
+func (s *Store) Audit(ctx context.Context, f AuditFilter) ([]Event, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", fmt.Sprintf("$%d", len(args))))
+	}
+	if len(f.Hubs) > 0 {
+		var ph []string
+		for _, h := range f.Hubs {
+			args = append(args, h)
+			ph = append(ph, fmt.Sprintf("$%d", len(args)))
+		}
+		where = append(where, "hub IN ("+strings.Join(ph, ", ")+")")
+	}
+	if f.User != "" {
+		add("user_name = ?", f.User)
+	}
+	if f.Kind != "" {
+		add("kind = ?", f.Kind)
+	}
+	if !f.Since.IsZero() {
+		add("at >= ?", f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		add("at < ?", f.Until.UnixMilli())
+	}
+	if f.Limit <= 0 {
+		f.Limit = 1000
+	}
+	q := `SELECT id, at, kind, user_name, token_id, hub, port, source, bytes_up, bytes_down, outcome, detail FROM audit`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit)
+	q += fmt.Sprintf(" ORDER BY at DESC, id DESC LIMIT $%d", len(args))
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Kind, &e.User, &e.TokenID, &e.Hub, &e.Port, &e.Source, &e.BytesUp, &e.BytesDown, &e.Outcome, &e.Detail); err != nil {
+			return nil, err
+		}
+		e.At = fromMs(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

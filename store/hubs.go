@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Hub is a hub the relay knows.
+type Hub struct {
+	ID           int64
+	Name         string
+	OwnerID      int64 // 0: no owner yet (a hub from the config's list)
+	PublicKey    string
+	TunnelIP     string
+	Disabled     bool
+	Created      time.Time
+	LastSeen     time.Time
+	AgentVersion string
+}
+
+const hubCols = `id, name, COALESCE(owner_id, 0), public_key, tunnel_ip, disabled, created, last_seen, agent_version`
+
+func scanHub(row interface{ Scan(...any) error }) (Hub, error) {
+	var h Hub
+	var disabled int
+	var created, seen int64
+	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion); err != nil {
+		return Hub{}, err
+	}
+	h.Disabled, h.Created, h.LastSeen = disabled != 0, fromMs(created), fromMs(seen)
+	return h, nil
+}
+
+func (s *Store) hubs(ctx context.Context, where string, args ...any) ([]Hub, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+hubCols+` FROM hubs `+where+` ORDER BY name`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: hubs: %w", err)
+	}
+	defer rows.Close()
+	var hs []Hub
+	for rows.Next() {
+		h, err := scanHub(rows)
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	return hs, rows.Err()
+}
+
+// Hubs lists every hub by name.
+func (s *Store) Hubs(ctx context.Context) ([]Hub, error) { return s.hubs(ctx, "") }
+
+// HubsOwnedBy lists the hubs a user owns.
+func (s *Store) HubsOwnedBy(ctx context.Context, userID int64) ([]Hub, error) {
+	return s.hubs(ctx, "WHERE owner_id = $1", userID)
+}
+
+// HubByName looks a hub up; ErrNotFound when there is none.
+func (s *Store) HubByName(ctx context.Context, name string) (Hub, error) {
+	h, err := scanHub(s.db.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE name = $1`, name))
+	return h, one(err, fmt.Sprintf("hub %q", name))
+}
+
+// HubByKey looks a hub up by its agent's WireGuard public key (base64);
+// ErrNotFound when there is none.
+func (s *Store) HubByKey(ctx context.Context, publicKey string) (Hub, error) {
+	h, err := scanHub(s.db.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE public_key = $1`, publicKey))
+	return h, one(err, "hub with that key")
+}
+
+// HubSpec is what the config's [[hub]] list says of a hub.
+type HubSpec struct {
+	Name, PublicKey, TunnelIP string
+}
+
+// UpsertHub adds a hub or updates the key and tunnel address of the hub of
+// that name, in one transaction; owner, state and history stay.
+func (s *Store) UpsertHub(ctx context.Context, h HubSpec) (Hub, error) {
+	var out Hub
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, _, err = s.upsertHubTx(ctx, tx, h)
+		return err
+	})
+	return out, err
+}
+
+// ImportResult says what ImportHubs did.
+type ImportResult struct {
+	Added, Updated, Unchanged []string // hub names
+}
+
+// ImportHubs makes the store agree with the config's [[hub]] list, in one
+// transaction: a hub not in the store is added, a hub whose key or tunnel
+// address changed is updated, and a hub that is only in the store stays.
+// A hub of the list whose key or tunnel address belongs to another hub in
+// the store fails the whole import, naming both: a key is a hub's identity,
+// and the store never moves it silently.
+func (s *Store) ImportHubs(ctx context.Context, list []HubSpec) (ImportResult, error) {
+	var r ImportResult
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		r = ImportResult{}
+		for _, h := range list {
+			_, what, err := s.upsertHubTx(ctx, tx, h)
+			if err != nil {
+				return err
+			}
+			switch what {
+			case "added":
+				r.Added = append(r.Added, h.Name)
+			case "updated":
+				r.Updated = append(r.Updated, h.Name)
+			default:
+				r.Unchanged = append(r.Unchanged, h.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("store: import hubs: %w", err)
+	}
+	return r, nil
+}
+
+func (s *Store) upsertHubTx(ctx context.Context, tx *sql.Tx, h HubSpec) (Hub, string, error) {
+	// Another hub holding the key or the address?
+	var other string
+	err := tx.QueryRowContext(ctx, `SELECT name FROM hubs WHERE name <> $1 AND (public_key = $2 OR tunnel_ip = $3)`,
+		h.Name, h.PublicKey, h.TunnelIP).Scan(&other)
+	if err == nil {
+		return Hub{}, "", fmt.Errorf("hub %q: its public key or tunnel_ip is hub %q's in the store: %w", h.Name, other, ErrExists)
+	}
+	if err != sql.ErrNoRows {
+		return Hub{}, "", err
+	}
+	old, err := scanHub(tx.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE name = $1`, h.Name))
+	switch {
+	case err == sql.ErrNoRows:
+		nh, err := scanHub(tx.QueryRowContext(ctx, `INSERT INTO hubs (name, public_key, tunnel_ip, created) VALUES ($1, $2, $3, $4) RETURNING `+hubCols,
+			h.Name, h.PublicKey, h.TunnelIP, s.nowMs()))
+		return nh, "added", err
+	case err != nil:
+		return Hub{}, "", err
+	case old.PublicKey == h.PublicKey && old.TunnelIP == h.TunnelIP:
+		return old, "unchanged", nil
+	}
+	nh, err := scanHub(tx.QueryRowContext(ctx, `UPDATE hubs SET public_key = $1, tunnel_ip = $2 WHERE id = $3 RETURNING `+hubCols,
+		h.PublicKey, h.TunnelIP, old.ID))
+	return nh, "updated", err
+}
+
+// SetHubOwner makes user the hub's owner (ownerName "" leaves it without).
+func (s *Store) SetHubOwner(ctx context.Context, hubName, ownerName string) error {
+	var owner any // NULL
+	if ownerName != "" {
+		u, err := s.UserByName(ctx, ownerName)
+		if err != nil {
+			return err
+		}
+		owner = u.ID
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET owner_id = $1 WHERE name = $2`, owner, hubName)
+	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}
+
+// SetHubDisabled disables or enables a hub.
+func (s *Store) SetHubDisabled(ctx context.Context, hubName string, disabled bool) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET disabled = $1 WHERE name = $2`, b2i(disabled), hubName)
+	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}
+
+// HubSeen records that the hub's agent is connected now, and its version.
+func (s *Store) HubSeen(ctx context.Context, hubName, agentVersion string) error {
+	agentVersion = strings.ToValidUTF8(agentVersion, "?")
+	if len(agentVersion) > 64 {
+		agentVersion = agentVersion[:64]
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, agent_version = $2 WHERE name = $3`, s.nowMs(), agentVersion, hubName)
+	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}

@@ -1,0 +1,361 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// testKey is a distinct fake base64 key per n (the store does not parse
+// keys; the relay's config does).
+func testKey(n int) string { return fmt.Sprintf("%043d=", n) }
+
+func TestImportHubs(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		r := must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"a", testKey(1), "100.96.0.2"}, {"b", testKey(2), "100.96.0.3"}}))
+		if !reflect.DeepEqual(r.Added, []string{"a", "b"}) || r.Updated != nil || r.Unchanged != nil {
+			t.Fatalf("first import: %+v", r)
+		}
+		// A hub the store has but the config no longer lists stays.
+		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"enrolled", testKey(9), "100.96.0.9"}))
+		must[User](t)(s.AddUser(ctx, "alice", "correct horse battery"))
+		check(t, s.SetHubOwner(ctx, "a", "alice"))
+		c.Add(time.Hour)
+		r = must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"a", testKey(11), "100.96.0.2"}, {"b", testKey(2), "100.96.0.3"}, {"c", testKey(3), "100.96.0.4"}}))
+		if !reflect.DeepEqual(r, ImportResult{Added: []string{"c"}, Updated: []string{"a"}, Unchanged: []string{"b"}}) {
+			t.Fatalf("second import: %+v", r)
+		}
+		hs := must[[]Hub](t)(s.Hubs(ctx))
+		if len(hs) != 4 || hs[3].Name != "enrolled" {
+			t.Fatalf("hubs: %+v", hs)
+		}
+		a := must[Hub](t)(s.HubByKey(ctx, testKey(11)))
+		alice := must[User](t)(s.UserByName(ctx, "alice"))
+		if a.Name != "a" || a.OwnerID != alice.ID || !a.Created.Equal(newClock().Now()) {
+			t.Fatalf("updated hub lost its owner or creation time: %+v", a)
+		}
+		if _, err := s.HubByKey(ctx, testKey(1)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the old key still finds a hub: %v", err)
+		}
+		// A key or address that is another hub's fails the whole import.
+		for _, list := range [][]HubSpec{
+			{{"d", testKey(4), "100.96.0.5"}, {"e", testKey(9), "100.96.0.6"}},
+			{{"d", testKey(4), "100.96.0.5"}, {"e", testKey(5), "100.96.0.9"}},
+		} {
+			if _, err := s.ImportHubs(ctx, list); !errors.Is(err, ErrExists) {
+				t.Fatalf("import of another hub's key or address: %v", err)
+			}
+			if _, err := s.HubByName(ctx, "d"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("a failed import left hub d: %v", err)
+			}
+		}
+		check(t, s.HubSeen(ctx, "b", "0.2.0"))
+		b := must[Hub](t)(s.HubByName(ctx, "b"))
+		if b.AgentVersion != "0.2.0" || !b.LastSeen.Equal(c.Now()) {
+			t.Fatalf("seen: %+v", b)
+		}
+		if err := s.HubSeen(ctx, "zz", "1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("seen of a missing hub: %v", err)
+		}
+		if err := s.SetHubOwner(ctx, "b", "nobody"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("owner nobody: %v", err)
+		}
+		owned := must[[]Hub](t)(s.HubsOwnedBy(ctx, alice.ID))
+		if len(owned) != 1 || owned[0].Name != "a" {
+			t.Fatalf("owned: %+v", owned)
+		}
+		// Removing the owner leaves the hub without one.
+		check(t, s.RemoveUser(ctx, "alice"))
+		if a := must[Hub](t)(s.HubByName(ctx, "a")); a.OwnerID != 0 {
+			t.Fatalf("owner after removal: %d", a.OwnerID)
+		}
+	})
+}
+
+func TestGrantsAndAccess(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		owner := must[User](t)(s.AddUser(ctx, "owner", "correct horse battery"))
+		tech := must[User](t)(s.AddUser(ctx, "tech", "correct horse battery"))
+		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"home", testKey(1), "100.96.0.2"}))
+		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"other", testKey(2), "100.96.0.3"}))
+		check(t, s.SetHubOwner(ctx, "home", "owner"))
+		access := func(u User, hub string) Ports { t.Helper(); return must[Ports](t)(s.Access(ctx, u.ID, hub)) }
+
+		if p := access(owner, "home"); p != PortsAll {
+			t.Fatalf("owner: %v", p)
+		}
+		for _, hub := range []string{"home", "other", "nosuchhub"} {
+			if p := access(tech, hub); p != 0 {
+				t.Fatalf("tech on %s without a grant: %v", hub, p)
+			}
+		}
+		until := c.Now().Add(4 * time.Hour)
+		check(t, s.Grant(ctx, "tech", "home", PortWebUI, until))
+		if p := access(tech, "home"); p != PortWebUI {
+			t.Fatalf("tech with a webui grant: %v", p)
+		}
+		if p := access(tech, "other"); p != 0 {
+			t.Fatalf("a grant on home opened other: %v", p)
+		}
+		// Granting again replaces.
+		check(t, s.Grant(ctx, "tech", "home", PortWebUI|PortScript, until))
+		gs := must[[]Grant](t)(s.GrantsOnHub(ctx, "home"))
+		if len(gs) != 1 || gs[0].Ports != PortWebUI|PortScript || !gs[0].Until.Equal(until) || gs[0].User != "tech" {
+			t.Fatalf("grants: %+v", gs)
+		}
+		c.Add(4*time.Hour - time.Millisecond)
+		if p := access(tech, "home"); p != PortWebUI|PortScript {
+			t.Fatalf("just before the end: %v", p)
+		}
+		c.Add(time.Millisecond)
+		if p := access(tech, "home"); p != 0 {
+			t.Fatalf("grant at its end still opens %v", p)
+		}
+		check(t, s.Grant(ctx, "tech", "home", PortXMLRPC, time.Time{}))
+		if p := access(tech, "home"); p != PortXMLRPC {
+			t.Fatalf("grant without end: %v", p)
+		}
+		check(t, s.SetHubDisabled(ctx, "home", true))
+		if p := access(owner, "home") | access(tech, "home"); p != 0 {
+			t.Fatalf("disabled hub: %v", p)
+		}
+		check(t, s.SetHubDisabled(ctx, "home", false))
+		check(t, s.SetDisabled(ctx, "tech", true))
+		if p := access(tech, "home"); p != 0 {
+			t.Fatalf("disabled user: %v", p)
+		}
+		check(t, s.SetDisabled(ctx, "tech", false))
+
+		check(t, s.Revoke(ctx, "tech", "home"))
+		if p := access(tech, "home"); p != 0 {
+			t.Fatalf("after revoke: %v", p)
+		}
+		if err := s.Revoke(ctx, "tech", "home"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("second revoke: %v", err)
+		}
+		for _, tc := range []struct{ user, hub string }{{"nobody", "home"}, {"tech", "nohub"}} {
+			if err := s.Grant(ctx, tc.user, tc.hub, PortWebUI, time.Time{}); !errors.Is(err, ErrNotFound) {
+				t.Errorf("grant %v: %v", tc, err)
+			}
+		}
+		if err := s.Grant(ctx, "tech", "home", 0, time.Time{}); err == nil {
+			t.Error("empty grant accepted")
+		}
+		// Removing a user removes their grants.
+		check(t, s.Grant(ctx, "tech", "home", PortWebUI, time.Time{}))
+		check(t, s.RemoveUser(ctx, "tech"))
+		if gs := must[[]Grant](t)(s.GrantsOnHub(ctx, "home")); len(gs) != 0 {
+			t.Fatalf("grants of a removed user: %+v", gs)
+		}
+	})
+}
+
+func TestTokens(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"home", testKey(1), "100.96.0.2"}))
+		secret, tok, err := s.CreateToken(ctx, "home", "Home Assistant", PortXMLRPC, c.Now().Add(24*time.Hour))
+		check(t, err)
+		if len(secret) != 43 {
+			t.Fatalf("secret of %d characters", len(secret))
+		}
+		got := must[Token](t)(s.VerifyToken(ctx, secret))
+		if got.ID != tok.ID || got.Hub != "home" || got.Ports != PortXMLRPC || got.Label != "Home Assistant" || !got.LastUsed.Equal(c.Now()) {
+			t.Fatalf("verified %+v", got)
+		}
+		for _, bad := range []string{"", secret[:42], secret + "x", hashSecret(secret)} {
+			if _, err := s.VerifyToken(ctx, bad); !errors.Is(err, ErrNotFound) {
+				t.Errorf("VerifyToken(%q): %v", bad, err)
+			}
+		}
+		// last_used moves at most once a minute.
+		first := c.Now()
+		c.Add(30 * time.Second)
+		if got := must[Token](t)(s.VerifyToken(ctx, secret)); !got.LastUsed.Equal(first) {
+			t.Fatalf("last used %v after 30 s", got.LastUsed)
+		}
+		c.Add(31 * time.Second)
+		if got := must[Token](t)(s.VerifyToken(ctx, secret)); !got.LastUsed.Equal(c.Now()) {
+			t.Fatalf("last used %v after 61 s", got.LastUsed)
+		}
+		c.Add(24 * time.Hour)
+		if _, err := s.VerifyToken(ctx, secret); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("expired token: %v", err)
+		}
+		forever, tok2, err := s.CreateToken(ctx, "home", "", PortsAll, time.Time{})
+		check(t, err)
+		check(t, s.SetHubDisabled(ctx, "home", true))
+		if _, err := s.VerifyToken(ctx, forever); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("token of a disabled hub: %v", err)
+		}
+		check(t, s.SetHubDisabled(ctx, "home", false))
+		must[Token](t)(s.VerifyToken(ctx, forever))
+		if ts := must[[]Token](t)(s.TokensOnHub(ctx, "home")); len(ts) != 2 {
+			t.Fatalf("tokens: %+v", ts)
+		}
+		check(t, s.RevokeToken(ctx, tok2.ID))
+		if _, err := s.VerifyToken(ctx, forever); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("revoked token: %v", err)
+		}
+		if err := s.RevokeToken(ctx, tok2.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("second revoke: %v", err)
+		}
+		if _, _, err := s.CreateToken(ctx, "nohub", "", PortWebUI, time.Time{}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("token for a missing hub: %v", err)
+		}
+	})
+}
+
+func TestSessions(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		alice := must[User](t)(s.AddUser(ctx, "alice", "correct horse battery"))
+		bob := must[User](t)(s.AddUser(ctx, "bob", "correct horse battery"))
+		sid, sess, err := s.CreateSession(ctx, alice.ID, time.Hour, "192.0.2.1")
+		check(t, err)
+		got := must[Session](t)(s.Session(ctx, sid))
+		if got.ID != sess.ID || got.User != "alice" || got.Source != "192.0.2.1" || !got.Expires.Equal(c.Now().Add(time.Hour)) {
+			t.Fatalf("session %+v", got)
+		}
+		if _, err := s.Session(ctx, sid+"x"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("wrong id: %v", err)
+		}
+		c.Add(time.Minute)
+		sid2, _, err := s.CreateSession(ctx, alice.ID, time.Hour, "198.51.100.7")
+		check(t, err)
+		must3 := func(n int) {
+			t.Helper()
+			if l := must[[]Session](t)(s.Sessions(ctx, alice.ID)); len(l) != n {
+				t.Fatalf("%d sessions listed, want %d: %+v", len(l), n, l)
+			}
+		}
+		must3(2)
+		if l := must[[]Session](t)(s.Sessions(ctx, alice.ID)); l[0].Source != "198.51.100.7" {
+			t.Fatalf("not newest first: %+v", l)
+		}
+		check(t, s.RevokeSession(ctx, sess.ID))
+		if _, err := s.Session(ctx, sid); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("revoked session: %v", err)
+		}
+		if err := s.RevokeSession(ctx, sess.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("second revoke: %v", err)
+		}
+		must3(1)
+		c.Add(time.Hour)
+		if _, err := s.Session(ctx, sid2); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("expired session: %v", err)
+		}
+		must3(0)
+
+		// Logout, a password change and disabling end sessions.
+		s3, _, _ := s.CreateSession(ctx, alice.ID, time.Hour, "")
+		check(t, s.RevokeSessionBySecret(ctx, s3))
+		if _, err := s.Session(ctx, s3); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("after logout: %v", err)
+		}
+		s4, _, _ := s.CreateSession(ctx, alice.ID, time.Hour, "")
+		sb, _, _ := s.CreateSession(ctx, bob.ID, time.Hour, "")
+		check(t, s.SetPassword(ctx, "alice", "a new long password"))
+		if _, err := s.Session(ctx, s4); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("after passwd: %v", err)
+		}
+		must[Session](t)(s.Session(ctx, sb)) // bob's stays
+		s5, _, _ := s.CreateSession(ctx, alice.ID, time.Hour, "")
+		check(t, s.SetDisabled(ctx, "alice", true))
+		check(t, s.SetDisabled(ctx, "alice", false))
+		if _, err := s.Session(ctx, s5); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("after disabling: %v", err)
+		}
+		s6, _, _ := s.CreateSession(ctx, alice.ID, time.Hour, "")
+		s7, _, _ := s.CreateSession(ctx, alice.ID, time.Hour, "")
+		if n := must[int](t)(s.RevokeUserSessions(ctx, alice.ID)); n != 2 {
+			t.Fatalf("revoked %d", n)
+		}
+		for _, id := range []string{s6, s7} {
+			if _, err := s.Session(ctx, id); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after revoking all: %v", err)
+			}
+		}
+		c.Add(2 * time.Hour)
+		if n := must[int](t)(s.PurgeSessions(ctx, c.Now())); n != 8 {
+			t.Fatalf("purged %d sessions, want 8", n)
+		}
+		if _, _, err := s.CreateSession(ctx, 9999, time.Hour, ""); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("session of a missing user: %v", err)
+		}
+	})
+}
+
+func TestAudit(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		t0 := c.Now()
+		for i, e := range []Event{
+			{Kind: "login", User: "alice", Source: "192.0.2.1", Outcome: "ok"},
+			{Kind: "login", User: "mallory", Source: "203.0.113.9", Outcome: "failed", Detail: "wrong password"},
+			{Kind: "session", User: "alice", Hub: "home", Port: 443, BytesUp: 1200, BytesDown: 1 << 40, Outcome: "ok"},
+			{Kind: "session", TokenID: 7, Hub: "home", Port: 4430, Outcome: "ok"},
+			{Kind: "hub-connect", Hub: "other", Outcome: "ok"},
+		} {
+			c.Add(time.Second)
+			if i == 4 {
+				e.At = t0.Add(time.Hour) // given explicitly
+			}
+			check(t, s.Append(ctx, e))
+		}
+		kinds := func(es []Event) string {
+			var out string
+			for _, e := range es {
+				out += fmt.Sprintf("%s/%s/%s ", e.Kind, e.User, e.Hub)
+			}
+			return out
+		}
+		for _, tc := range []struct {
+			f    AuditFilter
+			want string
+		}{
+			{AuditFilter{}, "hub-connect//other session//home session/alice/home login/mallory/ login/alice/ "},
+			{AuditFilter{Hubs: []string{"home"}}, "session//home session/alice/home "},
+			{AuditFilter{Hubs: []string{"home", "other"}, Limit: 2}, "hub-connect//other session//home "},
+			{AuditFilter{User: "alice"}, "session/alice/home login/alice/ "},
+			{AuditFilter{Kind: "login"}, "login/mallory/ login/alice/ "},
+			{AuditFilter{Since: t0.Add(2 * time.Second), Until: t0.Add(4 * time.Second)}, "session/alice/home login/mallory/ "},
+			{AuditFilter{User: "alice", Kind: "session", Hubs: []string{"home"}}, "session/alice/home "},
+			{AuditFilter{User: "nobody"}, ""},
+		} {
+			if got := kinds(must[[]Event](t)(s.Audit(ctx, tc.f))); got != tc.want {
+				t.Errorf("Audit(%+v) = %q, want %q", tc.f, got, tc.want)
+			}
+		}
+		es := must[[]Event](t)(s.Audit(ctx, AuditFilter{Kind: "session", User: "alice"}))
+		if e := es[0]; e.BytesDown != 1<<40 || e.BytesUp != 1200 || e.Port != 443 || !e.At.Equal(t0.Add(3*time.Second)) {
+			t.Fatalf("event %+v", e)
+		}
+	})
+}
+
+func TestPorts(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Ports
+		ok   bool
+	}{
+		{"webui", PortWebUI, true},
+		{"xmlrpc,script", PortXMLRPC | PortScript, true},
+		{"all", PortsAll, true},
+		{"webui, xmlrpc", PortWebUI | PortXMLRPC, true},
+		{"", 0, false},
+		{"ssh", 0, false},
+		{"webui,", 0, false},
+	} {
+		got, err := ParsePorts(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParsePorts(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+	if s := (PortWebUI | PortScript).String(); s != "webui,script" {
+		t.Errorf("String %q", s)
+	}
+	if !PortsAll.Has(PortScript) || PortWebUI.Has(PortScript) || PortWebUI.Has(0) {
+		t.Error("Has")
+	}
+}
