@@ -135,21 +135,24 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr)}
-	s.proxy.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
-	status := sw.status
-	if status == 0 && r.Header.Get("Upgrade") != "" {
-		status = http.StatusSwitchingProtocols
-	}
 	// The audit line: who, which hub and port, what came of it, how long,
 	// how much: the bytes on the user's connection since the last line
 	// (TLS and request heads included). Never a path, a cookie or a
-	// credential.
-	in, out := pc.in.Load(), pc.out.Load()
-	up, down := in-pc.auditIn, out-pc.auditOut
-	pc.auditIn, pc.auditOut = in, out
-	s.logf("relay: request hub=%s port=%d from=%s method=%s status=%d dur=%s up=%d down=%d",
-		h.Name, p.e.Port, r.RemoteAddr, r.Method, status, time.Since(start).Round(time.Millisecond), up, down)
+	// credential. Deferred: a response cut off midway ends in a panic
+	// (http.ErrAbortHandler) that net/http recovers.
+	defer func() {
+		status := sw.status
+		if status == 0 && r.Header.Get("Upgrade") != "" {
+			status = http.StatusSwitchingProtocols
+		}
+		in, out := pc.in.Load(), pc.out.Load()
+		up, down := in-pc.auditIn, out-pc.auditOut
+		pc.auditIn, pc.auditOut = in, out
+		s.logf("relay: request hub=%s port=%d from=%s method=%s status=%d dur=%s up=%d down=%d",
+			h.Name, p.e.Port, r.RemoteAddr, r.Method, status, time.Since(start).Round(time.Millisecond), up, down)
+	}()
+	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr)}
+	s.proxy.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 }
 
 // authorize decides whether r may reach hub h. Today every request for a

@@ -384,3 +384,23 @@ func TestPerAddressLimits(t *testing.T) {
 		t.Errorf("after 2 s at 1 request a second: %d, want 200", got.code)
 	}
 }
+
+// TestAuditLine: every forwarded request is logged with its hub, port,
+// source address and status, and never with its path, cookies or
+// credentials.
+func TestAuditLine(t *testing.T) {
+	tr := twoHubs(t, nil)
+	c := tr.dialPublic(t, 443, sni("a.localhost"), "")
+	got := exchange(t, c, "GET /who?sid=secret-sid HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=secret-cookie\r\nAuthorization: Basic c2VjcmV0LWF1dGg=\r\n\r\n", 1)[0]
+	if got.code != 200 {
+		t.Fatalf("%d %v", got.code, got.err)
+	}
+	poll.Until(t, 10*time.Second, "the request's audit line", func() bool {
+		return tr.logged("relay: request hub=a port=443 from=127.0.0.1:", "method=GET status=200") == 1
+	})
+	for _, secret := range []string{"secret", "c2VjcmV0", "/who"} {
+		if n := tr.logged(secret); n != 0 {
+			t.Errorf("%d log lines contain %q", n, secret)
+		}
+	}
+}
