@@ -174,8 +174,10 @@ func TestConcurrentSessions(t *testing.T) {
 		st, err = s.status()
 		return err == nil && st.SessionsActive == 0
 	})
-	if got := st.SessionsTotal - before.SessionsTotal; got < n {
-		t.Errorf("sessions_total grew by %d; want at least %d", got, n)
+	// The relay reuses its kept-alive connections to the hub, so the n
+	// user sessions take between 1 and n of the agent's.
+	if got := st.SessionsTotal - before.SessionsTotal; got < 1 || got > n {
+		t.Errorf("sessions_total grew by %d; want 1 to %d", got, n)
 	}
 }
 

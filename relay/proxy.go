@@ -24,8 +24,11 @@ const (
 	hubIdlePerPort = 8
 	hubIdlePerHub  = 32
 	// hubIdleTimeout closes a kept-alive connection to a hub unused for
-	// this long, before the hub's servers would (lighttpd: 60 s).
-	hubIdleTimeout = 50 * time.Second
+	// this long: reuse pays within a page load or a client's polling, and
+	// the hub's own servers drop idle connections soon anyway (lighttpd
+	// after 5 s by default), so the agent's sessions end soon after the
+	// users leave.
+	hubIdleTimeout = 10 * time.Second
 	// hubAnswerTimeout bounds the wait for a hub's response head. A
 	// HomeMatic script or an XML-RPC call may well run for minutes.
 	hubAnswerTimeout = 10 * time.Minute

@@ -196,7 +196,7 @@ func (s *Server) Start() (err error) {
 		}
 	}
 	s.logf("relay: agents connect to %s (tcp%s); public key %s", s.agentLn.Addr(), udpNote(udpPort), k.Public())
-	s.logf("relay: %d hubs, e.g. http://%s.%s:%d/", len(s.hubs.byName), firstHub(s.cfg.Hubs), s.cfg.PublicHost, 80+s.cfg.PortOffset)
+	s.logf("relay: %d hubs, e.g. https://%s/", len(s.hubs.byName), net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.PublicHost, strconv.Itoa(443+s.cfg.PortOffset)))
 	return nil
 }
 
