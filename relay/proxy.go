@@ -32,6 +32,13 @@ const (
 	// hubAnswerTimeout bounds the wait for a hub's response head. A
 	// HomeMatic script or an XML-RPC call may well run for minutes.
 	hubAnswerTimeout = 10 * time.Minute
+	// flushInterval is the longest a part of a hub's answer waits in the
+	// relay before it goes on to the user. Answers without a length
+	// (chunked, event streams) are flushed at once anyway (ReverseProxy
+	// does that). Not -1 for all: that flushes the head from a goroutine
+	// of its own, apart from the body, costing every small XML-RPC answer
+	// a goroutine and a second write.
+	flushInterval = 10 * time.Millisecond
 )
 
 // hubProxy forwards a request the public side has authorised to its hub:
@@ -71,7 +78,7 @@ func newHubProxy(s *Server) *hubProxy {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       p.rewrite,
 		Transport:     p,
-		FlushInterval: -1, // XML-RPC answers and downloads stream as the hub sends them
+		FlushInterval: flushInterval,
 		BufferPool:    bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt := r.Context().Value(routeKey{}).(*route)
