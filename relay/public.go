@@ -138,9 +138,11 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The audit line: who, which hub and port, what came of it, how long,
 	// how much: the bytes on the user's connection since the last line
 	// (TLS and request heads included). Never a path, a cookie or a
-	// credential. Deferred: a response cut off midway ends in a panic
+	// credential. Deferred too: a response cut off midway ends in a panic
 	// (http.ErrAbortHandler) that net/http recovers.
-	defer func() {
+	logged := false
+	audit := func() {
+		logged = true
 		status := sw.status
 		if status == 0 && r.Header.Get("Upgrade") != "" {
 			status = http.StatusSwitchingProtocols
@@ -150,9 +152,18 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pc.auditIn, pc.auditOut = in, out
 		s.logf("relay: request hub=%s port=%d from=%s method=%s status=%d dur=%s up=%d down=%d",
 			h.Name, p.e.Port, r.RemoteAddr, r.Method, status, time.Since(start).Round(time.Millisecond), up, down)
+	}
+	defer func() {
+		if !logged {
+			audit()
+		}
 	}()
 	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr)}
 	s.proxy.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
+	if sw.status != 0 { // not hijacked: the answer goes out before the log line is written
+		http.NewResponseController(w).Flush()
+	}
+	audit()
 }
 
 // authorize decides whether r may reach hub h. Today every request for a
