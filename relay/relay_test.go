@@ -31,6 +31,9 @@ func TestConfig(t *testing.T) {
 		{"duplicate key", head + hub("a", keyA, "100.96.0.2") + hub("b", keyA, "100.96.0.3"), "same key as hub \"a\""},
 		{"hub on relay ip", head + hub("a", keyA, "100.96.0.1"), "already used by the relay"},
 		{"unknown key", head + "agent_port = 1\n", "unknown key \"agent_port\""},
+		{"limits and plaintext", head + "plaintext_ports = true\nlimit_conns_per_address = 8\nlimit_requests_per_second = 2.5\n", ""},
+		{"bad conn limit", head + "limit_conns_per_address = -1\n", "x.toml:3: limit_conns_per_address"},
+		{"bad rate limit", head + "limit_requests_per_second = 0.01\n", "x.toml:3: limit_requests_per_second"},
 	}
 	for _, tt := range tests {
 		var c Config
