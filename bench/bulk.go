@@ -265,7 +265,7 @@ func (t Transfer) stream(c net.Conn, counter *atomic.Uint64) error {
 	}
 	buf := make([]byte, chunk)
 	if t.Dir == Upload {
-		if _, err := fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: %s\r\n\r\n", host); err != nil {
+		if _, err := fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", host, int64(1)<<40); err != nil {
 			return err
 		}
 		for {

@@ -403,12 +403,12 @@ func (s *hubSetup) mustGetWebUI() {
 	}
 }
 
-// waitSessionsLogged waits until the relay's audit log has n session lines
-// for hub demo, i.e. until the relay has seen n sessions end.
+// waitSessionsLogged waits until the relay's audit log has n request lines
+// for hub demo, i.e. until the relay has seen n requests end.
 func (s *hubSetup) waitSessionsLogged(n int) {
 	s.t.Helper()
 	poll.Until(s.t, 10*time.Second, fmt.Sprintf("the relay to log %d sessions", n), func() bool {
-		return strings.Count(s.relay.logText(), "relay: session hub=demo ") >= n
+		return strings.Count(s.relay.logText(), "relay: request hub=demo ") >= n
 	})
 }
 

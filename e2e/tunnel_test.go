@@ -34,9 +34,9 @@ func TestWebUI(t *testing.T) {
 	}{
 		{"http", s.url("http", "demo", 80, "/"), "HomeMatic WebUI", 200},
 		{"tls", s.url("https", "demo", 443, "/"), "HomeMatic WebUI", 200},
-		{"unknown hub", s.url("http", "nosuchhub", 80, "/"), "No hub is called", 404},
-		{"unknown hub tls", s.url("https", "nosuchhub", 443, "/"), "No hub is called", 404},
-		{"offline hub", s.url("http", "offline1", 80, "/"), "not connected", 502},
+		{"unknown hub", s.url("http", "nosuchhub", 80, "/"), "Nothing is reachable", 404},
+		{"unknown hub tls", s.url("https", "nosuchhub", 443, "/"), "Nothing is reachable", 404},
+		{"offline hub", s.url("http", "offline1", 80, "/"), "Nothing is reachable", 404},
 	} {
 		began := time.Now()
 		code, body, err := s.get(tc.url)
@@ -67,15 +67,15 @@ func TestWebUIOverUDP(t *testing.T) {
 	// the relay, the responder, counts the hub online only when the
 	// agent's first packet on the new session (its confirming keepalive)
 	// has arrived over UDP, an instant later. A request in between gets
-	// "Hub offline", so this one may need a second try, within a second.
+	// the offline answer (404), so this one may need a second try, within a second.
 	var (
 		code int
 		body string
 		err  error
 	)
-	poll.Until(t, time.Second, "the relay to serve the UDP hub (not 502)", func() bool {
+	poll.Until(t, time.Second, "the relay to serve the UDP hub (not offline: 404)", func() bool {
 		code, body, err = s.get(s.url("http", "demo", 80, "/"))
-		return err == nil && code != 502
+		return err == nil && code != 404
 	})
 	if err != nil || code != 200 || !strings.Contains(body, "HomeMatic WebUI") {
 		t.Fatalf("GET through a UDP tunnel: %d %v %.300q", code, err, body)
@@ -174,8 +174,10 @@ func TestConcurrentSessions(t *testing.T) {
 		st, err = s.status()
 		return err == nil && st.SessionsActive == 0
 	})
-	if got := st.SessionsTotal - before.SessionsTotal; got < n {
-		t.Errorf("sessions_total grew by %d; want at least %d", got, n)
+	// The relay reuses its kept-alive connections to the hub, so the n
+	// user sessions take between 1 and n of the agent's.
+	if got := st.SessionsTotal - before.SessionsTotal; got < 1 || got > n {
+		t.Errorf("sessions_total grew by %d; want 1 to %d", got, n)
 	}
 }
 

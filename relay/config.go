@@ -42,6 +42,21 @@ type Config struct {
 	// will warn; fine for a demo, not for users).
 	TLSCertFile string `toml:"tls_cert_file"`
 	TLSKeyFile  string `toml:"tls_key_file"`
+	// PlaintextPorts serves the public ports without TLS: the XML-RPC
+	// ports 2000, 2001, 2002 and 2010, the script engine's 8181, and the
+	// WebUI on 80 (which otherwise redirects to HTTPS). Whatever crosses
+	// them, passwords and session cookies included, crosses the internet
+	// in clear, so only switch it on for a relay on a trusted network or
+	// behind a TLS-terminating proxy. Default false.
+	PlaintextPorts bool `toml:"plaintext_ports"`
+	// LimitConnsPerAddress is how many connections one source address (an
+	// IPv6 /64) may hold open on the public ports; more get a 503.
+	// Default 64.
+	LimitConnsPerAddress int `toml:"limit_conns_per_address"`
+	// LimitRequestsPerSecond is the request rate one source address (an
+	// IPv6 /64) may keep up on the public ports, with bursts of ten
+	// seconds' worth; more get a 429. Default 20.
+	LimitRequestsPerSecond float64 `toml:"limit_requests_per_second"`
 	// ReleasesDir is a folder of agent releases (as `make release` writes
 	// it) that hubs fetch through the tunnel from
 	// http://<tunnel_ip>/releases/. Default: none.
@@ -130,6 +145,18 @@ func (c *Config) Validate() error {
 		if fi, err := os.Stat(c.ReleasesDir); err != nil || !fi.IsDir() {
 			return config.Errorf("releases_dir", "%q is not a folder", c.ReleasesDir)
 		}
+	}
+	if c.LimitConnsPerAddress == 0 {
+		c.LimitConnsPerAddress = defaultConnsPerAddress
+	}
+	if c.LimitConnsPerAddress < 1 {
+		return config.Errorf("limit_conns_per_address", "%d: want at least 1", c.LimitConnsPerAddress)
+	}
+	if c.LimitRequestsPerSecond == 0 {
+		c.LimitRequestsPerSecond = defaultRequestsPerSecond
+	}
+	if c.LimitRequestsPerSecond < 0.1 {
+		return config.Errorf("limit_requests_per_second", "%g: want at least 0.1", c.LimitRequestsPerSecond)
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,8 +167,8 @@ func testRequestWaitsForReconnectingHub(t *testing.T, relayUDP bool) {
 	tr.clock.advance(reconnectWindow)
 	start := time.Now()
 	code, err := tr.get("a")
-	if err != nil || code != 502 {
-		t.Fatalf("GET for a hub gone longer than reconnectWindow: %d %v, want 502", code, err)
+	if err != nil || code != 404 {
+		t.Fatalf("GET for a hub gone longer than reconnectWindow: %d %v, want 404", code, err)
 	}
 	if waiting(h) || time.Since(start) >= reconnectWait {
 		t.Errorf("the request for a hub gone longer than reconnectWindow waited (%v)", time.Since(start))
@@ -205,12 +207,39 @@ type testRelay struct {
 	clock  *fakeClock
 	keys   map[string]vpn.PrivateKey
 	offset int
+
+	logMu    sync.Mutex
+	logLines []string // what the relay logged
+}
+
+// logged counts the relay's log lines that contain every one of words.
+func (tr *testRelay) logged(words ...string) int {
+	tr.logMu.Lock()
+	defer tr.logMu.Unlock()
+	n := 0
+next:
+	for _, l := range tr.logLines {
+		for _, w := range words {
+			if !strings.Contains(l, w) {
+				continue next
+			}
+		}
+		n++
+	}
+	return n
 }
 
 // startTestRelay starts a relay with the named hubs (tunnel addresses
 // 100.96.0.2, .3, …), listening for UDP agents too if udp is set, and
 // closes it at the end of the test.
 func startTestRelay(t *testing.T, udp bool, names ...string) *testRelay {
+	t.Helper()
+	return startTestRelayWith(t, udp, nil, names...)
+}
+
+// startTestRelayWith is startTestRelay with changes to the config made by
+// change, if not nil, before it is validated.
+func startTestRelayWith(t testing.TB, udp bool, change func(*Config), names ...string) *testRelay {
 	t.Helper()
 	agentPort, err := ports.Free()
 	if err != nil {
@@ -246,10 +275,23 @@ func startTestRelay(t *testing.T, udp bool, names ...string) *testRelay {
 		tr.keys[name] = k
 		cfg.Hubs = append(cfg.Hubs, HubConfig{Name: name, PublicKey: k.Public().String(), TunnelIP: fmt.Sprintf("100.96.0.%d", i+2)})
 	}
+	if change != nil {
+		change(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, "test", t.Logf)
+	_, bench := t.(*testing.B)
+	s, err := New(cfg, "test", func(f string, a ...any) {
+		line := fmt.Sprintf(f, a...)
+		if bench {
+			return // the formatting is the relay's cost; keeping lines is the test's
+		}
+		tr.logMu.Lock()
+		tr.logLines = append(tr.logLines, line)
+		tr.logMu.Unlock()
+		t.Log(line)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,11 +349,14 @@ func (tr *testRelay) claimRead(h *hub) int {
 	return n
 }
 
-// get fetches / of a hub through the relay's public port 80.
+// get fetches / of a hub through the relay's public port 443.
 func (tr *testRelay) get(hub string) (int, error) {
-	port := 80 + tr.offset
-	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	port := 443 + tr.offset
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true, ServerName: hub + ".localhost"},
+	}}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/", port), nil)
 	req.Host = fmt.Sprintf("%s.localhost:%d", hub, port)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -330,7 +375,8 @@ const testAgentPage = "hub page\n"
 // testAgent is as little of an agent as the relay can tell from a real
 // one: a WireGuard device on a netstack over the agent's own transport
 // (uplink.TCPBind), starting a handshake on every new connection, serving
-// testAgentPage on tunnel port 80.
+// testHub on tunnel ports 80, 443, 2001 and 4431 (the relay terminates
+// TLS).
 type testAgent struct {
 	bind     *uplink.TCPBind
 	dev      *vpn.Device
@@ -346,7 +392,7 @@ type testAgent struct {
 
 // startTestAgent starts an agent with key k at tunnelIP that connects to
 // tr; its Hello claims claim, or k's public key if claim is zero.
-func startTestAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim vpn.PublicKey) *testAgent {
+func startTestAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim vpn.PublicKey) *testAgent {
 	t.Helper()
 	if claim == (vpn.PublicKey{}) {
 		claim = k.Public()
@@ -372,12 +418,14 @@ func startTestAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP stri
 	if err := a.dev.AddPeer(peer); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := a.stack.ListenTCP(80)
-	if err != nil {
-		t.Fatal(err)
+	a.web = &http.Server{Handler: testHub(tunnelIP)}
+	for _, port := range []uint16{80, 443, 2001, 4431} {
+		ln, err := a.stack.ListenTCP(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go a.web.Serve(ln)
 	}
-	a.web = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })}
-	go a.web.Serve(ln)
 	if err := a.dev.Up(); err != nil {
 		t.Fatal(err)
 	}

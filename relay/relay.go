@@ -1,7 +1,8 @@
 // Package relay is hubrelay's server: it accepts agents on one TCP port
 // (and UDP for plain WireGuard), runs one WireGuard device with a peer per
-// hub on its own userspace netstack, and connects users arriving on the
-// public ports of the fixed map to the hub their Host header names.
+// hub on its own userspace netstack, and forwards each request of users
+// arriving on the public ports of the fixed map to the hub its Host header
+// names.
 //
 // An agent connection (agentconn.go): the agent dials agent_listen and
 // both sides say Hello; the agent's names the hub it claims to be, and the
@@ -11,12 +12,15 @@
 // The data path, a user's request:
 //
 //  1. public.go accepts the user on a public port, terminates TLS where the
-//     map says so and reads the request head; its Host (or SNI) names the hub.
+//     map says so, and Go's HTTP server reads each request on its own; the
+//     per-address limits (limits.go), a strict head, the hub its Host
+//     names and authorize decide whether it goes on.
 //  2. The registry says whether the hub is online. A hub whose last agent
 //     connection ended less than 30 s ago is waited for up to 5 s; any other
-//     offline hub gets a 502 page at once.
-//  3. The relay's netstack dials the hub's tunnel address on the same port,
-//     and public.go splices the user's connection to it.
+//     offline hub gets the same 404 page as an unknown name, at once.
+//  3. proxy.go forwards the request with httputil.ReverseProxy over a
+//     kept-alive connection of the hub's own pool, which the relay's
+//     netstack dials to the hub's tunnel address on the same port.
 //  4. WireGuard encrypts the netstack's packets for the hub's peer and sends
 //     them through agentBind (bind.go) to the endpoint the hub last spoke
 //     from: its agent connection, whose wire.Conn frames a batch into one
@@ -77,6 +81,8 @@ type Server struct {
 
 	agentLn  net.Listener
 	publicLn map[uint16]net.Listener // by tunnel port
+	limits   *limiter                // of the public ports
+	proxy    *hubProxy               // to the hubs
 	releases *http.Server            // nil without releases_dir
 
 	closing   chan struct{}
@@ -107,6 +113,8 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		conns:    map[net.Conn]struct{}{},
 		agent:    map[*agentConn]struct{}{},
 	}
+	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
+	s.proxy = newHubProxy(s)
 	return s, nil
 }
 
@@ -174,6 +182,9 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: agent_listen: %w", err)
 	}
 	for _, e := range portmap.Fixed() {
+		if !s.servesPort(e) {
+			continue
+		}
 		addr := net.JoinHostPort(s.cfg.PublicListen, strconv.Itoa(int(e.Port)+s.cfg.PortOffset))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -185,11 +196,13 @@ func (s *Server) Start() (err error) {
 	s.wg.Add(1)
 	go s.acceptAgents()
 	for _, e := range portmap.Fixed() {
-		s.wg.Add(1)
-		go s.acceptPublic(s.publicLn[e.Port], e)
+		if ln := s.publicLn[e.Port]; ln != nil {
+			s.wg.Add(1)
+			go s.acceptPublic(ln, e)
+		}
 	}
 	s.logf("relay: agents connect to %s (tcp%s); public key %s", s.agentLn.Addr(), udpNote(udpPort), k.Public())
-	s.logf("relay: %d hubs, e.g. http://%s.%s:%d/", len(s.hubs.byName), firstHub(s.cfg.Hubs), s.cfg.PublicHost, 80+s.cfg.PortOffset)
+	s.logf("relay: %d hubs, e.g. https://%s/", len(s.hubs.byName), net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.PublicHost, strconv.Itoa(443+s.cfg.PortOffset)))
 	return nil
 }
 
@@ -243,6 +256,7 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.proxy.Close()
 		if s.dev != nil {
 			s.dev.Close() // closes the bind and the netstack's device
 		}

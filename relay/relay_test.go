@@ -1,10 +1,8 @@
 package relay
 
 import (
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
 )
@@ -33,6 +31,9 @@ func TestConfig(t *testing.T) {
 		{"duplicate key", head + hub("a", keyA, "100.96.0.2") + hub("b", keyA, "100.96.0.3"), "same key as hub \"a\""},
 		{"hub on relay ip", head + hub("a", keyA, "100.96.0.1"), "already used by the relay"},
 		{"unknown key", head + "agent_port = 1\n", "unknown key \"agent_port\""},
+		{"limits and plaintext", head + "plaintext_ports = true\nlimit_conns_per_address = 8\nlimit_requests_per_second = 2.5\n", ""},
+		{"bad conn limit", head + "limit_conns_per_address = -1\n", "x.toml:3: limit_conns_per_address"},
+		{"bad rate limit", head + "limit_requests_per_second = 0.01\n", "x.toml:3: limit_requests_per_second"},
 	}
 	for _, tt := range tests {
 		var c Config
@@ -65,60 +66,5 @@ func TestHubName(t *testing.T) {
 		if name != tt.name || ok != tt.ok {
 			t.Errorf("hubName(%q) = %q, %v", tt.host, name, ok)
 		}
-	}
-}
-
-// TestReadHead feeds hostile request heads through a real connection.
-func TestReadHead(t *testing.T) {
-	tests := []struct {
-		name, in string
-		ok       bool
-		host     string
-	}{
-		{"plain", "GET / HTTP/1.1\r\nHost: a.hubs.example\r\n\r\n", true, "a.hubs.example"},
-		{"xml-rpc post", "POST / HTTP/1.0\r\nhost:  a.hubs.example:2001 \r\nContent-Length: 3\r\n\r\nabc", true, "a.hubs.example:2001"},
-		{"no host", "GET / HTTP/1.1\r\n\r\n", true, ""},
-		{"not http", "\x16\x03\x01 tls on a plain port\r\n\r\n", false, ""},
-		{"http/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false, ""},
-		{"oversized", "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", maxHead) + "\r\n\r\n", false, ""},
-		{"cut off", "GET / HTTP/1.1\r\nHost: a", false, ""},
-	}
-	for _, tt := range tests {
-		a, b := net.Pipe()
-		go func() {
-			a.Write([]byte(tt.in))
-			a.Close()
-		}()
-		b.SetDeadline(time.Now().Add(5 * time.Second))
-		head, err := readHead(b)
-		b.Close()
-		if (err == nil) != tt.ok {
-			t.Errorf("%s: err = %v", tt.name, err)
-			continue
-		}
-		if err == nil && hostHeader(head) != tt.host {
-			t.Errorf("%s: host = %q, want %q", tt.name, hostHeader(head), tt.host)
-		}
-	}
-}
-
-func TestErrorPageEscapes(t *testing.T) {
-	a, b := net.Pipe()
-	go func() {
-		writeError(a, 404, "Unknown hub", `No hub is called "<script>x</script>".`)
-		a.Close()
-	}()
-	buf := make([]byte, 4096)
-	var out []byte
-	for {
-		n, err := b.Read(buf)
-		out = append(out, buf[:n]...)
-		if err != nil {
-			break
-		}
-	}
-	s := string(out)
-	if !strings.HasPrefix(s, "HTTP/1.1 404 Unknown hub\r\n") || strings.Contains(s, "<script>") {
-		t.Fatalf("error page: %q", s)
 	}
 }

@@ -90,14 +90,15 @@ cat <<MSG
 
   hubtunnel demo is running (files in $dir)
 
-  WebUI through the tunnel:   http://demo.localhost:$((80 + OFFSET))/
-  same over TLS (self-signed): https://demo.localhost:$((443 + OFFSET))/
-  XML-RPC (BidCos-RF):         http://demo.localhost:$((2001 + OFFSET))/
+  WebUI through the tunnel:    https://demo.localhost:$((443 + OFFSET))/  (self-signed: accept the warning)
+  plain HTTP redirects there:  http://demo.localhost:$((80 + OFFSET))/
+  XML-RPC (BidCos-RF) on TLS:  https://demo.localhost:$((4431 + OFFSET))/
   agent status:                http://127.0.0.1:$UI_PORT/api/status
+  (the plaintext XML-RPC and script ports are off: plaintext_ports = true in relay.toml serves them)
 
   try:  $bin/hubtunnel status --config $dir/hub.toml
-        curl http://demo.localhost:$((80 + OFFSET))/
-        curl -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>' http://demo.localhost:$((2001 + OFFSET))/
+        curl -k https://demo.localhost:$((443 + OFFSET))/
+        curl -k -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>' https://demo.localhost:$((4431 + OFFSET))/
 
   Ctrl-C stops relay, agent and ccusim.
 MSG

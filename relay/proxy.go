@@ -1,0 +1,213 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
+)
+
+const (
+	// hubDialTimeout bounds connecting through the tunnel to an online hub.
+	hubDialTimeout = 10 * time.Second
+	// hubIdlePerPort and hubIdlePerHub bound the kept-alive connections to
+	// one hub: per tunnel port, and in all. The CCU's web server (lighttpd)
+	// and XML-RPC servers keep few connections; 8 serve a browser's 6.
+	hubIdlePerPort = 8
+	hubIdlePerHub  = 32
+	// hubIdleTimeout closes a kept-alive connection to a hub unused for
+	// this long: reuse pays within a page load or a client's polling, and
+	// the hub's own servers drop idle connections soon anyway (lighttpd
+	// after 5 s by default), so the agent's sessions end soon after the
+	// users leave.
+	hubIdleTimeout = 10 * time.Second
+	// hubAnswerTimeout bounds the wait for a hub's response head. A
+	// HomeMatic script or an XML-RPC call may well run for minutes.
+	hubAnswerTimeout = 10 * time.Minute
+	// flushInterval is the longest a part of a hub's answer waits in the
+	// relay before it goes on to the user. Answers without a length
+	// (chunked, event streams) are flushed at once anyway (ReverseProxy
+	// does that). Not -1 for all: that flushes the head from a goroutine
+	// of its own, apart from the body, costing every small XML-RPC answer
+	// a goroutine and a second write.
+	flushInterval = 10 * time.Millisecond
+)
+
+// hubProxy forwards a request the public side has authorised to its hub:
+// httputil.ReverseProxy over a Transport per hub that dials the hub's
+// tunnel address through the relay's netstack and keeps connections to
+// it alive, so a kept-alive user connection costs no dial per request.
+// One hub's connections only ever carry that hub's requests.
+type hubProxy struct {
+	s  *Server
+	rp *httputil.ReverseProxy
+
+	mu         sync.Mutex
+	transports map[*hub]*hubTransport
+}
+
+// hubTransport is one hub's connection pool.
+type hubTransport struct {
+	*http.Transport
+	goneAt time.Time // the hub's goneAt when the pool was last known good
+}
+
+// routeKey is the context key of a request's route.
+type routeKey struct{}
+
+// route is where a request goes: set by the public side, read by the
+// proxy's Rewrite and Transport.
+type route struct {
+	hub    *hub
+	port   uint16 // the tunnel port
+	tls    bool   // the user came over TLS
+	client netip.Addr
+}
+
+func newHubProxy(s *Server) *hubProxy {
+	p := &hubProxy{s: s, transports: map[*hub]*hubTransport{}}
+	errLog := logger.RateLimited(s.logf, 30*time.Second)
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:       p.rewrite,
+		Transport:     p,
+		FlushInterval: flushInterval,
+		BufferPool:    bufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			rt := r.Context().Value(routeKey{}).(*route)
+			if !errors.Is(err, context.Canceled) {
+				errLog("relay: hub %s port %d for %s: %v", rt.hub.Name, rt.port, r.RemoteAddr, err)
+			}
+			p.transport(rt.hub).CloseIdleConnections()
+			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")
+		},
+	}
+	return p
+}
+
+// rewrite makes the request the hub gets: the hub's tunnel address and
+// port, the Host the user asked for, and the user's real address in
+// Forwarded and X-Forwarded-For, replacing whatever the user sent there.
+// (ReverseProxy has already dropped hop-by-hop headers and the user's
+// X-Forwarded-For, -Host and -Proto.)
+func (p *hubProxy) rewrite(pr *httputil.ProxyRequest) {
+	rt := pr.In.Context().Value(routeKey{}).(*route)
+	u := pr.Out.URL
+	u.Scheme = "http"
+	u.Host = netip.AddrPortFrom(rt.hub.ip, rt.port).String()
+	pr.Out.Host = pr.In.Host
+	h := pr.Out.Header
+	h.Del("Forwarded")
+	h.Del("X-Real-Ip")
+	proto := "http"
+	if rt.tls {
+		proto = "https"
+	}
+	ip := rt.client.String()
+	if rt.client.Is6() {
+		h["Forwarded"] = []string{`for="[` + ip + `]";proto=` + proto}
+	} else {
+		h["Forwarded"] = []string{"for=" + ip + ";proto=" + proto}
+	}
+	h["X-Forwarded-For"] = []string{ip}
+	h["X-Forwarded-Proto"] = []string{proto}
+}
+
+// RoundTrip sends a request over its hub's pool.
+func (p *hubProxy) RoundTrip(r *http.Request) (*http.Response, error) {
+	rt := r.Context().Value(routeKey{}).(*route)
+	return p.transport(rt.hub).RoundTrip(r)
+}
+
+// transport is h's pool, made on first use. A hub whose agent has
+// reconnected since the pool was last used has a new netstack behind the
+// tunnel: the kept connections are dead, and are closed first.
+func (p *hubProxy) transport(h *hub) *hubTransport {
+	h.mu.Lock()
+	goneAt := h.goneAt
+	h.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.transports[h]
+	if t == nil {
+		t = &hubTransport{Transport: p.newTransport(h), goneAt: goneAt}
+		p.transports[h] = t
+	} else if !t.goneAt.Equal(goneAt) {
+		t.CloseIdleConnections()
+		t.goneAt = goneAt
+	}
+	return t
+}
+
+func (p *hubProxy) newTransport(h *hub) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			ap, err := netip.ParseAddrPort(addr)
+			if err != nil || ap.Addr() != h.ip {
+				return nil, fmt.Errorf("relay: hub %s: refusing to dial %s", h.Name, addr)
+			}
+			ctx, cancel := context.WithTimeout(ctx, hubDialTimeout)
+			defer cancel()
+			c, err := p.s.stack.DialTCP(ctx, ap)
+			if err != nil {
+				return nil, err
+			}
+			if !p.s.track(c) {
+				return nil, net.ErrClosed
+			}
+			return &trackedConn{Conn: c, s: p.s}, nil
+		},
+		MaxIdleConns:          hubIdlePerHub,
+		MaxIdleConnsPerHost:   hubIdlePerPort,
+		IdleConnTimeout:       hubIdleTimeout,
+		ResponseHeaderTimeout: hubAnswerTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,                                                   // pass the hub's encoding through untouched
+		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
+	}
+}
+
+// Close closes every pool's idle connections.
+func (p *hubProxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// trackedConn is a connection to a hub that the relay's Close closes.
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.s.untrack(c.Conn) })
+	return nil
+}
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
+// clientIP is the address part of a remote address.
+func clientIP(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

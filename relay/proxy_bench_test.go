@@ -1,0 +1,62 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+)
+
+// BenchmarkKeptAliveRequest is one small request and its answer on a
+// kept-alive connection through the relay's plaintext port 2001 to a test
+// hub; "tunnel only" is the same on a connection the relay's netstack
+// dials straight to the hub: the floor the public side adds to.
+func BenchmarkKeptAliveRequest(b *testing.B) {
+	tr := startTestRelayWith(b, false, func(c *Config) {
+		c.PlaintextPorts = true
+		c.LimitRequestsPerSecond = 1e9
+	}, "a")
+	startTestAgent(b, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	poll.Until(b, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(tr.hubs.byName["a"]) })
+	req := "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n"
+	run := func(b *testing.B, c net.Conn) {
+		br := bufio.NewReader(c)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			io.WriteString(c, req)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatal(resp.StatusCode)
+			}
+		}
+	}
+	b.Run("relay", func(b *testing.B) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", 2001+tr.offset))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		run(b, c)
+	})
+	b.Run("tunnel only", func(b *testing.B) {
+		c, err := tr.stack.DialTCP(context.Background(), netip.MustParseAddrPort("100.96.0.2:2001"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		run(b, c)
+	})
+}

@@ -1,0 +1,406 @@
+package relay
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+)
+
+// testHub is what a test agent serves on each of its tunnel ports:
+//
+//	/         testAgentPage
+//	/who      the hub's tunnel address: which hub a request reached
+//	/headers  the request's Host and forwarding headers, one a line
+//	/ws       a WebSocket-style upgrade that echoes what it reads
+//	/stream   "first\n", flushed, then "last\n" when the client hangs up or after 10 s
+func testHub(ip string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })
+	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, ip) })
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Host: %s\n", r.Host)
+		for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"} {
+			fmt.Fprintf(w, "%s: %s\n", k, strings.Join(r.Header.Values(k), ", "))
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "want an upgrade", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		buf := make([]byte, 512)
+		for {
+			n, err := brw.Read(buf)
+			if n > 0 {
+				c.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		io.WriteString(w, "last\n")
+	})
+	return mux
+}
+
+// dialPublic connects to the relay's public port (a tunnel port of the
+// map) from the loopback address from ("" for the default), with TLS
+// when sni is not nil; *sni "" sends no server name.
+func (tr *testRelay) dialPublic(t *testing.T, port int, sni *string, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port+tr.offset))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if sni == nil {
+		return c
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: *sni})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	return tc
+}
+
+func sni(s string) *string { return &s }
+
+type answer struct {
+	code   int
+	body   string
+	header http.Header
+	err    error
+}
+
+// readAnswers reads up to n responses from c, stopping at the first error.
+func readAnswers(c net.Conn, n int) []answer {
+	br := bufio.NewReader(c)
+	var out []answer
+	for range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			out = append(out, answer{err: err})
+			return out
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out = append(out, answer{code: resp.StatusCode, body: string(body), header: resp.Header, err: err})
+		if err != nil {
+			return out
+		}
+	}
+	return out
+}
+
+// exchange writes raw to c and reads n responses.
+func exchange(t *testing.T, c net.Conn, raw string, n int) []answer {
+	t.Helper()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return readAnswers(c, n)
+}
+
+// twoHubs starts a relay with hubs a (100.96.0.2) and b (100.96.0.3)
+// and their agents, and waits until both are online.
+func twoHubs(t *testing.T, change func(*Config)) *testRelay {
+	tr := startTestRelayWith(t, false, change, "a", "b", "gone")
+	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	startTestAgent(t, tr, tr.keys["b"], "100.96.0.3", [32]byte{})
+	poll.Until(t, 10*time.Second, "hubs a and b online", func() bool {
+		return tr.hubs.online(tr.hubs.byName["a"]) && tr.hubs.online(tr.hubs.byName["b"])
+	})
+	return tr
+}
+
+func who(name string) string {
+	return map[string]string{"a": "100.96.0.2", "b": "100.96.0.3"}[name]
+}
+
+// TestEachRequestRoutedOnItsOwn: on one kept-alive connection, and with
+// requests pipelined, requests alternating between hubs a and b each reach
+// the hub their Host names. Before the relay understood HTTP, every
+// request after the first reached the first one's hub.
+func TestEachRequestRoutedOnItsOwn(t *testing.T) {
+	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
+	order := []string{"a", "b", "a", "b", "b", "a"}
+	req := func(name string, port int) string {
+		return fmt.Sprintf("GET /who HTTP/1.1\r\nHost: %s.localhost:%d\r\n\r\n", name, port+tr.offset)
+	}
+	for _, tt := range []struct {
+		name string
+		port int
+		sni  *string
+	}{
+		{"plain 80", 80, nil},
+		{"plain 2001", 2001, nil},
+		{"tls 443 without SNI", 443, sni("")},
+		{"tls 4431 without SNI", 4431, sni("")},
+	} {
+		t.Run(tt.name+" kept alive", func(t *testing.T) {
+			c := tr.dialPublic(t, tt.port, tt.sni, "")
+			for i, name := range order {
+				got := exchange(t, c, req(name, tt.port), 1)[0]
+				if got.err != nil || got.code != 200 || got.body != who(name) {
+					t.Fatalf("request %d for hub %s: %d %q %v; want hub %s's answer", i, name, got.code, got.body, got.err, who(name))
+				}
+			}
+		})
+		t.Run(tt.name+" pipelined", func(t *testing.T) {
+			c := tr.dialPublic(t, tt.port, tt.sni, "")
+			var raw strings.Builder
+			for _, name := range order {
+				raw.WriteString(req(name, tt.port))
+			}
+			got := exchange(t, c, raw.String(), len(order))
+			for i, name := range order {
+				if i >= len(got) || got[i].err != nil || got[i].code != 200 || got[i].body != who(name) {
+					t.Fatalf("pipelined request %d for hub %s: %+v", i, name, got)
+				}
+			}
+		})
+	}
+}
+
+// TestStrictRequestHead: what an attacker puts in a request head to reach
+// hub b while the relay believes it serves a (or the other way round) is
+// refused, and never reaches b.
+func TestStrictRequestHead(t *testing.T) {
+	tr := twoHubs(t, nil)
+	for _, tt := range []struct {
+		name, raw string
+		sni       *string
+	}{
+		{"host after the head", "GET /who HTTP/1.0\r\n\r\nHost: b.localhost\r\n\r\n", sni("")},
+		{"host after the head of a 1.1 request", "GET /who HTTP/1.1\r\nHost: nosuch.localhost\r\n\r\nHost: b.localhost\r\n\r\n", sni("")},
+		{"duplicate host", "GET /who HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n", sni("")},
+		{"folded host", "GET /who HTTP/1.1\r\nHost: a.localhost\r\n b.localhost\r\n\r\n", sni("")},
+		{"host not matching SNI", "GET /who HTTP/1.1\r\nHost: b.localhost\r\n\r\n", sni("a.localhost")},
+		{"absolute URI naming another host", "GET http://b.localhost/who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", sni("")},
+		{"absolute URI with SNI of another hub", "GET https://b.localhost/who HTTP/1.1\r\nHost: b.localhost\r\n\r\n", sni("a.localhost")},
+		{"connect", "CONNECT 100.96.0.3:80 HTTP/1.1\r\nHost: b.localhost\r\n\r\n", sni("")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tr.dialPublic(t, 443, tt.sni, "")
+			for i, got := range exchange(t, c, tt.raw, 2) {
+				if got.err != nil {
+					break // the relay hung up
+				}
+				if got.body == who("b") || got.code < 400 {
+					t.Fatalf("answer %d: %d %q; want a refusal that does not reach hub b", i, got.code, got.body)
+				}
+			}
+		})
+	}
+}
+
+// TestUnknownAndOfflineLookAlike: before login, an unknown hub and a known
+// but offline one get the same status and the same body, which names
+// neither; a name can not be tested for existence.
+func TestUnknownAndOfflineLookAlike(t *testing.T) {
+	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
+	for _, port := range []int{80, 443, 2001} {
+		var answers []answer
+		for _, name := range []string{"nosuch", "gone"} {
+			var s *string
+			if port == 443 {
+				s = sni(name + ".localhost")
+			}
+			c := tr.dialPublic(t, port, s, "")
+			got := exchange(t, c, fmt.Sprintf("GET / HTTP/1.1\r\nHost: %s.localhost\r\n\r\n", name), 1)[0]
+			if got.err != nil || got.code < 400 || strings.Contains(got.body, name) {
+				t.Fatalf("port %d, hub %s: %d %q %v; want a refusal that does not name it", port, name, got.code, got.body, got.err)
+			}
+			answers = append(answers, got)
+		}
+		if answers[0].code != answers[1].code || answers[0].body != answers[1].body {
+			t.Errorf("port %d: unknown hub %d %q, offline hub %d %q; want the same", port, answers[0].code, answers[0].body, answers[1].code, answers[1].body)
+		}
+	}
+}
+
+// TestForwardedHeadersReplaced: the hub learns the user's real address
+// from the relay; what the user claims in Forwarded and X-Forwarded-* is
+// dropped.
+func TestForwardedHeadersReplaced(t *testing.T) {
+	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
+	forged := "Forwarded: for=203.0.113.9;proto=https\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: b.localhost\r\nX-Real-IP: 203.0.113.9\r\n"
+	for _, tt := range []struct {
+		port  int
+		sni   *string
+		proto string
+	}{{2001, nil, "http"}, {443, sni("a.localhost"), "https"}} {
+		c := tr.dialPublic(t, tt.port, tt.sni, "")
+		got := exchange(t, c, "GET /headers HTTP/1.1\r\nHost: a.localhost\r\n"+forged+"\r\n", 1)[0]
+		want := fmt.Sprintf("Host: a.localhost\nForwarded: for=127.0.0.1;proto=%s\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Proto: %s\nX-Forwarded-Host: \nX-Real-Ip: \n", tt.proto, tt.proto)
+		if got.err != nil || got.code != 200 || got.body != want {
+			t.Errorf("port %d: the hub saw\n%s(%d %v)\nwant\n%s", tt.port, got.body, got.code, got.err, want)
+		}
+	}
+}
+
+// TestPlainHTTPRedirects: without plaintext_ports, port 80 sends every
+// request to HTTPS, the HTTPS answers carry HSTS, and the plaintext
+// XML-RPC and script ports are not served.
+func TestPlainHTTPRedirects(t *testing.T) {
+	tr := twoHubs(t, nil)
+	c := tr.dialPublic(t, 80, nil, "")
+	got := exchange(t, c, "POST /x/y?z=1 HTTP/1.1\r\nHost: a.localhost:80\r\nContent-Length: 2\r\n\r\nhi", 1)[0]
+	want := fmt.Sprintf("https://a.localhost:%d/x/y?z=1", 443+tr.offset)
+	if got.err != nil || got.code != http.StatusPermanentRedirect || got.header.Get("Location") != want {
+		t.Errorf("port 80: %d Location %q %v; want 308 to %s", got.code, got.header.Get("Location"), got.err, want)
+	}
+	c = tr.dialPublic(t, 443, sni("a.localhost"), "")
+	got = exchange(t, c, "GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]
+	if got.code != 200 || !strings.HasPrefix(got.header.Get("Strict-Transport-Security"), "max-age=") {
+		t.Errorf("port 443: %d, HSTS %q", got.code, got.header.Get("Strict-Transport-Security"))
+	}
+	for _, port := range []int{2000, 2001, 2002, 2010, 8181} {
+		if tr.PublicAddr(uint16(port)) != nil {
+			t.Errorf("plaintext port %d is served without plaintext_ports", port)
+		}
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port+tr.offset)); err == nil {
+			c.Close()
+			t.Errorf("plaintext port %d accepts connections without plaintext_ports", port)
+		}
+	}
+}
+
+// TestWebSocketAndStreaming: an upgraded connection carries bytes both
+// ways through the relay, and a response the hub streams reaches the user
+// before the hub has finished it.
+func TestWebSocketAndStreaming(t *testing.T) {
+	tr := twoHubs(t, nil)
+	c := tr.dialPublic(t, 443, sni("b.localhost"), "")
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: b.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	for _, msg := range []string{"hello", "again"} {
+		io.WriteString(c, msg)
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo of %q: %q %v", msg, buf, err)
+		}
+	}
+
+	c = tr.dialPublic(t, 443, sni("a.localhost"), "")
+	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: a.localhost\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the hub holds the rest for 10 s
+	br = bufio.NewReader(c)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("the streamed response's first line: %q %v", line, err)
+	}
+}
+
+// TestPerAddressLimits: an address over its connection limit gets 503, one
+// over its request rate 429, each with a short body and one log line per
+// 30 s; another address is served meanwhile.
+func TestPerAddressLimits(t *testing.T) {
+	tr := twoHubs(t, func(c *Config) {
+		c.LimitConnsPerAddress = 3
+		c.LimitRequestsPerSecond = 1 // burst: 10
+	})
+	good := func() {
+		t.Helper()
+		c := tr.dialPublic(t, 443, sni("b.localhost"), "127.0.0.2")
+		if got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: b.localhost\r\n\r\n", 1)[0]; got.code != 200 || got.body != who("b") {
+			t.Fatalf("a well-behaved user at another address: %d %q %v", got.code, got.body, got.err)
+		}
+	}
+
+	var held []net.Conn
+	for range 3 {
+		held = append(held, tr.dialPublic(t, 443, sni("a.localhost"), "127.0.0.1"))
+	}
+	for range 2 {
+		c := tr.dialPublic(t, 443, sni("a.localhost"), "127.0.0.1")
+		got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]
+		if got.code != 503 || got.body == who("a") || len(got.body) > 200 {
+			t.Fatalf("a connection over the limit: %d %q %v; want a short 503", got.code, got.body, got.err)
+		}
+	}
+	good()
+	for _, c := range held[1:] {
+		c.Close()
+	}
+
+	c := held[0]
+	codes := map[int]int{}
+	for range 15 {
+		got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]
+		if got.err != nil {
+			t.Fatal(got.err)
+		}
+		codes[got.code]++
+		if got.code == 429 && (got.body == who("a") || len(got.body) > 200) {
+			t.Fatalf("a request over the rate: %q", got.body)
+		}
+	}
+	if codes[200] != 10 || codes[429] != 5 {
+		t.Errorf("15 requests at once with a burst of 10: %v; want 10 200s and 5 429s", codes)
+	}
+	good()
+	if n := tr.logged("limits: address 127.0.0.1/32"); n != 1 {
+		t.Errorf("%d log lines about 127.0.0.1's limits within 30 s, want 1", n)
+	}
+	tr.clock.advance(2 * time.Second)
+	if got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]; got.code != 200 {
+		t.Errorf("after 2 s at 1 request a second: %d, want 200", got.code)
+	}
+}
+
+// TestAuditLine: every forwarded request is logged with its hub, port,
+// source address and status, and never with its path, cookies or
+// credentials.
+func TestAuditLine(t *testing.T) {
+	tr := twoHubs(t, nil)
+	c := tr.dialPublic(t, 443, sni("a.localhost"), "")
+	got := exchange(t, c, "GET /who?sid=secret-sid HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=secret-cookie\r\nAuthorization: Basic c2VjcmV0LWF1dGg=\r\n\r\n", 1)[0]
+	if got.code != 200 {
+		t.Fatalf("%d %v", got.code, got.err)
+	}
+	poll.Until(t, 10*time.Second, "the request's audit line", func() bool {
+		return tr.logged("relay: request hub=a port=443 from=127.0.0.1:", "method=GET status=200") == 1
+	})
+	for _, secret := range []string{"secret", "c2VjcmV0", "/who"} {
+		if n := tr.logged(secret); n != 0 {
+			t.Errorf("%d log lines contain %q", n, secret)
+		}
+	}
+}
