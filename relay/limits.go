@@ -183,6 +183,8 @@ type publicConn struct {
 	// the connection's request handler (one at a time) uses them.
 	auditIn, auditOut int64
 	closeOnce         sync.Once
+	// pools are this connection's own connections to hubs (hubProxy).
+	pools userPools
 }
 
 func (c *publicConn) Read(p []byte) (int, error) {
@@ -199,6 +201,7 @@ func (c *publicConn) Write(p []byte) (int, error) {
 
 func (c *publicConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.pools.close()
 		c.s.limits.close(c.addr)
 		c.s.untrack(c.Conn)
 	})

@@ -18,11 +18,10 @@ import (
 const (
 	// hubDialTimeout bounds connecting through the tunnel to an online hub.
 	hubDialTimeout = 10 * time.Second
-	// hubIdlePerPort and hubIdlePerHub bound the kept-alive connections to
-	// one hub: per tunnel port, and in all. The CCU's web server (lighttpd)
-	// and XML-RPC servers keep few connections; 8 serve a browser's 6.
-	hubIdlePerPort = 8
-	hubIdlePerHub  = 32
+	// userIdlePerHub bounds the kept-alive connections one user connection
+	// holds to one hub. Its requests come one at a time (HTTP/1.1), so
+	// one is enough.
+	userIdlePerHub = 1
 	// hubIdleTimeout closes a kept-alive connection to a hub unused for
 	// this long: reuse pays within a page load or a client's polling, and
 	// the hub's own servers drop idle connections soon anyway (lighttpd
@@ -42,22 +41,33 @@ const (
 )
 
 // hubProxy forwards a request the public side has authorised to its hub:
-// httputil.ReverseProxy over a Transport per hub that dials the hub's
-// tunnel address through the relay's netstack and keeps connections to
-// it alive, so a kept-alive user connection costs no dial per request.
-// One hub's connections only ever carry that hub's requests.
+// httputil.ReverseProxy over Transports that dial the hub's tunnel address
+// through the relay's netstack and keep connections to it alive, so a
+// kept-alive user connection costs no dial per request.
+//
+// Each user connection has its own connections to hubs (userPools): one
+// hub's connections only ever carry that hub's requests, and only one
+// user connection's. The agent decides on each connection it accepts (the
+// CCU's firewall settings; later, who the user is), so a connection to a
+// hub must never carry another user's requests.
 type hubProxy struct {
 	s  *Server
 	rp *httputil.ReverseProxy
-
-	mu         sync.Mutex
-	transports map[*hub]*hubTransport
 }
 
-// hubTransport is one hub's connection pool.
+// hubTransport is one user connection's connection pool to one hub.
 type hubTransport struct {
 	*http.Transport
 	goneAt time.Time // the hub's goneAt when the pool was last known good
+}
+
+// userPools are one user connection's pools, by hub. Requests on a user
+// connection come one at a time, but the map is locked anyway: Close comes
+// from the server's goroutine.
+type userPools struct {
+	mu     sync.Mutex
+	pools  map[*hub]*hubTransport
+	closed bool
 }
 
 // routeKey is the context key of a request's route.
@@ -70,10 +80,11 @@ type route struct {
 	port   uint16 // the tunnel port
 	tls    bool   // the user came over TLS
 	client netip.Addr
+	pools  *userPools // the user connection's
 }
 
 func newHubProxy(s *Server) *hubProxy {
-	p := &hubProxy{s: s, transports: map[*hub]*hubTransport{}}
+	p := &hubProxy{s: s}
 	errLog := logger.RateLimited(s.logf, 30*time.Second)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       p.rewrite,
@@ -85,7 +96,7 @@ func newHubProxy(s *Server) *hubProxy {
 			if !errors.Is(err, context.Canceled) {
 				errLog("relay: hub %s port %d for %s: %v", rt.hub.Name, rt.port, r.RemoteAddr, err)
 			}
-			p.transport(rt.hub).CloseIdleConnections()
+			p.transport(rt).CloseIdleConnections()
 			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")
 		},
 	}
@@ -120,30 +131,47 @@ func (p *hubProxy) rewrite(pr *httputil.ProxyRequest) {
 	h["X-Forwarded-Proto"] = []string{proto}
 }
 
-// RoundTrip sends a request over its hub's pool.
+// RoundTrip sends a request over its user connection's pool to its hub.
 func (p *hubProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt := r.Context().Value(routeKey{}).(*route)
-	return p.transport(rt.hub).RoundTrip(r)
+	return p.transport(rt).RoundTrip(r)
 }
 
-// transport is h's pool, made on first use. A hub whose agent has
-// reconnected since the pool was last used has a new netstack behind the
-// tunnel: the kept connections are dead, and are closed first.
-func (p *hubProxy) transport(h *hub) *hubTransport {
+// transport is the pool of rt's user connection to rt's hub, made on
+// first use. A hub whose agent has reconnected since the pool was last
+// used has a new netstack behind the tunnel: the kept connections are
+// dead, and are closed first.
+func (p *hubProxy) transport(rt *route) *hubTransport {
+	h, u := rt.hub, rt.pools
 	h.mu.Lock()
 	goneAt := h.goneAt
 	h.mu.Unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t := p.transports[h]
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t := u.pools[h]
 	if t == nil {
 		t = &hubTransport{Transport: p.newTransport(h), goneAt: goneAt}
-		p.transports[h] = t
+		if u.pools == nil {
+			u.pools = map[*hub]*hubTransport{}
+		}
+		if !u.closed {
+			u.pools[h] = t
+		}
 	} else if !t.goneAt.Equal(goneAt) {
 		t.CloseIdleConnections()
 		t.goneAt = goneAt
 	}
 	return t
+}
+
+// close closes the kept connections of a user connection that has ended.
+func (u *userPools) close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closed = true
+	for _, t := range u.pools {
+		t.CloseIdleConnections()
+	}
 }
 
 func (p *hubProxy) newTransport(h *hub) *http.Transport {
@@ -164,22 +192,13 @@ func (p *hubProxy) newTransport(h *hub) *http.Transport {
 			}
 			return &trackedConn{Conn: c, s: p.s}, nil
 		},
-		MaxIdleConns:          hubIdlePerHub,
-		MaxIdleConnsPerHost:   hubIdlePerPort,
+		MaxIdleConns:          userIdlePerHub,
+		MaxIdleConnsPerHost:   userIdlePerHub,
 		IdleConnTimeout:       hubIdleTimeout,
 		ResponseHeaderTimeout: hubAnswerTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,                                                   // pass the hub's encoding through untouched
 		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
-	}
-}
-
-// Close closes every pool's idle connections.
-func (p *hubProxy) Close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, t := range p.transports {
-		t.CloseIdleConnections()
 	}
 }
 

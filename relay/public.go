@@ -158,7 +158,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			audit()
 		}
 	}()
-	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr)}
+	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr), pools: &pc.pools}
 	s.proxy.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 	if sw.status != 0 { // not hijacked: the answer goes out before the log line is written
 		http.NewResponseController(w).Flush()

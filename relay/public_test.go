@@ -18,6 +18,7 @@ import (
 //
 //	/         testAgentPage
 //	/who      the hub's tunnel address: which hub a request reached
+//	/conn     the address the request's connection came from (one per relay connection)
 //	/headers  the request's Host and forwarding headers, one a line
 //	/ws       a WebSocket-style upgrade that echoes what it reads
 //	/stream   "first\n", flushed, then "last\n" when the client hangs up or after 10 s
@@ -25,6 +26,7 @@ func testHub(ip string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })
 	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, ip) })
+	mux.HandleFunc("/conn", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Host: %s\n", r.Host)
 		for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"} {
@@ -187,6 +189,39 @@ func TestEachRequestRoutedOnItsOwn(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHubConnectionsAreNeverShared: a connection from the relay to a hub
+// carries the requests of one user connection only, kept alive for its
+// next request. The agent decides on each connection it accepts (the CCU's
+// firewall levels, and later who the user is): a pool shared between users
+// would let one user's requests ride on a connection the agent accepted
+// for another, and keep a user on a connection the owner has since closed
+// to new ones.
+func TestHubConnectionsAreNeverShared(t *testing.T) {
+	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
+	req := fmt.Sprintf("GET /conn HTTP/1.1\r\nHost: a.localhost:%d\r\n\r\n", 80+tr.offset)
+	var users [2][]string
+	conns := [2]net.Conn{tr.dialPublic(t, 80, nil, ""), tr.dialPublic(t, 80, nil, "")}
+	for round := 0; round < 3; round++ {
+		for u, c := range conns {
+			got := exchange(t, c, req, 1)[0]
+			if got.err != nil || got.code != 200 {
+				t.Fatalf("user %d, request %d: %d %v", u, round, got.code, got.err)
+			}
+			users[u] = append(users[u], got.body)
+		}
+	}
+	for u, seen := range users {
+		for _, from := range seen[1:] {
+			if from != seen[0] {
+				t.Errorf("user %d's requests came to the hub on %q: want one kept-alive connection", u, seen)
+			}
+		}
+	}
+	if users[0][0] == users[1][0] {
+		t.Errorf("two users' requests reached the hub on the same connection %s", users[0][0])
 	}
 }
 

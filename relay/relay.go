@@ -256,7 +256,6 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
-		s.proxy.Close()
 		if s.dev != nil {
 			s.dev.Close() // closes the bind and the netstack's device
 		}
