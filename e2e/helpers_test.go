@@ -427,3 +427,19 @@ func readFileString(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
 }
+
+// newNetns makes a network namespace named prefix-PID with its loopback
+// up, deleted when the test ends, and returns its name and a function that
+// prefixes a command line to run inside it.
+func newNetns(t *testing.T, ip, prefix string) (string, func(argv ...string) []string) {
+	t.Helper()
+	ns := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	run(t, ip, "netns", "add", ns)
+	t.Cleanup(func() {
+		if out, err := runErr(ip, "netns", "del", ns); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+		}
+	})
+	run(t, ip, "-n", ns, "link", "set", "lo", "up")
+	return ns, func(argv ...string) []string { return append([]string{ip, "netns", "exec", ns}, argv...) }
+}

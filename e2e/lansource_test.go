@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -31,16 +30,8 @@ func TestHubSeesTheLANAddressInANamespace(t *testing.T) {
 	echo, _ := filepath.Abs("testdata/peerecho.py")
 	fetch, _ := filepath.Abs("testdata/fetchvia.py")
 
-	ns := fmt.Sprintf("ht-lan-%d", os.Getpid())
+	ns, in := newNetns(t, ip, "ht-lan")
 	dir := t.TempDir()
-	in := func(argv ...string) []string { return append([]string{ip, "netns", "exec", ns}, argv...) }
-	run(t, ip, "netns", "add", ns)
-	t.Cleanup(func() {
-		if out, err := runErr(ip, "netns", "del", ns); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
-		}
-	})
-	run(t, ip, "-n", ns, "link", "set", "lo", "up")
 	// A veth pair with both ends inside: lan0 is the hub's LAN port.
 	if out, err := runErr(ip, "-n", ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan1"); err != nil {
 		missing(t, "no veth interfaces in this kernel (%v: %s)", err, out)

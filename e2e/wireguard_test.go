@@ -37,18 +37,9 @@ func TestWireGuardInterop(t *testing.T) {
 
 	// Unique names: the namespace, and the interface, whose UAPI socket
 	// lives in the shared /var/run/wireguard.
-	ns := fmt.Sprintf("ht-e2e-%d", os.Getpid())
+	ns, in := newNetns(t, ip, "ht-e2e")
 	dev := fmt.Sprintf("htwg%d", os.Getpid()%10000000)
 	dir := t.TempDir()
-	in := func(argv ...string) []string { return append([]string{ip, "netns", "exec", ns}, argv...) }
-
-	run(t, ip, "netns", "add", ns)
-	t.Cleanup(func() {
-		if out, err := runErr(ip, "netns", "del", ns); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
-		}
-	})
-	run(t, ip, "-n", ns, "link", "set", "lo", "up")
 
 	// Keys: the server's from wg, the hub's from hubtunnel; both tools must
 	// agree on the format.
