@@ -96,7 +96,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		l.g.refused.Add(1)
-		resetConn(c)
+		portmap.Abort(c)
 		svc := v.Service
 		if svc == "" {
 			svc = "port"
@@ -122,17 +122,4 @@ func remoteAddr(c net.Conn) netip.Addr {
 	}
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	return ap.Addr().Unmap()
-}
-
-// resetConn ends c with a reset where it can.
-func resetConn(c net.Conn) {
-	switch c := c.(type) {
-	case portmap.Aborter:
-		c.Abort()
-	case *net.TCPConn:
-		c.SetLinger(0)
-		c.Close()
-	default:
-		c.Close()
-	}
 }

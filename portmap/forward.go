@@ -143,7 +143,7 @@ func (f *Forwarder) Serve(ln net.Listener, r Route) error {
 		delay = 0
 		s := f.track(c)
 		if s == nil {
-			abort(c)
+			Abort(c)
 			continue
 		}
 		go f.run(s, r)
@@ -156,7 +156,7 @@ func (f *Forwarder) Serve(ln net.Listener, r Route) error {
 func (f *Forwarder) Handle(c net.Conn, r Route) {
 	s := f.track(c)
 	if s == nil {
-		abort(c)
+		Abort(c)
 		return
 	}
 	f.run(s, r)
@@ -189,9 +189,9 @@ func (f *Forwarder) Close() error {
 			f.cancel()
 		}
 		for s := range f.active {
-			abort(s.client)
+			Abort(s.client)
 			if s.target != nil {
-				abort(s.target)
+				Abort(s.target)
 			}
 		}
 	}
@@ -238,7 +238,7 @@ func (f *Forwarder) run(s *session, r Route) {
 	tc, err := f.dial(ctx, timeout, src, target)
 	cancel()
 	if err != nil {
-		abort(s.client)
+		Abort(s.client)
 		if parent.Err() != nil {
 			return // Close cancelled the dial; nothing to report
 		}
@@ -253,8 +253,8 @@ func (f *Forwarder) run(s *session, r Route) {
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		abort(tc)
-		abort(s.client)
+		Abort(tc)
+		Abort(s.client)
 		return
 	}
 	s.target = tc
@@ -309,9 +309,9 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// abort ends c with a reset where the connection supports one: Abort if c
+// Abort ends c with a reset where the connection supports one: Abort if c
 // has it, SetLinger(0) and Close for a *net.TCPConn, else a plain Close.
-func abort(c net.Conn) {
+func Abort(c net.Conn) {
 	switch c := c.(type) {
 	case Aborter:
 		c.Abort()
@@ -353,8 +353,8 @@ func splice(a, b net.Conn, aToBCount, bToACount *atomic.Uint64) (aToB, bToA int6
 		once.Do(func() {
 			first = err
 			if err != nil {
-				abort(a)
-				abort(b)
+				Abort(a)
+				Abort(b)
 			} else {
 				a.Close()
 				b.Close()
