@@ -28,6 +28,10 @@ const (
 	// after 5 s by default), so the agent's sessions end soon after the
 	// users leave.
 	hubIdleTimeout = 10 * time.Second
+	// maxHubsPerUserConn bounds the hubs one user connection keeps a
+	// connection to; a browser's connection serves one hub, a reverse
+	// proxy's a few.
+	maxHubsPerUserConn = 8
 	// hubAnswerTimeout bounds the wait for a hub's response head. A
 	// HomeMatic script or an XML-RPC call may well run for minutes.
 	hubAnswerTimeout = 10 * time.Minute
@@ -153,6 +157,14 @@ func (p *hubProxy) transport(rt *route) *hubTransport {
 		t = &hubTransport{Transport: p.newTransport(h), goneAt: goneAt}
 		if u.pools == nil {
 			u.pools = map[*hub]*hubTransport{}
+		}
+		if len(u.pools) >= maxHubsPerUserConn {
+			// A connection that walks through hub names holds no more
+			// than this many idle tunnel connections.
+			for old, ot := range u.pools {
+				ot.CloseIdleConnections()
+				delete(u.pools, old)
+			}
 		}
 		if !u.closed {
 			u.pools[h] = t

@@ -439,3 +439,44 @@ func TestAuditLine(t *testing.T) {
 		}
 	}
 }
+
+// TestUserConnectionKeepsFewHubConnections: one user connection that walks
+// through many hub names keeps at most maxHubsPerUserConn of them.
+func TestUserConnectionKeepsFewHubConnections(t *testing.T) {
+	names := make([]string, maxHubsPerUserConn+4)
+	for i := range names {
+		names[i] = fmt.Sprintf("h%d", i)
+	}
+	tr := startTestRelayWith(t, false, func(c *Config) { c.PlaintextPorts = true }, names...)
+	for i, name := range names {
+		startTestAgent(t, tr, tr.keys[name], fmt.Sprintf("100.96.0.%d", i+2), [32]byte{})
+	}
+	poll.Until(t, 10*time.Second, "every hub online", func() bool {
+		for _, name := range names {
+			if !tr.hubs.online(tr.hubs.byName[name]) {
+				return false
+			}
+		}
+		return true
+	})
+	c := tr.dialPublic(t, 80, nil, "")
+	for i, name := range names {
+		got := exchange(t, c, fmt.Sprintf("GET /who HTTP/1.1\r\nHost: %s.localhost:%d\r\n\r\n", name, 80+tr.offset), 1)[0]
+		if got.err != nil || got.code != 200 || got.body != fmt.Sprintf("100.96.0.%d", i+2) {
+			t.Fatalf("request for %s: %d %q %v", name, got.code, got.body, got.err)
+		}
+	}
+	// The relay tracks every connection it must close at Close: agents'
+	// and users' (kernel TCP) and its own through the tunnel (netstack).
+	tunnel := 0
+	tr.mu.Lock()
+	for c := range tr.conns {
+		if _, kernel := c.(*net.TCPConn); !kernel {
+			tunnel++
+		}
+	}
+	tr.mu.Unlock()
+	if tunnel == 0 || tunnel > maxHubsPerUserConn {
+		t.Errorf("one user connection holds %d tunnel connections after %d hubs; want 1 to %d", tunnel, len(names), maxHubsPerUserConn)
+	}
+}
