@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -22,23 +23,51 @@ type Event struct {
 	BytesDown int64  // hub → user
 	Outcome   string // e.g. "ok", "refused", "failed"
 	Detail    string
+	Ended     time.Time // a session record's end (At is its start)
+	Requests  int       // a session record's requests
 }
+
+// Kinds of audit records the relay writes.
+const (
+	KindLogin      = "login"       // a login: Outcome ok or failed, Detail why
+	KindLogout     = "logout"      // a session ended by its user
+	KindSession    = "session"     // a user's or token's use of a hub over one connection, start to end
+	KindGrant      = "grant"       // access given: Detail the ports and until
+	KindRevoke     = "revoke"      // a grant, session or token taken away
+	KindToken      = "token"       // a token made
+	KindHubConnect = "hub-connect" // a hub's agent came online
+	KindHubGone    = "hub-gone"    // a hub's agent went offline
+)
 
 // maxDetail bounds Detail, in bytes.
 const maxDetail = 1024
 
 // Append records an event; At defaults to now.
 func (s *Store) Append(ctx context.Context, e Event) error {
-	if e.At.IsZero() {
-		e.At = s.now()
-	}
-	e.Detail = strings.ToValidUTF8(e.Detail, "?")
-	if len(e.Detail) > maxDetail {
-		e.Detail = strings.ToValidUTF8(e.Detail[:maxDetail], "")
-	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (at, kind, user_name, token_id, hub, port, source, bytes_up, bytes_down, outcome, detail)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		e.At.UnixMilli(), e.Kind, e.User, e.TokenID, e.Hub, e.Port, e.Source, e.BytesUp, e.BytesDown, e.Outcome, e.Detail)
+	return s.AppendAll(ctx, []Event{e})
+}
+
+// AppendAll records events in one transaction: one disk sync for many,
+// which is how the relay writes its session records.
+func (s *Store) AppendAll(ctx context.Context, es []Event) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for _, e := range es {
+			if e.At.IsZero() {
+				e.At = s.now()
+			}
+			e.Detail = strings.ToValidUTF8(e.Detail, "?")
+			if len(e.Detail) > maxDetail {
+				e.Detail = strings.ToValidUTF8(e.Detail[:maxDetail], "")
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO audit (at, kind, user_name, token_id, hub, port, source, bytes_up, bytes_down, outcome, detail, ended, requests)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+				e.At.UnixMilli(), e.Kind, e.User, e.TokenID, e.Hub, e.Port, e.Source, e.BytesUp, e.BytesDown, e.Outcome, e.Detail, ms(e.Ended), e.Requests)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("store: audit: %w", err)
 	}
@@ -87,7 +116,7 @@ func (s *Store) Audit(ctx context.Context, f AuditFilter) ([]Event, error) {
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
-	q := `SELECT id, at, kind, user_name, token_id, hub, port, source, bytes_up, bytes_down, outcome, detail FROM audit`
+	q := `SELECT id, at, kind, user_name, token_id, hub, port, source, bytes_up, bytes_down, outcome, detail, ended, requests FROM audit`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -101,11 +130,11 @@ func (s *Store) Audit(ctx context.Context, f AuditFilter) ([]Event, error) {
 	var out []Event
 	for rows.Next() {
 		var e Event
-		var at int64
-		if err := rows.Scan(&e.ID, &at, &e.Kind, &e.User, &e.TokenID, &e.Hub, &e.Port, &e.Source, &e.BytesUp, &e.BytesDown, &e.Outcome, &e.Detail); err != nil {
+		var at, ended int64
+		if err := rows.Scan(&e.ID, &at, &e.Kind, &e.User, &e.TokenID, &e.Hub, &e.Port, &e.Source, &e.BytesUp, &e.BytesDown, &e.Outcome, &e.Detail, &ended, &e.Requests); err != nil {
 			return nil, err
 		}
-		e.At = fromMs(at)
+		e.At, e.Ended = fromMs(at), fromMs(ended)
 		out = append(out, e)
 	}
 	return out, rows.Err()

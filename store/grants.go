@@ -28,23 +28,18 @@ func (s *Store) Grant(ctx context.Context, user, hub string, ports Ports, until 
 	if ports == 0 {
 		return errors.New("store: a grant needs at least one of webui, xmlrpc, script")
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO grants (user_id, hub_id, ports, until_at, created)
+	return s.execChange(ctx, fmt.Sprintf("user %q or hub %q", user, hub), `INSERT INTO grants (user_id, hub_id, ports, until_at, created)
 		SELECT u.id, h.id, $3, $4, $5 FROM users u, hubs h WHERE u.name = $1 AND h.name = $2
 		ON CONFLICT (user_id, hub_id) DO UPDATE SET ports = excluded.ports, until_at = excluded.until_at`,
 		user, hub, int(ports), ms(until), s.nowMs())
-	if err := affected(res, err, fmt.Sprintf("user %q or hub %q", user, hub)); err != nil {
-		return err
-	}
-	return nil
 }
 
 // Revoke takes user's grant on hub away; ErrNotFound when there was none.
-// It takes effect at the user's next Access check; ending the connections
-// the grant let them open is the relay's part.
+// It counts as a change (Revision): a running relay ends the connections
+// the grant let the user open.
 func (s *Store) Revoke(ctx context.Context, user, hub string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM grants WHERE user_id = (SELECT id FROM users WHERE name = $1)
+	return s.execChange(ctx, fmt.Sprintf("grant of hub %q to user %q", hub, user), `DELETE FROM grants WHERE user_id = (SELECT id FROM users WHERE name = $1)
 		AND hub_id = (SELECT id FROM hubs WHERE name = $2)`, user, hub)
-	return affected(res, err, fmt.Sprintf("grant of hub %q to user %q", hub, user))
 }
 
 const grantSelect = `SELECT g.user_id, u.name, g.hub_id, h.name, g.ports, g.until_at, g.created

@@ -19,15 +19,19 @@ type Hub struct {
 	Created      time.Time
 	LastSeen     time.Time
 	AgentVersion string
+	Model        string // e.g. "RaspberryMatic", as the agent said at its last connect
+	Firmware     string
+	Owner        string // the owner's name, "" for none
 }
 
-const hubCols = `id, name, COALESCE(owner_id, 0), public_key, tunnel_ip, disabled, created, last_seen, agent_version`
+const hubCols = `hubs.id, hubs.name, COALESCE(hubs.owner_id, 0), hubs.public_key, hubs.tunnel_ip, hubs.disabled, hubs.created, hubs.last_seen,
+	hubs.agent_version, hubs.model, hubs.firmware, COALESCE((SELECT name FROM users WHERE users.id = hubs.owner_id), '')`
 
 func scanHub(row interface{ Scan(...any) error }) (Hub, error) {
 	var h Hub
 	var disabled int
 	var created, seen int64
-	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion); err != nil {
+	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion, &h.Model, &h.Firmware, &h.Owner); err != nil {
 		return Hub{}, err
 	}
 	h.Disabled, h.Created, h.LastSeen = disabled != 0, fromMs(created), fromMs(seen)
@@ -140,16 +144,22 @@ func (s *Store) upsertHubTx(ctx context.Context, tx *sql.Tx, h HubSpec) (Hub, st
 	old, err := scanHub(tx.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE name = $1`, h.Name))
 	switch {
 	case err == sql.ErrNoRows:
-		nh, err := scanHub(tx.QueryRowContext(ctx, `INSERT INTO hubs (name, public_key, tunnel_ip, created) VALUES ($1, $2, $3, $4) RETURNING `+hubCols,
-			h.Name, h.PublicKey, h.TunnelIP, s.nowMs()))
+		var id int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO hubs (name, public_key, tunnel_ip, created) VALUES ($1, $2, $3, $4) RETURNING id`,
+			h.Name, h.PublicKey, h.TunnelIP, s.nowMs()).Scan(&id); err != nil {
+			return Hub{}, "", err
+		}
+		nh, err := scanHub(tx.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE id = $1`, id))
 		return nh, "added", err
 	case err != nil:
 		return Hub{}, "", err
 	case old.PublicKey == h.PublicKey && old.TunnelIP == h.TunnelIP:
 		return old, "unchanged", nil
 	}
-	nh, err := scanHub(tx.QueryRowContext(ctx, `UPDATE hubs SET public_key = $1, tunnel_ip = $2 WHERE id = $3 RETURNING `+hubCols,
-		h.PublicKey, h.TunnelIP, old.ID))
+	if _, err := tx.ExecContext(ctx, `UPDATE hubs SET public_key = $1, tunnel_ip = $2 WHERE id = $3`, h.PublicKey, h.TunnelIP, old.ID); err != nil {
+		return Hub{}, "", err
+	}
+	nh, err := scanHub(tx.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE id = $1`, old.ID))
 	return nh, "updated", err
 }
 
@@ -163,22 +173,30 @@ func (s *Store) SetHubOwner(ctx context.Context, hubName, ownerName string) erro
 		}
 		owner = u.ID
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET owner_id = $1 WHERE name = $2`, owner, hubName)
-	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+	return s.execChange(ctx, fmt.Sprintf("hub %q", hubName), `UPDATE hubs SET owner_id = $1 WHERE name = $2`, owner, hubName)
 }
 
 // SetHubDisabled disables or enables a hub.
 func (s *Store) SetHubDisabled(ctx context.Context, hubName string, disabled bool) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET disabled = $1 WHERE name = $2`, b2i(disabled), hubName)
-	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+	return s.execChange(ctx, fmt.Sprintf("hub %q", hubName), `UPDATE hubs SET disabled = $1 WHERE name = $2`, b2i(disabled), hubName)
 }
 
-// HubSeen records that the hub's agent is connected now, and its version.
-func (s *Store) HubSeen(ctx context.Context, hubName, agentVersion string) error {
-	agentVersion = strings.ToValidUTF8(agentVersion, "?")
-	if len(agentVersion) > 64 {
-		agentVersion = agentVersion[:64]
+// AgentInfo is what a hub's agent says of itself when it connects.
+type AgentInfo struct {
+	Version, Model, Firmware string
+}
+
+// HubSeen records that the hub's agent is connected now, and what it said
+// of itself.
+func (s *Store) HubSeen(ctx context.Context, hubName string, info AgentInfo) error {
+	clip := func(v string) string {
+		v = strings.ToValidUTF8(v, "?")
+		if len(v) > 64 {
+			v = strings.ToValidUTF8(v[:64], "")
+		}
+		return v
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, agent_version = $2 WHERE name = $3`, s.nowMs(), agentVersion, hubName)
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, agent_version = $2, model = $3, firmware = $4 WHERE name = $5`,
+		s.nowMs(), clip(info.Version), clip(info.Model), clip(info.Firmware), hubName)
 	return affected(res, err, fmt.Sprintf("hub %q", hubName))
 }

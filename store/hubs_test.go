@@ -51,12 +51,12 @@ func TestImportHubs(t *testing.T) {
 				t.Fatalf("a failed import left hub d: %v", err)
 			}
 		}
-		check(t, s.HubSeen(ctx, "b", "0.2.0"))
+		check(t, s.HubSeen(ctx, "b", AgentInfo{Version: "0.2.0", Model: "RaspberryMatic", Firmware: "3.79.6"}))
 		b := must[Hub](t)(s.HubByName(ctx, "b"))
-		if b.AgentVersion != "0.2.0" || !b.LastSeen.Equal(c.Now()) {
+		if b.AgentVersion != "0.2.0" || b.Model != "RaspberryMatic" || b.Firmware != "3.79.6" || !b.LastSeen.Equal(c.Now()) {
 			t.Fatalf("seen: %+v", b)
 		}
-		if err := s.HubSeen(ctx, "zz", "1"); !errors.Is(err, ErrNotFound) {
+		if err := s.HubSeen(ctx, "zz", AgentInfo{Version: "1"}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("seen of a missing hub: %v", err)
 		}
 		if err := s.SetHubOwner(ctx, "b", "nobody"); !errors.Is(err, ErrNotFound) {
@@ -155,16 +155,16 @@ func TestGrantsAndAccess(t *testing.T) {
 func TestTokens(t *testing.T) {
 	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
 		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"home", testKey(1), "100.96.0.2"}))
-		secret, tok, err := s.CreateToken(ctx, "home", "Home Assistant", PortXMLRPC, c.Now().Add(24*time.Hour))
+		secret, tok, err := s.CreateToken(ctx, TokenSpec{Hub: "home", Label: "Home Assistant", Ports: PortXMLRPC, Expires: c.Now().Add(24 * time.Hour)})
 		check(t, err)
-		if len(secret) != 43 {
+		if len(secret) != TokenLen || secret[:4] != TokenPrefix {
 			t.Fatalf("secret of %d characters", len(secret))
 		}
 		got := must[Token](t)(s.VerifyToken(ctx, secret))
-		if got.ID != tok.ID || got.Hub != "home" || got.Ports != PortXMLRPC || got.Label != "Home Assistant" || !got.LastUsed.Equal(c.Now()) {
+		if got.ID != tok.ID || got.Hub != "home" || got.Ports != PortXMLRPC || got.Label != "Home Assistant" || got.Reach != PortXMLRPC || !got.LastUsed.Equal(c.Now()) {
 			t.Fatalf("verified %+v", got)
 		}
-		for _, bad := range []string{"", secret[:42], secret + "x", hashSecret(secret)} {
+		for _, bad := range []string{"", secret[:TokenLen-1], secret + "x", secret[len(TokenPrefix):], hashSecret(secret)} {
 			if _, err := s.VerifyToken(ctx, bad); !errors.Is(err, ErrNotFound) {
 				t.Errorf("VerifyToken(%q): %v", bad, err)
 			}
@@ -183,7 +183,7 @@ func TestTokens(t *testing.T) {
 		if _, err := s.VerifyToken(ctx, secret); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("expired token: %v", err)
 		}
-		forever, tok2, err := s.CreateToken(ctx, "home", "", PortsAll, time.Time{})
+		forever, tok2, err := s.CreateToken(ctx, TokenSpec{Hub: "home", Ports: PortsAll})
 		check(t, err)
 		check(t, s.SetHubDisabled(ctx, "home", true))
 		if _, err := s.VerifyToken(ctx, forever); !errors.Is(err, ErrNotFound) {
@@ -201,7 +201,7 @@ func TestTokens(t *testing.T) {
 		if err := s.RevokeToken(ctx, tok2.ID); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("second revoke: %v", err)
 		}
-		if _, _, err := s.CreateToken(ctx, "nohub", "", PortWebUI, time.Time{}); !errors.Is(err, ErrNotFound) {
+		if _, _, err := s.CreateToken(ctx, TokenSpec{Hub: "nohub", Ports: PortWebUI}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("token for a missing hub: %v", err)
 		}
 	})
@@ -358,4 +358,84 @@ func TestPorts(t *testing.T) {
 	if !PortsAll.Has(PortScript) || PortWebUI.Has(PortScript) || PortWebUI.Has(0) {
 		t.Error("Has")
 	}
+}
+
+func TestRevisionCountsEveryChangeOfAccess(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"home", testKey(1), "100.96.0.2"}))
+		alice := must[User](t)(s.AddUser(ctx, "alice", "correct horse battery"))
+		must[User](t)(s.AddUser(ctx, "bob", "correct horse battery"))
+		rev := func() int64 { return must[int64](t)(s.Revision(ctx)) }
+		last := rev()
+		moved := func(what string, err error) {
+			t.Helper()
+			check(t, err)
+			if n := rev(); n <= last {
+				t.Fatalf("%s: revision stayed at %d", what, n)
+			} else {
+				last = n
+			}
+		}
+		stayed := func(what string, err error) {
+			t.Helper()
+			if n := rev(); n != last {
+				t.Fatalf("%s (%v): revision moved from %d to %d", what, err, last, n)
+			}
+		}
+		moved("owner", s.SetHubOwner(ctx, "home", "alice"))
+		moved("grant", s.Grant(ctx, "bob", "home", PortWebUI, time.Time{}))
+		moved("revoke", s.Revoke(ctx, "bob", "home"))
+		stayed("revoke of nothing", s.Revoke(ctx, "bob", "home"))
+		secret, sess, err := s.CreateSession(ctx, alice.ID, time.Hour, "192.0.2.1")
+		check(t, err)
+		stayed("new session", nil)
+		moved("session revoked", s.RevokeSession(ctx, sess.ID))
+		_, _, err = s.CreateSession(ctx, alice.ID, time.Hour, "192.0.2.1")
+		check(t, err)
+		_, err = s.RevokeUserSessions(ctx, alice.ID)
+		moved("all sessions revoked", err)
+		stayed("logout of a revoked session", s.RevokeSessionBySecret(ctx, secret))
+		_, tok, err := s.CreateToken(ctx, TokenSpec{Hub: "home", User: "alice", Ports: PortXMLRPC})
+		check(t, err)
+		moved("token revoked", s.RevokeToken(ctx, tok.ID))
+		moved("hub disabled", s.SetHubDisabled(ctx, "home", true))
+		moved("user disabled", s.SetDisabled(ctx, "bob", true))
+		moved("password", s.SetPassword(ctx, "alice", "another long password"))
+		moved("user removed", s.RemoveUser(ctx, "bob"))
+	})
+}
+
+func TestUserTokensReachNoMoreThanTheirMaker(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"home", testKey(1), "100.96.0.2"}))
+		must[User](t)(s.AddUser(ctx, "alice", "correct horse battery"))
+		must[User](t)(s.AddUser(ctx, "tech", "correct horse battery"))
+		check(t, s.SetHubOwner(ctx, "home", "alice"))
+		check(t, s.Grant(ctx, "tech", "home", PortWebUI|PortXMLRPC, c.Now().Add(time.Hour)))
+
+		if _, _, err := s.CreateToken(ctx, TokenSpec{Hub: "home", User: "tech", Ports: PortScript}); !errors.Is(err, ErrNotAllowed) {
+			t.Fatalf("a token for more than the grant: %v", err)
+		}
+		secret, tok, err := s.CreateToken(ctx, TokenSpec{Hub: "home", User: "tech", Label: "laptop", Ports: PortXMLRPC})
+		check(t, err)
+		if got := must[Token](t)(s.VerifyToken(ctx, secret)); got.Reach != PortXMLRPC || got.User != "tech" {
+			t.Fatalf("verified %+v", got)
+		}
+		if ts := must[[]Token](t)(s.TokensOfUser(ctx, "tech")); len(ts) != 1 || ts[0].ID != tok.ID {
+			t.Fatalf("tech's tokens: %+v", ts)
+		}
+		c.Add(2 * time.Hour) // the grant ended: the token opens nothing
+		if got := must[Token](t)(s.VerifyToken(ctx, secret)); got.Reach != 0 {
+			t.Fatalf("token after its maker's grant ended reaches %v", got.Reach)
+		}
+		owners, _, err := s.CreateToken(ctx, TokenSpec{Hub: "home", User: "alice", Ports: PortsAll})
+		check(t, err)
+		if got := must[Token](t)(s.VerifyToken(ctx, owners)); got.Reach != PortsAll {
+			t.Fatalf("owner's token reaches %v", got.Reach)
+		}
+		check(t, s.RemoveUser(ctx, "tech"))
+		if _, err := s.VerifyToken(ctx, secret); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("token of a removed user: %v", err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -85,24 +86,26 @@ func (s *Store) Sessions(ctx context.Context, userID int64) ([]Session, error) {
 // RevokeSession ends one session (logout, or a user ending another of
 // theirs). ErrNotFound when it is not active.
 func (s *Store) RevokeSession(ctx context.Context, id int64) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET revoked = $1 WHERE id = $2 AND revoked = 0`, s.nowMs(), id)
-	return affected(res, err, fmt.Sprintf("session #%d", id))
+	return s.execChange(ctx, fmt.Sprintf("session #%d", id), `UPDATE sessions SET revoked = $1 WHERE id = $2 AND revoked = 0`, s.nowMs(), id)
 }
 
 // RevokeSessionBySecret ends the session whose id this is (logout with the
 // cookie in hand). ErrNotFound when it is not active.
 func (s *Store) RevokeSessionBySecret(ctx context.Context, secret string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET revoked = $1 WHERE hash = $2 AND revoked = 0`, s.nowMs(), hashSecret(secret))
-	return affected(res, err, "session")
+	return s.execChange(ctx, "session", `UPDATE sessions SET revoked = $1 WHERE hash = $2 AND revoked = 0`, s.nowMs(), hashSecret(secret))
 }
 
 // RevokeUserSessions ends every session of a user and says how many.
 func (s *Store) RevokeUserSessions(ctx context.Context, userID int64) (int, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET revoked = $1 WHERE user_id = $2 AND revoked = 0`, s.nowMs(), userID)
-	if err != nil {
-		return 0, fmt.Errorf("store: revoke sessions: %w", err)
-	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := s.change(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE sessions SET revoked = $1 WHERE user_id = $2 AND revoked = 0`, s.nowMs(), userID)
+		if err != nil {
+			return fmt.Errorf("store: revoke sessions: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	return int(n), err
 }
 

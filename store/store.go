@@ -47,6 +47,7 @@ var (
 	ErrPasswordTooShort = fmt.Errorf("password too short: use at least %d characters", MinPasswordLen)
 	ErrPasswordTooLong  = fmt.Errorf("password too long: at most %d bytes", maxPasswordLen)
 	ErrBadName          = errors.New("bad name: use lower-case letters, digits and . _ @ - (at most 64)")
+	ErrNotAllowed       = errors.New("not allowed")
 )
 
 // Options are Open's optional settings; the zero value is right for a relay.
@@ -206,6 +207,40 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// change runs f in a transaction that also counts a change of who may
+// reach what (see Revision), so a running relay re-checks at once.
+func (s *Store) change(ctx context.Context, f func(*sql.Tx) error) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := f(tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE revision SET n = n + 1 WHERE one = 1`)
+		return err
+	})
+}
+
+// execChange is change for one statement; a statement that matches no row
+// is ErrNotFound for what, and counts no change.
+func (s *Store) execChange(ctx context.Context, what, query string, args ...any) error {
+	return s.change(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		return affected(res, err, what)
+	})
+}
+
+// Revision counts the changes of who may reach what: grants and revokes,
+// sessions and tokens ended, accounts and hubs disabled, removed or given
+// to another owner. It only grows. A relay polls it and, when it moved,
+// checks again the access it let through, so a revoke made by another
+// process (hubrelay grant, another relay) ends open connections at once.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT n FROM revision WHERE one = 1`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: revision: %w", err)
+	}
+	return n, nil
 }
 
 func (s *Store) nowMs() int64 { return s.now().UnixMilli() }

@@ -100,8 +100,7 @@ func (s *Store) Users(ctx context.Context) ([]User, error) {
 // RemoveUser deletes an account with its grants and sessions; the hubs it
 // owned are left without an owner. ErrNotFound when there is none.
 func (s *Store) RemoveUser(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE name = $1`, name)
-	return affected(res, err, fmt.Sprintf("user %q", name))
+	return s.execChange(ctx, fmt.Sprintf("user %q", name), `DELETE FROM users WHERE name = $1`, name)
 }
 
 // SetPassword replaces a user's password and revokes their sessions: a
@@ -114,7 +113,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 	if err != nil {
 		return err
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *sql.Tx) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, `UPDATE users SET password_hash = $1 WHERE name = $2 RETURNING id`, hash, name).Scan(&id)
 		if err != nil {
@@ -128,7 +127,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 // SetDisabled disables or enables an account; disabling revokes its
 // sessions.
 func (s *Store) SetDisabled(ctx context.Context, name string, disabled bool) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *sql.Tx) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, `UPDATE users SET disabled = $1 WHERE name = $2 RETURNING id`, b2i(disabled), name).Scan(&id)
 		if err != nil {

@@ -152,7 +152,7 @@ func TestSecretsAreNeverStoredInClear(t *testing.T) {
 		check(t, s.SetPassword(ctx, "alice", pw+" 2"))
 		u := must[User](t)(s.CheckPassword(ctx, "alice", pw+" 2"))
 		must[Hub](t)(s.UpsertHub(ctx, HubSpec{"home", testKey(1), "100.96.0.2"}))
-		token, _, err := s.CreateToken(ctx, "home", "app", PortXMLRPC, time.Time{})
+		token, _, err := s.CreateToken(ctx, TokenSpec{Hub: "home", Label: "app", Ports: PortXMLRPC})
 		check(t, err)
 		must[Token](t)(s.VerifyToken(ctx, token))
 		sid, _, err := s.CreateSession(ctx, u.ID, time.Hour, "192.0.2.1")
