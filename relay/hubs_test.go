@@ -207,6 +207,10 @@ type testRelay struct {
 	clock  *fakeClock
 	keys   map[string]vpn.PrivateKey
 	offset int
+	// tokens are an operator's app token per hub, with every port;
+	// session is a login of user "owner", who owns every hub.
+	tokens  map[string]string
+	session string
 
 	logMu    sync.Mutex
 	logLines []string // what the relay logged
@@ -300,6 +304,7 @@ func startTestRelayWith(t testing.TB, udp bool, change func(*Config), names ...s
 	}
 	t.Cleanup(func() { s.Close() })
 	tr.Server = s
+	tr.credentials(t, names)
 	return tr
 }
 
@@ -358,6 +363,7 @@ func (tr *testRelay) get(hub string) (int, error) {
 	}}
 	req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/", port), nil)
 	req.Host = fmt.Sprintf("%s.localhost:%d", hub, port)
+	req.SetBasicAuth("hubtunnel", tr.tokens[hub])
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
