@@ -381,8 +381,8 @@ const testAgentPage = "hub page\n"
 // testAgent is as little of an agent as the relay can tell from a real
 // one: a WireGuard device on a netstack over the agent's own transport
 // (uplink.TCPBind), starting a handshake on every new connection, serving
-// testHub on tunnel ports 80, 443, 2001 and 4431 (the relay terminates
-// TLS).
+// testHub on tunnel ports 80, 443, 2001, 4431, 8181 and 44381 (the relay
+// terminates TLS).
 type testAgent struct {
 	bind     *uplink.TCPBind
 	dev      *vpn.Device
@@ -425,7 +425,7 @@ func startTestAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP stri
 		t.Fatal(err)
 	}
 	a.web = &http.Server{Handler: testHub(tunnelIP)}
-	for _, port := range []uint16{80, 443, 2001, 4431} {
+	for _, port := range []uint16{80, 443, 2001, 4431, 8181, 44381} {
 		ln, err := a.stack.ListenTCP(port)
 		if err != nil {
 			t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 //	/headers  the request's Host, forwarding and credential headers, one a line
 //	/ws       a WebSocket-style upgrade that echoes what it reads
 //	/stream   "first\n", flushed, then "last\n" when the client hangs up or after 10 s
+//	/setcookie  sets a cookie of its own, one for the whole domain, and the relay's
 func testHub(ip string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })
@@ -56,6 +57,12 @@ func testHub(ip string) http.Handler {
 				return
 			}
 		}
+	})
+	mux.HandleFunc("/setcookie", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "own=1; Path=/; HttpOnly")
+		w.Header().Add("Set-Cookie", "wide=2; Domain=localhost; Path=/")
+		w.Header().Add("Set-Cookie", cookieTLS+"=planted; Path=/; Secure")
+		w.Header().Add("Set-Cookie", cookiePlain+"=planted; Domain=.localhost")
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")
