@@ -210,14 +210,76 @@ func (s *Server) authorize(r *http.Request, pc *publicConn, cred credential, hub
 		a.rev == rev && (a.until.IsZero() || now.Before(a.until)) {
 		return *a, nil
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	d, err := s.decide(ctx, cred, hub, class)
-	if err != nil {
-		return access{}, err
+	d, ok := s.decisions.get(cred.secret, hub, class, rev, now)
+	if !ok {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		var err error
+		if d, err = s.decide(ctx, cred, hub, class); err != nil {
+			return access{}, err
+		}
+		s.decisions.put(hub, d)
 	}
 	s.live.set(pc, &d)
 	return d, nil
+}
+
+// maxDecisions bounds the decisions the relay keeps for new connections;
+// beyond it the oldest half is forgotten.
+const maxDecisions = 10000
+
+// decisionCache keeps the store's recent decisions for the connections a
+// credential opens next: a browser opens six, and an app without
+// keep-alive one per request. A decision counts only at the Revision it
+// was made at and before its end.
+type decisionCache struct {
+	mu sync.Mutex
+	m  map[decisionKey]access
+}
+
+type decisionKey struct {
+	secret string
+	hub    string // as asked: "" for a token's own hub
+	class  store.Ports
+}
+
+func (c *decisionCache) get(secret, hub string, class store.Ports, rev int64, now time.Time) (access, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.m[decisionKey{secret, hub, class}]
+	if !ok || a.rev != rev || (!a.until.IsZero() && !now.Before(a.until)) {
+		return access{}, false
+	}
+	return a, true
+}
+
+func (c *decisionCache) put(hub string, a access) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[decisionKey]access{}
+	}
+	if len(c.m) >= maxDecisions {
+		c.pruneLocked(a.rev)
+	}
+	c.m[decisionKey{a.secret, hub, a.class}] = a
+}
+
+// prune forgets decisions made before rev.
+func (c *decisionCache) prune(rev int64) {
+	c.mu.Lock()
+	c.pruneLocked(rev)
+	c.mu.Unlock()
+}
+
+func (c *decisionCache) pruneLocked(rev int64) {
+	n := 0
+	for k, a := range c.m {
+		if a.rev != rev || n%2 == 0 && len(c.m) >= maxDecisions {
+			delete(c.m, k)
+		}
+		n++
+	}
 }
 
 // live are the public connections with a decision, which watchRevision
@@ -282,7 +344,9 @@ func (s *Server) watchRevision() {
 			cancel()
 			continue
 		}
-		s.revision.Store(rev)
+		if s.revision.Swap(rev) != rev {
+			s.decisions.prune(rev)
+		}
 		s.recheck(ctx, rev)
 		cancel()
 	}

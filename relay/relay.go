@@ -79,11 +79,12 @@ type Server struct {
 	// Access control (auth.go): the store's Revision as last polled, the
 	// connections with a decision, the portal's hand-off codes, the audit
 	// writer, and the portal's handler for the portal host.
-	revision atomic.Int64
-	live     liveConns
-	handoffs handoffs
-	audit    *auditor
-	portal   http.Handler
+	revision  atomic.Int64
+	decisions decisionCache
+	live      liveConns
+	handoffs  handoffs
+	audit     *auditor
+	portal    http.Handler
 	// storeErrLog logs the store's failures on the request path, at most
 	// once a minute.
 	storeErrLog logger.Logf
