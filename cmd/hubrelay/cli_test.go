@@ -266,3 +266,23 @@ func between(s, start, end string) string {
 	s, _, _ = strings.Cut(s, end)
 	return s
 }
+
+func TestEveryCommandHasItsUsage(t *testing.T) {
+	for name := range commands {
+		u, ok := usages[name]
+		if !ok || !strings.Contains(u, "hubrelay "+name+" ") {
+			t.Errorf("hubrelay %s --help: %q", name, u)
+		}
+		if !strings.Contains(usage, "hubrelay "+name+" ") {
+			t.Errorf("the usage does not name hubrelay %s", name)
+		}
+	}
+	for _, args := range [][]string{{"--help"}, {"add", "-h"}, {"alice", "home", "-help"}} {
+		if !wantsHelp(args) {
+			t.Errorf("wantsHelp(%q) = false", args)
+		}
+	}
+	if wantsHelp([]string{"help", "home"}) {
+		t.Error("a user named help cannot be granted")
+	}
+}
