@@ -127,6 +127,12 @@ func (c cli) tokenAdd(a args) error {
 	if h.Disabled {
 		fmt.Fprintf(c.stdout, "\nnote: hub %s is disabled; the token works once hubrelay hub enable %s\n", h.Name, h.Name)
 	}
+	if t.UserID != 0 {
+		_, until, err := db.Reach(ctx, t.UserID, h.Name)
+		if err == nil && !until.IsZero() && (t.Expires.IsZero() || until.Before(t.Expires)) {
+			fmt.Fprintf(c.stdout, "\nnote: it stops working when %s's grant ends, %s\n", t.User, c.showTime(until))
+		}
+	}
 	return nil
 }
 

@@ -144,11 +144,11 @@ func TestTokenAddListRevoke(t *testing.T) {
 func TestTokenOfAUserReachesNoMoreThanTheUser(t *testing.T) {
 	r := newTestRelay(t, "", "home")
 	r.fails("tech cannot reach hub home, so cannot have a token for it: hubrelay grant tech home --ports xmlrpc first", "token", "add", "home", "--user", "tech")
-	r.ok("grant", "tech", "home", "--ports", "webui")
+	r.ok("grant", "tech", "home", "--ports", "webui", "--until", "2d")
 	r.fails("tech may reach only webui on hub home, and a token of theirs no more: give --ports webui, or hubrelay grant tech home --ports webui,xmlrpc first",
 		"token", "add", "home", "--user", "tech", "--ports", "webui,xmlrpc")
 	out := r.ok("token", "add", "home", "--user", "tech", "--ports", "webui", "--label", "tablet")
-	if !strings.Contains(out, "tech's (it never reaches more than tech may)") {
+	if !strings.Contains(out, "tech's (it never reaches more than tech may)") || !strings.Contains(out, "note: it stops working when tech's grant ends, 2026-06-03 13:00") {
 		t.Fatalf("token add --user: %q", out)
 	}
 	r.lastRecord(store.KindToken, "home", `app token #1 "tablet" made for webui, expires never, on behalf of tech (reaches no more than tech may)`)
