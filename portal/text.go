@@ -27,18 +27,18 @@ type text struct {
 
 	// Home.
 	MyHubs, Hub, State, LastSeen, AgentVersion, Model, Firmware, Online, Offline, Never, NoHubs string
-	GrantedToMe, Owner, Access, Until, NoEnd, Expired, NoGranted                               string
-	Grants, Revoke, NoGrants, GrantTitle, ScriptHint, UntilHint, GrantButton                   string
-	PortWebUI, PortXMLRPC, PortScript                                                          string
-	Tokens, TokensHint, Label, MadeBy, Created, LastUsed, Expires, Operator, NoTokens          string
-	TokenTitle, ExpiresHint, TokenButton, Token                                                string
-	NewTokenTitle, NewTokenOnce, Copy, TokenCCUAuth                                            string
-	Account, Sessions, From, ThisSession                                                       string
-	Audit, When, What, Who, Port, Outcome, Detail, Bytes, NoAudit                              string
+	GrantedToMe, Owner, Access, Until, NoEnd, Expired, NoGranted                                string
+	Grants, Revoke, NoGrants, GrantTitle, ScriptHint, UntilHint, GrantButton                    string
+	PortWebUI, PortXMLRPC, PortScript                                                           string
+	Tokens, TokensHint, Label, MadeBy, Created, LastUsed, Expires, Operator, NoTokens           string
+	TokenTitle, ExpiresHint, TokenButton, Token                                                 string
+	NewTokenTitle, NewTokenOnce, Copy, TokenCCUAuth                                             string
+	Account, Sessions, From, ThisSession                                                        string
+	Audit, When, What, Who, Port, Outcome, Detail, Bytes, NoAudit                               string
 
 	// The copy-paste lines of a new token.
-	LinePython, LinePythonNoDNS, LineCurl, LineHomeAssistant, LineIoBroker string
-	LineWebUI, LineScript                                                  string
+	LinePython, LinePythonNoDNS, LineCurl, LineHomeAssistant, LineIoBroker  string
+	LineWebUI, LineScript                                                   string
 	IOBAddress, IOBPort, IOBDaemon, IOBProtocol, IOBHTTPS, IOBUser, IOBPass string
 
 	// Audit kinds.
@@ -46,12 +46,12 @@ type text struct {
 	KindHubConnect, KindHubGone, KindTOTP                                string
 
 	// Messages.
-	ErrInternal, ErrNotFound, ErrForbidden, ErrBadForm                                   string
-	ErrBadLogin, ErrDisabled, ErrAccountLocked, ErrTooManyFromAddress                    string
-	ErrBadCode, ErrLoginExpired, ErrEnrolExpired                                         string
-	ErrNotYourHub, ErrNoPorts, ErrBadTime, ErrPastTime, ErrGrantSelf, ErrNoSuchUser      string
-	ErrNoSuchGrant, ErrTokenNotAllowed, ErrNoSuchToken, ErrNoSuchSession, ErrBadLabel    string
-	OkGrant, OkGrantRevoked, OkTokenRevoked, OkSessionRevoked, OkTOTPOn, OkTOTPOff string
+	ErrInternal, ErrNotFound, ErrForbidden, ErrBadForm                                string
+	ErrBadLogin, ErrDisabled, ErrAccountLocked, ErrTooManyFromAddress                 string
+	ErrBadCode, ErrLoginExpired, ErrEnrolExpired                                      string
+	ErrNotYourHub, ErrNoPorts, ErrBadTime, ErrPastTime, ErrGrantSelf, ErrNoSuchUser   string
+	ErrNoSuchGrant, ErrTokenNotAllowed, ErrNoSuchToken, ErrNoSuchSession, ErrBadLabel string
+	OkGrant, OkGrantRevoked, OkTokenRevoked, OkSessionRevoked, OkTOTPOn, OkTOTPOff    string
 }
 
 var english = text{
