@@ -359,18 +359,16 @@ func (h *handler) revokeSession(w http.ResponseWriter, r *http.Request) {
 	if cur == nil {
 		return
 	}
-	ctx := r.Context()
 	id, err := strconv.ParseInt(r.PostFormValue("id"), 10, 64)
-	ss, lerr := h.st.Sessions(ctx, cur.user.ID)
-	if lerr != nil {
-		h.fail(w, r, "revoke session", lerr)
+	if err != nil {
+		id = 0 // no session has it
+	}
+	ss, err := h.st.Sessions(r.Context(), cur.user.ID)
+	if err != nil {
+		h.fail(w, r, "revoke session", err)
 		return
 	}
-	found := false
-	for _, s := range ss {
-		found = found || (err == nil && s.ID == id)
-	}
-	if !found {
+	if !slices.ContainsFunc(ss, func(s store.Session) bool { return s.ID == id }) {
 		h.homeError(w, r, cur, http.StatusNotFound, func(l *text) string { return l.ErrNoSuchSession })
 		return
 	}

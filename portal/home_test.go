@@ -360,6 +360,7 @@ func TestPagesAreSmallStrictAndSelfContained(t *testing.T) {
 			t.Errorf("%s: %q, want %q", h, got, want)
 		}
 	}
+	wantStatus(t, b.get("/assets/"), http.StatusNotFound)
 	for _, a := range []string{"/assets/portal.css", "/assets/portal.js"} {
 		r := b.get(a)
 		wantStatus(t, r, http.StatusOK)

@@ -197,7 +197,7 @@ func New(c Config) (http.Handler, error) {
 	m.HandleFunc("POST /token", h.makeToken)
 	m.HandleFunc("POST /token/revoke", h.revokeToken)
 	m.HandleFunc("POST /session/revoke", h.revokeSession)
-	m.Handle("GET /assets/", files)
+	m.Handle("GET /assets/{file}", files) // files only: no listing of the folder
 	m.HandleFunc("/", h.notFound)
 	h.mux = m
 	return h, nil
