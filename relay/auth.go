@@ -30,7 +30,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/portal"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/store"
 )
@@ -50,20 +50,10 @@ const (
 	relayPath = "/.hubtunnel/"
 )
 
-// Cookie names: host-only everywhere; __Host- makes browsers refuse the
-// cookie unless it is Secure, host-only and for Path=/.
-const (
-	cookieTLS   = "__Host-hubtunnel"
-	cookiePlain = "hubtunnel"
-)
-
-// cookieName is the session cookie's name on a connection over TLS or not.
-func cookieName(secure bool) string {
-	if secure {
-		return cookieTLS
-	}
-	return cookiePlain
-}
+// cookieName is the session cookie's name on a connection over TLS or not
+// (portal.CookieName: host-only everywhere; __Host- over TLS, which makes
+// browsers refuse the cookie unless it is Secure, host-only and for Path=/).
+func cookieName(secure bool) string { return portal.CookieName(secure) }
 
 // classOf is the part of the port map a public port belongs to, which a
 // grant or token must include. Ports the store has no part for (the
@@ -328,7 +318,6 @@ func (l *liveConns) snapshot() []*publicConn {
 // themselves, cutting the connections that lost their hub.
 func (s *Server) watchRevision() {
 	defer s.wg.Done()
-	errLog := logger.RateLimited(s.logf, time.Minute)
 	t := time.NewTicker(revisionPoll)
 	defer t.Stop()
 	for {
@@ -337,19 +326,27 @@ func (s *Server) watchRevision() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rev, err := s.db.Revision(ctx)
-		if err != nil {
-			errLog("relay: store: %v; open connections are checked again once it answers", err)
-			cancel()
-			continue
-		}
-		if s.revision.Swap(rev) != rev {
-			s.decisions.prune(rev)
-		}
-		s.recheck(ctx, rev)
-		cancel()
+		s.refresh()
 	}
+}
+
+// refresh is one poll of watchRevision. The portal calls it too after a
+// logout or revoke of its own, so that the change holds on this relay
+// before the portal answers.
+func (s *Server) refresh() {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rev, err := s.db.Revision(ctx)
+	if err != nil {
+		s.storeErrLog("relay: store: %v; open connections are checked again once it answers", err)
+		return
+	}
+	if s.revision.Swap(rev) != rev {
+		s.decisions.prune(rev)
+	}
+	s.recheck(ctx, rev)
 }
 
 // recheck decides again, once per credential, hub and part of the map,

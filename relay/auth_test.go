@@ -3,12 +3,15 @@ package relay
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -272,7 +275,7 @@ func TestLoginHandOff(t *testing.T) {
 	got = tr.ask(t, 443, "a.localhost", "/.hubtunnel/auth?code="+code+"&next="+url.QueryEscape("/some/page?x=1"), "")
 	ck := got.header.Get("Set-Cookie")
 	if got.code != http.StatusSeeOther || got.header.Get("Location") != "/some/page?x=1" ||
-		!strings.HasPrefix(ck, cookieTLS+"="+tr.session+";") || !strings.Contains(ck, "Secure") || !strings.Contains(ck, "HttpOnly") ||
+		!strings.HasPrefix(ck, cookieName(true)+"="+tr.session+";") || !strings.Contains(ck, "Secure") || !strings.Contains(ck, "HttpOnly") ||
 		!strings.Contains(ck, "SameSite=Lax") || strings.Contains(strings.ToLower(ck), "domain=") {
 		t.Fatalf("hand-off: %d Location %q Set-Cookie %q", got.code, got.header.Get("Location"), ck)
 	}
@@ -402,5 +405,92 @@ func TestParseSoftware(t *testing.T) {
 		if got := parseSoftware(tt.in); got != tt.want {
 			t.Errorf("parseSoftware(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// browser is an HTTP client as a browser is one: cookies, redirects
+// followed, every name leading to the relay on loopback, Origin and
+// Sec-Fetch-Site on posts.
+func (tr *testRelay) browser(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	return &http.Client{Jar: jar, Timeout: 20 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			_, port, _ := net.SplitHostPort(addr)
+			return d.DialContext(ctx, network, "127.0.0.1:"+port)
+		},
+	}}
+}
+
+// TestLoginReachesTheHub: the way a browser goes: the hub's address leads
+// to the portal's login, the login back to the page asked for on the hub,
+// through the hand-off; logging out on the portal ends the hub host's
+// session too.
+func TestLoginReachesTheHub(t *testing.T) {
+	tr := twoHubs(t, nil)
+	tr.login(t, "tech", "a", store.PortWebUI, time.Time{})
+	b := tr.browser(t)
+	port := 443 + tr.offset
+	hubURL := fmt.Sprintf("https://a.localhost:%d/who", port)
+	resp, err := b.Get(hubURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Request.URL.Host != fmt.Sprintf("localhost:%d", port) || resp.Request.URL.Path != "/login" || !strings.Contains(string(page), `id="login-form"`) {
+		t.Fatalf("the hub's address led to %s: %d %.200q", resp.Request.URL, resp.StatusCode, page)
+	}
+	post := func(u string, form url.Values) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", fmt.Sprintf("https://localhost:%d", port))
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		resp, err := b.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	loginURL := resp.Request.URL.String()
+	wrong := post(loginURL, url.Values{"user": {"tech"}, "password": {"not it"}, "next": {hubURL}})
+	wrong.Body.Close()
+	if wrong.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong password: %d", wrong.StatusCode)
+	}
+	resp = post(loginURL, url.Values{"user": {"tech"}, "password": {"a long enough password"}, "next": {hubURL}})
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(page) != who("a") || resp.Request.URL.String() != hubURL {
+		t.Fatalf("after the login: %s %d %q; want hub a's answer at %s", resp.Request.URL, resp.StatusCode, page, hubURL)
+	}
+	// The portal's logout ends the session on every host.
+	resp, err = b.Get(fmt.Sprintf("https://localhost:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(home)
+	if m == nil {
+		t.Fatalf("no CSRF token on the portal's home: %.300q", home)
+	}
+	resp = post(fmt.Sprintf("https://localhost:%d/logout", port), url.Values{"csrf": {string(m[1])}})
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	resp, err = b.Get(hubURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Request.URL.Path != "/login" {
+		t.Fatalf("after logout the hub's address led to %s (%d); want the login", resp.Request.URL, resp.StatusCode)
 	}
 }

@@ -149,7 +149,7 @@ func (p *hubProxy) rewrite(pr *httputil.ProxyRequest) {
 
 // isRelayCookie reports whether a cookie name is one of the relay's.
 func isRelayCookie(name string) bool {
-	return name == cookieTLS || name == cookiePlain
+	return name == cookieName(true) || name == cookieName(false)
 }
 
 // dropRelayCookies removes the relay's session cookies from a request's

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/portal"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/store"
 )
@@ -127,7 +128,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case host.kind == hostPortal && p.class == store.PortWebUI:
-		s.portal.ServeHTTP(w, r)
+		s.portal.handler(r.TLS != nil).ServeHTTP(w, r)
 		return
 	case host.kind == hostHub && p.class == store.PortWebUI && strings.HasPrefix(r.URL.Path, relayPath):
 		p.serveRelayPath(w, r, host.hub)
@@ -154,7 +155,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "Try again", "The relay cannot check your access right now. Try again in a minute.")
 		return
 	}
-	if cred.kind == credSession && !sameOrigin(r) {
+	if cred.kind == credSession && !changesNothing(r) && !portal.SameOrigin(r, r.TLS != nil) {
 		refuse(w, http.StatusForbidden, "Refused: this request came from another site.")
 		return
 	}
@@ -212,22 +213,16 @@ func (p *publicPort) unauthenticated(w http.ResponseWriter, r *http.Request, hos
 	writeError(w, http.StatusUnauthorized, "Log in first", "Log in on the relay's page, or give an app token as the password.")
 }
 
-// sameOrigin reports whether a request that changes something (not GET,
-// HEAD, OPTIONS) came from a page of the same origin, as browsers say in
-// Origin and Sec-Fetch-Site. Other hubs are on the same site as this one,
-// so SameSite cookies alone would let one hub's page post to another.
-func sameOrigin(r *http.Request) bool {
+// changesNothing reports whether r's method only reads. Others, with a
+// session cookie, must come from a page of the hub's own origin
+// (portal.SameOrigin): every hub shares the site with every other, so
+// SameSite cookies alone would let one hub's page post to another.
+func changesNothing(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return true
 	}
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		return false
-	}
-	if origin := r.Header.Get("Origin"); origin != "" {
-		return strings.EqualFold(origin, scheme(r)+r.Host)
-	}
-	return true
+	return false
 }
 
 func scheme(r *http.Request) string {

@@ -61,8 +61,8 @@ func testHub(ip string) http.Handler {
 	mux.HandleFunc("/setcookie", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Add("Set-Cookie", "own=1; Path=/; HttpOnly")
 		w.Header().Add("Set-Cookie", "wide=2; Domain=localhost; Path=/")
-		w.Header().Add("Set-Cookie", cookieTLS+"=planted; Path=/; Secure")
-		w.Header().Add("Set-Cookie", cookiePlain+"=planted; Domain=.localhost")
+		w.Header().Add("Set-Cookie", cookieName(true)+"=planted; Path=/; Secure")
+		w.Header().Add("Set-Cookie", cookieName(false)+"=planted; Domain=.localhost")
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")

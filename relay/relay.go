@@ -80,11 +80,12 @@ type Server struct {
 	// connections with a decision, the portal's hand-off codes, the audit
 	// writer, and the portal's handler for the portal host.
 	revision  atomic.Int64
+	refreshMu sync.Mutex // one refresh (auth.go) at a time
 	decisions decisionCache
 	live      liveConns
 	handoffs  handoffs
 	audit     *auditor
-	portal    http.Handler
+	portal    portals
 	// storeErrLog logs the store's failures on the request path, at most
 	// once a minute.
 	storeErrLog logger.Logf
@@ -158,7 +159,7 @@ func (s *Server) Start() (err error) {
 		return err
 	}
 	s.audit = newAuditor(s.db, s.logf)
-	if s.portal, err = s.newPortal(); err != nil {
+	if s.portal, err = s.newPortals(); err != nil {
 		return err
 	}
 
