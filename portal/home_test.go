@@ -230,7 +230,7 @@ func TestEveryChangeNeedsTheSessionsCSRFTokenAndTheSameOrigin(t *testing.T) {
 		{"https origin on http", append([]string{"csrf", csrf}, grant...), []string{"Origin", "https://relay.test"}},
 		{"cross-site fetch", append([]string{"csrf", csrf}, grant...), []string{"Sec-Fetch-Site", "cross-site", "Origin", ""}},
 		{"same-site fetch", append([]string{"csrf", csrf}, grant...), []string{"Sec-Fetch-Site", "same-site", "Origin", ""}},
-		{"an opaque origin", append([]string{"csrf", csrf}, grant...), []string{"Origin", "null"}},
+		{"an opaque origin", append([]string{"csrf", csrf}, grant...), []string{"Origin", "null", "Sec-Fetch-Site", ""}},
 		{"an opaque origin from another site", append([]string{"csrf", csrf}, grant...), []string{"Origin", "null", "Sec-Fetch-Site", "cross-site"}},
 	} {
 		r := alice.do(http.MethodPost, "/grant", formOf(c.form...), c.header...)
