@@ -182,6 +182,13 @@ func (r *Relay) URLScheme(scheme, hub string, port int, path string) string {
 	return fmt.Sprintf("%s://%s.localhost:%d%s", scheme, hub, port+r.Offset, path)
 }
 
+// PortalURL is SCHEME://localhost:PORT+offset/PATH: the relay's own host
+// (public_host), where the portal is on the WebUI ports and an app token
+// on any other port reaches its own hub.
+func (r *Relay) PortalURL(scheme string, port int, path string) string {
+	return fmt.Sprintf("%s://localhost:%d%s", scheme, port+r.Offset, path)
+}
+
 // AgentSpec is what an agent's config says beyond its hub and relay.
 type AgentSpec struct {
 	Relay     string         // the relay's address; default its agent port (UDP port for "udp")
