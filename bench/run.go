@@ -58,6 +58,7 @@ func Run(o Options) (*Report, error) {
 
 	ru.phase("size", ru.sizes)
 	ru.phase("main rig", ru.mainRig)
+	ru.phase("access", ru.access)
 	if o.Hubs > 0 {
 		ru.phase("hubs", ru.hubs)
 	}
@@ -86,7 +87,7 @@ func (ru *run) phase(name string, f func() error) {
 }
 
 // groupOrder is the order of the table's groups.
-var groupOrder = []string{"throughput", "latency", "sessions", "memory", "hubs", "wire bytes", "recovery", "size"}
+var groupOrder = []string{"throughput", "latency", "access", "sessions", "memory", "hubs", "wire bytes", "recovery", "size"}
 
 func (ru *run) order() {
 	rank := func(g string) int {
