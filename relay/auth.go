@@ -215,7 +215,7 @@ func (s *Server) authorize(r *http.Request, pc *publicConn, cred credential, hub
 }
 
 // maxDecisions bounds the decisions the relay keeps for new connections;
-// beyond it the oldest half is forgotten.
+// beyond it those of older revisions go, and then half of the rest.
 const maxDecisions = 10000
 
 // decisionCache keeps the store's recent decisions for the connections a
@@ -283,9 +283,12 @@ type liveConns struct {
 // previous one when it was for someone or somewhere else.
 func (l *liveConns) set(pc *publicConn, a *access) {
 	pc.mu.Lock()
-	prev := pc.access
+	prev, closed := pc.access, pc.closed
 	pc.access = a
 	pc.mu.Unlock()
+	if closed { // cut meanwhile: nothing left to watch
+		return
+	}
 	if prev == nil || prev.who != a.who || prev.hub != a.hub {
 		pc.endRecord("ok")
 	}

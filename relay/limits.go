@@ -189,6 +189,7 @@ type publicConn struct {
 	mu sync.Mutex
 	// Guarded by mu:
 	access          *access        // the decision its requests go on (auth.go)
+	closed          bool           // Close has begun
 	rec             *sessionRecord // the audit record being built (audit.go)
 	markIn, markOut int64          // in and out when the last record ended
 }
@@ -214,6 +215,9 @@ func (c *publicConn) cut() {
 
 func (c *publicConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
 		c.s.live.drop(c)
 		c.endRecord("ok")
 		c.pools.close()
