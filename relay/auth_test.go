@@ -203,12 +203,13 @@ func TestRevokeCutsOpenConnections(t *testing.T) {
 		t.Fatalf("the download completed after the revoke: %q", rest)
 	}
 	t.Logf("download cut %v after the revoke", time.Since(revoked).Round(time.Millisecond))
+	// The echoing hub sends nothing unasked: the read ends when the relay
+	// closes the connection, or at the deadline if it does not.
 	ws.SetReadDeadline(revoked.Add(time.Second))
-	io.WriteString(ws, "still there?")
-	if n, err := io.ReadFull(wsr, make([]byte, 12)); err == nil {
-		t.Fatalf("the WebSocket still echoed %d bytes after the revoke", n)
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatal("the WebSocket was still open a second after the revoke")
+	if _, err := io.Copy(io.Discard, wsr); err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the WebSocket was still open a second after the revoke")
+		}
 	}
 
 	got := tr.ask(t, 443, "a.localhost", "/who", cookie)
