@@ -1,0 +1,21 @@
+// smoke: Chromium loads a page the relay serves over TLS (its self-signed
+// certificate accepted) and a screenshot of it is kept. It proves the
+// browser, the launcher and the relay's TLS port before the flows use them.
+//
+// HT_URL: the page, e.g. https://demo.localhost:10443/
+// HT_TITLE: the page's title
+import { env, run, newContext, check, ok, shot } from './lib.mjs';
+
+const url = env('HT_URL');
+const title = env('HT_TITLE');
+
+await run(async (browser, state) => {
+  const ctx = await newContext(browser);
+  const page = state.page = await ctx.newPage();
+  const resp = await page.goto(url);
+  check(resp !== null, `no answer from ${url}`);
+  ok(`loaded ${page.url()} (status ${resp.status()}, title ${JSON.stringify(await page.title())})`);
+  check(await page.title() === title, `the page's title is not ${JSON.stringify(title)}`);
+  ok(`the page is titled ${JSON.stringify(title)}`);
+  await shot(page, 'smoke');
+});
