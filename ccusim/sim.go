@@ -3,7 +3,8 @@
 // listens where a CCU does and answers like one:
 //
 //	webui  (CCU port 80)    GET / (a page titled "HomeMatic WebUI"), GET /files/<name>,
-//	                        POST /echo, GET /api/devices (current values as JSON)
+//	                        POST /echo, GET /api/devices (current values as JSON),
+//	                        GET /api/requests (what reached the Sim: Counts, for tests)
 //	wired  (2000)           XML-RPC of BidCos-Wired: one HMW-IO-12-Sw7-DR
 //	rf     (2001)           XML-RPC of BidCos-RF: a HM-CC-RT-DN thermostat and a HM-LC-Sw1-Pl switch
 //	hmip   (2010)           XML-RPC of HmIP-RF: a HMIP-PSM switch
@@ -93,6 +94,7 @@ type Sim struct {
 	ifaces []*iface
 	store  *store
 	peers  peers // who connected to each service
+	counts counts // what reached each service
 
 	closeOnce sync.Once
 
@@ -167,7 +169,7 @@ func (s *Sim) Start() (err error) {
 		}
 	}
 	handlers := map[string]http.Handler{
-		"webui":  (&webUI{name: s.cfg.Name, ifaces: s.ifaces, store: s.store, files: root}).handler(),
+		"webui":  (&webUI{name: s.cfg.Name, ifaces: s.ifaces, store: s.store, files: root, counts: &s.counts}).handler(),
 		"script": scriptHandler(),
 	}
 	for _, f := range s.ifaces {
@@ -196,7 +198,7 @@ func (s *Sim) Start() (err error) {
 			return fmt.Errorf("ccusim.Start: %s: %w", name, err)
 		}
 		srv := &http.Server{
-			Handler:           s.track(handlers[name]),
+			Handler:           s.track(name, handlers[name]),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          log.New(logWriter(s.logf), name+": ", 0),
@@ -229,10 +231,11 @@ func (s *Sim) Start() (err error) {
 	return nil
 }
 
-// track counts running handlers so that Close can wait for them, and turns
-// requests away once Close has begun.
-func (s *Sim) track(h http.Handler) http.Handler {
+// track counts running handlers so that Close can wait for them, turns
+// requests away once Close has begun, and counts what reached service.
+func (s *Sim) track(service string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.counts.count(service, r)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()

@@ -2,6 +2,7 @@ package ccusim
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -208,5 +209,36 @@ func TestPeersRecordsWhoConnected(t *testing.T) {
 	}
 	if n := len(sim.Peers("rf")); n != 0 {
 		t.Errorf("rf has %d peers, want 0", n)
+	}
+}
+
+// TestCountsWhatReachesIt: every request is counted by service, and one
+// carrying the relay's credentials (which the relay must never pass on)
+// is counted as such, however it is encoded.
+func TestCountsWhatReachesIt(t *testing.T) {
+	s := New(Config{})
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	get := func(service, path string, hdr map[string]string) {
+		req, _ := http.NewRequest("GET", "http://"+s.Addr(service)+path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	get("webui", "/", nil)
+	get("webui", "/", map[string]string{"Cookie": "a=1; __Host-hubtunnel=x"})
+	get("rf", "/", map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("u:htk_abc"))})
+	get("script", "/", map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("Admin:ccu"))})
+	get("webui", CountsPath, nil)
+	got := s.Counts()
+	if got.Requests["webui"] != 2 || got.Requests["rf"] != 1 || got.Requests["script"] != 1 || got.RelayCredentials != 2 {
+		t.Errorf("counts %+v", got)
 	}
 }

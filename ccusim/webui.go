@@ -20,6 +20,7 @@ type webUI struct {
 	ifaces []*iface
 	store  *store
 	files  *os.Root // nil: no /files/
+	counts *counts
 }
 
 func (u *webUI) handler() http.Handler {
@@ -27,6 +28,10 @@ func (u *webUI) handler() http.Handler {
 	mux.HandleFunc("GET /{$}", u.serveIndex)
 	mux.HandleFunc("GET /api/devices", u.serveDevices)
 	mux.HandleFunc("POST /echo", u.serveEcho)
+	mux.HandleFunc("GET "+CountsPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(u.counts.snapshot())
+	})
 	if u.files != nil {
 		mux.Handle("GET /files/", http.StripPrefix("/files", http.FileServerFS(u.files.FS())))
 	}

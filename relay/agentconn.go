@@ -1,13 +1,17 @@
 package relay
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -170,6 +174,7 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 		s.hubs.connected(hb)
 		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
 		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
+		s.hubEvent(hb, store.KindHubConnect, ac.remote.String(), h.Software)
 	}
 	ac.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	return hb
@@ -191,7 +196,53 @@ func (s *Server) agentGone(ac *agentConn) {
 			s.dev.ExpireSessions(h.key)
 		}
 		s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.counters.Rx(), ac.counters.Tx())
+		s.audit.add(store.Event{Kind: store.KindHubGone, Hub: h.Name, Source: ac.remote.String(),
+			BytesUp: int64(ac.counters.Rx()), BytesDown: int64(ac.counters.Tx()), Outcome: "ok"})
 	}
+}
+
+// hubEvent records that hub h's agent connected from remote and what it
+// said of itself: an audit record, and the hub's last seen, version, model
+// and firmware in the store (from a goroutine: the agent's connection does
+// not wait for the disk).
+func (s *Server) hubEvent(h *hub, kind, remote, software string) {
+	s.audit.add(store.Event{Kind: kind, Hub: h.Name, Source: remote, Outcome: "ok", Detail: software})
+	info := parseSoftware(software)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.db.HubSeen(ctx, h.Name, info); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.storeErrLog("relay: hub %s: recording its connect: %v", h.Name, err)
+		}
+	}()
+}
+
+// parseSoftware reads an agent's Hello software string, "hubtunnel/0.2.0
+// (raspberrymatic 3.79.6.20241122 (Raspberry Pi 3 Model B Rev 1.2,
+// arm64))": the version, the hub's kind and board as its model, and its
+// firmware. Whatever does not fit that form is left empty.
+func parseSoftware(sw string) store.AgentInfo {
+	var info store.AgentInfo
+	prog, rest, _ := strings.Cut(sw, " ")
+	if _, v, ok := strings.Cut(prog, "/"); ok {
+		info.Version = v
+	}
+	rest = strings.TrimSpace(rest)
+	if !strings.HasPrefix(rest, "(") || !strings.HasSuffix(rest, ")") {
+		return info
+	}
+	hub := rest[1 : len(rest)-1]
+	kind, more, _ := strings.Cut(hub, " ")
+	info.Model = kind
+	if more != "" && !strings.HasPrefix(more, "(") {
+		info.Firmware, more, _ = strings.Cut(more, " ")
+	}
+	if more = strings.TrimSpace(more); more != "" {
+		info.Model += " " + more
+	}
+	return info
 }
 
 // write sends bufs, each as a frame, in one write (wire.Conn.Write).

@@ -61,6 +61,9 @@ type Config struct {
 	// it) that hubs fetch through the tunnel from
 	// http://<tunnel_ip>/releases/. Default: none.
 	ReleasesDir string `toml:"releases_dir"`
+	// SessionTTL is how long a login lasts, e.g. "12h". Default 12h,
+	// at least 1m, at most 720h.
+	SessionTTL string `toml:"session_ttl"`
 	// Store is the relay's database of accounts, hubs, grants, tokens,
 	// sessions and audit records: a SQLite file (created with mode 0600),
 	// or a postgres:// URL for relays that share one. Default: relay.db
@@ -75,8 +78,9 @@ type Config struct {
 	// set it to move time. Default time.Now.
 	Now func() time.Time `toml:"-"`
 
-	tunnelIP netip.Addr
-	dir      string
+	tunnelIP   netip.Addr
+	sessionTTL time.Duration
+	dir        string
 }
 
 // LoadConfig reads and validates hubrelay's config file. Relative paths in
@@ -94,6 +98,9 @@ type HubConfig struct {
 	Name      string `toml:"name"`       // DNS label: lower-case letters, digits, '-'
 	PublicKey string `toml:"public_key"` // the agent's WireGuard public key (hubtunnel pubkey)
 	TunnelIP  string `toml:"tunnel_ip"`  // the hub's address inside the tunnel, unique
+	// Owner is the account that owns the hub, set in the store at every
+	// start. Default "": the store's owner stays (hubrelay hub owner).
+	Owner string `toml:"owner"`
 
 	key vpn.PublicKey
 	ip  netip.Addr
@@ -161,6 +168,9 @@ func (c *Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")
 	}
+	if c.sessionTTL, err = config.Duration("session_ttl", c.SessionTTL, 12*time.Hour, time.Minute, 720*time.Hour); err != nil {
+		return err
+	}
 	c.validateStore()
 	names := map[string]bool{}
 	keys := map[vpn.PublicKey]string{}
@@ -189,6 +199,11 @@ func (c *Config) Validate() error {
 			return config.Errorf(at("tunnel_ip"), "hub %q: %s is already used by %s", h.Name, h.ip, other)
 		}
 		ips[h.ip] = "hub " + h.Name
+		if h.Owner != "" {
+			if err := store.CheckUserName(h.Owner); err != nil {
+				return config.Errorf(at("owner"), "hub %q: %v", h.Name, err)
+			}
+		}
 	}
 	return nil
 }

@@ -207,6 +207,10 @@ type testRelay struct {
 	clock  *fakeClock
 	keys   map[string]vpn.PrivateKey
 	offset int
+	// tokens are an operator's app token per hub, with every port;
+	// session is a login of user "owner", who owns every hub.
+	tokens  map[string]string
+	session string
 
 	logMu    sync.Mutex
 	logLines []string // what the relay logged
@@ -300,6 +304,7 @@ func startTestRelayWith(t testing.TB, udp bool, change func(*Config), names ...s
 	}
 	t.Cleanup(func() { s.Close() })
 	tr.Server = s
+	tr.credentials(t, names)
 	return tr
 }
 
@@ -358,6 +363,7 @@ func (tr *testRelay) get(hub string) (int, error) {
 	}}
 	req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/", port), nil)
 	req.Host = fmt.Sprintf("%s.localhost:%d", hub, port)
+	req.SetBasicAuth("hubtunnel", tr.tokens[hub])
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
@@ -375,8 +381,8 @@ const testAgentPage = "hub page\n"
 // testAgent is as little of an agent as the relay can tell from a real
 // one: a WireGuard device on a netstack over the agent's own transport
 // (uplink.TCPBind), starting a handshake on every new connection, serving
-// testHub on tunnel ports 80, 443, 2001 and 4431 (the relay terminates
-// TLS).
+// testHub on tunnel ports 80, 443, 2001, 4431, 8181 and 44381 (the relay
+// terminates TLS).
 type testAgent struct {
 	bind     *uplink.TCPBind
 	dev      *vpn.Device
@@ -419,7 +425,7 @@ func startTestAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP stri
 		t.Fatal(err)
 	}
 	a.web = &http.Server{Handler: testHub(tunnelIP)}
-	for _, port := range []uint16{80, 443, 2001, 4431} {
+	for _, port := range []uint16{80, 443, 2001, 4431, 8181, 44381} {
 		ln, err := a.stack.ListenTCP(port)
 		if err != nil {
 			t.Fatal(err)

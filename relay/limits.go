@@ -179,12 +179,18 @@ type publicConn struct {
 	addr        *addrState
 	withinLimit bool // false: this connection is over its address's limit
 	in, out     atomic.Int64
-	// auditIn and auditOut are in and out at the last audit line; only
+	// auditIn and auditOut are in and out at the last log line; only
 	// the connection's request handler (one at a time) uses them.
 	auditIn, auditOut int64
 	closeOnce         sync.Once
 	// pools are this connection's own connections to hubs (hubProxy).
 	pools userPools
+
+	mu sync.Mutex
+	// Guarded by mu:
+	access          *access        // the decision its requests go on (auth.go)
+	rec             *sessionRecord // the audit record being built (audit.go)
+	markIn, markOut int64          // in and out when the last record ended
 }
 
 func (c *publicConn) Read(p []byte) (int, error) {
@@ -199,8 +205,17 @@ func (c *publicConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// cut ends the connection because the access it went on was taken away:
+// its requests in flight fail, its WebSockets close.
+func (c *publicConn) cut() {
+	c.endRecord("cut")
+	c.Close()
+}
+
 func (c *publicConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.s.live.drop(c)
+		c.endRecord("ok")
 		c.pools.close()
 		c.s.limits.close(c.addr)
 		c.s.untrack(c.Conn)

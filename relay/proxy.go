@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,16 +86,18 @@ type route struct {
 	tls    bool   // the user came over TLS
 	client netip.Addr
 	pools  *userPools // the user connection's
+	cred   credential // what the user authenticated with (auth.go)
 }
 
 func newHubProxy(s *Server) *hubProxy {
 	p := &hubProxy{s: s}
 	errLog := logger.RateLimited(s.logf, 30*time.Second)
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:       p.rewrite,
-		Transport:     p,
-		FlushInterval: flushInterval,
-		BufferPool:    bufferPool{},
+		Rewrite:        p.rewrite,
+		ModifyResponse: hubCookies,
+		Transport:      p,
+		FlushInterval:  flushInterval,
+		BufferPool:     bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt := r.Context().Value(routeKey{}).(*route)
 			if !errors.Is(err, context.Canceled) {
@@ -133,6 +136,76 @@ func (p *hubProxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h["X-Forwarded-For"] = []string{ip}
 	h["X-Forwarded-Proto"] = []string{proto}
+	// The hub never sees the relay's credentials: its session cookie goes,
+	// and a token's Authorization becomes the hub's own, if it carried one.
+	dropRelayCookies(h)
+	if rt.cred.kind == credToken {
+		h.Del("Authorization")
+		if rt.cred.hubAuth {
+			pr.Out.SetBasicAuth(rt.cred.hubUser, rt.cred.hubPass)
+		}
+	}
+}
+
+// isRelayCookie reports whether a cookie name is one of the relay's.
+func isRelayCookie(name string) bool {
+	return name == cookieName(true) || name == cookieName(false)
+}
+
+// dropRelayCookies removes the relay's session cookies from a request's
+// Cookie headers and keeps the hub's own as they were.
+func dropRelayCookies(h http.Header) {
+	lines := h["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	var keep []string
+	for _, line := range lines {
+		for _, pair := range strings.Split(line, ";") {
+			name, _, _ := strings.Cut(pair, "=")
+			if pair = strings.TrimSpace(pair); pair != "" && !isRelayCookie(strings.TrimSpace(name)) {
+				keep = append(keep, pair)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h["Cookie"] = []string{strings.Join(keep, "; ")}
+}
+
+// hubCookies keeps a hub's answer from touching the relay's cookies or any
+// other host's: a Set-Cookie naming the relay's cookie is dropped, and a
+// Domain attribute is removed, so the cookie stays on the hub's own host
+// (a hub's page shares its site with every other hub).
+func hubCookies(resp *http.Response) error {
+	lines := resp.Header["Set-Cookie"]
+	if len(lines) == 0 {
+		return nil
+	}
+	keep := lines[:0]
+	for _, line := range lines {
+		parts := strings.Split(line, ";")
+		name, _, _ := strings.Cut(parts[0], "=")
+		if isRelayCookie(strings.TrimSpace(name)) {
+			continue
+		}
+		out := parts[:1]
+		for _, attr := range parts[1:] {
+			k, _, _ := strings.Cut(attr, "=")
+			if !strings.EqualFold(strings.TrimSpace(k), "domain") {
+				out = append(out, attr)
+			}
+		}
+		keep = append(keep, strings.Join(out, ";"))
+	}
+	if len(keep) == 0 {
+		resp.Header.Del("Set-Cookie")
+	} else {
+		resp.Header["Set-Cookie"] = keep
+	}
+	return nil
 }
 
 // RoundTrip sends a request over its user connection's pool to its hub.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/store"
 )
 
 // BenchmarkKeptAliveRequest is one small request and its answer on a
@@ -25,7 +26,7 @@ func BenchmarkKeptAliveRequest(b *testing.B) {
 	}, "a")
 	startTestAgent(b, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
 	poll.Until(b, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(tr.hubs.byName["a"]) })
-	req := "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n"
+	req := "GET /who HTTP/1.1\r\nHost: a.localhost\r\n" + tr.auth("a") + "\r\n"
 	run := func(b *testing.B, c net.Conn) {
 		br := bufio.NewReader(c)
 		b.ReportAllocs()
@@ -59,4 +60,42 @@ func BenchmarkKeptAliveRequest(b *testing.B) {
 		defer c.Close()
 		run(b, c)
 	})
+}
+
+// BenchmarkAuthorize is the access check of a request: "kept alive" on a
+// connection whose decision stands (every request after a connection's
+// first), "first, token" and "first, session" asking the store (a
+// connection's first request, or the first after a change of access).
+// Compare with BenchmarkKeptAliveRequest/relay, the whole request.
+func BenchmarkAuthorize(b *testing.B) {
+	tr := startTestRelayWith(b, false, nil, "a")
+	r, _ := http.NewRequest("GET", "https://a.localhost/", nil)
+	token := credential{kind: credToken, secret: tr.tokens["a"]}
+	session := credential{kind: credSession, secret: tr.session}
+	b.Run("kept alive", func(b *testing.B) {
+		pc := &publicConn{s: tr.Server}
+		if _, err := tr.authorize(r, pc, token, "a", store.PortXMLRPC); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if _, err := tr.authorize(r, pc, token, "a", store.PortXMLRPC); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, tt := range []struct {
+		name string
+		cred credential
+	}{{"first, token", token}, {"first, session", session}} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := tr.decide(context.Background(), tt.cred, "a", store.PortWebUI); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

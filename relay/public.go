@@ -9,12 +9,15 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/portal"
 	"github.com/hubtunnel/hubtunnel/portmap"
+	"github.com/hubtunnel/hubtunnel/store"
 )
 
 const (
@@ -40,7 +43,7 @@ func (s *Server) servesPort(e portmap.Entry) bool {
 // HTTP server reads each request on its own, and publicPort routes it.
 func (s *Server) acceptPublic(ln net.Listener, e portmap.Entry) {
 	defer s.wg.Done()
-	pp := &publicPort{s: s, e: e, port: int(e.Port) + s.cfg.PortOffset}
+	pp := &publicPort{s: s, e: e, port: int(e.Port) + s.cfg.PortOffset, class: classOf(e)}
 	pp.redirect = !e.TLS && !s.cfg.PlaintextPorts
 	pp.hsts = e.TLS && !s.cfg.PlaintextPorts
 	srv := &http.Server{
@@ -73,15 +76,17 @@ type connKey struct{}
 type publicPort struct {
 	s        *Server
 	e        portmap.Entry
-	port     int  // the port users connect to: the map's plus the offset
-	redirect bool // plain HTTP that only redirects to HTTPS
-	hsts     bool // answers carry HSTS
+	port     int         // the port users connect to: the map's plus the offset
+	class    store.Ports // the part of the map it is (auth.go classOf)
+	redirect bool        // plain HTTP that only redirects to HTTPS
+	hsts     bool        // answers carry HSTS
 }
 
 // ServeHTTP decides about one request: the limits of its source address,
-// a strict reading of where it goes, the hub, authorize, and then the
-// proxy. Before authorize, every refusal looks the same whether or not
-// the hub exists or is online.
+// a strict reading of where it goes, who it comes from and whether they
+// may reach the hub (auth.go), and then the proxy. Until a credential has
+// shown that its holder may reach the hub, every refusal looks the same
+// whether or not the hub exists or is online.
 func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.s
 	pc := r.Context().Value(connKey{}).(*publicConn)
@@ -108,40 +113,68 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusBadRequest, "Bad request.")
 		return
 	}
-	name, ok := s.hubName(r.Host)
-	if r.TLS != nil && r.TLS.ServerName != "" {
-		if sniName, sniOK := s.hubName(r.TLS.ServerName); !ok || !sniOK || sniName != name {
-			refuse(w, http.StatusMisdirectedRequest, "This connection is for another name.")
-			return
-		}
+	host := s.classify(r.Host)
+	if r.TLS != nil && r.TLS.ServerName != "" && s.classify(r.TLS.ServerName) != host {
+		refuse(w, http.StatusMisdirectedRequest, "This connection is for another name.")
+		return
 	}
 	if p.redirect {
-		if !ok {
+		if host.kind == hostOther {
 			notFound(w)
 			return
 		}
 		p.redirectToHTTPS(w, r)
 		return
 	}
-	h := s.hubs.byName[name]
-	if !ok || h == nil || s.authorize(r, h) != nil {
-		notFound(w)
+	switch {
+	case host.kind == hostPortal && p.class == store.PortWebUI:
+		s.portal.handler(r.TLS != nil).ServeHTTP(w, r)
 		return
-	}
-	if !s.hubs.online(h) && !s.awaitReconnect(h, r.RemoteAddr) {
-		notFound(w)
+	case host.kind == hostHub && p.class == store.PortWebUI && strings.HasPrefix(r.URL.Path, relayPath):
+		p.serveRelayPath(w, r, host.hub)
 		return
 	}
 
+	// Cookies count on a hub host's WebUI ports; tokens everywhere. On the
+	// portal host and bare addresses a token reaches its own hub.
+	cred := credentialOf(r, host.kind == hostHub && p.class == store.PortWebUI)
+	if cred.kind == credNone {
+		p.unauthenticated(w, r, host)
+		return
+	}
+	a, err := s.authorize(r, pc, cred, host.hub, p.class)
+	switch {
+	case errors.Is(err, errBadCredential):
+		p.unauthenticated(w, r, host)
+		return
+	case errors.Is(err, errNoAccess):
+		notFound(w)
+		return
+	case err != nil:
+		s.storeErrLog("relay: deciding a request from %s: %v", r.RemoteAddr, err)
+		writeError(w, http.StatusServiceUnavailable, "Try again", "The relay cannot check your access right now. Try again in a minute.")
+		return
+	}
+	if cred.kind == credSession && !changesNothing(r) && !portal.SameOrigin(r, r.TLS != nil) {
+		refuse(w, http.StatusForbidden, "Refused: this request came from another site.")
+		return
+	}
+	h := s.hubs.byName[a.hub]
+	if h == nil || (!s.hubs.online(h) && !s.awaitReconnect(h, r.RemoteAddr)) {
+		notFound(w)
+		return
+	}
+	pc.countRequest(a, p.e.Port)
+
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	// The audit line: who, which hub and port, what came of it, how long,
+	// The log line: who, which hub and port, what came of it, how long,
 	// how much: the bytes on the user's connection since the last line
 	// (TLS and request heads included). Never a path, a cookie or a
 	// credential. Deferred too: a response cut off midway ends in a panic
 	// (http.ErrAbortHandler) that net/http recovers.
 	logged := false
-	audit := func() {
+	logLine := func() {
 		logged = true
 		status := sw.status
 		if status == 0 && r.Header.Get("Upgrade") != "" {
@@ -150,27 +183,115 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in, out := pc.in.Load(), pc.out.Load()
 		up, down := in-pc.auditIn, out-pc.auditOut
 		pc.auditIn, pc.auditOut = in, out
-		s.logf("relay: request hub=%s port=%d from=%s method=%s status=%d dur=%s up=%d down=%d",
-			h.Name, p.e.Port, r.RemoteAddr, r.Method, status, time.Since(start).Round(time.Millisecond), up, down)
+		s.logf("relay: request hub=%s port=%d from=%s by=%q method=%s status=%d dur=%s up=%d down=%d",
+			h.Name, p.e.Port, r.RemoteAddr, a.who.String(), r.Method, status, time.Since(start).Round(time.Millisecond), up, down)
 	}
 	defer func() {
 		if !logged {
-			audit()
+			logLine()
 		}
 	}()
-	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr), pools: &pc.pools}
+	rt := &route{hub: h, port: p.e.Port, tls: r.TLS != nil, client: clientIP(r.RemoteAddr), pools: &pc.pools, cred: cred}
 	s.proxy.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 	if sw.status != 0 { // not hijacked: the answer goes out before the log line is written
 		http.NewResponseController(w).Flush()
 	}
-	audit()
+	logLine()
 }
 
-// authorize decides whether r may reach hub h. Today every request for a
-// configured hub may; logins and grants decide here. An error is
-// answered as an unknown hub's would be.
-func (s *Server) authorize(r *http.Request, h *hub) error {
-	return nil
+// unauthenticated answers a request without a valid credential, the same
+// for every name: a browser's page request on a hub's WebUI ports goes to
+// the login; anything else gets a 401 that asks for a token.
+func (p *publicPort) unauthenticated(w http.ResponseWriter, r *http.Request, host hostName) {
+	if p.class == store.PortWebUI && host.kind == hostHub && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		w.Header().Set("Location", p.portalURL(r, "/login?next="+url.QueryEscape(requestURL(r))))
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusSeeOther)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", basicRealm)
+	writeError(w, http.StatusUnauthorized, "Log in first", "Log in on the relay's page, or give an app token as the password.")
+}
+
+// changesNothing reports whether r's method only reads. Others, with a
+// session cookie, must come from a page of the hub's own origin
+// (portal.SameOrigin): every hub shares the site with every other, so
+// SameSite cookies alone would let one hub's page post to another.
+func changesNothing(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
+// requestURL is the URL the user asked for.
+func requestURL(r *http.Request) string {
+	return scheme(r) + strings.ToLower(r.Host) + r.URL.RequestURI()
+}
+
+// portalURL is path on the portal host, over the scheme and port r came in
+// on (the portal is on the same WebUI ports as the hubs).
+func (p *publicPort) portalURL(r *http.Request, path string) string {
+	host := strings.ToLower(p.s.cfg.PublicHost)
+	if _, port, err := net.SplitHostPort(r.Host); err == nil {
+		host = net.JoinHostPort(host, port)
+	}
+	return scheme(r) + host + path
+}
+
+// serveRelayPath answers the relay's own paths on a hub host: the end of
+// the login's hand-off, which sets the hub host's own session cookie, and
+// logout, which leads to the portal's.
+func (p *publicPort) serveRelayPath(w http.ResponseWriter, r *http.Request, hub string) {
+	s := p.s
+	secure := r.TLS != nil
+	w.Header().Set("Cache-Control", "no-store")
+	switch r.URL.Path {
+	case relayPath + "auth":
+		q := r.URL.Query()
+		secret, ok := s.handoffs.take(q.Get("code"), hub, s.now())
+		var sess store.Session
+		var err error
+		if ok {
+			ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+			sess, err = s.db.Session(ctx, secret)
+			cancel()
+		}
+		if !ok || err != nil {
+			writeError(w, http.StatusBadRequest, "Link expired", "This sign-in link was used or is too old. Open the hub's address again to sign in.")
+			return
+		}
+		http.SetCookie(w, &http.Cookie{
+			Name: cookieName(secure), Value: secret, Path: "/", Expires: sess.Expires,
+			Secure: secure, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		})
+		http.Redirect(w, r, localPath(q.Get("next")), http.StatusSeeOther)
+	case relayPath + "logout":
+		http.SetCookie(w, &http.Cookie{Name: cookieName(secure), Value: "", Path: "/", MaxAge: -1, Secure: secure, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		http.Redirect(w, r, p.portalURL(r, "/logout"), http.StatusSeeOther)
+	default:
+		notFound(w)
+	}
+}
+
+// localPath is next when it is a path on this host, else "/": the hand-off
+// never sends a browser to another host.
+func localPath(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	if u, err := url.Parse(next); err != nil || u.Host != "" || u.Scheme != "" {
+		return "/"
+	}
+	return next
 }
 
 // redirectToHTTPS sends a plain-HTTP request to the same URL on HTTPS.
@@ -202,14 +323,32 @@ func (s *Server) awaitReconnect(h *hub, from string) bool {
 	return s.hubs.waitOnline(h, reconnectWait, s.closing)
 }
 
-// hubName maps "NAME.<domain>[:port]" to NAME.
-func (s *Server) hubName(host string) (string, bool) {
+// hostKind is what a Host header or SNI name names.
+type hostKind uint8
+
+const (
+	hostOther  hostKind = iota // a bare address, or a name of no hub
+	hostHub                    // NAME.<domain>
+	hostPortal                 // public_host: the portal and the login
+)
+
+type hostName struct {
+	kind hostKind
+	hub  string // hostHub only
+}
+
+// classify reads a Host header or SNI name: "NAME.<domain>[:port]" is hub
+// NAME, public_host is the portal.
+func (s *Server) classify(host string) hostName {
 	host = strings.TrimSuffix(strings.ToLower(hostOnly(strings.TrimSpace(host))), ".")
+	if host == strings.ToLower(s.cfg.PublicHost) {
+		return hostName{kind: hostPortal}
+	}
 	name, ok := strings.CutSuffix(host, "."+strings.ToLower(s.cfg.Domain))
 	if !ok || name == "" || strings.Contains(name, ".") {
-		return "", false
+		return hostName{}
 	}
-	return name, true
+	return hostName{kind: hostHub, hub: name}
 }
 
 func hostOnly(host string) string {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -19,9 +20,10 @@ import (
 //	/         testAgentPage
 //	/who      the hub's tunnel address: which hub a request reached
 //	/conn     the address the request's connection came from (one per relay connection)
-//	/headers  the request's Host and forwarding headers, one a line
+//	/headers  the request's Host, forwarding and credential headers, one a line
 //	/ws       a WebSocket-style upgrade that echoes what it reads
 //	/stream   "first\n", flushed, then "last\n" when the client hangs up or after 10 s
+//	/setcookie  sets a cookie of its own, one for the whole domain, and the relay's
 func testHub(ip string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })
@@ -29,7 +31,7 @@ func testHub(ip string) http.Handler {
 	mux.HandleFunc("/conn", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Host: %s\n", r.Host)
-		for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"} {
+		for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip", "Authorization", "Cookie"} {
 			fmt.Fprintf(w, "%s: %s\n", k, strings.Join(r.Header.Values(k), ", "))
 		}
 	})
@@ -55,6 +57,12 @@ func testHub(ip string) http.Handler {
 				return
 			}
 		}
+	})
+	mux.HandleFunc("/setcookie", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "own=1; Path=/; HttpOnly")
+		w.Header().Add("Set-Cookie", "wide=2; Domain=localhost; Path=/")
+		w.Header().Add("Set-Cookie", cookieName(true)+"=planted; Path=/; Secure")
+		w.Header().Add("Set-Cookie", cookieName(false)+"=planted; Domain=.localhost")
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")
@@ -155,7 +163,7 @@ func TestEachRequestRoutedOnItsOwn(t *testing.T) {
 	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
 	order := []string{"a", "b", "a", "b", "b", "a"}
 	req := func(name string, port int) string {
-		return fmt.Sprintf("GET /who HTTP/1.1\r\nHost: %s.localhost:%d\r\n\r\n", name, port+tr.offset)
+		return fmt.Sprintf("GET /who HTTP/1.1\r\nHost: %s.localhost:%d\r\n%s\r\n", name, port+tr.offset, tr.auth(name))
 	}
 	for _, tt := range []struct {
 		name string
@@ -201,7 +209,7 @@ func TestEachRequestRoutedOnItsOwn(t *testing.T) {
 // to new ones.
 func TestHubConnectionsAreNeverShared(t *testing.T) {
 	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
-	req := fmt.Sprintf("GET /conn HTTP/1.1\r\nHost: a.localhost:%d\r\n\r\n", 80+tr.offset)
+	req := fmt.Sprintf("GET /conn HTTP/1.1\r\nHost: a.localhost:%d\r\n%s\r\n", 80+tr.offset, tr.cookie(false))
 	var users [2][]string
 	conns := [2]net.Conn{tr.dialPublic(t, 80, nil, ""), tr.dialPublic(t, 80, nil, "")}
 	for round := 0; round < 3; round++ {
@@ -227,25 +235,26 @@ func TestHubConnectionsAreNeverShared(t *testing.T) {
 
 // TestStrictRequestHead: what an attacker puts in a request head to reach
 // hub b while the relay believes it serves a (or the other way round) is
-// refused, and never reaches b.
+// refused, and never reaches b — even for a user who may reach both, so
+// that it is the head that is refused, not the user.
 func TestStrictRequestHead(t *testing.T) {
 	tr := twoHubs(t, nil)
 	for _, tt := range []struct {
 		name, raw string
 		sni       *string
 	}{
-		{"host after the head", "GET /who HTTP/1.0\r\n\r\nHost: b.localhost\r\n\r\n", sni("")},
-		{"host after the head of a 1.1 request", "GET /who HTTP/1.1\r\nHost: nosuch.localhost\r\n\r\nHost: b.localhost\r\n\r\n", sni("")},
-		{"duplicate host", "GET /who HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n", sni("")},
-		{"folded host", "GET /who HTTP/1.1\r\nHost: a.localhost\r\n b.localhost\r\n\r\n", sni("")},
-		{"host not matching SNI", "GET /who HTTP/1.1\r\nHost: b.localhost\r\n\r\n", sni("a.localhost")},
-		{"absolute URI naming another host", "GET http://b.localhost/who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", sni("")},
-		{"absolute URI with SNI of another hub", "GET https://b.localhost/who HTTP/1.1\r\nHost: b.localhost\r\n\r\n", sni("a.localhost")},
-		{"connect", "CONNECT 100.96.0.3:80 HTTP/1.1\r\nHost: b.localhost\r\n\r\n", sni("")},
+		{"host after the head", "GET /who HTTP/1.0\r\n{C}\r\n\r\nHost: b.localhost\r\n\r\n", sni("")},
+		{"host after the head of a 1.1 request", "GET /who HTTP/1.1\r\nHost: nosuch.localhost\r\n{C}\r\n\r\nHost: b.localhost\r\n\r\n", sni("")},
+		{"duplicate host", "GET /who HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n{C}\r\n\r\n", sni("")},
+		{"folded host", "GET /who HTTP/1.1\r\nHost: a.localhost\r\n b.localhost\r\n{C}\r\n\r\n", sni("")},
+		{"host not matching SNI", "GET /who HTTP/1.1\r\nHost: b.localhost\r\n{C}\r\n\r\n", sni("a.localhost")},
+		{"absolute URI naming another host", "GET http://b.localhost/who HTTP/1.1\r\nHost: a.localhost\r\n{C}\r\n\r\n", sni("")},
+		{"absolute URI with SNI of another hub", "GET https://b.localhost/who HTTP/1.1\r\nHost: b.localhost\r\n{C}\r\n\r\n", sni("a.localhost")},
+		{"connect", "CONNECT 100.96.0.3:80 HTTP/1.1\r\nHost: b.localhost\r\n{C}\r\n\r\n", sni("")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := tr.dialPublic(t, 443, tt.sni, "")
-			for i, got := range exchange(t, c, tt.raw, 2) {
+			for i, got := range exchange(t, c, strings.ReplaceAll(tt.raw, "{C}", strings.TrimSuffix(tr.cookie(true), "\r\n")), 2) {
 				if got.err != nil {
 					break // the relay hung up
 				}
@@ -257,34 +266,69 @@ func TestStrictRequestHead(t *testing.T) {
 	}
 }
 
-// TestUnknownAndOfflineLookAlike: before login, an unknown hub and a known
-// but offline one get the same status and the same body, which names
-// neither; a name can not be tested for existence.
+// TestUnknownAndOfflineLookAlike: before login, an unknown hub, a known
+// but offline one and an online one get the same answer (the way to the
+// login on the WebUI ports, a 401 on the others), whose body names none of
+// them; after login, a hub the user may not reach looks like an unknown or
+// offline one. A name cannot be tested for existence.
 func TestUnknownAndOfflineLookAlike(t *testing.T) {
 	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
-	for _, port := range []int{80, 443, 2001} {
-		var answers []answer
-		for _, name := range []string{"nosuch", "gone"} {
-			var s *string
-			if port == 443 {
-				s = sni(name + ".localhost")
-			}
-			c := tr.dialPublic(t, port, s, "")
-			got := exchange(t, c, fmt.Sprintf("GET / HTTP/1.1\r\nHost: %s.localhost\r\n\r\n", name), 1)[0]
-			if got.err != nil || got.code < 400 || strings.Contains(got.body, name) {
-				t.Fatalf("port %d, hub %s: %d %q %v; want a refusal that does not name it", port, name, got.code, got.body, got.err)
-			}
-			answers = append(answers, got)
+	ctx := context.Background()
+	db := tr.Store()
+	u, err := db.AddUser(ctx, "stranger", "a long enough password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, _, err := db.CreateSession(ctx, u.ID, time.Hour, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(port int, name, creds string) answer {
+		t.Helper()
+		var s *string
+		if port == 443 || port == 4431 {
+			s = sni(name + ".localhost")
 		}
-		if answers[0].code != answers[1].code || answers[0].body != answers[1].body {
-			t.Errorf("port %d: unknown hub %d %q, offline hub %d %q; want the same", port, answers[0].code, answers[0].body, answers[1].code, answers[1].body)
+		c := tr.dialPublic(t, port, s, "")
+		got := exchange(t, c, fmt.Sprintf("GET / HTTP/1.1\r\nHost: %s.localhost\r\n%s\r\n", name, creds), 1)[0]
+		if got.err != nil || got.code == 200 || strings.Contains(got.body, name+".localhost") || (len(name) > 1 && strings.Contains(got.body, name)) {
+			t.Fatalf("port %d, hub %s: %d %q %v; want a refusal that does not name it", port, name, got.code, got.body, got.err)
+		}
+		return got
+	}
+	same := func(what string, port int, x, y answer) {
+		t.Helper()
+		if x.code != y.code || x.body != y.body {
+			t.Errorf("port %d, %s: %d %q and %d %q; want the same", port, what, x.code, x.body, y.code, y.body)
+		}
+	}
+	for _, port := range []int{80, 443, 2001, 4431} {
+		before := ask(port, "nosuch", "")
+		same("before login, unknown and offline hubs", port, before, ask(port, "gone", ""))
+		same("before login, unknown and online hubs", port, before, ask(port, "a", ""))
+		want := http.StatusUnauthorized
+		if port == 80 || port == 443 {
+			want = http.StatusSeeOther
+		}
+		if before.code != want {
+			t.Errorf("port %d before login: %d, want %d", port, before.code, want)
+		}
+		if port == 80 || port == 443 {
+			creds := "Cookie: " + cookieName(port == 443) + "=" + stranger + "\r\n"
+			after := ask(port, "nosuch", creds)
+			same("after login, unknown and offline hubs", port, after, ask(port, "gone", creds))
+			same("after login, unknown and not-granted hubs", port, after, ask(port, "a", creds))
+			if after.code != http.StatusNotFound {
+				t.Errorf("port %d after login: %d, want 404", port, after.code)
+			}
 		}
 	}
 }
 
 // TestForwardedHeadersReplaced: the hub learns the user's real address
 // from the relay; what the user claims in Forwarded and X-Forwarded-* is
-// dropped.
+// dropped, and so are the relay's credentials: the token and the relay's
+// session cookie never reach the hub, its own cookies do.
 func TestForwardedHeadersReplaced(t *testing.T) {
 	tr := twoHubs(t, func(c *Config) { c.PlaintextPorts = true })
 	forged := "Forwarded: for=203.0.113.9;proto=https\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: b.localhost\r\nX-Real-IP: 203.0.113.9\r\n"
@@ -294,8 +338,10 @@ func TestForwardedHeadersReplaced(t *testing.T) {
 		proto string
 	}{{2001, nil, "http"}, {443, sni("a.localhost"), "https"}} {
 		c := tr.dialPublic(t, tt.port, tt.sni, "")
-		got := exchange(t, c, "GET /headers HTTP/1.1\r\nHost: a.localhost\r\n"+forged+"\r\n", 1)[0]
-		want := fmt.Sprintf("Host: a.localhost\nForwarded: for=127.0.0.1;proto=%s\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Proto: %s\nX-Forwarded-Host: \nX-Real-Ip: \n", tt.proto, tt.proto)
+		creds := tr.auth("a") + "Cookie: hub=own; " + cookieName(tt.sni != nil) + "=" + tr.session + "; other=2\r\n"
+		got := exchange(t, c, "GET /headers HTTP/1.1\r\nHost: a.localhost\r\n"+forged+creds+"\r\n", 1)[0]
+		want := fmt.Sprintf("Host: a.localhost\nForwarded: for=127.0.0.1;proto=%s\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Proto: %s\nX-Forwarded-Host: \nX-Real-Ip: \n"+
+			"Authorization: \nCookie: hub=own; other=2\n", tt.proto, tt.proto)
 		if got.err != nil || got.code != 200 || got.body != want {
 			t.Errorf("port %d: the hub saw\n%s(%d %v)\nwant\n%s", tt.port, got.body, got.code, got.err, want)
 		}
@@ -314,7 +360,7 @@ func TestPlainHTTPRedirects(t *testing.T) {
 		t.Errorf("port 80: %d Location %q %v; want 308 to %s", got.code, got.header.Get("Location"), got.err, want)
 	}
 	c = tr.dialPublic(t, 443, sni("a.localhost"), "")
-	got = exchange(t, c, "GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]
+	got = exchange(t, c, "GET / HTTP/1.1\r\nHost: a.localhost\r\n"+tr.cookie(true)+"\r\n", 1)[0]
 	if got.code != 200 || !strings.HasPrefix(got.header.Get("Strict-Transport-Security"), "max-age=") {
 		t.Errorf("port 443: %d, HSTS %q", got.code, got.header.Get("Strict-Transport-Security"))
 	}
@@ -335,7 +381,7 @@ func TestPlainHTTPRedirects(t *testing.T) {
 func TestWebSocketAndStreaming(t *testing.T) {
 	tr := twoHubs(t, nil)
 	c := tr.dialPublic(t, 443, sni("b.localhost"), "")
-	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: b.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: b.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+tr.cookie(true)+"\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 101 {
@@ -350,7 +396,7 @@ func TestWebSocketAndStreaming(t *testing.T) {
 	}
 
 	c = tr.dialPublic(t, 443, sni("a.localhost"), "")
-	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: a.localhost\r\n\r\n")
+	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: a.localhost\r\n"+tr.auth("a")+"\r\n")
 	c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the hub holds the rest for 10 s
 	br = bufio.NewReader(c)
 	resp, err = http.ReadResponse(br, nil)
@@ -374,7 +420,7 @@ func TestPerAddressLimits(t *testing.T) {
 	good := func() {
 		t.Helper()
 		c := tr.dialPublic(t, 443, sni("b.localhost"), "127.0.0.2")
-		if got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: b.localhost\r\n\r\n", 1)[0]; got.code != 200 || got.body != who("b") {
+		if got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: b.localhost\r\n"+tr.auth("b")+"\r\n", 1)[0]; got.code != 200 || got.body != who("b") {
 			t.Fatalf("a well-behaved user at another address: %d %q %v", got.code, got.body, got.err)
 		}
 	}
@@ -385,7 +431,7 @@ func TestPerAddressLimits(t *testing.T) {
 	}
 	for range 2 {
 		c := tr.dialPublic(t, 443, sni("a.localhost"), "127.0.0.1")
-		got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]
+		got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n"+tr.auth("a")+"\r\n", 1)[0]
 		if got.code != 503 || got.body == who("a") || len(got.body) > 200 {
 			t.Fatalf("a connection over the limit: %d %q %v; want a short 503", got.code, got.body, got.err)
 		}
@@ -398,7 +444,7 @@ func TestPerAddressLimits(t *testing.T) {
 	c := held[0]
 	codes := map[int]int{}
 	for range 15 {
-		got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]
+		got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n"+tr.auth("a")+"\r\n", 1)[0]
 		if got.err != nil {
 			t.Fatal(got.err)
 		}
@@ -415,25 +461,30 @@ func TestPerAddressLimits(t *testing.T) {
 		t.Errorf("%d log lines about 127.0.0.1's limits within 30 s, want 1", n)
 	}
 	tr.clock.advance(2 * time.Second)
-	if got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n\r\n", 1)[0]; got.code != 200 {
+	if got := exchange(t, c, "GET /who HTTP/1.1\r\nHost: a.localhost\r\n"+tr.auth("a")+"\r\n", 1)[0]; got.code != 200 {
 		t.Errorf("after 2 s at 1 request a second: %d, want 200", got.code)
 	}
 }
 
 // TestAuditLine: every forwarded request is logged with its hub, port,
-// source address and status, and never with its path, cookies or
-// credentials.
+// source address, who sent it and its status, and never with its path,
+// cookies or credentials.
 func TestAuditLine(t *testing.T) {
 	tr := twoHubs(t, nil)
 	c := tr.dialPublic(t, 443, sni("a.localhost"), "")
-	got := exchange(t, c, "GET /who?sid=secret-sid HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=secret-cookie\r\nAuthorization: Basic c2VjcmV0LWF1dGg=\r\n\r\n", 1)[0]
+	got := exchange(t, c, "GET /who?sid=secret-sid HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=secret-cookie; "+cookieName(true)+"="+tr.session+"\r\nAuthorization: Basic c2VjcmV0LWF1dGg=\r\n\r\n", 1)[0]
 	if got.code != 200 {
 		t.Fatalf("%d %v", got.code, got.err)
 	}
-	poll.Until(t, 10*time.Second, "the request's audit line", func() bool {
-		return tr.logged("relay: request hub=a port=443 from=127.0.0.1:", "method=GET status=200") == 1
+	c = tr.dialPublic(t, 4431, sni("a.localhost"), "")
+	if got := exchange(t, c, "POST /who HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 0\r\n"+tr.auth("a")+"\r\n", 1)[0]; got.code != 200 {
+		t.Fatalf("%d %v", got.code, got.err)
+	}
+	poll.Until(t, 10*time.Second, "the requests' log lines", func() bool {
+		return tr.logged("relay: request hub=a port=443 from=127.0.0.1:", `by="user owner"`, "method=GET status=200") == 1 &&
+			tr.logged("relay: request hub=a port=4431 from=127.0.0.1:", `by="token #`, "method=POST status=200") == 1
 	})
-	for _, secret := range []string{"secret", "c2VjcmV0", "/who"} {
+	for _, secret := range []string{"secret", "c2VjcmV0", "/who", tr.session, tr.tokens["a"], tr.tokens["a"][4:20]} {
 		if n := tr.logged(secret); n != 0 {
 			t.Errorf("%d log lines contain %q", n, secret)
 		}
@@ -461,7 +512,7 @@ func TestUserConnectionKeepsFewHubConnections(t *testing.T) {
 	})
 	c := tr.dialPublic(t, 80, nil, "")
 	for i, name := range names {
-		got := exchange(t, c, fmt.Sprintf("GET /who HTTP/1.1\r\nHost: %s.localhost:%d\r\n\r\n", name, 80+tr.offset), 1)[0]
+		got := exchange(t, c, fmt.Sprintf("GET /who HTTP/1.1\r\nHost: %s.localhost:%d\r\n%s\r\n", name, 80+tr.offset, tr.cookie(false)), 1)[0]
 		if got.err != nil || got.code != 200 || got.body != fmt.Sprintf("100.96.0.%d", i+2) {
 			t.Fatalf("request for %s: %d %q %v", name, got.code, got.body, got.err)
 		}

@@ -50,6 +50,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
@@ -73,6 +74,21 @@ type Server struct {
 
 	hubs *registry
 	db   *store.Store // Config.Store, open from Start to Close
+	now  func() time.Time
+
+	// Access control (auth.go): the store's Revision as last polled, the
+	// connections with a decision, the portal's hand-off codes, the audit
+	// writer, and the portal's handler for the portal host.
+	revision  atomic.Int64
+	refreshMu sync.Mutex // one refresh (auth.go) at a time
+	decisions decisionCache
+	live      liveConns
+	handoffs  handoffs
+	audit     *auditor
+	portal    portals
+	// storeErrLog logs the store's failures on the request path, at most
+	// once a minute.
+	storeErrLog logger.Logf
 
 	stack *netstack.Stack
 	bind  *agentBind
@@ -104,14 +120,16 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		now = time.Now
 	}
 	s := &Server{
-		cfg:      cfg,
-		logf:     logf,
-		version:  version,
-		hubs:     newRegistry(cfg.Hubs, now),
-		publicLn: map[uint16]net.Listener{},
-		closing:  make(chan struct{}),
-		conns:    map[net.Conn]struct{}{},
-		agent:    map[*agentConn]struct{}{},
+		cfg:         cfg,
+		logf:        logf,
+		version:     version,
+		hubs:        newRegistry(cfg.Hubs, now),
+		now:         now,
+		storeErrLog: logger.RateLimited(logf, time.Minute),
+		publicLn:    map[uint16]net.Listener{},
+		closing:     make(chan struct{}),
+		conns:       map[net.Conn]struct{}{},
+		agent:       map[*agentConn]struct{}{},
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
 	s.proxy = newHubProxy(s)
@@ -138,6 +156,10 @@ func (s *Server) Start() (err error) {
 		return err
 	}
 	if err := s.openStore(); err != nil {
+		return err
+	}
+	s.audit = newAuditor(s.db, s.logf)
+	if s.portal, err = s.newPortals(); err != nil {
 		return err
 	}
 
@@ -193,8 +215,9 @@ func (s *Server) Start() (err error) {
 		s.publicLn[e.Port] = ln
 	}
 
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.acceptAgents()
+	go s.watchRevision()
 	for _, e := range portmap.Fixed() {
 		if ln := s.publicLn[e.Port]; ln != nil {
 			s.wg.Add(1)
@@ -256,6 +279,7 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.audit.close() // after the connections, whose records it writes
 		if s.dev != nil {
 			s.dev.Close() // closes the bind and the netstack's device
 		}
@@ -346,6 +370,31 @@ func (s *Server) openStore() error {
 	}
 	s.logf("relay: store %s: imported the config's hubs: added %s; updated %s; %d unchanged",
 		db.Where(), hubList(r.Added), hubList(r.Updated), len(r.Unchanged))
+	for _, h := range s.cfg.Hubs {
+		if h.Owner == "" {
+			continue
+		}
+		cur, err := db.HubByName(ctx, h.Name)
+		if err != nil {
+			return fmt.Errorf("relay: store: %w", err)
+		}
+		if cur.Owner == h.Owner {
+			continue
+		}
+		switch err := db.SetHubOwner(ctx, h.Name, h.Owner); {
+		case errors.Is(err, store.ErrNotFound):
+			s.logf("relay: hub %s: owner %q is no account yet (hubrelay user add %s); the hub keeps its owner until then", h.Name, h.Owner, h.Owner)
+		case err != nil:
+			return fmt.Errorf("relay: store: %w", err)
+		default:
+			s.logf("relay: hub %s: owner is now %s (from the config)", h.Name, h.Owner)
+		}
+	}
+	rev, err := db.Revision(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: store: %w", err)
+	}
+	s.revision.Store(rev)
 	return nil
 }
 

@@ -47,24 +47,27 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-func TestHubName(t *testing.T) {
-	s := &Server{cfg: Config{Domain: "hubs.example"}}
+func TestClassifyHost(t *testing.T) {
+	s := &Server{cfg: Config{Domain: "hubs.example", PublicHost: "relay.example"}}
+	hub := func(n string) hostName { return hostName{kind: hostHub, hub: n} }
 	for _, tt := range []struct {
-		host, name string
-		ok         bool
+		host string
+		want hostName
 	}{
-		{"home.hubs.example", "home", true},
-		{"Home.HUBS.example:8443", "home", true},
-		{"home.hubs.example.", "home", true},
-		{"hubs.example", "", false},
-		{"a.b.hubs.example", "", false},
-		{"home.other.example", "", false},
-		{"homehubs.example", "", false},
-		{"", "", false},
+		{"home.hubs.example", hub("home")},
+		{"Home.HUBS.example:8443", hub("home")},
+		{"home.hubs.example.", hub("home")},
+		{"relay.example", hostName{kind: hostPortal}},
+		{"Relay.Example:443", hostName{kind: hostPortal}},
+		{"hubs.example", hostName{}},
+		{"a.b.hubs.example", hostName{}},
+		{"home.other.example", hostName{}},
+		{"homehubs.example", hostName{}},
+		{"127.0.0.1:443", hostName{}},
+		{"", hostName{}},
 	} {
-		name, ok := s.hubName(tt.host)
-		if name != tt.name || ok != tt.ok {
-			t.Errorf("hubName(%q) = %q, %v", tt.host, name, ok)
+		if got := s.classify(tt.host); got != tt.want {
+			t.Errorf("classify(%q) = %+v, want %+v", tt.host, got, tt.want)
 		}
 	}
 }

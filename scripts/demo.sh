@@ -44,7 +44,22 @@ private_key_file = "relay.key"
 name = "demo"
 public_key = "$hub_pub"
 tunnel_ip = "100.96.0.2"
+owner = "demo"
 TOML
+
+# The hub's owner, who logs in on the portal, and an app token of theirs
+# for the XML-RPC lines below; both only for this demo's folder.
+password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+if ! out=$(echo "$password" | "$bin/hubrelay" user add demo --config "$dir/relay.toml" 2>&1); then
+	echo "demo: hubrelay user add: $out" >&2
+	exit 1
+fi
+token=$("$bin/hubrelay" token add demo --ports all --label "make demo" --config "$dir/relay.toml" 2>/dev/null |
+	grep -o 'htk_[A-Za-z0-9_-]\{43\}' | head -n 1)
+if [ -z "$token" ]; then
+	echo "demo: could not make an app token (hubrelay token add)" >&2
+	exit 1
+fi
 
 cat >"$dir/hub.toml" <<TOML
 name = "demo"
@@ -90,15 +105,15 @@ cat <<MSG
 
   hubtunnel demo is running (files in $dir)
 
-  WebUI through the tunnel:    https://demo.localhost:$((443 + OFFSET))/  (self-signed: accept the warning)
-  plain HTTP redirects there:  http://demo.localhost:$((80 + OFFSET))/
-  XML-RPC (BidCos-RF) on TLS:  https://demo.localhost:$((4431 + OFFSET))/
-  agent status:                http://127.0.0.1:$UI_PORT/api/status
+  Log in (the certificate is self-signed: accept the warning):
+    portal:                      https://localhost:$((443 + OFFSET))/   user demo, password $password
+    the hub's WebUI:             https://demo.localhost:$((443 + OFFSET))/  (asks for the login first)
+  XML-RPC with the app token $token:
+    python3 -c 'import ssl, xmlrpc.client as x; print(x.ServerProxy("https://hubtunnel:$token@localhost:$((4431 + OFFSET))/", context=ssl._create_unverified_context()).listDevices())'
+    curl -k -u hubtunnel:$token -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>' https://localhost:$((4431 + OFFSET))/
+  agent status:                  http://127.0.0.1:$UI_PORT/api/status   ($bin/hubtunnel status --config $dir/hub.toml)
+  audit log:                     $bin/hubrelay audit --config $dir/relay.toml
   (the plaintext XML-RPC and script ports are off: plaintext_ports = true in relay.toml serves them)
-
-  try:  $bin/hubtunnel status --config $dir/hub.toml
-        curl -k https://demo.localhost:$((443 + OFFSET))/
-        curl -k -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>' https://demo.localhost:$((4431 + OFFSET))/
 
   Ctrl-C stops relay, agent and ccusim.
 MSG

@@ -79,6 +79,13 @@ func (s *Store) GrantsOfUser(ctx context.Context, user string) ([]Grant, error) 
 // the grant's ports while it is in force, nothing otherwise — nor for a
 // disabled user or hub.
 func (s *Store) Access(ctx context.Context, userID int64, hub string) (Ports, error) {
+	p, _, err := s.Reach(ctx, userID, hub)
+	return p, err
+}
+
+// Reach is Access with the time it ends: the grant's until, zero for an
+// owner or a grant without end (and for no access).
+func (s *Store) Reach(ctx context.Context, userID int64, hub string) (Ports, time.Time, error) {
 	var owner, disabled, udisabled int
 	var ports sql.NullInt64
 	var until sql.NullInt64
@@ -87,20 +94,20 @@ func (s *Store) Access(ctx context.Context, userID int64, hub string) (Ports, er
 		LEFT JOIN grants g ON g.hub_id = h.id AND g.user_id = u.id
 		WHERE h.name = $2`, userID, hub).Scan(&owner, &disabled, &udisabled, &ports, &until)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("store: access: %w", err)
+		return 0, time.Time{}, fmt.Errorf("store: access: %w", err)
 	}
 	switch {
 	case disabled != 0 || udisabled != 0:
-		return 0, nil
+		return 0, time.Time{}, nil
 	case owner == 1:
-		return PortsAll, nil
+		return PortsAll, time.Time{}, nil
 	case !ports.Valid:
-		return 0, nil
+		return 0, time.Time{}, nil
 	case until.Int64 != 0 && s.nowMs() >= until.Int64:
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
-	return Ports(ports.Int64), nil
+	return Ports(ports.Int64), fromMs(until.Int64), nil
 }

@@ -418,7 +418,7 @@ func TestUserTokensReachNoMoreThanTheirMaker(t *testing.T) {
 		}
 		secret, tok, err := s.CreateToken(ctx, TokenSpec{Hub: "home", User: "tech", Label: "laptop", Ports: PortXMLRPC})
 		check(t, err)
-		if got := must[Token](t)(s.VerifyToken(ctx, secret)); got.Reach != PortXMLRPC || got.User != "tech" {
+		if got := must[Token](t)(s.VerifyToken(ctx, secret)); got.Reach != PortXMLRPC || got.User != "tech" || !got.ReachUntil.Equal(c.Now().Add(time.Hour)) {
 			t.Fatalf("verified %+v", got)
 		}
 		if ts := must[[]Token](t)(s.TokensOfUser(ctx, "tech")); len(ts) != 1 || ts[0].ID != tok.ID {

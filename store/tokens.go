@@ -26,6 +26,10 @@ type Token struct {
 	// for a user's token no more than that user may reach on the hub
 	// today, so a revoked grant takes its tokens along.
 	Reach Ports
+	// ReachUntil is when Reach ends by itself (VerifyToken only): the
+	// token's expiry or its maker's grant's end, whichever comes first;
+	// zero for neither.
+	ReachUntil time.Time
 }
 
 // TokenPrefix starts every token's secret, so that the relay tells a token
@@ -111,13 +115,16 @@ func (s *Store) VerifyToken(ctx context.Context, secret string) (Token, error) {
 	if err != nil {
 		return Token{}, one(err, "token")
 	}
-	t.Reach = t.Ports
+	t.Reach, t.ReachUntil = t.Ports, t.Expires
 	if t.UserID != 0 {
-		reach, err := s.Access(ctx, t.UserID, t.Hub)
+		reach, until, err := s.Reach(ctx, t.UserID, t.Hub)
 		if err != nil {
 			return Token{}, err
 		}
 		t.Reach &= reach
+		if !until.IsZero() && (t.ReachUntil.IsZero() || until.Before(t.ReachUntil)) {
+			t.ReachUntil = until
+		}
 	}
 	if now-ms(t.LastUsed) >= tokenTouchEvery.Milliseconds() {
 		if _, err := s.db.ExecContext(ctx, `UPDATE tokens SET last_used = $1 WHERE id = $2`, now, t.ID); err != nil {

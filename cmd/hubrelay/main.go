@@ -14,10 +14,29 @@ import (
 
 const usage = `usage:
   hubrelay run --config FILE   run the relay
-  hubrelay user add|passwd|remove NAME [--config FILE]
-  hubrelay user list [--config FILE]
-                               manage the relay's accounts
+  hubrelay user add|passwd|remove NAME
+  hubrelay user list           manage the relay's accounts
+  hubrelay grant USER HUB [--ports webui,xmlrpc,script|all] [--until TIME]
+  hubrelay revoke USER HUB
+  hubrelay grants [--hub HUB] [--user USER]
+                               give and take access to a hub
+  hubrelay token add HUB [--ports P] [--label TEXT] [--expires TIME] [--user USER]
+  hubrelay token list [--hub HUB]
+  hubrelay token revoke ID     app tokens (for XML-RPC clients)
+  hubrelay session list [--user USER]
+  hubrelay session revoke ID | --user USER --all
+                               login sessions
+  hubrelay audit [--hub HUB] [--user USER] [--since TIME] [--kind KIND] [--limit N] [--json]
+                               print the audit log
+  hubrelay hub list
+  hubrelay hub owner HUB USER|--none
+  hubrelay hub disable|enable HUB
+                               the hubs, their owners
   hubrelay version             print the version
+Every command but run and version takes --config FILE (default relay.toml)
+and works while the relay runs: it picks changes up at once. TIME is
+"2026-12-01 18:00" (local time), RFC 3339, or a duration (4h, 2d).
+hubrelay COMMAND --help explains COMMAND.
 `
 
 func main() {
@@ -25,17 +44,23 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	if u, ok := usages[os.Args[1]]; ok && wantsHelp(os.Args[2:]) {
+		fmt.Println(u)
+		return
+	}
 	var err error
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
-	case "user":
-		err = osCLI().user(os.Args[2:])
 	case "version":
 		fmt.Println(version.Version)
 	default:
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+		cmd, ok := commands[os.Args[1]]
+		if !ok {
+			fmt.Fprint(os.Stderr, usage)
+			os.Exit(2)
+		}
+		err = cmd(osCLI(), os.Args[2:])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hubrelay:", err)

@@ -6,13 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
-	"golang.org/x/term"
-
-	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/store"
 )
 
@@ -23,50 +19,6 @@ const userUsage = `usage:
   hubrelay user list [--config FILE]          list the accounts
 --config defaults to relay.toml. A password is one line on stdin; on a
 terminal it is asked for twice, without echo`
-
-// cli is what the subcommands read and write; tests give their own.
-type cli struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-	// terminal, if set, reads a password without echo (stdin is a terminal).
-	terminal func(prompt string) (string, error)
-}
-
-func osCLI() cli {
-	c := cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
-	if fd := int(os.Stdin.Fd()); term.IsTerminal(fd) {
-		c.terminal = func(prompt string) (string, error) {
-			fmt.Fprint(os.Stderr, prompt)
-			b, err := term.ReadPassword(fd)
-			fmt.Fprintln(os.Stderr)
-			return string(b), err
-		}
-	}
-	return c
-}
-
-// splitArgs takes --config FILE (or -config, --config=FILE) out of args.
-func splitArgs(args []string) (config string, rest []string, err error) {
-	config = "relay.toml"
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--config" || a == "-config":
-			if i+1 == len(args) {
-				return "", nil, errors.New("--config needs a file")
-			}
-			config = args[i+1]
-			i++
-		case strings.HasPrefix(a, "--config="), strings.HasPrefix(a, "-config="):
-			_, config, _ = strings.Cut(a, "=")
-		case strings.HasPrefix(a, "-"):
-			return "", nil, fmt.Errorf("unknown option %s", a)
-		default:
-			rest = append(rest, a)
-		}
-	}
-	return config, rest, nil
-}
 
 func (c cli) user(args []string) error {
 	if len(args) == 0 {
@@ -89,12 +41,8 @@ func (c cli) user(args []string) error {
 	if len(rest) != want {
 		return errors.New(userUsage)
 	}
-	cfg, err := relay.LoadConfig(config)
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	db, err := store.Open(ctx, cfg.Store, store.Options{Logf: func(f string, a ...any) { fmt.Fprintf(c.stderr, f+"\n", a...) }})
+	_, db, err := c.open(ctx, config)
 	if err != nil {
 		return err
 	}
@@ -208,7 +156,7 @@ func (c cli) listUsers(ctx context.Context, db *store.Store) error {
 		if u.Disabled {
 			state = "disabled"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", u.Name, u.Created.Local().Format("2006-01-02 15:04"), totp, state)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", u.Name, c.showTime(u.Created), totp, state)
 	}
 	return w.Flush()
 }
