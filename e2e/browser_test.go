@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -91,8 +92,24 @@ func (b *browser) run(t *testing.T, script string, env map[string]string, want .
 	return out
 }
 
-// TestBrowser drives the relay with Chromium: the pages load over the
-// relay's TLS port with its self-signed certificate.
+// addUser adds an account to the relay's store with `hubrelay user add`,
+// the password on stdin, and returns the password.
+func addUser(t *testing.T, s *hubSetup, name string) string {
+	t.Helper()
+	password := rand.Text()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin.hubrelay, "user", "add", name, "--config", s.relayConf)
+	cmd.Stdin = strings.NewReader(password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hubrelay user add %s: %v\n%s", name, err, out)
+	}
+	return password
+}
+
+// TestBrowser is a person at the relay with Chromium: the login, the hub's
+// WebUI behind it, the logout, TOTP, and the pages in German and English.
+// The screenshots stay in the artifacts folder.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	b := needBrowser(t)
@@ -100,9 +117,51 @@ func TestBrowser(t *testing.T) {
 	s.startAgent(agentOpts{})
 	s.waitConnected(15 * time.Second)
 
+	const hubTitle = "HomeMatic WebUI" // ccusim's page
+	hubURL := s.url("https", "demo", 443, "/")
+	portal := fmt.Sprintf("https://localhost:%d", 443+s.offset)
+	ownerName := "browser-owner"
+	ownerPassword := addUser(t, s, ownerName)
+	run(t, bin.hubrelay, "hub", "owner", "demo", ownerName, "--config", s.relayConf)
+	owner := map[string]string{
+		"HT_PORTAL": portal, "HT_USER": ownerName, "HT_PASSWORD": ownerPassword,
+		"HT_HUB": "demo", "HT_HUB_URL": hubURL, "HT_HUB_TITLE": hubTitle,
+	}
+
 	t.Run("smoke", func(t *testing.T) {
-		url := s.url("https", "demo", 443, "/")
-		b.run(t, "smoke", map[string]string{"HT_URL": url, "HT_TITLE": "HomeMatic WebUI"},
-			fmt.Sprintf("loaded %s", url), `the page is titled "HomeMatic WebUI"`, "screenshot")
+		url := portal + "/login"
+		b.run(t, "smoke", map[string]string{"HT_URL": url, "HT_TITLE": "hubtunnel"},
+			fmt.Sprintf("loaded %s", url), `the page's title says "hubtunnel"`, "screenshot")
+	})
+	t.Run("login and logout", func(t *testing.T) {
+		b.run(t, "login", owner,
+			"the hub's address leads to the login",
+			"a wrong password is refused",
+			"the right password leads to the hub's WebUI",
+			"screenshot",
+			"the hub holds the relay's cookie",
+			"a second page of the hub loads without a second login",
+			"logged out",
+			"after the logout the hub's address leads to the login again",
+			"after the logout the portal shows nobody logged in")
+	})
+	t.Run("pages", func(t *testing.T) {
+		b.run(t, "pages", owner,
+			"the login page speaks de", "screenshot",
+			"the login page speaks en", "screenshot",
+			"the portal's home (de) lists hub demo", "screenshot",
+			"the portal's home (en) lists hub demo", "screenshot",
+			"the hub's link on the portal opens its WebUI without a second login")
+	})
+	t.Run("totp", func(t *testing.T) {
+		// An account of its own: TOTP, once on, stays on for the others' flows.
+		name := "totp-user"
+		b.run(t, "totp", map[string]string{"HT_PORTAL": portal, "HT_USER": name, "HT_PASSWORD": addUser(t, s, name)},
+			"logged in with the password alone",
+			"/totp shows a QR code and the secret as text", "screenshot",
+			"the app's code turns TOTP on",
+			"with TOTP on, the password alone leads to a second step",
+			"a wrong code is refused",
+			"the password and the app's code log in")
 	})
 }
