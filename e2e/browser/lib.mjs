@@ -80,11 +80,16 @@ export async function newContext(browser, locale = 'en-US') {
   return ctx;
 }
 
+// secrets are the portal's elements that show a secret (a TOTP secret, as
+// text and as a QR code; a new app token and its copy-paste lines): every
+// screenshot paints them over.
+const secrets = '#totp-secret, figure.qr, main svg, main img[src^="data:"], #token-secret, [id^="token-line-"]';
+
 // shot keeps a screenshot of page as <name>.png in the artifacts folder.
 export async function shot(page, name) {
   mkdirSync(settings.artifacts, { recursive: true });
   const path = join(settings.artifacts, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
+  await page.screenshot({ path, fullPage: true, mask: [page.locator(secrets)] });
   ok(`screenshot ${path}`);
   return path;
 }

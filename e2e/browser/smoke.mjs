@@ -1,6 +1,7 @@
 // smoke: Chromium loads a page the relay serves over TLS (its self-signed
 // certificate accepted) and a screenshot of it is kept. It proves the
-// browser, the launcher and the relay's TLS port before the flows use them.
+// browser, the launcher and the relay's TLS port before the flows use them:
+// when it fails, the flows' failures say nothing about the pages.
 //
 // HT_URL: the page, e.g. https://demo.localhost:10443/
 // HT_TITLE: what the page's title says

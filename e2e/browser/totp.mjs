@@ -33,7 +33,7 @@ await run(async (browser, state) => {
   check(await qr.isVisible(), '/totp shows no QR code (an inline SVG or a data: image)');
   const secret = await shownSecret(page);
   ok('/totp shows a QR code and the secret as text');
-  await shot(page, 'totp-enrol');
+  await shot(page, 'totp-enrol'); // the secret and the QR code painted over
 
   // The app's code confirms the enrolment. The relay takes each step's
   // code once, and the step before and after the current one.
