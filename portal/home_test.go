@@ -230,6 +230,8 @@ func TestEveryChangeNeedsTheSessionsCSRFTokenAndTheSameOrigin(t *testing.T) {
 		{"https origin on http", append([]string{"csrf", csrf}, grant...), []string{"Origin", "https://relay.test"}},
 		{"cross-site fetch", append([]string{"csrf", csrf}, grant...), []string{"Sec-Fetch-Site", "cross-site", "Origin", ""}},
 		{"same-site fetch", append([]string{"csrf", csrf}, grant...), []string{"Sec-Fetch-Site", "same-site", "Origin", ""}},
+		{"an opaque origin", append([]string{"csrf", csrf}, grant...), []string{"Origin", "null", "Sec-Fetch-Site", ""}},
+		{"an opaque origin from another site", append([]string{"csrf", csrf}, grant...), []string{"Origin", "null", "Sec-Fetch-Site", "cross-site"}},
 	} {
 		r := alice.do(http.MethodPost, "/grant", formOf(c.form...), c.header...)
 		if r.StatusCode != http.StatusForbidden {
@@ -246,6 +248,10 @@ func TestEveryChangeNeedsTheSessionsCSRFTokenAndTheSameOrigin(t *testing.T) {
 	}
 	// The right token from the same origin, with an explicit port, works.
 	r := alice.do(http.MethodPost, "/grant", formOf(append([]string{"csrf", csrf}, grant...)...), "Origin", "http://RELAY.test:80")
+	wantStatus(t, r, http.StatusSeeOther)
+	// So does a page with Referrer-Policy no-referrer: Origin "null", but
+	// the browser's Sec-Fetch-Site says same-origin.
+	r = alice.do(http.MethodPost, "/grant", formOf(append([]string{"csrf", csrf}, grant...)...), "Origin", "null", "Sec-Fetch-Site", "same-origin")
 	wantStatus(t, r, http.StatusSeeOther)
 	// A POST without a login goes to the login page.
 	r = e.browser("192.0.2.3").post("/grant", grant...)

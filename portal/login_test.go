@@ -300,8 +300,9 @@ func TestCrossOriginLoginIsRefused(t *testing.T) {
 	e := newEnv(t)
 	for _, h := range [][]string{
 		{"Origin", "http://evil.test"},
-		{"Origin", "http://home.hubs.test"}, // another hub is same-site, not same-origin
-		{"Origin", "null"},
+		{"Origin", "http://home.hubs.test"},                // another hub is same-site, not same-origin
+		{"Origin", "null", "Sec-Fetch-Site", ""},           // an opaque origin, and no word of where from
+		{"Origin", "null", "Sec-Fetch-Site", "cross-site"}, // a sandboxed frame of another site
 		{"Sec-Fetch-Site", "cross-site"},
 		{"Sec-Fetch-Site", "same-site"},
 	} {

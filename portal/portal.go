@@ -275,14 +275,14 @@ func plausibleSecret(v string) bool {
 // SameOrigin reports whether a request that changes state may be served
 // as coming from a page of its own origin: an Origin header, when present,
 // must be the request's own origin (scheme by secure, host and port from
-// Host), and Sec-Fetch-Site, when present, must be same-origin or none.
+// Host) — or "null" with Sec-Fetch-Site same-origin —, and Sec-Fetch-Site,
+// when present, must be same-origin or none.
 // Clients that send neither (curl, scripts) pass: the CSRF token is what
 // stops a forged form.
 func SameOrigin(r *http.Request, secure bool) bool {
-	if sfs := r.Header.Values("Sec-Fetch-Site"); len(sfs) > 0 {
-		if len(sfs) != 1 || (sfs[0] != "same-origin" && sfs[0] != "none") {
-			return false
-		}
+	sfs := r.Header.Values("Sec-Fetch-Site")
+	if len(sfs) > 0 && (len(sfs) != 1 || (sfs[0] != "same-origin" && sfs[0] != "none")) {
+		return false
 	}
 	origins := r.Header.Values("Origin")
 	if len(origins) == 0 {
@@ -290,6 +290,12 @@ func SameOrigin(r *http.Request, secure bool) bool {
 	}
 	if len(origins) != 1 {
 		return false
+	}
+	if origins[0] == "null" && len(sfs) == 1 && sfs[0] == "same-origin" {
+		// A page with Referrer-Policy no-referrer (a hub's own pages may
+		// send one) posts with Origin "null"; the browser's own
+		// Sec-Fetch-Site still says where the request came from.
+		return true
 	}
 	scheme, port := "http", "80"
 	if secure {
