@@ -361,7 +361,7 @@ func TestPagesAreSmallStrictAndSelfContained(t *testing.T) {
 			t.Errorf("CSP %q lacks %q", csp, want)
 		}
 	}
-	for h, want := range map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+	for h, want := range map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
 		if got := r.Header.Get(h); got != want {
 			t.Errorf("%s: %q, want %q", h, got, want)
 		}

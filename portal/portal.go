@@ -209,10 +209,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("X-Frame-Options", "DENY")
 	// The hand-off's code is in a URL: never send it, or the portal's
-	// addresses, to another host as a Referer. Not "no-referrer": under it
-	// a browser sends "Origin: null" with the portal's own form posts, and
-	// SameOrigin refuses every login (seen in Chromium, e2e TestBrowser).
-	hd.Set("Referrer-Policy", "same-origin")
+	// addresses, to anyone as a Referer.
+	hd.Set("Referrer-Policy", "no-referrer")
 	if strings.HasPrefix(r.URL.Path, "/assets/") {
 		hd.Set("Cache-Control", "public, max-age=3600")
 	} else {
