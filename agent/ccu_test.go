@@ -35,8 +35,9 @@ func copyFixture(t *testing.T, name, path string) {
 
 // attack sends what an attacker sends through the relay: a HomeMatic
 // script to the script engine (44381 → 8181) or an XML-RPC call to
-// BidCos-RF (4431 → 2001), or a WebUI page (443 → 80). It reports whether
-// the hub's answer came back.
+// BidCos-RF (4431 → 2001), or a WebUI page (443 → 80), with the hub's app
+// token, so that the relay lets it through and the hub's firewall alone
+// decides. It reports whether the hub's answer came back.
 func attack(tb *testbed, hub, what string) (bool, string) {
 	c := bed.LoopbackClient(false, 10*time.Second)
 	var port int
@@ -44,13 +45,13 @@ func attack(tb *testbed, hub, what string) (bool, string) {
 	switch what {
 	case "script":
 		port = 44381
-		req, _ = http.NewRequest("POST", tb.bed.Relay.URLScheme("https", hub, port, "/tclrega.exe"), strings.NewReader(`Write("owned");`))
+		req, _ = http.NewRequest("POST", tb.bed.Relay.TokenURLScheme("https", hub, port, "/tclrega.exe"), strings.NewReader(`Write("owned");`))
 	case "rf":
 		port = 4431
-		req, _ = http.NewRequest("POST", tb.bed.Relay.URLScheme("https", hub, port, "/"), strings.NewReader(`<?xml version="1.0"?><methodCall><methodName>listDevices</methodName><params></params></methodCall>`))
+		req, _ = http.NewRequest("POST", tb.bed.Relay.TokenURLScheme("https", hub, port, "/"), strings.NewReader(`<?xml version="1.0"?><methodCall><methodName>listDevices</methodName><params></params></methodCall>`))
 	default:
 		port = 443
-		req, _ = http.NewRequest("GET", tb.bed.Relay.URLScheme("https", hub, port, "/"), nil)
+		req, _ = http.NewRequest("GET", tb.bed.Relay.TokenURLScheme("https", hub, port, "/"), nil)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

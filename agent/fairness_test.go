@@ -63,7 +63,7 @@ func TestStalledHubDoesNotStallOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: alpha.localhost:%d\r\nContent-Length: 1000000000\r\n\r\n", port)
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: alpha.localhost:%d\r\nAuthorization: %s\r\nContent-Length: 1000000000\r\n\r\n", port, tb.bed.Relay.AuthHeader("alpha"))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

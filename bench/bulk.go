@@ -164,6 +164,7 @@ func (d Direction) String() string {
 type Transfer struct {
 	Addr     string // where the client connects (host:port)
 	Host     string // the Host header (the relay routes by it)
+	Auth     string // the Authorization header (the hub's app token); "" for none
 	Streams  int
 	Dir      Direction
 	Warmup   time.Duration // discarded at the start
@@ -263,9 +264,13 @@ func (t Transfer) stream(c net.Conn, counter *atomic.Uint64) error {
 	if host == "" {
 		host = "bench"
 	}
+	auth := ""
+	if t.Auth != "" {
+		auth = "Authorization: " + t.Auth + "\r\n"
+	}
 	buf := make([]byte, chunk)
 	if t.Dir == Upload {
-		if _, err := fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", host, int64(1)<<40); err != nil {
+		if _, err := fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n", host, auth, int64(1)<<40); err != nil {
 			return err
 		}
 		for {
@@ -274,7 +279,7 @@ func (t Transfer) stream(c net.Conn, counter *atomic.Uint64) error {
 			}
 		}
 	}
-	if _, err := fmt.Fprintf(c, "GET /down HTTP/1.1\r\nHost: %s\r\n\r\n", host); err != nil {
+	if _, err := fmt.Fprintf(c, "GET /down HTTP/1.1\r\nHost: %s\r\n%s\r\n", host, auth); err != nil {
 		return err
 	}
 	// The response head is a few bytes among gigabytes: counted as data.

@@ -97,7 +97,7 @@ func (w *wireBytes) run(setupDone func()) error {
 	if o.Idle > 0 {
 		time.Sleep(time.Until(w.tConn.Add(122 * time.Second)))
 		w.tTrigger = time.Now()
-		if _, err := UntilOK(relay.URL("quiet", 80, "/ping"), w.tTrigger, 30*time.Second); err != nil {
+		if _, err := UntilOK(relay.TokenURL("quiet", 80, "/ping"), w.tTrigger, 30*time.Second); err != nil {
 			return fmt.Errorf("the request that triggers the rekey: %w", err)
 		}
 		w.tIdleStart = w.tTrigger.Add(afterRequest)

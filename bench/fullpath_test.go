@@ -57,6 +57,7 @@ type inProcess struct {
 	agent  *agent.Agent
 	bulk   *BulkServer
 	public string // the relay's public port 80
+	auth   string // the Authorization header with hub demo's token
 }
 
 func labeled(side string, f func()) {
@@ -94,7 +95,7 @@ func newInProcess(b testing.TB, transport string) *inProcess {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.relay.Close() })
-	p.public = rc.Public(80)
+	p.public, p.auth = rc.Public(80), rc.AuthHeader("demo")
 
 	ac, err := testbed.NewAgent(ports, filepath.Join(dir, "agent-demo.toml"), rc, hub, testbed.AgentSpec{Transport: transport, Targets: map[int]string{80: p.bulk.Addr()}})
 	if err != nil {
@@ -159,10 +160,10 @@ func (p *inProcess) dial(b testing.TB, dir Direction) net.Conn {
 	if dir == Upload {
 		// A body the length of the whole run: the relay reads HTTP, and a
 		// request without a length has no body.
-		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: demo.localhost\r\nContent-Length: %d\r\n\r\n", int64(1)<<40)
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: demo.localhost\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n", p.auth, int64(1)<<40)
 		return c
 	}
-	fmt.Fprintf(c, "GET /down HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+	fmt.Fprintf(c, "GET /down HTTP/1.1\r\nHost: demo.localhost\r\nAuthorization: %s\r\n\r\n", p.auth)
 	// The relay writes its own response head: read up to its end.
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)

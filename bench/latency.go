@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/ccusim"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // The XML-RPC call timed: getValue of the switch on ccusim's BidCos-RF
@@ -78,10 +79,10 @@ func call(c *http.Client, url string) (time.Duration, error) {
 	v, err := ccusim.Call(ctx, c, url, rpcMethod, rpcArgs...)
 	d := time.Since(start)
 	if err != nil {
-		return 0, fmt.Errorf("bench: %s at %s: %w", rpcMethod, url, err)
+		return 0, fmt.Errorf("bench: %s at %s: %w", rpcMethod, testbed.Redacted(url), err)
 	}
 	if _, ok := v.(bool); !ok {
-		return 0, fmt.Errorf("bench: %s at %s = %v, want a boolean", rpcMethod, url, v)
+		return 0, fmt.Errorf("bench: %s at %s = %v, want a boolean", rpcMethod, testbed.Redacted(url), v)
 	}
 	return d, nil
 }

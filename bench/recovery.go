@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // UntilOK requests url (a /ping of the BulkServer, through the relay) on a
@@ -28,5 +30,5 @@ func UntilOK(url string, from time.Time, timeout time.Duration) (time.Duration, 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("bench: %s did not answer within %v (last: %s)", url, timeout, last)
+	return 0, fmt.Errorf("bench: %s did not answer within %v (last: %s)", testbed.Redacted(url), timeout, last)
 }

@@ -206,7 +206,7 @@ func (ru *run) mainRig() error {
 			agent.Proc.Stop()
 		}
 	}()
-	cold, err := coldStart(agent, relay.URL("demo", 80, "/ping"))
+	cold, err := coldStart(agent, relay.TokenURL("demo", 80, "/ping"))
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (ru *run) mainRig() error {
 		return err
 	}
 	defer func() { agentUDP.Proc.Stop() }()
-	if _, err := UntilOK(relay.URL("demoudp", 80, "/ping"), agentUDP.Proc.Started, 30*time.Second); err != nil {
+	if _, err := UntilOK(relay.TokenURL("demoudp", 80, "/ping"), agentUDP.Proc.Started, 30*time.Second); err != nil {
 		return err
 	}
 
@@ -244,6 +244,7 @@ type path struct {
 	name string
 	addr string
 	host string
+	auth string // the Authorization header; "" for none
 }
 
 func (ru *run) throughput(relay *Relay, agent, agentUDP *Agent) error {
@@ -261,10 +262,10 @@ func (ru *run) throughput(relay *Relay, agent, agentUDP *Agent) error {
 	defer fwdA.proc.Stop()
 
 	paths := []path{
-		{"direct loopback", ru.bulk.Addr(), ""},
-		{"two-hop plain TCP relay", fwdA.addr, ""},
-		{"full path, TCP transport", relay.Public(80), "demo.localhost"},
-		{"full path, UDP transport", relay.Public(80), "demoudp.localhost"},
+		{"direct loopback", ru.bulk.Addr(), "", ""},
+		{"two-hop plain TCP relay", fwdA.addr, "", ""},
+		{"full path, TCP transport", relay.Public(80), "demo.localhost", relay.AuthHeader("demo")},
+		{"full path, UDP transport", relay.Public(80), "demoudp.localhost", relay.AuthHeader("demoudp")},
 	}
 	cases := []struct {
 		streams int
@@ -295,7 +296,7 @@ func (ru *run) throughput(relay *Relay, agent, agentUDP *Agent) error {
 					}
 				}
 			}
-			t := Transfer{Addr: p.addr, Host: p.host, Streams: c.streams, Dir: c.dir, Warmup: ru.o.Warmup, Duration: ru.o.Duration, Server: ru.bulk}
+			t := Transfer{Addr: p.addr, Host: p.host, Auth: p.auth, Streams: c.streams, Dir: c.dir, Warmup: ru.o.Warmup, Duration: ru.o.Duration, Server: ru.bulk}
 			out, err := t.Run(sample)
 			if err != nil {
 				return fmt.Errorf("%s, %d streams, %s: %w", p.name, c.streams, c.dir, err)
@@ -327,13 +328,15 @@ back to back in the same run for each case:
 - **two-hop plain TCP relay**: client → forwarder A → forwarder B → server; A and B are separate
   processes (`+"`hubbench fwd`"+`), a new A→B connection per client connection, copying through a 32 KiB
   buffer with plain read/write (like socat; no splice), unencrypted. The same shape as the full path.
-- **full path, TCP transport**: client → hubrelay public port 80 (`+"`Host: demo.localhost`"+`) → relay
-  netstack → WireGuard → the agent's one TCP connection → hubtunnel → agent netstack → portmap → server.
+- **full path, TCP transport**: client → hubrelay public port 80 (`+"`Host: demo.localhost`"+`, the hub's app
+  token as HTTP Basic credentials) → relay netstack → WireGuard → the agent's one TCP connection →
+  hubtunnel → agent netstack → portmap → server.
 - **full path, UDP transport**: the same with a second agent (`+"`transport = \"udp\"`"+`) that reaches
   the relay's `+"`agent_listen_udp`"+` on loopback.
 
-The server is the bench's bulk server (in the hubbench process): after a one-line HTTP request head (the
-relay routes by Host) it writes zeros in 64 KiB writes until the client closes, or counts an upload.
+The server is the bench's bulk server (in the hubbench process): after an HTTP request head (the relay
+routes by Host and lets the app token in) it writes zeros in 64 KiB writes until the client closes, or
+counts an upload.
 Each stream is one TCP connection. %s of warm-up are discarded, then bytes are counted over %s
 (at the client for downloads, at the server for uploads); Mbit/s = 10⁶ bit/s of payload. The client
 and the server share the hubbench process; relay, agent, forwarders and ccusim are their own
@@ -371,7 +374,7 @@ func (ru *run) forwarder(name, to string) (*forwarder, error) {
 
 func (ru *run) latency(rfAddr string, relay *Relay) error {
 	direct := "http://" + rfAddr + "/"
-	tunnel := relay.URL("demo", 2001, "/")
+	tunnel := relay.TokenURL("demo", 2001, "/")
 	ld, lt, err := CompareLatency(direct, tunnel, ru.o.Calls, 100)
 	if err != nil {
 		return err
@@ -385,7 +388,7 @@ func (ru *run) latency(rfAddr string, relay *Relay) error {
 	ru.r.section("Latency", `%d XML-RPC calls `+"`getValue(\"NEQ0000002:1\", \"STATE\")`"+` to ccusim's BidCos-RF port, timed one by one
 in the client (Go's net/http with ccusim.Call: request written → response decoded), on each of two
 kept-alive connections: one straight to ccusim, one through the relay's port 2001+offset
-(`+"`Host: demo.localhost`"+`) and the tunnel. The two alternate in blocks of 100 calls; 100 calls each
+(`+"`Host: demo.localhost`"+`, the hub's app token as HTTP Basic credentials) and the tunnel. The two alternate in blocks of 100 calls; 100 calls each
 before that are not timed. Quantiles by nearest rank; "added" is full-path quantile minus direct quantile.
 Min / max: direct %s / %s, full path %s / %s.`, ru.o.Calls, fmtMs(ld.Quantile(0)), fmtMs(ld.Quantile(1)), fmtMs(lt.Quantile(0)), fmtMs(lt.Quantile(1)))
 	return nil
@@ -393,7 +396,7 @@ Min / max: direct %s / %s, full path %s / %s.`, ru.o.Calls, fmtMs(ld.Quantile(0)
 
 func (ru *run) sessions(relay *Relay, agent *Agent) error {
 	n := ru.o.Sessions
-	s := Concurrent(relay.URL("demo", 2001, "/"), n, func() (int, error) {
+	s := Concurrent(relay.TokenURL("demo", 2001, "/"), n, func() (int, error) {
 		st, err := agent.Status()
 		return st.SessionsActive, err
 	})
@@ -444,7 +447,7 @@ type coldTimes struct{ connected, ok time.Duration }
 const handshakeGap = 25 * time.Millisecond
 
 func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
-	ping := relay.URL("demo", 80, "/ping")
+	ping := relay.TokenURL("demo", 80, "/ping")
 	const reps = 3
 	var kill, term, cold []time.Duration
 	var listen []time.Duration

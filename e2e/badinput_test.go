@@ -208,6 +208,7 @@ func TestRelaySpoofedHello(t *testing.T) {
 	impostor.Write(append(frame(hello(key, "e2e/impostor")), frame(wgLike)...))
 
 	// The claim alone must not turn "hub offline" into a 10 s wait.
+	// With offline1's own token, so the answer is the offline one.
 	t0 := time.Now()
 	code, body, err := s.get(s.url("http", "offline1", 80, "/"))
 	if err != nil || code != 404 || !strings.Contains(body, "Nothing is reachable") || time.Since(t0) > 3*time.Second {

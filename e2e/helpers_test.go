@@ -376,10 +376,18 @@ func (s *hubSetup) status() (status, error) {
 	return localapi.NewClient(s.uiAddr).Status(ctx)
 }
 
-// url is the address of tunnel port port of hub at the relay, e.g.
-// http://demo.localhost:10080/path.
+// url is the address of tunnel port port of hub at the relay with hub's
+// app token as user info, e.g. http://hubtunnel:htk_…@demo.localhost:10080/path.
+// Go's client sends it as HTTP Basic credentials; testbed.Redacted hides
+// the token in messages.
 func (s *hubSetup) url(scheme, hub string, port int, path string) string {
-	return fmt.Sprintf("%s://%s.localhost:%d%s", scheme, hub, port+s.offset, path)
+	return s.bed.TokenURLScheme(scheme, hub, port, path)
+}
+
+// urlAs is url with the token of hub tokenOf: a credential that is valid,
+// but for another hub.
+func (s *hubSetup) urlAs(tokenOf, scheme, hub string, port int, path string) string {
+	return testbed.WithToken(s.bed.URLScheme(scheme, hub, port, path), s.bed.Token(tokenOf))
 }
 
 // get fetches url through the relay and returns the status and body.

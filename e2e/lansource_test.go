@@ -84,13 +84,13 @@ firewall_file = %q
 	agent := start(t, dir, "agent", in(bin.hubtunnel, "run", "--config", conf)...)
 
 	get := func(port int, path string) (int, string, bool) {
-		scheme, host := "https", "nshub.localhost"
+		scheme, host, auth := "https", "nshub.localhost", relay.AuthHeader("nshub")
 		if port == 8099 {
-			scheme, host = "http", "127.0.0.1"
+			scheme, host, auth = "http", "127.0.0.1", ""
 		} else {
 			port += relay.Offset
 		}
-		args := in(py, fetch, "10", scheme, host, strconv.Itoa(port), path)
+		args := in(py, fetch, "10", scheme, host, strconv.Itoa(port), path, auth)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		out, err := exec.CommandContext(ctx, args[0], args[1:]...).Output()

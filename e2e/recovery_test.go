@@ -228,7 +228,7 @@ func TestRelayStopsWithSessionToVanishedHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: demo.localhost:%d\r\n\r\n", 80+s.offset)
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: demo.localhost:%d\r\nAuthorization: %s\r\n\r\n", 80+s.offset, s.bed.AuthHeader("demo"))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,11 +19,14 @@ import (
 
 	"github.com/hubtunnel/hubtunnel/ccusim"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/store"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // TestWebUI loads the hub's WebUI through relay, tunnel and agent, over
 // plain HTTP and TLS, and checks the relay's answers for a hub it does not
-// know and for a known hub whose agent is not connected.
+// know and for a known hub whose agent is not connected, to a request with
+// a token and to one without.
 func TestWebUI(t *testing.T) {
 	t.Parallel()
 	s := newHub(t, setupOpts{offlineHubs: 1})
@@ -34,24 +39,99 @@ func TestWebUI(t *testing.T) {
 	}{
 		{"http", s.url("http", "demo", 80, "/"), "HomeMatic WebUI", 200},
 		{"tls", s.url("https", "demo", 443, "/"), "HomeMatic WebUI", 200},
-		{"unknown hub", s.url("http", "nosuchhub", 80, "/"), "Nothing is reachable", 404},
-		{"unknown hub tls", s.url("https", "nosuchhub", 443, "/"), "Nothing is reachable", 404},
+		// demo's token at a name the relay does not know, and offline1's
+		// own token while its agent is away, get the one 404 page:
+		// authenticated, nothing reachable.
+		{"unknown hub", s.urlAs("demo", "http", "nosuchhub", 80, "/"), "Nothing is reachable", 404},
+		{"unknown hub tls", s.urlAs("demo", "https", "nosuchhub", 443, "/"), "Nothing is reachable", 404},
 		{"offline hub", s.url("http", "offline1", 80, "/"), "Nothing is reachable", 404},
 	} {
 		began := time.Now()
 		code, body, err := s.get(tc.url)
 		took := time.Since(began)
+		url := testbed.Redacted(tc.url)
 		if err != nil {
-			t.Errorf("%s: GET %s: %v", tc.name, tc.url, err)
+			t.Errorf("%s: GET %s: %v", tc.name, url, err)
 			continue
 		}
 		if code != tc.code || !strings.Contains(body, tc.want) {
-			t.Errorf("%s: GET %s = %d, body %.300q; want %d and %q", tc.name, tc.url, code, body, tc.code, tc.want)
+			t.Errorf("%s: GET %s = %d, body %.300q; want %d and %q", tc.name, url, code, body, tc.code, tc.want)
 		}
 		if took > 3*time.Second {
-			t.Errorf("%s: GET %s took %v; a user waits for this answer", tc.name, tc.url, took)
+			t.Errorf("%s: GET %s took %v; a user waits for this answer", tc.name, url, took)
 		}
 	}
+
+	// Without a credential, or with a token the relay never made, every
+	// name looks the same: a page request on a WebUI port is sent to the
+	// login, with the address to come back to; anything else gets a 401
+	// that asks for a token, with one body that names nothing.
+	noFollow := *s.client
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	forged := testbed.BasicAuth(store.TokenPrefix + strings.Repeat("A", store.TokenLen-len(store.TokenPrefix)))
+	var refusals []string
+	for _, hub := range []string{"demo", "nosuchhub", "offline1"} {
+		for _, auth := range []string{"", forged} {
+			who := hub + " without a credential"
+			if auth != "" {
+				who = hub + " with a forged token"
+			}
+			for _, c := range []struct{ scheme, portal string }{
+				{"http", fmt.Sprintf("http://localhost:%d", 80+s.offset)},
+				{"https", fmt.Sprintf("https://localhost:%d", 443+s.offset)},
+			} {
+				port := map[string]int{"http": 80, "https": 443}[c.scheme]
+				page := s.bed.URLScheme(c.scheme, hub, port, "/pages/index.htm?sid=1")
+				req, _ := http.NewRequest("GET", page, nil)
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				resp, err := noFollow.Do(req)
+				if err != nil {
+					t.Errorf("%s: GET %s: %v", who, page, err)
+					continue
+				}
+				resp.Body.Close()
+				want := c.portal + "/login?next=" + url.QueryEscape(page)
+				if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != want {
+					t.Errorf("%s: GET %s = %s, Location %q; want 303 to %s", who, page, resp.Status, resp.Header.Get("Location"), want)
+				}
+			}
+
+			rpc := s.bed.URL(hub, 2001, "/")
+			req, _ := http.NewRequest("POST", rpc, strings.NewReader(`<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>`))
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			code, body, hdr, err := do(s.client, req)
+			if err != nil || code != http.StatusUnauthorized || !strings.HasPrefix(hdr.Get("WWW-Authenticate"), `Basic realm="hubtunnel"`) {
+				t.Errorf("%s: XML-RPC at %s = %d, WWW-Authenticate %q, %v; want 401 asking for Basic credentials", who, rpc, code, hdr.Get("WWW-Authenticate"), err)
+			}
+			refusals = append(refusals, body)
+		}
+	}
+	for i, b := range refusals {
+		if b != refusals[0] || strings.Contains(b, "demo") || strings.Contains(b, "offline1") {
+			t.Errorf("401 body %d differs or names a hub: %.300q; first: %.300q", i, b, refusals[0])
+		}
+	}
+
+	// A browser that follows the redirect lands on the login form.
+	code, body, err := s.get(s.bed.URL("demo", 80, "/"))
+	if err != nil || code != 200 || !strings.Contains(body, `name="password"`) {
+		t.Errorf("GET demo's WebUI without logging in, following redirects: %d, %v, body %.300q; want the login form", code, err, body)
+	}
+}
+
+// do sends req with c and returns the status, body and header.
+func do(c *http.Client, req *http.Request) (int, string, http.Header, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header, err
 }
 
 // TestPythonXMLRPC drives the hub's BidCos-RF port through the relay with
@@ -95,19 +175,25 @@ func TestPythonXMLRPC(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	url := s.url("http", "demo", 2001, "/")
-	out, err := exec.CommandContext(ctx, py, script, url).CombinedOutput()
-	if err != nil {
-		t.Fatalf("python3 xmlrpc_client.py %s: %v\n%s", url, err, out)
-	}
-	for _, want := range []string{
-		", NEQ0000002:1 present",
-		"getValue NEQ0000002:1 STATE: True",
-		"fault: -2",
-		"OK",
+	// At the hub's name, and at the relay's own name, where the token
+	// alone says which hub: an app needs no wildcard DNS.
+	for _, url := range []string{
+		s.url("http", "demo", 2001, "/"),
+		testbed.WithToken(s.bed.PortalURL("http", 2001, "/"), s.bed.Token("demo")),
 	} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("python output lacks %q:\n%s", want, out)
+		out, err := exec.CommandContext(ctx, py, script, url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("python3 xmlrpc_client.py %s: %v\n%s", testbed.Redacted(url), err, out)
+		}
+		for _, want := range []string{
+			", NEQ0000002:1 present",
+			"getValue NEQ0000002:1 STATE: True",
+			"fault: -2",
+			"OK",
+		} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%s: python output lacks %q:\n%s", testbed.Redacted(url), want, out)
+			}
 		}
 	}
 

@@ -116,9 +116,9 @@ func (b *Bed) Close() {
 	b.Sim.Close()
 }
 
-// Get fetches / of hub through the relay's public port 80.
+// Get fetches / of hub through the relay's public port 80 with its token.
 func (b *Bed) Get(hub string) (int, string, error) {
-	return Get(LoopbackClient(false, 15*time.Second), b.Relay.URL(hub, 80, "/"))
+	return Get(LoopbackClient(false, 15*time.Second), b.Relay.TokenURL(hub, 80, "/"))
 }
 
 func mkdir(dir string) error { return os.MkdirAll(dir, 0o700) }

@@ -84,22 +84,30 @@ type RelayOptions struct {
 }
 
 // Relay is a relay's config on loopback: its ports, key and hubs, written
-// to Dir/Name.toml (and the key to Dir/Name.key).
+// to Dir/Name.toml (and the key to Dir/Name.key), and its store, Dir/Name.db,
+// with the hubs, their owner and a token per hub (see Token).
 type Relay struct {
-	Name      string // the config's and key's file name, and the process's name in logs
+	Name      string // the config's, key's and store's file name, and the process's name in logs
 	Dir       string
 	AgentPort int // TCP, for agents
 	UDPPort   int // UDP, for agents with transport "udp" (the agent port); 0: off
 	Offset    int // port_offset of the public ports
 	Key       vpn.PrivateKey
 	Conf      string // the TOML file
+	Store     string // the relay's store, a SQLite file
 	Hubs      []Hub
+	// Owner owns every hub of the bed; OwnerPassword is their password
+	// (for logging in at the portal).
+	Owner, OwnerPassword string
+
+	tokens map[string]string // hub name → its token
 }
 
 // RelayReady is what the relay logs once it accepts agents.
 const RelayReady = "agents connect to"
 
-// NewRelay writes a relay's key and config for hubs into dir.
+// NewRelay writes a relay's key and config for hubs into dir, and prepares
+// its store.
 func NewRelay(ports *loopback.Ports, dir, name string, o RelayOptions, hubs []Hub) (*Relay, error) {
 	r := &Relay{Name: name, Dir: dir, Hubs: hubs}
 	var err error
@@ -131,7 +139,7 @@ func NewRelay(ports *loopback.Ports, dir, name string, o RelayOptions, hubs []Hu
 		fmt.Fprintf(&b, "releases_dir = %q\n", o.ReleasesDir)
 	}
 	fmt.Fprintf(&b, "agent_listen = \"127.0.0.1:%d\"\nagent_listen_udp = %q\ndomain = \"localhost\"\n", r.AgentPort, udpListen)
-	fmt.Fprintf(&b, "public_listen = \"127.0.0.1\"\nport_offset = %d\nprivate_key_file = %q\n", r.Offset, keyFile)
+	fmt.Fprintf(&b, "public_listen = \"127.0.0.1\"\nport_offset = %d\nprivate_key_file = %q\nstore = %q\n", r.Offset, keyFile, name+".db")
 	// A bed on loopback serves the plaintext ports (tests and bench's
 	// latency phase use 80 and 2001 without TLS) and lifts the per-address
 	// limits: every client of a bed comes from 127.0.0.1.
@@ -139,8 +147,11 @@ func NewRelay(ports *loopback.Ports, dir, name string, o RelayOptions, hubs []Hu
 	for _, h := range hubs {
 		fmt.Fprintf(&b, "\n[[hub]]\nname = %q\npublic_key = %q\ntunnel_ip = %q\n", h.Name, h.Key.Public(), h.TunnelIP)
 	}
-	r.Conf = filepath.Join(dir, name+".toml")
+	r.Conf, r.Store = filepath.Join(dir, name+".toml"), filepath.Join(dir, name+".db")
 	if err := os.WriteFile(r.Conf, []byte(b.String()), 0o600); err != nil {
+		return nil, err
+	}
+	if err := r.prepareStore(); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -160,7 +171,8 @@ func (r *Relay) AgentAddr() string { return fmt.Sprintf("127.0.0.1:%d", r.AgentP
 // Public is the relay's address for tunnel port port.
 func (r *Relay) Public(port int) string { return fmt.Sprintf("127.0.0.1:%d", port+r.Offset) }
 
-// URL is http://HUB.localhost:PORT+offset/PATH.
+// URL is http://HUB.localhost:PORT+offset/PATH, without a credential
+// (TokenURL has one).
 func (r *Relay) URL(hub string, port int, path string) string {
 	return r.URLScheme("http", hub, port, path)
 }
@@ -168,6 +180,13 @@ func (r *Relay) URL(hub string, port int, path string) string {
 // URLScheme is URL with another scheme, e.g. https for the TLS ports.
 func (r *Relay) URLScheme(scheme, hub string, port int, path string) string {
 	return fmt.Sprintf("%s://%s.localhost:%d%s", scheme, hub, port+r.Offset, path)
+}
+
+// PortalURL is SCHEME://localhost:PORT+offset/PATH: the relay's own host
+// (public_host), where the portal is on the WebUI ports and an app token
+// on any other port reaches its own hub.
+func (r *Relay) PortalURL(scheme string, port int, path string) string {
+	return fmt.Sprintf("%s://localhost:%d%s", scheme, port+r.Offset, path)
 }
 
 // AgentSpec is what an agent's config says beyond its hub and relay.

@@ -2,9 +2,10 @@
 HOST, from wherever it runs (the LAN-address test runs it inside its
 network namespace, where names under .localhost do not resolve).
 
-usage: fetchvia.py TIMEOUT_SECONDS http|https HOST PORT PATH
+usage: fetchvia.py TIMEOUT_SECONDS http|https HOST PORT PATH [AUTHORIZATION]
 
-Prints the HTTP status on the first line and the body after it. A failed
+AUTHORIZATION, when given, is sent as the Authorization header (the relay
+wants an app token as HTTP Basic credentials). Prints the HTTP status on the first line and the body after it. A failed
 connection prints "error: ..." on stderr and exits 3.
 """
 import http.client
@@ -13,14 +14,17 @@ import ssl
 import sys
 
 
-def main(timeout, scheme, host, port, path):
+def main(timeout, scheme, host, port, path, authorization=""):
     try:
         c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=float(timeout))
         if scheme == "https":
             ctx = ssl._create_unverified_context()
             raw = socket.create_connection(("127.0.0.1", int(port)), timeout=float(timeout))
             c.sock = ctx.wrap_socket(raw, server_hostname=host)
-        c.request("GET", path, headers={"Host": host})
+        headers = {"Host": host}
+        if authorization:
+            headers["Authorization"] = authorization
+        c.request("GET", path, headers=headers)
         r = c.getresponse()
         body = r.read()
     except OSError as e:

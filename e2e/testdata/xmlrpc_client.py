@@ -1,11 +1,13 @@
 """Talks to a hub's XML-RPC port through the hubtunnel relay with Python's
 own xmlrpc.client, the way HomeMatic scripts and apps do.
 
-usage: xmlrpc_client.py http://HUB.localhost:PORT/
+usage: xmlrpc_client.py http://hubtunnel:TOKEN@HUB.localhost:PORT/
+   or: xmlrpc_client.py http://hubtunnel:TOKEN@localhost:PORT/  (the relay's own name)
 
 The relay routes by the Host header, so the transport connects to 127.0.0.1
-at the URL's port and sends the URL's host in Host. Prints one line per
-check and "OK" at the end; any failed check exits non-zero.
+at the URL's port and sends the URL's host in Host. xmlrpc.client sends the
+URL's user info (the hub's app token) as HTTP Basic credentials. Prints one
+line per check and "OK" at the end; any failed check exits non-zero.
 """
 import http.client
 import sys
@@ -60,4 +62,8 @@ def main(url):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    try:
+        main(sys.argv[1])
+    except xmlrpc.client.ProtocolError as e:
+        # Its text would repeat the URL, token and all.
+        sys.exit("HTTP error: %d %s" % (e.errcode, e.errmsg))
