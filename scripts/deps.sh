@@ -2,9 +2,12 @@
 # Installs what `make test` needs when it is missing: Debian packages for the
 # real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3), the shells a
 # CCU has for the addon scripts (busybox, tclsh), PostgreSQL for the store's
-# tests and the Go modules. (The
+# tests, Chromium and Node.js for the browser tests, the Go modules, and the
+# browser tests' npm package (playwright-core, pinned by
+# e2e/browser/package-lock.json, into e2e/browser/node_modules). (The
 # Makefile's pinned staticcheck comes with `go run`, outside go.mod.)
 set -euo pipefail
+cd "$(dirname "$0")/.." # the module root
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -21,6 +24,13 @@ have tclsh        || need+=(tcl)
 # The store's tests start their own PostgreSQL server (store/pgtest); Debian
 # keeps initdb and postgres in /usr/lib/postgresql/VERSION/bin, off PATH.
 have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# The browser tests (e2e/browser_test.go) drive Debian's Chromium with
+# playwright-core, which never downloads a browser of its own.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+# Chromium only recommends fonts; the screenshots the tests keep need some.
+[ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
+have node         || need+=(nodejs)
+have npm          || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
@@ -42,3 +52,12 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 go mod download
+
+# playwright-core, exactly as e2e/browser/package-lock.json pins it, once per
+# change of the lock file (npm ci starts from an empty node_modules).
+browser=e2e/browser
+if ! cmp -s "$browser/package-lock.json" "$browser/node_modules/.hubtunnel-lock"; then
+	echo "deps: installing $browser/node_modules (npm ci)"
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error >/dev/null
+	cp "$browser/package-lock.json" "$browser/node_modules/.hubtunnel-lock"
+fi
