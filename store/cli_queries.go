@@ -23,20 +23,7 @@ func (s *Store) AllTokens(ctx context.Context) ([]Token, error) {
 // ActiveSessions lists the sessions of every user that are still active,
 // newest first.
 func (s *Store) ActiveSessions(ctx context.Context) ([]Session, error) {
-	rows, err := s.db.QueryContext(ctx, sessionSelect+`WHERE s.revoked = 0 AND s.expires > $1 ORDER BY s.created DESC, s.id DESC`, s.nowMs())
-	if err != nil {
-		return nil, fmt.Errorf("store: sessions: %w", err)
-	}
-	defer rows.Close()
-	var out []Session
-	for rows.Next() {
-		ss, err := scanSession(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ss)
-	}
-	return out, rows.Err()
+	return s.activeSessions(ctx, "")
 }
 
 // SessionByID looks a session up by its handle, whatever its state (the

@@ -66,8 +66,14 @@ func (s *Store) Session(ctx context.Context, secret string) (Session, error) {
 
 // Sessions lists a user's sessions that are still active, newest first.
 func (s *Store) Sessions(ctx context.Context, userID int64) ([]Session, error) {
-	rows, err := s.db.QueryContext(ctx, sessionSelect+`WHERE s.user_id = $1 AND s.revoked = 0 AND s.expires > $2 ORDER BY s.created DESC, s.id DESC`,
-		userID, s.nowMs())
+	return s.activeSessions(ctx, `s.user_id = $2 AND `, userID)
+}
+
+// activeSessions lists the active sessions that cond (ending in AND, its
+// arguments from $2) selects, newest first.
+func (s *Store) activeSessions(ctx context.Context, cond string, args ...any) ([]Session, error) {
+	rows, err := s.db.QueryContext(ctx, sessionSelect+`WHERE `+cond+`s.revoked = 0 AND s.expires > $1 ORDER BY s.created DESC, s.id DESC`,
+		append([]any{s.nowMs()}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: sessions: %w", err)
 	}
