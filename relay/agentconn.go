@@ -124,6 +124,10 @@ func (s *Server) serveAgent(c net.Conn) {
 		if !kind.IsWireGuard() {
 			continue // later control messages; nothing to do yet
 		}
+		if kind == wire.Initiation && ac.state.Load() == connUnverified && !s.mac1.CheckMAC1(buf[:n]) {
+			s.wrongKey(ac, hb)
+			return
+		}
 		// Only a connection the hub's handshake came over is held back: its
 		// packets can reach the netstack and be counted out. Anything else
 		// WireGuard drops at once, holding nothing.
@@ -178,6 +182,26 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	}
 	ac.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	return hb
+}
+
+// wrongKey tells an agent whose handshake initiation was made for another
+// relay key (its MAC1 is keyed with the responder's public key, so the
+// relay can tell without decrypting anything) that its relay_public_key
+// is wrong, in words its owner can act on, and logs it at most once a
+// minute per hub. WireGuard itself would drop such a handshake in silence,
+// and the agent would wait for an answer forever.
+func (s *Server) wrongKey(ac *agentConn, hb *hub) {
+	hb.mu.Lock()
+	logIt := s.now().Sub(hb.wrongKeyLogged) >= time.Minute
+	if logIt {
+		hb.wrongKeyLogged = s.now()
+	}
+	hb.mu.Unlock()
+	if logIt {
+		s.logf("relay: hub %s at %s has another relay key pinned (relay_public_key): its handshakes are not for this relay, whose key is %s", hb.Name, ac.remote, s.key.Public())
+	}
+	ac.writeControl(wire.Error{Code: wire.CodeWrongKey, Message: fmt.Sprintf(
+		"relay_public_key in this hub's config is not this relay's key; this relay's key is %s", s.key.Public())}.Marshal())
 }
 
 // agentGone cleans up after serveAgent: a verified connection is counted

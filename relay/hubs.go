@@ -56,9 +56,10 @@ type hub struct {
 	HubConfig
 	online atomic.Int32 // live agent connections that named this hub and completed a handshake; changed under mu
 
-	mu     sync.Mutex
-	goneAt time.Time     // when its last connection ended; zero if it never had one
-	back   chan struct{} // closed when it connects again; nil while nobody waits
+	mu             sync.Mutex
+	goneAt         time.Time     // when its last connection ended; zero if it never had one
+	back           chan struct{} // closed when it connects again; nil while nobody waits
+	wrongKeyLogged time.Time     // when a connection with a wrong relay key was last logged
 
 	// inbound counts the hub's data packets that its agent connections
 	// have handed to WireGuard and WireGuard has not yet written to the

@@ -400,10 +400,17 @@ type testAgent struct {
 // tr; its Hello claims claim, or k's public key if claim is zero.
 func startTestAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim vpn.PublicKey) *testAgent {
 	t.Helper()
+	return startTestAgentPinning(t, tr, k, tunnelIP, claim, tr.PublicKey())
+}
+
+// startTestAgentPinning is startTestAgent with relayKey pinned as the
+// relay's key, as an agent's relay_public_key does.
+func startTestAgentPinning(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey) *testAgent {
+	t.Helper()
 	if claim == (vpn.PublicKey{}) {
 		claim = k.Public()
 	}
-	a := &testAgent{relayKey: tr.PublicKey()}
+	a := &testAgent{relayKey: relayKey}
 	var err error
 	if a.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}}); err != nil {
 		t.Fatal(err)
@@ -473,5 +480,27 @@ func (a *testAgent) Close() {
 		a.web.Close()
 		a.dev.Close()
 		a.stack.Close()
+	})
+}
+
+// TestWrongRelayKeySaysSo: an agent that pinned another relay key learns
+// so from the relay at its first handshake, in words its owner can act
+// on, and the relay logs it once; WireGuard alone would drop the
+// handshake in silence and the agent would wait forever.
+func TestWrongRelayKeySaysSo(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	other, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startTestAgentPinning(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{}, other.Public())
+	poll.Until(t, 10*time.Second, "the agent to be told its relay key is wrong", func() bool {
+		return strings.Contains(a.bind.Status().LastError, "relay_public_key in this hub's config is not this relay's key; this relay's key is "+tr.PublicKey().String())
+	})
+	if tr.hubs.online(tr.hubs.byName["a"]) {
+		t.Fatal("a hub with the wrong relay key counts as online")
+	}
+	poll.Until(t, 10*time.Second, "the relay's log line", func() bool {
+		return tr.logged("relay: hub a at ", "has another relay key pinned (relay_public_key)") == 1
 	})
 }

@@ -47,6 +47,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // tunnelMTU is the relay netstack's MTU: large, so that TCP-transport agents
@@ -92,8 +94,11 @@ type Server struct {
 
 	stack *netstack.Stack
 	bind  *agentBind
-	dev   *vpn.Device
-	tls   *tls.Config
+	// mac1 checks that an agent's handshake initiation was made for this
+	// relay's key (agentconn.go wrongKey).
+	mac1 device.CookieChecker
+	dev  *vpn.Device
+	tls  *tls.Config
 
 	agentLn  net.Listener
 	publicLn map[uint16]net.Listener // by tunnel port
@@ -149,14 +154,18 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.key = k
-	if created {
-		s.logf("relay: created a new key in %s", s.cfg.PrivateKeyFile)
-	}
+	s.mac1.Init(device.NoisePublicKey(k.Public()))
 	if s.tls, err = s.tlsConfig(); err != nil {
 		return err
 	}
 	if err := s.openStore(); err != nil {
 		return err
+	}
+	if created {
+		if err := s.refuseNewKey(); err != nil {
+			return err
+		}
+		s.logf("relay: created a new key in %s", s.cfg.PrivateKeyFile)
 	}
 	s.audit = newAuditor(s.db, s.logf)
 	if s.portal, err = s.newPortals(); err != nil {
@@ -396,6 +405,32 @@ func (s *Server) openStore() error {
 	}
 	s.revision.Store(rev)
 	return nil
+}
+
+// refuseNewKey stops a relay that has just made a new key while its store
+// knows hubs that have connected before: they pinned the old key, and a
+// new one would lock every one of them out. The new key file goes again,
+// so that the next start does not take it for the real one.
+func (s *Server) refuseNewKey() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hubs, err := s.db.Hubs(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: store: %w", err)
+	}
+	seen := 0
+	for _, h := range hubs {
+		if !h.LastSeen.IsZero() {
+			seen++
+		}
+	}
+	if seen == 0 {
+		return nil
+	}
+	os.Remove(s.cfg.PrivateKeyFile)
+	return fmt.Errorf("relay: private_key_file %s is missing, but %d hub(s) in the store have connected with this relay's key and pinned it; "+
+		"a new key would lock every one of them out, so the relay does not make one. Restore the key file from a backup. "+
+		"(If it is lost for good, move the store %s aside: every hub must then be connected anew.)", s.cfg.PrivateKeyFile, seen, s.db.Where())
 }
 
 func hubList(ns []string) string {

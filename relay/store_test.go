@@ -123,3 +123,37 @@ func TestConfigStoreDefaultsAndPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestLostKeyIsNotReplaced: a relay whose key file is gone while its store
+// knows hubs that connected with that key refuses to start, says why, and
+// leaves no new key behind; before any hub has connected, a missing key is
+// simply made.
+func TestLostKeyIsNotReplaced(t *testing.T) {
+	tr := startTestRelay(t, false, "a", "b")
+	cfg := tr.cfg
+	if err := tr.Store().HubSeen(context.Background(), "a", store.AgentInfo{Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+
+	if err := os.Remove(cfg.PrivateKeyFile); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, "test", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Start()
+	if err == nil || !strings.Contains(err.Error(), "1 hub(s) in the store have connected") || !strings.Contains(err.Error(), "Restore the key file") {
+		s.Close()
+		t.Fatalf("start without the key: %v", err)
+	}
+	if _, err := os.Stat(cfg.PrivateKeyFile); !os.IsNotExist(err) {
+		t.Fatalf("a refused start left a key file behind: %v", err)
+	}
+
+	fresh := startTestRelay(t, false, "a") // never connected: the key is made
+	if _, err := os.Stat(fresh.cfg.PrivateKeyFile); err != nil {
+		t.Fatal(err)
+	}
+}

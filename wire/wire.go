@@ -94,6 +94,7 @@ const (
 	CodeUnknown    = 0
 	CodeVersion    = 1 // protocol version not supported
 	CodeOverloaded = 2 // relay is at capacity; retry later
+	CodeWrongKey   = 3 // the agent's handshakes are for another relay key: its relay_public_key is wrong
 )
 
 // Error tells the peer why the connection is being closed.
