@@ -165,7 +165,7 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 		ac.writeControl(wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("relay speaks protocol %d, agent %d: update the agent", wire.ProtocolVersion, h.Version)}.Marshal())
 		return nil
 	}
-	hb := s.hubs.byKey[vpn.PublicKey(h.Key)]
+	hb := s.hubs.key(vpn.PublicKey(h.Key))
 	if hb == nil {
 		s.logf("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
 		ac.writeControl(wire.Error{Message: "this hub is not registered at the relay"}.Marshal())

@@ -333,9 +333,10 @@ func (s *Server) watchRevision() {
 	}
 }
 
-// refresh is one poll of watchRevision. The portal calls it too after a
-// logout or revoke of its own, so that the change holds on this relay
-// before the portal answers.
+// refresh is one poll of watchRevision: after a change, the hubs served
+// (syncHubs) and then every open connection's access. The portal calls it
+// too after a logout or revoke of its own, so that the change holds on
+// this relay before the portal answers.
 func (s *Server) refresh() {
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
@@ -348,6 +349,9 @@ func (s *Server) refresh() {
 	}
 	if s.revision.Swap(rev) != rev {
 		s.decisions.prune(rev)
+		if err := s.syncHubs(); err != nil {
+			s.storeErrLog("%v; the relay keeps serving the hubs it had", err)
+		}
 	}
 	s.recheck(ctx, rev)
 }

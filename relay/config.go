@@ -108,6 +108,15 @@ type HubConfig struct {
 
 var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
+// CheckHubName reports whether name can be a hub's name: one DNS label of
+// lower-case letters, digits and '-'.
+func CheckHubName(name string) error {
+	if !labelRE.MatchString(name) {
+		return fmt.Errorf("hub name %q: use lower-case letters, digits and '-' (at most 63, not starting or ending with '-')", name)
+	}
+	return nil
+}
+
 // Validate fills in defaults and checks every value.
 func (c *Config) Validate() error {
 	if c.AgentListen == "" {

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -36,19 +38,26 @@ const (
 	udpSessionFresh = 3 * time.Minute
 )
 
-// registry is the hub registry: every configured hub by name, key and
-// tunnel address (fixed once the relay runs), and what the relay knows of
-// each now: online, reconnecting, and its packets inside WireGuard.
+// registry is the hub registry: every hub the relay serves by name, key
+// and tunnel address, and what the relay knows of each now: online,
+// reconnecting, and its packets inside WireGuard. The hubs are the store's
+// enabled ones (Server.syncHubs); the set is replaced whole when they
+// change, so the lookups on the packet path take no lock.
 type registry struct {
-	byName map[string]*hub
-	byKey  map[vpn.PublicKey]*hub
-	byIP   map[netip.Addr]*hub
+	set atomic.Pointer[hubSet]
 
 	now func() time.Time // Config.Now
 	// udpHandshake, set when UDP agents are allowed, is when the hub's
 	// peer last completed a handshake over UDP (zero: never, or its last
 	// endpoint is an agent's TCP connection). UDP agents say no Hello.
 	udpHandshake func(vpn.PublicKey) time.Time
+}
+
+// hubSet is one version of the registry's hubs; never changed once made.
+type hubSet struct {
+	byName map[string]*hub
+	byKey  map[vpn.PublicKey]*hub
+	byIP   map[netip.Addr]*hub
 }
 
 // hub is a configured hub and what the relay knows about it now.
@@ -71,19 +80,48 @@ type hub struct {
 }
 
 func newRegistry(hubs []HubConfig, now func() time.Time) *registry {
-	r := &registry{
-		byName: map[string]*hub{},
-		byKey:  map[vpn.PublicKey]*hub{},
-		byIP:   map[netip.Addr]*hub{},
-		now:    now,
-	}
-	for _, hc := range hubs {
-		h := &hub{HubConfig: hc, inbound: inflight.New(maxInboundPerHub)}
-		r.byName[h.Name] = h
-		r.byKey[h.key] = h
-		r.byIP[h.ip] = h
-	}
+	r := &registry{now: now}
+	r.replace(hubs)
 	return r
+}
+
+// name, key and ip look a hub up; nil when the relay serves none such.
+func (r *registry) name(n string) *hub       { return r.set.Load().byName[n] }
+func (r *registry) key(k vpn.PublicKey) *hub { return r.set.Load().byKey[k] }
+func (r *registry) ip(a netip.Addr) *hub     { return r.set.Load().byIP[a] }
+func (r *registry) count() int               { return len(r.set.Load().byName) }
+func (r *registry) all() map[string]*hub     { return r.set.Load().byName }
+func newHubSet(n int) *hubSet {
+	return &hubSet{byName: make(map[string]*hub, n), byKey: make(map[vpn.PublicKey]*hub, n), byIP: make(map[netip.Addr]*hub, n)}
+}
+
+// replace makes list the registry's hubs and says which hubs came and
+// went. A hub whose name, key and address stay is kept as it is, with its
+// connections, window and reconnect state; one whose key or address
+// changed counts as gone and new. The caller serialises replaces.
+func (r *registry) replace(list []HubConfig) (added, removed []*hub) {
+	old := r.set.Load()
+	if old == nil {
+		old = newHubSet(0)
+	}
+	next := newHubSet(len(list))
+	for _, hc := range list {
+		h := old.byName[hc.Name]
+		if h == nil || h.key != hc.key || h.ip != hc.ip {
+			h = &hub{HubConfig: hc, inbound: inflight.New(maxInboundPerHub)}
+			added = append(added, h)
+		}
+		next.byName[h.Name] = h
+		next.byKey[h.key] = h
+		next.byIP[h.ip] = h
+	}
+	for name, h := range old.byName {
+		if next.byName[name] != h {
+			removed = append(removed, h)
+		}
+	}
+	r.set.Store(next)
+	return added, removed
 }
 
 // online reports whether a hub can be reached now: a verified TCP agent
@@ -189,16 +227,17 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 // only writes packets whose source is the sending peer's tunnel address.
 type inboundTUN struct {
 	tun.Device
-	byIP map[netip.Addr]*hub // read-only once the relay runs
+	hubs *registry
 }
 
 func (d *inboundTUN) Write(bufs [][]byte, offset int) (int, error) {
 	written, err := d.Device.Write(bufs, offset)
 	// Counted out in runs: a batch comes from one peer.
+	byIP := d.hubs.set.Load().byIP
 	var last *hub
 	n := 0
 	for _, b := range bufs {
-		h := d.byIP[sourceIPv4(b[offset:])]
+		h := byIP[sourceIPv4(b[offset:])]
 		if h != last {
 			if last != nil {
 				last.inbound.Leave(n)
@@ -219,4 +258,68 @@ func sourceIPv4(p []byte) netip.Addr {
 		return netip.Addr{}
 	}
 	return netip.AddrFrom4([4]byte(p[12:16]))
+}
+
+// syncHubs makes the registry and WireGuard's peers the store's enabled
+// hubs: at start, and whenever the store's Revision moves (a hub added,
+// changed, disabled or removed by hubrelay or the portal), so no change
+// needs a restart. A hub that went has its peer removed and its agent
+// connections closed; a hub that came gets its peer. The caller
+// serialises calls (Start, then refresh under refreshMu).
+func (s *Server) syncHubs() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stored, err := s.db.Hubs(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: store: %w", err)
+	}
+	list := make([]HubConfig, 0, len(stored))
+	for _, sh := range stored {
+		if sh.Disabled {
+			continue
+		}
+		hc := HubConfig{Name: sh.Name, PublicKey: sh.PublicKey, TunnelIP: sh.TunnelIP}
+		if hc.key, err = vpn.ParsePublicKey(sh.PublicKey); err != nil {
+			s.storeErrLog("relay: store: hub %s: %v; not serving it", sh.Name, err)
+			continue
+		}
+		if hc.ip, err = netip.ParseAddr(sh.TunnelIP); err != nil || hc.ip == s.cfg.tunnelIP {
+			s.storeErrLog("relay: store: hub %s: tunnel address %q is not usable; not serving it", sh.Name, sh.TunnelIP)
+			continue
+		}
+		list = append(list, hc)
+	}
+	starting := s.hubs.count() == 0
+	added, removed := s.hubs.replace(list)
+	for _, h := range removed {
+		s.dev.RemovePeer(h.key)
+		n := s.closeAgents(h)
+		s.logf("relay: hub %s is no longer served (disabled, removed or changed in the store); %d agent connection(s) closed", h.Name, n)
+	}
+	for _, h := range added {
+		if err := s.dev.AddPeer(vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}}); err != nil {
+			return fmt.Errorf("relay: hub %s: %w", h.Name, err)
+		}
+		if !starting {
+			s.logf("relay: hub %s is served now (tunnel address %s)", h.Name, h.ip)
+		}
+	}
+	return nil
+}
+
+// closeAgents closes the agent connections that claimed h and says how
+// many.
+func (s *Server) closeAgents(h *hub) int {
+	s.mu.Lock()
+	var acs []*agentConn
+	for ac := range s.agent {
+		if ac.hub.Load() == h {
+			acs = append(acs, ac)
+		}
+	}
+	s.mu.Unlock()
+	for _, ac := range acs {
+		ac.conn.Close()
+	}
+	return len(acs)
 }

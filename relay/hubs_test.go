@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
@@ -28,7 +30,7 @@ import (
 func TestRegistryReconnectWindow(t *testing.T) {
 	clock := &fakeClock{}
 	r := newRegistry([]HubConfig{{Name: "a"}}, clock.now)
-	h := r.byName["a"]
+	h := r.name("a")
 	if r.reconnecting(h) || r.online(h) {
 		t.Fatal("a hub that never connected is reconnecting or online")
 	}
@@ -57,7 +59,7 @@ func TestRegistryReconnectWindow(t *testing.T) {
 // completes, so a request never finds a connected hub offline.
 func TestHubOnlineOnlyAfterProvenHandshake(t *testing.T) {
 	tr := startTestRelay(t, false, "a")
-	h := tr.hubs.byName["a"]
+	h := tr.hubs.name("a")
 
 	claim := tr.dialAgent(t, tr.keys["a"].Public())
 	poll.Until(t, 10*time.Second, "the relay to take the claim in", func() bool { return tr.claims(h) == 1 })
@@ -110,7 +112,7 @@ func TestUnknownKeyGetsError(t *testing.T) {
 	if _, err := r.Next(); !errors.Is(err, io.EOF) {
 		t.Errorf("after the Error: %v, want the end of the stream", err)
 	}
-	if tr.hubs.online(tr.hubs.byName["a"]) {
+	if tr.hubs.online(tr.hubs.name("a")) {
 		t.Error("a hub came online")
 	}
 	poll.Until(t, 10*time.Second, "the relay to drop the connection", func() bool { return tr.agentCount() == 0 })
@@ -129,7 +131,7 @@ func TestRequestWaitsForReconnectingHub(t *testing.T) {
 
 func testRequestWaitsForReconnectingHub(t *testing.T, relayUDP bool) {
 	tr := startTestRelay(t, relayUDP, "a")
-	h := tr.hubs.byName["a"]
+	h := tr.hubs.name("a")
 	old := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
 	poll.Until(t, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(h) })
 	if code, err := tr.get("a"); err != nil || code != 200 {
@@ -497,10 +499,76 @@ func TestWrongRelayKeySaysSo(t *testing.T) {
 	poll.Until(t, 10*time.Second, "the agent to be told its relay key is wrong", func() bool {
 		return strings.Contains(a.bind.Status().LastError, "relay_public_key in this hub's config is not this relay's key; this relay's key is "+tr.PublicKey().String())
 	})
-	if tr.hubs.online(tr.hubs.byName["a"]) {
+	if tr.hubs.online(tr.hubs.name("a")) {
 		t.Fatal("a hub with the wrong relay key counts as online")
 	}
 	poll.Until(t, 10*time.Second, "the relay's log line", func() bool {
 		return tr.logged("relay: hub a at ", "has another relay key pinned (relay_public_key)") == 1
 	})
+}
+
+// TestHubsChangeWithoutRestart: the relay serves the store's enabled hubs
+// and follows the store while it runs: a hub added (by hubrelay, the
+// portal, enrollment) is served within a second, its agent connects and
+// its users reach it; a hub disabled or removed is cut off — its agent's
+// connection closed, its users refused — and a hub enabled again comes
+// back; the other hubs are not interrupted.
+func TestHubsChangeWithoutRestart(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	online := func(name string) bool { h := tr.hubs.name(name); return h != nil && tr.hubs.online(h) }
+	poll.Until(t, 10*time.Second, "hub a online", func() bool { return online("a") })
+	ctx := context.Background()
+	db := tr.Store()
+
+	kb, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpsertHub(ctx, store.HubSpec{Name: "b", PublicKey: kb.Public().String(), TunnelIP: "100.96.0.3"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetHubOwner(ctx, "b", "owner"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 2*time.Second, "the relay to serve hub b", func() bool { return tr.hubs.name("b") != nil })
+	startTestAgent(t, tr, kb, "100.96.0.3", [32]byte{})
+	poll.Until(t, 10*time.Second, "hub b online", func() bool { return online("b") })
+	if got := tr.ask(t, 443, "b.localhost", "/who", tr.cookie(true)); got.code != 200 || got.body != "100.96.0.3" {
+		t.Fatalf("hub b after it was added: %d %q", got.code, got.body)
+	}
+
+	a := tr.hubs.name("a")
+	if err := db.SetHubDisabled(ctx, "a", true); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, time.Second, "hub a's agent connection closed", func() bool { return tr.hubs.name("a") == nil && tr.claims(a) == 0 })
+	for _, creds := range []string{tr.cookie(true), tr.auth("a")} {
+		if got := tr.ask(t, 443, "a.localhost", "/who", creds); got.code == 200 {
+			t.Fatalf("a disabled hub answered: %q", got.body)
+		}
+	}
+	if got := tr.ask(t, 443, "b.localhost", "/who", tr.cookie(true)); got.code != 200 || !online("b") {
+		t.Fatalf("hub b while a was disabled: %d %q", got.code, got.body)
+	}
+
+	if err := db.SetHubDisabled(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 15*time.Second, "hub a online again", func() bool { return online("a") })
+	if got := tr.ask(t, 443, "a.localhost", "/who", tr.auth("a")); got.code != 200 || got.body != "100.96.0.2" {
+		t.Fatalf("hub a enabled again: %d %q", got.code, got.body)
+	}
+
+	b := tr.hubs.name("b")
+	if err := db.RemoveHub(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, time.Second, "hub b's agent connection closed", func() bool { return tr.hubs.name("b") == nil && tr.claims(b) == 0 })
+	if got := tr.ask(t, 443, "b.localhost", "/who", tr.cookie(true)); got.code != http.StatusNotFound {
+		t.Fatalf("a removed hub: %d %q, want the 404 page", got.code, got.body)
+	}
+	if tr.logged("relay: hub b is served now") != 1 || tr.logged("relay: hub a is no longer served") != 1 {
+		t.Error("the relay did not log the hubs it started and stopped serving")
+	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -20,7 +21,11 @@ func TestInboundTUNCountsOutByHub(t *testing.T) {
 	a.inbound.Enter(10)
 	b.inbound.Enter(10)
 	sink := &discardTUN{}
-	d := &inboundTUN{Device: sink, byIP: map[netip.Addr]*hub{ipA: a, ipB: b}}
+	r := newRegistry(nil, time.Now)
+	set := newHubSet(2)
+	set.byIP[ipA], set.byIP[ipB] = a, b
+	r.set.Store(set)
+	d := &inboundTUN{Device: sink, hubs: r}
 
 	const offset = 16
 	packet := func(src netip.Addr) []byte {

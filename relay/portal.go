@@ -38,7 +38,7 @@ func (s *Server) newPortals() (portals, error) {
 			Secure:     secure,
 			SessionTTL: s.cfg.sessionTTL,
 			Online: func(hub string) bool {
-				h := s.hubs.byName[hub]
+				h := s.hubs.name(hub)
 				return h != nil && s.hubs.online(h)
 			},
 			Handoff: func(secret, hubHost string) string {

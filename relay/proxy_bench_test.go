@@ -28,7 +28,7 @@ func BenchmarkKeptAliveRequest(b *testing.B) {
 		c.LimitRequestsPerSecond = 1e9
 	}, "a")
 	startTestAgent(b, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
-	poll.Until(b, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(tr.hubs.byName["a"]) })
+	poll.Until(b, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(tr.hubs.name("a")) })
 	req := "GET /who HTTP/1.1\r\nHost: a.localhost\r\n" + tr.auth("a") + "\r\n"
 	run := func(b *testing.B, c net.Conn) {
 		br := bufio.NewReader(c)

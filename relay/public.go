@@ -159,7 +159,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusForbidden, "Refused: this request came from another site.")
 		return
 	}
-	h := s.hubs.byName[a.hub]
+	h := s.hubs.name(a.hub)
 	if h == nil || (!s.hubs.online(h) && !s.awaitReconnect(h, r.RemoteAddr)) {
 		notFound(w)
 		return

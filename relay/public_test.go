@@ -146,7 +146,7 @@ func twoHubs(t *testing.T, change func(*Config)) *testRelay {
 	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
 	startTestAgent(t, tr, tr.keys["b"], "100.96.0.3", [32]byte{})
 	poll.Until(t, 10*time.Second, "hubs a and b online", func() bool {
-		return tr.hubs.online(tr.hubs.byName["a"]) && tr.hubs.online(tr.hubs.byName["b"])
+		return tr.hubs.online(tr.hubs.name("a")) && tr.hubs.online(tr.hubs.name("b"))
 	})
 	return tr
 }
@@ -504,7 +504,7 @@ func TestUserConnectionKeepsFewHubConnections(t *testing.T) {
 	}
 	poll.Until(t, 10*time.Second, "every hub online", func() bool {
 		for _, name := range names {
-			if !tr.hubs.online(tr.hubs.byName[name]) {
+			if !tr.hubs.online(tr.hubs.name(name)) {
 				return false
 			}
 		}

@@ -128,7 +128,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		cfg:         cfg,
 		logf:        logf,
 		version:     version,
-		hubs:        newRegistry(cfg.Hubs, now),
+		hubs:        newRegistry(nil, now),
 		now:         now,
 		storeErrLog: logger.RateLimited(logf, time.Minute),
 		publicLn:    map[uint16]net.Listener{},
@@ -182,7 +182,7 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.bind = newAgentBind(udpPort)
-	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), byIP: s.hubs.byIP}, s.bind, k, s.logf); err != nil {
+	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), hubs: s.hubs}, s.bind, k, s.logf); err != nil {
 		s.stack.Close()
 		s.stack = nil
 		return fmt.Errorf("relay: %w", err)
@@ -193,11 +193,8 @@ func (s *Server) Start() (err error) {
 		}
 		s.hubs.udpHandshake = s.lastUDPHandshake
 	}
-	for _, h := range s.hubs.byName {
-		err := s.dev.AddPeer(vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}})
-		if err != nil {
-			return fmt.Errorf("relay: hub %s: %w", h.Name, err)
-		}
+	if err := s.syncHubs(); err != nil {
+		return err
 	}
 	if err := s.dev.Up(); err != nil {
 		return fmt.Errorf("relay: agent_listen_udp %s: %w", s.cfg.AgentListenUDP, err)
@@ -234,7 +231,7 @@ func (s *Server) Start() (err error) {
 		}
 	}
 	s.logf("relay: agents connect to %s (tcp%s); public key %s", s.agentLn.Addr(), udpNote(udpPort), k.Public())
-	s.logf("relay: %d hubs, e.g. https://%s/", len(s.hubs.byName), net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.PublicHost, strconv.Itoa(443+s.cfg.PortOffset)))
+	s.logf("relay: %d hubs, e.g. https://%s/", s.hubs.count(), net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.Domain, strconv.Itoa(443+s.cfg.PortOffset)))
 	return nil
 }
 

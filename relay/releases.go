@@ -90,7 +90,7 @@ func (s *Server) hubAt(remote string) string {
 	if err != nil {
 		return remote
 	}
-	if h := s.hubs.byIP[ip.Unmap()]; h != nil {
+	if h := s.hubs.ip(ip.Unmap()); h != nil {
 		return h.Name
 	}
 	return ip.String()

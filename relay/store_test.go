@@ -21,7 +21,7 @@ func TestStartImportsTheConfigsHubsIntoTheStore(t *testing.T) {
 	if db == nil || db.Where() != filepath.Join(filepath.Dir(tr.cfg.PrivateKeyFile), "relay.db") {
 		t.Fatalf("store at %v", db)
 	}
-	for name, h := range tr.hubs.byName {
+	for name, h := range tr.hubs.all() {
 		sh, err := db.HubByKey(context.Background(), h.key.String())
 		if err != nil || sh.Name != name || sh.TunnelIP != h.ip.String() {
 			t.Fatalf("hub %s in the store: %+v, %v", name, sh, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -83,12 +84,17 @@ type HubSpec struct {
 
 // UpsertHub adds a hub or updates the key and tunnel address of the hub of
 // that name, in one transaction; owner, state and history stay.
+// A hub added or changed counts as a change (Revision): a running relay
+// serves it at once.
 func (s *Store) UpsertHub(ctx context.Context, h HubSpec) (Hub, error) {
 	var out Hub
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var what string
 		var err error
-		out, _, err = s.upsertHubTx(ctx, tx, h)
-		return err
+		if out, what, err = s.upsertHubTx(ctx, tx, h); err != nil || what == "unchanged" {
+			return err
+		}
+		return bump(ctx, tx)
 	})
 	return out, err
 }
@@ -121,6 +127,9 @@ func (s *Store) ImportHubs(ctx context.Context, list []HubSpec) (ImportResult, e
 			default:
 				r.Unchanged = append(r.Unchanged, h.Name)
 			}
+		}
+		if len(r.Added)+len(r.Updated) > 0 {
+			return bump(ctx, tx) // a running relay serves them at once
 		}
 		return nil
 	})
@@ -174,6 +183,47 @@ func (s *Store) SetHubOwner(ctx context.Context, hubName, ownerName string) erro
 		owner = u.ID
 	}
 	return s.execChange(ctx, fmt.Sprintf("hub %q", hubName), `UPDATE hubs SET owner_id = $1 WHERE name = $2`, owner, hubName)
+}
+
+// NextTunnelIP is the lowest IPv4 address after after (the relay's own
+// tunnel address) that no hub has, in after's /12: room for a million
+// hubs. ErrExists when every one is taken.
+func (s *Store) NextTunnelIP(ctx context.Context, after netip.Addr) (netip.Addr, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT tunnel_ip FROM hubs`)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("store: tunnel addresses: %w", err)
+	}
+	defer rows.Close()
+	used := map[netip.Addr]bool{}
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip); err != nil {
+			return netip.Addr{}, err
+		}
+		if a, err := netip.ParseAddr(ip); err == nil {
+			used[a] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return netip.Addr{}, err
+	}
+	net, err := after.Prefix(12)
+	if err != nil || !after.Is4() {
+		return netip.Addr{}, fmt.Errorf("store: tunnel addresses: %s is not an IPv4 address", after)
+	}
+	for a := after.Next(); net.Contains(a); a = a.Next() {
+		if b := a.As4(); b[3] != 0 && b[3] != 255 && !used[a] {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("store: no free tunnel address in %s: %w", net, ErrExists)
+}
+
+// RemoveHub deletes a hub with its grants and tokens; a running relay
+// stops serving it at once (Revision). The audit log keeps its name.
+// ErrNotFound when there is none.
+func (s *Store) RemoveHub(ctx context.Context, name string) error {
+	return s.execChange(ctx, fmt.Sprintf("hub %q", name), `DELETE FROM hubs WHERE name = $1`, name)
 }
 
 // SetHubDisabled disables or enables a hub.

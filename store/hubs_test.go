@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -436,6 +437,44 @@ func TestUserTokensReachNoMoreThanTheirMaker(t *testing.T) {
 		check(t, s.RemoveUser(ctx, "tech"))
 		if _, err := s.VerifyToken(ctx, secret); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("token of a removed user: %v", err)
+		}
+	})
+}
+
+// Hubs added, changed and removed count as changes (a running relay serves
+// them at once); importing an unchanged list does not. New hubs get the
+// lowest free tunnel address after the relay's.
+func TestHubChangesAndTunnelAddresses(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		relay := netip.MustParseAddr("100.96.0.1")
+		rev := func() int64 { return must[int64](t)(s.Revision(ctx)) }
+		if ip := must[netip.Addr](t)(s.NextTunnelIP(ctx, relay)); ip.String() != "100.96.0.2" {
+			t.Fatalf("first address %s", ip)
+		}
+		r0 := rev()
+		list := []HubSpec{{"a", testKey(1), "100.96.0.2"}, {"b", testKey(2), "100.96.0.3"}}
+		must[ImportResult](t)(s.ImportHubs(ctx, list))
+		r1 := rev()
+		must[ImportResult](t)(s.ImportHubs(ctx, list))
+		if r1 <= r0 || rev() != r1 {
+			t.Fatalf("revision %d → %d (import adding) → %d (import unchanged)", r0, r1, rev())
+		}
+		if ip := must[netip.Addr](t)(s.NextTunnelIP(ctx, relay)); ip.String() != "100.96.0.4" {
+			t.Fatalf("next address %s", ip)
+		}
+		check(t, s.RemoveHub(ctx, "a"))
+		if rev() <= r1 {
+			t.Fatal("removing a hub did not count as a change")
+		}
+		if ip := must[netip.Addr](t)(s.NextTunnelIP(ctx, relay)); ip.String() != "100.96.0.2" {
+			t.Fatalf("the removed hub's address is not free again: next %s", ip)
+		}
+		if err := s.RemoveHub(ctx, "a"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("removing it twice: %v", err)
+		}
+		// Past .255 of a /24 it goes on, never handing out .0 or .255.
+		if ip := must[netip.Addr](t)(s.NextTunnelIP(ctx, netip.MustParseAddr("100.96.0.254"))); ip.String() != "100.96.1.1" {
+			t.Fatalf("after .254: %s", ip)
 		}
 	})
 }

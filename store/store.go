@@ -216,9 +216,14 @@ func (s *Store) change(ctx context.Context, f func(*sql.Tx) error) error {
 		if err := f(tx); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE revision SET n = n + 1 WHERE one = 1`)
-		return err
+		return bump(ctx, tx)
 	})
+}
+
+// bump counts a change of who may reach what in tx (see Revision).
+func bump(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `UPDATE revision SET n = n + 1 WHERE one = 1`)
+	return err
 }
 
 // execChange is change for one statement; a statement that matches no row

@@ -50,6 +50,10 @@ func newTestRelay(t *testing.T, extra string, hubs ...string) *testRelay {
 			t.Fatal(err)
 		}
 	}
+	// Every command imports the config's [[hub]] list first, as the relay
+	// does at start; the first one here, so that a test's own commands
+	// change the store only by what they do.
+	r.ok("hub", "list")
 	return r
 }
 

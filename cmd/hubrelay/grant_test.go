@@ -218,7 +218,11 @@ func TestHubListSaysWhenTheConfigDisagreesWithTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := between(conf, `public_key = "`, `"`)
-	if _, err := r.store().UpsertHub(context.Background(), store.HubSpec{Name: "enrolled", PublicKey: key, TunnelIP: "100.96.0.50"}); err != nil {
+	db := r.store()
+	if err := db.RemoveHub(context.Background(), "home"); err != nil { // as newTestRelay's first command imported it
+		t.Fatal(err)
+	}
+	if _, err := db.UpsertHub(context.Background(), store.HubSpec{Name: "enrolled", PublicKey: key, TunnelIP: "100.96.0.50"}); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, err := r.run("hub", "list")

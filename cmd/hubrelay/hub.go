@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"text/tabwriter"
 
+	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/store"
+	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
 const hubUsage = `usage:
@@ -17,6 +20,14 @@ const hubUsage = `usage:
   hubrelay hub owner HUB --none [--config FILE]
                        give HUB to USER (the owner reaches all of it and grants
                        access), or leave it without an owner
+  hubrelay hub add HUB --key PUBLIC_KEY [--tunnel-ip IP] [--owner USER] [--config FILE]
+                       serve a new hub: its agent's public key (hubtunnel pubkey),
+                       the next free tunnel address unless given; a running relay
+                       serves it at once. Print the agent's tunnel_ip to put in
+                       its config
+  hubrelay hub remove HUB [--config FILE]
+                       stop serving HUB and forget it with its grants and tokens;
+                       a running relay cuts it off at once
   hubrelay hub disable HUB [--config FILE]
   hubrelay hub enable HUB [--config FILE]
                        nobody reaches a disabled hub, its owner neither`
@@ -29,8 +40,10 @@ func (c cli) hub(in []string) error {
 	var a args
 	var err error
 	switch cmd {
-	case "list", "disable", "enable":
+	case "list", "disable", "enable", "remove":
 		a, err = parseArgs(in[1:], nil, nil)
+	case "add":
+		a, err = parseArgs(in[1:], []string{"key", "tunnel-ip", "owner"}, nil)
 	case "owner":
 		a, err = parseArgs(in[1:], nil, []string{"none"})
 	default:
@@ -39,7 +52,7 @@ func (c cli) hub(in []string) error {
 	if err != nil {
 		return fmt.Errorf("%v\n%s", err, hubUsage)
 	}
-	want := map[string]int{"list": 0, "disable": 1, "enable": 1, "owner": 2}[cmd]
+	want := map[string]int{"list": 0, "disable": 1, "enable": 1, "owner": 2, "add": 1, "remove": 1}[cmd]
 	if cmd == "owner" && a.on["none"] {
 		want = 1
 	}
@@ -50,20 +63,26 @@ func (c cli) hub(in []string) error {
 		return errors.New(hubUsage)
 	}
 	ctx := context.Background()
-	_, db, err := c.open(ctx, a.config)
+	cfg, db, err := c.open(ctx, a.config)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if cmd == "list" {
+	switch cmd {
+	case "list":
 		return c.hubList(ctx, db)
+	case "add":
+		return c.hubAdd(ctx, cfg, db, a)
 	}
 	h, err := lookHub(ctx, db, a.rest[0])
 	if err != nil {
 		return err
 	}
-	if cmd == "owner" {
+	switch cmd {
+	case "owner":
 		return c.hubOwner(ctx, db, h, a)
+	case "remove":
+		return c.hubRemove(ctx, cfg, db, h)
 	}
 	disable := cmd == "disable"
 	if h.Disabled == disable {
@@ -145,5 +164,86 @@ func (c cli) hubList(ctx context.Context, db *store.Store) error {
 		return err
 	}
 	fmt.Fprintln(c.stdout, "(whether a hub is online now only the running relay knows: see the portal, or hubrelay audit --kind hub-gone)")
+	return nil
+}
+
+// hubAdd serves a new hub: hubrelay hub add NAME --key KEY [--tunnel-ip IP]
+// [--owner USER].
+func (c cli) hubAdd(ctx context.Context, cfg *relay.Config, db *store.Store, a args) error {
+	name := a.rest[0]
+	if err := relay.CheckHubName(name); err != nil {
+		return err
+	}
+	if _, err := db.HubByName(ctx, name); err == nil {
+		return fmt.Errorf("there is a hub %q already (hubrelay hub list)", name)
+	}
+	if a.opt["key"] == "" {
+		return fmt.Errorf("give the hub's public key with --key (on the hub: hubtunnel pubkey < its key file)\n%s", hubUsage)
+	}
+	key, err := vpn.ParsePublicKey(a.opt["key"])
+	if err != nil {
+		return fmt.Errorf("--key: %v", err)
+	}
+	relayIP, err := netip.ParseAddr(cfg.TunnelIP)
+	if err != nil {
+		return fmt.Errorf("the config's tunnel_ip: %v", err)
+	}
+	var ip netip.Addr
+	if s := a.opt["tunnel-ip"]; s != "" {
+		if ip, err = netip.ParseAddr(s); err != nil || !ip.Is4() || ip == relayIP {
+			return fmt.Errorf("--tunnel-ip %q: want an IPv4 address other than the relay's own (%s)", s, relayIP)
+		}
+	} else if ip, err = db.NextTunnelIP(ctx, relayIP); err != nil {
+		return err
+	}
+	var owner store.User
+	if name := a.opt["owner"]; name != "" {
+		if owner, err = lookUser(ctx, db, name); err != nil {
+			return err
+		}
+	}
+	if _, err := db.UpsertHub(ctx, store.HubSpec{Name: name, PublicKey: key.String(), TunnelIP: ip.String()}); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("that key or tunnel address belongs to another hub: %v", err)
+		}
+		return err
+	}
+	if owner.Name != "" {
+		if err := db.SetHubOwner(ctx, name, owner.Name); err != nil {
+			return err
+		}
+	}
+	if err := c.record(ctx, db, store.KindGrant, name, fmt.Sprintf("hub added, tunnel address %s, owner %s", ip, or(owner.Name, "nobody"))); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "added hub %s (tunnel address %s, owner %s); a running relay serves it at once.\n", name, ip, or(owner.Name, "nobody"))
+	fmt.Fprintf(c.stdout, "In the hub's config: tunnel_ip = %q, relay_public_key = %q\n", ip.String(), relayKey(cfg))
+	return nil
+}
+
+// relayKey is the relay's public key from its key file, or a hint where
+// to find it.
+func relayKey(cfg *relay.Config) string {
+	k, err := vpn.LoadPrivateKey(cfg.PrivateKeyFile)
+	if err != nil {
+		return "(hubtunnel pubkey < " + cfg.PrivateKeyFile + ")"
+	}
+	return k.Public().String()
+}
+
+// hubRemove forgets a hub; a running relay cuts it off at once.
+func (c cli) hubRemove(ctx context.Context, cfg *relay.Config, db *store.Store, h store.Hub) error {
+	if err := db.RemoveHub(ctx, h.Name); err != nil {
+		return err
+	}
+	if err := c.record(ctx, db, store.KindRevoke, h.Name, "hub removed with its grants and tokens"); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "removed hub %s with its grants and tokens; a running relay cuts it off at once\n", h.Name)
+	for _, hc := range cfg.Hubs {
+		if hc.Name == h.Name {
+			fmt.Fprintf(c.stdout, "warning: the config's [[hub]] list still names %s: take it out, or the next start brings it back\n", h.Name)
+		}
+	}
 	return nil
 }
