@@ -555,7 +555,12 @@ func TestHubsChangeWithoutRestart(t *testing.T) {
 	if err := db.SetHubDisabled(ctx, "a", false); err != nil {
 		t.Fatal(err)
 	}
-	poll.Until(t, 15*time.Second, "hub a online again", func() bool { return online("a") })
+	poll.Until(t, 2*time.Second, "the relay to serve hub a again", func() bool { return tr.hubs.name("a") != nil })
+	// The first agent may have been told meanwhile that its hub is not
+	// served, and waits long before it asks again; a restarted one
+	// connects at once.
+	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	poll.Until(t, 10*time.Second, "hub a online again", func() bool { return online("a") })
 	if got := tr.ask(t, 443, "a.localhost", "/who", tr.auth("a")); got.code != 200 || got.body != "100.96.0.2" {
 		t.Fatalf("hub a enabled again: %d %q", got.code, got.body)
 	}
