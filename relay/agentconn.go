@@ -124,9 +124,18 @@ func (s *Server) serveAgent(c net.Conn) {
 		if !kind.IsWireGuard() {
 			continue // later control messages; nothing to do yet
 		}
-		if kind == wire.Initiation && ac.state.Load() == connUnverified && !s.mac1.CheckMAC1(buf[:n]) {
-			s.wrongKey(ac, hb)
-			return
+		if kind == wire.Initiation && ac.state.Load() == connUnverified {
+			if !s.mac1.CheckMAC1(buf[:n]) {
+				s.wrongKey(ac, hb)
+				return
+			}
+			// The hub is the peer WireGuard authenticates, not the
+			// key the Hello named: a connection whose handshake is
+			// another key's goes.
+			if key, ok := initiatorKey(s.key, s.key.Public(), buf[:n]); !ok || key != hb.key {
+				s.foreignHandshake(ac, hb, key, ok)
+				return
+			}
 		}
 		// Only a connection the hub's handshake came over is held back: its
 		// packets can reach the netstack and be counted out. Anything else
@@ -145,12 +154,10 @@ func (s *Server) serveAgent(c net.Conn) {
 
 // greet exchanges Hellos and returns the hub the agent claims to be, or
 // nil after telling the agent why not. The claim is proven only by the
-// WireGuard handshake that follows (write).
+// WireGuard handshake that follows (serveAgent, write). The relay says
+// nothing of itself (key, version) before the agent has said Hello: a port
+// scan learns nothing.
 func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
-	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
-	if err := ac.writeControl(hello.Marshal()); err != nil {
-		return nil
-	}
 	ac.conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	n, err := ac.conn.ReadFrame(buf[:])
 	if err != nil || buf[0] != wire.TypeHello {
@@ -163,6 +170,10 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	}
 	if h.Version != wire.ProtocolVersion {
 		ac.writeControl(wire.Error{Code: wire.CodeVersion, Message: fmt.Sprintf("relay speaks protocol %d, agent %d: update the agent", wire.ProtocolVersion, h.Version)}.Marshal())
+		return nil
+	}
+	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
+	if err := ac.writeControl(hello.Marshal()); err != nil {
 		return nil
 	}
 	hb := s.hubs.key(vpn.PublicKey(h.Key))
@@ -202,6 +213,30 @@ func (s *Server) wrongKey(ac *agentConn, hb *hub) {
 	}
 	ac.writeControl(wire.Error{Code: wire.CodeWrongKey, Message: fmt.Sprintf(
 		"relay_public_key in this hub's config is not this relay's key; this relay's key is %s", s.key.Public())}.Marshal())
+}
+
+// foreignHandshake drops a connection whose Hello named hub hb but whose
+// handshake comes from another key (a registered hub's, or none the relay
+// knows), logging it at most once a minute per named hub: a copied
+// config, or someone trying to pass for hb.
+func (s *Server) foreignHandshake(ac *agentConn, hb *hub, key vpn.PublicKey, readable bool) {
+	hb.mu.Lock()
+	logIt := s.now().Sub(hb.foreignLogged) >= time.Minute
+	if logIt {
+		hb.foreignLogged = s.now()
+	}
+	hb.mu.Unlock()
+	if logIt {
+		from := "an unreadable handshake"
+		if readable {
+			from = "the handshake of key " + key.Short()
+			if other := s.hubs.key(key); other != nil {
+				from += " (hub " + other.Name + ")"
+			}
+		}
+		s.logf("relay: a connection from %s named hub %s in its Hello but sent %s: dropped", ac.remote, hb.Name, from)
+	}
+	ac.writeControl(wire.Error{Message: "this connection's WireGuard key is not the one its Hello named"}.Marshal())
 }
 
 // agentGone cleans up after serveAgent: a verified connection is counted

@@ -69,6 +69,7 @@ type hub struct {
 	goneAt         time.Time     // when its last connection ended; zero if it never had one
 	back           chan struct{} // closed when it connects again; nil while nobody waits
 	wrongKeyLogged time.Time     // when a connection with a wrong relay key was last logged
+	foreignLogged  time.Time     // when a connection naming this hub with another key's handshake was last logged
 
 	// inbound counts the hub's data packets that its agent connections
 	// have handed to WireGuard and WireGuard has not yet written to the

@@ -58,7 +58,7 @@ func TestRegistryReconnectWindow(t *testing.T) {
 // agent does, and the relay counts it online before that agent's handshake
 // completes, so a request never finds a connected hub offline.
 func TestHubOnlineOnlyAfterProvenHandshake(t *testing.T) {
-	tr := startTestRelay(t, false, "a")
+	tr := startTestRelay(t, false, "a", "b")
 	h := tr.hubs.name("a")
 
 	claim := tr.dialAgent(t, tr.keys["a"].Public())
@@ -67,13 +67,23 @@ func TestHubOnlineOnlyAfterProvenHandshake(t *testing.T) {
 		t.Fatal("a Hello alone made the hub online")
 	}
 
+	// The hub is the peer WireGuard authenticates: a connection whose
+	// handshake is another key's — unknown, or another hub's — is dropped
+	// before WireGuard answers it, and its agent told why.
 	other, _ := vpn.GeneratePrivateKey()
 	impostor := startTestAgent(t, tr, other, "100.96.0.2", tr.keys["a"].Public())
-	poll.Until(t, 10*time.Second, "the impostor's handshake initiation to reach the relay", func() bool {
-		return tr.claims(h) == 2 && tr.claimRead(h) >= claimHello+2+148
-	})
-	if tr.hubs.online(h) {
-		t.Fatal("an agent with another key that claims the hub made it online")
+	hubB := startTestAgent(t, tr, tr.keys["b"], "100.96.0.3", tr.keys["a"].Public())
+	for _, a := range []*testAgent{impostor, hubB} {
+		poll.Until(t, 10*time.Second, "the relay to drop a connection with another key's handshake", func() bool {
+			return strings.Contains(a.bind.Status().LastError, "this connection's WireGuard key is not the one its Hello named")
+		})
+	}
+	if tr.hubs.online(h) || tr.hubs.online(tr.hubs.name("b")) {
+		t.Fatal("an agent with another key that claims the hub made a hub online")
+	}
+	if tr.logged("named hub a in its Hello but sent the handshake of key "+other.Public().Short()+": dropped") != 1 ||
+		tr.logged("(hub b): dropped") != 0 { // logged once a minute per named hub
+		t.Errorf("the relay's log of the foreign handshakes: %d, %d", tr.logged("named hub a"), tr.logged("(hub b)"))
 	}
 
 	genuine := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
@@ -575,5 +585,36 @@ func TestHubsChangeWithoutRestart(t *testing.T) {
 	}
 	if tr.logged("relay: hub b is served now") != 1 || tr.logged("relay: hub a is no longer served") != 1 {
 		t.Error("the relay did not log the hubs it started and stopped serving")
+	}
+}
+
+// TestRelaySaysNothingFirst: a connection to the agent port that says
+// nothing learns nothing of the relay (its key, its version); after an
+// agent's Hello, the relay says its own.
+func TestRelaySaysNothingFirst(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	c, err := net.Dial("tcp", tr.AgentAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 64)); n > 0 || err == nil {
+		t.Fatalf("the relay sent %d bytes before the agent spoke", n)
+	}
+	hello, _ := wire.AppendFrame(nil, wire.Hello{Version: wire.ProtocolVersion, Key: tr.keys["a"].Public(), Software: "test"}.Marshal())
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	wc := wire.NewConn(c, wire.ConnConfig{})
+	buf := make([]byte, wire.MaxFrame)
+	n, err := wc.ReadFrame(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := wire.ParseHello(buf[:n])
+	if err != nil || vpn.PublicKey(h.Key) != tr.PublicKey() || h.Software != "hubrelay/test" {
+		t.Fatalf("the relay's Hello after the agent's: %+v %v", h, err)
 	}
 }
