@@ -320,9 +320,6 @@ func startTestRelayWith(t testing.TB, udp bool, change func(*Config), names ...s
 	return tr
 }
 
-// claimHello is the length of the Hello dialAgent sends.
-var claimHello = len(wire.Hello{Version: wire.ProtocolVersion, Software: "test"}.Marshal())
-
 // dialAgent connects to the relay's agent port and says Hello with key,
 // and nothing more.
 func (tr *testRelay) dialAgent(t *testing.T, key vpn.PublicKey) net.Conn {
@@ -348,19 +345,6 @@ func (tr *testRelay) claims(h *hub) int {
 	for ac := range tr.agent {
 		if ac.hub.Load() == h {
 			n++
-		}
-	}
-	return n
-}
-
-// claimRead is the most any connection that claimed h has read.
-func (tr *testRelay) claimRead(h *hub) int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	n := 0
-	for ac := range tr.agent {
-		if ac.hub.Load() == h {
-			n = max(n, int(ac.counters.Rx()))
 		}
 	}
 	return n
