@@ -132,7 +132,7 @@ func (s *Server) serveAgent(c net.Conn) {
 			// The hub is the peer WireGuard authenticates, not the
 			// key the Hello named: a connection whose handshake is
 			// another key's goes.
-			if key, ok := initiatorKey(s.key, s.key.Public(), buf[:n]); !ok || key != hb.key {
+			if key, ok := initiatorKey(s.key, s.pub, buf[:n]); !ok || key != hb.key {
 				s.foreignHandshake(ac, hb, key, ok)
 				return
 			}

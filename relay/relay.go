@@ -72,6 +72,7 @@ type Server struct {
 	cfg     Config
 	logf    logger.Logf
 	key     vpn.PrivateKey
+	pub     vpn.PublicKey // key's
 	version string
 
 	hubs *registry
@@ -153,8 +154,8 @@ func (s *Server) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	s.key = k
-	s.mac1.Init(device.NoisePublicKey(k.Public()))
+	s.key, s.pub = k, k.Public()
+	s.mac1.Init(device.NoisePublicKey(s.pub))
 	if s.tls, err = s.tlsConfig(); err != nil {
 		return err
 	}
