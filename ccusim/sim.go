@@ -93,7 +93,7 @@ type Sim struct {
 	logf   logger.Logf
 	ifaces []*iface
 	store  *store
-	peers  peers // who connected to each service
+	peers  peers  // who connected to each service
 	counts counts // what reached each service
 
 	closeOnce sync.Once
