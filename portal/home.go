@@ -183,6 +183,36 @@ func (h *handler) owns(ctx context.Context, cur *session, hub string) (bool, err
 	return hb.OwnerID == cur.user.ID, nil
 }
 
+// ownerOnly reports whether cur owns hub, and answers the request when not
+// (or when the store fails, naming what for the log).
+func (h *handler) ownerOnly(w http.ResponseWriter, r *http.Request, cur *session, hub, what string) bool {
+	own, err := h.owns(r.Context(), cur, hub)
+	if err != nil {
+		h.fail(w, r, what, err)
+		return false
+	}
+	if !own {
+		h.homeError(w, r, cur, http.StatusForbidden, func(l *text) string { return l.ErrNotYourHub })
+	}
+	return own
+}
+
+// formReach reads what a grant or token form asks for: the ports (at
+// least one) and the time in field (optional). A bad form is answered on
+// the home page, and ok is false.
+func (h *handler) formReach(w http.ResponseWriter, r *http.Request, cur *session, field string) (ports store.Ports, end time.Time, ok bool) {
+	if ports = formPorts(r); ports == 0 {
+		h.homeError(w, r, cur, http.StatusBadRequest, func(l *text) string { return l.ErrNoPorts })
+		return 0, time.Time{}, false
+	}
+	end, msg := h.formTime(r, field)
+	if msg != nil {
+		h.homeError(w, r, cur, http.StatusBadRequest, msg)
+		return 0, time.Time{}, false
+	}
+	return ports, end, true
+}
+
 // grant is POST /grant: hub, user, ports, until (and tz).
 func (h *handler) grant(w http.ResponseWriter, r *http.Request) {
 	cur := h.postSession(w, r)
@@ -192,30 +222,18 @@ func (h *handler) grant(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	hub := r.PostFormValue("hub")
 	user := strings.ToLower(strings.TrimSpace(r.PostFormValue("user")))
-	own, err := h.owns(ctx, cur, hub)
-	if err != nil {
-		h.fail(w, r, "grant", err)
+	if !h.ownerOnly(w, r, cur, hub, "grant") {
 		return
 	}
-	if !own {
-		h.homeError(w, r, cur, http.StatusForbidden, func(l *text) string { return l.ErrNotYourHub })
-		return
-	}
-	ports := formPorts(r)
-	if ports == 0 {
-		h.homeError(w, r, cur, http.StatusBadRequest, func(l *text) string { return l.ErrNoPorts })
-		return
-	}
-	until, msg := h.formTime(r, "until")
-	if msg != nil {
-		h.homeError(w, r, cur, http.StatusBadRequest, msg)
+	ports, until, ok := h.formReach(w, r, cur, "until")
+	if !ok {
 		return
 	}
 	if user == cur.user.Name {
 		h.homeError(w, r, cur, http.StatusBadRequest, func(l *text) string { return l.ErrGrantSelf })
 		return
 	}
-	err = h.st.Grant(ctx, user, hub, ports, until)
+	err := h.st.Grant(ctx, user, hub, ports, until)
 	if errors.Is(err, store.ErrNotFound) {
 		h.homeError(w, r, cur, http.StatusBadRequest, func(l *text) string { return l.ErrNoSuchUser })
 		return
@@ -240,16 +258,10 @@ func (h *handler) revokeGrant(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	hub, user := r.PostFormValue("hub"), r.PostFormValue("user")
-	own, err := h.owns(ctx, cur, hub)
-	if err != nil {
-		h.fail(w, r, "revoke", err)
+	if !h.ownerOnly(w, r, cur, hub, "revoke") {
 		return
 	}
-	if !own {
-		h.homeError(w, r, cur, http.StatusForbidden, func(l *text) string { return l.ErrNotYourHub })
-		return
-	}
-	err = h.st.Revoke(ctx, user, hub)
+	err := h.st.Revoke(ctx, user, hub)
 	if errors.Is(err, store.ErrNotFound) {
 		h.homeError(w, r, cur, http.StatusNotFound, func(l *text) string { return l.ErrNoSuchGrant })
 		return
@@ -275,14 +287,8 @@ func (h *handler) makeToken(w http.ResponseWriter, r *http.Request) {
 		h.homeError(w, r, cur, http.StatusBadRequest, func(l *text) string { return l.ErrBadLabel })
 		return
 	}
-	ports := formPorts(r)
-	if ports == 0 {
-		h.homeError(w, r, cur, http.StatusBadRequest, func(l *text) string { return l.ErrNoPorts })
-		return
-	}
-	expires, msg := h.formTime(r, "expires")
-	if msg != nil {
-		h.homeError(w, r, cur, http.StatusBadRequest, msg)
+	ports, expires, ok := h.formReach(w, r, cur, "expires")
+	if !ok {
 		return
 	}
 	secret, t, err := h.st.CreateToken(r.Context(), store.TokenSpec{Hub: hub, User: cur.user.Name, Label: label, Ports: ports, Expires: expires})
