@@ -43,6 +43,8 @@ fuzz:
 	$(GO) test ./firewall/ -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./ccusim/ -run '^$$' -fuzz FuzzDecodeMethodCall -fuzztime $(FUZZTIME)
 	$(GO) test ./ccufirewall/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./relay/ -run '^$$' -fuzz FuzzAgentInput -fuzztime $(FUZZTIME)
+	$(GO) test ./relay/ -run '^$$' -fuzz FuzzCookies -fuzztime $(FUZZTIME)
 
 demo: build
 	@scripts/demo.sh $(BIN)
