@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -106,16 +105,9 @@ type HubConfig struct {
 	ip  netip.Addr
 }
 
-var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // CheckHubName reports whether name can be a hub's name: one DNS label of
 // lower-case letters, digits and '-'.
-func CheckHubName(name string) error {
-	if !labelRE.MatchString(name) {
-		return fmt.Errorf("hub name %q: use lower-case letters, digits and '-' (at most 63, not starting or ending with '-')", name)
-	}
-	return nil
-}
+func CheckHubName(name string) error { return store.CheckHubName(name) }
 
 // Validate fills in defaults and checks every value.
 func (c *Config) Validate() error {
@@ -187,7 +179,7 @@ func (c *Config) Validate() error {
 	for i := range c.Hubs {
 		h := &c.Hubs[i]
 		at := func(key string) string { return fmt.Sprintf("hub[%d].%s", i, key) }
-		if !labelRE.MatchString(h.Name) {
+		if store.CheckHubName(h.Name) != nil {
 			return config.Errorf(at("name"), "%q: use lower-case letters, digits and '-'", h.Name)
 		}
 		if names[h.Name] {

@@ -189,7 +189,11 @@ func (s *Store) SetHubOwner(ctx context.Context, hubName, ownerName string) erro
 // tunnel address) that no hub has, in after's /12: room for a million
 // hubs. ErrExists when every one is taken.
 func (s *Store) NextTunnelIP(ctx context.Context, after netip.Addr) (netip.Addr, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT tunnel_ip FROM hubs`)
+	return nextTunnelIP(ctx, s.db, after)
+}
+
+func nextTunnelIP(ctx context.Context, q querier, after netip.Addr) (netip.Addr, error) {
+	rows, err := q.QueryContext(ctx, `SELECT tunnel_ip FROM hubs`)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("store: tunnel addresses: %w", err)
 	}

@@ -85,8 +85,10 @@ func (s *Store) Version(ctx context.Context) (int, error) {
 	return schemaVersion(ctx, s.db)
 }
 
+// querier is a *sql.DB or a *sql.Tx.
 type querier interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }
 
 func schemaVersion(ctx context.Context, q querier) (int, error) {

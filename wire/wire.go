@@ -30,6 +30,13 @@ const (
 	TypeHello     = 0xA0 // protocol version and software of the sender
 	TypeError     = 0xA1 // a fatal error the peer should show to its user
 	TypeGoingAway = 0xA2 // the relay is shutting down; reconnect after a delay
+
+	// Enrollment (package enroll): a hub registers its key with a code,
+	// on a connection of its own that carries nothing else.
+	TypeEnrollRequest   = 0xA3 // agent: the code's ID and a nonce
+	TypeEnrollChallenge = 0xA4 // relay: its key and nonce, MAC'd with the code
+	TypeEnrollRegister  = 0xA5 // agent: the hub's key, MAC'd with the code
+	TypeEnrollResult    = 0xA6 // relay: the hub's name and addresses, MAC'd
 )
 
 // ProtocolVersion is sent in every Hello.
@@ -95,6 +102,14 @@ const (
 	CodeVersion    = 1 // protocol version not supported
 	CodeOverloaded = 2 // relay is at capacity; retry later
 	CodeWrongKey   = 3 // the agent's handshakes are for another relay key: its relay_public_key is wrong
+
+	// Enrollment refusals (package enroll).
+	CodeEnrollUnknown  = 16 // the relay knows no such code: another relay's, or removed
+	CodeEnrollUsed     = 17 // the code was used already
+	CodeEnrollExpired  = 18 // the code has expired
+	CodeEnrollLimit    = 19 // too many attempts from this address; try later
+	CodeEnrollKeyTaken = 20 // the hub's key is another hub's already
+	CodeEnrollName     = 21 // the hub's name is taken (since the code was made)
 )
 
 // Error tells the peer why the connection is being closed.
@@ -139,6 +154,13 @@ func ParseGoingAway(p []byte) (GoingAway, error) {
 	}
 	return GoingAway{RetryAfterMillis: binary.BigEndian.Uint16(p[1:])}, nil
 }
+
+// Clip cuts s to the length a control frame's text may have.
+func Clip(s string) string { return clip(s) }
+
+// Text checks a peer's text as the control frames' decoders do: UTF-8,
+// printable, at most 200 bytes.
+func Text(b []byte) (string, error) { return text(b) }
 
 func clip(s string) string {
 	if len(s) > maxText {
