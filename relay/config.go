@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
+	"github.com/hubtunnel/hubtunnel/enroll"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -69,6 +70,13 @@ type Config struct {
 	// beside the config file (beside private_key_file for a config made
 	// in code).
 	Store string `toml:"store"`
+	// EnrollAddress is the relay's agent port as hubs reach it, written
+	// into every enrollment code: "host" (port 7443) or "host:port".
+	// Default: public_host with agent_listen's port.
+	EnrollAddress string `toml:"enroll_address"`
+	// EnrollTTL is how long a new enrollment code is valid, e.g. "24h".
+	// Default 24h, at least 1m, at most 720h.
+	EnrollTTL string `toml:"enroll_ttl"`
 	// Hubs are the hubs this relay serves.
 	Hubs []HubConfig `toml:"hub"`
 
@@ -79,8 +87,12 @@ type Config struct {
 
 	tunnelIP   netip.Addr
 	sessionTTL time.Duration
+	enrollTTL  time.Duration
 	dir        string
 }
+
+// defaultEnrollTTL is how long an enrollment code is valid by default.
+const defaultEnrollTTL = 24 * time.Hour
 
 // LoadConfig reads and validates hubrelay's config file. Relative paths in
 // it are relative to the file's folder.
@@ -170,6 +182,15 @@ func (c *Config) Validate() error {
 		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")
 	}
 	if c.sessionTTL, err = config.Duration("session_ttl", c.SessionTTL, 12*time.Hour, time.Minute, 720*time.Hour); err != nil {
+		return err
+	}
+	if c.EnrollAddress == "" {
+		c.EnrollAddress = net.JoinHostPort(c.PublicHost, port)
+	}
+	if _, err := enroll.New(c.EnrollAddress, [enroll.SecretLen]byte{}); err != nil {
+		return config.Errorf("enroll_address", "%q: want host or host:port, as hubs reach the agent port", c.EnrollAddress)
+	}
+	if c.enrollTTL, err = config.Duration("enroll_ttl", c.EnrollTTL, defaultEnrollTTL, time.Minute, 720*time.Hour); err != nil {
 		return err
 	}
 	c.validateStore()
