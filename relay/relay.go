@@ -73,6 +73,7 @@ type Server struct {
 	logf    logger.Logf
 	key     vpn.PrivateKey
 	pub     vpn.PublicKey // key's
+	pending pendingKeys   // hubs' announced next keys (keys.go)
 	version string
 
 	hubs *registry
@@ -105,7 +106,7 @@ type Server struct {
 	publicLn map[uint16]net.Listener // by tunnel port
 	limits   *limiter                // of the public ports
 	proxy    *hubProxy               // to the hubs
-	releases *http.Server            // nil without releases_dir
+	hubAPI   *http.Server            // releases and keys, inside the tunnel (hubapi.go)
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -200,10 +201,8 @@ func (s *Server) Start() (err error) {
 	if err := s.dev.Up(); err != nil {
 		return fmt.Errorf("relay: agent_listen_udp %s: %w", s.cfg.AgentListenUDP, err)
 	}
-	if s.cfg.ReleasesDir != "" {
-		if err := s.serveReleases(); err != nil {
-			return fmt.Errorf("relay: releases_dir: %w", err)
-		}
+	if err := s.serveHubAPI(); err != nil {
+		return err
 	}
 
 	lc := net.ListenConfig{KeepAliveConfig: agentKeepAlive}
@@ -275,8 +274,8 @@ func (s *Server) Close() error {
 		for _, ln := range s.publicLn {
 			ln.Close()
 		}
-		if s.releases != nil {
-			s.releases.Close()
+		if s.hubAPI != nil {
+			s.hubAPI.Close()
 		}
 		s.sayGoingAway()
 		close(s.closing)

@@ -37,6 +37,7 @@ const (
 	KindToken      = "token"       // a token made
 	KindHubConnect = "hub-connect" // a hub's agent came online
 	KindHubGone    = "hub-gone"    // a hub's agent went offline
+	KindHubKey     = "hub-key"     // a hub's agent replaced its key: Detail the new key's start
 )
 
 // maxDetail bounds Detail, in bytes.

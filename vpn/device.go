@@ -84,6 +84,12 @@ func (d *Device) AddPeer(p Peer) error {
 	return nil
 }
 
+// SetPrivateKey replaces the device's key, as `wg set private-key` does:
+// the current sessions end, and the next handshake is made with k.
+func (d *Device) SetPrivateKey(k PrivateKey) error {
+	return d.dev.IpcSet("private_key=" + k.hex() + "\n")
+}
+
 // SetEndpoint points a peer at a new endpoint (UDP mode re-resolves).
 func (d *Device) SetEndpoint(pk PublicKey, endpoint string) error {
 	return d.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", pk.hex(), endpoint))

@@ -32,6 +32,9 @@ const usage = `usage:
   hubrelay hub owner HUB USER|--none
   hubrelay hub disable|enable HUB
                                the hubs, their owners
+  hubrelay key show|rotate|promote
+                               the relay's own key, replaced without
+                               stranding a hub
   hubrelay version             print the version
 Every command but run and version takes --config FILE (default relay.toml)
 and works while the relay runs: it picks changes up at once. TIME is

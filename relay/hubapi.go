@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -13,38 +14,55 @@ import (
 	"time"
 )
 
-// releasePort is where hubs fetch releases inside the tunnel. Agents admit
-// replies from the relay's tunnel address on this port (firewall.Services).
-const releasePort = 80
+// hubAPIPort is where hubs reach the relay inside the tunnel: its releases
+// and the key API. Agents admit replies from the relay's tunnel address on
+// this port (firewall.Services).
+const hubAPIPort = 80
 
 // releaseName is what a release folder holds: flat, plain file names
 // (manifest.json, manifest-0.2.0.json, hubtunnel-0.2.0-linux-armv7.gz).
 var releaseName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 
-// serveReleases serves ReleasesDir to hubs through the tunnel. Only the
-// relay's own netstack listens here: nothing of it is public.
-func (s *Server) serveReleases() error {
-	root, err := os.OpenRoot(s.cfg.ReleasesDir)
-	if err != nil {
-		return err
+// serveHubAPI serves hubs through the tunnel, on port 80 of the relay's
+// tunnel address: ReleasesDir under /releases/ (when set) and the key API
+// under /hub/v1/ (keys.go). Only the relay's own netstack listens here:
+// nothing of it is public, and a request's source address is a hub's
+// tunnel address, which WireGuard only lets that hub's key send from.
+func (s *Server) serveHubAPI() error {
+	mux := http.NewServeMux()
+	mux.Handle("/hub/v1/", s.keysHandler())
+	var root *os.Root
+	if s.cfg.ReleasesDir != "" {
+		var err error
+		if root, err = os.OpenRoot(s.cfg.ReleasesDir); err != nil {
+			return fmt.Errorf("relay: releases_dir: %w", err)
+		}
+		mux.Handle("/releases/", s.releasesHandler(root))
 	}
-	ln, err := s.stack.ListenTCP(releasePort)
+	ln, err := s.stack.ListenTCP(hubAPIPort)
 	if err != nil {
-		root.Close()
-		return err
+		if root != nil {
+			root.Close()
+		}
+		return fmt.Errorf("relay: hub API: %w", err)
 	}
-	s.releases = &http.Server{
-		Handler:           s.releasesHandler(root),
+	s.hubAPI = &http.Server{
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer root.Close()
-		s.releases.Serve(ln)
+		if root != nil {
+			defer root.Close()
+		}
+		s.hubAPI.Serve(ln)
 	}()
-	s.logf("relay: serving releases from %s to hubs at http://%s/releases/", s.cfg.ReleasesDir, netip.AddrPortFrom(s.cfg.tunnelIP, releasePort))
+	if root != nil {
+		s.logf("relay: serving releases from %s to hubs at http://%s/releases/", s.cfg.ReleasesDir, netip.AddrPortFrom(s.cfg.tunnelIP, hubAPIPort))
+	}
 	return nil
 }
 

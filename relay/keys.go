@@ -1,0 +1,209 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/store"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// Keys over time, inside the tunnel (hubapi.go). A request's source is a
+// hub's tunnel address, which WireGuard accepts only from that hub's key,
+// so the source names the hub and nothing more is needed to trust it.
+//
+//	GET  /hub/v1/relay-keys  {"current": K, "next": K or ""}
+//	     The relay's key and the one it will have next (next_key_file):
+//	     agents pin both, so a relay key change never strands a hub.
+//	POST /hub/v1/key         {"public_key": NEW}
+//	     The hub's next key, kept for pendingKeyTTL; nothing changes yet.
+//	POST /hub/v1/key/commit  {"public_key": NEW}
+//	     NEW becomes the hub's key in the store: its WireGuard peer is
+//	     replaced and its agent connections closed, so the agent's next
+//	     connection handshakes with NEW and the old key no longer connects.
+//	     The answer may not reach the agent (its connection is closed right
+//	     after); the agent knows from its next connection.
+//
+// Two steps, so that a hub switches to its new key only once the relay
+// has it, and the relay replaces the key only once the hub has kept it.
+
+// pendingKeyTTL is how long a hub's announced next key waits for its
+// commit.
+const pendingKeyTTL = 10 * time.Minute
+
+// keyAPIMaxBody bounds a key request's body.
+const keyAPIMaxBody = 1 << 10
+
+// pendingKeys are the hubs' announced next keys, by hub name.
+type pendingKeys struct {
+	mu sync.Mutex
+	m  map[string]pendingKey
+}
+
+type pendingKey struct {
+	key   vpn.PublicKey
+	until time.Time
+}
+
+// RelayKeys is the answer of GET /hub/v1/relay-keys.
+type RelayKeys struct {
+	Current string `json:"current"`
+	Next    string `json:"next"`
+}
+
+// KeyRequest is the body of the hub's key requests.
+type KeyRequest struct {
+	PublicKey string `json:"public_key"`
+}
+
+// nextKey is the relay's next key, if the operator made one (hubrelay key
+// rotate), read afresh at every ask so a rotate needs no restart; zero
+// for none.
+func (s *Server) nextKey() vpn.PublicKey {
+	k, err := vpn.LoadPrivateKey(NextKeyFile(s.cfg.PrivateKeyFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return vpn.PublicKey{}
+	case err != nil:
+		s.storeErrLog("relay: next key: %v; not announcing one", err)
+		return vpn.PublicKey{}
+	}
+	return k.Public()
+}
+
+// NextKeyFile is where the relay's next key waits: beside its key.
+func NextKeyFile(privateKeyFile string) string { return privateKeyFile + ".next" }
+
+func (s *Server) keysHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := s.hubFrom(r.RemoteAddr)
+		if h == nil {
+			http.Error(w, "not a hub's address", http.StatusForbidden)
+			return
+		}
+		switch {
+		case r.URL.Path == "/hub/v1/relay-keys" && r.Method == http.MethodGet:
+			keys := RelayKeys{Current: s.pub.String()}
+			if next := s.nextKey(); !next.IsZero() {
+				keys.Next = next.String()
+				// hubrelay key promote waits for every hub to have
+				// learned it: seen since the next key was made.
+				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+				if err := s.db.TouchHub(ctx, h.Name); err != nil {
+					s.storeErrLog("relay: hub %s: %v", h.Name, err)
+				}
+				cancel()
+			}
+			writeJSON(w, keys)
+		case r.URL.Path == "/hub/v1/key" && r.Method == http.MethodPost:
+			s.announceKey(w, r, h)
+		case r.URL.Path == "/hub/v1/key/commit" && r.Method == http.MethodPost:
+			s.commitKey(w, r, h)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// hubFrom names the hub whose tunnel address remote is.
+func (s *Server) hubFrom(remote string) *hub {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return nil
+	}
+	return s.hubs.ip(ap.Addr().Unmap())
+}
+
+// readKeyRequest reads a key request's new key; it must be a key no hub
+// has, this one included.
+func (s *Server) readKeyRequest(w http.ResponseWriter, r *http.Request) (vpn.PublicKey, bool) {
+	var req KeyRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, keyAPIMaxBody))
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
+		http.Error(w, "want a JSON body {\"public_key\": …}", http.StatusBadRequest)
+		return vpn.PublicKey{}, false
+	}
+	k, err := vpn.ParsePublicKey(req.PublicKey)
+	if err != nil || k.IsZero() {
+		http.Error(w, "public_key: not a WireGuard public key", http.StatusBadRequest)
+		return vpn.PublicKey{}, false
+	}
+	if s.hubs.key(k) != nil {
+		http.Error(w, "public_key: that key is a hub's already", http.StatusConflict)
+		return vpn.PublicKey{}, false
+	}
+	return k, true
+}
+
+func (s *Server) announceKey(w http.ResponseWriter, r *http.Request, h *hub) {
+	k, ok := s.readKeyRequest(w, r)
+	if !ok {
+		return
+	}
+	s.pending.mu.Lock()
+	if s.pending.m == nil {
+		s.pending.m = map[string]pendingKey{}
+	}
+	now := s.now()
+	for name, p := range s.pending.m {
+		if now.After(p.until) {
+			delete(s.pending.m, name)
+		}
+	}
+	s.pending.m[h.Name] = pendingKey{key: k, until: now.Add(pendingKeyTTL)}
+	s.pending.mu.Unlock()
+	s.logf("relay: hub %s announced its next key %s", h.Name, k.Short())
+	writeJSON(w, map[string]bool{"pending": true})
+}
+
+func (s *Server) commitKey(w http.ResponseWriter, r *http.Request, h *hub) {
+	k, ok := s.readKeyRequest(w, r)
+	if !ok {
+		return
+	}
+	s.pending.mu.Lock()
+	p, found := s.pending.m[h.Name]
+	if found && p.key == k && !s.now().After(p.until) {
+		delete(s.pending.m, h.Name)
+	} else {
+		found = false
+	}
+	s.pending.mu.Unlock()
+	if !found {
+		http.Error(w, "no such key announced (or announced too long ago): announce it first", http.StatusConflict)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := s.db.UpsertHub(ctx, store.HubSpec{Name: h.Name, PublicKey: k.String(), TunnelIP: h.ip.String()}); err != nil {
+		s.logf("relay: hub %s: replacing its key: %v", h.Name, err)
+		status := http.StatusInternalServerError
+		if errors.Is(err, store.ErrExists) {
+			status = http.StatusConflict
+		}
+		http.Error(w, "the relay could not keep the new key", status)
+		return
+	}
+	s.logf("relay: hub %s replaced its key %s with %s", h.Name, h.key.Short(), k.Short())
+	s.audit.add(store.Event{Kind: store.KindHubKey, Hub: h.Name, Source: h.ip.String(), Outcome: "ok", Detail: "new key " + k.Short()})
+	// The relay's next poll of the store (within watchRevision's 250 ms)
+	// replaces the hub's peer and closes its agent connections; the
+	// answer usually leaves before that, and the agent copes when not.
+	writeJSON(w, map[string]bool{"committed": true})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,140 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+// hubAPI is an HTTP client that reaches the relay's hub API through a's
+// tunnel, as the agent's does.
+func (a *testAgent) hubAPI(tr *testRelay) (*http.Client, string) {
+	relay := netip.AddrPortFrom(tr.cfg.tunnelIP, hubAPIPort)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return a.stack.DialTCP(ctx, relay)
+		},
+	}}
+	return c, "http://" + relay.String()
+}
+
+func postKey(t *testing.T, c *http.Client, url string, k vpn.PublicKey) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(KeyRequest{PublicKey: k.String()})
+	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestHubReplacesItsKey: a hub announces a new key and commits it through
+// its tunnel; its old connection is closed, the old key no longer
+// connects, the new one does, and the other hub never notices.
+func TestHubReplacesItsKey(t *testing.T) {
+	tr := startTestRelay(t, false, "a", "b")
+	online := func(name string) bool { h := tr.hubs.name(name); return h != nil && tr.hubs.online(h) }
+	agentA := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	agentB := startTestAgent(t, tr, tr.keys["b"], "100.96.0.3", [32]byte{})
+	poll.Until(t, 10*time.Second, "both hubs online", func() bool { return online("a") && online("b") })
+	c, base := agentA.hubAPI(tr)
+
+	resp, err := c.Get(base + "/hub/v1/relay-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys RelayKeys
+	json.NewDecoder(resp.Body).Decode(&keys)
+	resp.Body.Close()
+	if keys.Current != tr.PublicKey().String() || keys.Next != "" {
+		t.Fatalf("relay keys: %+v", keys)
+	}
+
+	newKey, _ := vpn.GeneratePrivateKey()
+	// Nothing is committed that was not announced, and no hub takes
+	// another's key.
+	if code, _ := postKey(t, c, base+"/hub/v1/key/commit", newKey.Public()); code != http.StatusConflict {
+		t.Fatalf("commit without announce: %d", code)
+	}
+	if code, _ := postKey(t, c, base+"/hub/v1/key", tr.keys["b"].Public()); code != http.StatusConflict {
+		t.Fatalf("announcing hub b's key: %d", code)
+	}
+	if code, body := postKey(t, c, base+"/hub/v1/key", newKey.Public()); code != 200 {
+		t.Fatalf("announce: %d %s", code, body)
+	}
+	if got, _ := tr.get("a"); got != 200 || tr.hubs.name("a").key != tr.keys["a"].Public() {
+		t.Fatalf("an announced key changed something: %d", got)
+	}
+	// The answer to the commit may or may not arrive: the relay replaces
+	// the hub's peer right after.
+	postKey(t, c, base+"/hub/v1/key/commit", newKey.Public())
+	poll.Until(t, 2*time.Second, "hub a served with its new key", func() bool {
+		h := tr.hubs.name("a")
+		return h != nil && h.key == newKey.Public()
+	})
+	h := tr.hubs.name("a")
+	poll.Until(t, time.Second, "the old key's connection closed", func() bool { return tr.claims(h) == 0 && !online("a") })
+	agentA.Close()
+
+	// The old key is refused; the new one connects and serves the hub.
+	r := newFrames(tr.dialAgent(t, tr.keys["a"].Public()))
+	r.Next() // the relay's Hello
+	if p, err := r.Next(); err != nil || p[0] != wire.TypeError {
+		t.Fatalf("the old key's Hello got %x, %v; want an Error frame", p, err)
+	}
+	startTestAgent(t, tr, newKey, "100.96.0.2", [32]byte{})
+	poll.Until(t, 10*time.Second, "hub a online with its new key", func() bool { return online("a") })
+	if got, err := tr.get("a"); got != 200 {
+		t.Fatalf("hub a after its new key: %d %v", got, err)
+	}
+	if got, err := tr.get("b"); got != 200 || !agentB.handshaken() {
+		t.Fatalf("hub b meanwhile: %d %v", got, err)
+	}
+	stored, err := tr.Store().HubByName(context.Background(), "a")
+	if err != nil || stored.PublicKey != newKey.Public().String() {
+		t.Fatalf("store: %+v %v", stored, err)
+	}
+	if tr.logged("relay: hub a replaced its key") != 1 {
+		t.Error("the relay did not log the key change")
+	}
+}
+
+// TestRelayAnnouncesItsNextKey: a next key beside the relay's key is
+// announced to hubs, which pin it before it is used.
+func TestRelayAnnouncesItsNextKey(t *testing.T) {
+	next, _ := vpn.GeneratePrivateKey()
+	tr := startTestRelayWith(t, false, func(c *Config) {
+		if err := vpn.SavePrivateKey(NextKeyFile(c.PrivateKeyFile), next); err != nil {
+			t.Fatal(err)
+		}
+	}, "a")
+	a := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	poll.Until(t, 10*time.Second, "hub a online", a.handshaken)
+	c, base := a.hubAPI(tr)
+	resp, err := c.Get(base + "/hub/v1/relay-keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var keys RelayKeys
+	json.NewDecoder(resp.Body).Decode(&keys)
+	if keys.Current != tr.PublicKey().String() || keys.Next != next.Public().String() {
+		t.Fatalf("relay keys: %+v, want next %s", keys, next.Public())
+	}
+	if code, _ := postKey(t, c, base+"/hub/v1/nothing", next.Public()); code != 404 {
+		t.Fatalf("unknown path: %d", code)
+	}
+}
