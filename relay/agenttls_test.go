@@ -42,6 +42,11 @@ func TestAgentOverTLS(t *testing.T) {
 			if tr.logged("hub a connected from", "over tls") != 1 {
 				t.Errorf("the relay did not log the hub as connected over tls")
 			}
+			// Directly, not through an upgrade: the relay chose ALPN hubtunnel/1.
+			tc := dialTLS(t, addr, wire.ALPN, "http/1.1")
+			if got := tc.ConnectionState().NegotiatedProtocol; got != wire.ALPN || !sayHello(tc, tc, tr.keys["a"].Public()) {
+				t.Errorf("ALPN: negotiated %q, or no relay Hello", got)
+			}
 		})
 	}
 }
