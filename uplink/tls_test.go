@@ -252,4 +252,3 @@ func TestDialRelayRoutes(t *testing.T) {
 		}
 	}
 }
-
