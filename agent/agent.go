@@ -288,6 +288,7 @@ func (a *Agent) Status() localapi.Status {
 		Name:      a.cfg.Name,
 		Relay:     a.cfg.Relay,
 		Transport: a.cfg.Transport,
+		RelayTLS:  a.cfg.RelayTLS,
 		TunnelIP:  a.cfg.tunnelIP.String(),
 		Version:   a.version,
 		Hub:       a.hub,
@@ -319,7 +320,7 @@ func (a *Agent) Status() localapi.Status {
 		}
 	}
 	ls := a.tr.status(ps)
-	s.LastError, s.RelaySoftware = ls.lastError, ls.relaySoftware
+	s.LastError, s.RelaySoftware, s.Route = ls.lastError, ls.relaySoftware, ls.route
 	s.BytesRx, s.BytesTx, s.OverheadBytes = ls.rx, ls.tx, ls.overhead
 	if ls.connected {
 		s.State, s.ConnectedSince = "connected", ls.since

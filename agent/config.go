@@ -31,9 +31,16 @@ type Config struct {
 	// PrivateKeyFile holds this hub's key (mode 0600), made on first start.
 	// Default "hubtunnel.key".
 	PrivateKeyFile string `toml:"private_key_file"`
-	// Transport is "tcp" (one outbound TCP connection, default) or "udp"
-	// (plain WireGuard, so any WireGuard server can be the other end).
+	// Transport is "tcp" (one outbound TCP connection to relay, default),
+	// "udp" (plain WireGuard, so any WireGuard server can be the other
+	// end), "tls" (the same frames as "tcp" inside TLS to relay_tls, for
+	// networks that allow only HTTPS), or "auto" (TCP to relay, else TLS to
+	// relay_tls, else TLS through the proxy; the way that worked last is
+	// tried first). Through proxy when one is set, except "auto"'s first two.
 	Transport string `toml:"transport"`
+	// RelayTLS is the relay's TLS port, "host:port", for transport "tls"
+	// and "auto". Default: relay's host at port 443.
+	RelayTLS string `toml:"relay_tls"`
 	// TunnelIP is this hub's address inside the tunnel. Required.
 	TunnelIP string `toml:"tunnel_ip"`
 	// RelayTunnelIP is the relay's address inside the tunnel. Default 100.96.0.1.
@@ -112,9 +119,12 @@ func (c *Config) Validate() error {
 	switch c.Transport {
 	case "":
 		c.Transport = "tcp"
-	case "tcp", "udp":
+	case "tcp", "udp", "tls", "auto":
 	default:
-		return config.Errorf("transport", "%q: want \"tcp\" or \"udp\"", c.Transport)
+		return config.Errorf("transport", "%q: want \"tcp\", \"udp\", \"tls\" or \"auto\"", c.Transport)
+	}
+	if err := c.parseRelayTLS(); err != nil {
+		return err
 	}
 	if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
 		return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
@@ -161,7 +171,7 @@ func (c *Config) Validate() error {
 		return config.Errorf("mtu", "%d: want 1280 to 8000", c.MTU)
 	}
 	switch {
-	case c.Transport == "tcp" && c.PersistentKeepalive != 0:
+	case c.Transport != "udp" && c.PersistentKeepalive != 0:
 		return config.Errorf("persistent_keepalive", "only for transport \"udp\"; TCP keepalives watch the relay connection")
 	case c.Transport == "udp" && c.PersistentKeepalive == 0:
 		c.PersistentKeepalive = 25
@@ -201,6 +211,29 @@ func (c *Config) parseRelay() error {
 	c.relayHost, c.relayPort, c.relayIP = host, uint16(p), netip.Addr{}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		c.relayIP = ip.Unmap()
+	}
+	return nil
+}
+
+// parseRelayTLS checks relay_tls, and fills in its default, for the
+// transports that use it.
+func (c *Config) parseRelayTLS() error {
+	if c.Transport != "tls" && c.Transport != "auto" {
+		if c.RelayTLS != "" {
+			return config.Errorf("relay_tls", "only for transport \"tls\" or \"auto\"")
+		}
+		return nil
+	}
+	if c.RelayTLS == "" {
+		c.RelayTLS = net.JoinHostPort(c.relayHost, "443")
+		return nil
+	}
+	host, port, err := net.SplitHostPort(c.RelayTLS)
+	if err != nil || host == "" {
+		return config.Errorf("relay_tls", "%q: want host:port, e.g. relay.example.com:443", c.RelayTLS)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return config.Errorf("relay_tls", "%q: want a port from 1 to 65535", c.RelayTLS)
 	}
 	return nil
 }

@@ -98,3 +98,30 @@ func TestRelayAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportTLS: transports "tls" and "auto" take relay_tls, by default
+// the relay's host at 443; the other transports refuse it, and a bad one
+// names its key.
+func TestTransportTLS(t *testing.T) {
+	for _, tt := range []struct{ extra, want, relayTLS string }{
+		{"transport = \"tls\"\n", "", "relay.example.com:443"},
+		{"transport = \"auto\"\nrelay_tls = \"tls.example.com:8443\"\n", "", "tls.example.com:8443"},
+		{"transport = \"tls\"\nrelay_tls = \"[2001:db8::1]:443\"\n", "", "[2001:db8::1]:443"},
+		{"transport = \"tcp\"\nrelay_tls = \"relay.example.com:443\"\n", "hub.toml:5: relay_tls: only for transport \"tls\" or \"auto\"", ""},
+		{"transport = \"tls\"\nrelay_tls = \"relay.example.com\"\n", "hub.toml:5: relay_tls: \"relay.example.com\": want host:port", ""},
+		{"transport = \"tls\"\nrelay_tls = \"relay.example.com:0\"\n", "relay_tls: \"relay.example.com:0\": want a port from 1 to 65535", ""},
+		{"transport = \"tls\"\npersistent_keepalive = 25\n", "persistent_keepalive: only for transport \"udp\"", ""},
+		{"transport = \"https\"\n", "transport: \"https\": want \"tcp\", \"udp\", \"tls\" or \"auto\"", ""},
+	} {
+		c := &Config{}
+		err := config.Parse("hub.toml", []byte(dnsBase+tt.extra), c)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q: %v", tt.extra, err)
+		case tt.want == "" && (c.RelayTLS != tt.relayTLS || c.MTU != 8000):
+			t.Errorf("%q: relay_tls %q mtu %d, want %q and 8000", tt.extra, c.RelayTLS, c.MTU, tt.relayTLS)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%q: got %v, want %q", tt.extra, err, tt.want)
+		}
+	}
+}

@@ -62,6 +62,7 @@ type linkStatus struct {
 	since         time.Time // connected since; zero if the transport cannot tell
 	lastError     string    // why the last attempt failed, while not connected
 	relaySoftware string    // what the relay said it runs
+	route         string    // how the relay connection was opened ("tcp", "tls via proxy", ...); "" if not connected or UDP
 	rx, tx        uint64    // bytes received and sent (what they count is the transport's)
 	overhead      uint64    // bytes beyond rx and tx; 0 if they include everything
 }
@@ -78,7 +79,7 @@ type transportEnv struct {
 // place that asks.
 func newTransport(cfg *Config, env transportEnv) (transport, error) {
 	switch cfg.Transport {
-	case "tcp":
+	case "tcp", "tls", "auto": // the same frames; the dialer picks the route
 		t, err := newTCPTransport(cfg, env)
 		if err != nil {
 			return nil, err
@@ -87,5 +88,5 @@ func newTransport(cfg *Config, env transportEnv) (transport, error) {
 	case "udp":
 		return newUDPTransport(cfg, env), nil
 	}
-	return nil, fmt.Errorf("agent: transport %q: want \"tcp\" or \"udp\"", cfg.Transport) // Validate says so first
+	return nil, fmt.Errorf("agent: transport %q: want \"tcp\", \"udp\", \"tls\" or \"auto\"", cfg.Transport) // Validate says so first
 }

@@ -19,12 +19,13 @@ import (
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
-// tcpTransport is transport "tcp": WireGuard framed over the agent's one
-// outbound TCP connection to the relay (uplink.TCPBind), opened directly or
-// through an HTTP proxy, with the relay's name resolved through dnsfix on
-// every dial. It starts a handshake on every new relay connection, so that
-// a restarted relay is usable at once rather than after WireGuard's 5 s
-// retry.
+// tcpTransport is transports "tcp", "tls" and "auto": WireGuard framed over
+// the agent's one outbound connection to the relay (uplink.TCPBind), TCP to
+// its agent port or TLS to its TLS port, opened directly or through an HTTP
+// proxy as the uplink.Dialer's routes say, with the relay's name resolved
+// through dnsfix on every dial. It starts a handshake on every new relay
+// connection, so that a restarted relay is usable at once rather than after
+// WireGuard's 5 s retry.
 type tcpTransport struct {
 	b        *uplink.TCPBind
 	counters wire.Counters
@@ -99,6 +100,7 @@ func (t *tcpTransport) status(relay vpn.PeerStats) linkStatus {
 	ls := linkStatus{
 		lastError:     bs.LastError,
 		relaySoftware: bs.RelaySoftware,
+		route:         string(bs.Route),
 		rx:            t.counters.RxData.Load(),
 		tx:            t.counters.TxData.Load(),
 		overhead:      t.counters.RxOverhead.Load() + t.counters.TxOverhead.Load(),
@@ -119,7 +121,11 @@ func relayProxy(cfg *Config, logf logger.Logf) (*url.URL, error) {
 	case "none":
 		return nil, nil
 	case "":
-		u, err := uplink.ProxyFromEnvironment(cfg.Relay)
+		addr := cfg.Relay
+		if cfg.Transport == "tls" {
+			addr = cfg.RelayTLS
+		}
+		u, err := uplink.ProxyFromEnvironment(addr)
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
@@ -131,22 +137,20 @@ func relayProxy(cfg *Config, logf logger.Logf) (*url.URL, error) {
 	return uplink.ParseProxy(cfg.Proxy) // validated already
 }
 
-// relayDialer is the relay connection's dialer: the relay's name goes
-// through r (dnsfix), which hears which of its addresses connect; any other
-// name (a proxy's) keeps the system resolver. r is nil when the relay is an
-// IP address.
+// relayDialer is the relay connection's dialer, with the routes the
+// transport names: the relay's name goes through r (dnsfix), which hears
+// which of its addresses connect; any other name (a proxy's) keeps the
+// system resolver. r is nil when the relay is an IP address.
 func relayDialer(cfg *Config, r *dnsfix.Resolver, proxy *url.URL) *uplink.Dialer {
-	if r == nil {
-		return &uplink.Dialer{Proxy: proxy}
-	}
-	return &uplink.Dialer{
-		Proxy: proxy,
-		LookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
+	d := &uplink.Dialer{Proxy: proxy, Transport: cfg.Transport, Relay: cfg.Relay, RelayTLS: cfg.RelayTLS}
+	if r != nil {
+		d.LookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
 			if host == cfg.relayHost {
 				return r.LookupHost(ctx, host)
 			}
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		},
-		Report: r.Report,
+		}
+		d.Report = r.Report
 	}
+	return d
 }

@@ -331,6 +331,7 @@ type agentOpts struct {
 	relay     string // the agent's relay address; default the relay's agent port
 	proxy     string // default "none"
 	transport string // default "tcp"
+	relayTLS  string // the agent's relay_tls, for transport "tls" and "auto"
 	dns       string // the agent's [dns] table, written after [targets]; default none
 }
 
@@ -347,6 +348,11 @@ func (s *hubSetup) startAgent(o agentOpts) {
 	})
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	if o.transport == "tls" || o.transport == "auto" { // testbed writes "tcp"
+		conf := readFileString(a.Conf)
+		conf = strings.Replace(conf, "transport = \"tcp\"", fmt.Sprintf("transport = %q\nrelay_tls = %q", o.transport, o.relayTLS), 1)
+		writeFile(s.t, a.Conf, conf)
 	}
 	s.uiAddr = a.UI
 	s.agent = start(s.t, s.dir, "agent", a.Args(bins)...)

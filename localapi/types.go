@@ -8,10 +8,15 @@ import (
 
 // Status is what GET /api/status returns.
 type Status struct {
-	State          string        `json:"state"` // connecting | connected | disabled
-	Name           string        `json:"name"`
-	Relay          string        `json:"relay"`
-	Transport      string        `json:"transport"`
+	State     string `json:"state"` // connecting | connected | disabled
+	Name      string `json:"name"`
+	Relay     string `json:"relay"`
+	Transport string `json:"transport"`           // tcp | udp | tls | auto, as configured
+	RelayTLS  string `json:"relay_tls,omitempty"` // the relay's TLS port, for transport tls and auto
+	// Route is how the current relay connection was opened: "tcp", "tcp
+	// via proxy", "tls" or "tls via proxy"; empty while there is none, and
+	// with transport udp.
+	Route          string        `json:"route,omitempty"`
 	TunnelIP       string        `json:"tunnel_ip"`
 	PublicKey      string        `json:"public_key,omitempty"`
 	LastHandshake  time.Time     `json:"last_handshake,omitzero"`

@@ -47,9 +47,10 @@ var agentKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Minute, I
 // agentConn is one agent's TCP connection, read by serveAgent and written
 // by WireGuard through agentBind, and a WireGuard endpoint.
 type agentConn struct {
-	conn   *wire.Conn
-	remote netip.AddrPort
-	dst    []byte // DstToBytes, for WireGuard's cookie MACs
+	conn      *wire.Conn
+	remote    netip.AddrPort
+	transport string // how the agent came: "tcp", or "tls" (agenttls.go)
+	dst       []byte // DstToBytes, for WireGuard's cookie MACs
 
 	hub atomic.Pointer[hub] // the hub its Hello claims, if known
 
@@ -70,7 +71,7 @@ const (
 )
 
 func newAgentConn(c net.Conn) *agentConn {
-	ac := &agentConn{}
+	ac := &agentConn{transport: transportOf(c)}
 	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ac.remote = ta.AddrPort()
@@ -79,8 +80,10 @@ func newAgentConn(c net.Conn) *agentConn {
 	return ac
 }
 
+// acceptAgents serves the agent port: frames over TCP, or over TLS
+// (agenttls.go serveAgentPort).
 func (s *Server) acceptAgents() {
-	s.acceptLoop(s.agentLn, "agent", s.serveAgent)
+	s.acceptLoop(s.agentLn, "agent", s.serveAgentPort)
 }
 
 // serveAgent runs one agent connection until it ends: the Hellos, the
@@ -188,7 +191,7 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	ac.onVerify = func() {
 		s.hubs.connected(hb)
 		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
-		s.logf("relay: hub %s connected from %s (%s)", hb.Name, ac.remote, h.Software)
+		s.logf("relay: hub %s connected from %s over %s (%s)", hb.Name, ac.remote, ac.transport, h.Software)
 		s.hubEvent(hb, store.KindHubConnect, ac.remote.String(), h.Software)
 	}
 	ac.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))

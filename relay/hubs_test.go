@@ -403,6 +403,13 @@ func startTestAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP stri
 // relay's key, as an agent's relay_public_key does.
 func startTestAgentPinning(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey) *testAgent {
 	t.Helper()
+	return startTestAgentVia(t, tr, k, tunnelIP, claim, relayKey, nil)
+}
+
+// startTestAgentVia is startTestAgentPinning with the agent's dialer d
+// (nil: TCP to the agent port).
+func startTestAgentVia(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey, d *uplink.Dialer) *testAgent {
+	t.Helper()
 	if claim == (vpn.PublicKey{}) {
 		claim = k.Public()
 	}
@@ -413,6 +420,7 @@ func startTestAgentPinning(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnel
 	}
 	a.bind = &uplink.TCPBind{
 		Addr:      tr.AgentAddr().String(),
+		Dialer:    d,
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},
 		OnConnect: a.handshake,
 		Logf:      t.Logf,

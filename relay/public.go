@@ -52,7 +52,7 @@ func (s *Server) acceptPublic(ln net.Listener, e portmap.Entry) {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHead,
 		ErrorLog:          log.New(logWriter(logger.RateLimited(s.logf, 30*time.Second)), fmt.Sprintf("relay: public port %d: ", e.Port), 0),
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // HTTP/1.1 only
+		TLSNextProto:      s.agentNextProto(e.Port), // HTTP/1.1 only, and agents on 443
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
 				c = tc.NetConn()
@@ -61,7 +61,9 @@ func (s *Server) acceptPublic(ln net.Listener, e portmap.Entry) {
 		},
 	}
 	var l net.Listener = &publicListener{Listener: ln, s: s}
-	if e.TLS {
+	if e.Port == 443 {
+		l = tls.NewListener(l, s.agentTLS)
+	} else if e.TLS {
 		l = tls.NewListener(l, s.tls)
 	}
 	if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -103,6 +105,12 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 		w.Header().Set("Connection", "keep-alive") // a well-paced client goes on on this connection
 		refuse(w, http.StatusTooManyRequests, "Too many requests from your address. Slow down and try again.")
+		return
+	}
+	// An agent behind a TLS-inspecting proxy (agenttls.go), on any Host:
+	// WireGuard authenticates it, not a login.
+	if p.e.Port == 443 && isAgentUpgrade(r) {
+		s.serveAgentUpgrade(w, pc)
 		return
 	}
 	// Only origin-form requests: an absolute URI could name another host

@@ -101,6 +101,9 @@ type Server struct {
 	mac1 device.CookieChecker
 	dev  *vpn.Device
 	tls  *tls.Config
+	// agentTLS is tls offering agents ALPN hubtunnel/1: public port 443
+	// and the agent port (agenttls.go).
+	agentTLS *tls.Config
 
 	agentLn  net.Listener
 	publicLn map[uint16]net.Listener // by tunnel port
@@ -160,6 +163,7 @@ func (s *Server) Start() (err error) {
 	if s.tls, err = s.tlsConfig(); err != nil {
 		return err
 	}
+	s.agentTLS = withAgentALPN(s.tls)
 	if err := s.openStore(); err != nil {
 		return err
 	}

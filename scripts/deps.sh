@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: Debian packages for the
-# real peers (wireguard-go, wg, ip, tinyproxy, dnsmasq, python3), the shells a
+# real peers (wireguard-go, wg, ip, tinyproxy, squid-openssl, dnsmasq, python3), the shells a
 # CCU has for the addon scripts (busybox, tclsh), PostgreSQL for the store's
 # tests, Chromium and Node.js for the browser tests, the Go modules, and the
 # browser tests' npm package (playwright-core, pinned by
@@ -15,6 +15,9 @@ have wireguard-go || need+=(wireguard-go)
 have wg           || need+=(wireguard-tools)
 have ip           || need+=(iproute2)
 have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || need+=(tinyproxy-bin)
+# squid with SSL bump: a TLS-inspecting proxy that re-signs with its own CA
+# (e2e/tls_test.go); security_file_certgen makes its certificates.
+[ -x /usr/lib/squid/security_file_certgen ] || need+=(squid-openssl)
 # dnsmasq-base: the resolver alone, without the package that starts a system daemon.
 have dnsmasq      || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 have python3      || need+=(python3)

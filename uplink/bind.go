@@ -37,7 +37,9 @@ const writeTimeout = 30 * time.Second
 type TCPBind struct {
 	// Addr is the relay's "host:port"; the host is resolved on every dial.
 	Addr string
-	// Dialer opens the connection. Nil means a zero Dialer (direct).
+	// Dialer opens the connection, by the routes it is configured with
+	// (Dialer.DialRelay, with Addr as the agent port). Nil means a zero
+	// Dialer (TCP, direct).
 	Dialer *Dialer
 	// Hello is sent first on every connection.
 	Hello wire.Hello
@@ -73,6 +75,7 @@ type Status struct {
 	Since          time.Time // when the current state began
 	RelayAddr      string    // remote address of the current connection
 	RelaySoftware  string    // from the relay's Hello
+	Route          Route     // how the current connection was opened; "" while not connected
 	LastError      string    // why the last attempt or connection ended, for the hub owner (Describe)
 	Connects       uint64    // successful connections since start
 	FailedAttempts uint64    // failed attempts since the last success
@@ -154,6 +157,7 @@ func (b *TCPBind) setLocked(s *session, errText string) {
 		b.status.FailedAttempts = 0
 	} else {
 		b.status.RelayAddr = ""
+		b.status.Route = ""
 		if errText != "" {
 			b.status.LastError = errText
 		}
@@ -193,7 +197,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 	}
 	attempt := 0
 	for {
-		c, err := d.Dial(ctx, b.Addr)
+		c, route, err := d.dialRelay(ctx, b.Addr)
 		if ctx.Err() != nil {
 			if c != nil {
 				c.Close()
@@ -216,7 +220,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 			attempt++
 		} else {
 			start := time.Now()
-			s := b.serve(c)
+			s := b.serve(c, route)
 			if time.Since(start) > time.Minute {
 				attempt = 0 // a connection that lived is no reason to wait long
 			}
@@ -238,7 +242,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 }
 
 // serve publishes a new session and blocks until it ends.
-func (b *TCPBind) serve(c net.Conn) *session {
+func (b *TCPBind) serve(c net.Conn, route Route) *session {
 	s := &session{conn: wire.NewConn(c, wire.ConnConfig{WriteTimeout: writeTimeout, Counters: b.Counters})}
 	s.conn.Queue(b.Hello.Marshal()) // sent with the first WireGuard message
 	wire.DelayACKs(c)               // the relay's Hello is answered by ours, a moment later
@@ -249,8 +253,9 @@ func (b *TCPBind) serve(c net.Conn) *session {
 		return s
 	}
 	b.setLocked(s, "")
+	b.status.Route = route
 	b.mu.Unlock()
-	b.logf("uplink: connected to relay %s (%s)", b.Addr, c.RemoteAddr())
+	b.logf("uplink: connected to relay %s (%s) over %s", b.Addr, c.RemoteAddr(), route)
 
 	if b.OnConnect != nil {
 		b.OnConnect()

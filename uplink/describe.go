@@ -17,9 +17,16 @@ import (
 func Describe(err error) string {
 	var relayErr wire.Error
 	var dnsErr *net.DNSError
+	var routesErr RoutesError
 	switch {
 	case err == nil:
 		return ""
+	case errors.As(err, &routesErr):
+		parts := make([]string, len(routesErr))
+		for i, re := range routesErr {
+			parts[i] = string(re.Route) + ": " + Describe(re.Err)
+		}
+		return "no way to the relay worked (" + strings.Join(parts, "; ") + ")"
 	case errors.As(err, &relayErr):
 		return "the relay refused this hub: " + relayErr.Message
 	case errors.As(err, &dnsErr):

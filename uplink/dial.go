@@ -11,18 +11,36 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
-// Dialer opens the agent's one TCP connection to the relay: directly, or
-// through an HTTP proxy with CONNECT. It resolves the relay's name afresh on
-// every call, so a relay that moved is found on the next reconnect.
+// Dialer opens the agent's one connection to the relay: TCP to its agent
+// port or TLS to its TLS port, each directly or through an HTTP proxy with
+// CONNECT (the routes). It resolves the relay's name afresh on every call,
+// so a relay that moved is found on the next reconnect.
 type Dialer struct {
 	// Proxy is an http:// proxy URL (user:password@ allowed). Nil means
 	// none; use ProxyFromEnvironment to honour HTTPS_PROXY and NO_PROXY.
 	Proxy *url.URL
-	// Timeout bounds one whole attempt (resolve, connect, proxy). Default 15s.
+	// Timeout bounds one whole attempt (resolve, connect, proxy, TLS).
+	// Default 15s.
 	Timeout time.Duration
+
+	// Transport is how DialRelay reaches the relay: "tcp" (the default)
+	// to Relay, "tls" to RelayTLS, each through Proxy when it is set; or
+	// "auto": TCP to Relay directly, then TLS to RelayTLS directly, then
+	// TLS to RelayTLS through Proxy (when set), starting with the route
+	// that worked last, each within RouteTimeout.
+	Transport string
+	// Relay is the relay's agent port, "host:port" (TCPBind uses its Addr).
+	Relay string
+	// RelayTLS is the relay's TLS port, "host:port". Default: Relay's host
+	// at port 443.
+	RelayTLS string
+	// RouteTimeout bounds each route's attempt with "auto", so that a
+	// blocked port does not cost the whole Timeout. Default 5s.
+	RouteTimeout time.Duration
 	// LookupHost resolves the relay's name. Default: the system resolver.
 	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Report, if set, hears for every address LookupHost gave that was
@@ -33,7 +51,25 @@ type Dialer struct {
 	// KeepAlive is applied to the TCP connection (to the relay, or to the
 	// proxy). Default: DefaultKeepAlive.
 	KeepAlive net.KeepAliveConfig
+
+	mu   sync.Mutex
+	last Route // "auto": the route that opened the last connection
 }
+
+// Route is how a connection to the relay was opened; the agent's status
+// shows it.
+type Route string
+
+// The routes to the relay.
+const (
+	RouteTCP      Route = "tcp"           // TCP to the agent port
+	RouteTCPProxy Route = "tcp via proxy" // the same through the HTTP proxy
+	RouteTLS      Route = "tls"           // TLS to the TLS port
+	RouteTLSProxy Route = "tls via proxy" // the same through the HTTP proxy
+)
+
+// DefaultRouteTimeout is Dialer.RouteTimeout's default.
+const DefaultRouteTimeout = 5 * time.Second
 
 // DefaultKeepAlive notices a dead relay connection within 2 minutes
 // (90 s idle + 3 probes 10 s apart) while an idle tunnel costs one probe and
@@ -63,28 +99,157 @@ func ParseProxy(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// Dial connects to addr ("host:port").
-func (d *Dialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	timeout := d.Timeout
-	if timeout == 0 {
-		timeout = 15 * time.Second
+// DialRelay opens a connection to the relay, ready for frames, by the
+// routes Transport names, and says which route it took. A failure of every
+// route is a *RoutesError.
+func (d *Dialer) DialRelay(ctx context.Context) (net.Conn, Route, error) {
+	return d.dialRelay(ctx, d.Relay)
+}
+
+// dialRelay is DialRelay with relay as the agent port.
+func (d *Dialer) dialRelay(ctx context.Context, relay string) (net.Conn, Route, error) {
+	routes := d.routes()
+	timeout := d.timeout()
+	if len(routes) > 1 {
+		timeout = d.RouteTimeout
+		if timeout == 0 {
+			timeout = DefaultRouteTimeout
+		}
 	}
+	var failed RoutesError
+	for _, r := range routes {
+		c, err := d.dialRoute(ctx, r, relay, timeout)
+		if err == nil {
+			d.mu.Lock()
+			d.last = r
+			d.mu.Unlock()
+			return c, r, nil
+		}
+		if len(routes) == 1 || ctx.Err() != nil {
+			return nil, "", err
+		}
+		failed = append(failed, RouteError{Route: r, Err: err})
+	}
+	return nil, "", failed
+}
+
+// routes are the routes to try, in order.
+func (d *Dialer) routes() []Route {
+	switch d.Transport {
+	case "tls":
+		if d.Proxy != nil {
+			return []Route{RouteTLSProxy}
+		}
+		return []Route{RouteTLS}
+	case "auto":
+		rs := []Route{RouteTCP, RouteTLS}
+		if d.Proxy != nil {
+			rs = append(rs, RouteTLSProxy)
+		}
+		d.mu.Lock()
+		last := d.last
+		d.mu.Unlock()
+		for i, r := range rs {
+			if r == last && i > 0 {
+				copy(rs[1:i+1], rs[:i])
+				rs[0] = r
+			}
+		}
+		return rs
+	}
+	if d.Proxy != nil {
+		return []Route{RouteTCPProxy}
+	}
+	return []Route{RouteTCP}
+}
+
+// dialRoute opens one route within timeout.
+func (d *Dialer) dialRoute(ctx context.Context, r Route, relay string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	addr := relay
+	if r == RouteTLS || r == RouteTLSProxy {
+		addr = d.relayTLS(relay)
+	}
+	var c net.Conn
+	var err error
+	if r == RouteTCPProxy || r == RouteTLSProxy {
+		c, err = d.viaProxy(ctx, addr)
+	} else {
+		c, err = d.dialHost(ctx, addr)
+	}
+	if err != nil || (r != RouteTLS && r != RouteTLSProxy) {
+		return c, err
+	}
+	tc, err := clientTLS(ctx, c, addr)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
 
+// relayTLS is the relay's TLS port: RelayTLS, or relay's host at 443.
+func (d *Dialer) relayTLS(relay string) string {
+	if d.RelayTLS != "" {
+		return d.RelayTLS
+	}
+	host, _, err := net.SplitHostPort(relay)
+	if err != nil {
+		host = relay
+	}
+	return net.JoinHostPort(host, "443")
+}
+
+func (d *Dialer) timeout() time.Duration {
+	if d.Timeout == 0 {
+		return 15 * time.Second
+	}
+	return d.Timeout
+}
+
+// RouteError is why one route to the relay failed.
+type RouteError struct {
+	Route Route
+	Err   error
+}
+
+func (e RouteError) Error() string { return string(e.Route) + ": " + e.Err.Error() }
+func (e RouteError) Unwrap() error { return e.Err }
+
+// RoutesError is why every route "auto" tried failed, in the order tried.
+type RoutesError []RouteError
+
+func (e RoutesError) Error() string {
+	parts := make([]string, len(e))
+	for i, re := range e {
+		parts[i] = re.Error()
+	}
+	return "no route to the relay worked: " + strings.Join(parts, "; ")
+}
+
+// Dial connects to addr ("host:port") over TCP, directly or through Proxy.
+func (d *Dialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout())
+	defer cancel()
 	if d.Proxy != nil {
-		c, err := d.dialHost(ctx, d.Proxy.Host)
-		if err != nil {
-			return nil, fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
-		}
-		pc, err := connect(ctx, c, d.Proxy, addr)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
-		}
-		return pc, nil
+		return d.viaProxy(ctx, addr)
 	}
 	return d.dialHost(ctx, addr)
+}
+
+// viaProxy opens a tunnel to addr through Proxy.
+func (d *Dialer) viaProxy(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := d.dialHost(ctx, d.Proxy.Host)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
+	}
+	pc, err := connect(ctx, c, d.Proxy, addr)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
+	}
+	return pc, nil
 }
 
 // dialHost resolves host and tries its addresses in order.

@@ -61,7 +61,7 @@ func writeStatus(w io.Writer, st localapi.Status, now time.Time) {
 	if st.Name != "" {
 		line("hub name", "%s", st.Name)
 	}
-	relay := st.Relay + " over " + strings.ToUpper(st.Transport)
+	relay := relayWords(st)
 	if st.RelaySoftware != "" {
 		relay += " (" + st.RelaySoftware + ")"
 	}
@@ -137,6 +137,28 @@ func writeUpdate(line func(label, format string, args ...any), u *localapi.Updat
 			line("last update", "%s to %s failed %s: %s", r.From, r.To, clock(r.Time, now), r.Reason)
 		}
 	}
+}
+
+// relayWords says where and how the agent reaches the relay: the route of
+// the current connection, or else what the transport will try.
+func relayWords(st localapi.Status) string {
+	addr, how := st.Relay, strings.ToUpper(st.Transport)
+	switch {
+	case st.Route != "":
+		first, rest, _ := strings.Cut(st.Route, " ") // "tls via proxy": TLS via proxy
+		how = strings.TrimSpace(strings.ToUpper(first) + " " + rest)
+		if first == "tls" && st.RelayTLS != "" {
+			addr = st.RelayTLS
+		}
+		if st.Transport == "auto" {
+			how += ", found by transport auto"
+		}
+	case st.Transport == "tls" && st.RelayTLS != "":
+		addr = st.RelayTLS
+	case st.Transport == "auto":
+		addr, how = st.Relay+" or "+st.RelayTLS, "TCP or TLS (transport auto)"
+	}
+	return addr + " over " + how
 }
 
 // stateWords says what a Status.State means for the hub owner.

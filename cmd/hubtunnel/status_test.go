@@ -65,6 +65,15 @@ func TestWriteStatus(t *testing.T) {
 			"hubtunnel 0.1.0: switched off (enabled = false in the config)",
 			"relay:           relay.example.com:7443 over UDP",
 		}, []string{"hub name:", "data:", "last handshake:", "updates:"}},
+		{"tls via proxy", func(s *localapi.Status) {
+			s.Transport, s.RelayTLS, s.Route = "tls", "relay.example.com:443", "tls via proxy"
+		}, []string{"relay:           relay.example.com:443 over TLS via proxy (hubrelay/0.1.0)"}, nil},
+		{"auto chose tcp", func(s *localapi.Status) {
+			s.Transport, s.RelayTLS, s.Route = "auto", "relay.example.com:443", "tcp"
+		}, []string{"relay:           relay.example.com:7443 over TCP, found by transport auto (hubrelay/0.1.0)"}, nil},
+		{"auto connecting", func(s *localapi.Status) {
+			s.State, s.Transport, s.RelayTLS, s.RelaySoftware = localapi.StateConnecting, "auto", "relay.example.com:443", ""
+		}, []string{"relay:           relay.example.com:7443 or relay.example.com:443 over TCP or TLS (transport auto)"}, nil},
 		{"small numbers", func(s *localapi.Status) {
 			s.BytesRx, s.BytesTx, s.OverheadBytes, s.DroppedPackets = 0, 1023, 1024, 3
 			s.DNSSource, s.DNSAnswer = "", nil
