@@ -60,6 +60,14 @@ func MakeEnrollCode(ctx context.Context, db *store.Store, key vpn.PrivateKey, ad
 	return code, rec, nil
 }
 
+// pickedEnrollAddress fills in enroll_address's default for an agent_listen
+// whose port 0 was picked at start (Validate cannot know it).
+func (s *Server) pickedEnrollAddress() {
+	if s.cfg.EnrollAddress == "" {
+		s.cfg.EnrollAddress = net.JoinHostPort(s.cfg.PublicHost, strconv.Itoa(s.agentLn.Addr().(*net.TCPAddr).Port))
+	}
+}
+
 // NewEnrollCode makes a code at this running relay (see MakeEnrollCode).
 func (s *Server) NewEnrollCode(ctx context.Context, spec CodeSpec) (enroll.Code, store.EnrollCode, error) {
 	if spec.TTL <= 0 {

@@ -261,3 +261,17 @@ func TestEnrollDoesNotInterruptOtherHubs(t *testing.T) {
 		t.Fatalf("hub a's agent connection: %+v", st)
 	}
 }
+
+// TestEnrollAddressOfAPickedPort: a relay whose agent_listen port is 0
+// writes the port it picked into its codes, and the code enrolls there.
+func TestEnrollAddressOfAPickedPort(t *testing.T) {
+	tr := startTestRelayWith(t, false, func(c *Config) { c.AgentListen = "127.0.0.1:0" })
+	code := tr.newCode(t, "garage", 0)
+	_, port, _ := net.SplitHostPort(tr.AgentAddr().String())
+	if code.Addr() != "localhost:"+port {
+		t.Fatalf("the code names %s; the relay's agent port is %s", code.Addr(), tr.AgentAddr())
+	}
+	if _, err := tr.enrollFrom(t, "", code, newKey(t).Public()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -214,6 +214,7 @@ func (s *Server) Start() (err error) {
 	if s.agentLn, err = lc.Listen(context.Background(), "tcp", s.cfg.AgentListen); err != nil {
 		return fmt.Errorf("relay: agent_listen: %w", err)
 	}
+	s.pickedEnrollAddress()
 	for _, e := range portmap.Fixed() {
 		if !s.servesPort(e) {
 			continue

@@ -51,6 +51,9 @@ func (c cli) hubCode(ctx context.Context, cfg *relay.Config, db *store.Store, a 
 			return err
 		}
 	}
+	if cfg.EnrollAddress == "" {
+		return errors.New("agent_listen's port is 0 (picked when the relay starts), so a code cannot name it: set enroll_address in the config to the address hubs reach the agent port at")
+	}
 	key, err := relayPrivateKey(cfg)
 	if err != nil {
 		return err

@@ -159,6 +159,17 @@ func TestHubEnrollmentCodes(t *testing.T) {
 	r.ok("hub", "add", "cabin") // the name is free again
 }
 
+// A relay whose agent port is picked at start cannot name it in a code
+// made beside it: hub add says to set enroll_address.
+func TestHubAddNeedsAnAgentPort(t *testing.T) {
+	r := newTestRelay(t, `agent_listen = "127.0.0.1:0"`)
+	if _, _, err := vpn.LoadOrCreatePrivateKey(filepath.Join(r.dir, "relay.key")); err != nil {
+		t.Fatal(err)
+	}
+	r.fails("set enroll_address in the config", "hub", "add", "cabin")
+	r.ok("hub", "list") // the config itself is fine
+}
+
 func mustCodes(t *testing.T, db *store.Store) []store.EnrollCode {
 	t.Helper()
 	cs, err := db.EnrollCodes(context.Background(), 0)
