@@ -275,3 +275,46 @@ func TestEnrollAddressOfAPickedPort(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// gatedConn runs before() ahead of its second write: the agent's
+// Register, in enroll.Enroll.
+type gatedConn struct {
+	net.Conn
+	writes int
+	before func()
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	if g.writes++; g.writes == 2 {
+		g.before()
+	}
+	return g.Conn.Write(p)
+}
+
+// TestEnrollFinishesWhileTheRelayShutsDown: an enrollment under way when
+// the relay is told to stop is not sent a GoingAway in the middle of its
+// exchange (which would leave a hub enrolled whose agent never heard so);
+// it finishes within the relay's grace.
+func TestEnrollFinishesWhileTheRelayShutsDown(t *testing.T) {
+	tr := startTestRelay(t, false)
+	code := tr.newCode(t, "garage", 0)
+	closed := make(chan struct{})
+	c := &gatedConn{Conn: tr.dialEnroll(t, ""), before: func() {
+		go func() {
+			tr.Close()
+			close(closed)
+		}()
+		poll.Until(t, 5*time.Second, "the relay going away", func() bool {
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			return tr.goingAway
+		})
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := enroll.Enroll(ctx, c, code, newKey(t).Public(), "relay-test-agent/1")
+	if err != nil || res.Hub != "garage" {
+		t.Fatalf("an enrollment while the relay shuts down: %+v %v", res, err)
+	}
+	<-closed
+}
