@@ -53,6 +53,9 @@ type agentConn struct {
 	dst       []byte // DstToBytes, for WireGuard's cookie MACs
 
 	hub atomic.Pointer[hub] // the hub its Hello claims, if known
+	// enrolling: the connection carries an enrollment (enroll.go), which
+	// a GoingAway would spoil; it ends by itself.
+	enrolling atomic.Bool
 
 	// state goes from connUnverified to connVerified when the relay first
 	// answers a handshake initiation on this connection (wireguard-go only
@@ -163,6 +166,11 @@ func (s *Server) serveAgent(c net.Conn) {
 func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	ac.conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	n, err := ac.conn.ReadFrame(buf[:])
+	if err == nil && buf[0] == wire.TypeEnrollRequest {
+		ac.enrolling.Store(true)
+		s.serveEnroll(ac, buf[:n], buf) // a hub enrolling (enroll.go): nothing else follows
+		return nil
+	}
 	if err != nil || buf[0] != wire.TypeHello {
 		return nil // not an agent, or silent: drop it quietly
 	}
@@ -371,6 +379,9 @@ func (s *Server) sayGoingAway() {
 		close(gone)
 	}()
 	for _, ac := range agents {
+		if ac.enrolling.Load() {
+			continue // let it finish within the grace rather than break it off
+		}
 		// One at a time could wait agentWriteTimeout on each stalled agent.
 		go ac.goAway(goingAwayMillis * time.Millisecond)
 	}

@@ -72,7 +72,8 @@ type Config struct {
 	Store string `toml:"store"`
 	// EnrollAddress is the relay's agent port as hubs reach it, written
 	// into every enrollment code: "host" (port 7443) or "host:port".
-	// Default: public_host with agent_listen's port.
+	// Default: public_host with agent_listen's port (the port picked at
+	// start when agent_listen's is 0).
 	EnrollAddress string `toml:"enroll_address"`
 	// EnrollTTL is how long a new enrollment code is valid, e.g. "24h".
 	// Default 24h, at least 1m, at most 720h.
@@ -184,10 +185,10 @@ func (c *Config) Validate() error {
 	if c.sessionTTL, err = config.Duration("session_ttl", c.SessionTTL, 12*time.Hour, time.Minute, 720*time.Hour); err != nil {
 		return err
 	}
-	if c.EnrollAddress == "" {
+	if c.EnrollAddress == "" && port != "0" { // port 0: set at Start, from the port picked
 		c.EnrollAddress = net.JoinHostPort(c.PublicHost, port)
 	}
-	if _, err := enroll.New(c.EnrollAddress, [enroll.SecretLen]byte{}); err != nil {
+	if _, err := enroll.New(c.EnrollAddress, [enroll.SecretLen]byte{}); c.EnrollAddress != "" && err != nil {
 		return config.Errorf("enroll_address", "%q: want host or host:port, as hubs reach the agent port", c.EnrollAddress)
 	}
 	if c.enrollTTL, err = config.Duration("enroll_ttl", c.EnrollTTL, defaultEnrollTTL, time.Minute, 720*time.Hour); err != nil {

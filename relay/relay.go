@@ -94,6 +94,9 @@ type Server struct {
 	// once a minute.
 	storeErrLog logger.Logf
 
+	// enrollLimit counts enrollment attempts per source (enroll.go).
+	enrollLimit *enrollLimiter
+
 	stack *netstack.Stack
 	bind  *agentBind
 	// mac1 checks that an agent's handshake initiation was made for this
@@ -142,6 +145,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		agent:       map[*agentConn]struct{}{},
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
+	s.enrollLimit = newEnrollLimiter(now)
 	s.proxy = newHubProxy(s)
 	return s, nil
 }
@@ -213,6 +217,7 @@ func (s *Server) Start() (err error) {
 	if s.agentLn, err = lc.Listen(context.Background(), "tcp", s.cfg.AgentListen); err != nil {
 		return fmt.Errorf("relay: agent_listen: %w", err)
 	}
+	s.pickedEnrollAddress()
 	for _, e := range portmap.Fixed() {
 		if !s.servesPort(e) {
 			continue

@@ -38,6 +38,7 @@ const (
 	KindHubConnect = "hub-connect" // a hub's agent came online
 	KindHubGone    = "hub-gone"    // a hub's agent went offline
 	KindHubKey     = "hub-key"     // a hub's agent replaced its key: Detail the new key's start
+	KindEnroll     = "enroll"      // a hub enrolled with a code (Outcome ok or refused, Detail the agent's software or why), or a code made or withdrawn
 )
 
 // maxDetail bounds Detail, in bytes.

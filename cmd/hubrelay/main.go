@@ -32,6 +32,9 @@ const usage = `usage:
   hubrelay hub owner HUB USER|--none
   hubrelay hub disable|enable HUB
                                the hubs, their owners
+  hubrelay hub add HUB [--owner USER] [--ttl 24h]
+  hubrelay hub codes
+  hubrelay hub withdraw HUB    one-time enrollment codes for new hubs
   hubrelay key show|rotate|promote
                                the relay's own key, replaced without
                                stranding a hub
