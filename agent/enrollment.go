@@ -166,7 +166,7 @@ func (c *Config) Enrolled() bool { return c.enrolled }
 func (c *Config) Enrollment() *Enrollment { return c.enrollment }
 
 // Enroll enrolls this hub with code at the relay the code names: it makes
-// the hub's key if there is none, runs the exchange over a connection
+// the hub's key if there is none (kept once enrolled), runs the exchange over a connection
 // dialed as the tunnel's is (the proxy of the config or HTTPS_PROXY, the
 // relay's name through dnsfix), and writes enrollment.json. On any error
 // enrollment.json and the config stay as they were. software is what the
@@ -177,12 +177,23 @@ func Enroll(ctx context.Context, cfg *Config, code enroll.Code, software string,
 	if path == "" {
 		return nil, errors.New("enrolling needs the agent to run from a config file")
 	}
-	k, created, err := vpn.LoadOrCreatePrivateKey(cfg.PrivateKeyFile)
+	// A new key is kept only once the hub has enrolled with it; the
+	// folders it and the enrollment go to must take files before the code
+	// is spent.
+	k, err := vpn.LoadPrivateKey(cfg.PrivateKeyFile)
+	created := errors.Is(err, os.ErrNotExist)
+	if created {
+		k, err = vpn.GeneratePrivateKey()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("this hub's key: %w", err)
 	}
-	if created {
-		logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
+	for _, p := range []string{path, cfg.PrivateKeyFile} {
+		f, err := atomicfile.Create(p, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("cannot write %s (%w); nothing was changed on this hub", filepath.Dir(p), err)
+		}
+		f.Abort()
 	}
 	c, err := dialEnroll(ctx, cfg, code, logf)
 	if err != nil {
@@ -211,6 +222,12 @@ func Enroll(ctx context.Context, cfg *Config, code enroll.Code, software string,
 	trial.enrollment, trial.enrollApplied, trial.overridden = e, false, nil
 	if err := trial.Validate(); err != nil {
 		return nil, fmt.Errorf("the relay's answer is unusable (%v); nothing was changed on this hub", err)
+	}
+	if created {
+		if err := vpn.SavePrivateKey(cfg.PrivateKeyFile, k); err != nil {
+			return nil, fmt.Errorf("writing this hub's key: %w", err)
+		}
+		logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
 	}
 	if err := e.save(path); err != nil {
 		return nil, fmt.Errorf("writing %s: %w", path, err)

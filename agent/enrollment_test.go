@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -231,6 +232,9 @@ func TestEnrollFailureChangesNothing(t *testing.T) {
 			}
 			if now, _ := os.ReadFile(cfg.EnrollmentPath()); string(now) != string(old) {
 				t.Errorf("enrollment.json changed to %s", now)
+			}
+			if _, err := os.Stat(cfg.PrivateKeyFile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a key was kept for a hub that did not enroll: %v", err)
 			}
 		})
 	}

@@ -86,7 +86,11 @@ func enrollWith(cfg *agent.Config, code enroll.Code, confPath string, out io.Wri
 		if e.URL != "" {
 			fmt.Fprintf(out, "its WebUI will be at %s once the agent runs\n", e.URL)
 		}
-		fmt.Fprintf(out, "start the agent: hubtunnel run --config %s\n", confPath)
+		if confPath == defaultConfig {
+			fmt.Fprintln(out, "start the agent: /usr/local/etc/config/rc.d/hubtunnel restart")
+		} else {
+			fmt.Fprintf(out, "start the agent: hubtunnel run --config %s\n", confPath)
+		}
 		return nil
 	case err != nil:
 		return fmt.Errorf("not enrolled: %w", err)
