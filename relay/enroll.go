@@ -63,7 +63,7 @@ func MakeEnrollCode(ctx context.Context, db *store.Store, key vpn.PrivateKey, ad
 // NewEnrollCode makes a code at this running relay (see MakeEnrollCode).
 func (s *Server) NewEnrollCode(ctx context.Context, spec CodeSpec) (enroll.Code, store.EnrollCode, error) {
 	if spec.TTL <= 0 {
-		spec.TTL = s.cfg.enrollTTL
+		spec.TTL = s.cfg.CodeTTL()
 	}
 	return MakeEnrollCode(ctx, s.db, s.key, s.cfg.EnrollAddress, spec, s.now())
 }
@@ -304,4 +304,13 @@ func (s *Server) enroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) (
 		s.logf("relay: hub %s enrolled from %s, but the agent went away before it heard so", h.Name, ac.remote)
 	}
 	return h.Name, software, nil
+}
+
+// CodeTTL is how long a new enrollment code is valid: enroll_ttl, or its
+// default for a config that was not validated.
+func (c *Config) CodeTTL() time.Duration {
+	if c.enrollTTL <= 0 {
+		return defaultEnrollTTL
+	}
+	return c.enrollTTL
 }
