@@ -277,7 +277,8 @@ func (s *hubSetup) waitWebUIOf(hub string) {
 }
 
 // TestEnrollThroughProxy: a hub that reaches the internet only through an
-// HTTP CONNECT proxy (tinyproxy) enrolls through it and connects through it.
+// HTTP CONNECT proxy (tinyproxy) enrolls through it, with a code from
+// `hubrelay hub add`, and connects through it.
 func TestEnrollThroughProxy(t *testing.T) {
 	t.Parallel()
 	tp := need(t, "as the HTTP CONNECT proxy", "tinyproxy", "/usr/bin/tinyproxy", "/usr/sbin/tinyproxy")
@@ -302,11 +303,14 @@ func TestEnrollThroughProxy(t *testing.T) {
 		return err == nil
 	})
 
+	// The operator makes this one: the code is the line after the first.
 	shed := s.newcomer("shed", "http://"+proxyAddr)
-	code, err := s.bed.MakeCode("shed", time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
+	out := run(t, bin.hubrelay, "hub", "add", "shed", "--owner", s.bed.Owner, "--config", s.relayConf)
+	lines := strings.Split(out, "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[2], "    ") {
+		t.Fatalf("hubrelay hub add printed:\n%s", out)
 	}
+	code := strings.TrimSpace(lines[2])
 	out, err := shed.enroll(code)
 	if err != nil || !strings.Contains(out, "enrolled as hub shed") {
 		t.Fatalf("hubtunnel enroll through the proxy: %v\n%s", err, out)
