@@ -20,28 +20,37 @@ import (
 // relative paths are relative to the config file's folder.
 type Config struct {
 	// Name is the hub's name at the relay (NAME.<domain>), for display.
+	// An enrollment sets it (as it does relay, relay_public_key,
+	// tunnel_ip and relay_tunnel_ip: enrollment.json, beside this file,
+	// overrides them).
 	Name string `toml:"name"`
 	// Enabled switches the tunnel on. Default true; false keeps only the
 	// status API running.
 	Enabled *bool `toml:"enabled"`
-	// Relay is the relay's agent port, "host:port". Required.
+	// Relay is the relay's agent port, "host:port". Without it (and
+	// without relay_public_key and tunnel_ip) and without an enrollment
+	// the agent runs "not enrolled": the status API only.
 	Relay string `toml:"relay"`
-	// RelayPublicKey pins the relay's WireGuard key (base64). Required.
+	// RelayPublicKey pins the relay's WireGuard key (base64). Required
+	// with relay.
 	RelayPublicKey string `toml:"relay_public_key"`
 	// PrivateKeyFile holds this hub's key (mode 0600), made on first start.
 	// Default "hubtunnel.key".
 	PrivateKeyFile string `toml:"private_key_file"`
-	// Transport is "tcp" (one outbound TCP connection to relay, default),
-	// "udp" (plain WireGuard, so any WireGuard server can be the other
-	// end), "tls" (the same frames as "tcp" inside TLS to relay_tls, for
+	// Transport is "tcp" (one outbound TCP connection to relay), "udp"
+	// (plain WireGuard, so any WireGuard server can be the other end),
+	// "tls" (the same frames as "tcp" inside TLS to relay_tls, for
 	// networks that allow only HTTPS), or "auto" (TCP to relay, else TLS to
 	// relay_tls, else TLS through the proxy; the way that worked last is
-	// tried first). Through proxy when one is set, except "auto"'s first two.
+	// tried first). Through proxy when one is set, except "auto"'s first
+	// two. Default: "auto" for a hub enrolled with a code, "tcp" when the
+	// relay is set here by hand.
 	Transport string `toml:"transport"`
 	// RelayTLS is the relay's TLS port, "host:port", for transport "tls"
-	// and "auto". Default: relay's host at port 443.
+	// and "auto". Default: what the relay said at enrollment, else
+	// relay's host at port 443.
 	RelayTLS string `toml:"relay_tls"`
-	// TunnelIP is this hub's address inside the tunnel. Required.
+	// TunnelIP is this hub's address inside the tunnel. Required with relay.
 	TunnelIP string `toml:"tunnel_ip"`
 	// RelayTunnelIP is the relay's address inside the tunnel. Default 100.96.0.1.
 	RelayTunnelIP string `toml:"relay_tunnel_ip"`
@@ -82,6 +91,12 @@ type Config struct {
 	allowed       []netip.Prefix
 	routes        []portmap.Route
 	path          string // the config file; its folder holds the agent's state
+	enrolled      bool   // a relay is set (by enrollment.json or the TOML)
+	enrollment    *Enrollment
+	enrollApplied bool     // enrollment (or its absence) is in place of the TOML's values
+	overridden    []string // keys the TOML set that enrollment.json overrides
+	transportSet  bool     // the TOML chose the transport
+	relayTLSSet   bool     // the TOML set relay_tls
 	dir           string
 	root          string // the hub's filesystem root, for the defaults of [ccu]; "" = "/"
 }
@@ -104,11 +119,20 @@ func (c *Config) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
 // Validate fills in defaults and checks every value.
 func (c *Config) Validate() error {
 	var err error
-	if err := c.parseRelay(); err != nil {
+	if err := c.applyEnrollment(); err != nil {
 		return err
 	}
-	if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
-		return config.Errorf("relay_public_key", "%v", err)
+	c.enrolled = c.Relay != "" || c.RelayPublicKey != "" || c.TunnelIP != ""
+	if c.enrolled {
+		if err := c.parseRelay(); err != nil {
+			return err
+		}
+		if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
+			return config.Errorf("relay_public_key", "%v", err)
+		}
+		if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
+			return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
+		}
 	}
 	if c.PrivateKeyFile == "" {
 		c.PrivateKeyFile = "hubtunnel.key"
@@ -116,18 +140,23 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.PrivateKeyFile) && c.dir != "" {
 		c.PrivateKeyFile = filepath.Join(c.dir, c.PrivateKeyFile)
 	}
+	c.transportSet = c.Transport != "" || c.transportSet
+	c.relayTLSSet = c.RelayTLS != "" || c.relayTLSSet
 	switch c.Transport {
 	case "":
+		// An enrolled hub finds its way out by itself (a network that
+		// lets only HTTPS out included); a relay set by hand keeps the
+		// transport it was set up with.
 		c.Transport = "tcp"
+		if c.enrollment != nil {
+			c.Transport = "auto"
+		}
 	case "tcp", "udp", "tls", "auto":
 	default:
 		return config.Errorf("transport", "%q: want \"tcp\", \"udp\", \"tls\" or \"auto\"", c.Transport)
 	}
 	if err := c.parseRelayTLS(); err != nil {
 		return err
-	}
-	if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
-		return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
 	}
 	if c.RelayTunnelIP == "" {
 		c.RelayTunnelIP = "100.96.0.1"
@@ -198,7 +227,7 @@ func (c *Config) Validate() error {
 // user of the relay's address reads those.
 func (c *Config) parseRelay() error {
 	if c.Relay == "" {
-		return config.Errorf("relay", "missing: the relay's agent address, host:port")
+		return config.Errorf("relay", "missing: the relay's agent address, host:port (or remove relay_public_key and tunnel_ip and enroll the hub with a code)")
 	}
 	host, port, err := net.SplitHostPort(c.Relay)
 	if err != nil || host == "" {
@@ -226,6 +255,9 @@ func (c *Config) parseRelayTLS() error {
 	}
 	if c.RelayTLS == "" {
 		c.RelayTLS = net.JoinHostPort(c.relayHost, "443")
+		if c.enrollment != nil && c.enrollment.RelayTLS != "" {
+			c.RelayTLS = c.enrollment.RelayTLS
+		}
 		return nil
 	}
 	host, port, err := net.SplitHostPort(c.RelayTLS)
