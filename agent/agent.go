@@ -28,6 +28,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,7 +53,7 @@ type Agent struct {
 	logf    logger.Logf
 	hub     hubinfo.Hub
 	upd     *selfupdate.Updater // nil without a state folder (a config built in code)
-	restart chan string         // a binary to run in place of this one
+	restart chan Restart        // a binary to run in place of this one
 
 	key   vpn.PrivateKey
 	stack *netstack.Stack
@@ -67,6 +69,8 @@ type Agent struct {
 	ui        *http.Server
 	uiLn      net.Listener
 
+	enrolling sync.Mutex // held by an enrollment; kept after a success (the agent restarts)
+
 	closing chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -75,7 +79,7 @@ type Agent struct {
 // New prepares an agent from a validated config.
 func New(cfg *Config, version string, logf logger.Logf) *Agent {
 	logf = logger.OrDiscard(logf)
-	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan string, 1)}
+	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan Restart, 1)}
 	a.fwd = portmap.Forwarder{Logf: logf}
 	a.hub = hubinfo.Detect()
 	return a
@@ -95,11 +99,17 @@ func (a *Agent) Start() (err error) {
 	if ap, err := netip.ParseAddrPort(a.uiLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		a.logf("agent: warning: status API listens on %s, not loopback", ap)
 	}
-	if a.cfg.IsEnabled() {
+	if len(a.cfg.overridden) > 0 {
+		a.logf("agent: %s overrides %s of %s", EnrollmentFile, strings.Join(a.cfg.overridden, ", "), filepath.Base(a.cfg.path))
+	}
+	switch {
+	case !a.cfg.Enrolled():
+		a.logf("agent: not enrolled: enter the code from your relay's portal (hubtunnel enroll CODE, or the addon's settings page)")
+	case a.cfg.IsEnabled():
 		if err := a.startTunnel(); err != nil {
 			return err
 		}
-	} else {
+	default:
 		a.logf("agent: tunnel disabled in config")
 	}
 	if a.cfg.dir != "" {
@@ -208,22 +218,39 @@ func (a *Agent) policy() firewall.Policy {
 }
 
 // software is what the Hello tells the relay: this version and the hub.
-func (a *Agent) software() string {
-	return fmt.Sprintf("hubtunnel/%s (%s)", a.version, a.hub)
+func (a *Agent) software() string { return Software(a.version, a.hub) }
+
+// Software is what an agent of this version on hub tells the relay of
+// itself (in its Hello, and when it enrolls).
+func Software(version string, hub hubinfo.Hub) string {
+	return fmt.Sprintf("hubtunnel/%s (%s)", version, hub)
 }
 
-// requestRestart asks whoever runs the agent to run binary in its place.
+// requestRestart asks whoever runs the agent to run binary in its place
+// (the updater's Restart).
 func (a *Agent) requestRestart(binary string) {
+	a.requestRestartFor(binary, "update: starting the installed version")
+}
+
+func (a *Agent) requestRestartFor(binary, why string) {
 	select {
-	case a.restart <- binary:
+	case a.restart <- Restart{Binary: binary, Why: why}:
 	default:
 	}
 }
 
+// Restart is a request to run Binary in place of this process, with the
+// same arguments.
+type Restart struct {
+	Binary string
+	Why    string // a log line
+}
+
 // RestartRequested delivers a binary to run in place of this process (with
 // the same arguments): the installed version changed under a running agent
-// whose update was interrupted and rolled back.
-func (a *Agent) RestartRequested() <-chan string { return a.restart }
+// whose update was interrupted and rolled back, or the hub enrolled and the
+// agent must start again to connect.
+func (a *Agent) RestartRequested() <-chan Restart { return a.restart }
 
 // startDNS sets up dnsfix for the relay's name, unless it is an address.
 func (a *Agent) startDNS() error {
@@ -284,13 +311,20 @@ func (a *Agent) Close() error {
 // Status reports the agent's state now.
 func (a *Agent) Status() localapi.Status {
 	s := localapi.Status{
-		State:     "disabled",
+		State:     localapi.StateDisabled,
 		Name:      a.cfg.Name,
 		Relay:     a.cfg.Relay,
 		Transport: a.cfg.Transport,
-		TunnelIP:  a.cfg.tunnelIP.String(),
 		Version:   a.version,
 		Hub:       a.hub,
+	}
+	if a.cfg.Enrolled() {
+		s.TunnelIP = a.cfg.tunnelIP.String()
+	} else {
+		s.State = localapi.StateUnenrolled
+	}
+	if e := a.cfg.Enrollment(); e != nil {
+		s.URL, s.Enrolled = e.URL, e.Enrolled
 	}
 	if a.upd != nil {
 		u := a.upd.Status()

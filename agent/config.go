@@ -20,13 +20,19 @@ import (
 // relative paths are relative to the config file's folder.
 type Config struct {
 	// Name is the hub's name at the relay (NAME.<domain>), for display.
+	// An enrollment sets it (as it does relay, relay_public_key,
+	// tunnel_ip and relay_tunnel_ip: enrollment.json, beside this file,
+	// overrides them).
 	Name string `toml:"name"`
 	// Enabled switches the tunnel on. Default true; false keeps only the
 	// status API running.
 	Enabled *bool `toml:"enabled"`
-	// Relay is the relay's agent port, "host:port". Required.
+	// Relay is the relay's agent port, "host:port". Without it (and
+	// without relay_public_key and tunnel_ip) and without an enrollment
+	// the agent runs "not enrolled": the status API only.
 	Relay string `toml:"relay"`
-	// RelayPublicKey pins the relay's WireGuard key (base64). Required.
+	// RelayPublicKey pins the relay's WireGuard key (base64). Required
+	// with relay.
 	RelayPublicKey string `toml:"relay_public_key"`
 	// PrivateKeyFile holds this hub's key (mode 0600), made on first start.
 	// Default "hubtunnel.key".
@@ -34,7 +40,7 @@ type Config struct {
 	// Transport is "tcp" (one outbound TCP connection, default) or "udp"
 	// (plain WireGuard, so any WireGuard server can be the other end).
 	Transport string `toml:"transport"`
-	// TunnelIP is this hub's address inside the tunnel. Required.
+	// TunnelIP is this hub's address inside the tunnel. Required with relay.
 	TunnelIP string `toml:"tunnel_ip"`
 	// RelayTunnelIP is the relay's address inside the tunnel. Default 100.96.0.1.
 	RelayTunnelIP string `toml:"relay_tunnel_ip"`
@@ -75,6 +81,10 @@ type Config struct {
 	allowed       []netip.Prefix
 	routes        []portmap.Route
 	path          string // the config file; its folder holds the agent's state
+	enrolled      bool   // a relay is set (by enrollment.json or the TOML)
+	enrollment    *Enrollment
+	enrollApplied bool     // enrollment (or its absence) is in place of the TOML's values
+	overridden    []string // keys the TOML set that enrollment.json overrides
 	dir           string
 	root          string // the hub's filesystem root, for the defaults of [ccu]; "" = "/"
 }
@@ -97,11 +107,20 @@ func (c *Config) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
 // Validate fills in defaults and checks every value.
 func (c *Config) Validate() error {
 	var err error
-	if err := c.parseRelay(); err != nil {
+	if err := c.applyEnrollment(); err != nil {
 		return err
 	}
-	if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
-		return config.Errorf("relay_public_key", "%v", err)
+	c.enrolled = c.Relay != "" || c.RelayPublicKey != "" || c.TunnelIP != ""
+	if c.enrolled {
+		if err := c.parseRelay(); err != nil {
+			return err
+		}
+		if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
+			return config.Errorf("relay_public_key", "%v", err)
+		}
+		if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
+			return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
+		}
 	}
 	if c.PrivateKeyFile == "" {
 		c.PrivateKeyFile = "hubtunnel.key"
@@ -115,9 +134,6 @@ func (c *Config) Validate() error {
 	case "tcp", "udp":
 	default:
 		return config.Errorf("transport", "%q: want \"tcp\" or \"udp\"", c.Transport)
-	}
-	if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
-		return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
 	}
 	if c.RelayTunnelIP == "" {
 		c.RelayTunnelIP = "100.96.0.1"
@@ -188,7 +204,7 @@ func (c *Config) Validate() error {
 // user of the relay's address reads those.
 func (c *Config) parseRelay() error {
 	if c.Relay == "" {
-		return config.Errorf("relay", "missing: the relay's agent address, host:port")
+		return config.Errorf("relay", "missing: the relay's agent address, host:port (or remove relay_public_key and tunnel_ip and enroll the hub with a code)")
 	}
 	host, port, err := net.SplitHostPort(c.Relay)
 	if err != nil || host == "" {

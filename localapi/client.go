@@ -87,6 +87,22 @@ func (c *Client) Install(ctx context.Context, opt InstallOptions) (string, error
 	return ans.Installing, nil
 }
 
+// Enroll asks the agent to enroll the hub with code. It returns once the
+// relay has answered and the agent has kept the enrollment, with the hub's
+// name, its URL and the relay; the agent then restarts to connect (Status
+// answers again once it runs). An error is the agent's reason in plain
+// words.
+func (c *Client) Enroll(ctx context.Context, code string) (EnrollResponse, error) {
+	var ans EnrollResponse
+	if err := c.post(ctx, "/api/enroll", EnrollRequest{Code: code}, &ans); err != nil {
+		return ans, err
+	}
+	if ans.Error != "" {
+		return EnrollResponse{}, errors.New(ans.Error)
+	}
+	return ans, nil
+}
+
 // post sends in as JSON and decodes the JSON answer into out, whatever
 // its HTTP status: the actions explain their refusals in an "error" field.
 func (c *Client) post(ctx context.Context, path string, in, out any) error {

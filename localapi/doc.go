@@ -1,4 +1,4 @@
-// Package localapi is the agent's local status and update API, served on
+// Package localapi is the agent's local status, update and enrollment API, served on
 // ui_listen (loopback): its JSON types, its HTTP handler, and the one
 // client every reader uses (the hubtunnel CLI, the self-updater's health
 // check, the benchmarks and the end-to-end tests).
@@ -7,6 +7,9 @@
 //	POST /api/update/check    CheckResponse (200, or 502 when the check failed)
 //	POST /api/update/install  InstallOptions in, InstallResponse out (202,
 //	                          409 while another update runs, 422 refused)
+//	POST /api/enroll          EnrollRequest in, EnrollResponse out (200, then
+//	                          the agent restarts; 409 while another
+//	                          enrollment runs, 422 refused)
 //
 // The handler must never answer a request whose Host is not this machine
 // by a loopback name or address (a page elsewhere could otherwise read or

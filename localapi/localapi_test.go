@@ -23,6 +23,8 @@ type fakeAgent struct {
 	checkErr   error
 	installErr error
 	installed  InstallOptions
+	enrollErr  error
+	code       string // the code Enroll got
 }
 
 func (f *fakeAgent) Status() Status {
@@ -43,6 +45,14 @@ func (f *fakeAgent) InstallUpdate(_ context.Context, opt InstallOptions) (string
 		return "", f.installErr
 	}
 	return "0.2.0", nil
+}
+
+func (f *fakeAgent) Enroll(_ context.Context, code string) (EnrollResponse, error) {
+	f.code = code
+	if f.enrollErr != nil {
+		return EnrollResponse{}, f.enrollErr
+	}
+	return EnrollResponse{Hub: "garage", URL: "https://garage.relay.example/", Relay: "relay.example:7443"}, nil
 }
 
 var _ Agent = (*fakeAgent)(nil)
@@ -77,6 +87,14 @@ func TestHandlerAnswers(t *testing.T) {
 		{"install refused", "POST", "/api/update/install", "", "application/json", "{}", &fakeAgent{installErr: errors.New("0.2.0 is already running")}, 422, "0.2.0 is already running"},
 		{"install without updater", "POST", "/api/update/install", "", "application/json", "{}", &fakeAgent{noUpdates: true}, 503, "updates need"},
 		{"install by GET", "GET", "/api/update/install", "", "", "", &fakeAgent{}, 405, ""},
+		{"enroll", "POST", "/api/enroll", "", "application/json", `{"code": "relay.example/7KQ4"}`, &fakeAgent{}, 200, `"hub": "garage"`},
+		{"enroll without updater", "POST", "/api/enroll", "", "application/json", `{"code": "c"}`, &fakeAgent{noUpdates: true}, 200, `"url": "https://garage.relay.example/"`},
+		{"enroll refused", "POST", "/api/enroll", "", "application/json", `{"code": "c"}`, &fakeAgent{enrollErr: errors.New("this code has expired")}, 422, `"error": "this code has expired"`},
+		{"enroll busy", "POST", "/api/enroll", "", "application/json", `{"code": "c"}`, &fakeAgent{enrollErr: ErrEnrolling}, 409, "another enrollment is in progress"},
+		{"enroll bad body", "POST", "/api/enroll", "", "application/json", `{"code": 7}`, &fakeAgent{}, 400, `"error": "body: `},
+		{"enroll from a form", "POST", "/api/enroll", "", "application/x-www-form-urlencoded", "code=c", &fakeAgent{}, 415, "want Content-Type: application/json"},
+		{"enroll through a rebound name", "POST", "/api/enroll", "evil.example", "application/json", `{"code": "c"}`, &fakeAgent{}, 403, "forbidden host"},
+		{"enroll by GET", "GET", "/api/enroll", "", "", "", &fakeAgent{}, 405, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv, _ := serve(t, c.agent)
@@ -107,7 +125,8 @@ func TestHandlerAnswers(t *testing.T) {
 func TestStatusJSON(t *testing.T) {
 	at := time.Date(2026, 11, 23, 3, 4, 5, 0, time.UTC)
 	st := Status{
-		State: StateConnected, Name: "home", Relay: "relay.example:7443", Transport: "tcp", TunnelIP: "100.96.0.2",
+		State: StateConnected, Name: "home", Relay: "relay.example:7443", URL: "https://home.relay.example/", Enrolled: at,
+		Transport: "tcp", TunnelIP: "100.96.0.2",
 		PublicKey: "pk", LastHandshake: at, ConnectedSince: at, LastError: "e", RelaySoftware: "hubrelay/1",
 		BytesRx: 1, BytesTx: 2, OverheadBytes: 3, SessionsActive: 4, SessionsTotal: 5, DroppedPackets: 6,
 		DNSSource: "system", DNSAnswer: []string{"192.0.2.1"}, Version: "0.1.0",
@@ -117,7 +136,8 @@ func TestStatusJSON(t *testing.T) {
 			LastResult: &UpdateResult{OK: false, From: "0.1.0", To: "0.2.0", Reason: "r", Time: at}},
 	}
 	b, _ := json.Marshal(st)
-	want := `{"state":"connected","name":"home","relay":"relay.example:7443","transport":"tcp","tunnel_ip":"100.96.0.2",` +
+	want := `{"state":"connected","name":"home","relay":"relay.example:7443","url":"https://home.relay.example/",` +
+		`"enrolled":"2026-11-23T03:04:05Z","transport":"tcp","tunnel_ip":"100.96.0.2",` +
 		`"public_key":"pk","last_handshake":"2026-11-23T03:04:05Z","connected_since":"2026-11-23T03:04:05Z","last_error":"e",` +
 		`"relay_software":"hubrelay/1","bytes_rx":1,"bytes_tx":2,"overhead_bytes":3,"sessions_active":4,"sessions_total":5,` +
 		`"dropped_packets":6,"dns_source":"system","dns_answer":["192.0.2.1"],"version":"0.1.0",` +
@@ -154,6 +174,13 @@ func TestClient(t *testing.T) {
 	}
 	if _, err := c.Install(ctx, InstallOptions{}); err == nil || err.Error() != "another update is in progress" {
 		t.Errorf("busy Install: %v", err)
+	}
+	if ans, err := c.Enroll(ctx, "relay.example/7KQ4-M2XD"); err != nil || ans.Hub != "garage" || ans.Relay != "relay.example:7443" || a.code != "relay.example/7KQ4-M2XD" {
+		t.Errorf("Enroll = %+v, %v; the agent got %q", ans, err, a.code)
+	}
+	a.enrollErr = errors.New("this code has been used already")
+	if ans, err := c.Enroll(ctx, "x"); err == nil || err.Error() != "this code has been used already" || ans.Hub != "" {
+		t.Errorf("refused Enroll = %+v, %v", ans, err)
 	}
 	a.noUpdates = true
 	if _, err := c.Check(ctx); err == nil || !strings.Contains(err.Error(), "updates need the agent to run from a config file") {

@@ -25,10 +25,17 @@ type Agent interface {
 	// installer; it returns the version being installed. An error that
 	// is ErrBusy (errors.Is) answers 409, any other 422.
 	InstallUpdate(ctx context.Context, opt InstallOptions) (string, error)
+	// Enroll enrolls the hub with an enrollment code and then restarts the
+	// agent to connect. Hub, URL and Relay of the answer are set; Error
+	// is not used. An error that is ErrBusy answers 409, any other 422.
+	Enroll(ctx context.Context, code string) (EnrollResponse, error)
 }
 
 // ErrBusy is an InstallUpdate error: another update is in progress.
 var ErrBusy = errors.New("another update is in progress")
+
+// ErrEnrolling is an Enroll error: another enrollment is in progress.
+var ErrEnrolling = errors.New("another enrollment is in progress")
 
 // Handler serves the API of agent a, whose ui_listen address is listen.
 func Handler(a Agent, listen string) http.Handler {
@@ -37,6 +44,7 @@ func Handler(a Agent, listen string) http.Handler {
 	mux.HandleFunc("GET /api/status", s.status)
 	mux.HandleFunc("POST /api/update/check", s.action(s.check))
 	mux.HandleFunc("POST /api/update/install", s.action(s.install))
+	mux.HandleFunc("POST /api/enroll", s.guard(s.enroll))
 	return mux
 }
 
@@ -85,22 +93,53 @@ func (s *server) install(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// action guards the API's actions: a loopback Host (against DNS
-// rebinding), a JSON body (a form on another site cannot send one without
-// asking first), and an updater to act on.
-func (s *server) action(h http.HandlerFunc) http.HandlerFunc {
+func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
+	var req EnrollRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, EnrollResponse{Error: "body: " + err.Error()})
+		return
+	}
+	// The exchange is bounded by the agent (enroll.DefaultTimeout); this
+	// only keeps a stuck one from holding the request for ever.
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	ans, err := s.a.Enroll(ctx, req.Code)
+	switch {
+	case errors.Is(err, ErrEnrolling):
+		writeJSON(w, http.StatusConflict, EnrollResponse{Error: err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, EnrollResponse{Error: err.Error()})
+	default:
+		ans.Error = ""
+		writeJSON(w, http.StatusOK, ans)
+	}
+}
+
+// guard guards the API's actions: a loopback Host (against DNS
+// rebinding) and a JSON body (a form on another site cannot send one
+// without asking first).
+func (s *server) guard(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case !s.localHost(r.Host):
 			http.Error(w, "forbidden host", http.StatusForbidden)
 		case r.Header.Get("Content-Type") != "application/json":
 			http.Error(w, "want Content-Type: application/json", http.StatusUnsupportedMediaType)
-		case s.a.Status().Update == nil:
-			writeJSON(w, http.StatusServiceUnavailable, errorResponse{"updates need the agent to run from a config file"})
 		default:
 			h(w, r)
 		}
 	}
+}
+
+// action guards the update actions: guard, and an updater to act on.
+func (s *server) action(h http.HandlerFunc) http.HandlerFunc {
+	return s.guard(func(w http.ResponseWriter, r *http.Request) {
+		if s.a.Status().Update == nil {
+			writeJSON(w, http.StatusServiceUnavailable, errorResponse{"updates need the agent to run from a config file"})
+			return
+		}
+		h(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

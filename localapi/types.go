@@ -8,9 +8,11 @@ import (
 
 // Status is what GET /api/status returns.
 type Status struct {
-	State          string        `json:"state"` // connecting | connected | disabled
+	State          string        `json:"state"` // unenrolled | connecting | connected | disabled
 	Name           string        `json:"name"`
 	Relay          string        `json:"relay"`
+	URL            string        `json:"url,omitempty"`     // the hub's WebUI through the relay, as the relay said when the hub enrolled
+	Enrolled       time.Time     `json:"enrolled,omitzero"` // when the hub enrolled; zero when the relay is set in the config file
 	Transport      string        `json:"transport"`
 	TunnelIP       string        `json:"tunnel_ip"`
 	PublicKey      string        `json:"public_key,omitempty"`
@@ -45,6 +47,7 @@ type CCUFirewallStatus struct {
 
 // The values of Status.State.
 const (
+	StateUnenrolled = "unenrolled" // no relay yet: the hub waits for an enrollment code
 	StateConnecting = "connecting"
 	StateConnected  = "connected"
 	StateDisabled   = "disabled"
@@ -100,4 +103,20 @@ type InstallResponse struct {
 // errorResponse is any other refusal of an action.
 type errorResponse struct {
 	Error string `json:"error"`
+}
+
+// EnrollRequest is the body of POST /api/enroll: the enrollment code as
+// the owner typed or pasted it.
+type EnrollRequest struct {
+	Code string `json:"code"`
+}
+
+// EnrollResponse is the answer to POST /api/enroll: the hub's name, its
+// WebUI's address through the relay and the relay, or why the hub did not
+// enroll. After a success the agent restarts to connect.
+type EnrollResponse struct {
+	Error string `json:"error,omitempty"`
+	Hub   string `json:"hub,omitempty"`
+	URL   string `json:"url,omitempty"`
+	Relay string `json:"relay,omitempty"`
 }

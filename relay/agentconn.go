@@ -160,6 +160,10 @@ func (s *Server) serveAgent(c net.Conn) {
 func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	ac.conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	n, err := ac.conn.ReadFrame(buf[:])
+	if err == nil && buf[0] == wire.TypeEnrollRequest {
+		s.serveEnroll(ac, buf[:n], buf) // a hub enrolling (enroll.go): nothing else follows
+		return nil
+	}
 	if err != nil || buf[0] != wire.TypeHello {
 		return nil // not an agent, or silent: drop it quietly
 	}

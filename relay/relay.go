@@ -93,6 +93,9 @@ type Server struct {
 	// once a minute.
 	storeErrLog logger.Logf
 
+	// enrollLimit counts enrollment attempts per source (enroll.go).
+	enrollLimit *enrollLimiter
+
 	stack *netstack.Stack
 	bind  *agentBind
 	// mac1 checks that an agent's handshake initiation was made for this
@@ -138,6 +141,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		agent:       map[*agentConn]struct{}{},
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
+	s.enrollLimit = newEnrollLimiter(now)
 	s.proxy = newHubProxy(s)
 	return s, nil
 }

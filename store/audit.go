@@ -37,6 +37,7 @@ const (
 	KindToken      = "token"       // a token made
 	KindHubConnect = "hub-connect" // a hub's agent came online
 	KindHubGone    = "hub-gone"    // a hub's agent went offline
+	KindEnroll     = "enroll"      // a hub enrolled with a code (Outcome ok or refused, Detail the agent's software or why), or a code made or withdrawn
 )
 
 // maxDetail bounds Detail, in bytes.

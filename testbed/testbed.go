@@ -139,6 +139,9 @@ func NewRelay(ports *loopback.Ports, dir, name string, o RelayOptions, hubs []Hu
 		fmt.Fprintf(&b, "releases_dir = %q\n", o.ReleasesDir)
 	}
 	fmt.Fprintf(&b, "agent_listen = \"127.0.0.1:%d\"\nagent_listen_udp = %q\ndomain = \"localhost\"\n", r.AgentPort, udpListen)
+	// Enrollment codes (MakeCode) name the agent port as the bed's agents
+	// reach it.
+	fmt.Fprintf(&b, "enroll_address = \"127.0.0.1:%d\"\n", r.AgentPort)
 	fmt.Fprintf(&b, "public_listen = \"127.0.0.1\"\nport_offset = %d\nprivate_key_file = %q\nstore = %q\n", r.Offset, keyFile, name+".db")
 	// A bed on loopback serves the plaintext ports (tests and bench's
 	// latency phase use 80 and 2001 without TLS) and lifts the per-address
@@ -197,6 +200,10 @@ type AgentSpec struct {
 	UI        string         // the status API; default a free loopback port
 	Targets   map[int]string // tunnel port → host:port on loopback
 	Extra     string         // TOML tables written after [targets], e.g. [dns]
+	// Unenrolled leaves out the hub's name, the relay, its key and the
+	// tunnel address: the agent waits for an enrollment code, and makes
+	// its key (hubtunnel.key beside Conf) when it enrolls.
+	Unenrolled bool
 }
 
 // Agent is an agent's config for one hub, written to Conf. The agent's
@@ -230,8 +237,11 @@ func NewAgent(ports *loopback.Ports, conf string, relay *Relay, hub Hub, spec Ag
 		proxy = "none"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "name = %q\nrelay = %q\nrelay_public_key = %q\nprivate_key_file = %q\n", hub.Name, relayAddr, relay.Key.Public(), hub.KeyFile)
-	fmt.Fprintf(&b, "tunnel_ip = %q\nui_listen = %q\nproxy = %q\ntransport = %q\n\n[targets]\n[targets.ports]\n", hub.TunnelIP, a.UI, proxy, transport)
+	if !spec.Unenrolled {
+		fmt.Fprintf(&b, "name = %q\nrelay = %q\nrelay_public_key = %q\nprivate_key_file = %q\n", hub.Name, relayAddr, relay.Key.Public(), hub.KeyFile)
+		fmt.Fprintf(&b, "tunnel_ip = %q\n", hub.TunnelIP)
+	}
+	fmt.Fprintf(&b, "ui_listen = %q\nproxy = %q\ntransport = %q\n\n[targets]\n[targets.ports]\n", a.UI, proxy, transport)
 	tports := make([]int, 0, len(spec.Targets))
 	for p := range spec.Targets {
 		tports = append(tports, p)

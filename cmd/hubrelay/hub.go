@@ -20,11 +20,23 @@ const hubUsage = `usage:
   hubrelay hub owner HUB --none [--config FILE]
                        give HUB to USER (the owner reaches all of it and grants
                        access), or leave it without an owner
+  hubrelay hub add HUB [--owner USER] [--ttl 24h] [--config FILE]
+                       make a one-time enrollment code for a new hub HUB: on the
+                       hub, hubtunnel enroll CODE (or the code pasted into the
+                       addon's settings page) registers it, and a running relay
+                       serves it at once. Valid for enroll_ttl (default 24h) or
+                       --ttl (1m to 30d). Run as the relay's user: it reads the
+                       relay's key file
   hubrelay hub add HUB --key PUBLIC_KEY [--tunnel-ip IP] [--owner USER] [--config FILE]
-                       serve a new hub: its agent's public key (hubtunnel pubkey),
-                       the next free tunnel address unless given; a running relay
-                       serves it at once. Print the agent's tunnel_ip to put in
-                       its config
+                       serve a new hub without a code: its agent's public key
+                       (hubtunnel pubkey), the next free tunnel address unless
+                       given; a running relay serves it at once. Print the agent's
+                       tunnel_ip to put in its config
+  hubrelay hub codes [--config FILE]
+                       list the enrollment codes: hub, owner, pending, used or
+                       expired, valid until, used from where
+  hubrelay hub withdraw HUB [--config FILE]
+                       take back the code waiting for HUB: it enrolls nothing
   hubrelay hub remove HUB [--config FILE]
                        stop serving HUB and forget it with its grants and tokens;
                        a running relay cuts it off at once
@@ -40,10 +52,10 @@ func (c cli) hub(in []string) error {
 	var a args
 	var err error
 	switch cmd {
-	case "list", "disable", "enable", "remove":
+	case "list", "disable", "enable", "remove", "codes", "withdraw":
 		a, err = parseArgs(in[1:], nil, nil)
 	case "add":
-		a, err = parseArgs(in[1:], []string{"key", "tunnel-ip", "owner"}, nil)
+		a, err = parseArgs(in[1:], []string{"key", "tunnel-ip", "owner", "ttl"}, nil)
 	case "owner":
 		a, err = parseArgs(in[1:], nil, []string{"none"})
 	default:
@@ -52,7 +64,7 @@ func (c cli) hub(in []string) error {
 	if err != nil {
 		return fmt.Errorf("%v\n%s", err, hubUsage)
 	}
-	want := map[string]int{"list": 0, "disable": 1, "enable": 1, "owner": 2, "add": 1, "remove": 1}[cmd]
+	want := map[string]int{"list": 0, "disable": 1, "enable": 1, "owner": 2, "add": 1, "remove": 1, "codes": 0, "withdraw": 1}[cmd]
 	if cmd == "owner" && a.on["none"] {
 		want = 1
 	}
@@ -72,7 +84,14 @@ func (c cli) hub(in []string) error {
 	case "list":
 		return c.hubList(ctx, db)
 	case "add":
+		if a.opt["key"] == "" {
+			return c.hubCode(ctx, cfg, db, a)
+		}
 		return c.hubAdd(ctx, cfg, db, a)
+	case "codes":
+		return c.hubCodes(ctx, cfg, db)
+	case "withdraw":
+		return c.hubWithdraw(ctx, db, a.rest[0])
 	}
 	h, err := lookHub(ctx, db, a.rest[0])
 	if err != nil {
@@ -177,8 +196,8 @@ func (c cli) hubAdd(ctx context.Context, cfg *relay.Config, db *store.Store, a a
 	if _, err := db.HubByName(ctx, name); err == nil {
 		return fmt.Errorf("there is a hub %q already (hubrelay hub list)", name)
 	}
-	if a.opt["key"] == "" {
-		return fmt.Errorf("give the hub's public key with --key (on the hub: hubtunnel pubkey < its key file)\n%s", hubUsage)
+	if a.opt["ttl"] != "" {
+		return errors.New("--ttl is for enrollment codes (hub add without --key); a hub added with --key is served until it is removed")
 	}
 	key, err := vpn.ParsePublicKey(a.opt["key"])
 	if err != nil {

@@ -32,6 +32,9 @@ const usage = `usage:
   hubrelay hub owner HUB USER|--none
   hubrelay hub disable|enable HUB
                                the hubs, their owners
+  hubrelay hub add HUB [--owner USER] [--ttl 24h]
+  hubrelay hub codes
+  hubrelay hub withdraw HUB    one-time enrollment codes for new hubs
   hubrelay version             print the version
 Every command but run and version takes --config FILE (default relay.toml)
 and works while the relay runs: it picks changes up at once. TIME is

@@ -28,6 +28,9 @@ import (
 const usage = `usage:
   hubtunnel run --config FILE [--syslog]
                                 run the agent (--syslog: log to the system log)
+  hubtunnel enroll CODE [--config FILE]
+                                join the relay whose portal made CODE (the
+                                running agent then restarts to connect)
   hubtunnel status [--config FILE] [--json]
                                 show what the running agent says: connected or
                                 why not, relay, data, updates (--json: as the API)
@@ -67,6 +70,8 @@ func main() {
 		err = pubkey(os.Stdin)
 	case "dns":
 		err = dnsTrace(os.Args[2:])
+	case "enroll":
+		err = enrollHub(os.Args[2:], os.Stdout)
 	case "status":
 		err = status(os.Args[2:])
 	case "update":
@@ -163,10 +168,10 @@ func run(args []string) (err error) {
 	select {
 	case <-sig:
 		return a.Close()
-	case bin := <-a.RestartRequested():
+	case r := <-a.RestartRequested():
 		a.Close()
-		logger.Printf("update: starting the installed version")
-		return syscall.Exec(bin, os.Args, os.Environ()) // same PID: the init script's pid file stays right
+		logger.Printf("%s", r.Why)
+		return syscall.Exec(r.Binary, os.Args, os.Environ()) // same PID: the init script's pid file stays right
 	}
 }
 

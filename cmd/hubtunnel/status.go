@@ -58,8 +58,19 @@ func writeStatus(w io.Writer, st localapi.Status, now time.Time) {
 		fmt.Fprintf(w, "%-16s %s\n", label+":", fmt.Sprintf(format, args...))
 	}
 	fmt.Fprintf(w, "hubtunnel %s: %s\n", st.Version, stateWords(st.State))
+	if st.State == localapi.StateUnenrolled {
+		line("this hub", "%s", st.Hub)
+		writeUpdate(line, st.Update, now)
+		return
+	}
 	if st.Name != "" {
 		line("hub name", "%s", st.Name)
+	}
+	if st.URL != "" {
+		line("WebUI", "%s", st.URL)
+	}
+	if !st.Enrolled.IsZero() {
+		line("enrolled", "%s", when(st.Enrolled, now))
 	}
 	relay := st.Relay + " over " + strings.ToUpper(st.Transport)
 	if st.RelaySoftware != "" {
@@ -142,6 +153,8 @@ func writeUpdate(line func(label, format string, args ...any), u *localapi.Updat
 // stateWords says what a Status.State means for the hub owner.
 func stateWords(state string) string {
 	switch state {
+	case localapi.StateUnenrolled:
+		return "not enrolled: enter the code from your relay's portal (hubtunnel enroll CODE, or the addon's settings page)"
 	case localapi.StateConnected:
 		return "connected: the hub is reachable through the relay"
 	case localapi.StateConnecting:

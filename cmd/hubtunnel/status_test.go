@@ -58,13 +58,26 @@ func TestWriteStatus(t *testing.T) {
 			"why not:         the relay is not accepting connections (is it running?)",
 			"last handshake:  never",
 			"relay address:   203.0.113.5 (the last good answer, kept on disk: no resolver answered)",
-		}, []string{"connected since:"}},
+		}, []string{"connected since:", "WebUI:", "enrolled:"}},
 		{"disabled", func(s *localapi.Status) {
 			*s = localapi.Status{State: localapi.StateDisabled, Relay: "relay.example.com:7443", Transport: "udp", Version: "0.1.0", Hub: hub}
 		}, []string{
 			"hubtunnel 0.1.0: switched off (enabled = false in the config)",
 			"relay:           relay.example.com:7443 over UDP",
 		}, []string{"hub name:", "data:", "last handshake:", "updates:"}},
+		{"unenrolled", func(s *localapi.Status) {
+			*s = localapi.Status{State: localapi.StateUnenrolled, Transport: "tcp", Version: "0.1.0", Hub: hub}
+		}, []string{
+			"hubtunnel 0.1.0: not enrolled: enter the code from your relay's portal (hubtunnel enroll CODE, or the addon's settings page)",
+			"this hub:        raspberrymatic 3.79.6.20241122 (Raspberry Pi 3 Model B Rev 1.2, arm64)",
+		}, []string{"relay:", "hub name:", "data:", "last handshake:", "tunnel address:"}},
+		{"enrolled", func(s *localapi.Status) {
+			s.URL, s.Enrolled = "https://home.relay.example.com/", now.Add(-26*time.Hour)
+		}, []string{
+			"hub name:        home",
+			"WebUI:           https://home.relay.example.com/",
+			"enrolled:        2026-11-30 14:08:05 (1d 2h ago)",
+		}, nil},
 		{"small numbers", func(s *localapi.Status) {
 			s.BytesRx, s.BytesTx, s.OverheadBytes, s.DroppedPackets = 0, 1023, 1024, 3
 			s.DNSSource, s.DNSAnswer = "", nil
