@@ -125,8 +125,8 @@ func (h *handler) addHub(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, "add hub", err)
 		return
 	}
-	h.audit(store.Event{Kind: KindEnrollCode, User: cur.user.Name, Hub: name, Source: source(r), Outcome: "made",
-		Detail: "valid until " + expires.UTC().Format(time.RFC3339)})
+	h.audit(store.Event{Kind: store.KindEnroll, User: cur.user.Name, Hub: name, Source: source(r), Outcome: "ok",
+		Detail: "enrollment code made, valid until " + expires.UTC().Format(time.RFC3339)})
 	nc := &newCode{Hub: name, Code: code, Command: "hubtunnel enroll " + code, QR: qr, Expires: expires}
 	p := h.newPage(r, cur, "")
 	h.renderHome(w, r, cur, p, http.StatusOK, func(v *homeView) { v.NewCode = nc })
@@ -164,6 +164,6 @@ func (h *handler) withdrawCode(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, "withdraw code", err)
 		return
 	}
-	h.audit(store.Event{Kind: KindEnrollCode, User: cur.user.Name, Hub: hub, Source: source(r), Outcome: "withdrawn"})
+	h.audit(store.Event{Kind: store.KindEnroll, User: cur.user.Name, Hub: hub, Source: source(r), Outcome: "ok", Detail: "enrollment code withdrawn"})
 	redirect(w, "/?ok=code-withdrawn")
 }

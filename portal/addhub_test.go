@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/enroll"
+	"github.com/hubtunnel/hubtunnel/store"
 )
 
 var enrollCodeRE = regexp.MustCompile(`id="enroll-code"[^>]*>([^<]+)</code>`)
@@ -57,8 +58,8 @@ func TestAddHubShowsTheCodeOnceWithItsQRCodeAndCommand(t *testing.T) {
 	if c.Hub != "garage" || c.Owner != "alice" || c.CreatedBy != "alice" || !c.Pending(e.clock.Now()) {
 		t.Fatalf("stored code %+v", c)
 	}
-	ev := e.eventsOf(KindEnrollCode)
-	if len(ev) != 1 || ev[0].User != "alice" || ev[0].Hub != "garage" || ev[0].Outcome != "made" || ev[0].Detail != "valid until 2026-06-02T12:00:00Z" {
+	ev := e.eventsOf(store.KindEnroll)
+	if len(ev) != 1 || ev[0].User != "alice" || ev[0].Hub != "garage" || ev[0].Outcome != "ok" || ev[0].Detail != "enrollment code made, valid until 2026-06-02T12:00:00Z" {
 		t.Fatalf("audit %+v", ev)
 	}
 
@@ -202,8 +203,8 @@ func TestWithdrawEndsTheCodeOnlyForItsOwner(t *testing.T) {
 	r = alice.get("/?ok=code-withdrawn")
 	wantIn(t, r.body, english.OkCodeWithdrawn)
 	wantNotIn(t, r.body, `id="waiting-garage"`, "data-reload")
-	ev := e.eventsOf(KindEnrollCode)
-	if len(ev) != 2 || ev[1].Outcome != "withdrawn" || ev[1].Hub != "garage" || ev[1].User != "alice" {
+	ev := e.eventsOf(store.KindEnroll)
+	if len(ev) != 2 || ev[1].Detail != "enrollment code withdrawn" || ev[1].Hub != "garage" || ev[1].User != "alice" {
 		t.Fatalf("audit %+v", ev)
 	}
 	// The name is free again.

@@ -115,16 +115,9 @@ const (
 	connectWait = 10 * time.Minute
 )
 
-// Audit kinds of the portal's own; store's Kind constants have none for
-// them.
-const (
-	// KindTOTP is TOTP turned on or off (Outcome "on" or "off").
-	KindTOTP = "totp"
-	// KindEnrollCode is an enrollment code made or withdrawn in the
-	// portal (Outcome "made" or "withdrawn"; Hub the name it is for,
-	// Detail until when it is valid). Never the code.
-	KindEnrollCode = "enroll-code"
-)
+// KindTOTP is the audit kind of TOTP turned on or off (Outcome "on" or
+// "off"); store's Kind constants have none for it.
+const KindTOTP = "totp"
 
 //go:embed templates/*.html
 var templateFS embed.FS

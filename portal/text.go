@@ -49,7 +49,7 @@ type text struct {
 
 	// Audit kinds.
 	KindLogin, KindLogout, KindSession, KindGrant, KindRevoke, KindToken string
-	KindHubConnect, KindHubGone, KindTOTP, KindEnrollCode                string
+	KindHubConnect, KindHubGone, KindTOTP, KindEnroll                    string
 
 	// Messages.
 	ErrInternal, ErrNotFound, ErrForbidden, ErrBadForm                                string
@@ -201,7 +201,7 @@ var english = text{
 	KindHubConnect: "hub online",
 	KindHubGone:    "hub offline",
 	KindTOTP:       "two-step login",
-	KindEnrollCode: "enrollment code",
+	KindEnroll:     "enrollment",
 
 	ErrInternal:           "The relay could not do this just now. Try again in a moment; if it keeps happening, tell the relay's operator.",
 	ErrNotFound:           "There is no page at this address.",
@@ -336,21 +336,21 @@ var german = text{
 	NoAudit: "Noch nichts aufgezeichnet.",
 
 	AddHub:           "Zentrale hinzufügen",
-	AddHubHint:       "Geben Sie der Zentrale einen Namen und Sie bekommen einen einmaligen Code. Auf der Zentrale eingegeben, meldet er sie bei diesem Relay als Ihre an: sonst ist nichts einzutippen.",
+	AddHubHint:       "Geben Sie der Zentrale einen Namen und Sie bekommen einen einmaligen Code. Auf der Zentrale eingegeben, registriert er sie bei diesem Relay als Ihre: Sonst ist nichts einzutippen.",
 	HubName:          "Name der Zentrale",
 	HubNameHint:      "Kleinbuchstaben, Ziffern und '-', zum Beispiel garage. Er wird Teil der Adresse der Zentrale:",
 	AddHubButton:     "Code erstellen",
-	NewCodeTitle:     "Anmeldecode für die Zentrale",
+	NewCodeTitle:     "Registrierungscode für die Zentrale",
 	NewCodeOnce:      "Er wird nur dieses eine Mal gezeigt: Kopieren oder notieren Sie ihn jetzt. Geht er verloren, ziehen Sie ihn unten zurück und erstellen Sie einen neuen.",
 	NewCodeValid:     "Gültig bis",
 	NewCodeWorksOnce: "nur einmal verwendbar",
 	NewCodeAddon:     "Auf der Zentrale: Einstellungen > Systemsteuerung > hubtunnel öffnen und den Code dort einfügen.",
 	NewCodeQR:        "Oder mit dem Telefon scannen und auf der hubtunnel-Seite der Zentrale einfügen.",
 	NewCodeCommand:   "Oder auf der Kommandozeile der Zentrale:",
-	NewCodeDone:      "Fertig: zurück zu meinen Zentralen. Dort erscheint die Zentrale, sobald sie angemeldet ist.",
-	Waiting:          "Warten auf Anmeldung",
+	NewCodeDone:      "Fertig: zurück zu meinen Zentralen. Dort erscheint die Zentrale, sobald sie registriert ist.",
+	Waiting:          "Warten auf Registrierung",
 	WaitingCode:      "wartet auf ihren Code",
-	WaitingConnect:   "angemeldet, wartet auf Verbindung",
+	WaitingConnect:   "registriert, wartet auf Verbindung",
 	WaitingHint:      "Diese Seite sieht alle 5 Sekunden neu nach.",
 	Withdraw:         "Zurückziehen",
 
@@ -378,7 +378,7 @@ var german = text{
 	KindHubConnect: "Zentrale online",
 	KindHubGone:    "Zentrale offline",
 	KindTOTP:       "Zwei Schritte",
-	KindEnrollCode: "Anmeldecode",
+	KindEnroll:     "Registrierung",
 
 	ErrInternal:           "Das Relay konnte das gerade nicht erledigen. Versuchen Sie es gleich noch einmal; wenn es so bleibt, sagen Sie dem Betreiber des Relays Bescheid.",
 	ErrNotFound:           "Unter dieser Adresse gibt es keine Seite.",
@@ -464,8 +464,8 @@ func kindName(l *text, kind string) string {
 		return l.KindHubGone
 	case KindTOTP:
 		return l.KindTOTP
-	case KindEnrollCode:
-		return l.KindEnrollCode
+	case store.KindEnroll:
+		return l.KindEnroll
 	}
 	return kind
 }
