@@ -261,11 +261,19 @@ func TestEnroll(t *testing.T) {
 	s.mustGetWebUIOf("attic")
 	s.relay.stop(t)
 	s.relay = s.startRelay("relay-restarted")
-	attic.waitConnected(t)
-	garage.waitConnected(t)
-	s.mustGetWebUIOf("attic")
-	s.mustGetWebUIOf("garage")
-	s.mustGetWebUI()
+	for _, hub := range []string{"attic", "garage", "demo"} {
+		s.waitWebUIOf(hub)
+	}
+}
+
+// waitWebUIOf waits until hub's WebUI page loads through the relay, as
+// after a relay restart.
+func (s *hubSetup) waitWebUIOf(hub string) {
+	s.t.Helper()
+	poll.Until(s.t, 15*time.Second, hub+"'s WebUI to load through the relay", func() bool {
+		code, body, err := s.get(s.url("http", hub, 80, "/"))
+		return err == nil && code == 200 && strings.Contains(body, "HomeMatic WebUI")
+	})
 }
 
 // TestEnrollThroughProxy: a hub that reaches the internet only through an

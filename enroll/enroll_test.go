@@ -221,7 +221,8 @@ func TestSecretsDeriveFromTheRelayKey(t *testing.T) {
 	k1, _ := vpn.GeneratePrivateKey()
 	k2, _ := vpn.GeneratePrivateKey()
 	seed := [16]byte{1, 2, 3}
-	if DeriveSecret(k1, seed) != DeriveSecret(k1, seed) || DeriveSecret(k1, seed) == DeriveSecret(k2, seed) || DeriveSecret(k1, seed) == DeriveSecret(k1, [16]byte{4}) {
+	first, again := DeriveSecret(k1, seed), DeriveSecret(k1, seed)
+	if first != again || first == DeriveSecret(k2, seed) || first == DeriveSecret(k1, [16]byte{4}) {
 		t.Fatal("DeriveSecret must be a function of both the key and the seed")
 	}
 }
