@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 // The browser tests look at the relay as a person does: Debian's headless
@@ -112,7 +115,8 @@ func addUser(t *testing.T, s *hubSetup, name string) string {
 }
 
 // TestBrowser is a person at the relay with Chromium: the login, the hub's
-// WebUI behind it, the logout, TOTP, and the pages in German and English.
+// WebUI behind it, the logout, TOTP, the pages in German and English, and
+// adding a hub whose agent enrolls with the code the page shows.
 // The screenshots stay in the artifacts folder.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
@@ -154,6 +158,39 @@ func TestBrowser(t *testing.T) {
 			"the portal's home (de) lists hub demo", "screenshot",
 			"the portal's home (en) lists hub demo", "screenshot",
 			"the hub's link on the portal opens its WebUI without a second login")
+	})
+	t.Run("add hub", func(t *testing.T) {
+		// A hub whose agent runs, not enrolled yet: the owner adds it on
+		// the portal and types the code shown there on the hub.
+		garage := s.newcomer("garage", "")
+		garage.start(s)
+		poll.Until(t, 10*time.Second, "garage's agent to say it is not enrolled", func() bool {
+			if !garage.agent.alive() {
+				t.Fatalf("garage's agent exited: %v", garage.agent.err)
+			}
+			st, err := localapi.NewClient(garage.ui).Status(context.Background())
+			return err == nil && st.State == localapi.StateUnenrolled
+		})
+		demoServed := s.keepFetching()
+		b.run(t, "addhub", map[string]string{
+			"HT_PORTAL": portal, "HT_USER": s.bed.Owner, "HT_PASSWORD": s.bed.OwnerPassword,
+			"HT_HUB": "garage", "HT_HUBTUNNEL": bin.hubtunnel, "HT_AGENT_CONFIG": garage.conf,
+		},
+			"a bad name is refused beside the field",
+			"the code is shown large, as a QR code and as a command line", "screenshot",
+			"garage waits for enrollment; the code is not shown again",
+			"hubtunnel enroll with the code from the page",
+			"garage turns online on the page by itself", "screenshot")
+		if demoServed() == 0 {
+			t.Error("no request reached hub demo while garage was added")
+		}
+		// The hub the page showed online is the real one: its agent is
+		// connected as garage, and its WebUI answers through the relay.
+		garage.waitConnected(t)
+		if err := s.bed.AddToken("garage"); err != nil {
+			t.Fatal(err)
+		}
+		s.mustGetWebUIOf("garage")
 	})
 	t.Run("totp", func(t *testing.T) {
 		// An account of its own: TOTP, once on, stays on for the others' flows.

@@ -49,7 +49,7 @@ func (h *handler) renderTOTP(w http.ResponseWriter, r *http.Request, cur *sessio
 			secret = newTOTPSecret()
 			h.enrols.set(cur.ID, secret, h.now())
 		}
-		qr, err := qrSVG(otpauthURL(cur.user.Name, secret))
+		qr, err := qrSVG("totp-qr", otpauthURL(cur.user.Name, secret))
 		if err != nil {
 			h.fail(w, r, "totp", err)
 			return

@@ -27,6 +27,10 @@ type homeView struct {
 	Audit     []store.Event
 	HasTOTP   bool
 	NewToken  *newToken
+	Add       *addView     // nil: no "Add a hub" (Config.EnrollCode unset)
+	Waiting   []waitingRow // hubs not online yet: codes waiting, or enrolled and not connected
+	NewCode   *newCode
+	Domain    string
 }
 
 type hubRow struct {
@@ -60,6 +64,7 @@ var notices = map[string]func(*text) string{
 	"session-revoked": func(l *text) string { return l.OkSessionRevoked },
 	"totp-on":         func(l *text) string { return l.OkTOTPOn },
 	"totp-off":        func(l *text) string { return l.OkTOTPOff },
+	"code-withdrawn":  func(l *text) string { return l.OkCodeWithdrawn },
 }
 
 // home is GET /.
@@ -80,27 +85,39 @@ func (h *handler) home(w http.ResponseWriter, r *http.Request) {
 	h.renderHome(w, r, cur, p, http.StatusOK, nil)
 }
 
-// renderHome draws the home page for cur, with p's messages.
-func (h *handler) renderHome(w http.ResponseWriter, r *http.Request, cur *session, p *page, status int, nt *newToken) {
+// renderHome draws the home page for cur, with p's messages and what
+// extra (nil: nothing) adds: a secret to show once, a form's problem. A
+// plain GET of it reloads itself while a hub of the user's waits.
+func (h *handler) renderHome(w http.ResponseWriter, r *http.Request, cur *session, p *page, status int, extra func(*homeView)) {
 	v, err := h.homeView(r.Context(), cur)
 	if err != nil {
 		h.fail(w, r, "home", err)
 		return
 	}
-	v.NewToken = nt
+	if extra != nil {
+		extra(v)
+	}
 	p.Title, p.Home = p.L.TitleHome, v
+	if r.Method == http.MethodGet && len(v.Waiting) > 0 {
+		p.Reload = reloadEvery
+	}
 	h.render(w, status, "home", p)
 }
 
 func (h *handler) homeView(ctx context.Context, cur *session) (*homeView, error) {
 	now := h.now()
-	v := &homeView{HasTOTP: cur.user.HasTOTP}
+	v := &homeView{HasTOTP: cur.user.HasTOTP, Domain: h.c.Domain}
+	if h.c.EnrollCode != nil {
+		v.Add = &addView{Example: h.c.HubURL("garage")}
+	}
 	owned, err := h.st.HubsOwnedBy(ctx, cur.user.ID)
 	if err != nil {
 		return nil, err
 	}
 	var names []string
+	isOwned := map[string]bool{}
 	for _, hub := range owned {
+		isOwned[hub.Name] = true
 		v.Hubs = append(v.Hubs, hubRow{Hub: hub, URL: h.c.HubURL(hub.Name), Online: h.c.Online(hub.Name)})
 		names = append(names, hub.Name)
 		if !hub.Disabled {
@@ -119,6 +136,11 @@ func (h *handler) homeView(ctx context.Context, cur *session) (*homeView, error)
 		}
 		v.Tokens = append(v.Tokens, ts...)
 	}
+	codes, err := h.st.EnrollCodes(ctx, cur.user.ID)
+	if err != nil {
+		return nil, err
+	}
+	v.Waiting = h.waiting(codes, isOwned, now)
 	granted, err := h.st.GrantsOfUser(ctx, cur.user.Name)
 	if err != nil {
 		return nil, err
@@ -306,7 +328,8 @@ func (h *handler) makeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	h.audit(store.Event{Kind: store.KindToken, User: cur.user.Name, TokenID: t.ID, Hub: hub, Source: source(r), Outcome: "ok", Detail: detail})
 	p := h.newPage(r, cur, "")
-	h.renderHome(w, r, cur, p, http.StatusOK, h.newTokenView(p.L, secret, t))
+	nt := h.newTokenView(p.L, secret, t)
+	h.renderHome(w, r, cur, p, http.StatusOK, func(v *homeView) { v.NewToken = nt })
 }
 
 // revokeToken is POST /token/revoke: id. A token may be revoked by the

@@ -238,13 +238,16 @@ func TestEveryChangeNeedsTheSessionsCSRFTokenAndTheSameOrigin(t *testing.T) {
 			t.Errorf("%s: %s", c.name, r.Status)
 		}
 	}
-	for _, path := range []string{"/grant/revoke", "/token", "/token/revoke", "/session/revoke", "/totp", "/totp/off", "/logout"} {
-		if r := alice.post(path, "hub", "home", "id", "1"); r.StatusCode != http.StatusForbidden {
+	for _, path := range []string{"/grant/revoke", "/token", "/token/revoke", "/session/revoke", "/totp", "/totp/off", "/logout", "/hub/add", "/hub/withdraw"} {
+		if r := alice.post(path, "hub", "home", "id", "1", "name", "garage"); r.StatusCode != http.StatusForbidden {
 			t.Errorf("%s without a token: %s", path, r.Status)
 		}
 	}
 	if gs, _ := e.st.GrantsOnHub(ctx, "home"); len(gs) != 0 {
 		t.Fatalf("a refused form granted: %+v", gs)
+	}
+	if cs, _ := e.st.EnrollCodes(ctx, 0); len(cs) != 0 {
+		t.Fatalf("a refused form made an enrollment code: %+v", cs)
 	}
 	// The right token from the same origin, with an explicit port, works.
 	r := alice.do(http.MethodPost, "/grant", formOf(append([]string{"csrf", csrf}, grant...)...), "Origin", "http://RELAY.test:80")

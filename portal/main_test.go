@@ -2,6 +2,8 @@ package portal
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"html"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/enroll"
 	"github.com/hubtunnel/hubtunnel/store"
 )
 
@@ -34,7 +37,8 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // Accounts of every test: alice owns the hubs home and cabin, bob and
-// carol own nothing, dave is disabled.
+// carol own nothing, dave is disabled. Every user may add hubs
+// (env.enrollCode).
 const (
 	domain     = "hubs.test"
 	publicHost = "relay.test"
@@ -101,8 +105,9 @@ func newEnv(t *testing.T, opts ...func(*Config)) *env {
 			e.mu.Unlock()
 			check(t, e.st.Append(ctx, ev))
 		},
-		Now:  e.clock.Now,
-		Logf: e.logf,
+		EnrollCode: e.enrollCode,
+		Now:        e.clock.Now,
+		Logf:       e.logf,
 	}
 	for _, o := range opts {
 		o(&c)
@@ -113,6 +118,37 @@ func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	}
 	t.Cleanup(e.checkNoSecrets)
 	return e
+}
+
+// relayAgentAddr is the agent address the test relay writes into its
+// enrollment codes.
+const relayAgentAddr = "relay.test:8443"
+
+// enrollCode makes a code as the relay's MakeEnrollCode does (package
+// relay imports this one): a real code, kept in the store by its ID and a
+// seed, valid for 24 hours.
+func (e *env) enrollCode(ctx context.Context, hub, owner string) (string, time.Time, error) {
+	var secret [enroll.SecretLen]byte
+	var seed [16]byte
+	rand.Read(secret[:])
+	rand.Read(seed[:])
+	code, err := enroll.New(relayAgentAddr, secret)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	id := code.ID()
+	rec, err := e.st.CreateEnrollCode(ctx, store.EnrollSpec{
+		ID: hex.EncodeToString(id[:]), Seed: hex.EncodeToString(seed[:]), RelayKey: "relay-key",
+		Hub: hub, Owner: owner, CreatedBy: owner, Expires: e.clock.Now().Add(24 * time.Hour),
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	s := code.String()
+	e.secret(s)
+	e.secret(s[strings.LastIndexByte(s, '/')+1:])
+	e.secret(rec.ID)
+	return s, rec.Expires, nil
 }
 
 func (e *env) logf(format string, args ...any) {

@@ -1,7 +1,9 @@
 // Package portal is the relay's web pages for people: the login (password,
 // then a TOTP code for accounts that have one), TOTP enrolment with a QR
 // code, logout, and the home page of a logged-in user — their hubs, who
-// may reach them, app tokens, sessions and the audit log of their hubs.
+// may reach them, app tokens, sessions and the audit log of their hubs —
+// where they also add a hub: a one-time enrollment code, shown once
+// (addhub.go).
 // It is a plain http.Handler that the relay mounts for its portal host
 // (public_host) on the WebUI ports; the access-control contract it keeps
 // is design-auth.md's.
@@ -21,7 +23,8 @@
 //     hand-off on the hub host (Config.Handoff, Config.HandoffURL) or home.
 //
 // What it must never do: put a password, a session secret, an app token, a
-// TOTP secret or code, or a cookie into a log line or an audit record;
+// TOTP secret or code, an enrollment code, or a cookie into a log line or
+// an audit record;
 // redirect anywhere but to this relay's hosts; change anything for a POST
 // that lacks the session's CSRF token or comes from another origin; load
 // anything from outside the relay (strict Content-Security-Policy).
@@ -38,6 +41,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
@@ -75,6 +79,12 @@ type Config struct {
 	// HandoffURL is hubHost's /.hubtunnel/auth URL for code, returning to
 	// next (a path with its query). Default: https://hubHost/.hubtunnel/auth?…
 	HandoffURL func(hubHost, code, next string) string
+	// EnrollCode makes a one-time enrollment code for a new hub called
+	// hub that owner will own, and returns it as a person types it
+	// (enroll.Code's String) with when it expires. A name that a hub or
+	// a waiting code has is an error wrapping store.ErrExists. Default
+	// nil: the home page offers no "Add a hub".
+	EnrollCode func(ctx context.Context, hub, owner string) (code string, expires time.Time, err error)
 	// Audit records an event; it must not block. Default: appended to
 	// Store synchronously.
 	Audit func(store.Event)
@@ -94,6 +104,15 @@ const (
 	auditRows = 200
 	// maxLabel bounds a token's label, in bytes.
 	maxLabel = 64
+	// maxWaitingCodes is how many enrollment codes a user may have
+	// waiting (made, neither used nor expired) at once.
+	maxWaitingCodes = 5
+	// reloadEvery is how often the home page looks again while one of the
+	// user's hubs waits to enroll or to connect, in seconds.
+	reloadEvery = 5
+	// connectWait is how long after its enrollment a hub that has not
+	// connected yet is still listed as waiting (and the page reloads).
+	connectWait = 10 * time.Minute
 )
 
 // KindTOTP is the audit kind of TOTP turned on or off (Outcome "on" or
@@ -119,6 +138,9 @@ type handler struct {
 	logins *pendingLogins
 	enrols *pendingEnrols
 	csp    string
+	// adding serialises counting a user's waiting codes and making one,
+	// so that two forms sent at once cannot pass the limit together.
+	adding sync.Mutex
 }
 
 // New makes the portal's handler.
@@ -197,6 +219,8 @@ func New(c Config) (http.Handler, error) {
 	m.HandleFunc("POST /token", h.makeToken)
 	m.HandleFunc("POST /token/revoke", h.revokeToken)
 	m.HandleFunc("POST /session/revoke", h.revokeSession)
+	m.HandleFunc("POST /hub/add", h.addHub)
+	m.HandleFunc("POST /hub/withdraw", h.withdrawCode)
 	m.Handle("GET /assets/{file}", files) // files only: no listing of the folder
 	m.HandleFunc("/", h.notFound)
 	h.mux = m

@@ -12,11 +12,11 @@ import (
 // need (the standard's four).
 const qrQuiet = 4
 
-// qrSVG draws text as a QR code in an inline SVG: one path of the dark
-// modules, each row's runs merged, drawn in module units and scaled by the
-// browser. Inline, it needs no image source in the Content-Security-Policy
-// and nothing leaves the page.
-func qrSVG(text string) (template.HTML, error) {
+// qrSVG draws text as a QR code in an inline SVG with the element id id:
+// one path of the dark modules, each row's runs merged, drawn in module
+// units and scaled by the browser. Inline, it needs no image source in the
+// Content-Security-Policy and nothing leaves the page.
+func qrSVG(id, text string) (template.HTML, error) {
 	code, err := qr.EncodeText(text, qr.Medium)
 	if err != nil {
 		return "", fmt.Errorf("portal: QR code: %w", err)
@@ -38,7 +38,7 @@ func qrSVG(text string) (template.HTML, error) {
 		}
 	}
 	size := n + 2*qrQuiet
-	return template.HTML(fmt.Sprintf(`<svg id="totp-qr" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d" shape-rendering="crispEdges" role="img">`+
+	return template.HTML(fmt.Sprintf(`<svg id="%s" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d" shape-rendering="crispEdges" role="img">`+
 		`<rect width="%d" height="%d" fill="#fff"/><path fill="#000" d="%s"/></svg>`,
-		size, size, size*5, size*5, size, size, d.String())), nil
+		id, size, size, size*5, size*5, size, size, d.String())), nil
 }

@@ -27,6 +27,7 @@ type page struct {
 	Error   string
 	Notice  string
 	Message string // the error page's text
+	Reload  int    // seconds after which the page loads itself again; 0: never
 
 	Name    string // login: the user name typed
 	Next    string // login: where to go afterwards

@@ -36,6 +36,12 @@ type text struct {
 	Account, Sessions, From, ThisSession                                                        string
 	Audit, When, What, Who, Port, Outcome, Detail, Bytes, NoAudit                               string
 
+	// Adding a hub.
+	AddHub, AddHubHint, HubName, HubNameHint, AddHubButton                  string
+	NewCodeTitle, NewCodeOnce, NewCodeValid, NewCodeWorksOnce, NewCodeAddon string
+	NewCodeQR, NewCodeCommand, NewCodeDone                                  string
+	Waiting, WaitingCode, WaitingConnect, WaitingHint, Withdraw             string
+
 	// The copy-paste lines of a new token.
 	LinePython, LinePythonNoDNS, LineCurl, LineHomeAssistant, LineIoBroker  string
 	LineWebUI, LineScript                                                   string
@@ -43,7 +49,7 @@ type text struct {
 
 	// Audit kinds.
 	KindLogin, KindLogout, KindSession, KindGrant, KindRevoke, KindToken string
-	KindHubConnect, KindHubGone, KindTOTP                                string
+	KindHubConnect, KindHubGone, KindTOTP, KindEnroll                    string
 
 	// Messages.
 	ErrInternal, ErrNotFound, ErrForbidden, ErrBadForm                                string
@@ -52,6 +58,7 @@ type text struct {
 	ErrNotYourHub, ErrNoPorts, ErrBadTime, ErrPastTime, ErrGrantSelf, ErrNoSuchUser   string
 	ErrNoSuchGrant, ErrTokenNotAllowed, ErrNoSuchToken, ErrNoSuchSession, ErrBadLabel string
 	OkGrant, OkGrantRevoked, OkTokenRevoked, OkSessionRevoked, OkTOTPOn, OkTOTPOff    string
+	ErrHubName, ErrHubNameTaken, ErrTooManyCodes, ErrNoSuchCode, OkCodeWithdrawn      string
 }
 
 var english = text{
@@ -151,6 +158,25 @@ var english = text{
 	Bytes:   "Bytes",
 	NoAudit: "Nothing recorded yet.",
 
+	AddHub:           "Add a hub",
+	AddHubHint:       "Name the hub, and you get a one-time code. Enter it on the hub and it joins this relay as yours: nothing else to type.",
+	HubName:          "Name of the hub",
+	HubNameHint:      "Lower-case letters, digits and '-', for example garage. It becomes the hub's address:",
+	AddHubButton:     "Get a code",
+	NewCodeTitle:     "Enrollment code for hub",
+	NewCodeOnce:      "Shown only this once: copy it or write it down now. If you lose it, withdraw it below and get a new one.",
+	NewCodeValid:     "Valid until",
+	NewCodeWorksOnce: "works once",
+	NewCodeAddon:     "On the hub: open Settings > Control panel > hubtunnel and paste the code there.",
+	NewCodeQR:        "Or scan it with your phone, then paste it on the hub's hubtunnel page.",
+	NewCodeCommand:   "Or on the hub's command line:",
+	NewCodeDone:      "Done: back to my hubs. The hub shows there once it has enrolled.",
+	Waiting:          "Waiting for enrollment",
+	WaitingCode:      "waiting for its code",
+	WaitingConnect:   "enrolled, waiting for it to connect",
+	WaitingHint:      "This page looks again every 5 seconds.",
+	Withdraw:         "Withdraw",
+
 	LinePython:        "Python (xmlrpc.client)",
 	LinePythonNoDNS:   "Python, with the relay's own name (where NAME.domain does not resolve)",
 	LineCurl:          "curl",
@@ -175,6 +201,7 @@ var english = text{
 	KindHubConnect: "hub online",
 	KindHubGone:    "hub offline",
 	KindTOTP:       "two-step login",
+	KindEnroll:     "enrollment",
 
 	ErrInternal:           "The relay could not do this just now. Try again in a moment; if it keeps happening, tell the relay's operator.",
 	ErrNotFound:           "There is no page at this address.",
@@ -204,6 +231,11 @@ var english = text{
 	OkSessionRevoked:      "That login was ended.",
 	OkTOTPOn:              "Two-step login is on.",
 	OkTOTPOff:             "Two-step login is off.",
+	ErrHubName:            "A hub's name is lower-case letters, digits and '-' (at most 63, not starting or ending with '-'), for example garage.",
+	ErrHubNameTaken:       "That name is taken: a hub has it, or a code for it is waiting. Pick another name, or withdraw the waiting code.",
+	ErrTooManyCodes:       "You have 5 codes waiting to be used. Use or withdraw one before you get another.",
+	ErrNoSuchCode:         "There is no waiting code of yours for that hub.",
+	OkCodeWithdrawn:       "Code withdrawn: it no longer works.",
 }
 
 var german = text{
@@ -303,6 +335,25 @@ var german = text{
 	Bytes:   "Bytes",
 	NoAudit: "Noch nichts aufgezeichnet.",
 
+	AddHub:           "Zentrale hinzufügen",
+	AddHubHint:       "Geben Sie der Zentrale einen Namen und Sie bekommen einen einmaligen Code. Auf der Zentrale eingegeben, registriert er sie bei diesem Relay als Ihre: Sonst ist nichts einzutippen.",
+	HubName:          "Name der Zentrale",
+	HubNameHint:      "Kleinbuchstaben, Ziffern und '-', zum Beispiel garage. Er wird Teil der Adresse der Zentrale:",
+	AddHubButton:     "Code erstellen",
+	NewCodeTitle:     "Registrierungscode für die Zentrale",
+	NewCodeOnce:      "Er wird nur dieses eine Mal gezeigt: Kopieren oder notieren Sie ihn jetzt. Geht er verloren, ziehen Sie ihn unten zurück und erstellen Sie einen neuen.",
+	NewCodeValid:     "Gültig bis",
+	NewCodeWorksOnce: "nur einmal verwendbar",
+	NewCodeAddon:     "Auf der Zentrale: Einstellungen > Systemsteuerung > hubtunnel öffnen und den Code dort einfügen.",
+	NewCodeQR:        "Oder mit dem Telefon scannen und auf der hubtunnel-Seite der Zentrale einfügen.",
+	NewCodeCommand:   "Oder auf der Kommandozeile der Zentrale:",
+	NewCodeDone:      "Fertig: zurück zu meinen Zentralen. Dort erscheint die Zentrale, sobald sie registriert ist.",
+	Waiting:          "Warten auf Registrierung",
+	WaitingCode:      "wartet auf ihren Code",
+	WaitingConnect:   "registriert, wartet auf Verbindung",
+	WaitingHint:      "Diese Seite sieht alle 5 Sekunden neu nach.",
+	Withdraw:         "Zurückziehen",
+
 	LinePython:        "Python (xmlrpc.client)",
 	LinePythonNoDNS:   "Python, mit dem Namen des Relays (wo NAME.domain nicht auflöst)",
 	LineCurl:          "curl",
@@ -327,6 +378,7 @@ var german = text{
 	KindHubConnect: "Zentrale online",
 	KindHubGone:    "Zentrale offline",
 	KindTOTP:       "Zwei Schritte",
+	KindEnroll:     "Registrierung",
 
 	ErrInternal:           "Das Relay konnte das gerade nicht erledigen. Versuchen Sie es gleich noch einmal; wenn es so bleibt, sagen Sie dem Betreiber des Relays Bescheid.",
 	ErrNotFound:           "Unter dieser Adresse gibt es keine Seite.",
@@ -356,6 +408,11 @@ var german = text{
 	OkSessionRevoked:      "Diese Anmeldung wurde beendet.",
 	OkTOTPOn:              "Anmeldung in zwei Schritten ist an.",
 	OkTOTPOff:             "Anmeldung in zwei Schritten ist aus.",
+	ErrHubName:            "Der Name einer Zentrale besteht aus Kleinbuchstaben, Ziffern und '-' (höchstens 63, nicht mit '-' am Anfang oder Ende), zum Beispiel garage.",
+	ErrHubNameTaken:       "Dieser Name ist vergeben: Eine Zentrale hat ihn, oder ein Code dafür wartet. Wählen Sie einen anderen Namen oder ziehen Sie den wartenden Code zurück.",
+	ErrTooManyCodes:       "Sie haben 5 Codes, die auf ihre Verwendung warten. Verwenden Sie einen oder ziehen Sie einen zurück, bevor Sie einen neuen erstellen.",
+	ErrNoSuchCode:         "Für diese Zentrale wartet kein Code von Ihnen.",
+	OkCodeWithdrawn:       "Code zurückgezogen: Er funktioniert nicht mehr.",
 }
 
 // language picks the page language from Accept-Language: German when the
@@ -407,6 +464,8 @@ func kindName(l *text, kind string) string {
 		return l.KindHubGone
 	case KindTOTP:
 		return l.KindTOTP
+	case store.KindEnroll:
+		return l.KindEnroll
 	}
 	return kind
 }

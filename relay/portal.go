@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/portal"
 	"github.com/hubtunnel/hubtunnel/store"
@@ -25,8 +27,8 @@ func (p portals) handler(secure bool) http.Handler {
 }
 
 // newPortals makes the portal's handlers, wired to this relay: its store
-// and clock, its hubs' online state, the hand-off to hub hosts and the
-// audit writer.
+// and clock, its hubs' online state, the hand-off to hub hosts, the
+// enrollment codes owners make and the audit writer.
 func (s *Server) newPortals() (portals, error) {
 	mk := func(secure bool) (http.Handler, error) {
 		return portal.New(portal.Config{
@@ -51,6 +53,15 @@ func (s *Server) newPortals() (portals, error) {
 			HandoffURL: func(hubHost, code, next string) string {
 				host := s.classify(hubHost)
 				return s.hubOrigin(host.hub, secure) + relayPath + "auth?code=" + url.QueryEscape(code) + "&next=" + url.QueryEscape(next)
+			},
+			// An owner's code for a hub they will own; the portal shows
+			// it once and keeps it nowhere.
+			EnrollCode: func(ctx context.Context, hub, owner string) (string, time.Time, error) {
+				code, rec, err := s.NewEnrollCode(ctx, CodeSpec{Hub: hub, Owner: owner, CreatedBy: owner})
+				if err != nil {
+					return "", time.Time{}, err
+				}
+				return code.String(), rec.Expires, nil
 			},
 			Audit: func(e store.Event) {
 				s.audit.add(e)

@@ -81,9 +81,10 @@ export async function newContext(browser, locale = 'en-US') {
 }
 
 // secrets are the portal's elements that show a secret (a TOTP secret, as
-// text and as a QR code; a new app token and its copy-paste lines): every
-// screenshot paints them over.
-const secrets = '#totp-secret, figure.qr, main svg, main img[src^="data:"], #token-secret, [id^="token-line-"]';
+// text and as a QR code; a new app token and its copy-paste lines; an
+// enrollment code, its QR code and its command line): every screenshot
+// paints them over.
+const secrets = '#totp-secret, figure.qr, main svg, main img[src^="data:"], #token-secret, [id^="token-line-"], #enroll-code, #enroll-command';
 
 // shot keeps a screenshot of page as <name>.png in the artifacts folder.
 export async function shot(page, name) {

@@ -1,5 +1,6 @@
 // hubtunnel portal: times in the browser's own zone, the zone of the date
-// fields, copy buttons. Every page works without it.
+// fields, copy buttons, the reload while a hub waits. Every page works
+// without it.
 'use strict';
 document.addEventListener('DOMContentLoaded', () => {
   const lang = document.documentElement.lang || undefined;
@@ -24,5 +25,13 @@ document.addEventListener('DOMContentLoaded', () => {
       const el = document.getElementById(b.dataset.copy);
       if (el) navigator.clipboard.writeText(el.textContent).then(() => { b.textContent = '✓'; });
     });
+  }
+  // While a hub waits to enroll or to connect, the page looks again every
+  // few seconds, unless the person has started filling in a form.
+  const every = Number(document.body.dataset.reload);
+  if (every > 0) {
+    let typing = false;
+    document.addEventListener('input', () => { typing = true; });
+    setTimeout(() => { if (!typing) location.reload(); }, every * 1000);
   }
 });
