@@ -55,15 +55,22 @@ type Agent struct {
 	upd     *selfupdate.Updater // nil without a state folder (a config built in code)
 	restart chan Restart        // a binary to run in place of this one
 
-	key   vpn.PrivateKey
-	stack *netstack.Stack
-	fw    *firewall.Device
-	tr    transport // how the relay is reached (transport.go); set before dev
-	dev   *vpn.Device
-	dns   atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
-	fwd   portmap.Forwarder
-	ccu   *ccuGuard         // the CCU's firewall settings; nil when [ccu] firewall_file is off
-	lan   func() netip.Addr // finds the hub's LAN address for local_source "auto"; nil = portmap.FindLANAddr
+	// keyMu guards the keys, which change over time (keys.go).
+	keyMu        sync.Mutex
+	key          vpn.PrivateKey
+	relayKey     vpn.PublicKey // the relay's, as pinned now
+	relayNext    vpn.PublicKey // the relay's announced next key
+	keysLearned  time.Time     // when the relay was last asked for its keys
+	relaySwapped time.Time     // when a UDP hub last tried the relay's other key
+	rotating     sync.Mutex    // one RotateKey at a time
+	stack        *netstack.Stack
+	fw           *firewall.Device
+	tr           transport // how the relay is reached (transport.go); set before dev
+	dev          *vpn.Device
+	dns          atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
+	fwd          portmap.Forwarder
+	ccu          *ccuGuard         // the CCU's firewall settings; nil when [ccu] firewall_file is off
+	lan          func() netip.Addr // finds the hub's LAN address for local_source "auto"; nil = portmap.FindLANAddr
 
 	listeners []net.Listener
 	ui        *http.Server
@@ -124,6 +131,10 @@ func (a *Agent) Start() (err error) {
 		defer a.wg.Done()
 		a.ui.Serve(a.uiLn)
 	}()
+	if a.dev != nil {
+		a.wg.Add(1)
+		go a.keysLoop() // reads the status, which is complete only now
+	}
 	return nil
 }
 
@@ -136,7 +147,7 @@ func (a *Agent) startTunnel() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	a.key = k
+	a.key, a.relayKey, a.relayNext = k, cfg.relayKey, cfg.relayNext
 	if created {
 		a.logf("agent: created this hub's key in %s; public key %s", cfg.PrivateKeyFile, k.Public())
 	}
@@ -152,10 +163,11 @@ func (a *Agent) startTunnel() error {
 		return err
 	}
 	a.tr, err = newTransport(cfg, transportEnv{
-		dns:   a.dns.Load(),
-		hello: wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
-		sent:  a.stack.Sent,
-		logf:  a.logf,
+		dns:        a.dns.Load(),
+		hello:      wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
+		sent:       a.stack.Sent,
+		relayHello: a.onRelayHello,
+		logf:       a.logf,
 	})
 	if err != nil {
 		return err
@@ -165,13 +177,7 @@ func (a *Agent) startTunnel() error {
 	}
 	// The relay is the only peer; every source is accepted by WireGuard
 	// so that the firewall sees, drops and counts what is not allowed.
-	peer := vpn.Peer{
-		PublicKey:           cfg.relayKey,
-		AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
-		Endpoint:            a.tr.endpoint(),
-		PersistentKeepalive: cfg.PersistentKeepalive,
-	}
-	if err := a.dev.AddPeer(peer); err != nil {
+	if err := a.dev.AddPeer(a.relayPeer(a.relayKey)); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 
@@ -211,7 +217,10 @@ func (a *Agent) policy() firewall.Policy {
 	for _, r := range a.cfg.routes {
 		p.TCPPorts = append(p.TCPPorts, r.Port)
 	}
-	if svc := a.cfg.releaseService(); svc.IsValid() {
+	// The relay's hub API (keys over time, keys.go), and its release
+	// server, which is usually the same.
+	p.Services = append(p.Services, netip.AddrPortFrom(a.cfg.relayTunnelIP, hubAPIPort))
+	if svc := a.cfg.releaseService(); svc.IsValid() && svc != p.Services[0] {
 		p.Services = append(p.Services, svc)
 	}
 	return p
@@ -338,9 +347,12 @@ func (a *Agent) Status() localapi.Status {
 		return s
 	}
 	s.State = "connecting"
-	s.PublicKey = a.key.Public().String()
+	a.keyMu.Lock()
+	key, relayKey := a.key, a.relayKey
+	a.keyMu.Unlock()
+	s.PublicKey = key.Public().String()
 	st, _ := a.dev.Stats()
-	ps := st[a.cfg.relayKey]
+	ps := st[relayKey]
 	s.LastHandshake = ps.LastHandshake
 	s.SessionsActive = a.fwd.Active()
 	s.SessionsTotal, _, _ = a.fwd.Stats()

@@ -82,10 +82,11 @@ type Config struct {
 	CCU CCUConfig `toml:"ccu"`
 
 	// Parsed forms, filled by Validate.
-	relayHost     string     // Relay's host: a name, or an IP address (then relayIP)
-	relayPort     uint16     // Relay's port, 1 to 65535
-	relayIP       netip.Addr // Relay's host as an address (IPv4 not mapped); invalid for a name
-	relayKey      vpn.PublicKey
+	relayHost     string        // Relay's host: a name, or an IP address (then relayIP)
+	relayPort     uint16        // Relay's port, 1 to 65535
+	relayIP       netip.Addr    // Relay's host as an address (IPv4 not mapped); invalid for a name
+	relayKey      vpn.PublicKey // as pinned: relay-keys.json's, when it builds on the configured one
+	relayNext     vpn.PublicKey // the relay's announced next key; zero for none
 	tunnelIP      netip.Addr
 	relayTunnelIP netip.Addr
 	allowed       []netip.Prefix
@@ -130,6 +131,7 @@ func (c *Config) Validate() error {
 		if c.relayKey, err = vpn.ParsePublicKey(c.RelayPublicKey); err != nil {
 			return config.Errorf("relay_public_key", "%v", err)
 		}
+		c.applyRelayKeys()
 		if c.tunnelIP, err = netip.ParseAddr(c.TunnelIP); err != nil {
 			return config.Errorf("tunnel_ip", "%q is not an IP address", c.TunnelIP)
 		}

@@ -54,6 +54,20 @@ type transport interface {
 	// close stops what start left running and waits for it to end. It
 	// does not close the bind: the device does.
 	close()
+
+	// useRelayKey makes k the relay's key for the transport's own
+	// handshakes, after the agent replaced the device's relay peer with
+	// k's, and connects again at once.
+	useRelayKey(k vpn.PublicKey)
+
+	// useKey switches the hub to its new key k, which the relay has just
+	// taken: the transport's next relay connection says k's Hello and
+	// handshakes with k. It returns at once.
+	useKey(k vpn.PrivateKey)
+
+	// connects counts the relay connections made so far; a transport
+	// without connections counts the handshakes it started.
+	connects() uint64
 }
 
 // linkStatus is a transport's part of the agent's Status.
@@ -72,7 +86,10 @@ type transportEnv struct {
 	dns   *dnsfix.Resolver // resolves the relay's name; nil when the relay is an IP address
 	hello wire.Hello       // what each relay connection opens with (TCP)
 	sent  func(n int)      // told the data packets handed to the network (netstack.Stack.Sent)
-	logf  logger.Logf
+	// relayHello hears the key each relay Hello names (TCP), for a relay
+	// that switched to its announced next key (keys.go).
+	relayHello func(vpn.PublicKey)
+	logf       logger.Logf
 }
 
 // newTransport makes the transport that cfg.Transport names. It is the one

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
@@ -29,11 +30,14 @@ import (
 type tcpTransport struct {
 	b        *uplink.TCPBind
 	counters wire.Counters
-	relayKey vpn.PublicKey
+	hello    wire.Hello // this hub's, as each relay connection opens
+	logf     logger.Logf
 
-	dev    atomic.Pointer[vpn.Device] // set by start; read by the bind's OnConnect
-	hsMu   sync.Mutex
-	hsConn uint64 // the relay connection (the bind's Connects) last handshaken on
+	dev        atomic.Pointer[vpn.Device] // set by start; read by the bind's OnConnect
+	hsMu       sync.Mutex
+	hsConn     uint64          // the relay connection (the bind's Connects) last handshaken on
+	relayKey   vpn.PublicKey   // the relay's, as pinned now
+	pendingKey *vpn.PrivateKey // the hub's new key, taken at the next connection (useKey)
 }
 
 var _ transport = (*tcpTransport)(nil)
@@ -44,7 +48,7 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tcpTransport{relayKey: cfg.relayKey}
+	t := &tcpTransport{relayKey: cfg.relayKey, hello: env.hello, logf: logf}
 	t.b = &uplink.TCPBind{
 		Addr:      cfg.Relay,
 		Dialer:    relayDialer(cfg, env.dns, proxy),
@@ -53,6 +57,13 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 		Sent:      env.sent,
 		Logf:      logf,
 		OnConnect: t.handshake,
+		// Not on the bind's reader: following a relay's new key
+		// replaces the device's peer.
+		OnHello: func(h wire.Hello) {
+			if env.relayHello != nil {
+				go env.relayHello(vpn.PublicKey(h.Key))
+			}
+		},
 	}
 	return t, nil
 }
@@ -89,8 +100,55 @@ func (t *tcpTransport) handshake() {
 		return
 	}
 	t.hsConn = st.Connects
+	if t.pendingKey != nil {
+		// The hub's new key: the relay took it and closed the old
+		// connection; this one said its Hello.
+		if err := d.SetPrivateKey(*t.pendingKey); err != nil {
+			t.logf("agent: switching to the new key: %v", err)
+		}
+		t.pendingKey = nil
+	}
 	d.Handshake(t.relayKey)
 }
+
+func (t *tcpTransport) useRelayKey(k vpn.PublicKey) {
+	t.hsMu.Lock()
+	t.relayKey = k
+	t.hsMu.Unlock()
+	t.b.Reconnect()
+}
+
+// useKey has the next relay connection open with k's Hello and handshake.
+// The relay closes the current one when it replaces the hub's peer, a
+// moment after the commit; if it has not within commitWait, the
+// transport connects again itself.
+func (t *tcpTransport) useKey(k vpn.PrivateKey) {
+	h := t.hello
+	h.Key = k.Public()
+	t.hsMu.Lock()
+	t.pendingKey = &k
+	t.hsMu.Unlock()
+	t.b.SetHello(h)
+	go func() {
+		deadline := time.Now().Add(commitWait)
+		for time.Now().Before(deadline) {
+			t.hsMu.Lock()
+			done := t.pendingKey == nil
+			t.hsMu.Unlock()
+			if done {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.b.Reconnect()
+	}()
+}
+
+// commitWait is how long useKey waits for the relay to close the old
+// connection (it polls its store every 250 ms).
+const commitWait = 2 * time.Second
+
+func (t *tcpTransport) connects() uint64 { return t.b.Status().Connects }
 
 // status counts the tunnelled bytes apart from the overhead (the bind's
 // Counters). The tunnel is connected once WireGuard has completed a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,12 +45,17 @@ type udpTransport struct {
 
 	stop context.CancelFunc // set by start
 	done chan struct{}      // closed when start's loop has ended
+
+	mu         sync.Mutex
+	dev        *vpn.Device   // set by start
+	relayKey   vpn.PublicKey // the relay's, as pinned now
+	handshakes uint64        // handshakes started by useRelayKey and useKey
 }
 
 var _ transport = (*udpTransport)(nil)
 
 func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
-	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery}
+	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery, relayKey: cfg.relayKey}
 	ep, err := t.resolve(context.Background())
 	if err != nil {
 		// Not fatal: the hub may boot before its network. start retries.
@@ -76,6 +82,9 @@ func (t *udpTransport) endpoint() string { return t.ep }
 func (t *udpTransport) start(dev *vpn.Device) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.stop, t.done = cancel, make(chan struct{})
+	t.mu.Lock()
+	t.dev = dev
+	t.mu.Unlock()
 	go t.reresolve(ctx, dev)
 }
 
@@ -88,9 +97,10 @@ func (t *udpTransport) reresolve(ctx context.Context, dev *vpn.Device) {
 	last := ""
 	for {
 		st, _ := dev.Stats()
-		if ps := st[t.cfg.relayKey]; t.now().Sub(ps.LastHandshake) > udpHandshakeFresh {
+		relayKey := t.relay()
+		if ps := st[relayKey]; t.now().Sub(ps.LastHandshake) > udpHandshakeFresh {
 			if ep, err := t.resolve(ctx); err == nil && ep != last {
-				if err := dev.SetEndpoint(t.cfg.relayKey, ep); err == nil {
+				if err := dev.SetEndpoint(relayKey, ep); err == nil {
 					last = ep
 				}
 				// The bind reads only the relay's address family.
@@ -147,4 +157,49 @@ func (t *udpTransport) close() {
 		t.stop()
 		<-t.done
 	}
+}
+
+func (t *udpTransport) relay() vpn.PublicKey {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.relayKey
+}
+
+func (t *udpTransport) useRelayKey(k vpn.PublicKey) {
+	t.mu.Lock()
+	t.relayKey, t.handshakes = k, t.handshakes+1
+	dev := t.dev
+	t.mu.Unlock()
+	if dev != nil {
+		dev.Handshake(k)
+	}
+}
+
+// useKey switches to k once the relay has (it polls its store every
+// 250 ms after the commit); plain WireGuard has no connection whose end
+// would say so.
+func (t *udpTransport) useKey(k vpn.PrivateKey) {
+	time.AfterFunc(udpKeySwitchDelay, func() {
+		t.mu.Lock()
+		dev, relayKey := t.dev, t.relayKey
+		t.handshakes++
+		t.mu.Unlock()
+		if dev == nil {
+			return
+		}
+		if err := dev.SetPrivateKey(k); err != nil {
+			t.logf("agent: switching to the new key: %v", err)
+		}
+		dev.Handshake(relayKey)
+	})
+}
+
+// udpKeySwitchDelay lets the relay take the hub's new key before the
+// agent handshakes with it.
+const udpKeySwitchDelay = time.Second
+
+func (t *udpTransport) connects() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.handshakes
 }

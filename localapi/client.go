@@ -103,6 +103,20 @@ func (c *Client) Enroll(ctx context.Context, code string) (EnrollResponse, error
 	return ans, nil
 }
 
+// RotateKey asks the agent to replace the hub's key through the tunnel; it
+// returns the new public key. An error is the agent's reason in plain
+// words.
+func (c *Client) RotateKey(ctx context.Context) (string, error) {
+	var ans RotateKeyResponse
+	if err := c.post(ctx, "/api/rotate-key", struct{}{}, &ans); err != nil {
+		return "", err
+	}
+	if ans.Error != "" {
+		return "", errors.New(ans.Error)
+	}
+	return ans.PublicKey, nil
+}
+
 // post sends in as JSON and decodes the JSON answer into out, whatever
 // its HTTP status: the actions explain their refusals in an "error" field.
 func (c *Client) post(ctx context.Context, path string, in, out any) error {

@@ -25,6 +25,7 @@ type fakeAgent struct {
 	installed  InstallOptions
 	enrollErr  error
 	code       string // the code Enroll got
+	rotateErr  error
 }
 
 func (f *fakeAgent) Status() Status {
@@ -53,6 +54,13 @@ func (f *fakeAgent) Enroll(_ context.Context, code string) (EnrollResponse, erro
 		return EnrollResponse{}, f.enrollErr
 	}
 	return EnrollResponse{Hub: "garage", URL: "https://garage.relay.example/", Relay: "relay.example:7443"}, nil
+}
+
+func (f *fakeAgent) RotateKey(context.Context) (RotateKeyResponse, error) {
+	if f.rotateErr != nil {
+		return RotateKeyResponse{}, f.rotateErr
+	}
+	return RotateKeyResponse{PublicKey: "bmV3IGtleQ=="}, nil
 }
 
 var _ Agent = (*fakeAgent)(nil)
@@ -95,6 +103,11 @@ func TestHandlerAnswers(t *testing.T) {
 		{"enroll from a form", "POST", "/api/enroll", "", "application/x-www-form-urlencoded", "code=c", &fakeAgent{}, 415, "want Content-Type: application/json"},
 		{"enroll through a rebound name", "POST", "/api/enroll", "evil.example", "application/json", `{"code": "c"}`, &fakeAgent{}, 403, "forbidden host"},
 		{"enroll by GET", "GET", "/api/enroll", "", "", "", &fakeAgent{}, 405, ""},
+		{"rotate key", "POST", "/api/rotate-key", "", "application/json", "{}", &fakeAgent{}, 200, `"public_key": "bmV3IGtleQ=="`},
+		{"rotate key refused", "POST", "/api/rotate-key", "", "application/json", "{}", &fakeAgent{rotateErr: errors.New("the tunnel to the relay is not up")}, 422, "the tunnel to the relay is not up"},
+		{"rotate key busy", "POST", "/api/rotate-key", "", "application/json", "{}", &fakeAgent{rotateErr: ErrBusy}, 409, "being replaced already"},
+		{"rotate key from a form", "POST", "/api/rotate-key", "", "application/x-www-form-urlencoded", "", &fakeAgent{}, 415, ""},
+		{"rotate key through a rebound name", "POST", "/api/rotate-key", "evil.example", "application/json", "{}", &fakeAgent{}, 403, "forbidden host"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv, _ := serve(t, c.agent)

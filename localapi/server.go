@@ -29,6 +29,10 @@ type Agent interface {
 	// agent to connect. Hub, URL and Relay of the answer are set; Error
 	// is not used. An error that is ErrBusy answers 409, any other 422.
 	Enroll(ctx context.Context, code string) (EnrollResponse, error)
+	// RotateKey replaces the hub's key through the tunnel (the relay
+	// takes the new one, the old one stops working). PublicKey of the
+	// answer is set. An error that is ErrBusy answers 409, any other 422.
+	RotateKey(ctx context.Context) (RotateKeyResponse, error)
 }
 
 // ErrBusy is an InstallUpdate error: another update is in progress.
@@ -45,6 +49,7 @@ func Handler(a Agent, listen string) http.Handler {
 	mux.HandleFunc("POST /api/update/check", s.action(s.check))
 	mux.HandleFunc("POST /api/update/install", s.action(s.install))
 	mux.HandleFunc("POST /api/enroll", s.guard(s.enroll))
+	mux.HandleFunc("POST /api/rotate-key", s.guard(s.rotateKey))
 	return mux
 }
 
@@ -109,6 +114,21 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, EnrollResponse{Error: err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusUnprocessableEntity, EnrollResponse{Error: err.Error()})
+	default:
+		ans.Error = ""
+		writeJSON(w, http.StatusOK, ans)
+	}
+}
+
+func (s *server) rotateKey(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	ans, err := s.a.RotateKey(ctx)
+	switch {
+	case errors.Is(err, ErrBusy):
+		writeJSON(w, http.StatusConflict, RotateKeyResponse{Error: "the key is being replaced already"})
+	case err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, RotateKeyResponse{Error: err.Error()})
 	default:
 		ans.Error = ""
 		writeJSON(w, http.StatusOK, ans)

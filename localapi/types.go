@@ -125,3 +125,10 @@ type EnrollResponse struct {
 	URL   string `json:"url,omitempty"`
 	Relay string `json:"relay,omitempty"`
 }
+
+// RotateKeyResponse is the answer to POST /api/rotate-key: the hub's new
+// public key, or why it kept the old one.
+type RotateKeyResponse struct {
+	Error     string `json:"error,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
+}

@@ -41,8 +41,13 @@ type TCPBind struct {
 	// (Dialer.DialRelay, with Addr as the agent port). Nil means a zero
 	// Dialer (TCP, direct).
 	Dialer *Dialer
-	// Hello is sent first on every connection.
+	// Hello is sent first on every connection; SetHello changes it for
+	// the connections to come.
 	Hello wire.Hello
+	// OnHello, if set, hears the relay's Hello on each connection (on the
+	// bind's reader: it must not block). The agent follows a relay that
+	// switched to the next key it announced.
+	OnHello func(wire.Hello)
 	// OnConnect, if set, runs after each new connection is up. The agent
 	// uses it to start a WireGuard handshake at once instead of waiting
 	// for WireGuard's 5 s retry.
@@ -64,6 +69,7 @@ type TCPBind struct {
 	closing chan struct{} // nil while not open
 	ep      conn.Endpoint // the relay, made once so receive does not allocate
 	done    chan struct{} // closed when the dial loop has ended
+	kick    chan struct{} // Reconnect: connect again now
 	status  Status
 }
 
@@ -119,6 +125,7 @@ func (b *TCPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.closing = make(chan struct{})
 	b.done = make(chan struct{})
 	b.ep = relayEndpoint(b.Addr)
+	b.kick = make(chan struct{}, 1)
 	if b.changed == nil {
 		b.changed = make(chan struct{})
 	}
@@ -144,6 +151,31 @@ func (b *TCPBind) Close() error {
 	}
 	<-done
 	return nil
+}
+
+// SetHello makes h the Hello of the connections to come (the hub's key
+// changed); the current one keeps the Hello it said.
+func (b *TCPBind) SetHello(h wire.Hello) {
+	b.mu.Lock()
+	b.Hello = h
+	b.mu.Unlock()
+}
+
+// Reconnect ends the current connection, if any, and connects again at
+// once, without the wait a relay's Error or GoingAway imposed.
+func (b *TCPBind) Reconnect() {
+	b.mu.Lock()
+	s, kick := b.cur, b.kick
+	b.mu.Unlock()
+	if kick != nil {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	if s != nil {
+		s.conn.Close()
+	}
 }
 
 // setLocked replaces the current session and wakes waiters.
@@ -236,6 +268,9 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 		case <-closing:
 			t.Stop()
 			return
+		case <-b.kick:
+			t.Stop()
+			attempt = 0
 		case <-t.C:
 		}
 	}
@@ -244,8 +279,11 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 // serve publishes a new session and blocks until it ends.
 func (b *TCPBind) serve(c net.Conn, route Route) *session {
 	s := &session{conn: wire.NewConn(c, wire.ConnConfig{WriteTimeout: writeTimeout, Counters: b.Counters})}
-	s.conn.Queue(b.Hello.Marshal()) // sent with the first WireGuard message
-	wire.DelayACKs(c)               // the relay's Hello is answered by ours, a moment later
+	b.mu.Lock()
+	hello := b.Hello
+	b.mu.Unlock()
+	s.conn.Queue(hello.Marshal()) // sent with the first WireGuard message
+	wire.DelayACKs(c)             // the relay's Hello is answered by ours, a moment later
 	b.mu.Lock()
 	if b.closing == nil {
 		b.mu.Unlock()
@@ -343,6 +381,9 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		b.mu.Lock()
 		b.status.RelaySoftware = h.Software
 		b.mu.Unlock()
+		if b.OnHello != nil {
+			b.OnHello(h)
+		}
 	case wire.TypeError:
 		e, err := wire.ParseError(p)
 		if err != nil {

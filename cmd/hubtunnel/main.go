@@ -31,6 +31,9 @@ const usage = `usage:
   hubtunnel enroll CODE [--config FILE]
                                 join the relay whose portal made CODE (the
                                 running agent then restarts to connect)
+  hubtunnel rotate-key [--config FILE]
+                                replace this hub's key through the tunnel (the
+                                agent also does it by itself once a year)
   hubtunnel status [--config FILE] [--json]
                                 show what the running agent says: connected or
                                 why not, relay, data, updates (--json: as the API)
@@ -72,6 +75,8 @@ func main() {
 		err = dnsTrace(os.Args[2:])
 	case "enroll":
 		err = enrollHub(os.Args[2:], os.Stdout)
+	case "rotate-key":
+		err = rotateKey(os.Args[2:], os.Stdout)
 	case "status":
 		err = status(os.Args[2:])
 	case "update":

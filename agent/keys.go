@@ -1,0 +1,327 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
+	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// Keys over time, the agent's side (the relay's is relay/keys.go).
+//
+// The relay's key: the agent asks the relay for its keys at every new
+// relay connection and once a day, inside the tunnel, and keeps the next
+// one in relay-keys.json. When a relay's Hello then names that next key
+// (the operator promoted it), the agent pins it and connects again at
+// once: a relay key change strands no hub that has connected since the
+// operator made the next key. The file says which configured key it
+// replaces, so a key set anew in the config or by a new enrollment wins.
+//
+// The hub's key: RotateKey (hubtunnel rotate-key, and once a year by
+// itself) makes a new key, announces it to the relay and commits it, keeps
+// it (the old one as hubtunnel.key.old), and has the transport open its
+// next relay connection with it: the relay closes the old one as it
+// replaces the hub's peer, so the hub is away for one reconnect.
+
+// RelayKeysFile is the pinned relay keys' file in the agent's state folder.
+const RelayKeysFile = "relay-keys.json"
+
+// keyMaxAge is how old the hub's key may get before the agent replaces it.
+const keyMaxAge = 365 * 24 * time.Hour
+
+// relayKeys is relay-keys.json.
+type relayKeys struct {
+	// Configured is the relay key of the config (or enrollment) this file
+	// builds on; when it is no longer that, the file is void.
+	Configured string `json:"configured"`
+	// Pinned is the relay key in use, when it is not Configured (the
+	// relay's next key, taken when the relay switched to it).
+	Pinned string `json:"pinned,omitempty"`
+	// Next is the relay's next key, as it announced it.
+	Next    string    `json:"next,omitempty"`
+	Learned time.Time `json:"learned,omitzero"` // when the relay was last asked
+}
+
+func (c *Config) relayKeysPath() string {
+	if c.dir == "" {
+		return ""
+	}
+	return filepath.Join(c.dir, RelayKeysFile)
+}
+
+// applyRelayKeys puts the pinned relay key of relay-keys.json in place of
+// the configured one, when the file builds on that one. A damaged file is
+// ignored with the configured key: the relay's Hello names the real one.
+func (c *Config) applyRelayKeys() {
+	k, err := loadRelayKeys(c.relayKeysPath())
+	if err != nil || k == nil || k.Configured != c.relayKey.String() {
+		return
+	}
+	if p, err := vpn.ParsePublicKey(k.Pinned); err == nil && k.Pinned != "" {
+		c.relayKey = p
+	}
+	if n, err := vpn.ParsePublicKey(k.Next); err == nil && k.Next != "" {
+		c.relayNext = n
+	}
+}
+
+func loadRelayKeys(path string) (*relayKeys, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var k relayKeys
+	if err := json.Unmarshal(b, &k); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &k, nil
+}
+
+// saveRelayKeysLocked writes relay-keys.json for the keys in use now.
+func (a *Agent) saveRelayKeysLocked() error {
+	path := a.cfg.relayKeysPath()
+	if path == "" {
+		return nil
+	}
+	k := relayKeys{Configured: a.cfg.RelayPublicKey, Learned: a.keysLearned}
+	if a.relayKey.String() != a.cfg.RelayPublicKey {
+		k.Pinned = a.relayKey.String()
+	}
+	if !a.relayNext.IsZero() {
+		k.Next = a.relayNext.String()
+	}
+	b, _ := json.MarshalIndent(k, "", "  ")
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// hubAPI is an HTTP client for the relay's hub API inside the tunnel.
+func (a *Agent) hubAPI() (*http.Client, string) {
+	relay := netip.AddrPortFrom(a.cfg.relayTunnelIP, hubAPIPort)
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		Proxy:             nil, // the tunnel needs none
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return a.stack.DialTCP(ctx, relay)
+		},
+	}}
+	return c, "http://" + relay.String() + "/hub/v1/"
+}
+
+// hubAPIPort is the relay's hub API inside the tunnel (relay/hubapi.go);
+// the firewall admits its answers.
+const hubAPIPort = 80
+
+// learnRelayKeys asks the relay for its keys and keeps the next one.
+func (a *Agent) learnRelayKeys(ctx context.Context) error {
+	c, base := a.hubAPI()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"relay-keys", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("relay keys: %s", resp.Status)
+	}
+	var keys struct{ Current, Next string }
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&keys); err != nil {
+		return fmt.Errorf("relay keys: %w", err)
+	}
+	var next vpn.PublicKey
+	if keys.Next != "" {
+		if next, err = vpn.ParsePublicKey(keys.Next); err != nil {
+			return fmt.Errorf("relay keys: next: %w", err)
+		}
+	}
+	a.keyMu.Lock()
+	defer a.keyMu.Unlock()
+	a.keysLearned = time.Now().UTC().Truncate(time.Second)
+	if next != a.relayNext {
+		a.relayNext = next
+		if !next.IsZero() {
+			a.logf("agent: the relay announced its next key %s; pinned beside %s", next, a.relayKey.Short())
+		}
+	}
+	return a.saveRelayKeysLocked()
+}
+
+// onRelayHello hears the key a relay's Hello names. A relay that now has
+// the next key it announced is followed to it at once; any other key is
+// left to WireGuard, which will not talk to it (and the relay says why).
+func (a *Agent) onRelayHello(k vpn.PublicKey) {
+	a.keyMu.Lock()
+	defer a.keyMu.Unlock()
+	if k == a.relayKey || k.IsZero() || k != a.relayNext {
+		return
+	}
+	a.switchRelayKeyLocked(k, vpn.PublicKey{})
+}
+
+// switchRelayKeyLocked pins k as the relay's key, with next as the next
+// one, and replaces the device's relay peer.
+func (a *Agent) switchRelayKeyLocked(k, next vpn.PublicKey) {
+	old := a.relayKey
+	peer := a.relayPeer(k)
+	a.dev.RemovePeer(old)
+	if err := a.dev.AddPeer(peer); err != nil {
+		a.logf("agent: switching to the relay's new key %s: %v", k, err)
+		a.dev.AddPeer(a.relayPeer(old))
+		return
+	}
+	a.relayKey, a.relayNext = k, next
+	a.tr.useRelayKey(k)
+	if err := a.saveRelayKeysLocked(); err != nil {
+		a.logf("agent: keeping the relay's new key: %v (it is used until the agent restarts)", err)
+	}
+	a.logf("agent: the relay switched to its next key %s; following it", k)
+}
+
+// udpSilence is how long a UDP hub goes without a handshake before it
+// tries the relay's other key: plain WireGuard has no Hello to say which
+// key the relay has, and a relay drops handshakes for another key in
+// silence.
+const udpSilence = 3 * time.Minute
+
+// tryOtherRelayKey is the UDP transport's way to follow a relay's new key:
+// after udpSilence without a handshake, it swaps the pinned key and the
+// announced next one (and back, after as long again, if that did not help
+// either: it was the network, not the key).
+func (a *Agent) tryOtherRelayKey(lastHandshake, started time.Time) {
+	a.keyMu.Lock()
+	defer a.keyMu.Unlock()
+	if a.relayNext.IsZero() || time.Since(lastHandshake) < udpSilence || time.Since(started) < udpSilence || time.Since(a.relaySwapped) < udpSilence {
+		return
+	}
+	a.relaySwapped = time.Now()
+	a.switchRelayKeyLocked(a.relayNext, a.relayKey)
+}
+
+// relayPeer is the relay as the device's one peer, with key k.
+func (a *Agent) relayPeer(k vpn.PublicKey) vpn.Peer {
+	return vpn.Peer{
+		PublicKey:           k,
+		AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+		Endpoint:            a.tr.endpoint(),
+		PersistentKeepalive: a.cfg.PersistentKeepalive,
+	}
+}
+
+// RotateKey replaces the hub's key (localapi.Agent): through the tunnel,
+// which must be up.
+func (a *Agent) RotateKey(ctx context.Context) (localapi.RotateKeyResponse, error) {
+	if !a.rotating.TryLock() {
+		return localapi.RotateKeyResponse{}, localapi.ErrBusy
+	}
+	defer a.rotating.Unlock()
+	if a.dev == nil || a.Status().State != localapi.StateConnected {
+		return localapi.RotateKeyResponse{}, errors.New("the tunnel to the relay is not up: the hub's key can only be replaced through it")
+	}
+	a.keyMu.Lock()
+	old := a.key
+	a.keyMu.Unlock()
+	k, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		return localapi.RotateKeyResponse{}, err
+	}
+	c, base := a.hubAPI()
+	post := func(path string) (int, error) {
+		body, _ := json.Marshal(map[string]string{"public_key": k.Public().String()})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.StatusCode, fmt.Errorf("the relay refused the new key: %s", bytes.TrimSpace(msg))
+		}
+		return resp.StatusCode, nil
+	}
+	if _, err := post("key"); err != nil {
+		return localapi.RotateKeyResponse{}, err
+	}
+	// From here the relay may take the new key at any moment: keep it
+	// first, the old one beside it.
+	if err := vpn.SavePrivateKey(a.cfg.PrivateKeyFile+".old", old); err != nil {
+		return localapi.RotateKeyResponse{}, fmt.Errorf("keeping the old key: %w", err)
+	}
+	if err := vpn.SavePrivateKey(a.cfg.PrivateKeyFile, k); err != nil {
+		return localapi.RotateKeyResponse{}, fmt.Errorf("keeping the new key: %w", err)
+	}
+	// The answer to the commit may be lost with the connection the relay
+	// closes; only a refusal counts.
+	if code, err := post("key/commit"); code != 0 && err != nil {
+		vpn.SavePrivateKey(a.cfg.PrivateKeyFile, old)
+		return localapi.RotateKeyResponse{}, err
+	}
+	a.keyMu.Lock()
+	a.key = k
+	a.keyMu.Unlock()
+	a.tr.useKey(k)
+	a.logf("agent: replaced this hub's key %s with %s (the old one is kept in %s)", old.Public().Short(), k.Public(), a.cfg.PrivateKeyFile+".old")
+	return localapi.RotateKeyResponse{PublicKey: k.Public().String()}, nil
+}
+
+// keysLoop asks the relay for its keys at every new relay connection and
+// once a day, and replaces the hub's key once it is a year old.
+func (a *Agent) keysLoop() {
+	defer a.wg.Done()
+	// A look at the agent's own state every few seconds costs nothing
+	// on the network; only a new connection or a day sends a request.
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	asked := ^uint64(0) // the connection count at the last ask
+	started := time.Now()
+	for {
+		st := a.Status()
+		if a.cfg.Transport == "udp" && st.State != localapi.StateConnected {
+			a.tryOtherRelayKey(st.LastHandshake, started)
+		}
+		if st.State == localapi.StateConnected {
+			conns := a.tr.connects()
+			a.keyMu.Lock()
+			due := conns != asked || time.Since(a.keysLearned) > 24*time.Hour
+			a.keyMu.Unlock()
+			if due {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				if err := a.learnRelayKeys(ctx); err != nil {
+					a.logf("agent: asking the relay for its keys: %v", err)
+				}
+				cancel()
+				asked = conns
+			}
+			if fi, err := os.Stat(a.cfg.PrivateKeyFile); err == nil && time.Since(fi.ModTime()) > keyMaxAge {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				if _, err := a.RotateKey(ctx); err != nil {
+					a.logf("agent: replacing this hub's year-old key: %v", err)
+				}
+				cancel()
+			}
+		}
+		select {
+		case <-a.closing:
+			return
+		case <-t.C:
+		}
+	}
+}
