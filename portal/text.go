@@ -43,7 +43,7 @@ type text struct {
 
 	// Audit kinds.
 	KindLogin, KindLogout, KindSession, KindGrant, KindRevoke, KindToken string
-	KindHubConnect, KindHubGone, KindTOTP                                string
+	KindHubConnect, KindHubGone, KindTOTP, KindClone                     string
 
 	// Messages.
 	ErrInternal, ErrNotFound, ErrForbidden, ErrBadForm                                string
@@ -175,6 +175,7 @@ var english = text{
 	KindHubConnect: "hub online",
 	KindHubGone:    "hub offline",
 	KindTOTP:       "two-step login",
+	KindClone:      "copy of the hub refused",
 
 	ErrInternal:           "The relay could not do this just now. Try again in a moment; if it keeps happening, tell the relay's operator.",
 	ErrNotFound:           "There is no page at this address.",
@@ -327,6 +328,7 @@ var german = text{
 	KindHubConnect: "Zentrale online",
 	KindHubGone:    "Zentrale offline",
 	KindTOTP:       "Zwei Schritte",
+	KindClone:      "Kopie der Zentrale abgewiesen",
 
 	ErrInternal:           "Das Relay konnte das gerade nicht erledigen. Versuchen Sie es gleich noch einmal; wenn es so bleibt, sagen Sie dem Betreiber des Relays Bescheid.",
 	ErrNotFound:           "Unter dieser Adresse gibt es keine Seite.",
@@ -407,6 +409,8 @@ func kindName(l *text, kind string) string {
 		return l.KindHubGone
 	case KindTOTP:
 		return l.KindTOTP
+	case store.KindClone:
+		return l.KindClone
 	}
 	return kind
 }

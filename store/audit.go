@@ -37,6 +37,10 @@ const (
 	KindToken      = "token"       // a token made
 	KindHubConnect = "hub-connect" // a hub's agent came online
 	KindHubGone    = "hub-gone"    // a hub's agent went offline
+	// KindClone: a connection with a hub's key was refused while the hub's
+	// agent was connected and answered: a copy of the hub? Source is the
+	// refused connection's address.
+	KindClone = "clone"
 )
 
 // maxDetail bounds Detail, in bytes.
