@@ -397,6 +397,11 @@ func (s *Server) openStore() error {
 			s.logf("relay: hub %s: owner is now %s (from the config)", h.Name, h.Owner)
 		}
 	}
+	// No hub is connected yet; a relay that crashed left some marked online.
+	// (One relay per store: a fleet sharing one would need a relay id.)
+	if _, err := db.ClearOnline(ctx); err != nil {
+		return fmt.Errorf("relay: store: %w", err)
+	}
 	rev, err := db.Revision(ctx)
 	if err != nil {
 		return fmt.Errorf("relay: store: %w", err)
