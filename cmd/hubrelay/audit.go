@@ -25,9 +25,9 @@ const auditUsage = `usage:
                        N at most 100000 (default 100); --json for scripts`
 
 // kinds are the audit records' kinds, for --kind's help.
-var kinds = []string{store.KindLogin, store.KindLogout, store.KindSession, store.KindGrant, store.KindRevoke, store.KindToken, store.KindHubConnect, store.KindHubGone}
+var kinds = []string{store.KindLogin, store.KindLogout, store.KindSession, store.KindGrant, store.KindRevoke, store.KindToken, store.KindHubConnect, store.KindHubGone, store.KindClone}
 
-const kindList = "login, logout, session, grant, revoke, token, hub-connect, hub-gone"
+const kindList = "login, logout, session, grant, revoke, token, hub-connect, hub-gone, clone"
 
 const (
 	defaultAuditLimit = 100
