@@ -425,7 +425,7 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		}
 		// At once: the relay waits 2 s for it before it takes this
 		// connection for dead and lets another with our key in.
-		return s.conn.Write([][]byte{wire.Pong{Token: ping.Token}.Marshal()})
+		return s.conn.Write([][]byte{wire.Pong(ping).Marshal()})
 	}
 	return nil // unknown control frames are for later versions
 }

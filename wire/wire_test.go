@@ -111,7 +111,7 @@ func TestControlFrames(t *testing.T) {
 	if err != nil || ping.Token != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
 		t.Fatalf("ping = %+v, %v", ping, err)
 	}
-	pong, err := ParsePong(Pong{Token: ping.Token}.Marshal())
+	pong, err := ParsePong(Pong(ping).Marshal())
 	if err != nil || pong.Token != ping.Token {
 		t.Fatalf("pong = %+v, %v", pong, err)
 	}
