@@ -38,6 +38,10 @@ const (
 	// it to count as online: WireGuard rekeys every 2 minutes while the
 	// agent's persistent keepalives flow.
 	udpSessionFresh = 3 * time.Minute
+	// udpRecordEvery is how often a relay with UDP agents looks at their
+	// handshakes to record which are online (recordUDPHubs): UDP agents
+	// say nothing but WireGuard, so there is no connect to record.
+	udpRecordEvery = 30 * time.Second
 )
 
 // registry is the hub registry: every hub the relay serves by name, key
@@ -304,6 +308,52 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 		return time.Time{}
 	}
 	return ps.LastHandshake
+}
+
+// recordUDPHubs records, every udpRecordEvery until the relay closes,
+// which hubs without a TCP connection are online over UDP.
+func (s *Server) recordUDPHubs() {
+	defer s.wg.Done()
+	t := time.NewTicker(udpRecordEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			s.sweepUDPHubs()
+		}
+	}
+}
+
+// sweepUDPHubs notes for the store, of each hub without a TCP connection,
+// whether it is online over UDP (a fresh handshake whose endpoint is not a
+// TCP connection), from one dump of WireGuard's peers.
+func (s *Server) sweepUDPHubs() {
+	st, err := s.dev.Stats()
+	if err != nil {
+		return
+	}
+	now := s.now()
+	for _, h := range s.hubs.all() {
+		ps, ok := st[h.key]
+		fresh := ok && !ps.LastHandshake.IsZero() && !strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) &&
+			now.Sub(ps.LastHandshake) < udpSessionFresh
+		h.mu.Lock()
+		changed := false
+		if h.online.Load() == 0 {
+			switch {
+			case fresh && h.record.transport != "udp":
+				h.record.since, h.record.transport, changed = now, "udp", true
+			case !fresh && h.record.transport == "udp":
+				h.record.since, h.record.transport, changed = time.Time{}, "", true
+			}
+		}
+		h.mu.Unlock()
+		if changed {
+			s.recordHub(h)
+		}
+	}
 }
 
 // inboundTUN is the netstack's TUN device as WireGuard sees it: each

@@ -2,12 +2,16 @@ package relay
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 )
 
 // TestRelayRecordsOnlineState: the relay records in its store, for
@@ -55,4 +59,53 @@ func TestRelayRecordsOnlineState(t *testing.T) {
 	if err != nil || !h.OnlineSince.IsZero() || h.Transport != "" {
 		t.Fatalf("hub a after a restart: %+v, %v; want it offline", h, err)
 	}
+}
+
+// TestRelayRecordsUDPHubs: a hub whose agent speaks plain WireGuard over
+// UDP says no Hello and has no connection to record; the relay records it
+// online over udp while its handshakes are fresh, and offline after.
+func TestRelayRecordsUDPHubs(t *testing.T) {
+	tr := startTestRelay(t, true, "a")
+	ctx := context.Background()
+	k := tr.keys["a"]
+	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("100.96.0.2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := vpn.NewDevice(stack.Device(), conn.NewStdNetBind(), k, t.Logf)
+	if err != nil {
+		stack.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close(); stack.Close() })
+	relayIP := tr.cfg.tunnelIP
+	if err := dev.AddPeer(vpn.Peer{PublicKey: tr.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(relayIP, 32)}, Endpoint: tr.cfg.AgentListenUDP}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	dev.Handshake(tr.PublicKey())
+	poll.Until(t, 10*time.Second, "the UDP agent's handshake", func() bool {
+		st, err := dev.Stats()
+		return err == nil && !st[tr.PublicKey()].LastHandshake.IsZero()
+	})
+	hubA := func() store.Hub {
+		h, err := tr.Store().HubByName(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	tr.sweepUDPHubs()
+	poll.Until(t, 10*time.Second, "the store to say hub a is online over udp", func() bool {
+		h := hubA()
+		return !h.OnlineSince.IsZero() && h.Transport == "udp"
+	})
+	tr.clock.advance(udpSessionFresh)
+	tr.sweepUDPHubs()
+	poll.Until(t, 10*time.Second, "the store to say hub a is offline once its handshake is stale", func() bool {
+		h := hubA()
+		return h.OnlineSince.IsZero() && h.Transport == ""
+	})
 }

@@ -225,6 +225,10 @@ func (s *Server) Start() (err error) {
 	s.wg.Add(2)
 	go s.acceptAgents()
 	go s.watchRevision()
+	if udpPort != 0 {
+		s.wg.Add(1)
+		go s.recordUDPHubs()
+	}
 	for _, e := range portmap.Fixed() {
 		if ln := s.publicLn[e.Port]; ln != nil {
 			s.wg.Add(1)
