@@ -99,6 +99,7 @@ func TestHubBackAfterDeadConnectionIsAdmitted(t *testing.T) {
 	start := time.Now()
 	back := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
 	poll.Until(t, 10*time.Second, "the hub back online over its new connection", back.handshaken)
+	t.Logf("the hub was back %v after it connected again", time.Since(start))
 	if d := time.Since(start); d > pingTimeout+time.Second {
 		t.Errorf("the hub was back after %v, want about %v", d, pingTimeout)
 	}
