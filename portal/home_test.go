@@ -331,6 +331,18 @@ func TestTheAuditLogShowsOnlyTheUsersOwnHubs(t *testing.T) {
 	wantNotIn(t, bob.get("/").body, `id="audit"`, "visit", "barn")
 }
 
+// A connection with the key of the owner's hub, refused while the hub was
+// connected (a copy of the hub?), is in the owner's audit log in words.
+func TestTheAuditLogNamesARefusedCopy(t *testing.T) {
+	e := newEnv(t)
+	check(t, e.st.Append(ctx, store.Event{Kind: store.KindClone, Hub: "home", Source: "203.0.113.7:40000", Outcome: "refused",
+		Detail: "a second connection with this hub's key"}))
+	alice := e.browser("192.0.2.1")
+	alice.login("alice", alicePW)
+	wantIn(t, alice.get("/").body, "<td>copy of the hub refused</td>", "203.0.113.7:40000")
+	wantIn(t, alice.get("/", "Accept-Language", "de").body, "<td>Kopie der Zentrale abgewiesen</td>")
+}
+
 var externalRE = regexp.MustCompile(`(?i)(src|href|action)="(https?:)?//`)
 
 func TestPagesAreSmallStrictAndSelfContained(t *testing.T) {

@@ -48,8 +48,8 @@ type text struct {
 	IOBAddress, IOBPort, IOBDaemon, IOBProtocol, IOBHTTPS, IOBUser, IOBPass string
 
 	// Audit kinds.
-	KindLogin, KindLogout, KindSession, KindGrant, KindRevoke, KindToken string
-	KindHubConnect, KindHubGone, KindTOTP, KindEnroll                    string
+	KindLogin, KindLogout, KindSession, KindGrant, KindRevoke, KindToken     string
+	KindHubConnect, KindHubGone, KindTOTP, KindEnroll, KindClone, KindHubKey string
 
 	// Messages.
 	ErrInternal, ErrNotFound, ErrForbidden, ErrBadForm                                string
@@ -202,6 +202,8 @@ var english = text{
 	KindHubGone:    "hub offline",
 	KindTOTP:       "two-step login",
 	KindEnroll:     "enrollment",
+	KindClone:      "copy of the hub refused",
+	KindHubKey:     "hub key replaced",
 
 	ErrInternal:           "The relay could not do this just now. Try again in a moment; if it keeps happening, tell the relay's operator.",
 	ErrNotFound:           "There is no page at this address.",
@@ -379,6 +381,8 @@ var german = text{
 	KindHubGone:    "Zentrale offline",
 	KindTOTP:       "Zwei Schritte",
 	KindEnroll:     "Registrierung",
+	KindClone:      "Kopie der Zentrale abgewiesen",
+	KindHubKey:     "Schlüssel der Zentrale ersetzt",
 
 	ErrInternal:           "Das Relay konnte das gerade nicht erledigen. Versuchen Sie es gleich noch einmal; wenn es so bleibt, sagen Sie dem Betreiber des Relays Bescheid.",
 	ErrNotFound:           "Unter dieser Adresse gibt es keine Seite.",
@@ -466,6 +470,10 @@ func kindName(l *text, kind string) string {
 		return l.KindTOTP
 	case store.KindEnroll:
 		return l.KindEnroll
+	case store.KindClone:
+		return l.KindClone
+	case store.KindHubKey:
+		return l.KindHubKey
 	}
 	return kind
 }

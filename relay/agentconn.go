@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -49,13 +47,19 @@ var agentKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Minute, I
 type agentConn struct {
 	conn      *wire.Conn
 	remote    netip.AddrPort
-	transport string // how the agent came: "tcp", or "tls" (agenttls.go)
+	transport string // how the agent came: "tcp", or "tls" (agenttls.go); hub list, logs
 	dst       []byte // DstToBytes, for WireGuard's cookie MACs
 
-	hub atomic.Pointer[hub] // the hub its Hello claims, if known
+	hub  atomic.Pointer[hub] // the hub its Hello claims, if known
+	info store.AgentInfo     // what its Hello said of the agent; set before it is verified
 	// enrolling: the connection carries an enrollment (enroll.go), which
 	// a GoingAway would spoil; it ends by itself.
 	enrolling atomic.Bool
+
+	// probe is the Ping this connection was sent to prove it is alive
+	// (clone.go), while one is in flight; the reader answers it on the Pong.
+	probe atomic.Pointer[probe]
+	gone  chan struct{} // closed when agentGone has cleaned up after it
 
 	// state goes from connUnverified to connVerified when the relay first
 	// answers a handshake initiation on this connection (wireguard-go only
@@ -74,7 +78,7 @@ const (
 )
 
 func newAgentConn(c net.Conn) *agentConn {
-	ac := &agentConn{transport: transportOf(c)}
+	ac := &agentConn{transport: transportOf(c), gone: make(chan struct{})}
 	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ac.remote = ta.AddrPort()
@@ -128,7 +132,10 @@ func (s *Server) serveAgent(c net.Conn) {
 		}
 		kind := wire.Classify(buf[:n])
 		if !kind.IsWireGuard() {
-			continue // later control messages; nothing to do yet
+			if buf[0] == wire.TypePong {
+				ac.pong(buf[:n])
+			}
+			continue // other control messages: later versions'
 		}
 		if kind == wire.Initiation && ac.state.Load() == connUnverified {
 			if !s.mac1.CheckMAC1(buf[:n]) {
@@ -140,6 +147,13 @@ func (s *Server) serveAgent(c net.Conn) {
 			// another key's goes.
 			if key, ok := initiatorKey(s.key, s.pub, buf[:n]); !ok || key != hb.key {
 				s.foreignHandshake(ac, hb, key, ok)
+				return
+			}
+			// With the hub's key while the hub has a connection open:
+			// a copy of the hub, or the hub back after its old
+			// connection died without a word? The initiation waits
+			// here until a Ping to the old one tells.
+			if !s.admitSecond(ac, hb) {
 				return
 			}
 		}
@@ -190,14 +204,17 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	hb := s.hubs.key(vpn.PublicKey(h.Key))
 	if hb == nil {
 		s.logf("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
-		ac.writeControl(wire.Error{Message: "this hub is not registered at the relay"}.Marshal())
+		// Not added or enrolled yet, removed, or disabled: the agent asks
+		// again within a minute, then less often (CodeNotRegistered).
+		ac.writeControl(wire.Error{Code: wire.CodeNotRegistered, Message: "this hub is not registered at the relay"}.Marshal())
 		return nil
 	}
 	// The Hello is only a claim. The hub counts as online, and the
 	// connection may idle, once WireGuard has answered its handshake.
 	ac.hub.Store(hb)
+	ac.info = parseSoftware(h.Software)
 	ac.onVerify = func() {
-		s.hubs.connected(hb)
+		s.hubs.connected(hb, ac)
 		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
 		s.logf("relay: hub %s connected from %s over %s (%s)", hb.Name, ac.remote, ac.transport, h.Software)
 		s.hubEvent(hb, store.KindHubConnect, ac.remote.String(), h.Software)
@@ -253,12 +270,14 @@ func (s *Server) foreignHandshake(ac *agentConn, hb *hub, key vpn.PublicKey, rea
 // agentGone cleans up after serveAgent: a verified connection is counted
 // out of its hub, and the hub's last one starts its reconnect window.
 func (s *Server) agentGone(ac *agentConn) {
+	defer close(ac.gone)
 	ac.conn.Close()
 	s.mu.Lock()
 	delete(s.agent, ac)
 	s.mu.Unlock()
 	if h := ac.hub.Load(); ac.finish() && h != nil {
-		if s.hubs.disconnected(h) {
+		if s.hubs.disconnected(h, ac) {
+			s.recordHub(h)
 			// Whoever connects next for this hub starts with a new
 			// handshake; until it is confirmed, a request waiting for
 			// the hub (awaitReconnect) must not go out with keys a
@@ -272,21 +291,12 @@ func (s *Server) agentGone(ac *agentConn) {
 }
 
 // hubEvent records that hub h's agent connected from remote and what it
-// said of itself: an audit record, and the hub's last seen, version, model
-// and firmware in the store (from a goroutine: the agent's connection does
-// not wait for the disk).
+// said of itself: an audit record, and in the store the hub's last seen,
+// version, model and firmware, and online since when over which transport
+// (recordHub; the agent's connection does not wait for the disk).
 func (s *Server) hubEvent(h *hub, kind, remote, software string) {
 	s.audit.add(store.Event{Kind: kind, Hub: h.Name, Source: remote, Outcome: "ok", Detail: software})
-	info := parseSoftware(software)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.db.HubSeen(ctx, h.Name, info); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.storeErrLog("relay: hub %s: recording its connect: %v", h.Name, err)
-		}
-	}()
+	s.recordHub(h)
 }
 
 // parseSoftware reads an agent's Hello software string, "hubtunnel/0.2.0

@@ -31,7 +31,7 @@ func TestAgentOverTLS(t *testing.T) {
 				addr = tr.AgentAddr().String()
 			}
 			d := &uplink.Dialer{Transport: "tls", RelayTLS: addr}
-			a := startTestAgentVia(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{}, tr.PublicKey(), d)
+			a := startTestAgentVia(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{}, tr.PublicKey(), tr.AgentAddr().String(), d)
 			poll.Until(t, 10*time.Second, "the hub to come online", func() bool { return tr.hubs.online(tr.hubs.name("a")) })
 			if code, err := tr.get("a"); code != 200 {
 				t.Fatalf("GET through the relay: %d, %v", code, err)

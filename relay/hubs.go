@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -36,6 +38,10 @@ const (
 	// it to count as online: WireGuard rekeys every 2 minutes while the
 	// agent's persistent keepalives flow.
 	udpSessionFresh = 3 * time.Minute
+	// udpRecordEvery is how often a relay with UDP agents looks at their
+	// handshakes to record which are online (recordUDPHubs): UDP agents
+	// say nothing but WireGuard, so there is no connect to record.
+	udpRecordEvery = 30 * time.Second
 )
 
 // registry is the hub registry: every hub the relay serves by name, key
@@ -66,10 +72,27 @@ type hub struct {
 	online atomic.Int32 // live agent connections that named this hub and completed a handshake; changed under mu
 
 	mu             sync.Mutex
+	conns          []*agentConn  // its verified agent connections (online counts them)
 	goneAt         time.Time     // when its last connection ended; zero if it never had one
 	back           chan struct{} // closed when it connects again; nil while nobody waits
 	wrongKeyLogged time.Time     // when a connection with a wrong relay key was last logged
 	foreignLogged  time.Time     // when a connection naming this hub with another key's handshake was last logged
+
+	// A second connection with the hub's key (clone.go): the Ping in
+	// flight to its open connection, if any, and how many were sent; the
+	// connection that last answered one, and when; when a refused clone
+	// was last logged.
+	probing     *probe
+	probes      int
+	proven      *agentConn
+	provenAt    time.Time
+	cloneLogged time.Time
+
+	// What the store should say of the hub (record) and what it was last
+	// told (recorded); recording while a goroutine brings it up to date
+	// (Server.recordHub).
+	record, recorded hubRecord
+	recording        bool
 
 	// inbound counts the hub's data packets that its agent connections
 	// have handed to WireGuard and WireGuard has not yet written to the
@@ -140,28 +163,93 @@ func (r *registry) online(h *hub) bool {
 	return !last.IsZero() && r.now().Sub(last) < udpSessionFresh
 }
 
-// connected counts a verified agent connection of h in and wakes
-// waitOnline.
-func (r *registry) connected(h *hub) {
+// hubRecord is what the relay records of a hub in the store, for those
+// who ask in another process (hubrelay hub list): online since when (zero:
+// offline), over which transport, and what its agent said of itself.
+type hubRecord struct {
+	since     time.Time
+	transport string
+	info      store.AgentInfo
+}
+
+// connected counts a verified agent connection ac of h in, wakes
+// waitOnline, and notes for the store what ac's agent said of itself and,
+// for the hub's first connection, that it is online from now over ac's
+// transport.
+func (r *registry) connected(h *hub, ac *agentConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.online.Add(1)
+	h.conns = append(h.conns, ac)
+	h.record.info = ac.info
+	if h.online.Add(1) == 1 {
+		h.record.since, h.record.transport = r.now(), ac.transport
+	}
 	if h.back != nil {
 		close(h.back)
 		h.back = nil
 	}
 }
 
-// disconnected counts a verified agent connection of h out and reports
-// whether it was the hub's last; that starts its reconnect window.
-func (r *registry) disconnected(h *hub) (last bool) {
+// disconnected counts a verified agent connection ac of h out and reports
+// whether it was the hub's last; that starts its reconnect window, and the
+// hub is offline for the store.
+func (r *registry) disconnected(h *hub, ac *agentConn) (last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for i, c := range h.conns {
+		if c == ac {
+			h.conns = append(h.conns[:i], h.conns[i+1:]...)
+			break
+		}
+	}
 	if h.online.Add(-1) != 0 {
 		return false
 	}
 	h.goneAt = r.now()
+	h.record.since, h.record.transport = time.Time{}, ""
 	return true
+}
+
+// recordHub brings the store up to date with h.record, from a goroutine:
+// an agent's connection does not wait for the disk. One goroutine per hub
+// at a time writes the latest record, so a connect and a disconnect in
+// quick succession reach the store in their order (or only the last).
+func (s *Server) recordHub(h *hub) {
+	h.mu.Lock()
+	if h.recording || h.record == h.recorded {
+		h.mu.Unlock()
+		return
+	}
+	h.recording = true
+	h.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			h.mu.Lock()
+			want := h.record
+			if want == h.recorded {
+				h.recording = false
+				h.mu.Unlock()
+				return
+			}
+			h.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var err error
+			if want.since.IsZero() {
+				err = s.db.HubOffline(ctx, h.Name)
+			} else {
+				err = s.db.HubOnline(ctx, h.Name, want.info, want.since, want.transport)
+			}
+			cancel()
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				s.storeErrLog("relay: hub %s: recording its state: %v", h.Name, err)
+			}
+			h.mu.Lock()
+			h.recorded = want // also when it failed: the next change tries again
+			h.mu.Unlock()
+		}
+	}()
 }
 
 // reconnecting reports whether h has no connection now but had one less
@@ -220,6 +308,52 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 		return time.Time{}
 	}
 	return ps.LastHandshake
+}
+
+// recordUDPHubs records, every udpRecordEvery until the relay closes,
+// which hubs without a TCP connection are online over UDP.
+func (s *Server) recordUDPHubs() {
+	defer s.wg.Done()
+	t := time.NewTicker(udpRecordEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			s.sweepUDPHubs()
+		}
+	}
+}
+
+// sweepUDPHubs notes for the store, of each hub without a TCP connection,
+// whether it is online over UDP (a fresh handshake whose endpoint is not a
+// TCP connection), from one dump of WireGuard's peers.
+func (s *Server) sweepUDPHubs() {
+	st, err := s.dev.Stats()
+	if err != nil {
+		return
+	}
+	now := s.now()
+	for _, h := range s.hubs.all() {
+		ps, ok := st[h.key]
+		fresh := ok && !ps.LastHandshake.IsZero() && !strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) &&
+			now.Sub(ps.LastHandshake) < udpSessionFresh
+		h.mu.Lock()
+		changed := false
+		if h.online.Load() == 0 {
+			switch {
+			case fresh && h.record.transport != "udp":
+				h.record.since, h.record.transport, changed = now, "udp", true
+			case !fresh && h.record.transport == "udp":
+				h.record.since, h.record.transport, changed = time.Time{}, "", true
+			}
+		}
+		h.mu.Unlock()
+		if changed {
+			s.recordHub(h)
+		}
+	}
 }
 
 // inboundTUN is the netstack's TUN device as WireGuard sees it: each

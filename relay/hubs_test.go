@@ -34,12 +34,13 @@ func TestRegistryReconnectWindow(t *testing.T) {
 	if r.reconnecting(h) || r.online(h) {
 		t.Fatal("a hub that never connected is reconnecting or online")
 	}
-	r.connected(h)
-	r.connected(h)
-	if r.disconnected(h) || r.reconnecting(h) || !r.online(h) {
+	c1, c2 := &agentConn{}, &agentConn{}
+	r.connected(h, c1)
+	r.connected(h, c2)
+	if r.disconnected(h, c1) || r.reconnecting(h) || !r.online(h) {
 		t.Fatal("the first of two connections ending took the hub offline or started its window")
 	}
-	if !r.disconnected(h) || !r.reconnecting(h) || r.online(h) {
+	if !r.disconnected(h, c2) || !r.reconnecting(h) || r.online(h) {
 		t.Fatal("the last connection ending did not start the hub's reconnect window")
 	}
 	clock.advance(reconnectWindow - time.Millisecond)
@@ -116,7 +117,7 @@ func TestUnknownKeyGetsError(t *testing.T) {
 		t.Fatalf("no Error frame: %v", err)
 	}
 	e, err := wire.ParseError(p)
-	if err != nil || e.Message != "this hub is not registered at the relay" {
+	if err != nil || e.Message != "this hub is not registered at the relay" || e.Code != wire.CodeNotRegistered {
 		t.Fatalf("second frame %+v, %v; want an Error saying the hub is not registered", e, err)
 	}
 	if _, err := r.Next(); !errors.Is(err, io.EOF) {
@@ -403,12 +404,12 @@ func startTestAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP stri
 // relay's key, as an agent's relay_public_key does.
 func startTestAgentPinning(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey) *testAgent {
 	t.Helper()
-	return startTestAgentVia(t, tr, k, tunnelIP, claim, relayKey, nil)
+	return startTestAgentVia(t, tr, k, tunnelIP, claim, relayKey, tr.AgentAddr().String(), nil)
 }
 
-// startTestAgentVia is startTestAgentPinning with the agent's dialer d
-// (nil: TCP to the agent port).
-func startTestAgentVia(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey, d *uplink.Dialer) *testAgent {
+// startTestAgentVia is startTestAgentPinning dialing the relay at addr (a
+// forwarder the test controls, say) with the dialer d (nil: TCP).
+func startTestAgentVia(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey, addr string, d *uplink.Dialer) *testAgent {
 	t.Helper()
 	if claim == (vpn.PublicKey{}) {
 		claim = k.Public()
@@ -419,7 +420,7 @@ func startTestAgentVia(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP s
 		t.Fatal(err)
 	}
 	a.bind = &uplink.TCPBind{
-		Addr:      tr.AgentAddr().String(),
+		Addr:      addr,
 		Dialer:    d,
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},
 		OnConnect: a.handshake,

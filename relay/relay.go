@@ -233,6 +233,10 @@ func (s *Server) Start() (err error) {
 	s.wg.Add(2)
 	go s.acceptAgents()
 	go s.watchRevision()
+	if udpPort != 0 {
+		s.wg.Add(1)
+		go s.recordUDPHubs()
+	}
 	for _, e := range portmap.Fixed() {
 		if ln := s.publicLn[e.Port]; ln != nil {
 			s.wg.Add(1)
@@ -404,6 +408,11 @@ func (s *Server) openStore() error {
 		default:
 			s.logf("relay: hub %s: owner is now %s (from the config)", h.Name, h.Owner)
 		}
+	}
+	// No hub is connected yet; a relay that crashed left some marked online.
+	// (One relay per store: a fleet sharing one would need a relay id.)
+	if _, err := db.ClearOnline(ctx); err != nil {
+		return fmt.Errorf("relay: store: %w", err)
 	}
 	rev, err := db.Revision(ctx)
 	if err != nil {

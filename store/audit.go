@@ -39,6 +39,10 @@ const (
 	KindHubGone    = "hub-gone"    // a hub's agent went offline
 	KindHubKey     = "hub-key"     // a hub's agent replaced its key: Detail the new key's start
 	KindEnroll     = "enroll"      // a hub enrolled with a code (Outcome ok or refused, Detail the agent's software or why), or a code made or withdrawn
+	// KindClone: a connection with a hub's key was refused while the hub's
+	// agent was connected and answered: a copy of the hub? Source is the
+	// refused connection's address.
+	KindClone = "clone"
 )
 
 // maxDetail bounds Detail, in bytes.

@@ -18,24 +18,31 @@ type Hub struct {
 	TunnelIP     string
 	Disabled     bool
 	Created      time.Time
-	LastSeen     time.Time
+	LastSeen     time.Time // when its agent last connected or went away
 	AgentVersion string
 	Model        string // e.g. "RaspberryMatic", as the agent said at its last connect
 	Firmware     string
 	Owner        string // the owner's name, "" for none
+	// OnlineSince is when the hub's agent connected, as the relay serving
+	// it recorded (HubOnline); zero while it is offline. Transport is how:
+	// "tcp", "tls" or "udp"; "" while offline.
+	OnlineSince time.Time
+	Transport   string
 }
 
 const hubCols = `hubs.id, hubs.name, COALESCE(hubs.owner_id, 0), hubs.public_key, hubs.tunnel_ip, hubs.disabled, hubs.created, hubs.last_seen,
-	hubs.agent_version, hubs.model, hubs.firmware, COALESCE((SELECT name FROM users WHERE users.id = hubs.owner_id), '')`
+	hubs.agent_version, hubs.model, hubs.firmware, COALESCE((SELECT name FROM users WHERE users.id = hubs.owner_id), ''),
+	hubs.online_since, hubs.transport`
 
 func scanHub(row interface{ Scan(...any) error }) (Hub, error) {
 	var h Hub
 	var disabled int
-	var created, seen int64
-	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion, &h.Model, &h.Firmware, &h.Owner); err != nil {
+	var created, seen, online int64
+	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion, &h.Model, &h.Firmware, &h.Owner,
+		&online, &h.Transport); err != nil {
 		return Hub{}, err
 	}
-	h.Disabled, h.Created, h.LastSeen = disabled != 0, fromMs(created), fromMs(seen)
+	h.Disabled, h.Created, h.LastSeen, h.OnlineSince = disabled != 0, fromMs(created), fromMs(seen), fromMs(online)
 	return h, nil
 }
 
@@ -243,14 +250,44 @@ type AgentInfo struct {
 // HubSeen records that the hub's agent is connected now, and what it said
 // of itself.
 func (s *Store) HubSeen(ctx context.Context, hubName string, info AgentInfo) error {
-	clip := func(v string) string {
-		v = strings.ToValidUTF8(v, "?")
-		if len(v) > 64 {
-			v = strings.ToValidUTF8(v[:64], "")
-		}
-		return v
-	}
 	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, agent_version = $2, model = $3, firmware = $4 WHERE name = $5`,
-		s.nowMs(), clip(info.Version), clip(info.Model), clip(info.Firmware), hubName)
+		s.nowMs(), clipInfo(info.Version), clipInfo(info.Model), clipInfo(info.Firmware), hubName)
 	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}
+
+func clipInfo(v string) string {
+	v = strings.ToValidUTF8(v, "?")
+	if len(v) > 64 {
+		v = strings.ToValidUTF8(v[:64], "")
+	}
+	return v
+}
+
+// HubOnline records what HubSeen does, and that the hub's agent has been
+// connected since since, over transport ("tcp", "tls", "udp"), for those
+// who ask in another process (hubrelay hub list). The relay serving the hub
+// calls it when the hub's first connection is proven; HubOffline when its
+// last one ends.
+func (s *Store) HubOnline(ctx context.Context, hubName string, info AgentInfo, since time.Time, transport string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, agent_version = $2, model = $3, firmware = $4, online_since = $5, transport = $6 WHERE name = $7`,
+		s.nowMs(), clipInfo(info.Version), clipInfo(info.Model), clipInfo(info.Firmware), ms(since), clipInfo(transport), hubName)
+	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}
+
+// HubOffline records that the hub's agent has no connection now; it was
+// last seen now.
+func (s *Store) HubOffline(ctx context.Context, hubName string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, online_since = 0, transport = '' WHERE name = $2`, s.nowMs(), hubName)
+	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}
+
+// ClearOnline marks every hub offline and says how many were marked
+// online. A relay calls it when it starts, with no connections yet: one
+// that crashed left its hubs marked online.
+func (s *Store) ClearOnline(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET online_since = 0, transport = '' WHERE online_since <> 0 OR transport <> ''`)
+	if err != nil {
+		return 0, fmt.Errorf("store: clearing the hubs' online state: %w", err)
+	}
+	return res.RowsAffected()
 }

@@ -478,3 +478,74 @@ func TestHubChangesAndTunnelAddresses(t *testing.T) {
 		}
 	})
 }
+
+// The relay records which hubs are online, since when and over what, for
+// hubrelay hub list in another process: set on a hub's first connection,
+// cleared at its last one's end, and cleared for all at the relay's start.
+func TestHubOnlineState(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"a", testKey(1), "100.96.0.2"}, {"b", testKey(2), "100.96.0.3"}}))
+		if a := must[Hub](t)(s.HubByName(ctx, "a")); !a.OnlineSince.IsZero() || a.Transport != "" {
+			t.Fatalf("a new hub is online: %+v", a)
+		}
+		since := c.Now()
+		c.Add(time.Second)
+		check(t, s.HubOnline(ctx, "a", AgentInfo{Version: "0.3.0", Model: "RaspberryMatic", Firmware: "3.79.6"}, since, "tcp"))
+		check(t, s.HubOnline(ctx, "b", AgentInfo{Version: "0.3.0"}, since, "tls"))
+		a := must[Hub](t)(s.HubByName(ctx, "a"))
+		if !a.OnlineSince.Equal(since) || a.Transport != "tcp" || a.AgentVersion != "0.3.0" || a.Model != "RaspberryMatic" || !a.LastSeen.Equal(c.Now()) {
+			t.Fatalf("online: %+v", a)
+		}
+		c.Add(time.Hour)
+		check(t, s.HubOffline(ctx, "a"))
+		a = must[Hub](t)(s.HubByName(ctx, "a"))
+		if !a.OnlineSince.IsZero() || a.Transport != "" || !a.LastSeen.Equal(c.Now()) || a.Model != "RaspberryMatic" {
+			t.Fatalf("offline: %+v, want no online state, last seen now and the agent's info kept", a)
+		}
+		if err := s.HubOnline(ctx, "zz", AgentInfo{}, since, "tcp"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("online of a missing hub: %v", err)
+		}
+		if err := s.HubOffline(ctx, "zz"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("offline of a missing hub: %v", err)
+		}
+		// A relay starting clears what a crashed one left.
+		if n := must[int64](t)(s.ClearOnline(ctx)); n != 1 {
+			t.Fatalf("ClearOnline cleared %d hubs, want 1 (b)", n)
+		}
+		for _, h := range must[[]Hub](t)(s.Hubs(ctx)) {
+			if !h.OnlineSince.IsZero() || h.Transport != "" {
+				t.Fatalf("after ClearOnline: %+v", h)
+			}
+		}
+	})
+}
+
+// A database at the schema before the online state (with enrollment codes,
+// 0003) keeps its hubs through migration 0004, which starts them offline.
+func TestMigrateToOnlineState(t *testing.T) {
+	for _, d := range []string{"sqlite", "postgres"} {
+		t.Run(d, func(t *testing.T) {
+			c := newClock()
+			dsn := dsnFor(t, d)
+			old, err := open(ctx, dsn, Options{Now: c.Now, Password: testPassword})
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, old.migrate(ctx, migrations[:3]))
+			_, err = old.db.ExecContext(ctx, `INSERT INTO hubs (name, public_key, tunnel_ip, created, last_seen, agent_version, model, firmware)
+				VALUES ('home', $1, '100.96.0.2', $2, $2, '0.2.0', 'CCU3', '3.79.6')`, testKey(1), c.Now().UnixMilli())
+			check(t, err)
+			check(t, old.Close())
+
+			s := openTest(t, dsn, c)
+			if v := must[int](t)(s.Version(ctx)); v != len(migrations) || len(migrations) < 4 {
+				t.Fatalf("version %d after the migration, want %d", v, len(migrations))
+			}
+			h := must[Hub](t)(s.HubByName(ctx, "home"))
+			if h.PublicKey != testKey(1) || h.Model != "CCU3" || !h.LastSeen.Equal(c.Now()) || !h.OnlineSince.IsZero() || h.Transport != "" {
+				t.Fatalf("hub after migration 0004: %+v", h)
+			}
+			check(t, s.HubOnline(ctx, "home", AgentInfo{Version: "0.3.0"}, c.Now(), "tcp"))
+		})
+	}
+}

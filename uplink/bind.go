@@ -71,6 +71,7 @@ type TCPBind struct {
 	done    chan struct{} // closed when the dial loop has ended
 	kick    chan struct{} // Reconnect: connect again now
 	status  Status
+	wait    time.Duration // the dial loop's wait before its next attempt; 0 while it dials or is connected
 }
 
 var _ conn.Bind = (*TCPBind)(nil)
@@ -109,10 +110,52 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// Waits the relay can impose. A relay (or something posing as one: the
+// agent learns the relay is genuine only from its WireGuard handshake)
+// must not keep a hub away for long with one frame.
+const (
+	// maxGoingAwayWait caps the wait after a GoingAway: its retry-after
+	// (up to 65 s on the wire) is honoured up to half of it, plus jitter
+	// up to as much again.
+	maxGoingAwayWait = 30 * time.Second
+	// maxErrorWait caps the wait after an Error, however often in a row.
+	maxErrorWait = 5 * time.Minute
+)
+
+// goingAwayDelay is the wait after a GoingAway with retry-after ra: ra,
+// honoured up to maxGoingAwayWait/2, plus a uniform jitter up to as much
+// again, so a relay's agents do not all come back in the same moment.
+func goingAwayDelay(ra time.Duration) time.Duration {
+	d := min(ra, maxGoingAwayWait/2) + time.Millisecond
+	return d + rand.N(d)
+}
+
+// errorDelay is the wait after the relay refused the hub with an Error of
+// code, the n-th time in a row (0-based): per code, doubling with each
+// refusal, capped at maxErrorWait, a uniform pick from the upper half
+// (Backoff.Delay).
+func errorDelay(code uint8, n int) time.Duration {
+	first := time.Minute // 30–60 s
+	switch code {
+	case wire.CodeNotRegistered, wire.CodeOverloaded:
+		// A hub enabled or enrolled a moment later is back within a
+		// minute; an overloaded relay sees its agents spread out.
+	case wire.CodeClone:
+		first = 2 * time.Minute // a copy of the hub: ask rarely
+	case wire.CodeVersion, wire.CodeWrongKey:
+		first = maxErrorWait // only a change on the hub (which restarts the agent) mends these
+	}
+	return Backoff{Min: first, Max: maxErrorWait}.Delay(n)
+}
+
 // session is one TCP connection to the relay.
 type session struct {
-	conn       *wire.Conn
-	retryAfter time.Duration // set by a GoingAway or Error frame before the conn closes
+	conn *wire.Conn
+	// Set by a GoingAway or an Error frame before the conn closes.
+	goingAway  bool
+	retryAfter time.Duration // the GoingAway's
+	refused    bool
+	code       uint8 // the Error's
 }
 
 // Open starts the dial loop. The port is ignored: the agent only dials out.
@@ -205,6 +248,14 @@ func (b *TCPBind) Status() Status {
 	return b.status
 }
 
+// nextWait is how long the dial loop waits before its next attempt, 0 while
+// it dials or is connected.
+func (b *TCPBind) nextWait() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.wait
+}
+
 func (b *TCPBind) logf(format string, args ...any) {
 	if b.Logf != nil {
 		b.Logf(format, args...)
@@ -228,6 +279,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 		d = &Dialer{}
 	}
 	attempt := 0
+	refusals := 0 // Errors in a row
 	for {
 		c, route, err := d.dialRelay(ctx, b.Addr)
 		if ctx.Err() != nil {
@@ -258,11 +310,22 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 			}
 			wait = b.Backoff.Delay(attempt)
 			attempt++
-			if s.retryAfter > 0 {
-				wait = s.retryAfter + rand.N(s.retryAfter+1)
+			switch {
+			case s.goingAway:
+				wait = goingAwayDelay(s.retryAfter)
+				attempt = 0
+			case s.refused:
+				wait = errorDelay(s.code, refusals)
+				refusals++
 				attempt = 0
 			}
+			if !s.refused {
+				refusals = 0
+			}
 		}
+		b.mu.Lock()
+		b.wait = wait
+		b.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
 		case <-closing:
@@ -273,6 +336,9 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 			attempt = 0
 		case <-t.C:
 		}
+		b.mu.Lock()
+		b.wait = 0
+		b.mu.Unlock()
 	}
 }
 
@@ -389,15 +455,23 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		if err != nil {
 			return err
 		}
-		s.retryAfter = b.Backoff.Delay(8) // the relay said no: ask again much later
+		s.refused, s.code = true, e.Code // the relay said no: ask again later (errorDelay)
 		return e
 	case wire.TypeGoingAway:
 		g, err := wire.ParseGoingAway(p)
 		if err != nil {
 			return err
 		}
-		s.retryAfter = time.Duration(g.RetryAfterMillis)*time.Millisecond + time.Millisecond
+		s.goingAway, s.retryAfter = true, time.Duration(g.RetryAfterMillis)*time.Millisecond
 		return errors.New("relay is restarting")
+	case wire.TypePing:
+		ping, err := wire.ParsePing(p)
+		if err != nil {
+			return err
+		}
+		// At once: the relay waits 2 s for it before it takes this
+		// connection for dead and lets another with our key in.
+		return s.conn.Write([][]byte{wire.Pong(ping).Marshal()})
 	}
 	return nil // unknown control frames are for later versions
 }

@@ -275,6 +275,115 @@ func TestTCPBindGoingAwayWaits(t *testing.T) {
 	}
 }
 
+// TestTCPBindAnswersPing: the relay's Ping is answered at once with a
+// Pong of the same token, on the same connection, which stays up.
+func TestTCPBindAnswersPing(t *testing.T) {
+	relay := newFakeRelay(t)
+	b := &TCPBind{Addr: relay.ln.Addr().String(), Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}}
+	fns, _, _ := b.Open(0)
+	defer b.Close()
+	rx := startReceiver(fns[0])
+
+	c, r := relay.accept(t)
+	if p, err := r.Next(); err != nil || p[0] != wire.TypeHello {
+		t.Fatalf("no Hello: %v", err)
+	}
+	token := [8]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	send(t, c, wire.Ping{Token: token}.Marshal())
+	p, err := r.Next()
+	if err != nil {
+		t.Fatalf("no answer to the Ping: %v", err)
+	}
+	pong, err := wire.ParsePong(p)
+	if err != nil || pong.Token != token {
+		t.Fatalf("answer to the Ping: %x, %v; want a Pong with its token", p, err)
+	}
+	// The connection stays: WireGuard messages still arrive, and the Ping
+	// did not reach WireGuard.
+	msg := wgMsg(4, 80)
+	send(t, c, msg)
+	if got := rx.next(t); !bytes.Equal(got, msg) {
+		t.Fatalf("WireGuard got %x after the Ping, want the data message", got[:min(len(got), 8)])
+	}
+	if st := b.Status(); st.Connects != 1 || !st.Connected {
+		t.Errorf("after a Ping: %+v, want the first connection still up", st)
+	}
+	// A malformed Ping ends the connection, as any malformed control frame.
+	send(t, c, []byte{wire.TypePing, 1})
+	relay.accept(t)
+}
+
+// TestRelayCannotKeepAgentAwayLong: a GoingAway's retry-after is honoured
+// up to 15 s (with jitter up to as much again, so at most 30 s), and an
+// Error's wait depends on its code, grows with refusals in a row and never
+// exceeds 5 minutes. A hub that is not registered yet asks again within a
+// minute.
+func TestRelayCannotKeepAgentAwayLong(t *testing.T) {
+	for _, tt := range []struct {
+		ra       time.Duration
+		min, max time.Duration
+	}{
+		{0, time.Millisecond, 2 * time.Millisecond},
+		{time.Second, time.Second, 2*time.Second + 2*time.Millisecond},
+		{65535 * time.Millisecond, 15 * time.Second, maxGoingAwayWait + 2*time.Millisecond},
+	} {
+		for i := 0; i < 200; i++ {
+			if d := goingAwayDelay(tt.ra); d < tt.min || d > tt.max {
+				t.Fatalf("goingAwayDelay(%v) = %v, want in [%v, %v]", tt.ra, d, tt.min, tt.max)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		code     uint8
+		n        int
+		min, max time.Duration
+	}{
+		{wire.CodeNotRegistered, 0, 30 * time.Second, time.Minute},
+		{wire.CodeNotRegistered, 1, time.Minute, 2 * time.Minute},
+		{wire.CodeNotRegistered, 3, 150 * time.Second, 5 * time.Minute},
+		{wire.CodeNotRegistered, 1000, 150 * time.Second, 5 * time.Minute},
+		{wire.CodeOverloaded, 0, 30 * time.Second, time.Minute},
+		{wire.CodeClone, 0, time.Minute, 2 * time.Minute},
+		{wire.CodeClone, 50, 150 * time.Second, 5 * time.Minute},
+		{wire.CodeWrongKey, 0, 150 * time.Second, 5 * time.Minute},
+		{wire.CodeVersion, 9, 150 * time.Second, 5 * time.Minute},
+		{wire.CodeUnknown, 0, 30 * time.Second, time.Minute},
+		{200, 64, 150 * time.Second, 5 * time.Minute},
+	} {
+		for i := 0; i < 200; i++ {
+			if d := errorDelay(tt.code, tt.n); d < tt.min || d > tt.max {
+				t.Fatalf("errorDelay(code %d, %d in a row) = %v, want in [%v, %v]", tt.code, tt.n, d, tt.min, tt.max)
+			}
+		}
+	}
+}
+
+// TestTCPBindWaitsAfterError: after an Error the bind does not redial at
+// its reconnect backoff (milliseconds here) but waits as errorDelay says.
+func TestTCPBindWaitsAfterError(t *testing.T) {
+	relay := newFakeRelay(t)
+	b := &TCPBind{Addr: relay.ln.Addr().String(), Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}}
+	fns, _, _ := b.Open(0)
+	defer b.Close()
+	startReceiver(fns[0])
+	c, _ := relay.accept(t)
+	send(t, c, wire.Error{Code: wire.CodeNotRegistered, Message: "this hub is not registered at the relay"}.Marshal())
+	c.Close()
+	poll.Until(t, 5*time.Second, "the bind to see the Error", func() bool {
+		return strings.Contains(b.Status().LastError, "not registered")
+	})
+	// Its next dial is 30–60 s away, not at its reconnect backoff.
+	var wait time.Duration
+	poll.Until(t, 5*time.Second, "the bind to wait for its next dial", func() bool {
+		wait = b.nextWait()
+		return wait > 0
+	})
+	if wait < 30*time.Second || wait > time.Minute {
+		t.Fatalf("after Error %d the bind waits %v, want 30–60 s", wire.CodeNotRegistered, wait)
+	}
+}
+
 func TestBackoffDelay(t *testing.T) {
 	b := Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for n, want := range []time.Duration{100, 200, 400, 800, 1600, 2000, 2000} {

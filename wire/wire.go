@@ -37,6 +37,8 @@ const (
 	TypeEnrollChallenge = 0xA4 // relay: its key and nonce, MAC'd with the code
 	TypeEnrollRegister  = 0xA5 // agent: the hub's key, MAC'd with the code
 	TypeEnrollResult    = 0xA6 // relay: the hub's name and addresses, MAC'd
+	TypePing            = 0xA7 // the relay asks whether the connection is alive
+	TypePong            = 0xA8 // the agent's answer to a Ping, at once
 )
 
 // ProtocolVersion is sent in every Hello.
@@ -102,6 +104,14 @@ const (
 	CodeVersion    = 1 // protocol version not supported
 	CodeOverloaded = 2 // relay is at capacity; retry later
 	CodeWrongKey   = 3 // the agent's handshakes are for another relay key: its relay_public_key is wrong
+	// CodeNotRegistered: the relay serves no hub with the agent's key (not
+	// added or enrolled yet, removed, or disabled); the agent asks again
+	// within a minute, then less often.
+	CodeNotRegistered = 4
+	// CodeClone: another connection with the hub's key is live (the relay
+	// pinged it and it answered): a copy of the hub, e.g. a restored backup
+	// on a second device.
+	CodeClone = 5
 
 	// Enrollment refusals (package enroll).
 	CodeEnrollUnknown  = 16 // the relay knows no such code: another relay's, or removed
@@ -161,6 +171,39 @@ func Clip(s string) string { return clip(s) }
 // Text checks a peer's text as the control frames' decoders do: UTF-8,
 // printable, at most 200 bytes.
 func Text(b []byte) (string, error) { return text(b) }
+
+// Ping asks the agent to prove that a connection is alive: it answers at
+// once with a Pong carrying the same token. The relay pings a hub's
+// connection when a second one with the same key arrives (a clone, or the
+// hub itself reconnecting after its old connection died without a word).
+type Ping struct {
+	Token [8]byte
+}
+
+func (p Ping) Marshal() []byte { return append([]byte{TypePing}, p.Token[:]...) }
+
+// ParsePing decodes a Ping payload.
+func ParsePing(p []byte) (Ping, error) {
+	if len(p) != 9 || p[0] != TypePing {
+		return Ping{}, fmt.Errorf("%w: ping", ErrBadControl)
+	}
+	return Ping{Token: [8]byte(p[1:])}, nil
+}
+
+// Pong answers a Ping with its token.
+type Pong struct {
+	Token [8]byte
+}
+
+func (p Pong) Marshal() []byte { return append([]byte{TypePong}, p.Token[:]...) }
+
+// ParsePong decodes a Pong payload.
+func ParsePong(p []byte) (Pong, error) {
+	if len(p) != 9 || p[0] != TypePong {
+		return Pong{}, fmt.Errorf("%w: pong", ErrBadControl)
+	}
+	return Pong{Token: [8]byte(p[1:])}, nil
+}
 
 func clip(s string) string {
 	if len(s) > maxText {

@@ -107,6 +107,14 @@ func TestControlFrames(t *testing.T) {
 	if err != nil || g.RetryAfterMillis != 1500 {
 		t.Fatalf("going away = %+v, %v", g, err)
 	}
+	ping, err := ParsePing(Ping{Token: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}}.Marshal())
+	if err != nil || ping.Token != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
+		t.Fatalf("ping = %+v, %v", ping, err)
+	}
+	pong, err := ParsePong(Pong(ping).Marshal())
+	if err != nil || pong.Token != ping.Token {
+		t.Fatalf("pong = %+v, %v", pong, err)
+	}
 	long := Hello{Software: strings.Repeat("x", 500)}.Marshal()
 	if h, err := ParseHello(long); err != nil || len(h.Software) != maxText {
 		t.Fatalf("long software not clipped to %d: %d, %v", maxText, len(h.Software), err)
@@ -122,6 +130,10 @@ func TestControlFrames(t *testing.T) {
 		{"hello invalid utf8", helloRaw(0xff, 0xfe), func(p []byte) error { _, err := ParseHello(p); return err }},
 		{"error wrong type", []byte{TypeHello, 1}, func(p []byte) error { _, err := ParseError(p); return err }},
 		{"going away short", []byte{TypeGoingAway, 1}, func(p []byte) error { _, err := ParseGoingAway(p); return err }},
+		{"ping short", []byte{TypePing, 1, 2, 3, 4, 5, 6, 7}, func(p []byte) error { _, err := ParsePing(p); return err }},
+		{"ping long", append(Ping{}.Marshal(), 0), func(p []byte) error { _, err := ParsePing(p); return err }},
+		{"pong as ping", Pong{}.Marshal(), func(p []byte) error { _, err := ParsePing(p); return err }},
+		{"pong short", []byte{TypePong}, func(p []byte) error { _, err := ParsePong(p); return err }},
 	}
 	for _, tt := range bad {
 		if err := tt.fn(tt.p); !errors.Is(err, ErrBadControl) {
@@ -157,6 +169,8 @@ func TestClassify(t *testing.T) {
 		{[]byte{1, 0, 0}, Control},
 		{Hello{Version: 1}.Marshal(), Control},
 		{GoingAway{}.Marshal(), Control},
+		{Ping{Token: [8]byte{1}}.Marshal(), Control},
+		{Pong{Token: [8]byte{1}}.Marshal(), Control},
 		{nil, Control},
 	} {
 		if got := Classify(tt.p); got != tt.want {
@@ -177,6 +191,7 @@ func TestClassify(t *testing.T) {
 func FuzzReader(f *testing.F) {
 	f.Add(frames(Hello{Version: 1, Software: "hubtunnel/0.1"}.Marshal()))
 	f.Add(frames([]byte{1, 0, 0, 0, 1, 2, 3}, GoingAway{RetryAfterMillis: 500}.Marshal()))
+	f.Add(frames(Ping{Token: [8]byte{1, 2}}.Marshal(), Pong{Token: [8]byte{1, 2}}.Marshal()))
 	f.Add([]byte{0xff, 0xff, 0})
 	f.Add([]byte{0, 0})
 	f.Fuzz(func(t *testing.T, stream []byte) {
@@ -201,6 +216,14 @@ func FuzzReader(f *testing.F) {
 			case TypeGoingAway:
 				if g, err := ParseGoingAway(p); err == nil && !bytes.Equal(g.Marshal(), p) {
 					t.Fatalf("going-away does not round-trip")
+				}
+			case TypePing:
+				if p2, err := ParsePing(p); err == nil && !bytes.Equal(p2.Marshal(), p) {
+					t.Fatalf("ping does not round-trip")
+				}
+			case TypePong:
+				if p2, err := ParsePong(p); err == nil && !bytes.Equal(p2.Marshal(), p) {
+					t.Fatalf("pong does not round-trip")
 				}
 			}
 		}

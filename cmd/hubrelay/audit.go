@@ -25,9 +25,9 @@ const auditUsage = `usage:
                        N at most 100000 (default 100); --json for scripts`
 
 // kinds are the audit records' kinds, for --kind's help.
-var kinds = []string{store.KindLogin, store.KindLogout, store.KindSession, store.KindGrant, store.KindRevoke, store.KindToken, store.KindHubConnect, store.KindHubGone, store.KindEnroll}
+var kinds = []string{store.KindLogin, store.KindLogout, store.KindSession, store.KindGrant, store.KindRevoke, store.KindToken, store.KindHubConnect, store.KindHubGone, store.KindEnroll, store.KindClone, store.KindHubKey}
 
-const kindList = "login, logout, session, grant, revoke, token, hub-connect, hub-gone, enroll"
+const kindList = "login, logout, session, grant, revoke, token, hub-connect, hub-gone, enroll, clone, hub-key"
 
 const (
 	defaultAuditLimit = 100

@@ -127,10 +127,10 @@ func TestHubCommands(t *testing.T) {
 	// The config's hubs are in the store before the relay ever ran.
 	out := r.ok("hub", "list")
 	for _, want := range []string{
-		"NAME   OWNER  LAST SEEN  AGENT  MODEL  FIRMWARE  STATE\n",
-		"cabin  -      never      -      -      -         enabled\n",
-		"home   -      never      -      -      -         enabled\n",
-		"only the running relay knows",
+		"NAME   OWNER  STATE    LAST SEEN  AGENT  MODEL  FIRMWARE  TRANSPORT\n",
+		"cabin  -      offline  never      -      -      -         -\n",
+		"home   -      offline  never      -      -      -         -\n",
+		"as the relay recorded them",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("hub list lacks %q:\n%s", want, out)
@@ -184,7 +184,7 @@ func TestHubCommands(t *testing.T) {
 		t.Fatalf("disable twice: %q, %d records after %d", out, len(r.audit()), n)
 	}
 	out = r.ok("hub", "list")
-	if !strings.Contains(out, "home   bob    2026-06-01 13:00  0.4.0  RaspberryMatic  3.79.6.20250118  disabled\n") {
+	if !strings.Contains(out, "home   bob    disabled  2026-06-01 13:00  0.4.0  RaspberryMatic  3.79.6.20250118  -\n") {
 		t.Fatalf("hub list:\n%s", out)
 	}
 	r.ok("hub", "enable", "home")

@@ -14,8 +14,9 @@ import (
 
 const hubUsage = `usage:
   hubrelay hub list [--config FILE]
-                       list the hubs: owner, when their agent was last seen,
-                       what it said of itself, disabled or not
+                       list the hubs: owner, online (since when) or offline or
+                       disabled, when their agent was last seen, what it said
+                       of itself, and how it is connected (tcp, tls, udp)
   hubrelay hub owner HUB USER [--config FILE]
   hubrelay hub owner HUB --none [--config FILE]
                        give HUB to USER (the owner reaches all of it and grants
@@ -170,20 +171,28 @@ func (c cli) hubList(ctx context.Context, db *store.Store) error {
 		return nil
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tOWNER\tLAST SEEN\tAGENT\tMODEL\tFIRMWARE\tSTATE")
+	fmt.Fprintln(w, "NAME\tOWNER\tSTATE\tLAST SEEN\tAGENT\tMODEL\tFIRMWARE\tTRANSPORT")
 	for _, h := range hs {
-		state := "enabled"
-		if h.Disabled {
-			state = "disabled"
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, or(h.Owner, "-"), or(c.showTime(h.LastSeen), "never"),
-			or(cell(h.AgentVersion), "-"), or(cell(h.Model), "-"), or(cell(h.Firmware), "-"), state)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, or(h.Owner, "-"), c.hubState(h), or(c.showTime(h.LastSeen), "never"),
+			or(cell(h.AgentVersion), "-"), or(cell(h.Model), "-"), or(cell(h.Firmware), "-"), or(cell(h.Transport), "-"))
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(c.stdout, "(whether a hub is online now only the running relay knows: see the portal, or hubrelay audit --kind hub-gone)")
+	fmt.Fprintln(c.stdout, "(STATE and TRANSPORT as the relay recorded them; a relay that crashed left them as they were until it starts again)")
 	return nil
+}
+
+// hubState is a hub's STATE in hub list: disabled, online since when (as
+// the relay serving it recorded), or offline.
+func (c cli) hubState(h store.Hub) string {
+	switch {
+	case h.Disabled:
+		return "disabled"
+	case !h.OnlineSince.IsZero():
+		return "online since " + c.showTime(h.OnlineSince)
+	}
+	return "offline"
 }
 
 // hubAdd serves a new hub: hubrelay hub add NAME --key KEY [--tunnel-ip IP]

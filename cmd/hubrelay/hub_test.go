@@ -187,3 +187,32 @@ func mustKey(t *testing.T) vpn.PrivateKey {
 	}
 	return k
 }
+
+// hub list shows each hub's state as the relay recorded it — online since
+// when and over which transport, offline, or disabled — with when it was
+// last seen and what its agent said of itself.
+func TestHubListShowsOnlineState(t *testing.T) {
+	r := newTestRelay(t, "", "barn", "cabin", "home")
+	ctx := context.Background()
+	db := r.store()
+	since := time.Date(2026, 6, 1, 10, 30, 0, 0, time.UTC)
+	if err := db.HubOnline(ctx, "home", store.AgentInfo{Version: "0.4.0", Model: "RaspberryMatic", Firmware: "3.79.6"}, since, "tls"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.HubOnline(ctx, "cabin", store.AgentInfo{Version: "0.3.1", Model: "CCU3", Firmware: "3.75.7"}, since, "tcp"); err != nil {
+		t.Fatal(err)
+	}
+	r.now = r.now.Add(time.Hour)
+	if err := db.HubOffline(ctx, "cabin"); err != nil {
+		t.Fatal(err)
+	}
+	r.ok("hub", "disable", "barn")
+	out := r.ok("hub", "list")
+	want := "NAME   OWNER  STATE                          LAST SEEN         AGENT  MODEL           FIRMWARE  TRANSPORT\n" +
+		"barn   -      disabled                       never             -      -               -         -\n" +
+		"cabin  -      offline                        2026-06-01 14:00  0.3.1  CCU3            3.75.7    -\n" +
+		"home   -      online since 2026-06-01 11:30  2026-06-01 13:00  0.4.0  RaspberryMatic  3.79.6    tls\n"
+	if !strings.HasPrefix(out, want) {
+		t.Fatalf("hub list:\n%s\nwant:\n%s", out, want)
+	}
+}
