@@ -132,7 +132,14 @@ func (r *registry) replace(list []HubConfig) (added, removed []*hub) {
 	for _, hc := range list {
 		h := old.byName[hc.Name]
 		if h == nil || h.key != hc.key || h.ip != hc.ip {
+			prev := h
 			h = &hub{HubConfig: hc, inbound: inflight.New(maxInboundPerHub)}
+			if prev != nil && prev.ip == hc.ip {
+				// A hub that replaced its key (keys.go) comes back with
+				// the new one in a moment: its requests wait for it as
+				// for a restarting agent.
+				h.goneAt = r.now()
+			}
 			added = append(added, h)
 		}
 		next.byName[h.Name] = h

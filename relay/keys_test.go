@@ -87,6 +87,9 @@ func TestHubReplacesItsKey(t *testing.T) {
 	})
 	h := tr.hubs.name("a")
 	poll.Until(t, time.Second, "the old key's connection closed", func() bool { return tr.claims(h) == 0 && !online("a") })
+	if !tr.hubs.reconnecting(h) {
+		t.Error("a hub that replaced its key must be waited for, as a restarting agent is")
+	}
 	agentA.Close()
 
 	// The old key is refused; the new one connects and serves the hub.
