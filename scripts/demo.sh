@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a relay, an agent and a simulated CCU on loopback, as three
-# processes, with keys and configs in a temporary folder. Ctrl-C stops all.
+# processes, with keys and configs in a temporary folder; the hub joins the
+# relay with an enrollment code, as a hub owner's does. Ctrl-C stops all.
 #
 # Ports: the relay serves the fixed map shifted by OFFSET (default 10000,
 # so the WebUI is on 10080); agents dial it on AGENT_PORT; ccusim listens
@@ -16,21 +17,21 @@ UI_PORT=${UI_PORT:-18099}
 dir=$(mktemp -d /tmp/hubtunnel-demo.XXXXXX)
 pids=()
 cleanup() {
+	rc=${1:-0}
 	trap - INT TERM EXIT
 	echo
 	echo "demo: stopping"
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$dir"
-	exit 0
+	exit "$rc"
 }
-trap cleanup INT TERM EXIT
+# Ctrl-C is the demo's normal end; a failure keeps its exit status.
+trap 'cleanup 0' INT TERM
+trap 'cleanup $?' EXIT
 
 umask 077
 "$bin/hubtunnel" keygen >"$dir/relay.key"
-"$bin/hubtunnel" keygen >"$dir/hub.key"
-relay_pub=$("$bin/hubtunnel" pubkey <"$dir/relay.key")
-hub_pub=$("$bin/hubtunnel" pubkey <"$dir/hub.key")
 
 cat >"$dir/relay.toml" <<TOML
 agent_listen = "127.0.0.1:$AGENT_PORT"
@@ -39,34 +40,19 @@ domain = "localhost"
 public_listen = "127.0.0.1"
 port_offset = $OFFSET
 private_key_file = "relay.key"
-
-[[hub]]
-name = "demo"
-public_key = "$hub_pub"
-tunnel_ip = "100.96.0.2"
-owner = "demo"
+enroll_address = "127.0.0.1:$AGENT_PORT"
 TOML
 
-# The hub's owner, who logs in on the portal, and an app token of theirs
-# for the XML-RPC lines below; both only for this demo's folder.
+# The hub's owner, who logs in on the portal; only for this demo's folder.
 password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
 if ! out=$(echo "$password" | "$bin/hubrelay" user add demo --config "$dir/relay.toml" 2>&1); then
 	echo "demo: hubrelay user add: $out" >&2
 	exit 1
 fi
-token=$("$bin/hubrelay" token add demo --ports all --label "make demo" --config "$dir/relay.toml" 2>/dev/null |
-	grep -o 'htk_[A-Za-z0-9_-]\{43\}' | head -n 1)
-if [ -z "$token" ]; then
-	echo "demo: could not make an app token (hubrelay token add)" >&2
-	exit 1
-fi
 
+# The hub's config names no relay: it joins with an enrollment code, as a
+# hub owner's does.
 cat >"$dir/hub.toml" <<TOML
-name = "demo"
-relay = "127.0.0.1:$AGENT_PORT"
-relay_public_key = "$relay_pub"
-private_key_file = "hub.key"
-tunnel_ip = "100.96.0.2"
 ui_listen = "127.0.0.1:$UI_PORT"
 proxy = "none"
 
@@ -85,21 +71,60 @@ host = "127.0.0.1"
 44381 = "$((SIM + 8181))"
 TOML
 
-(cd "$dir" && exec "$bin/hubrelay" run --config relay.toml) 2>&1 | sed -u 's/^/relay | /' &
+# Each program's own PID (the subshell's, which exec makes the program's)
+# is kept beside the pipeline's, so that the end of the demo stops it.
+(cd "$dir" && echo "$BASHPID" >relay.pid && exec "$bin/hubrelay" run --config relay.toml) 2>&1 | sed -u 's/^/relay | /' &
 pids+=($!)
 "$bin/ccusim" -name demo -webui $((SIM + 80)) -wired $((SIM + 2000)) -rf $((SIM + 2001)) \
 	-hmip $((SIM + 2010)) -script $((SIM + 8181)) >"$dir/ccusim.log" 2>&1 &
 pids+=($!)
-(cd "$dir" && exec "$bin/hubtunnel" run --config hub.toml) 2>&1 | sed -u 's/^/agent | /' &
+(cd "$dir" && echo "$BASHPID" >agent.pid && exec "$bin/hubtunnel" run --config hub.toml) 2>&1 | sed -u 's/^/agent | /' &
 pids+=($!)
+for _ in $(seq 50); do
+	[ -s "$dir/relay.pid" ] && [ -s "$dir/agent.pid" ] && break
+	sleep 0.1
+done
+relay_pid=$(cat "$dir/relay.pid")
+agent_pid=$(cat "$dir/agent.pid")
+pids+=("$relay_pid" "$agent_pid")
 
-# Wait until the agent reports the tunnel up (at most 15 s).
+# fail stops the demo with a reason instead of printing URLs that lead
+# nowhere.
+fail() {
+	echo "demo: $*" >&2
+	exit 1
+}
+# alive fails the demo if the relay or the agent has exited.
+alive() {
+	kill -0 "$relay_pid" 2>/dev/null || fail "the relay did not start (see its lines above; is port $AGENT_PORT or $((443 + OFFSET)) taken? OFFSET=… AGENT_PORT=… make demo)"
+	kill -0 "$agent_pid" 2>/dev/null || fail "the agent did not start (see its lines above; is port $UI_PORT taken? UI_PORT=… make demo)"
+}
+
+# Wait for the relay's agent port and the agent's status API (at most 15 s).
+up=
 for _ in $(seq 150); do
-	if "$bin/hubtunnel" status --config "$dir/hub.toml" --json 2>/dev/null | grep -q '"state": "connected"'; then
+	alive
+	if "$bin/hubtunnel" status --config "$dir/hub.toml" >/dev/null 2>&1 &&
+		(exec 3<>"/dev/tcp/127.0.0.1/$AGENT_PORT") 2>/dev/null; then
+		up=1
 		break
 	fi
 	sleep 0.1
 done
+[ -n "$up" ] || fail "the relay or the agent did not come up within 15 s"
+sleep 0.3 # a relay that could not open a later listener exits a moment after the first
+alive
+
+# The owner adds the hub (the portal's "Add a hub" does the same), and the
+# hub enrolls with the code.
+code=$("$bin/hubrelay" hub add demo --owner demo --config "$dir/relay.toml" | sed -n 's/^    \([^ ]*\)$/\1/p' | head -n 1)
+[ -n "$code" ] || fail "hubrelay hub add printed no enrollment code"
+echo "demo: enrollment code $code"
+"$bin/hubtunnel" enroll "$code" --config "$dir/hub.toml" | sed -u 's/^/enroll | /' || { alive; fail "the hub did not enroll"; }
+
+token=$("$bin/hubrelay" token add demo --ports all --label "make demo" --config "$dir/relay.toml" 2>/dev/null |
+	grep -o 'htk_[A-Za-z0-9_-]\{43\}' | head -n 1)
+[ -n "$token" ] || fail "could not make an app token (hubrelay token add)"
 
 cat <<MSG
 
