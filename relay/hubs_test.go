@@ -611,3 +611,23 @@ func TestRelaySaysNothingFirst(t *testing.T) {
 		t.Fatalf("the relay's Hello after the agent's: %+v %v", h, err)
 	}
 }
+
+// TestRenamedHubIsServedUnderItsNewName: a hub renamed in the store (as
+// hubrelay hub rename does) is reached under the new name within seconds,
+// and the old name reaches nothing.
+func TestRenamedHubIsServedUnderItsNewName(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	online := func(name string) bool { h := tr.hubs.name(name); return h != nil && tr.hubs.online(h) }
+	poll.Until(t, 10*time.Second, "hub a online", func() bool { return online("a") })
+	if err := tr.Store().RenameHub(context.Background(), "a", "lodge"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "hub lodge online", func() bool { return online("lodge") })
+	if got := tr.ask(t, 443, "lodge.localhost", "/who", tr.cookie(true)); got.code != 200 || got.body != "100.96.0.2" {
+		t.Fatalf("hub lodge: %d %q", got.code, got.body)
+	}
+	if got := tr.ask(t, 443, "a.localhost", "/who", tr.cookie(true)); got.code != http.StatusNotFound {
+		t.Fatalf("the old name: %d %q, want the 404 page", got.code, got.body)
+	}
+}

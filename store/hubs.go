@@ -230,6 +230,24 @@ func nextTunnelIP(ctx context.Context, q querier, after netip.Addr) (netip.Addr,
 	return netip.Addr{}, fmt.Errorf("store: no free tunnel address in %s: %w", net, ErrExists)
 }
 
+// RenameHub gives the hub old the name new, which must be free (no hub has
+// it and no pending enrollment code waits for it: ErrExists). Its key,
+// address, owner, grants and tokens stay; the audit log keeps the old name
+// on the records made before. A running relay serves it under the new
+// name at once (Revision). ErrNotFound when there is no hub old.
+func (s *Store) RenameHub(ctx context.Context, old, new string) error {
+	if err := CheckHubName(new); err != nil {
+		return err
+	}
+	return s.change(ctx, func(tx *sql.Tx) error {
+		if err := s.nameFreeTx(ctx, tx, new, ""); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE hubs SET name = $1 WHERE name = $2`, new, old)
+		return affected(res, err, fmt.Sprintf("hub %q", old))
+	})
+}
+
 // RemoveHub deletes a hub with its grants and tokens; a running relay
 // stops serving it at once (Revision). The audit log keeps its name.
 // ErrNotFound when there is none.

@@ -38,6 +38,10 @@ const hubUsage = `usage:
                        expired, valid until, used from where
   hubrelay hub withdraw HUB [--config FILE]
                        take back the code waiting for HUB: it enrolls nothing
+  hubrelay hub rename HUB NEW [--config FILE]
+                       call HUB NEW from now on (NEW.<domain>); its key, owner,
+                       grants and tokens stay. A running relay serves it under
+                       the new name at once; the old name reaches nothing
   hubrelay hub remove HUB [--config FILE]
                        stop serving HUB and forget it with its grants and tokens;
                        a running relay cuts it off at once
@@ -53,7 +57,7 @@ func (c cli) hub(in []string) error {
 	var a args
 	var err error
 	switch cmd {
-	case "list", "disable", "enable", "remove", "codes", "withdraw":
+	case "list", "disable", "enable", "remove", "codes", "withdraw", "rename":
 		a, err = parseArgs(in[1:], nil, nil)
 	case "add":
 		a, err = parseArgs(in[1:], []string{"key", "tunnel-ip", "owner", "ttl"}, nil)
@@ -65,7 +69,7 @@ func (c cli) hub(in []string) error {
 	if err != nil {
 		return fmt.Errorf("%v\n%s", err, hubUsage)
 	}
-	want := map[string]int{"list": 0, "disable": 1, "enable": 1, "owner": 2, "add": 1, "remove": 1, "codes": 0, "withdraw": 1}[cmd]
+	want := map[string]int{"list": 0, "disable": 1, "enable": 1, "owner": 2, "add": 1, "remove": 1, "codes": 0, "withdraw": 1, "rename": 2}[cmd]
 	if cmd == "owner" && a.on["none"] {
 		want = 1
 	}
@@ -103,6 +107,8 @@ func (c cli) hub(in []string) error {
 		return c.hubOwner(ctx, db, h, a)
 	case "remove":
 		return c.hubRemove(ctx, cfg, db, h)
+	case "rename":
+		return c.hubRename(ctx, cfg, db, h, a.rest[1])
 	}
 	disable := cmd == "disable"
 	if h.Disabled == disable {
@@ -257,6 +263,28 @@ func relayKey(cfg *relay.Config) string {
 		return "(hubtunnel pubkey < " + cfg.PrivateKeyFile + ")"
 	}
 	return k.Public().String()
+}
+
+// hubRename gives a hub another name. A hub the config's [[hub]] list
+// names is renamed there: the next start would bring the old name back
+// with the hub's key, and the key cannot be two hubs'.
+func (c cli) hubRename(ctx context.Context, cfg *relay.Config, db *store.Store, h store.Hub, name string) error {
+	for _, hc := range cfg.Hubs {
+		if hc.Name == h.Name {
+			return fmt.Errorf("hub %s is in the config's [[hub]] list: rename it there and restart the relay", h.Name)
+		}
+	}
+	switch err := db.RenameHub(ctx, h.Name, name); {
+	case errors.Is(err, store.ErrExists):
+		return fmt.Errorf("the name %s is taken: %v", name, err)
+	case err != nil:
+		return err
+	}
+	if err := c.record(ctx, db, store.KindGrant, name, "hub renamed from "+h.Name); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "hub %s is called %s now (https://%s.%s/); a running relay serves it under the new name at once\n", h.Name, name, name, cfg.Domain)
+	return nil
 }
 
 // hubRemove forgets a hub; a running relay cuts it off at once.

@@ -216,3 +216,29 @@ func TestHubListShowsOnlineState(t *testing.T) {
 		t.Fatalf("hub list:\n%s\nwant:\n%s", out, want)
 	}
 }
+
+// hub rename gives a hub another name with its key, owner and grants; a
+// taken name, a bad one and a hub the config lists are refused.
+func TestHubRename(t *testing.T) {
+	r := newTestRelay(t, "", "home")
+	r.ok("hub", "add", "cabin", "--key", testPublicKey(t), "--owner", "alice")
+	r.ok("grant", "bob", "cabin", "--ports", "webui")
+	before := r.revision()
+	out := r.ok("hub", "rename", "cabin", "lodge")
+	if !strings.Contains(out, "hub cabin is called lodge now") || r.revision() <= before {
+		t.Fatalf("rename: %q", out)
+	}
+	db := r.store()
+	h, err := db.HubByName(context.Background(), "lodge")
+	if err != nil || h.Owner != "alice" {
+		t.Fatalf("renamed hub: %+v %v", h, err)
+	}
+	if gs, _ := db.GrantsOnHub(context.Background(), "lodge"); len(gs) != 1 {
+		t.Fatalf("the grant did not follow the hub: %+v", gs)
+	}
+	r.lastRecord(store.KindGrant, "lodge", "hub renamed from cabin")
+	r.fails(`there is no hub "cabin"`, "hub", "rename", "cabin", "shed")
+	r.fails("the name home is taken", "hub", "rename", "lodge", "home")
+	r.fails("use lower-case letters", "hub", "rename", "lodge", "Shed!")
+	r.fails("in the config's [[hub]] list", "hub", "rename", "home", "house")
+}
