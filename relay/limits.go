@@ -210,6 +210,12 @@ func (c *publicConn) Write(p []byte) (int, error) {
 // its requests in flight fail, its WebSockets close.
 func (c *publicConn) cut() {
 	c.endRecord("cut")
+	// A reset, not a FIN: what the hub sent and the relay had not yet
+	// passed on (up to the socket's send buffer, megabytes) must not
+	// reach a user whose access ended.
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 	c.Close()
 }
 
