@@ -97,14 +97,17 @@ func TestRelayRecordsUDPHubs(t *testing.T) {
 		}
 		return h
 	}
-	tr.sweepUDPHubs()
+	// The relay, as responder, counts the handshake done only when the
+	// agent's first packet after it arrives, a moment after the agent
+	// does: sweep until it has.
 	poll.Until(t, 10*time.Second, "the store to say hub a is online over udp", func() bool {
+		tr.sweepUDPHubs()
 		h := hubA()
 		return !h.OnlineSince.IsZero() && h.Transport == "udp"
 	})
 	tr.clock.advance(udpSessionFresh)
-	tr.sweepUDPHubs()
 	poll.Until(t, 10*time.Second, "the store to say hub a is offline once its handshake is stale", func() bool {
+		tr.sweepUDPHubs()
 		h := hubA()
 		return h.OnlineSince.IsZero() && h.Transport == ""
 	})
