@@ -185,7 +185,7 @@ func (s *Server) commitKey(w http.ResponseWriter, r *http.Request, h *hub) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if _, err := s.db.UpsertHub(ctx, store.HubSpec{Name: h.Name, PublicKey: k.String(), TunnelIP: h.ip.String()}); err != nil {
+	if err := s.db.ReplaceHubKey(ctx, h.Name, k.String()); err != nil {
 		s.logf("relay: hub %s: replacing its key: %v", h.Name, err)
 		status := http.StatusInternalServerError
 		if errors.Is(err, store.ErrExists) {

@@ -122,6 +122,16 @@ func (s *Store) ImportHubs(ctx context.Context, list []HubSpec) (ImportResult, e
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		r = ImportResult{}
 		for _, h := range list {
+			// A hub that replaced the config's key through the tunnel
+			// (ReplaceHubKey) keeps its own.
+			var key, configKey string
+			err := tx.QueryRowContext(ctx, `SELECT public_key, config_key FROM hubs WHERE name = $1`, h.Name).Scan(&key, &configKey)
+			if err != nil && err != sql.ErrNoRows {
+				return err
+			}
+			if configKey != "" && configKey == h.PublicKey {
+				h.PublicKey = key
+			}
 			_, what, err := s.upsertHubTx(ctx, tx, h)
 			if err != nil {
 				return err
@@ -172,7 +182,7 @@ func (s *Store) upsertHubTx(ctx context.Context, tx *sql.Tx, h HubSpec) (Hub, st
 	case old.PublicKey == h.PublicKey && old.TunnelIP == h.TunnelIP:
 		return old, "unchanged", nil
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE hubs SET public_key = $1, tunnel_ip = $2 WHERE id = $3`, h.PublicKey, h.TunnelIP, old.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE hubs SET config_key = CASE WHEN public_key = $1 THEN config_key ELSE '' END, public_key = $1, tunnel_ip = $2 WHERE id = $3`, h.PublicKey, h.TunnelIP, old.ID); err != nil {
 		return Hub{}, "", err
 	}
 	nh, err := scanHub(tx.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE id = $1`, old.ID))
