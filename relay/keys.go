@@ -96,7 +96,7 @@ func (s *Server) keysHandler() http.Handler {
 				// hubrelay key promote waits for every hub to have
 				// learned it: seen since the next key was made.
 				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-				if err := s.db.TouchHub(ctx, h.Name); err != nil {
+				if err := s.db.HubLearnedKeys(ctx, h.Name); err != nil {
 					s.storeErrLog("relay: hub %s: %v", h.Name, err)
 				}
 				cancel()

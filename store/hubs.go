@@ -28,21 +28,24 @@ type Hub struct {
 	// "tcp", "tls" or "udp"; "" while offline.
 	OnlineSince time.Time
 	Transport   string
+	// KeysLearned is when the hub's agent last fetched the relay's keys
+	// (its next key among them) through the tunnel; zero: never.
+	KeysLearned time.Time
 }
 
 const hubCols = `hubs.id, hubs.name, COALESCE(hubs.owner_id, 0), hubs.public_key, hubs.tunnel_ip, hubs.disabled, hubs.created, hubs.last_seen,
 	hubs.agent_version, hubs.model, hubs.firmware, COALESCE((SELECT name FROM users WHERE users.id = hubs.owner_id), ''),
-	hubs.online_since, hubs.transport`
+	hubs.online_since, hubs.transport, hubs.keys_learned`
 
 func scanHub(row interface{ Scan(...any) error }) (Hub, error) {
 	var h Hub
 	var disabled int
-	var created, seen, online int64
+	var created, seen, online, learned int64
 	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion, &h.Model, &h.Firmware, &h.Owner,
-		&online, &h.Transport); err != nil {
+		&online, &h.Transport, &learned); err != nil {
 		return Hub{}, err
 	}
-	h.Disabled, h.Created, h.LastSeen, h.OnlineSince = disabled != 0, fromMs(created), fromMs(seen), fromMs(online)
+	h.Disabled, h.Created, h.LastSeen, h.OnlineSince, h.KeysLearned = disabled != 0, fromMs(created), fromMs(seen), fromMs(online), fromMs(learned)
 	return h, nil
 }
 
