@@ -22,7 +22,7 @@ const keyUsage = `usage:
                                the relay. Refused while a hub has not
                                connected since the rotate: it has not learned
                                the next key and would be stranded (--force
-                               strands it).`
+                               strands it)`
 
 // key rotates the relay's own WireGuard key in two steps, so that no hub
 // is stranded: rotate makes the next key, which the running relay
