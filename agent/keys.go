@@ -274,12 +274,42 @@ func (a *Agent) RotateKey(ctx context.Context) (localapi.RotateKeyResponse, erro
 		vpn.SavePrivateKey(a.cfg.PrivateKeyFile, old)
 		return localapi.RotateKeyResponse{}, err
 	}
+	switched, conns := time.Now(), a.tr.connects()
 	a.keyMu.Lock()
 	a.key = k
 	a.keyMu.Unlock()
 	a.tr.useKey(k)
 	a.logf("agent: replaced this hub's key %s with %s (the old one is kept in %s)", old.Public().Short(), k.Public(), a.cfg.PrivateKeyFile+".old")
+	a.awaitNewTunnel(ctx, switched, conns)
 	return localapi.RotateKeyResponse{PublicKey: k.Public().String()}, nil
+}
+
+// newKeyWait bounds how long RotateKey waits for the tunnel with the new
+// key: the relay closes the old connection within 250 ms of the commit,
+// and a UDP hub switches a second after it.
+const newKeyWait = 15 * time.Second
+
+// awaitNewTunnel waits until the transport has connected again (or, over
+// UDP, switched keys) since conns and WireGuard has completed a handshake
+// since switched: until then the status still shows the old key's tunnel,
+// which the relay is about to close, as connected.
+func (a *Agent) awaitNewTunnel(ctx context.Context, switched time.Time, conns uint64) {
+	ctx, cancel := context.WithTimeout(ctx, newKeyWait)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if a.tr.connects() > conns {
+			if st := a.Status(); st.State == localapi.StateConnected && st.LastHandshake.After(switched) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return // the caller sees the status as it is
+		case <-tick.C:
+		}
+	}
 }
 
 // keysLoop asks the relay for its keys at every new relay connection and

@@ -213,7 +213,7 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]by
 		return
 	}
 	s.enrollLimit.giveBack(key)
-	s.logf("relay: hub %s enrolled from %s (%s)", hub, from, software)
+	s.logf("relay: hub %s enrolled from %s over %s (%s)", hub, from, ac.transport, software)
 	s.audit.add(store.Event{Kind: store.KindEnroll, Hub: hub, Source: from, Outcome: "ok", Detail: software})
 }
 

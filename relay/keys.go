@@ -96,7 +96,7 @@ func (s *Server) keysHandler() http.Handler {
 				// hubrelay key promote waits for every hub to have
 				// learned it: seen since the next key was made.
 				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-				if err := s.db.TouchHub(ctx, h.Name); err != nil {
+				if err := s.db.HubLearnedKeys(ctx, h.Name); err != nil {
 					s.storeErrLog("relay: hub %s: %v", h.Name, err)
 				}
 				cancel()
@@ -185,7 +185,7 @@ func (s *Server) commitKey(w http.ResponseWriter, r *http.Request, h *hub) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if _, err := s.db.UpsertHub(ctx, store.HubSpec{Name: h.Name, PublicKey: k.String(), TunnelIP: h.ip.String()}); err != nil {
+	if err := s.db.ReplaceHubKey(ctx, h.Name, k.String()); err != nil {
 		s.logf("relay: hub %s: replacing its key: %v", h.Name, err)
 		status := http.StatusInternalServerError
 		if errors.Is(err, store.ErrExists) {

@@ -28,21 +28,24 @@ type Hub struct {
 	// "tcp", "tls" or "udp"; "" while offline.
 	OnlineSince time.Time
 	Transport   string
+	// KeysLearned is when the hub's agent last fetched the relay's keys
+	// (its next key among them) through the tunnel; zero: never.
+	KeysLearned time.Time
 }
 
 const hubCols = `hubs.id, hubs.name, COALESCE(hubs.owner_id, 0), hubs.public_key, hubs.tunnel_ip, hubs.disabled, hubs.created, hubs.last_seen,
 	hubs.agent_version, hubs.model, hubs.firmware, COALESCE((SELECT name FROM users WHERE users.id = hubs.owner_id), ''),
-	hubs.online_since, hubs.transport`
+	hubs.online_since, hubs.transport, hubs.keys_learned`
 
 func scanHub(row interface{ Scan(...any) error }) (Hub, error) {
 	var h Hub
 	var disabled int
-	var created, seen, online int64
+	var created, seen, online, learned int64
 	if err := row.Scan(&h.ID, &h.Name, &h.OwnerID, &h.PublicKey, &h.TunnelIP, &disabled, &created, &seen, &h.AgentVersion, &h.Model, &h.Firmware, &h.Owner,
-		&online, &h.Transport); err != nil {
+		&online, &h.Transport, &learned); err != nil {
 		return Hub{}, err
 	}
-	h.Disabled, h.Created, h.LastSeen, h.OnlineSince = disabled != 0, fromMs(created), fromMs(seen), fromMs(online)
+	h.Disabled, h.Created, h.LastSeen, h.OnlineSince, h.KeysLearned = disabled != 0, fromMs(created), fromMs(seen), fromMs(online), fromMs(learned)
 	return h, nil
 }
 
@@ -122,6 +125,16 @@ func (s *Store) ImportHubs(ctx context.Context, list []HubSpec) (ImportResult, e
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		r = ImportResult{}
 		for _, h := range list {
+			// A hub that replaced the config's key through the tunnel
+			// (ReplaceHubKey) keeps its own.
+			var key, configKey string
+			err := tx.QueryRowContext(ctx, `SELECT public_key, config_key FROM hubs WHERE name = $1`, h.Name).Scan(&key, &configKey)
+			if err != nil && err != sql.ErrNoRows {
+				return err
+			}
+			if configKey != "" && configKey == h.PublicKey {
+				h.PublicKey = key
+			}
 			_, what, err := s.upsertHubTx(ctx, tx, h)
 			if err != nil {
 				return err
@@ -172,7 +185,7 @@ func (s *Store) upsertHubTx(ctx context.Context, tx *sql.Tx, h HubSpec) (Hub, st
 	case old.PublicKey == h.PublicKey && old.TunnelIP == h.TunnelIP:
 		return old, "unchanged", nil
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE hubs SET public_key = $1, tunnel_ip = $2 WHERE id = $3`, h.PublicKey, h.TunnelIP, old.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE hubs SET config_key = CASE WHEN public_key = $1 THEN config_key ELSE '' END, public_key = $1, tunnel_ip = $2 WHERE id = $3`, h.PublicKey, h.TunnelIP, old.ID); err != nil {
 		return Hub{}, "", err
 	}
 	nh, err := scanHub(tx.QueryRowContext(ctx, `SELECT `+hubCols+` FROM hubs WHERE id = $1`, old.ID))

@@ -549,3 +549,39 @@ func TestMigrateToOnlineState(t *testing.T) {
 		})
 	}
 }
+
+// TestImportKeepsReplacedKey: a hub of the config's list that replaced its
+// key through the tunnel keeps it when the config's list, which still names
+// the old key, is imported again (at every relay start and hubrelay
+// command); a config that names yet another key still wins.
+func TestImportKeepsReplacedKey(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		list := []HubSpec{{"a", testKey(1), "100.96.0.2"}}
+		must[ImportResult](t)(s.ImportHubs(ctx, list))
+		check(t, s.ReplaceHubKey(ctx, "a", testKey(2)))
+		check(t, s.ReplaceHubKey(ctx, "a", testKey(3)))
+		r := must[ImportResult](t)(s.ImportHubs(ctx, list))
+		if !reflect.DeepEqual(r, ImportResult{Unchanged: []string{"a"}}) {
+			t.Fatalf("import after the hub replaced its key: %+v", r)
+		}
+		if h := must[Hub](t)(s.HubByName(ctx, "a")); h.PublicKey != testKey(3) {
+			t.Fatalf("the config's key came back: %s, want %s", h.PublicKey, testKey(3))
+		}
+		if err := s.ReplaceHubKey(ctx, "a", testKey(3)); err != nil {
+			t.Fatalf("replacing a key with itself: %v", err)
+		}
+		must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"b", testKey(4), "100.96.0.3"}}))
+		if err := s.ReplaceHubKey(ctx, "a", testKey(4)); !errors.Is(err, ErrExists) {
+			t.Fatalf("taking hub b's key: %v", err)
+		}
+		r = must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"a", testKey(5), "100.96.0.2"}}))
+		if !reflect.DeepEqual(r.Updated, []string{"a"}) || must[Hub](t)(s.HubByName(ctx, "a")).PublicKey != testKey(5) {
+			t.Fatalf("a new key in the config did not win: %+v", r)
+		}
+		check(t, s.ReplaceHubKey(ctx, "a", testKey(6)))
+		r = must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"a", testKey(5), "100.96.0.2"}}))
+		if !reflect.DeepEqual(r.Unchanged, []string{"a"}) || must[Hub](t)(s.HubByName(ctx, "a")).PublicKey != testKey(6) {
+			t.Fatalf("after the config's new key was replaced: %+v", r)
+		}
+	})
+}

@@ -98,12 +98,13 @@ func (c cli) promoteKey(cfg *relay.Config, cur, next, config string, force bool)
 	if err != nil {
 		return err
 	}
-	// A hub learns the next key when it connects, and every day: the
-	// relay counts it seen then. One not seen since the next key was made
-	// does not know it.
+	// A hub learns the next key when it connects, and every day, by
+	// fetching the relay's keys: the relay records when. One that has not
+	// since the next key was made does not know it (being seen, connected
+	// or gone, is not enough: it may not have asked).
 	var behind []string
 	for _, h := range hubs {
-		if !h.Disabled && h.LastSeen.Before(fi.ModTime()) {
+		if !h.Disabled && h.KeysLearned.Before(fi.ModTime()) {
 			behind = append(behind, h.Name)
 		}
 	}

@@ -38,12 +38,16 @@ func TestKeyRotateAndPromote(t *testing.T) {
 	if k, _ := vpn.LoadPrivateKey(keyFile); k != cur {
 		t.Fatal("a refused promote changed the key")
 	}
-	// The next key file is older than the hub's last visit, as when the
-	// relay counted the hub seen while it fetched the relay's keys.
+	// The next key file is older than the hub's last visit.
 	past := time.Now().Add(-time.Hour)
 	os.Chtimes(keyFile+".next", past, past)
 	r.now = time.Now()
-	if err := r.store().TouchHub(context.Background(), "home"); err != nil {
+	// Seen since (its agent went away), but it did not ask for the keys.
+	if err := r.store().HubOffline(context.Background(), "home"); err != nil {
+		t.Fatal(err)
+	}
+	r.fails("home", "key", "promote")
+	if err := r.store().HubLearnedKeys(context.Background(), "home"); err != nil {
 		t.Fatal(err)
 	}
 	out = r.ok("key", "promote")
