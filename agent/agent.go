@@ -62,6 +62,7 @@ type Agent struct {
 	relayNext    vpn.PublicKey // the relay's announced next key
 	keysLearned  time.Time     // when the relay was last asked for its keys
 	relaySwapped time.Time     // when a UDP hub last tried the relay's other key
+	name, url    string        // the hub's name and WebUI URL at the relay (learnName)
 	rotating     sync.Mutex    // one RotateKey at a time
 	stack        *netstack.Stack
 	fw           *firewall.Device
@@ -88,6 +89,10 @@ func New(cfg *Config, version string, logf logger.Logf) *Agent {
 	logf = logger.OrDiscard(logf)
 	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan Restart, 1)}
 	a.fwd = portmap.Forwarder{Logf: logf}
+	a.name = cfg.Name
+	if e := cfg.Enrollment(); e != nil {
+		a.url = e.URL
+	}
 	a.hub = hubinfo.Detect()
 	return a
 }
@@ -321,7 +326,6 @@ func (a *Agent) Close() error {
 func (a *Agent) Status() localapi.Status {
 	s := localapi.Status{
 		State:     localapi.StateDisabled,
-		Name:      a.cfg.Name,
 		Relay:     a.cfg.Relay,
 		Transport: a.cfg.Transport,
 		RelayTLS:  a.cfg.RelayTLS,
@@ -334,8 +338,11 @@ func (a *Agent) Status() localapi.Status {
 		s.State = localapi.StateUnenrolled
 	}
 	if e := a.cfg.Enrollment(); e != nil {
-		s.URL, s.Enrolled = e.URL, e.Enrolled
+		s.Enrolled = e.Enrolled
 	}
+	a.keyMu.Lock()
+	s.Name, s.URL = a.name, a.url
+	a.keyMu.Unlock()
 	if a.upd != nil {
 		u := a.upd.Status()
 		s.Update = &u

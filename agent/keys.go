@@ -141,7 +141,7 @@ func (a *Agent) learnRelayKeys(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("relay keys: %s", resp.Status)
 	}
-	var keys struct{ Current, Next string }
+	var keys struct{ Current, Next, Hub, URL string }
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&keys); err != nil {
 		return fmt.Errorf("relay keys: %w", err)
 	}
@@ -151,6 +151,7 @@ func (a *Agent) learnRelayKeys(ctx context.Context) error {
 			return fmt.Errorf("relay keys: next: %w", err)
 		}
 	}
+	a.learnName(keys.Hub, keys.URL)
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
 	a.keysLearned = time.Now().UTC().Truncate(time.Second)
@@ -161,6 +162,30 @@ func (a *Agent) learnRelayKeys(ctx context.Context) error {
 		}
 	}
 	return a.saveRelayKeysLocked()
+}
+
+// learnName takes the name and URL the relay has for this hub now: a hub
+// renamed at the relay (hubrelay hub rename) shows its new ones, and an
+// enrolled hub keeps them in enrollment.json for its next start.
+func (a *Agent) learnName(name, url string) {
+	if name == "" {
+		return
+	}
+	a.keyMu.Lock()
+	changed := name != a.name || url != a.url
+	a.name, a.url = name, url
+	a.keyMu.Unlock()
+	if !changed {
+		return
+	}
+	a.logf("agent: the relay calls this hub %s now (%s)", name, url)
+	if e := a.cfg.Enrollment(); e != nil && (e.Hub != name || e.URL != url) {
+		ne := *e
+		ne.Hub, ne.URL = name, url
+		if err := ne.save(a.cfg.EnrollmentPath()); err != nil {
+			a.logf("agent: keeping the hub's new name: %v", err)
+		}
+	}
 }
 
 // onRelayHello hears the key a relay's Hello names. A relay that now has

@@ -329,3 +329,37 @@ func TestEnrollThroughProxy(t *testing.T) {
 		t.Errorf("tinyproxy saw %d CONNECTs to the relay, want 2 (the enrollment, the tunnel)", n)
 	}
 }
+
+// TestRenamedHubLearnsItsName: after `hubrelay hub rename`, the enrolled
+// hub is served under its new name at once, and its agent shows the new
+// name and URL (and keeps them in enrollment.json for its next start).
+func TestRenamedHubLearnsItsName(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{})
+	cellar := s.newcomer("cellar", "")
+	code, err := s.bed.MakeCode("cellar", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cellar.enroll(code); err != nil {
+		t.Fatalf("enroll: %v\n%s", err, out)
+	}
+	cellar.start(s)
+	cellar.waitConnected(t)
+
+	out := run(t, bin.hubrelay, "hub", "rename", "cellar", "vault", "--config", s.relayConf)
+	if !strings.Contains(out, "hub cellar is called vault now") {
+		t.Fatalf("hub rename: %s", out)
+	}
+	poll.Until(t, 20*time.Second, "the agent to show its new name", func() bool {
+		st, err := (&hubSetup{uiAddr: cellar.ui}).status()
+		return err == nil && st.State == "connected" && st.Name == "vault" && strings.HasPrefix(st.URL, "https://vault.")
+	})
+	if e := readFileString(filepath.Join(cellar.dir, "enrollment.json")); !strings.Contains(e, `"hub": "vault"`) {
+		t.Errorf("enrollment.json keeps the old name:\n%s", e)
+	}
+	if err := s.bed.AddToken("vault"); err != nil {
+		t.Fatal(err)
+	}
+	s.mustGetWebUIOf("vault")
+}

@@ -52,10 +52,14 @@ type pendingKey struct {
 	until time.Time
 }
 
-// RelayKeys is the answer of GET /hub/v1/relay-keys.
+// RelayKeys is the answer of GET /hub/v1/relay-keys: the relay's keys,
+// and what the relay calls the asking hub now (its name may have changed
+// since it enrolled: hubrelay hub rename).
 type RelayKeys struct {
 	Current string `json:"current"`
 	Next    string `json:"next"`
+	Hub     string `json:"hub"`
+	URL     string `json:"url"`
 }
 
 // KeyRequest is the body of the hub's key requests.
@@ -90,7 +94,7 @@ func (s *Server) keysHandler() http.Handler {
 		}
 		switch {
 		case r.URL.Path == "/hub/v1/relay-keys" && r.Method == http.MethodGet:
-			keys := RelayKeys{Current: s.pub.String()}
+			keys := RelayKeys{Current: s.pub.String(), Hub: h.Name, URL: s.hubOrigin(h.Name, true) + "/"}
 			if next := s.nextKey(); !next.IsZero() {
 				keys.Next = next.String()
 				// hubrelay key promote waits for every hub to have

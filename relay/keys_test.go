@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,7 @@ func TestHubReplacesItsKey(t *testing.T) {
 	var keys RelayKeys
 	json.NewDecoder(resp.Body).Decode(&keys)
 	resp.Body.Close()
-	if keys.Current != tr.PublicKey().String() || keys.Next != "" {
+	if keys.Current != tr.PublicKey().String() || keys.Next != "" || keys.Hub != "a" || !strings.HasPrefix(keys.URL, "https://a.localhost:") {
 		t.Fatalf("relay keys: %+v", keys)
 	}
 
