@@ -230,13 +230,7 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 // minute per hub. WireGuard itself would drop such a handshake in silence,
 // and the agent would wait for an answer forever.
 func (s *Server) wrongKey(ac *agentConn, hb *hub) {
-	hb.mu.Lock()
-	logIt := s.now().Sub(hb.wrongKeyLogged) >= time.Minute
-	if logIt {
-		hb.wrongKeyLogged = s.now()
-	}
-	hb.mu.Unlock()
-	if logIt {
+	if hb.due(&hb.wrongKeyLogged, s.now()) {
 		s.logf("relay: hub %s at %s has another relay key pinned (relay_public_key): its handshakes are not for this relay, whose key is %s", hb.Name, ac.remote, s.key.Public())
 	}
 	ac.writeControl(wire.Error{Code: wire.CodeWrongKey, Message: fmt.Sprintf(
@@ -248,13 +242,7 @@ func (s *Server) wrongKey(ac *agentConn, hb *hub) {
 // knows), logging it at most once a minute per named hub: a copied
 // config, or someone trying to pass for hb.
 func (s *Server) foreignHandshake(ac *agentConn, hb *hub, key vpn.PublicKey, readable bool) {
-	hb.mu.Lock()
-	logIt := s.now().Sub(hb.foreignLogged) >= time.Minute
-	if logIt {
-		hb.foreignLogged = s.now()
-	}
-	hb.mu.Unlock()
-	if logIt {
+	if hb.due(&hb.foreignLogged, s.now()) {
 		from := "an unreadable handshake"
 		if readable {
 			from = "the handshake of key " + key.Short()

@@ -175,13 +175,7 @@ func (ac *agentConn) pong(b []byte) {
 // which answered a Ping, and logs and audits it at most once a minute per
 // hub (a copy retrying must not fill the log or the owner's audit list).
 func (s *Server) refuseClone(ac *agentConn, hb *hub, old *agentConn) {
-	hb.mu.Lock()
-	note := s.now().Sub(hb.cloneLogged) >= time.Minute
-	if note {
-		hb.cloneLogged = s.now()
-	}
-	hb.mu.Unlock()
-	if note {
+	if hb.due(&hb.cloneLogged, s.now()) {
 		s.logf("relay: hub %s: refused a connection from %s with its key: its agent is connected from %s and answers. A copy of the hub (a restored backup on a second device)? Each needs its own key", hb.Name, ac.remote, old.remote)
 		s.audit.add(store.Event{Kind: store.KindClone, Hub: hb.Name, Source: ac.remote.String(), Outcome: "refused",
 			Detail: fmt.Sprintf("a second connection with this hub's key while its agent is connected from %s: a copy of the hub? Each hub needs its own key", old.remote)})

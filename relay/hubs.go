@@ -259,6 +259,19 @@ func (s *Server) recordHub(h *hub) {
 	}()
 }
 
+// due reports whether something logged at most once a minute per hub, last
+// logged at *last (one of h's fields), may be logged at now, and if so
+// records now there.
+func (h *hub) due(last *time.Time, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if now.Sub(*last) < time.Minute {
+		return false
+	}
+	*last = now
+	return true
+}
+
 // reconnecting reports whether h has no connection now but had one less
 // than reconnectWindow ago.
 func (r *registry) reconnecting(h *hub) bool {
