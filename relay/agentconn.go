@@ -203,7 +203,7 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	}
 	hb := s.hubs.key(vpn.PublicKey(h.Key))
 	if hb == nil {
-		s.logf("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
+		s.strangerLog("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
 		// Not added or enrolled yet, removed, or disabled: the agent asks
 		// again within a minute, then less often (CodeNotRegistered).
 		ac.writeControl(wire.Error{Code: wire.CodeNotRegistered, Message: "this hub is not registered at the relay"}.Marshal())

@@ -631,3 +631,21 @@ func TestRenamedHubIsServedUnderItsNewName(t *testing.T) {
 		t.Fatalf("the old name: %d %q, want the 404 page", got.code, got.body)
 	}
 }
+
+// TestStrangersDoNotFloodTheLog: many agents with keys the relay does not
+// serve (a scan, stale hubs) are each told so, but logged at most once in
+// ten seconds.
+func TestStrangersDoNotFloodTheLog(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	for i := 0; i < 20; i++ {
+		stranger, _ := vpn.GeneratePrivateKey()
+		r := newFrames(tr.dialAgent(t, stranger.Public()))
+		r.Next() // the relay's Hello
+		if p, err := r.Next(); err != nil || p[0] != wire.TypeError {
+			t.Fatalf("stranger %d: %x %v; want an Error frame", i, p, err)
+		}
+	}
+	if n := tr.logged("relay: unknown agent key"); n != 1 {
+		t.Errorf("20 strangers made %d log lines; want 1", n)
+	}
+}

@@ -93,6 +93,9 @@ type Server struct {
 	// storeErrLog logs the store's failures on the request path, at most
 	// once a minute.
 	storeErrLog logger.Logf
+	// strangerLog logs agents with a key the relay does not serve, at most
+	// once every 10 s: a scan or a swarm of stale agents must not flood it.
+	strangerLog logger.Logf
 
 	// enrollLimit counts enrollment attempts per source (enroll.go).
 	enrollLimit *enrollLimiter
@@ -139,6 +142,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		hubs:        newRegistry(nil, now),
 		now:         now,
 		storeErrLog: logger.RateLimited(logf, time.Minute),
+		strangerLog: logger.RateLimited(logf, 10*time.Second),
 		publicLn:    map[uint16]net.Listener{},
 		closing:     make(chan struct{}),
 		conns:       map[net.Conn]struct{}{},
