@@ -58,7 +58,7 @@ func Parse(name string, data []byte, v Validator) error {
 			if pe.LastKey != "" {
 				msg = pe.LastKey + ": " + msg
 			}
-			return fmt.Errorf("config: %s:%d: %s", name, pe.Position.Line, msg)
+			return fmt.Errorf("config: %s:%d: %s", name, errorLine(data, pe.Position), msg)
 		}
 		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
 			return fmt.Errorf("config: %s:%s: %s: %s", name, m[1], m[2], m[3])
@@ -83,6 +83,17 @@ func Parse(name string, data []byte, v Validator) error {
 
 // typeErr matches the toml package's type errors, which are not ParseErrors.
 var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// errorLine is the line a parse error is on, as a person reads the file.
+// The parser counts an error at a line's end (an unclosed "[targets")
+// as on the next line, where the newline took it; the error's byte offset
+// says which line it is.
+func errorLine(data []byte, pos toml.Position) int {
+	if pos.Start <= 0 || pos.Start > len(data) {
+		return pos.Line
+	}
+	return 1 + bytes.Count(data[:pos.Start], []byte("\n"))
+}
 
 // lineOf finds the line that sets a dotted key such as "targets.ports.2001",
 // following [table] headers. An element of an array of tables is named with

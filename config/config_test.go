@@ -50,6 +50,8 @@ func TestParse(t *testing.T) {
 		{"unknown key in array table", "[[hub]]\nname = \"a\"\n[[hub]]\nnam = \"b\"\n", `x.toml:4: unknown key "hub.nam"`},
 		{"wrong type", "name = \"x\"\nport = \"eighty\"\n", "x.toml:2: port:"},
 		{"syntax", "name = \n", "x.toml:1:"},
+		{"syntax at a line's end", "name = \"x\"\n\n[ports\nq = 1\n", "x.toml:3:"},
+		{"syntax in a later line", "# 1\n# 2\nname = \"x\"\nport = 8000x\n", "x.toml:4:"},
 		{"bad value", "name = \"x\"\n\nport = 70000\n", "x.toml:3: port: 70000 is not a port"},
 		{"bad value in second array table", "[[hub]]\nname = \"a\"\n[[hub]]\nname = \"\"\n", "x.toml:4: hub[1].name: missing"},
 		{"bad nested value", "[ports]\n\"bad\" = \"1\"\n", "x.toml:2: ports.bad: not allowed"},
