@@ -63,15 +63,19 @@ type Agent struct {
 	keysLearned  time.Time     // when the relay was last asked for its keys
 	relaySwapped time.Time     // when a UDP hub last tried the relay's other key
 	name, url    string        // the hub's name and WebUI URL at the relay (learnName)
-	rotating     sync.Mutex    // one RotateKey at a time
-	stack        *netstack.Stack
-	fw           *firewall.Device
-	tr           transport // how the relay is reached (transport.go); set before dev
-	dev          *vpn.Device
-	dns          atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
-	fwd          portmap.Forwarder
-	ccu          *ccuGuard         // the CCU's firewall settings; nil when [ccu] firewall_file is off
-	lan          func() netip.Addr // finds the hub's LAN address for local_source "auto"; nil = portmap.FindLANAddr
+	// rotatedFrom is the hub's key before a RotateKey whose commit went
+	// out but got no answer, until the new key has a handshake: a relay
+	// that then does not know the new key did not take it (onRefused).
+	rotatedFrom *vpn.PrivateKey
+	rotating    sync.Mutex // one RotateKey at a time
+	stack       *netstack.Stack
+	fw          *firewall.Device
+	tr          transport // how the relay is reached (transport.go); set before dev
+	dev         *vpn.Device
+	dns         atomic.Pointer[dnsfix.Resolver] // nil when the relay is an IP address
+	fwd         portmap.Forwarder
+	ccu         *ccuGuard         // the CCU's firewall settings; nil when [ccu] firewall_file is off
+	lan         func() netip.Addr // finds the hub's LAN address for local_source "auto"; nil = portmap.FindLANAddr
 
 	listeners []net.Listener
 	ui        *http.Server
@@ -172,6 +176,7 @@ func (a *Agent) startTunnel() error {
 		hello:      wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
 		sent:       a.stack.Sent,
 		relayHello: a.onRelayHello,
+		refused:    a.onRefused,
 		logf:       a.logf,
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // Keys over time, the agent's side (the relay's is relay/keys.go).
@@ -267,22 +269,25 @@ func (a *Agent) RotateKey(ctx context.Context) (localapi.RotateKeyResponse, erro
 		return localapi.RotateKeyResponse{}, err
 	}
 	c, base := a.hubAPI()
-	post := func(path string) (int, error) {
+	// post says whether the request went out whole: a commit that did not
+	// reach the relay changed nothing there.
+	post := func(path string) (code int, wrote bool, _ error) {
 		body, _ := json.Marshal(map[string]string{"public_key": k.Public().String()})
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+		trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) { wrote = i.Err == nil }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, base+path, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := c.Do(req)
 		if err != nil {
-			return 0, err
+			return 0, wrote, err
 		}
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return resp.StatusCode, fmt.Errorf("the relay refused the new key: %s", bytes.TrimSpace(msg))
+			return resp.StatusCode, true, fmt.Errorf("the relay refused the new key: %s", bytes.TrimSpace(msg))
 		}
-		return resp.StatusCode, nil
+		return resp.StatusCode, true, nil
 	}
-	if _, err := post("key"); err != nil {
+	if _, _, err := post("key"); err != nil {
 		return localapi.RotateKeyResponse{}, err
 	}
 	// From here the relay may take the new key at any moment: keep it
@@ -294,19 +299,68 @@ func (a *Agent) RotateKey(ctx context.Context) (localapi.RotateKeyResponse, erro
 		return localapi.RotateKeyResponse{}, fmt.Errorf("keeping the new key: %w", err)
 	}
 	// The answer to the commit may be lost with the connection the relay
-	// closes; only a refusal counts.
-	if code, err := post("key/commit"); code != 0 && err != nil {
-		vpn.SavePrivateKey(a.cfg.PrivateKeyFile, old)
-		return localapi.RotateKeyResponse{}, err
+	// closes as it takes the key. A refusal, or a commit that never went
+	// out, leaves the relay with the old key; a lost answer is known only
+	// by what the relay says to the new key (onRefused).
+	code, wrote, err := post("key/commit")
+	if err != nil && (code != 0 || !wrote) {
+		if serr := vpn.SavePrivateKey(a.cfg.PrivateKeyFile, old); serr != nil {
+			a.logf("agent: putting the old key back: %v", serr)
+		}
+		return localapi.RotateKeyResponse{}, fmt.Errorf("the hub keeps its key: %w", err)
 	}
 	switched, conns := time.Now(), a.tr.connects()
 	a.keyMu.Lock()
 	a.key = k
+	if err != nil {
+		a.rotatedFrom = &old
+	}
 	a.keyMu.Unlock()
 	a.tr.useKey(k)
 	a.logf("agent: replaced this hub's key %s with %s (the old one is kept in %s)", old.Public().Short(), k.Public(), a.cfg.PrivateKeyFile+".old")
-	a.awaitNewTunnel(ctx, switched, conns)
+	ok := a.awaitNewTunnel(ctx, switched, conns)
+	a.keyMu.Lock()
+	unsure := a.rotatedFrom != nil
+	if ok {
+		a.rotatedFrom = nil
+	}
+	a.keyMu.Unlock()
+	if !ok && unsure && a.cfg.Transport == "udp" {
+		// Plain WireGuard hears no refusal: no handshake with the new key
+		// after a lost answer means the relay did not take it.
+		a.revertKey()
+	}
 	return localapi.RotateKeyResponse{PublicKey: k.Public().String()}, nil
+}
+
+// onRefused hears the relay's Error frames: "not registered" for the new
+// key of a rotation whose commit answer was lost means the commit did not
+// reach the relay, and the hub goes back to its old key.
+func (a *Agent) onRefused(code uint8) {
+	if code != wire.CodeNotRegistered {
+		return
+	}
+	a.revertKey()
+}
+
+// revertKey goes back to the key before a rotation whose commit the relay
+// did not take, if there is one.
+func (a *Agent) revertKey() {
+	a.keyMu.Lock()
+	old := a.rotatedFrom
+	a.rotatedFrom = nil
+	if old != nil {
+		a.key = *old
+	}
+	a.keyMu.Unlock()
+	if old == nil {
+		return
+	}
+	if err := vpn.SavePrivateKey(a.cfg.PrivateKeyFile, *old); err != nil {
+		a.logf("agent: putting the old key back: %v", err)
+	}
+	a.tr.useKey(*old)
+	a.logf("agent: the relay did not take the new key (its commit got lost); back to the old key %s", old.Public().Short())
 }
 
 // newKeyWait bounds how long RotateKey waits for the tunnel with the new
@@ -318,7 +372,7 @@ const newKeyWait = 15 * time.Second
 // UDP, switched keys) since conns and WireGuard has completed a handshake
 // since switched: until then the status still shows the old key's tunnel,
 // which the relay is about to close, as connected.
-func (a *Agent) awaitNewTunnel(ctx context.Context, switched time.Time, conns uint64) {
+func (a *Agent) awaitNewTunnel(ctx context.Context, switched time.Time, conns uint64) bool {
 	ctx, cancel := context.WithTimeout(ctx, newKeyWait)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -326,12 +380,12 @@ func (a *Agent) awaitNewTunnel(ctx context.Context, switched time.Time, conns ui
 	for {
 		if a.tr.connects() > conns {
 			if st := a.Status(); st.State == localapi.StateConnected && st.LastHandshake.After(switched) {
-				return
+				return true
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return // the caller sees the status as it is
+			return false // the caller sees the status as it is
 		case <-tick.C:
 		}
 	}

@@ -89,7 +89,9 @@ type transportEnv struct {
 	// relayHello hears the key each relay Hello names (TCP), for a relay
 	// that switched to its announced next key (keys.go).
 	relayHello func(vpn.PublicKey)
-	logf       logger.Logf
+	// refused hears the code of each Error frame the relay sends (TCP).
+	refused func(code uint8)
+	logf    logger.Logf
 }
 
 // newTransport makes the transport that cfg.Transport names. It is the one

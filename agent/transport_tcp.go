@@ -64,6 +64,11 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 				go env.relayHello(vpn.PublicKey(h.Key))
 			}
 		},
+		OnError: func(e wire.Error) {
+			if env.refused != nil {
+				go env.refused(e.Code)
+			}
+		},
 	}
 	return t, nil
 }

@@ -48,6 +48,9 @@ type TCPBind struct {
 	// bind's reader: it must not block). The agent follows a relay that
 	// switched to the next key it announced.
 	OnHello func(wire.Hello)
+	// OnError, if set, hears each Error frame the relay sends (on the
+	// bind's reader: it must not block).
+	OnError func(wire.Error)
 	// OnConnect, if set, runs after each new connection is up. The agent
 	// uses it to start a WireGuard handshake at once instead of waiting
 	// for WireGuard's 5 s retry.
@@ -456,6 +459,9 @@ func (b *TCPBind) control(s *session, p []byte) error {
 			return err
 		}
 		s.refused, s.code = true, e.Code // the relay said no: ask again later (errorDelay)
+		if b.OnError != nil {
+			b.OnError(e)
+		}
 		return e
 	case wire.TypeGoingAway:
 		g, err := wire.ParseGoingAway(p)

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// TestRotateKeyThroughTheTunnel: RotateKey replaces the hub's key at the
+// relay and on disk, and the hub is connected with the new one when it
+// returns; the old key is kept beside it.
+func TestRotateKeyThroughTheTunnel(t *testing.T) {
+	tb := newTestbed(t, "alpha")
+	a := tb.agents["alpha"]
+	old, err := vpn.LoadPrivateKey(a.cfg.PrivateKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := a.RotateKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := a.Status()
+	if st.State != localapi.StateConnected || st.PublicKey != ans.PublicKey || ans.PublicKey == old.Public().String() {
+		t.Fatalf("after RotateKey: %s with key %s; answer %s", st.State, st.PublicKey, ans.PublicKey)
+	}
+	if k, _ := vpn.LoadPrivateKey(a.cfg.PrivateKeyFile); k.Public().String() != ans.PublicKey {
+		t.Error("the key file does not hold the new key")
+	}
+	if k, _ := vpn.LoadPrivateKey(a.cfg.PrivateKeyFile + ".old"); k != old {
+		t.Error("the old key was not kept")
+	}
+	if h, err := tb.relay.Store().HubByName(context.Background(), "alpha"); err != nil || h.PublicKey != ans.PublicKey {
+		t.Errorf("the relay's store: %+v %v", h, err)
+	}
+	if code, _, err := tb.get("alpha"); code != 200 {
+		t.Errorf("the hub after its new key: %d %v", code, err)
+	}
+}
+
+// TestLostCommitGoesBackToTheOldKey: a rotation whose commit went out but
+// got no answer, and which the relay never took (as when the tunnel broke
+// just then), does not strand the hub: the relay says it does not know the
+// new key, and the agent goes back to its old one, on disk too.
+func TestLostCommitGoesBackToTheOldKey(t *testing.T) {
+	tb := newTestbed(t, "alpha")
+	a := tb.agents["alpha"]
+	old := a.key
+	k, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What RotateKey does after a commit without an answer, but the relay
+	// never heard of k.
+	if err := vpn.SavePrivateKey(a.cfg.PrivateKeyFile, k); err != nil {
+		t.Fatal(err)
+	}
+	a.keyMu.Lock()
+	a.key, a.rotatedFrom = k, &old
+	a.keyMu.Unlock()
+	a.tr.useKey(k)
+
+	poll.Until(t, 20*time.Second, "the agent back on its old key, connected", func() bool {
+		st := a.Status()
+		return st.State == localapi.StateConnected && st.PublicKey == old.Public().String()
+	})
+	if f, _ := vpn.LoadPrivateKey(a.cfg.PrivateKeyFile); f != old {
+		t.Error("the key file does not hold the old key again")
+	}
+	if code, _, err := tb.get("alpha"); code != 200 {
+		t.Errorf("the hub after going back: %d %v", code, err)
+	}
+}
