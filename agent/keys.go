@@ -175,12 +175,13 @@ func (a *Agent) learnName(name, url string) {
 	}
 	a.keyMu.Lock()
 	changed := name != a.name || url != a.url
-	a.name, a.url = name, url
 	a.keyMu.Unlock()
 	if !changed {
 		return
 	}
 	a.logf("agent: the relay calls this hub %s now (%s)", name, url)
+	// The file first: whoever sees the new name in the status finds it
+	// kept. (Only keysLoop calls this, one call at a time.)
 	if e := a.cfg.Enrollment(); e != nil && (e.Hub != name || e.URL != url) {
 		ne := *e
 		ne.Hub, ne.URL = name, url
@@ -188,6 +189,9 @@ func (a *Agent) learnName(name, url string) {
 			a.logf("agent: keeping the hub's new name: %v", err)
 		}
 	}
+	a.keyMu.Lock()
+	a.name, a.url = name, url
+	a.keyMu.Unlock()
 }
 
 // onRelayHello hears the key a relay's Hello names. A relay that now has
