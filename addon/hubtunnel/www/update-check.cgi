@@ -42,6 +42,74 @@ proc word {file} {
     return $content
 }
 
+# vparse splits a version word into its three numbers and its pre-release
+# identifiers (semantic versioning, as the agent's version.Compare reads
+# it; build metadata after + does not count); "" when it is no such word.
+proc vparse {v} {
+    set v [lindex [split $v +] 0]
+    set dash [string first - $v]
+    set pre {}
+    if {$dash >= 0} {
+        set pre [split [string range $v [expr {$dash + 1}] end] .]
+        set v [string range $v 0 [expr {$dash - 1}]]
+    }
+    set core [split $v .]
+    if {[llength $core] != 3} {
+        return ""
+    }
+    foreach n $core {
+        if {[string length $n] > 9 || ![regexp {^(0|[1-9][0-9]*)$} $n]} {
+            return ""
+        }
+    }
+    foreach id $pre {
+        if {$id == ""} {
+            return ""
+        }
+    }
+    return [list $core $pre]
+}
+
+# newer reports whether version word a is newer than b (both parse). Only
+# Tcl 8.0's commands: the CCU's tclsh is old.
+proc newer {a b} {
+    set va [vparse $a]
+    set vb [vparse $b]
+    set ca [lindex $va 0]
+    set pa [lindex $va 1]
+    set cb [lindex $vb 0]
+    set pb [lindex $vb 1]
+    foreach x $ca y $cb {
+        if {$x != $y} {
+            return [expr {$x > $y}]
+        }
+    }
+    # A release is newer than its pre-releases.
+    if {[llength $pa] == 0 || [llength $pb] == 0} {
+        return [expr {[llength $pa] == 0 && [llength $pb] > 0}]
+    }
+    foreach x $pa y $pb {
+        if {$x == ""} {
+            return 0
+        }
+        if {$y == ""} {
+            return 1
+        }
+        set nx [regexp {^[0-9]+$} $x]
+        set ny [regexp {^[0-9]+$} $y]
+        if {$nx && $ny} {
+            if {$x != $y} {
+                return [expr {$x > $y}]
+            }
+        } elseif {$nx != $ny} {
+            return [expr {!$nx}]
+        } elseif {[string compare $x $y] != 0} {
+            return [expr {[string compare $x $y] > 0}]
+        }
+    }
+    return 0
+}
+
 # The query string is split into key/value pairs kept in an array; it never
 # names a variable of this script.
 proc query {} {
@@ -77,17 +145,24 @@ if {$cmd == "download"} {
     exit 0
 }
 
+# The newest version the agent learned is offered only when it is newer
+# than the installed one: the CCU shows any other answer as an update, and
+# a relay may well hold an older release (or the agent learned it before
+# the addon was updated by hand).
 set answer "n/a"
 catch {
     set dir "[root]/usr/local/etc/config/addons/hubtunnel"
     set latest [word "$dir/update-latest"]
-    if {$latest != ""} {
-        set answer $latest
-    } else {
-        set installed [word "[root]/usr/local/addons/hubtunnel/VERSION"]
-        if {$installed != ""} {
-            set answer $installed
+    set installed [word "[root]/usr/local/addons/hubtunnel/VERSION"]
+    if {$installed != "" && [vparse $installed] != ""} {
+        set answer $installed
+        if {$latest != "" && [vparse $latest] != "" && [newer $latest $installed]} {
+            set answer $latest
         }
+    } elseif {$installed != ""} {
+        set answer $installed
+    } elseif {$latest != ""} {
+        set answer $latest
     }
 }
 puts -nonewline "Content-Type: text/plain\r\n\r\n"
