@@ -240,6 +240,32 @@ func TestStartNotSetUp(t *testing.T) {
 	}
 }
 
+// TestStartSaysWhyTheAgentDidNotStart: an agent that ends at once (a typo
+// in its config, say) makes start and restart fail with its own words,
+// which the WebUI shows, instead of reporting success.
+func TestStartSaysWhyTheAgentDidNotStart(t *testing.T) {
+	t.Parallel()
+	h := newHub(t)
+	h.mustInstall()
+	h.setUp()
+	const why = "config: hubtunnel.toml:3: mtu: 99: want 1280 to 8000"
+	for _, op := range []string{"start", "restart"} {
+		r := h.rc(op, "HUBTUNNEL_STANDIN_FAIL="+why, "HUBTUNNEL_START_SETTLE=3")
+		if r.code == 0 || !strings.Contains(r.stderr, "did not start: "+why) {
+			t.Errorf("%s: exit %d, stderr %q; want a failure saying %q", op, r.code, r.stderr, why)
+		}
+		if exists(h.path(pidPath)) || len(h.agents()) != 0 {
+			t.Errorf("%s: a pid file or an agent is left", op)
+		}
+	}
+	// Fixed: the next start works and leaves no old reason behind.
+	h.mustRC("start")
+	h.waitOneAgent()
+	if exists(h.path(confDir + "/start-error")) {
+		t.Error("the old start-error is still there after a good start")
+	}
+}
+
 func TestStartStop(t *testing.T) {
 	t.Parallel()
 	h := newHub(t)

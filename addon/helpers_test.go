@@ -101,6 +101,11 @@ if [ "$*" = version ]; then
 	exit 0
 fi
 echo "$$ $*" >>"$HUBTUNNEL_ROOT/standin.log"
+if [ -n "${HUBTUNNEL_STANDIN_FAIL:-}" ]; then
+	# As the agent does when it cannot start: why, beside its config.
+	echo "$HUBTUNNEL_STANDIN_FAIL" >"$(dirname "$3")/start-error"
+	exit 1
+fi
 if [ -n "${HUBTUNNEL_STANDIN_IGNORE_TERM:-}" ]; then
 	trap '' TERM
 else
@@ -181,7 +186,9 @@ func newHub(t *testing.T) *hub {
 		t.Fatal(err)
 	}
 	unpack(t, tgz, h.pkg)
-	h.env = append(os.Environ(), "PATH="+bbdir+string(os.PathListSeparator)+os.Getenv("PATH"), "HUBTUNNEL_ROOT="+h.root)
+	// A start waits a second, not two, to see that the agent stayed up:
+	// the stand-in does or dies at once.
+	h.env = append(os.Environ(), "PATH="+bbdir+string(os.PathListSeparator)+os.Getenv("PATH"), "HUBTUNNEL_ROOT="+h.root, "HUBTUNNEL_START_SETTLE=1")
 	t.Cleanup(h.killAll)
 	return h
 }

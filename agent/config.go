@@ -102,6 +102,11 @@ type Config struct {
 	root          string // the hub's filesystem root, for the defaults of [ccu]; "" = "/"
 }
 
+// StartErrorFile is where `hubtunnel run --syslog` leaves why it could not
+// start, beside its config, for the init script to report (it removes the
+// file before each start).
+const StartErrorFile = "start-error"
+
 // LoadConfig reads and validates the agent's config file.
 func LoadConfig(path string) (*Config, error) {
 	if abs, err := filepath.Abs(path); err == nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/agent"
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/hubinfo"
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/version"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -145,10 +147,12 @@ func run(args []string) (err error) {
 			logger.Printf("no system log (%v); logging to stderr", err)
 		}
 		// Started in the background, stderr goes nowhere: a config
-		// error must reach the system log too.
+		// error must reach the system log too, and the init script,
+		// which reports it to whoever started the agent (StartErrorFile).
 		defer func() {
 			if err != nil {
 				logger.Printf("cannot start: %v", err)
+				atomicfile.WriteFile(filepath.Join(filepath.Dir(confPath), agent.StartErrorFile), []byte(err.Error()+"\n"), 0o644)
 			}
 		}()
 	}
