@@ -507,6 +507,16 @@ func TestUpdateInstallerKilledWithABrokenRelease(t *testing.T) {
 		t.Fatalf("the broken release answers the status API")
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
+	// The broken release dies by itself a few seconds after its start: the
+	// hub is then as after a reboot, with nothing running.
+	poll.Until(t, 15*time.Second, "the broken release to end", func() bool {
+		b, err := os.ReadFile(filepath.Join(h.root, "var/run/hubtunnel.pid"))
+		if err != nil {
+			return true
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		return err != nil || syscall.Kill(n, 0) != nil
+	})
 
 	out := h.busybox(t, h.root, "sh", filepath.Join(h.root, "usr/local/etc/config/rc.d/hubtunnel"), "start")
 	if !strings.Contains(out, "interrupted; rolled back to 0.1.0") {
