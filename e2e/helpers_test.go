@@ -10,6 +10,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
@@ -456,4 +459,22 @@ func newNetns(t *testing.T, ip, prefix string) (string, func(argv ...string) []s
 	})
 	run(t, ip, "-n", ns, "link", "set", "lo", "up")
 	return ns, func(argv ...string) []string { return append([]string{ip, "netns", "exec", ns}, argv...) }
+}
+
+// writeRandomFile writes size random bytes to dir/name and returns their
+// SHA-256.
+func writeRandomFile(t *testing.T, dir, name string, size int64) string {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,14 +19,7 @@ import (
 func TestHubRemoveCutsDownloadAtOnce(t *testing.T) {
 	t.Parallel()
 	files := t.TempDir()
-	f, err := os.Create(filepath.Join(files, "backup.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.Reader, 50<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	writeRandomFile(t, files, "backup.bin", 50<<20)
 	s := newHub(t, setupOpts{filesDir: files})
 	s.startAgent(agentOpts{})
 	s.waitConnected(15 * time.Second)

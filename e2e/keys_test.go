@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -28,24 +27,6 @@ import (
 // Keys over time, with the real binaries: a hub replaces its key while a
 // download runs, the relay replaces its own while hubs are connected, and
 // a hub enrolls over TLS on 443.
-
-// writeRandomFile writes size random bytes to dir/name and returns their
-// SHA-256.
-func writeRandomFile(t *testing.T, dir, name string, size int64) string {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // storeHub reads hub name as the relay's store has it now.
 func (s *hubSetup) storeHub(name string) store.Hub {

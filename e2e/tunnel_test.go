@@ -2,14 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -273,17 +271,7 @@ func TestLargeDownload(t *testing.T) {
 	t.Parallel()
 	const size = 50 << 20
 	files := t.TempDir()
-	f, err := os.Create(filepath.Join(files, "backup.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(f, want), rand.Reader, size); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	want := writeRandomFile(t, files, "backup.bin", size)
 
 	s := newHub(t, setupOpts{filesDir: files})
 	s.startAgent(agentOpts{})
@@ -307,7 +295,7 @@ func TestLargeDownload(t *testing.T) {
 	if n != size {
 		t.Fatalf("downloaded %d bytes; want %d", n, size)
 	}
-	if g, w := hex.EncodeToString(got.Sum(nil)), hex.EncodeToString(want.Sum(nil)); g != w {
+	if g, w := hex.EncodeToString(got.Sum(nil)), want; g != w {
 		t.Fatalf("SHA-256 of the download %s; the file's is %s", g, w)
 	}
 	t.Logf("50 MB in %v (%.0f Mbit/s)", took.Round(time.Millisecond), float64(size*8)/took.Seconds()/1e6)
