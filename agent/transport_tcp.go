@@ -134,19 +134,14 @@ func (t *tcpTransport) useKey(k vpn.PrivateKey) {
 	t.pendingKey = &k
 	t.hsMu.Unlock()
 	t.b.SetHello(h)
-	go func() {
-		deadline := time.Now().Add(commitWait)
-		for time.Now().Before(deadline) {
-			t.hsMu.Lock()
-			done := t.pendingKey == nil
-			t.hsMu.Unlock()
-			if done {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+	time.AfterFunc(commitWait, func() {
+		t.hsMu.Lock()
+		waiting := t.pendingKey != nil
+		t.hsMu.Unlock()
+		if waiting {
+			t.b.Reconnect()
 		}
-		t.b.Reconnect()
-	}()
+	})
 }
 
 // commitWait is how long useKey waits for the relay to close the old
