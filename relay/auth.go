@@ -319,19 +319,7 @@ func (l *liveConns) snapshot() []*publicConn {
 // watchRevision polls the store's Revision until the relay closes, and
 // checks again the decisions made before a change, and those that end by
 // themselves, cutting the connections that lost their hub.
-func (s *Server) watchRevision() {
-	defer s.wg.Done()
-	t := time.NewTicker(revisionPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-t.C:
-		}
-		s.refresh()
-	}
-}
+func (s *Server) watchRevision() { s.every(revisionPoll, s.refresh) }
 
 // refresh is one poll of watchRevision: after a change, the hubs served
 // (syncHubs) and then every open connection's access. The portal calls it

@@ -332,19 +332,7 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 
 // recordUDPHubs records, every udpRecordEvery until the relay closes,
 // which hubs without a TCP connection are online over UDP.
-func (s *Server) recordUDPHubs() {
-	defer s.wg.Done()
-	t := time.NewTicker(udpRecordEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-t.C:
-			s.sweepUDPHubs()
-		}
-	}
-}
+func (s *Server) recordUDPHubs() { s.every(udpRecordEvery, s.sweepUDPHubs) }
 
 // sweepUDPHubs notes for the store, of each hub without a TCP connection,
 // whether it is online over UDP (a fresh handshake whose endpoint is not a

@@ -142,3 +142,37 @@ func TestRelayAnnouncesItsNextKey(t *testing.T) {
 		t.Fatalf("unknown path: %d", code)
 	}
 }
+
+// TestHubAPIRefusesHostileRequests: the key API takes only what it
+// documents, and a hub sending anything else changes nothing.
+func TestHubAPIRefusesHostileRequests(t *testing.T) {
+	tr := startTestRelay(t, false, "a")
+	a := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	poll.Until(t, 10*time.Second, "hub a online", a.handshaken)
+	c, base := a.hubAPI(tr)
+	for _, r := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/hub/v1/key", "not json", http.StatusBadRequest},
+		{"POST", "/hub/v1/key", `{"public_key": "short"}`, http.StatusBadRequest},
+		{"POST", "/hub/v1/key", `{"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`, http.StatusBadRequest},
+		{"POST", "/hub/v1/key", `{"public_key": "` + strings.Repeat("A", 4096) + `"}`, http.StatusBadRequest},
+		{"GET", "/hub/v1/key", "", http.StatusNotFound},
+		{"POST", "/hub/v1/relay-keys", "{}", http.StatusNotFound},
+		{"GET", "/hub/v1/../../etc/passwd", "", http.StatusNotFound},
+	} {
+		req, _ := http.NewRequest(r.method, base+r.path, strings.NewReader(r.body))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", r.method, r.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != r.want {
+			t.Errorf("%s %s %.40q: %d, want %d", r.method, r.path, r.body, resp.StatusCode, r.want)
+		}
+	}
+	if h := tr.hubs.name("a"); h == nil || h.key != tr.keys["a"].Public() {
+		t.Fatal("a refused request changed the hub's key")
+	}
+}

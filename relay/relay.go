@@ -266,6 +266,22 @@ func firstHub(hs []HubConfig) string {
 	return hs[0].Name
 }
 
+// every runs f every d until the relay closes, for a goroutine counted in
+// s.wg.
+func (s *Server) every(d time.Duration, f func()) {
+	defer s.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
 // PublicKey is the relay's WireGuard public key, which agents pin.
 func (s *Server) PublicKey() vpn.PublicKey { return s.key.Public() }
 
