@@ -45,6 +45,8 @@ fuzz:
 	$(GO) test ./ccufirewall/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzAgentInput -fuzztime $(FUZZTIME)
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzCookies -fuzztime $(FUZZTIME)
+	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzExchange -fuzztime $(FUZZTIME)
 
 demo: build
 	@scripts/demo.sh $(BIN)

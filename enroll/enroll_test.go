@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -238,6 +239,52 @@ func FuzzParse(f *testing.F) {
 		}
 		if back, err := Parse(c.String()); err != nil || back != c {
 			t.Fatalf("%q parsed to %+v, which does not round-trip: %v", s, c, err)
+		}
+	})
+}
+
+// FuzzExchange feeds the exchange's decoders what a peer controls: the
+// relay's ParseRequest and Register, and the agent's reading of a relay's
+// answers (Enroll against arbitrary frames). None may panic, and nothing
+// unproven may pass.
+func FuzzExchange(f *testing.F) {
+	code, _ := New("relay.example.org", testSecret(4))
+	relayKey, _ := vpn.GeneratePrivateKey()
+	f.Add(Request{Version: Version, ID: code.ID()}.Marshal())
+	f.Add(append([]byte{wire.TypeEnrollRegister}, make([]byte, 64)...))
+	f.Add([]byte{wire.TypeError, wire.CodeEnrollUsed, 'x'})
+	f.Add(append([]byte{wire.TypeEnrollChallenge}, make([]byte, 80)...))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if req, err := ParseRequest(p); err == nil && req.ID != code.ID() {
+			if _, _, err := Challenge(code.Secret, req, relayKey.Public()); err == nil {
+				t.Fatal("a challenge for a request naming another code")
+			}
+		}
+		x, _, err := Challenge(code.Secret, Request{Version: Version, ID: code.ID()}, relayKey.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := x.Register(p); err == nil {
+			t.Fatalf("a registration without the code's MAC passed: %x", p)
+		}
+		// The agent reading p as the relay's answer.
+		if len(p) == 0 || len(p) > wire.MaxFrame {
+			return
+		}
+		a, b := net.Pipe()
+		go func() {
+			defer b.Close()
+			wc := wire.NewConn(b, wire.ConnConfig{})
+			buf := make([]byte, wire.MaxFrame)
+			if _, err := wc.ReadFrame(buf); err != nil {
+				return
+			}
+			wc.Write([][]byte{p})
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := Enroll(ctx, a, code, relayKey.Public(), "fuzz"); err == nil {
+			t.Fatalf("Enroll succeeded on an unproven answer: %x", p)
 		}
 	})
 }
