@@ -281,27 +281,8 @@ func (s *hubSetup) waitWebUIOf(hub string) {
 // `hubrelay hub add`, and connects through it.
 func TestEnrollThroughProxy(t *testing.T) {
 	t.Parallel()
-	tp := need(t, "as the HTTP CONNECT proxy", "tinyproxy", "/usr/bin/tinyproxy", "/usr/sbin/tinyproxy")
 	s := newHub(t, setupOpts{})
-
-	dir := t.TempDir()
-	port := freePort(t)
-	logFile := filepath.Join(dir, "tinyproxy.log")
-	conf := filepath.Join(dir, "tinyproxy.conf")
-	writeFile(t, conf, fmt.Sprintf("Port %d\nListen 127.0.0.1\nAllow 127.0.0.1\nConnectPort %d\nLogFile %q\nLogLevel Connect\nPidFile %q\nTimeout 600\nMaxClients 20\n",
-		port, s.agentPort, logFile, filepath.Join(dir, "tinyproxy.pid")))
-	proxy := start(t, dir, "tinyproxy", tp, "-d", "-c", conf)
-	proxyAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	poll.Until(t, 10*time.Second, "tinyproxy to listen", func() bool {
-		if !proxy.alive() {
-			t.Fatalf("tinyproxy exited: %v", proxy.err)
-		}
-		c, err := net.Dial("tcp", proxyAddr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	proxyAddr, logFile := startTinyproxy(t, s.agentPort)
 
 	// The operator makes this one: the code is the line after the first.
 	shed := s.newcomer("shed", "http://"+proxyAddr)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -477,4 +478,41 @@ func writeRandomFile(t *testing.T, dir, name string, size int64) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// startTinyproxy starts tinyproxy on a free port, allowing CONNECT to
+// connectPort, and returns its address and log file.
+func startTinyproxy(t *testing.T, connectPort int) (addr, logFile string) {
+	t.Helper()
+	tp := need(t, "as the HTTP CONNECT proxy", "tinyproxy", "/usr/bin/tinyproxy", "/usr/sbin/tinyproxy")
+	dir := t.TempDir()
+	port := freePort(t)
+	logFile = filepath.Join(dir, "tinyproxy.log")
+	conf := filepath.Join(dir, "tinyproxy.conf")
+	writeFile(t, conf, fmt.Sprintf("Port %d\nListen 127.0.0.1\nAllow 127.0.0.1\nConnectPort %d\nLogFile %q\nLogLevel Connect\nPidFile %q\nTimeout 600\nMaxClients 20\n",
+		port, connectPort, logFile, filepath.Join(dir, "tinyproxy.pid")))
+	p := start(t, dir, "tinyproxy", tp, "-d", "-c", conf)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- tinyproxy LogFile ---\n%s", readFileString(logFile))
+		}
+	})
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	waitListening(t, p, addr)
+	return addr, logFile
+}
+
+// waitListening waits until p accepts connections on addr.
+func waitListening(t *testing.T, p *proc, addr string) {
+	t.Helper()
+	poll.Until(t, 15*time.Second, p.name+" to listen on "+addr, func() bool {
+		if !p.alive() {
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.logText())
+		}
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }
