@@ -87,6 +87,10 @@ type hub struct {
 	proven      *agentConn
 	provenAt    time.Time
 	cloneLogged time.Time
+	// keyCommitted is when the hub last replaced its key (keys.go): at
+	// most once a minute, as each one makes the relay re-check every
+	// open connection.
+	keyCommitted time.Time
 
 	// What the store should say of the hub (record) and what it was last
 	// told (recorded); recording while a goroutine brings it up to date
@@ -137,8 +141,12 @@ func (r *registry) replace(list []HubConfig) (added, removed []*hub) {
 			if prev != nil && prev.ip == hc.ip {
 				// A hub that replaced its key (keys.go) comes back with
 				// the new one in a moment: its requests wait for it as
-				// for a restarting agent.
+				// for a restarting agent, and its next replacement waits
+				// for the last one's minute.
 				h.goneAt = r.now()
+				prev.mu.Lock()
+				h.keyCommitted = prev.keyCommitted
+				prev.mu.Unlock()
 			}
 			added = append(added, h)
 		}
@@ -259,9 +267,9 @@ func (s *Server) recordHub(h *hub) {
 	}()
 }
 
-// due reports whether something logged at most once a minute per hub, last
-// logged at *last (one of h's fields), may be logged at now, and if so
-// records now there.
+// due reports whether something done at most once a minute per hub (a log
+// line, a key replacement), last done at *last (one of h's fields), may be
+// done at now, and if so records now there.
 func (h *hub) due(last *time.Time, now time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

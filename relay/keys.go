@@ -187,6 +187,10 @@ func (s *Server) commitKey(w http.ResponseWriter, r *http.Request, h *hub) {
 		http.Error(w, "no such key announced (or announced too long ago): announce it first", http.StatusConflict)
 		return
 	}
+	if !h.due(&h.keyCommitted, s.now()) {
+		http.Error(w, "this hub replaced its key less than a minute ago: try again later", http.StatusTooManyRequests)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if err := s.db.ReplaceHubKey(ctx, h.Name, k.String()); err != nil {

@@ -99,7 +99,7 @@ func TestHubReplacesItsKey(t *testing.T) {
 	if p, err := r.Next(); err != nil || p[0] != wire.TypeError {
 		t.Fatalf("the old key's Hello got %x, %v; want an Error frame", p, err)
 	}
-	startTestAgent(t, tr, newKey, "100.96.0.2", [32]byte{})
+	agentNew := startTestAgent(t, tr, newKey, "100.96.0.2", [32]byte{})
 	poll.Until(t, 10*time.Second, "hub a online with its new key", func() bool { return online("a") })
 	if got, err := tr.get("a"); got != 200 {
 		t.Fatalf("hub a after its new key: %d %v", got, err)
@@ -113,6 +113,23 @@ func TestHubReplacesItsKey(t *testing.T) {
 	}
 	if tr.logged("relay: hub a replaced its key") != 1 {
 		t.Error("the relay did not log the key change")
+	}
+
+	// Another replacement within the minute is refused: each one makes
+	// the relay re-check every open connection.
+	c2, base2 := agentNew.hubAPI(tr)
+	third, _ := vpn.GeneratePrivateKey()
+	poll.Until(t, 10*time.Second, "the announce of a third key", func() bool {
+		code, _ := postKey(t, c2, base2+"/hub/v1/key", third.Public())
+		return code == 200
+	})
+	if code, _ := postKey(t, c2, base2+"/hub/v1/key/commit", third.Public()); code != http.StatusTooManyRequests {
+		t.Errorf("a second key replacement within a minute: %d, want 429", code)
+	}
+	tr.clock.advance(time.Minute)
+	postKey(t, c2, base2+"/hub/v1/key", third.Public())
+	if code, body := postKey(t, c2, base2+"/hub/v1/key/commit", third.Public()); code != 200 {
+		t.Errorf("a key replacement a minute later: %d %s", code, body)
 	}
 }
 
