@@ -78,6 +78,7 @@ type Server struct {
 
 	hubs *registry
 	db   *store.Store // Config.Store, open from Start to Close
+	lock *store.Lock  // the SQLite store's, held from Start to Close
 	now  func() time.Time
 
 	// Access control (auth.go): the store's Revision as last polled, the
@@ -328,6 +329,7 @@ func (s *Server) Close() error {
 		if s.db != nil {
 			s.db.Close()
 		}
+		s.lock.Release()
 	})
 	return nil
 }
@@ -394,6 +396,14 @@ func (s *Server) acceptLoop(ln net.Listener, what string, handle func(net.Conn))
 func (s *Server) openStore() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// One relay per SQLite store: a second would keep its own idea of
+	// which hubs are online, and a restore must not swap the file under
+	// a running relay.
+	lock, err := store.LockStore(s.cfg.Store)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	s.lock = lock
 	db, err := store.Open(ctx, s.cfg.Store, store.Options{Logf: s.logf, Now: s.cfg.Now})
 	if err != nil {
 		return fmt.Errorf("relay: store: %w", err)

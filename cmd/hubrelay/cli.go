@@ -285,14 +285,14 @@ func or(s, def string) string {
 var commands = map[string]func(cli, []string) error{
 	"user": cli.user, "grant": cli.grant, "revoke": cli.revoke, "grants": cli.grants,
 	"token": cli.token, "session": cli.session, "audit": cli.audit, "hub": cli.hub,
-	"key": cli.key,
+	"key": cli.key, "backup": cli.backup, "restore": cli.restore,
 }
 
 // usages are the subcommands' own usage texts, for hubrelay CMD --help.
 var usages = map[string]string{
 	"user": userUsage, "grant": grantUsage, "revoke": grantUsage, "grants": grantUsage,
 	"token": tokenUsage, "session": sessionUsage, "audit": auditUsage, "hub": hubUsage,
-	"key": keyUsage,
+	"key": keyUsage, "backup": backupUsage, "restore": backupUsage,
 }
 
 // wantsHelp reports whether args ask for a command's usage.

@@ -38,6 +38,8 @@ const usage = `usage:
   hubrelay key show|rotate|promote
                                the relay's own key, replaced without
                                stranding a hub
+  hubrelay backup FILE         the store and the key files, while it runs
+  hubrelay restore FILE        put a backup in place (relay stopped)
   hubrelay version             print the version
 Every command but run and version takes --config FILE (default relay.toml)
 and works while the relay runs: it picks changes up at once. TIME is
