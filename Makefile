@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/hubtunnel/hubtunnel/version.Version=$(VERSION)
 BIN       := bin
 BINARIES  := hubtunnel hubrelay ccusim
 
-.PHONY: all build deps test test-unit test-e2e fuzz demo bench addon release clean
+.PHONY: all build deps test test-unit test-e2e fuzz demo bench addon release deb-relay oci clean
 
 all: build
 
@@ -70,6 +70,18 @@ addon:
 OUT ?= dist/releases
 release:
 	@GO=$(GO) scripts/release.sh "$(VERSION)" "$(KEY)" "$(OUT)"
+
+# deb-relay builds the relay's Debian package, dist/hubrelay_<version>_<arch>.deb
+# (ARCHS="amd64 arm64 armhf" by default): a hardened systemd unit, a system
+# user, /etc/hubrelay/relay.toml (packaging/hubrelay/).
+deb-relay:
+	@GO=$(GO) scripts/deb-relay.sh "$(VERSION)" dist
+
+# oci builds the relay's container image without a container engine: an OCI
+# layout dist/hubrelay-oci and dist/hubrelay-$(VERSION).oci.tar
+# (ARCHS="amd64 arm64"); push it with skopeo.
+oci:
+	@GO=$(GO) scripts/oci-relay.sh "$(VERSION)" dist
 
 clean:
 	rm -rf $(BIN)

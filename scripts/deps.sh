@@ -32,6 +32,10 @@ have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # Chromium only recommends fonts; the screenshots the tests keep need some.
 [ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
+# The relay's packages (e2e/relaypackage_test.go): umoci unpacks and checks
+# the OCI image; the image carries the CA certificates.
+have umoci        || need+=(umoci)
+[ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 have node         || need+=(nodejs)
 have npm          || need+=(npm)
 

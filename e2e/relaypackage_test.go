@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/testbed"
+)
+
+// packageVersion is what the packaging tests stamp their builds with.
+const packageVersion = "0.9.1-dev.gtest"
+
+// buildPackage runs scripts/NAME VERSION OUT for amd64 from the module's
+// root and returns its output lines.
+func buildPackage(t *testing.T, script, out string, archs string) []string {
+	t.Helper()
+	cmd := exec.Command("scripts/"+script, packageVersion, out)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "ARCHS="+archs)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, b)
+	}
+	return strings.Fields(string(b))
+}
+
+// TestRelayDebianPackage builds the relay's .deb and installs it as dpkg
+// would on a server, into a throwaway root (systemd cannot run here): the
+// unit passes systemd-analyze verify with no unknown setting, the service's
+// user is made, the binary runs, remove keeps the config and the relay's
+// state (its key: hubs pin it), purge deletes them.
+func TestRelayDebianPackage(t *testing.T) {
+	t.Parallel()
+	needRoot(t, "to install a package into a throwaway root")
+	need(t, "to build the package", "dpkg-deb")
+	need(t, "to install it", "dpkg")
+	analyze := need(t, "to check the unit", "systemd-analyze")
+	need(t, "for the package's user", "systemd-sysusers")
+
+	out := t.TempDir()
+	lines := buildPackage(t, "deb-relay.sh", out, "amd64")
+	deb := lines[len(lines)-1]
+	if want := "hubrelay_0.9.1~dev.gtest_amd64.deb"; filepath.Base(deb) != want {
+		t.Fatalf("built %s, want %s", deb, want)
+	}
+
+	// The unit as systemd reads it, with ExecStart pointing at the
+	// package's binary where this test unpacked it.
+	x := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, x)
+	unit := readFileString(filepath.Join(x, "lib/systemd/system/hubrelay.service"))
+	for _, want := range []string{"User=hubrelay", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "ProtectSystem=strict", "StateDirectory=hubrelay", "ExecReload="} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("the unit lacks %s", want)
+		}
+	}
+	check := filepath.Join(t.TempDir(), "hubrelay.service")
+	writeFile(t, check, strings.ReplaceAll(unit, "/usr/bin/hubrelay", filepath.Join(x, "usr/bin/hubrelay")))
+	vout, err := exec.Command(analyze, "verify", "--man=no", check).CombinedOutput()
+	if err != nil || strings.Contains(string(vout), "Unknown") || strings.Contains(string(vout), "nvalid") {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, vout)
+	}
+
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/updates", "var/lib/dpkg/info", "etc"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	writeFile(t, filepath.Join(root, "var/lib/dpkg/status"), "")
+	dpkg := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-script-chrootless", "--force-depends"}, args...)...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("dpkg %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	inst := dpkg("-i", deb)
+	if !strings.Contains(inst, "set domain in /etc/hubrelay/relay.toml") {
+		t.Errorf("install did not tell what to do next:\n%s", inst)
+	}
+	if pw := readFileString(filepath.Join(root, "etc/passwd")); !strings.Contains(pw, "hubrelay:x:") || !strings.Contains(pw, "nologin") {
+		t.Errorf("no system user hubrelay in the root's /etc/passwd:\n%s", pw)
+	}
+	bin := filepath.Join(root, "usr/bin/hubrelay")
+	if v := strings.TrimSpace(run(t, bin, "version")); v != packageVersion {
+		t.Errorf("installed hubrelay says version %q, want %q", v, packageVersion)
+	}
+	// A relay of this config refuses to start until the operator sets
+	// its domain, and says so.
+	if o, err := runErr(bin, "run", "--config", filepath.Join(root, "etc/hubrelay/relay.toml")); err == nil || !strings.Contains(o, "domain") {
+		t.Errorf("the packaged config started without a domain: %v: %s", err, o)
+	}
+
+	// What a running relay leaves: its key and store.
+	state := filepath.Join(root, "var/lib/hubrelay")
+	os.MkdirAll(state, 0o700)
+	writeFile(t, filepath.Join(state, "relay.key"), "a key\n")
+	dpkg("-r", "hubrelay")
+	if _, err := os.Stat(bin); !os.IsNotExist(err) {
+		t.Errorf("remove left the binary: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "lib/systemd/system/hubrelay.service")); !os.IsNotExist(err) {
+		t.Errorf("remove left the unit: %v", err)
+	}
+	for _, keep := range []string{"etc/hubrelay/relay.toml", "var/lib/hubrelay/relay.key"} {
+		if _, err := os.Stat(filepath.Join(root, keep)); err != nil {
+			t.Errorf("remove took %s: %v", keep, err)
+		}
+	}
+	dpkg("-P", "hubrelay")
+	for _, gone := range []string{"etc/hubrelay/relay.toml", "var/lib/hubrelay"} {
+		if _, err := os.Stat(filepath.Join(root, gone)); !os.IsNotExist(err) {
+			t.Errorf("purge left %s: %v", gone, err)
+		}
+	}
+}
+
+// TestRelayContainerImage builds the relay's OCI image, unpacks it with
+// umoci (which checks every digest) and runs it as a container runtime
+// would: the image's user in its root filesystem (chroot; no container
+// engine runs here). The relay starts with a mounted config, keeps its key
+// and store in the state volume, and the image has the CA certificates
+// ACME needs.
+func TestRelayContainerImage(t *testing.T) {
+	t.Parallel()
+	needRoot(t, "to unpack the image with its owners and chroot into it")
+	umoci := need(t, "to unpack the image", "umoci")
+	out := t.TempDir()
+	lines := buildPackage(t, "oci-relay.sh", out, "amd64")
+	layout := lines[0]
+	if want := filepath.Join(out, "hubrelay-"+packageVersion+".oci.tar"); lines[1] != want {
+		t.Errorf("archive %s, want %s", lines[1], want)
+	}
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	run(t, umoci, "unpack", "--image", layout+":"+packageVersion, bundle)
+
+	// What a runtime reads: the image's config, as umoci turned it into a
+	// runtime spec.
+	var spec struct {
+		Process struct {
+			User struct{ UID, GID int }
+			Args []string
+			Cwd  string
+		}
+	}
+	if err := json.Unmarshal([]byte(readFileString(filepath.Join(bundle, "config.json"))), &spec); err != nil {
+		t.Fatal(err)
+	}
+	if spec.Process.User.UID != 65532 || spec.Process.User.GID != 65532 {
+		t.Errorf("the image runs as %d:%d, want 65532:65532", spec.Process.User.UID, spec.Process.User.GID)
+	}
+	wantArgs := "/usr/bin/hubrelay run --config /etc/hubrelay/relay.toml"
+	if got := strings.Join(spec.Process.Args, " "); got != wantArgs {
+		t.Errorf("the image runs %q, want %q", got, wantArgs)
+	}
+	rootfs := filepath.Join(bundle, "rootfs")
+	if fi, err := os.Stat(filepath.Join(rootfs, "etc/ssl/certs/ca-certificates.crt")); err != nil || fi.Size() < 10000 {
+		t.Errorf("no CA certificates in the image: %v", err)
+	}
+
+	agentPort := freePort(t)
+	offset, err := ports.Offset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mounted read-only for everyone, as an operator's config is.
+	conf := fmt.Sprintf(
+		"domain = \"localhost\"\nagent_listen = \"127.0.0.1:%d\"\nagent_listen_udp = \"off\"\npublic_listen = \"127.0.0.1\"\nport_offset = %d\nprivate_key_file = \"/var/lib/hubrelay/relay.key\"\nstore = \"/var/lib/hubrelay/relay.db\"\n",
+		agentPort, offset)
+	if err := os.WriteFile(filepath.Join(rootfs, "etc/hubrelay/relay.toml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, t.TempDir(), "relay-container", append([]string{"chroot", "--userspec=65532:65532", rootfs}, spec.Process.Args...)...)
+	poll.Until(t, 20*time.Second, "the image's relay to listen", func() bool {
+		if !p.alive() {
+			t.Fatalf("the image's relay exited: %v\n%s", p.err, p.logText())
+		}
+		return strings.Contains(p.logText(), testbed.RelayReady)
+	})
+	for _, f := range []string{"relay.key", "relay.db"} {
+		fi, err := os.Stat(filepath.Join(rootfs, "var/lib/hubrelay", f))
+		if err != nil {
+			t.Errorf("%s not in the state volume: %v", f, err)
+			continue
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65532 || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: owner %d, mode %v; want the image's user's, private", f, st.Uid, fi.Mode().Perm())
+		}
+	}
+}
