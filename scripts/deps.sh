@@ -35,6 +35,7 @@ have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
 # The relay's packages (e2e/relaypackage_test.go): umoci unpacks and checks
 # the OCI image; the image carries the CA certificates.
 have umoci        || need+=(umoci)
+have systemd-sysusers || need+=(systemd) # the .deb's postinst; systemd-analyze verify
 [ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 have node         || need+=(nodejs)
 have npm          || need+=(npm)
