@@ -602,7 +602,7 @@ func TestScriptsParse(t *testing.T) {
 		}
 	}
 	tclsh := need(t, "to parse the Tcl scripts", "tclsh")
-	for _, s := range []string{"hubtunnel/lib/hm_addons.tcl", "hubtunnel/www/update-check.cgi"} {
+	for _, s := range []string{"hubtunnel/lib/hm_addons.tcl", "hubtunnel/www/update-check.cgi", "hubtunnel/www/status.cgi"} {
 		check := `set fd [open [lindex $argv 0]]; set src [read $fd]; close $fd
 if {![info complete $src]} { puts stderr incomplete; exit 1 }`
 		if out, err := exec.Command(tclsh, writeTemp(t, "check.tcl", check), s).CombinedOutput(); err != nil {
