@@ -24,8 +24,8 @@ func TestInstallPutsFilesInPlace(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("update_script exited %d, want 0 (no reboot)\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "not set up yet") {
-		t.Errorf("update_script should say the addon is not set up yet; stdout: %s", r.stdout)
+	if !strings.Contains(r.stdout, "wrote the default config") {
+		t.Errorf("update_script should say it wrote the default config; stdout: %s", r.stdout)
 	}
 
 	for _, f := range []struct {
@@ -37,6 +37,10 @@ func TestInstallPutsFilesInPlace(t *testing.T) {
 		{rcPath, 0o755},
 		{wwwPath + "/update-check.cgi", 0o644},
 		{wwwPath + "/index.html", 0o644},
+		{wwwPath + "/status.cgi", 0o644},
+		{"/usr/local/addons/hubtunnel/etc/hubtunnel.toml", 0o644},
+		{lighttpdConf, 0o644},
+		{confPath, 0o600},
 		{"/usr/local/addons/hubtunnel/lib/hm_addons.tcl", 0o644},
 		{confDir, os.ModeDir | 0o700},
 	} {
@@ -55,12 +59,11 @@ func TestInstallPutsFilesInPlace(t *testing.T) {
 	if got := strings.TrimSpace(readFile(t, h.path(versionPath))); got != testVersion {
 		t.Errorf("VERSION = %q, want %q", got, testVersion)
 	}
-	if entries, _ := os.ReadDir(h.path(confDir)); len(entries) != 0 {
-		t.Errorf("a fresh install put files in the config folder: %v", entries)
+	if got, want := readFile(t, h.path(confPath)), readFile(t, "hubtunnel/etc/hubtunnel.toml"); got != want {
+		t.Errorf("the first start wrote\n%s\nwant the default config\n%s", got, want)
 	}
-	if got := h.agents(); len(got) != 0 {
-		t.Errorf("agent started although hubtunnel.toml is missing: pids %v", got)
-	}
+	// A first install starts the agent, not enrolled, with its panel.
+	h.waitOneAgent()
 
 	buttons := hmAddons(t, h.path(hmAddonsCfg))
 	want := map[string]string{
@@ -222,21 +225,40 @@ func TestInfo(t *testing.T) {
 	}
 }
 
-func TestStartNotSetUp(t *testing.T) {
+// TestFirstStartWritesDefaultConfig: without hubtunnel.toml, start writes
+// the addon's default and starts the agent on it (not enrolled: the owner
+// enrolls from the panel); a config that exists is never overwritten.
+func TestFirstStartWritesDefaultConfig(t *testing.T) {
 	t.Parallel()
 	h := newHub(t)
 	h.mustInstall()
-	for _, op := range []string{"init", "start"} {
-		r := h.mustRC(op)
-		if !strings.Contains(r.stdout, "not set up yet") {
-			t.Errorf("%s: stdout %q, want a not-set-up message", op, r.stdout)
-		}
+	h.mustRC("stop")
+	if err := os.Remove(h.path(confPath)); err != nil {
+		t.Fatal(err)
 	}
-	if got := h.agents(); len(got) != 0 {
-		t.Errorf("agent running without hubtunnel.toml: %v", got)
+	r := h.mustRC("start")
+	if !strings.Contains(r.stdout, "wrote the default config") {
+		t.Errorf("start: stdout %q, want it to say it wrote the default config", r.stdout)
 	}
-	if exists(h.path(pidPath)) {
-		t.Error("pid file written without hubtunnel.toml")
+	h.waitOneAgent()
+	fi, err := os.Stat(h.path(confPath))
+	if err != nil || fi.Mode() != 0o600 {
+		t.Fatalf("hubtunnel.toml after a first start: %v %v", fi, err)
+	}
+	if got := readFile(t, h.path(confPath)); !strings.Contains(got, `ui_listen = "127.0.0.1:8099"`) || !strings.Contains(got, "[ccu]") {
+		t.Errorf("default config:\n%s", got)
+	}
+	poll.Until(t, 10*time.Second, "the stand-in's log line", func() bool {
+		b, _ := os.ReadFile(h.path("standin.log"))
+		return strings.Contains(string(b), "run --config "+h.path(confPath)+" --syslog\n")
+	})
+
+	h.mustRC("stop")
+	writeFile(t, h.path(confPath), "name = \"mine\"\n", 0o600)
+	h.mustRC("start")
+	h.waitOneAgent()
+	if got := readFile(t, h.path(confPath)); got != "name = \"mine\"\n" {
+		t.Errorf("start overwrote an existing config: %q", got)
 	}
 }
 
@@ -580,7 +602,7 @@ func TestScriptsParse(t *testing.T) {
 		}
 	}
 	tclsh := need(t, "to parse the Tcl scripts", "tclsh")
-	for _, s := range []string{"hubtunnel/lib/hm_addons.tcl", "hubtunnel/www/update-check.cgi"} {
+	for _, s := range []string{"hubtunnel/lib/hm_addons.tcl", "hubtunnel/www/update-check.cgi", "hubtunnel/www/status.cgi"} {
 		check := `set fd [open [lindex $argv 0]]; set src [read $fd]; close $fd
 if {![info complete $src]} { puts stderr incomplete; exit 1 }`
 		if out, err := exec.Command(tclsh, writeTemp(t, "check.tcl", check), s).CombinedOutput(); err != nil {

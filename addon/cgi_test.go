@@ -115,10 +115,10 @@ func TestUpdateCheckDownloadRedirects(t *testing.T) {
 	t.Parallel()
 	for _, q := range []string{"cmd=download&version=1.2.3", "version=1.2.3&cmd=download"} {
 		h, body := cgi(t, t.TempDir(), q)
-		if h["Status"] != "302 Found" || h["Location"] != "/addons/hubtunnel/" {
-			t.Errorf("?%s: headers %v, want a 302 to /addons/hubtunnel/", q, h)
+		if h["Status"] != "302 Found" || h["Location"] != "/addons/hubtunnel/panel/#update" {
+			t.Errorf("?%s: headers %v, want a 302 to the panel's update section", q, h)
 		}
-		if !strings.Contains(body, `url=/addons/hubtunnel/`) {
+		if !strings.Contains(body, `url=/addons/hubtunnel/panel/#update`) {
 			t.Errorf("?%s: body has no meta refresh: %q", q, body)
 		}
 	}

@@ -197,17 +197,20 @@ func newHub(t *testing.T) *hub {
 func (h *hub) path(p string) string { return filepath.Join(h.root, p) }
 
 const (
-	binPath     = "/usr/local/addons/hubtunnel/bin/hubtunnel"
-	versionPath = "/usr/local/addons/hubtunnel/VERSION"
-	rcPath      = "/usr/local/etc/config/rc.d/hubtunnel"
-	wwwPath     = "/usr/local/etc/config/addons/www/hubtunnel"
-	confDir     = "/usr/local/etc/config/addons/hubtunnel"
-	confPath    = confDir + "/hubtunnel.toml"
-	keyPath     = confDir + "/hubtunnel.key"
-	journalPath = confDir + "/update.journal"
-	resultPath  = confDir + "/update-result.json"
-	pidPath     = "/var/run/hubtunnel.pid"
-	hmAddonsCfg = "/usr/local/etc/config/hm_addons.cfg"
+	binPath      = "/usr/local/addons/hubtunnel/bin/hubtunnel"
+	versionPath  = "/usr/local/addons/hubtunnel/VERSION"
+	rcPath       = "/usr/local/etc/config/rc.d/hubtunnel"
+	wwwPath      = "/usr/local/etc/config/addons/www/hubtunnel"
+	confDir      = "/usr/local/etc/config/addons/hubtunnel"
+	confPath     = confDir + "/hubtunnel.toml"
+	keyPath      = confDir + "/hubtunnel.key"
+	journalPath  = confDir + "/update.journal"
+	resultPath   = confDir + "/update-result.json"
+	pidPath      = "/var/run/hubtunnel.pid"
+	hmAddonsCfg  = "/usr/local/etc/config/hm_addons.cfg"
+	supPidPath   = "/var/run/hubtunnel-supervisor.pid"
+	statePath    = confDir + "/supervisor.state"
+	lighttpdConf = "/usr/local/etc/config/lighttpd/hubtunnel.conf"
 )
 
 type result struct {
@@ -272,9 +275,14 @@ func (h *hub) mustRC(op string, extraEnv ...string) result {
 	return r
 }
 
-// setUp writes the files an enrolled hub has.
+// setUp stops the agent the install started (on its default config) and
+// writes the files an enrolled hub has.
 func (h *hub) setUp() {
 	h.t.Helper()
+	h.mustRC("stop")
+	if err := os.Remove(h.path("standin.log")); err != nil && !os.IsNotExist(err) {
+		h.t.Fatal(err)
+	}
 	writeFile(h.t, h.path(confPath), "relay = \"relay.example\"\n", 0o600)
 	writeFile(h.t, h.path(keyPath), "private key\n", 0o600)
 }
@@ -303,15 +311,23 @@ func (h *hub) agents() []int {
 func (h *hub) waitOneAgent() int {
 	h.t.Helper()
 	var pid int
+	var seen string
+	h.t.Cleanup(func() {
+		if h.t.Failed() && seen != "" {
+			h.t.Logf("waitOneAgent last saw %s", seen)
+		}
+	})
 	poll.Until(h.t, 10*time.Second, "one agent running and named by the pid file", func() bool {
 		a := h.agents()
+		b, err := os.ReadFile(h.path(pidPath))
+		seen = fmt.Sprintf("agents %v, supervisors %v, pid file %q (%v)", a, h.supervisors(), b, err)
 		if len(a) != 1 {
 			return false
 		}
 		pid = a[0]
-		b, err := os.ReadFile(h.path(pidPath))
 		return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(pid)
 	})
+	seen = ""
 	return pid
 }
 
@@ -326,8 +342,32 @@ func running(pid int) bool {
 	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
 }
 
-// killAll ends whatever stand-in agents a test left behind.
+// supervisors lists the pids of this hub's live supervisors ("sh
+// <root>/.../rc.d/hubtunnel supervise").
+func (h *hub) supervisors() []int {
+	want := []byte(h.path(rcPath) + "\x00supervise\x00")
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(cmdline, want) || !running(pid) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// killAll ends whatever supervisors and stand-in agents a test left
+// behind, supervisors first (they would start the agents again).
 func (h *hub) killAll() {
+	for _, pid := range h.supervisors() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 	for _, pid := range h.agents() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}

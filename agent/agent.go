@@ -355,6 +355,9 @@ func (a *Agent) Status() localapi.Status {
 	if a.ccu != nil {
 		s.CCUFirewall = a.ccu.status()
 	}
+	if a.cfg.dir != "" {
+		s.Supervisor = readSupervisor(a.cfg.dir)
+	}
 	if a.dev == nil {
 		return s
 	}

@@ -39,6 +39,18 @@ type Status struct {
 	// CCUFirewall is how the CCU's own firewall settings are applied to
 	// tunnel connections; absent when [ccu] firewall_file is off.
 	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
+	// Supervisor is what the addon's supervisor (its init script) saw of
+	// crashes; absent when it left no supervisor.state beside the config.
+	Supervisor *SupervisorStatus `json:"supervisor,omitempty"`
+}
+
+// SupervisorStatus is the "supervisor" part of Status: the addon's crash
+// restarts, from supervisor.state.
+type SupervisorStatus struct {
+	Restarts  int       `json:"restarts"`            // crash restarts since the last start
+	LastExit  string    `json:"last_exit,omitempty"` // how the last crash ended: an exit code, or a signal ("SIGKILL")
+	LastCrash time.Time `json:"last_crash,omitzero"` // when
+	GivenUp   bool      `json:"given_up"`            // too many crashes: no longer restarted
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.

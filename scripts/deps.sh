@@ -24,6 +24,10 @@ have python3      || need+=(python3)
 # The addon's scripts run under busybox sh and tclsh on a CCU; addon/ tests them there.
 have busybox      || [ -x /bin/busybox ] || need+=(busybox-static)
 have tclsh        || need+=(tcl)
+# The addon's lighttpd snippet is tested with a real lighttpd (the CCU's web server).
+have lighttpd     || [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
+# The addon's ARM binaries run under qemu user emulation in e2e/qemu_test.go.
+have qemu-arm-static || need+=(qemu-user-static)
 # The store's tests start their own PostgreSQL server (store/pgtest); Debian
 # keeps initdb and postgres in /usr/lib/postgresql/VERSION/bin, off PATH.
 have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)

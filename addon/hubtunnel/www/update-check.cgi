@@ -135,13 +135,16 @@ catch {
 }
 
 if {$cmd == "download"} {
-    # The panel is where an update is installed. Both a redirect and a
-    # meta refresh: the window the WebUI opened follows either.
+    # The panel's update section is where an update is installed (the
+    # WebUI opens this in a new tab: openUrl('<Update>?cmd=download&...'),
+    # RaspberryMatic patch occu/0063-WebUI-DownloadAddonsInNewTab). Both a
+    # redirect and a meta refresh: the window follows either.
+    set to "/addons/hubtunnel/panel/#update"
     puts -nonewline "Status: 302 Found\r\n"
-    puts -nonewline "Location: /addons/hubtunnel/\r\n"
+    puts -nonewline "Location: $to\r\n"
     puts -nonewline "Content-Type: text/html; charset=utf-8\r\n\r\n"
-    puts -nonewline "<html><head><meta http-equiv=\"refresh\" content=\"0; url=/addons/hubtunnel/\"></head>"
-    puts "<body><a href=\"/addons/hubtunnel/\">hubtunnel</a></body></html>"
+    puts -nonewline "<html><head><meta http-equiv=\"refresh\" content=\"0; url=$to\"></head>"
+    puts "<body><a href=\"$to\">hubtunnel</a></body></html>"
     exit 0
 }
 
