@@ -55,8 +55,10 @@ func (f *fakeAgent) SaveSettings(s Settings) (bool, error) {
 	f.saved = append(f.saved, s)
 	return true, nil
 }
-func (f *fakeAgent) Restart() error  { return nil }
-func (f *fakeAgent) PortMap() []Port { return []Port{{Port: 4430, Service: "XML-RPC wired", Local: "127.0.0.1:2000", TLS: true}} }
+func (f *fakeAgent) Restart() error { return nil }
+func (f *fakeAgent) PortMap() []Port {
+	return []Port{{Port: 4430, Service: "XML-RPC wired", Local: "127.0.0.1:2000", TLS: true}}
+}
 func (f *fakeAgent) DNSTrace(context.Context) (string, error) {
 	return "relay.example: system 192.0.2.1\n", nil
 }

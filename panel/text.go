@@ -19,17 +19,17 @@ type text struct {
 
 	// Status.
 	StatusTitle, HubName, Relay, URL, State, ConnectedSince, LastHandshake, LastError string
-	Transport, Route, DNSSource, AgentVersion, Hub, Never                               string
-	StateConnected, StateConnecting, StateDisabled, StateUnenrolled                     string
-	SupervisorRestarts                                                                  string
+	Transport, Route, DNSSource, AgentVersion, Hub, Never                             string
+	StateConnected, StateConnecting, StateDisabled, StateUnenrolled                   string
+	SupervisorRestarts                                                                string
 
 	// Service.
 	ServiceTitle, ServiceOn, ServiceHelp, Restart, Restarting, AgentGone string
 
 	// Updates.
 	UpdatesTitle, AutoUpdate, UpdateWindow, UpdateWindowHelp, CheckNow, Install string
-	Checking, InstallingNow, Latest, UpToDate, Available, LastCheck, LastResult  string
-	ResultOK, ResultRolledBack, NoUpdater                                        string
+	Checking, InstallingNow, Latest, UpToDate, Available, LastCheck, LastResult string
+	ResultOK, ResultRolledBack, NoUpdater                                       string
 
 	// Settings.
 	SettingsTitle, SettingsHelp, Proxy, ProxyHelp, AllowedCIDRs, AllowedHelp string
