@@ -184,7 +184,8 @@ func TestSessionCache(t *testing.T) {
 		code, _ := b.do(t, "GET", Prefix+"api/state", "", "X-CCU-Session", "@"+liveID+"@")
 		return code
 	}
-	if get() != 200 || get() != 200 || b.rega.asked.Load() != 1 {
+	first, second := get(), get()
+	if first != 200 || second != 200 || b.rega.asked.Load() != 1 {
 		t.Fatalf("two reads within a minute: asked %d times, want once", b.rega.asked.Load())
 	}
 	b.advance(61 * time.Second)
