@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME)
 	$(GO) test ./firewall/ -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./ccusim/ -run '^$$' -fuzz FuzzDecodeMethodCall -fuzztime $(FUZZTIME)
+	$(GO) test ./ccusim/ -run '^$$' -fuzz FuzzRunScript -fuzztime $(FUZZTIME)
 	$(GO) test ./ccufirewall/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzAgentInput -fuzztime $(FUZZTIME)
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzCookies -fuzztime $(FUZZTIME)

@@ -39,6 +39,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/panel"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -82,6 +83,8 @@ type Agent struct {
 	uiLn      net.Listener
 
 	enrolling sync.Mutex // held by an enrollment; kept after a success (the agent restarts)
+	panelMu   sync.Mutex // held while the panel saves settings (panel.go)
+	logs      logRing    // the last log lines, for the panel
 
 	closing chan struct{}
 	wg      sync.WaitGroup
@@ -90,8 +93,9 @@ type Agent struct {
 
 // New prepares an agent from a validated config.
 func New(cfg *Config, version string, logf logger.Logf) *Agent {
-	logf = logger.OrDiscard(logf)
-	a := &Agent{cfg: cfg, version: version, logf: logf, closing: make(chan struct{}), restart: make(chan Restart, 1)}
+	a := &Agent{cfg: cfg, version: version, closing: make(chan struct{}), restart: make(chan Restart, 1)}
+	logf = a.logs.tee(logf) // the panel shows the last lines
+	a.logf = logf
 	a.fwd = portmap.Forwarder{Logf: logf}
 	a.name = cfg.Name
 	if e := cfg.Enrollment(); e != nil {
@@ -134,7 +138,10 @@ func (a *Agent) Start() (err error) {
 	}
 	// Serve only now: Status reads the fields startTunnel sets. (The port
 	// was taken first, so a clash still stops the agent before the tunnel.)
-	a.ui = &http.Server{Handler: localapi.Handler(a, a.cfg.UIListen), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", localapi.Handler(a, a.cfg.UIListen))
+	mux.Handle(panel.Prefix, a.panelHandler())
+	a.ui = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

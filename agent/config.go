@@ -3,6 +3,7 @@ package agent
 import (
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -80,6 +81,8 @@ type Config struct {
 	Update selfupdate.Config `toml:"update"`
 	// CCU is what the agent takes over from the CCU's own settings.
 	CCU CCUConfig `toml:"ccu"`
+	// Panel is the settings panel the agent serves on ui_listen.
+	Panel PanelConfig `toml:"panel"`
 
 	// Parsed forms, filled by Validate.
 	relayHost     string        // Relay's host: a name, or an IP address (then relayIP)
@@ -227,7 +230,36 @@ func (c *Config) Validate() error {
 	if root == "" {
 		root = "/"
 	}
+	if err := c.Panel.validate(root); err != nil {
+		return err
+	}
 	return c.CCU.validate(root)
+}
+
+// PanelConfig is the [panel] table: what the settings panel (package
+// panel) asks of the CCU.
+type PanelConfig struct {
+	// Rega is the CCU's script engine, which checks the WebUI session
+	// the panel is opened with. Default "http://127.0.0.1:8181".
+	Rega string `toml:"rega"`
+	// LanguageFile holds the language the CCU's WebUI is set to ("de" or
+	// "en"), which the panel follows; without it, the browser's.
+	// Default "/etc/config/systemLanguage".
+	LanguageFile string `toml:"language_file"`
+}
+
+func (p *PanelConfig) validate(root string) error {
+	if p.Rega == "" {
+		p.Rega = "http://127.0.0.1:8181"
+	}
+	u, err := url.Parse(p.Rega)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return config.Errorf("panel.rega", "%q: want the script engine's address, e.g. http://127.0.0.1:8181", p.Rega)
+	}
+	if p.LanguageFile == "" {
+		p.LanguageFile = filepath.Join(root, "etc/config/systemLanguage")
+	}
+	return nil
 }
 
 // parseRelay splits Relay into relayHost, relayPort and relayIP, once: every

@@ -14,17 +14,19 @@ import (
 const maxScriptBytes = 1 << 20
 
 // scriptHandler serves the script engine port (ReGaHss on a CCU):
-// POST /tclrega.exe and /rega.exe.
-func scriptHandler() http.Handler {
+// POST /tclrega.exe and /rega.exe. sessions are the WebUI's logins, which
+// system.GetSessionVarStr reads.
+func scriptHandler(sessions *sessions) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /tclrega.exe", serveScript)
-	mux.HandleFunc("POST /rega.exe", serveScript)
+	serve := func(w http.ResponseWriter, r *http.Request) { serveScript(w, r, sessions) }
+	mux.HandleFunc("POST /tclrega.exe", serve)
+	mux.HandleFunc("POST /rega.exe", serve)
 	return mux
 }
 
 // serveScript runs the body as a HomeMatic script and answers like ReGaHss:
 // the script's output, then an <xml> trailer.
-func serveScript(w http.ResponseWriter, r *http.Request) {
+func serveScript(w http.ResponseWriter, r *http.Request, sessions *sessions) {
 	src, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxScriptBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -34,7 +36,7 @@ func serveScript(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b bytes.Buffer
-	b.WriteString(runScript(string(src)))
+	b.WriteString(runScript(string(src), sessions.varStr))
 	b.WriteString("<xml><exec>")
 	xml.EscapeText(&b, []byte(r.URL.Path))
 	b.WriteString("</exec><sessionId></sessionId><httpUserAgent>")
@@ -48,12 +50,15 @@ func serveScript(w http.ResponseWriter, r *http.Request) {
 // runScript runs the subset of HomeMatic script the simulator knows and
 // returns its output. Only Write(…) and WriteLine(…) statements do
 // anything; their argument is one string literal ('…' or "…", no escapes)
-// or several joined with the concatenation operator #. WriteLine adds "\n".
-// Everything else — other statements, "!" comments to the end of the line,
-// string literals elsewhere — is skipped, never an error.
-func runScript(src string) string {
+// or several joined with the concatenation operator #, where a call
+// system.GetSessionVarStr('<id>') stands for what sessionVar says of the
+// WebUI session id (what the CCU's addon pages check a sid with: empty
+// for no live session). WriteLine adds "\n". Everything else — other
+// statements, "!" comments to the end of the line, string literals
+// elsewhere — is skipped, never an error.
+func runScript(src string, sessionVar func(id string) string) string {
 	var out strings.Builder
-	s := scanner{src: src}
+	s := scanner{src: src, sessionVar: sessionVar}
 	for !s.done() {
 		c := s.src[s.pos]
 		switch {
@@ -84,8 +89,9 @@ func runScript(src string) string {
 }
 
 type scanner struct {
-	src string
-	pos int
+	src        string
+	pos        int
+	sessionVar func(id string) string // nil: no sessions
 }
 
 func (s *scanner) done() bool { return s.pos >= len(s.src) }
@@ -151,10 +157,17 @@ func (s *scanner) writeArg(allowEmpty bool) (string, bool) {
 	}
 	var arg strings.Builder
 	for {
-		if s.done() || (s.src[s.pos] != '"' && s.src[s.pos] != '\'') {
+		if s.done() {
 			return "", false
 		}
-		lit, ok := s.stringLit()
+		var lit string
+		var ok bool
+		switch c := s.src[s.pos]; {
+		case c == '"' || c == '\'':
+			lit, ok = s.stringLit()
+		case isIdentStart(c) && s.ident() == "system.GetSessionVarStr":
+			lit, ok = s.sessionVarStr()
+		}
 		if !ok {
 			return "", false
 		}
@@ -174,4 +187,31 @@ func (s *scanner) writeArg(allowEmpty bool) (string, bool) {
 			return "", false
 		}
 	}
+}
+
+// sessionVarStr reads `( '<id>' )` after system.GetSessionVarStr and
+// returns the session's value, "" for an id without a live session.
+func (s *scanner) sessionVarStr() (string, bool) {
+	s.skipSpace()
+	if s.done() || s.src[s.pos] != '(' {
+		return "", false
+	}
+	s.pos++
+	s.skipSpace()
+	if s.done() || (s.src[s.pos] != '"' && s.src[s.pos] != '\'') {
+		return "", false
+	}
+	id, ok := s.stringLit()
+	if !ok {
+		return "", false
+	}
+	s.skipSpace()
+	if s.done() || s.src[s.pos] != ')' {
+		return "", false
+	}
+	s.pos++
+	if s.sessionVar == nil {
+		return "", true
+	}
+	return s.sessionVar(id), true
 }

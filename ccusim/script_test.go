@@ -3,6 +3,7 @@ package ccusim
 import (
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -25,9 +26,22 @@ func TestRunScript(t *testing.T) {
 		{"unterminated call", `Write("abc"`, ""},
 		{"case sensitive", `write("no"); WRITE("no");`, ""},
 		{"utf-8", `Write("Grüße °C");`, "Grüße °C"},
+		{"live session", `Write(system.GetSessionVarStr('AbCdE12345'));`, "1001;8;Admin;;;"},
+		{"session in a concatenation", `Write("[" # system.GetSessionVarStr("AbCdE12345") # "]");`, "[1001;8;Admin;;;]"},
+		{"unknown session", `Write(system.GetSessionVarStr('ZZZZZZZZZZ'));`, ""},
+		{"session without argument", `Write(system.GetSessionVarStr()); Write("y");`, "y"},
+		{"session with a variable", `Write(system.GetSessionVarStr(sid)); Write("y");`, "y"},
+		{"session unterminated", `Write(system.GetSessionVarStr('AbCdE12345'`, ""},
+		{"other method as argument", `Write(system.GetVar('x')); Write("y");`, "y"},
+	}
+	live := func(id string) string {
+		if id == "AbCdE12345" {
+			return "1001;8;Admin;;;"
+		}
+		return ""
 	}
 	for _, tt := range tests {
-		if got := runScript(tt.src); got != tt.want {
+		if got := runScript(tt.src, live); got != tt.want {
 			t.Errorf("%s: runScript(%q) = %q, want %q", tt.name, tt.src, got, tt.want)
 		}
 	}
@@ -61,4 +75,64 @@ func TestScriptEndpoint(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /tclrega.exe = %s", resp.Status)
 	}
+}
+
+// TestSessions: a sid from the WebUI's login is live for the script
+// engine, as a CCU's addon pages check it, until its logout.
+func TestSessions(t *testing.T) {
+	s := startSim(t, Config{})
+	hc := client(t)
+	post := func(url, body string) (int, string) {
+		t.Helper()
+		resp, err := hc.Post(url, "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	check := func(sid string) string {
+		t.Helper()
+		_, out := post("http://"+s.Addr("script")+"/tclrega.exe", "Write(system.GetSessionVarStr('"+trimSid(sid)+"'));")
+		out, _, _ = strings.Cut(out, "<xml>")
+		return out
+	}
+	code, sid := post("http://"+s.Addr("webui")+"/login.htm", "")
+	if code != 200 || !sidPattern.MatchString(sid) {
+		t.Fatalf("POST /login.htm = %d %q, want a sid like @XXXXXXXXXX@", code, sid)
+	}
+	if _, other := post("http://"+s.Addr("webui")+"/login.htm", ""); other == sid {
+		t.Errorf("two logins got the same sid %s", sid)
+	}
+	if got := check(sid); got == "" {
+		t.Errorf("GetSessionVarStr of a live session wrote nothing")
+	}
+	if got := check("@AAAAAAAAAA@"); got != "" {
+		t.Errorf("GetSessionVarStr of an unknown session wrote %q", got)
+	}
+	if code, _ := post("http://"+s.Addr("webui")+"/logout.htm?sid="+sid, ""); code != http.StatusNoContent {
+		t.Errorf("POST /logout.htm = %d", code)
+	}
+	if got := check(sid); got != "" {
+		t.Errorf("GetSessionVarStr after the logout wrote %q", got)
+	}
+	if got := check(s.Login()); got == "" {
+		t.Errorf("Sim.Login's session is not live")
+	}
+}
+
+var sidPattern = regexp.MustCompile(`^@[A-Za-z0-9]{10}@$`)
+
+// FuzzRunScript: no script panics the engine or hangs it.
+func FuzzRunScript(f *testing.F) {
+	for _, s := range []string{`Write("a" # system.GetSessionVarStr('AbCdE12345'));`, `WriteLine();`, `Write(system.GetSessionVarStr(`, "! x\nWrite('y')"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		out := runScript(src, func(string) string { return "v" })
+		if len(out) > 2*len(src)+1 {
+			t.Errorf("runScript(%q) wrote %d bytes", src, len(out))
+		}
+	})
 }

@@ -8,7 +8,9 @@
 //	wired  (2000)           XML-RPC of BidCos-Wired: one HMW-IO-12-Sw7-DR
 //	rf     (2001)           XML-RPC of BidCos-RF: a HM-CC-RT-DN thermostat and a HM-LC-Sw1-Pl switch
 //	hmip   (2010)           XML-RPC of HmIP-RF: a HMIP-PSM switch
-//	script (8181)           POST /tclrega.exe and /rega.exe: Write/WriteLine of a HomeMatic script
+//	                        POST /login.htm (a new WebUI session: its sid), POST /logout.htm?sid=…
+//	script (8181)           POST /tclrega.exe and /rega.exe: Write/WriteLine of a HomeMatic script,
+//	                        system.GetSessionVarStr('<id>') of a WebUI session
 //
 // Device values live in memory, shared by all services of one Sim.
 //
@@ -93,8 +95,9 @@ type Sim struct {
 	logf   logger.Logf
 	ifaces []*iface
 	store  *store
-	peers  peers  // who connected to each service
-	counts counts // what reached each service
+	peers  peers    // who connected to each service
+	counts counts   // what reached each service
+	logins sessions // the WebUI's sessions, which the script engine checks
 
 	closeOnce sync.Once
 
@@ -169,8 +172,8 @@ func (s *Sim) Start() (err error) {
 		}
 	}
 	handlers := map[string]http.Handler{
-		"webui":  (&webUI{name: s.cfg.Name, ifaces: s.ifaces, store: s.store, files: root, counts: &s.counts}).handler(),
-		"script": scriptHandler(),
+		"webui":  (&webUI{name: s.cfg.Name, ifaces: s.ifaces, store: s.store, files: root, counts: &s.counts, logins: &s.logins}).handler(),
+		"script": scriptHandler(&s.logins),
 	}
 	for _, f := range s.ifaces {
 		handlers[f.service] = &rpcServer{iface: f, store: s.store, logf: s.logf}

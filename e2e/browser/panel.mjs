@@ -1,0 +1,103 @@
+// panel: the hub owner's settings panel, opened from the CCU's WebUI, on
+// the real agent (unenrolled at first), with ccusim as the CCU (its login
+// gives the sid, its script engine checks it) and the real relay.
+//  1. Without a session the page refuses and says where to open it.
+//  2. With the WebUI's sid it shows the first-run state: the code field.
+//  3. A mistyped code is refused next to the field; the relay's code
+//     enrolls the hub and the status turns connected (after the restart).
+//  4. Automatic updates switched off stay off after the restart.
+//  5. "Check now" answers.
+//  6. A wrong allowed source is refused next to its field; a right one is
+//     saved and applied (the tunnel is back, the field shows it).
+//  7. The connection test reaches the relay.
+//
+// HT_PANEL: the panel's address, e.g. http://127.0.0.1:8099/addons/hubtunnel/panel/
+// HT_SID: a live WebUI session id, @XXXXXXXXXX@
+// HT_CODE: an enrollment code for hub HT_HUB (a secret: never printed,
+//   and never on a screenshot: the field is empty whenever one is taken)
+import { env, run, newContext, check, ok, shot } from './lib.mjs';
+
+const panel = env('HT_PANEL');
+const sid = env('HT_SID');
+const code = env('HT_CODE');
+const hub = env('HT_HUB');
+
+// connected waits until the page shows the state connected (the agent
+// restarts after each change; the page keeps asking meanwhile).
+async function connected(page, timeout = 20_000) {
+  await page.waitForFunction(() => document.getElementById('st-state').textContent === 'connected', null, { timeout });
+}
+
+await run(async (browser, state) => {
+  const ctx = await newContext(browser);
+  const page = state.page = await ctx.newPage();
+
+  const refused = await page.goto(panel);
+  check(refused.status() === 403, `the page without a session answered ${refused.status()}, want 403`);
+  const why = await page.locator('#refused').textContent();
+  check(why.includes('control panel'), `the refusal says ${JSON.stringify(why)}, not where to open the panel`);
+  ok('without a session the page refuses');
+
+  await page.goto(`${panel}?sid=${encodeURIComponent(sid)}`);
+  await page.locator('#code').waitFor({ state: 'visible' });
+  await page.waitForFunction(() => document.getElementById('st-state').textContent !== '');
+  check((await page.locator('#st-state').textContent()).includes('not connected'), 'the first-run state is not "not connected to a relay yet"');
+  await shot(page, 'panel-first-run');
+  ok('with the WebUI session the first-run state shows the code field');
+
+  await page.fill('#code', 'XXXX-YYYY-ZZZZ');
+  await page.click('#enroll-button');
+  await page.waitForFunction(() => document.getElementById('code-error').textContent !== '');
+  ok(`a mistyped code is refused next to its field: ${await page.locator('#code-error').textContent()}`);
+
+  await page.fill('#code', code);
+  await page.click('#enroll-button');
+  await page.waitForFunction(() => document.getElementById('enroll-note').textContent.startsWith('Enrolled'), null, { timeout: 20_000 });
+  await connected(page);
+  check(await page.locator('#enroll').isHidden(), 'the code field is still shown once enrolled');
+  const name = await page.locator('#st-name').textContent();
+  check(name === hub, `the hub's name shows as ${JSON.stringify(name)}, want ${hub}`);
+  ok(`enrolled with the relay's code, the status turns connected as hub ${name}`);
+  await shot(page, 'panel-connected');
+
+  check(await page.locator('#auto_update').isChecked(), 'automatic updates are not on at first');
+  await page.click('#auto_update');
+  await page.waitForFunction(() => document.getElementById('update-note').textContent.startsWith('Saved'));
+  await page.waitForFunction(() => document.getElementById('st-state').textContent === 'connected' && !document.getElementById('auto_update').checked, null, { timeout: 20_000 });
+  ok('automatic updates switched off, and still off after the restart');
+
+  await page.click('#check');
+  await page.waitForFunction(() => {
+    const t = document.getElementById('update-note').textContent;
+    return t !== '' && !t.startsWith('Checking');
+  }, null, { timeout: 20_000 });
+  ok(`"check now" answers: ${await page.locator('#update-note').textContent()}`);
+
+  await page.fill('#allowed_cidrs', '100.96.0.1/32\n300.1.1.1');
+  await page.click('#save');
+  await page.waitForFunction(() => document.getElementById('allowed_cidrs-error').textContent !== '');
+  const err = await page.locator('#allowed_cidrs-error').textContent();
+  check(err.includes('300.1.1.1'), `the error next to the field says ${JSON.stringify(err)}`);
+  check(await page.locator('#allowed_cidrs').evaluate((e) => e.classList.contains('invalid')), 'the wrong field is not marked');
+  await shot(page, 'panel-refused-setting');
+  ok(`a wrong allowed source is refused next to its field: ${err}`);
+
+  await page.fill('#allowed_cidrs', '100.96.0.1/32\n100.96.0.0/24');
+  await page.click('#save');
+  await page.waitForFunction(() => document.getElementById('settings-note').textContent.startsWith('Saved'));
+  await page.waitForFunction(() => document.getElementById('st-state').textContent === 'connected' &&
+    document.getElementById('allowed_cidrs').value.includes('100.96.0.0/24') &&
+    document.getElementById('allowed_cidrs-error').textContent === '', null, { timeout: 20_000 });
+  ok('a changed allowed source is saved and applied, the tunnel back');
+
+  await page.click('#diag-connect');
+  await page.waitForFunction(() => /Reached the relay|cannot reach/.test(document.getElementById('diag-out').textContent), null, { timeout: 20_000 });
+  const diag = await page.locator('#diag-out').textContent();
+  check(diag.startsWith('Reached the relay'), `the connection test says ${JSON.stringify(diag)}`);
+  ok(`the connection test reaches the relay: ${diag}`);
+  // The log is the running agent's: since its last restart.
+  await page.click('#logs-refresh');
+  await page.waitForFunction(() => document.getElementById('logs').textContent.includes('tunnel address'));
+  ok('the log shows the agent\'s last lines');
+  await shot(page, 'panel-done');
+});

@@ -1,0 +1,252 @@
+package panel
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/localapi"
+)
+
+//go:embed assets
+var assets embed.FS
+
+var pageTemplate = template.Must(template.ParseFS(assets, "assets/panel.html", "assets/refused.html"))
+
+// staticAssets are the files served under Prefix+"assets/", by name: no
+// other path reaches the embedded files.
+var staticAssets = map[string]string{
+	"panel.css": "text/css; charset=utf-8",
+	"panel.js":  "text/javascript; charset=utf-8",
+}
+
+func (s *server) asset(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctype, ok := staticAssets[name]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	b, err := assets.ReadFile("assets/" + name)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(b)
+}
+
+func (s *server) page(w http.ResponseWriter, r *http.Request) {
+	s.pageSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.render(w, http.StatusOK, "panel.html", s.text(r))
+	})).ServeHTTP(w, r)
+}
+
+func (s *server) refusedPage(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	t := s.text(r)
+	s.render(w, code, "refused.html", struct {
+		T   *text
+		Msg string
+	}{t, msg})
+}
+
+func (s *server) render(w http.ResponseWriter, code int, name string, data any) {
+	var b bytes.Buffer
+	if err := pageTemplate.ExecuteTemplate(&b, name, data); err != nil {
+		s.logf("page %s: %v", name, err)
+		http.Error(w, "page failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(b.Bytes())
+}
+
+// State is the answer to GET api/state.
+type State struct {
+	Status   localapi.Status `json:"status"`
+	Settings Settings        `json:"settings"`
+	Ports    []Port          `json:"ports"`
+}
+
+func (s *server) state(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, State{Status: s.a.Status(), Settings: s.a.Settings(), Ports: s.a.PortMap()})
+}
+
+func (s *server) logs(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Lines []string `json:"lines"`
+	}{s.a.Logs()})
+}
+
+// errorAnswer is a refusal: Error for the owner; Field names the setting
+// it is about; Session is set when the WebUI session is the problem.
+type errorAnswer struct {
+	Error   string `json:"error"`
+	Field   string `json:"field,omitempty"`
+	Session bool   `json:"session,omitempty"`
+}
+
+// decode reads the action's JSON body into v: one object, no unknown
+// fields, nothing after it.
+func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("data after the object")
+	}
+	if err == nil {
+		if _, rerr := io.Copy(io.Discard, r.Body); rerr != nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		code := http.StatusBadRequest
+		if errors.As(err, &mbe) {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeJSON(w, code, errorAnswer{Error: s.text(r).ErrBody})
+		return false
+	}
+	return true
+}
+
+func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
+	var req localapi.EnrollRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	ans, err := s.a.Enroll(ctx, req.Code)
+	switch {
+	case errors.Is(err, localapi.ErrEnrolling):
+		writeJSON(w, http.StatusConflict, errorAnswer{Error: err.Error(), Field: "code"})
+	case err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: err.Error(), Field: "code"})
+	default:
+		writeJSON(w, http.StatusOK, ans)
+	}
+}
+
+func (s *server) saveSettings(w http.ResponseWriter, r *http.Request) {
+	var set Settings
+	if !s.decode(w, r, &set) {
+		return
+	}
+	changed, err := s.a.SaveSettings(set)
+	var fe *FieldError
+	switch {
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: fe.Problem, Field: fe.Field})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, errorAnswer{Error: err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, struct {
+			Changed bool `json:"changed"`
+		}{changed})
+	}
+}
+
+func (s *server) restart(w http.ResponseWriter, r *http.Request) {
+	var none struct{}
+	if !s.decode(w, r, &none) {
+		return
+	}
+	if err := s.a.Restart(); err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusAccepted, struct{}{})
+}
+
+func (s *server) check(w http.ResponseWriter, r *http.Request) {
+	var none struct{}
+	if !s.decode(w, r, &none) {
+		return
+	}
+	if s.a.Status().Update == nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorAnswer{Error: s.text(r).NoUpdater})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	st, err := s.a.CheckUpdate(ctx)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, localapi.CheckResponse{Error: err.Error(), Update: st})
+		return
+	}
+	writeJSON(w, http.StatusOK, localapi.CheckResponse{Update: st})
+}
+
+func (s *server) install(w http.ResponseWriter, r *http.Request) {
+	var none struct{}
+	if !s.decode(w, r, &none) {
+		return
+	}
+	if s.a.Status().Update == nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorAnswer{Error: s.text(r).NoUpdater})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+	defer cancel()
+	v, err := s.a.InstallUpdate(ctx, localapi.InstallOptions{})
+	switch {
+	case errors.Is(err, localapi.ErrBusy):
+		writeJSON(w, http.StatusConflict, localapi.InstallResponse{Error: err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, localapi.InstallResponse{Error: err.Error()})
+	default:
+		writeJSON(w, http.StatusAccepted, localapi.InstallResponse{Installing: v})
+	}
+}
+
+// diagAnswer is the answer of the diagnostics: what happened, in lines.
+type diagAnswer struct {
+	OK     bool   `json:"ok"`
+	Report string `json:"report"`
+}
+
+func (s *server) diagDNS(w http.ResponseWriter, r *http.Request) {
+	s.diag(w, r, s.a.DNSTrace)
+}
+
+func (s *server) diagConnect(w http.ResponseWriter, r *http.Request) {
+	s.diag(w, r, s.a.TestConnection)
+}
+
+func (s *server) diag(w http.ResponseWriter, r *http.Request, f func(context.Context) (string, error)) {
+	var none struct{}
+	if !s.decode(w, r, &none) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	rep, err := f(ctx)
+	if err != nil {
+		rep = strings.TrimRight(rep, "\n")
+		if rep != "" {
+			rep += "\n"
+		}
+		rep += err.Error()
+	}
+	writeJSON(w, http.StatusOK, diagAnswer{OK: err == nil, Report: rep})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

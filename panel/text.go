@@ -1,0 +1,185 @@
+package panel
+
+import (
+	"net/http"
+	"os"
+	"strings"
+)
+
+// text is every string the panel shows, in one language; the page hands
+// it to its script as JSON. english and german are the two; a test checks
+// that neither leaves a field empty.
+type text struct {
+	Lang string
+
+	Title, Intro string
+
+	// First run and enrollment.
+	EnrollTitle, EnrollHelp, EnrollCode, EnrollButton, Enrolling, Enrolled string
+
+	// Status.
+	StatusTitle, HubName, Relay, URL, State, ConnectedSince, LastHandshake, LastError string
+	Transport, Route, DNSSource, AgentVersion, Hub, Never                             string
+	StateConnected, StateConnecting, StateDisabled, StateUnenrolled                   string
+	SupervisorRestarts                                                                string
+
+	// Service.
+	ServiceTitle, ServiceOn, ServiceHelp, Restart, Restarting, AgentGone string
+
+	// Updates.
+	UpdatesTitle, AutoUpdate, UpdateWindow, UpdateWindowHelp, CheckNow, Install string
+	Checking, InstallingNow, Latest, UpToDate, Available, LastCheck, LastResult string
+	ResultOK, ResultRolledBack, NoUpdater                                       string
+
+	// Settings.
+	SettingsTitle, SettingsHelp, Proxy, ProxyHelp, AllowedCIDRs, AllowedHelp string
+	DNSFallback, DNSFallbackHelp, OptionalPorts, OptionalPortsHelp, Save     string
+	Saved, Unchanged, NotSaved                                               string
+
+	// Port map.
+	PortsTitle, PortsHelp, PortCol, ServiceCol, HubCol, URLCol, NoURL string
+
+	// Diagnostics.
+	DiagTitle, DiagDNS, DiagConnect, Running, LogsTitle, LogsRefresh string
+
+	// Statistics.
+	StatsLink, StatsMissing string
+
+	// Refusals.
+	ErrNoSession, ErrInvalidSession, ErrRega, ErrOrigin, ErrBody, Refused string
+}
+
+var english = text{
+	Lang:  "en",
+	Title: "hubtunnel", Intro: "Remote access to this hub through your relay.",
+
+	EnrollTitle:  "Connect this hub",
+	EnrollHelp:   "Paste the enrollment code your relay's portal showed you when you added this hub.",
+	EnrollCode:   "Enrollment code",
+	EnrollButton: "Connect",
+	Enrolling:    "Connecting to the relay…",
+	Enrolled:     "Enrolled. hubtunnel restarts to connect…",
+
+	StatusTitle: "Status", HubName: "Hub", Relay: "Relay", URL: "Address", State: "State",
+	ConnectedSince: "Connected since", LastHandshake: "Last handshake", LastError: "Last problem",
+	Transport: "Connection", Route: "Route", DNSSource: "Relay address from", AgentVersion: "hubtunnel version",
+	Hub: "This hub", Never: "never",
+	StateConnected: "connected", StateConnecting: "connecting…", StateDisabled: "switched off",
+	StateUnenrolled:    "not connected to a relay yet",
+	SupervisorRestarts: "Restarts after a crash",
+
+	ServiceTitle: "Service", ServiceOn: "Remote access on",
+	ServiceHelp: "Off closes the tunnel; this page keeps working.",
+	Restart:     "Restart hubtunnel", Restarting: "hubtunnel is restarting…",
+	AgentGone: "hubtunnel does not answer (restarting?). Trying again…",
+
+	UpdatesTitle: "Updates", AutoUpdate: "Install updates automatically", UpdateWindow: "Time window",
+	UpdateWindowHelp: "Local time, e.g. 03:00-05:00.",
+	CheckNow:         "Check now", Install: "Install update",
+	Checking: "Checking…", InstallingNow: "Installing…", Latest: "Newest release", UpToDate: "up to date",
+	Available: "available", LastCheck: "Last check", LastResult: "Last update",
+	ResultOK: "installed", ResultRolledBack: "rolled back", NoUpdater: "Updates are not available for this installation.",
+
+	SettingsTitle: "Settings", SettingsHelp: "Saved together, then hubtunnel restarts; the tunnel is back within seconds.",
+	Proxy: "Proxy", ProxyHelp: "Empty: the system's; none: direct; or http://host:port",
+	AllowedCIDRs: "Allowed sources", AllowedHelp: "Tunnel addresses that may reach the hub, one per line.",
+	DNSFallback: "DNS fallback servers", DNSFallbackHelp: "Public resolvers asked when the router's DNS fails, one per line.",
+	OptionalPorts: "Optional ports", OptionalPortsHelp: "Off by default.",
+	Save: "Save", Saved: "Saved. hubtunnel restarts to apply it.", Unchanged: "Nothing changed.",
+	NotSaved: "Not saved: see the marked field.",
+
+	PortsTitle: "Ports", PortsHelp: "What the relay reaches on this hub.",
+	PortCol: "Port", ServiceCol: "Service", HubCol: "On the hub", URLCol: "At the relay", NoURL: "—",
+
+	DiagTitle: "Diagnostics", DiagDNS: "Resolve the relay's name", DiagConnect: "Test the connection",
+	Running: "Running…", LogsTitle: "Log (last 200 lines)", LogsRefresh: "Refresh",
+
+	StatsLink: "Data usage", StatsMissing: "The statistics are not available in this version.",
+
+	ErrNoSession:      "Open this page with the hubtunnel button in the WebUI's control panel (Settings > Control panel): it needs your WebUI login.",
+	ErrInvalidSession: "Your WebUI session has ended. Log in to the WebUI again and open hubtunnel from the control panel.",
+	ErrRega:           "The CCU's script engine does not answer, so your login cannot be checked. Wait until the CCU has started completely, then reload this page.",
+	ErrOrigin:         "Refused: this request did not come from the hubtunnel page.",
+	ErrBody:           "Refused: the request is not readable.",
+	Refused:           "Refused",
+}
+
+var german = text{
+	Lang:  "de",
+	Title: "hubtunnel", Intro: "Fernzugriff auf diese Zentrale über Ihr Relay.",
+
+	EnrollTitle:  "Zentrale verbinden",
+	EnrollHelp:   "Fügen Sie den Anmeldecode ein, den das Portal Ihres Relays beim Hinzufügen dieser Zentrale angezeigt hat.",
+	EnrollCode:   "Anmeldecode",
+	EnrollButton: "Verbinden",
+	Enrolling:    "Verbinde mit dem Relay…",
+	Enrolled:     "Angemeldet. hubtunnel startet neu, um sich zu verbinden…",
+
+	StatusTitle: "Status", HubName: "Zentrale", Relay: "Relay", URL: "Adresse", State: "Zustand",
+	ConnectedSince: "Verbunden seit", LastHandshake: "Letzter Handshake", LastError: "Letztes Problem",
+	Transport: "Verbindung", Route: "Weg", DNSSource: "Relay-Adresse von", AgentVersion: "hubtunnel-Version",
+	Hub: "Diese Zentrale", Never: "nie",
+	StateConnected: "verbunden", StateConnecting: "verbinde…", StateDisabled: "ausgeschaltet",
+	StateUnenrolled:    "noch mit keinem Relay verbunden",
+	SupervisorRestarts: "Neustarts nach Absturz",
+
+	ServiceTitle: "Dienst", ServiceOn: "Fernzugriff an",
+	ServiceHelp: "Aus schließt den Tunnel; diese Seite bleibt erreichbar.",
+	Restart:     "hubtunnel neu starten", Restarting: "hubtunnel startet neu…",
+	AgentGone: "hubtunnel antwortet nicht (Neustart?). Neuer Versuch…",
+
+	UpdatesTitle: "Updates", AutoUpdate: "Updates automatisch installieren", UpdateWindow: "Zeitfenster",
+	UpdateWindowHelp: "Ortszeit, z. B. 03:00-05:00.",
+	CheckNow:         "Jetzt prüfen", Install: "Update installieren",
+	Checking: "Prüfe…", InstallingNow: "Installiere…", Latest: "Neueste Version", UpToDate: "aktuell",
+	Available: "verfügbar", LastCheck: "Zuletzt geprüft", LastResult: "Letztes Update",
+	ResultOK: "installiert", ResultRolledBack: "zurückgenommen", NoUpdater: "Updates sind für diese Installation nicht verfügbar.",
+
+	SettingsTitle: "Einstellungen", SettingsHelp: "Werden zusammen gespeichert, dann startet hubtunnel neu; der Tunnel ist nach Sekunden wieder da.",
+	Proxy: "Proxy", ProxyHelp: "Leer: der des Systems; none: direkt; oder http://host:port",
+	AllowedCIDRs: "Erlaubte Quellen", AllowedHelp: "Tunnel-Adressen, die die Zentrale erreichen dürfen, eine pro Zeile.",
+	DNSFallback: "DNS-Ausweichserver", DNSFallbackHelp: "Öffentliche Resolver, gefragt wenn das DNS des Routers versagt, einer pro Zeile.",
+	OptionalPorts: "Zusätzliche Ports", OptionalPortsHelp: "Standardmäßig aus.",
+	Save: "Speichern", Saved: "Gespeichert. hubtunnel startet neu, um es anzuwenden.", Unchanged: "Nichts geändert.",
+	NotSaved: "Nicht gespeichert: siehe markiertes Feld.",
+
+	PortsTitle: "Ports", PortsHelp: "Was das Relay auf dieser Zentrale erreicht.",
+	PortCol: "Port", ServiceCol: "Dienst", HubCol: "Auf der Zentrale", URLCol: "Am Relay", NoURL: "—",
+
+	DiagTitle: "Diagnose", DiagDNS: "Namen des Relays auflösen", DiagConnect: "Verbindung testen",
+	Running: "Läuft…", LogsTitle: "Protokoll (letzte 200 Zeilen)", LogsRefresh: "Aktualisieren",
+
+	StatsLink: "Datenverbrauch", StatsMissing: "Die Statistik gibt es in dieser Version nicht.",
+
+	ErrNoSession:      "Öffnen Sie diese Seite mit der Schaltfläche hubtunnel in der Systemsteuerung der WebUI (Einstellungen > Systemsteuerung): sie braucht Ihre WebUI-Anmeldung.",
+	ErrInvalidSession: "Ihre WebUI-Sitzung ist abgelaufen. Melden Sie sich neu an der WebUI an und öffnen Sie hubtunnel über die Systemsteuerung.",
+	ErrRega:           "Die Logikschicht (ReGa) der Zentrale antwortet nicht, daher kann Ihre Anmeldung nicht geprüft werden. Warten Sie, bis die Zentrale ganz gestartet ist, und laden Sie die Seite neu.",
+	ErrOrigin:         "Abgelehnt: diese Anfrage kam nicht von der hubtunnel-Seite.",
+	ErrBody:           "Abgelehnt: die Anfrage ist nicht lesbar.",
+	Refused:           "Abgelehnt",
+}
+
+// text picks the language the CCU's WebUI is in (LanguageFile, which
+// the WebUI's language dialog writes: "de" or "en"), else the browser's
+// first choice of the two (Accept-Language), else English.
+func (s *server) text(r *http.Request) *text {
+	if b, err := os.ReadFile(s.cfg.LanguageFile); err == nil {
+		switch strings.TrimSpace(string(b)) {
+		case "de":
+			return &german
+		case "en":
+			return &english
+		}
+	}
+	for _, part := range strings.Split(r.Header.Get("Accept-Language"), ",") {
+		tag, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		lang, _, _ := strings.Cut(strings.ToLower(tag), "-")
+		switch lang {
+		case "de":
+			return &german
+		case "en":
+			return &english
+		}
+	}
+	return &english
+}
