@@ -4,8 +4,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -240,7 +242,10 @@ func (c *Config) Validate() error {
 // panel) asks of the CCU.
 type PanelConfig struct {
 	// Rega is the CCU's script engine, which checks the WebUI session
-	// the panel is opened with. Default "http://127.0.0.1:8181".
+	// the panel is opened with. Default: ReGaHss's own HTTP port on
+	// loopback as /etc/rega_http.port names it (RaspberryMatic: 8183,
+	// which its lighttpd serves as 8181, with the API authentication the
+	// owner may switch on there), else "http://127.0.0.1:8181".
 	Rega string `toml:"rega"`
 	// LanguageFile holds the language the CCU's WebUI is set to ("de" or
 	// "en"), which the panel follows; without it, the browser's.
@@ -251,6 +256,11 @@ type PanelConfig struct {
 func (p *PanelConfig) validate(root string) error {
 	if p.Rega == "" {
 		p.Rega = "http://127.0.0.1:8181"
+		if b, err := os.ReadFile(filepath.Join(root, "etc/rega_http.port")); err == nil {
+			if port, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 16); err == nil && port > 0 {
+				p.Rega = "http://127.0.0.1:" + strconv.FormatUint(port, 10)
+			}
+		}
 	}
 	u, err := url.Parse(p.Rega)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {

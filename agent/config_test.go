@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -122,6 +123,31 @@ func TestTransportTLS(t *testing.T) {
 			t.Errorf("%q: relay_tls %q mtu %d, want %q and 8000", tt.extra, c.RelayTLS, c.MTU, tt.relayTLS)
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("%q: got %v, want %q", tt.extra, err, tt.want)
+		}
+	}
+}
+
+// TestPanelRegaFollowsTheCCU: without [panel] rega, the panel asks ReGaHss
+// on the port /etc/rega_http.port names (RaspberryMatic's, where 8181 is
+// lighttpd's and may want a login), else on 8181; a port file that is no
+// port is ignored.
+func TestPanelRegaFollowsTheCCU(t *testing.T) {
+	for _, tt := range []struct{ file, want string }{
+		{"", "http://127.0.0.1:8181"},
+		{"8183\n", "http://127.0.0.1:8183"},
+		{"eight\n", "http://127.0.0.1:8181"},
+	} {
+		root := t.TempDir()
+		if tt.file != "" {
+			os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+			writeTestFile(t, filepath.Join(root, "etc/rega_http.port"), tt.file)
+		}
+		c := &Config{dir: t.TempDir(), root: root}
+		if err := config.Parse("hub.toml", []byte(dnsBase), c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Panel.Rega != tt.want {
+			t.Errorf("port file %q: rega %q, want %q", tt.file, c.Panel.Rega, tt.want)
 		}
 	}
 }

@@ -81,6 +81,14 @@
     text('st-dns', st.dns_source ? st.dns_source + (st.dns_answer ? ': ' + st.dns_answer.join(', ') : '') : '');
     text('st-version', st.version);
     text('st-hub', [st.hub.kind, st.hub.firmware, st.hub.arch].filter(Boolean).join(' '));
+    // The addon's supervisor restarted the agent after crashes (shown only
+    // then): how often, and how the last one ended.
+    const sv = st.supervisor;
+    const crashed = !!(sv && sv.restarts > 0);
+    $('st-restarts-label').hidden = $('st-restarts').hidden = !crashed;
+    if (crashed) {
+      text('st-restarts', sv.restarts + (sv.last_exit ? ' (' + sv.last_exit + (sv.last_crash ? ', ' + when(sv.last_crash) : '') + ')' : ''));
+    }
 
     const u = st.update;
     $('check').disabled = !u;
