@@ -53,6 +53,7 @@ type Agent struct {
 	logf    logger.Logf
 	hub     hubinfo.Hub
 	upd     *selfupdate.Updater // nil without a state folder (a config built in code)
+	token   string              // the local API's (update.go); "" refuses every action
 	restart chan Restart        // a binary to run in place of this one
 
 	// keyMu guards the keys, which change over time (keys.go).
@@ -115,6 +116,7 @@ func (a *Agent) Start() (err error) {
 	if ap, err := netip.ParseAddrPort(a.uiLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		a.logf("agent: warning: status API listens on %s, not loopback", ap)
 	}
+	a.loadAPIToken()
 	if len(a.cfg.overridden) > 0 {
 		a.logf("agent: %s overrides %s of %s", EnrollmentFile, strings.Join(a.cfg.overridden, ", "), filepath.Base(a.cfg.path))
 	}

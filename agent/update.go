@@ -80,6 +80,29 @@ func (a *Agent) InstallUpdate(ctx context.Context, opt localapi.InstallOptions) 
 	return a.upd.Install(ctx, opt)
 }
 
+// APIToken is the token the local API's actions need (localapi.Agent).
+func (a *Agent) APIToken() string { return a.token }
+
+// loadAPIToken reads or makes the local API's token in the config folder.
+// Without one the agent still runs; only the API's actions are refused.
+func (a *Agent) loadAPIToken() {
+	if a.cfg.dir == "" {
+		return
+	}
+	tok, replaced, err := localapi.LoadOrCreateToken(a.cfg.dir)
+	switch {
+	case err != nil:
+		a.logf("agent: %v; the local API refuses every action until a restart", err)
+	case replaced:
+		a.logf("agent: %s was not a token; made a new one", localapi.TokenFile)
+	}
+	a.token = tok
+}
+
+// APITokenDir is the folder of the local API's token (localapi.ReadToken):
+// the config file's.
+func (c *Config) APITokenDir() string { return c.dir }
+
 // RecoverUpdate finishes an interrupted update before the agent starts. It
 // returns the binary to run instead of this one, or "".
 func RecoverUpdate(cfg *Config, running string) (string, error) {

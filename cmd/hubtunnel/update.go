@@ -74,11 +74,27 @@ func update(args []string) error {
 	return errors.New(updateUsage)
 }
 
+// actionClient is a client of the running agent's API that may act: it
+// carries the API token, which only root can read. tokenErr says why it
+// has none; refused reports the action's error, or tokenErr in its place.
+func actionClient(cfg *agent.Config) (c *localapi.Client, refused func(error) error) {
+	c = localapi.NewClient(cfg.UIListen)
+	tok, tokenErr := localapi.ReadToken(cfg.APITokenDir())
+	c.Token = tok
+	return c, func(err error) error {
+		if tokenErr != nil && err != nil && !errors.Is(err, localapi.ErrNotRunning) {
+			return tokenErr
+		}
+		return err
+	}
+}
+
 func updateCheck(cfg *agent.Config) error {
-	c := localapi.NewClient(cfg.UIListen)
+	c, refused := actionClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	u, err := c.Check(ctx)
+	err = refused(err)
 	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}
@@ -105,12 +121,13 @@ func updateCheck(cfg *agent.Config) error {
 }
 
 func updateInstall(cfg *agent.Config, opt localapi.InstallOptions) error {
-	c := localapi.NewClient(cfg.UIListen)
+	c, refused := actionClient(cfg)
 	start := time.Now().Truncate(time.Second)
 	fmt.Println("downloading and checking the release…")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	v, err := c.Install(ctx, opt)
+	err = refused(err)
 	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}
