@@ -341,22 +341,34 @@ func TestCacheFileWrites(t *testing.T) {
 		}
 		return out
 	}
+	ip := netip.MustParseAddr
 	step(a, b)
-	if got := kept(); !sameAddrs(got, addrs("203.0.113.1", "203.0.113.2")) {
-		t.Fatalf("first answer: kept %v", got)
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Fatalf("an answer reached the cache file before any address was confirmed: %v", err)
 	}
-	step(b, c) // rotated: shares .2
-	if got := kept(); !sameAddrs(got, addrs("203.0.113.1", "203.0.113.2")) {
-		t.Errorf("rewritten within the hour for a rotated answer: %v", got)
+	r.Confirm(name, ip("198.51.100.9")) // not in the answer: a forged address cannot be confirmed in
+	r.Confirm("other.example.com", ip("203.0.113.1"))
+	if got := kept(); got != nil {
+		t.Fatalf("kept %v for addresses the answer did not give", got)
 	}
-	now = now.Add(time.Hour)
-	step(b, c)
-	if got := kept(); !sameAddrs(got, addrs("203.0.113.2", "203.0.113.3")) {
-		t.Errorf("not rewritten after an hour: %v", got)
+	r.Confirm(name, ip("203.0.113.2"))
+	if got := kept(); !sameAddrs(got, addrs("203.0.113.2")) {
+		t.Fatalf("first confirmed: kept %v", got)
+	}
+	fi1, _ := os.Stat(cache)
+	r.Confirm(name, ip("203.0.113.2"))
+	if fi2, _ := os.Stat(cache); !os.SameFile(fi1, fi2) {
+		t.Errorf("rewritten for an address it kept already")
+	}
+	step(b, c) // rotated: still names .2
+	r.Confirm(name, ip("203.0.113.3"))
+	if got := kept(); !slices.Equal(got, addrs("203.0.113.3", "203.0.113.2")) {
+		t.Errorf("a second confirmed address of a rotating answer: kept %v", got)
 	}
 	step(a) // moved: nothing in common
+	r.Confirm(name, ip("203.0.113.1"))
 	if got := kept(); !sameAddrs(got, addrs("203.0.113.1")) {
-		t.Errorf("not rewritten at once when the relay moved: %v", got)
+		t.Errorf("the relay moved: kept %v", got)
 	}
 }
 
