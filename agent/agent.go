@@ -116,7 +116,7 @@ func (a *Agent) Start() (err error) {
 	if ap, err := netip.ParseAddrPort(a.uiLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		a.logf("agent: warning: status API listens on %s, not loopback", ap)
 	}
-	a.loadAPIToken()
+	a.checkStateFiles()
 	if len(a.cfg.overridden) > 0 {
 		a.logf("agent: %s overrides %s of %s", EnrollmentFile, strings.Join(a.cfg.overridden, ", "), filepath.Base(a.cfg.path))
 	}
@@ -154,7 +154,7 @@ func (a *Agent) Start() (err error) {
 // then the transport starts its part (transport.go).
 func (a *Agent) startTunnel() error {
 	cfg := a.cfg
-	k, created, err := vpn.LoadOrCreatePrivateKey(cfg.PrivateKeyFile)
+	k, created, err := loadOrCreateKey(cfg.PrivateKeyFile)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -357,6 +357,7 @@ func (a *Agent) Status() localapi.Status {
 	if a.ccu != nil {
 		s.CCUFirewall = a.ccu.status()
 	}
+	s.Ignored = a.ignoredFiles()
 	if a.dev == nil {
 		return s
 	}

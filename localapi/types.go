@@ -39,6 +39,9 @@ type Status struct {
 	// CCUFirewall is how the CCU's own firewall settings are applied to
 	// tunnel connections; absent when [ccu] firewall_file is off.
 	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
+	// Ignored lists the agent's state files it could not use at start
+	// (damaged, cut off), each with what it did instead, in plain words.
+	Ignored []string `json:"ignored,omitempty"`
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.

@@ -21,6 +21,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/version"
 )
 
 // Files in the agent's state folder (its config folder). The init script's
@@ -77,10 +78,14 @@ func writeResult(dir string, r localapi.UpdateResult) error {
 	return atomicfile.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
 }
 
-// ReadLatest returns the newest version last learned, or "".
+// ReadLatest returns the newest version last learned, or "" (also for a
+// damaged file: the next check writes it again).
 func ReadLatest(dir string) string {
 	b, _ := os.ReadFile(filepath.Join(dir, LatestFile))
-	return strings.TrimSpace(string(b))
+	if v := strings.TrimSpace(string(b)); version.Valid(v) {
+		return v
+	}
+	return ""
 }
 
 // WriteLatest records the newest version for update-check.cgi. The hub's
