@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -331,6 +332,36 @@ func TestNewClient(t *testing.T) {
 	} {
 		if got := NewClient(c.listen).Addr; got != c.addr {
 			t.Errorf("NewClient(%q).Addr = %q, want %q", c.listen, got, c.addr)
+		}
+	}
+}
+
+// TestTokenOnAFullDisk: with no room to write the token, LoadOrCreateToken
+// fails (the agent then refuses every action) and leaves no cut-off token
+// or temporary file behind.
+func TestTokenOnAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	filler, _ := os.Create(filepath.Join(dir, "filler"))
+	for range 16 {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	if tok, _, err := LoadOrCreateToken(dir); err == nil || tok != "" {
+		t.Errorf("LoadOrCreateToken on a full disk = %q, %v", tok, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != "filler" {
+			t.Errorf("left on the full disk: %s", e.Name())
 		}
 	}
 }
