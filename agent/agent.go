@@ -54,6 +54,7 @@ type Agent struct {
 	logf    logger.Logf
 	hub     hubinfo.Hub
 	upd     *selfupdate.Updater // nil without a state folder (a config built in code)
+	token   string              // the local API's (update.go); "" refuses every action
 	restart chan Restart        // a binary to run in place of this one
 
 	// keyMu guards the keys, which change over time (keys.go).
@@ -119,6 +120,7 @@ func (a *Agent) Start() (err error) {
 	if ap, err := netip.ParseAddrPort(a.uiLn.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		a.logf("agent: warning: status API listens on %s, not loopback", ap)
 	}
+	a.checkStateFiles()
 	if len(a.cfg.overridden) > 0 {
 		a.logf("agent: %s overrides %s of %s", EnrollmentFile, strings.Join(a.cfg.overridden, ", "), filepath.Base(a.cfg.path))
 	}
@@ -159,7 +161,7 @@ func (a *Agent) Start() (err error) {
 // then the transport starts its part (transport.go).
 func (a *Agent) startTunnel() error {
 	cfg := a.cfg
-	k, created, err := vpn.LoadOrCreatePrivateKey(cfg.PrivateKeyFile)
+	k, created, err := loadOrCreateKey(cfg.PrivateKeyFile)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -365,6 +367,7 @@ func (a *Agent) Status() localapi.Status {
 	if a.cfg.dir != "" {
 		s.Supervisor = readSupervisor(a.cfg.dir)
 	}
+	s.Ignored = a.ignoredFiles()
 	if a.dev == nil {
 		return s
 	}

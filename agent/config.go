@@ -104,7 +104,8 @@ type Config struct {
 	transportSet  bool     // the TOML chose the transport
 	relayTLSSet   bool     // the TOML set relay_tls
 	dir           string
-	root          string // the hub's filesystem root, for the defaults of [ccu]; "" = "/"
+	root          string   // the hub's filesystem root, for the defaults of [ccu]; "" = "/"
+	ignored       []string // state files that could not be used, and what was done instead (update.go)
 }
 
 // StartErrorFile is where `hubtunnel run --syslog` leaves why it could not

@@ -116,7 +116,10 @@ func (c *Config) applyEnrollment() error {
 	if c.enrollment == nil && c.dir != "" {
 		e, err := loadEnrollment(c.EnrollmentPath())
 		if err != nil {
-			return fmt.Errorf("enrollment: %w", err)
+			// Not a reason to stay down: the agent runs unenrolled, its
+			// status and panel up, and a new code replaces the file.
+			c.ignored = append(c.ignored, fmt.Sprintf("%v; running as not enrolled until then", err))
+			e = nil
 		}
 		c.enrollment = e
 	}

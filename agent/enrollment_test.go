@@ -136,7 +136,8 @@ func TestConfigWithoutRelay(t *testing.T) {
 
 // TestEnrollmentOverridesTOML: enrollment.json beside the config provides
 // the relay, its key and the addresses, in place of the TOML's, and says
-// which keys it overrode; a damaged one stops the agent with a message.
+// which keys it overrode; a damaged one is ignored with a message (the
+// agent runs without it rather than not at all).
 func TestEnrollmentOverridesTOML(t *testing.T) {
 	dir := t.TempDir()
 	e := Enrollment{Relay: "relay.example.org:7443", RelayPublicKey: "koupVBjnqeNJyBZKQq9MFFHGq2YsgHpiMMnPW6rSY1I=", Hub: "garage",
@@ -162,8 +163,9 @@ func TestEnrollmentOverridesTOML(t *testing.T) {
 
 	for _, bad := range []string{"{", `{"relay": "r:1"}`, `{"colour": 1}`} {
 		os.WriteFile(filepath.Join(dir, EnrollmentFile), []byte(bad), 0o600)
-		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "enroll again with a new code, or remove it") {
-			t.Errorf("enrollment.json %s: %v", bad, err)
+		cfg, err := LoadConfig(path)
+		if err != nil || cfg.Enrollment() != nil || len(cfg.ignored) != 1 || !strings.Contains(cfg.ignored[0], "enroll again with a new code, or remove it") {
+			t.Errorf("enrollment.json %s: %v; ignored %q", bad, err, cfg.ignored)
 		}
 	}
 }
@@ -257,6 +259,12 @@ func TestAgentEnrollsThroughAPI(t *testing.T) {
 	st, err := c.Status(ctx)
 	if err != nil || st.State != localapi.StateUnenrolled || st.TunnelIP != "" {
 		t.Fatalf("status before enrolling: %+v, %v", st, err)
+	}
+	if _, err := c.Enroll(ctx, f.code.String()); err == nil || !strings.Contains(err.Error(), "run this as root") {
+		t.Errorf("Enroll without the API token: %v", err)
+	}
+	if c.Token, err = localapi.ReadToken(a.cfg.APITokenDir()); err != nil {
+		t.Fatal(err)
 	}
 	typo := f.code.String()
 	slash := strings.IndexByte(typo, '/')

@@ -63,11 +63,27 @@ func (c *Config) relayKeysPath() string {
 	return filepath.Join(c.dir, RelayKeysFile)
 }
 
+// loadOrCreateKey reads the hub's private key, or makes one on the first
+// start. A damaged key file stops the agent and is never replaced: the
+// relay knows this hub by that key, so a new one would lock it out.
+func loadOrCreateKey(path string) (vpn.PrivateKey, bool, error) {
+	k, created, err := vpn.LoadOrCreatePrivateKey(path)
+	if err != nil {
+		if _, serr := os.Stat(path); serr == nil {
+			return k, false, fmt.Errorf("the hub's private key %s is damaged (%v); it was not replaced, since a new key would lock this hub out of its relay: restore the file from a backup, or remove it and enroll the hub again with a new code", path, errors.Unwrap(err))
+		}
+	}
+	return k, created, err
+}
+
 // applyRelayKeys puts the pinned relay key of relay-keys.json in place of
 // the configured one, when the file builds on that one. A damaged file is
 // ignored with the configured key: the relay's Hello names the real one.
 func (c *Config) applyRelayKeys() {
 	k, err := loadRelayKeys(c.relayKeysPath())
+	if err != nil {
+		c.ignored = append(c.ignored, fmt.Sprintf("%v: damaged, ignored; using the relay key of the enrollment or config (the relay's Hello names a newer one)", err))
+	}
 	if err != nil || k == nil || k.Configured != c.relayKey.String() {
 		return
 	}

@@ -38,6 +38,10 @@ type tcpTransport struct {
 	hsConn     uint64          // the relay connection (the bind's Connects) last handshaken on
 	relayKey   vpn.PublicKey   // the relay's, as pinned now
 	pendingKey *vpn.PrivateKey // the hub's new key, taken at the next connection (useKey)
+
+	dns       *dnsfix.Resolver // the relay's name; nil when the relay is an address
+	relayHost string
+	confirmed atomic.Uint64 // the relay connection whose address dnsfix was told of (Confirm)
 }
 
 var _ transport = (*tcpTransport)(nil)
@@ -48,7 +52,7 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tcpTransport{relayKey: cfg.relayKey, hello: env.hello, logf: logf}
+	t := &tcpTransport{relayKey: cfg.relayKey, hello: env.hello, logf: logf, dns: env.dns, relayHost: cfg.relayHost}
 	t.b = &uplink.TCPBind{
 		Addr:      cfg.Relay,
 		Dialer:    relayDialer(cfg, env.dns, proxy),
@@ -165,8 +169,22 @@ func (t *tcpTransport) status(relay vpn.PeerStats) linkStatus {
 	}
 	if bs.Connected && !relay.LastHandshake.Before(bs.Since) {
 		ls.connected, ls.since, ls.lastError = true, bs.Since, ""
+		t.confirmDNS(bs)
 	}
 	return ls
+}
+
+// confirmDNS tells dnsfix, once per relay connection, that the address it
+// opened to completed a handshake with the relay's pinned key: the only
+// way an address reaches its cache file. Through a proxy the proxy
+// resolved the name, so there is nothing to confirm.
+func (t *tcpTransport) confirmDNS(bs uplink.Status) {
+	if t.dns == nil || (bs.Route != uplink.RouteTCP && bs.Route != uplink.RouteTLS) || t.confirmed.Swap(bs.Connects) == bs.Connects {
+		return
+	}
+	if ap, err := netip.ParseAddrPort(bs.RelayAddr); err == nil {
+		t.dns.Confirm(t.relayHost, ap.Addr())
+	}
 }
 
 // close has nothing to stop: the bind's dial loop ends with the device.

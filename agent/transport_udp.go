@@ -147,6 +147,11 @@ func (t *udpTransport) status(relay vpn.PeerStats) linkStatus {
 	ls := linkStatus{rx: relay.RxBytes, tx: relay.TxBytes}
 	if !relay.LastHandshake.IsZero() && t.now().Sub(relay.LastHandshake) < udpHandshakeFresh {
 		ls.connected = true
+		// WireGuard's endpoint is where the last authenticated packet
+		// came from: the relay, proven by its key (dnsfix's cache).
+		if ap, err := netip.ParseAddrPort(relay.Endpoint); err == nil && t.dns != nil {
+			t.dns.Confirm(t.cfg.relayHost, ap.Addr())
+		}
 	}
 	return ls
 }

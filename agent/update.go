@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -79,6 +80,62 @@ func (a *Agent) CheckUpdate(ctx context.Context) (localapi.UpdateStatus, error) 
 func (a *Agent) InstallUpdate(ctx context.Context, opt localapi.InstallOptions) (string, error) {
 	return a.upd.Install(ctx, opt)
 }
+
+// APIToken is the token the local API's actions need (localapi.Agent).
+func (a *Agent) APIToken() string { return a.token }
+
+// checkStateFiles reads or makes the local API's token in the config
+// folder (without one the agent still runs; only the API's actions are
+// refused) and says which state files the config ignored.
+func (a *Agent) checkStateFiles() {
+	for _, s := range a.cfg.ignored {
+		a.logf("agent: warning: %s", s)
+	}
+	if a.cfg.dir == "" {
+		return
+	}
+	tok, replaced, err := localapi.LoadOrCreateToken(a.cfg.dir)
+	switch {
+	case err != nil:
+		a.logf("agent: %v; the local API refuses every action until a restart", err)
+	case replaced:
+		a.cfg.ignored = append(a.cfg.ignored, localapi.TokenFile+" was not a token; made a new one")
+		a.logf("agent: warning: %s was not a token; made a new one", localapi.TokenFile)
+	}
+	a.token = tok
+	if n := resultNote(a.cfg.dir); n != "" {
+		a.logf("agent: warning: %s", n)
+	}
+}
+
+// resultNote says that the last update's result file is damaged, or "".
+func resultNote(dir string) string {
+	if _, err := selfupdate.ReadResult(dir); err != nil {
+		return fmt.Sprintf("%v: damaged, ignored (no last update result to show; the next update writes it again)", err)
+	}
+	return ""
+}
+
+// ignoredFiles is the status's list of state files the agent could not
+// use, each with what it did instead.
+func (a *Agent) ignoredFiles() []string {
+	out := append([]string(nil), a.cfg.ignored...)
+	if r := a.dns.Load(); r != nil {
+		if n := r.CacheNote(); n != "" {
+			out = append(out, n)
+		}
+	}
+	if a.cfg.dir != "" {
+		if n := resultNote(a.cfg.dir); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// APITokenDir is the folder of the local API's token (localapi.ReadToken):
+// the config file's.
+func (c *Config) APITokenDir() string { return c.dir }
 
 // RecoverUpdate finishes an interrupted update before the agent starts. It
 // returns the binary to run instead of this one, or "".

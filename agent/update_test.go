@@ -82,7 +82,10 @@ func TestUpdateCheckThroughTheTunnel(t *testing.T) {
 	a := tb.agents["alpha"]
 
 	post := func(path, contentType string) (int, map[string]json.RawMessage) {
-		resp, err := http.Post("http://"+a.uiLn.Addr().String()+path, contentType, bytes.NewReader([]byte("{}")))
+		req, _ := http.NewRequest("POST", "http://"+a.uiLn.Addr().String()+path, bytes.NewReader([]byte("{}")))
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Authorization", "Bearer "+a.APIToken())
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

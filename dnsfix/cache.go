@@ -14,10 +14,11 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 )
 
-// The cache file keeps the last good answer per name, so that a hub that
-// starts during a DNS outage still finds its relay. It is written only when
-// an answer changes (the hub's flash wears), atomically, and never trusted:
-// a file that does not parse is ignored with a warning.
+// The cache file keeps, per name, the addresses that proved to be the
+// relay (Resolver.Confirm), so that a hub that starts during a DNS outage
+// still finds its relay. It is written only when a new address is
+// confirmed (the hub's flash wears), atomically, and never trusted: a file
+// that does not parse is ignored with a warning.
 const (
 	cacheVersion  = 1
 	maxCacheFile  = 64 << 10
@@ -31,12 +32,12 @@ type cacheFile struct {
 	Names   map[string]*cacheEntry `json:"names"`
 }
 
-// cacheEntry is the last good answer for one name.
+// cacheEntry is the confirmed addresses of one name.
 type cacheEntry struct {
 	Addrs  []netip.Addr `json:"addrs"`
 	Source Source       `json:"source"` // system or fallback
 	Server string       `json:"server"`
-	Since  time.Time    `json:"since"` // when this answer was first seen
+	Since  time.Time    `json:"since"` // when this entry last changed
 }
 
 // loadCache reads the cache file. A missing file is an empty cache; a file

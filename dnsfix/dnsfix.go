@@ -18,11 +18,14 @@
 //
 // Addresses from the answers not chosen are offered after the chosen ones;
 // addresses the dialer reports as failing (Report) go behind those that
-// work. Answers are kept in memory for their TTL (at most an hour); the last
-// good answer per name is kept in a file, rewritten only when it changes: at
-// once when no address is left in common (the relay moved), else at most
-// hourly (round-robin DNS), to spare the hub's flash. Resolve spends at most
-// half the time its context has left asking resolvers.
+// work. Answers are kept in memory for their TTL (at most an hour). The cache
+// file keeps, per name, only addresses a resolver gave that the caller then
+// Confirmed: a connection to it completed a WireGuard handshake with the
+// relay's pinned key. A forged answer can make a connection fail, never
+// land on disk. The file is rewritten only when a confirmed address is new
+// to it (sparing the hub's flash), keeping those earlier ones the latest
+// answer still names. Resolve spends at most half the time its context has
+// left asking resolvers.
 //
 // dnsfix must never send a local name to a fallback resolver, whatever the
 // configuration says: single-label names, fritz.box and the other suffixes
@@ -58,9 +61,6 @@ const (
 	maxMemoryTTL = time.Hour        // an answer is kept in memory at most this long
 	doubtTTL     = 30 * time.Second // and a fallback's suspicious answer at most this long
 	maxHealth    = 64               // addresses whose dial results are remembered
-	// rotateWrite is how often at most the cache file is rewritten for an
-	// answer that still shares an address with the kept one.
-	rotateWrite = time.Hour
 )
 
 // Config is a Resolver's setup. The zero value asks the system's resolvers,
@@ -99,14 +99,14 @@ type Resolver struct {
 	now        func() time.Time
 	logf       logger.Logf
 
-	mu          sync.Mutex
-	mem         map[string]memEntry    // answers within their TTL
-	disk        map[string]*cacheEntry // what the cache file holds
-	diskNote    string                 // why the cache file was not used, until rewritten
-	diskWritten time.Time              // when this Resolver last wrote the cache file
-	health      map[netip.Addr]*health // what the dialer reported per address
-	last        *Trace                 // the latest resolution (read-only)
-	lastShown   map[string]string      // the outcome last logged, per name
+	mu        sync.Mutex
+	mem       map[string]memEntry    // answers within their TTL
+	disk      map[string]*cacheEntry // what the cache file holds
+	diskNote  string                 // why the cache file was not used, until rewritten
+	answers   map[string]*Trace      // the latest resolution per name (read-only), for Confirm
+	health    map[netip.Addr]*health // what the dialer reported per address
+	last      *Trace                 // the latest resolution (read-only)
+	lastShown map[string]string      // the outcome last logged, per name
 }
 
 type memEntry struct {
@@ -131,6 +131,7 @@ func New(cfg Config) (*Resolver, error) {
 		now:        cfg.Now,
 		logf:       cfg.Logf,
 		mem:        map[string]memEntry{},
+		answers:    map[string]*Trace{},
 		disk:       map[string]*cacheEntry{},
 		health:     map[netip.Addr]*health{},
 		lastShown:  map[string]string{},
@@ -221,6 +222,14 @@ func (r *Resolver) Report(addr netip.Addr, ok bool) {
 func (r *Resolver) workingLocked(addr netip.Addr) bool {
 	h := r.health[addr]
 	return h == nil || h.fails == 0
+}
+
+// CacheNote says why the cache file was not used, until it is rewritten;
+// "" when it was (or there is none).
+func (r *Resolver) CacheNote() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.diskNote
 }
 
 // Last returns the latest resolution, or nil before the first. The trace
@@ -337,15 +346,13 @@ func (r *Resolver) choose(t *Trace, good int) {
 	switch fs, ss := first(SourceFallback, ResultSuspicious), first(SourceSystem, ResultSuspicious); {
 	case good >= 0 && t.Asked[good].Role == SourceSystem:
 		fromAsked(good)
-		t.keep = true
 		t.Why = "the hub's own resolver gave a good answer"
 	case good >= 0:
 		fromAsked(good)
-		t.keep = true
 		t.Why = fmt.Sprintf("%s; a public resolver gave a good answer", sysWhy)
 	case fs >= 0:
 		fromAsked(fs)
-		t.TTL, t.keep = min(t.TTL, doubtTTL), true
+		t.TTL = min(t.TTL, doubtTTL)
 		t.Why = fmt.Sprintf("%s, and no resolver gave a public address; the public resolver's answer (%s) is what the name's owner published, and the relay is pinned by its key, so a wrong address can only fail to connect",
 			sysWhy, t.Asked[fs].Reason)
 	case cached != nil:
@@ -451,31 +458,62 @@ func (r *Resolver) rememberLocked(t *Trace) {
 		}
 		r.mem[t.Name] = memEntry{trace: t, expires: t.Time.Add(t.TTL)}
 	}
-	if r.cacheFile == "" || !t.keep {
+	if len(r.answers) >= maxCacheNames {
+		clear(r.answers)
+	}
+	r.answers[t.Name] = t
+}
+
+// Confirm records that a connection to addr, which Resolve gave for host,
+// completed a WireGuard handshake with the relay's pinned key: proof that
+// addr is the relay. It is the only way an address reaches the cache file,
+// and only one a resolver answered (not the hosts file's, nor one the
+// cache gave) is kept. The file is rewritten only when addr is new to it:
+// addr first, then the addresses kept before that the latest answer still
+// names (round-robin DNS); one that moved elsewhere is dropped.
+func (r *Resolver) Confirm(host string, addr netip.Addr) {
+	name, err := canonicalName(host)
+	if err != nil || r.cacheFile == "" {
 		return
 	}
-	old := r.disk[t.Name]
-	switch {
-	case old == nil:
-	case sameAddrs(old.Addrs, t.Addrs):
+	addr = addr.Unmap()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.answers[name]
+	if t == nil {
 		return
-	case slices.ContainsFunc(t.Addrs, func(a netip.Addr) bool { return slices.Contains(old.Addrs, a) }) &&
-		t.Time.Sub(r.diskWritten) < rotateWrite:
-		// Round-robin DNS turns the set over; the kept answer still
-		// holds a current address, so the flash can wait.
+	}
+	i := slices.IndexFunc(t.Asked, func(a Asked) bool {
+		return (a.Role == SourceSystem || a.Role == SourceFallback) && slices.Contains(a.Addrs, addr)
+	})
+	if i < 0 {
+		return // not from a resolver: nothing to keep
+	}
+	old := r.disk[name]
+	if old != nil && slices.Contains(old.Addrs, addr) {
 		return
+	}
+	addrs := []netip.Addr{addr}
+	if old != nil {
+		for _, a := range old.Addrs {
+			named := slices.ContainsFunc(t.Asked, func(x Asked) bool { return slices.Contains(x.Addrs, a) })
+			if named && len(addrs) < maxCacheAddrs {
+				addrs = append(addrs, a)
+			}
+		}
 	}
 	next := make(map[string]*cacheEntry, len(r.disk)+1)
 	for n, e := range r.disk {
 		next[n] = e
 	}
-	next[t.Name] = &cacheEntry{Addrs: slices.Clone(t.Addrs), Source: t.Source, Server: t.Server, Since: t.Time.UTC()}
+	next[name] = &cacheEntry{Addrs: addrs, Source: t.Asked[i].Role, Server: t.Asked[i].Server, Since: r.now().UTC()}
 	pruneCache(next)
 	if err := writeCache(r.cacheFile, next); err != nil {
-		r.logf("dnsfix: warning: cannot keep the answer for %s in %s: %v", t.Name, r.cacheFile, err)
+		r.logf("dnsfix: warning: cannot keep the address %s of %s in %s: %v", addr, name, r.cacheFile, err)
 		return
 	}
-	r.disk, r.diskNote, r.diskWritten = next, "", t.Time
+	r.disk, r.diskNote = next, ""
+	r.logf("dnsfix: %s is the relay %s (its key answered); kept in %s", addr, name, r.cacheFile)
 }
 
 // fromMemory returns a copy of name's answer while its TTL lasts.

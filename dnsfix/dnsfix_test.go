@@ -3,9 +3,11 @@ package dnsfix
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -341,22 +343,34 @@ func TestCacheFileWrites(t *testing.T) {
 		}
 		return out
 	}
+	ip := netip.MustParseAddr
 	step(a, b)
-	if got := kept(); !sameAddrs(got, addrs("203.0.113.1", "203.0.113.2")) {
-		t.Fatalf("first answer: kept %v", got)
+	if _, err := os.Stat(cache); !os.IsNotExist(err) {
+		t.Fatalf("an answer reached the cache file before any address was confirmed: %v", err)
 	}
-	step(b, c) // rotated: shares .2
-	if got := kept(); !sameAddrs(got, addrs("203.0.113.1", "203.0.113.2")) {
-		t.Errorf("rewritten within the hour for a rotated answer: %v", got)
+	r.Confirm(name, ip("198.51.100.9")) // not in the answer: a forged address cannot be confirmed in
+	r.Confirm("other.example.com", ip("203.0.113.1"))
+	if got := kept(); got != nil {
+		t.Fatalf("kept %v for addresses the answer did not give", got)
 	}
-	now = now.Add(time.Hour)
-	step(b, c)
-	if got := kept(); !sameAddrs(got, addrs("203.0.113.2", "203.0.113.3")) {
-		t.Errorf("not rewritten after an hour: %v", got)
+	r.Confirm(name, ip("203.0.113.2"))
+	if got := kept(); !sameAddrs(got, addrs("203.0.113.2")) {
+		t.Fatalf("first confirmed: kept %v", got)
+	}
+	fi1, _ := os.Stat(cache)
+	r.Confirm(name, ip("203.0.113.2"))
+	if fi2, _ := os.Stat(cache); !os.SameFile(fi1, fi2) {
+		t.Errorf("rewritten for an address it kept already")
+	}
+	step(b, c) // rotated: still names .2
+	r.Confirm(name, ip("203.0.113.3"))
+	if got := kept(); !slices.Equal(got, addrs("203.0.113.3", "203.0.113.2")) {
+		t.Errorf("a second confirmed address of a rotating answer: kept %v", got)
 	}
 	step(a) // moved: nothing in common
+	r.Confirm(name, ip("203.0.113.1"))
 	if got := kept(); !sameAddrs(got, addrs("203.0.113.1")) {
-		t.Errorf("not rewritten at once when the relay moved: %v", got)
+		t.Errorf("the relay moved: kept %v", got)
 	}
 }
 
@@ -387,4 +401,67 @@ func TestSilentResolversLeaveTimeToDial(t *testing.T) {
 	if took > 800*time.Millisecond || ctx.Err() != nil {
 		t.Errorf("took %v of a 1 s deadline; want about half", took)
 	}
+}
+
+// TestConfirmOnAFullDisk: when the cache file's disk is full, Confirm
+// fails with a warning and the cache file keeps its previous addresses,
+// whole; a later Confirm, with room again, writes it.
+func TestConfirmOnAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	const name = "relay.example.com."
+	srv := startFake(t, map[string][]string{}, nil)
+	cache := filepath.Join(dir, "dns-cache.json")
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o644)
+	var log strings.Builder
+	r, err := New(Config{ResolvConf: empty, HostsFile: empty, System: []string{srv.addr}, Fallback: []string{},
+		CacheFile: cache, Logf: func(f string, a ...any) { fmt.Fprintf(&log, f+"\n", a...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.set(name, name+" 0 IN A 203.0.113.1", name+" 0 IN A 203.0.113.2")
+	if _, err := r.Resolve(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	r.Confirm(name, netip.MustParseAddr("203.0.113.1"))
+	before := readFile(t, cache)
+
+	filler, _ := os.Create(filepath.Join(dir, "filler"))
+	for range 64 {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	r.Confirm(name, netip.MustParseAddr("203.0.113.2"))
+	if !strings.Contains(log.String(), "warning: cannot keep the address 203.0.113.2") {
+		t.Errorf("no warning for the failed write; log:\n%s", log.String())
+	}
+	if got := readFile(t, cache); got != before {
+		t.Errorf("the cache file changed on a full disk:\n%s\nwas\n%s", got, before)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".dns-cache.json.tmp*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	filler.Close()
+	os.Remove(filler.Name())
+	r.Confirm(name, netip.MustParseAddr("203.0.113.2"))
+	if m, err := loadCache(cache); err != nil || len(m["relay.example.com"].Addrs) != 2 {
+		t.Errorf("with room again: %v, %v", m, err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

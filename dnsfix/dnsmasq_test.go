@@ -245,6 +245,7 @@ func TestCacheCarriesRestart(t *testing.T) {
 	if tr, err := resolve(t, r, relayName); err != nil || tr.Source != dnsfix.SourceFallback {
 		t.Fatalf("first: %v from %s", err, tr.Source)
 	}
+	r.Confirm(relayName, relayV4) // the agent's handshake with the relay there
 	fi1, err := os.Stat(cache)
 	if err != nil {
 		t.Fatalf("no cache file: %v", err)
@@ -254,6 +255,7 @@ func TestCacheCarriesRestart(t *testing.T) {
 	if _, err := resolve(t, r, relayName); err != nil {
 		t.Fatal(err)
 	}
+	r.Confirm(relayName, relayV4)
 	fi2, err := os.Stat(cache)
 	if err != nil || !os.SameFile(fi1, fi2) || !fi1.ModTime().Equal(fi2.ModTime()) {
 		t.Errorf("cache file rewritten for the same answer")
@@ -302,6 +304,7 @@ func TestCorruptCacheSurvived(t *testing.T) {
 	if tr, err := resolve(t, r, relayName); err != nil || tr.Source != dnsfix.SourceFallback {
 		t.Fatalf("with the public resolver back: %v from %s", err, tr.Source)
 	}
+	r.Confirm(relayName, relayV4)
 	var cf struct {
 		Version int
 		Names   map[string]struct{ Addrs []netip.Addr }

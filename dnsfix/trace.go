@@ -53,8 +53,6 @@ type Trace struct {
 	// FromMemory is set when the answer was still valid in memory and no
 	// resolver was asked this time.
 	FromMemory bool `json:"from_memory,omitempty"`
-
-	keep bool // worth keeping in the cache file: a resolver's good answer, or a fallback's
 }
 
 // Asked is one resolver and what it answered.

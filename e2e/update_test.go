@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/selfupdate"
 )
 
 // The self-update end to end: real agent binaries at two versions, a
@@ -326,7 +327,7 @@ func TestUpdateInstallsANewRelease(t *testing.T) {
 		!strings.Contains(log, "(hubtunnel/0.2.0 (") {
 		t.Errorf("relay log lacks the download or the new agent's hello:\n%s", log)
 	}
-	if left, _ := os.ReadDir(filepath.Join(h.root, "usr/local/tmp")); len(left) != 0 {
+	if left := downloadsLeft(t, h.root); len(left) != 0 {
 		t.Errorf("left in the download folder: %v", left)
 	}
 
@@ -403,7 +404,7 @@ func TestUpdateRefusesBadReleases(t *testing.T) {
 		if _, err := os.Stat(h.bin + ".prev"); err == nil {
 			t.Errorf("%s: a previous binary was kept, so something was swapped", c.name)
 		}
-		if left, _ := os.ReadDir(filepath.Join(h.root, "usr/local/tmp")); len(left) != 0 {
+		if left := downloadsLeft(t, h.root); len(left) != 0 {
 			t.Errorf("%s: left in the download folder: %v", c.name, left)
 		}
 	}
@@ -530,4 +531,27 @@ func TestUpdateInstallerKilledWithABrokenRelease(t *testing.T) {
 		t.Errorf("the installed binary is not the previous one")
 	}
 	h.mustGetWebUI()
+}
+
+// downloadsLeft lists the files left in the updater's folders under the
+// download folder; the folders themselves stay (0700, the updater's own).
+func downloadsLeft(t *testing.T, root string) []string {
+	t.Helper()
+	var left []string
+	dir := filepath.Join(root, "usr/local/tmp")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() && (e.Name() == selfupdate.DownloadFolder || e.Name() == selfupdate.InstallFolder) {
+			if fi, err := os.Stat(filepath.Join(dir, e.Name())); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("%s: %v, %v; want mode 0700", e.Name(), fi.Mode(), err)
+			}
+			inner, _ := os.ReadDir(filepath.Join(dir, e.Name()))
+			for _, f := range inner {
+				left = append(left, e.Name()+"/"+f.Name())
+			}
+			continue
+		}
+		left = append(left, e.Name())
+	}
+	return left
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -21,6 +23,28 @@ type Client struct {
 	Addr string
 	// HTTP sends the requests. Default: one that never uses a proxy.
 	HTTP *http.Client
+	// Token is the API token the actions (every POST) need; ReadToken
+	// reads it. Status needs none.
+	Token string
+}
+
+// ReadToken reads the API token the agent whose config folder is dir
+// made (TokenFile). Only root can: the error says so in a hub owner's words.
+func ReadToken(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, TokenFile))
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return "", fmt.Errorf("cannot read the agent's API token %s: run this as root on the hub", filepath.Join(dir, TokenFile))
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("no API token at %s: the agent makes it when it starts; is hubtunnel running with this config?", filepath.Join(dir, TokenFile))
+	case err != nil:
+		return "", fmt.Errorf("reading the agent's API token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if !validToken(t) {
+		return "", fmt.Errorf("%s is not an API token; restart the agent to make a new one", filepath.Join(dir, TokenFile))
+	}
+	return t, nil
 }
 
 // NewClient returns a client of the API an agent serves on uiListen (its
@@ -145,6 +169,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (int,
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if method == "POST" && c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	h := c.HTTP
 	if h == nil {

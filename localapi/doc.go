@@ -11,6 +11,11 @@
 //	                          the agent restarts; 409 while another
 //	                          enrollment runs, 422 refused)
 //
+// Every POST needs the agent's API token (TokenFile, 0600 next to its
+// config: only root can read it) as "Authorization: Bearer <token>",
+// compared in constant time; GET /api/status needs none and must never
+// show a secret.
+//
 // The handler must never answer a request whose Host is not this machine
 // by a loopback name or address (a page elsewhere could otherwise read or
 // act through a DNS name rebound to 127.0.0.1), and never act on a POST

@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,13 +66,18 @@ func (f *fakeAgent) RotateKey(context.Context) (RotateKeyResponse, error) {
 	return RotateKeyResponse{PublicKey: "bmV3IGtleQ=="}, nil
 }
 
+// testToken is the fake agent's API token.
+const testToken = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+func (f *fakeAgent) APIToken() string { return testToken }
+
 var _ Agent = (*fakeAgent)(nil)
 
 func serve(t *testing.T, a Agent) (*httptest.Server, *Client) {
 	t.Helper()
 	srv := httptest.NewServer(Handler(a, "127.0.0.1:8099"))
 	t.Cleanup(srv.Close)
-	return srv, &Client{Addr: strings.TrimPrefix(srv.URL, "http://")}
+	return srv, &Client{Addr: strings.TrimPrefix(srv.URL, "http://"), Token: testToken}
 }
 
 func TestHandlerAnswers(t *testing.T) {
@@ -118,6 +126,7 @@ func TestHandlerAnswers(t *testing.T) {
 			if c.ctype != "" {
 				req.Header.Set("Content-Type", c.ctype)
 			}
+			req.Header.Set("Authorization", "Bearer "+testToken)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -131,6 +140,100 @@ func TestHandlerAnswers(t *testing.T) {
 				t.Errorf("headers %v, want JSON, not cached", resp.Header)
 			}
 		})
+	}
+}
+
+// TestActionsNeedToken: every POST without the token, or with a wrong
+// one, is refused before the agent acts, with words for a hub owner; the
+// right token is accepted; the status needs none and shows no secret.
+func TestActionsNeedToken(t *testing.T) {
+	for _, path := range []string{"/api/update/check", "/api/update/install", "/api/enroll", "/api/rotate-key"} {
+		for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer " + testToken[:63], "Bearer " + testToken + "0", "Basic " + testToken, "bearer " + testToken} {
+			a := &fakeAgent{}
+			srv, _ := serve(t, a)
+			req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(`{"code": "c", "allow_downgrade": true}`))
+			req.Header.Set("Content-Type", "application/json")
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 401 || !strings.Contains(string(body), "run this as root on the hub") {
+				t.Errorf("POST %s with Authorization %q: %d %s, want 401 saying to run as root", path, auth, resp.StatusCode, body)
+			}
+			if a.installed != (InstallOptions{}) || a.code != "" {
+				t.Errorf("POST %s with Authorization %q reached the agent", path, auth)
+			}
+		}
+	}
+	a := &fakeAgent{}
+	_, c := serve(t, a)
+	ctx := context.Background()
+	if _, err := c.RotateKey(ctx); err != nil {
+		t.Errorf("RotateKey with the token: %v", err)
+	}
+	c.Token = ""
+	if _, err := c.Install(ctx, InstallOptions{AllowDowngrade: true}); err == nil || !strings.Contains(err.Error(), "run this as root") || a.installed.AllowDowngrade {
+		t.Errorf("Install with allow_downgrade and no token: %v (the agent got %+v)", err, a.installed)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Name != "home" {
+		t.Errorf("Status without a token: %+v, %v", st, err)
+	}
+}
+
+// TestStatusShowsNoSecret: the open status carries no token or key.
+func TestStatusShowsNoSecret(t *testing.T) {
+	srv, _ := serve(t, &fakeAgent{})
+	resp, err := http.Get(srv.URL + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, secret := range []string{testToken, "private", "token"} {
+		if strings.Contains(strings.ToLower(string(body)), secret) {
+			t.Errorf("status shows %q:\n%s", secret, body)
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadToken(dir); err == nil || !strings.Contains(err.Error(), "the agent makes it when it starts") {
+		t.Errorf("ReadToken before the agent made one: %v", err)
+	}
+	tok, replaced, err := LoadOrCreateToken(dir)
+	if err != nil || len(tok) != 64 || replaced {
+		t.Fatalf("LoadOrCreateToken = %q, %v, %v", tok, replaced, err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, TokenFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file: %v, %v; want mode 0600", fi.Mode(), err)
+	}
+	if again, _, _ := LoadOrCreateToken(dir); again != tok {
+		t.Errorf("a second start made a new token")
+	}
+	if got, err := ReadToken(dir); got != tok || err != nil {
+		t.Errorf("ReadToken = %q, %v", got, err)
+	}
+	os.WriteFile(filepath.Join(dir, TokenFile), []byte("garb"), 0o600)
+	if _, err := ReadToken(dir); err == nil || !strings.Contains(err.Error(), "restart the agent") {
+		t.Errorf("ReadToken of garbage: %v", err)
+	}
+	tok2, replaced, err := LoadOrCreateToken(dir)
+	if err != nil || !replaced || tok2 == tok || len(tok2) != 64 {
+		t.Errorf("LoadOrCreateToken over garbage = %q, %v, %v", tok2, replaced, err)
+	}
+	if os.Getuid() != 0 {
+		os.Chmod(filepath.Join(dir, TokenFile), 0)
+		if _, err := ReadToken(dir); err == nil || !strings.Contains(err.Error(), "run this as root") {
+			t.Errorf("ReadToken without permission: %v", err)
+		}
 	}
 }
 
@@ -229,6 +332,36 @@ func TestNewClient(t *testing.T) {
 	} {
 		if got := NewClient(c.listen).Addr; got != c.addr {
 			t.Errorf("NewClient(%q).Addr = %q, want %q", c.listen, got, c.addr)
+		}
+	}
+}
+
+// TestTokenOnAFullDisk: with no room to write the token, LoadOrCreateToken
+// fails (the agent then refuses every action) and leaves no cut-off token
+// or temporary file behind.
+func TestTokenOnAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	filler, _ := os.Create(filepath.Join(dir, "filler"))
+	for range 16 {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	if tok, _, err := LoadOrCreateToken(dir); err == nil || tok != "" {
+		t.Errorf("LoadOrCreateToken on a full disk = %q, %v", tok, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != "filler" {
+			t.Errorf("left on the full disk: %s", e.Name())
 		}
 	}
 }

@@ -2,13 +2,22 @@ package localapi
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 )
 
 // Agent is what the API serves. agent.Agent implements it.
@@ -33,6 +42,9 @@ type Agent interface {
 	// takes the new one, the old one stops working). PublicKey of the
 	// answer is set. An error that is ErrBusy answers 409, any other 422.
 	RotateKey(ctx context.Context) (RotateKeyResponse, error)
+	// APIToken is the token every POST must carry as "Authorization:
+	// Bearer <token>" (LoadOrCreateToken's); "" refuses every POST.
+	APIToken() string
 }
 
 // ErrBusy is an InstallUpdate error: another update is in progress.
@@ -136,8 +148,9 @@ func (s *server) rotateKey(w http.ResponseWriter, r *http.Request) {
 }
 
 // guard guards the API's actions: a loopback Host (against DNS
-// rebinding) and a JSON body (a form on another site cannot send one
-// without asking first).
+// rebinding), a JSON body (a form on another site cannot send one without
+// asking first) and the API token (only root on the hub can read it: any
+// other local process, or a page in the owner's browser, cannot act).
 func (s *server) guard(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -145,10 +158,60 @@ func (s *server) guard(h http.HandlerFunc) http.HandlerFunc {
 			http.Error(w, "forbidden host", http.StatusForbidden)
 		case r.Header.Get("Content-Type") != "application/json":
 			http.Error(w, "want Content-Type: application/json", http.StatusUnsupportedMediaType)
+		case !tokenOK(s.a.APIToken(), r.Header.Get("Authorization")):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hubtunnel"`)
+			writeJSON(w, http.StatusUnauthorized, errorResponse{ErrUnauthorized.Error()})
 		default:
 			h(w, r)
 		}
 	}
+}
+
+// ErrUnauthorized is the refusal of an action without the API token.
+var ErrUnauthorized = errors.New("not allowed: this needs the agent's API token (" + TokenFile + " next to its config), which only root can read; run this as root on the hub")
+
+// tokenOK reports whether an Authorization header carries want, in time
+// that does not depend on how much of it matches.
+func tokenOK(want, header string) bool {
+	got, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || want == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(want)) == 1
+}
+
+// TokenFile is the API token's file in the agent's config folder: 32
+// random bytes in hex, mode 0600. The agent makes it at start.
+const TokenFile = "api-token"
+
+// LoadOrCreateToken returns the API token kept in dir, making a new one if
+// there is none or the file is not a token (it holds nothing else, so a
+// new one loses nothing; the CLI reads the new one). The file is written
+// atomically and only its owner may read it.
+func LoadOrCreateToken(dir string) (tok string, replaced bool, err error) {
+	path := filepath.Join(dir, TokenFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if t := strings.TrimSpace(string(b)); validToken(t) {
+			return t, false, nil
+		}
+		replaced = true
+	case !errors.Is(err, os.ErrNotExist):
+		return "", false, fmt.Errorf("localapi: the API token: %w", err)
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	tok = hex.EncodeToString(raw[:])
+	if err := atomicfile.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("localapi: keeping the API token: %w", err)
+	}
+	return tok, replaced, nil
+}
+
+func validToken(t string) bool {
+	b, err := hex.DecodeString(t)
+	return err == nil && len(b) == 32
 }
 
 // action guards the update actions: guard, and an updater to act on.

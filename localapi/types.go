@@ -42,6 +42,9 @@ type Status struct {
 	// Supervisor is what the addon's supervisor (its init script) saw of
 	// crashes; absent when it left no supervisor.state beside the config.
 	Supervisor *SupervisorStatus `json:"supervisor,omitempty"`
+	// Ignored lists the agent's state files it could not use at start
+	// (damaged, cut off), each with what it did instead, in plain words.
+	Ignored []string `json:"ignored,omitempty"`
 }
 
 // SupervisorStatus is the "supervisor" part of Status: the addon's crash

@@ -6,12 +6,15 @@
 # The CCU addon package of the same binaries, hubtunnel-VERSION.tgz, goes
 # into OUTDIR as well.
 # ARCHS="amd64" limits the architectures (tests do).
+# MIN_VERSION=M signs M as the releases' floor: agents refuse to install
+# anything older, even as an explicit downgrade (hubrelease sign --min-version).
 set -euo pipefail
 GO=${GO:-go}
 version=${1:-}
 key=${2:-}
 out=${3:-dist/releases}
 archs=${ARCHS:-"armv6 armv7 arm64 386 amd64"}
+min=${MIN_VERSION:-}
 
 if [ -z "$version" ] || [ -z "$key" ]; then
 	echo "usage: make release VERSION=0.2.0 KEY=release.key [OUT=dist/releases]" >&2
@@ -41,5 +44,5 @@ for arch in $archs; do
 	gzip -9n <"$tmp/hubtunnel-$arch" >"$out/hubtunnel-$version-linux-$arch.gz"
 	printf 'release: %-6s %s bytes, %s gzipped\n' "$arch" "$(stat -c %s "$tmp/hubtunnel-$arch")" "$(stat -c %s "$out/hubtunnel-$version-linux-$arch.gz")"
 done
-"$GO" run ./cmd/hubrelease sign --key "$key" --version "$version" --dir "$out"
+"$GO" run ./cmd/hubrelease sign --key "$key" --version "$version" --dir "$out" ${min:+--min-version "$min"}
 ARCHS="$archs" BINDIR="$tmp" GO="$GO" scripts/addon.sh "$version" "$out"

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -36,7 +37,8 @@ type Config struct {
 	// Restart restarts the agent, as a command and its arguments.
 	// Default ["/usr/local/etc/config/rc.d/hubtunnel", "restart"].
 	Restart []string `toml:"restart"`
-	// DownloadDir holds downloads until they are installed. Default
+	// DownloadDir holds downloads until they are installed, in folders
+	// of the updater's own (DownloadFolder, InstallFolder). Default
 	// "/usr/local/tmp" (on a CCU /tmp is a small tmpfs mounted noexec).
 	DownloadDir string `toml:"download_dir"`
 	// HealthTimeout is how long a new version has to bring the tunnel up
@@ -96,6 +98,16 @@ func (u *Config) Validate(relayTunnelIP netip.Addr) error {
 	return err
 }
 
+// The updater's own folders inside DownloadDir (which may be shared, as a
+// CCU's /usr/local/tmp is): each 0700, made and checked by PrivateDir.
+const (
+	DownloadFolder = "hubtunnel-update"  // downloads, until the installer copies them
+	InstallFolder  = "hubtunnel-install" // the installer's copy, which it installs
+)
+
+// downloads is the updater's download folder.
+func (u *Config) downloads() string { return filepath.Join(u.DownloadDir, DownloadFolder) }
+
 // IsAuto reports whether releases are installed automatically.
 func (u *Config) IsAuto() bool { return u.Auto == nil || *u.Auto }
 
@@ -118,6 +130,7 @@ func (u *Config) Installer(stateDir string, api *localapi.Client, logf logger.Lo
 	return &Installer{
 		Binary:        u.InstalledBinary(),
 		StateDir:      stateDir,
+		WorkDir:       filepath.Join(u.DownloadDir, InstallFolder),
 		Restart:       u.Restart,
 		API:           api,
 		HealthTimeout: u.healthTimeout,

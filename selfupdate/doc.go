@@ -22,6 +22,12 @@
 // uses: the config, the state folder, an HTTP client (through the tunnel
 // to the relay's release server), a logger and a clock.
 //
+// Downloads and the installer's copy live in folders of their own (0700,
+// checked by PrivateDir); the installer installs its copy only if its
+// SHA-256 is the one the updater took, never the path it was given. An
+// older release installs only on an explicit request, never below the
+// newest manifest's MinVersion.
+//
 // It never touches the installed binary before a release is verified,
 // never leaves the hub without a binary that ran before, and writes its
 // state files atomically (internal/atomicfile).

@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -105,25 +106,28 @@ func (s *Source) do(ctx context.Context, u *url.URL) (*http.Response, error) {
 const maxBinary = 128 << 20
 
 // Download fetches m's artifact for arch into dir and returns the path of
-// the unpacked, executable binary. The compressed file's size and SHA-256
-// must be the manifest's before anything is unpacked; on any error nothing
-// is left in dir.
-func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (path string, err error) {
+// the unpacked, executable binary and its SHA-256 (hex), hashed as it was
+// written. dir is the updater's own folder: PrivateDir makes or checks it
+// (0700, ours, not a symbolic link), and every file in it is opened with
+// O_EXCL|O_NOFOLLOW, so nobody else can plant or swap what is installed.
+// The compressed file's size and SHA-256 must be the manifest's before
+// anything is unpacked; on any error nothing is left in dir.
+func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (path, sum string, err error) {
 	a, ok := m.Artifacts[arch]
 	if !ok {
-		return "", fmt.Errorf("release %s has no build for %s", m.Version, archOrUnknown(arch))
+		return "", "", fmt.Errorf("release %s has no build for %s", m.Version, archOrUnknown(arch))
 	}
 	ref, err := url.Parse(a.URL)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	u := s.URL.ResolveReference(ref)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+	if err := PrivateDir(dir); err != nil {
+		return "", "", err
 	}
-	gz, err := os.CreateTemp(dir, "hubtunnel-"+m.Version+"-*.gz")
+	gz, err := createExclusive(dir, "hubtunnel-"+m.Version+"-", ".gz")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer func() {
 		gz.Close()
@@ -131,29 +135,29 @@ func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (p
 	}()
 	resp, err := s.do(ctx, u)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(gz, h), io.LimitReader(resp.Body, a.Size+1))
 	resp.Body.Close()
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("download %s: %w", u.Redacted(), err)
+		return "", "", fmt.Errorf("download %s: %w", u.Redacted(), err)
 	case n != a.Size:
-		return "", fmt.Errorf("download %s: %d bytes, the manifest says %d", u.Redacted(), n, a.Size)
+		return "", "", fmt.Errorf("download %s: %d bytes, the manifest says %d", u.Redacted(), n, a.Size)
 	case hex.EncodeToString(h.Sum(nil)) != strings.ToLower(a.SHA256):
-		return "", fmt.Errorf("download %s: SHA-256 does not match the manifest", u.Redacted())
+		return "", "", fmt.Errorf("download %s: SHA-256 does not match the manifest", u.Redacted())
 	}
 	if _, err := gz.Seek(0, io.SeekStart); err != nil {
-		return "", err
+		return "", "", err
 	}
 	zr, err := gzip.NewReader(gz)
 	if err != nil {
-		return "", fmt.Errorf("unpack %s: %w", u.Redacted(), err)
+		return "", "", fmt.Errorf("unpack %s: %w", u.Redacted(), err)
 	}
-	bin, err := os.CreateTemp(dir, "hubtunnel-"+m.Version+"-*.new")
+	bin, err := createExclusive(dir, "hubtunnel-"+m.Version+"-", ".new")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer func() {
 		if err != nil {
@@ -161,20 +165,68 @@ func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (p
 			os.Remove(bin.Name())
 		}
 	}()
-	n, err = io.Copy(bin, io.LimitReader(zr, maxBinary+1))
+	bh := sha256.New()
+	n, err = io.Copy(io.MultiWriter(bin, bh), io.LimitReader(zr, maxBinary+1))
 	if err != nil {
-		return "", fmt.Errorf("unpack %s: %w", u.Redacted(), err)
+		return "", "", fmt.Errorf("unpack %s: %w", u.Redacted(), err)
 	}
 	if n > maxBinary {
-		return "", fmt.Errorf("unpack %s: larger than %d bytes", u.Redacted(), maxBinary)
+		return "", "", fmt.Errorf("unpack %s: larger than %d bytes", u.Redacted(), maxBinary)
 	}
-	if err := bin.Chmod(0o755); err != nil {
-		return "", err
+	if err := bin.Chmod(0o700); err != nil {
+		return "", "", err
 	}
 	if err := bin.Sync(); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return bin.Name(), bin.Close()
+	return bin.Name(), hex.EncodeToString(bh.Sum(nil)), bin.Close()
+}
+
+// PrivateDir makes dir a folder only this process's user can use (0700),
+// or checks that it is one: not a symbolic link, a folder, owned by us. A
+// looser mode on our own folder is tightened; anything else is refused,
+// since whoever else controls it could swap a verified download.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("update folder %s: %w", dir, err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("update folder %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("update folder %s: %w", dir, err)
+	}
+	switch st, _ := fi.Sys().(*syscall.Stat_t); {
+	case fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("update folder %s is a symbolic link; refusing to download there (remove it)", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("update folder %s is not a folder (remove it)", dir)
+	case st == nil || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("update folder %s belongs to another user; refusing to download there (remove it)", dir)
+	case fi.Mode().Perm() != 0o700:
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("update folder %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// createExclusive creates a new file in dir named prefix, a random part
+// and suffix, opened O_CREATE|O_EXCL|O_NOFOLLOW: never an existing file
+// or a link someone planted.
+func createExclusive(dir, prefix, suffix string) (*os.File, error) {
+	for range 100 {
+		var r [8]byte
+		rand.Read(r[:])
+		name := filepath.Join(dir, prefix+hex.EncodeToString(r[:])+suffix)
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		return f, err
+	}
+	return nil, fmt.Errorf("no new file name in %s", dir)
 }
 
 // CleanDownloads removes what downloads that were cut off (the agent

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/version"
 )
 
 // Files in the agent's state folder (its config folder). The init script's
@@ -75,10 +78,14 @@ func writeResult(dir string, r localapi.UpdateResult) error {
 	return atomicfile.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644)
 }
 
-// ReadLatest returns the newest version last learned, or "".
+// ReadLatest returns the newest version last learned, or "" (also for a
+// damaged file: the next check writes it again).
 func ReadLatest(dir string) string {
 	b, _ := os.ReadFile(filepath.Join(dir, LatestFile))
-	return strings.TrimSpace(string(b))
+	if v := strings.TrimSpace(string(b)); version.Valid(v) {
+		return v
+	}
+	return ""
 }
 
 // WriteLatest records the newest version for update-check.cgi. The hub's
@@ -136,16 +143,20 @@ func readJournal(dir string) (*journal, error) {
 type Installer struct {
 	Binary        string           // the installed agent binary
 	StateDir      string           // where the journal, result and lock live
+	WorkDir       string           // its own folder (PrivateDir) for the copy it installs
 	Restart       []string         // the command that restarts the agent
 	API           *localapi.Client // the agent's status API
 	HealthTimeout time.Duration    // how long a new agent has to bring the tunnel up
 	Logf          logger.Logf
 }
 
-// Apply installs the binary at newPath (already verified: CheckBinary) as
-// version to, replacing version from, and reports how it ended. The result
-// is also written to ResultFile.
-func (in *Installer) Apply(ctx context.Context, newPath, from, to string) localapi.UpdateResult {
+// Apply installs the binary at newPath (already verified: CheckBinary),
+// whose SHA-256 the updater took as it wrote it, as version to, replacing
+// version from, and reports how it ended. It first copies newPath into its
+// own folder and checks the copy's hash, and installs that copy: a file
+// swapped at newPath after the check is never installed. The result is
+// also written to ResultFile.
+func (in *Installer) Apply(ctx context.Context, newPath, wantSHA, from, to string) localapi.UpdateResult {
 	res := localapi.UpdateResult{From: from, To: to}
 	defer os.Remove(newPath)
 	done := func(err error) localapi.UpdateResult {
@@ -161,13 +172,18 @@ func (in *Installer) Apply(ctx context.Context, newPath, from, to string) locala
 		}
 		return res
 	}
+	copyPath, newSHA, err := in.stage(newPath)
+	if err != nil {
+		return done(fmt.Errorf("%w; nothing was changed", err))
+	}
+	defer os.Remove(copyPath)
+	if wantSHA == "" || newSHA != strings.ToLower(wantSHA) {
+		return done(fmt.Errorf("the new binary is not the one that was checked (its SHA-256 changed); nothing was changed"))
+	}
+	newPath = copyPath
 	prevSHA, err := sha256File(in.Binary)
 	if err != nil {
 		return done(fmt.Errorf("reading the installed binary: %w", err))
-	}
-	newSHA, err := sha256File(newPath)
-	if err != nil {
-		return done(err)
 	}
 	j := journal{From: from, To: to, NewSHA: newSHA, PrevSHA: prevSHA, PID: os.Getpid()}
 	jpath := filepath.Join(in.StateDir, JournalFile)
@@ -208,6 +224,39 @@ func (in *Installer) Apply(ctx context.Context, newPath, from, to string) locala
 	return done(reason)
 }
 
+// stage copies path into WorkDir (made private first) and returns the
+// copy and its SHA-256, hashed as it was written.
+func (in *Installer) stage(path string) (copyPath, sum string, err error) {
+	if in.WorkDir == "" {
+		return "", "", errors.New("the installer has no folder of its own")
+	}
+	if err := PrivateDir(in.WorkDir); err != nil {
+		return "", "", err
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return "", "", fmt.Errorf("reading the new binary: %w", err)
+	}
+	defer src.Close()
+	dst, err := createExclusive(in.WorkDir, "hubtunnel-", ".new")
+	if err != nil {
+		return "", "", fmt.Errorf("copying the new binary: %w", err)
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(dst, h), io.LimitReader(src, maxBinary+1))
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst.Name())
+		return "", "", fmt.Errorf("copying the new binary: %w", err)
+	}
+	return dst.Name(), hex.EncodeToString(h.Sum(nil)), nil
+}
+
 // keepPrevious makes prev a copy of bin: a hard link where the file
 // system has them, so bin is never missing.
 func keepPrevious(bin, prev string) error {
@@ -241,7 +290,11 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	// A new file, never through a link left at dst.
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o755)
 	if err != nil {
 		return err
 	}

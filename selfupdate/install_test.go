@@ -2,6 +2,8 @@ package selfupdate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -49,6 +51,7 @@ func newFakeHub(t *testing.T, installed string) *fakeHub {
 	h.in = &Installer{
 		Binary:        h.bin,
 		StateDir:      h.state,
+		WorkDir:       filepath.Join(h.dir, "work", InstallFolder),
 		Restart:       []string{"sh", "-c", `cp "$0" "$1" && echo restart >> "$2"`, h.bin, h.running, filepath.Join(h.dir, "restarts")},
 		API:           &localapi.Client{Addr: strings.TrimPrefix(srv.URL, "http://")},
 		HealthTimeout: 3 * time.Second,
@@ -62,7 +65,48 @@ func (h *fakeHub) apply(t *testing.T, newText, from, to string) localapi.UpdateR
 	t.Helper()
 	newPath := filepath.Join(h.dir, "download.new")
 	os.WriteFile(newPath, []byte(newText), 0o755)
-	return h.in.Apply(context.Background(), newPath, from, to)
+	sum := sha256.Sum256([]byte(newText))
+	return h.in.Apply(context.Background(), newPath, hex.EncodeToString(sum[:]), from, to)
+}
+
+// TestApplyInstallsOnlyTheCheckedBinary: the installer is given the hash
+// of what was checked; a file swapped at the path since is not installed,
+// and what it installs is its own copy, not the path it was given.
+func TestApplyInstallsOnlyTheCheckedBinary(t *testing.T) {
+	h := newFakeHub(t, "0.1.0")
+	newPath := filepath.Join(h.dir, "download.new")
+	checked := sha256.Sum256([]byte("0.2.0"))
+	os.WriteFile(newPath, []byte("0.2.0 swapped"), 0o755) // swapped after the check
+	r := h.in.Apply(context.Background(), newPath, hex.EncodeToString(checked[:]), "0.1.0", "0.2.0")
+	if r.OK || !strings.Contains(r.Reason, "not the one that was checked") || !strings.Contains(r.Reason, "nothing was changed") {
+		t.Errorf("Apply of a swapped file: %+v", r)
+	}
+	if got := readText(t, h.bin); got != "0.1.0" {
+		t.Errorf("installed binary is %q after a swapped file", got)
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, "restarts")); err == nil {
+		t.Errorf("the agent was restarted for a swapped file")
+	}
+	if r := h.in.Apply(context.Background(), newPath, "", "0.1.0", "0.2.0"); r.OK {
+		t.Errorf("Apply without a hash installed it")
+	}
+
+	// Swapped once the installer has copied it (here: by the restart):
+	// the copy, which is what was checked, is what runs.
+	h.in.Restart = []string{"sh", "-c", `echo "0.2.0 swapped" > "$3"; cp "$0" "$1" && echo restart >> "$2"`, h.bin, h.running, filepath.Join(h.dir, "restarts"), newPath}
+	os.WriteFile(newPath, []byte("0.2.0"), 0o755)
+	if r := h.in.Apply(context.Background(), newPath, hex.EncodeToString(checked[:]), "0.1.0", "0.2.0"); !r.OK {
+		t.Fatalf("Apply = %+v", r)
+	}
+	if got := readText(t, h.bin); got != "0.2.0" {
+		t.Errorf("installed binary is %q", got)
+	}
+	if fi, err := os.Stat(h.in.WorkDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("installer's folder: %v, %v; want 0700", fi, err)
+	}
+	if left, _ := os.ReadDir(h.in.WorkDir); len(left) != 0 {
+		t.Errorf("left in the installer's folder: %v", left)
+	}
 }
 
 func readText(t *testing.T, path string) string {

@@ -29,6 +29,16 @@ type Manifest struct {
 	Released  time.Time           `json:"released"`
 	Notes     string              `json:"notes,omitempty"`
 	Artifacts map[string]Artifact `json:"artifacts"` // by hubinfo.Hub.Arch: "armv7", "arm64", ...
+	// MinVersion, if set, is the oldest version that may still be
+	// installed: the newest manifest's refuses every older release, even
+	// as an explicit downgrade (a release with a security fix sets it).
+	// The decoder stays strict (unknown fields are refused, so that a
+	// signed manifest means exactly what its signer meant): agents before
+	// this field refuse a manifest that carries it, and keep running what
+	// they run. Left empty it is left out, so such agents read the
+	// manifest as before: set a floor only once the hubs run a version
+	// that knows it.
+	MinVersion string `json:"min_version,omitempty"`
 }
 
 // Artifact is the agent binary for one architecture, gzip-compressed.
@@ -108,6 +118,11 @@ func Open(data []byte, keys []ed25519.PublicKey) (*Manifest, error) {
 func (m *Manifest) check() error {
 	if !version.Valid(m.Version) {
 		return fmt.Errorf("release manifest: version %q is not MAJOR.MINOR.PATCH", m.Version)
+	}
+	if m.MinVersion != "" {
+		if c, err := version.Compare(m.MinVersion, m.Version); err != nil || c > 0 {
+			return fmt.Errorf("release manifest: min_version %q is not a version at or below %s", m.MinVersion, m.Version)
+		}
 	}
 	if len(m.Artifacts) == 0 {
 		return errors.New("release manifest: no artifacts")

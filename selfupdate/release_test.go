@@ -174,8 +174,8 @@ func TestDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	path, err := src.Download(ctx, m, rs.arch, dir)
+	dir := filepath.Join(t.TempDir(), DownloadFolder)
+	path, sum, err := src.Download(ctx, m, rs.arch, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,8 +183,14 @@ func TestDownload(t *testing.T) {
 	if !bytes.Equal(got, bin) {
 		t.Errorf("downloaded binary differs from the release")
 	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o755 {
-		t.Errorf("mode %v, want 0755", fi.Mode().Perm())
+	if want := sha256.Sum256(bin); sum != hex.EncodeToString(want[:]) {
+		t.Errorf("Download's SHA-256 %s is not the binary's", sum)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v, want 0700", fi.Mode().Perm())
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("download folder mode %v, want 0700", fi.Mode().Perm())
 	}
 	if m2, err := src.Manifest(ctx, "0.2.0"); err != nil || m2.Version != "0.2.0" {
 		t.Errorf("Manifest(0.2.0) = %v, %v", m2, err)
@@ -192,10 +198,10 @@ func TestDownload(t *testing.T) {
 	if _, err := src.Manifest(ctx, "0.9.0"); err == nil || !strings.Contains(err.Error(), "manifest-0.9.0.json: not found") {
 		t.Errorf("Manifest(0.9.0): %v", err)
 	}
-	if _, err := src.Download(ctx, m, "armv5", dir); err == nil || !strings.Contains(err.Error(), "no build for armv5") {
+	if _, _, err := src.Download(ctx, m, "armv5", dir); err == nil || !strings.Contains(err.Error(), "no build for armv5") {
 		t.Errorf("Download for a missing arch: %v", err)
 	}
-	if _, err := src.Download(ctx, m, "", dir); err == nil || !strings.Contains(err.Error(), "unknown architecture") {
+	if _, _, err := src.Download(ctx, m, "", dir); err == nil || !strings.Contains(err.Error(), "unknown architecture") {
 		t.Errorf("Download for an unknown arch: %v", err)
 	}
 }
@@ -248,13 +254,107 @@ func TestDownloadRejects(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			if _, err := src.Download(ctx, m, rs.arch, dir); err == nil || !strings.Contains(err.Error(), c.want) {
+			if _, _, err := src.Download(ctx, m, rs.arch, dir); err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("Download error %v, want %q", err, c.want)
 			}
 			if left, _ := os.ReadDir(dir); len(left) != 0 {
 				t.Errorf("left in the download folder: %v", left)
 			}
 		})
+	}
+}
+
+// TestDownloadFolderMustBeOurs: a download folder someone planted as a
+// symbolic link, or owns, is refused before anything is written; one of
+// ours with a loose mode is tightened to 0700.
+func TestDownloadFolderMustBeOurs(t *testing.T) {
+	rs := newReleaseServer(t)
+	rs.publish(t, "0.2.0", []byte("agent"), nil)
+	src := rs.source(t)
+	ctx := context.Background()
+	m, err := src.Manifest(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, elsewhere := t.TempDir(), t.TempDir()
+	link := filepath.Join(base, DownloadFolder)
+	if err := os.Symlink(elsewhere, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := src.Download(ctx, m, rs.arch, link); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("Download into a planted symlink: %v", err)
+	}
+	if left, _ := os.ReadDir(elsewhere); len(left) != 0 {
+		t.Errorf("written through the planted symlink: %v", left)
+	}
+	if err := PrivateDir(link); err == nil {
+		t.Errorf("PrivateDir accepted a symlink")
+	}
+
+	loose := filepath.Join(base, "loose")
+	os.Mkdir(loose, 0o777)
+	os.Chmod(loose, 0o777)
+	if _, _, err := src.Download(ctx, m, rs.arch, loose); err != nil {
+		t.Errorf("Download into our own loose folder: %v", err)
+	}
+	if fi, _ := os.Stat(loose); fi.Mode().Perm() != 0o700 {
+		t.Errorf("our loose folder is %v after Download, want 0700", fi.Mode().Perm())
+	}
+
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(base, "theirs")
+		os.Mkdir(theirs, 0o700)
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := src.Download(ctx, m, rs.arch, theirs); err == nil || !strings.Contains(err.Error(), "belongs to another user") {
+			t.Errorf("Download into another user's folder: %v", err)
+		}
+	}
+	file := filepath.Join(base, "file")
+	os.WriteFile(file, nil, 0o600)
+	if _, _, err := src.Download(ctx, m, rs.arch, file); err == nil || !strings.Contains(err.Error(), "not a folder") {
+		t.Errorf("Download into a file: %v", err)
+	}
+}
+
+// TestMinVersion: the floor is signed with the rest, must not be above the
+// release, and a manifest without one does not mention it (agents older
+// than the field read it as before); the decoder stays strict about fields
+// it does not know.
+func TestMinVersion(t *testing.T) {
+	k := testKey(t, 1)
+	keys := []ed25519.PublicKey{k.Public().(ed25519.PublicKey)}
+	m := testManifest("0.3.0", nil)
+	m.MinVersion = "0.2.0"
+	data, err := Sign(m, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Open(data, keys); err != nil || got.MinVersion != "0.2.0" {
+		t.Errorf("Open = %+v, %v", got, err)
+	}
+	var env signed
+	json.Unmarshal(data, &env)
+	lowered, _ := json.Marshal(signed{Payload: bytes.Replace(env.Payload, []byte(`"min_version": "0.2.0"`), []byte(`"min_version": "0.0.1"`), 1), Signature: env.Signature})
+	if _, err := Open(lowered, keys); err == nil || !strings.Contains(err.Error(), "signature does not match") {
+		t.Errorf("a floor lowered after signing: %v", err)
+	}
+	for _, bad := range []string{"0.4.0", "dev", "1"} {
+		m.MinVersion = bad
+		if _, err := Sign(m, k); err == nil || !strings.Contains(err.Error(), "min_version") {
+			t.Errorf("Sign with min_version %q: %v", bad, err)
+		}
+	}
+	data, _ = Sign(testManifest("0.3.0", nil), k)
+	json.Unmarshal(data, &env)
+	if bytes.Contains(env.Payload, []byte("min_version")) {
+		t.Errorf("a manifest without a floor names one:\n%s", env.Payload)
+	}
+	unknown := bytes.Replace(env.Payload, []byte(`"version"`), []byte(`"max_version": "9.9.9", "version"`), 1)
+	resigned, _ := json.Marshal(signed{Payload: unknown, Signature: ed25519.Sign(k, append([]byte(signContext), unknown...))})
+	if _, err := Open(resigned, keys); err == nil || !strings.Contains(err.Error(), "unknown field") {
+		t.Errorf("a signed manifest with a field this agent does not know: %v, want it refused", err)
 	}
 }
 

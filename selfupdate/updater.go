@@ -178,6 +178,9 @@ func (u *Updater) CheckNow(ctx context.Context) (localapi.UpdateStatus, error) {
 // Install downloads and verifies a release and hands it to the installer
 // process, which restarts the agent. It returns the version being
 // installed once the installer runs; ErrBusy while another update runs.
+// An older release only with opt.AllowDowngrade (the local API lets only
+// root ask: its token), and never one below the newest release's
+// MinVersion; the automatic updates never ask for one.
 func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (string, error) {
 	if len(u.cfg.keys) == 0 {
 		return "", errors.New("no release key: this build has none built in; set [update] public_key")
@@ -187,10 +190,23 @@ func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (str
 		return "", err
 	}
 	defer lock.Close() // the installer keeps its own copy
-	CleanDownloads(u.cfg.DownloadDir)
+	CleanDownloads(u.cfg.downloads())
 	m, err := u.src.Manifest(ctx, opt.Version)
 	if err != nil {
 		return "", err
+	}
+	floor := m.MinVersion
+	if opt.Version != "" {
+		// The floor is the newest release's: an old manifest cannot
+		// know that a later release refuses it.
+		newest, err := u.src.Manifest(ctx, "")
+		if err != nil {
+			return "", fmt.Errorf("cannot learn the newest release's minimum version, so %s is not installed: %w", m.Version, err)
+		}
+		floor = newest.MinVersion
+	}
+	if c, err := version.Compare(m.Version, floor); floor != "" && (err != nil || c < 0) {
+		return "", fmt.Errorf("%s is older than %s, the oldest version the releases still allow (min_version): not installed, not even as an explicit downgrade", m.Version, floor)
 	}
 	c, err := version.Compare(m.Version, u.current)
 	switch {
@@ -201,7 +217,7 @@ func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (str
 	case c < 0 && !opt.AllowDowngrade:
 		return "", fmt.Errorf("%s is older than the running %s; a downgrade must be asked for explicitly", m.Version, u.current)
 	}
-	path, err := u.src.Download(ctx, m, u.arch, u.cfg.DownloadDir)
+	path, sum, err := u.src.Download(ctx, m, u.arch, u.cfg.downloads())
 	if err != nil {
 		return "", err
 	}
@@ -210,7 +226,7 @@ func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (str
 		return "", err
 	}
 	u.setInstalling(m.Version)
-	if err := u.startInstaller(lock, path, m.Version); err != nil {
+	if err := u.startInstaller(lock, path, sum, m.Version); err != nil {
 		u.setInstalling("")
 		os.Remove(path)
 		return "", err
@@ -221,13 +237,13 @@ func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (str
 
 // startInstaller runs "hubtunnel update apply" from the installed binary,
 // in its own session so the restart does not end it, holding the lock.
-func (u *Updater) startInstaller(lock *os.File, path, to string) error {
+func (u *Updater) startInstaller(lock *os.File, path, sum, to string) error {
 	logf, err := os.Create(filepath.Join(u.dir, LogFile))
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(u.binary, "update", "apply", "--config", u.configFile, "--file", path, "--from", u.current, "--to", to)
+	cmd := exec.Command(u.binary, "update", "apply", "--config", u.configFile, "--file", path, "--sha256", sum, "--from", u.current, "--to", to)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{lock} // fd 3 in the installer: InheritedLock
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -2,7 +2,10 @@ package selfupdate
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 func TestWindow(t *testing.T) {
@@ -106,8 +110,9 @@ i=0; while [ ! -f "$0.done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 		return err == nil
 	})
 	args, _ := os.ReadFile(record)
-	want := "update apply --config /etc/hub.toml --file " + downloads + "/"
-	if !strings.HasPrefix(string(args), want) || !strings.Contains(string(args), "--from 0.1.0 --to 0.2.0") {
+	want := "update apply --config /etc/hub.toml --file " + filepath.Join(downloads, DownloadFolder) + "/"
+	binSum := sha256.Sum256(bin)
+	if !strings.HasPrefix(string(args), want) || !strings.Contains(string(args), "--sha256 "+hex.EncodeToString(binSum[:])+" --from 0.1.0 --to 0.2.0") {
 		t.Errorf("installer started as %q, want %q... --from 0.1.0 --to 0.2.0", args, want)
 	}
 	if !strings.Contains(string(args), LockFile) {
@@ -124,12 +129,42 @@ i=0; while [ ! -f "$0.done" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 	// restart: nothing is being installed any more.
 	os.WriteFile(letGo, nil, 0o644)
 	poll.Until(t, 10*time.Second, "installing to be cleared", func() bool { return u.Status().Installing == "" })
-	files, _ := os.ReadDir(downloads)
+	files, _ := os.ReadDir(filepath.Join(downloads, DownloadFolder))
 	if len(files) != 1 {
 		t.Fatalf("downloads: %v", files)
 	}
-	if got, _ := os.ReadFile(filepath.Join(downloads, files[0].Name())); !bytes.Equal(got, bin) {
+	if got, _ := os.ReadFile(filepath.Join(downloads, DownloadFolder, files[0].Name())); !bytes.Equal(got, bin) {
 		t.Errorf("the verified download is not the release's binary")
+	}
+}
+
+// TestInstallFloor: the newest manifest's min_version refuses an older
+// release even when a downgrade is asked for, naming the floor; a release
+// at the floor may still be installed as a downgrade.
+func TestInstallFloor(t *testing.T) {
+	rs := newReleaseServer(t)
+	rs.publish(t, "0.1.0", []byte("old"), nil)
+	rs.publish(t, "0.2.0", []byte("floor"), nil)
+	rs.publish(t, "0.4.0", []byte("new"), func(m *Manifest) { m.MinVersion = "0.2.0" })
+	cfg := &Config{URL: rs.srv.URL + "/", PublicKey: FormatPublicKey(rs.key.Public().(ed25519.PublicKey)), Binary: filepath.Join(t.TempDir(), "hubtunnel"), DownloadDir: t.TempDir()}
+	if err := cfg.Validate(netip.MustParseAddr("100.96.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	u := New(Options{Config: cfg, StateDir: t.TempDir(), Running: "0.4.0", Arch: rs.arch, Logf: t.Logf})
+	ctx := context.Background()
+	_, err := u.Install(ctx, localapi.InstallOptions{Version: "0.1.0", AllowDowngrade: true})
+	if err == nil || !strings.Contains(err.Error(), "0.1.0 is older than 0.2.0, the oldest version the releases still allow") {
+		t.Errorf("Install of 0.1.0 below the floor 0.2.0: %v", err)
+	}
+	// At the floor: refused only later, by CheckBinary (the "binary" is
+	// text), so past the floor and the downgrade check.
+	_, err = u.Install(ctx, localapi.InstallOptions{Version: "0.2.0", AllowDowngrade: true})
+	if err == nil || !strings.Contains(err.Error(), "not a Linux program") {
+		t.Errorf("Install of 0.2.0 at the floor: %v, want it past the floor", err)
+	}
+	_, err = u.Install(ctx, localapi.InstallOptions{Version: "0.2.0"})
+	if err == nil || !strings.Contains(err.Error(), "a downgrade must be asked for explicitly") {
+		t.Errorf("Install of 0.2.0 without allow_downgrade: %v", err)
 	}
 }
 

@@ -24,10 +24,13 @@ import (
 const usage = `usage:
   hubrelease keygen KEYFILE     write a new release signing key (mode 0600), print its public key
   hubrelease pubkey KEYFILE     print the public key of a signing key
-  hubrelease sign --key KEYFILE --version V --dir DIR [--notes TEXT]
+  hubrelease sign --key KEYFILE --version V --dir DIR [--notes TEXT] [--min-version M]
                                 sign the artifacts DIR/hubtunnel-V-linux-ARCH.gz into
                                 DIR/manifest-V.json, and DIR/manifest.json unless DIR
-                                already holds a newer release
+                                already holds a newer release; --min-version M: agents
+                                refuse to install any release older than M, even as an
+                                explicit downgrade (agents older than this option cannot read such a
+                                manifest: set it once the hubs run a version that knows it)
 `
 
 // errUsage is a sign command that does not fit usage.
@@ -89,7 +92,7 @@ func readKey(path string) (ed25519.PrivateKey, error) {
 }
 
 func sign(args []string) error {
-	var keyFile, v, dir, notes string
+	var keyFile, v, dir, notes, minVersion string
 	for i := 0; i+1 < len(args); i += 2 {
 		switch args[i] {
 		case "--key":
@@ -100,6 +103,8 @@ func sign(args []string) error {
 			dir = args[i+1]
 		case "--notes":
 			notes = args[i+1]
+		case "--min-version":
+			minVersion = args[i+1]
 		default:
 			return errUsage
 		}
@@ -114,7 +119,12 @@ func sign(args []string) error {
 	if !version.Valid(v) {
 		return fmt.Errorf("version %q: want MAJOR.MINOR.PATCH", v)
 	}
-	m := selfupdate.Manifest{Version: v, Released: time.Now().UTC().Truncate(time.Second), Notes: notes, Artifacts: map[string]selfupdate.Artifact{}}
+	if minVersion != "" {
+		if c, err := version.Compare(minVersion, v); err != nil || c > 0 {
+			return fmt.Errorf("--min-version %q: want MAJOR.MINOR.PATCH, at most %s", minVersion, v)
+		}
+	}
+	m := selfupdate.Manifest{Version: v, Released: time.Now().UTC().Truncate(time.Second), Notes: notes, Artifacts: map[string]selfupdate.Artifact{}, MinVersion: minVersion}
 	prefix := "hubtunnel-" + v + "-linux-"
 	paths, _ := filepath.Glob(filepath.Join(dir, prefix+"*.gz"))
 	sort.Strings(paths)

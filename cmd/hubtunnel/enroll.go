@@ -74,8 +74,9 @@ func enrollHub(args []string, out io.Writer) error {
 func enrollWith(cfg *agent.Config, code enroll.Code, confPath string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := localapi.NewClient(cfg.UIListen)
+	c, refused := actionClient(cfg)
 	ans, err := c.Enroll(ctx, code.String())
+	err = refused(err)
 	switch {
 	case errors.Is(err, localapi.ErrNotRunning):
 		e, err := agent.Enroll(ctx, cfg, code, agent.Software(version.Version, hubinfo.Detect()), nil)

@@ -28,10 +28,11 @@ func rotateKey(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c := localapi.NewClient(cfg.UIListen)
+	c, refused := actionClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pub, err := c.RotateKey(ctx)
+	err = refused(err)
 	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}

@@ -32,7 +32,7 @@ func update(args []string) error {
 	}
 	confPath := defaultConfig
 	var opt localapi.InstallOptions
-	var file, from, to string
+	var file, sum, from, to string
 	for i := 1; i < len(args); i++ {
 		a := args[i]
 		val := func() string {
@@ -51,6 +51,8 @@ func update(args []string) error {
 			opt.AllowDowngrade = true
 		case "--file":
 			file = val()
+		case "--sha256":
+			sum = val()
 		case "--from":
 			from = val()
 		case "--to":
@@ -69,16 +71,32 @@ func update(args []string) error {
 	case "install":
 		return updateInstall(cfg, opt)
 	case "apply":
-		return updateApply(cfg, file, from, to)
+		return updateApply(cfg, file, sum, from, to)
 	}
 	return errors.New(updateUsage)
 }
 
+// actionClient is a client of the running agent's API that may act: it
+// carries the API token, which only root can read. tokenErr says why it
+// has none; refused reports the action's error, or tokenErr in its place.
+func actionClient(cfg *agent.Config) (c *localapi.Client, refused func(error) error) {
+	c = localapi.NewClient(cfg.UIListen)
+	tok, tokenErr := localapi.ReadToken(cfg.APITokenDir())
+	c.Token = tok
+	return c, func(err error) error {
+		if tokenErr != nil && err != nil && !errors.Is(err, localapi.ErrNotRunning) {
+			return tokenErr
+		}
+		return err
+	}
+}
+
 func updateCheck(cfg *agent.Config) error {
-	c := localapi.NewClient(cfg.UIListen)
+	c, refused := actionClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	u, err := c.Check(ctx)
+	err = refused(err)
 	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}
@@ -105,12 +123,13 @@ func updateCheck(cfg *agent.Config) error {
 }
 
 func updateInstall(cfg *agent.Config, opt localapi.InstallOptions) error {
-	c := localapi.NewClient(cfg.UIListen)
+	c, refused := actionClient(cfg)
 	start := time.Now().Truncate(time.Second)
 	fmt.Println("downloading and checking the release…")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	v, err := c.Install(ctx, opt)
+	err = refused(err)
 	if errors.Is(err, localapi.ErrNotRunning) {
 		return err
 	}
@@ -141,9 +160,9 @@ func updateInstall(cfg *agent.Config, opt localapi.InstallOptions) error {
 
 // updateApply is the installer process: it holds the update lock the agent
 // handed over, swaps the binary, restarts the agent and checks it.
-func updateApply(cfg *agent.Config, file, from, to string) error {
-	if file == "" || to == "" {
-		return errors.New("usage: hubtunnel update apply --config FILE --file PATH --from V --to V (run by the agent)")
+func updateApply(cfg *agent.Config, file, sum, from, to string) error {
+	if file == "" || sum == "" || to == "" {
+		return errors.New("usage: hubtunnel update apply --config FILE --file PATH --sha256 HEX --from V --to V (run by the agent)")
 	}
 	lock, err := selfupdate.InheritedLock()
 	if err != nil {
@@ -153,7 +172,7 @@ func updateApply(cfg *agent.Config, file, from, to string) error {
 	signal.Ignore(syscall.SIGHUP) // the agent's end must not end this
 	logger := log.New(os.Stderr, "", log.LstdFlags)
 	logger.Printf("update: installer %s, %s → %s", version.Version, from, to)
-	r := cfg.Installer(logger.Printf).Apply(context.Background(), file, from, to)
+	r := cfg.Installer(logger.Printf).Apply(context.Background(), file, sum, from, to)
 	if !r.OK {
 		return errors.New(r.Reason)
 	}
