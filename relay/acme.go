@@ -208,9 +208,9 @@ type acmeUser struct {
 	reg   *acme.ExtendedAccount
 }
 
-func (u *acmeUser) GetEmail() string                        { return u.email }
+func (u *acmeUser) GetEmail() string                       { return u.email }
 func (u *acmeUser) GetRegistration() *acme.ExtendedAccount { return u.reg }
-func (u *acmeUser) GetPrivateKey() crypto.Signer            { return u.key }
+func (u *acmeUser) GetPrivateKey() crypto.Signer           { return u.key }
 
 // loadACMEUser reads the account kept in dir, making its key on first use.
 func loadACMEUser(dir, email string) (*acmeUser, error) {
