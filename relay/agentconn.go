@@ -137,6 +137,9 @@ func (s *Server) serveAgent(c net.Conn) {
 			}
 			continue // other control messages: later versions'
 		}
+		if kind == wire.Initiation {
+			s.metrics.handshakes.Add(1)
+		}
 		if kind == wire.Initiation && ac.state.Load() == connUnverified {
 			if !s.mac1.CheckMAC1(buf[:n]) {
 				s.wrongKey(ac, hb)
@@ -215,6 +218,7 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	ac.info = parseSoftware(h.Software)
 	ac.onVerify = func() {
 		s.hubs.connected(hb, ac)
+		s.metrics.agentConnected(ac.transport)
 		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
 		s.logf("relay: hub %s connected from %s over %s (%s)", hb.Name, ac.remote, ac.transport, h.Software)
 		s.hubEvent(hb, store.KindHubConnect, ac.remote.String(), h.Software)

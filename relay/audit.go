@@ -33,6 +33,7 @@ type auditor struct {
 	dropped atomic.Int64
 	closeMu sync.RWMutex // held for reading by add, for writing by close
 	closed  bool
+	count   func(store.Event) // the relay's metrics (metrics.go); may be nil
 }
 
 func newAuditor(db *store.Store, logf logger.Logf) *auditor {
@@ -45,6 +46,9 @@ func newAuditor(db *store.Store, logf logger.Logf) *auditor {
 func (a *auditor) add(e store.Event) {
 	if a == nil {
 		return
+	}
+	if a.count != nil {
+		a.count(e)
 	}
 	a.closeMu.RLock()
 	defer a.closeMu.RUnlock()
@@ -121,6 +125,7 @@ func (c *publicConn) countRequest(a access, port uint16) {
 	defer c.mu.Unlock()
 	if c.rec == nil {
 		c.rec = &sessionRecord{who: a.who, hub: a.hub, port: port, start: c.s.now(), in0: c.markIn, out0: c.markOut}
+		c.s.metrics.sessionsStarted.Add(1)
 	}
 	c.rec.requests++
 }

@@ -1,11 +1,15 @@
 package relay
 
 import (
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
@@ -78,6 +82,24 @@ type Config struct {
 	// EnrollTTL is how long a new enrollment code is valid, e.g. "24h".
 	// Default 24h, at least 1m, at most 720h.
 	EnrollTTL string `toml:"enroll_ttl"`
+	// CertDir keeps the relay's certificates: the self-signed one (made
+	// once when there is no tls_cert_file and no [acme]) and the ACME
+	// account and certificate. Mode 0700, files 0600. Default: "certs"
+	// beside the store (beside the config for a postgres:// store).
+	CertDir string `toml:"cert_dir"`
+	// ACME gets the TLS ports' certificate from an ACME CA (Let's
+	// Encrypt) over DNS-01. Default: off.
+	ACME *ACMEConfig `toml:"acme"`
+	// MetricsListen serves Prometheus metrics (/metrics) and health
+	// (/healthz, /readyz) on its own listener, e.g. "127.0.0.1:9310".
+	// Default "": off. Only loopback and private addresses, unless
+	// MetricsPublic.
+	MetricsListen string `toml:"metrics_listen"`
+	// MetricsPublic allows a public metrics_listen address. Default false.
+	MetricsPublic bool `toml:"metrics_public"`
+	// ReadyCertDays: /readyz fails when the certificate served ends within
+	// this many days. Default 7.
+	ReadyCertDays int `toml:"ready_cert_days"`
 	// Hubs are the hubs this relay serves.
 	Hubs []HubConfig `toml:"hub"`
 
@@ -90,6 +112,54 @@ type Config struct {
 	sessionTTL time.Duration
 	enrollTTL  time.Duration
 	dir        string
+	path       string // the file LoadConfig read, for Reload
+}
+
+// ACMEConfig is the [acme] table: a wildcard certificate over DNS-01.
+type ACMEConfig struct {
+	// CA is the ACME directory URL. Default: Let's Encrypt's production.
+	CA string `toml:"ca"`
+	// Email is the account's contact for the CA's expiry notices. Optional.
+	Email string `toml:"email"`
+	// CARoot is a PEM file of roots the CA's HTTPS is checked with, for a
+	// private CA. Default: the system's roots.
+	CARoot string `toml:"ca_root"`
+	// RenewBefore is how long before its end the certificate is renewed
+	// (at most half its life). Default 720h (30 days).
+	RenewBefore string `toml:"renew_before"`
+	// RFC2136 is the DNS server the challenge records are set on.
+	RFC2136 RFC2136Config `toml:"rfc2136"`
+
+	renewBefore time.Duration
+	caRoots     *x509.CertPool
+}
+
+// RFC2136Config is [acme.rfc2136]: the primary DNS server of the domain's
+// zone, which takes dynamic updates (RFC 2136) signed with a TSIG key.
+type RFC2136Config struct {
+	// Server is the DNS server, "host" (port 53) or "host:port". Required.
+	Server string `toml:"server"`
+	// Zone is the zone the records go into. Default: found by asking
+	// Server for the SOA of the domain.
+	Zone string `toml:"zone"`
+	// TSIGKey is the key's name, as in the server's config.
+	TSIGKey string `toml:"tsig_key"`
+	// TSIGSecretFile holds the key's base64 secret, alone or as the
+	// `key "…" { secret "…"; };` block tsig-keygen prints. A secret:
+	// keep the file 0600; it is never logged.
+	TSIGSecretFile string `toml:"tsig_secret_file"`
+	// TSIGAlgorithm: hmac-sha256 (default), hmac-sha1, hmac-sha224,
+	// hmac-sha384 or hmac-sha512.
+	TSIGAlgorithm string `toml:"tsig_algorithm"`
+
+	tsigSecret string
+}
+
+func (r *RFC2136Config) zones() []string {
+	if r.Zone == "" {
+		return nil
+	}
+	return []string{r.Zone}
 }
 
 // defaultEnrollTTL is how long an enrollment code is valid by default.
@@ -98,7 +168,7 @@ const defaultEnrollTTL = 24 * time.Hour
 // LoadConfig reads and validates hubrelay's config file. Relative paths in
 // it are relative to the file's folder.
 func LoadConfig(path string) (*Config, error) {
-	c := &Config{dir: filepath.Dir(path)}
+	c := &Config{dir: filepath.Dir(path), path: path}
 	if err := config.Load(path, c); err != nil {
 		return nil, err
 	}
@@ -195,6 +265,12 @@ func (c *Config) Validate() error {
 		return err
 	}
 	c.validateStore()
+	if err := c.validateCerts(); err != nil {
+		return err
+	}
+	if err := c.validateMetrics(); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	keys := map[vpn.PublicKey]string{}
 	ips := map[netip.Addr]string{c.tunnelIP: "the relay"}
@@ -245,4 +321,133 @@ func (c *Config) validateStore() {
 	case !store.IsPostgres(c.Store) && !filepath.IsAbs(c.Store):
 		c.Store = filepath.Join(dir, c.Store)
 	}
+}
+
+// letsEncrypt is the default ACME CA.
+const letsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
+// validateCerts checks cert_dir and [acme].
+func (c *Config) validateCerts() error {
+	switch {
+	case c.CertDir == "" && store.IsPostgres(c.Store):
+		c.CertDir = filepath.Join(c.dir, "certs")
+	case c.CertDir == "":
+		c.CertDir = filepath.Join(filepath.Dir(c.Store), "certs")
+	case !filepath.IsAbs(c.CertDir) && c.dir != "":
+		c.CertDir = filepath.Join(c.dir, c.CertDir)
+	}
+	a := c.ACME
+	if a == nil {
+		return nil
+	}
+	if c.TLSCertFile != "" {
+		return config.Errorf("acme", "set either [acme] or tls_cert_file, not both")
+	}
+	if a.CA == "" {
+		a.CA = letsEncrypt
+	}
+	if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+		return config.Errorf("acme.ca", "%q: want the CA's directory URL, https://…", a.CA)
+	}
+	if a.Email != "" && !strings.Contains(a.Email, "@") {
+		return config.Errorf("acme.email", "%q is not an email address", a.Email)
+	}
+	var err error
+	if a.renewBefore, err = config.Duration("acme.renew_before", a.RenewBefore, 30*24*time.Hour, time.Second, 365*24*time.Hour); err != nil {
+		return err
+	}
+	if a.CARoot != "" {
+		if !filepath.IsAbs(a.CARoot) && c.dir != "" {
+			a.CARoot = filepath.Join(c.dir, a.CARoot)
+		}
+		pemData, err := os.ReadFile(a.CARoot)
+		if err != nil {
+			return config.Errorf("acme.ca_root", "%v", err)
+		}
+		a.caRoots = x509.NewCertPool()
+		if !a.caRoots.AppendCertsFromPEM(pemData) {
+			return config.Errorf("acme.ca_root", "%s holds no PEM certificate", a.CARoot)
+		}
+	}
+	r := &a.RFC2136
+	if r.Server == "" {
+		return config.Errorf("acme.rfc2136.server", "missing: the DNS server that takes the challenge records (RFC 2136 dynamic updates)")
+	}
+	if _, _, err := net.SplitHostPort(r.Server); err != nil {
+		r.Server = net.JoinHostPort(r.Server, "53")
+	}
+	if _, port, err := net.SplitHostPort(r.Server); err != nil || port == "" {
+		return config.Errorf("acme.rfc2136.server", "%q: want host or host:port", r.Server)
+	}
+	if (r.TSIGKey == "") != (r.TSIGSecretFile == "") {
+		return config.Errorf("acme.rfc2136.tsig_key", "set both tsig_key and tsig_secret_file, or neither")
+	}
+	if r.TSIGAlgorithm == "" {
+		r.TSIGAlgorithm = "hmac-sha256"
+	}
+	switch strings.TrimSuffix(r.TSIGAlgorithm, ".") {
+	case "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512":
+	default:
+		return config.Errorf("acme.rfc2136.tsig_algorithm", "%q: want hmac-sha256, hmac-sha1, hmac-sha224, hmac-sha384 or hmac-sha512", r.TSIGAlgorithm)
+	}
+	if r.TSIGSecretFile != "" {
+		if !filepath.IsAbs(r.TSIGSecretFile) && c.dir != "" {
+			r.TSIGSecretFile = filepath.Join(c.dir, r.TSIGSecretFile)
+		}
+		data, err := os.ReadFile(r.TSIGSecretFile)
+		if err != nil {
+			return config.Errorf("acme.rfc2136.tsig_secret_file", "%v", err)
+		}
+		if r.tsigSecret, err = parseTSIGSecret(data); err != nil {
+			return config.Errorf("acme.rfc2136.tsig_secret_file", "%s: %v", r.TSIGSecretFile, err)
+		}
+	}
+	return nil
+}
+
+// parseTSIGSecret reads a TSIG secret: the base64 text alone, or the
+// secret "…"; line of a key block as tsig-keygen prints it. Errors never
+// quote the file.
+func parseTSIGSecret(data []byte) (string, error) {
+	text := strings.TrimSpace(string(data))
+	if i := strings.Index(text, "secret"); i >= 0 && strings.Contains(text, "{") {
+		rest := text[i+len("secret"):]
+		start := strings.Index(rest, `"`)
+		end := strings.Index(rest[start+1:], `"`)
+		if start < 0 || end < 0 {
+			return "", fmt.Errorf(`no secret "…"; in the key block`)
+		}
+		text = rest[start+1 : start+1+end]
+	}
+	if _, err := base64.StdEncoding.DecodeString(text); err != nil || text == "" {
+		return "", fmt.Errorf("the secret is not base64 (want the secret alone or tsig-keygen's key block)")
+	}
+	return text, nil
+}
+
+// validateMetrics checks metrics_listen: an address that is not loopback
+// or private is refused unless metrics_public.
+func (c *Config) validateMetrics() error {
+	if c.ReadyCertDays == 0 {
+		c.ReadyCertDays = 7
+	}
+	if c.ReadyCertDays < 0 {
+		return config.Errorf("ready_cert_days", "%d: want 0 or more", c.ReadyCertDays)
+	}
+	if c.MetricsListen == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.MetricsListen)
+	if err != nil {
+		return config.Errorf("metrics_listen", "%q: want host:port, e.g. 127.0.0.1:9310", c.MetricsListen)
+	}
+	if c.MetricsPublic {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if host != "localhost" && (err != nil || !(ip.IsLoopback() || ip.IsPrivate())) {
+		return config.Errorf("metrics_listen", "%q is or may be a public address: metrics tell how busy the relay is; "+
+			"use a loopback or private address (127.0.0.1:9310), or set metrics_public = true", c.MetricsListen)
+	}
+	return nil
 }

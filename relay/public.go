@@ -316,6 +316,7 @@ func (p *publicPort) redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
 // logLimit logs that pc's address is over a limit, at most once per
 // limitLogEvery per address.
 func (s *Server) logLimit(pc *publicConn, format string, args ...any) {
+	s.metrics.limitHits.Add(1)
 	if s.limits.shouldLog(pc.addr) {
 		s.logf("relay: limits: address %s: "+format+"; refusing (logged at most every %v)", append(append([]any{pc.addr.key}, args...), limitLogEvery)...)
 	}

@@ -108,6 +108,15 @@ type Server struct {
 	mac1 device.CookieChecker
 	dev  *vpn.Device
 	tls  *tls.Config
+	// certs is the certificate the TLS ports serve (tls.go); acme, with
+	// [acme], what the ACME client keeps between orders (acme.go).
+	certs certStore
+	acme  *acmeState
+	// metrics count for the metrics listener (metrics.go).
+	metrics    metrics
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	reloadMu   sync.Mutex // one Reload at a time
 	// agentTLS is tls offering agents ALPN hubtunnel/1: public port 443
 	// and the agent port (agenttls.go).
 	agentTLS *tls.Config
@@ -183,6 +192,7 @@ func (s *Server) Start() (err error) {
 		s.logf("relay: created a new key in %s", s.cfg.PrivateKeyFile)
 	}
 	s.audit = newAuditor(s.db, s.logf)
+	s.audit.count = s.metrics.event
 	if s.portal, err = s.newPortals(); err != nil {
 		return err
 	}
@@ -235,9 +245,20 @@ func (s *Server) Start() (err error) {
 		s.publicLn[e.Port] = ln
 	}
 
+	if err := s.serveMetrics(); err != nil {
+		return err
+	}
 	s.wg.Add(2)
 	go s.acceptAgents()
 	go s.watchRevision()
+	switch {
+	case s.acme != nil:
+		s.wg.Add(1)
+		go s.acmeLoop()
+	case s.cfg.TLSCertFile == "":
+		s.wg.Add(1)
+		go s.every(12*time.Hour, s.renewSelfSigned)
+	}
 	if udpPort != 0 {
 		s.wg.Add(1)
 		go s.recordUDPHubs()
@@ -310,6 +331,9 @@ func (s *Server) Close() error {
 		}
 		if s.hubAPI != nil {
 			s.hubAPI.Close()
+		}
+		if s.metricsSrv != nil {
+			s.metricsSrv.Close()
 		}
 		s.sayGoingAway()
 		close(s.closing)

@@ -9,51 +9,192 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"reflect"
+	"strings"
 	"time"
 )
 
-// tlsConfig loads the configured certificate or makes a self-signed one.
+// The certificate the TLS ports serve comes from one of three places:
+//
+//   - tls_cert_file and tls_key_file: read at start and again at every
+//     Reload (SIGHUP), e.g. after an external certbot renewed them;
+//   - [acme]: a wildcard certificate from an ACME CA over DNS-01
+//     (acme.go), kept in cert_dir and renewed in the background;
+//   - neither: a self-signed certificate, made once, kept in cert_dir and
+//     made anew when it nears its end.
+//
+// All three go through certStore, which the TLS configs ask on every
+// handshake: a new certificate reaches new connections, and connections
+// already open are not touched.
+
+const (
+	// selfSignedName is the self-signed pair's file name in cert_dir.
+	selfSignedName = "self-signed"
+	// selfSignedLife is how long a self-signed certificate is valid, and
+	// selfSignedRenew how long before its end it is made anew.
+	selfSignedLife  = 365 * 24 * time.Hour
+	selfSignedRenew = 30 * 24 * time.Hour
+)
+
+// tlsConfig loads the first certificate and makes the TLS config that
+// serves whatever certStore holds.
 func (s *Server) tlsConfig() (*tls.Config, error) {
-	var cert tls.Certificate
-	var err error
-	if s.cfg.TLSCertFile != "" {
-		cert, err = tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("relay: tls_cert_file: %w", err)
+	switch {
+	case s.cfg.TLSCertFile != "":
+		if err := s.loadCertFiles(); err != nil {
+			return nil, err
 		}
-	} else {
-		if cert, err = selfSigned(s.cfg.Domain, s.cfg.PublicHost); err != nil {
-			return nil, fmt.Errorf("relay: self-signed certificate: %w", err)
+	case s.cfg.ACME != nil:
+		if err := s.loadACMECert(); err != nil {
+			return nil, err
 		}
-		s.logf("relay: no tls_cert_file: using a self-signed certificate for *.%s", s.cfg.Domain)
+	default:
+		if err := s.keepSelfSigned(); err != nil {
+			return nil, err
+		}
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
+	return &tls.Config{GetCertificate: s.certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
 }
 
-// selfSigned makes a certificate for the hubs' names, *.<domain>, and the
-// portal's, public_host (and the bare domain).
-func selfSigned(domain, publicHost string) (tls.Certificate, error) {
+// loadCertFiles (re)reads tls_cert_file and tls_key_file; on error the
+// certificate served so far stays.
+func (s *Server) loadCertFiles() error {
+	cert, err := loadPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("relay: tls_cert_file: %w", err)
+	}
+	s.certs.set(cert)
+	s.logf("relay: serving the certificate of %s (%s, valid until %s)", s.cfg.TLSCertFile, cert.Leaf.Subject.CommonName, cert.Leaf.NotAfter.UTC().Format(time.DateTime))
+	return nil
+}
+
+// keepSelfSigned serves the self-signed certificate kept in cert_dir,
+// making (and keeping) a new one when there is none, it does not cover
+// the relay's names, or it ends within selfSignedRenew.
+func (s *Server) keepSelfSigned() error {
+	names := certNames(s.cfg.Domain, s.cfg.PublicHost)
+	cert, err := keptPair(s.cfg.CertDir, selfSignedName)
+	if err != nil {
+		s.logf("relay: %s/%s.crt: %v; making a new self-signed certificate", s.cfg.CertDir, selfSignedName, err)
+	}
+	if cert != nil && covers(cert.Leaf, names) && s.now().Before(cert.Leaf.NotAfter.Add(-selfSignedRenew)) {
+		if cur := s.certs.leaf(); cur == nil || !cur.Equal(cert.Leaf) {
+			s.certs.set(cert)
+			s.logf("relay: no tls_cert_file: serving the self-signed certificate kept in %s for %s (browsers warn about it)", s.cfg.CertDir, names[0])
+		}
+		return nil
+	}
+	certPEM, keyPEM, err := selfSigned(names, s.now())
+	if err == nil {
+		err = keepPair(s.cfg.CertDir, selfSignedName, certPEM, keyPEM)
+	}
+	if err == nil {
+		cert, err = parsePair(certPEM, keyPEM)
+	}
+	if err != nil {
+		return fmt.Errorf("relay: self-signed certificate in cert_dir %s: %w", s.cfg.CertDir, err)
+	}
+	s.certs.set(cert)
+	s.logf("relay: no tls_cert_file: made a self-signed certificate for %s, kept in %s (browsers warn about it)", names[0], s.cfg.CertDir)
+	return nil
+}
+
+// selfSigned makes a certificate and key (PEM) for names, the first of
+// which is its common name.
+func selfSigned(names []string, now time.Time) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, err
+		return nil, nil, err
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	names := []string{"*." + domain, domain}
-	if publicHost != "" && publicHost != domain {
-		names = append(names, publicHost)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "*." + domain},
+		Subject:      pkix.Name{CommonName: names[0]},
 		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(1, 0, 0),
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(selfSignedLife),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return tls.Certificate{}, err
+		return nil, nil, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", keyDER), nil
+}
+
+// renewSelfSigned makes the self-signed certificate anew when it nears
+// its end (every 12 hours, without [acme] or tls_cert_file).
+func (s *Server) renewSelfSigned() {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if err := s.keepSelfSigned(); err != nil {
+		s.logf("%v; still serving the current one", err)
+	}
+}
+
+// Reload is SIGHUP: it reads the config file again and the certificate
+// files (tls_cert_file and tls_key_file, e.g. renewed by certbot) or the
+// kept certificate. Connections already open are not touched; new ones
+// get the new certificate. Of the config, tls_cert_file, tls_key_file
+// and acme.renew_before take effect; a change of any other key is logged
+// as needing a restart. On error the relay goes on as before.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.cfg.path != "" {
+		cfg, err := LoadConfig(s.cfg.path)
+		if err != nil {
+			return fmt.Errorf("relay: reload: %w; nothing changed", err)
+		}
+		if restart := s.applyConfig(cfg); len(restart) > 0 {
+			s.logf("relay: reload: %s changed in %s; that needs a restart (the relay goes on with the old value)", strings.Join(restart, ", "), s.cfg.path)
+		}
+	}
+	switch {
+	case s.cfg.TLSCertFile != "":
+		return s.loadCertFiles()
+	case s.acme != nil:
+		select {
+		case s.acme.kick <- struct{}{}:
+		default:
+		}
+		return nil
+	default:
+		return s.keepSelfSigned()
+	}
+}
+
+// applyConfig takes what can change without a restart from a config read
+// again and returns the keys that changed but cannot.
+func (s *Server) applyConfig(n *Config) (restart []string) {
+	old := s.cfg
+	if old.TLSCertFile != "" && n.TLSCertFile != "" {
+		s.cfg.TLSCertFile, s.cfg.TLSKeyFile = n.TLSCertFile, n.TLSKeyFile
+		old.TLSCertFile, old.TLSKeyFile = n.TLSCertFile, n.TLSKeyFile
+	}
+	if old.ACME != nil && n.ACME != nil {
+		s.acme.renewBefore.Store(int64(n.ACME.renewBefore))
+		a, b := *old.ACME, *n.ACME
+		a.RenewBefore, a.renewBefore, a.caRoots, b.caRoots = b.RenewBefore, b.renewBefore, nil, nil
+		if reflect.DeepEqual(a, b) {
+			old.ACME = n.ACME
+		}
+	}
+	ov, nv := reflect.ValueOf(old), reflect.ValueOf(*n)
+	for i := range ov.NumField() {
+		f := ov.Type().Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if !f.IsExported() || tag == "" || tag == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			restart = append(restart, tag)
+		}
+	}
+	return restart
 }

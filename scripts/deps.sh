@@ -41,6 +41,10 @@ have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
 have umoci        || need+=(umoci)
 have systemd-sysusers || need+=(systemd) # the .deb's postinst; systemd-analyze verify
 [ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# The ACME tests (e2e/acme_test.go): BIND as the RFC 2136 DNS server that
+# Pebble checks DNS-01 challenges at; certutil for a browser's NSS trust store.
+[ -x /usr/sbin/named ] || need+=(bind9)
+have certutil     || need+=(libnss3-tools)
 have node         || need+=(nodejs)
 have npm          || need+=(npm)
 
@@ -64,6 +68,20 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 go mod download
+
+# Pebble, the ACME test CA, pinned, built outside go.mod into the user's
+# cache (e2e/acme_test.go looks there), with the test certificates of its
+# own HTTPS from the same module.
+pebble_version=v2.10.3
+pebble_dir="${XDG_CACHE_HOME:-$HOME/.cache}/hubtunnel/pebble-$pebble_version"
+if [ ! -x "$pebble_dir/pebble" ]; then
+	echo "deps: building Pebble $pebble_version into $pebble_dir"
+	mkdir -p "$pebble_dir"
+	GOBIN="$pebble_dir" GOFLAGS=-mod=mod go install "github.com/letsencrypt/pebble/v2/cmd/pebble@$pebble_version"
+	src=$(cd "$pebble_dir" && go mod download -json "github.com/letsencrypt/pebble/v2@$pebble_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	cp -r "$src/test/certs" "$pebble_dir/certs"
+	chmod -R u+w "$pebble_dir/certs"
+fi
 
 # playwright-core, exactly as e2e/browser/package-lock.json pins it, once per
 # change of the lock file (npm ci starts from an empty node_modules).

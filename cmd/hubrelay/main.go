@@ -13,7 +13,8 @@ import (
 )
 
 const usage = `usage:
-  hubrelay run --config FILE   run the relay
+  hubrelay run --config FILE   run the relay (SIGHUP reloads its
+                               certificate and config)
   hubrelay user add|passwd|remove NAME
   hubrelay user list           manage the relay's accounts
   hubrelay grant USER HUB [--ports webui,xmlrpc,script|all] [--until TIME]
@@ -93,7 +94,15 @@ func run(args []string) error {
 		return err
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for range 1 << 30 { // a SIGHUP a second for 34 years
+		if <-sig != syscall.SIGHUP {
+			break
+		}
+		logger.Printf("relay: SIGHUP: reloading the config and the certificate")
+		if err := s.Reload(); err != nil {
+			logger.Printf("%v", err)
+		}
+	}
 	return s.Close()
 }

@@ -1,0 +1,219 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the relay's counters, plain atomics bumped where the relay
+// already counts (the audit records, the limits, the agent connections)
+// and read by a collector at scrape time. No label carries a hub's or a
+// user's name: a relay serves thousands of hubs.
+type metrics struct {
+	sessionsStarted atomic.Int64 // session records begun (audit.go)
+	sessionsEnded   atomic.Int64
+	requests        atomic.Int64
+	bytesUp         atomic.Int64 // user → hub, counted when a session record ends
+	bytesDown       atomic.Int64
+	handshakes      atomic.Int64 // WireGuard handshake initiations from TCP/TLS agents
+	loginFailures   atomic.Int64
+	limitHits       atomic.Int64 // requests refused by the per-address limits
+	enrollments     atomic.Int64 // hubs enrolled with a code
+	enrollRefused   atomic.Int64
+	agentTCP        atomic.Int64 // agent connections proven, by transport
+	agentTLS        atomic.Int64
+}
+
+// event counts what an audit record tells: called for every record.
+func (m *metrics) event(e store.Event) {
+	switch e.Kind {
+	case store.KindSession:
+		m.sessionsEnded.Add(1)
+		m.requests.Add(int64(e.Requests))
+		m.bytesUp.Add(e.BytesUp)
+		m.bytesDown.Add(e.BytesDown)
+	case store.KindLogin:
+		if e.Outcome == "failed" {
+			m.loginFailures.Add(1)
+		}
+	case store.KindEnroll:
+		switch {
+		case e.Outcome == "ok" && e.Hub != "" && e.User == "":
+			m.enrollments.Add(1)
+		case e.Outcome == "refused":
+			m.enrollRefused.Add(1)
+		}
+	}
+}
+
+// agentConnected counts a proven agent connection.
+func (m *metrics) agentConnected(transport string) {
+	if transport == "tls" {
+		m.agentTLS.Add(1)
+	} else {
+		m.agentTCP.Add(1)
+	}
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("hubrelay_"+name, help, labels, nil)
+}
+
+var (
+	descHubs           = desc("hubs", "Hubs the relay serves (enabled in the store).")
+	descHubsOnline     = desc("hubs_online", "Hubs online now, by transport.", "transport")
+	descSessionsOpen   = desc("sessions_open", "User sessions (one user's use of one hub's port over one connection) open now.")
+	descSessions       = desc("sessions_total", "User sessions ended.")
+	descRequests       = desc("requests_total", "Requests forwarded to hubs, counted when their session ends.")
+	descBytes          = desc("bytes_total", "Bytes between users and hubs, counted when a session ends; direction up is user to hub.", "direction")
+	descHandshakes     = desc("handshake_initiations_total", "WireGuard handshake initiations received from agents over TCP and TLS.")
+	descLoginFailures  = desc("login_failures_total", "Failed logins at the portal.")
+	descLimitHits      = desc("limit_refusals_total", "Requests refused by the per-address connection and request limits.")
+	descEnrollments    = desc("enrollments_total", "Hub enrollments with a code, by outcome.", "outcome")
+	descAgentConns     = desc("agent_connections_total", "Agent connections proven by a WireGuard handshake, by transport.", "transport")
+	descCertExpiry     = desc("certificate_expiry_timestamp_seconds", "When the certificate the TLS ports serve ends (Unix time).")
+	descAgentConnsOpen = desc("agent_connections_open", "Agent connections open now (proven or not).")
+)
+
+// collector reads the relay's state and counters at scrape time.
+type collector struct{ s *Server }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHubs, descHubsOnline, descSessionsOpen, descSessions, descRequests, descBytes,
+		descHandshakes, descLoginFailures, descLimitHits, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s, m := c.s, &c.s.metrics
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	byTransport := map[string]int64{"tcp": 0, "tls": 0, "udp": 0}
+	hubs := s.hubs.all()
+	for _, h := range hubs {
+		if !s.hubs.online(h) {
+			continue
+		}
+		h.mu.Lock()
+		t := h.record.transport
+		h.mu.Unlock()
+		if h.online.Load() == 0 {
+			t = "udp"
+		}
+		byTransport[t]++
+	}
+	gauge(descHubs, int64(len(hubs)))
+	for t, n := range byTransport {
+		gauge(descHubsOnline, n, t)
+	}
+	ended := m.sessionsEnded.Load()
+	gauge(descSessionsOpen, max(m.sessionsStarted.Load()-ended, 0))
+	counter(descSessions, ended)
+	counter(descRequests, m.requests.Load())
+	counter(descBytes, m.bytesUp.Load(), "up")
+	counter(descBytes, m.bytesDown.Load(), "down")
+	counter(descHandshakes, m.handshakes.Load())
+	counter(descLoginFailures, m.loginFailures.Load())
+	counter(descLimitHits, m.limitHits.Load())
+	counter(descEnrollments, m.enrollments.Load(), "ok")
+	counter(descEnrollments, m.enrollRefused.Load(), "refused")
+	counter(descAgentConns, m.agentTCP.Load(), "tcp")
+	counter(descAgentConns, m.agentTLS.Load(), "tls")
+	s.mu.Lock()
+	open := len(s.agent)
+	s.mu.Unlock()
+	gauge(descAgentConnsOpen, int64(open))
+	if leaf := s.certs.leaf(); leaf != nil {
+		gauge(descCertExpiry, leaf.NotAfter.Unix())
+	}
+}
+
+// serveMetrics starts the metrics listener, when metrics_listen is set.
+func (s *Server) serveMetrics() error {
+	if s.cfg.MetricsListen == "" {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collector{s})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	ln, err := net.Listen("tcp", s.cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("relay: metrics_listen: %w", err)
+	}
+	s.metricsLn = ln
+	s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logf("relay: metrics_listen: %v", err)
+		}
+	}()
+	s.logf("relay: metrics and health on http://%s/metrics, /healthz, /readyz", ln.Addr())
+	return nil
+}
+
+// MetricsAddr is the metrics listener's address, nil when off.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// ready says why the relay cannot serve, or nil: the store answers (and
+// a SQLite store's file is still there), the listeners are open, and the
+// certificate is valid for more than ready_cert_days.
+func (s *Server) ready(ctx context.Context) error {
+	select {
+	case <-s.closing:
+		return errors.New("the relay is stopping")
+	default:
+	}
+	if s.agentLn == nil || len(s.publicLn) == 0 {
+		return errors.New("the listeners are not open")
+	}
+	if !store.IsPostgres(s.cfg.Store) {
+		if _, err := os.Stat(s.cfg.Store); err != nil {
+			return fmt.Errorf("the store's file: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.db.Revision(ctx); err != nil {
+		return fmt.Errorf("the store does not answer: %v", err)
+	}
+	leaf := s.certs.leaf()
+	if leaf == nil {
+		return errors.New("no certificate")
+	}
+	if left := leaf.NotAfter.Sub(s.now()); left < time.Duration(s.cfg.ReadyCertDays)*24*time.Hour {
+		return fmt.Errorf("the certificate ends at %s, within ready_cert_days (%d)", leaf.NotAfter.UTC().Format(time.DateTime), s.cfg.ReadyCertDays)
+	}
+	return nil
+}
