@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/hubtunnel/hubtunnel/version.Version=$(VERSION)
 BIN       := bin
 BINARIES  := hubtunnel hubrelay ccusim
 
-.PHONY: all build deps test test-unit test-e2e fuzz demo bench addon release deb-relay oci clean
+.PHONY: all build deps test test-unit test-e2e fuzz demo bench addon release deb deb-agent deb-relay oci clean
 
 all: build
 
@@ -71,6 +71,16 @@ addon:
 OUT ?= dist/releases
 release:
 	@GO=$(GO) scripts/release.sh "$(VERSION)" "$(KEY)" "$(OUT)"
+
+# deb builds both Debian packages into dist/ (ARCHS="amd64 arm64 armhf" by
+# default): the agent's (for debmatic) and the relay's.
+deb: deb-agent deb-relay
+
+# deb-agent builds the agent's Debian package, dist/hubtunnel_<version>_<arch>.deb,
+# for debmatic: a hardened systemd unit, the config in /etc/config/addons/hubtunnel,
+# the panel's lighttpd rule and the control-panel button (packaging/hubtunnel/).
+deb-agent:
+	@GO=$(GO) scripts/deb-agent.sh "$(VERSION)" dist
 
 # deb-relay builds the relay's Debian package, dist/hubrelay_<version>_<arch>.deb
 # (ARCHS="amd64 arm64 armhf" by default): a hardened systemd unit, a system

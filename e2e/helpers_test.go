@@ -337,6 +337,10 @@ type agentOpts struct {
 	transport string // default "tcp"
 	relayTLS  string // the agent's relay_tls, for transport "tls" and "auto"
 	dns       string // the agent's [dns] table, written after [targets]; default none
+	// command runs the agent: a binary other than the one TestMain built,
+	// after an emulator (e.g. qemu-arm-static, hubtunnel-armv7); it is
+	// given "run --config FILE". Default: bins.Hubtunnel.
+	command []string
 }
 
 // startAgent writes the agent's config (dir/hub.toml) and starts it; it
@@ -359,7 +363,11 @@ func (s *hubSetup) startAgent(o agentOpts) {
 		writeFile(s.t, a.Conf, conf)
 	}
 	s.uiAddr = a.UI
-	s.agent = start(s.t, s.dir, "agent", a.Args(bins)...)
+	argv := a.Args(bins)
+	if len(o.command) > 0 {
+		argv = append(slices.Clone(o.command), argv[1:]...)
+	}
+	s.agent = start(s.t, s.dir, "agent", argv...)
 }
 
 // waitConnected waits until the agent reports the tunnel up.
