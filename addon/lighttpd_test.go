@@ -227,6 +227,10 @@ func TestFallbackPage(t *testing.T) {
 	}
 
 	const sid = "?sid=@AbCdE12345@"
+	// With its @s encoded, as the panel takes it too.
+	if code, body, _ := get(t, "GET", page+"?sid=%40AbCdE12345%40", nil); code != 200 || !strings.Contains(body, `action="status.cgi?sid=@AbCdE12345@"`) {
+		t.Errorf("GET with the session's @s as %%40: %d\n%s", code, body)
+	}
 	code, body, _ := get(t, "GET", page+sid, nil)
 	if code != 200 || !strings.Contains(body, "mtu: 99: want 1280 to 8000 &lt;b&gt;") || !strings.Contains(body, `id="given-up"`) || !strings.Contains(body, "SIGKILL") {
 		t.Fatalf("GET with a session: %d\n%s", code, body)
