@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/testbed"
 )
 
 // ccuLighttpd runs the real lighttpd on the hub's root with a config laid
@@ -33,29 +34,29 @@ func ccuLighttpd(t *testing.T, h *hub) string {
 	if err := os.Symlink(h.path("/usr/local/etc/config/addons/www"), h.path("/www/addons")); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	conf := fmt.Sprintf(`server.modules = ( "mod_access", "mod_redirect", "mod_rewrite", "mod_setenv", "mod_cgi", "mod_proxy" )
-server.document-root = %[1]q
-server.bind = "127.0.0.1"
-server.port = %[2]d
-server.errorlog = %[3]q
-index-file.names += ( "index.htm", "index.html", "index.cgi" )
-url.access-deny = ( "~", ".inc" )
-server.follow-symlink = "enable"
-cgi.assign = ( ".cgi" => %[4]q )
-setenv.set-environment = ( "HUBTUNNEL_ROOT" => %[5]q, "PATH" => %[6]q, "HUBTUNNEL_START_SETTLE" => "1" )
-include %[7]q
-`, h.path("/www/"), port, h.path("/lighttpd-error.log"), tclsh, h.root, envOf(h.env, "PATH"), h.path("/etc/config/lighttpd/*.conf"))
-	confPath := writeTemp(t, "lighttpd.conf", conf)
-	if out, err := exec.Command(bin, "-tt", "-f", confPath).CombinedOutput(); err != nil {
+	l := testbed.Lighttpd{
+		Port:     freePort(t),
+		DocRoot:  h.path("/www"),
+		Tclsh:    tclsh,
+		Env:      map[string]string{"HUBTUNNEL_ROOT": h.root, "PATH": envOf(h.env, "PATH"), "HUBTUNNEL_START_SETTLE": "1"},
+		Include:  h.path("/etc/config/lighttpd/*.conf"),
+		ErrorLog: h.path("/lighttpd-error.log"),
+	}
+	confPath := filepath.Join(t.TempDir(), "lighttpd.conf")
+	if err := l.Write(confPath); err != nil {
+		t.Fatal(err)
+	}
+	check := l.CheckArgs(bin, confPath)
+	if out, err := exec.Command(check[0], check[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("lighttpd refuses the config: %v: %s", err, out)
 	}
-	cmd := exec.Command(bin, "-D", "-f", confPath)
+	args := l.Args(bin, confPath)
+	cmd := exec.Command(args[0], args[1:]...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	addr := strings.TrimPrefix(l.URL(), "http://")
 	poll.Until(t, 10*time.Second, "lighttpd listening", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
@@ -63,7 +64,7 @@ include %[7]q
 		}
 		return err == nil
 	})
-	return "http://" + addr
+	return l.URL()
 }
 
 func freePort(t *testing.T) int {
@@ -226,6 +227,10 @@ func TestFallbackPage(t *testing.T) {
 	}
 
 	const sid = "?sid=@AbCdE12345@"
+	// With its @s encoded, as the panel takes it too.
+	if code, body, _ := get(t, "GET", page+"?sid=%40AbCdE12345%40", nil); code != 200 || !strings.Contains(body, `action="status.cgi?sid=@AbCdE12345@"`) {
+		t.Errorf("GET with the session's @s as %%40: %d\n%s", code, body)
+	}
 	code, body, _ := get(t, "GET", page+sid, nil)
 	if code != 200 || !strings.Contains(body, "mtu: 99: want 1280 to 8000 &lt;b&gt;") || !strings.Contains(body, `id="given-up"`) || !strings.Contains(body, "SIGKILL") {
 		t.Fatalf("GET with a session: %d\n%s", code, body)

@@ -151,7 +151,10 @@ set rc "[root]/usr/local/etc/config/rc.d/hubtunnel"
 array set q [query]
 set sid ""
 if {[info exists q(sid)]} {
-    set sid $q(sid)
+    # The query is not decoded, but a sid's @s may come as %40 (a browser
+    # or a link that encodes them; index.html passes the address on as it
+    # got it): the panel, which decodes its query, takes them so too.
+    regsub -all {%40} $q(sid) @ sid
 }
 if {![session_ok $sid]} {
     refuse "403 Forbidden" \
