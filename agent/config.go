@@ -80,6 +80,8 @@ type Config struct {
 	Update selfupdate.Config `toml:"update"`
 	// CCU is what the agent takes over from the CCU's own settings.
 	CCU CCUConfig `toml:"ccu"`
+	// Stats is the traffic statistics' data plan.
+	Stats StatsConfig `toml:"stats"`
 
 	// Parsed forms, filled by Validate.
 	relayHost     string        // Relay's host: a name, or an IP address (then relayIP)
@@ -213,6 +215,9 @@ func (c *Config) Validate() error {
 		c.PersistentKeepalive = 25
 	case c.PersistentKeepalive < 0 || c.PersistentKeepalive > 3600:
 		return config.Errorf("persistent_keepalive", "%d: want 0 to 3600 seconds", c.PersistentKeepalive)
+	}
+	if err := c.Stats.validate(); err != nil {
+		return err
 	}
 	if err := c.DNS.validate(c.dir); err != nil {
 		return err

@@ -27,7 +27,7 @@ type Status struct {
 	RelaySoftware  string        `json:"relay_software,omitempty"`
 	BytesRx        uint64        `json:"bytes_rx"`
 	BytesTx        uint64        `json:"bytes_tx"`
-	OverheadBytes  uint64        `json:"overhead_bytes"`
+	OverheadBytes  uint64        `json:"overhead_bytes"` // beyond users' traffic since the start, as the network sees it: WireGuard, framing, TLS, TCP/IP headers, ACKs, keepalives (package stats)
 	SessionsActive int           `json:"sessions_active"`
 	SessionsTotal  uint64        `json:"sessions_total"`
 	DroppedPackets uint64        `json:"dropped_packets"`
@@ -39,6 +39,20 @@ type Status struct {
 	// CCUFirewall is how the CCU's own firewall settings are applied to
 	// tunnel connections; absent when [ccu] firewall_file is off.
 	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
+	// Today and Month are the traffic record's totals for the hub's
+	// local day and calendar month (package stats).
+	Today *Traffic `json:"today,omitempty"`
+	Month *Traffic `json:"month,omitempty"`
+}
+
+// Traffic is bytes the tunnel moved, users' traffic and overhead each way
+// ("in" towards the hub), as the network sees them.
+type Traffic struct {
+	UserIn      uint64 `json:"user_in"`
+	UserOut     uint64 `json:"user_out"`
+	OverheadIn  uint64 `json:"overhead_in"`
+	OverheadOut uint64 `json:"overhead_out"`
+	Total       uint64 `json:"total"`
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.
