@@ -64,8 +64,8 @@ type statsSource interface {
 // statsFeed is the agent's last sample.
 type statsFeed struct {
 	mu                sync.Mutex
-	userIn, userOut   uint64 // portmap's totals
-	overIn, overOut   uint64 // the network view minus the user traffic, never decreasing
+	userIn, userOut   uint64 // portmap's totals, at most the network's
+	overIn, overOut   uint64 // the network view minus the user traffic
 	connected, everUp bool
 	connects          uint64
 	lastDrop          string
@@ -121,9 +121,23 @@ func (a *Agent) sampleStats() {
 	defer f.mu.Unlock()
 	in, out, overIn, overOut := a.countsLocked()
 	src, _ := a.tr.(statsSource)
-	d := stats.Counts{UserIn: in - f.userIn, UserOut: out - f.userOut, OverheadIn: overIn - f.overIn, OverheadOut: overOut - f.overOut}
+	add := stats.Counts{UserIn: in - f.userIn, UserOut: out - f.userOut}
+	var back stats.Counts
+	if overIn >= f.overIn {
+		add.OverheadIn = overIn - f.overIn
+	} else {
+		back.OverheadIn = f.overIn - overIn
+	}
+	if overOut >= f.overOut {
+		add.OverheadOut = overOut - f.overOut
+	} else {
+		back.OverheadOut = f.overOut - overOut
+	}
 	f.userIn, f.userOut, f.overIn, f.overOut = in, out, overIn, overOut
-	a.stats.Add(d)
+	a.stats.Add(add)
+	if !back.IsZero() {
+		a.stats.Retract(back)
+	}
 
 	if a.dev == nil {
 		return
@@ -150,24 +164,18 @@ func (a *Agent) sampleStats() {
 }
 
 // countsLocked is the users' bytes and the overhead since the start, each
-// way, now; a.feed.mu is held.
+// way, now; a.feed.mu is held. The network's bytes are exact; a session's
+// are counted a moment before (sent) or after (received) they cross it,
+// so the users' are taken as at most the network's, and the overhead as
+// the rest: it may shrink when a session's count catches up (Retract).
 func (a *Agent) countsLocked() (in, out, overIn, overOut uint64) {
 	_, in, out = a.fwd.Stats()
 	var rx, tx uint64
 	if src, ok := a.tr.(statsSource); ok {
 		rx, tx = src.netBytes()
 	}
-	// The users' bytes are counted as portmap hands them on, the
-	// network's as the kernel sends them: a sample may see the one before
-	// the other. The overhead never goes back; it catches up later.
-	overIn, overOut = a.feed.overIn, a.feed.overOut
-	if rx > in {
-		overIn = max(overIn, rx-in)
-	}
-	if tx > out {
-		overOut = max(overOut, tx-out)
-	}
-	return in, out, overIn, overOut
+	in, out = min(in, rx), min(out, tx)
+	return in, out, rx - in, tx - out
 }
 
 func firstOf(ss ...string) string {

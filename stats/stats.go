@@ -295,6 +295,37 @@ func (r *Recorder) Add(d Counts) {
 	}
 }
 
+// Retract takes back overhead counted too early: bytes that crossed the
+// network before their session counted them were overhead for a moment
+// and are users' now (the agent adds them as such). It comes off the
+// present hour, day and month and the total, never below zero.
+func (r *Recorder) Retract(c Counts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dirty = true
+	r.rec.Total.sub(c)
+	now := r.cfg.Now()
+	if !plausible(now) {
+		r.rec.Pending.sub(c)
+		return
+	}
+	loc := r.cfg.Location
+	for _, x := range []struct {
+		bs  []Bucket
+		key string
+	}{{r.rec.Hours, hourKey(now, loc)}, {r.rec.Days, dayKey(now, loc)}, {r.rec.Months, monthKey(now, loc)}} {
+		if n := len(x.bs); n > 0 && x.bs[n-1].Key == x.key {
+			x.bs[n-1].sub(c)
+		}
+	}
+}
+
+// sub takes d's overhead off c, never below zero.
+func (c *Counts) sub(d Counts) {
+	c.OverheadIn -= min(c.OverheadIn, d.OverheadIn)
+	c.OverheadOut -= min(c.OverheadOut, d.OverheadOut)
+}
+
 // Event records a connection event at the present moment.
 func (r *Recorder) Event(kind, why string) {
 	r.mu.Lock()

@@ -411,3 +411,14 @@ func TestPageDrawsTheSyntheticDay(t *testing.T) {
 		t.Errorf("POST: %d, want 405", w.Code)
 	}
 }
+
+func TestRetractTakesOverheadBackFromThePresent(t *testing.T) {
+	c := &clock{t: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}
+	r := New(Config{Now: c.Now, Location: time.UTC})
+	r.Add(Counts{UserIn: 100, OverheadIn: 5000, OverheadOut: 10})
+	r.Retract(Counts{OverheadIn: 4900, OverheadOut: 50})
+	rep := r.Report()
+	if want := (Counts{UserIn: 100, OverheadIn: 100}); rep.Today != want || rep.Hours[KeepHours-1].Counts != want || rep.Month != want || rep.Total != want {
+		t.Errorf("after retracting: today %+v, hour %+v, month %+v, total %+v; want %+v", rep.Today, rep.Hours[KeepHours-1].Counts, rep.Month, rep.Total, want)
+	}
+}
