@@ -7,7 +7,16 @@
 // HT_URL: the page, e.g. http://127.0.0.1:8099/addons/hubtunnel/panel/stats
 // HT_USER_HOURS: how many of the last 48 hours had user traffic
 // HT_MONTH_USER_DE, HT_MONTH_USER_EN: this month's usage as the page writes it
-import { env, run, newContext, check, ok, shot } from './lib.mjs';
+import { join } from 'node:path';
+import { env, run, newContext, check, ok, settings } from './lib.mjs';
+
+// shot keeps a screenshot with the charts: lib.mjs's masks every SVG (the
+// portal's QR codes are secrets); this page shows none.
+async function shot(page, name) {
+  const path = join(settings.artifacts, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  ok(`screenshot ${path}`);
+}
 
 const url = env('HT_URL');
 const userHours = Number(env('HT_USER_HOURS'));
