@@ -42,6 +42,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/panel"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
+	"github.com/hubtunnel/hubtunnel/stats"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -78,6 +79,9 @@ type Agent struct {
 	fwd         portmap.Forwarder
 	ccu         *ccuGuard         // the CCU's firewall settings; nil when [ccu] firewall_file is off
 	lan         func() netip.Addr // finds the hub's LAN address for local_source "auto"; nil = portmap.FindLANAddr
+
+	stats *stats.Recorder // the traffic record (stats.go); set by Start
+	feed  statsFeed
 
 	listeners []net.Listener
 	ui        *http.Server
@@ -121,6 +125,7 @@ func (a *Agent) Start() (err error) {
 		a.logf("agent: warning: status API listens on %s, not loopback", ap)
 	}
 	a.checkStateFiles()
+	a.openStats()
 	if len(a.cfg.overridden) > 0 {
 		a.logf("agent: %s overrides %s of %s", EnrollmentFile, strings.Join(a.cfg.overridden, ", "), filepath.Base(a.cfg.path))
 	}
@@ -152,6 +157,8 @@ func (a *Agent) Start() (err error) {
 	if a.dev != nil {
 		a.wg.Add(1)
 		go a.keysLoop() // reads the status, which is complete only now
+		a.wg.Add(1)
+		go a.statsLoop()
 	}
 	return nil
 }
@@ -332,6 +339,7 @@ func (a *Agent) Close() error {
 			a.uiLn.Close() // Start failed before serving
 		}
 		a.wg.Wait()
+		a.closeStats() // after the relay connection closed: it is counted as it closes
 	})
 	return nil
 }
@@ -368,6 +376,7 @@ func (a *Agent) Status() localapi.Status {
 		s.Supervisor = readSupervisor(a.cfg.dir)
 	}
 	s.Ignored = a.ignoredFiles()
+	a.statsStatus(&s) // today, this month, and the overhead as the network sees it
 	if a.dev == nil {
 		return s
 	}
@@ -392,7 +401,7 @@ func (a *Agent) Status() localapi.Status {
 	}
 	ls := a.tr.status(ps)
 	s.LastError, s.RelaySoftware, s.Route = ls.lastError, ls.relaySoftware, ls.route
-	s.BytesRx, s.BytesTx, s.OverheadBytes = ls.rx, ls.tx, ls.overhead
+	s.BytesRx, s.BytesTx = ls.rx, ls.tx
 	if ls.connected {
 		s.State, s.ConnectedSince = "connected", ls.since
 	}

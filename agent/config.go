@@ -85,6 +85,8 @@ type Config struct {
 	CCU CCUConfig `toml:"ccu"`
 	// Panel is the settings panel the agent serves on ui_listen.
 	Panel PanelConfig `toml:"panel"`
+	// Stats is the traffic statistics' data plan.
+	Stats StatsConfig `toml:"stats"`
 
 	// Parsed forms, filled by Validate.
 	relayHost     string        // Relay's host: a name, or an IP address (then relayIP)
@@ -219,6 +221,9 @@ func (c *Config) Validate() error {
 		c.PersistentKeepalive = 25
 	case c.PersistentKeepalive < 0 || c.PersistentKeepalive > 3600:
 		return config.Errorf("persistent_keepalive", "%d: want 0 to 3600 seconds", c.PersistentKeepalive)
+	}
+	if err := c.Stats.validate(); err != nil {
+		return err
 	}
 	if err := c.DNS.validate(c.dir); err != nil {
 		return err

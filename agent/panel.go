@@ -41,7 +41,7 @@ func (a *Agent) panelHandler() http.Handler {
 		Rega:         a.cfg.Panel.Rega,
 		LanguageFile: a.cfg.Panel.LanguageFile,
 		Logf:         a.logf,
-		// Stats: the stats package's handler, once it exists.
+		Stats:        a.statsHandler(),
 	})
 }
 

@@ -187,6 +187,17 @@ func (t *tcpTransport) confirmDNS(bs uplink.Status) {
 	}
 }
 
+// netBytes is the kernel's count of every relay connection (TCP_INFO),
+// else, where there is none, the frames alone.
+func (t *tcpTransport) netBytes() (rx, tx uint64) {
+	if s := t.b.NetCounters(); s.OK {
+		return s.Received, s.Sent
+	}
+	return t.counters.Rx(), t.counters.Tx()
+}
+
+func (t *tcpTransport) dropReason() string { return t.b.Status().LastError }
+
 // close has nothing to stop: the bind's dial loop ends with the device.
 func (t *tcpTransport) close() {}
 

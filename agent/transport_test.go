@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
@@ -98,7 +99,8 @@ func TestTransportChosenFromConfig(t *testing.T) {
 				t.Errorf("%s %s: TCP transport with bind %T and a wrapped TUN", tt.transport, tt.relay, tr.bind())
 			}
 		case *udpTransport:
-			_, isUDP := tr.bind().(*uplink.UDPBind)
+			cb, counted := tr.bind().(*countingBind) // for the traffic record
+			isUDP := counted && cb.Bind == conn.Bind(tr.b)
 			if got, ipv6 = "udp", tr.ipv6.Load(); !isUDP || tr.wrapTUN(dev) == dev {
 				t.Errorf("%s %s: UDP transport with bind %T and no inbound window on the TUN", tt.transport, tt.relay, tr.bind())
 			}

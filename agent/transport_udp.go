@@ -40,8 +40,9 @@ type udpTransport struct {
 	every time.Duration // how often reresolve looks: udpReresolveEvery
 
 	b    *uplink.UDPBind
-	ep   string      // the relay's ip:port when the transport was made; "" if unresolved
-	ipv6 atomic.Bool // the relay's address is IPv6
+	cb   *countingBind // b, counted for the traffic record; WireGuard's bind
+	ep   string        // the relay's ip:port when the transport was made; "" if unresolved
+	ipv6 atomic.Bool   // the relay's address is IPv6
 
 	stop context.CancelFunc // set by start
 	done chan struct{}      // closed when start's loop has ended
@@ -65,10 +66,15 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 	t.ep = ep
 	t.ipv6.Store(isIPv6Endpoint(ep))
 	t.b = uplink.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
+	t.cb = &countingBind{Bind: t.b}
 	return t
 }
 
-func (t *udpTransport) bind() conn.Bind { return t.b }
+func (t *udpTransport) bind() conn.Bind { return t.cb }
+
+func (t *udpTransport) netBytes() (rx, tx uint64) { return t.cb.netBytes(t.ipv6.Load()) }
+
+func (t *udpTransport) dropReason() string { return "" }
 
 // wrapTUN counts the packets WireGuard writes out of the bind's inbound
 // window.

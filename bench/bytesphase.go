@@ -135,7 +135,7 @@ the frames of package wire, so each segment is known by what it carries.
 
 **Tunnel setup** is every packet from the agent's SYN until 2 s after the agent's status API first said
 "connected" (nothing else uses the tunnel then): %d B in %d packets, %d B with link headers. The
-agent's own overhead_bytes counter (frames, no TCP/IP) said %d B.
+agent's own overhead_bytes counter (TCP_INFO: TCP/IP included) said %d B.
 
 `+"```\n%s```", setup.IPBytes, setup.Packets, setup.Frame, w.overheadAtSetup, s.Describe(time.Time{}, w.tSetupEnd))
 

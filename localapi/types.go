@@ -27,7 +27,7 @@ type Status struct {
 	RelaySoftware  string        `json:"relay_software,omitempty"`
 	BytesRx        uint64        `json:"bytes_rx"`
 	BytesTx        uint64        `json:"bytes_tx"`
-	OverheadBytes  uint64        `json:"overhead_bytes"`
+	OverheadBytes  uint64        `json:"overhead_bytes"` // beyond users' traffic since the start, as the network sees it: WireGuard, framing, TLS, TCP/IP headers, ACKs, keepalives (package stats)
 	SessionsActive int           `json:"sessions_active"`
 	SessionsTotal  uint64        `json:"sessions_total"`
 	DroppedPackets uint64        `json:"dropped_packets"`
@@ -45,6 +45,10 @@ type Status struct {
 	// Ignored lists the agent's state files it could not use at start
 	// (damaged, cut off), each with what it did instead, in plain words.
 	Ignored []string `json:"ignored,omitempty"`
+	// Today and Month are the traffic record's totals for the hub's
+	// local day and calendar month (package stats).
+	Today *Traffic `json:"today,omitempty"`
+	Month *Traffic `json:"month,omitempty"`
 }
 
 // SupervisorStatus is the "supervisor" part of Status: the addon's crash
@@ -54,6 +58,16 @@ type SupervisorStatus struct {
 	LastExit  string    `json:"last_exit,omitempty"` // how the last crash ended: an exit code, or a signal ("SIGKILL")
 	LastCrash time.Time `json:"last_crash,omitzero"` // when
 	GivenUp   bool      `json:"given_up"`            // too many crashes: no longer restarted
+}
+
+// Traffic is bytes the tunnel moved, users' traffic and overhead each way
+// ("in" towards the hub), as the network sees them.
+type Traffic struct {
+	UserIn      uint64 `json:"user_in"`
+	UserOut     uint64 `json:"user_out"`
+	OverheadIn  uint64 `json:"overhead_in"`
+	OverheadOut uint64 `json:"overhead_out"`
+	Total       uint64 `json:"total"`
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.

@@ -162,8 +162,10 @@ func Handler(a Agent, cfg Config) http.Handler {
 	if stats == nil {
 		stats = http.HandlerFunc(s.noStats)
 	}
-	// The stats package's pages, behind the session check. (Its page
-	// reads ?sid= as this one does; its API the header.)
+	// The stats package's pages, behind the session check (its page
+	// reads ?sid= as this one does; its API the header), in the panel's
+	// language unless the address names one.
+	stats = s.withLang(stats)
 	mux.Handle("GET "+Prefix+"stats", s.pageSession(stats))
 	mux.Handle("GET "+Prefix+"api/stats", s.api(stats.ServeHTTP))
 	return securityHeaders(mux)
@@ -194,6 +196,20 @@ func (s *server) ping(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	fmt.Fprint(w, "ok")
+}
+
+// withLang hands h the request with ?lang= set to the panel's language
+// (the CCU's, else the browser's) when it has none.
+func (s *server) withLang(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("lang") == "" {
+			r = r.Clone(r.Context())
+			q := r.URL.Query()
+			q.Set("lang", s.text(r).Lang)
+			r.URL.RawQuery = q.Encode()
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *server) noStats(w http.ResponseWriter, r *http.Request) {

@@ -75,6 +75,7 @@ type TCPBind struct {
 	kick    chan struct{} // Reconnect: connect again now
 	status  Status
 	wait    time.Duration // the dial loop's wait before its next attempt; 0 while it dials or is connected
+	sock    sockTotals    // the kernel's counts of every connection (NetCounters)
 }
 
 var _ conn.Bind = (*TCPBind)(nil)
@@ -244,6 +245,11 @@ func (b *TCPBind) setLocked(s *session, errText string) {
 	b.changed = make(chan struct{})
 }
 
+// NetCounters is what the network carried on every relay connection since
+// the bind was made, headers, ACKs and keepalives included (TCP_INFO; a
+// connection is counted for the last time as it closes).
+func (b *TCPBind) NetCounters() SocketCounters { return b.sock.read() }
+
 // Status returns a snapshot of the connection state.
 func (b *TCPBind) Status() Status {
 	b.mu.Lock()
@@ -347,6 +353,7 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 
 // serve publishes a new session and blocks until it ends.
 func (b *TCPBind) serve(c net.Conn, route Route) *session {
+	c = b.sock.track(c)
 	s := &session{conn: wire.NewConn(c, wire.ConnConfig{WriteTimeout: writeTimeout, Counters: b.Counters})}
 	b.mu.Lock()
 	hello := b.Hello
