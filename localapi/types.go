@@ -39,6 +39,10 @@ type Status struct {
 	// CCUFirewall is how the CCU's own firewall settings are applied to
 	// tunnel connections; absent when [ccu] firewall_file is off.
 	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
+
+	// SessionsRefused counts the tunnel connections reset since the start
+	// because max_sessions were in flight.
+	SessionsRefused uint64 `json:"sessions_refused"`
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.
