@@ -177,3 +177,75 @@ func vmRSS(t *testing.T, pid int) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// TestRelayOutOfFileDescriptors: a relay started with ulimit -n 96 and
+// limits set above it (so that they do not stop the flood first) runs out
+// of descriptors under a flood of idle connections. Its accepts back off
+// and are logged at most once a second with a count; the hub stays
+// connected, and once the flood ends users are served again.
+func TestRelayOutOfFileDescriptors(t *testing.T) {
+	s := newHub(t, setupOpts{})
+	s.relay.stop(t)
+	writeFile(t, s.relayConf, strings.Replace(readFileString(s.relayConf), "plaintext_ports = true\n",
+		"plaintext_ports = true\nlimit_public_conns = 10000\n", 1))
+	args := strings.Join(s.bed.Args(bins), " ")
+	s.relay = start(t, s.dir, "relay-ulimit", "sh", "-c", "ulimit -n 96 && exec "+args)
+	poll.Until(t, 10*time.Second, "the relay to listen", func() bool {
+		if !s.relay.alive() {
+			t.Fatalf("relay exited: %v\n%s", s.relay.err, s.relay.logText())
+		}
+		return strings.Contains(s.relay.logText(), testbed.RelayReady)
+	})
+	s.startAgent(agentOpts{})
+	s.waitConnected(20 * time.Second)
+	s.mustGetWebUI()
+
+	start := time.Now()
+	var flood []net.Conn
+	for range 120 { // more than the relay's 96 descriptors
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", 80+s.offset), 5*time.Second)
+		if err != nil {
+			break // the kernel's accept queue is full too
+		}
+		flood = append(flood, c)
+	}
+	poll.Until(t, 10*time.Second, "the relay to log running out of descriptors", func() bool {
+		return strings.Contains(s.relay.logText(), "too many open files")
+	})
+	// The second line comes a second after the first at the earliest, and
+	// counts the errors in between: a handful with the backoff (5 ms
+	// doubling), thousands from a loop that spins.
+	var second string
+	poll.Until(t, 20*time.Second, "a second log line about accept errors", func() bool {
+		var lines []string
+		for _, l := range strings.Split(s.relay.logText(), "\n") {
+			if strings.Contains(l, "too many open files") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) >= 2 {
+			second = lines[1]
+		}
+		return second != ""
+	})
+	var n int
+	if i := strings.Index(second, "too many open files ("); i < 0 {
+		t.Fatalf("second line: %q; want a count of errors", second)
+	} else if fmt.Sscanf(second[i+len("too many open files ("):], "%d", &n); n < 1 || n > 20 {
+		t.Errorf("accept errors within about a second: %d (%q); want a handful, backing off", n, second)
+	}
+	for _, c := range flood {
+		c.Close()
+	}
+	poll.Until(t, 20*time.Second, "users to be served once the flood ended", func() bool {
+		code, _, err := s.get(s.url("http", "demo", 80, "/"))
+		return err == nil && code == 200
+	})
+	secs := int(time.Since(start)/time.Second) + 1
+	if n := strings.Count(s.relay.logText(), "too many open files"); n > secs {
+		t.Errorf("%d log lines about accept errors in %d s; want at most one a second", n, secs)
+	}
+	if st, err := s.status(); err != nil || st.State != "connected" {
+		t.Errorf("the hub during the flood: %+v, %v; want it connected", st.State, err)
+	}
+}
