@@ -41,8 +41,8 @@ type Status struct {
 	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
 
 	// SessionsRefused counts the tunnel connections reset since the start
-	// because max_sessions were in flight.
-	SessionsRefused uint64 `json:"sessions_refused"`
+	// because max_sessions were in flight; absent while none were.
+	SessionsRefused uint64 `json:"sessions_refused,omitempty"`
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.
