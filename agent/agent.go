@@ -208,6 +208,7 @@ func (a *Agent) startTunnel() error {
 	}
 
 	a.fwd.LocalSource = cfg.Targets.SourceFunc(a.lan, a.logf)
+	a.fwd.MaxSessions = cfg.MaxSessions
 	if f := cfg.CCU.firewallFile; f != "" {
 		a.ccu = newCCUGuard(f, a.logf)
 		a.ccu.file.Current() // logs what is applied, once
@@ -390,6 +391,7 @@ func (a *Agent) Status() localapi.Status {
 	s.LastHandshake = ps.LastHandshake
 	s.SessionsActive = a.fwd.Active()
 	s.SessionsTotal, _, _ = a.fwd.Stats()
+	s.SessionsRefused = a.fwd.Refused()
 	s.DroppedPackets = a.fw.Stats().Dropped()
 	if r := a.dns.Load(); r != nil {
 		if t := r.Last(); t != nil && t.Source != "" {

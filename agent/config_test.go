@@ -151,3 +151,25 @@ func TestPanelRegaFollowsTheCCU(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxSessions: max_sessions defaults to DefaultMaxSessions and names
+// itself when it is not a positive number.
+func TestMaxSessions(t *testing.T) {
+	for _, tt := range []struct {
+		extra, want string
+		max         int
+	}{
+		{"", "", DefaultMaxSessions},
+		{"max_sessions = 300\n", "", 300},
+		{"max_sessions = -1\n", "hub.toml:4: max_sessions: -1: want at least 1", 0},
+	} {
+		c := &Config{}
+		err := config.Parse("hub.toml", []byte(dnsBase+tt.extra), c)
+		switch {
+		case tt.want == "" && (err != nil || c.MaxSessions != tt.max):
+			t.Errorf("%q: max_sessions %d, %v; want %d", tt.extra, c.MaxSessions, err, tt.max)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%q: got %v, want %q", tt.extra, err, tt.want)
+		}
+	}
+}

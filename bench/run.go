@@ -230,9 +230,13 @@ func (ru *run) mainRig() error {
 	ru.phase("throughput", func() error { return ru.throughput(relay, agent, agentUDP) })
 	time.Sleep(5 * time.Second)
 	after, _ := agent.Proc.Mem()
+	afterUDP, _ := agentUDP.Proc.Mem()
+	relayAfter, _ := relay.Proc.Mem()
 	ru.r.add("memory", "agent RSS idle (connected, after one request)", fmtMB(idle.RSS), "≤ 20 MB", ptr(idle.RSS <= 20e6))
 	ru.r.add("memory", "agent RSS 5 s after the bulk transfers", fmtMB(after.RSS)+fmt.Sprintf(" (peak VmHWM %s)", fmtMB(after.HWM)), "", nil)
+	ru.r.add("memory", "agent RSS 5 s after the bulk transfers, UDP transport", fmtMB(afterUDP.RSS)+fmt.Sprintf(" (peak VmHWM %s)", fmtMB(afterUDP.HWM)), "", nil)
 	ru.r.add("memory", "relay RSS idle with 2 hubs connected", fmtMB(relayIdle.RSS), "", nil)
+	ru.r.add("memory", "relay RSS 5 s after the bulk transfers (TCP and UDP hub)", fmtMB(relayAfter.RSS)+fmt.Sprintf(" (peak VmHWM %s)", fmtMB(relayAfter.HWM)), "bounded", nil)
 
 	ru.phase("latency", func() error { return ru.latency(simAddr("rf"), relay) })
 	ru.phase("sessions", func() error { return ru.sessions(relay, agent) })
@@ -274,6 +278,7 @@ func (ru *run) throughput(relay *Relay, agent, agentUDP *Agent) error {
 	}{{1, Download}, {8, Download}, {1, Upload}}
 	var (
 		peakAgent, peakAgentUDP, peakRelay int64
+		peakRelayUDP                       int64
 		detail                             strings.Builder
 	)
 	for _, c := range cases {
@@ -294,6 +299,9 @@ func (ru *run) throughput(relay *Relay, agent, agentUDP *Agent) error {
 				sample = func() {
 					if m, err := agentUDP.Proc.Mem(); err == nil {
 						peakAgentUDP = max(peakAgentUDP, m.RSS)
+					}
+					if m, err := relay.Proc.Mem(); err == nil {
+						peakRelayUDP = max(peakRelayUDP, m.RSS)
 					}
 				}
 			}
@@ -322,6 +330,7 @@ func (ru *run) throughput(relay *Relay, agent, agentUDP *Agent) error {
 	ru.r.add("memory", "agent RSS under load, TCP transport (max during its transfers)", fmtMB(peakAgent), "≤ 48 MB", ptr(peakAgent > 0 && peakAgent <= 48e6))
 	ru.r.add("memory", "agent RSS under load, UDP transport (max during its transfers)", fmtMB(peakAgentUDP), "≤ 48 MB", ptr(peakAgentUDP > 0 && peakAgentUDP <= 48e6))
 	ru.r.add("memory", "relay RSS under load (max during the TCP agent's transfers)", fmtMB(peakRelay), "", nil)
+	ru.r.add("memory", "relay RSS under load (max during the UDP agent's transfers)", fmtMB(peakRelayUDP), "", nil)
 	ru.r.section("Throughput", `One bulk transfer, server → client ("download") or client → server ("upload"), on four paths, measured
 back to back in the same run for each case:
 
@@ -342,7 +351,7 @@ Each stream is one TCP connection. %s of warm-up are discarded, then bytes are c
 (at the client for downloads, at the server for uploads); Mbit/s = 10⁶ bit/s of payload. The client
 and the server share the hubbench process; relay, agent, forwarders and ccusim are their own
 processes, all on the same 2 cores, so every path pays for its client and server too. During each
-full-path transfer its agent's VmRSS (and during the TCP agent's, the relay's) is read every 100 ms
+full-path transfer its agent's VmRSS and the relay's is read every 100 ms
 of the measured time; "under load" in the memory rows is the largest value read.
 
 | case | path | moved | rate |
@@ -397,10 +406,15 @@ Min / max: direct %s / %s, full path %s / %s.`, ru.o.Calls, fmtMs(ld.Quantile(0)
 
 func (ru *run) sessions(relay *Relay, agent *Agent) error {
 	n := ru.o.Sessions
+	var relayHeld int64
 	s := Concurrent(relay.TokenURL("demo", 2001, "/"), n, func() (int, error) {
+		if m, err := relay.Proc.Mem(); err == nil {
+			relayHeld = m.RSS
+		}
 		st, err := agent.Status()
 		return st.SessionsActive, err
 	})
+	ru.r.add("memory", fmt.Sprintf("relay RSS with %d sessions held open through one hub", n), fmtMB(relayHeld), "bounded", nil)
 	val := fmt.Sprintf("%d opened, %d errors, agent saw %d at once", s.Opened, s.Errors, s.PeakActive)
 	ru.r.add("sessions", fmt.Sprintf("%d concurrent XML-RPC sessions through one hub", n), val, "≥ 200 without an error",
 		ptr(n >= 200 && s.Errors == 0 && s.Opened == n))

@@ -49,6 +49,9 @@ type Status struct {
 	// local day and calendar month (package stats).
 	Today *Traffic `json:"today,omitempty"`
 	Month *Traffic `json:"month,omitempty"`
+	// SessionsRefused counts the tunnel connections reset since the start
+	// because max_sessions were in flight; absent while none were.
+	SessionsRefused uint64 `json:"sessions_refused,omitempty"`
 }
 
 // SupervisorStatus is the "supervisor" part of Status: the addon's crash

@@ -9,7 +9,9 @@ package portmap
 //     address (see LocalSource for the rule). If the dial fails the tunnel
 //     side is reset at once (Abort, or RST via SetLinger(0)), so the client
 //     sees "connection reset" rather than a clean but empty EOF.
-//  3. Splice copies both directions, each with one pooled 32 KiB buffer:
+//  3. Splice copies both directions, each through a small buffer while the
+//     data comes in small pieces, and one pooled 32 KiB buffer while it
+//     streams (so an idle session holds 2 × 2 KiB, not 2 × 32 KiB):
 //     - EOF on one side is passed on as CloseWrite on the other, and the
 //       other direction keeps running until it ends too (HTTP/1.0 clients
 //       half-close after the request and still get the whole response);
@@ -75,7 +77,13 @@ type Forwarder struct {
 	// Default: discard.
 	Logf logger.Logf
 
+	// MaxSessions bounds the sessions in flight: a connection beyond it is
+	// reset at once, counted (Refused) and logged at most once a second.
+	// Default 0: no bound.
+	MaxSessions int
+
 	sessions atomic.Uint64 // sessions started, total
+	refused  atomic.Uint64 // connections reset for MaxSessions, total
 	bytesIn  atomic.Uint64 // tunnel side -> local target, total
 	bytesOut atomic.Uint64 // local target -> tunnel side, total
 
@@ -85,7 +93,11 @@ type Forwarder struct {
 	active map[*session]struct{}
 	ctx    context.Context    // parent of dials; cancelled by Close
 	cancel context.CancelFunc // cancels ctx
-	wg     sync.WaitGroup     // one per active session; Add only with mu held and !closed
+	// refusedLogged is when a refusal for MaxSessions was last logged;
+	// refusedSince counts those left out since.
+	refusedLogged time.Time
+	refusedSince  int
+	wg            sync.WaitGroup // one per active session; Add only with mu held and !closed
 }
 
 // session is one tunnel-side connection in flight.
@@ -169,6 +181,10 @@ func (f *Forwarder) Active() int {
 	return len(f.active)
 }
 
+// Refused reports how many connections were reset for MaxSessions since f
+// was created.
+func (f *Forwarder) Refused() uint64 { return f.refused.Load() }
+
 // Stats reports totals since f was created: sessions started, bytes from the
 // tunnel side to local targets (bytesIn) and bytes from local targets back
 // to the tunnel side (bytesOut). Byte counts include sessions still in
@@ -210,6 +226,15 @@ func (f *Forwarder) track(c net.Conn) *session {
 	if f.active == nil {
 		f.active = make(map[*session]struct{})
 		f.ctx, f.cancel = context.WithCancel(context.Background())
+	}
+	if f.MaxSessions > 0 && len(f.active) >= f.MaxSessions {
+		f.refused.Add(1)
+		f.refusedSince++
+		if now := time.Now(); now.Sub(f.refusedLogged) >= time.Second {
+			f.logf("%d sessions in flight (max_sessions): reset a new one from %v (%d reset since the last line; logged at most once a second)", f.MaxSessions, c.RemoteAddr(), f.refusedSince)
+			f.refusedLogged, f.refusedSince = now, 0
+		}
+		return nil
 	}
 	s := &session{client: c}
 	f.active[s] = struct{}{}
@@ -325,6 +350,16 @@ func Abort(c net.Conn) {
 
 var errInvalidWrite = errors.New("invalid write result")
 
+// smallSize is the buffer a session's read waits with (copyConn).
+const smallSize = 2 << 10
+
+var smallPool = sync.Pool{
+	New: func() any {
+		b := make([]byte, smallSize)
+		return &b
+	},
+}
+
 var bufPool = sync.Pool{
 	New: func() any {
 		b := make([]byte, bufSize)
@@ -396,14 +431,29 @@ func oneWay(dst, src net.Conn, count *atomic.Uint64, stop func(error)) int64 {
 	return n
 }
 
-// copyConn copies src to dst through one pooled buffer until src reports
-// EOF (nil error) or either side fails. It adds each written chunk to count,
-// if count is not nil.
+// copyConn copies src to dst until src reports EOF (nil error) or either
+// side fails. It adds each written chunk to count, if count is not nil.
+//
+// Most sessions wait most of the time (a kept-alive XML-RPC connection, a
+// WebUI page's long poll), and a waiting read holds its buffer: 1,500 held
+// sessions with a 32 KiB buffer each way took the agent past its memory
+// limit. So a read waits with a small buffer, and a read that fills it
+// takes a pooled 32 KiB one for the reads that follow, until a read comes
+// back short again.
 func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64) (n int64, err error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	small := smallPool.Get().(*[]byte)
+	defer smallPool.Put(small)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bufPool.Put(big)
+		}
+	}()
 	for {
+		buf := *small
+		if big != nil {
+			buf = *big
+		}
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
@@ -426,6 +476,13 @@ func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64) (n int64, err 
 		}
 		if rerr != nil {
 			return n, rerr
+		}
+		switch {
+		case big == nil && nr == len(buf):
+			big = bufPool.Get().(*[]byte) // a stream
+		case big != nil && nr < smallSize:
+			bufPool.Put(big) // quiet again
+			big = nil
 		}
 	}
 }

@@ -597,3 +597,85 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	r.left--
 	return copy(p, r.chunk), nil
 }
+
+// TestMaxSessions: with MaxSessions sessions in flight the next connection
+// is reset at once, counted and logged once; the sessions in flight go on,
+// and once one ends a new one is served.
+func TestMaxSessions(t *testing.T) {
+	var logs logBuf
+	f := Forwarder{Logf: logs.Logf, MaxSessions: 2}
+	addr := forward(t, &f, server(t, echo))
+	var held []*net.TCPConn
+	for range 2 {
+		c := dial(t, addr)
+		held = append(held, c)
+	}
+	poll.Until(t, 5*time.Second, "2 sessions in flight", func() bool { return f.Active() == 2 })
+	for range 3 {
+		c := dial(t, addr)
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("a session beyond MaxSessions: %v; want ECONNRESET", err)
+		}
+	}
+	if n := f.Refused(); n != 3 {
+		t.Errorf("Refused() = %d, want 3", n)
+	}
+	if lines := logs.Lines(); len(lines) != 1 || !strings.Contains(lines[0], "max_sessions") {
+		t.Errorf("log = %q; want one line about max_sessions", lines)
+	}
+	for _, c := range held {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if b := make([]byte, 4); func() error { _, err := io.ReadFull(c, b); return err }() != nil || string(b) != "ping" {
+			t.Fatalf("a session in flight stopped working: %q", b)
+		}
+	}
+	held[0].Close()
+	poll.Until(t, 5*time.Second, "a session to end", func() bool { return f.Active() == 1 })
+	c := dial(t, addr)
+	c.Write([]byte("pong"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "pong" {
+		t.Fatalf("a new session after one ended: %q, %v", b, err)
+	}
+}
+
+// TestCopyConnBigAndSmall: a stream whose reads fill the small buffer,
+// then come back short, then fill the large one, arrives whole.
+func TestCopyConnBigAndSmall(t *testing.T) {
+	var want bytes.Buffer
+	sizes := []int{10, smallSize, smallSize, bufSize, 100, 1, smallSize, bufSize, bufSize, 7}
+	for i, size := range sizes {
+		want.Write(bytes.Repeat([]byte{byte('a' + i)}, size))
+	}
+	var got bytes.Buffer
+	src := &scriptedReader{data: want.Bytes(), sizes: sizes}
+	if n, err := copyConn(&got, src, nil); err != nil || n != int64(want.Len()) {
+		t.Fatalf("copyConn: %d, %v; want %d", n, err, want.Len())
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatal("copyConn changed the stream")
+	}
+}
+
+// scriptedReader returns data in reads of at most sizes[i] bytes each.
+type scriptedReader struct {
+	data  []byte
+	sizes []int
+}
+
+func (r *scriptedReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(r.data)
+	if len(r.sizes) > 0 {
+		n = min(n, r.sizes[0])
+		r.sizes = r.sizes[1:]
+	}
+	n = copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
+}

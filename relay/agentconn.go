@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -90,15 +92,29 @@ func newAgentConn(c net.Conn) *agentConn {
 // acceptAgents serves the agent port: frames over TCP, or over TLS
 // (agenttls.go serveAgentPort).
 func (s *Server) acceptAgents() {
-	s.acceptLoop(s.agentLn, "agent", s.serveAgentPort)
+	s.acceptLoop(s.agentLn, "the agent port", s.agentGate, s.serveAgentPort)
 }
 
 // serveAgent runs one agent connection until it ends: the Hellos, the
 // hub the agent claims to be, then every frame it sends, read into a
 // pooled buffer and handed to WireGuard. Anything malformed ends this
-// connection and nothing else.
-func (s *Server) serveAgent(c net.Conn) {
+// connection and nothing else. Its slot in gate (limits.go) stops counting
+// as before Hello once the agent has said one, and is busy (not closed to
+// make room for others) once the connection holds something: a hub proven
+// by its handshake, or an enrollment.
+func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
+	// Before its Hello a connection holds as little as it can: a scan or a
+	// flood of idle connections must not cost a frame buffer (8 KiB) and a
+	// read buffer (4 KiB) each. The first frame is read on its own, into a
+	// buffer of its size.
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
+	first := make([]byte, firstFrameMax)
+	n, err := readFirstFrame(c, first)
+	if err != nil {
+		return // not an agent, or silent: drop it quietly
+	}
 	ac := newAgentConn(c)
+	ac.counters.RxOverhead.Add(uint64(2 + n))
 	s.mu.Lock()
 	if s.goingAway {
 		s.mu.Unlock()
@@ -110,18 +126,18 @@ func (s *Server) serveAgent(c net.Conn) {
 	defer s.agentsWG.Done()
 	defer s.agentGone(ac)
 
+	hb := s.greet(ac, first[:n], gate, slot)
+	if hb == nil {
+		return
+	}
 	// One frame buffer at a time: the next frame is read into it, and it
 	// goes to WireGuard with the frame.
-	buf := framePool.Get().(*[wire.MaxFrame]byte)
+	var buf *[wire.MaxFrame]byte
 	defer func() {
 		if buf != nil {
 			framePool.Put(buf)
 		}
 	}()
-	hb := s.greet(ac, buf)
-	if hb == nil {
-		return
-	}
 	for {
 		if buf == nil {
 			buf = framePool.Get().(*[wire.MaxFrame]byte)
@@ -175,23 +191,45 @@ func (s *Server) serveAgent(c net.Conn) {
 	}
 }
 
-// greet exchanges Hellos and returns the hub the agent claims to be, or
-// nil after telling the agent why not. The claim is proven only by the
-// WireGuard handshake that follows (serveAgent, write). The relay says
-// nothing of itself (key, version) before the agent has said Hello: a port
-// scan learns nothing.
-func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
-	ac.conn.SetReadDeadline(time.Now().Add(helloTimeout))
-	n, err := ac.conn.ReadFrame(buf[:])
-	if err == nil && buf[0] == wire.TypeEnrollRequest {
+// firstFrameMax bounds an agent connection's first frame: a Hello (at
+// most 235 bytes) or an enrollment request (34).
+const firstFrameMax = 256
+
+// readFirstFrame reads one frame of at most len(p) bytes from c, unbuffered:
+// nothing is read beyond it, so a wire.Conn can take over after it.
+func readFirstFrame(c net.Conn, p []byte) (int, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return 0, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[:]))
+	if n == 0 || n > len(p) {
+		return 0, fmt.Errorf("relay: first frame of %d bytes", n)
+	}
+	if _, err := io.ReadFull(c, p[:n]); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// greet answers the agent's first frame, first, and returns the hub the
+// agent claims to be, or nil after telling the agent why not. The claim is
+// proven only by the WireGuard handshake that follows (serveAgent, write).
+// The relay says nothing of itself (key, version) before the agent has
+// said Hello: a port scan learns nothing.
+func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSlot) *hub {
+	if first[0] == wire.TypeEnrollRequest {
 		ac.enrolling.Store(true)
-		s.serveEnroll(ac, buf[:n], buf) // a hub enrolling (enroll.go): nothing else follows
+		gate.markBusy(slot) // bounded by the enrollment limits of its address (enroll.go)
+		buf := framePool.Get().(*[wire.MaxFrame]byte)
+		defer framePool.Put(buf)
+		s.serveEnroll(ac, first, buf) // a hub enrolling (enroll.go): nothing else follows
 		return nil
 	}
-	if err != nil || buf[0] != wire.TypeHello {
-		return nil // not an agent, or silent: drop it quietly
+	if first[0] != wire.TypeHello {
+		return nil // not an agent: drop it quietly
 	}
-	h, err := wire.ParseHello(buf[:n])
+	h, err := wire.ParseHello(first)
 	if err != nil {
 		ac.writeControl(wire.Error{Message: "malformed hello"}.Marshal())
 		return nil
@@ -214,9 +252,11 @@ func (s *Server) greet(ac *agentConn, buf *[wire.MaxFrame]byte) *hub {
 	}
 	// The Hello is only a claim. The hub counts as online, and the
 	// connection may idle, once WireGuard has answered its handshake.
+	gate.saidHello(slot)
 	ac.hub.Store(hb)
 	ac.info = parseSoftware(h.Software)
 	ac.onVerify = func() {
+		gate.markBusy(slot)
 		s.hubs.connected(hb, ac)
 		s.metrics.agentConnected(ac.transport)
 		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on

@@ -129,12 +129,12 @@ func (s *Server) serveAgentPublic(tc *tls.Conn, pc *publicConn) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	s.serveAgent(tc)
+	s.serveAgent(tc, s.publicGate, pc.slot)
 }
 
 // serveAgentPort serves a connection to the agent port: frames, or TLS
 // (first byte 0x16) with frames inside it.
-func (s *Server) serveAgentPort(c net.Conn) {
+func (s *Server) serveAgentPort(c net.Conn, slot *gateSlot) {
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
 	var first [1]byte
 	if _, err := io.ReadFull(c, first[:]); err != nil {
@@ -142,7 +142,7 @@ func (s *Server) serveAgentPort(c net.Conn) {
 	}
 	pc := &peekedConn{Conn: c, first: first[0], peeked: true}
 	if first[0] != tlsHandshakeRecord {
-		s.serveAgent(pc)
+		s.serveAgent(pc, s.agentGate, slot)
 		return
 	}
 	tc := tls.Server(pc, s.agentTLS)
@@ -154,7 +154,7 @@ func (s *Server) serveAgentPort(c net.Conn) {
 	if tc.ConnectionState().NegotiatedProtocol != wire.ALPN && !s.agentPortUpgrade(tc) {
 		return
 	}
-	s.serveAgent(tc)
+	s.serveAgent(tc, s.agentGate, slot)
 }
 
 // agentPortUpgrade reads an HTTP request on a TLS connection to the agent

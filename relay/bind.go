@@ -2,10 +2,13 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/internal/inflight"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -21,6 +24,9 @@ import (
 type agentBind struct {
 	udp     conn.Bind // nil when UDP is off
 	udpPort uint16
+	// udpIn bounds UDP hubs' data packets inside WireGuard, as their
+	// readers do for TCP hubs (udpInbound); nil: unbounded.
+	udpIn *udpInbound
 
 	in chan inbound // frames from all agent connections
 
@@ -60,7 +66,10 @@ func (b *agentBind) Open(uint16) ([]conn.ReceiveFunc, uint16, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		fns, port = append(fns, ufns...), p
+		for _, fn := range ufns {
+			fns = append(fns, b.receiveUDP(fn))
+		}
+		port = p
 	}
 	b.closing = make(chan struct{})
 	return fns, port, nil
@@ -118,6 +127,7 @@ func (b *agentBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if b.udp == nil {
 		return conn.ErrWrongEndpointType
 	}
+	b.udpIn.sent(bufs, ep)
 	return b.udp.Send(bufs, ep)
 }
 
@@ -148,3 +158,183 @@ func (b *agentBind) BatchSize() int {
 // tcpBatchSize is the batch WireGuard reads from agent connections without
 // UDP: it keeps tcpBatchSize × 64 KiB of buffers per receive routine.
 const tcpBatchSize = 16
+
+// receiveUDP wraps one of the UDP bind's receive functions with udpIn.
+func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	if b.udpIn == nil {
+		return fn
+	}
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for {
+			n, err := fn(packets, sizes, eps)
+			if n > 0 {
+				n = b.udpIn.admit(packets, sizes, eps, n)
+			}
+			if n > 0 || err != nil {
+				return n, err
+			}
+		}
+	}
+}
+
+// udpInbound applies the per-hub window of data packets inside WireGuard
+// (maxInboundPerHub, hub.inbound) to UDP hubs. Their packets share one
+// socket, so a hub's packets beyond its window cannot wait there as a TCP
+// hub's do: they are dropped, as a full link drops them, and the tunnel's
+// TCP slows down. Unbounded, one UDP hub's download held the relay at
+// 129–190 MB.
+//
+// Which hub a packet is for is learned as WireGuard does, by address and
+// index: a handshake initiation from an address that decrypts to a hub's
+// key (initiatorKey) ties the address to the hub, and the relay's answers
+// to it name the session indices its data packets carry. A data packet from
+// another address or with another index (roaming, until the next
+// handshake, or forged) is left to WireGuard, uncounted.
+type udpInbound struct {
+	s *Server
+
+	mu    sync.Mutex
+	peers map[netip.AddrPort]*udpPeer
+	addr  map[*hub]netip.AddrPort // each hub's one entry in peers
+}
+
+// udpPeer is a UDP hub's address as the relay knows it.
+type udpPeer struct {
+	hub       *hub
+	idx       indices
+	fullSince time.Time // when its window was first found full, zero if not
+}
+
+// indices are the relay's receiver indices of a UDP hub's latest sessions,
+// from the handshake responses the relay sent it. Four: wireguard-go keeps
+// the previous, current and next session and may have a handshake under
+// way.
+type indices struct {
+	next int
+	ids  [4]uint64 // 1<<32 | index; 0: empty
+}
+
+func (x *indices) learn(i uint32) {
+	x.next = (x.next + 1) % len(x.ids)
+	x.ids[x.next] = 1<<32 | uint64(i)
+}
+
+func (x *indices) has(i uint32) bool {
+	id := 1<<32 | uint64(i)
+	for _, v := range x.ids {
+		if v == id {
+			return true
+		}
+	}
+	return false
+}
+
+func newUDPInbound(s *Server) *udpInbound {
+	return &udpInbound{s: s, peers: map[netip.AddrPort]*udpPeer{}, addr: map[*hub]netip.AddrPort{}}
+}
+
+// admit counts the first n packets into their hubs' windows and drops
+// those of a hub whose window is full; it returns how many are left, moved
+// to the front. Called by one receive goroutine per UDP socket.
+func (u *udpInbound) admit(packets [][]byte, sizes []int, eps []conn.Endpoint, n int) int {
+	kept := 0
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i := range n {
+		if u.admitLocked(packets[i][:sizes[i]], eps[i]) {
+			if kept != i {
+				// The buffers stay where WireGuard put them (it
+				// reuses each with its own array): copy.
+				sizes[kept] = copy(packets[kept], packets[i][:sizes[i]])
+				eps[kept] = eps[i]
+			}
+			kept++
+		}
+	}
+	return kept
+}
+
+func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
+	se, ok := ep.(*conn.StdNetEndpoint)
+	if !ok {
+		return true
+	}
+	switch wire.Classify(p) {
+	case wire.Initiation:
+		u.learnLocked(p, se.AddrPort)
+		return true
+	case wire.Data:
+	default:
+		return true
+	}
+	pe := u.peers[se.AddrPort]
+	if pe == nil || !pe.idx.has(wire.Index(p)) {
+		return true
+	}
+	w := pe.hub.inbound
+	if w.Len() < maxInboundPerHub {
+		pe.fullSince = time.Time{}
+		w.Enter(1)
+		return true
+	}
+	// Full. Packets WireGuard dropped (a failed decryption) are never
+	// counted out: a window full for a whole StallTimeout forgets them,
+	// as inflight.Window.Room does.
+	now := time.Now()
+	if pe.fullSince.IsZero() {
+		pe.fullSince = now
+	} else if now.Sub(pe.fullSince) >= inflight.StallTimeout {
+		w.Leave(w.Len())
+		pe.fullSince = time.Time{}
+	}
+	return false
+}
+
+// learnLocked ties addr to the hub whose initiation p is, if it is one
+// made for this relay by a hub it serves.
+func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
+	s := u.s
+	if !s.mac1.CheckMAC1(p) {
+		return
+	}
+	key, ok := initiatorKey(s.key, s.pub, p)
+	if !ok {
+		return
+	}
+	h := s.hubs.key(key)
+	if h == nil {
+		return
+	}
+	if old, ok := u.addr[h]; ok && old != addr {
+		delete(u.peers, old)
+	}
+	if pe := u.peers[addr]; pe == nil || pe.hub != h {
+		if pe != nil {
+			delete(u.addr, pe.hub)
+		}
+		u.peers[addr] = &udpPeer{hub: h}
+	}
+	u.addr[h] = addr
+}
+
+// sent learns the session indices of the relay's handshake responses to
+// UDP hubs.
+func (u *udpInbound) sent(bufs [][]byte, ep conn.Endpoint) {
+	if u == nil {
+		return
+	}
+	se, ok := ep.(*conn.StdNetEndpoint)
+	if !ok {
+		return
+	}
+	for _, p := range bufs {
+		if wire.Classify(p) != wire.Response {
+			continue
+		}
+		u.mu.Lock()
+		if pe := u.peers[se.AddrPort]; pe != nil {
+			pe.idx.learn(wire.Index(p))
+		}
+		u.mu.Unlock()
+	}
+}

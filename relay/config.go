@@ -61,6 +61,25 @@ type Config struct {
 	// IPv6 /64) may keep up on the public ports, with bursts of ten
 	// seconds' worth; more get a 429. Default 20.
 	LimitRequestsPerSecond float64 `toml:"limit_requests_per_second"`
+	// LimitPublicConns is how many connections the public ports may hold
+	// open together. At the limit, a new connection closes the oldest one
+	// that has not sent a complete request head yet or waits idle between
+	// requests; with none such it is reset. Default: 40 % of the process's
+	// file descriptor limit (ulimit -n) less 256 for the relay's own files.
+	LimitPublicConns int `toml:"limit_public_conns"`
+	// LimitAgentConns is how many connections the agent port may hold open
+	// together, hubs online included. At the limit, a new connection closes
+	// the oldest one that has not said Hello or proven its hub yet; with
+	// none such it is reset. Default: the other 60 % of the descriptors.
+	LimitAgentConns int `toml:"limit_agent_conns"`
+	// LimitAgentPreHelloPerAddress is how many connections one source
+	// address (an IPv6 /64) may hold open on the agent port before they
+	// have said Hello; more are reset. Default 16.
+	LimitAgentPreHelloPerAddress int `toml:"limit_agent_prehello_per_address"`
+	// LimitSessionsPerHub is how many requests (a WebSocket or XML-RPC
+	// call for as long as it lasts) may be in flight to one hub through the
+	// relay; more get a 503. Default 256.
+	LimitSessionsPerHub int `toml:"limit_sessions_per_hub"`
 	// ReleasesDir is a folder of agent releases (as `make release` writes
 	// it) that hubs fetch through the tunnel from
 	// http://<tunnel_ip>/releases/. Default: none.
@@ -249,6 +268,19 @@ func (c *Config) Validate() error {
 	if c.LimitRequestsPerSecond < 0.1 {
 		return config.Errorf("limit_requests_per_second", "%g: want at least 0.1", c.LimitRequestsPerSecond)
 	}
+	for _, l := range []struct {
+		key string
+		v   int
+	}{
+		{"limit_public_conns", c.LimitPublicConns},
+		{"limit_agent_conns", c.LimitAgentConns},
+		{"limit_agent_prehello_per_address", c.LimitAgentPreHelloPerAddress},
+		{"limit_sessions_per_hub", c.LimitSessionsPerHub},
+	} {
+		if l.v < 0 {
+			return config.Errorf(l.key, "%d: want at least 1 (or leave it out for the default)", l.v)
+		}
+	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return config.Errorf("tls_cert_file", "set both tls_cert_file and tls_key_file, or neither")
 	}
@@ -305,6 +337,27 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// connLimits are the connection limits with their defaults filled in:
+// overall on the public ports and the agent port, connections before Hello
+// per address on the agent port, and sessions per hub.
+func (c *Config) connLimits() (public, agent, preHelloPerAddress, sessionsPerHub int) {
+	public, agent = defaultConnLimits(fdLimit())
+	if c.LimitPublicConns > 0 {
+		public = c.LimitPublicConns
+	}
+	if c.LimitAgentConns > 0 {
+		agent = c.LimitAgentConns
+	}
+	preHelloPerAddress, sessionsPerHub = defaultPreHelloPerAddress, defaultSessionsPerHub
+	if c.LimitAgentPreHelloPerAddress > 0 {
+		preHelloPerAddress = c.LimitAgentPreHelloPerAddress
+	}
+	if c.LimitSessionsPerHub > 0 {
+		sessionsPerHub = c.LimitSessionsPerHub
+	}
+	return public, agent, preHelloPerAddress, sessionsPerHub
 }
 
 // validateStore fills in the store's default and makes a relative SQLite

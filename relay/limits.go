@@ -1,11 +1,15 @@
 package relay
 
 import (
+	"container/list"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 const (
@@ -151,20 +155,32 @@ func (l *limiter) shouldLog(st *addrState) bool {
 // the relay tracks (Close closes them) and counts per source address.
 type publicListener struct {
 	net.Listener
-	s *Server
+	s       *Server
+	backoff acceptBackoff
 }
 
 func (ln *publicListener) Accept() (net.Conn, error) {
 	for {
 		c, err := ln.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if errors.Is(err, net.ErrClosed) || !ln.backoff.wait(err, ln.s.closing) {
+				return nil, err
+			}
+			continue // Go's server would log every one
 		}
+		ln.backoff.ok()
 		if !ln.s.track(c) {
 			continue
 		}
-		pc := &publicConn{Conn: c, s: ln.s}
-		pc.addr, pc.withinLimit = ln.s.limits.open(addrKey(c.RemoteAddr()))
+		key := addrKey(c.RemoteAddr())
+		slot := ln.s.publicGate.admit(key, func() { c.Close() })
+		if slot == nil {
+			abort(c)
+			ln.s.untrack(c)
+			continue
+		}
+		pc := &publicConn{Conn: c, s: ln.s, slot: slot}
+		pc.addr, pc.withinLimit = ln.s.limits.open(key)
 		if !pc.withinLimit {
 			c.SetDeadline(time.Now().Add(overLimitDeadline))
 		}
@@ -172,12 +188,22 @@ func (ln *publicListener) Accept() (net.Conn, error) {
 	}
 }
 
+// abort closes c with a reset: a connection refused for a limit costs the
+// relay no time in TIME_WAIT.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
 // publicConn is a user's connection to a public port.
 type publicConn struct {
 	net.Conn
 	s           *Server
 	addr        *addrState
-	withinLimit bool // false: this connection is over its address's limit
+	slot        *gateSlot // in Server.publicGate
+	withinLimit bool      // false: this connection is over its address's limit
 	in, out     atomic.Int64
 	// auditIn and auditOut are in and out at the last log line; only
 	// the connection's request handler (one at a time) uses them.
@@ -229,6 +255,277 @@ func (c *publicConn) Close() error {
 		c.pools.close()
 		c.s.limits.close(c.addr)
 		c.s.untrack(c.Conn)
+		c.s.publicGate.release(c.slot)
 	})
 	return nil
 }
+
+// Overall limits. A relay serves on file descriptors: each connection is
+// one, and when they run out every accept fails (EMFILE) and a normal
+// request waits seconds (measured: 19,990 half-sent request heads filled
+// 20,000). So each side gets a share of the process's RLIMIT_NOFILE
+// (defaultConnLimits), and a connection over it is made room for by
+// closing the oldest one that holds nothing: a public connection before its
+// first request head or idle between requests, an agent connection before
+// its Hello or unproven. A flood of such connections pushes out only its
+// own; hubs online and requests in flight are never closed for room.
+const (
+	// fdReserve is left to the relay's own files (store, log, listeners,
+	// the netstack) below the descriptor limit.
+	fdReserve = 256
+	// publicShare is the public ports' share of the rest, in tenths; the
+	// agent port gets the remainder: a hub's one connection lasts, a
+	// user's come and go.
+	publicShare = 4
+	// defaultPreHelloPerAddress is Config.LimitAgentPreHelloPerAddress's
+	// default: agents say Hello within a round trip, so even a network of
+	// many hubs behind one address has few in that state at once.
+	defaultPreHelloPerAddress = 16
+	// defaultSessionsPerHub is Config.LimitSessionsPerHub's default: the
+	// brief wants 200 concurrent sessions through one hub without an error.
+	defaultSessionsPerHub = 256
+	// limitLogOnce: an overall limit is logged at most this often, with a
+	// count of what was left out.
+	limitLogOnce = time.Second
+)
+
+// defaultConnLimits are Config.LimitPublicConns and LimitAgentConns when
+// unset, from the descriptor limit nofile (0: unknown).
+func defaultConnLimits(nofile uint64) (public, agent int) {
+	if nofile == 0 || nofile > 1<<20 {
+		nofile = 1 << 20
+	}
+	usable := int(nofile) - fdReserve
+	if usable < 20 {
+		usable = 20
+	}
+	public = usable * publicShare / 10
+	return public, usable - public
+}
+
+// connGate bounds one side's open connections. Each holds a slot from
+// admit to done; a slot that holds nothing yet (spare) may be taken back,
+// oldest first, for a new connection when all are in use. With perAddr set,
+// an address may hold at most that many spare slots: more are refused.
+type connGate struct {
+	what    string // "public" or "agent", in log lines
+	key     string // the config key, in log lines
+	max     int
+	perAddr int // 0: no per-address bound on spare slots
+	// Each at most once a second: refusals for perAddr, refusals for
+	// max, and connections closed for room.
+	addrLog, fullLog, roomLog logger.Logf
+
+	mu     sync.Mutex
+	open   int
+	spare  list.List // of *gateSlot, oldest first
+	byAddr map[netip.Prefix]int
+
+	evicted, refused atomic.Uint64
+}
+
+// gateSlot is one connection's place in a connGate.
+type gateSlot struct {
+	addr  netip.Prefix
+	close func() // closes the connection, for room; done still follows
+	el    *list.Element
+	done  bool
+	// counted: the slot counts in its address's spare slots (until
+	// saidHello, busy or done).
+	counted bool
+}
+
+func newConnGate(what, key string, max, perAddr int, logf logger.Logf) *connGate {
+	return &connGate{what: what, key: key, max: max, perAddr: perAddr, byAddr: map[netip.Prefix]int{},
+		addrLog: logger.RateLimited(logf, limitLogOnce), fullLog: logger.RateLimited(logf, limitLogOnce), roomLog: logger.RateLimited(logf, limitLogOnce)}
+}
+
+// admit gives a new connection from addr a spare slot, closing the oldest
+// spare connection for room when every slot is taken. It returns nil when
+// there is no room, or addr holds too many spare slots already: the caller
+// closes the connection.
+func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
+	g.mu.Lock()
+	if g.perAddr > 0 && g.byAddr[addr] >= g.perAddr {
+		g.mu.Unlock()
+		g.refused.Add(1)
+		g.addrLog("relay: limits: %s port: %d connections from %s have not said Hello yet (limit_agent_prehello_per_address): closing new ones (logged at most once a second)", g.what, g.perAddr, addr)
+		return nil
+	}
+	var victim *gateSlot
+	if g.open >= g.max {
+		front := g.spare.Front()
+		if front == nil {
+			g.mu.Unlock()
+			g.refused.Add(1)
+			g.fullLog("relay: limits: %s port: %d connections open, all in use (%s): closing new ones (logged at most once a second)", g.what, g.max, g.key)
+			return nil
+		}
+		victim = front.Value.(*gateSlot)
+		g.unspareLocked(victim)
+		// The victim keeps its slot until done: open stays within max
+		// plus the victims being closed right now.
+	}
+	sl := &gateSlot{addr: addr, close: close, counted: g.perAddr > 0}
+	g.open++
+	g.spareLocked(sl)
+	if sl.counted {
+		g.byAddr[addr]++
+	}
+	g.mu.Unlock()
+	if victim != nil {
+		g.evicted.Add(1)
+		g.roomLog("relay: limits: %s port: %d connections open (%s): closed the oldest idle one for a new one (logged at most once a second)", g.what, g.max, g.key)
+		victim.close()
+	}
+	return sl
+}
+
+// spare marks sl's connection as holding nothing: it may be closed for room.
+func (g *connGate) markSpare(sl *gateSlot) {
+	g.mu.Lock()
+	if !sl.done && sl.el == nil {
+		g.spareLocked(sl)
+	}
+	g.mu.Unlock()
+}
+
+// busy marks sl's connection as in use: it is not closed for room.
+func (g *connGate) markBusy(sl *gateSlot) {
+	g.mu.Lock()
+	g.unspareLocked(sl)
+	g.mu.Unlock()
+}
+
+// release gives sl's slot back; it is idempotent.
+func (g *connGate) release(sl *gateSlot) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if sl.done {
+		return
+	}
+	sl.done = true
+	g.unspareLocked(sl)
+	g.open--
+}
+
+// saidHello stops counting sl in its address's spare slots: its agent has
+// said Hello for a hub the relay serves. It may still be closed for room
+// until its handshake proves the hub (markBusy).
+func (g *connGate) saidHello(sl *gateSlot) {
+	g.mu.Lock()
+	g.uncountLocked(sl)
+	g.mu.Unlock()
+}
+
+func (g *connGate) spareLocked(sl *gateSlot) {
+	sl.el = g.spare.PushBack(sl)
+}
+
+func (g *connGate) unspareLocked(sl *gateSlot) {
+	g.uncountLocked(sl)
+	if sl.el == nil {
+		return
+	}
+	g.spare.Remove(sl.el)
+	sl.el = nil
+}
+
+func (g *connGate) uncountLocked(sl *gateSlot) {
+	if !sl.counted {
+		return
+	}
+	sl.counted = false
+	if g.byAddr[sl.addr]--; g.byAddr[sl.addr] <= 0 {
+		delete(g.byAddr, sl.addr)
+	}
+}
+
+// inUse is the number of slots held now.
+func (g *connGate) inUse() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
+// hubSessions counts the requests in flight to each hub (a WebSocket or an
+// upgraded connection for as long as it lasts), so that one hub's users
+// cannot take every connection the relay has from the others.
+type hubSessions struct {
+	max int
+	log logger.Logf // rate-limited per hub by lastLog
+
+	mu      sync.Mutex
+	n       map[*hub]int
+	lastLog map[*hub]time.Time
+}
+
+func newHubSessions(max int, logf logger.Logf) *hubSessions {
+	return &hubSessions{max: max, log: logf, n: map[*hub]int{}, lastLog: map[*hub]time.Time{}}
+}
+
+// enter counts a session to h in; false: h has max already.
+func (hs *hubSessions) enter(h *hub, now time.Time) bool {
+	hs.mu.Lock()
+	if hs.n[h] < hs.max {
+		hs.n[h]++
+		hs.mu.Unlock()
+		return true
+	}
+	logIt := now.Sub(hs.lastLog[h]) >= limitLogOnce
+	if logIt {
+		hs.lastLog[h] = now
+	}
+	hs.mu.Unlock()
+	if logIt {
+		hs.log("relay: limits: hub %s has %d sessions through the relay (limit_sessions_per_hub): refusing new ones (logged at most once a second)", h.Name, hs.max)
+	}
+	return false
+}
+
+// leave counts a session to h out.
+func (hs *hubSessions) leave(h *hub) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.n[h]--; hs.n[h] <= 0 {
+		delete(hs.n, h)
+		delete(hs.lastLog, h)
+	}
+}
+
+// acceptBackoff paces a listener's retries after accept errors (out of
+// file descriptors, mostly): 5 ms doubling to 1 s, as Go's HTTP server
+// does, logged at most once a second with a count.
+type acceptBackoff struct {
+	what   string
+	log    logger.Logf
+	delay  time.Duration
+	errors int // since the last line
+	last   time.Time
+}
+
+// wait logs err (rate-limited) and waits before the next accept; false:
+// stop closed meanwhile.
+func (b *acceptBackoff) wait(err error, stop <-chan struct{}) bool {
+	if b.delay == 0 {
+		b.delay = 5 * time.Millisecond
+	} else {
+		b.delay = min(2*b.delay, time.Second)
+	}
+	b.errors++
+	if now := time.Now(); now.Sub(b.last) >= time.Second {
+		b.log("relay: accept on %s: %v (%d error(s) since the last line); retrying in %v", b.what, err, b.errors, b.delay)
+		b.last, b.errors = now, 0
+	}
+	t := time.NewTimer(b.delay)
+	defer t.Stop()
+	select {
+	case <-stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// ok resets the backoff after an accept that worked.
+func (b *acceptBackoff) ok() { b.delay = 0 }

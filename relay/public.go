@@ -59,8 +59,22 @@ func (s *Server) acceptPublic(ln net.Listener, e portmap.Entry) {
 			}
 			return context.WithValue(ctx, connKey{}, c.(*publicConn))
 		},
+		// Between requests a connection holds nothing: at the limit of
+		// open connections it may be closed for a new one (limits.go).
+		// ServeHTTP marks it busy again.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st != http.StateIdle {
+				return
+			}
+			if tc, ok := c.(*tls.Conn); ok {
+				c = tc.NetConn()
+			}
+			if pc, ok := c.(*publicConn); ok {
+				s.publicGate.markSpare(pc.slot)
+			}
+		},
 	}
-	var l net.Listener = &publicListener{Listener: ln, s: s}
+	var l net.Listener = &publicListener{Listener: ln, s: s, backoff: acceptBackoff{what: fmt.Sprintf("public port %d", e.Port), log: s.logf}}
 	if e.Port == 443 {
 		l = tls.NewListener(l, s.agentTLS)
 	} else if e.TLS {
@@ -92,6 +106,7 @@ type publicPort struct {
 func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.s
 	pc := r.Context().Value(connKey{}).(*publicConn)
+	s.publicGate.markBusy(pc.slot) // its head is in: not closed for room (limits.go)
 	if p.hsts {
 		w.Header()["Strict-Transport-Security"] = []string{hstsHeader}
 	}
@@ -172,6 +187,12 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
+	if !s.sessions.enter(h, s.now()) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "Hub busy", "This hub has too many open connections through the relay right now. Try again in a moment.")
+		return
+	}
+	defer s.sessions.leave(h)
 	pc.countRequest(a, p.e.Port)
 
 	start := time.Now()

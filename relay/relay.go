@@ -123,9 +123,15 @@ type Server struct {
 
 	agentLn  net.Listener
 	publicLn map[uint16]net.Listener // by tunnel port
-	limits   *limiter                // of the public ports
+	limits   *limiter                // of the public ports, per address
 	proxy    *hubProxy               // to the hubs
 	hubAPI   *http.Server            // releases and keys, inside the tunnel (hubapi.go)
+
+	// publicGate and agentGate bound the open connections of the public
+	// ports and of the agent port (limits.go); sessions the requests in
+	// flight to each hub.
+	publicGate, agentGate *connGate
+	sessions              *hubSessions
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -159,6 +165,10 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		agent:       map[*agentConn]struct{}{},
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
+	pub, ag, perAddr, perHub := cfg.connLimits()
+	s.publicGate = newConnGate("public", "limit_public_conns", pub, 0, logf)
+	s.agentGate = newConnGate("agent", "limit_agent_conns", ag, perAddr, logf)
+	s.sessions = newHubSessions(perHub, logf)
 	s.enrollLimit = newEnrollLimiter(now)
 	s.proxy = newHubProxy(s)
 	return s, nil
@@ -207,6 +217,9 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.bind = newAgentBind(udpPort)
+	if udpPort != 0 {
+		s.bind.udpIn = newUDPInbound(s)
+	}
 	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), hubs: s.hubs}, s.bind, k, s.logf); err != nil {
 		s.stack.Close()
 		s.stack = nil
@@ -380,32 +393,37 @@ func (s *Server) untrack(c net.Conn) {
 	c.Close()
 }
 
-// acceptLoop accepts until ln is closed, handing each connection to handle
-// in a goroutine counted by s.wg.
-func (s *Server) acceptLoop(ln net.Listener, what string, handle func(net.Conn)) {
+// acceptLoop accepts until ln is closed, handing each connection with its
+// slot in gate to handle, in a goroutine counted by s.wg. A connection the
+// gate has no room for is reset at once; accept errors (out of file
+// descriptors) back off (acceptBackoff).
+func (s *Server) acceptLoop(ln net.Listener, what string, gate *connGate, handle func(net.Conn, *gateSlot)) {
 	defer s.wg.Done()
+	b := acceptBackoff{what: what, log: s.logf}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || !b.wait(err, s.closing) {
 				return
-			}
-			s.logf("relay: accept %s: %v", what, err)
-			select {
-			case <-s.closing:
-				return
-			case <-time.After(100 * time.Millisecond): // e.g. out of file descriptors
 			}
 			continue
 		}
+		b.ok()
 		if !s.track(c) {
+			continue
+		}
+		slot := gate.admit(addrKey(c.RemoteAddr()), func() { c.Close() })
+		if slot == nil {
+			abort(c)
+			s.untrack(c)
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer gate.release(slot)
 			defer s.untrack(c)
-			handle(c)
+			handle(c, slot)
 		}()
 	}
 }

@@ -34,6 +34,9 @@ func TestConfig(t *testing.T) {
 		{"limits and plaintext", head + "plaintext_ports = true\nlimit_conns_per_address = 8\nlimit_requests_per_second = 2.5\n", ""},
 		{"bad conn limit", head + "limit_conns_per_address = -1\n", "x.toml:3: limit_conns_per_address"},
 		{"bad rate limit", head + "limit_requests_per_second = 0.01\n", "x.toml:3: limit_requests_per_second"},
+		{"connection limits", head + "limit_public_conns = 100\nlimit_agent_conns = 200\nlimit_agent_prehello_per_address = 4\nlimit_sessions_per_hub = 10\n", ""},
+		{"bad public conns", head + "limit_public_conns = -5\n", "x.toml:3: limit_public_conns"},
+		{"bad sessions per hub", head + "limit_sessions_per_hub = -1\n", "x.toml:3: limit_sessions_per_hub"},
 	}
 	for _, tt := range tests {
 		var c Config
