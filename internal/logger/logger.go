@@ -1,8 +1,9 @@
-// Package logger is hubtunnel's one logging type: a printf-like function
-// that every component takes explicitly (no global logger), as
-// wireguard-go's and Tailscale's components do.
+// Package logger is hubtunnel's logging: a printf-like Logf that every
+// component takes explicitly (no global logger), as wireguard-go's and
+// Tailscale's components do, and the structured *slog.Logger the binaries
+// write their lines with (slog.go).
 //
-// A Logf must never be handed a secret; every caller formats its own
+// Neither must ever be handed a secret; every caller formats its own
 // values, and types that hold secrets (vpn.PrivateKey) print as a
 // placeholder.
 package logger
@@ -43,26 +44,41 @@ func RateLimited(f Logf, every time.Duration) Logf {
 
 func rateLimited(f Logf, every time.Duration, clock func() time.Time) Logf {
 	f = OrDiscard(f)
-	var (
-		mu      sync.Mutex
-		last    time.Time
-		dropped int
-	)
+	l := &limiter{every: every, clock: clock}
 	return func(format string, args ...any) {
-		mu.Lock()
-		now := clock()
-		if !last.IsZero() && now.Sub(last) < every {
-			dropped++
-			mu.Unlock()
+		pass, left := l.pass()
+		if !pass {
 			return
 		}
-		n := dropped
-		last, dropped = now, 0
-		mu.Unlock()
-		if n > 0 {
+		if left > 0 {
 			format += " (and %d similar lines left out)"
-			args = append(args, n)
+			args = append(args, left)
 		}
 		f(format, args...)
 	}
+}
+
+// limiter passes one event per every and counts the ones it holds back:
+// the rate limit of RateLimited and of Limited's slog lines.
+type limiter struct {
+	every time.Duration
+	clock func() time.Time
+
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// pass reports whether an event now may be logged and, if so, how many
+// were left out since the last one that was.
+func (l *limiter) pass() (ok bool, leftOut int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.dropped++
+		return false, 0
+	}
+	leftOut, l.last, l.dropped = l.dropped, now, 0
+	return true, leftOut
 }
