@@ -117,4 +117,3 @@ func TestLimitedPassesOneLinePerMessageAndIntervalAndCountsTheRest(t *testing.T)
 		t.Fatalf("lines =\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
-
