@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -49,7 +50,7 @@ type acmeState struct {
 	renewBefore atomic.Int64 // a time.Duration; Reload may change it
 	leaf        atomic.Pointer[x509.Certificate]
 	kick        chan struct{} // Reload: look at the renewal time again
-	errLog      logger.Logf
+	errLog      *slog.Logger  // each message at most every 10 minutes
 }
 
 func newACMEState(s *Server) *acmeState {
@@ -57,7 +58,7 @@ func newACMEState(s *Server) *acmeState {
 	if u, err := url.Parse(s.cfg.ACME.CA); err == nil && u.Host != "" {
 		host = strings.ReplaceAll(u.Host, ":", "_")
 	}
-	a := &acmeState{dir: filepath.Join(s.cfg.CertDir, "acme", host), kick: make(chan struct{}, 1), errLog: logger.RateLimited(s.logf, 10*time.Minute)}
+	a := &acmeState{dir: filepath.Join(s.cfg.CertDir, "acme", host), kick: make(chan struct{}, 1), errLog: logger.Limited(s.log, 10*time.Minute)}
 	a.renewBefore.Store(int64(s.cfg.ACME.renewBefore))
 	return a
 }
@@ -68,16 +69,16 @@ func (s *Server) loadACMECert() error {
 	s.acme = newACMEState(s)
 	cert, err := keptPair(s.acme.dir, s.cfg.Domain)
 	if err != nil {
-		s.logf("relay: acme: the kept certificate is unusable (%v); ordering a new one", err)
+		s.log.Warn("acme: the kept certificate is unusable; ordering a new one", logger.Err, err)
 	}
 	if cert != nil && covers(cert.Leaf, certNames(s.cfg.Domain, s.cfg.PublicHost)) && s.now().Before(cert.Leaf.NotAfter) {
 		s.certs.set(cert)
 		s.acme.leaf.Store(cert.Leaf)
-		s.logf("relay: acme: serving the certificate kept in %s (valid until %s, renewed from %s)", s.acme.dir,
-			cert.Leaf.NotAfter.UTC().Format(time.DateTime), renewDue(cert.Leaf, s.cfg.ACME.renewBefore).UTC().Format(time.DateTime))
+		s.log.Info("acme: serving the kept certificate", "dir", s.acme.dir,
+			"valid_until", cert.Leaf.NotAfter.UTC().Format(time.RFC3339), "renew_from", renewDue(cert.Leaf, s.cfg.ACME.renewBefore).UTC().Format(time.RFC3339))
 		return nil
 	}
-	s.logf("relay: acme: no certificate yet; serving a self-signed one until %s issues one", s.cfg.ACME.CA)
+	s.log.Info("acme: no certificate yet; serving a self-signed one until the CA issues one", "ca", s.cfg.ACME.CA)
 	return s.keepSelfSigned()
 }
 
@@ -118,7 +119,7 @@ func (s *Server) acmeLoop() {
 		if err != nil {
 			failures++
 			next := min(acmeBackoff[0]<<min(failures-1, 10), acmeBackoff[1])
-			a.errLog("relay: acme: could not get a certificate from %s: %v; still serving the current one, trying again in %v (logged at most every 10 minutes)", s.cfg.ACME.CA, err, next)
+			a.errLog.Warn("acme: could not get a certificate; still serving the current one", "ca", s.cfg.ACME.CA, logger.Err, err, "retry_in", next.String())
 			continue
 		}
 		failures = 0
@@ -155,7 +156,7 @@ func (s *Server) orderCert(ctx context.Context) error {
 		if err := atomicfile.WriteFile(filepath.Join(a.dir, "account.json"), data, 0o600); err != nil {
 			return err
 		}
-		s.logf("relay: acme: registered an account with %s", ac.CA)
+		s.log.Info("acme: registered an account", "ca", ac.CA)
 	}
 	r := ac.RFC2136
 	provider, err := dnsupdate.NewDNSProviderConfig(&dnsupdate.Config{
@@ -195,8 +196,8 @@ func (s *Server) orderCert(ctx context.Context) error {
 	}
 	s.certs.set(cert)
 	a.leaf.Store(cert.Leaf)
-	s.logf("relay: acme: new certificate for %s from %s, valid until %s; serving it to new connections",
-		strings.Join(names, ", "), ac.CA, cert.Leaf.NotAfter.UTC().Format(time.DateTime))
+	s.log.Info("acme: new certificate; serving it to new connections",
+		"names", strings.Join(names, ","), "ca", ac.CA, "valid_until", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	return nil
 }
 

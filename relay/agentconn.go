@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -244,7 +245,7 @@ func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSl
 	}
 	hb := s.hubs.key(vpn.PublicKey(h.Key))
 	if hb == nil {
-		s.strangerLog("relay: unknown agent key %s from %s (%s)", vpn.PublicKey(h.Key).Short(), ac.remote, h.Software)
+		s.repeatLog.Info("unknown agent key", "key", vpn.PublicKey(h.Key).Short(), logger.Remote, ac.remote, "software", h.Software)
 		// Not added or enrolled yet, removed, or disabled: the agent asks
 		// again within a minute, then less often (CodeNotRegistered).
 		ac.writeControl(wire.Error{Code: wire.CodeNotRegistered, Message: "this hub is not registered at the relay"}.Marshal())
@@ -260,7 +261,7 @@ func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSl
 		s.hubs.connected(hb, ac)
 		s.metrics.agentConnected(ac.transport)
 		ac.conn.SetReadDeadline(time.Time{}) // keepalives watch the connection from now on
-		s.logf("relay: hub %s connected from %s over %s (%s)", hb.Name, ac.remote, ac.transport, h.Software)
+		s.log.Info("hub connected", logger.Hub, hb.Name, logger.Remote, ac.remote, logger.Transport, ac.transport, "software", h.Software)
 		s.hubEvent(hb, store.KindHubConnect, ac.remote.String(), h.Software)
 	}
 	ac.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
@@ -275,7 +276,7 @@ func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSl
 // and the agent would wait for an answer forever.
 func (s *Server) wrongKey(ac *agentConn, hb *hub) {
 	if hb.due(&hb.wrongKeyLogged, s.now()) {
-		s.logf("relay: hub %s at %s has another relay key pinned (relay_public_key): its handshakes are not for this relay, whose key is %s", hb.Name, ac.remote, s.key.Public())
+		s.log.Warn("hub has another relay key pinned (relay_public_key): its handshakes are not for this relay", logger.Hub, hb.Name, logger.Remote, ac.remote, "relay_key", s.key.Public().String())
 	}
 	ac.writeControl(wire.Error{Code: wire.CodeWrongKey, Message: fmt.Sprintf(
 		"relay_public_key in this hub's config is not this relay's key; this relay's key is %s", s.key.Public())}.Marshal())
@@ -294,7 +295,7 @@ func (s *Server) foreignHandshake(ac *agentConn, hb *hub, key vpn.PublicKey, rea
 				from += " (hub " + other.Name + ")"
 			}
 		}
-		s.logf("relay: a connection from %s named hub %s in its Hello but sent %s: dropped", ac.remote, hb.Name, from)
+		s.log.Warn("a connection named a hub in its Hello but sent another handshake: dropped", logger.Remote, ac.remote, logger.Hub, hb.Name, "sent", from)
 	}
 	ac.writeControl(wire.Error{Message: "this connection's WireGuard key is not the one its Hello named"}.Marshal())
 }
@@ -316,7 +317,7 @@ func (s *Server) agentGone(ac *agentConn) {
 			// restarted agent no longer has.
 			s.dev.ExpireSessions(h.key)
 		}
-		s.logf("relay: hub %s disconnected (%s; %d bytes in, %d out)", h.Name, ac.remote, ac.counters.Rx(), ac.counters.Tx())
+		s.log.Info("hub disconnected", logger.Hub, h.Name, logger.Remote, ac.remote, "bytes_in", ac.counters.Rx(), "bytes_out", ac.counters.Tx())
 		s.audit.add(store.Event{Kind: store.KindHubGone, Hub: h.Name, Source: ac.remote.String(),
 			BytesUp: int64(ac.counters.Rx()), BytesDown: int64(ac.counters.Tx()), Outcome: "ok"})
 	}
@@ -414,7 +415,7 @@ func (s *Server) sayGoingAway() {
 	if len(agents) == 0 {
 		return
 	}
-	s.logf("relay: shutting down: telling %d agent connection(s) to come back in %v", len(agents), goingAwayMillis*time.Millisecond)
+	s.log.Info("shutting down: telling the agents to come back", "agents", len(agents), "in", (goingAwayMillis * time.Millisecond).String())
 	gone := make(chan struct{})
 	go func() {
 		s.agentsWG.Wait()
@@ -432,7 +433,7 @@ func (s *Server) sayGoingAway() {
 	select {
 	case <-gone:
 	case <-t.C:
-		s.logf("relay: closing %d agent connection(s) that did not hang up within %v", s.agentCount(), goingAwayGrace)
+		s.log.Warn("closing the agent connections that did not hang up", "agents", s.agentCount(), "grace", goingAwayGrace.String())
 	}
 }
 

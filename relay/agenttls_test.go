@@ -39,7 +39,7 @@ func TestAgentOverTLS(t *testing.T) {
 			if st := a.bind.Status(); st.Route != uplink.RouteTLS {
 				t.Errorf("the agent's route is %q, want %q", st.Route, uplink.RouteTLS)
 			}
-			if tr.logged("hub a connected from", "over tls") != 1 {
+			if tr.logged(`msg="hub connected" hub=a `, "transport=tls") != 1 {
 				t.Errorf("the relay did not log the hub as connected over tls")
 			}
 			// Directly, not through an upgrade: the relay chose ALPN hubtunnel/1.
@@ -188,7 +188,7 @@ func TestAgentUpgradeRefusesJunk(t *testing.T) {
 	if n, err := br.Read(make([]byte, 1)); err == nil {
 		t.Errorf("junk after the upgrade: the relay answered %d bytes", n)
 	}
-	if tr.logged("connected from") != 0 {
+	if tr.logged(`msg="hub connected"`) != 0 {
 		t.Error("a hub connected")
 	}
 }

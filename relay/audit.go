@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,7 @@ const (
 // a request never waits for the disk.
 type auditor struct {
 	db      *store.Store
-	logf    logger.Logf
+	log     *slog.Logger // each message at most once a minute
 	ch      chan store.Event
 	done    chan struct{}
 	dropped atomic.Int64
@@ -36,8 +37,8 @@ type auditor struct {
 	count   func(store.Event) // the relay's metrics (metrics.go); may be nil
 }
 
-func newAuditor(db *store.Store, logf logger.Logf) *auditor {
-	a := &auditor{db: db, logf: logger.RateLimited(logf, time.Minute), ch: make(chan store.Event, auditQueue), done: make(chan struct{})}
+func newAuditor(db *store.Store, log *slog.Logger) *auditor {
+	a := &auditor{db: db, log: logger.Limited(log, time.Minute), ch: make(chan store.Event, auditQueue), done: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -59,7 +60,7 @@ func (a *auditor) add(e store.Event) {
 	case a.ch <- e:
 	default:
 		if n := a.dropped.Add(1); n == 1 || n%1000 == 0 {
-			a.logf("relay: audit: the store is not keeping up; %d record(s) dropped", n)
+			a.log.Warn("audit: the store is not keeping up; records dropped", "dropped", n)
 		}
 	}
 }
@@ -85,7 +86,7 @@ func (a *auditor) run() {
 		timer.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := a.db.AppendAll(ctx, batch); err != nil {
-			a.logf("relay: audit: %d record(s) lost: %v", len(batch), err)
+			a.log.Warn("audit: records lost", "records", len(batch), logger.Err, err)
 		}
 		cancel()
 	}

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/portal"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/store"
@@ -332,13 +333,13 @@ func (s *Server) refresh() {
 	defer cancel()
 	rev, err := s.db.Revision(ctx)
 	if err != nil {
-		s.storeErrLog("relay: store: %v; open connections are checked again once it answers", err)
+		s.storeErrLog.Warn("store: no answer; open connections are checked again once it answers", logger.Err, err)
 		return
 	}
 	if s.revision.Swap(rev) != rev {
 		s.decisions.prune(rev)
 		if err := s.syncHubs(); err != nil {
-			s.storeErrLog("%v; the relay keeps serving the hubs it had", err)
+			s.storeErrLog.Warn("store: reading the hubs failed; the relay keeps serving the hubs it had", logger.Err, err)
 		}
 	}
 	s.recheck(ctx, rev)
@@ -382,7 +383,7 @@ func (s *Server) recheck(ctx context.Context, rev int64) {
 			}
 			pc.mu.Unlock()
 		case v.err == nil || errors.Is(v.err, errBadCredential) || errors.Is(v.err, errNoAccess):
-			s.logf("relay: access of %s to hub %s ended: closing its connection from %s", a.who, a.hub, pc.RemoteAddr())
+			s.log.Info("access ended: closing the connection", logger.User, a.who.String(), logger.Hub, a.hub, logger.Remote, pc.RemoteAddr().String())
 			pc.cut()
 		default: // the store did not answer: keep the decision, ask again next time
 		}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -140,7 +141,7 @@ func (s *Server) runProbe(hb *hub, p *probe) {
 		select {
 		case <-old.conn.Done():
 		default:
-			s.logf("relay: hub %s: its connection from %s did not answer a ping within %v: closed, as another connection with its key came", hb.Name, old.remote, pingTimeout)
+			s.log.Warn("hub connection did not answer a ping: closed, as another connection with its key came", logger.Hub, hb.Name, logger.Remote, old.remote, "ping_timeout", pingTimeout.String())
 			old.conn.CloseWithError(errors.New("no answer to a ping"))
 		}
 		t := time.NewTimer(goneWait)
@@ -176,7 +177,7 @@ func (ac *agentConn) pong(b []byte) {
 // hub (a copy retrying must not fill the log or the owner's audit list).
 func (s *Server) refuseClone(ac *agentConn, hb *hub, old *agentConn) {
 	if hb.due(&hb.cloneLogged, s.now()) {
-		s.logf("relay: hub %s: refused a connection from %s with its key: its agent is connected from %s and answers. A copy of the hub (a restored backup on a second device)? Each needs its own key", hb.Name, ac.remote, old.remote)
+		s.log.Warn("refused a connection with the key of a connected hub whose agent answers: a copy of the hub (a restored backup on a second device)? Each needs its own key", logger.Hub, hb.Name, logger.Remote, ac.remote, "connected_from", old.remote)
 		s.audit.add(store.Event{Kind: store.KindClone, Hub: hb.Name, Source: ac.remote.String(), Outcome: "refused",
 			Detail: fmt.Sprintf("a second connection with this hub's key while its agent is connected from %s: a copy of the hub? Each hub needs its own key", old.remote)})
 	}

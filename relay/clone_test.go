@@ -62,7 +62,7 @@ func TestCloneRefusedWhileHubStaysConnected(t *testing.T) {
 	if probes != 1 {
 		t.Errorf("%d copies cost the hub %d Pings, want 1", len(copies), probes)
 	}
-	if n := tr.logged("relay: hub a: refused a connection from", "with its key: its agent is connected from"); n != 1 {
+	if n := tr.logged(`msg="refused a connection with the key of a connected hub`, " hub=a "); n != 1 {
 		t.Errorf("the refusals were logged %d times, want once a minute", n)
 	}
 	poll.Until(t, 10*time.Second, "the refusal in the audit log", func() bool {
@@ -109,7 +109,7 @@ func TestHubBackAfterDeadConnectionIsAdmitted(t *testing.T) {
 	if n := h.online.Load(); n != 1 {
 		t.Errorf("%d connections count for the hub, want 1: the dead one was not closed", n)
 	}
-	if tr.logged("relay: hub a: its connection from", "did not answer a ping") != 1 {
+	if tr.logged(`msg="hub connection did not answer a ping`, " hub=a ") != 1 {
 		t.Error("the relay did not log closing the silent connection")
 	}
 	if st := back.bind.Status(); !st.Connected || st.LastError != "" {

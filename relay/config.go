@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -126,6 +127,9 @@ type Config struct {
 	// reconnect window and a UDP hub's freshness. Not in the file; tests
 	// set it to move time. Default time.Now.
 	Now func() time.Time `toml:"-"`
+	// Logger gets the relay's lines (field names: internal/logger).
+	// Default: text lines to New's logf.
+	Logger *slog.Logger `toml:"-"`
 
 	tunnelIP   netip.Addr
 	sessionTTL time.Duration

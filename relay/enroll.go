@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/enroll"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -200,7 +201,7 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]by
 	ok, logIt := s.enrollLimit.take(key)
 	if !ok {
 		if logIt {
-			s.logf("relay: enrollment attempts from %s over the limit (%d in %v): refused", showKey(key), enrollAttempts, enrollWindow)
+			s.log.Warn("enrollment attempts over the limit: refused", "address", showKey(key), "attempts", enrollAttempts, "window", enrollWindow.String())
 		}
 		ac.writeControl(wire.Error{Code: wire.CodeEnrollLimit, Message: "too many enrollment attempts from this network; try again in 15 minutes"}.Marshal())
 		return
@@ -208,12 +209,12 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]by
 	hub, software, refusal := s.enroll(ac, first, buf)
 	if refusal != nil {
 		ac.writeControl(wire.Error{Code: refusal.code, Message: refusal.msg}.Marshal())
-		s.logf("relay: enrollment from %s refused: %s", from, refusal.reason)
+		s.log.Info("enrollment refused", logger.Remote, from, "reason", refusal.reason)
 		s.audit.add(store.Event{Kind: store.KindEnroll, Hub: hub, Source: from, Outcome: "refused", Detail: refusal.reason})
 		return
 	}
 	s.enrollLimit.giveBack(key)
-	s.logf("relay: hub %s enrolled from %s over %s (%s)", hub, from, ac.transport, software)
+	s.log.Info("hub enrolled", logger.Hub, hub, logger.Remote, from, logger.Transport, ac.transport, "software", software)
 	s.audit.add(store.Event{Kind: store.KindEnroll, Hub: hub, Source: from, Outcome: "ok", Detail: software})
 }
 
@@ -237,7 +238,7 @@ func (s *Server) enroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) (
 	case errors.Is(err, store.ErrNotFound):
 		return "", "", unknown
 	case err != nil:
-		s.storeErrLog("relay: store: enrollment: %v", err)
+		s.storeErrLog.Warn("store: enrollment failed", logger.Err, err)
 		return "", "", &enrollRefusal{wire.CodeUnknown, "the relay cannot enroll hubs right now; try again later", "the store did not answer"}
 	case rec.RelayKey != s.pub.String():
 		unknown.reason = "a code made under another relay key"
@@ -290,7 +291,7 @@ func (s *Server) enroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) (
 	case errors.Is(err, store.ErrNameTaken):
 		return rec.Hub, software, &enrollRefusal{wire.CodeEnrollName, fmt.Sprintf("a hub is called %q already", rec.Hub), "the name is taken"}
 	default:
-		s.storeErrLog("relay: store: enrollment: %v", err)
+		s.storeErrLog.Warn("store: enrollment failed", logger.Err, err)
 		return rec.Hub, software, &enrollRefusal{wire.CodeUnknown, "the relay cannot enroll hubs right now; try again later", "the store did not answer"}
 	}
 	// The hub's peer must exist before its agent's tunnel connection
@@ -309,7 +310,7 @@ func (s *Server) enroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) (
 	if err := ac.writeControl(result); err != nil {
 		// The hub is in the store: its agent learns nothing, but the
 		// owner sees the hub and a new code enrolls it after hubrelay hub remove.
-		s.logf("relay: hub %s enrolled from %s, but the agent went away before it heard so", h.Name, ac.remote)
+		s.log.Warn("hub enrolled, but the agent went away before it heard so", logger.Hub, h.Name, logger.Remote, ac.remote)
 	}
 	return h.Name, software, nil
 }

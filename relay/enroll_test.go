@@ -98,7 +98,7 @@ func TestEnrollServesTheHubAtOnce(t *testing.T) {
 	if got := tr.ask(t, 443, "garage.localhost", "/who", tr.cookie(true)); got.code != 200 || got.body != "100.96.0.3" {
 		t.Fatalf("the owner asking the new hub: %d %q", got.code, got.body)
 	}
-	if tr.logged("relay: hub garage enrolled from 127.0.0.1:", "(relay-test-agent/1)") != 1 {
+	if tr.logged(`msg="hub enrolled" hub=garage remote=127.0.0.1:`, "software=relay-test-agent/1") != 1 {
 		t.Error("no log line for the enrollment")
 	}
 	id := code.ID()
@@ -183,10 +183,10 @@ func TestEnrollRefusesBadCodes(t *testing.T) {
 	if res, err := tr.enrollFrom(t, "", good, k.Public()); err != nil || res.Hub != "good" {
 		t.Fatalf("the good code after a forged registration: %+v %v", res, err)
 	}
-	if tr.logged("relay: enrollment from 127.0.0.1:", "refused: code expired") != 1 ||
-		tr.logged("refused: unknown code") != 1 ||
-		tr.logged("refused: a code made under another relay key") != 1 ||
-		tr.logged("refused: a registration not made with the code (wrong MAC)") != 1 {
+	if tr.logged(`msg="enrollment refused" remote=127.0.0.1:`, `reason="code expired"`) != 1 ||
+		tr.logged(`reason="unknown code"`) != 1 ||
+		tr.logged(`reason="a code made under another relay key"`) != 1 ||
+		tr.logged(`reason="a registration not made with the code (wrong MAC)"`) != 1 {
 		t.Error("the refusals were not logged with their reasons")
 	}
 }
@@ -217,7 +217,7 @@ func TestEnrollAttemptsAreLimited(t *testing.T) {
 			t.Fatalf("a good code after %d guesses: %v; want the limit", enrollAttempts, err)
 		}
 	}
-	if n := tr.logged("relay: enrollment attempts from 127.0.0.1 over the limit"); n != 1 {
+	if n := tr.logged(`msg="enrollment attempts over the limit: refused" address=127.0.0.1 `); n != 1 {
 		t.Fatalf("%d log lines for the limit, want 1", n)
 	}
 	// Another address enrolls meanwhile.

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // hubAPIPort is where hubs reach the relay inside the tunnel: its releases
@@ -61,7 +63,7 @@ func (s *Server) serveHubAPI() error {
 		s.hubAPI.Serve(ln)
 	}()
 	if root != nil {
-		s.logf("relay: serving releases from %s to hubs at http://%s/releases/", s.cfg.ReleasesDir, netip.AddrPortFrom(s.cfg.tunnelIP, hubAPIPort))
+		s.log.Info("serving releases to hubs", "dir", s.cfg.ReleasesDir, "url", "http://"+netip.AddrPortFrom(s.cfg.tunnelIP, hubAPIPort).String()+"/releases/")
 	}
 	return nil
 }
@@ -80,7 +82,7 @@ func (s *Server) releasesHandler(root *os.Root) http.Handler {
 		f, err := root.Open(name)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
-				s.logf("relay: releases: %v", err)
+				s.repeatLog.Warn("releases: cannot read a file", logger.Err, err)
 			}
 			http.NotFound(w, r)
 			return
@@ -94,7 +96,7 @@ func (s *Server) releasesHandler(root *os.Root) http.Handler {
 		if !strings.HasPrefix(name, "manifest") {
 			// Artifact downloads are rare and worth a line; daily manifest
 			// checks from every hub are not.
-			s.logf("relay: hub %s fetches %s (%d bytes)", s.hubAt(r.RemoteAddr), name, fi.Size())
+			s.log.Info("hub fetches a release", logger.Hub, s.hubAt(r.RemoteAddr), "file", name, "bytes", fi.Size())
 		}
 		w.Header().Set("Cache-Control", "no-cache")
 		http.ServeContent(w, r, name, fi.ModTime(), f)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // TestReleasesServeOnlyTheFolder: hubs get the release files and nothing
@@ -25,7 +27,7 @@ func TestReleasesServeOnlyTheFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	s := &Server{logf: t.Logf, hubs: newRegistry(nil, time.Now)}
+	s := &Server{log: logger.ToSlog(t.Logf), repeatLog: logger.ToSlog(t.Logf), hubs: newRegistry(nil, time.Now)}
 	h := s.releasesHandler(root)
 	for _, c := range []struct {
 		method, path string

@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -258,7 +259,7 @@ func (s *Server) recordHub(h *hub) {
 			}
 			cancel()
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				s.storeErrLog("relay: hub %s: recording its state: %v", h.Name, err)
+				s.storeErrLog.Warn("store: recording a hub's state failed", logger.Hub, h.Name, logger.Err, err)
 			}
 			h.mu.Lock()
 			h.recorded = want // also when it failed: the next change tries again
@@ -431,11 +432,11 @@ func (s *Server) syncHubs() error {
 		}
 		hc := HubConfig{Name: sh.Name, PublicKey: sh.PublicKey, TunnelIP: sh.TunnelIP}
 		if hc.key, err = vpn.ParsePublicKey(sh.PublicKey); err != nil {
-			s.storeErrLog("relay: store: hub %s: %v; not serving it", sh.Name, err)
+			s.storeErrLog.Warn("store: a hub's key is unusable; not serving it", logger.Hub, sh.Name, logger.Err, err)
 			continue
 		}
 		if hc.ip, err = netip.ParseAddr(sh.TunnelIP); err != nil || hc.ip == s.cfg.tunnelIP {
-			s.storeErrLog("relay: store: hub %s: tunnel address %q is not usable; not serving it", sh.Name, sh.TunnelIP)
+			s.storeErrLog.Warn("store: a hub's tunnel address is not usable; not serving it", logger.Hub, sh.Name, "tunnel_ip", sh.TunnelIP)
 			continue
 		}
 		list = append(list, hc)
@@ -445,14 +446,14 @@ func (s *Server) syncHubs() error {
 	for _, h := range removed {
 		s.dev.RemovePeer(h.key)
 		n := s.closeAgents(h)
-		s.logf("relay: hub %s is no longer served (disabled, removed or changed in the store); %d agent connection(s) closed", h.Name, n)
+		s.log.Info("hub no longer served (disabled, removed or changed in the store)", logger.Hub, h.Name, "agents_closed", n)
 	}
 	for _, h := range added {
 		if err := s.dev.AddPeer(vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}}); err != nil {
 			return fmt.Errorf("relay: hub %s: %w", h.Name, err)
 		}
 		if !starting {
-			s.logf("relay: hub %s is served now (tunnel address %s)", h.Name, h.ip)
+			s.log.Info("hub served now", logger.Hub, h.Name, "tunnel_ip", h.ip)
 		}
 	}
 	return nil

@@ -82,9 +82,9 @@ func TestHubOnlineOnlyAfterProvenHandshake(t *testing.T) {
 	if tr.hubs.online(h) || tr.hubs.online(tr.hubs.name("b")) {
 		t.Fatal("an agent with another key that claims the hub made a hub online")
 	}
-	if tr.logged("named hub a in its Hello but sent the handshake of key "+other.Public().Short()+": dropped") != 1 ||
-		tr.logged("(hub b): dropped") != 0 { // logged once a minute per named hub
-		t.Errorf("the relay's log of the foreign handshakes: %d, %d", tr.logged("named hub a"), tr.logged("(hub b)"))
+	if tr.logged(`hub=a sent="the handshake of key `+other.Public().Short()+`"`) != 1 ||
+		tr.logged(`(hub b)"`) != 0 { // logged once a minute per named hub
+		t.Errorf("the relay's log of the foreign handshakes: %d, %d", tr.logged("hub=a sent="), tr.logged("(hub b)"))
 	}
 
 	genuine := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
@@ -506,7 +506,7 @@ func TestWrongRelayKeySaysSo(t *testing.T) {
 		t.Fatal("a hub with the wrong relay key counts as online")
 	}
 	poll.Until(t, 10*time.Second, "the relay's log line", func() bool {
-		return tr.logged("relay: hub a at ", "has another relay key pinned (relay_public_key)") == 1
+		return tr.logged(`msg="hub has another relay key pinned (relay_public_key)`, " hub=a ") == 1
 	})
 }
 
@@ -576,7 +576,7 @@ func TestHubsChangeWithoutRestart(t *testing.T) {
 	if got := tr.ask(t, 443, "b.localhost", "/who", tr.cookie(true)); got.code != http.StatusNotFound {
 		t.Fatalf("a removed hub: %d %q, want the 404 page", got.code, got.body)
 	}
-	if tr.logged("relay: hub b is served now") != 1 || tr.logged("relay: hub a is no longer served") != 1 {
+	if tr.logged(`msg="hub served now" hub=b `) != 1 || tr.logged(`msg="hub no longer served (disabled, removed or changed in the store)" hub=a `) != 1 {
 		t.Error("the relay did not log the hubs it started and stopped serving")
 	}
 }
@@ -645,7 +645,7 @@ func TestStrangersDoNotFloodTheLog(t *testing.T) {
 			t.Fatalf("stranger %d: %x %v; want an Error frame", i, p, err)
 		}
 	}
-	if n := tr.logged("relay: unknown agent key"); n != 1 {
+	if n := tr.logged(`msg="unknown agent key"`); n != 1 {
 		t.Errorf("20 strangers made %d log lines; want 1", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -76,7 +77,7 @@ func (s *Server) nextKey() vpn.PublicKey {
 	case errors.Is(err, os.ErrNotExist):
 		return vpn.PublicKey{}
 	case err != nil:
-		s.storeErrLog("relay: next key: %v; not announcing one", err)
+		s.storeErrLog.Warn("store: the next key is unreadable; not announcing one", logger.Err, err)
 		return vpn.PublicKey{}
 	}
 	return k.Public()
@@ -101,7 +102,7 @@ func (s *Server) keysHandler() http.Handler {
 				// learned it: seen since the next key was made.
 				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 				if err := s.db.HubLearnedKeys(ctx, h.Name); err != nil {
-					s.storeErrLog("relay: hub %s: %v", h.Name, err)
+					s.storeErrLog.Warn("store: recording that a hub learned the keys failed", logger.Hub, h.Name, logger.Err, err)
 				}
 				cancel()
 			}
@@ -166,7 +167,7 @@ func (s *Server) announceKey(w http.ResponseWriter, r *http.Request, h *hub) {
 	}
 	s.pending.m[h.Name] = pendingKey{key: k, until: now.Add(pendingKeyTTL)}
 	s.pending.mu.Unlock()
-	s.logf("relay: hub %s announced its next key %s", h.Name, k.Short())
+	s.log.Info("hub announced its next key", logger.Hub, h.Name, "key", k.Short())
 	writeJSON(w, map[string]bool{"pending": true})
 }
 
@@ -194,7 +195,7 @@ func (s *Server) commitKey(w http.ResponseWriter, r *http.Request, h *hub) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	if err := s.db.ReplaceHubKey(ctx, h.Name, k.String()); err != nil {
-		s.logf("relay: hub %s: replacing its key: %v", h.Name, err)
+		s.log.Warn("replacing a hub's key failed", logger.Hub, h.Name, logger.Err, err)
 		status := http.StatusInternalServerError
 		if errors.Is(err, store.ErrExists) {
 			status = http.StatusConflict
@@ -202,7 +203,7 @@ func (s *Server) commitKey(w http.ResponseWriter, r *http.Request, h *hub) {
 		http.Error(w, "the relay could not keep the new key", status)
 		return
 	}
-	s.logf("relay: hub %s replaced its key %s with %s", h.Name, h.key.Short(), k.Short())
+	s.log.Info("hub replaced its key", logger.Hub, h.Name, "old_key", h.key.Short(), "key", k.Short())
 	s.audit.add(store.Event{Kind: store.KindHubKey, Hub: h.Name, Source: h.ip.String(), Outcome: "ok", Detail: "new key " + k.Short()})
 	// The relay's next poll of the store (within watchRevision's 250 ms)
 	// replaces the hub's peer and closes its agent connections; the

@@ -111,7 +111,7 @@ func TestHubReplacesItsKey(t *testing.T) {
 	if err != nil || stored.PublicKey != newKey.Public().String() {
 		t.Fatalf("store: %+v %v", stored, err)
 	}
-	if tr.logged("relay: hub a replaced its key") != 1 {
+	if tr.logged(`msg="hub replaced its key" hub=a `) != 1 {
 		t.Error("the relay did not log the key change")
 	}
 

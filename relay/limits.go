@@ -3,6 +3,7 @@ package relay
 import (
 	"container/list"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -312,9 +313,9 @@ type connGate struct {
 	key     string // the config key, in log lines
 	max     int
 	perAddr int // 0: no per-address bound on spare slots
-	// Each at most once a second: refusals for perAddr, refusals for
-	// max, and connections closed for room.
-	addrLog, fullLog, roomLog logger.Logf
+	// log has each message at most once a second: refusals for perAddr,
+	// refusals for max, and connections closed for room.
+	log *slog.Logger
 
 	mu     sync.Mutex
 	open   int
@@ -335,9 +336,9 @@ type gateSlot struct {
 	counted bool
 }
 
-func newConnGate(what, key string, max, perAddr int, logf logger.Logf) *connGate {
+func newConnGate(what, key string, max, perAddr int, log *slog.Logger) *connGate {
 	return &connGate{what: what, key: key, max: max, perAddr: perAddr, byAddr: map[netip.Prefix]int{},
-		addrLog: logger.RateLimited(logf, limitLogOnce), fullLog: logger.RateLimited(logf, limitLogOnce), roomLog: logger.RateLimited(logf, limitLogOnce)}
+		log: logger.Limited(log, limitLogOnce)}
 }
 
 // admit gives a new connection from addr a spare slot, closing the oldest
@@ -349,7 +350,7 @@ func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
 	if g.perAddr > 0 && g.byAddr[addr] >= g.perAddr {
 		g.mu.Unlock()
 		g.refused.Add(1)
-		g.addrLog("relay: limits: %s port: %d connections from %s have not said Hello yet (limit_agent_prehello_per_address): closing new ones (logged at most once a second)", g.what, g.perAddr, addr)
+		g.log.Warn("limits: too many connections from one address have not said Hello yet: closing new ones", "listener", g.what, "limit", "limit_agent_prehello_per_address", "max", g.perAddr, "address", addr.String())
 		return nil
 	}
 	var victim *gateSlot
@@ -358,7 +359,7 @@ func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
 		if front == nil {
 			g.mu.Unlock()
 			g.refused.Add(1)
-			g.fullLog("relay: limits: %s port: %d connections open, all in use (%s): closing new ones (logged at most once a second)", g.what, g.max, g.key)
+			g.log.Warn("limits: all connections in use: closing new ones", "listener", g.what, "limit", g.key, "max", g.max)
 			return nil
 		}
 		victim = front.Value.(*gateSlot)
@@ -375,7 +376,7 @@ func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
 	g.mu.Unlock()
 	if victim != nil {
 		g.evicted.Add(1)
-		g.roomLog("relay: limits: %s port: %d connections open (%s): closed the oldest idle one for a new one (logged at most once a second)", g.what, g.max, g.key)
+		g.log.Warn("limits: all connections open: closed the oldest idle one for a new one", "listener", g.what, "limit", g.key, "max", g.max)
 		victim.close()
 	}
 	return sl
@@ -453,15 +454,15 @@ func (g *connGate) inUse() int {
 // cannot take every connection the relay has from the others.
 type hubSessions struct {
 	max int
-	log logger.Logf // rate-limited per hub by lastLog
+	log *slog.Logger // rate-limited per hub by lastLog
 
 	mu      sync.Mutex
 	n       map[*hub]int
 	lastLog map[*hub]time.Time
 }
 
-func newHubSessions(max int, logf logger.Logf) *hubSessions {
-	return &hubSessions{max: max, log: logf, n: map[*hub]int{}, lastLog: map[*hub]time.Time{}}
+func newHubSessions(max int, log *slog.Logger) *hubSessions {
+	return &hubSessions{max: max, log: log, n: map[*hub]int{}, lastLog: map[*hub]time.Time{}}
 }
 
 // enter counts a session to h in; false: h has max already.
@@ -478,7 +479,7 @@ func (hs *hubSessions) enter(h *hub, now time.Time) bool {
 	}
 	hs.mu.Unlock()
 	if logIt {
-		hs.log("relay: limits: hub %s has %d sessions through the relay (limit_sessions_per_hub): refusing new ones (logged at most once a second)", h.Name, hs.max)
+		hs.log.Warn("limits: a hub's sessions through the relay are all in use: refusing new ones", logger.Hub, h.Name, "limit", "limit_sessions_per_hub", "max", hs.max)
 	}
 	return false
 }
@@ -498,7 +499,7 @@ func (hs *hubSessions) leave(h *hub) {
 // does, logged at most once a second with a count.
 type acceptBackoff struct {
 	what   string
-	log    logger.Logf
+	log    *slog.Logger
 	delay  time.Duration
 	errors int // since the last line
 	last   time.Time
@@ -514,7 +515,7 @@ func (b *acceptBackoff) wait(err error, stop <-chan struct{}) bool {
 	}
 	b.errors++
 	if now := time.Now(); now.Sub(b.last) >= time.Second {
-		b.log("relay: accept on %s: %v (%d error(s) since the last line); retrying in %v", b.what, err, b.errors, b.delay)
+		b.log.Warn("accept failed; retrying", "listener", b.what, logger.Err, err, "errors", b.errors, "retry_in", b.delay.String())
 		b.last, b.errors = now, 0
 	}
 	t := time.NewTimer(b.delay)

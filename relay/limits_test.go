@@ -18,6 +18,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
@@ -93,10 +94,10 @@ func TestAgentPortFloodLeavesHubsServed(t *testing.T) {
 		}
 	}
 	secs := int(time.Since(start)/time.Second) + 1
-	if n := tr.logged("limits: agent port", "limit_agent_prehello_per_address"); n < 1 || n > secs {
+	if n := tr.logged("listener=agent ", "limit=limit_agent_prehello_per_address "); n < 1 || n > secs {
 		t.Errorf("%d log lines about connections before Hello per address in %d s; want 1 to %d", n, secs, secs)
 	}
-	if n := tr.logged("limits: agent port", "limit_agent_conns"); n < 1 || n > secs {
+	if n := tr.logged("listener=agent ", "limit=limit_agent_conns "); n < 1 || n > secs {
 		t.Errorf("%d log lines about limit_agent_conns in %d s; want 1 to %d", n, secs, secs)
 	}
 }
@@ -131,7 +132,7 @@ func TestPublicFloodOfHalfSentHeads(t *testing.T) {
 		t.Errorf("%d public connections open, limit %d", n, total)
 	}
 	secs := int(time.Since(start)/time.Second) + 1
-	if n := tr.logged("limits: public port", "limit_public_conns"); n < 1 || n > secs {
+	if n := tr.logged("listener=public ", "limit=limit_public_conns "); n < 1 || n > secs {
 		t.Errorf("%d log lines about limit_public_conns in %d s; want 1 to %d", n, secs, secs)
 	}
 }
@@ -164,7 +165,7 @@ func TestSessionsPerHub(t *testing.T) {
 	if got := ask("b"); got.code != 200 || got.body != who("b") {
 		t.Errorf("another hub meanwhile: %d %q %v", got.code, got.body, got.err)
 	}
-	if n := tr.logged("limits: hub a has 3 sessions", "limit_sessions_per_hub"); n != 1 {
+	if n := tr.logged(" hub=a ", "limit=limit_sessions_per_hub max=3"); n != 1 {
 		t.Errorf("%d log lines about hub a's sessions, want 1", n)
 	}
 	for _, c := range streams {
@@ -195,15 +196,15 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	s := &Server{closing: make(chan struct{})}
 	var mu sync.Mutex
 	var lines []string
-	s.logf = func(f string, a ...any) {
+	s.log = logger.ToSlog(func(f string, a ...any) {
 		mu.Lock()
 		lines = append(lines, fmt.Sprintf(f, a...))
 		mu.Unlock()
-	}
+	})
 	ln := &errListener{}
 	s.wg.Add(1)
 	start := time.Now()
-	go s.acceptLoop(ln, "the agent port", newConnGate("agent", "limit_agent_conns", 1, 1, s.logf), func(net.Conn, *gateSlot) {})
+	go s.acceptLoop(ln, "the agent port", newConnGate("agent", "limit_agent_conns", 1, 1, s.log), func(net.Conn, *gateSlot) {})
 	poll.Until(t, 10*time.Second, "the accept loop to back off past 1 s", func() bool {
 		ln.mu.Lock()
 		defer ln.mu.Unlock()
@@ -218,7 +219,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lines) > int(took/time.Second)+1 || !strings.Contains(lines[0], "too many open files") || !strings.Contains(lines[0], "retrying in") {
+	if len(lines) > int(took/time.Second)+1 || !strings.Contains(lines[0], "too many open files") || !strings.Contains(lines[0], "retry_in=") {
 		t.Errorf("log after %v:\n%s", took, strings.Join(lines, "\n"))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -171,10 +172,10 @@ func (s *Server) serveMetrics() error {
 	go func() {
 		defer s.wg.Done()
 		if err := s.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.logf("relay: metrics_listen: %v", err)
+			s.log.Warn("metrics listener failed", logger.Err, err)
 		}
 	}()
-	s.logf("relay: metrics and health on http://%s/metrics, /healthz, /readyz", ln.Addr())
+	s.log.Info("metrics and health on /metrics, /healthz, /readyz", "url", "http://"+ln.Addr().String()+"/")
 	return nil
 }
 

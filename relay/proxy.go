@@ -91,7 +91,7 @@ type route struct {
 
 func newHubProxy(s *Server) *hubProxy {
 	p := &hubProxy{s: s}
-	errLog := logger.RateLimited(s.logf, 30*time.Second)
+	errLog := logger.Limited(s.log, 30*time.Second)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		ModifyResponse: hubCookies,
@@ -101,7 +101,7 @@ func newHubProxy(s *Server) *hubProxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt := r.Context().Value(routeKey{}).(*route)
 			if !errors.Is(err, context.Canceled) {
-				errLog("relay: hub %s port %d for %s: %v", rt.hub.Name, rt.port, r.RemoteAddr, err)
+				errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
 			}
 			p.transport(rt).CloseIdleConnections()
 			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")

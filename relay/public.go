@@ -51,7 +51,7 @@ func (s *Server) acceptPublic(ln net.Listener, e portmap.Entry) {
 		ReadHeaderTimeout: headTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHead,
-		ErrorLog:          log.New(logWriter(logger.RateLimited(s.logf, 30*time.Second)), fmt.Sprintf("relay: public port %d: ", e.Port), 0),
+		ErrorLog:          log.New(logWriter(logger.RateLimited(logger.FromSlog(s.log.With(logger.Port, e.Port)), 30*time.Second)), "", 0),
 		TLSNextProto:      s.agentNextProto(e.Port), // HTTP/1.1 only, and agents on 443
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
@@ -74,14 +74,14 @@ func (s *Server) acceptPublic(ln net.Listener, e portmap.Entry) {
 			}
 		},
 	}
-	var l net.Listener = &publicListener{Listener: ln, s: s, backoff: acceptBackoff{what: fmt.Sprintf("public port %d", e.Port), log: s.logf}}
+	var l net.Listener = &publicListener{Listener: ln, s: s, backoff: acceptBackoff{what: fmt.Sprintf("public port %d", e.Port), log: s.log}}
 	if e.Port == 443 {
 		l = tls.NewListener(l, s.agentTLS)
 	} else if e.TLS {
 		l = tls.NewListener(l, s.tls)
 	}
 	if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
-		s.logf("relay: public port %d: %v", e.Port, err)
+		s.log.Warn("public port failed", logger.Port, e.Port, logger.Err, err)
 	}
 }
 
@@ -174,7 +174,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	case err != nil:
-		s.storeErrLog("relay: deciding a request from %s: %v", r.RemoteAddr, err)
+		s.storeErrLog.Warn("store: deciding a request failed", logger.Remote, r.RemoteAddr, logger.Err, err)
 		writeError(w, http.StatusServiceUnavailable, "Try again", "The relay cannot check your access right now. Try again in a minute.")
 		return
 	}
@@ -212,8 +212,8 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in, out := pc.in.Load(), pc.out.Load()
 		up, down := in-pc.auditIn, out-pc.auditOut
 		pc.auditIn, pc.auditOut = in, out
-		s.logf("relay: request hub=%s port=%d from=%s by=%q method=%s status=%d dur=%s up=%d down=%d",
-			h.Name, p.e.Port, r.RemoteAddr, a.who.String(), r.Method, status, time.Since(start).Round(time.Millisecond), up, down)
+		s.log.Info("request", logger.Hub, h.Name, logger.Port, p.e.Port, logger.Remote, r.RemoteAddr, logger.User, a.who.String(),
+			"method", r.Method, "status", status, "dur", time.Since(start).Round(time.Millisecond).String(), "up", up, "down", down)
 	}
 	defer func() {
 		if !logged {
@@ -339,7 +339,7 @@ func (p *publicPort) redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) logLimit(pc *publicConn, format string, args ...any) {
 	s.metrics.limitHits.Add(1)
 	if s.limits.shouldLog(pc.addr) {
-		s.logf("relay: limits: address %s: "+format+"; refusing (logged at most every %v)", append(append([]any{pc.addr.key}, args...), limitLogEvery)...)
+		s.log.Warn("limits: an address is over its limit; refusing", "address", pc.addr.key.String(), "limit", fmt.Sprintf(format, args...))
 	}
 }
 
@@ -349,7 +349,7 @@ func (s *Server) awaitReconnect(h *hub, from string) bool {
 	if !s.hubs.reconnecting(h) {
 		return false
 	}
-	s.logf("relay: hub %s is reconnecting; a request from %s waits up to %v", h.Name, from, reconnectWait)
+	s.repeatLog.Info("hub is reconnecting; a request waits", logger.Hub, h.Name, logger.Remote, from, "wait", reconnectWait.String())
 	return s.hubs.waitOnline(h, reconnectWait, s.closing)
 }
 

@@ -457,7 +457,7 @@ func TestPerAddressLimits(t *testing.T) {
 		t.Errorf("15 requests at once with a burst of 10: %v; want 10 200s and 5 429s", codes)
 	}
 	good()
-	if n := tr.logged("limits: address 127.0.0.1/32"); n != 1 {
+	if n := tr.logged("address=127.0.0.1/32 "); n != 1 {
 		t.Errorf("%d log lines about 127.0.0.1's limits within 30 s, want 1", n)
 	}
 	tr.clock.advance(2 * time.Second)
@@ -481,8 +481,8 @@ func TestAuditLine(t *testing.T) {
 		t.Fatalf("%d %v", got.code, got.err)
 	}
 	poll.Until(t, 10*time.Second, "the requests' log lines", func() bool {
-		return tr.logged("relay: request hub=a port=443 from=127.0.0.1:", `by="user owner"`, "method=GET status=200") == 1 &&
-			tr.logged("relay: request hub=a port=4431 from=127.0.0.1:", `by="token #`, "method=POST status=200") == 1
+		return tr.logged("msg=request hub=a port=443 remote=127.0.0.1:", `user="user owner"`, "method=GET status=200") == 1 &&
+			tr.logged("msg=request hub=a port=4431 remote=127.0.0.1:", `user="token #`, "method=POST status=200") == 1
 	})
 	for _, secret := range []string{"secret", "c2VjcmV0", "/who", tr.session, tr.tokens["a"], tr.tokens["a"][4:20]} {
 		if n := tr.logged(secret); n != 0 {

@@ -44,6 +44,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -70,7 +71,8 @@ const tunnelMTU = 8000
 // Server is a running relay. Create it with New, then Start; Close stops it.
 type Server struct {
 	cfg     Config
-	logf    logger.Logf
+	log     *slog.Logger
+	logf    logger.Logf // log's, for the components that take a Logf
 	key     vpn.PrivateKey
 	pub     vpn.PublicKey // key's
 	pending pendingKeys   // hubs' announced next keys (keys.go)
@@ -91,12 +93,14 @@ type Server struct {
 	handoffs  handoffs
 	audit     *auditor
 	portal    portals
-	// storeErrLog logs the store's failures on the request path, at most
-	// once a minute.
-	storeErrLog logger.Logf
-	// strangerLog logs agents with a key the relay does not serve, at most
-	// once every 10 s: a scan or a swarm of stale agents must not flood it.
-	strangerLog logger.Logf
+	// storeErrLog logs the store's failures on the request path, each
+	// message at most once a minute.
+	storeErrLog *slog.Logger
+	// repeatLog logs what can come per connection or request (agents with
+	// a key the relay does not serve, requests waiting for a hub), each
+	// message at most once every 10 s: a scan or a swarm of stale agents
+	// must not flood the log.
+	repeatLog *slog.Logger
 
 	// enrollLimit counts enrollment attempts per source (enroll.go).
 	enrollLimit *enrollLimiter
@@ -145,20 +149,26 @@ type Server struct {
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
+// Its lines go to cfg.Logger or, without one, as text to logf.
 func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
-	logf = logger.OrDiscard(logf)
+	log := cfg.Logger
+	if log == nil {
+		log = logger.ToSlog(logf)
+	}
+	logf = logger.FromSlog(log)
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
 	s := &Server{
 		cfg:         cfg,
+		log:         log,
 		logf:        logf,
 		version:     version,
 		hubs:        newRegistry(nil, now),
 		now:         now,
-		storeErrLog: logger.RateLimited(logf, time.Minute),
-		strangerLog: logger.RateLimited(logf, 10*time.Second),
+		storeErrLog: logger.Limited(log, time.Minute),
+		repeatLog:   logger.Limited(log, 10*time.Second),
 		publicLn:    map[uint16]net.Listener{},
 		closing:     make(chan struct{}),
 		conns:       map[net.Conn]struct{}{},
@@ -166,9 +176,9 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
 	pub, ag, perAddr, perHub := cfg.connLimits()
-	s.publicGate = newConnGate("public", "limit_public_conns", pub, 0, logf)
-	s.agentGate = newConnGate("agent", "limit_agent_conns", ag, perAddr, logf)
-	s.sessions = newHubSessions(perHub, logf)
+	s.publicGate = newConnGate("public", "limit_public_conns", pub, 0, log)
+	s.agentGate = newConnGate("agent", "limit_agent_conns", ag, perAddr, log)
+	s.sessions = newHubSessions(perHub, log)
 	s.enrollLimit = newEnrollLimiter(now)
 	s.proxy = newHubProxy(s)
 	return s, nil
@@ -199,9 +209,9 @@ func (s *Server) Start() (err error) {
 		if err := s.refuseNewKey(); err != nil {
 			return err
 		}
-		s.logf("relay: created a new key in %s", s.cfg.PrivateKeyFile)
+		s.log.Info("created a new key", "file", s.cfg.PrivateKeyFile)
 	}
-	s.audit = newAuditor(s.db, s.logf)
+	s.audit = newAuditor(s.db, s.log)
 	s.audit.count = s.metrics.event
 	if s.portal, err = s.newPortals(); err != nil {
 		return err
@@ -282,16 +292,9 @@ func (s *Server) Start() (err error) {
 			go s.acceptPublic(ln, e)
 		}
 	}
-	s.logf("relay: agents connect to %s (tcp%s); public key %s", s.agentLn.Addr(), udpNote(udpPort), k.Public())
-	s.logf("relay: %d hubs, e.g. https://%s/", s.hubs.count(), net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.Domain, strconv.Itoa(443+s.cfg.PortOffset)))
+	s.log.Info("agents connect to this relay", "listen", s.agentLn.Addr().String(), "udp_port", udpPort, "key", k.Public().String())
+	s.log.Info("serving hubs", "hubs", s.hubs.count(), "example", "https://"+net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.Domain, strconv.Itoa(443+s.cfg.PortOffset))+"/")
 	return nil
-}
-
-func udpNote(port uint16) string {
-	if port == 0 {
-		return ""
-	}
-	return fmt.Sprintf(", udp :%d", port)
 }
 
 func firstHub(hs []HubConfig) string {
@@ -399,7 +402,7 @@ func (s *Server) untrack(c net.Conn) {
 // descriptors) back off (acceptBackoff).
 func (s *Server) acceptLoop(ln net.Listener, what string, gate *connGate, handle func(net.Conn, *gateSlot)) {
 	defer s.wg.Done()
-	b := acceptBackoff{what: what, log: s.logf}
+	b := acceptBackoff{what: what, log: s.log}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -459,8 +462,7 @@ func (s *Server) openStore() error {
 	if err != nil {
 		return fmt.Errorf("relay: store: %w", err)
 	}
-	s.logf("relay: store %s: imported the config's hubs: added %s; updated %s; %d unchanged",
-		db.Where(), hubList(r.Added), hubList(r.Updated), len(r.Unchanged))
+	s.log.Info("store: imported the config's hubs", "store", db.Where(), "added", hubList(r.Added), "updated", hubList(r.Updated), "unchanged", len(r.Unchanged))
 	for _, h := range s.cfg.Hubs {
 		if h.Owner == "" {
 			continue
@@ -474,11 +476,11 @@ func (s *Server) openStore() error {
 		}
 		switch err := db.SetHubOwner(ctx, h.Name, h.Owner); {
 		case errors.Is(err, store.ErrNotFound):
-			s.logf("relay: hub %s: owner %q is no account yet (hubrelay user add %s); the hub keeps its owner until then", h.Name, h.Owner, h.Owner)
+			s.log.Warn("the config names a hub owner who has no account yet (hubrelay user add); the hub keeps its owner until then", logger.Hub, h.Name, logger.User, h.Owner)
 		case err != nil:
 			return fmt.Errorf("relay: store: %w", err)
 		default:
-			s.logf("relay: hub %s: owner is now %s (from the config)", h.Name, h.Owner)
+			s.log.Info("hub owner set from the config", logger.Hub, h.Name, logger.User, h.Owner)
 		}
 	}
 	// No hub is connected yet; a relay that crashed left some marked online.

@@ -71,7 +71,7 @@ func TestStoreImportAddsAndUpdatesButNeverDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(strings.Join(lines, "\n"), "added a, b; updated none; 0 unchanged") {
+	if !strings.Contains(strings.Join(lines, "\n"), `added="a, b" updated=none unchanged=0`) {
 		t.Fatalf("log: %q", lines)
 	}
 	s.Close()
@@ -85,7 +85,7 @@ func TestStoreImportAddsAndUpdatesButNeverDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(strings.Join(lines, "\n"), "added c; updated a; 0 unchanged") {
+	if !strings.Contains(strings.Join(lines, "\n"), "added=c updated=a unchanged=0") {
 		t.Fatalf("log: %q", lines)
 	}
 	hubs, err := s.Store().Hubs(ctx)

@@ -12,6 +12,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 )
 
 // The certificate the TLS ports serve comes from one of three places:
@@ -64,7 +66,7 @@ func (s *Server) loadCertFiles() error {
 		return fmt.Errorf("relay: tls_cert_file: %w", err)
 	}
 	s.certs.set(cert)
-	s.logf("relay: serving the certificate of %s (%s, valid until %s)", s.cfg.TLSCertFile, cert.Leaf.Subject.CommonName, cert.Leaf.NotAfter.UTC().Format(time.DateTime))
+	s.log.Info("serving the certificate of tls_cert_file", "file", s.cfg.TLSCertFile, "name", cert.Leaf.Subject.CommonName, "valid_until", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	return nil
 }
 
@@ -75,12 +77,12 @@ func (s *Server) keepSelfSigned() error {
 	names := certNames(s.cfg.Domain, s.cfg.PublicHost)
 	cert, err := keptPair(s.cfg.CertDir, selfSignedName)
 	if err != nil {
-		s.logf("relay: %s/%s.crt: %v; making a new self-signed certificate", s.cfg.CertDir, selfSignedName, err)
+		s.log.Warn("the kept self-signed certificate is unusable; making a new one", "dir", s.cfg.CertDir, logger.Err, err)
 	}
 	if cert != nil && covers(cert.Leaf, names) && s.now().Before(cert.Leaf.NotAfter.Add(-selfSignedRenew)) {
 		if cur := s.certs.leaf(); cur == nil || !cur.Equal(cert.Leaf) {
 			s.certs.set(cert)
-			s.logf("relay: no tls_cert_file: serving the self-signed certificate kept in %s for %s (browsers warn about it)", s.cfg.CertDir, names[0])
+			s.log.Info("no tls_cert_file: serving the kept self-signed certificate (browsers warn about it)", "dir", s.cfg.CertDir, "name", names[0])
 		}
 		return nil
 	}
@@ -95,7 +97,7 @@ func (s *Server) keepSelfSigned() error {
 		return fmt.Errorf("relay: self-signed certificate in cert_dir %s: %w", s.cfg.CertDir, err)
 	}
 	s.certs.set(cert)
-	s.logf("relay: no tls_cert_file: made a self-signed certificate for %s, kept in %s (browsers warn about it)", names[0], s.cfg.CertDir)
+	s.log.Info("no tls_cert_file: made a self-signed certificate (browsers warn about it)", "name", names[0], "dir", s.cfg.CertDir)
 	return nil
 }
 
@@ -133,7 +135,7 @@ func (s *Server) renewSelfSigned() {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	if err := s.keepSelfSigned(); err != nil {
-		s.logf("%v; still serving the current one", err)
+		s.log.Warn("reload: the certificate failed; still serving the current one", logger.Err, err)
 	}
 }
 
@@ -152,7 +154,7 @@ func (s *Server) Reload() error {
 			return fmt.Errorf("relay: reload: %w; nothing changed", err)
 		}
 		if restart := s.applyConfig(cfg); len(restart) > 0 {
-			s.logf("relay: reload: %s changed in %s; that needs a restart (the relay goes on with the old value)", strings.Join(restart, ", "), s.cfg.path)
+			s.log.Warn("reload: keys changed that need a restart; the relay goes on with the old values", "keys", strings.Join(restart, ","), "config", s.cfg.path)
 		}
 	}
 	switch {
