@@ -74,7 +74,7 @@ func (ru *run) hubs() error {
 	if err := fleet.WaitLog(fmt.Sprintf("fleet: %d hubs connected", n), 60*time.Second+time.Duration(n)*100*time.Millisecond); err != nil {
 		return err
 	}
-	connected := func() int { return strings.Count(rn.Proc.Log(), " connected from ") }
+	connected := func() int { return strings.Count(rn.Proc.Log(), `msg="hub connected" `) }
 	if err := WaitFor(30*time.Second, fmt.Sprintf("the relay to log %d hubs connected", n), func() (bool, error) {
 		return connected() >= n, nil
 	}); err != nil {
@@ -89,7 +89,7 @@ func (ru *run) hubs() error {
 	time.Sleep(10 * time.Second)
 	mLater, _ := rn.Proc.Mem()
 	fleetMem, _ := fleet.Mem()
-	drops := strings.Count(rn.Proc.Log(), " disconnected (")
+	drops := strings.Count(rn.Proc.Log(), `msg="hub disconnected" `)
 	still := connected() - drops
 
 	perHub := float64(mConn.RSS-m0.RSS) / float64(n)
@@ -114,7 +114,7 @@ flows). The fleet starts them %d at a time and starts the next wave once each hu
 completed its handshake, so that the relay's handshake queue stays short (wireguard-go asks for
 cookies, rate-limited per source address, under load; all fleet hubs share 127.0.0.1).
 
-"Connected" is counted in the relay's own log ("relay: hub NAME connected from", written when the relay
+"Connected" is counted in the relay's own log (msg="hub connected", written when the relay
 has answered the hub's handshake on that connection). RSS is VmRSS from /proc/PID/status, 3 s after
 start (no hubs, offline) and 5 s after the last hub connected; 10 s later it was %s (VmHWM %s),
 with %d hubs still connected and %d disconnects logged. The relay took %s to start with %d hubs

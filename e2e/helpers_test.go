@@ -434,7 +434,7 @@ func (s *hubSetup) mustGetWebUI() {
 func (s *hubSetup) waitSessionsLogged(n int) {
 	s.t.Helper()
 	poll.Until(s.t, 10*time.Second, fmt.Sprintf("the relay to log %d sessions", n), func() bool {
-		return strings.Count(s.relay.logText(), "relay: request hub=demo ") >= n
+		return strings.Count(s.relay.logText(), "msg=request hub=demo ") >= n
 	})
 }
 

@@ -127,12 +127,12 @@ func testRotateKeyDuringDownload(t *testing.T, transport string) {
 		t.Fatalf("SHA-256 of the download %s; the file's is %s", g, want)
 	}
 	// It ran across the key change: the relay logs a request as it ends.
-	download := regexp.MustCompile(`relay: request hub=demo port=80 .* down=5242\d{4}\b`)
+	download := regexp.MustCompile(`msg=request hub=demo port=80 .* down=5242\d{4}\b`)
 	poll.Until(t, 10*time.Second, "the relay to log the download", func() bool {
 		return download.MatchString(s.relay.logText())
 	})
 	relayLog := s.relay.logText()
-	if replaced := strings.Index(relayLog, "relay: hub demo replaced its key"); replaced < 0 || download.FindStringIndex(relayLog)[0] < replaced {
+	if replaced := strings.Index(relayLog, `msg="hub replaced its key" hub=demo `); replaced < 0 || download.FindStringIndex(relayLog)[0] < replaced {
 		t.Errorf("the download ended before the relay replaced the hub's key: it did not run across the change")
 	}
 	// rotate-key says "connected with the new key" only once the hub is:
@@ -385,7 +385,7 @@ func TestEnrollOverTLS(t *testing.T) {
 	if err != nil || !strings.Contains(out, "enrolled as hub cellar") {
 		t.Fatalf("hubtunnel enroll over TLS: %v\n%s", err, out)
 	}
-	if !regexp.MustCompile(`relay: hub cellar enrolled from 127\.0\.0\.1:\d+ over tls \(`).MatchString(s.relay.logText()) {
+	if !regexp.MustCompile(`msg="hub enrolled" hub=cellar remote=127\.0\.0\.1:\d+ transport=tls `).MatchString(s.relay.logText()) {
 		t.Errorf("the relay did not log the enrollment as over tls")
 	}
 	cellar.start(s)
@@ -394,7 +394,7 @@ func TestEnrollOverTLS(t *testing.T) {
 	if err != nil || st.Route != "tls" {
 		t.Errorf("status route %q (err %v), want \"tls\"", st.Route, err)
 	}
-	if !regexp.MustCompile(`relay: hub cellar connected from 127\.0\.0\.1:\d+ over tls \(`).MatchString(s.relay.logText()) {
+	if !regexp.MustCompile(`msg="hub connected" hub=cellar remote=127\.0\.0\.1:\d+ transport=tls `).MatchString(s.relay.logText()) {
 		t.Errorf("the relay did not log hub cellar as connected over tls")
 	}
 	if err := s.bed.AddToken("cellar"); err != nil {

@@ -76,7 +76,7 @@ func TestRelayGracefulRestart(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("relay still running 10 s after SIGTERM")
 	}
-	if !strings.Contains(s.relay.logText(), "telling 1 agent connection(s) to come back") {
+	if !strings.Contains(s.relay.logText(), `msg="shutting down: telling the agents to come back" agents=1 `) {
 		t.Errorf("the relay's log does not say it told the agent to come back:\n%s", s.relay.logText())
 	}
 	poll.Until(t, 5*time.Second, "the agent to log that the relay is restarting", func() bool {

@@ -39,8 +39,8 @@ func (s *hubSetup) connectedOver(route string) {
 		s.t.Errorf("status route %q, want %q", st.Route, route)
 	}
 	s.mustGetWebUI()
-	if !strings.Contains(s.relay.logText(), "hub demo connected from 127.0.0.1:") ||
-		!strings.Contains(s.relay.logText(), " over tls (") {
+	if !strings.Contains(s.relay.logText(), `msg="hub connected" hub=demo remote=127.0.0.1:`) ||
+		!strings.Contains(s.relay.logText(), " transport=tls ") {
 		s.t.Errorf("the relay did not log the hub as connected over tls")
 	}
 }

@@ -298,7 +298,7 @@ func TestUpdateInstallsANewRelease(t *testing.T) {
 	if out := run(t, h.bin, "hub"); !strings.HasPrefix(out, st.Hub.String()+"\n") || st.Hub.Arch != h.k.arch {
 		t.Errorf("hubtunnel hub says %q; the status API %+v", out, st.Hub)
 	}
-	if !strings.Contains(h.relay.logText(), "(hubtunnel/0.1.0 ("+st.Hub.String()+"))") {
+	if !strings.Contains(h.relay.logText(), `software="hubtunnel/0.1.0 (`+st.Hub.String()+`)"`) {
 		t.Errorf("the relay did not hear what hub connected:\n%s", h.relay.logText())
 	}
 	if got := h.checkVersionCGI(t); got != "0.2.0" {
@@ -323,8 +323,8 @@ func TestUpdateInstallsANewRelease(t *testing.T) {
 	if got := sha256Of(t, h.bin+".prev"); got != old {
 		t.Errorf("hubtunnel.prev is not the previous binary")
 	}
-	if log := h.relay.logText(); !strings.Contains(log, "hub demo fetches hubtunnel-0.2.0-linux-"+h.k.arch+".gz") ||
-		!strings.Contains(log, "(hubtunnel/0.2.0 (") {
+	if log := h.relay.logText(); !strings.Contains(log, `msg="hub fetches a release" hub=demo file=hubtunnel-0.2.0-linux-`+h.k.arch+".gz") ||
+		!strings.Contains(log, `software="hubtunnel/0.2.0 (`) {
 		t.Errorf("relay log lacks the download or the new agent's hello:\n%s", log)
 	}
 	if left := downloadsLeft(t, h.root); len(left) != 0 {

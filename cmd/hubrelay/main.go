@@ -3,17 +3,19 @@ package main
 
 import (
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
 const usage = `usage:
-  hubrelay run --config FILE   run the relay (SIGHUP reloads its
+  hubrelay run --config FILE [--log-format text|json]
+                               run the relay (SIGHUP reloads its
                                certificate and config)
   hubrelay user add|passwd|remove NAME
   hubrelay user list           manage the relay's accounts
@@ -78,15 +80,36 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) != 2 || (args[0] != "--config" && args[0] != "-config") {
-		return fmt.Errorf("usage: hubrelay run --config FILE")
+	const runUsage = "usage: hubrelay run --config FILE [--log-format text|json]"
+	var confPath, format string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case (a == "--config" || a == "-config") && i+1 < len(args):
+			confPath = args[i+1]
+			i++
+		case (a == "--log-format" || a == "-log-format") && i+1 < len(args):
+			format = args[i+1]
+			i++
+		default:
+			return fmt.Errorf("%s", runUsage)
+		}
 	}
-	cfg, err := relay.LoadConfig(args[1])
+	if confPath == "" {
+		return fmt.Errorf("%s", runUsage)
+	}
+	log, err := logger.New(os.Stderr, logger.Options{Format: format})
+	if err != nil {
+		return fmt.Errorf("--log-format: %w", err)
+	}
+	// Libraries that log through slog's default (lego, for ACME) write
+	// the same lines.
+	slog.SetDefault(log)
+	cfg, err := relay.LoadConfig(confPath)
 	if err != nil {
 		return err
 	}
-	logger := log.New(os.Stderr, "", log.LstdFlags)
-	s, err := relay.New(*cfg, version.Version, logger.Printf)
+	cfg.Logger = log
+	s, err := relay.New(*cfg, version.Version, nil)
 	if err != nil {
 		return err
 	}
@@ -99,9 +122,9 @@ func run(args []string) error {
 		if <-sig != syscall.SIGHUP {
 			break
 		}
-		logger.Printf("relay: SIGHUP: reloading the config and the certificate")
+		log.Info("SIGHUP: reloading the config and the certificate")
 		if err := s.Reload(); err != nil {
-			logger.Printf("%v", err)
+			log.Warn("reload failed", logger.Err, err)
 		}
 	}
 	return s.Close()

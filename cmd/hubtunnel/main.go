@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/syslog"
 	"net"
 	"os"
@@ -22,13 +21,14 @@ import (
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/hubinfo"
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/version"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
 const usage = `usage:
-  hubtunnel run --config FILE [--syslog]
+  hubtunnel run --config FILE [--syslog] [--log-format text|json]
                                 run the agent (--syslog: log to the system log)
   hubtunnel enroll CODE [--config FILE]
                                 join the relay whose portal made CODE (the
@@ -119,7 +119,8 @@ func pubkey(r io.Reader) error {
 }
 
 func run(args []string) (err error) {
-	var confPath string
+	const runUsage = "usage: hubtunnel run --config FILE [--syslog] [--log-format text|json]"
+	var confPath, format string
 	useSyslog := false
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; {
@@ -128,30 +129,39 @@ func run(args []string) (err error) {
 			i++
 		case a == "--syslog":
 			useSyslog = true
+		case (a == "--log-format" || a == "-log-format") && i+1 < len(args):
+			format = args[i+1]
+			i++
 		default:
-			return fmt.Errorf("usage: hubtunnel run --config FILE [--syslog]")
+			return fmt.Errorf("%s", runUsage)
 		}
 	}
 	if confPath == "" {
-		return fmt.Errorf("usage: hubtunnel run --config FILE [--syslog]")
+		return fmt.Errorf("%s", runUsage)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
-	logger := log.New(os.Stderr, "", log.LstdFlags)
+	sl, err := logger.New(os.Stderr, logger.Options{Format: format})
+	if err != nil {
+		return fmt.Errorf("--log-format: %w", err)
+	}
+	logf := logger.FromSlog(sl)
 	if useSyslog {
-		// The CCU's busybox syslogd keeps the log in RAM (/var/log).
+		// The CCU's busybox syslogd keeps the log in RAM (/var/log) and
+		// stamps each line itself.
 		if w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "hubtunnel"); err == nil {
-			logger = log.New(w, "", 0)
+			sl, _ = logger.New(w, logger.Options{Format: format, NoTime: true})
+			logf = logger.FromSlog(sl)
 		} else {
-			logger.Printf("no system log (%v); logging to stderr", err)
+			logf("warning: no system log (%v); logging to stderr", err)
 		}
 		// Started in the background, stderr goes nowhere: a config
 		// error must reach the system log too, and the init script,
 		// which reports it to whoever started the agent (StartErrorFile).
 		defer func() {
 			if err != nil {
-				logger.Printf("cannot start: %v", err)
+				logf("warning: cannot start: %v", err)
 				atomicfile.WriteFile(filepath.Join(filepath.Dir(confPath), agent.StartErrorFile), []byte(err.Error()+"\n"), 0o644)
 			}
 		}()
@@ -163,12 +173,12 @@ func run(args []string) (err error) {
 	// An update whose installer died is undone before anything starts; if
 	// that puts the other version back, run it instead.
 	if bin, err := agent.RecoverUpdate(cfg, version.Version); err != nil {
-		logger.Printf("update: %v", err)
+		logf("update: %v", err)
 	} else if bin != "" {
-		logger.Printf("update: an interrupted update was rolled back; starting the installed version")
+		logf("update: an interrupted update was rolled back; starting the installed version")
 		return syscall.Exec(bin, os.Args, os.Environ())
 	}
-	a := agent.New(cfg, version.Version, logger.Printf)
+	a := agent.New(cfg, version.Version, logf)
 	if err := a.Start(); err != nil {
 		return err
 	}
@@ -179,7 +189,7 @@ func run(args []string) (err error) {
 		return a.Close()
 	case r := <-a.RestartRequested():
 		a.Close()
-		logger.Printf("%s", r.Why)
+		logf("%s", r.Why)
 		return syscall.Exec(r.Binary, os.Args, os.Environ()) // same PID: the init script's pid file stays right
 	}
 }
