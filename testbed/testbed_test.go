@@ -165,7 +165,7 @@ func TestStoreHoldsHubsOwnerAndTokens(t *testing.T) {
 	s.Close()
 	mu.Lock()
 	defer mu.Unlock()
-	if !strings.Contains(log.String(), "added none; updated none; 2 unchanged") {
+	if !strings.Contains(log.String(), "added=none updated=none unchanged=2") {
 		t.Errorf("the relay's import at start changed the bed's hubs:\n%s", log.String())
 	}
 }
