@@ -116,6 +116,8 @@ type Server struct {
 	limits   *limiter                // of the public ports
 	proxy    *hubProxy               // to the hubs
 	hubAPI   *http.Server            // releases and keys, inside the tunnel (hubapi.go)
+	debugSrv *http.Server            // debug_listen (debug.go), or nil
+	debug    debugCounters
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -126,6 +128,10 @@ type Server struct {
 	agent     map[*agentConn]struct{}
 	agentsWG  sync.WaitGroup // serveAgent calls that registered in agent
 	goingAway bool           // Close has begun telling agents; no new ones
+
+	// peersMu: one change of WireGuard's peers at a time (syncHubs,
+	// resetReplay in clock.go).
+	peersMu sync.Mutex
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
@@ -234,6 +240,9 @@ func (s *Server) Start() (err error) {
 		s.publicLn[e.Port] = ln
 	}
 
+	if err := s.startDebug(); err != nil {
+		return err
+	}
 	s.wg.Add(2)
 	go s.acceptAgents()
 	go s.watchRevision()
@@ -309,6 +318,9 @@ func (s *Server) Close() error {
 		}
 		if s.hubAPI != nil {
 			s.hubAPI.Close()
+		}
+		if s.debugSrv != nil {
+			s.debugSrv.Close()
 		}
 		s.sayGoingAway()
 		close(s.closing)
