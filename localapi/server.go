@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"time"
 )
 
@@ -65,7 +66,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden host", http.StatusForbidden)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.a.Status())
+	st := s.a.Status()
+	st.Goroutines = runtime.NumGoroutine()
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *server) check(w http.ResponseWriter, r *http.Request) {

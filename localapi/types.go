@@ -39,6 +39,10 @@ type Status struct {
 	// CCUFirewall is how the CCU's own firewall settings are applied to
 	// tunnel connections; absent when [ccu] firewall_file is off.
 	CCUFirewall *CCUFirewallStatus `json:"ccu_firewall,omitempty"`
+
+	// Goroutines is the agent process's goroutine count now: what tests
+	// compare before and after a fault to see that nothing was left behind.
+	Goroutines int `json:"goroutines,omitempty"`
 }
 
 // CCUFirewallStatus is the "ccu_firewall" part of Status.
