@@ -6,6 +6,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -118,7 +119,7 @@ func (b *agentBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if b.udp == nil {
 		return conn.ErrWrongEndpointType
 	}
-	return b.udp.Send(bufs, ep)
+	return vpn.SendUDP(b.udp, bufs, ep) // batches too large for the path MTU go one by one
 }
 
 func (b *agentBind) SetMark(mark uint32) error {
