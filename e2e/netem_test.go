@@ -272,7 +272,12 @@ func newFaultBed(t *testing.T, transport string) *faultBed {
 		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
 	t.Cleanup(func() { os.RemoveAll(etc) })
-	run(t, "ip", "-n", b.nsR, "link", "add", b.vethR, "type", "veth", "peer", "name", b.vethA, "netns", b.nsA)
+	// No segmentation offload: every packet crosses the veth as on a wire,
+	// so a fault drops or delays packets, not 64 KiB GSO bursts.
+	noGSO := []string{"gso_max_segs", "1", "gso_max_size", "1500"}
+	argv := append([]string{"ip", "-n", b.nsR, "link", "add", b.vethR}, noGSO...)
+	argv = append(argv, "type", "veth", "peer", "name", b.vethA)
+	run(t, append(append(argv, noGSO...), "netns", b.nsA)...)
 	run(t, "ip", "-n", b.nsR, "addr", "add", netemRelayIP+"/24", "dev", b.vethR)
 	run(t, "ip", "-n", b.nsA, "addr", "add", netemAgentIP+"/24", "dev", b.vethA)
 	run(t, "ip", "-n", b.nsR, "link", "set", b.vethR, "up")
@@ -366,7 +371,7 @@ func (b *faultBed) qdisc(op string, args ...string) {
 func (b *faultBed) nftDrop(expr string) {
 	b.t.Helper()
 	for _, end := range [][2]string{{b.nsR, b.vethR}, {b.nsA, b.vethA}} {
-		rules := fmt.Sprintf("table inet fault {\n chain out {\n  type filter hook output priority 0; policy accept;\n  oifname %q %s drop\n }\n}\n", end[1], expr)
+		rules := fmt.Sprintf("table inet fault {\n chain out {\n  type filter hook output priority 0; policy accept;\n  oifname %q %s counter drop\n }\n}\n", end[1], expr)
 		f := filepath.Join(b.t.TempDir(), "fault.nft")
 		writeFile(b.t, f, rules)
 		run(b.t, "ip", "netns", "exec", end[0], "nft", "-f", f)
@@ -376,6 +381,11 @@ func (b *faultBed) nftDrop(expr string) {
 func (b *faultBed) nftFlush() {
 	b.t.Helper()
 	for _, ns := range []string{b.nsR, b.nsA} {
+		// What the fault dropped, for the log: proof it bit.
+		out := run(b.t, "ip", "netns", "exec", ns, "nft", "list", "table", "inet", "fault")
+		if i := strings.Index(out, "counter packets"); i >= 0 {
+			b.t.Logf("%s: nftables dropped %s", ns, strings.Fields(out[i:])[2]+" packets")
+		}
 		run(b.t, "ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "fault")
 	}
 }
