@@ -74,6 +74,54 @@ func TestHubWithClockBehindConnectsAtOnce(t *testing.T) {
 	})
 }
 
+// TestReplayedInitiationCannotLockTheHubOut: while the hub is offline,
+// someone who recorded one of its handshake initiations replays it on a
+// connection of their own. WireGuard answers it (the relay has no newer
+// timestamp of the hub's, or resets it for a clock behind), so the relay
+// takes that connection for the hub's — but its handshake can never
+// complete. When the real agent connects, the clone check pings the
+// impostor's connection, which echoes the Ping's token: it cannot MAC it
+// with the hub's key, so it does not count as a live hub, and the agent is
+// let in at once instead of being refused as a copy of itself.
+func TestReplayedInitiationCannotLockTheHubOut(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{})
+	c, _ := s.claimHub(t)
+	if err := c.Write([][]byte{s.initiation(t, noise.Stamp(time.Now().Add(-time.Hour)))}); err != nil {
+		t.Fatal(err)
+	}
+	if f := readUntil(t, c, func(b []byte) bool { return wire.Classify(b) == wire.Response }); f == nil {
+		t.Fatal("the relay did not answer the replayed initiation: the test cannot play the attack")
+	}
+	pinged := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, wire.MaxFrame)
+		for range 1000 {
+			n, err := c.ReadFrame(buf)
+			if err != nil {
+				return
+			}
+			if ping, err := wire.ParsePing(buf[:n]); err == nil {
+				// The token echoed, with a MAC it can only guess.
+				c.Write([][]byte{wire.Pong{Token: ping.Token}.Marshal()})
+				select {
+				case pinged <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+	select {
+	case <-pinged:
+	default:
+		t.Fatal("the relay never pinged the impostor's connection: the clone check was not tried")
+	}
+	s.mustGetWebUI()
+}
+
 // claimHub opens a connection to the relay's agent port and says Hello
 // with hub demo's key, as its agent would; it returns the connection and
 // the relay's first answer.
