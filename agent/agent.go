@@ -190,6 +190,7 @@ func (a *Agent) startTunnel() error {
 	a.tr, err = newTransport(cfg, transportEnv{
 		dns:        a.dns.Load(),
 		hello:      wire.Hello{Version: wire.ProtocolVersion, Key: k.Public(), Software: a.software()},
+		key:        k,
 		sent:       a.stack.Sent,
 		relayHello: a.onRelayHello,
 		refused:    a.onRefused,

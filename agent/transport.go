@@ -85,6 +85,7 @@ type linkStatus struct {
 type transportEnv struct {
 	dns   *dnsfix.Resolver // resolves the relay's name; nil when the relay is an IP address
 	hello wire.Hello       // what each relay connection opens with (TCP)
+	key   vpn.PrivateKey   // the hub's, whose public key hello names (TCP: the Pong's MAC)
 	sent  func(n int)      // told the data packets handed to the network (netstack.Stack.Sent)
 	// relayHello hears the key each relay Hello names (TCP), for a relay
 	// that switched to its announced next key (keys.go).

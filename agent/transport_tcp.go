@@ -38,6 +38,10 @@ type tcpTransport struct {
 	hsConn     uint64          // the relay connection (the bind's Connects) last handshaken on
 	relayKey   vpn.PublicKey   // the relay's, as pinned now
 	pendingKey *vpn.PrivateKey // the hub's new key, taken at the next connection (useKey)
+	// keys are the hub's private keys by public key, the current one and
+	// any new one (useKey): a connection's Pong is MAC'd with the one its
+	// Hello named.
+	keys map[vpn.PublicKey]vpn.PrivateKey
 
 	dns       *dnsfix.Resolver // the relay's name; nil when the relay is an address
 	relayHost string
@@ -52,15 +56,17 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tcpTransport{relayKey: cfg.relayKey, hello: env.hello, logf: logf, dns: env.dns, relayHost: cfg.relayHost}
+	t := &tcpTransport{relayKey: cfg.relayKey, hello: env.hello, logf: logf, dns: env.dns, relayHost: cfg.relayHost,
+		keys: map[vpn.PublicKey]vpn.PrivateKey{env.key.Public(): env.key}}
 	t.b = &uplink.TCPBind{
-		Addr:      cfg.Relay,
-		Dialer:    relayDialer(cfg, env.dns, proxy),
-		Hello:     env.hello,
-		Counters:  &t.counters,
-		Sent:      env.sent,
-		Logf:      logf,
-		OnConnect: t.handshake,
+		Addr:       cfg.Relay,
+		Dialer:     relayDialer(cfg, env.dns, proxy),
+		Hello:      env.hello,
+		Counters:   &t.counters,
+		Sent:       env.sent,
+		Logf:       logf,
+		OnConnect:  t.handshake,
+		PongSecret: t.pongSecret,
 		// Not on the bind's reader: following a relay's new key
 		// replaces the device's peer.
 		OnHello: func(h wire.Hello) {
@@ -120,6 +126,20 @@ func (t *tcpTransport) handshake() {
 	d.Handshake(t.relayKey)
 }
 
+// pongSecret is the static Diffie-Hellman secret of the hub's key that a
+// connection's Hello named and the relay's key its Hello named, which keys
+// the Pong (uplink.TCPBind.PongSecret): the relay computes the same from
+// its private key and the hub's public one.
+func (t *tcpTransport) pongSecret(hello, relay [32]byte) ([32]byte, bool) {
+	t.hsMu.Lock()
+	k, ok := t.keys[vpn.PublicKey(hello)]
+	t.hsMu.Unlock()
+	if !ok {
+		return [32]byte{}, false
+	}
+	return k.SharedSecret(vpn.PublicKey(relay))
+}
+
 func (t *tcpTransport) useRelayKey(k vpn.PublicKey) {
 	t.hsMu.Lock()
 	t.relayKey = k
@@ -136,6 +156,7 @@ func (t *tcpTransport) useKey(k vpn.PrivateKey) {
 	h.Key = k.Public()
 	t.hsMu.Lock()
 	t.pendingKey = &k
+	t.keys[k.Public()] = k
 	t.hsMu.Unlock()
 	t.b.SetHello(h)
 	time.AfterFunc(commitWait, func() {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"runtime"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
@@ -77,7 +78,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden host", http.StatusForbidden)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.a.Status())
+	st := s.a.Status()
+	st.Goroutines = runtime.NumGoroutine()
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *server) check(w http.ResponseWriter, r *http.Request) {

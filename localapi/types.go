@@ -52,6 +52,9 @@ type Status struct {
 	// SessionsRefused counts the tunnel connections reset since the start
 	// because max_sessions were in flight; absent while none were.
 	SessionsRefused uint64 `json:"sessions_refused,omitempty"`
+	// Goroutines is the agent process's goroutine count now: what tests
+	// compare before and after a fault to see that nothing was left behind.
+	Goroutines int `json:"goroutines,omitempty"`
 }
 
 // SupervisorStatus is the "supervisor" part of Status: the addon's crash

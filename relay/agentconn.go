@@ -14,6 +14,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/noise"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -69,7 +70,10 @@ type agentConn struct {
 	// answers initiations it has authenticated, so from then on the
 	// connection carries a real hub), and to connDone when its reader ends.
 	state    atomic.Int32
-	onVerify func() // called once, by the write that verified the connection
+	onVerify func()
+	// firstDone: the connection's first initiation has gone to WireGuard
+	// (clock.go); only its reader uses it.
+	firstDone bool // called once, by the write that verified the connection
 
 	counters wire.Counters
 }
@@ -165,8 +169,9 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 			// The hub is the peer WireGuard authenticates, not the
 			// key the Hello named: a connection whose handshake is
 			// another key's goes.
-			if key, ok := initiatorKey(s.key, s.pub, buf[:n]); !ok || key != hb.key {
-				s.foreignHandshake(ac, hb, key, ok)
+			in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n])
+			if !ok || in.Static != hb.key {
+				s.foreignHandshake(ac, hb, in.Static, ok)
 				return
 			}
 			// With the hub's key while the hub has a connection open:
@@ -175,6 +180,12 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 			// here until a Ping to the old one tells.
 			if !s.admitSecond(ac, hb) {
 				return
+			}
+			s.noteInitiation(hb, in, !ac.firstDone) // a hub's clock behind (clock.go)
+			ac.firstDone = true
+		} else if kind == wire.Initiation {
+			if in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n]); ok && in.Static == hb.key {
+				s.noteInitiation(hb, in, false)
 			}
 		}
 		// Only a connection the hub's handshake came over is held back: its

@@ -9,6 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -128,7 +129,7 @@ func (b *agentBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return conn.ErrWrongEndpointType
 	}
 	b.udpIn.sent(bufs, ep)
-	return b.udp.Send(bufs, ep)
+	return vpn.SendUDP(b.udp, bufs, ep) // batches too large for the path MTU go one by one
 }
 
 func (b *agentBind) SetMark(mark uint32) error {

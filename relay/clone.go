@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -48,6 +49,7 @@ const (
 // in flight wait for its result instead of pinging again.
 type probe struct {
 	token      [8]byte
+	mac        [16]byte      // the Pong's MAC only the hub's key can make (wire.PongMAC)
 	answered   chan struct{} // closed by the pinged connection's reader on the Pong
 	answerOnce sync.Once
 
@@ -123,6 +125,16 @@ func (h *hub) liveConnLocked(except *agentConn) *agentConn {
 func (s *Server) runProbe(hb *hub, p *probe) {
 	old := p.conn
 	rand.Read(p.token[:])
+	// The answer must prove the hub's key, not only echo the token: a
+	// connection held open with a replayed initiation (its handshake never
+	// completes) must not pass for the hub's live one and lock the hub
+	// out as a "clone". Without a secret (a low-order key) nothing can
+	// answer, and the old connection counts as dead.
+	if shared, ok := s.key.SharedSecret(hb.key); ok {
+		p.mac = wire.PongMAC(shared, p.token)
+	} else {
+		rand.Read(p.mac[:])
+	}
 	old.probe.Store(p)
 	alive := false
 	if err := old.writeControl(wire.Ping{Token: p.token}.Marshal()); err == nil {
@@ -166,7 +178,7 @@ func (s *Server) runProbe(hb *hub, p *probe) {
 func (ac *agentConn) pong(b []byte) {
 	pg, err := wire.ParsePong(b)
 	p := ac.probe.Load()
-	if err != nil || p == nil || pg.Token != p.token {
+	if err != nil || p == nil || pg.Token != p.token || !hmac.Equal(pg.MAC[:], p.mac[:]) {
 		return
 	}
 	p.answerOnce.Do(func() { close(p.answered) })

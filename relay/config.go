@@ -81,6 +81,10 @@ type Config struct {
 	// call for as long as it lasts) may be in flight to one hub through the
 	// relay; more get a 503. Default 256.
 	LimitSessionsPerHub int `toml:"limit_sessions_per_hub"`
+	// DebugListen serves the relay's goroutine and connection counts as
+	// JSON on GET /debug/state, for tests and the operator on the relay's
+	// own machine; loopback addresses only. Default "" (off).
+	DebugListen string `toml:"debug_listen"`
 	// ReleasesDir is a folder of agent releases (as `make release` writes
 	// it) that hubs fetch through the tunnel from
 	// http://<tunnel_ip>/releases/. Default: none.
@@ -231,6 +235,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.AgentListenUDP); err != nil {
 			return config.Errorf("agent_listen_udp", "%q: want host:port, :port or \"off\"", c.AgentListenUDP)
 		}
+	}
+	if err := checkDebugListen(c.DebugListen); err != nil {
+		return config.Errorf("debug_listen", "%v", err)
 	}
 	if c.Domain == "" {
 		return config.Errorf("domain", "missing: hubs are reached as NAME.<domain>")

@@ -16,6 +16,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/noise"
 )
 
 const (
@@ -92,6 +93,11 @@ type hub struct {
 	// most once a minute, as each one makes the relay re-check every
 	// open connection.
 	keyCommitted time.Time
+	// newestStamp is the newest handshake timestamp of the hub's that the
+	// relay handed WireGuard, and clockLogged when a reset for a clock
+	// behind it was last logged (clock.go).
+	newestStamp noise.Timestamp
+	clockLogged time.Time
 
 	// What the store should say of the hub (record) and what it was last
 	// told (recorded); recording while a goroutine brings it up to date
@@ -442,6 +448,8 @@ func (s *Server) syncHubs() error {
 		list = append(list, hc)
 	}
 	starting := s.hubs.count() == 0
+	s.peersMu.Lock() // resetReplay (clock.go) re-adds peers too
+	defer s.peersMu.Unlock()
 	added, removed := s.hubs.replace(list)
 	for _, h := range removed {
 		s.dev.RemovePeer(h.key)

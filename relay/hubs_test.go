@@ -425,6 +425,8 @@ func startTestAgentVia(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP s
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},
 		OnConnect: a.handshake,
 		Logf:      t.Logf,
+		// The Pong proves the hub's key (k), as the agent's does.
+		PongSecret: func(_, relay [32]byte) ([32]byte, bool) { return k.SharedSecret(vpn.PublicKey(relay)) },
 	}
 	if a.dev, err = vpn.NewDevice(a.stack.Device(), a.bind, k, t.Logf); err != nil {
 		a.stack.Close()

@@ -130,6 +130,8 @@ type Server struct {
 	limits   *limiter                // of the public ports, per address
 	proxy    *hubProxy               // to the hubs
 	hubAPI   *http.Server            // releases and keys, inside the tunnel (hubapi.go)
+	debugSrv *http.Server            // debug_listen (debug.go), or nil
+	debug    debugCounters
 
 	// publicGate and agentGate bound the open connections of the public
 	// ports and of the agent port (limits.go); sessions the requests in
@@ -146,6 +148,10 @@ type Server struct {
 	agent     map[*agentConn]struct{}
 	agentsWG  sync.WaitGroup // serveAgent calls that registered in agent
 	goingAway bool           // Close has begun telling agents; no new ones
+
+	// peersMu: one change of WireGuard's peers at a time (syncHubs,
+	// resetReplay in clock.go).
+	peersMu sync.Mutex
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
@@ -271,6 +277,9 @@ func (s *Server) Start() (err error) {
 	if err := s.serveMetrics(); err != nil {
 		return err
 	}
+	if err := s.startDebug(); err != nil {
+		return err
+	}
 	s.wg.Add(2)
 	go s.acceptAgents()
 	go s.watchRevision()
@@ -350,6 +359,9 @@ func (s *Server) Close() error {
 		}
 		if s.metricsSrv != nil {
 			s.metricsSrv.Close()
+		}
+		if s.debugSrv != nil {
+			s.debugSrv.Close()
 		}
 		s.sayGoingAway()
 		close(s.closing)

@@ -14,6 +14,9 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have wireguard-go || need+=(wireguard-go)
 have wg           || need+=(wireguard-tools)
 have ip           || need+=(iproute2)
+# The network-fault tests (e2e/netem_test.go) drop packets with nftables where
+# the kernel has no sch_netem for tc (loss, blackhole).
+have nft          || [ -x /usr/sbin/nft ] || need+=(nftables)
 have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || need+=(tinyproxy-bin)
 # squid with SSL bump: a TLS-inspecting proxy that re-signs with its own CA
 # (e2e/tls_test.go); security_file_certgen makes its certificates.

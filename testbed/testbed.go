@@ -100,6 +100,9 @@ type Relay struct {
 	// (for logging in at the portal).
 	Owner, OwnerPassword string
 
+	// DebugAddr is the relay's debug_listen: GET /debug/state.
+	DebugAddr string
+
 	tokens map[string]string // hub name → its token
 }
 
@@ -147,6 +150,13 @@ func NewRelay(ports *loopback.Ports, dir, name string, o RelayOptions, hubs []Hu
 	// latency phase use 80 and 2001 without TLS) and lifts the per-address
 	// limits: every client of a bed comes from 127.0.0.1.
 	b.WriteString("plaintext_ports = true\nlimit_conns_per_address = 100000\nlimit_requests_per_second = 1000000\nlimit_sessions_per_hub = 100000\n")
+	// Tests count the relay's goroutines on its debug listener (DebugAddr).
+	debugPort, err := ports.Free()
+	if err != nil {
+		return nil, err
+	}
+	r.DebugAddr = fmt.Sprintf("127.0.0.1:%d", debugPort)
+	fmt.Fprintf(&b, "debug_listen = %q\n", r.DebugAddr)
 	for _, h := range hubs {
 		fmt.Fprintf(&b, "\n[[hub]]\nname = %q\npublic_key = %q\ntunnel_ip = %q\n", h.Name, h.Key.Public(), h.TunnelIP)
 	}

@@ -48,6 +48,13 @@ type TCPBind struct {
 	// bind's reader: it must not block). The agent follows a relay that
 	// switched to the next key it announced.
 	OnHello func(wire.Hello)
+	// PongSecret, if set, gives the static Diffie-Hellman secret of the
+	// hub's key that hello names and the relay's key relay names (the
+	// relay's Hello on the same connection), which keys the MAC of the Pong
+	// that answers the relay's Ping (wire.PongMAC). Without it, or when it
+	// knows neither key, the Ping is left unanswered: a Pong without the
+	// MAC proves nothing to the relay.
+	PongSecret func(hello, relay [32]byte) ([32]byte, bool)
 	// OnError, if set, hears each Error frame the relay sends (on the
 	// bind's reader: it must not block).
 	OnError func(wire.Error)
@@ -155,6 +162,9 @@ func errorDelay(code uint8, n int) time.Duration {
 // session is one TCP connection to the relay.
 type session struct {
 	conn *wire.Conn
+	// hello is the hub's key this connection's Hello named; relay the key
+	// the relay's Hello named (the Pong's MAC is keyed with both).
+	hello, relay [32]byte
 	// Set by a GoingAway or an Error frame before the conn closes.
 	goingAway  bool
 	retryAfter time.Duration // the GoingAway's
@@ -357,6 +367,7 @@ func (b *TCPBind) serve(c net.Conn, route Route) *session {
 	s := &session{conn: wire.NewConn(c, wire.ConnConfig{WriteTimeout: writeTimeout, Counters: b.Counters})}
 	b.mu.Lock()
 	hello := b.Hello
+	s.hello = hello.Key
 	b.mu.Unlock()
 	s.conn.Queue(hello.Marshal()) // sent with the first WireGuard message
 	wire.DelayACKs(c)             // the relay's Hello is answered by ours, a moment later
@@ -454,6 +465,7 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		if err != nil {
 			return err
 		}
+		s.relay = h.Key
 		b.mu.Lock()
 		b.status.RelaySoftware = h.Software
 		b.mu.Unlock()
@@ -482,9 +494,17 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		if err != nil {
 			return err
 		}
+		if b.PongSecret == nil {
+			return nil
+		}
+		shared, ok := b.PongSecret(s.hello, s.relay)
+		if !ok {
+			return nil
+		}
 		// At once: the relay waits 2 s for it before it takes this
 		// connection for dead and lets another with our key in.
-		return s.conn.Write([][]byte{wire.Pong(ping).Marshal()})
+		pong := wire.Pong{Token: ping.Token, MAC: wire.PongMAC(shared, ping.Token)}
+		return s.conn.Write([][]byte{pong.Marshal()})
 	}
 	return nil // unknown control frames are for later versions
 }

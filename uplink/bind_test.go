@@ -276,10 +276,20 @@ func TestTCPBindGoingAwayWaits(t *testing.T) {
 }
 
 // TestTCPBindAnswersPing: the relay's Ping is answered at once with a
-// Pong of the same token, on the same connection, which stays up.
+// Pong of the same token, MAC'd with the secret of the hub's key its Hello
+// named and the relay's key the relay's Hello named, on the same
+// connection, which stays up.
 func TestTCPBindAnswersPing(t *testing.T) {
 	relay := newFakeRelay(t)
-	b := &TCPBind{Addr: relay.ln.Addr().String(), Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}}
+	hubKey, relayKey := [32]byte{1}, [32]byte{2}
+	secret := [32]byte{3, 4, 5}
+	b := &TCPBind{
+		Addr: relay.ln.Addr().String(), Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond},
+		Hello: wire.Hello{Version: wire.ProtocolVersion, Key: hubKey},
+		PongSecret: func(hello, relay [32]byte) ([32]byte, bool) {
+			return secret, hello == hubKey && relay == relayKey
+		},
+	}
 	fns, _, _ := b.Open(0)
 	defer b.Close()
 	rx := startReceiver(fns[0])
@@ -288,6 +298,7 @@ func TestTCPBindAnswersPing(t *testing.T) {
 	if p, err := r.Next(); err != nil || p[0] != wire.TypeHello {
 		t.Fatalf("no Hello: %v", err)
 	}
+	send(t, c, wire.Hello{Version: wire.ProtocolVersion, Key: relayKey}.Marshal())
 	token := [8]byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	send(t, c, wire.Ping{Token: token}.Marshal())
@@ -296,8 +307,8 @@ func TestTCPBindAnswersPing(t *testing.T) {
 		t.Fatalf("no answer to the Ping: %v", err)
 	}
 	pong, err := wire.ParsePong(p)
-	if err != nil || pong.Token != token {
-		t.Fatalf("answer to the Ping: %x, %v; want a Pong with its token", p, err)
+	if err != nil || pong.Token != token || pong.MAC != wire.PongMAC(secret, token) {
+		t.Fatalf("answer to the Ping: %x, %v; want a Pong with its token and MAC", p, err)
 	}
 	// The connection stays: WireGuard messages still arrive, and the Ping
 	// did not reach WireGuard.

@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -122,7 +123,7 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if b.Inbound != nil {
 		b.ours.learn(bufs)
 	}
-	err := b.Bind.Send(bufs, ep)
+	err := vpn.SendUDP(b.Bind, bufs, ep) // batches too large for the path MTU go one by one
 	if b.Sent != nil {
 		if n := dataMessages(bufs); n > 0 {
 			b.Sent(n)

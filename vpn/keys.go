@@ -40,6 +40,17 @@ func (k PrivateKey) Public() PublicKey {
 }
 
 func (k PrivateKey) String() string { return "(private key)" }
+
+// SharedSecret is the X25519 Diffie-Hellman secret of k and peer, the same
+// from either side's private key and the other's public one; false for a
+// peer key that gives the all-zero secret (a low-order point).
+func (k PrivateKey) SharedSecret(peer PublicKey) ([32]byte, bool) {
+	s, err := curve25519.X25519(k[:], peer[:])
+	if err != nil {
+		return [32]byte{}, false
+	}
+	return [32]byte(s), true
+}
 func (k PrivateKey) Base64() string { return base64.StdEncoding.EncodeToString(k[:]) }
 func (k PrivateKey) hex() string    { return hex.EncodeToString(k[:]) }
 func (k PrivateKey) IsZero() bool   { return k == PrivateKey{} }

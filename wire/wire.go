@@ -12,6 +12,8 @@
 package wire
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -190,19 +192,38 @@ func ParsePing(p []byte) (Ping, error) {
 	return Ping{Token: [8]byte(p[1:])}, nil
 }
 
-// Pong answers a Ping with its token.
+// Pong answers a Ping with its token and a MAC of it (PongMAC) keyed with
+// the static Diffie-Hellman secret of the hub's and the relay's WireGuard
+// keys: only the holder of the hub's private key can answer, so a
+// connection someone else holds open (with a replayed handshake
+// initiation, say) cannot pass for the hub's live one.
 type Pong struct {
 	Token [8]byte
+	MAC   [16]byte
 }
 
-func (p Pong) Marshal() []byte { return append([]byte{TypePong}, p.Token[:]...) }
+func (p Pong) Marshal() []byte {
+	b := append([]byte{TypePong}, p.Token[:]...)
+	return append(b, p.MAC[:]...)
+}
 
-// ParsePong decodes a Pong payload.
+// ParsePong decodes a Pong payload. A Pong without its MAC (agents before
+// it) is an error: it proves nothing.
 func ParsePong(p []byte) (Pong, error) {
-	if len(p) != 9 || p[0] != TypePong {
+	if len(p) != 25 || p[0] != TypePong {
 		return Pong{}, fmt.Errorf("%w: pong", ErrBadControl)
 	}
-	return Pong{Token: [8]byte(p[1:])}, nil
+	return Pong{Token: [8]byte(p[1:9]), MAC: [16]byte(p[9:])}, nil
+}
+
+// PongMAC is a Pong's MAC of token: HMAC-SHA-256 keyed with shared (the
+// X25519 of the hub's private key and the relay's public key, or the
+// other way round), over a label and the token, cut to 16 bytes.
+func PongMAC(shared [32]byte, token [8]byte) [16]byte {
+	m := hmac.New(sha256.New, shared[:])
+	m.Write([]byte("hubtunnel pong v1"))
+	m.Write(token[:])
+	return [16]byte(m.Sum(nil))
 }
 
 func clip(s string) string {

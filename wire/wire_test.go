@@ -111,9 +111,17 @@ func TestControlFrames(t *testing.T) {
 	if err != nil || ping.Token != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
 		t.Fatalf("ping = %+v, %v", ping, err)
 	}
-	pong, err := ParsePong(Pong(ping).Marshal())
-	if err != nil || pong.Token != ping.Token {
+	mac := PongMAC([32]byte{9}, ping.Token)
+	pong, err := ParsePong(Pong{Token: ping.Token, MAC: mac}.Marshal())
+	if err != nil || pong.Token != ping.Token || pong.MAC != mac {
 		t.Fatalf("pong = %+v, %v", pong, err)
+	}
+	if mac == PongMAC([32]byte{8}, ping.Token) || mac == PongMAC([32]byte{9}, [8]byte{}) {
+		t.Fatal("PongMAC ignores its key or its token")
+	}
+	// An agent before the MAC sends the token alone: no proof.
+	if _, err := ParsePong(append([]byte{TypePong}, ping.Token[:]...)); err == nil {
+		t.Fatal("a Pong without its MAC parsed")
 	}
 	long := Hello{Software: strings.Repeat("x", 500)}.Marshal()
 	if h, err := ParseHello(long); err != nil || len(h.Software) != maxText {

@@ -31,7 +31,7 @@ const backupUsage = `usage:
                                NAME.before-restore-TIME
 A backup is a secret: it holds the relay's private key (whoever has it can
 pose as this relay to its hubs) and the seeds of waiting enrollment codes.
-Passwords, app tokens and sessions are in it only as hashes.`
+Passwords, app tokens and sessions are in it only as hashes`
 
 // The members of a backup archive, by role, not by the names the relay's
 // config gives the files: a backup restores into a relay whose files are

@@ -1,0 +1,733 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/localapi"
+	"github.com/hubtunnel/hubtunnel/relay"
+	"github.com/hubtunnel/hubtunnel/testbed"
+)
+
+// The network between hub and relay, made bad with the kernel's own tools.
+// Each subtest puts the relay in one network namespace and the agent (with
+// ccusim as the hub's services) in another, joined by a veth pair, and a
+// user fetches through the relay from inside the relay's namespace with an
+// app token. One fault per subtest, on both ends of the veth: packet loss,
+// delay and reordering (tc netem; loss falls back to nftables where the
+// kernel has no sch_netem), a blackhole, a 1280-byte MTU, and the relay
+// moving to another address. While the fault holds, requests and a download
+// go through; after it is removed the tunnel must be back by itself, a
+// download caught in it must have ended (complete, or an error: not a
+// hang), and the agent's and the relay's goroutines, file descriptors and
+// memory must settle where they were before.
+
+const (
+	netemRelayIP  = "10.77.0.1"
+	netemMovedIP  = "10.77.0.9" // where the relay moves to (fault "address")
+	netemAgentIP  = "10.77.0.2"
+	netemRelayDNS = "relay.netem.test"
+	// What usage may differ by after a fault, against before it: a
+	// goroutine or descriptor the runtime or a pool keeps, and the heap's
+	// noise (a download's buffers the scavenger returns slowly).
+	slackGoroutines = 6
+	slackFDs        = 4
+	slackRSSKiB     = 24 << 10
+)
+
+// netemSupport says, once per run, whether tc can add a netem qdisc here
+// (CONFIG_NET_SCH_NETEM), and why not.
+var netemSupport = sync.OnceValue(func() error {
+	ns := fmt.Sprintf("htprobe-%d", os.Getpid())
+	if out, err := runErr("ip", "netns", "add", ns); err != nil {
+		return fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	defer runErr("ip", "netns", "del", ns)
+	if out, err := runErr("ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1"); err != nil {
+		return fmt.Errorf("ip link add veth: %v: %s", err, out)
+	}
+	if out, err := runErr("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "p0", "root", "netem", "delay", "1ms"); err != nil {
+		return fmt.Errorf("the kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): tc qdisc add … netem: %s", strings.TrimSpace(out))
+	}
+	return nil
+})
+
+// fault is one way to make the link bad; apply and remove run on a bed
+// whose tunnel is up.
+type fault struct {
+	name     string
+	long     bool // the blackhole: holds for blackholeFor
+	apply    func(b *faultBed)
+	remove   func(b *faultBed)
+	needs    func() error // nil, or why it cannot run here (it is skipped)
+	downSize int64        // the download made while the fault holds
+}
+
+// blackholeFor is how long the blackhole holds. Sixty seconds because the
+// issue asks for it (#16), and because it is longer than what either end
+// takes in stride: the agent's relay connection sees no ACK for a minute
+// (TCP retransmissions back off to 30 s and more), WireGuard's handshakes
+// time out (REKEY_TIMEOUT 5 s, ×3) and the UDP agent re-resolves the relay,
+// yet it is shorter than TCP_USER_TIMEOUT (120 s), so the TCP agent may
+// keep its connection or lose it, depending on where the backoff lands:
+// the test accepts both and requires the tunnel back either way.
+const blackholeFor = 60 * time.Second
+
+func netemFault(name string, args ...string) fault {
+	return fault{
+		name:     name,
+		needs:    netemSupport,
+		downSize: 2 << 20,
+		apply:    func(b *faultBed) { b.qdisc("add", args...) },
+		remove:   func(b *faultBed) { b.qdisc("del") },
+	}
+}
+
+func faults() []fault {
+	loss := netemFault("loss 5%", "loss", "5%")
+	if netemSupport() != nil {
+		// Without netem, nftables drops as many: numgen random mod 100 < 5.
+		loss.needs = needNft
+		loss.apply = func(b *faultBed) { b.nftDrop("numgen random mod 100 < 5") }
+		loss.remove = func(b *faultBed) { b.nftFlush() }
+	}
+	return []fault{
+		loss,
+		netemFault("delay 300ms", "delay", "300ms"),
+		netemFault("reorder 25% with 50ms delay", "delay", "50ms", "reorder", "25%", "50%"),
+		{
+			name: "blackhole 60s", long: true, needs: needNft, downSize: 64 << 20,
+			apply:  func(b *faultBed) { b.nftDrop("") },
+			remove: func(b *faultBed) { b.nftFlush() },
+		},
+		{
+			name: "mtu 1280", downSize: 8 << 20,
+			apply:  func(b *faultBed) { b.setMTU(1280) },
+			remove: func(b *faultBed) { b.setMTU(1500) },
+		},
+		{
+			name: "relay address moves", downSize: 2 << 20,
+			apply:  func(b *faultBed) { b.moveRelay() },
+			remove: func(*faultBed) {},
+		},
+	}
+}
+
+func needNft() error {
+	if _, err := exec.LookPath("nft"); err != nil {
+		return errors.New("nft is not installed (scripts/deps.sh installs nftables)")
+	}
+	return nil
+}
+
+// TestNetworkFaults runs every fault on both transports, all in parallel
+// (each in namespaces of its own).
+func TestNetworkFaults(t *testing.T) {
+	needRoot(t, "for network namespaces")
+	need(t, "for network namespaces", "ip")
+	if err := canMakeNetns(); err != nil {
+		t.Skipf("network namespaces cannot be made here: %v", err)
+	}
+	t.Parallel()
+	for _, f := range faults() {
+		for _, transport := range []string{"tcp", "udp"} {
+			t.Run(f.name+"/"+transport, func(t *testing.T) {
+				t.Parallel()
+				if f.needs != nil {
+					if err := f.needs(); err != nil {
+						missing(t, "fault %q cannot be made here: %v", f.name, err)
+					}
+				}
+				runFault(t, f, transport)
+			})
+		}
+	}
+}
+
+func canMakeNetns() error {
+	ns := fmt.Sprintf("htcheck-%d", os.Getpid())
+	if out, err := runErr("ip", "netns", "add", ns); err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+	}
+	runErr("ip", "netns", "del", ns)
+	return nil
+}
+
+func runFault(t *testing.T, f fault, transport string) {
+	b := newFaultBed(t, transport)
+	b.waitConnected(30 * time.Second)
+	// Warm up: what a user does before the fault, so that pools and
+	// kept connections exist when the baseline is taken.
+	b.mustFetch("before the fault")
+	b.mustDownload(2<<20, 60*time.Second)
+	before := b.settledUsage()
+	t.Logf("%s over %s: before: %s", f.name, transport, before)
+
+	var inflight chan error
+	if f.long {
+		// A download that is running when the network goes away.
+		inflight = b.startDownload(f.downSize, blackholeFor+3*time.Minute)
+	}
+	f.apply(b)
+	if f.long {
+		hold := time.NewTimer(blackholeFor) // the fault's length, not a wait for something
+		<-hold.C
+	} else {
+		// While it holds: the tunnel keeps (or gets back) its promise.
+		if f.name == "relay address moves" && transport == "tcp" {
+			// The agent's dead-connection bound (keepalives and
+			// TCP_USER_TIMEOUT: 2 minutes), then a redial that resolves
+			// the name again. Over UDP nothing needs to be noticed:
+			// the relay's next packet to the hub comes from its new
+			// address, and WireGuard's roaming answers there.
+			b.waitReconnected(3 * time.Minute)
+		}
+		b.mustFetchWithin("while the fault holds", 90*time.Second)
+		b.mustDownload(f.downSize, 30*time.Second)
+	}
+	removed := time.Now()
+	f.remove(b)
+
+	b.waitConnected(2 * time.Minute)
+	b.mustFetchWithin("after the fault", 2*time.Minute)
+	t.Logf("%s over %s: tunnel back %v after the fault was removed", f.name, transport, time.Since(removed).Round(time.Millisecond))
+	if inflight != nil {
+		select {
+		case err := <-inflight:
+			t.Logf("the download caught in the fault ended: %v", errOrOK(err))
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("the download caught in the fault neither completed nor failed 3 minutes after the fault ended")
+		}
+	}
+	b.mustDownload(2<<20, 60*time.Second)
+	after := b.waitUsageBack(before, 90*time.Second)
+	t.Logf("%s over %s: after: %s", f.name, transport, after)
+}
+
+func errOrOK(err error) string {
+	if err == nil {
+		return "complete, every byte right"
+	}
+	return "failed cleanly: " + err.Error()
+}
+
+// faultBed is a relay and an agent in namespaces of their own, joined by a
+// veth pair.
+type faultBed struct {
+	t              *testing.T
+	transport      string
+	nsR, nsA       string // the relay's and the agent's namespaces
+	vethR, vethA   string // the veth's ends in them
+	hosts          string // the agent's /etc/hosts (ip netns exec binds /etc/netns/NS/hosts over it)
+	relayAddr      string // relay.netem.test:port, as the agent knows it
+	rb             *testbed.Relay
+	hub            testbed.Hub
+	relay, agent   *proc
+	ui             string       // the agent's status API, inside nsA
+	inR, inA       *http.Client // clients whose connections start in nsR, nsA
+	files          string       // ccusim's files folder
+	mu             sync.Mutex
+	downloads      map[int64]string // size → file name
+	relayConnected int              // "hub demo connected" lines seen when the relay last moved
+}
+
+func newFaultBed(t *testing.T, transport string) *faultBed {
+	t.Helper()
+	var id [3]byte
+	rand.Read(id[:])
+	sfx := hex.EncodeToString(id[:]) // unique per run: a crashed run's leftovers never collide
+	b := &faultBed{t: t, transport: transport, nsR: "htr-" + sfx, nsA: "hta-" + sfx,
+		vethR: "htr" + sfx, vethA: "hta" + sfx, files: t.TempDir(), downloads: map[int64]string{}}
+	etc := filepath.Join("/etc/netns", b.nsA)
+	// Namespaces first, each removed at the end even if the test fails;
+	// removing a namespace removes its end of the veth, and with it the
+	// other end.
+	for _, ns := range []string{b.nsR, b.nsA} {
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := runErr("ip", "netns", "del", ns); err != nil {
+				t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+			}
+		})
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	// No segmentation offload: every packet crosses the veth as on a wire,
+	// so a fault drops or delays packets, not 64 KiB GSO bursts.
+	noGSO := []string{"gso_max_segs", "1", "gso_max_size", "1500"}
+	argv := append([]string{"ip", "-n", b.nsR, "link", "add", b.vethR}, noGSO...)
+	argv = append(argv, "type", "veth", "peer", "name", b.vethA)
+	run(t, append(append(argv, noGSO...), "netns", b.nsA)...)
+	run(t, "ip", "-n", b.nsR, "addr", "add", netemRelayIP+"/24", "dev", b.vethR)
+	run(t, "ip", "-n", b.nsA, "addr", "add", netemAgentIP+"/24", "dev", b.vethA)
+	run(t, "ip", "-n", b.nsR, "link", "set", b.vethR, "up")
+	run(t, "ip", "-n", b.nsA, "link", "set", b.vethA, "up")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b.hosts = filepath.Join(etc, "hosts")
+	b.writeHosts(netemRelayIP)
+	b.inR, b.inA = nsClient(b.nsR), nsClient(b.nsA)
+
+	dir := t.TempDir()
+	sim := simAddrs(t, start(t, dir, "ccusim", b.inNs(b.nsA, testbed.SimArgs(bins, "demo", b.files)...)...))
+
+	var err error
+	if b.hub, err = testbed.NewHub("demo", testbed.TunnelIP(0), filepath.Join(dir, "hub.key")); err != nil {
+		t.Fatal(err)
+	}
+	if b.rb, err = testbed.NewRelay(&ports, dir, "relay", testbed.RelayOptions{UDP: transport == "udp"}, []testbed.Hub{b.hub}); err != nil {
+		t.Fatal(err)
+	}
+	// The relay takes agents on every address of its namespace: the
+	// "address" fault moves it.
+	conf := readFileString(b.rb.Conf)
+	conf = strings.Replace(conf, fmt.Sprintf("agent_listen = \"127.0.0.1:%d\"", b.rb.AgentPort), fmt.Sprintf("agent_listen = \"0.0.0.0:%d\"", b.rb.AgentPort), 1)
+	conf = strings.Replace(conf, fmt.Sprintf("agent_listen_udp = \"127.0.0.1:%d\"", b.rb.UDPPort), fmt.Sprintf("agent_listen_udp = \"0.0.0.0:%d\"", b.rb.UDPPort), 1)
+	writeFile(t, b.rb.Conf, conf)
+	b.relay = start(t, dir, "relay", b.inNs(b.nsR, b.rb.Args(bins)...)...)
+	poll.Until(t, 15*time.Second, "the relay to listen", func() bool {
+		if !b.relay.alive() {
+			t.Fatalf("relay exited: %v\n%s", b.relay.err, b.relay.logText())
+		}
+		return strings.Contains(b.relay.logText(), testbed.RelayReady)
+	})
+
+	b.relayAddr = net.JoinHostPort(netemRelayDNS, strconv.Itoa(b.rb.AgentPort))
+	a, err := testbed.NewAgent(&ports, filepath.Join(dir, "hub.toml"), b.rb, b.hub, testbed.AgentSpec{
+		Relay:     b.relayAddr,
+		Transport: transport,
+		Targets:   testbed.SimTargets(func(svc string) string { return sim[svc] }),
+		// The relay's name comes from the namespace's hosts file; no
+		// resolver outside is asked.
+		Extra: "[dns]\nfallback = []\nsystem = [\"127.0.0.1:1\"]\ntimeout = \"200ms\"\n",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ui = a.UI
+	b.agent = start(t, dir, "agent", b.inNs(b.nsA, a.Args(bins)...)...)
+	return b
+}
+
+// inNs is argv run inside namespace ns. ip netns exec execs argv in its
+// own process, so the PID is the binary's.
+func (b *faultBed) inNs(ns string, argv ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns}, argv...)
+}
+
+// writeHosts points the agent's relay name at ip. It rewrites the file in
+// place: ip netns exec bound that very file over the agent's /etc/hosts.
+func (b *faultBed) writeHosts(ip string) {
+	b.t.Helper()
+	content := fmt.Sprintf("127.0.0.1 localhost\n%s %s\n", ip, netemRelayDNS)
+	f, err := os.OpenFile(b.hosts, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(content); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// qdisc adds (with args) or deletes the netem qdisc on both ends.
+func (b *faultBed) qdisc(op string, args ...string) {
+	b.t.Helper()
+	for _, end := range [][2]string{{b.nsR, b.vethR}, {b.nsA, b.vethA}} {
+		argv := append([]string{"ip", "netns", "exec", end[0], "tc", "qdisc", op, "dev", end[1], "root"}, "netem")
+		if op == "add" {
+			argv = append(argv, args...)
+		}
+		if op == "del" {
+			argv = argv[:len(argv)-1]
+		}
+		run(b.t, argv...)
+	}
+}
+
+// nftDrop drops the packets that leave either end of the veth and match
+// expr ("" drops all: a blackhole).
+func (b *faultBed) nftDrop(expr string) {
+	b.t.Helper()
+	for _, end := range [][2]string{{b.nsR, b.vethR}, {b.nsA, b.vethA}} {
+		rules := fmt.Sprintf("table inet fault {\n chain out {\n  type filter hook output priority 0; policy accept;\n  oifname %q %s counter drop\n }\n}\n", end[1], expr)
+		f := filepath.Join(b.t.TempDir(), "fault.nft")
+		writeFile(b.t, f, rules)
+		run(b.t, "ip", "netns", "exec", end[0], "nft", "-f", f)
+	}
+}
+
+func (b *faultBed) nftFlush() {
+	b.t.Helper()
+	for _, ns := range []string{b.nsR, b.nsA} {
+		// What the fault dropped, for the log: proof it bit.
+		out := run(b.t, "ip", "netns", "exec", ns, "nft", "list", "table", "inet", "fault")
+		if i := strings.Index(out, "counter packets"); i >= 0 {
+			b.t.Logf("%s: nftables dropped %s", ns, strings.Fields(out[i:])[2]+" packets")
+		}
+		run(b.t, "ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "fault")
+	}
+}
+
+func (b *faultBed) setMTU(mtu int) {
+	b.t.Helper()
+	run(b.t, "ip", "-n", b.nsR, "link", "set", b.vethR, "mtu", strconv.Itoa(mtu))
+	run(b.t, "ip", "-n", b.nsA, "link", "set", b.vethA, "mtu", strconv.Itoa(mtu))
+}
+
+// moveRelay gives the relay a new address and takes the old one away, and
+// points the agent's name for it at the new one, as an operator moving the
+// relay to another server (or a new IP) would.
+func (b *faultBed) moveRelay() {
+	b.t.Helper()
+	b.relayConnected = strings.Count(b.relay.logText(), "relay: hub demo connected")
+	// Old first: deleting a subnet's primary address deletes its
+	// secondaries too (without promote_secondaries).
+	run(b.t, "ip", "-n", b.nsR, "addr", "del", netemRelayIP+"/24", "dev", b.vethR)
+	run(b.t, "ip", "-n", b.nsR, "addr", "add", netemMovedIP+"/24", "dev", b.vethR)
+	b.writeHosts(netemMovedIP)
+}
+
+// waitReconnected waits for the relay to log a new connection of the hub
+// after moveRelay, and for the agent to say where the relay is now.
+func (b *faultBed) waitReconnected(timeout time.Duration) {
+	b.t.Helper()
+	start := time.Now()
+	poll.Until(b.t, timeout, "the agent to reach the relay at its new address", func() bool {
+		if strings.Count(b.relay.logText(), "relay: hub demo connected") <= b.relayConnected {
+			return false
+		}
+		st, err := b.status()
+		return err == nil && st.State == localapi.StateConnected && strings.Join(st.DNSAnswer, ",") == netemMovedIP
+	})
+	b.t.Logf("the agent found the moved relay after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// nsClient is an HTTP client whose connections are made inside network
+// namespace ns (to 127.0.0.1 at the URL's port, whatever host it names),
+// one per request.
+func nsClient(ns string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			_, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			var c net.Conn
+			err = inNetns(ns, func() error {
+				var d net.Dialer
+				var err error
+				c, err = d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+				return err
+			})
+			return c, err
+		},
+	}}
+}
+
+// inNetns runs f on an OS thread that entered network namespace ns, so
+// the sockets f makes live there. The thread is never unlocked: it ends
+// with its goroutine, and nothing else ever runs in ns.
+func inNetns(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, err := unix.Open(filepath.Join("/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+func (b *faultBed) status() (localapi.Status, error) {
+	var st localapi.Status
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+b.ui+"/api/status", nil)
+	resp, err := b.inA.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (b *faultBed) relayState() (relay.DebugState, error) {
+	var st relay.DebugState
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+b.rb.DebugAddr+"/debug/state", nil)
+	resp, err := b.inR.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (b *faultBed) waitConnected(timeout time.Duration) {
+	b.t.Helper()
+	poll.Until(b.t, timeout, "the agent to report state \"connected\"", func() bool {
+		if !b.agent.alive() {
+			b.t.Fatalf("agent exited: %v", b.agent.err)
+		}
+		st, err := b.status()
+		return err == nil && st.State == localapi.StateConnected
+	})
+}
+
+// fetch GETs the hub's WebUI through the relay, as a user with an app
+// token, within timeout.
+func (b *faultBed) fetch(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.rb.TokenURL("demo", 80, "/"), nil)
+	resp, err := b.inR.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "HomeMatic WebUI") {
+		return fmt.Errorf("status %d, body %.100q", resp.StatusCode, body)
+	}
+	return nil
+}
+
+func (b *faultBed) mustFetch(when string) {
+	b.t.Helper()
+	if err := b.fetch(30 * time.Second); err != nil {
+		b.t.Fatalf("GET WebUI through the relay %s: %v", when, err)
+	}
+}
+
+// mustFetchWithin retries the fetch until one works, for up to timeout: a
+// fault may have cost the tunnel its connection.
+func (b *faultBed) mustFetchWithin(when string, timeout time.Duration) {
+	b.t.Helper()
+	var last error
+	defer func() {
+		if b.t.Failed() {
+			b.t.Logf("the last GET %s: %v", when, last)
+		}
+	}()
+	poll.Until(b.t, timeout, "a GET of the WebUI through the relay to work "+when, func() bool {
+		last = b.fetch(20 * time.Second)
+		return last == nil
+	})
+}
+
+// file returns the name of a random file of size in ccusim's folder and
+// its SHA-256, making it once.
+func (b *faultBed) file(size int64) (string, string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	name := fmt.Sprintf("f%d.bin", size)
+	if h, ok := b.downloads[size]; ok {
+		return name, h
+	}
+	h := writeRandomFile(b.t, b.files, name, size)
+	b.downloads[size] = h
+	return name, h
+}
+
+// download fetches a file of size through the relay and checks every byte.
+func (b *faultBed) download(size int64, timeout time.Duration) error {
+	name, want := b.file(size)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.rb.TokenURL("demo", 80, "/files/"+name), nil)
+	resp, err := b.inR.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET /files/%s: %s", name, resp.Status)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("hung: %d of %d bytes after %v", n, size, timeout)
+	}
+	if err != nil {
+		return fmt.Errorf("after %d of %d bytes: %w", n, size, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != size || got != want {
+		return fmt.Errorf("%d bytes, sha256 %s; want %d, %s", n, got, size, want)
+	}
+	return nil
+}
+
+func (b *faultBed) mustDownload(size int64, timeout time.Duration) {
+	b.t.Helper()
+	start := time.Now()
+	if err := b.download(size, timeout); err != nil {
+		b.t.Fatalf("download of %d bytes through the relay: %v", size, err)
+	}
+	b.t.Logf("downloaded %d KiB in %v", size>>10, time.Since(start).Round(time.Millisecond))
+}
+
+// startDownload starts a download and returns once its first bytes have
+// arrived; its result comes on the channel. A download that hangs until
+// its deadline is reported as such (a session that neither completed nor
+// failed).
+func (b *faultBed) startDownload(size int64, deadline time.Duration) chan error {
+	name, want := b.file(size)
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.rb.TokenURL("demo", 80, "/files/"+name), nil)
+		resp, err := b.inR.Do(req)
+		if err != nil {
+			close(started)
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		h := sha256.New()
+		n, err := io.CopyN(h, resp.Body, 1<<20)
+		close(started)
+		if err == nil {
+			var m int64
+			m, err = io.Copy(h, resp.Body)
+			n += m
+		}
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			done <- fmt.Errorf("hung: %d of %d bytes when its %v deadline passed", n, size, deadline)
+		case err != nil:
+			done <- fmt.Errorf("after %d of %d bytes: %w", n, size, err)
+		case n != size || hex.EncodeToString(h.Sum(nil)) != want:
+			done <- fmt.Errorf("%d bytes with the wrong content", n)
+		default:
+			done <- nil
+		}
+	}()
+	<-started
+	return done
+}
+
+// usage is what a process holds: goroutines, open descriptors, resident
+// memory.
+type usage struct {
+	agentG, agentFD, agentRSS int
+	relayG, relayFD, relayRSS int
+}
+
+func (u usage) String() string {
+	return fmt.Sprintf("agent %d goroutines, %d fds, %d MiB; relay %d goroutines, %d fds, %d MiB",
+		u.agentG, u.agentFD, u.agentRSS>>10, u.relayG, u.relayFD, u.relayRSS>>10)
+}
+
+func (b *faultBed) usage() (usage, error) {
+	var u usage
+	st, err := b.status()
+	if err != nil {
+		return u, err
+	}
+	rs, err := b.relayState()
+	if err != nil {
+		return u, err
+	}
+	u.agentG, u.relayG = st.Goroutines, rs.Goroutines
+	if u.agentFD, u.agentRSS, err = procUsage(b.agent.cmd.Process.Pid); err != nil {
+		return u, err
+	}
+	u.relayFD, u.relayRSS, err = procUsage(b.relay.cmd.Process.Pid)
+	return u, err
+}
+
+// procUsage counts pid's open descriptors and reads its resident memory
+// (KiB) from /proc.
+func procUsage(pid int) (fds, rssKiB int, err error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rssKiB, _ = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+		}
+	}
+	return len(ents), rssKiB, nil
+}
+
+// settledUsage is the usage once no session is open and two readings in a
+// row agree on goroutines and descriptors: the baseline.
+func (b *faultBed) settledUsage() usage {
+	b.t.Helper()
+	var prev, cur usage
+	poll.Until(b.t, 30*time.Second, "goroutines and descriptors to settle before the fault", func() bool {
+		var err error
+		prev, cur = cur, usage{}
+		if cur, err = b.usage(); err != nil {
+			return false
+		}
+		st, err := b.status()
+		return err == nil && st.SessionsActive == 0 &&
+			cur.agentG == prev.agentG && cur.relayG == prev.relayG && cur.agentFD == prev.agentFD && cur.relayFD == prev.relayFD
+	})
+	return cur
+}
+
+// waitUsageBack waits until goroutines, descriptors and memory are back
+// within the slack of before.
+func (b *faultBed) waitUsageBack(before usage, timeout time.Duration) usage {
+	b.t.Helper()
+	var cur usage
+	var err error
+	defer func() {
+		if b.t.Failed() {
+			b.t.Logf("usage before the fault: %s\nusage at the end:       %s (err %v)", before, cur, err)
+		}
+	}()
+	poll.Until(b.t, timeout, "goroutines, descriptors and memory to return to where they were", func() bool {
+		if cur, err = b.usage(); err != nil {
+			return false
+		}
+		return cur.agentG <= before.agentG+slackGoroutines && cur.relayG <= before.relayG+slackGoroutines &&
+			cur.agentFD <= before.agentFD+slackFDs && cur.relayFD <= before.relayFD+slackFDs &&
+			cur.agentRSS <= before.agentRSS+slackRSSKiB && cur.relayRSS <= before.relayRSS+slackRSSKiB
+	})
+	return cur
+}

@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// The relay's debug listener (debug_listen, off by default, loopback
+// only): what a test or an operator on the relay's own machine counts to
+// see that a fault left nothing behind. It says nothing of hubs, users or
+// keys. The Prometheus metrics are meant to replace it.
+
+// DebugState is what GET /debug/state on debug_listen answers.
+type DebugState struct {
+	Goroutines       int   `json:"goroutines"`        // runtime.NumGoroutine
+	AgentConnections int   `json:"agent_connections"` // open agent connections, claimed or not
+	ReplayResets     int64 `json:"replay_resets"`     // hubs' WireGuard replay state reset (clock.go) since start
+}
+
+// debugCounters are counted where things happen and read by the debug
+// listener.
+type debugCounters struct {
+	replayResets atomic.Int64
+}
+
+// checkDebugListen is Validate's check of debug_listen: empty, or a
+// loopback host:port.
+func checkDebugListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want 127.0.0.1:port", addr)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: only a loopback address (127.0.0.1 or [::1]): it is for the relay's own machine", addr)
+	}
+	return nil
+}
+
+// startDebug serves debug_listen, if set, until Close.
+func (s *Server) startDebug() error {
+	if s.cfg.DebugListen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.DebugListen)
+	if err != nil {
+		return fmt.Errorf("relay: debug_listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/state", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(DebugState{
+			Goroutines:       runtime.NumGoroutine(),
+			AgentConnections: s.agentCount(),
+			ReplayResets:     s.debug.replayResets.Load(),
+		})
+	})
+	s.debugSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.debugSrv.Serve(ln)
+	s.logf("relay: debug state on http://%s/debug/state", ln.Addr())
+	return nil
+}

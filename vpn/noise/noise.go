@@ -1,0 +1,223 @@
+// Package noise reads and makes WireGuard handshake initiations outside
+// wireguard-go: the first message of Noise IK (the WireGuard paper,
+// section 5.4.2; wireguard-go's device/noise-protocol.go), as far as its
+// encrypted static key and TAI64N timestamp.
+//
+// The relay reads an initiation before WireGuard does, to learn which hub
+// sent it (the Hello only claims one) and how its timestamp compares with
+// the last it accepted (relay/clock.go); tests make initiations with a
+// chosen timestamp. It never completes a handshake, holds no session keys
+// and keeps no state: WireGuard stays the one that authenticates a peer.
+package noise
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"hash"
+	"time"
+
+	"golang.org/x/crypto/blake2s"
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/curve25519"
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+const (
+	construction = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+	identifier   = "WireGuard v1 zx2c4 Jason@zx2c4.com"
+
+	// InitiationLen is the size of a handshake initiation: type, sender,
+	// ephemeral, static, timestamp, mac1, mac2.
+	InitiationLen = 148
+	offSender     = 4
+	offEphemeral  = 8
+	offStatic     = offEphemeral + 32
+	staticLen     = 32 + chacha20poly1305.Overhead
+	offTimestamp  = offStatic + staticLen
+	timestampLen  = TimestampLen + chacha20poly1305.Overhead
+)
+
+// Timestamp is a TAI64N label as WireGuard's initiator puts it in every
+// initiation: 8 bytes of seconds (offset by 2^62 + 10), 4 of nanoseconds,
+// big-endian, so newer is greater byte by byte. A responder accepts an
+// initiation only when its timestamp is newer than the newest it accepted
+// from that key (replay protection).
+type Timestamp [TimestampLen]byte
+
+// TimestampLen is the size of a TAI64N label.
+const TimestampLen = 12
+
+const taiBase = uint64(0x400000000000000a)
+
+// Stamp is t as WireGuard labels it (wireguard-go whitens the nanoseconds
+// to about 16 ms, so that a timestamp does not tell when exactly a hub
+// sent it; so does Stamp).
+func Stamp(t time.Time) Timestamp {
+	var ts Timestamp
+	binary.BigEndian.PutUint64(ts[:8], taiBase+uint64(t.Unix()))
+	binary.BigEndian.PutUint32(ts[8:], uint32(t.Nanosecond())&^(1<<24-1))
+	return ts
+}
+
+// After reports whether ts is newer than u, as WireGuard's replay check
+// compares them.
+func (ts Timestamp) After(u Timestamp) bool {
+	for i := range ts {
+		if ts[i] != u[i] {
+			return ts[i] > u[i]
+		}
+	}
+	return false
+}
+
+// Time is the wall time ts names.
+func (ts Timestamp) Time() time.Time {
+	return time.Unix(int64(binary.BigEndian.Uint64(ts[:8])-taiBase), int64(binary.BigEndian.Uint32(ts[8:])))
+}
+
+// Initiation is what the responder can read of a handshake initiation.
+type Initiation struct {
+	Static    vpn.PublicKey // the initiator's key
+	Timestamp Timestamp     // its clock when it sent it
+}
+
+// ReadInitiation decrypts the initiator's static key and timestamp from
+// msg with the responder's key pair, as WireGuard's responder does before
+// its replay check; false when msg is no initiation for that responder.
+// Both are authentic when it returns true: the timestamp's AEAD is keyed
+// with the DH of both static keys, which only the initiator's key holder
+// (or the responder) can make.
+func ReadInitiation(priv vpn.PrivateKey, pub vpn.PublicKey, msg []byte) (Initiation, bool) {
+	if len(msg) != InitiationLen || msg[0] != device.MessageInitiationType {
+		return Initiation{}, false
+	}
+	c, h := initial(pub)
+	e := msg[offEphemeral : offEphemeral+32]
+	c = kdf1(c, e)
+	h = mixHash(h, e)
+	ss, err := curve25519.X25519(priv[:], e)
+	if err != nil {
+		return Initiation{}, false
+	}
+	c, key := kdf2(c, ss)
+	var in Initiation
+	sealedStatic := msg[offStatic : offStatic+staticLen]
+	if _, err := open(key, h, in.Static[:0], sealedStatic); err != nil {
+		return Initiation{}, false
+	}
+	h = mixHash(h, sealedStatic)
+	ss, err = curve25519.X25519(priv[:], in.Static[:])
+	if err != nil {
+		return Initiation{}, false
+	}
+	_, key = kdf2(c, ss)
+	if _, err := open(key, h, in.Timestamp[:0], msg[offTimestamp:offTimestamp+timestampLen]); err != nil {
+		return Initiation{}, false
+	}
+	return in, true
+}
+
+// MakeInitiation makes a handshake initiation from priv to responder with
+// timestamp ts and sender index sender, MAC1 included (no MAC2: the
+// responder is not under load). It is what WireGuard's initiator sends,
+// but with any clock: tests use it to play a hub whose clock was ahead, or
+// to replay an old initiation. Its ephemeral key is thrown away, so the
+// handshake it starts can never complete.
+func MakeInitiation(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32, ts Timestamp) ([]byte, error) {
+	var eph [32]byte
+	if _, err := rand.Read(eph[:]); err != nil {
+		return nil, err
+	}
+	ephPub, err := curve25519.X25519(eph[:], curve25519.Basepoint)
+	if err != nil {
+		return nil, err
+	}
+	msg := make([]byte, InitiationLen)
+	binary.LittleEndian.PutUint32(msg, device.MessageInitiationType)
+	binary.LittleEndian.PutUint32(msg[offSender:], sender)
+	copy(msg[offEphemeral:], ephPub)
+
+	c, h := initial(responder)
+	c = kdf1(c, ephPub)
+	h = mixHash(h, ephPub)
+	ss, err := curve25519.X25519(eph[:], responder[:])
+	if err != nil {
+		return nil, err
+	}
+	c, key := kdf2(c, ss)
+	pub := priv.Public()
+	seal(key, h, msg[offStatic:offStatic], pub[:])
+	h = mixHash(h, msg[offStatic:offStatic+staticLen])
+	ss, err = curve25519.X25519(priv[:], responder[:])
+	if err != nil {
+		return nil, err
+	}
+	_, key = kdf2(c, ss)
+	seal(key, h, msg[offTimestamp:offTimestamp], ts[:])
+
+	var macs device.CookieGenerator
+	macs.Init(device.NoisePublicKey(responder))
+	macs.AddMacs(msg)
+	return msg, nil
+}
+
+// initial is the chaining key and hash both sides start from, the
+// responder's key mixed in.
+func initial(responder vpn.PublicKey) (c, h [32]byte) {
+	c = blake2s.Sum256([]byte(construction))
+	h = mixHash(mixHash(c, []byte(identifier)), responder[:])
+	return c, h
+}
+
+func open(key, ad [32]byte, dst, sealed []byte) ([]byte, error) {
+	aead, err := chacha20poly1305.New(key[:])
+	if err != nil {
+		return nil, err
+	}
+	var nonce [chacha20poly1305.NonceSize]byte
+	return aead.Open(dst, nonce[:], sealed, ad[:])
+}
+
+func seal(key, ad [32]byte, dst, plain []byte) {
+	aead, _ := chacha20poly1305.New(key[:])
+	var nonce [chacha20poly1305.NonceSize]byte
+	aead.Seal(dst, nonce[:], plain, ad[:])
+}
+
+func mixHash(h [32]byte, data []byte) [32]byte {
+	b, _ := blake2s.New256(nil)
+	b.Write(h[:])
+	b.Write(data)
+	var out [32]byte
+	b.Sum(out[:0])
+	return out
+}
+
+func newBlake2s() hash.Hash {
+	h, _ := blake2s.New256(nil)
+	return h
+}
+
+func hmacBlake2s(key, data []byte) [32]byte {
+	m := hmac.New(newBlake2s, key)
+	m.Write(data)
+	var out [32]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// kdf1 and kdf2 are HKDF with HMAC-BLAKE2s, one and two outputs.
+func kdf1(key [32]byte, input []byte) [32]byte {
+	t0 := hmacBlake2s(key[:], input)
+	return hmacBlake2s(t0[:], []byte{1})
+}
+
+func kdf2(key [32]byte, input []byte) ([32]byte, [32]byte) {
+	t0 := hmacBlake2s(key[:], input)
+	t1 := hmacBlake2s(t0[:], []byte{1})
+	t2 := hmacBlake2s(t0[:], append(t1[:], 2))
+	return t1, t2
+}
