@@ -401,7 +401,7 @@ func (b *faultBed) setMTU(mtu int) {
 // relay to another server (or a new IP) would.
 func (b *faultBed) moveRelay() {
 	b.t.Helper()
-	b.relayConnected = strings.Count(b.relay.logText(), "relay: hub demo connected")
+	b.relayConnected = strings.Count(b.relay.logText(), `msg="hub connected" hub=demo `)
 	// Old first: deleting a subnet's primary address deletes its
 	// secondaries too (without promote_secondaries).
 	run(b.t, "ip", "-n", b.nsR, "addr", "del", netemRelayIP+"/24", "dev", b.vethR)
@@ -415,7 +415,7 @@ func (b *faultBed) waitReconnected(timeout time.Duration) {
 	b.t.Helper()
 	start := time.Now()
 	poll.Until(b.t, timeout, "the agent to reach the relay at its new address", func() bool {
-		if strings.Count(b.relay.logText(), "relay: hub demo connected") <= b.relayConnected {
+		if strings.Count(b.relay.logText(), `msg="hub connected" hub=demo `) <= b.relayConnected {
 			return false
 		}
 		st, err := b.status()

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/noise"
 )
@@ -87,8 +88,8 @@ func (s *Server) noteInitiation(hb *hub, in noise.Initiation, first bool) {
 	hb.mu.Unlock()
 	took, ok := s.resetReplay(hb)
 	if ok && hb.due(&hb.clockLogged, s.now()) {
-		s.logf("relay: hub %s: its clock is behind (handshake stamped %s, an earlier one %s): WireGuard's replay state for it reset (in %v) so that it connects now",
-			hb.Name, in.Timestamp.Time().UTC().Format(time.RFC3339), newest.Time().UTC().Format(time.RFC3339), took.Round(time.Microsecond))
+		s.log.Info("hub's clock is behind: its WireGuard replay state reset so that it connects now", logger.Hub, hb.Name,
+			"stamped", in.Timestamp.Time().UTC().Format(time.RFC3339), "earlier", newest.Time().UTC().Format(time.RFC3339), "took", took.Round(time.Microsecond).String())
 	}
 }
 
@@ -106,7 +107,7 @@ func (s *Server) resetReplay(hb *hub) (time.Duration, bool) {
 	start := time.Now()
 	s.dev.RemovePeer(hb.key)
 	if err := s.dev.AddPeer(vpn.Peer{PublicKey: hb.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(hb.ip, hb.ip.BitLen())}}); err != nil {
-		s.logf("relay: hub %s: adding its WireGuard peer again: %v", hb.Name, err)
+		s.log.Warn("adding the hub's WireGuard peer again", logger.Hub, hb.Name, logger.Err, err)
 		return 0, false
 	}
 	s.debug.replayResets.Add(1)

@@ -64,6 +64,6 @@ func (s *Server) startDebug() error {
 	})
 	s.debugSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.debugSrv.Serve(ln)
-	s.logf("relay: debug state on http://%s/debug/state", ln.Addr())
+	s.log.Info("debug state", "url", "http://"+ln.Addr().String()+"/debug/state")
 	return nil
 }
