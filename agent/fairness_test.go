@@ -20,7 +20,7 @@ import (
 func TestStalledHubDoesNotStallOthers(t *testing.T) {
 	var alphaGone atomic.Bool
 	tb := newTestbedWith(t, testbedOpts{relayLog: func(line string) {
-		if strings.Contains(line, "hub alpha disconnected") {
+		if strings.Contains(line, `msg="hub disconnected" hub=alpha `) {
 			alphaGone.Store(true)
 		}
 	}}, "alpha", "beta")

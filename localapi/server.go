@@ -14,8 +14,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
