@@ -61,35 +61,14 @@ func TestAgentDebianPackage(t *testing.T) {
 			t.Errorf("the unit lacks %q", want)
 		}
 	}
-	check := filepath.Join(t.TempDir(), "hubtunnel.service")
-	writeFile(t, check, strings.NewReplacer("/usr/bin/hubtunnel", filepath.Join(x, "usr/bin/hubtunnel"),
+	verifyUnit(t, analyze, "hubtunnel.service", strings.NewReplacer("/usr/bin/hubtunnel", filepath.Join(x, "usr/bin/hubtunnel"),
 		"/usr/lib/hubtunnel/", filepath.Join(x, "usr/lib/hubtunnel")+"/").Replace(unit))
-	vout, err := exec.Command(analyze, "verify", "--man=no", check).CombinedOutput()
-	if err != nil || strings.Contains(string(vout), "Unknown") || strings.Contains(string(vout), "nvalid") {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, vout)
-	}
 
 	// A debmatic hub: its package's folder, the CCU's settings folder with
 	// other addons' buttons, Debian's lighttpd with debmatic's module.
-	root := t.TempDir()
+	root, dpkg := dpkgRoot(t, "usr/share/debmatic", "etc/config/addons/www", "etc/lighttpd/conf-available", "etc/lighttpd/conf-enabled")
 	at := func(p string) string { return filepath.Join(root, p) }
-	for _, d := range []string{"var/lib/dpkg/updates", "var/lib/dpkg/info", "usr/share/debmatic", "etc/config/addons/www",
-		"etc/lighttpd/conf-available", "etc/lighttpd/conf-enabled"} {
-		if err := os.MkdirAll(at(d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, at("var/lib/dpkg/status"), "")
 	writeFile(t, at("etc/config/hm_addons.cfg"), debmaticAddons)
-	dpkg := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-script-chrootless", "--force-depends"}, args...)...)
-		b, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("dpkg %v: %v\n%s", args, err, b)
-		}
-		return string(b)
-	}
 	inst := dpkg("-i", deb)
 	if !strings.Contains(inst, "Settings > Control panel > hubtunnel") {
 		t.Errorf("install did not tell what to do next:\n%s", inst)
@@ -137,6 +116,7 @@ func TestAgentDebianPackage(t *testing.T) {
 	writeFile(t, rule, strings.Replace(readFileString(rule), `"port" => 8099`, fmt.Sprintf(`"port" => %d`, mustPort(t, ui)), 1))
 	agent := start(t, t.TempDir(), "agent", bin, "run", "--config", conf)
 	var st localapi.Status
+	var err error
 	poll.Until(t, 20*time.Second, "the installed agent's status API", func() bool {
 		if !agent.alive() {
 			t.Fatalf("the installed agent exited: %v\n%s", agent.err, agent.logText())
@@ -236,18 +216,9 @@ func TestAgentDebianPackageOnPiVCCUHost(t *testing.T) {
 	need(t, "to build the package", "dpkg-deb")
 	need(t, "to install it", "dpkg")
 	lines := buildPackage(t, "deb-agent.sh", t.TempDir(), "amd64")
-	root := t.TempDir()
-	for _, d := range []string{"var/lib/dpkg/updates", "var/lib/dpkg/info", "etc/piVCCU3", "etc/lighttpd/conf-enabled"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(root, "var/lib/dpkg/status"), "")
-	b, err := exec.Command("dpkg", "--root="+root, "--force-script-chrootless", "--force-depends", "-i", lines[len(lines)-1]).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dpkg -i: %v\n%s", err, b)
-	}
-	if !strings.Contains(string(b), "piVCCU host") || !strings.Contains(string(b), "Additional software") {
+	root, dpkg := dpkgRoot(t, "etc/piVCCU3", "etc/lighttpd/conf-enabled")
+	b := dpkg("-i", lines[len(lines)-1])
+	if !strings.Contains(b, "piVCCU host") || !strings.Contains(b, "Additional software") {
 		t.Errorf("install on a piVCCU host did not say where the agent belongs:\n%s", b)
 	}
 	for _, no := range []string{"etc/systemd/system/multi-user.target.wants/hubtunnel.service", "etc/lighttpd/conf-enabled/90-hubtunnel.conf", "etc/config/hm_addons.cfg"} {

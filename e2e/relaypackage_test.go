@@ -62,27 +62,9 @@ func TestRelayDebianPackage(t *testing.T) {
 			t.Errorf("the unit lacks %s", want)
 		}
 	}
-	check := filepath.Join(t.TempDir(), "hubrelay.service")
-	writeFile(t, check, strings.ReplaceAll(unit, "/usr/bin/hubrelay", filepath.Join(x, "usr/bin/hubrelay")))
-	vout, err := exec.Command(analyze, "verify", "--man=no", check).CombinedOutput()
-	if err != nil || strings.Contains(string(vout), "Unknown") || strings.Contains(string(vout), "nvalid") {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, vout)
-	}
+	verifyUnit(t, analyze, "hubrelay.service", strings.NewReplacer("/usr/bin/hubrelay", filepath.Join(x, "usr/bin/hubrelay")).Replace(unit))
 
-	root := t.TempDir()
-	for _, d := range []string{"var/lib/dpkg/updates", "var/lib/dpkg/info", "etc"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
-	}
-	writeFile(t, filepath.Join(root, "var/lib/dpkg/status"), "")
-	dpkg := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-script-chrootless", "--force-depends"}, args...)...)
-		b, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("dpkg %v: %v\n%s", args, err, b)
-		}
-		return string(b)
-	}
+	root, dpkg := dpkgRoot(t, "etc")
 	inst := dpkg("-i", deb)
 	if !strings.Contains(inst, "set domain in /etc/hubrelay/relay.toml") {
 		t.Errorf("install did not tell what to do next:\n%s", inst)
@@ -121,6 +103,42 @@ func TestRelayDebianPackage(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, gone)); !os.IsNotExist(err) {
 			t.Errorf("purge left %s: %v", gone, err)
 		}
+	}
+}
+
+// verifyUnit runs systemd-analyze verify on unit (written as name, its
+// paths already moved to where the test unpacked the package) and fails
+// the test on an error or a setting systemd does not know.
+func verifyUnit(t *testing.T, analyze, name, unit string) {
+	t.Helper()
+	check := filepath.Join(t.TempDir(), name)
+	writeFile(t, check, unit)
+	out, err := exec.Command(analyze, "verify", "--man=no", check).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Unknown") || strings.Contains(string(out), "nvalid") {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
+	}
+}
+
+// dpkgRoot makes a throwaway root for dpkg, with the folders dirs in it,
+// and returns it with a function that runs dpkg on it: maintainer scripts
+// run outside it with DPKG_ROOT set, and systemd does not run there.
+func dpkgRoot(t *testing.T, dirs ...string) (string, func(args ...string) string) {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range append([]string{"var/lib/dpkg/updates", "var/lib/dpkg/info"}, dirs...) {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "var/lib/dpkg/status"), "")
+	return root, func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-script-chrootless", "--force-depends"}, args...)...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("dpkg %v: %v\n%s", args, err, b)
+		}
+		return string(b)
 	}
 }
 
