@@ -145,10 +145,12 @@ func TestStatsAgreeWithTheWire(t *testing.T) {
 	}
 }
 
-// agentFIN is the index of the agent's first FIN in st, or -1.
+// agentFIN is the index of the agent's first FIN in st, or -1. A reset
+// ends the connection as well: the kernel sends one instead of the FIN
+// when data the agent had not read was still in its socket as it closed.
 func agentFIN(st *bench.Stream) int {
 	for i, p := range st.Packets {
-		if p.Up && p.Flags&0x01 != 0 {
+		if p.Up && p.Flags&(0x01|0x04) != 0 { // FIN or RST
 			return i
 		}
 	}

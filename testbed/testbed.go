@@ -149,7 +149,7 @@ func NewRelay(ports *loopback.Ports, dir, name string, o RelayOptions, hubs []Hu
 	// A bed on loopback serves the plaintext ports (tests and bench's
 	// latency phase use 80 and 2001 without TLS) and lifts the per-address
 	// limits: every client of a bed comes from 127.0.0.1.
-	b.WriteString("plaintext_ports = true\nlimit_conns_per_address = 100000\nlimit_requests_per_second = 1000000\nlimit_sessions_per_hub = 100000\n")
+	b.WriteString("plaintext_ports = true\nlimit_conns_per_address = 100000\nlimit_requests_per_second = 1000000\nlimit_sessions_per_hub = 100000\nlimit_agent_prehello_per_address = 100000\n")
 	// Tests count the relay's goroutines on its debug listener (DebugAddr).
 	debugPort, err := ports.Free()
 	if err != nil {
