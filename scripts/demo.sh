@@ -69,6 +69,10 @@ host = "127.0.0.1"
 4434 = "$((SIM + 2010))"
 8181 = "$((SIM + 8181))"
 44381 = "$((SIM + 8181))"
+
+# The settings panel checks the CCU session on ccusim's script engine.
+[panel]
+rega = "http://127.0.0.1:$((SIM + 8181))"
 TOML
 
 # Each program's own PID (the subshell's, which exec makes the program's)
@@ -126,6 +130,14 @@ token=$("$bin/hubrelay" token add demo --ports all --label "make demo" --config 
 	grep -o 'htk_[A-Za-z0-9_-]\{43\}' | head -n 1)
 [ -n "$token" ] || fail "could not make an app token (hubrelay token add)"
 
+# A CCU session, as the WebUI's login makes one (ccusim's login hook): the
+# hub owner's settings panel opens with it, as from the control panel.
+sid=$(exec 3<>"/dev/tcp/127.0.0.1/$((SIM + 80))" &&
+	printf 'POST /login.htm HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n' >&3 &&
+	sed -n '$p' <&3 | tr -d '\r') 2>/dev/null || sid=''
+panel="(no CCU session: ccusim's login did not answer)"
+[ -z "$sid" ] || panel="http://127.0.0.1:$UI_PORT/addons/hubtunnel/panel/?sid=$sid"
+
 cat <<MSG
 
   hubtunnel demo is running (files in $dir)
@@ -136,6 +148,7 @@ cat <<MSG
   XML-RPC with the app token $token:
     python3 -c 'import ssl, xmlrpc.client as x; print(x.ServerProxy("https://hubtunnel:$token@localhost:$((4431 + OFFSET))/", context=ssl._create_unverified_context()).listDevices())'
     curl -k -u hubtunnel:$token -H 'Content-Type: text/xml' --data '<?xml version="1.0"?><methodCall><methodName>listDevices</methodName></methodCall>' https://localhost:$((4431 + OFFSET))/
+  the hub owner's settings panel: $panel
   agent status:                  http://127.0.0.1:$UI_PORT/api/status   ($bin/hubtunnel status --config $dir/hub.toml)
   audit log:                     $bin/hubrelay audit --config $dir/relay.toml
   (the plaintext XML-RPC and script ports are off: plaintext_ports = true in relay.toml serves them)
