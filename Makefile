@@ -48,6 +48,9 @@ fuzz:
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzCookies -fuzztime $(FUZZTIME)
 	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzExchange -fuzztime $(FUZZTIME)
+	$(GO) test ./stats/ -run '^$$' -fuzz FuzzReadRecord -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/hubrelay/ -run '^$$' -fuzz FuzzReadBackup -fuzztime $(FUZZTIME)
+	$(GO) test ./vpn/noise/ -run '^$$' -fuzz FuzzReadInitiation -fuzztime $(FUZZTIME)
 
 demo: build
 	@scripts/demo.sh $(BIN)

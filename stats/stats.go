@@ -63,6 +63,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -237,11 +238,23 @@ func New(cfg Config) *Recorder {
 	return r
 }
 
+// maxFile bounds what ReadFile reads: a full record (48 hours, 31 days,
+// 12 months, 100 events) is about 30 KB.
+const maxFile = 1 << 20
+
 // ReadFile reads a record file. An error says what is wrong with it.
 func ReadFile(path string) (*Record, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("stats: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	if len(b) > maxFile {
+		return nil, fmt.Errorf("stats: %s is damaged (larger than %d bytes)", path, maxFile)
 	}
 	var rec Record
 	dec := json.NewDecoder(bytes.NewReader(b))
