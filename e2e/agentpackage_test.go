@@ -51,9 +51,7 @@ func TestAgentDebianPackage(t *testing.T) {
 	}
 
 	// The unit as systemd reads it, its programs where this test unpacked them.
-	x := t.TempDir()
-	run(t, "dpkg-deb", "-x", deb, x)
-	unit := readFileString(filepath.Join(x, "lib/systemd/system/hubtunnel.service"))
+	x, unit := unpackUnit(t, deb, "hubtunnel.service")
 	for _, want := range []string{"Restart=on-failure", "RestartSec=", "StartLimitBurst=5", "StartLimitIntervalSec=10min",
 		"ProtectSystem=strict", "ReadWritePaths=-/etc/config/addons/hubtunnel", "CapabilityBoundingSet=\n", "NoNewPrivileges=yes",
 		"--config /etc/config/addons/hubtunnel/hubtunnel.toml"} {

@@ -54,9 +54,7 @@ func TestRelayDebianPackage(t *testing.T) {
 
 	// The unit as systemd reads it, with ExecStart pointing at the
 	// package's binary where this test unpacked it.
-	x := t.TempDir()
-	run(t, "dpkg-deb", "-x", deb, x)
-	unit := readFileString(filepath.Join(x, "lib/systemd/system/hubrelay.service"))
+	x, unit := unpackUnit(t, deb, "hubrelay.service")
 	for _, want := range []string{"User=hubrelay", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "ProtectSystem=strict", "StateDirectory=hubrelay", "ExecReload="} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("the unit lacks %s", want)
@@ -104,6 +102,15 @@ func TestRelayDebianPackage(t *testing.T) {
 			t.Errorf("purge left %s: %v", gone, err)
 		}
 	}
+}
+
+// unpackUnit unpacks the package deb into a folder of its own and returns
+// the folder and the text of its systemd unit name.
+func unpackUnit(t *testing.T, deb, name string) (string, string) {
+	t.Helper()
+	x := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, x)
+	return x, readFileString(filepath.Join(x, "lib/systemd/system", name))
 }
 
 // verifyUnit runs systemd-analyze verify on unit (written as name, its

@@ -171,13 +171,22 @@ func (s *server) restart(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, struct{}{})
 }
 
-func (s *server) check(w http.ResponseWriter, r *http.Request) {
+// updater admits an update action: an empty JSON body, and an agent that
+// can update itself (it runs from a config file).
+func (s *server) updater(w http.ResponseWriter, r *http.Request) bool {
 	var none struct{}
 	if !s.decode(w, r, &none) {
-		return
+		return false
 	}
 	if s.a.Status().Update == nil {
 		writeJSON(w, http.StatusServiceUnavailable, errorAnswer{Error: s.text(r).NoUpdater})
+		return false
+	}
+	return true
+}
+
+func (s *server) check(w http.ResponseWriter, r *http.Request) {
+	if !s.updater(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
@@ -191,12 +200,7 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) install(w http.ResponseWriter, r *http.Request) {
-	var none struct{}
-	if !s.decode(w, r, &none) {
-		return
-	}
-	if s.a.Status().Update == nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorAnswer{Error: s.text(r).NoUpdater})
+	if !s.updater(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)

@@ -12,13 +12,8 @@ out=${2:?usage: deb-agent.sh VERSION OUTDIR}
 archs=${ARCHS:-"amd64 arm64 armhf"}
 src=packaging/hubtunnel
 
-# Debian orders 1.0~x before 1.0: a development build (0.3.0-dev.g1a2b3c4)
-# becomes 0.3.0~dev.g1a2b3c4, older than the release 0.3.0.
-debversion=${version//-/\~}
-case "$debversion" in
-[0-9]*) ;;
-*) echo "deb-agent: version $version does not start with a digit" >&2; exit 2 ;;
-esac
+. "$(dirname "$0")/deb-lib.sh"
+debversion=$(deb_version "$version")
 
 mkdir -p "$out"
 tmp=$(mktemp -d)

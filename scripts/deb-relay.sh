@@ -10,13 +10,8 @@ out=${2:?usage: deb-relay.sh VERSION OUTDIR}
 archs=${ARCHS:-"amd64 arm64 armhf"}
 src=packaging/hubrelay
 
-# Debian orders 1.0~x before 1.0: a development build (0.3.0-dev.g1a2b3c4)
-# becomes 0.3.0~dev.g1a2b3c4, older than the release 0.3.0.
-debversion=${version//-/\~}
-case "$debversion" in
-[0-9]*) ;;
-*) echo "deb-relay: version $version does not start with a digit" >&2; exit 2 ;;
-esac
+. "$(dirname "$0")/deb-lib.sh"
+debversion=$(deb_version "$version")
 
 mkdir -p "$out"
 tmp=$(mktemp -d)
