@@ -34,9 +34,10 @@ import (
 // ccusim as the hub's services) in another, joined by a veth pair, and a
 // user fetches through the relay from inside the relay's namespace with an
 // app token. One fault per subtest, on both ends of the veth: packet loss,
-// delay and reordering (tc netem; loss falls back to nftables where the
-// kernel has no sch_netem), a blackhole, a 1280-byte MTU, and the relay
-// moving to another address. While the fault holds, requests and a download
+// delay and reordering (tc netem; where the kernel has no sch_netem, loss
+// falls back to nftables, and delay and reordering to a userspace wire of
+// TUN devices in place of the veth, tunwire_test.go), a blackhole, a
+// 1280-byte MTU, and the relay moving to another address. While the fault holds, requests and a download
 // go through; after it is removed the tunnel must be back by itself, a
 // download caught in it must have ended (complete, or an error: not a
 // hang), and the agent's and the relay's goroutines, file descriptors and
@@ -81,6 +82,7 @@ type fault struct {
 	remove   func(b *faultBed)
 	needs    func() error // nil, or why it cannot run here (it is skipped)
 	downSize int64        // the download made while the fault holds
+	tun      bool         // joins the namespaces with a tunWire, not a veth
 }
 
 // blackholeFor is how long the blackhole holds. Sixty seconds because the
@@ -103,6 +105,21 @@ func netemFault(name string, args ...string) fault {
 	}
 }
 
+// wireFault is a netem fault made by the userspace wire instead.
+func wireFault(name string, imp impairment) fault {
+	return fault{
+		name:     name,
+		needs:    needTun,
+		tun:      true,
+		downSize: 2 << 20,
+		apply:    func(b *faultBed) { b.wire.set(imp) },
+		remove: func(b *faultBed) {
+			b.wire.set(impairment{})
+			b.t.Logf("the wire (%v): %s", imp, b.wire.report())
+		},
+	}
+}
+
 func faults() []fault {
 	loss := netemFault("loss 5%", "loss", "5%")
 	if netemSupport() != nil {
@@ -111,10 +128,22 @@ func faults() []fault {
 		loss.apply = func(b *faultBed) { b.nftDrop("numgen random mod 100 < 5") }
 		loss.remove = func(b *faultBed) { b.nftFlush() }
 	}
+	delay := netemFault("delay 300ms", "delay", "300ms")
+	reorder := netemFault("reorder 25% with 50ms delay", "delay", "50ms", "reorder", "25%", "50%")
+	if netemSupport() != nil {
+		delay = wireFault(delay.name, impairment{delay: 300 * time.Millisecond})
+		reorder = wireFault(reorder.name, impairment{delay: 50 * time.Millisecond, reorder: 0.25})
+	}
+	// Over UDP, reordering reaches the tunnel's TCP: a quarter of the
+	// segments overtaking the rest by 50 ms keeps gVisor's congestion
+	// window small (2 MiB took 24-26 s, about 85 KB/s; over the TCP
+	// transport the relay connection puts them back in order: 6.5 s). 1 MiB
+	// keeps the 30 s bound a hang detector, not a race.
+	reorder.downSize = 1 << 20
 	return []fault{
 		loss,
-		netemFault("delay 300ms", "delay", "300ms"),
-		netemFault("reorder 25% with 50ms delay", "delay", "50ms", "reorder", "25%", "50%"),
+		delay,
+		reorder,
 		{
 			name: "blackhole 60s", long: true, needs: needNft, downSize: 64 << 20,
 			apply:  func(b *faultBed) { b.nftDrop("") },
@@ -182,7 +211,7 @@ func canMakeNetns() error {
 }
 
 func runFault(t *testing.T, f fault, transport string) {
-	b := newFaultBed(t, transport)
+	b := newFaultBed(t, transport, f.tun)
 	b.waitConnected(30 * time.Second)
 	// Warm up: what a user does before the fault, so that pools and
 	// kept connections exist when the baseline is taken.
@@ -240,14 +269,15 @@ func errOrOK(err error) string {
 }
 
 // faultBed is a relay and an agent in namespaces of their own, joined by a
-// veth pair.
+// veth pair or a tunWire.
 type faultBed struct {
 	t              *testing.T
 	transport      string
-	nsR, nsA       string // the relay's and the agent's namespaces
-	vethR, vethA   string // the veth's ends in them
-	hosts          string // the agent's /etc/hosts (ip netns exec binds /etc/netns/NS/hosts over it)
-	relayAddr      string // relay.netem.test:port, as the agent knows it
+	nsR, nsA       string   // the relay's and the agent's namespaces
+	linkR, linkA   string   // the link's ends in them: the veth's, or the wire's TUN devices
+	wire           *tunWire // nil with a veth
+	hosts          string   // the agent's /etc/hosts (ip netns exec binds /etc/netns/NS/hosts over it)
+	relayAddr      string   // relay.netem.test:port, as the agent knows it
 	rb             *testbed.Relay
 	hub            testbed.Hub
 	relay, agent   *proc
@@ -259,13 +289,13 @@ type faultBed struct {
 	relayConnected int              // "hub demo connected" lines seen when the relay last moved
 }
 
-func newFaultBed(t *testing.T, transport string) *faultBed {
+func newFaultBed(t *testing.T, transport string, tun bool) *faultBed {
 	t.Helper()
 	var id [3]byte
 	rand.Read(id[:])
 	sfx := hex.EncodeToString(id[:]) // unique per run: a crashed run's leftovers never collide
 	b := &faultBed{t: t, transport: transport, nsR: "htr-" + sfx, nsA: "hta-" + sfx,
-		vethR: "htr" + sfx, vethA: "hta" + sfx, files: t.TempDir(), downloads: map[int64]string{}}
+		linkR: "htr" + sfx, linkA: "hta" + sfx, files: t.TempDir(), downloads: map[int64]string{}}
 	etc := filepath.Join("/etc/netns", b.nsA)
 	// Namespaces first, each removed at the end even if the test fails;
 	// removing a namespace removes its end of the veth, and with it the
@@ -280,16 +310,21 @@ func newFaultBed(t *testing.T, transport string) *faultBed {
 		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
 	t.Cleanup(func() { os.RemoveAll(etc) })
-	// No segmentation offload: every packet crosses the veth as on a wire,
-	// so a fault drops or delays packets, not 64 KiB GSO bursts.
-	noGSO := []string{"gso_max_segs", "1", "gso_max_size", "1500"}
-	argv := append([]string{"ip", "-n", b.nsR, "link", "add", b.vethR}, noGSO...)
-	argv = append(argv, "type", "veth", "peer", "name", b.vethA)
-	run(t, append(append(argv, noGSO...), "netns", b.nsA)...)
-	run(t, "ip", "-n", b.nsR, "addr", "add", netemRelayIP+"/24", "dev", b.vethR)
-	run(t, "ip", "-n", b.nsA, "addr", "add", netemAgentIP+"/24", "dev", b.vethA)
-	run(t, "ip", "-n", b.nsR, "link", "set", b.vethR, "up")
-	run(t, "ip", "-n", b.nsA, "link", "set", b.vethA, "up")
+	if tun {
+		// Made after the namespaces' cleanups, so closed before them.
+		b.wire = newTunWire(t, [2]string{b.nsR, b.nsA}, [2]string{b.linkR, b.linkA})
+	} else {
+		// No segmentation offload: every packet crosses the veth as on a
+		// wire, so a fault drops or delays packets, not 64 KiB GSO bursts.
+		noGSO := []string{"gso_max_segs", "1", "gso_max_size", "1500"}
+		argv := append([]string{"ip", "-n", b.nsR, "link", "add", b.linkR}, noGSO...)
+		argv = append(argv, "type", "veth", "peer", "name", b.linkA)
+		run(t, append(append(argv, noGSO...), "netns", b.nsA)...)
+	}
+	run(t, "ip", "-n", b.nsR, "addr", "add", netemRelayIP+"/24", "dev", b.linkR)
+	run(t, "ip", "-n", b.nsA, "addr", "add", netemAgentIP+"/24", "dev", b.linkA)
+	run(t, "ip", "-n", b.nsR, "link", "set", b.linkR, "up")
+	run(t, "ip", "-n", b.nsA, "link", "set", b.linkA, "up")
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +397,7 @@ func (b *faultBed) writeHosts(ip string) {
 // qdisc adds (with args) or deletes the netem qdisc on both ends.
 func (b *faultBed) qdisc(op string, args ...string) {
 	b.t.Helper()
-	for _, end := range [][2]string{{b.nsR, b.vethR}, {b.nsA, b.vethA}} {
+	for _, end := range [][2]string{{b.nsR, b.linkR}, {b.nsA, b.linkA}} {
 		argv := append([]string{"ip", "netns", "exec", end[0], "tc", "qdisc", op, "dev", end[1], "root"}, "netem")
 		if op == "add" {
 			argv = append(argv, args...)
@@ -378,7 +413,7 @@ func (b *faultBed) qdisc(op string, args ...string) {
 // expr ("" drops all: a blackhole).
 func (b *faultBed) nftDrop(expr string) {
 	b.t.Helper()
-	for _, end := range [][2]string{{b.nsR, b.vethR}, {b.nsA, b.vethA}} {
+	for _, end := range [][2]string{{b.nsR, b.linkR}, {b.nsA, b.linkA}} {
 		rules := fmt.Sprintf("table inet fault {\n chain out {\n  type filter hook output priority 0; policy accept;\n  oifname %q %s counter drop\n }\n}\n", end[1], expr)
 		f := filepath.Join(b.t.TempDir(), "fault.nft")
 		writeFile(b.t, f, rules)
@@ -400,8 +435,8 @@ func (b *faultBed) nftFlush() {
 
 func (b *faultBed) setMTU(mtu int) {
 	b.t.Helper()
-	run(b.t, "ip", "-n", b.nsR, "link", "set", b.vethR, "mtu", strconv.Itoa(mtu))
-	run(b.t, "ip", "-n", b.nsA, "link", "set", b.vethA, "mtu", strconv.Itoa(mtu))
+	run(b.t, "ip", "-n", b.nsR, "link", "set", b.linkR, "mtu", strconv.Itoa(mtu))
+	run(b.t, "ip", "-n", b.nsA, "link", "set", b.linkA, "mtu", strconv.Itoa(mtu))
 }
 
 // moveRelay gives the relay a new address and takes the old one away, and
@@ -412,8 +447,8 @@ func (b *faultBed) moveRelay() {
 	b.relayConnected = strings.Count(b.relay.logText(), `msg="hub connected" hub=demo `)
 	// Old first: deleting a subnet's primary address deletes its
 	// secondaries too (without promote_secondaries).
-	run(b.t, "ip", "-n", b.nsR, "addr", "del", netemRelayIP+"/24", "dev", b.vethR)
-	run(b.t, "ip", "-n", b.nsR, "addr", "add", netemMovedIP+"/24", "dev", b.vethR)
+	run(b.t, "ip", "-n", b.nsR, "addr", "del", netemRelayIP+"/24", "dev", b.linkR)
+	run(b.t, "ip", "-n", b.nsR, "addr", "add", netemMovedIP+"/24", "dev", b.linkR)
 	b.writeHosts(netemMovedIP)
 }
 

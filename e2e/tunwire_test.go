@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A wire for kernels without netem. Where tc cannot add a netem qdisc
+// (CONFIG_NET_SCH_NETEM is not built, as on the machines CI runs on), the
+// delay and reorder faults join the two namespaces through a pair of TUN
+// devices instead of a veth: one in each namespace, both read and written
+// by this test process, which forwards every IP packet one end sends to the
+// other end. Both kernels' stacks, the agent's and the relay's sockets, are
+// the real ones; only the wire between them is a program, and it does what
+// netem does:
+//
+//   - delay d: each packet leaves d after it was sent, in order;
+//   - reorder p with delay d: a share p of the packets leaves at once, the
+//     others after d, so those sent at once overtake the delayed ones
+//     (netem's "delay d reorder p", without its correlation);
+//   - as netem's default limit, at most 1000 packets wait per direction;
+//     one more is dropped.
+
+// impairment is what the wire does to the packets it forwards; the zero
+// value forwards them as they come.
+type impairment struct {
+	delay   time.Duration
+	reorder float64 // share of packets sent at once while the others wait delay
+}
+
+func (i impairment) String() string {
+	if i.reorder > 0 {
+		return fmt.Sprintf("delay %v, %.0f %% sent at once", i.delay, i.reorder*100)
+	}
+	return fmt.Sprintf("delay %v", i.delay)
+}
+
+const wireQueueLimit = 1000 // packets waiting per direction (netem's default limit)
+
+// tunWire forwards packets between two TUN devices.
+type tunWire struct {
+	ends  [2]*os.File
+	imp   atomic.Pointer[impairment]
+	done  chan struct{}
+	wg    sync.WaitGroup
+	stats struct{ forwarded, delayed, early, dropped atomic.Int64 }
+}
+
+type wirePacket struct {
+	due time.Time
+	b   []byte
+}
+
+// needTun says why TUN devices cannot be made here, or nil.
+func needTun() error {
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("no TUN devices here (the wire that stands in for netem needs them): %w", err)
+	}
+	return nil
+}
+
+// newTunWire makes a TUN device named names[i] in namespace nss[i], for
+// both ends, and forwards between them until t ends. The devices go away
+// with their descriptors; the caller configures their addresses.
+func newTunWire(t *testing.T, nss, names [2]string) *tunWire {
+	t.Helper()
+	w := &tunWire{done: make(chan struct{})}
+	w.imp.Store(&impairment{})
+	for i := range 2 {
+		f, err := openTun(nss[i], names[i])
+		if err != nil {
+			for _, g := range w.ends[:i] {
+				g.Close()
+			}
+			t.Fatalf("TUN device %s in %s: %v", names[i], nss[i], err)
+		}
+		w.ends[i] = f
+	}
+	for i := range 2 {
+		queue := make(chan wirePacket, wireQueueLimit)
+		w.wg.Add(2)
+		go w.read(w.ends[i], w.ends[1-i], queue)
+		go w.deliver(w.ends[1-i], queue)
+	}
+	t.Cleanup(w.close)
+	return w
+}
+
+// openTun creates TUN device name inside namespace ns; its descriptor
+// works from any thread afterwards.
+func openTun(ns, name string) (*os.File, error) {
+	var f *os.File
+	err := inNetns(ns, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("TUNSETIFF: %w", err)
+		}
+		// Non-blocking, so that the runtime's poller waits on it and
+		// Close ends a Read in progress.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		f = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		return nil
+	})
+	return f, err
+}
+
+// set changes what the wire does from the next packet on; packets already
+// waiting leave when they were due.
+func (w *tunWire) set(i impairment) { w.imp.Store(&i) }
+
+// report says what the wire did so far, for the log: proof the fault bit.
+func (w *tunWire) report() string {
+	return fmt.Sprintf("%d packets forwarded, %d delayed, %d sent ahead of delayed ones, %d dropped (queue full)",
+		w.stats.forwarded.Load(), w.stats.delayed.Load(), w.stats.early.Load(), w.stats.dropped.Load())
+}
+
+func (w *tunWire) read(from, to *os.File, queue chan<- wirePacket) {
+	defer w.wg.Done()
+	defer close(queue)
+	buf := make([]byte, 65535)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			return // closed: the test is over
+		}
+		w.stats.forwarded.Add(1)
+		imp := w.imp.Load()
+		if imp.delay == 0 || (imp.reorder > 0 && rand.Float64() < imp.reorder) {
+			if imp.delay != 0 {
+				w.stats.early.Add(1)
+			}
+			to.Write(buf[:n]) // an error is a lost packet, as on a wire
+			continue
+		}
+		p := wirePacket{due: time.Now().Add(imp.delay), b: append([]byte(nil), buf[:n]...)}
+		select {
+		case queue <- p:
+			w.stats.delayed.Add(1)
+		default:
+			w.stats.dropped.Add(1)
+		}
+	}
+}
+
+// deliver writes each queued packet when it is due. Every delayed packet
+// waits the same delay, so they are queued in the order they are due.
+func (w *tunWire) deliver(to *os.File, queue <-chan wirePacket) {
+	defer w.wg.Done()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for p := range queue {
+		if wait := time.Until(p.due); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-w.done:
+				return
+			}
+		}
+		if _, err := to.Write(p.b); err != nil && errors.Is(err, os.ErrClosed) {
+			return
+		}
+	}
+}
+
+func (w *tunWire) close() {
+	close(w.done)
+	for _, f := range w.ends {
+		f.Close()
+	}
+	w.wg.Wait()
+}
