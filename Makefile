@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/hubtunnel/hubtunnel/version.Version=$(VERSION)
 BIN       := bin
 BINARIES  := hubtunnel hubrelay ccusim
 
-.PHONY: all build deps test test-unit test-e2e fuzz demo bench addon release deb deb-agent deb-relay oci clean
+.PHONY: all build deps test test-unit test-e2e fuzz soak demo bench addon release deb deb-agent deb-relay oci clean
 
 all: build
 
@@ -51,6 +51,14 @@ fuzz:
 	$(GO) test ./stats/ -run '^$$' -fuzz FuzzReadRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/hubrelay/ -run '^$$' -fuzz FuzzReadBackup -fuzztime $(FUZZTIME)
 	$(GO) test ./vpn/noise/ -run '^$$' -fuzz FuzzReadInitiation -fuzztime $(FUZZTIME)
+
+# soak runs mixed sessions through both transports for SOAK while the
+# network is impaired and the relay restarted, then the long fault tests
+# (60 s blackhole, the relay moving under a TCP agent); the samples go to
+# dist/soak/ as CSV, SVG and Markdown (about SOAK + 5 minutes; needs root).
+SOAK ?= 30m
+soak: deps build
+	HT_SOAK=$(SOAK) HT_SOAK_OUT=$(CURDIR)/dist/soak $(GO) test -count=1 -timeout 4h -v -run 'TestSoak|TestNetworkFaults' ./e2e/
 
 demo: build
 	@scripts/demo.sh $(BIN)

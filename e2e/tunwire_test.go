@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +27,7 @@ import (
 //   - reorder p with delay d: a share p of the packets leaves at once, the
 //     others after d, so those sent at once overtake the delayed ones
 //     (netem's "delay d reorder p", without its correlation);
+//   - loss p: a share p of the packets is dropped (1: a blackhole);
 //   - as netem's default limit, at most 1000 packets wait per direction;
 //     one more is dropped.
 
@@ -34,13 +36,24 @@ import (
 type impairment struct {
 	delay   time.Duration
 	reorder float64 // share of packets sent at once while the others wait delay
+	loss    float64 // share of packets dropped
 }
 
 func (i impairment) String() string {
-	if i.reorder > 0 {
-		return fmt.Sprintf("delay %v, %.0f %% sent at once", i.delay, i.reorder*100)
+	var parts []string
+	if i.loss > 0 {
+		parts = append(parts, fmt.Sprintf("loss %g %%", i.loss*100))
 	}
-	return fmt.Sprintf("delay %v", i.delay)
+	if i.delay > 0 {
+		parts = append(parts, fmt.Sprintf("delay %v", i.delay))
+	}
+	if i.reorder > 0 {
+		parts = append(parts, fmt.Sprintf("%g %% sent at once", i.reorder*100))
+	}
+	if len(parts) == 0 {
+		return "clean"
+	}
+	return strings.Join(parts, ", ")
 }
 
 const wireQueueLimit = 1000 // packets waiting per direction (netem's default limit)
@@ -51,7 +64,7 @@ type tunWire struct {
 	imp   atomic.Pointer[impairment]
 	done  chan struct{}
 	wg    sync.WaitGroup
-	stats struct{ forwarded, delayed, early, dropped atomic.Int64 }
+	stats struct{ forwarded, delayed, early, lost, dropped atomic.Int64 }
 }
 
 type wirePacket struct {
@@ -131,8 +144,8 @@ func (w *tunWire) set(i impairment) { w.imp.Store(&i) }
 
 // report says what the wire did so far, for the log: proof the fault bit.
 func (w *tunWire) report() string {
-	return fmt.Sprintf("%d packets forwarded, %d delayed, %d sent ahead of delayed ones, %d dropped (queue full)",
-		w.stats.forwarded.Load(), w.stats.delayed.Load(), w.stats.early.Load(), w.stats.dropped.Load())
+	return fmt.Sprintf("%d packets forwarded, %d delayed, %d sent ahead of delayed ones, %d lost, %d dropped (queue full)",
+		w.stats.forwarded.Load(), w.stats.delayed.Load(), w.stats.early.Load(), w.stats.lost.Load(), w.stats.dropped.Load())
 }
 
 func (w *tunWire) read(from, to *os.File, queue chan<- wirePacket) {
@@ -144,8 +157,12 @@ func (w *tunWire) read(from, to *os.File, queue chan<- wirePacket) {
 		if err != nil {
 			return // closed: the test is over
 		}
-		w.stats.forwarded.Add(1)
 		imp := w.imp.Load()
+		if imp.loss > 0 && rand.Float64() < imp.loss {
+			w.stats.lost.Add(1)
+			continue
+		}
+		w.stats.forwarded.Add(1)
 		if imp.delay == 0 || (imp.reorder > 0 && rand.Float64() < imp.reorder) {
 			if imp.delay != 0 {
 				w.stats.early.Add(1)
