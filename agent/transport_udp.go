@@ -50,7 +50,9 @@ type udpTransport struct {
 	mu         sync.Mutex
 	dev        *vpn.Device   // set by start
 	relayKey   vpn.PublicKey // the relay's, as pinned now
-	handshakes uint64        // handshakes started by useRelayKey and useKey
+	handshakes uint64        // handshakes started by useRelayKey, useKey and sessionUnknown
+	unknownAt  time.Time     // sessionUnknown's last handshake
+	unknownLog time.Time     // and its last log line
 }
 
 var _ transport = (*udpTransport)(nil)
@@ -66,6 +68,7 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 	t.ep = ep
 	t.ipv6.Store(isIPv6Endpoint(ep))
 	t.b = uplink.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
+	t.b.SessionUnknown = t.sessionUnknown
 	t.cb = &countingBind{Bind: t.b}
 	return t
 }
@@ -208,6 +211,37 @@ func (t *udpTransport) useKey(k vpn.PrivateKey) {
 // udpKeySwitchDelay lets the relay take the hub's new key before the
 // agent handshakes with it.
 const udpKeySwitchDelay = time.Second
+
+// sessionUnknown starts a new handshake: the relay said it has no session
+// for what the agent sent (it restarted; relay/unknown.go). At most once
+// per udpUnknownEvery, the time a handshake takes to time out, so that
+// answers to the messages sent while one is under way do not start
+// another; on a goroutine of its own, as the bind's receive routine calls
+// it.
+func (t *udpTransport) sessionUnknown() {
+	now := t.now()
+	t.mu.Lock()
+	dev, key := t.dev, t.relayKey
+	if dev == nil || now.Sub(t.unknownAt) < udpUnknownEvery {
+		t.mu.Unlock()
+		return
+	}
+	t.unknownAt = now
+	t.handshakes++
+	logIt := now.Sub(t.unknownLog) >= time.Minute
+	if logIt {
+		t.unknownLog = now
+	}
+	t.mu.Unlock()
+	if logIt {
+		t.logf("agent: the relay has no session for this hub (it restarted): handshaking again")
+	}
+	go dev.Handshake(key)
+}
+
+// udpUnknownEvery is how often sessionUnknown may start a handshake:
+// WireGuard's REKEY_TIMEOUT.
+const udpUnknownEvery = 5 * time.Second
 
 func (t *udpTransport) connects() uint64 {
 	t.mu.Lock()

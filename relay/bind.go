@@ -197,6 +197,9 @@ type udpInbound struct {
 	mu    sync.Mutex
 	peers map[netip.AddrPort]*udpPeer
 	addr  map[*hub]netip.AddrPort // each hub's one entry in peers
+
+	unknown unknownAnswers // to transport messages for sessions not known here (unknown.go)
+	closing bool           // the relay is shutting down: every message is dropped (goodbye)
 }
 
 // udpPeer is a UDP hub's address as the relay knows it.
@@ -240,7 +243,16 @@ func newUDPInbound(s *Server) *udpInbound {
 func (u *udpInbound) admit(packets [][]byte, sizes []int, eps []conn.Endpoint, n int) int {
 	kept := 0
 	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer func() {
+		answers := u.takeUnknownLocked()
+		u.mu.Unlock()
+		if len(answers) > 0 {
+			u.s.bind.sendUnknown(answers)
+		}
+	}()
+	if u.closing {
+		return 0
+	}
 	for i := range n {
 		if u.admitLocked(packets[i][:sizes[i]], eps[i]) {
 			if kept != i {
@@ -264,12 +276,16 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 	case wire.Initiation:
 		u.learnLocked(p, se.AddrPort)
 		return true
-	case wire.Data:
+	case wire.Data, wire.Keepalive:
 	default:
 		return true
 	}
 	pe := u.peers[se.AddrPort]
 	if pe == nil || !pe.idx.has(wire.Index(p)) {
+		u.unknownLocked(ep, se.AddrPort, wire.Index(p), time.Now())
+		return true
+	}
+	if wire.Classify(p) == wire.Keepalive {
 		return true
 	}
 	w := pe.hub.inbound
@@ -318,8 +334,9 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	u.addr[h] = addr
 }
 
-// sent learns the session indices of the relay's handshake responses to
-// UDP hubs.
+// sent learns the session indices of the relay's handshake messages to UDP
+// hubs: its responses, and its initiations (WireGuard starts one when a
+// hub has not answered for 15 s), whose index the hub's data then carries.
 func (u *udpInbound) sent(bufs [][]byte, ep conn.Endpoint) {
 	if u == nil {
 		return
@@ -329,7 +346,7 @@ func (u *udpInbound) sent(bufs [][]byte, ep conn.Endpoint) {
 		return
 	}
 	for _, p := range bufs {
-		if wire.Classify(p) != wire.Response {
+		if k := wire.Classify(p); k != wire.Response && k != wire.Initiation {
 			continue
 		}
 		u.mu.Lock()

@@ -363,6 +363,12 @@ func (s *Server) Close() error {
 		if s.debugSrv != nil {
 			s.debugSrv.Close()
 		}
+		if s.bind != nil && s.bind.udpIn != nil {
+			if answers := s.bind.udpIn.goodbye(); len(answers) > 0 {
+				s.bind.sendUnknown(answers)
+				s.log.Info("shutting down: told the UDP hubs to handshake with the relay that follows", "sessions", len(answers))
+			}
+		}
 		s.sayGoingAway()
 		close(s.closing)
 		s.mu.Lock()

@@ -43,6 +43,11 @@ const UDPBatchSize = 16
 //     beyond it the kernel drops, which TCP inside the tunnel answers by
 //     slowing down, as on any full link. Only data messages for the
 //     agent's own sessions count (see indices).
+//
+// And one addition: a relay's wire.SessionUnknown answer to a transport
+// message the agent sent calls SessionUnknown, so that the agent starts a
+// new handshake at once instead of two minutes later (the relay
+// restarted).
 type UDPBind struct {
 	conn.Bind // wireguard-go's StdNetBind
 
@@ -57,11 +62,17 @@ type UDPBind struct {
 	// Inbound bounds the data packets received but not yet written to the
 	// TUN; wrap the TUN with InboundTUN(dev, Inbound). nil: unbounded.
 	Inbound *inflight.Window
+	// SessionUnknown is called, on WireGuard's receive goroutine, when the
+	// relay answers one of the agent's recent transport messages with
+	// wire.SessionUnknown; it must not block. nil: such answers are
+	// dropped.
+	SessionUnknown func()
 
 	mu   sync.Mutex
 	stop chan struct{} // closed by Close; wakes a receive waiting for room
 
-	ours indices // the agent's receiver indices, learnt from Send
+	ours   indices // the agent's receiver indices, learnt from Send
+	sentTo indices // the relay's receiver indices of the agent's recent transport messages
 }
 
 var _ conn.Bind = (*UDPBind)(nil)
@@ -98,6 +109,7 @@ func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	for i, fn := range fns {
 		s := newStaging(fn, b.Bind.BatchSize(), mtu+device.MessageTransportSize)
 		s.inbound, s.stop, s.ours = b.Inbound, stop, &b.ours
+		s.sentTo, s.unknown = &b.sentTo, b.SessionUnknown
 		fns[i] = s.receive
 	}
 	return fns, p, nil
@@ -124,23 +136,20 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.ours.learn(bufs)
 	}
 	err := vpn.SendUDP(b.Bind, bufs, ep) // batches too large for the path MTU go one by one
-	if b.Sent != nil {
-		if n := dataMessages(bufs); n > 0 {
-			b.Sent(n)
-		}
-	}
-	return err
-}
-
-// dataMessages counts WireGuard transport messages that carry a packet.
-func dataMessages(bufs [][]byte) int {
 	n := 0
 	for _, m := range bufs {
-		if wire.Classify(m) == wire.Data {
+		switch wire.Classify(m) {
+		case wire.Data:
 			n++
+			fallthrough
+		case wire.Keepalive:
+			b.sentTo.note(wire.Index(m))
 		}
 	}
-	return n
+	if b.Sent != nil && n > 0 {
+		b.Sent(n)
+	}
+	return err
 }
 
 // indices remembers the receiver indices of the agent's latest sessions,
@@ -166,16 +175,26 @@ func (x *indices) learn(bufs [][]byte) {
 
 // ours reports whether m is a data message for one of the indices.
 func (x *indices) ours(m []byte) bool {
-	if wire.Classify(m) != wire.Data {
-		return false
-	}
-	id := 1<<32 | uint64(wire.Index(m))
-	for i := range x.ids {
-		if x.ids[i].Load() == id {
+	return wire.Classify(m) == wire.Data && x.has(wire.Index(m))
+}
+
+func (x *indices) has(i uint32) bool {
+	id := 1<<32 | uint64(i)
+	for j := range x.ids {
+		if x.ids[j].Load() == id {
 			return true
 		}
 	}
 	return false
+}
+
+// note adds i unless it is one of the indices already: for the many
+// transport messages of one session, four loads and no store.
+func (x *indices) note(i uint32) {
+	if !x.has(i) {
+		j := x.next.Add(1) % uint32(len(x.ids))
+		x.ids[j].Store(1<<32 | uint64(i))
+	}
 }
 
 // InboundTUN wraps dev so that every packet WireGuard writes to it is
@@ -212,6 +231,8 @@ type staging struct {
 	inbound *inflight.Window
 	stop    <-chan struct{}
 	ours    *indices
+	sentTo  *indices
+	unknown func() // UDPBind.SessionUnknown
 }
 
 // groSlots is how many slots at the end of a batch StdNetBind reads
@@ -250,9 +271,18 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 	}
 	// room bounds the data messages handed out; the others take none.
 	k, data := 0, 0
-	for ; k < want && s.next < s.n; k++ {
+	for k < want && s.next < s.n {
 		i := s.next
 		m := s.bufs[i][:s.sizes[i]]
+		if idx, ok := wire.ParseSessionUnknown(m); ok {
+			// Not WireGuard's: taken here, or dropped.
+			s.next++
+			s.eps[i] = nil
+			if s.unknown != nil && s.sentTo.has(idx) {
+				s.unknown()
+			}
+			continue
+		}
 		if s.inbound != nil && s.ours.ours(m) {
 			if data == room {
 				break
@@ -263,7 +293,19 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 		eps[k] = s.eps[i]
 		s.eps[i] = nil
 		s.next++
+		k++
 	}
 	s.inbound.Enter(data)
 	return k, nil
+}
+
+// dataMessages counts WireGuard transport messages that carry a packet.
+func dataMessages(bufs [][]byte) int {
+	n := 0
+	for _, m := range bufs {
+		if wire.Classify(m) == wire.Data {
+			n++
+		}
+	}
+	return n
 }

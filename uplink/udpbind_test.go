@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // twoFamilies is a bind whose Open returns two receive functions, as
@@ -126,7 +128,10 @@ func (b *batchBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		n := 0
 		for {
 			sizes[n] = copy(bufs[n], m)
-			eps[n] = relayEndpoint(fmt.Sprint(m[8]))
+			eps[n] = relayEndpoint("relay")
+			if len(m) > 8 {
+				eps[n] = relayEndpoint(fmt.Sprint(m[8]))
+			}
 			n++
 			if n == len(bufs) {
 				return n, nil
@@ -247,3 +252,42 @@ func TestUDPBindInboundBound(t *testing.T) {
 type nullTUN struct{ tun.Device }
 
 func (nullTUN) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
+
+// TestUDPBindSessionUnknown: the relay's wire.SessionUnknown for a session
+// the agent sent on calls SessionUnknown and never reaches WireGuard; one
+// naming an index the agent never sent to (a guess from off the path) is
+// dropped without a call.
+func TestUDPBindSessionUnknown(t *testing.T) {
+	inner := &batchBind{batch: 8, queue: make(chan []byte, 8)}
+	calls := 0
+	b := &UDPBind{Bind: inner, MTU: 1420, SessionUnknown: func() { calls++ }}
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The agent sends a keepalive to the relay's session 0x01020304.
+	keepalive := make([]byte, 32)
+	keepalive[0] = 4
+	binary.LittleEndian.PutUint32(keepalive[4:], 0x01020304)
+	if err := b.Send([][]byte{keepalive}, relayEndpoint("relay")); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes, eps := make([][]byte, UDPBatchSize), make([]int, UDPBatchSize), make([]conn.Endpoint, UDPBatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	inner.queue <- wire.AppendSessionUnknown(nil, 0x0badf00d) // never sent to
+	inner.queue <- transport(1, 100)
+	inner.queue <- wire.AppendSessionUnknown(nil, 0x01020304)
+	n, err := fns[0](bufs, sizes, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || sizes[0] != 100 {
+		t.Errorf("WireGuard was handed %d messages (first %d bytes); want only the data message", n, sizes[0])
+	}
+	if calls != 1 {
+		t.Errorf("SessionUnknown called %d times; want once, for the index the agent sent to", calls)
+	}
+}

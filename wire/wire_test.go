@@ -268,3 +268,21 @@ func TestReadFrameIntoShortBuffer(t *testing.T) {
 		t.Fatalf("the frame after it: %d, %v", n, err)
 	}
 }
+
+func TestSessionUnknown(t *testing.T) {
+	m := AppendSessionUnknown(nil, 0xdeadbeef)
+	if len(m) != SessionUnknownSize {
+		t.Fatalf("%d bytes, want %d", len(m), SessionUnknownSize)
+	}
+	if Classify(m) != Control {
+		t.Errorf("classified as %v: WireGuard must never take it for one of its messages", Classify(m))
+	}
+	if i, ok := ParseSessionUnknown(m); !ok || i != 0xdeadbeef {
+		t.Errorf("ParseSessionUnknown = %#x, %v", i, ok)
+	}
+	for _, bad := range [][]byte{m[:7], append(append([]byte(nil), m...), 0), {'H', 'T', 0xE0, 0x02, 1, 2, 3, 4}, make([]byte, 8)} {
+		if _, ok := ParseSessionUnknown(bad); ok {
+			t.Errorf("ParseSessionUnknown(%x) took it", bad)
+		}
+	}
+}

@@ -1,0 +1,81 @@
+package relay
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+// TestUnknownSessionAnswers: a transport message for a session the relay
+// does not know is answered with wire.SessionUnknown naming its index; one
+// per address per unknownEvery, at most unknownPerSecond overall.
+func TestUnknownSessionAnswers(t *testing.T) {
+	u := newUDPInbound(nil)
+	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	keepalive := make([]byte, 32)
+	keepalive[0] = 4
+	keepalive[4] = 9
+	ep := &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort("192.0.2.7:51820")}
+
+	u.unknownLocked(ep, ep.AddrPort, wire.Index(keepalive), now)
+	got := u.takeUnknownLocked()
+	if len(got) != 1 {
+		t.Fatalf("%d answers, want 1", len(got))
+	}
+	if i, ok := wire.ParseSessionUnknown(got[0].msg[:]); !ok || i != 9 || got[0].ep != ep {
+		t.Errorf("answer %x to %v: index %d, %v; want index 9 to the sender", got[0].msg, got[0].ep, i, ok)
+	}
+	u.unknownLocked(ep, ep.AddrPort, 9, now.Add(unknownEvery-time.Millisecond))
+	if n := len(u.takeUnknownLocked()); n != 0 {
+		t.Errorf("%d answers to the same address within %v; want none", n, unknownEvery)
+	}
+	u.unknownLocked(ep, ep.AddrPort, 9, now.Add(unknownEvery))
+	if n := len(u.takeUnknownLocked()); n != 1 {
+		t.Errorf("%d answers after %v; want 1", n, unknownEvery)
+	}
+
+	// A flood from many (spoofed) addresses in one second.
+	later := now.Add(time.Hour)
+	for i := range 3 * unknownPerSecond {
+		a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), 1000)
+		u.unknownLocked(&conn.StdNetEndpoint{AddrPort: a}, a, uint32(i), later)
+	}
+	if n := len(u.takeUnknownLocked()); n != unknownPerSecond {
+		t.Errorf("%d answers in one second; want the bound, %d", n, unknownPerSecond)
+	}
+	if n := len(u.unknown.last); n > unknownAddrs {
+		t.Errorf("%d addresses remembered; want at most %d", n, unknownAddrs)
+	}
+}
+
+// TestGoodbye: a relay shutting down answers every session of every UDP
+// hub it knows, and drops what arrives from then on.
+func TestGoodbye(t *testing.T) {
+	u := newUDPInbound(nil)
+	a := netip.MustParseAddrPort("192.0.2.7:51820")
+	pe := &udpPeer{}
+	pe.idx.learn(11)
+	pe.idx.learn(12)
+	u.peers[a] = pe
+	answers := u.goodbye()
+	var got []uint32
+	for _, an := range answers {
+		i, ok := wire.ParseSessionUnknown(an.msg[:])
+		if !ok || an.ep.(*conn.StdNetEndpoint).AddrPort != a {
+			t.Fatalf("answer %x to %v", an.msg, an.ep)
+		}
+		got = append(got, i)
+	}
+	if len(got) != 2 || got[0]+got[1] != 23 {
+		t.Errorf("answers for sessions %v; want 11 and 12", got)
+	}
+	keepalive := make([]byte, 32)
+	keepalive[0] = 4
+	if n := u.admit([][]byte{keepalive}, []int{32}, []conn.Endpoint{&conn.StdNetEndpoint{AddrPort: a}}, 1); n != 0 {
+		t.Errorf("admit kept %d messages after goodbye; want none", n)
+	}
+}
