@@ -24,6 +24,7 @@ type Options struct {
 	Warmup   time.Duration // before each throughput measurement, not counted
 	Calls    int           // XML-RPC calls timed per path
 	Sessions int           // concurrent sessions through one hub
+	Held     int           // sessions held open for the agent's memory; 0 skips it
 	Hubs     int           // fleet size for the relay memory phase; 0 skips it
 	Idle     time.Duration // idle window of the wire-bytes phase; 0 skips idle and rekey
 	Profile  string        // folder for pprof profiles; "" skips profiling
@@ -97,7 +98,7 @@ func (ru *run) order() {
 		return len(groupOrder)
 	}
 	slices.SortStableFunc(ru.r.Rows, func(a, b Row) int { return rank(a.Group) - rank(b.Group) })
-	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile"}
+	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Memory with sessions held", "Hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile"}
 	srank := func(t string) int {
 		for i, o := range order {
 			if strings.HasPrefix(t, o) {
@@ -242,6 +243,9 @@ func (ru *run) mainRig() error {
 	ru.phase("sessions", func() error { return ru.sessions(relay, agent) })
 	agentUDP.Proc.Stop()
 	ru.phase("recovery", func() error { return ru.recovery(relay, agent, cold) })
+	if ru.o.Held > 0 {
+		ru.phase("held sessions", func() error { return ru.held(relay, agent) })
+	}
 	return nil
 }
 

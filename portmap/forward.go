@@ -11,7 +11,9 @@ package portmap
 //     sees "connection reset" rather than a clean but empty EOF.
 //  3. Splice copies both directions, each through a small buffer while the
 //     data comes in small pieces, and one pooled 32 KiB buffer while it
-//     streams (so an idle session holds 2 × 2 KiB, not 2 × 32 KiB):
+//     streams. A direction waits for data without a goroutine parked in
+//     Read where its source can call back (startSplice), so a held session
+//     holds no buffer and no goroutine of its own:
 //     - EOF on one side is passed on as CloseWrite on the other, and the
 //       other direction keeps running until it ends too (HTTP/1.0 clients
 //       half-close after the request and still get the whole response);
@@ -158,7 +160,7 @@ func (f *Forwarder) Serve(ln net.Listener, r Route) error {
 			Abort(c)
 			continue
 		}
-		go f.run(s, r)
+		go f.run(s, r, nil)
 	}
 }
 
@@ -171,7 +173,9 @@ func (f *Forwarder) Handle(c net.Conn, r Route) {
 		Abort(c)
 		return
 	}
-	f.run(s, r)
+	done := make(chan struct{})
+	f.run(s, r, func() { close(done) })
+	<-done
 }
 
 // Active reports the number of sessions in flight (dialing or splicing).
@@ -243,9 +247,17 @@ func (f *Forwarder) track(c net.Conn) *session {
 	return s
 }
 
-// run carries session s to r's target and unregisters it when done.
-func (f *Forwarder) run(s *session, r Route) {
-	defer f.untrack(s)
+// run dials r's target for session s and starts the splice; it returns
+// once the splice runs (see startSplice: a held session has no goroutine of
+// its own). When the session has ended it is unregistered and ended, if not
+// nil, is called.
+func (f *Forwarder) run(s *session, r Route, ended func()) {
+	spliced := false
+	defer func() {
+		if !spliced {
+			f.untrack(s, ended)
+		}
+	}()
 	var src netip.Addr
 	if f.LocalSource != nil {
 		src = f.LocalSource()
@@ -285,13 +297,18 @@ func (f *Forwarder) run(s *session, r Route) {
 	s.target = tc
 	f.mu.Unlock()
 
-	splice(s.client, tc, &f.bytesIn, &f.bytesOut)
+	spliced = true
+	startSplice(s.client, tc, &f.bytesIn, &f.bytesOut, func(int64, int64, error) { f.untrack(s, ended) })
 }
 
-func (f *Forwarder) untrack(s *session) {
+// untrack unregisters s and then calls ended, if not nil.
+func (f *Forwarder) untrack(s *session, ended func()) {
 	f.mu.Lock()
 	delete(f.active, s)
 	f.mu.Unlock()
+	if ended != nil {
+		ended()
+	}
 	f.wg.Done()
 }
 
@@ -380,6 +397,22 @@ func Splice(a, b net.Conn) (aToB, bToA int64, err error) {
 
 // splice is Splice with optional live counters for each direction.
 func splice(a, b net.Conn, aToBCount, bToACount *atomic.Uint64) (aToB, bToA int64, err error) {
+	done := make(chan struct{})
+	startSplice(a, b, aToBCount, bToACount, func(x, y int64, e error) {
+		aToB, bToA, err = x, y, e
+		close(done)
+	})
+	<-done
+	return aToB, bToA, err
+}
+
+// startSplice is splice without waiting: ended gets its results, once both
+// directions have ended and both connections are closed. A direction whose
+// source can tell when it is readable (notifierFor: the tunnel side, and a
+// *net.TCPConn on Linux) has no goroutine while it waits for data; 1,500
+// held sessions with two goroutines parked in Read each took 13 MB of
+// stacks (8 KiB each: copying into the netstack is a deep call).
+func startSplice(a, b net.Conn, aToBCount, bToACount *atomic.Uint64, ended func(aToB, bToA int64, err error)) {
 	var (
 		once  sync.Once
 		first error // set once, by stop
@@ -397,42 +430,101 @@ func splice(a, b net.Conn, aToBCount, bToACount *atomic.Uint64) (aToB, bToA int6
 		})
 	}
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		aToB = oneWay(b, a, aToBCount, stop)
-	}()
-	bToA = oneWay(a, b, bToACount, stop)
-	<-done
-	stop(nil)
-
-	if first != nil {
-		return aToB, bToA, fmt.Errorf("portmap.Splice: %w", first)
+	var (
+		aToB, bToA int64 // each written by its direction before it counts down left
+		left       atomic.Int32
+	)
+	left.Store(2)
+	end := func() {
+		if left.Add(-1) != 0 {
+			return
+		}
+		stop(nil)
+		var err error
+		if first != nil {
+			err = fmt.Errorf("portmap.Splice: %w", first)
+		}
+		ended(aToB, bToA, err)
 	}
-	return aToB, bToA, nil
+	way(b, a, aToBCount, stop, func(n int64) { aToB = n; end() })
+	way(a, b, bToACount, stop, func(n int64) { bToA = n; end() })
+}
+
+// way copies src to dst (see oneWay) and calls finish with the byte count
+// when done: as a pump if src has a readNotifier, else in a goroutine.
+func way(dst, src net.Conn, count *atomic.Uint64, stop func(error), finish func(n int64)) {
+	if rn := notifierFor(src); rn != nil {
+		p := &pump{dst: dst, src: src, rn: rn, count: count, stop: stop, finish: finish}
+		rn.WhenReadable(p.run)
+		return
+	}
+	go func() { finish(oneWay(dst, src, count, stop)) }()
+}
+
+// readNotifier is implemented by connections that can wait for data without
+// a goroutine (the tunnel's *netstack.TCPConn). WhenReadable calls f once,
+// in a new goroutine, as soon as a Read would not block, including after
+// Close or Abort.
+type readNotifier interface {
+	WhenReadable(f func())
+}
+
+// pump copies one direction whose source is a readNotifier: each time data
+// arrives a goroutine copies until a read comes back short, then waits
+// again through WhenReadable. A held session's tunnel side thus costs
+// neither a goroutine nor a buffer.
+type pump struct {
+	dst, src net.Conn
+	rn       readNotifier
+	count    *atomic.Uint64
+	stop     func(error)
+	finish   func(n int64) // called once, when the direction has ended
+	n        int64
+}
+
+func (p *pump) run() {
+	n, err := copyConn(p.dst, p.src, p.count, true)
+	p.n += n
+	if err == errWait {
+		p.rn.WhenReadable(p.run)
+		return
+	}
+	endWay(p.dst, err, p.stop)
+	p.finish(p.n)
 }
 
 // oneWay copies src to dst. On EOF it half-closes dst; on error, or when dst
 // cannot half-close, it calls stop.
 func oneWay(dst, src net.Conn, count *atomic.Uint64, stop func(error)) int64 {
-	n, err := copyConn(dst, src, count)
+	n, err := copyConn(dst, src, count, false)
+	endWay(dst, err, stop)
+	return n
+}
+
+// endWay ends a direction whose copy returned err: on EOF (nil) it
+// half-closes dst; on error, or when dst cannot half-close, it calls stop.
+func endWay(dst net.Conn, err error, stop func(error)) {
 	if err != nil {
 		stop(err)
-		return n
+		return
 	}
 	cw, ok := dst.(closeWriter)
 	if !ok {
 		stop(nil)
-		return n
+		return
 	}
 	if err := cw.CloseWrite(); err != nil {
 		stop(err)
 	}
-	return n
 }
+
+// errWait is copyConn's answer when src has (probably) no more data for now.
+var errWait = errors.New("portmap: waiting for data")
 
 // copyConn copies src to dst until src reports EOF (nil error) or either
 // side fails. It adds each written chunk to count, if count is not nil.
+// With untilShort it returns errWait after a read that did not fill its
+// buffer, when src has most likely nothing more for now (a pump).
 //
 // Most sessions wait most of the time (a kept-alive XML-RPC connection, a
 // WebUI page's long poll), and a waiting read holds its buffer: 1,500 held
@@ -440,7 +532,7 @@ func oneWay(dst, src net.Conn, count *atomic.Uint64, stop func(error)) int64 {
 // limit. So a read waits with a small buffer, and a read that fills it
 // takes a pooled 32 KiB one for the reads that follow, until a read comes
 // back short again.
-func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64) (n int64, err error) {
+func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64, untilShort bool) (n int64, err error) {
 	small := smallPool.Get().(*[]byte)
 	defer smallPool.Put(small)
 	var big *[]byte
@@ -476,6 +568,9 @@ func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64) (n int64, err 
 		}
 		if rerr != nil {
 			return n, rerr
+		}
+		if untilShort && nr < len(buf) {
+			return n, errWait
 		}
 		switch {
 		case big == nil && nr == len(buf):

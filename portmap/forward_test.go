@@ -27,7 +27,9 @@ func forwarderGoroutines() []string {
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		if strings.Contains(g, "portmap.(*Forwarder).run") ||
 			strings.Contains(g, "portmap.splice") ||
-			strings.Contains(g, "portmap.oneWay") {
+			strings.Contains(g, "portmap.oneWay") ||
+			strings.Contains(g, "portmap.(*pump)") ||
+			strings.Contains(g, "portmap.sockReady") {
 			out = append(out, g)
 		}
 	}
@@ -575,7 +577,7 @@ func TestCopyConnAllocs(t *testing.T) {
 	var count atomic.Uint64
 	allocs := testing.AllocsPerRun(100, func() {
 		src.left = 100
-		if _, err := copyConn(io.Discard, src, &count); err != nil {
+		if _, err := copyConn(io.Discard, src, &count, false); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -658,7 +660,7 @@ func TestCopyConnBigAndSmall(t *testing.T) {
 	}
 	var got bytes.Buffer
 	src := &scriptedReader{data: want.Bytes(), sizes: sizes}
-	if n, err := copyConn(&got, src, nil); err != nil || n != int64(want.Len()) {
+	if n, err := copyConn(&got, src, nil, false); err != nil || n != int64(want.Len()) {
 		t.Fatalf("copyConn: %d, %v; want %d", n, err, want.Len())
 	}
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {

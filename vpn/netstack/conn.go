@@ -3,6 +3,7 @@ package netstack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,7 @@ func (l *Listener) Addr() net.Addr {
 type TCPConn struct {
 	c  *gonet.TCPConn
 	ep tcpip.Endpoint
+	wq *waiter.Queue
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -112,11 +114,15 @@ func (s *Stack) newConn(ep tcpip.Endpoint, wq *waiter.Queue) (*TCPConn, error) {
 		ep.Close()
 		return nil, err
 	}
-	return &TCPConn{c: gonet.NewTCPConn(wq, ep), ep: ep}, nil
+	return &TCPConn{c: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq}, nil
 }
 
 func (c *TCPConn) Read(b []byte) (int, error) {
 	n, err := c.c.Read(b)
+	if err == io.EOF && c.closed.Load() {
+		// gonet reads a closed endpoint as EOF.
+		return n, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: net.ErrClosed}
+	}
 	if err != nil {
 		err = c.fixErr(err)
 	}
@@ -136,6 +142,7 @@ func (c *TCPConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		c.ep.Close()
+		c.wq.Notify(readyEvents) // a graceful close does not notify
 	})
 	return nil
 }
@@ -150,7 +157,46 @@ func (c *TCPConn) Abort() {
 		// connection and releases it in the same call.
 		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
 		c.ep.Close()
+		c.wq.Notify(readyEvents)
 	})
+}
+
+// readyEvents are the events after which a Read does not block.
+const readyEvents = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
+
+// WhenReadable calls f once, in a new goroutine, as soon as a Read would
+// not block: data or EOF has arrived, the connection failed, or it was
+// closed or aborted. Until then nothing waits for it: no goroutine, no
+// buffer, only a callback in the endpoint's wait queue. Read deadlines do
+// not apply. It is how portmap keeps a held session cheap (a goroutine
+// parked in Read costs 4–8 KiB of stack).
+func (c *TCPConn) WhenReadable(f func()) {
+	w := &readWaiter{wq: c.wq, f: f}
+	w.entry = waiter.NewFunctionEntry(readyEvents, w.notify)
+	c.wq.EventRegister(&w.entry)
+	// Register, then look: data that arrived in between is not missed.
+	if c.closed.Load() || c.ep.Readiness(readyEvents) != 0 {
+		w.notify(0)
+	}
+}
+
+// readWaiter is one WhenReadable call.
+type readWaiter struct {
+	wq    *waiter.Queue
+	entry waiter.Entry
+	f     func()
+	fired atomic.Bool
+}
+
+// notify runs f once. It is called from the stack's goroutines with the
+// wait queue's lock held, so the entry is unregistered in f's goroutine.
+func (w *readWaiter) notify(waiter.EventMask) {
+	if w.fired.CompareAndSwap(false, true) {
+		go func() {
+			w.wq.EventUnregister(&w.entry)
+			w.f()
+		}()
+	}
 }
 
 // CloseWrite shuts down the sending side (FIN); the peer reads EOF and may

@@ -754,3 +754,52 @@ func TestTransferMaxInFlight(t *testing.T) {
 	client, server := connect(t, a, b, addrB4, 80)
 	transfer(t, client, server, 4<<20)
 }
+
+// TestWhenReadable: the callback comes once whatever makes a Read not
+// block (data, the peer's FIN or reset, this side's Close or Abort), and
+// the Read it runs returns at once. Nothing is called before.
+func TestWhenReadable(t *testing.T) {
+	tests := []struct {
+		name    string
+		do      func(client, server *TCPConn) // makes server readable
+		wantN   int                           // bytes server's Read returns
+		wantErr error                         // and its error (errors.Is)
+	}{
+		{"data", func(c, _ *TCPConn) { c.Write([]byte("hi")) }, 2, nil},
+		{"peer FIN", func(c, _ *TCPConn) { c.CloseWrite() }, 0, io.EOF},
+		{"peer reset", func(c, _ *TCPConn) { c.Abort() }, 0, syscall.ECONNRESET},
+		{"Close", func(_, s *TCPConn) { s.Close() }, 0, net.ErrClosed},
+		{"Abort", func(_, s *TCPConn) { s.Abort() }, 0, net.ErrClosed},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			goroutineLeakCheck(t)
+			a, b, _ := pair(t, Config{}, []netip.Addr{addrA4}, []netip.Addr{addrB4})
+			client, server := connect(t, a, b, addrB4, uint16(2000+i))
+			defer client.Close()
+			defer server.Close()
+
+			fired := make(chan struct{}, 2)
+			server.WhenReadable(func() { fired <- struct{}{} })
+			select {
+			case <-fired:
+				t.Fatal("called before anything arrived")
+			default:
+			}
+			tt.do(client, server)
+			select {
+			case <-fired:
+			case <-time.After(testTimeout):
+				t.Fatal("not called")
+			}
+			server.SetReadDeadline(time.Now().Add(testTimeout))
+			n, err := server.Read(make([]byte, 8))
+			if n != tt.wantN || (tt.wantErr == nil) != (err == nil) || (err != nil && !errors.Is(err, tt.wantErr)) {
+				t.Fatalf("Read after the call: %d, %v; want %d, %v", n, err, tt.wantN, tt.wantErr)
+			}
+			if len(fired) != 0 {
+				t.Error("called twice")
+			}
+		})
+	}
+}

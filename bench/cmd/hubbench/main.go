@@ -47,6 +47,7 @@ func runAll(args []string) error {
 	warm := fs.Duration("warmup", time.Second, "warm-up before each throughput measurement")
 	calls := fs.Int("calls", 2000, "XML-RPC calls timed per path")
 	sessions := fs.Int("sessions", 200, "concurrent sessions through one hub")
+	held := fs.Int("held", 1500, "sessions held open for the agent's memory, 0–2000 (0 skips)")
 	hubs := fs.Int("hubs", 10000, "connected hubs for the relay memory phase, 0–10000 (0 skips)")
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
@@ -65,6 +66,8 @@ func runAll(args []string) error {
 		return fmt.Errorf("-calls %d: want 10–100000", *calls)
 	case *sessions < 1 || *sessions > 2000:
 		return fmt.Errorf("-sessions %d: want 1–2000", *sessions)
+	case *held < 0 || *held > 2000:
+		return fmt.Errorf("-held %d: want 0–2000", *held)
 	}
 	bins, err := bench.BinsIn(*binDir)
 	if err != nil {
@@ -89,7 +92,7 @@ func runAll(args []string) error {
 	}
 	rep, err := bench.Run(bench.Options{
 		Bins: bins, Root: root, Dir: dir, Self: self,
-		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions,
+		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions, Held: *held,
 		Hubs: *hubs, Idle: *idle, Profile: *profile,
 		Logf: log.Printf,
 	})
