@@ -178,7 +178,11 @@ func (a *Agent) startTunnel() error {
 	}
 
 	// Both transports report what they sent; see maxInFlight.
-	scfg := netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU, MaxInFlight: maxInFlight}
+	// TCP checksums as the transport says (wire.Features); it comes after
+	// the stack, before any packet.
+	var tr atomic.Pointer[transport]
+	needs := func(dst netip.Addr) bool { t := tr.Load(); return t == nil || (*t).needsChecksum(dst) }
+	scfg := netstack.Config{Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU, MaxInFlight: maxInFlight, NeedsChecksum: needs}
 	if a.stack, err = netstack.New(scfg); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -199,6 +203,8 @@ func (a *Agent) startTunnel() error {
 	if err != nil {
 		return err
 	}
+	cur := a.tr
+	tr.Store(&cur)
 	if a.dev, err = vpn.NewDevice(a.tr.wrapTUN(a.fw), a.tr.bind(), k, a.logf); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/selfupdate"
 	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // Config is the agent's TOML file. Defaults are noted beside each field;
@@ -65,11 +66,12 @@ type Config struct {
 	Proxy string `toml:"proxy"`
 	// UIListen is the local status API. Default "127.0.0.1:8099".
 	UIListen string `toml:"ui_listen"`
-	// MTU of the tunnel. Default 8000 with transport "tcp": WireGuard
-	// messages then ride the relay connection in frames under wire's 8 KiB
-	// limit, and both netstacks handle a sixth of the packets (about twice
-	// the throughput, BENCHMARKS.md). Default 1420 with "udp", where the
-	// packets cross real links.
+	// MTU of the tunnel. Default 65503 (wire.MaxTunnelMTU) with transport
+	// "tcp", "tls" and "auto": the largest WireGuard message a frame
+	// carries, so both netstacks and WireGuard handle the fewest packets.
+	// A relay before wire.Features (MTU 8000, 8 KiB frames) still works:
+	// TCP's MSS keeps each side's segments to the other's MTU. Default 1420
+	// with "udp", where the packets cross real links (at most 8000).
 	MTU int `toml:"mtu"`
 	// PersistentKeepalive in seconds, UDP only (keeps NAT open). Default 25
 	// with transport "udp"; not allowed with "tcp", whose TCP keepalive
@@ -218,8 +220,12 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.UIListen); err != nil {
 		return config.Errorf("ui_listen", "%q: want host:port", c.UIListen)
 	}
+	maxMTU := wire.MaxTunnelMTU
+	if c.Transport == "udp" {
+		maxMTU = 8000 // UDPBind's receive slots are MTU-sized
+	}
 	if c.MTU == 0 {
-		c.MTU = 8000
+		c.MTU = maxMTU
 		if c.Transport == "udp" {
 			c.MTU = 1420
 		}
@@ -230,8 +236,8 @@ func (c *Config) Validate() error {
 	if c.MaxSessions < 1 {
 		return config.Errorf("max_sessions", "%d: want at least 1", c.MaxSessions)
 	}
-	if c.MTU < 1280 || c.MTU > 8000 {
-		return config.Errorf("mtu", "%d: want 1280 to 8000", c.MTU)
+	if c.MTU < 1280 || c.MTU > maxMTU {
+		return config.Errorf("mtu", "%d: want 1280 to %d", c.MTU, maxMTU)
 	}
 	switch {
 	case c.Transport != "udp" && c.PersistentKeepalive != 0:

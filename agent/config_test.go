@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/config"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 const dnsBase = `relay = "relay.example.com:7443"
@@ -119,8 +120,8 @@ func TestTransportTLS(t *testing.T) {
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%q: %v", tt.extra, err)
-		case tt.want == "" && (c.RelayTLS != tt.relayTLS || c.MTU != 8000):
-			t.Errorf("%q: relay_tls %q mtu %d, want %q and 8000", tt.extra, c.RelayTLS, c.MTU, tt.relayTLS)
+		case tt.want == "" && (c.RelayTLS != tt.relayTLS || c.MTU != wire.MaxTunnelMTU):
+			t.Errorf("%q: relay_tls %q mtu %d, want %q and %d", tt.extra, c.RelayTLS, c.MTU, tt.relayTLS, wire.MaxTunnelMTU)
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("%q: got %v, want %q", tt.extra, err, tt.want)
 		}

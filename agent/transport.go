@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -68,6 +69,10 @@ type transport interface {
 	// connects counts the relay connections made so far; a transport
 	// without connections counts the handshakes it started.
 	connects() uint64
+	// needsChecksum reports whether the packets to the relay need TCP
+	// checksums (netstack.Config.NeedsChecksum): over TCP not once the
+	// relay's Features said it verifies none; over UDP always.
+	needsChecksum(dst netip.Addr) bool
 }
 
 // linkStatus is a transport's part of the agent's Status.

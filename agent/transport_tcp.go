@@ -62,6 +62,7 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 		Addr:       cfg.Relay,
 		Dialer:     relayDialer(cfg, env.dns, proxy),
 		Hello:      env.hello,
+		Features:   &wire.Ours,
 		Counters:   &t.counters,
 		Sent:       env.sent,
 		Logf:       logf,
@@ -84,6 +85,8 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 }
 
 func (t *tcpTransport) bind() conn.Bind { return t.b }
+
+func (t *tcpTransport) needsChecksum(dst netip.Addr) bool { return t.b.RelayNeedsChecksum(dst) }
 
 // wrapTUN returns dev: inbound over TCP stays unbounded (see maxInFlight).
 func (t *tcpTransport) wrapTUN(dev tun.Device) tun.Device { return dev }

@@ -75,6 +75,9 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 
 func (t *udpTransport) bind() conn.Bind { return t.cb }
 
+// needsChecksum: always, over UDP there is no Features frame to say otherwise.
+func (t *udpTransport) needsChecksum(netip.Addr) bool { return true }
+
 func (t *udpTransport) netBytes() (rx, tx uint64) { return t.cb.netBytes(t.ipv6.Load()) }
 
 func (t *udpTransport) dropReason() string { return "" }

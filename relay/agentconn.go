@@ -76,6 +76,9 @@ type agentConn struct {
 	firstDone bool // called once, by the write that verified the connection
 
 	counters wire.Counters
+	// noChecksum: the agent's Features said it verifies no checksums
+	// inside the tunnel (hub.noChecksum).
+	noChecksum atomic.Bool
 }
 
 const (
@@ -109,8 +112,7 @@ func (s *Server) acceptAgents() {
 // by its handshake, or an enrollment.
 func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 	// Before its Hello a connection holds as little as it can: a scan or a
-	// flood of idle connections must not cost a frame buffer (8 KiB) and a
-	// read buffer (4 KiB) each. The first frame is read on its own, into a
+	// flood of idle connections must not cost a read buffer (4 KiB) each. The first frame is read on its own, into a
 	// buffer of its size.
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
 	first := make([]byte, firstFrameMax)
@@ -135,27 +137,31 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 	if hb == nil {
 		return
 	}
-	// One frame buffer at a time: the next frame is read into it, and it
-	// goes to WireGuard with the frame.
-	var buf *[wire.MaxFrame]byte
-	defer func() {
-		if buf != nil {
-			framePool.Put(buf)
-		}
-	}()
+	// A frame buffer only while a frame is there (getFrame): it goes to
+	// WireGuard with the frame.
 	for {
-		if buf == nil {
-			buf = framePool.Get().(*[wire.MaxFrame]byte)
+		size, err := ac.conn.Next()
+		if err != nil || s.legacy && size > wire.LegacyMaxFrame {
+			return
 		}
-		n, err := ac.conn.ReadFrame(buf[:])
+		bp := getFrame(size)
+		buf := *bp
+		n, err := ac.conn.ReadFrame(buf)
 		if err != nil {
+			putFrame(bp)
 			return
 		}
 		kind := wire.Classify(buf[:n])
 		if !kind.IsWireGuard() {
-			if buf[0] == wire.TypePong {
+			switch buf[0] {
+			case wire.TypePong:
 				ac.pong(buf[:n])
+			case wire.TypeFeatures:
+				if !s.legacy {
+					ac.features(hb, buf[:n])
+				}
 			}
+			putFrame(bp)
 			continue // other control messages: later versions'
 		}
 		if kind == wire.Initiation {
@@ -194,9 +200,10 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 		if kind == wire.Data && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
 			return
 		}
+		// A buffer not handed on when the reader returns is left to
+		// the garbage collector.
 		select {
-		case s.bind.in <- inbound{buf: buf, n: n, ep: ac}:
-			buf = nil // agentBind's receive returns it to the pool
+		case s.bind.in <- inbound{buf: bp, n: n, ep: ac}: // agentBind's receive returns it to the pool
 		case <-s.closing:
 			return
 		}
@@ -232,10 +239,10 @@ func readFirstFrame(c net.Conn, p []byte) (int, error) {
 func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSlot) *hub {
 	if first[0] == wire.TypeEnrollRequest {
 		ac.enrolling.Store(true)
-		gate.markBusy(slot) // bounded by the enrollment limits of its address (enroll.go)
-		buf := framePool.Get().(*[wire.MaxFrame]byte)
-		defer framePool.Put(buf)
-		s.serveEnroll(ac, first, buf) // a hub enrolling (enroll.go): nothing else follows
+		gate.markBusy(slot)        // bounded by the enrollment limits of its address (enroll.go)
+		bp := getFrame(smallFrame) // enrollment frames are small (enroll)
+		defer putFrame(bp)
+		s.serveEnroll(ac, first, *bp) // a hub enrolling (enroll.go): nothing else follows
 		return nil
 	}
 	if first[0] != wire.TypeHello {
@@ -251,7 +258,12 @@ func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSl
 		return nil
 	}
 	hello := wire.Hello{Version: wire.ProtocolVersion, Key: s.key.Public(), Software: "hubrelay/" + s.version}
-	if err := ac.writeControl(hello.Marshal()); err != nil {
+	// Features follows the Hello; agents before it ignore the frame.
+	greeting := [][]byte{hello.Marshal(), s.features.Marshal()}
+	if s.legacy {
+		greeting = greeting[:1]
+	}
+	if err := ac.write(greeting); err != nil {
 		return nil
 	}
 	hb := s.hubs.key(vpn.PublicKey(h.Key))
@@ -379,6 +391,20 @@ func (ac *agentConn) write(bufs [][]byte) error {
 		ac.onVerify()
 	}
 	return ac.conn.Write(bufs)
+}
+
+// features takes the agent's Features frame: an agent that does not
+// verify checksums inside the tunnel gets packets without them, from now on
+// if the connection is its hub's already (else from onVerify on).
+func (ac *agentConn) features(hb *hub, p []byte) {
+	f, err := wire.ParseFeatures(p)
+	if err != nil {
+		return // a malformed optional frame changes nothing
+	}
+	ac.noChecksum.Store(f.NoChecksum)
+	if ac.state.Load() == connVerified {
+		hb.noChecksum.Store(f.NoChecksum)
+	}
 }
 
 // finish marks the connection done and reports whether it had been

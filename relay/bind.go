@@ -39,12 +39,38 @@ var _ conn.Bind = (*agentBind)(nil)
 
 // inbound is one WireGuard message read from an agent connection.
 type inbound struct {
-	buf *[wire.MaxFrame]byte
+	buf *[]byte // from getFrame
 	n   int
 	ep  *agentConn
 }
 
-var framePool = sync.Pool{New: func() any { return new([wire.MaxFrame]byte) }}
+// Frame buffers come in two sizes, and a reader takes one only once a frame
+// has arrived, of the size it needs (wire.Conn.Next): an idle hub holds
+// none, and the handshakes, keepalives and ACKs of an interactive one do
+// not each take the 64 KiB a packet at the largest tunnel MTU needs.
+const smallFrame = 2048 // a packet at MTU 1420 and its 32 bytes of WireGuard
+
+var (
+	smallFrames = sync.Pool{New: func() any { b := make([]byte, smallFrame); return &b }}
+	largeFrames = sync.Pool{New: func() any { b := make([]byte, wire.MaxFrame); return &b }}
+)
+
+// getFrame returns a pooled buffer of at least n bytes; putFrame gives it
+// back.
+func getFrame(n int) *[]byte {
+	if n <= smallFrame {
+		return smallFrames.Get().(*[]byte)
+	}
+	return largeFrames.Get().(*[]byte)
+}
+
+func putFrame(b *[]byte) {
+	if len(*b) == smallFrame {
+		smallFrames.Put(b)
+	} else {
+		largeFrames.Put(b)
+	}
+}
 
 func newAgentBind(udpPort uint16) *agentBind {
 	b := &agentBind{in: make(chan inbound, 256), udpPort: udpPort}
@@ -113,9 +139,9 @@ func (b *agentBind) receiveTCP(packets [][]byte, sizes []int, eps []conn.Endpoin
 				return n, nil
 			}
 		}
-		sizes[n] = copy(packets[n], m.buf[:m.n])
+		sizes[n] = copy(packets[n], (*m.buf)[:m.n])
 		eps[n] = m.ep
-		framePool.Put(m.buf)
+		putFrame(m.buf)
 		n++
 	}
 	return n, nil

@@ -194,7 +194,7 @@ type enrollRefusal struct {
 //  7. the Result tells the agent its name and addresses.
 //
 // The connection carries nothing else and is closed afterwards.
-func (s *Server) serveEnroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) {
+func (s *Server) serveEnroll(ac *agentConn, first []byte, buf []byte) {
 	ac.conn.SetReadDeadline(time.Now().Add(enrollTimeout))
 	from := ac.remote.String()
 	key := addrKey(net.TCPAddrFromAddrPort(ac.remote))
@@ -220,7 +220,7 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]by
 
 // enroll is serveEnroll's exchange, steps 2 to 7. It returns the hub's
 // name (once the code is known) and the agent's software, or why not.
-func (s *Server) enroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) (hub, software string, _ *enrollRefusal) {
+func (s *Server) enroll(ac *agentConn, first []byte, buf []byte) (hub, software string, _ *enrollRefusal) {
 	req, err := enroll.ParseRequest(first)
 	if err != nil {
 		return "", "", &enrollRefusal{wire.CodeUnknown, "malformed enrollment request", "malformed request"}
@@ -261,7 +261,7 @@ func (s *Server) enroll(ac *agentConn, first []byte, buf *[wire.MaxFrame]byte) (
 	if err := ac.writeControl(challenge); err != nil {
 		return rec.Hub, "", &enrollRefusal{wire.CodeUnknown, "", "the agent went away"}
 	}
-	n, err := ac.conn.ReadFrame(buf[:])
+	n, err := ac.conn.ReadFrame(buf)
 	if err != nil {
 		return rec.Hub, "", &enrollRefusal{wire.CodeUnknown, "", "the agent went away before registering"}
 	}

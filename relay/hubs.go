@@ -112,6 +112,13 @@ type hub struct {
 	// at a time.
 	inbound *inflight.Window
 	roomMu  sync.Mutex
+
+	// noChecksum: the agent of the hub's latest verified connection said
+	// (wire.Features) that it verifies no TCP checksums inside the tunnel,
+	// so the relay's netstack leaves them out of the packets to it
+	// (Server.needsChecksum). Cleared when its last connection goes: a UDP
+	// agent, or one before Features, gets them.
+	noChecksum atomic.Bool
 }
 
 func newRegistry(hubs []HubConfig, now func() time.Time) *registry {
@@ -202,6 +209,7 @@ func (r *registry) connected(h *hub, ac *agentConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.conns = append(h.conns, ac)
+	h.noChecksum.Store(ac.noChecksum.Load())
 	h.record.info = ac.info
 	if h.online.Add(1) == 1 {
 		h.record.since, h.record.transport = r.now(), ac.transport
@@ -227,6 +235,7 @@ func (r *registry) disconnected(h *hub, ac *agentConn) (last bool) {
 	if h.online.Add(-1) != 0 {
 		return false
 	}
+	h.noChecksum.Store(false)
 	h.goneAt = r.now()
 	h.record.since, h.record.transport = time.Time{}, ""
 	return true

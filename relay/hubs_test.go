@@ -258,6 +258,13 @@ func startTestRelay(t *testing.T, udp bool, names ...string) *testRelay {
 // change, if not nil, before it is validated.
 func startTestRelayWith(t testing.TB, udp bool, change func(*Config), names ...string) *testRelay {
 	t.Helper()
+	return startTestRelayHook(t, udp, change, nil, names...)
+}
+
+// startTestRelayHook is startTestRelayWith with before, if not nil, called
+// on the Server before it starts.
+func startTestRelayHook(t testing.TB, udp bool, change func(*Config), before func(*Server), names ...string) *testRelay {
+	t.Helper()
 	agentPort, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
@@ -311,6 +318,9 @@ func startTestRelayWith(t testing.TB, udp bool, change func(*Config), names ...s
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(s)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
@@ -411,15 +421,34 @@ func startTestAgentPinning(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnel
 // forwarder the test controls, say) with the dialer d (nil: TCP).
 func startTestAgentVia(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey, addr string, d *uplink.Dialer) *testAgent {
 	t.Helper()
+	return startTestAgentOpts(t, tr, k, tunnelIP, claim, relayKey, addr, d, testAgentOpts{})
+}
+
+// testAgentOpts are how a test agent differs from an agent before
+// wire.Features, which its zero value plays: netstack's default MTU, no
+// Features frame, checksums verified.
+type testAgentOpts struct {
+	mtu      int
+	features *wire.Features // sent after the Hello; the relay's are followed
+}
+
+// startTestAgentOpts is startTestAgentVia with o.
+func startTestAgentOpts(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, claim, relayKey vpn.PublicKey, addr string, d *uplink.Dialer, o testAgentOpts) *testAgent {
+	t.Helper()
 	if claim == (vpn.PublicKey{}) {
 		claim = k.Public()
 	}
 	a := &testAgent{relayKey: relayKey}
 	var err error
-	if a.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}}); err != nil {
+	scfg := netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}, MTU: o.mtu, VerifyChecksums: o.features == nil}
+	if o.features != nil {
+		scfg.NeedsChecksum = func(dst netip.Addr) bool { return a.bind.RelayNeedsChecksum(dst) }
+	}
+	if a.stack, err = netstack.New(scfg); err != nil {
 		t.Fatal(err)
 	}
 	a.bind = &uplink.TCPBind{
+		Features:  o.features,
 		Addr:      addr,
 		Dialer:    d,
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},

@@ -3,11 +3,13 @@ package relay
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +29,15 @@ import (
 func testHub(ip string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, testAgentPage) })
+	mux.HandleFunc("/bulk", func(w http.ResponseWriter, r *http.Request) { // n bytes of bulkStream
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		io.Copy(w, bulkStream(n))
+	})
+	mux.HandleFunc("/sum", func(w http.ResponseWriter, r *http.Request) { // the SHA-256 of the body
+		h := sha256.New()
+		io.Copy(h, r.Body)
+		fmt.Fprintf(w, "%x", h.Sum(nil))
+	})
 	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, ip) })
 	mux.HandleFunc("/conn", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {

@@ -60,13 +60,18 @@ import (
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+	"github.com/hubtunnel/hubtunnel/wire"
 	"golang.zx2c4.com/wireguard/device"
 )
 
-// tunnelMTU is the relay netstack's MTU: large, so that TCP-transport agents
-// (default mtu 8000) get full-size segments. TCP's MSS negotiation keeps
-// segments to UDP agents (mtu 1420) at their size.
-const tunnelMTU = 8000
+// tunnelMTU is the relay netstack's MTU: the largest a frame carries, so
+// that TCP-transport agents get segments of their own MTU (mtu, default
+// wire.MaxTunnelMTU). TCP's MSS negotiation keeps segments to agents with a
+// smaller one (UDP agents: 1420; agents before Features: 8000) at their
+// size, and the netstack sends nothing else larger: ICMP echo replies are
+// the size of the request, ICMP errors at most 576 bytes (IPv4) or 1280
+// (IPv6), and it speaks no UDP.
+const tunnelMTU = wire.MaxTunnelMTU
 
 // Server is a running relay. Create it with New, then Start; Close stops it.
 type Server struct {
@@ -107,6 +112,10 @@ type Server struct {
 
 	stack *netstack.Stack
 	bind  *agentBind
+	// features is what the relay's Features frame says (wire.Ours). The
+	// relay's tests play a relay from before it with legacy.
+	features wire.Features
+	legacy   bool // no Features sent, frames up to wire.LegacyMaxFrame, MTU 8000, checksums verified and sent
 	// mac1 checks that an agent's handshake initiation was made for this
 	// relay's key (agentconn.go wrongKey).
 	mac1 device.CookieChecker
@@ -179,6 +188,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		closing:     make(chan struct{}),
 		conns:       map[net.Conn]struct{}{},
 		agent:       map[*agentConn]struct{}{},
+		features:    wire.Ours,
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
 	pub, ag, perAddr, perHub := cfg.connLimits()
@@ -229,7 +239,7 @@ func (s *Server) Start() (err error) {
 		n, _ := strconv.ParseUint(p, 10, 16)
 		udpPort = uint16(n)
 	}
-	if s.stack, err = netstack.New(netstack.Config{Addrs: []netip.Addr{s.cfg.tunnelIP}, MTU: tunnelMTU}); err != nil {
+	if s.stack, err = netstack.New(s.stackConfig()); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.bind = newAgentBind(udpPort)
@@ -549,3 +559,22 @@ func hubList(ns []string) string {
 
 // Store is the relay's database, open between Start and Close.
 func (s *Server) Store() *store.Store { return s.db }
+
+// stackConfig is the relay netstack's: its tunnel address, the MTU a frame
+// carries, and TCP checksums only for the hubs whose agents verify them
+// (hub.noChecksum).
+func (s *Server) stackConfig() netstack.Config {
+	cfg := netstack.Config{Addrs: []netip.Addr{s.cfg.tunnelIP}, MTU: tunnelMTU, NeedsChecksum: s.needsChecksum}
+	if s.legacy {
+		cfg.MTU, cfg.NeedsChecksum, cfg.VerifyChecksums = 8000, nil, true
+	}
+	return cfg
+}
+
+// needsChecksum reports whether the hub at tunnel address dst verifies the
+// TCP checksums of the packets it receives: every hub but one whose agent
+// said otherwise in its Features (UDP hubs, agents before Features).
+func (s *Server) needsChecksum(dst netip.Addr) bool {
+	h := s.hubs.ip(dst)
+	return h == nil || !h.noChecksum.Load()
+}

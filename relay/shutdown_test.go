@@ -161,7 +161,13 @@ type frames struct {
 
 func newFrames(c net.Conn) *frames { return &frames{c: wire.NewConn(c, wire.ConnConfig{})} }
 
+// Next returns the next frame but Features, which follows the relay's
+// Hello (TestLargeMTUWithOldAndNewPeers is about it).
 func (f *frames) Next() ([]byte, error) {
-	n, err := f.c.ReadFrame(f.buf[:])
-	return f.buf[:n], err
+	for {
+		n, err := f.c.ReadFrame(f.buf[:])
+		if err != nil || f.buf[0] != wire.TypeFeatures {
+			return f.buf[:n], err
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -44,6 +45,9 @@ type TCPBind struct {
 	// Hello is sent first on every connection; SetHello changes it for
 	// the connections to come.
 	Hello wire.Hello
+	// Features, if set, is sent after the Hello on every connection
+	// (wire.Ours for the agent); nil sends none, as agents before it.
+	Features *wire.Features
 	// OnHello, if set, hears the relay's Hello on each connection (on the
 	// bind's reader: it must not block). The agent follows a relay that
 	// switched to the next key it announced.
@@ -83,6 +87,9 @@ type TCPBind struct {
 	status  Status
 	wait    time.Duration // the dial loop's wait before its next attempt; 0 while it dials or is connected
 	sock    sockTotals    // the kernel's counts of every connection (NetCounters)
+	// relayNoChecksum: the current connection's relay said in its
+	// Features that it verifies no checksums (RelayNeedsChecksum).
+	relayNoChecksum atomic.Bool
 }
 
 var _ conn.Bind = (*TCPBind)(nil)
@@ -255,6 +262,12 @@ func (b *TCPBind) setLocked(s *session, errText string) {
 	b.changed = make(chan struct{})
 }
 
+// RelayNeedsChecksum reports whether the packets to the relay need TCP
+// checksums (netstack.Config.NeedsChecksum): unless the current
+// connection's relay said in its Features that it verifies none. Relays
+// before Features do verify them.
+func (b *TCPBind) RelayNeedsChecksum(netip.Addr) bool { return !b.relayNoChecksum.Load() }
+
 // NetCounters is what the network carried on every relay connection since
 // the bind was made, headers, ACKs and keepalives included (TCP_INFO; a
 // connection is counted for the last time as it closes).
@@ -369,8 +382,12 @@ func (b *TCPBind) serve(c net.Conn, route Route) *session {
 	hello := b.Hello
 	s.hello = hello.Key
 	b.mu.Unlock()
-	s.conn.Queue(hello.Marshal()) // sent with the first WireGuard message
-	wire.DelayACKs(c)             // the relay's Hello is answered by ours, a moment later
+	b.relayNoChecksum.Store(false) // until this relay's Features says so
+	s.conn.Queue(hello.Marshal())  // sent with the first WireGuard message
+	if b.Features != nil {
+		s.conn.Queue(b.Features.Marshal())
+	}
+	wire.DelayACKs(c) // the relay's Hello is answered by ours, a moment later
 	b.mu.Lock()
 	if b.closing == nil {
 		b.mu.Unlock()
@@ -471,6 +488,10 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		b.mu.Unlock()
 		if b.OnHello != nil {
 			b.OnHello(h)
+		}
+	case wire.TypeFeatures:
+		if f, err := wire.ParseFeatures(p); err == nil {
+			b.relayNoChecksum.Store(f.NoChecksum)
 		}
 	case wire.TypeError:
 		e, err := wire.ParseError(p)

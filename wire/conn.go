@@ -133,6 +133,25 @@ func (c *Conn) ReadFrame(p []byte) (int, error) {
 	return n, nil
 }
 
+// Next waits for the next frame and returns its length without reading
+// it: a reader that holds many idle connections takes a buffer of the
+// frame's size only once a frame is there, and ReadFrame reads it then.
+// Its errors are ReadFrame's for the frame's length.
+func (c *Conn) Next() (int, error) {
+	hdr, err := c.br.Peek(2)
+	if err != nil {
+		if len(hdr) > 0 {
+			err = unexpected(err)
+		}
+		return 0, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr))
+	if n == 0 {
+		return 0, ErrEmptyFrame
+	}
+	return n, nil
+}
+
 func unexpected(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF

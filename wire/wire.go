@@ -20,10 +20,18 @@ import (
 	"unicode/utf8"
 )
 
-// MaxFrame is the largest payload a frame may carry. WireGuard's largest
-// transport message at our MTU (1420) is 1420+32 bytes; the limit leaves room
-// for a larger tunnel MTU (up to 8 KiB) and rejects anything beyond it.
-const MaxFrame = 8192
+// MaxFrame is the largest payload a frame may carry: all that its 16-bit
+// length can say, and WireGuard's own largest message (MaxTunnelMTU).
+const MaxFrame = 65535
+
+// LegacyMaxFrame is the frame limit of relays and agents before Features
+// (and still of the relay's first frame): 8 KiB, a tunnel MTU of 8000.
+const LegacyMaxFrame = 8192
+
+// MaxTunnelMTU is the largest tunnel MTU whose packets fit a frame: a
+// WireGuard transport message is the packet (padded to a multiple of 16,
+// never beyond the MTU) plus 32 bytes.
+const MaxTunnelMTU = MaxFrame - 32
 
 // Frame types. WireGuard uses message types 1 to 4 as the first byte (a
 // little-endian uint32, so the next three bytes are zero); control frames use
@@ -41,6 +49,7 @@ const (
 	TypeEnrollResult    = 0xA6 // relay: the hub's name and addresses, MAC'd
 	TypePing            = 0xA7 // the relay asks whether the connection is alive
 	TypePong            = 0xA8 // the agent's answer to a Ping, at once
+	TypeFeatures        = 0xA9 // what the sender accepts; after its Hello
 )
 
 // ProtocolVersion is sent in every Hello.
@@ -99,6 +108,51 @@ func ParseHello(p []byte) (Hello, error) {
 	copy(h.Key[:], p[2:])
 	return h, nil
 }
+
+// Features says what the sender of a Hello can take beyond protocol 1 as
+// it first was. Each side sends it right after its Hello; a peer that
+// sends none (agents and relays before it, which ignore the frame as an
+// unknown control frame) takes frames up to LegacyMaxFrame and verifies
+// the checksums of the packets inside the tunnel.
+type Features struct {
+	// MaxFrame is the largest frame the sender reads. A frame is never
+	// larger than a WireGuard message at the larger of both tunnel MTUs,
+	// and TCP's MSS keeps segments within the smaller (package netstack
+	// speaks nothing else that could be larger), so this is the record of
+	// what the sender takes, not a limit either side has to enforce.
+	MaxFrame uint16
+	// NoChecksum: the sender does not verify TCP checksums of the packets
+	// it receives through the tunnel (WireGuard's AEAD has authenticated
+	// each of them), so the receiver may leave them out.
+	NoChecksum bool
+}
+
+const featureNoChecksum = 1 << 0
+
+// Marshal returns the Features as a frame payload: A9, max frame (uint16
+// big endian), flags (1 byte). Later versions may append fields; a decoder
+// ignores what follows.
+func (f Features) Marshal() []byte {
+	b := binary.BigEndian.AppendUint16([]byte{TypeFeatures}, f.MaxFrame)
+	var flags byte
+	if f.NoChecksum {
+		flags |= featureNoChecksum
+	}
+	return append(b, flags)
+}
+
+// ParseFeatures decodes a Features payload. Unknown flags and trailing
+// bytes are a later version's and left out.
+func ParseFeatures(p []byte) (Features, error) {
+	if len(p) < 4 || p[0] != TypeFeatures {
+		return Features{}, fmt.Errorf("%w: features", ErrBadControl)
+	}
+	return Features{MaxFrame: binary.BigEndian.Uint16(p[1:]), NoChecksum: p[3]&featureNoChecksum != 0}, nil
+}
+
+// Ours are the Features of this version: frames up to MaxFrame, and no
+// checksum verified inside the tunnel (package netstack).
+var Ours = Features{MaxFrame: MaxFrame, NoChecksum: true}
 
 // Error codes carried in an Error frame.
 const (

@@ -76,8 +76,7 @@ func TestReaderRejects(t *testing.T) {
 		want error
 	}{
 		{"empty frame", []byte{0, 0}, ErrEmptyFrame},
-		{"oversized length", []byte{0xFF, 0xFF, 1, 2, 3}, ErrFrameTooLarge},
-		{"just over max", []byte{0x20, 0x01}, ErrFrameTooLarge},
+		{"largest length, cut short", []byte{0xFF, 0xFF, 1, 2, 3}, io.ErrUnexpectedEOF},
 		{"truncated header", []byte{0x01}, io.ErrUnexpectedEOF},
 		{"truncated payload", []byte{0, 10, 1, 2, 3}, io.ErrUnexpectedEOF},
 	}
@@ -284,5 +283,24 @@ func TestSessionUnknown(t *testing.T) {
 		if _, ok := ParseSessionUnknown(bad); ok {
 			t.Errorf("ParseSessionUnknown(%x) took it", bad)
 		}
+	}
+}
+
+// TestFeaturesRoundTrip: Features survive the wire, a later version's
+// extra flags and fields are left out, and a short one is malformed.
+func TestFeaturesRoundTrip(t *testing.T) {
+	for _, f := range []Features{Ours, {MaxFrame: LegacyMaxFrame}} {
+		if got, err := ParseFeatures(f.Marshal()); err != nil || got != f {
+			t.Errorf("%+v came back as %+v, %v", f, got, err)
+		}
+	}
+	if got, err := ParseFeatures([]byte{TypeFeatures, 0x20, 0x00, 0xff, 9, 9}); err != nil || got != (Features{MaxFrame: 0x2000, NoChecksum: true}) {
+		t.Errorf("a later version's Features: %+v, %v", got, err)
+	}
+	if _, err := ParseFeatures([]byte{TypeFeatures, 1, 0}); !errors.Is(err, ErrBadControl) {
+		t.Errorf("a short Features: %v, want ErrBadControl", err)
+	}
+	if Classify(Ours.Marshal()) != Control {
+		t.Error("Features is not a control frame: WireGuard would get it")
 	}
 }

@@ -19,6 +19,7 @@ package netstack
 //     it to the NIC, which hands TCP segments to the stack's TCP workers.
 
 import (
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -48,7 +49,11 @@ const (
 // wait in a ring until WireGuard reads them through the tun.Device, and whose
 // inbound packets are whatever WireGuard writes to the tun.Device.
 type link struct {
-	mtu uint32
+	mtu  uint32
+	caps stack.LinkEndpointCapabilities // checksum offloads (checksum.go)
+	// needsChecksum, under TX checksum offload, says which destinations
+	// get TCP checksums from read (fillChecksum).
+	needsChecksum func(netip.Addr) bool
 
 	// readMu serializes Device.Read, which owns batch and waits on
 	// inFlight.
@@ -76,12 +81,14 @@ type link struct {
 
 var _ stack.LinkEndpoint = (*link)(nil)
 
-func newLink(mtu, maxInFlight int) *link {
+func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool) *link {
 	return &link{
-		mtu:      uint32(mtu),
-		inFlight: inflight.New(maxInFlight),
-		notify:   make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		mtu:           uint32(mtu),
+		caps:          capabilities(verify, needs),
+		needsChecksum: needs,
+		inFlight:      inflight.New(maxInFlight),
+		notify:        make(chan struct{}, 1),
+		done:          make(chan struct{}),
 	}
 }
 
@@ -149,6 +156,9 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		n, bytes := 0, 0
 		for _, pkt := range l.batch[:k] {
 			if size := copyPacket(bufs[n][offset:], pkt); size > 0 {
+				if l.needsChecksum != nil {
+					fillChecksum(bufs[n][offset:offset+size], l.needsChecksum)
+				}
 				sizes[n] = size
 				bytes += size
 				n++
@@ -267,14 +277,15 @@ func (l *link) IsAttached() bool {
 }
 
 // The rest of stack.LinkEndpoint: a point-to-point IP link with no link
-// header, no link address, no offloads and a fixed MTU.
+// header, no link address, checksum offloads only (checksum.go) and a fixed
+// MTU.
 
 func (l *link) MTU() uint32                                  { return l.mtu }
 func (l *link) SetMTU(uint32)                                {}
 func (l *link) MaxHeaderLength() uint16                      { return 0 }
 func (l *link) LinkAddress() tcpip.LinkAddress               { return "" }
 func (l *link) SetLinkAddress(tcpip.LinkAddress)             {}
-func (l *link) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityNone }
+func (l *link) Capabilities() stack.LinkEndpointCapabilities { return l.caps }
 func (l *link) Wait()                                        {}
 func (l *link) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
 func (l *link) AddHeader(*stack.PacketBuffer)                {}

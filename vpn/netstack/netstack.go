@@ -70,6 +70,17 @@ type Config struct {
 	// that does not call Sent). Packets WireGuard drops without sending
 	// are forgotten after 5 ms without progress.
 	MaxInFlight int
+
+	// NeedsChecksum, if set, says whether the peer behind a destination
+	// address verifies the TCP checksums of the packets it receives; only
+	// the packets to such a peer get one (checksum.go). Default nil: every
+	// packet gets one. WireGuard authenticates every packet, so a peer
+	// that is one of ours does not need them (wire.Features).
+	NeedsChecksum func(dst netip.Addr) bool
+	// VerifyChecksums makes the stack verify the checksums of the packets
+	// it receives, as hubtunnel before wire.Features did; for tests that
+	// play such a peer. Default false: WireGuard has authenticated them.
+	VerifyChecksums bool
 }
 
 const (
@@ -176,7 +187,7 @@ func New(cfg Config) (*Stack, error) {
 			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 		}),
-		link:   newLink(cfg.MTU, cfg.MaxInFlight),
+		link:   newLink(cfg.MTU, cfg.MaxInFlight, cfg.VerifyChecksums, cfg.NeedsChecksum),
 		events: make(chan tun.Event, 1),
 		done:   make(chan struct{}),
 	}
