@@ -170,6 +170,7 @@ func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			n, err := fn(packets, sizes, eps)
 			if n > 0 {
 				n = b.udpIn.admit(packets, sizes, eps, n)
+				b.udpIn.s.udpClock.settle() // clock_udp.go
 			}
 			if n > 0 || err != nil {
 				return n, err
@@ -298,7 +299,7 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	if !s.mac1.CheckMAC1(p) {
 		return
 	}
-	key, ok := initiatorKey(s.key, s.pub, p)
+	key, ok := s.udpClock.read(p) // initiatorKey within a budget; notes a clock behind (clock_udp.go)
 	if !ok {
 		return
 	}
