@@ -45,7 +45,9 @@ import (
 // takes a minute, is seen silent at its first initiation; an agent that
 // only restarted waits up to udpSilentFor. A recorded initiation replayed
 // while the hub is offline gets WireGuard's response, as over TCP, but
-// the replayer cannot finish the handshake.
+// the replayer cannot finish the handshake. Nor is a hub reset whose
+// stamp went forward in the last udpProgressing: its handshake with that
+// newer initiation may be under way, and a reset would drop it.
 //
 // The peer dump WireGuard answers the look with walks every peer: it is
 // taken at most once a second (udpStatsEvery) and shared by the looks of
@@ -109,7 +111,7 @@ func (c *udpClock) read(p []byte) (vpn.PublicKey, bool) {
 		// two initiations of one start can carry the same stamp.
 		behind := hb.newestStamp.After(in.Timestamp)
 		if in.Timestamp.After(hb.newestStamp) {
-			hb.newestStamp, hb.newestAt = in.Timestamp, time.Now()
+			hb.newestStamp, hb.newestAt = in.Timestamp, c.s.now()
 		}
 		hb.mu.Unlock()
 		if behind {
@@ -153,7 +155,7 @@ func (c *udpClock) look(hb *hub, ts noise.Timestamp) {
 		return // live: a replay, or a clock that stepped back under a running agent
 	}
 	hb.mu.Lock()
-	progressing := time.Since(hb.newestAt) < udpProgressing
+	progressing := now.Sub(hb.newestAt) < udpProgressing
 	hb.mu.Unlock()
 	if progressing {
 		return // its handshake with a newer stamp may be under way
