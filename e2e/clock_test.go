@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -72,6 +73,73 @@ func TestHubWithClockBehindConnectsAtOnce(t *testing.T) {
 			t.Errorf("the replay made the relay reset the hub's replay state (%d resets in all)", n)
 		}
 	})
+}
+
+// TestUDPHubWithClockBehindConnectsAtOnce is the same for an agent with
+// transport "udp": an initiation with the hub's key stamped a day from now
+// reaches the relay's UDP port first, and WireGuard remembers it; the real
+// agent, a day behind that, must be connected within seconds. An old
+// initiation replayed to the UDP port while the agent is connected resets
+// nothing: the agent keeps its session.
+func TestUDPHubWithClockBehindConnectsAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{udp: true})
+	future := noise.Stamp(time.Now().Add(24 * time.Hour))
+	if f := s.sendUDP(t, s.initiation(t, future), true); wire.Classify(f) != wire.Response {
+		t.Fatalf("the relay did not answer an initiation stamped a day ahead over UDP")
+	}
+
+	s.startAgent(agentOpts{transport: "udp"})
+	started := time.Now()
+	st := s.waitConnected(20 * time.Second)
+	t.Logf("UDP agent connected %v after start, though the relay last accepted a handshake stamped %s",
+		time.Since(started).Round(time.Millisecond), future.Time().Format(time.RFC3339))
+	s.mustGetWebUI()
+	if !strings.Contains(s.relay.logText(), "clock is behind") {
+		t.Errorf("the relay's log does not say why it reset the hub's replay state")
+	}
+	if n := relayState(t, s.bed.DebugAddr).ReplayResets; n != 1 {
+		t.Errorf("relay reset WireGuard's replay state %d times; want once", n)
+	}
+
+	t.Run("an old initiation replayed while the hub is connected resets nothing", func(t *testing.T) {
+		s.sendUDP(t, s.initiation(t, noise.Stamp(time.Now().Add(-time.Hour))), false)
+		// What the replay would break shows at the next request: a reset
+		// drops the hub's session, and the relay could not reach it
+		// until the agent's next handshake.
+		s.mustGetWebUI()
+		now, err := s.status()
+		if err != nil || now.State != "connected" || !now.LastHandshake.Equal(st.LastHandshake) {
+			t.Errorf("the agent had to connect again: state %q, handshake %v (was %v), err %v", now.State, now.LastHandshake, st.LastHandshake, err)
+		}
+		if n := relayState(t, s.bed.DebugAddr).ReplayResets; n != 1 {
+			t.Errorf("the replay made the relay reset the hub's replay state (%d resets in all)", n)
+		}
+	})
+}
+
+// sendUDP sends p to the relay's UDP agent port from a socket of its own
+// and, if answer is set, returns the first datagram that comes back.
+func (s *hubSetup) sendUDP(t *testing.T, p []byte, answer bool) []byte {
+	t.Helper()
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", s.bed.UDPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if !answer {
+		return nil
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
 }
 
 // TestReplayedInitiationCannotLockTheHubOut: while the hub is offline,

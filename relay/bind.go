@@ -196,6 +196,7 @@ func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			n, err := fn(packets, sizes, eps)
 			if n > 0 {
 				n = b.udpIn.admit(packets, sizes, eps, n)
+				b.udpIn.s.udpClock.settle() // clock_udp.go
 			}
 			if n > 0 || err != nil {
 				return n, err
@@ -340,7 +341,7 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	if !s.mac1.CheckMAC1(p) {
 		return
 	}
-	key, ok := initiatorKey(s.key, s.pub, p)
+	key, ok := s.udpClock.read(p) // initiatorKey within a budget; notes a clock behind (clock_udp.go)
 	if !ok {
 		return
 	}

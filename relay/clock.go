@@ -22,8 +22,10 @@ import (
 // The relay reads every initiation an agent connection hands WireGuard
 // (package noise: the static key and the timestamp, both authenticated by
 // the hub's key) and keeps the newest per hub (hub.newestStamp): as
-// WireGuard only sees initiations through these connections, that is never
-// older than what WireGuard remembers (UDP hubs aside: below). When a
+// WireGuard only sees initiations through these connections and the UDP
+// socket, whose initiations clock_udp.go reads, that is never older than
+// what WireGuard remembers (but for UDP initiations left unread beyond
+// that reader's budget). When a
 // connection's first initiation is behind it and that connection won
 // (admitSecond: the hub has no other connection, or the one it had did not
 // answer a Ping and is closed), the relay forgets WireGuard's replay state
@@ -53,13 +55,12 @@ import (
 // a timestamp going back is the hub's clock stepping back while connected,
 // and WireGuard's own timers bring the session back once it connects anew.
 //
-// UDP hubs are not reset: their initiations go from the UDP socket to
-// WireGuard with no connection to win and no Ping to ask, and reading each
-// one on the socket's receive path would add two X25519 to every UDP
-// handshake for every hub. A UDP hub whose clock is behind waits until it
-// passes the timestamp it last used, as with plain WireGuard; the hub
-// reboots into transport "tcp" by default.
-//
+// UDP hubs (clock_udp.go) have no connection to win and no Ping to ask:
+// the relay reads their initiations on the socket's receive path (it
+// does already, to tie an address to a hub), keeps hub.newestStamp from
+// them too, and resets a hub whose initiation is behind only when the
+// hub is not live, which is what a replay cannot fake.
+
 // The relay's own restart depends on no clock: its new WireGuard device
 // has no replay state, so every hub's next initiation is accepted, and
 // every agent starts a handshake of its own on each new relay connection

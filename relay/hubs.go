@@ -98,6 +98,14 @@ type hub struct {
 	// behind it was last logged (clock.go).
 	newestStamp noise.Timestamp
 	clockLogged time.Time
+	// For a UDP hub (clock_udp.go): WireGuard's count of bytes received
+	// from it, since when it has not moved, and when its clock was last
+	// looked at.
+	// newestAt is when newestStamp last went forward on a UDP read.
+	rxSeen      uint64
+	rxSince     time.Time
+	clockLooked time.Time
+	newestAt    time.Time
 
 	// What the store should say of the hub (record) and what it was last
 	// told (recorded); recording while a goroutine brings it up to date
@@ -369,6 +377,9 @@ func (s *Server) sweepUDPHubs() {
 	now := s.now()
 	for _, h := range s.hubs.all() {
 		ps, ok := st[h.key]
+		if ok {
+			h.sawRx(ps.RxBytes, now) // for clock_udp.go
+		}
 		fresh := ok && !ps.LastHandshake.IsZero() && !strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) &&
 			now.Sub(ps.LastHandshake) < udpSessionFresh
 		h.mu.Lock()

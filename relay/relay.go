@@ -116,6 +116,9 @@ type Server struct {
 	// relay's tests play a relay from before it with legacy.
 	features wire.Features
 	legacy   bool // no Features sent, frames up to wire.LegacyMaxFrame, MTU 8000, checksums verified and sent
+	// udpClock reads UDP hubs' initiations for bind.udpIn and resets a
+	// hub whose clock is behind (clock_udp.go); nil when UDP is off.
+	udpClock *udpClock
 	// mac1 checks that an agent's handshake initiation was made for this
 	// relay's key (agentconn.go wrongKey).
 	mac1 device.CookieChecker
@@ -245,6 +248,7 @@ func (s *Server) Start() (err error) {
 	s.bind = newAgentBind(udpPort)
 	if udpPort != 0 {
 		s.bind.udpIn = newUDPInbound(s)
+		s.udpClock = newUDPClock(s)
 	}
 	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), hubs: s.hubs}, s.bind, k, s.logf); err != nil {
 		s.stack.Close()
