@@ -58,6 +58,7 @@ demo: build
 # bench measures every budget of BRIEF.md with the real binaries on loopback,
 # prints one table and writes BENCHMARKS.md (about 9 minutes; IDLE=1m
 # HUBS=200 for a quicker look; scripts/bench.sh lists the knobs).
+# PHASES=peers runs only the comparison with frp, chisel and OpenSSH.
 bench: build
 	@GO=$(GO) scripts/bench.sh $(BIN)
 
