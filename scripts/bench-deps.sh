@@ -8,18 +8,28 @@
 # the bench reports it in its row; the rest of the bench goes on.
 set -euo pipefail
 
-need=()
+need=() # the bench stops without these
+want=() # the peers phase reports a peer "not installed" without these
 have() { command -v "$1" >/dev/null 2>&1; }
 have tshark || need+=(tshark)
-have wrk    || need+=(wrk)
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-have ssh    || need+=(openssh-client)
+have wrk    || want+=(wrk)
+# Where systemd runs, Debian's package also enables the system's ssh
+# service; the bench only ever starts an sshd of its own on loopback.
+[ -x /usr/sbin/sshd ] || want+=(openssh-server)
+have ssh    || want+=(openssh-client)
 
-if [ ${#need[@]} -gt 0 ]; then
-	if [ "$(id -u)" -ne 0 ]; then
+if [ "$(id -u)" -ne 0 ]; then
+	if [ ${#need[@]} -gt 0 ]; then
 		echo "bench-deps: missing ${need[*]}; run as root or install them (apt-get install ${need[*]})" >&2
 		exit 1
 	fi
+	if [ ${#want[@]} -gt 0 ]; then
+		echo "bench-deps: missing ${want[*]}: the peers phase goes without (apt-get install ${want[*]} as root)" >&2
+	fi
+	want=()
+fi
+need+=("${want[@]}")
+if [ ${#need[@]} -gt 0 ]; then
 	echo "bench-deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	# Another apt or dpkg may hold the locks: wait for them, as deps.sh does.
