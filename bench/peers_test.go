@@ -3,7 +3,9 @@ package bench
 import (
 	"bufio"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +151,27 @@ func TestBulkServerKeepsSmallRequestsAlive(t *testing.T) {
 		if _, err := br.Read(body); err != nil || string(body) != "ok" {
 			t.Fatalf("request %d: body %q %v", i+1, body, err)
 		}
+	}
+}
+
+// A peer that scripts/bench-deps.sh could not build gets a row that says so,
+// with the build's last words.
+func TestPeerBinSaysWhyAPeerIsNotBuilt(t *testing.T) {
+	dir := t.TempDir()
+	s := &peerSet{ru: &run{o: Options{PeerBins: dir}}}
+	if _, err := s.peerBin("frp", "frps"); err == nil || !strings.HasPrefix(err.Error(), "frp: not built: ") || !strings.Contains(err.Error(), "bench-deps.sh") {
+		t.Errorf("no binary, no log: err = %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "frp.err"), []byte("go: downloading x\ngo build github.com/fatedier/frp/./cmd/frps@v0.66.0 failed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.peerBin("frp", "frps"); err == nil || err.Error() != "frp: not built: go build github.com/fatedier/frp/./cmd/frps@v0.66.0 failed" {
+		t.Errorf("with a build log: err = %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "frps"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.peerBin("frp", "frps"); err != nil || p != filepath.Join(dir, "frps") {
+		t.Errorf("built: %q, %v", p, err)
 	}
 }
