@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: measures every budget of BRIEF.md with the real binaries on
-# loopback, prints one table and writes BENCHMARKS.md. Takes about 9 minutes:
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 12 minutes:
 # the wire-bytes phase (2 min to a rekey, 80 s, then the 5-minute idle
-# window) runs beside the other phases, which take about 3 minutes.
+# window) runs beside the other phases, which take about 3 minutes, and the
+# peers phase (about 8.5: its 2-minute idle window, then 3 rounds of 7 peers).
 #
 # usage: scripts/bench.sh [BIN]   (BIN: folder with hubtunnel, hubrelay, ccusim)
 #
