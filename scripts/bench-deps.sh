@@ -61,9 +61,12 @@ build_peer() { # tool module version package…
 	fi
 	echo "bench-deps: building $tool $version into $peers"
 	rm -f "$peers/$tool.err" "$peers/$tool.version"
-	local src
-	if ! src=$(go mod download -json "$module@$version" 2>"$peers/$tool.err" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || [ -z "$src" ]; then
-		echo "go mod download $module@$version failed: $(tail -n 1 "$peers/$tool.err")" >>"$peers/$tool.err"
+	local json src
+	json=$(go mod download -json "$module@$version" 2>&1) || true
+	src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+	if [ -z "$src" ]; then
+		# go mod download -json says what went wrong in "Error".
+		echo "go mod download $module@$version failed: $(sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' <<<"$json" | tail -n 1)" >"$peers/$tool.err"
 		echo "bench-deps: $tool not built (see $peers/$tool.err)" >&2
 		return 0
 	fi
