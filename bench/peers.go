@@ -58,7 +58,7 @@ type peerResult struct {
 const wrkConns = 50
 
 func (ru *run) peers() error {
-	start := time.Now()
+	start, load := time.Now(), LoadAvg()
 	dir := filepath.Join(ru.o.Dir, "peers")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -136,7 +136,7 @@ func (ru *run) peers() error {
 	for _, p := range res {
 		p.summarize()
 	}
-	ru.reportPeers(res, peersTimes{setup: setupTook, rounds: time.Since(roundsStart), total: time.Since(start)}, idleNote)
+	ru.reportPeers(res, peersTimes{setup: setupTook, rounds: time.Since(roundsStart), total: time.Since(start), loadStart: load, loadEnd: LoadAvg()}, idleNote)
 	return nil
 }
 
@@ -375,4 +375,7 @@ func perGB(cpu time.Duration, bytes uint64) float64 {
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-type peersTimes struct{ setup, rounds, total time.Duration }
+type peersTimes struct {
+	setup, rounds, total time.Duration
+	loadStart, loadEnd   string // load averages (1, 5, 15 min)
+}

@@ -136,7 +136,8 @@ the bench's bulk server for all; clients and server share the hubbench process.
   OpenSSH `+"`ssh -R`"+` to an sshd of the bench's own on loopback (throwaway ed25519 host and user keys,
   default ciphers). hubtunnel: one relay, one agent per transport, production defaults.
 
-Setup took %s, the rounds %s; the phase %s.
+Setup took %s, the rounds %s; the phase %s. Load average (1, 5, 15 min) at its start %s, at its end %s:
+a 1-minute load well above the number of CPUs (see Machine) is other work competing with the peers.
 
 %s
 Versions: %s.
@@ -145,7 +146,7 @@ Per round (1/8 streams, p50, req/s, CPU):
 
 %s
 `, ru.o.Rounds, ru.o.Warmup, ru.o.Duration, max(100, ru.o.Calls/max(1, ru.o.Rounds)), wrkConns, ru.o.Duration, idleNote,
-		t.setup.Round(time.Second), t.rounds.Round(time.Second), t.total.Round(time.Second),
+		t.setup.Round(time.Second), t.rounds.Round(time.Second), t.total.Round(time.Second), t.loadStart, t.loadEnd,
 		tbl.String(), strings.Join(versions, "; "), strings.Join(rounds, "\n"))
 }
 

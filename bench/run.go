@@ -95,8 +95,11 @@ func Run(o Options) (*Report, error) {
 		wb.finish()
 	}
 	ru.r.Took = time.Since(ru.r.Started)
-	ru.r.Machine = append(ru.r.Machine, "load average at the end: "+LoadAvg()+
-		" (the run ends in the idle window, when the bench itself uses almost no CPU: a 1-minute load well above 0 there is other work on the machine)")
+	endNote := " (the run ends in the idle window, when the bench itself uses almost no CPU: a 1-minute load well above 0 there is other work on the machine)"
+	if o.Rounds > 0 && o.want("peers") {
+		endNote = " (the run may end with the peers phase's rounds, which load the machine themselves; the Peers section gives the load at its start)"
+	}
+	ru.r.Machine = append(ru.r.Machine, "load average at the end: "+LoadAvg()+endNote)
 	ru.order()
 	return ru.r, nil
 }
