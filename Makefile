@@ -64,8 +64,9 @@ demo: build
 	@scripts/demo.sh $(BIN)
 
 # bench measures every budget of BRIEF.md with the real binaries on loopback,
-# prints one table and writes BENCHMARKS.md (about 9 minutes; IDLE=1m
+# prints one table and writes BENCHMARKS.md (about 12 minutes; IDLE=1m
 # HUBS=200 for a quicker look; scripts/bench.sh lists the knobs).
+# PHASES=peers runs only the comparison with frp, chisel and OpenSSH.
 bench: build
 	@GO=$(GO) scripts/bench.sh $(BIN)
 

@@ -22,6 +22,8 @@ const chunk = 64 << 10
 //	GET /down   200, then zeros until the client closes
 //	POST /up    reads until EOF, counting (Received), then 200
 //	GET /ping   200 "ok", then closes
+//	GET /small  200 "ok", keeping the connection for the next request
+//	            (the peers phase's small request, for its latency client and wrk)
 //
 // Bulk data is sent and received in 64 KiB application writes and reads.
 type BulkServer struct {
@@ -92,6 +94,18 @@ func (s *BulkServer) serve(c net.Conn) {
 	switch {
 	case method == "GET" && path == "/ping":
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	case method == "GET" && path == "/small":
+		// Kept alive while the client keeps asking for /small; a
+		// client idle for a minute is dropped.
+		for {
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(time.Minute))
+			if method, path, err = readRequestHead(br); err != nil || method != "GET" || path != "/small" {
+				return
+			}
+		}
 	case method == "GET" && path == "/down":
 		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"); err != nil {
 			return
@@ -170,6 +184,9 @@ type Transfer struct {
 	Warmup   time.Duration // discarded at the start
 	Duration time.Duration // measured
 	Server   *BulkServer   // counts uploads; needed for Upload
+	// Window, if set, is called when the measured time starts and when it
+	// ends (the peers phase reads CPU times there).
+	Window func()
 }
 
 // Result of a Transfer.
@@ -239,6 +256,9 @@ func (t Transfer) Run(sample func()) (Result, error) {
 		return counter.Load()
 	}
 	time.Sleep(t.Warmup)
+	if t.Window != nil {
+		t.Window()
+	}
 	start, c0 := time.Now(), count()
 	end := start.Add(t.Duration)
 	for now := time.Now(); now.Before(end); now = time.Now() {
@@ -248,6 +268,9 @@ func (t Transfer) Run(sample func()) (Result, error) {
 		}
 	}
 	r := Result{Bytes: count() - c0, Elapsed: time.Since(start)}
+	if t.Window != nil {
+		t.Window()
+	}
 	errMu.Lock()
 	err := firstErr
 	errMu.Unlock()

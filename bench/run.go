@@ -29,7 +29,18 @@ type Options struct {
 	Idle     time.Duration // idle window of the wire-bytes phase; 0 skips idle and rekey
 	Profile  string        // folder for pprof profiles; "" skips profiling
 	Logf     logger.Logf
+
+	// Phases are the phases to run (PhaseNames); nil runs them all.
+	Phases   []string
+	Rounds   int           // rounds of the peers phase
+	PeerIdle time.Duration // idle window of the peers phase; 0 skips it
+	PeerBins string        // folder with frps, frpc and chisel (scripts/bench-deps.sh builds them)
 }
+
+// PhaseNames are the phases Options.Phases can pick.
+var PhaseNames = []string{"size", "main", "access", "hubs", "profile", "bytes", "peers"}
+
+func (o Options) want(phase string) bool { return o.Phases == nil || slices.Contains(o.Phases, phase) }
 
 // run is one Run's state.
 type run struct {
@@ -55,22 +66,41 @@ func Run(o Options) (*Report, error) {
 	// The wire-bytes phase idles for minutes; it runs beside the others
 	// on its own relay and agent and is only counted on its own port.
 	// Its setup is measured before anything else loads the machine.
-	wb := ru.startWireBytes()
+	var wb *wireBytes
+	if o.want("bytes") {
+		wb = ru.startWireBytes()
+	}
 
-	ru.phase("size", ru.sizes)
-	ru.phase("main rig", ru.mainRig)
-	ru.phase("access", ru.access)
-	if o.Hubs > 0 {
+	if o.want("size") {
+		ru.phase("size", ru.sizes)
+	}
+	if o.want("main") {
+		ru.phase("main rig", ru.mainRig)
+	}
+	if o.want("access") {
+		ru.phase("access", ru.access)
+	}
+	if o.Hubs > 0 && o.want("hubs") {
 		ru.phase("hubs", ru.hubs)
 	}
-	if o.Profile != "" {
+	if o.Profile != "" && o.want("profile") {
 		ru.phase("profile", ru.profile)
 	}
-	ru.logf("bench: waiting for the wire-bytes phase to finish its idle window")
-	wb.finish()
+	// The peers phase runs while the wire-bytes phase idles: that one
+	// counts bytes on its own connection, which load does not change.
+	if o.Rounds > 0 && o.want("peers") {
+		ru.phase("peers", ru.peers)
+	}
+	if wb != nil {
+		ru.logf("bench: waiting for the wire-bytes phase to finish its idle window")
+		wb.finish()
+	}
 	ru.r.Took = time.Since(ru.r.Started)
-	ru.r.Machine = append(ru.r.Machine, "load average at the end: "+LoadAvg()+
-		" (the run ends in the idle window, when the bench itself uses almost no CPU: a 1-minute load well above 0 there is other work on the machine)")
+	endNote := " (the run ends in the idle window, when the bench itself uses almost no CPU: a 1-minute load well above 0 there is other work on the machine)"
+	if o.Rounds > 0 && o.want("peers") {
+		endNote = " (the run may end with the peers phase's rounds, which load the machine themselves; the Peers section gives the load at its start)"
+	}
+	ru.r.Machine = append(ru.r.Machine, "load average at the end: "+LoadAvg()+endNote)
 	ru.order()
 	return ru.r, nil
 }
@@ -88,7 +118,7 @@ func (ru *run) phase(name string, f func() error) {
 }
 
 // groupOrder is the order of the table's groups.
-var groupOrder = []string{"throughput", "latency", "access", "sessions", "memory", "hubs", "wire bytes", "recovery", "size"}
+var groupOrder = []string{"throughput", "latency", "access", "sessions", "memory", "hubs", "wire bytes", "recovery", "size", "peers"}
 
 func (ru *run) order() {
 	rank := func(g string) int {
@@ -98,7 +128,7 @@ func (ru *run) order() {
 		return len(groupOrder)
 	}
 	slices.SortStableFunc(ru.r.Rows, func(a, b Row) int { return rank(a.Group) - rank(b.Group) })
-	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Memory with sessions held", "Hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile"}
+	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Memory with sessions held", "Hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile", "Peers"}
 	srank := func(t string) int {
 		for i, o := range order {
 			if strings.HasPrefix(t, o) {

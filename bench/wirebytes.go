@@ -51,12 +51,18 @@ func (s *syncBuffer) String() string {
 // StartCapture starts dumpcap on lo for TCP port port, writing to
 // dir/name.pcapng, and waits until it captures.
 func StartCapture(dir, name string, port int) (*Capture, error) {
+	return StartCaptureFilter(dir, name, fmt.Sprintf("tcp port %d", port))
+}
+
+// StartCaptureFilter starts dumpcap on lo with the capture filter filter,
+// writing to dir/name.pcapng, and waits until it captures.
+func StartCaptureFilter(dir, name, filter string) (*Capture, error) {
 	path, err := exec.LookPath("dumpcap")
 	if err != nil {
 		return nil, fmt.Errorf("bench: dumpcap (tshark) is not installed: scripts/bench-deps.sh installs it")
 	}
 	c := &Capture{File: filepath.Join(dir, name+".pcapng"), stderr: &syncBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(path, "-q", "-i", "lo", "-f", fmt.Sprintf("tcp port %d", port), "-w", c.File)
+	c.cmd = exec.Command(path, "-q", "-i", "lo", "-f", filter, "-w", c.File)
 	c.cmd.Stderr = c.stderr
 	dieWithParent(c.cmd)
 	if err := c.cmd.Start(); err != nil {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: measures every budget of BRIEF.md with the real binaries on
-# loopback, prints one table and writes BENCHMARKS.md. Takes about 9 minutes:
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 12 minutes:
 # the wire-bytes phase (2 min to a rekey, 80 s, then the 5-minute idle
-# window) runs beside the other phases, which take about 3 minutes.
+# window) runs beside the other phases, which take about 3 minutes, and the
+# peers phase (about 8.5: its 2-minute idle window, then 3 rounds of 7 peers).
 #
 # usage: scripts/bench.sh [BIN]   (BIN: folder with hubtunnel, hubrelay, ccusim)
 #
@@ -14,8 +15,13 @@
 #   SESSIONS=200 concurrent sessions through one hub
 #   PROFILE=1    profile the in-process model of the path (0 skips)
 #   OUT=BENCHMARKS.md
+#   PHASES=all   phases to run, comma-separated: size,main,access,hubs,profile,bytes,peers
+#                (PHASES=peers runs only the comparison with frp, chisel and OpenSSH)
+#   ROUNDS=3     interleaved rounds of the peers phase (0 skips it)
+#   PEERS_IDLE=2m idle window of the peers phase, every peer at once (0 skips it)
 set -euo pipefail
 bin=${1:-bin}
+export BENCH_PEERS="${BENCH_PEERS:-${XDG_CACHE_HOME:-$HOME/.cache}/hubtunnel/bench-peers}"
 scripts/bench-deps.sh
 
 profile_dir="${TMPDIR:-/tmp}/hubtunnel-bench-profile"
@@ -26,4 +32,5 @@ trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
 "$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
 	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -dur "${DUR:-5s}" \
-	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir"
+	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir" \
+	-phases "${PHASES:-all}" -rounds "${ROUNDS:-3}" -peers-idle "${PEERS_IDLE:-2m}" -peers-bin "$BENCH_PEERS"

@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,7 +54,20 @@ func runAll(args []string) error {
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
 	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
+	phases := fs.String("phases", "all", "phases to run, comma-separated: all or "+strings.Join(bench.PhaseNames, ","))
+	rounds := fs.Int("rounds", 3, "rounds of the peers phase (0 skips it)")
+	peerIdle := fs.Duration("peers-idle", 2*time.Minute, "idle window of the peers phase (0 skips it)")
+	peerBins := fs.String("peers-bin", "", "folder with frps, frpc and chisel (scripts/bench-deps.sh builds them)")
 	fs.Parse(args)
+	var phaseList []string
+	if *phases != "all" {
+		for _, p := range strings.Split(*phases, ",") {
+			if !slices.Contains(bench.PhaseNames, p) {
+				return fmt.Errorf("-phases: no phase %q; the phases are all or %s", p, strings.Join(bench.PhaseNames, ","))
+			}
+			phaseList = append(phaseList, p)
+		}
+	}
 	switch {
 	case *hubs < 0 || *hubs > 10000:
 		return fmt.Errorf("-hubs %d: want 0–10000", *hubs)
@@ -68,6 +83,10 @@ func runAll(args []string) error {
 		return fmt.Errorf("-sessions %d: want 1–2000", *sessions)
 	case *held < 0 || *held > 2000:
 		return fmt.Errorf("-held %d: want 0–2000", *held)
+	case *rounds < 0 || *rounds > 20:
+		return fmt.Errorf("-rounds %d: want 0–20", *rounds)
+	case *peerIdle < 0 || *peerIdle > time.Hour:
+		return fmt.Errorf("-peers-idle %v: want 0–1h", *peerIdle)
 	}
 	bins, err := bench.BinsIn(*binDir)
 	if err != nil {
@@ -94,6 +113,7 @@ func runAll(args []string) error {
 		Bins: bins, Root: root, Dir: dir, Self: self,
 		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions, Held: *held,
 		Hubs: *hubs, Idle: *idle, Profile: *profile,
+		Phases: phaseList, Rounds: *rounds, PeerIdle: *peerIdle, PeerBins: *peerBins,
 		Logf: log.Printf,
 	})
 	if err != nil {
