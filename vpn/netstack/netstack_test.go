@@ -70,8 +70,9 @@ func newStack(tb testing.TB, cfg Config) *Stack {
 // A pump wires two Stacks back to back, moving batches of packets from one
 // Device's Read to the other's Write, until the stacks close.
 type pump struct {
-	cut      atomic.Bool  // drop everything: the peers vanish from each other
-	maxBatch atomic.Int64 // largest batch one Read returned
+	cut      atomic.Bool                              // drop everything: the peers vanish from each other
+	drop     atomic.Pointer[func(packet []byte) bool] // nil, or drops the packets it reports true for
+	maxBatch atomic.Int64                             // largest batch one Read returned
 	wg       sync.WaitGroup
 }
 
@@ -109,8 +110,11 @@ func (p *pump) run(from, to tun.Device) {
 			continue
 		}
 		out = out[:0]
+		drop := p.drop.Load()
 		for i := range n {
-
+			if drop != nil && (*drop)(bufs[i][offset:offset+sizes[i]]) {
+				continue
+			}
 			out = append(out, bufs[i][:offset+sizes[i]])
 		}
 		to.Write(out, offset)
@@ -370,6 +374,50 @@ func TestKeepAliveSet(t *testing.T) {
 				cfg.KeepAliveIdle, cfg.KeepAliveInterval, cfg.KeepAliveCount)
 		}
 	}
+}
+
+// A lost SYN-ACK must not leave the connection with a retransmission
+// timeout of seconds. gVisor retransmits it with the first one's
+// timestamp, so the handshake's RTT sample includes the 1 s it waited:
+// without maxRTO the connection started with an RTO of 3 s on a path of
+// microseconds, and every flight lost later stalled it that long, doubled
+// per lost retransmission (issue 16: a download over UDP hung for 30 s
+// under loss).
+func TestRTOStaysBoundedAfterALostSYNACK(t *testing.T) {
+	goroutineLeakCheck(t)
+	a, b, p := pair(t, Config{}, []netip.Addr{addrA4}, []netip.Addr{addrB4})
+	var dropped atomic.Bool
+	dropFirstSYNACK := func(packet []byte) bool {
+		return isSYNACK(packet) && dropped.CompareAndSwap(false, true)
+	}
+	p.drop.Store(&dropFirstSYNACK)
+	client, server := connect(t, a, b, addrB4, 80)
+	if !dropped.Load() {
+		t.Fatal("no SYN-ACK was dropped")
+	}
+	transfer(t, client, server, 256<<10)
+	for _, c := range []struct {
+		name string
+		conn *TCPConn
+	}{{"dialer", client}, {"listener", server}} {
+		var info tcpip.TCPInfoOption
+		if err := c.conn.ep.GetSockOpt(&info); err != nil {
+			t.Fatal(err)
+		}
+		if info.RTO > maxRTO {
+			t.Errorf("%s: RTO %v (smoothed RTT %v) after a lost SYN-ACK, want at most %v", c.name, info.RTO, info.RTT, maxRTO)
+		}
+	}
+}
+
+// isSYNACK reports whether packet is an IPv4 TCP segment with SYN and ACK.
+func isSYNACK(packet []byte) bool {
+	if len(packet) < 20 || packet[0]>>4 != 4 || packet[9] != 6 {
+		return false
+	}
+	ihl := int(packet[0]&0xf) * 4
+	const syn, ack = 0x02, 0x10
+	return len(packet) > ihl+13 && packet[ihl+13]&(syn|ack) == syn|ack
 }
 
 func TestKeepAliveDetectsVanishedPeer(t *testing.T) {
