@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -39,10 +40,7 @@ func Handler(rec *Recorder, lang string) http.Handler {
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'")
 		h.Set("Referrer-Policy", "no-referrer")
-		if err := pageTmpl.Execute(w, newPage(rep, lang, rec.cfg.Location)); err != nil {
-			// The headers are out; a broken page is all that is left.
-			fmt.Fprintf(w, "<p>%s</p>", template.HTMLEscapeString(err.Error()))
-		}
+		io.WriteString(w, renderPage(newPage(rep, lang, rec.cfg.Location)))
 	})
 }
 
