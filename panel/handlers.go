@@ -5,7 +5,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"html/template"
 	"io"
 	"net/http"
 	"strings"
@@ -16,8 +15,6 @@ import (
 
 //go:embed assets
 var assets embed.FS
-
-var pageTemplate = template.Must(template.ParseFS(assets, "assets/panel.html", "assets/refused.html"))
 
 // staticAssets are the files served under Prefix+"assets/", by name: no
 // other path reaches the embedded files.
