@@ -1,10 +1,8 @@
 package stats
 
 import (
-	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"io"
 	"math"
 	"net/http"
@@ -43,11 +41,6 @@ func Handler(rec *Recorder, lang string) http.Handler {
 		io.WriteString(w, renderPage(newPage(rep, lang, rec.cfg.Location)))
 	})
 }
-
-//go:embed page.html
-var pageHTML string
-
-var pageTmpl = template.Must(template.New("stats").Parse(pageHTML))
 
 // texts are every string the page shows, per language.
 var texts = map[string]map[string]string{
@@ -160,7 +153,7 @@ func Human(n uint64, lang string) string {
 	return s + " " + unit
 }
 
-// page is what page.html draws.
+// page is what renderPage draws.
 type page struct {
 	Lang     string
 	T        map[string]string
