@@ -1,12 +1,10 @@
 package panel
 
 import (
-	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
 	"errors"
-	"html/template"
 	"io"
 	"net/http"
 	"strings"
@@ -17,8 +15,6 @@ import (
 
 //go:embed assets
 var assets embed.FS
-
-var pageTemplate = template.Must(template.ParseFS(assets, "assets/panel.html", "assets/refused.html"))
 
 // staticAssets are the files served under Prefix+"assets/", by name: no
 // other path reaches the embedded files.
@@ -46,29 +42,19 @@ func (s *server) asset(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) page(w http.ResponseWriter, r *http.Request) {
 	s.pageSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.render(w, http.StatusOK, "panel.html", s.text(r))
+		s.render(w, http.StatusOK, renderPanel(s.text(r)))
 	})).ServeHTTP(w, r)
 }
 
 func (s *server) refusedPage(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	t := s.text(r)
-	s.render(w, code, "refused.html", struct {
-		T   *text
-		Msg string
-	}{t, msg})
+	s.render(w, code, renderRefused(s.text(r), msg))
 }
 
-func (s *server) render(w http.ResponseWriter, code int, name string, data any) {
-	var b bytes.Buffer
-	if err := pageTemplate.ExecuteTemplate(&b, name, data); err != nil {
-		s.logf("page %s: %v", name, err)
-		http.Error(w, "page failed", http.StatusInternalServerError)
-		return
-	}
+func (s *server) render(w http.ResponseWriter, code int, page []byte) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	w.Write(b.Bytes())
+	w.Write(page)
 }
 
 // State is the answer to GET api/state.

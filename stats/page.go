@@ -1,10 +1,9 @@
 package stats
 
 import (
-	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html/template"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -39,17 +38,9 @@ func Handler(rec *Recorder, lang string) http.Handler {
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'")
 		h.Set("Referrer-Policy", "no-referrer")
-		if err := pageTmpl.Execute(w, newPage(rep, lang, rec.cfg.Location)); err != nil {
-			// The headers are out; a broken page is all that is left.
-			fmt.Fprintf(w, "<p>%s</p>", template.HTMLEscapeString(err.Error()))
-		}
+		io.WriteString(w, renderPage(newPage(rep, lang, rec.cfg.Location)))
 	})
 }
-
-//go:embed page.html
-var pageHTML string
-
-var pageTmpl = template.Must(template.New("stats").Parse(pageHTML))
 
 // texts are every string the page shows, per language.
 var texts = map[string]map[string]string{
@@ -162,7 +153,7 @@ func Human(n uint64, lang string) string {
 	return s + " " + unit
 }
 
-// page is what page.html draws.
+// page is what renderPage draws.
 type page struct {
 	Lang     string
 	T        map[string]string
