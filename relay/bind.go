@@ -341,7 +341,7 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	if !s.mac1.CheckMAC1(p) {
 		return
 	}
-	key, ok := s.udpClock.read(p) // initiatorKey within a budget; notes a clock behind (clock_udp.go)
+	key, newer, ok := s.udpClock.read(p, addr) // initiatorKey within a budget; notes a clock behind (clock_udp.go)
 	if !ok {
 		return
 	}
@@ -349,6 +349,25 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	if h == nil {
 		return
 	}
+	if old, ok := u.addr[h]; ok && old != addr && !newer {
+		// A replayed initiation (or one of a clock behind, which
+		// WireGuard drops unless udpClock resets the hub: then it ties
+		// the address) must not take the hub's address from the hub:
+		// its packets would go uncounted, and be answered with
+		// SessionUnknown (unknown.go).
+		return
+	}
+	u.tieLocked(h, addr)
+}
+
+// tie makes addr the UDP address of hub h.
+func (u *udpInbound) tie(h *hub, addr netip.AddrPort) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.tieLocked(h, addr)
+}
+
+func (u *udpInbound) tieLocked(h *hub, addr netip.AddrPort) {
 	if old, ok := u.addr[h]; ok && old != addr {
 		delete(u.peers, old)
 	}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,8 +86,9 @@ type udpClock struct {
 // candidate is a hub whose initiation, stamped ts, WireGuard is about to
 // drop.
 type candidate struct {
-	hb *hub
-	ts noise.Timestamp
+	hb   *hub
+	ts   noise.Timestamp
+	from netip.AddrPort // where it came from
 }
 
 func newUDPClock(s *Server) *udpClock {
@@ -95,15 +97,19 @@ func newUDPClock(s *Server) *udpClock {
 
 // read is initiatorKey for UDP initiations (udpInbound.learnLocked), within
 // the budget of reads; it notes a hub whose timestamp is behind (step 2).
-func (c *udpClock) read(p []byte) (vpn.PublicKey, bool) {
+//
+// newer reports whether the initiation is stamped after every one read
+// before from that key: only such a one may move the hub to a new address
+// (learnLocked), never a replay.
+func (c *udpClock) read(p []byte, from netip.AddrPort) (key vpn.PublicKey, newer, ok bool) {
 	if !c.reads.take() {
 		c.unread.Add(1)
-		return vpn.PublicKey{}, false
+		return vpn.PublicKey{}, false, false
 	}
 	c.readCount.Add(1)
 	in, ok := noise.ReadInitiation(c.s.key, c.s.pub, p)
 	if !ok {
-		return vpn.PublicKey{}, false
+		return vpn.PublicKey{}, false, false
 	}
 	if hb := c.s.hubs.key(in.Static); hb != nil {
 		hb.mu.Lock()
@@ -112,18 +118,19 @@ func (c *udpClock) read(p []byte) (vpn.PublicKey, bool) {
 		behind := hb.newestStamp.After(in.Timestamp)
 		if in.Timestamp.After(hb.newestStamp) {
 			hb.newestStamp, hb.newestAt = in.Timestamp, c.s.now()
+			newer = true
 		}
 		hb.mu.Unlock()
 		if behind {
 			c.mu.Lock()
 			if len(c.candidates) < udpResetsPerSecond {
-				c.candidates = append(c.candidates, candidate{hb, in.Timestamp})
+				c.candidates = append(c.candidates, candidate{hb, in.Timestamp, from})
 				c.pending.Store(true)
 			}
 			c.mu.Unlock()
 		}
 	}
-	return in.Static, true
+	return in.Static, newer, true
 }
 
 // settle looks at the hubs read found behind and resets those that are
@@ -139,11 +146,11 @@ func (c *udpClock) settle() {
 	c.pending.Store(false)
 	c.mu.Unlock()
 	for _, f := range found {
-		c.look(f.hb, f.ts)
+		c.look(f.hb, f.ts, f.from)
 	}
 }
 
-func (c *udpClock) look(hb *hub, ts noise.Timestamp) {
+func (c *udpClock) look(hb *hub, ts noise.Timestamp, from netip.AddrPort) {
 	s := c.s
 	if !hb.dueEvery(&hb.clockLooked, time.Now(), udpClockLookEvery) || hb.online.Load() > 0 {
 		return
@@ -168,6 +175,11 @@ func (c *udpClock) look(hb *hub, ts noise.Timestamp) {
 	hb.newestStamp = ts // what WireGuard will remember once reset
 	hb.mu.Unlock()
 	took, ok := s.resetReplay(hb)
+	if ok && s.bind != nil && s.bind.udpIn != nil {
+		// WireGuard takes this initiation now; its hub is at from
+		// (learnLocked left a stamp behind where it was).
+		s.bind.udpIn.tie(hb, from)
+	}
 	if ok && hb.due(&hb.clockLogged, now) {
 		s.log.Info("hub's clock is behind: its WireGuard replay state reset so that it connects now", logger.Hub, hb.Name,
 			"transport", "udp", "stamped", ts.Time().UTC().Format(time.RFC3339), "earlier", earlier.Time().UTC().Format(time.RFC3339), "took", took.Round(time.Microsecond).String())
