@@ -271,8 +271,8 @@ func (ru *run) mainRig() error {
 
 	ru.phase("latency", func() error { return ru.latency(simAddr("rf"), relay) })
 	ru.phase("sessions", func() error { return ru.sessions(relay, agent) })
-	agentUDP.Proc.Stop()
 	ru.phase("recovery", func() error { return ru.recovery(relay, agent, cold) })
+	agentUDP.Proc.Stop()
 	if ru.o.Held > 0 {
 		ru.phase("held sessions", func() error { return ru.held(relay, agent) })
 	}
@@ -497,9 +497,30 @@ const handshakeGap = 25 * time.Millisecond
 
 func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 	ping := relay.TokenURL("demo", 80, "/ping")
+	pingUDP := relay.TokenURL("demoudp", 80, "/ping")
 	const reps = 3
-	var kill, term, cold []time.Duration
+	var kill, term, killUDP, termUDP, cold []time.Duration
 	var listen []time.Duration
+	// both waits for the TCP hub and the UDP hub at once, from t0.
+	both := func(t0 time.Time, after string) (tcp, udp time.Duration, err error) {
+		var udpErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// An idle UDP hub after a SIGKILL waits for its next
+			// keepalive (25 s) to be asked to handshake again.
+			udp, udpErr = UntilOK(pingUDP, t0, 60*time.Second)
+		}()
+		tcp, err = UntilOK(ping, t0, 30*time.Second)
+		<-done
+		if err == nil {
+			err = udpErr
+		}
+		if err != nil {
+			err = fmt.Errorf("after a relay %s: %w", after, err)
+		}
+		return tcp, udp, err
+	}
 	for range reps {
 		t0 := time.Now()
 		relay.Proc.Kill()
@@ -507,11 +528,11 @@ func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 			return err
 		}
 		listen = append(listen, time.Since(t0))
-		d, err := UntilOK(ping, t0, 30*time.Second)
+		d, du, err := both(t0, "SIGKILL")
 		if err != nil {
-			return fmt.Errorf("after a relay SIGKILL: %w", err)
+			return err
 		}
-		kill = append(kill, d)
+		kill, killUDP = append(kill, d), append(killUDP, du)
 	}
 	for range reps {
 		t0 := time.Now()
@@ -522,11 +543,11 @@ func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 		if err := relay.Start(); err != nil {
 			return err
 		}
-		d, err := UntilOK(ping, t0, 30*time.Second)
+		d, du, err := both(t0, "SIGTERM")
 		if err != nil {
-			return fmt.Errorf("after a relay SIGTERM: %w", err)
+			return err
 		}
-		term = append(term, d)
+		term, termUDP = append(term, d), append(termUDP, du)
 	}
 	cold = append(cold, firstCold.ok)
 	coldConn := []time.Duration{firstCold.connected}
@@ -547,6 +568,8 @@ func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 	worst := slices.Max(kill)
 	ru.r.add("recovery", "relay restart (SIGKILL + start) → request OK: median / max of 3", fmtSec(median(kill))+" / "+fmtSec(worst), "≤ 3 s", ptr(worst <= 3*time.Second))
 	ru.r.add("recovery", "relay restart (SIGTERM + start) → request OK: median / max of 3", fmtSec(median(term))+" / "+fmtSec(slices.Max(term)), "≤ 3 s", ptr(slices.Max(term) <= 3*time.Second))
+	ru.r.add("recovery", "UDP hub: relay restart (SIGKILL + start) → request OK: median / max of 3", fmtSec(median(killUDP))+" / "+fmtSec(slices.Max(killUDP)), "≤ 3 s", ptr(slices.Max(killUDP) <= 3*time.Second))
+	ru.r.add("recovery", "UDP hub: relay restart (SIGTERM + start) → request OK: median / max of 3", fmtSec(median(termUDP))+" / "+fmtSec(slices.Max(termUDP)), "≤ 3 s", ptr(slices.Max(termUDP) <= 3*time.Second))
 	ru.r.add("recovery", "agent cold start → status \"connected\": median / max of 3", fmtSec(median(coldConn))+" / "+fmtSec(slices.Max(coldConn)), "", nil)
 	ru.r.add("recovery", "agent cold start → request OK: median / max of 3", fmtSec(median(cold))+" / "+fmtSec(slices.Max(cold)), "", nil)
 	ru.r.section("Recovery", `**Relay restart**: with the agent connected, the relay process gets SIGKILL (or SIGTERM, which sends every
@@ -554,7 +577,10 @@ agent a GoingAway asking it to wait 1 s plus jitter) and a new relay process sta
 config and key (waiting for its "agents connect to" line took %s, %s, %s after the SIGKILL). The clock
 starts at the signal and stops when a request `+"`GET /ping`"+` through the relay's port 80 and the tunnel,
 repeated every 10 ms on a new connection, is answered 200 by the bulk server behind the agent.
-SIGKILL: %s; SIGTERM: %s.
+SIGKILL: %s; SIGTERM: %s. The UDP hub (its own agent, transport "udp"), timed the same way at the same
+time: SIGKILL: %s; SIGTERM: %s. A UDP hub has no connection that ends with the relay: after SIGTERM the
+old relay leaves its UDP sessions in a file and the new one asks those hubs to handshake as it starts;
+after SIGKILL the new relay answers the hub's next keepalive (every 25 s) with SessionUnknown.
 
 **Cold start**: the clock starts when the hubtunnel process is started (config and key exist) and stops
 when its status API first says "connected" (%s), and, polled at the same time, when the same request
@@ -562,7 +588,7 @@ succeeds (%s); the first of each is the agent's first start of the run. The late
 %s after the previous agent's last handshake: WireGuard refuses an initiation within 20 ms of the
 last one from the same peer (its handshake flood limit), and one started at once, just after the
 previous process reconnected, waits for the 5 s retry.`,
-		fmtSec(listen[0]), fmtSec(listen[1]), fmtSec(listen[2]), fmtList(kill), fmtList(term), fmtList(coldConn), fmtList(cold), handshakeGap)
+		fmtSec(listen[0]), fmtSec(listen[1]), fmtSec(listen[2]), fmtList(kill), fmtList(term), fmtList(killUDP), fmtList(termUDP), fmtList(coldConn), fmtList(cold), handshakeGap)
 	return nil
 }
 

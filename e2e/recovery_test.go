@@ -250,3 +250,52 @@ func TestRelayStopsWithSessionToVanishedHub(t *testing.T) {
 		<-s.relay.done
 	}
 }
+
+// TestUDPHubBackAfterRelayRestart: a UDP hub has no connection that ends
+// with the relay, and an idle one sends only keepalives, which never start
+// a handshake: before SessionUnknown it was unreachable for up to two
+// minutes after a relay restart. After SIGTERM the new relay asks it at
+// once (the old one left its sessions in a file); after SIGKILL the new
+// relay answers the hub's next keepalive (every 25 s). The bounds are far
+// below the two minutes the hub would otherwise take.
+func TestUDPHubBackAfterRelayRestart(t *testing.T) {
+	t.Parallel()
+	for _, kill := range []bool{false, true} {
+		name := map[bool]string{false: "SIGTERM", true: "SIGKILL"}[kill]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newHub(t, setupOpts{udp: true})
+			s.startAgent(agentOpts{transport: "udp"})
+			s.waitConnected(15 * time.Second)
+			s.mustGetWebUI()
+			s.waitSessionsLogged(1)
+
+			if kill {
+				s.relay.kill()
+			} else {
+				s.relay.stop(t)
+				if !strings.Contains(s.relay.logText(), "left the UDP hubs' sessions for the relay that follows") {
+					t.Errorf("the stopping relay did not leave its UDP sessions:\n%s", s.relay.logText())
+				}
+			}
+			restarted := time.Now()
+			s.relay = s.startRelay("relay-2")
+			bound := 20 * time.Second
+			if kill {
+				bound = 45 * time.Second // the agent's keepalive (25 s), then a handshake
+			}
+			poll.Until(t, bound, "the WebUI to load through the restarted relay", func() bool {
+				code, body, err := s.get(s.url("http", "demo", 80, "/"))
+				return err == nil && code == 200 && strings.Contains(body, "HomeMatic WebUI")
+			})
+			t.Logf("relay %s, then start: the UDP hub was back after %v", name, time.Since(restarted).Round(time.Millisecond))
+			if !strings.Contains(s.agent.logText(), "the relay has no session for this hub") {
+				t.Errorf("the agent's log does not say the relay asked it to handshake again")
+			}
+			if !kill && !strings.Contains(s.relay.logText(), "asking the UDP hubs of the relay before to handshake now") {
+				t.Errorf("the new relay did not ask the hubs the old one left:\n%s", s.relay.logText())
+			}
+			s.waitSessionsLogged(1)
+		})
+	}
+}

@@ -267,6 +267,7 @@ func (s *Server) Start() (err error) {
 	if err := s.dev.Up(); err != nil {
 		return fmt.Errorf("relay: agent_listen_udp %s: %w", s.cfg.AgentListenUDP, err)
 	}
+	s.resumeUDP()
 	if err := s.serveHubAPI(); err != nil {
 		return err
 	}
@@ -379,8 +380,12 @@ func (s *Server) Close() error {
 		}
 		if s.bind != nil && s.bind.udpIn != nil {
 			if answers := s.bind.udpIn.goodbye(); len(answers) > 0 {
-				s.bind.sendUnknown(answers)
-				s.log.Info("shutting down: told the UDP hubs to handshake with the relay that follows", "sessions", len(answers))
+				if err := s.saveUnknown(answers); err != nil {
+					s.bind.sendUnknown(answers)
+					s.log.Info("shutting down: told the UDP hubs to handshake with the relay that follows", "sessions", len(answers), "not_saved", err.Error())
+				} else {
+					s.log.Info("shutting down: left the UDP hubs' sessions for the relay that follows to ask", "sessions", len(answers))
+				}
 			}
 		}
 		s.sayGoingAway()

@@ -1,11 +1,19 @@
 package relay
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -98,10 +106,13 @@ func (b *agentBind) sendUnknown(answers []unknownAnswer) {
 
 // goodbye is for a relay shutting down: it drops every UDP message from
 // now on (no handshake is answered by a relay about to lose it) and
-// returns an answer for each session of each UDP hub, so that the hubs
-// start a handshake at once, which WireGuard repeats every 5 s
-// (REKEY_TIMEOUT) until the relay that follows answers. A restart by a
-// service manager thus costs a UDP hub about 5 s, not its next keepalive.
+// returns an answer for each session of each UDP hub. The relay leaves
+// them in a file for the relay that follows, which sends them as it starts
+// (resumeUDP): the hubs handshake with it at once, and a restart by a
+// service manager costs a UDP hub about a second. Where the file cannot be
+// written, the answers go out at once: the hubs' handshakes then meet the
+// closing relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until
+// the next relay answers.
 func (u *udpInbound) goodbye() []unknownAnswer {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -118,4 +129,127 @@ func (u *udpInbound) goodbye() []unknownAnswer {
 		}
 	}
 	return answers
+}
+
+// udpSessionsFile is where goodbye's answers wait for the relay that
+// follows: beside the SQLite store, or the config file for a postgres://
+// store (each relay its own). "" when there is neither (a config made in
+// code without a store path): the answers go out at once.
+func (c *Config) udpSessionsFile() string {
+	switch {
+	case !store.IsPostgres(c.Store) && c.Store != "":
+		return filepath.Join(filepath.Dir(c.Store), "udp-sessions.json")
+	case c.dir != "":
+		return filepath.Join(c.dir, "udp-sessions.json")
+	}
+	return ""
+}
+
+// savedSessions is the file: when it was written and each answer's
+// address and index.
+type savedSessions struct {
+	Written  time.Time      `json:"written"`
+	Sessions []savedSession `json:"sessions"`
+}
+
+type savedSession struct {
+	Addr  string `json:"addr"`
+	Index uint32 `json:"index"`
+}
+
+const (
+	// savedSessionsFresh is how old the file may be: beyond it the hubs
+	// have handshaken by themselves (REKEY_AFTER_TIME), or moved on.
+	savedSessionsFresh = 2 * time.Minute
+	// savedSessionsMax bounds what is read: 4 sessions of 250,000 hubs.
+	savedSessionsMax = 1_000_000
+)
+
+// saveUnknown writes answers to the file for the relay that follows.
+func (s *Server) saveUnknown(answers []unknownAnswer) error {
+	path := s.cfg.udpSessionsFile()
+	if path == "" {
+		return errors.New("no folder for it")
+	}
+	f := savedSessions{Written: time.Now().UTC()}
+	for _, a := range answers {
+		i, _ := wire.ParseSessionUnknown(a.msg[:])
+		f.Sessions = append(f.Sessions, savedSession{Addr: a.ep.DstToString(), Index: i})
+	}
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, data, 0o600)
+}
+
+// loadUnknown reads and removes the file a relay before left, and returns
+// its answers if it is fresh. A missing file is no answers; a damaged one
+// is logged and removed.
+func (s *Server) loadUnknown(now time.Time) []unknownAnswer {
+	path := s.cfg.udpSessionsFile()
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	os.Remove(path)
+	answers, err := parseSavedSessions(data, now)
+	if err != nil {
+		s.log.Warn("ignoring the UDP sessions the relay before left", "file", path, "err", err.Error())
+	}
+	return answers
+}
+
+func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, error) {
+	var f savedSessions
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("damaged: %w", err)
+	}
+	if age := now.Sub(f.Written); age > savedSessionsFresh || age < -time.Minute {
+		return nil, nil // stale: the hubs found the relay by themselves
+	}
+	if len(f.Sessions) > savedSessionsMax {
+		return nil, fmt.Errorf("%d sessions, more than %d", len(f.Sessions), savedSessionsMax)
+	}
+	answers := make([]unknownAnswer, 0, len(f.Sessions))
+	for _, ss := range f.Sessions {
+		addr, err := netip.ParseAddrPort(ss.Addr)
+		if err != nil || !addr.IsValid() || addr.Port() == 0 {
+			return nil, fmt.Errorf("damaged: address %q", ss.Addr)
+		}
+		a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}}
+		copy(a.msg[:], wire.AppendSessionUnknown(nil, ss.Index))
+		answers = append(answers, a)
+	}
+	return answers, nil
+}
+
+// resumeUDP sends the answers the relay before left, once this relay's
+// UDP socket is open and its hubs are WireGuard peers, a batch at a time so
+// that the socket's buffer is not overrun.
+func (s *Server) resumeUDP() {
+	if s.bind == nil || s.bind.udp == nil {
+		return
+	}
+	answers := s.loadUnknown(time.Now())
+	if len(answers) == 0 {
+		return
+	}
+	s.log.Info("asking the UDP hubs of the relay before to handshake now", "sessions", len(answers))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		const batch = 256
+		for i := 0; i < len(answers); i += batch {
+			s.bind.sendUnknown(answers[i:min(i+batch, len(answers))])
+			select {
+			case <-s.closing:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
 }

@@ -1,7 +1,11 @@
 package relay
 
 import (
+	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -77,5 +81,44 @@ func TestGoodbye(t *testing.T) {
 	keepalive[0] = 4
 	if n := u.admit([][]byte{keepalive}, []int{32}, []conn.Endpoint{&conn.StdNetEndpoint{AddrPort: a}}, 1); n != 0 {
 		t.Errorf("admit kept %d messages after goodbye; want none", n)
+	}
+}
+
+// TestSavedSessions: what a relay shutting down leaves is sent by the next
+// one if fresh, never if stale, and a damaged file is an error, not a
+// crash; the file is gone after it was read.
+func TestSavedSessions(t *testing.T) {
+	dir := t.TempDir()
+	s := &Server{cfg: Config{Store: filepath.Join(dir, "relay.db")}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var answers []unknownAnswer
+	for i, a := range []string{"192.0.2.7:51820", "[2001:db8::1]:4000"} {
+		an := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort(a)}}
+		copy(an.msg[:], wire.AppendSessionUnknown(nil, uint32(100+i)))
+		answers = append(answers, an)
+	}
+	if err := s.saveUnknown(answers); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "udp-sessions.json")
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the file: %v, %v; want mode 0600", fi, err)
+	}
+	got := s.loadUnknown(time.Now())
+	if len(got) != 2 || got[0].msg != answers[0].msg || got[1].ep.DstToString() != "[2001:db8::1]:4000" {
+		t.Errorf("read back %d answers: %+v", len(got), got)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("the file is still there after it was read: %v", err)
+	}
+	if err := s.saveUnknown(answers); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.loadUnknown(time.Now().Add(savedSessionsFresh + time.Second)); len(got) != 0 {
+		t.Errorf("%d answers from a stale file; want none", len(got))
+	}
+	for _, bad := range []string{"{", `{"written":"` + time.Now().UTC().Format(time.RFC3339) + `","sessions":[{"addr":"nonsense","index":1}]}`} {
+		if _, err := parseSavedSessions([]byte(bad), time.Now()); err == nil {
+			t.Errorf("parseSavedSessions(%q) took it", bad)
+		}
 	}
 }
