@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -227,6 +228,8 @@ type udpInbound struct {
 
 	unknown unknownAnswers // to transport messages for sessions not known here (unknown.go)
 	closing bool           // the relay is shutting down: every message is dropped (goodbye)
+
+	saveWarned atomic.Bool // saveUDPSessions has logged that it cannot write its file
 }
 
 // udpPeer is a UDP hub's address as the relay knows it.

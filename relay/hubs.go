@@ -364,7 +364,12 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 
 // recordUDPHubs records, every udpRecordEvery until the relay closes,
 // which hubs without a TCP connection are online over UDP.
-func (s *Server) recordUDPHubs() { s.every(udpRecordEvery, s.sweepUDPHubs) }
+func (s *Server) recordUDPHubs() {
+	s.every(udpRecordEvery, func() {
+		s.sweepUDPHubs()
+		s.saveUDPSessions() // unknown.go: for the relay after a crash
+	})
+}
 
 // sweepUDPHubs notes for the store, of each hub without a TCP connection,
 // whether it is online over UDP (a fresh handshake whose endpoint is not a

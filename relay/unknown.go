@@ -107,16 +107,23 @@ func (b *agentBind) sendUnknown(answers []unknownAnswer) {
 // goodbye is for a relay shutting down: it drops every UDP message from
 // now on (no handshake is answered by a relay about to lose it) and
 // returns an answer for each session of each UDP hub. The relay leaves
-// them in a file for the relay that follows, which sends them as it starts
-// (resumeUDP): the hubs handshake with it at once, and a restart by a
+// them in a file for the relay that follows (as it does every 30 s, for a
+// relay that follows a crash), which sends them as it starts (resumeUDP): the hubs handshake with it at once, and a restart by a
 // service manager costs a UDP hub about a second. Where the file cannot be
 // written, the answers go out at once: the hubs' handshakes then meet the
 // closing relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until
 // the next relay answers.
 func (u *udpInbound) goodbye() []unknownAnswer {
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	u.closing = true
+	u.mu.Unlock()
+	return u.snapshot()
+}
+
+// snapshot returns an answer for each session of each UDP hub.
+func (u *udpInbound) snapshot() []unknownAnswer {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	var answers []unknownAnswer
 	for addr, pe := range u.peers {
 		for _, id := range pe.idx.ids {
@@ -225,6 +232,23 @@ func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, error) {
 		answers = append(answers, a)
 	}
 	return answers, nil
+}
+
+// saveUDPSessions writes the UDP hubs' sessions now and then
+// (udpRecordEvery, with sweepUDPHubs), so that after a SIGKILL or a crash
+// the next relay asks them too: the hubs keep the last four sessions they
+// sent on, so a file of half a minute ago still names one of them.
+func (s *Server) saveUDPSessions() {
+	if s.bind == nil || s.bind.udpIn == nil {
+		return
+	}
+	answers := s.bind.udpIn.snapshot()
+	if len(answers) == 0 {
+		return
+	}
+	if err := s.saveUnknown(answers); err != nil && !s.bind.udpIn.saveWarned.Swap(true) {
+		s.log.Warn("could not keep the UDP hubs' sessions for a restart", "err", err.Error())
+	}
 }
 
 // resumeUDP sends the answers the relay before left, once this relay's
