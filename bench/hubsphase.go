@@ -93,7 +93,7 @@ func (ru *run) hubs() error {
 	time.Sleep(10 * time.Second)
 	mLater, _ := rn.Proc.Mem()
 	fleetMem, _ := fleet.Mem()
-	heapConn := filepath.Join(dir, "relay-heap-connected.pb.gz")
+	heapConn := filepath.Join(os.TempDir(), "hubtunnel-relay-heap-connected.pb.gz") // kept: the run's dir is removed
 	saveHeap(rn.DebugAddr, heapConn)
 
 	// The relay keeps a hub's WireGuard peer only while it is active
@@ -108,7 +108,7 @@ func (ru *run) hubs() error {
 	if err != nil {
 		return err
 	}
-	heapIdle := filepath.Join(dir, "relay-heap-idle.pb.gz")
+	heapIdle := filepath.Join(os.TempDir(), "hubtunnel-relay-heap-idle.pb.gz")
 	saveHeap(rn.DebugAddr, heapIdle)
 	drops := strings.Count(rn.Proc.Log(), `msg="hub disconnected" `)
 	still := connected() - drops
