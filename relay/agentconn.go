@@ -189,10 +189,14 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 			}
 			s.noteInitiation(hb, in, !ac.firstDone) // a hub's clock behind (clock.go)
 			ac.firstDone = true
+			s.usePeer(hb, false) // the hub's peer, if it was idle (peers.go)
 		} else if kind == wire.Initiation {
 			if in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n]); ok && in.Static == hb.key {
 				s.noteInitiation(hb, in, false)
+				s.usePeer(hb, false)
 			}
+		} else if ac.state.Load() == connVerified {
+			hb.markUsed()
 		}
 		// Only a connection the hub's handshake came over is held back: its
 		// packets can reach the netstack and be counted out. Anything else

@@ -198,6 +198,7 @@ func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			if n > 0 {
 				n = b.udpIn.admit(packets, sizes, eps, n)
 				b.udpIn.s.udpClock.settle() // clock_udp.go
+				b.udpIn.s.wakePeers()       // peers.go
 			}
 			if n > 0 || err != nil {
 				return n, err
@@ -361,6 +362,9 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 		return
 	}
 	u.tieLocked(h, addr)
+	if newer {
+		s.wantPeer(h) // peers.go; an initiation behind waits for udpClock
+	}
 }
 
 // tie makes addr the UDP address of hub h.

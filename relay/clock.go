@@ -109,8 +109,10 @@ func (s *Server) resetReplay(hb *hub) (time.Duration, bool) {
 	s.dev.RemovePeer(hb.key)
 	if err := s.dev.AddPeer(vpn.Peer{PublicKey: hb.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(hb.ip, hb.ip.BitLen())}}); err != nil {
 		s.log.Warn("adding the hub's WireGuard peer again", logger.Hub, hb.Name, logger.Err, err)
+		s.peerOffLocked(hb)
 		return 0, false
 	}
+	s.peerOnLocked(hb)
 	s.debug.replayResets.Add(1)
 	return time.Since(start), true
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -13,11 +14,15 @@ import (
 // The relay's debug listener (debug_listen, off by default, loopback
 // only): what a test or an operator on the relay's own machine counts to
 // see that a fault left nothing behind. It says nothing of hubs, users or
-// keys. The Prometheus metrics are meant to replace it.
+// keys. The Prometheus metrics are meant to replace it. It also serves Go's
+// profiles under /debug/pprof/ (heap, goroutine, allocs, profile): where a
+// relay's memory per hub goes (bench/hubsphase.go). A heap profile holds
+// allocation sites and sizes, not their contents.
 
 // DebugState is what GET /debug/state on debug_listen answers.
 type DebugState struct {
 	Goroutines       int   `json:"goroutines"`        // runtime.NumGoroutine
+	WireGuardPeers   int   `json:"wireguard_peers"`   // hubs with a WireGuard peer now (peers.go: only active ones)
 	AgentConnections int   `json:"agent_connections"` // open agent connections, claimed or not
 	ReplayResets     int64 `json:"replay_resets"`     // hubs' WireGuard replay state reset (clock.go) since start
 }
@@ -59,9 +64,12 @@ func (s *Server) startDebug() error {
 		json.NewEncoder(w).Encode(DebugState{
 			Goroutines:       runtime.NumGoroutine(),
 			AgentConnections: s.agentCount(),
+			WireGuardPeers:   int(s.peerCount.Load()),
 			ReplayResets:     s.debug.replayResets.Load(),
 		})
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	s.debugSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.debugSrv.Serve(ln)
 	s.log.Info("debug state", "url", "http://"+ln.Addr().String()+"/debug/state")

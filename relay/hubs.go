@@ -127,6 +127,15 @@ type hub struct {
 	// (Server.needsChecksum). Cleared when its last connection goes: a UDP
 	// agent, or one before Features, gets them.
 	noChecksum atomic.Bool
+
+	// peerOn: WireGuard has a peer for the hub now (peers.go: only while
+	// it is active), changed under Server.peersMu; peerUsed: a packet
+	// went to or came from it since the last sweep. peerBytes and
+	// peerQuiet, the sweep's: WireGuard's byte count of the peer when it
+	// last moved, and when. Under peersMu.
+	peerOn, peerUsed atomic.Bool
+	peerBytes        uint64
+	peerQuiet        time.Time
 }
 
 func newRegistry(hubs []HubConfig, now func() time.Time) *registry {
@@ -447,7 +456,8 @@ func sourceIPv4(p []byte) netip.Addr {
 // hubs: at start, and whenever the store's Revision moves (a hub added,
 // changed, disabled or removed by hubrelay or the portal), so no change
 // needs a restart. A hub that went has its peer removed and its agent
-// connections closed; a hub that came gets its peer. The caller
+// connections closed; a hub that came gets its peer once it is active
+// (peers.go). The caller
 // serialises calls (Start, then refresh under refreshMu).
 func (s *Server) syncHubs() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -478,13 +488,12 @@ func (s *Server) syncHubs() error {
 	added, removed := s.hubs.replace(list)
 	for _, h := range removed {
 		s.dev.RemovePeer(h.key)
+		s.peerOffLocked(h)
 		n := s.closeAgents(h)
 		s.log.Info("hub no longer served (disabled, removed or changed in the store)", logger.Hub, h.Name, "agents_closed", n)
 	}
 	for _, h := range added {
-		if err := s.dev.AddPeer(vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}}); err != nil {
-			return fmt.Errorf("relay: hub %s: %w", h.Name, err)
-		}
+		// Its WireGuard peer comes with its first packet (peers.go).
 		if !starting {
 			s.log.Info("hub served now", logger.Hub, h.Name, "tunnel_ip", h.ip)
 		}

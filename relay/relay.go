@@ -21,7 +21,8 @@
 //  3. proxy.go forwards the request with httputil.ReverseProxy over a
 //     kept-alive connection of the hub's own pool, which the relay's
 //     netstack dials to the hub's tunnel address on the same port.
-//  4. WireGuard encrypts the netstack's packets for the hub's peer and sends
+//  4. peerTUN (peers.go) makes sure the hub has a WireGuard peer (only
+//     active hubs have one), and WireGuard encrypts the netstack's packets for it and sends
 //     them through agentBind (bind.go) to the endpoint the hub last spoke
 //     from: its agent connection, whose wire.Conn frames a batch into one
 //     write (agentconn.go).
@@ -162,8 +163,15 @@ type Server struct {
 	goingAway bool           // Close has begun telling agents; no new ones
 
 	// peersMu: one change of WireGuard's peers at a time (syncHubs,
-	// resetReplay in clock.go).
-	peersMu sync.Mutex
+	// resetReplay in clock.go, addPeer and sweepPeers in peers.go).
+	// peerCount: the hubs with a peer now.
+	peersMu   sync.Mutex
+	peerCount atomic.Int64
+	// wakeMu guards the peers being added for WireGuard's goroutines
+	// (wakePeer) and those UDP initiations asked for (wantPeer).
+	wakeMu sync.Mutex
+	waking map[*hub]chan struct{}
+	wanted []*hub
 }
 
 // New prepares a relay from a validated config. version is shown to agents.
@@ -250,7 +258,7 @@ func (s *Server) Start() (err error) {
 		s.bind.udpIn = newUDPInbound(s)
 		s.udpClock = newUDPClock(s)
 	}
-	if s.dev, err = vpn.NewDevice(&inboundTUN{Device: s.stack.Device(), hubs: s.hubs}, s.bind, k, s.logf); err != nil {
+	if s.dev, err = vpn.NewDevice(&peerTUN{&inboundTUN{Device: s.stack.Device(), hubs: s.hubs}, s}, s.bind, k, s.logf); err != nil {
 		s.stack.Close()
 		s.stack = nil
 		return fmt.Errorf("relay: %w", err)
@@ -310,6 +318,8 @@ func (s *Server) Start() (err error) {
 		s.wg.Add(1)
 		go s.recordUDPHubs()
 	}
+	s.wg.Add(1)
+	go s.every(peerSweepEvery, s.sweepPeers)
 	for _, e := range portmap.Fixed() {
 		if ln := s.publicLn[e.Port]; ln != nil {
 			s.wg.Add(1)

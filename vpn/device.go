@@ -95,6 +95,15 @@ func (d *Device) SetEndpoint(pk PublicKey, endpoint string) error {
 	return d.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", pk.hex(), endpoint))
 }
 
+// SetPeerEndpoint points a peer at ep, as its last authenticated packet
+// from there would: for a bind's own endpoints (the relay's agent
+// connections), which SetEndpoint's text cannot name.
+func (d *Device) SetPeerEndpoint(pk PublicKey, ep conn.Endpoint) {
+	if p := d.dev.LookupPeer(device.NoisePublicKey(pk)); p != nil {
+		p.SetEndpointFromPacket(ep)
+	}
+}
+
 // Rebind closes and reopens the bind (its receive functions included), as
 // wireguard-go does when the listen port changes.
 func (d *Device) Rebind() error {

@@ -1,0 +1,237 @@
+package relay
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// WireGuard peers only for active hubs.
+//
+// A WireGuard peer costs the relay ~29 KB whether it carries anything or
+// not: wireguard-go gives every peer an inbound and an outbound queue of
+// 1024 slots (16 KB), a staged queue, two goroutines, five timers and its
+// handshake state. With a peer for every configured hub that was most of
+// the relay's memory per idle hub (issue 18). So a hub has a peer only
+// while packets move:
+//
+//   - added when one of the hub's handshake initiations arrives, before
+//     WireGuard reads it: over TCP by the connection's reader (serveAgent),
+//     over UDP by the socket's receive path (udpInbound.learnLocked notes
+//     the hub, agentBind.receiveUDP waits for wakePeers); and when the
+//     relay sends the hub a packet (peerTUN.Read: a request for it),
+//     pointed at the hub's latest verified connection or UDP address, so
+//     that WireGuard's initiation goes where the hub is;
+//   - removed by sweepPeers once nothing moved either way (WireGuard's
+//     byte counts, and the packets peerTUN and the reader saw) for
+//     peerIdleAfter, and its last handshake is as old: longer than
+//     WireGuard's REJECT_AFTER_TIME, so neither side still holds a session
+//     key that could carry a packet, and the hub's next packet after it is
+//     a handshake initiation, which adds the peer again. Removing it loses
+//     nothing but WireGuard's replay state for the hub, which the relay
+//     already resets for hubs whose clock is behind (clock.go): an old
+//     initiation over UDP adds no peer (only one newer than every
+//     initiation read from the hub does), and one replayed over TCP meets
+//     the clone check while the hub is connected.
+//
+// WireGuard's own goroutines never add a peer themselves: wireguard-go's
+// Close holds the lock that adding one takes while it waits for them. They
+// ask wakePeer, whose goroutine adds it, and wait for it or for Close.
+const (
+	peerIdleAfter  = rejectAfterTime + 30*time.Second
+	peerSweepEvery = 30 * time.Second
+)
+
+// usePeer makes sure hub h has a WireGuard peer, adding it if it has none,
+// and marks it used. From WireGuard's goroutines (wait = true) it waits
+// for wakePeer's goroutine instead of adding it itself; it reports false
+// if the relay closed meanwhile.
+func (s *Server) usePeer(h *hub, wait bool) bool {
+	if h.peerOn.Load() {
+		if !h.peerUsed.Load() {
+			h.peerUsed.Store(true)
+		}
+		return true
+	}
+	if !wait {
+		s.addPeer(h)
+		return true
+	}
+	select {
+	case <-s.wakePeer(h):
+		return true
+	case <-s.closing:
+		return false
+	}
+}
+
+// markUsed notes that a packet came from h, if it has a peer, so that the
+// sweep leaves it.
+func (h *hub) markUsed() {
+	if h.peerOn.Load() && !h.peerUsed.Load() {
+		h.peerUsed.Store(true)
+	}
+}
+
+// wakePeer adds h's peer from a goroutine of its own and returns a channel
+// closed once that is done; callers for the same hub share it.
+func (s *Server) wakePeer(h *hub) <-chan struct{} {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	if ch, ok := s.waking[h]; ok {
+		return ch
+	}
+	if s.waking == nil {
+		s.waking = map[*hub]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	s.waking[h] = ch
+	go func() {
+		s.addPeer(h)
+		s.wakeMu.Lock()
+		delete(s.waking, h)
+		s.wakeMu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+// wantPeer notes that a UDP hub's initiation in the batch being read needs
+// its peer; wakePeers adds them once the socket's lock is released.
+// Called under udpInbound's lock.
+func (s *Server) wantPeer(h *hub) {
+	if h.peerOn.Load() {
+		return
+	}
+	s.wakeMu.Lock()
+	s.wanted = append(s.wanted, h)
+	s.wakeMu.Unlock()
+}
+
+// wakePeers adds the peers wantPeer noted and waits until they are there
+// (or the relay closes), before WireGuard reads the batch.
+func (s *Server) wakePeers() {
+	s.wakeMu.Lock()
+	want := s.wanted
+	s.wanted = nil
+	s.wakeMu.Unlock()
+	for _, h := range want {
+		if !s.usePeer(h, true) {
+			return
+		}
+	}
+}
+
+// addPeer gives h its WireGuard peer if it is still served and has none,
+// pointed at the hub's latest verified connection or, failing that, its
+// UDP address.
+func (s *Server) addPeer(h *hub) {
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	if h.peerOn.Load() || s.hubs.key(h.key) != h {
+		return
+	}
+	p := vpn.Peer{PublicKey: h.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(h.ip, h.ip.BitLen())}}
+	var ac *agentConn
+	h.mu.Lock()
+	if n := len(h.conns); n > 0 {
+		ac = h.conns[n-1]
+	}
+	h.mu.Unlock()
+	if u := s.bind.udpIn; ac == nil && u != nil {
+		u.mu.Lock()
+		if a, ok := u.addr[h]; ok {
+			p.Endpoint = a.String()
+		}
+		u.mu.Unlock()
+	}
+	if err := s.dev.AddPeer(p); err != nil {
+		s.repeatLog.Warn("adding a hub's WireGuard peer failed", logger.Hub, h.Name, logger.Err, err)
+		return
+	}
+	if ac != nil {
+		s.dev.SetPeerEndpoint(h.key, ac)
+	}
+	s.peerOnLocked(h)
+}
+
+// peerOnLocked and peerOffLocked record that WireGuard has, or no longer
+// has, h's peer. Under peersMu.
+func (s *Server) peerOnLocked(h *hub) {
+	if h.peerOn.Swap(true) {
+		return
+	}
+	h.peerUsed.Store(true)
+	h.peerBytes, h.peerQuiet = 0, s.now()
+	s.peerCount.Add(1)
+}
+
+func (s *Server) peerOffLocked(h *hub) {
+	if h.peerOn.Swap(false) {
+		s.peerCount.Add(-1)
+	}
+}
+
+// sweepPeers removes the peers of hubs idle for peerIdleAfter (above),
+// every peerSweepEvery until the relay closes.
+func (s *Server) sweepPeers() {
+	st, err := s.dev.Stats() // only the peers there are: the active hubs
+	if err != nil {
+		return
+	}
+	now := s.now()
+	s.peersMu.Lock()
+	defer s.peersMu.Unlock()
+	for _, h := range s.hubs.all() {
+		if !h.peerOn.Load() {
+			continue
+		}
+		ps, ok := st[h.key]
+		moved := ps.RxBytes + ps.TxBytes
+		if h.peerUsed.Swap(false) || !ok || moved != h.peerBytes {
+			h.peerBytes, h.peerQuiet = moved, now // !ok: added after the dump
+			continue
+		}
+		if now.Sub(h.peerQuiet) < peerIdleAfter || !ps.LastHandshake.IsZero() && now.Sub(ps.LastHandshake) < peerIdleAfter {
+			continue
+		}
+		s.dev.RemovePeer(h.key)
+		s.peerOffLocked(h)
+	}
+}
+
+// peerTUN is the netstack's TUN device as WireGuard reads from it: each
+// packet for a hub makes sure the hub has a peer (usePeer) before
+// WireGuard looks for one, so that a request for a hub idle for minutes
+// goes out at once, with a new handshake, rather than being dropped.
+type peerTUN struct {
+	*inboundTUN
+	s *Server
+}
+
+func (d *peerTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := d.inboundTUN.Read(bufs, sizes, offset)
+	byIP := d.s.hubs.set.Load().byIP
+	var last netip.Addr
+	for i := range n {
+		dst := destIPv4(bufs[i][offset : offset+sizes[i]])
+		if dst == last {
+			continue // a batch goes mostly to one hub
+		}
+		last = dst
+		if h := byIP[dst]; h != nil && !d.s.usePeer(h, true) {
+			return n, err // closing: WireGuard drops them
+		}
+	}
+	return n, err
+}
+
+// destIPv4 is the destination address of an IPv4 packet, or the zero Addr.
+func destIPv4(p []byte) netip.Addr {
+	if len(p) < 20 || p[0]>>4 != 4 {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4([4]byte(p[16:20]))
+}

@@ -1,0 +1,134 @@
+package relay
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+)
+
+// peers is how many WireGuard peers the relay's device has.
+func (tr *testRelay) peers(t *testing.T) int {
+	t.Helper()
+	st, err := tr.dev.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(st)) != tr.peerCount.Load() {
+		t.Fatalf("WireGuard has %d peers, the relay counts %d", len(st), tr.peerCount.Load())
+	}
+	return len(st)
+}
+
+// idle lets hub h's peer go idle: sweeps, each a peerIdleAfter later on
+// the relay's clock, until the peer is gone.
+func (tr *testRelay) idle(t *testing.T, h *hub) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, "the idle hub's WireGuard peer to be removed", func() bool {
+		tr.sweepPeers()
+		tr.clock.advance(peerIdleAfter)
+		tr.sweepPeers()
+		return !h.peerOn.Load()
+	})
+}
+
+// TestIdleHubHasNoPeerAndStillConnects: a configured hub costs the relay
+// no WireGuard peer until it is active; an agent connecting over TCP gets
+// one with its first handshake, loses it once idle for peerIdleAfter while
+// it stays connected, and a request for it then still goes through (the
+// relay adds the peer for the request's packets and handshakes itself), as
+// does the agent's own next handshake.
+func TestIdleHubHasNoPeerAndStillConnects(t *testing.T) {
+	tr := startTestRelay(t, false, "a", "b")
+	if n := tr.peers(t); n != 0 {
+		t.Fatalf("a relay with 2 hubs, none connected, has %d WireGuard peers; want 0", n)
+	}
+	h := tr.hubs.name("a")
+	a := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
+	poll.Until(t, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(h) })
+	if code, err := tr.get("a"); err != nil || code != 200 {
+		t.Fatalf("GET a: %d %v", code, err)
+	}
+	if n := tr.peers(t); n != 1 {
+		t.Fatalf("%d WireGuard peers with hub a connected; want 1", n)
+	}
+
+	tr.idle(t, h)
+	if n := tr.peers(t); n != 0 || !tr.hubs.online(h) {
+		t.Fatalf("idle hub a: %d peers, online %v; want 0 peers and still online", n, tr.hubs.online(h))
+	}
+	if code, err := tr.get("a"); err != nil || code != 200 {
+		t.Fatalf("GET a after it was idle: %d %v, want 200", code, err)
+	}
+	if n := tr.peers(t); n != 1 {
+		t.Fatalf("%d WireGuard peers after a request for idle hub a; want 1", n)
+	}
+
+	tr.idle(t, h)
+	before := a.lastHandshake()
+	// WireGuard refuses a second initiation within 20 ms of the last.
+	poll.Until(t, time.Second, "20 ms since the last handshake", func() bool { return time.Since(before) > 25*time.Millisecond })
+	a.dev.Handshake(tr.PublicKey())
+	poll.Until(t, 10*time.Second, "the agent's handshake after it was idle", func() bool { return a.lastHandshake().After(before) })
+	if code, err := tr.get("a"); err != nil || code != 200 {
+		t.Fatalf("GET a after the agent's handshake: %d %v, want 200", code, err)
+	}
+}
+
+// TestIdleUDPHubHandshakesAgain: a UDP hub, which has no connection, gets
+// its peer from its first initiation, and again from its next one after
+// the relay removed it for idleness.
+func TestIdleUDPHubHandshakesAgain(t *testing.T) {
+	tr := startTestRelay(t, true, "a")
+	if n := tr.peers(t); n != 0 {
+		t.Fatalf("a relay with hub a not connected has %d WireGuard peers; want 0", n)
+	}
+	k := tr.keys["a"]
+	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("100.96.0.2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := vpn.NewDevice(stack.Device(), conn.NewStdNetBind(), k, t.Logf)
+	if err != nil {
+		stack.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close(); stack.Close() })
+	relayIP := tr.cfg.tunnelIP
+	if err := dev.AddPeer(vpn.Peer{PublicKey: tr.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(relayIP, 32)}, Endpoint: tr.cfg.AgentListenUDP}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	last := func() time.Time {
+		st, err := dev.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st[tr.PublicKey()].LastHandshake
+	}
+	dev.Handshake(tr.PublicKey())
+	poll.Until(t, 10*time.Second, "the UDP agent's first handshake", func() bool { return !last().IsZero() })
+	if n := tr.peers(t); n != 1 {
+		t.Fatalf("%d WireGuard peers with UDP hub a handshaken; want 1", n)
+	}
+
+	h := tr.hubs.name("a")
+	tr.idle(t, h)
+	if n := tr.peers(t); n != 0 {
+		t.Fatalf("%d WireGuard peers with UDP hub a idle; want 0", n)
+	}
+	before := last()
+	poll.Until(t, time.Second, "20 ms since the last handshake", func() bool { return time.Since(before) > 25*time.Millisecond })
+	dev.Handshake(tr.PublicKey())
+	poll.Until(t, 10*time.Second, "the UDP agent's handshake after it was idle", func() bool { return last().After(before) })
+	if n := tr.peers(t); n != 1 {
+		t.Fatalf("%d WireGuard peers after UDP hub a handshook again; want 1", n)
+	}
+}
