@@ -71,6 +71,10 @@ type Agent struct {
 	// that then does not know the new key did not take it (onRefused).
 	rotatedFrom *vpn.PrivateKey
 	rotating    sync.Mutex // one RotateKey at a time
+	// hubInfo is the relay's last HubInfo not yet taken by keysLoop, which
+	// hubInfoWake wakes (keys.go onHubInfo).
+	hubInfo     atomic.Pointer[hubInfoOn]
+	hubInfoWake chan struct{}
 	stack       *netstack.Stack
 	fw          *firewall.Device
 	tr          transport // how the relay is reached (transport.go); set before dev
@@ -98,7 +102,7 @@ type Agent struct {
 
 // New prepares an agent from a validated config.
 func New(cfg *Config, version string, logf logger.Logf) *Agent {
-	a := &Agent{cfg: cfg, version: version, closing: make(chan struct{}), restart: make(chan Restart, 1)}
+	a := &Agent{cfg: cfg, version: version, closing: make(chan struct{}), restart: make(chan Restart, 1), hubInfoWake: make(chan struct{}, 1)}
 	logf = a.logs.tee(logf) // the panel shows the last lines
 	a.logf = logf
 	a.fwd = portmap.Forwarder{Logf: logf}
@@ -197,6 +201,7 @@ func (a *Agent) startTunnel() error {
 		key:        k,
 		sent:       a.stack.Sent,
 		relayHello: a.onRelayHello,
+		hubInfo:    a.onHubInfo,
 		refused:    a.onRefused,
 		logf:       a.logf,
 	})

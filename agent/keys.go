@@ -23,9 +23,13 @@ import (
 
 // Keys over time, the agent's side (the relay's is relay/keys.go).
 //
-// The relay's key: the agent asks the relay for its keys at every new
-// relay connection and once a day, inside the tunnel, and keeps the next
-// one in relay-keys.json. When a relay's Hello then names that next key
+// The relay's key: the agent learns the relay's keys at every new relay
+// connection and once a day, and keeps the next one in relay-keys.json.
+// Over TCP and TLS the relay says them (and the hub's name) in a HubInfo
+// frame with its first handshake response, MAC'd with the pinned key
+// (onHubInfo); otherwise (UDP, a relay before HubInfo, the daily look on a
+// connection that lasts) the agent asks inside the tunnel, an HTTP request
+// of 2.2 KB on the wire. When a relay's Hello then names that next key
 // (the operator promoted it), the agent pins it and connects again at
 // once: a relay key change strands no hub that has connected since the
 // operator made the next key. The file says which configured key it
@@ -169,7 +173,30 @@ func (a *Agent) learnRelayKeys(ctx context.Context) error {
 			return fmt.Errorf("relay keys: next: %w", err)
 		}
 	}
-	a.learnName(keys.Hub, keys.URL)
+	return a.learnKeys(next, keys.Hub, keys.URL)
+}
+
+// hubInfoOn is a HubInfo and the relay connection it came on.
+type hubInfoOn struct {
+	info  wire.HubInfo
+	conns uint64
+}
+
+// onHubInfo hears the relay's HubInfo, which came on relay connection
+// conns (the transport's count) with the first handshake response, on the
+// bind's reader: keysLoop, woken, takes it (it writes files).
+func (a *Agent) onHubInfo(info wire.HubInfo, conns uint64) {
+	a.hubInfo.Store(&hubInfoOn{info: info, conns: conns})
+	select {
+	case a.hubInfoWake <- struct{}{}:
+	default:
+	}
+}
+
+// learnKeys takes the relay's next key and what it calls this hub now,
+// as the relay said them, and keeps them.
+func (a *Agent) learnKeys(next vpn.PublicKey, hub, url string) error {
+	a.learnName(hub, url)
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
 	a.keysLearned = time.Now().UTC().Truncate(time.Second)
@@ -411,17 +438,26 @@ func (a *Agent) awaitNewTunnel(ctx context.Context, switched time.Time, conns ui
 	}
 }
 
-// keysLoop asks the relay for its keys at every new relay connection and
-// once a day, and replaces the hub's key once it is a year old.
+// keysLoop learns the relay's keys at every new relay connection (from its
+// HubInfo, else by asking) and once a day, and replaces the hub's key once
+// it is a year old.
 func (a *Agent) keysLoop() {
 	defer a.wg.Done()
 	// A look at the agent's own state every few seconds costs nothing
 	// on the network; only a new connection or a day sends a request.
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
-	asked := ^uint64(0) // the connection count at the last ask
+	asked := ^uint64(0) // the connection count at the last ask or HubInfo
 	started := time.Now()
 	for {
+		// Before the status: a connection that is up had its HubInfo,
+		// if any, stored before WireGuard took the handshake response.
+		if p := a.hubInfo.Swap(nil); p != nil {
+			if err := a.learnKeys(p.info.Next, p.info.Hub, p.info.URL); err != nil {
+				a.logf("agent: keeping what the relay said of its keys: %v", err)
+			}
+			asked = p.conns
+		}
 		st := a.Status()
 		if a.cfg.Transport == "udp" && st.State != localapi.StateConnected {
 			a.tryOtherRelayKey(st.LastHandshake, started)
@@ -451,6 +487,7 @@ func (a *Agent) keysLoop() {
 		case <-a.closing:
 			return
 		case <-t.C:
+		case <-a.hubInfoWake:
 		}
 	}
 }

@@ -95,6 +95,10 @@ type transportEnv struct {
 	// relayHello hears the key each relay Hello names (TCP), for a relay
 	// that switched to its announced next key (keys.go).
 	relayHello func(vpn.PublicKey)
+	// hubInfo hears the relay's HubInfo (TCP: MAC'd with the pinned relay
+	// key, before the handshake response of relay connection conns), on
+	// the bind's reader: it must not block.
+	hubInfo func(info wire.HubInfo, conns uint64)
 	// refused hears the code of each Error frame the relay sends (TCP).
 	refused func(code uint8)
 	logf    logger.Logf

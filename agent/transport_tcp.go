@@ -59,15 +59,21 @@ func newTCPTransport(cfg *Config, env transportEnv) (*tcpTransport, error) {
 	t := &tcpTransport{relayKey: cfg.relayKey, hello: env.hello, logf: logf, dns: env.dns, relayHost: cfg.relayHost,
 		keys: map[vpn.PublicKey]vpn.PrivateKey{env.key.Public(): env.key}}
 	t.b = &uplink.TCPBind{
-		Addr:       cfg.Relay,
-		Dialer:     relayDialer(cfg, env.dns, proxy),
-		Hello:      env.hello,
-		Features:   &wire.Ours,
-		Counters:   &t.counters,
-		Sent:       env.sent,
-		Logf:       logf,
-		OnConnect:  t.handshake,
-		PongSecret: t.pongSecret,
+		Addr:          cfg.Relay,
+		Dialer:        relayDialer(cfg, env.dns, proxy),
+		Hello:         env.hello,
+		Features:      &wire.Ours,
+		Counters:      &t.counters,
+		Sent:          env.sent,
+		Logf:          logf,
+		OnConnect:     t.handshake,
+		PongSecret:    t.pongSecret,
+		HubInfoSecret: t.hubInfoSecret,
+		OnHubInfo: func(info wire.HubInfo) {
+			if env.hubInfo != nil {
+				env.hubInfo(info, t.b.Status().Connects)
+			}
+		},
 		// Not on the bind's reader: following a relay's new key
 		// replaces the device's peer.
 		OnHello: func(h wire.Hello) {
@@ -141,6 +147,21 @@ func (t *tcpTransport) pongSecret(hello, relay [32]byte) ([32]byte, bool) {
 		return [32]byte{}, false
 	}
 	return k.SharedSecret(vpn.PublicKey(relay))
+}
+
+// hubInfoSecret is the static Diffie-Hellman secret of the hub's key that a
+// connection's Hello named and the relay key pinned now, which keys the
+// relay's HubInfo (uplink.TCPBind.HubInfoSecret): unlike the Pong's, never
+// the key the relay's Hello names, which anyone can claim.
+func (t *tcpTransport) hubInfoSecret(hello [32]byte) ([32]byte, bool) {
+	t.hsMu.Lock()
+	k, ok := t.keys[vpn.PublicKey(hello)]
+	relay := t.relayKey
+	t.hsMu.Unlock()
+	if !ok {
+		return [32]byte{}, false
+	}
+	return k.SharedSecret(relay)
 }
 
 func (t *tcpTransport) useRelayKey(k vpn.PublicKey) {

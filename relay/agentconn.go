@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -70,10 +71,13 @@ type agentConn struct {
 	// answers initiations it has authenticated, so from then on the
 	// connection carries a real hub), and to connDone when its reader ends.
 	state    atomic.Int32
-	onVerify func()
+	onVerify func(announcedNext bool) // by the write that verified the connection
+	// hubInfo is the HubInfo for the initiation the relay answers, sent
+	// with that answer (keys.go hubInfo); nil once sent.
+	hubInfo atomic.Pointer[hubInfoFrame]
 	// firstDone: the connection's first initiation has gone to WireGuard
 	// (clock.go); only its reader uses it.
-	firstDone bool // called once, by the write that verified the connection
+	firstDone bool
 
 	counters wire.Counters
 	// noChecksum: the agent's Features said it verifies no checksums
@@ -189,6 +193,10 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 			}
 			s.noteInitiation(hb, in, !ac.firstDone) // a hub's clock behind (clock.go)
 			ac.firstDone = true
+			// Bound to this initiation: if WireGuard answers it (or
+			// an earlier one: the agent knows its last few), the
+			// answer carries it.
+			ac.hubInfo.Store(s.hubInfo(hb, wire.Ephemeral(buf[:n])))
 			s.usePeer(hb, false) // the hub's peer, if it was idle (peers.go)
 		} else if kind == wire.Initiation {
 			if in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n]); ok && in.Static == hb.key {
@@ -283,7 +291,14 @@ func (s *Server) greet(ac *agentConn, first []byte, gate *connGate, slot *gateSl
 	gate.saidHello(slot)
 	ac.hub.Store(hb)
 	ac.info = parseSoftware(h.Software)
-	ac.onVerify = func() {
+	ac.onVerify = func(announcedNext bool) {
+		if announcedNext {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.learnedKeys(context.Background(), hb)
+			}()
+		}
 		gate.markBusy(slot)
 		s.hubs.connected(hb, ac)
 		s.metrics.agentConnected(ac.transport)
@@ -389,10 +404,17 @@ func parseSoftware(sw string) store.AgentInfo {
 func (ac *agentConn) write(bufs [][]byte) error {
 	// Verified before the response goes out, so the hub is online by the
 	// time its agent learns the tunnel is up. A failed write closes the
-	// connection, and its reader's finish undoes it.
+	// connection, and its reader's finish undoes it. The HubInfo goes
+	// first, so the agent has it before WireGuard says the tunnel is up.
 	if ac.state.Load() == connUnverified && hasHandshakeResponse(bufs) &&
-		ac.state.CompareAndSwap(connUnverified, connVerified) && ac.onVerify != nil {
-		ac.onVerify()
+		ac.state.CompareAndSwap(connUnverified, connVerified) {
+		info := ac.hubInfo.Swap(nil)
+		if info != nil {
+			bufs = append([][]byte{info.frame}, bufs...)
+		}
+		if ac.onVerify != nil {
+			ac.onVerify(info != nil && info.next)
+		}
 	}
 	return ac.conn.Write(bufs)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // Keys over time, inside the tunnel (hubapi.go). A request's source is a
@@ -23,6 +24,10 @@ import (
 //	GET  /hub/v1/relay-keys  {"current": K, "next": K or ""}
 //	     The relay's key and the one it will have next (next_key_file):
 //	     agents pin both, so a relay key change never strands a hub.
+//	     An agent connecting over TCP or TLS learns the same, and its
+//	     name, from the HubInfo frame that comes with the relay's first
+//	     handshake response (hubInfo), and asks here only once a day over
+//	     a connection that lasts, over UDP, and of relays before it.
 //	POST /hub/v1/key         {"public_key": NEW}
 //	     The hub's next key, kept for pendingKeyTTL; nothing changes yet.
 //	POST /hub/v1/key/commit  {"public_key": NEW}
@@ -98,13 +103,7 @@ func (s *Server) keysHandler() http.Handler {
 			keys := RelayKeys{Current: s.pub.String(), Hub: h.Name, URL: s.hubOrigin(h.Name, true) + "/"}
 			if next := s.nextKey(); !next.IsZero() {
 				keys.Next = next.String()
-				// hubrelay key promote waits for every hub to have
-				// learned it: seen since the next key was made.
-				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-				if err := s.db.HubLearnedKeys(ctx, h.Name); err != nil {
-					s.storeErrLog.Warn("store: recording that a hub learned the keys failed", logger.Hub, h.Name, logger.Err, err)
-				}
-				cancel()
+				s.learnedKeys(r.Context(), h)
 			}
 			writeJSON(w, keys)
 		case r.URL.Path == "/hub/v1/key" && r.Method == http.MethodPost:
@@ -115,6 +114,43 @@ func (s *Server) keysHandler() http.Handler {
 			http.NotFound(w, r)
 		}
 	})
+}
+
+// learnedKeys records that hub h has learned the relay's next key: hubrelay
+// key promote waits for every hub to have, seen since the next key was made.
+func (s *Server) learnedKeys(ctx context.Context, h *hub) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.db.HubLearnedKeys(ctx, h.Name); err != nil {
+		s.storeErrLog.Warn("store: recording that a hub learned the keys failed", logger.Hub, h.Name, logger.Err, err)
+	}
+}
+
+// hubInfoFrame is a sealed HubInfo waiting for the handshake response it
+// goes out with (agentConn.write).
+type hubInfoFrame struct {
+	frame []byte
+	next  bool // it announces a next key (learnedKeys once sent)
+}
+
+// hubInfo is the HubInfo for a connection of hub h whose handshake
+// initiation has the ephemeral key eph: what GET /hub/v1/relay-keys
+// answers, sent with the response to that initiation, so that a connecting
+// agent need not ask through the tunnel (a TCP connection inside it, 2.2 KB
+// on the wire at every connect). It costs one X25519 per connection, as the
+// clone check's Ping does; nil for a key with no shared secret, or a
+// relay playing one from before it.
+func (s *Server) hubInfo(h *hub, eph [32]byte) *hubInfoFrame {
+	if s.legacy {
+		return nil
+	}
+	shared, ok := s.key.SharedSecret(h.key)
+	if !ok {
+		return nil
+	}
+	next := s.nextKey()
+	info := wire.HubInfo{Next: next, Hub: h.Name, URL: s.hubOrigin(h.Name, true) + "/"}
+	return &hubInfoFrame{frame: info.Seal(shared, eph), next: !next.IsZero()}
 }
 
 // hubFrom names the hub whose tunnel address remote is.

@@ -59,6 +59,16 @@ type TCPBind struct {
 	// knows neither key, the Ping is left unanswered: a Pong without the
 	// MAC proves nothing to the relay.
 	PongSecret func(hello, relay [32]byte) ([32]byte, bool)
+	// HubInfoSecret, if set, gives the static Diffie-Hellman secret of the
+	// hub's key that hello names and the relay key the agent has pinned
+	// (not the one the relay's Hello names: that is only a claim), which
+	// keys the MAC of the relay's HubInfo (wire.OpenHubInfo).
+	HubInfoSecret func(hello [32]byte) ([32]byte, bool)
+	// OnHubInfo, if set, hears each HubInfo whose MAC proves the pinned
+	// relay key and one of this connection's handshake initiations (on the
+	// bind's reader: it must not block). It comes before the handshake
+	// response it goes with.
+	OnHubInfo func(wire.HubInfo)
 	// OnError, if set, hears each Error frame the relay sends (on the
 	// bind's reader: it must not block).
 	OnError func(wire.Error)
@@ -177,6 +187,33 @@ type session struct {
 	retryAfter time.Duration // the GoingAway's
 	refused    bool
 	code       uint8 // the Error's
+
+	// ephMu guards the ephemeral keys of the handshake initiations sent on
+	// this connection, the last len(eph) of them: the relay's HubInfo is
+	// bound to the one it answers.
+	ephMu sync.Mutex
+	eph   [4][32]byte
+	nEph  int
+}
+
+// sentInitiations notes the ephemeral keys of the initiations in bufs.
+func (s *session) sentInitiations(bufs [][]byte) {
+	for _, p := range bufs {
+		if wire.Classify(p) != wire.Initiation {
+			continue
+		}
+		s.ephMu.Lock()
+		s.eph[s.nEph%len(s.eph)] = wire.Ephemeral(p)
+		s.nEph++
+		s.ephMu.Unlock()
+	}
+}
+
+// ephemerals returns the ephemeral keys noted so far.
+func (s *session) ephemerals() [][32]byte {
+	s.ephMu.Lock()
+	defer s.ephMu.Unlock()
+	return append([][32]byte(nil), s.eph[:min(s.nEph, len(s.eph))]...)
 }
 
 // Open starts the dial loop. The port is ignored: the agent only dials out.
@@ -493,6 +530,22 @@ func (b *TCPBind) control(s *session, p []byte) error {
 		if f, err := wire.ParseFeatures(p); err == nil {
 			b.relayNoChecksum.Store(f.NoChecksum)
 		}
+	case wire.TypeHubInfo:
+		if b.OnHubInfo == nil || b.HubInfoSecret == nil {
+			return nil
+		}
+		shared, ok := b.HubInfoSecret(s.hello)
+		if !ok {
+			return nil
+		}
+		info, err := wire.OpenHubInfo(p, shared, s.ephemerals()...)
+		if err != nil {
+			// Not the pinned relay's (or damaged): the agent asks through
+			// the tunnel instead, as of a relay before HubInfo.
+			b.logf("uplink: ignoring the relay's hub info: %v", err)
+			return nil
+		}
+		b.OnHubInfo(info)
 	case wire.TypeError:
 		e, err := wire.ParseError(p)
 		if err != nil {
@@ -545,6 +598,7 @@ func (b *TCPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if s == nil {
 		return vpn.ErrNotConnected
 	}
+	s.sentInitiations(bufs)
 	return s.conn.Write(bufs)
 }
 

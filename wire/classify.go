@@ -68,3 +68,11 @@ func (k Kind) IsWireGuard() bool { return k != Control }
 func Index(p []byte) uint32 {
 	return binary.LittleEndian.Uint32(p[device.MessageTransportOffsetReceiver:])
 }
+
+// Ephemeral is the unencrypted ephemeral public key of a message Classify
+// calls Initiation (its bytes 8–40): new for every handshake, so whatever
+// is bound to it (a HubInfo's MAC) cannot be replayed into another.
+func Ephemeral(p []byte) [32]byte {
+	const off = device.MessageTransportOffsetReceiver + 4 // type, sender index
+	return [32]byte(p[off : off+32])
+}

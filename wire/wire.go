@@ -50,6 +50,7 @@ const (
 	TypePing            = 0xA7 // the relay asks whether the connection is alive
 	TypePong            = 0xA8 // the agent's answer to a Ping, at once
 	TypeFeatures        = 0xA9 // what the sender accepts; after its Hello
+	TypeHubInfo         = 0xAA // relay: its next key, the hub's name and URL, MAC'd
 )
 
 // ProtocolVersion is sent in every Hello.

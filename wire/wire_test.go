@@ -199,6 +199,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(frames(Hello{Version: 1, Software: "hubtunnel/0.1"}.Marshal()))
 	f.Add(frames([]byte{1, 0, 0, 0, 1, 2, 3}, GoingAway{RetryAfterMillis: 500}.Marshal()))
 	f.Add(frames(Ping{Token: [8]byte{1, 2}}.Marshal(), Pong{Token: [8]byte{1, 2}}.Marshal()))
+	f.Add(frames(HubInfo{Next: [32]byte{9}, Hub: "cellar", URL: "https://cellar.example.net/"}.Seal(fuzzShared, fuzzEphemeral)))
 	f.Add([]byte{0xff, 0xff, 0})
 	f.Add([]byte{0, 0})
 	f.Fuzz(func(t *testing.T, stream []byte) {
@@ -231,6 +232,22 @@ func FuzzReader(f *testing.F) {
 			case TypePong:
 				if p2, err := ParsePong(p); err == nil && !bytes.Equal(p2.Marshal(), p) {
 					t.Fatalf("pong does not round-trip")
+				}
+			case TypeHubInfo:
+				// MAC'd as the relay would, so the fuzzer reaches the
+				// decoder behind the MAC check.
+				if len(p) < 1+hubInfoMACSize {
+					break
+				}
+				q := append([]byte(nil), p...)
+				mac := hubInfoMAC(fuzzShared, fuzzEphemeral, q[1+hubInfoMACSize:])
+				copy(q[1:], mac[:])
+				h, err := OpenHubInfo(q, fuzzShared, fuzzEphemeral)
+				if err != nil {
+					break
+				}
+				if h2, err := OpenHubInfo(h.Seal(fuzzShared, fuzzEphemeral), fuzzShared, fuzzEphemeral); err != nil || h2 != h {
+					t.Fatalf("hub info does not round-trip: %+v, %+v, %v", h, h2, err)
 				}
 			}
 		}
@@ -302,5 +319,48 @@ func TestFeaturesRoundTrip(t *testing.T) {
 	}
 	if Classify(Ours.Marshal()) != Control {
 		t.Error("Features is not a control frame: WireGuard would get it")
+	}
+}
+
+// The secret and ephemeral key the fuzzed HubInfo frames are MAC'd with.
+var fuzzShared, fuzzEphemeral = [32]byte{1, 2, 3}, [32]byte{4, 5, 6}
+
+// TestHubInfo: a HubInfo opens only with the secret and one of the
+// ephemeral keys it was sealed with, whole and unchanged; the rest is
+// refused.
+func TestHubInfo(t *testing.T) {
+	shared, eph, other := [32]byte{1}, [32]byte{2}, [32]byte{3}
+	full := HubInfo{Next: [32]byte{7, 7}, Hub: "cellar", URL: "https://cellar.example.net/"}
+	sealed := full.Seal(shared, eph)
+	flip := func(i int) []byte { q := bytes.Clone(sealed); q[i] ^= 1; return q }
+	for _, tc := range []struct {
+		name       string
+		p          []byte
+		shared     [32]byte
+		ephemerals [][32]byte
+		want       *HubInfo
+	}{
+		{"with a next key", sealed, shared, [][32]byte{eph}, &full},
+		{"without one", HubInfo{Hub: "a", URL: "u"}.Seal(shared, eph), shared, [][32]byte{eph}, &HubInfo{Hub: "a", URL: "u"}},
+		{"ephemeral among the connection's", sealed, shared, [][32]byte{other, eph}, &full},
+		{"another initiation's ephemeral", sealed, shared, [][32]byte{other}, nil},
+		{"no initiation sent", sealed, shared, nil, nil},
+		{"another key's secret", sealed, other, [][32]byte{eph}, nil},
+		{"MAC changed", flip(1), shared, [][32]byte{eph}, nil},
+		{"next key changed", flip(20), shared, [][32]byte{eph}, nil},
+		{"name changed", flip(len(sealed) - 30), shared, [][32]byte{eph}, nil},
+		{"cut short", sealed[:len(sealed)-1], shared, [][32]byte{eph}, nil},
+		{"only a MAC", sealed[:17], shared, [][32]byte{eph}, nil},
+		{"name longer than the frame", HubInfo{}.Seal(shared, eph)[:18], shared, [][32]byte{eph}, nil},
+		{"control character", HubInfo{Hub: "a\x00"}.Seal(shared, eph), shared, [][32]byte{eph}, nil},
+		{"another frame", Ping{}.Marshal(), shared, [][32]byte{eph}, nil},
+	} {
+		got, err := OpenHubInfo(tc.p, tc.shared, tc.ephemerals...)
+		switch {
+		case tc.want == nil && err == nil:
+			t.Errorf("%s: accepted as %+v", tc.name, got)
+		case tc.want != nil && (err != nil || got != *tc.want):
+			t.Errorf("%s: %+v, %v; want %+v", tc.name, got, err, *tc.want)
+		}
 	}
 }
