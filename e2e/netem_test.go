@@ -83,6 +83,7 @@ type fault struct {
 	needs    func() error // nil, or why it cannot run here (it is skipped)
 	downSize int64        // the download made while the fault holds
 	tun      bool         // joins the namespaces with a tunWire, not a veth
+	minRate  int64        // bytes per second that download must reach, or 0
 	soakOnly string       // the transport on which it takes minutes: run by make soak only
 }
 
@@ -129,6 +130,23 @@ func wireFault(name string, imp impairment) fault {
 	}
 }
 
+// slowUplink is the hub's uplink as a DSL line: the packets from the
+// agent to the relay leave at rate, and wait for it in a queue as deep as
+// the wire's (1000 packets: 6 s at 2 Mbit/s), the other way is clean. The
+// download from the hub must fill the line, at least 70 % of the rate in
+// file bytes (headers cost 4-9 %): the tunnel's TCP sees round trips of
+// seconds, longer than its retransmission timeout's cap (vpn/netstack
+// maxRTO), and must not collapse into spurious retransmissions.
+func slowUplink(rate int64) fault {
+	imp := impairment{rate: rate}
+	// Mbps, not Mbit/s: a slash in a subtest's name would split -run's levels.
+	f := wireFault(fmt.Sprintf("slow uplink %g Mbps", float64(rate)*8/1e6), imp)
+	f.downSize = 3 << 20
+	f.minRate = rate * 7 / 10
+	f.apply = func(b *faultBed) { b.wire.setFrom(agentEnd, imp) }
+	return f
+}
+
 func faults() []fault {
 	loss := netemFault("loss 5%", "loss", "5%")
 	if netemSupport() != nil {
@@ -157,6 +175,7 @@ func faults() []fault {
 		loss,
 		delay,
 		reorder,
+		slowUplink(2e6 / 8),
 		{
 			name: fmt.Sprintf("blackhole %v", blackhole), hold: blackhole, needs: needNft, downSize: 64 << 20,
 			apply:  func(b *faultBed) { b.nftDrop("") },
@@ -248,7 +267,16 @@ func runFault(t *testing.T, f fault, transport string) {
 			b.waitReconnected(3 * time.Minute)
 		}
 		b.mustFetchWithin("while the fault holds", 90*time.Second)
+		start, sent := time.Now(), b.wireSent()
 		b.mustDownload(f.downSize, 30*time.Second)
+		if f.minRate > 0 {
+			took := time.Since(start)
+			rate := float64(f.downSize) / took.Seconds()
+			t.Logf("goodput %.0f KB/s; the wire carried %.3f bytes from the agent per byte downloaded", rate/1e3, float64(b.wireSent()-sent)/float64(f.downSize))
+			if rate < float64(f.minRate) {
+				t.Errorf("download of %d KiB took %v: %.0f KB/s, want at least %.0f KB/s", f.downSize>>10, took.Round(time.Millisecond), rate/1e3, float64(f.minRate)/1e3)
+			}
+		}
 	}
 	removed := time.Now()
 	f.remove(b)
@@ -297,6 +325,18 @@ type faultBed struct {
 	relayConnected int              // "hub demo connected" lines seen when the relay last moved
 	dir            string           // the relay's and the agent's files
 	restarts       int              // relay restarts (make soak)
+}
+
+// agentEnd is the tunWire's end in the agent's namespace (newFaultBed
+// makes the relay's first).
+const agentEnd = 1
+
+// wireSent is how many bytes the agent sent over the wire, or 0 over a veth.
+func (b *faultBed) wireSent() int64 {
+	if b.wire == nil {
+		return 0
+	}
+	return b.wire.sent(agentEnd)
 }
 
 func newFaultBed(t *testing.T, transport string, tun bool) *faultBed {

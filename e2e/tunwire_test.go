@@ -28,8 +28,14 @@ import (
 //     others after d, so those sent at once overtake the delayed ones
 //     (netem's "delay d reorder p", without its correlation);
 //   - loss p: a share p of the packets is dropped (1: a blackhole);
+//   - rate r: packets leave one after another at r bytes per second, each
+//     after its serialization time, as through a slow uplink's modem; they
+//     wait in the queue meanwhile (netem's "rate", then its delay; with a
+//     rate, none is sent ahead);
 //   - as netem's default limit, at most 1000 packets wait per direction;
 //     one more is dropped.
+//
+// Each direction has its impairment: set changes both, setFrom one.
 
 // impairment is what the wire does to the packets it forwards; the zero
 // value forwards them as they come.
@@ -37,12 +43,16 @@ type impairment struct {
 	delay   time.Duration
 	reorder float64 // share of packets sent at once while the others wait delay
 	loss    float64 // share of packets dropped
+	rate    int64   // bytes per second the packets leave at (0: as fast as they come)
 }
 
 func (i impairment) String() string {
 	var parts []string
 	if i.loss > 0 {
 		parts = append(parts, fmt.Sprintf("loss %g %%", i.loss*100))
+	}
+	if i.rate > 0 {
+		parts = append(parts, fmt.Sprintf("%g Mbit/s", float64(i.rate)*8/1e6))
 	}
 	if i.delay > 0 {
 		parts = append(parts, fmt.Sprintf("delay %v", i.delay))
@@ -61,10 +71,12 @@ const wireQueueLimit = 1000 // packets waiting per direction (netem's default li
 // tunWire forwards packets between two TUN devices.
 type tunWire struct {
 	ends  [2]*os.File
-	imp   atomic.Pointer[impairment]
+	imp   [2]atomic.Pointer[impairment] // for the packets read from ends[i]
 	done  chan struct{}
 	wg    sync.WaitGroup
 	stats struct{ forwarded, delayed, early, lost, dropped atomic.Int64 }
+	bytes [2]atomic.Int64 // forwarded from ends[i]
+	wait  [2]atomic.Int64 // the longest a packet from ends[i] waited in the queue (ns)
 }
 
 type wirePacket struct {
@@ -86,7 +98,7 @@ func needTun() error {
 func newTunWire(t *testing.T, nss, names [2]string) *tunWire {
 	t.Helper()
 	w := &tunWire{done: make(chan struct{})}
-	w.imp.Store(&impairment{})
+	w.set(impairment{})
 	for i := range 2 {
 		f, err := openTun(nss[i], names[i])
 		if err != nil {
@@ -100,7 +112,7 @@ func newTunWire(t *testing.T, nss, names [2]string) *tunWire {
 	for i := range 2 {
 		queue := make(chan wirePacket, wireQueueLimit)
 		w.wg.Add(2)
-		go w.read(w.ends[i], w.ends[1-i], queue)
+		go w.read(i, queue)
 		go w.deliver(w.ends[1-i], queue)
 	}
 	t.Cleanup(w.close)
@@ -138,50 +150,93 @@ func openTun(ns, name string) (*os.File, error) {
 	return f, err
 }
 
-// set changes what the wire does from the next packet on; packets already
-// waiting leave when they were due.
-func (w *tunWire) set(i impairment) { w.imp.Store(&i) }
+// set changes what the wire does from the next packet on, both ways;
+// packets already waiting leave when they were due.
+func (w *tunWire) set(i impairment) {
+	w.setFrom(0, i)
+	w.setFrom(1, i)
+}
+
+// setFrom changes what the wire does to the packets the namespace of
+// ends[end] sends, from the next one on.
+func (w *tunWire) setFrom(end int, i impairment) { w.imp[end].Store(&i) }
+
+// sent is how many bytes the wire forwarded from ends[end]'s namespace
+// (IP packets, headers included).
+func (w *tunWire) sent(end int) int64 { return w.bytes[end].Load() }
 
 // report says what the wire did so far, for the log: proof the fault bit.
 func (w *tunWire) report() string {
-	return fmt.Sprintf("%d packets forwarded, %d delayed, %d sent ahead of delayed ones, %d lost, %d dropped (queue full)",
-		w.stats.forwarded.Load(), w.stats.delayed.Load(), w.stats.early.Load(), w.stats.lost.Load(), w.stats.dropped.Load())
+	return fmt.Sprintf("%d packets forwarded, %d delayed (at most %v), %d sent ahead of delayed ones, %d lost, %d dropped (queue full)",
+		w.stats.forwarded.Load(), w.stats.delayed.Load(), time.Duration(max(w.wait[0].Load(), w.wait[1].Load())).Round(time.Millisecond),
+		w.stats.early.Load(), w.stats.lost.Load(), w.stats.dropped.Load())
 }
 
-func (w *tunWire) read(from, to *os.File, queue chan<- wirePacket) {
+// read takes the packets ends[end]'s namespace sends and forwards them to
+// the other end, or queues them for deliver.
+func (w *tunWire) read(end int, queue chan<- wirePacket) {
 	defer w.wg.Done()
 	defer close(queue)
+	from, to := w.ends[end], w.ends[1-end]
 	buf := make([]byte, 65535)
+	var free time.Time // when the rate-limited line has sent what is queued
 	for {
 		n, err := from.Read(buf)
 		if err != nil {
 			return // closed: the test is over
 		}
-		imp := w.imp.Load()
+		imp := w.imp[end].Load()
 		if imp.loss > 0 && rand.Float64() < imp.loss {
 			w.stats.lost.Add(1)
 			continue
 		}
-		w.stats.forwarded.Add(1)
-		if imp.delay == 0 || (imp.reorder > 0 && rand.Float64() < imp.reorder) {
+		if imp.rate == 0 && (imp.delay == 0 || (imp.reorder > 0 && rand.Float64() < imp.reorder)) {
 			if imp.delay != 0 {
 				w.stats.early.Add(1)
 			}
+			w.forwarded(end, n)
 			to.Write(buf[:n]) // an error is a lost packet, as on a wire
 			continue
 		}
-		p := wirePacket{due: time.Now().Add(imp.delay), b: append([]byte(nil), buf[:n]...)}
+		now := time.Now()
+		due := now
+		if imp.rate > 0 {
+			// The packet starts when the line is free and takes its
+			// serialization time; the delay comes after.
+			due = later(due, free).Add(time.Duration(int64(n) * int64(time.Second) / imp.rate))
+		}
+		p := wirePacket{due: due.Add(imp.delay), b: append([]byte(nil), buf[:n]...)}
 		select {
 		case queue <- p:
 			w.stats.delayed.Add(1)
+			w.forwarded(end, n)
+			if imp.rate > 0 {
+				free = due
+			}
+			if wait := int64(p.due.Sub(now)); wait > w.wait[end].Load() {
+				w.wait[end].Store(wait)
+			}
 		default:
 			w.stats.dropped.Add(1)
 		}
 	}
 }
 
+func (w *tunWire) forwarded(end, n int) {
+	w.stats.forwarded.Add(1)
+	w.bytes[end].Add(int64(n))
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // deliver writes each queued packet when it is due. Every delayed packet
-// waits the same delay, so they are queued in the order they are due.
+// waits the same delay after the same line, so they are queued in the
+// order they are due.
 func (w *tunWire) deliver(to *os.File, queue <-chan wirePacket) {
 	defer w.wg.Done()
 	timer := time.NewTimer(0)
