@@ -133,16 +133,18 @@ func wireFault(name string, imp impairment) fault {
 // slowUplink is the hub's uplink as a DSL line: the packets from the
 // agent to the relay leave at rate, and wait for it in a queue as deep as
 // the wire's (1000 packets: 6 s at 2 Mbit/s), the other way is clean. The
-// download from the hub must fill the line, at least 70 % of the rate in
-// file bytes (headers cost 4-9 %): the tunnel's TCP sees round trips of
-// seconds, longer than its retransmission timeout's cap (vpn/netstack
-// maxRTO), and must not collapse into spurious retransmissions.
+// tunnel's TCP sees round trips of seconds, longer than its retransmission
+// timeout's cap (vpn/netstack maxRTO), and must not collapse into spurious
+// retransmissions: the download from the hub must reach half the line's
+// rate in file bytes. Measured: 92 % over UDP, 79-85 % over TCP (72 %
+// under -race); a collapse would be a fraction of that. Not a speed test:
+// the line, not the CPU, sets the pace.
 func slowUplink(rate int64) fault {
 	imp := impairment{rate: rate}
 	// Mbps, not Mbit/s: a slash in a subtest's name would split -run's levels.
 	f := wireFault(fmt.Sprintf("slow uplink %g Mbps", float64(rate)*8/1e6), imp)
 	f.downSize = 3 << 20
-	f.minRate = rate * 7 / 10
+	f.minRate = rate / 2
 	f.apply = func(b *faultBed) { b.wire.setFrom(agentEnd, imp) }
 	return f
 }
