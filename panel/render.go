@@ -3,26 +3,15 @@ package panel
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/hubtunnel/hubtunnel/internal/htmlesc"
 )
 
-// The pages are drawn by plain Go, not html/template: text/template's
-// reflect.Value.Method call keeps every exported method of every type in
-// the agent's binary (several MB on the CCU's flash). Every value is
-// escaped as html/template escaped it (escape); testdata holds the pages
-// html/template drew, and TestPageGolden the bytes to them.
+// The pages are drawn by plain Go, not html/template (see package
+// htmlesc); testdata holds the pages html/template drew, and
+// TestPageGolden the bytes to them.
 
-// escaper escapes text and quoted attribute values as html/template does.
-var escaper = strings.NewReplacer(
-	"\x00", "\uFFFD",
-	`"`, "&#34;",
-	"&", "&amp;",
-	"'", "&#39;",
-	"+", "&#43;",
-	"<", "&lt;",
-	">", "&gt;",
-)
-
-func escape(s string) string { return escaper.Replace(s) }
+func escape(s string) string { return htmlesc.String(s) }
 
 // writeScriptJSON writes v as JSON for a <script> element: json.Marshal
 // escapes <, > and & (so no "</script>" ends it early) and U+2028/9.
@@ -35,11 +24,8 @@ func writeScriptJSON(b *strings.Builder, v any) {
 	b.Write(j)
 }
 
-// renderPanel is the settings page in t's language; its script reads t
-// from the JSON in #text.
-func renderPanel(t *text) []byte {
-	var b strings.Builder
-	b.Grow(10 << 10)
+// writeHead writes both pages' start, up to their style sheet.
+func writeHead(b *strings.Builder, t *text) {
 	b.WriteString(`<!DOCTYPE html>
 <html lang="`)
 	b.WriteString(escape(t.Lang))
@@ -51,7 +37,16 @@ func renderPanel(t *text) []byte {
 	b.WriteString(escape(t.Title))
 	b.WriteString(`</title>
 <link rel="stylesheet" href="assets/panel.css">
-<script type="application/json" id="text">`)
+`)
+}
+
+// renderPanel is the settings page in t's language; its script reads t
+// from the JSON in #text.
+func renderPanel(t *text) []byte {
+	var b strings.Builder
+	b.Grow(10 << 10)
+	writeHead(&b, t)
+	b.WriteString(`<script type="application/json" id="text">`)
 	writeScriptJSON(&b, t)
 	b.WriteString(`</script>
 <script src="assets/panel.js" defer></script>
@@ -293,18 +288,8 @@ func renderPanel(t *text) []byte {
 // renderRefused is the page that says why the panel refused: msg.
 func renderRefused(t *text, msg string) []byte {
 	var b strings.Builder
-	b.WriteString(`<!DOCTYPE html>
-<html lang="`)
-	b.WriteString(escape(t.Lang))
-	b.WriteString(`">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>`)
-	b.WriteString(escape(t.Title))
-	b.WriteString(`</title>
-<link rel="stylesheet" href="assets/panel.css">
-</head>
+	writeHead(&b, t)
+	b.WriteString(`</head>
 <body>
 <main>
 <h1>`)

@@ -3,24 +3,13 @@ package stats
 import (
 	"strconv"
 	"strings"
+
+	"github.com/hubtunnel/hubtunnel/internal/htmlesc"
 )
 
-// The page is drawn by plain Go, not html/template: text/template's
-// reflect.Value.Method call keeps every exported method of every type in
-// the agent's binary (several MB on the CCU's flash). Every value is
-// escaped as html/template escaped it (esc); testdata holds the pages
-// html/template drew, and TestPageGolden holds this to their bytes.
-
-// escaper escapes text and quoted attribute values as html/template does.
-var escaper = strings.NewReplacer(
-	"\x00", "\uFFFD",
-	`"`, "&#34;",
-	"&", "&amp;",
-	"'", "&#39;",
-	"+", "&#43;",
-	"<", "&lt;",
-	">", "&gt;",
-)
+// The page is drawn by plain Go, not html/template (see package
+// htmlesc); testdata holds the pages html/template drew, and
+// TestPageGolden holds this to their bytes.
 
 // pageStyle is the page's style sheet: inline, as the page's CSP allows
 // nothing from elsewhere.
@@ -63,7 +52,7 @@ func (w *pageWriter) s(parts ...string) {
 	}
 }
 
-func (w *pageWriter) e(v string) { escaper.WriteString(&w.Builder, v) }
+func (w *pageWriter) e(v string) { htmlesc.Write(&w.Builder, v) }
 
 // n writes a number as text/template printed it (fmt's %v).
 func (w *pageWriter) n(v float64) { w.e(strconv.FormatFloat(v, 'g', -1, 64)) }
