@@ -34,7 +34,8 @@ func TestNoTemplatePackage(t *testing.T) {
 // loopback and fetches through the tunnel, where HTTP/1.1 is all there is),
 // log/slog's handlers (65 KB: the agent writes its lines with
 // logger.NewLogf) and regexp's matcher (45 KB; gVisor's log package
-// still compiles one expression, so regexp itself stays).
+// still compiles one expression, so regexp itself stays) and fmt's scanner
+// (23 KB).
 func TestAgentLeavesOutWhatItDoesNotUse(t *testing.T) {
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
@@ -57,6 +58,7 @@ func TestAgentLeavesOutWhatItDoesNotUse(t *testing.T) {
 	unwanted := map[string]string{
 		"net/http.(*http2Framer)":    "HTTP/2 (is nethttpomithttp2 in build-tags?)",
 		"log/slog.(*commonHandler)":  "log/slog's handlers",
+		"fmt.(*ss).":                 "fmt's scanner",
 		"regexp.(*Regexp).doExecute": "regexp's matcher",
 		"text/template.":             "text/template",
 		"html/template.":             "html/template",
