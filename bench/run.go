@@ -169,7 +169,7 @@ func (ru *run) sizes() error {
 		return err
 	}
 	ru.r.add("size", "addon package (hubtunnel-<version>.tgz, "+fmt.Sprint(len(Targets))+" architectures)", fmtMB(addon), "", nil)
-	ru.r.section("Size", `Each binary is built as a release would build it: `+"`CGO_ENABLED=0 GOOS=linux GOARCH=… [GOARM=7|6] go build -trimpath -ldflags \"-s -w\"`"+`
+	ru.r.section("Size", `Each binary is built as a release would build it: `+"`CGO_ENABLED=0 GOOS=linux GOARCH=… [GOARM=7|6] go build -trimpath [-tags …] -ldflags \"-s -w\"`"+` (the tags of `+"`cmd/NAME/build-tags`"+`)
 (static, stripped, no version stamp). "gzip -9" is the binary compressed alone, about what it adds to
 a .tgz, and what a hub downloads for a self-update. The addon package is `+"`scripts/addon.sh`"+` (what
 `+"`make addon`"+` runs) around these agent binaries, one per architecture: what a hub owner uploads.

@@ -3,8 +3,10 @@ package bench
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +37,20 @@ type Size struct {
 	Gzip   int64 // gzip -9 of the binary, about what it adds to a .tgz
 }
 
+// BuildTags returns the build tags of binary (a cmd/ name) in the module in
+// root: those in cmd/NAME/build-tags, which every build path uses (the
+// agent's leave out net/http's HTTP/2), or none.
+func BuildTags(root, binary string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "cmd", binary, "build-tags"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	return strings.Join(strings.Fields(string(b)), ","), nil
+}
+
 // BuildSizes builds each binary (a cmd/ name) of the module in root for each
 // target as a release would: static (CGO_ENABLED=0), -trimpath,
 // -ldflags "-s -w" (stripped), into dir.
@@ -43,7 +59,11 @@ func BuildSizes(root, dir string, binaries []string, targets []Target) ([]Size, 
 	for _, t := range targets {
 		for _, b := range binaries {
 			path := filepath.Join(dir, b+"-"+t.Name)
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", path, "./cmd/"+b)
+			tags, err := BuildTags(root, b)
+			if err != nil {
+				return nil, err
+			}
+			cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-s -w", "-o", path, "./cmd/"+b)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+t.GOARCH, "GOARM="+t.GOARM)
 			if msg, err := cmd.CombinedOutput(); err != nil {

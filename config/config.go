@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -60,8 +59,8 @@ func Parse(name string, data []byte, v Validator) error {
 			}
 			return fmt.Errorf("config: %s:%d: %s", name, errorLine(data, pe.Position), msg)
 		}
-		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
-			return fmt.Errorf("config: %s:%s: %s: %s", name, m[1], m[2], m[3])
+		if line, key, msg, ok := typeError(err.Error()); ok {
+			return fmt.Errorf("config: %s:%s: %s: %s", name, line, key, msg)
 		}
 		return fmt.Errorf("config: %s: %w", name, err)
 	}
@@ -81,8 +80,29 @@ func Parse(name string, data []byte, v Validator) error {
 	return nil
 }
 
-// typeErr matches the toml package's type errors, which are not ParseErrors.
-var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+// typeError takes apart the toml package's type errors, which are not
+// ParseErrors: `toml: line N (last key "KEY"): MESSAGE`, on one line.
+// (Parsed by hand: regexp's matcher cost the agent 45 KB.)
+func typeError(s string) (line, key, msg string, ok bool) {
+	rest, ok := strings.CutPrefix(s, "toml: line ")
+	if !ok {
+		return "", "", "", false
+	}
+	n := 0
+	for n < len(rest) && '0' <= rest[n] && rest[n] <= '9' {
+		n++
+	}
+	line, rest = rest[:n], rest[n:]
+	rest, ok = strings.CutPrefix(rest, ` (last key "`)
+	if n == 0 || !ok {
+		return "", "", "", false
+	}
+	key, msg, ok = strings.Cut(rest, `"): `)
+	if !ok || strings.Contains(key, `"`) || strings.Contains(msg, "\n") {
+		return "", "", "", false
+	}
+	return line, key, msg, true
+}
 
 // errorLine is the line a parse error is on, as a person reads the file.
 // The parser counts an error at a line's end (an unclosed "[targets")
@@ -131,14 +151,34 @@ func lineOf(data []byte, key string) int {
 			k = table + "." + k
 		}
 		// The toml package names undecoded keys without an index.
-		if k == key || arrayIndex.ReplaceAllString(k, "") == key {
+		if k == key || withoutIndexes(k) == key {
 			return n
 		}
 	}
 	return 0
 }
 
-var arrayIndex = regexp.MustCompile(`\[\d+\]`)
+// withoutIndexes is k without its array indexes ("[2]").
+func withoutIndexes(k string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(k, '[')
+		if i < 0 {
+			return b.String() + k
+		}
+		n := 1
+		for i+n < len(k) && '0' <= k[i+n] && k[i+n] <= '9' {
+			n++
+		}
+		if n > 1 && i+n < len(k) && k[i+n] == ']' {
+			b.WriteString(k[:i])
+			k = k[i+n+1:]
+			continue
+		}
+		b.WriteString(k[:i+1])
+		k = k[i+1:]
+	}
+}
 
 func unquote(k string) string {
 	parts := strings.Split(k, ".")

@@ -43,6 +43,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -551,8 +552,10 @@ func (r *Resolver) orderLocked(chosen, others []netip.Addr) []netip.Addr {
 		}
 		items = append(items, it)
 	}
-	slices.SortStableFunc(items, func(x, y item) int {
-		return cmp.Or(cmp.Compare(x.fails, y.fails), cmp.Compare(x.pos, y.pos))
+	// sort.Slice, not slices.SortStableFunc: pos orders the ties, and a
+	// generic sort instantiated for item cost the agent 3.5 KB.
+	sort.Slice(items, func(i, j int) bool {
+		return cmp.Or(cmp.Compare(items[i].fails, items[j].fails), cmp.Compare(items[i].pos, items[j].pos)) < 0
 	})
 	out := make([]netip.Addr, len(items))
 	for i, it := range items {

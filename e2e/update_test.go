@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/bench"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/selfupdate"
 )
@@ -69,7 +70,11 @@ func buildKit(bb, tclsh string) (*updateKit, error) {
 		return nil, fmt.Errorf("no artifact key for %s", runtime.GOARCH)
 	}
 	build := func(out string, env []string, ldflags, pkg string) error {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
+		tags, err := bench.BuildTags("..", filepath.Base(pkg))
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", tags, "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
 		cmd.Dir = ".."
 		cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 		if b, err := cmd.CombinedOutput(); err != nil {

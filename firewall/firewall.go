@@ -54,6 +54,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 )
 
@@ -239,7 +240,9 @@ func compile(p Policy) *compiled {
 // on the lower bounds finds the only candidate. Prefixes either nest or are
 // disjoint, so this only removes nested ones.
 func mergeRanges(rs []addrRange) []addrRange {
-	slices.SortFunc(rs, func(a, b addrRange) int { return a.lo.cmp(b.lo) })
+	// sort.Slice, not slices.SortFunc: a generic sort instantiated for
+	// addrRange cost the agent 6 KB.
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.cmp(rs[j].lo) < 0 })
 	out := rs[:0]
 	for _, r := range rs {
 		if n := len(out); n > 0 && r.lo.cmp(out[n-1].hi) <= 0 {

@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +21,20 @@ import (
 // an <xml> trailer). The id goes into a script that runs as root, so only
 // ten letters and digits ever get there.
 
-// sidPattern is a sid as the WebUI passes it on, with or without its @s.
-var sidPattern = regexp.MustCompile(`^@?([A-Za-z0-9]{10})@?$`)
+// sessionID is the session's ten letters and digits in sid as the WebUI
+// passes it on, with or without its @s.
+func sessionID(sid string) (string, bool) {
+	id := strings.TrimSuffix(strings.TrimPrefix(sid, "@"), "@")
+	if len(id) != 10 {
+		return "", false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return "", false
+		}
+	}
+	return id, true
+}
 
 // sessionTTL is how long a live session stays known without asking again.
 // A refusal is never kept: a login a moment later must work at once.
@@ -59,11 +70,10 @@ func (c *sessionChecker) check(ctx context.Context, sid string) error {
 	if sid == "" {
 		return errNoSession
 	}
-	m := sidPattern.FindStringSubmatch(sid)
-	if m == nil {
+	id, ok := sessionID(sid)
+	if !ok {
 		return errBadSession
 	}
-	id := m[1]
 	now := c.now()
 	c.mu.Lock()
 	at, ok := c.valid[id]

@@ -70,7 +70,7 @@ for arch in $ARCHS; do
 	esac
 	echo "addon: building hubtunnel-$arch"
 	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
-		"$GO" build -trimpath \
+		"$GO" build -trimpath -tags "$(cat cmd/hubtunnel/build-tags)" \
 		-ldflags "-s -w -X github.com/hubtunnel/hubtunnel/version.Version=$version $EXTRA_LDFLAGS" \
 		-o "$out" ./cmd/hubtunnel)
 done

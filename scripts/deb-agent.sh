@@ -33,7 +33,7 @@ for arch in $archs; do
 		"$root/usr/lib/hubtunnel" "$root/usr/share/hubtunnel" "$root/usr/share/doc/hubtunnel" \
 		"$root/etc/lighttpd/conf-available" "$root/etc/config/addons"
 	install -d -m 0700 "$root/etc/config/addons/hubtunnel"
-	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm "$GO" build -trimpath \
+	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm "$GO" build -trimpath -tags "$(cat cmd/hubtunnel/build-tags)" \
 		-ldflags "-s -w -X github.com/hubtunnel/hubtunnel/version.Version=$version" \
 		-o "$root/usr/bin/hubtunnel" ./cmd/hubtunnel
 	install -m 0644 "$src/hubtunnel.service" "$root/lib/systemd/system/hubtunnel.service"

@@ -38,7 +38,7 @@ for arch in $archs; do
 	arm64 | 386 | amd64) goarch=$arch ;;
 	*) echo "release: unknown architecture $arch" >&2; exit 2 ;;
 	esac
-	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm "$GO" build -trimpath \
+	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm "$GO" build -trimpath -tags "$(cat cmd/hubtunnel/build-tags)" \
 		-ldflags "-s -w -X github.com/hubtunnel/hubtunnel/version.Version=$version -X github.com/hubtunnel/hubtunnel/selfupdate.releaseKey=$pub" \
 		-o "$tmp/hubtunnel-$arch" ./cmd/hubtunnel
 	gzip -9n <"$tmp/hubtunnel-$arch" >"$out/hubtunnel-$version-linux-$arch.gz"

@@ -32,6 +32,7 @@ func TestWindow(t *testing.T) {
 		{"23:00-01:00", at(23, 0, 30), at(23, 0, 30), at(23, 1, 0)},
 		{"23:00-01:00", at(23, 22, 0), at(23, 23, 0), at(24, 1, 0)},
 		{"00:00-24:00", at(23, 12, 0), at(23, 12, 0), at(24, 0, 0)},
+		{" 3:00-5:0 ", at(23, 1, 0), at(23, 3, 0), at(23, 5, 0)},
 	} {
 		w, err := parseWindow(c.window)
 		if err != nil {
@@ -44,7 +45,7 @@ func TestWindow(t *testing.T) {
 			t.Errorf("%s at %s: next(1) = %s, want about %s", c.window, c.now.Format("15:04"), got, c.to)
 		}
 	}
-	for _, bad := range []string{"", "3-5", "03:00", "25:00-05:00", "03:60-05:00", "03:00-24:30", "04:00-04:00", "03:00 - 05:00x"} {
+	for _, bad := range []string{"", "3-5", "03:00", "25:00-05:00", "03:60-05:00", "03:00-24:30", "04:00-04:00", "03:00 - 05:00x", "03:00-05:00x", "03:00-05:00-06:00", "+3:00-05:00", "003:00-05:00", "03:-05:00", "03:00-5", "3:00-5:00 x"} {
 		if _, err := parseWindow(bad); err == nil {
 			t.Errorf("parseWindow(%q) accepted it", bad)
 		}

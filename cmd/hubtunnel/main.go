@@ -142,17 +142,15 @@ func run(args []string) (err error) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
-	sl, err := logger.New(os.Stderr, logger.Options{Format: format})
+	logf, err := logger.NewLogf(os.Stderr, logger.Options{Format: format})
 	if err != nil {
 		return fmt.Errorf("--log-format: %w", err)
 	}
-	logf := logger.FromSlog(sl)
 	if useSyslog {
 		// The CCU's busybox syslogd keeps the log in RAM (/var/log) and
 		// stamps each line itself.
 		if w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "hubtunnel"); err == nil {
-			sl, _ = logger.New(w, logger.Options{Format: format, NoTime: true})
-			logf = logger.FromSlog(sl)
+			logf, _ = logger.NewLogf(w, logger.Options{Format: format, NoTime: true})
 		} else {
 			logf("warning: no system log (%v); logging to stderr", err)
 		}
