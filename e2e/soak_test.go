@@ -197,14 +197,25 @@ func soak(t *testing.T, transport string, total time.Duration, out string) {
 	t.Logf("soak over %s: %d phases in %v, %d sessions; the wire: %s", transport, len(phases),
 		ended.Sub(began).Round(time.Second), len(ops), b.wire.report())
 
+	rows := soakTable(phases, starts, ended, ops)
+	// The report is written whatever the checks below find, usage not
+	// back included: it is what shows why.
+	var final usage
+	defer func() {
+		if final == (usage{}) {
+			var err error
+			if final, err = b.usage(); err == nil {
+				samples = append(samples, soakSample{at: time.Now(), u: final, ok: true, phase: len(phases) - 1})
+			}
+		}
+		writeSoak(t, out, transport, baseline, final, phases, starts, rows, samples)
+	}()
 	b.waitConnected(2 * time.Minute)
 	b.mustFetchWithin("after the soak", 2*time.Minute)
-	final := b.waitUsageBack(baseline, 2*time.Minute)
-	samples = append(samples, soakSample{at: time.Now(), u: final, ok: true, phase: len(phases) - 1})
+	back := b.waitUsageBack(baseline, 2*time.Minute)
+	samples = append(samples, soakSample{at: time.Now(), u: back, ok: true, phase: len(phases) - 1})
+	final = back
 	t.Logf("soak over %s: after: %s", transport, final)
-
-	rows := soakTable(phases, starts, ended, ops)
-	writeSoak(t, out, transport, baseline, final, phases, starts, rows, samples)
 
 	// The promises: no hang anywhere; every session in a clean phase's
 	// quiet end worked.
