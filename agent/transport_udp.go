@@ -216,11 +216,10 @@ func (t *udpTransport) useKey(k vpn.PrivateKey) {
 const udpKeySwitchDelay = time.Second
 
 // sessionUnknown starts a new handshake: the relay said it has no session
-// for what the agent sent (it restarted; relay/unknown.go). At most once
-// per udpUnknownEvery, the time a handshake takes to time out, so that
-// answers to the messages sent while one is under way do not start
-// another; on a goroutine of its own, as the bind's receive routine calls
-// it.
+// for the one the agent sends on (it restarted; relay/unknown.go). At most
+// once per udpUnknownEvery, so that answers to the other messages sent on
+// that session in the same round trip do not start another; on a
+// goroutine of its own, as the bind's receive routine calls it.
 func (t *udpTransport) sessionUnknown() {
 	now := t.now()
 	t.mu.Lock()
@@ -242,9 +241,11 @@ func (t *udpTransport) sessionUnknown() {
 	go dev.Handshake(key)
 }
 
-// udpUnknownEvery is how often sessionUnknown may start a handshake:
-// WireGuard's REKEY_TIMEOUT.
-const udpUnknownEvery = 5 * time.Second
+// udpUnknownEvery is how often sessionUnknown may start a handshake: more
+// than a round trip, and far less than a relay takes to restart twice (5 s,
+// WireGuard's REKEY_TIMEOUT, made a relay restarted soon after the last one
+// wait that long: make bench's recovery phase).
+const udpUnknownEvery = time.Second
 
 func (t *udpTransport) connects() uint64 {
 	t.mu.Lock()

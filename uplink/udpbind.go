@@ -63,8 +63,9 @@ type UDPBind struct {
 	// TUN; wrap the TUN with InboundTUN(dev, Inbound). nil: unbounded.
 	Inbound *inflight.Window
 	// SessionUnknown is called, on WireGuard's receive goroutine, when the
-	// relay answers one of the agent's recent transport messages with
-	// wire.SessionUnknown; it must not block. nil: such answers are
+	// relay answers with wire.SessionUnknown for the session the agent
+	// sends on now (older sessions' answers are stale: a handshake since
+	// has replaced them); it must not block. nil: such answers are
 	// dropped.
 	SessionUnknown func()
 
@@ -188,6 +189,16 @@ func (x *indices) has(i uint32) bool {
 	return false
 }
 
+// latest is the index noted last, 0 if none (an index the relay picks at
+// random may be 0: then it is ignored like one never sent to).
+func (x *indices) latest() uint32 {
+	v := x.ids[x.next.Load()%uint32(len(x.ids))].Load()
+	if v == 0 {
+		return 0
+	}
+	return uint32(v)
+}
+
 // note adds i unless it is one of the indices already: for the many
 // transport messages of one session, four loads and no store.
 func (x *indices) note(i uint32) {
@@ -278,7 +289,7 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 			// Not WireGuard's: taken here, or dropped.
 			s.next++
 			s.eps[i] = nil
-			if s.unknown != nil && s.sentTo.has(idx) {
+			if s.unknown != nil && s.sentTo.latest() == idx {
 				s.unknown()
 			}
 			continue

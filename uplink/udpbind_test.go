@@ -290,4 +290,18 @@ func TestUDPBindSessionUnknown(t *testing.T) {
 	if calls != 1 {
 		t.Errorf("SessionUnknown called %d times; want once, for the index the agent sent to", calls)
 	}
+
+	// A new session since: an answer naming the old one is stale.
+	binary.LittleEndian.PutUint32(keepalive[4:], 0x05060708)
+	if err := b.Send([][]byte{keepalive}, relayEndpoint("relay")); err != nil {
+		t.Fatal(err)
+	}
+	inner.queue <- wire.AppendSessionUnknown(nil, 0x01020304)
+	inner.queue <- transport(2, 100)
+	if _, err := fns[0](bufs, sizes, eps); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Errorf("SessionUnknown called for a session the agent no longer sends on (%d calls)", calls)
+	}
 }

@@ -13,7 +13,7 @@ import "encoding/binary"
 // plain WireGuard drops it as an unknown type) and the receiver index of
 // the transport message that named the unknown session, little-endian.
 // The index is the relay's answer to that very message: the hub takes the
-// hint only for an index it has recently sent to, which someone off the
+// hint only for the session it sends on now, whose index someone off the
 // path cannot know. Nothing in it is secret, and it is smaller than the
 // smallest transport message (32 bytes), so the relay cannot be made to
 // send more than it received.
