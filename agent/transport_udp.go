@@ -52,6 +52,7 @@ type udpTransport struct {
 	relayKey   vpn.PublicKey // the relay's, as pinned now
 	handshakes uint64        // handshakes started by useRelayKey, useKey and sessionUnknown
 	unknownAt  time.Time     // sessionUnknown's last handshake
+	unknownFor uint32        // and the session it replaced
 	unknownLog time.Time     // and its last log line
 }
 
@@ -216,19 +217,20 @@ func (t *udpTransport) useKey(k vpn.PrivateKey) {
 const udpKeySwitchDelay = time.Second
 
 // sessionUnknown starts a new handshake: the relay said it has no session
-// for the one the agent sends on (it restarted; relay/unknown.go). At most
-// once per udpUnknownEvery, so that answers to the other messages sent on
-// that session in the same round trip do not start another; on a
-// goroutine of its own, as the bind's receive routine calls it.
-func (t *udpTransport) sessionUnknown() {
+// for the one the agent sends on (it restarted; relay/unknown.go). For one
+// session at most once per udpUnknownEvery, so that answers to the other
+// messages sent on it in the same round trip do not start another; a new
+// session lost too (the relay restarted again) at once. On a goroutine of
+// its own, as the bind's receive routine calls it.
+func (t *udpTransport) sessionUnknown(session uint32) {
 	now := t.now()
 	t.mu.Lock()
 	dev, key := t.dev, t.relayKey
-	if dev == nil || now.Sub(t.unknownAt) < udpUnknownEvery {
+	if dev == nil || (session == t.unknownFor && now.Sub(t.unknownAt) < udpUnknownEvery) {
 		t.mu.Unlock()
 		return
 	}
-	t.unknownAt = now
+	t.unknownAt, t.unknownFor = now, session
 	t.handshakes++
 	logIt := now.Sub(t.unknownLog) >= time.Minute
 	if logIt {
@@ -241,10 +243,8 @@ func (t *udpTransport) sessionUnknown() {
 	go dev.Handshake(key)
 }
 
-// udpUnknownEvery is how often sessionUnknown may start a handshake: more
-// than a round trip, and far less than a relay takes to restart twice (5 s,
-// WireGuard's REKEY_TIMEOUT, made a relay restarted soon after the last one
-// wait that long: make bench's recovery phase).
+// udpUnknownEvery is how often sessionUnknown may start a handshake for
+// the same session: more than a round trip.
 const udpUnknownEvery = time.Second
 
 func (t *udpTransport) connects() uint64 {

@@ -62,12 +62,12 @@ type UDPBind struct {
 	// Inbound bounds the data packets received but not yet written to the
 	// TUN; wrap the TUN with InboundTUN(dev, Inbound). nil: unbounded.
 	Inbound *inflight.Window
-	// SessionUnknown is called, on WireGuard's receive goroutine, when the
-	// relay answers with wire.SessionUnknown for the session the agent
-	// sends on now (older sessions' answers are stale: a handshake since
+	// SessionUnknown is called with the session's index, on WireGuard's
+	// receive goroutine, when the relay answers with wire.SessionUnknown
+	// for the session the agent sends on now (older sessions' answers are stale: a handshake since
 	// has replaced them); it must not block. nil: such answers are
 	// dropped.
-	SessionUnknown func()
+	SessionUnknown func(session uint32)
 
 	mu   sync.Mutex
 	stop chan struct{} // closed by Close; wakes a receive waiting for room
@@ -243,7 +243,7 @@ type staging struct {
 	stop    <-chan struct{}
 	ours    *indices
 	sentTo  *indices
-	unknown func() // UDPBind.SessionUnknown
+	unknown func(uint32) // UDPBind.SessionUnknown
 }
 
 // groSlots is how many slots at the end of a batch StdNetBind reads
@@ -290,7 +290,7 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 			s.next++
 			s.eps[i] = nil
 			if s.unknown != nil && s.sentTo.latest() == idx {
-				s.unknown()
+				s.unknown(idx)
 			}
 			continue
 		}

@@ -260,7 +260,7 @@ func (nullTUN) Write(bufs [][]byte, offset int) (int, error) { return len(bufs),
 func TestUDPBindSessionUnknown(t *testing.T) {
 	inner := &batchBind{batch: 8, queue: make(chan []byte, 8)}
 	calls := 0
-	b := &UDPBind{Bind: inner, MTU: 1420, SessionUnknown: func() { calls++ }}
+	b := &UDPBind{Bind: inner, MTU: 1420, SessionUnknown: func(uint32) { calls++ }}
 	fns, _, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
