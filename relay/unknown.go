@@ -108,11 +108,12 @@ func (b *agentBind) sendUnknown(answers []unknownAnswer) {
 // now on (no handshake is answered by a relay about to lose it) and
 // returns an answer for each session of each UDP hub. The relay leaves
 // them in a file for the relay that follows (as it does every 30 s, for a
-// relay that follows a crash), which sends them as it starts (resumeUDP): the hubs handshake with it at once, and a restart by a
-// service manager costs a UDP hub about a second. Where the file cannot be
-// written, the answers go out at once: the hubs' handshakes then meet the
-// closing relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until
-// the next relay answers.
+// relay that follows a crash), which sends them as it starts (resumeUDP):
+// the hubs handshake with it at once, and a restart by a service manager
+// costs a UDP hub well under a second. Where the file cannot be written,
+// the answers go out at once: the hubs' handshakes then meet the closing
+// relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until the
+// next relay answers.
 func (u *udpInbound) goodbye() []unknownAnswer {
 	u.mu.Lock()
 	u.closing = true
