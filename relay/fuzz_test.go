@@ -4,8 +4,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // FuzzAgentInput feeds what an agent controls — a handshake initiation's
@@ -59,6 +62,30 @@ func FuzzCookies(f *testing.F) {
 		for _, c := range resp.Cookies() {
 			if isRelayCookie(c.Name) {
 				t.Fatalf("Set-Cookie %q set the relay's cookie", setCookie)
+			}
+		}
+	})
+}
+
+// FuzzSavedSessions: udp-sessions.json, as a relay left it or damaged, is
+// an error or answers to valid addresses, never a panic.
+func FuzzSavedSessions(f *testing.F) {
+	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	f.Add([]byte(`{"written":"2026-12-02T00:00:00Z","sessions":[{"addr":"192.0.2.7:51820","index":7},{"addr":"[2001:db8::1]:4000","index":4294967295}]}`))
+	f.Add([]byte(`{"written":"2026-12-01T00:00:00Z","sessions":[]}`))
+	f.Add([]byte(`{"sessions":[{"addr":"0.0.0.0:0"}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		answers, err := parseSavedSessions(data, now)
+		if err != nil {
+			return
+		}
+		for _, a := range answers {
+			ap := a.ep.(*conn.StdNetEndpoint).AddrPort
+			if !ap.IsValid() || ap.Port() == 0 {
+				t.Fatalf("an answer to %v", ap)
+			}
+			if _, ok := wire.ParseSessionUnknown(a.msg[:]); !ok {
+				t.Fatalf("answer %x is no SessionUnknown", a.msg)
 			}
 		}
 	})

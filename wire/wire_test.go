@@ -199,6 +199,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(frames(Hello{Version: 1, Software: "hubtunnel/0.1"}.Marshal()))
 	f.Add(frames([]byte{1, 0, 0, 0, 1, 2, 3}, GoingAway{RetryAfterMillis: 500}.Marshal()))
 	f.Add(frames(Ping{Token: [8]byte{1, 2}}.Marshal(), Pong{Token: [8]byte{1, 2}}.Marshal()))
+	f.Add(frames(Ours.Marshal(), []byte{TypeFeatures, 0x20, 0, 0xff, 7}))
 	f.Add(frames(HubInfo{Next: [32]byte{9}, Hub: "cellar", URL: "https://cellar.example.net/"}.Seal(fuzzShared, fuzzEphemeral)))
 	f.Add([]byte{0xff, 0xff, 0})
 	f.Add([]byte{0, 0})
@@ -232,6 +233,14 @@ func FuzzReader(f *testing.F) {
 			case TypePong:
 				if p2, err := ParsePong(p); err == nil && !bytes.Equal(p2.Marshal(), p) {
 					t.Fatalf("pong does not round-trip")
+				}
+			case TypeFeatures:
+				// A later version's flags and fields are left out: what
+				// was understood survives the wire.
+				if f, err := ParseFeatures(p); err == nil {
+					if g, err := ParseFeatures(f.Marshal()); err != nil || g != f {
+						t.Fatalf("features do not round-trip: %+v, %+v, %v", f, g, err)
+					}
 				}
 			case TypeHubInfo:
 				// MAC'd as the relay would, so the fuzzer reaches the
