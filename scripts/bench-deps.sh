@@ -7,6 +7,7 @@
 # A peer that fails to build leaves its error in $BENCH_PEERS/TOOL.err and
 # the bench reports it in its row; the rest of the bench goes on.
 set -euo pipefail
+. "$(dirname "$0")/apt-lib.sh"
 
 need=() # the bench stops without these
 want=() # the peers phase reports a peer "not installed" without these
@@ -30,17 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 need+=("${want[@]}")
 if [ ${#need[@]} -gt 0 ]; then
-	echo "bench-deps: installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	# Another apt or dpkg may hold the locks: wait for them, as deps.sh does.
-	wait_lock=(-o DPkg::Lock::Timeout=600)
-	for try in $(seq 1 30); do
-		apt-get "${wait_lock[@]}" update -qq && break
-		[ "$try" -lt 30 ] || exit 1
-		echo "bench-deps: apt-get update failed (lock held?); trying again in 10 s" >&2
-		sleep 10
-	done
-	apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	apt_install bench-deps "${need[@]}"
 fi
 go mod download
 

@@ -7,6 +7,7 @@
 # e2e/browser/package-lock.json, into e2e/browser/node_modules). (The
 # Makefile's pinned staticcheck comes with `go run`, outside go.mod.)
 set -euo pipefail
+. "$(dirname "$0")/apt-lib.sh"
 cd "$(dirname "$0")/.." # the module root
 
 need=()
@@ -56,19 +57,7 @@ if [ ${#need[@]} -gt 0 ]; then
 		echo "deps: missing ${need[*]}; run as root or install them (apt-get install ${need[*]})" >&2
 		exit 1
 	fi
-	echo "deps: installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	# Another apt or dpkg (an unattended upgrade, a second make) may hold
-	# the locks: wait for them (10 minutes for dpkg's, 5 for the lists')
-	# rather than fail.
-	wait_lock=(-o DPkg::Lock::Timeout=600)
-	for try in $(seq 1 30); do
-		apt-get "${wait_lock[@]}" update -qq && break
-		[ "$try" -lt 30 ] || exit 1
-		echo "deps: apt-get update failed (lock held?); trying again in 10 s" >&2
-		sleep 10
-	done
-	apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	apt_install deps "${need[@]}"
 fi
 go mod download
 
