@@ -102,6 +102,11 @@ func TestConnectOpensNoTunnelConnection(t *testing.T) {
 		k, err := loadRelayKeys(a.cfg.relayKeysPath())
 		return err == nil && k != nil && k.Next == next.Public().String()
 	})
+	// The HubInfo that carries the key arrives with the handshake
+	// response; the agent reports connected a moment later.
+	poll.Until(t, 10*time.Second, "the agent connected again", func() bool {
+		return a.Status().State == localapi.StateConnected
+	})
 	st := a.Status()
 	if st.State != localapi.StateConnected || tr.b.Status().Connects != before+1 || st.Name != "alpha" || !strings.HasPrefix(st.URL, "https://alpha.localhost") {
 		t.Errorf("after the new connection: %s, connection %d (was %d), name %q, URL %q", st.State, tr.b.Status().Connects, before, st.Name, st.URL)
