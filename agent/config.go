@@ -222,7 +222,7 @@ func (c *Config) Validate() error {
 	}
 	maxMTU := wire.MaxTunnelMTU
 	if c.Transport == "udp" {
-		maxMTU = 8000 // UDPBind's receive slots are MTU-sized
+		maxMTU = vpn.MaxUDPMTU // UDPBind's receive slots are MTU-sized
 	}
 	if c.MTU == 0 {
 		c.MTU = maxMTU

@@ -174,34 +174,33 @@ func (b *agentBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	return b.udp.ParseEndpoint(s)
 }
 
-// BatchSize follows the UDP bind, whose receive functions need exactly
-// their own batch size; without UDP, a small batch keeps memory low.
-func (b *agentBind) BatchSize() int {
-	if b.udp != nil {
-		return b.udp.BatchSize()
-	}
-	return tcpBatchSize
-}
+// BatchSize is how many messages WireGuard reads per receive call, from
+// agent connections and UDP alike. WireGuard keeps BatchSize × 64 KiB of
+// buffers per receive routine, and as many for reading the netstack: at
+// StdNetBind's 128, with its IPv4 and IPv6 functions beside the agents',
+// that was 32 MiB, resident once a UDP hub's download had touched it.
+func (b *agentBind) BatchSize() int { return batchSize }
 
-// tcpBatchSize is the batch WireGuard reads from agent connections without
-// UDP: it keeps tcpBatchSize × 64 KiB of buffers per receive routine.
-const tcpBatchSize = 16
+const batchSize = 16
 
-// receiveUDP wraps one of the UDP bind's receive functions with udpIn.
+// receiveUDP reads one of the UDP bind's receive functions through a
+// vpn.Staging (StdNetBind reads its own 128 messages at a time into slots
+// of one message each) and applies udpIn.
 func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
-	if b.udpIn == nil {
-		return fn
-	}
+	st := vpn.NewStaging(fn, b.udp.BatchSize(), vpn.UDPSlot)
 	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
-			n, err := fn(packets, sizes, eps)
-			if n > 0 {
+			if err := st.Fill(); err != nil {
+				return 0, err
+			}
+			n := st.Take(packets, sizes, eps)
+			if n > 0 && b.udpIn != nil {
 				n = b.udpIn.admit(packets, sizes, eps, n)
 				b.udpIn.s.udpClock.settle() // clock_udp.go
 				b.udpIn.s.wakePeers()       // peers.go
 			}
-			if n > 0 || err != nil {
-				return n, err
+			if n > 0 {
+				return n, nil
 			}
 		}
 	}

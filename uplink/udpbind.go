@@ -30,10 +30,8 @@ const UDPBatchSize = 16
 //     changes, the agent rebinds (Device.Rebind).
 //   - WireGuard is given batches of UDPBatchSize. StdNetBind itself reads
 //     (recvmmsg, with UDP GRO where the kernel has it) into a full batch of
-//     its own size; UDPBind gives it slots sized for one message of the
-//     tunnel's MTU, not 64 KiB, and copies what it read into WireGuard's
-//     buffers over the next calls. The copy is of one packet, next to its
-//     decryption.
+//     its own size, of slots sized for one message of the tunnel's MTU
+//     (vpn.Staging).
 //   - Send reports how many data packets it handed to the kernel, so that
 //     the netstack can bound what waits inside WireGuard on the way out
 //     (netstack.Config.MaxInFlight).
@@ -56,8 +54,8 @@ type UDPBind struct {
 	// Sent is called after each Send with its number of data packets
 	// (keepalives and handshakes are not counted). nil: not called.
 	Sent func(n int)
-	// MTU is the tunnel's; it sizes the receive slots. 0: 8000, the most
-	// the agent's config allows.
+	// MTU is the tunnel's; it sizes the receive slots. 0: vpn.MaxUDPMTU,
+	// the most the agent's config allows.
 	MTU int
 	// Inbound bounds the data packets received but not yet written to the
 	// TUN; wrap the TUN with InboundTUN(dev, Inbound). nil: unbounded.
@@ -101,16 +99,15 @@ func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	mtu := b.MTU
 	if mtu <= 0 {
-		mtu = 8000
+		mtu = vpn.MaxUDPMTU
 	}
 	stop := make(chan struct{})
 	b.mu.Lock()
 	b.stop = stop
 	b.mu.Unlock()
 	for i, fn := range fns {
-		s := newStaging(fn, b.Bind.BatchSize(), mtu+device.MessageTransportSize)
-		s.inbound, s.stop, s.ours = b.Inbound, stop, &b.ours
-		s.sentTo, s.unknown = &b.sentTo, b.SessionUnknown
+		s := &staging{Staging: vpn.NewStaging(fn, b.Bind.BatchSize(), mtu+device.MessageTransportSize),
+			inbound: b.Inbound, stop: stop, ours: &b.ours, sentTo: &b.sentTo, unknown: b.SessionUnknown}
 		fns[i] = s.receive
 	}
 	return fns, p, nil
@@ -228,16 +225,11 @@ func (d *inboundTUN) Write(bufs [][]byte, offset int) (int, error) {
 	return n, err
 }
 
-// staging is one receive function's batch: the inner bind reads a whole
-// batch into it, and receive hands it out in WireGuard's smaller batches.
-// Only WireGuard's one receive goroutine for this function calls receive.
+// staging is one receive function's vpn.Staging with what the agent
+// checks as it hands messages out. Only WireGuard's one receive goroutine
+// for this function calls receive.
 type staging struct {
-	read  conn.ReceiveFunc
-	bufs  [][]byte
-	sizes []int
-	eps   []conn.Endpoint
-	next  int // bufs[next:n] have not been handed out yet
-	n     int
+	*vpn.Staging
 
 	inbound *inflight.Window
 	stop    <-chan struct{}
@@ -246,31 +238,9 @@ type staging struct {
 	unknown func(uint32) // UDPBind.SessionUnknown
 }
 
-// groSlots is how many slots at the end of a batch StdNetBind reads
-// coalesced (UDP GRO) datagrams into, up to 64 KiB each, before splitting
-// them into the slots from the start: conn.IdealBatchSize divided by the
-// most segments the kernel coalesces (64).
-const groSlots = 2
-
-func newStaging(read conn.ReceiveFunc, batch, slot int) *staging {
-	s := &staging{read: read, bufs: make([][]byte, batch), sizes: make([]int, batch), eps: make([]conn.Endpoint, batch)}
-	for i := range s.bufs {
-		size := slot
-		if i >= batch-groSlots {
-			size = device.MaxMessageSize
-		}
-		s.bufs[i] = make([]byte, size)
-	}
-	return s
-}
-
 func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-	if s.next == s.n {
-		n, err := s.read(s.bufs, s.sizes, s.eps)
-		if err != nil {
-			return 0, err
-		}
-		s.next, s.n = 0, n
+	if err := s.Fill(); err != nil {
+		return 0, err
 	}
 	want := min(len(packets), len(sizes), len(eps))
 	if want == 0 {
@@ -282,13 +252,14 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 	}
 	// room bounds the data messages handed out; the others take none.
 	k, data := 0, 0
-	for k < want && s.next < s.n {
-		i := s.next
-		m := s.bufs[i][:s.sizes[i]]
+	for k < want {
+		m, ep, ok := s.Peek()
+		if !ok {
+			break
+		}
 		if idx, ok := wire.ParseSessionUnknown(m); ok {
 			// Not WireGuard's: taken here, or dropped.
-			s.next++
-			s.eps[i] = nil
+			s.Pop()
 			if s.unknown != nil && s.sentTo.latest() == idx {
 				s.unknown(idx)
 			}
@@ -301,9 +272,8 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 			data++
 		}
 		sizes[k] = copy(packets[k], m)
-		eps[k] = s.eps[i]
-		s.eps[i] = nil
-		s.next++
+		eps[k] = ep
+		s.Pop()
 		k++
 	}
 	s.inbound.Enter(data)
