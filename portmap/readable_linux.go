@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hubtunnel/hubtunnel/internal/gopool"
 )
 
 // socketNotifier waits for a TCP socket to become readable without a buffer
@@ -20,12 +22,14 @@ func socketNotifier(c *net.TCPConn) readNotifier {
 
 type sockReady struct{ rc syscall.RawConn }
 
-// WhenReadable calls f in a new goroutine once a read would not block:
-// data, EOF, an error, or the connection closed (the RawConn's Read fails).
+// WhenReadable calls f once a read would not block: data, EOF, an error,
+// or the connection closed (the RawConn's Read fails). It waits on a new,
+// shallow goroutine and runs f on one of gopool's, whose stack has grown
+// for the copy already.
 func (s sockReady) WhenReadable(f func()) {
 	go func() {
 		s.rc.Read(pollReady)
-		f()
+		gopool.Go(f)
 	}()
 }
 

@@ -13,6 +13,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/hubtunnel/hubtunnel/internal/gopool"
 )
 
 // A Listener accepts TCP connections on one port of a Stack. It implements
@@ -164,7 +166,7 @@ func (c *TCPConn) Abort() {
 // readyEvents are the events after which a Read does not block.
 const readyEvents = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
 
-// WhenReadable calls f once, in a new goroutine, as soon as a Read would
+// WhenReadable calls f once, on a goroutine of gopool's, as soon as a Read would
 // not block: data or EOF has arrived, the connection failed, or it was
 // closed or aborted. Until then nothing waits for it: no goroutine, no
 // buffer, only a callback in the endpoint's wait queue. Read deadlines do
@@ -192,10 +194,10 @@ type readWaiter struct {
 // wait queue's lock held, so the entry is unregistered in f's goroutine.
 func (w *readWaiter) notify(waiter.EventMask) {
 	if w.fired.CompareAndSwap(false, true) {
-		go func() {
+		gopool.Go(func() {
 			w.wq.EventUnregister(&w.entry)
 			w.f()
-		}()
+		})
 	}
 }
 
