@@ -29,7 +29,10 @@ import (
 // opens the control-panel button's address, /addons/hubtunnel/?sid=@…@,
 // and follows index.html to the panel through lighttpd's proxy; the
 // panel's same-origin check must take the page's own POSTs as lighttpd
-// passes them on, and refuse a foreign Origin. With the agent stopped
+// passes them on, and refuse a foreign Origin. The WebUI's Download button
+// for an addon update (a stand-in of the WebUI's page, which opens
+// update-check.cgi?cmd=download in a new tab) leads to the panel's update
+// section with the session of the page it came from. With the agent stopped
 // after a failed start, the same address leads to status.cgi, which says
 // why, and whose start button brings the panel back. The screenshots stay
 // in the artifacts folder.
@@ -82,11 +85,22 @@ func TestCCUWebUI(t *testing.T) {
 	code := strings.TrimSpace(lines[2])
 
 	button := c.web + "/addons/hubtunnel/"
+	// A stand-in of the WebUI's page, at its address: the addon list's
+	// Download button opens the addon's Update URL with cmd=download in a
+	// new tab (cp_software.cgi; RaspberryMatic patch 0063).
+	if err := os.MkdirAll(c.path("/www/pages"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c.path("/www/pages/index.htm"), `<!DOCTYPE html><html><head><meta charset="utf-8"><title>WebUI</title></head><body>
+<button id="download" onclick="window.open('/addons/hubtunnel/update-check.cgi?cmd=download&amp;version=1.0.0-e2e')">Herunterladen</button>
+</body></html>
+`)
 	b.run(t, "ccuweb", map[string]string{"HT_PHASE": "panel", "HT_BUTTON": button, "HT_SID": sid, "HT_CODE": code, "HT_HUB": "garden"},
 		"without a session the button's page leads to the panel, which refuses",
 		"a made-up session is refused",
 		"with the WebUI session the button's page leads to the panel: the code field",
 		"enrolled through lighttpd, the status turns connected as hub garden",
+		"the WebUI's Download button leads to the panel's update section, logged in",
 	)
 	c.waitState(t, "connected", "garden")
 
