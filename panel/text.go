@@ -163,6 +163,32 @@ var german = text{
 	Refused:           "Abgelehnt",
 }
 
+// germanFields say in German what each setting wants, for a value the
+// agent refused (its own words, English, follow in brackets: they name the
+// wrong value). English needs none: the agent's words are the message.
+// The keys are Settings' JSON names and the enrollment's "code".
+var germanFields = map[string]string{
+	"enabled":        "Der Dienst lässt sich so nicht schalten.",
+	"auto_update":    "Automatische Updates lassen sich so nicht schalten.",
+	"update_window":  "Das Zeitfenster muss SS:MM-SS:MM sein, z. B. 03:00-05:00.",
+	"proxy":          "Der Proxy muss leer, none oder http://host:port sein.",
+	"allowed_cidrs":  "Erlaubte Quellen: eine Adresse oder ein Bereich pro Zeile, z. B. 100.96.0.1/32; mindestens einer.",
+	"dns_fallback":   "DNS-Ausweichserver: eine IP-Adresse pro Zeile, z. B. 8.8.8.8.",
+	"optional_ports": "Zuschalten lassen sich nur die Ports 90, 8001 und 8002.",
+	"code":           "Dieser Code wurde nicht angenommen. Prüfen Sie ihn, oder holen Sie einen neuen im Portal des Relays.",
+}
+
+// fieldProblem is what the page shows next to field for problem, the
+// agent's words, in t's language.
+func (t *text) fieldProblem(field, problem string) string {
+	if t.Lang == "de" {
+		if de, ok := germanFields[field]; ok {
+			return de + " (" + problem + ")"
+		}
+	}
+	return problem
+}
+
 // text picks the language the CCU's WebUI is in (LanguageFile, which
 // the WebUI's language dialog writes: "de" or "en"), else the browser's
 // first choice of the two (Accept-Language), else English.
