@@ -82,12 +82,17 @@ func TestPanel(t *testing.T) {
 		"with the WebUI session the first-run state shows the code field",
 		"a mistyped code is refused next to its field",
 		"enrolled with the relay's code, the status turns connected as hub garden",
+		"the panel: ",
+		"the port map shows",
 		"automatic updates switched off, and still off after the restart",
 		`"check now" answers`,
 		"a wrong allowed source is refused next to its field",
 		"a changed allowed source is saved and applied",
 		"the connection test reaches the relay",
+		"the DNS trace answers",
 		"the log shows the agent's last lines",
+		"the statistics page: ",
+		"in German a wrong allowed source is refused next to its field",
 	)
 	after := readFileString(a.Conf)
 	for _, want := range []string{"100.96.0.0/24", "auto = false", "rega = "} {
