@@ -24,6 +24,7 @@ type text struct {
 	// Status.
 	StatusTitle, HubName, Relay, URL, State, ConnectedSince, LastHandshake, LastError string
 	Transport, Route, DNSSource, AgentVersion, Hub, Never                             string
+	DNSNotNeeded                                                                      string
 	StateConnected, StateConnecting, StateDisabled, StateUnenrolled                   string
 	SupervisorRestarts                                                                string
 
@@ -67,7 +68,8 @@ var english = text{
 	StatusTitle: "Status", HubName: "Hub", Relay: "Relay", URL: "Address", State: "State",
 	ConnectedSince: "Connected since", LastHandshake: "Last handshake", LastError: "Last problem",
 	Transport: "Connection", Route: "Route", DNSSource: "Relay address from", AgentVersion: "hubtunnel version",
-	Hub: "This hub", Never: "never",
+	DNSNotNeeded: "no name to resolve: the relay is given by its address",
+	Hub:          "This hub", Never: "never",
 	StateConnected: "connected", StateConnecting: "connecting…", StateDisabled: "switched off",
 	StateUnenrolled:    "not connected to a relay yet",
 	SupervisorRestarts: "Restarts after a crash",
@@ -122,7 +124,8 @@ var german = text{
 	StatusTitle: "Status", HubName: "Zentrale", Relay: "Relay", URL: "Adresse", State: "Zustand",
 	ConnectedSince: "Verbunden seit", LastHandshake: "Letzter Handshake", LastError: "Letztes Problem",
 	Transport: "Verbindung", Route: "Weg", DNSSource: "Relay-Adresse von", AgentVersion: "hubtunnel-Version",
-	Hub: "Diese Zentrale", Never: "nie",
+	DNSNotNeeded: "kein Name aufzulösen: das Relay ist mit seiner Adresse angegeben",
+	Hub:          "Diese Zentrale", Never: "nie",
 	StateConnected: "verbunden", StateConnecting: "verbinde…", StateDisabled: "ausgeschaltet",
 	StateUnenrolled:    "noch mit keinem Relay verbunden",
 	SupervisorRestarts: "Neustarts nach Absturz",

@@ -5,7 +5,9 @@
 //  2. With the WebUI's sid it shows the first-run state: the code field.
 //  3. A mistyped code is refused next to the field; the relay's code
 //     enrolls the hub and the status turns connected (after the restart).
-//  4. Automatic updates switched off stay off after the restart.
+//  4. The status lines are filled; the service switch turns the tunnel off
+//     and on again; the restart button restarts it. Automatic updates
+//     switched off stay off after the restart.
 //  5. "Check now" answers.
 //  6. A wrong allowed source is refused next to its field; a right one is
 //     saved and applied (the tunnel is back, the field shows it).
@@ -69,6 +71,19 @@ await run(async (browser, state) => {
   await shot(page, 'panel-connected');
   checkBudget('the panel', first);
 
+  // The status as the owner reads it: each line filled.
+  const status = {};
+  for (const id of ['st-relay', 'st-since', 'st-handshake', 'st-transport', 'st-dns', 'st-version', 'st-hub']) {
+    status[id] = await page.locator('#' + id).textContent();
+  }
+  await page.waitForFunction(() => document.getElementById('st-handshake').textContent !== '—', null, { timeout: 20_000 });
+  status['st-handshake'] = await page.locator('#st-handshake').textContent();
+  for (const [id, v] of Object.entries(status)) {
+    check(v !== '' && v !== '—', `the status line ${id} is empty once connected: ${JSON.stringify(status)}`);
+  }
+  check(status['st-transport'].startsWith('tcp'), `the transport reads ${JSON.stringify(status['st-transport'])}`);
+  ok(`the status reads: relay ${status['st-relay']}, since ${status['st-since']}, handshake ${status['st-handshake']}, ${status['st-transport']}, DNS ${status['st-dns']}, version ${status['st-version']}, hub ${status['st-hub']}`);
+
   // The port map: what answers where, and at which address of the relay.
   await page.waitForFunction(() => document.querySelector('#st-url a') !== null);
   const hubURL = await page.locator('#st-url a').getAttribute('href');
@@ -80,6 +95,26 @@ await run(async (browser, state) => {
   check(row(2001) && row(2001)[1] === 'XML-RPC RF' && row(2001)[2].endsWith(':' + row(2001)[2].split(':').pop()), `the port map's 2001 row is ${JSON.stringify(row(2001))}`);
   check(!row(90), 'the port map lists the optional port 90, which is off');
   ok(`the port map shows ${rows.length} ports, the WebUI at ${hubURL}`);
+
+  // The service switched off: the tunnel goes, the page stays; on again.
+  check(await page.locator('#enabled').isChecked(), 'the service is not on at first');
+  await page.click('#enabled');
+  await page.waitForFunction(() => document.getElementById('service-note').textContent.startsWith('Saved'));
+  await page.waitForFunction(() => document.getElementById('st-state').textContent === 'switched off' && !document.getElementById('enabled').checked, null, { timeout: 20_000 });
+  await shot(page, 'panel-switched-off');
+  await page.click('#enabled');
+  await page.waitForFunction(() => document.getElementById('service-note').textContent.startsWith('Saved'));
+  await connected(page);
+  check(await page.locator('#enabled').isChecked(), 'the service switch is off once connected again');
+  ok('the service switched off and on again, connected');
+
+  // The restart button: the agent runs again, the tunnel with it.
+  const since = await page.locator('#st-since').textContent();
+  await page.click('#restart');
+  await page.waitForFunction(() => document.getElementById('service-note').textContent.includes('restarting'));
+  await page.waitForFunction((before) => document.getElementById('st-state').textContent === 'connected' &&
+    !['', '—', before].includes(document.getElementById('st-since').textContent), since, { timeout: 20_000 });
+  ok(`restarted from the panel, connected since ${await page.locator('#st-since').textContent()}`);
 
   check(await page.locator('#auto_update').isChecked(), 'automatic updates are not on at first');
   await page.click('#auto_update');

@@ -78,8 +78,10 @@
     text('st-since', st.connected_since ? when(st.connected_since) : '');
     text('st-handshake', st.last_handshake ? when(st.last_handshake) : '');
     text('st-error', st.last_error);
-    text('st-transport', st.route ? st.transport + ' (' + st.route + ')' : st.transport);
-    text('st-dns', st.dns_source ? st.dns_source + (st.dns_answer ? ': ' + st.dns_answer.join(', ') : '') : '');
+    text('st-transport', st.route && st.route !== st.transport ? st.transport + ' (' + st.route + ')' : st.transport);
+    // A relay given by its address (IPv4, or IPv6 in brackets) has no name to resolve.
+    const byAddress = /^(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\])(:\d+)?$/.test(st.relay || '');
+    text('st-dns', st.dns_source ? st.dns_source + (st.dns_answer ? ': ' + st.dns_answer.join(', ') : '') : (byAddress ? T.DNSNotNeeded : ''));
     text('st-version', st.version);
     text('st-hub', [st.hub.kind, st.hub.firmware, st.hub.arch].filter(Boolean).join(' '));
     // The addon's supervisor restarted the agent after crashes (shown only
