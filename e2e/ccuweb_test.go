@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +34,9 @@ import (
 // passes them on, and refuse a foreign Origin. The WebUI's Download button
 // for an addon update (a stand-in of the WebUI's page, which opens
 // update-check.cgi?cmd=download in a new tab) leads to the panel's update
-// section with the session of the page it came from. With the agent stopped
+// section with the session of the page it came from. The agent killed, its
+// supervisor runs it again, and the panel shows the restart and how the
+// agent ended. With the agent stopped
 // after a failed start, the same address leads to status.cgi, which says
 // why, and whose start button brings the panel back. The screenshots stay
 // in the artifacts folder.
@@ -103,6 +107,26 @@ func TestCCUWebUI(t *testing.T) {
 		"the WebUI's Download button leads to the panel's update section, logged in",
 	)
 	c.waitState(t, "connected", "garden")
+
+	// A crash: the agent killed, its supervisor runs it again after its
+	// backoff, and the panel says so.
+	pidFile := c.path("/var/run/hubtunnel.pid")
+	crashed := strings.TrimSpace(readFileString(pidFile))
+	pid, err := strconv.Atoi(crashed)
+	if err != nil {
+		t.Fatalf("the agent's pid file says %q", crashed)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 20*time.Second, "the supervisor to run the agent again", func() bool {
+		p := strings.TrimSpace(readFileString(pidFile))
+		return p != "" && p != crashed
+	})
+	c.waitState(t, "connected", "garden")
+	b.run(t, "ccuweb", map[string]string{"HT_PHASE": "crashed", "HT_BUTTON": button, "HT_SID": sid, "HT_HUB": "garden"},
+		"after a crash the panel says the agent was restarted",
+	)
 
 	// Stopped, and a start that failed on a typo in the config: the agent
 	// itself leaves why in start-error.

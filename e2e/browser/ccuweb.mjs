@@ -16,9 +16,12 @@
 //     WebUI's page, /pages/index.htm?sid=@…@, opening update-check.cgi's
 //     cmd=download in a new tab as the WebUI does) leads to the panel's
 //     update section, with the session: no second login.
+// HT_PHASE=crashed (the agent was killed; its supervisor ran it again):
+//  5. The panel, connected, says the agent was restarted after a crash,
+//     how it ended (SIGKILL) and when.
 // HT_PHASE=stopped (the agent stopped; its last start failed):
-//  5. The button's page leads to status.cgi: not running, and why.
-//  6. Its start button starts the service; its link leads back to the
+//  6. The button's page leads to status.cgi: not running, and why.
+//  7. Its start button starts the service; its link leads back to the
 //     panel, connected.
 //
 // HT_BUTTON: the button's address, http://127.0.0.1:PORT/addons/hubtunnel/
@@ -112,6 +115,17 @@ async function panelPhase(page) {
   await tab.close();
 }
 
+async function crashedPhase(page) {
+  await open(page, `?sid=${sid}`, '/panel/');
+  await connected(page);
+  await page.locator('#st-restarts').waitFor({ state: 'visible' });
+  const label = await page.locator('#st-restarts-label').textContent();
+  const restarts = await page.locator('#st-restarts').textContent();
+  check(label === 'Restarts after a crash' && /^1 \(SIGKILL, .+\)$/.test(restarts), `the panel says ${JSON.stringify(label)}: ${JSON.stringify(restarts)}`);
+  await shot(page, 'ccuweb-crashed');
+  ok(`after a crash the panel says the agent was restarted: ${label}: ${restarts}`);
+}
+
 async function stoppedPhase(page) {
   const resp = await open(page, `?sid=${sid}`, '/status.cgi');
   check(resp.status() === 200, `status.cgi answered ${resp.status()}`);
@@ -144,9 +158,11 @@ await run(async (browser, state) => {
   const page = state.page = await ctx.newPage();
   if (phase === 'panel') {
     await panelPhase(page);
+  } else if (phase === 'crashed') {
+    await crashedPhase(page);
   } else if (phase === 'stopped') {
     await stoppedPhase(page);
   } else {
-    check(false, `HT_PHASE is ${JSON.stringify(phase)}; want panel or stopped`);
+    check(false, `HT_PHASE is ${JSON.stringify(phase)}; want panel, crashed or stopped`);
   }
 });
