@@ -11,20 +11,21 @@ import (
 // cgi runs update-check.cgi from the source tree under the real tclsh, as
 // lighttpd does (QUERY_STRING in the environment), and splits its answer.
 // root is HUBTUNNEL_ROOT; "-" leaves the variable unset, as on a hub.
-func cgi(t *testing.T, root, query string) (headers map[string]string, body string) {
+// extra are more variables, as lighttpd sets them (HTTP_HOST=…).
+func cgi(t *testing.T, root, query string, extra ...string) (headers map[string]string, body string) {
 	t.Helper()
 	tclsh := need(t, "to run update-check.cgi as lighttpd does", "tclsh")
 	cmd := exec.Command(tclsh, filepath.Join("hubtunnel", "www", "update-check.cgi"))
 	var env []string
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "HUBTUNNEL_ROOT=") && !strings.HasPrefix(e, "QUERY_STRING=") {
+		if !strings.HasPrefix(e, "HUBTUNNEL_ROOT=") && !strings.HasPrefix(e, "QUERY_STRING=") && !strings.HasPrefix(e, "HTTP_") {
 			env = append(env, e)
 		}
 	}
 	if root != "-" {
 		env = append(env, "HUBTUNNEL_ROOT="+root)
 	}
-	cmd.Env = append(env, "QUERY_STRING="+query, "REQUEST_METHOD=GET", "GATEWAY_INTERFACE=CGI/1.1")
+	cmd.Env = append(append(env, "QUERY_STRING="+query, "REQUEST_METHOD=GET", "GATEWAY_INTERFACE=CGI/1.1"), extra...)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("update-check.cgi ?%s: %v (stderr %v)", query, err, stderrOf(err))
@@ -111,16 +112,40 @@ func TestUpdateCheckVersion(t *testing.T) {
 	}
 }
 
+// TestUpdateCheckDownloadRedirects: the WebUI's Download button leads to
+// the panel's update section, through the button's page (index.html), with
+// the WebUI session of the page that opened it (its address is the
+// Referer); a session from another site's page, or a malformed one, is
+// not passed on.
 func TestUpdateCheckDownloadRedirects(t *testing.T) {
 	t.Parallel()
-	for _, q := range []string{"cmd=download&version=1.2.3", "version=1.2.3&cmd=download"} {
-		h, body := cgi(t, t.TempDir(), q)
-		if h["Status"] != "302 Found" || h["Location"] != "/addons/hubtunnel/panel/#update" {
-			t.Errorf("?%s: headers %v, want a 302 to the panel's update section", q, h)
-		}
-		if !strings.Contains(body, `url=/addons/hubtunnel/panel/#update`) {
-			t.Errorf("?%s: body has no meta refresh: %q", q, body)
-		}
+	const host = "ccu.fritz.box"
+	for _, c := range []struct{ name, referer, want string }{
+		{"no Referer", "", "/addons/hubtunnel/#updates"},
+		{"the WebUI's page", "http://ccu.fritz.box/pages/index.htm?sid=@Ab3De6Gh9K@", "/addons/hubtunnel/?sid=@Ab3De6Gh9K@#updates"},
+		{"the WebUI's page over https, sid escaped", "https://CCU.fritz.box/pages/index.htm?x=1&sid=%40Ab3De6Gh9K%40", "/addons/hubtunnel/?sid=@Ab3De6Gh9K@#updates"},
+		{"another site's page", "http://evil.example/pages/index.htm?sid=@Ab3De6Gh9K@", "/addons/hubtunnel/#updates"},
+		{"a host that only starts alike", "http://ccu.fritz.box.evil.example/?sid=@Ab3De6Gh9K@", "/addons/hubtunnel/#updates"},
+		{"a sid too long", "http://ccu.fritz.box/pages/index.htm?sid=@Ab3De6Gh9KL@", "/addons/hubtunnel/#updates"},
+		{"a sid with a quote", "http://ccu.fritz.box/pages/index.htm?sid=@Ab3De'Gh9K@", "/addons/hubtunnel/#updates"},
+		{"a sid with markup", "http://ccu.fritz.box/?sid=@Ab3De6Gh9K@\"><script>", "/addons/hubtunnel/#updates"},
+		{"the sid in the fragment only", "http://ccu.fritz.box/pages/index.htm#sid=@Ab3De6Gh9K@", "/addons/hubtunnel/#updates"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, q := range []string{"cmd=download&version=1.2.3", "version=1.2.3&cmd=download"} {
+				extra := []string{"HTTP_HOST=" + host}
+				if c.referer != "" {
+					extra = append(extra, "HTTP_REFERER="+c.referer)
+				}
+				h, body := cgi(t, t.TempDir(), q, extra...)
+				if h["Status"] != "302 Found" || h["Location"] != c.want {
+					t.Errorf("?%s: headers %v, want a 302 to %s", q, h, c.want)
+				}
+				if !strings.Contains(body, `url=`+c.want+`"`) {
+					t.Errorf("?%s: body has no meta refresh to %s: %q", q, c.want, body)
+				}
+			}
+		})
 	}
 }
 

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hubtunnel/hubtunnel/dnsfix/dnsfixtest"
 	"github.com/hubtunnel/hubtunnel/panel"
 )
 
@@ -126,4 +130,49 @@ func TestLogRing(t *testing.T) {
 	if len(l) != logLines || !strings.HasSuffix(l[0], "line 5") || !strings.HasSuffix(l[len(l)-1], "line 204") {
 		t.Errorf("kept %d lines, first %q, last %q", len(l), l[0], l[len(l)-1])
 	}
+}
+
+// TestDNSTrace: the panel's DNS trace resolves the relay's name now with
+// the hub's resolver (a real dnsmasq) and says what answered and from
+// where; a name nobody knows is a failure that still shows the trace; a
+// hub not enrolled has nothing to resolve.
+func TestDNSTrace(t *testing.T) {
+	hubDNS := dnsfixtest.StartDnsmasq(t, "127.0.0.1", "--address=/relay.example.net/93.184.216.34")
+	trace := func(t *testing.T, relay string) (string, error) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "hub.toml")
+		conf := fmt.Sprintf("relay = %q\nrelay_public_key = \"koupVBjnqeNJyBZKQq9MFFHGq2YsgHpiMMnPW6rSY1I=\"\ntunnel_ip = \"100.96.0.2\"\n\n[dns]\nsystem = [%q]\nfallback = []\ncache_file = %q\ntimeout = \"1s\"\n",
+			relay, hubDNS.Addr, filepath.Join(filepath.Dir(path), "dns-cache.json"))
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return New(cfg, "0.3.0", nil).DNSTrace(ctx)
+	}
+	t.Run("known name", func(t *testing.T) {
+		rep, err := trace(t, "relay.example.net:443")
+		if err != nil || !strings.Contains(rep, "93.184.216.34") || !strings.Contains(rep, hubDNS.Addr) {
+			t.Errorf("DNSTrace = %v\n%s\nwant the answer 93.184.216.34 from %s", err, rep, hubDNS.Addr)
+		}
+		if !hubDNS.Asked("relay.example.net") {
+			t.Error("the hub's resolver was not asked")
+		}
+	})
+	t.Run("unknown name", func(t *testing.T) {
+		rep, err := trace(t, "nobody.example.net:443")
+		if err == nil || !strings.Contains(err.Error(), "no usable address for nobody.example.net") || !strings.Contains(rep, hubDNS.Addr) {
+			t.Errorf("DNSTrace = %v\n%s\nwant a failure with the trace", err, rep)
+		}
+	})
+	t.Run("not enrolled", func(t *testing.T) {
+		a, _ := panelAgent(t)
+		if _, err := a.DNSTrace(context.Background()); err == nil || !strings.Contains(err.Error(), "not connected to a relay yet") {
+			t.Errorf("DNSTrace unenrolled = %v", err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"io"
 	"net"
@@ -323,4 +324,94 @@ func mustPort(t *testing.T, addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// TestAgentDebianPackageARM: the armhf and arm64 packages `make deb`
+// builds install with dpkg -i on a debmatic root of their architecture (a
+// Raspberry Pi's: the architecture added to that root's dpkg, the others
+// refused), and the agent they installed runs under qemu's user emulation:
+// the right machine, the package's version, and its panel answering.
+func TestAgentDebianPackageARM(t *testing.T) {
+	t.Parallel()
+	needRoot(t, "to install a package into a throwaway root")
+	need(t, "to build the package", "dpkg-deb")
+	need(t, "to install it", "dpkg")
+	qemu := map[string]string{
+		"armhf": need(t, "to run the armhf agent", "qemu-arm-static", "qemu-arm"),
+		"arm64": need(t, "to run the arm64 agent", "qemu-aarch64-static", "qemu-aarch64"),
+	}
+	machine := map[string]elf.Machine{"armhf": elf.EM_ARM, "arm64": elf.EM_AARCH64}
+	debs := map[string]string{}
+	for _, l := range buildPackage(t, "deb-agent.sh", t.TempDir(), "armhf arm64") {
+		for arch := range qemu {
+			if filepath.Base(l) == "hubtunnel_0.9.1~dev.gtest_"+arch+".deb" {
+				debs[arch] = l
+			}
+		}
+	}
+	for _, arch := range []string{"armhf", "arm64"} {
+		t.Run(arch, func(t *testing.T) {
+			t.Parallel()
+			deb := debs[arch]
+			if deb == "" {
+				t.Fatalf("deb-agent.sh built no %s package", arch)
+			}
+			root, dpkg := dpkgRoot(t, "usr/share/debmatic", "etc/config/addons/www", "etc/lighttpd/conf-available", "etc/lighttpd/conf-enabled")
+			at := func(p string) string { return filepath.Join(root, p) }
+			writeFile(t, at("etc/config/hm_addons.cfg"), debmaticAddons)
+			// This machine's dpkg takes only its own architecture until told.
+			cmd := exec.Command("dpkg", "--root="+root, "--force-script-chrootless", "-i", deb)
+			if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "architecture") {
+				t.Errorf("dpkg -i of the %s package on a root without %s: %v, want a refusal naming the architecture\n%s", arch, arch, err, out)
+			}
+			dpkg("--add-architecture", arch)
+			if inst := dpkg("-i", deb); !strings.Contains(inst, "Settings > Control panel > hubtunnel") {
+				t.Errorf("install did not tell what to do next:\n%s", inst)
+			}
+			if st := dpkg("-s", "hubtunnel:"+arch); !strings.Contains(st, "Status: install ok installed") || !strings.Contains(st, "Architecture: "+arch) {
+				t.Errorf("dpkg -s hubtunnel:%s:\n%s", arch, st)
+			}
+
+			bin := at("usr/bin/hubtunnel")
+			f, err := elf.Open(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Machine != machine[arch] {
+				t.Errorf("the %s package's agent is built for %v", arch, f.Machine)
+			}
+			f.Close()
+			if v := strings.TrimSpace(run(t, qemu[arch], bin, "version")); v != packageVersion {
+				t.Errorf("the %s package's agent under qemu says version %q, want %q", arch, v, packageVersion)
+			}
+			// Its installed config, its port moved to a free one: the panel
+			// answers its ping, and the status API the package's version.
+			conf := at("etc/config/addons/hubtunnel/hubtunnel.toml")
+			ui := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			writeFile(t, conf, strings.Replace(readFileString(conf), `ui_listen = "127.0.0.1:8099"`, fmt.Sprintf("ui_listen = %q", ui), 1))
+			agent := start(t, t.TempDir(), "agent-"+arch, qemu[arch], bin, "run", "--config", conf)
+			var st localapi.Status
+			poll.Until(t, 60*time.Second, "the emulated agent's status API", func() bool {
+				if !agent.alive() {
+					t.Fatalf("the %s agent exited: %v\n%s", arch, agent.err, agent.logText())
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				st, err = localapi.NewClient(ui).Status(ctx)
+				return err == nil
+			})
+			if st.State != "unenrolled" || st.Version != packageVersion {
+				t.Errorf("the %s agent says state %q, version %q; want unenrolled, %s", arch, st.State, st.Version, packageVersion)
+			}
+			resp, err := http.Get("http://" + ui + "/addons/hubtunnel/panel/ping")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Errorf("the %s agent's panel ping: %d %q", arch, resp.StatusCode, body)
+			}
+		})
+	}
 }

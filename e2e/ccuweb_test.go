@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +31,12 @@ import (
 // opens the control-panel button's address, /addons/hubtunnel/?sid=@…@,
 // and follows index.html to the panel through lighttpd's proxy; the
 // panel's same-origin check must take the page's own POSTs as lighttpd
-// passes them on, and refuse a foreign Origin. With the agent stopped
+// passes them on, and refuse a foreign Origin. The WebUI's Download button
+// for an addon update (a stand-in of the WebUI's page, which opens
+// update-check.cgi?cmd=download in a new tab) leads to the panel's update
+// section with the session of the page it came from. The agent killed, its
+// supervisor runs it again, and the panel shows the restart and how the
+// agent ended. With the agent stopped
 // after a failed start, the same address leads to status.cgi, which says
 // why, and whose start button brings the panel back. The screenshots stay
 // in the artifacts folder.
@@ -82,13 +89,44 @@ func TestCCUWebUI(t *testing.T) {
 	code := strings.TrimSpace(lines[2])
 
 	button := c.web + "/addons/hubtunnel/"
+	// A stand-in of the WebUI's page, at its address: the addon list's
+	// Download button opens the addon's Update URL with cmd=download in a
+	// new tab (cp_software.cgi; RaspberryMatic patch 0063).
+	if err := os.MkdirAll(c.path("/www/pages"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, c.path("/www/pages/index.htm"), `<!DOCTYPE html><html><head><meta charset="utf-8"><title>WebUI</title></head><body>
+<button id="download" onclick="window.open('/addons/hubtunnel/update-check.cgi?cmd=download&amp;version=1.0.0-e2e')">Herunterladen</button>
+</body></html>
+`)
 	b.run(t, "ccuweb", map[string]string{"HT_PHASE": "panel", "HT_BUTTON": button, "HT_SID": sid, "HT_CODE": code, "HT_HUB": "garden"},
 		"without a session the button's page leads to the panel, which refuses",
 		"a made-up session is refused",
 		"with the WebUI session the button's page leads to the panel: the code field",
 		"enrolled through lighttpd, the status turns connected as hub garden",
+		"the WebUI's Download button leads to the panel's update section, logged in",
 	)
 	c.waitState(t, "connected", "garden")
+
+	// A crash: the agent killed, its supervisor runs it again after its
+	// backoff, and the panel says so.
+	pidFile := c.path("/var/run/hubtunnel.pid")
+	crashed := strings.TrimSpace(readFileString(pidFile))
+	pid, err := strconv.Atoi(crashed)
+	if err != nil {
+		t.Fatalf("the agent's pid file says %q", crashed)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 20*time.Second, "the supervisor to run the agent again", func() bool {
+		p := strings.TrimSpace(readFileString(pidFile))
+		return p != "" && p != crashed
+	})
+	c.waitState(t, "connected", "garden")
+	b.run(t, "ccuweb", map[string]string{"HT_PHASE": "crashed", "HT_BUTTON": button, "HT_SID": sid, "HT_HUB": "garden"},
+		"after a crash the panel says the agent was restarted",
+	)
 
 	// Stopped, and a start that failed on a typo in the config: the agent
 	// itself leaves why in start-error.

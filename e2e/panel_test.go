@@ -82,12 +82,20 @@ func TestPanel(t *testing.T) {
 		"with the WebUI session the first-run state shows the code field",
 		"a mistyped code is refused next to its field",
 		"enrolled with the relay's code, the status turns connected as hub garden",
+		"the panel: ",
+		"the status reads: relay ",
+		"the port map shows",
+		"the service switched off and on again, connected",
+		"restarted from the panel, connected since",
 		"automatic updates switched off, and still off after the restart",
 		`"check now" answers`,
 		"a wrong allowed source is refused next to its field",
 		"a changed allowed source is saved and applied",
 		"the connection test reaches the relay",
+		"the DNS trace answers",
 		"the log shows the agent's last lines",
+		"the statistics page: ",
+		"in German a wrong allowed source is refused next to its field",
 	)
 	after := readFileString(a.Conf)
 	for _, want := range []string{"100.96.0.0/24", "auto = false", "rega = "} {
@@ -96,4 +104,38 @@ func TestPanel(t *testing.T) {
 		}
 	}
 	n.waitConnected(t)
+}
+
+// TestPanelUpdate is the hub owner installing an update from the panel's
+// update section in Chromium, on the addon as a CCU runs it (update_script,
+// init script, supervisor; agent 0.1.0): the relay offers 0.3.0, whose
+// agent never brings the tunnel up. "Check now" offers it, "install" shows
+// its progress, and the page, left open through the agent's restarts, says
+// it was rolled back and why; 0.1.0 runs again.
+func TestPanelUpdate(t *testing.T) {
+	t.Parallel()
+	b := needBrowser(t)
+	h := newUpdateHub(t, "10s")
+	// The panel checks sessions with ccusim's script engine.
+	conf := readFileString(h.conf) + "\n[panel]\nrega = \"http://" + h.sim["script"] + "\"\nlanguage_file = \"" + filepath.Join(h.root, "no-language") + "\"\n"
+	writeFile(t, h.conf, conf)
+	h.busybox(t, h.root, "sh", filepath.Join(h.root, "usr/local/etc/config/rc.d/hubtunnel"), "restart")
+	h.waitVersion(t, "0.1.0", 15*time.Second)
+	h.publish(t, "0.3.0", h.k.broken, "")
+
+	resp, err := http.Post("http://"+h.sim["webui"]+"/login.htm", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+
+	b.run(t, "panelupdate", map[string]string{"HT_PANEL": "http://" + h.uiAddr + panel.Prefix, "HT_SID": string(sid), "HT_VERSION": "0.3.0"},
+		`"check now" offers 0.3.0`,
+		`"install" shows its progress`,
+		"the page says the update was rolled back and why",
+	)
+	if st := h.waitVersion(t, "0.1.0", 5*time.Second); st.Update.LastResult == nil || st.Update.LastResult.OK {
+		t.Errorf("last_result after the panel's install: %+v", st.Update.LastResult)
+	}
 }

@@ -242,6 +242,7 @@ func TestBrowserStats(t *testing.T) {
 		"HT_MONTH_USER_DE": stats.Human(month.User(), "de"),
 		"HT_MONTH_USER_EN": stats.Human(month.User(), "en"),
 	},
+		"the page with a day of counters: ",
 		"the page speaks de",
 		"48 hourly bars",
 		fmt.Sprintf("%d hours with user traffic", hoursWithUser),

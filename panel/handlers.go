@@ -120,7 +120,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, localapi.ErrEnrolling):
 		writeJSON(w, http.StatusConflict, errorAnswer{Error: err.Error(), Field: "code"})
 	case err != nil:
-		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: err.Error(), Field: "code"})
+		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: s.text(r).fieldProblem("code", err.Error()), Field: "code"})
 	default:
 		writeJSON(w, http.StatusOK, ans)
 	}
@@ -135,7 +135,7 @@ func (s *server) saveSettings(w http.ResponseWriter, r *http.Request) {
 	var fe *FieldError
 	switch {
 	case errors.As(err, &fe):
-		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: fe.Problem, Field: fe.Field})
+		writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{Error: s.text(r).fieldProblem(fe.Field, fe.Problem), Field: fe.Field})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, errorAnswer{Error: err.Error()})
 	default:

@@ -380,13 +380,44 @@ func TestTextComplete(t *testing.T) {
 }
 
 // TestSettingsRefusal: a value the agent refuses comes back with its
-// field, for the page to show next to it.
+// field, for the page to show next to it, in the panel's language: in
+// German what the field wants, with the agent's words naming the value.
 func TestSettingsRefusal(t *testing.T) {
-	b := newBed(t, Config{})
-	b.agent.saveErr = &FieldError{Field: "allowed_cidrs", Problem: `"300.1.1.1" is not an address or CIDR`}
-	code, body := b.do(t, "POST", Prefix+"api/settings", `{"allowed_cidrs": ["300.1.1.1"]}`, "Content-Type", "application/json", "Origin", b.origin(), "X-CCU-Session", liveID)
-	if code != 422 || !strings.Contains(body, `"field":"allowed_cidrs"`) || !strings.Contains(body, "is not an address or CIDR") {
-		t.Errorf("refused settings: %d %s", code, body)
+	dir := t.TempDir()
+	de := filepath.Join(dir, "systemLanguage")
+	if err := os.WriteFile(de, []byte("de\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const problem = `"300.1.1.1" is not an address or CIDR`
+	for _, c := range []struct{ name, langFile, accept, want string }{
+		{"English", "", "en-US", `"error":"\"300.1.1.1\" is not an address or CIDR"`},
+		{"German CCU", de, "en-US", `"error":"Erlaubte Quellen: eine Adresse oder ein Bereich pro Zeile`},
+		{"German browser", "", "de-DE", `"error":"Erlaubte Quellen: eine Adresse oder ein Bereich pro Zeile`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newBed(t, Config{LanguageFile: c.langFile})
+			b.agent.saveErr = &FieldError{Field: "allowed_cidrs", Problem: problem}
+			code, body := b.do(t, "POST", Prefix+"api/settings", `{"allowed_cidrs": ["300.1.1.1"]}`, "Content-Type", "application/json", "Origin", b.origin(), "X-CCU-Session", liveID, "Accept-Language", c.accept)
+			if code != 422 || !strings.Contains(body, `"field":"allowed_cidrs"`) || !strings.Contains(body, c.want) || !strings.Contains(body, "300.1.1.1") {
+				t.Errorf("refused settings: %d %s, want %s", code, body, c.want)
+			}
+		})
+	}
+}
+
+// TestGermanFieldsComplete: every setting the panel sends, and the
+// enrollment code, has its German explanation for a refusal.
+func TestGermanFieldsComplete(t *testing.T) {
+	fields := []string{"code"}
+	st := reflect.TypeOf(Settings{})
+	for i := range st.NumField() {
+		name, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ",")
+		fields = append(fields, name)
+	}
+	for _, f := range fields {
+		if germanFields[f] == "" {
+			t.Errorf("germanFields has nothing for %q", f)
+		}
 	}
 }
 
@@ -396,6 +427,10 @@ func TestEnrollAndDiag(t *testing.T) {
 	code, body := b.do(t, "POST", Prefix+"api/enroll", `{"code": "bad"}`, hdr...)
 	if code != 422 || !strings.Contains(body, `"field":"code"`) || !strings.Contains(body, "mistyped") {
 		t.Errorf("bad code: %d %s", code, body)
+	}
+	code, body = b.do(t, "POST", Prefix+"api/enroll", `{"code": "bad"}`, append(hdr, "Accept-Language", "de")...)
+	if code != 422 || !strings.Contains(body, "Dieser Code wurde nicht angenommen") || !strings.Contains(body, "mistyped") {
+		t.Errorf("bad code, in German: %d %s", code, body)
 	}
 	code, body = b.do(t, "POST", Prefix+"api/enroll", `{"code": "good"}`, hdr...)
 	if code != 200 || !strings.Contains(body, `"hub":"garage"`) {

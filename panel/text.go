@@ -24,6 +24,7 @@ type text struct {
 	// Status.
 	StatusTitle, HubName, Relay, URL, State, ConnectedSince, LastHandshake, LastError string
 	Transport, Route, DNSSource, AgentVersion, Hub, Never                             string
+	DNSNotNeeded                                                                      string
 	StateConnected, StateConnecting, StateDisabled, StateUnenrolled                   string
 	SupervisorRestarts                                                                string
 
@@ -67,7 +68,8 @@ var english = text{
 	StatusTitle: "Status", HubName: "Hub", Relay: "Relay", URL: "Address", State: "State",
 	ConnectedSince: "Connected since", LastHandshake: "Last handshake", LastError: "Last problem",
 	Transport: "Connection", Route: "Route", DNSSource: "Relay address from", AgentVersion: "hubtunnel version",
-	Hub: "This hub", Never: "never",
+	DNSNotNeeded: "no name to resolve: the relay is given by its address",
+	Hub:          "This hub", Never: "never",
 	StateConnected: "connected", StateConnecting: "connecting…", StateDisabled: "switched off",
 	StateUnenrolled:    "not connected to a relay yet",
 	SupervisorRestarts: "Restarts after a crash",
@@ -122,7 +124,8 @@ var german = text{
 	StatusTitle: "Status", HubName: "Zentrale", Relay: "Relay", URL: "Adresse", State: "Zustand",
 	ConnectedSince: "Verbunden seit", LastHandshake: "Letzter Handshake", LastError: "Letztes Problem",
 	Transport: "Verbindung", Route: "Weg", DNSSource: "Relay-Adresse von", AgentVersion: "hubtunnel-Version",
-	Hub: "Diese Zentrale", Never: "nie",
+	DNSNotNeeded: "kein Name aufzulösen: das Relay ist mit seiner Adresse angegeben",
+	Hub:          "Diese Zentrale", Never: "nie",
 	StateConnected: "verbunden", StateConnecting: "verbinde…", StateDisabled: "ausgeschaltet",
 	StateUnenrolled:    "noch mit keinem Relay verbunden",
 	SupervisorRestarts: "Neustarts nach Absturz",
@@ -161,6 +164,32 @@ var german = text{
 	ErrOrigin:         "Abgelehnt: diese Anfrage kam nicht von der hubtunnel-Seite.",
 	ErrBody:           "Abgelehnt: die Anfrage ist nicht lesbar.",
 	Refused:           "Abgelehnt",
+}
+
+// germanFields say in German what each setting wants, for a value the
+// agent refused (its own words, English, follow in brackets: they name the
+// wrong value). English needs none: the agent's words are the message.
+// The keys are Settings' JSON names and the enrollment's "code".
+var germanFields = map[string]string{
+	"enabled":        "Der Dienst lässt sich so nicht schalten.",
+	"auto_update":    "Automatische Updates lassen sich so nicht schalten.",
+	"update_window":  "Das Zeitfenster muss SS:MM-SS:MM sein, z. B. 03:00-05:00.",
+	"proxy":          "Der Proxy muss leer, none oder http://host:port sein.",
+	"allowed_cidrs":  "Erlaubte Quellen: eine Adresse oder ein Bereich pro Zeile, z. B. 100.96.0.1/32; mindestens einer.",
+	"dns_fallback":   "DNS-Ausweichserver: eine IP-Adresse pro Zeile, z. B. 8.8.8.8.",
+	"optional_ports": "Zuschalten lassen sich nur die Ports 90, 8001 und 8002.",
+	"code":           "Dieser Code wurde nicht angenommen. Prüfen Sie ihn, oder holen Sie einen neuen im Portal des Relays.",
+}
+
+// fieldProblem is what the page shows next to field for problem, the
+// agent's words, in t's language.
+func (t *text) fieldProblem(field, problem string) string {
+	if t.Lang == "de" {
+		if de, ok := germanFields[field]; ok {
+			return de + " (" + problem + ")"
+		}
+	}
+	return problem
 }
 
 // text picks the language the CCU's WebUI is in (LanguageFile, which

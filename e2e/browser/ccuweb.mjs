@@ -12,9 +12,16 @@
 //  2. With the WebUI's sid it leads to the panel's first-run state.
 //  3. The relay's code enrolls the hub: the page's POST passes lighttpd and
 //     the panel's same-origin check; the status turns connected.
+//  4. The WebUI's Download button for an addon update (a stand-in of the
+//     WebUI's page, /pages/index.htm?sid=@…@, opening update-check.cgi's
+//     cmd=download in a new tab as the WebUI does) leads to the panel's
+//     update section, with the session: no second login.
+// HT_PHASE=crashed (the agent was killed; its supervisor ran it again):
+//  5. The panel, connected, says the agent was restarted after a crash,
+//     how it ended (SIGKILL) and when.
 // HT_PHASE=stopped (the agent stopped; its last start failed):
-//  4. The button's page leads to status.cgi: not running, and why.
-//  5. Its start button starts the service; its link leads back to the
+//  6. The button's page leads to status.cgi: not running, and why.
+//  7. Its start button starts the service; its link leads back to the
 //     panel, connected.
 //
 // HT_BUTTON: the button's address, http://127.0.0.1:PORT/addons/hubtunnel/
@@ -89,6 +96,34 @@ async function panelPhase(page) {
   check(name === hub, `the hub's name shows as ${JSON.stringify(name)}, want ${hub}`);
   ok(`enrolled through lighttpd, the status turns connected as hub ${name}`);
   await shot(page, 'ccuweb-connected');
+
+  await page.goto(`${new URL(button).origin}/pages/index.htm?sid=${sid}`);
+  const [tab] = await Promise.all([page.context().waitForEvent('page'), page.click('#download')]);
+  await tab.waitForURL((u) => new URL(u).pathname.endsWith('/panel/'), { timeout: 15_000 });
+  const at = new URL(tab.url());
+  check(at.hash === '#updates', `the Download button's tab is at ${tab.url()}, not the update section`);
+  check(at.searchParams.get('sid') === sid, `the Download button's tab lost the WebUI session: ${tab.url()}`);
+  check(await tab.locator('#refused').count() === 0, `the panel refused the Download button's tab: ${await tab.locator('body').innerText()}`);
+  await connected(tab);
+  const inView = await tab.evaluate(() => {
+    const r = document.getElementById('updates').getBoundingClientRect();
+    return Math.abs(r.top) < 8; // scrolled to it, give or take a subpixel
+  });
+  check(inView, `the page is not scrolled to the update section: it is ${await tab.evaluate(() => document.getElementById('updates').getBoundingClientRect().top)} px from the top`);
+  await shot(tab, 'ccuweb-download-button');
+  ok('the WebUI\'s Download button leads to the panel\'s update section, logged in');
+  await tab.close();
+}
+
+async function crashedPhase(page) {
+  await open(page, `?sid=${sid}`, '/panel/');
+  await connected(page);
+  await page.locator('#st-restarts').waitFor({ state: 'visible' });
+  const label = await page.locator('#st-restarts-label').textContent();
+  const restarts = await page.locator('#st-restarts').textContent();
+  check(label === 'Restarts after a crash' && /^1 \(SIGKILL, .+\)$/.test(restarts), `the panel says ${JSON.stringify(label)}: ${JSON.stringify(restarts)}`);
+  await shot(page, 'ccuweb-crashed');
+  ok(`after a crash the panel says the agent was restarted: ${label}: ${restarts}`);
 }
 
 async function stoppedPhase(page) {
@@ -123,9 +158,11 @@ await run(async (browser, state) => {
   const page = state.page = await ctx.newPage();
   if (phase === 'panel') {
     await panelPhase(page);
+  } else if (phase === 'crashed') {
+    await crashedPhase(page);
   } else if (phase === 'stopped') {
     await stoppedPhase(page);
   } else {
-    check(false, `HT_PHASE is ${JSON.stringify(phase)}; want panel or stopped`);
+    check(false, `HT_PHASE is ${JSON.stringify(phase)}; want panel, crashed or stopped`);
   }
 });

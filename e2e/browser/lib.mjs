@@ -158,3 +158,48 @@ export function base32(s) {
   }
   return Buffer.from(out);
 }
+
+// pageBudget is BRIEF.md's for the agent's pages: what loading one
+// transfers, headers and bodies as the network carried them.
+export const pageBudget = 150 * 1024;
+
+// load opens url in page and measures it as BRIEF.md's page budget means:
+// every response until the load event and until ready(page) resolves (the
+// page's script has filled it), headers and bodies as the network carried
+// them, and every request that left url's origin (there must be none:
+// nothing from the internet). It returns the navigation's response, the
+// bytes, the number of responses and the foreign addresses.
+export async function load(page, url, ready) {
+  const origin = new URL(url).origin;
+  const responses = [];
+  const foreign = [];
+  const onRequest = (r) => {
+    const u = r.url();
+    if (!u.startsWith('data:') && new URL(u).origin !== origin) foreign.push(u);
+  };
+  const onResponse = (r) => responses.push(r);
+  page.on('request', onRequest);
+  page.on('response', onResponse);
+  let resp;
+  try {
+    resp = await page.goto(url, { waitUntil: 'load' });
+    if (ready) await ready(page);
+  } finally {
+    page.off('request', onRequest);
+    page.off('response', onResponse);
+  }
+  let bytes = 0;
+  for (const r of responses) {
+    const s = await r.request().sizes();
+    bytes += s.responseHeadersSize + s.responseBodySize;
+  }
+  return { resp, bytes, responses: responses.length, foreign };
+}
+
+// checkBudget fails unless a load (above) kept the page budget and asked
+// nothing of another origin.
+export function checkBudget(what, l) {
+  check(l.foreign.length === 0, `${what} asked another origin for ${l.foreign.join(', ')}`);
+  check(l.bytes > 0 && l.bytes <= pageBudget, `${what} transferred ${l.bytes} B in ${l.responses} responses; the budget is ${pageBudget} B`);
+  ok(`${what}: ${(l.bytes / 1024).toFixed(1)} KB in ${l.responses} responses, nothing from another origin`);
+}

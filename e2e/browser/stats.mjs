@@ -2,14 +2,15 @@
 // synthetic counters (e2e/stats_test.go writes them as stats.json before
 // the agent starts) with a 500 MB plan: the charts have the bars the data
 // implies, the plan bar has its line, the numbers read in the page's
-// language, and the page fits a phone.
+// language, and the page fits a phone and BRIEF.md's page budget (150 KB
+// transferred, nothing from another origin).
 //
 // HT_URL: the page with the WebUI's session, e.g.
 //   http://127.0.0.1:8099/addons/hubtunnel/panel/stats?sid=%40AbCdEf1234%40
 // HT_USER_HOURS: how many of the last 48 hours had user traffic
 // HT_MONTH_USER_DE, HT_MONTH_USER_EN: this month's usage as the page writes it
 import { join } from 'node:path';
-import { env, run, newContext, check, ok, settings } from './lib.mjs';
+import { env, run, newContext, check, ok, settings, load, checkBudget } from './lib.mjs';
 
 // shot keeps a screenshot with the charts: lib.mjs's masks every SVG (the
 // portal's QR codes are secrets); this page shows none.
@@ -27,8 +28,10 @@ const monthUser = { de: env('HT_MONTH_USER_DE'), en: env('HT_MONTH_USER_EN') };
 await run(async (browser, state) => {
   const ctx = await newContext(browser, 'de');
   const page = state.page = await ctx.newPage();
-  const resp = await page.goto(url + sep + 'lang=de');
+  const loaded = await load(page, url + sep + 'lang=de');
+  const resp = loaded.resp;
   check(resp && resp.status() === 200, `GET ${url}: ${resp && resp.status()}`);
+  checkBudget('the page with a day of counters', loaded);
   check((await page.locator('html').getAttribute('lang')) === 'de', 'the page is not in German');
   check((await page.locator('h1').innerText()).includes('Datenverbrauch'), 'no German heading');
   ok('the page speaks de');

@@ -10,6 +10,7 @@
   let current = null;     // the last state's settings
   let touched = false;    // the owner edits the settings form: keep the fields
   let stopped = false;    // the session is gone
+  let installing = '';    // the version being installed, as last seen
 
   // The statistics page needs the session too.
   $('stats-link').href = 'stats?sid=' + encodeURIComponent(sid);
@@ -77,8 +78,10 @@
     text('st-since', st.connected_since ? when(st.connected_since) : '');
     text('st-handshake', st.last_handshake ? when(st.last_handshake) : '');
     text('st-error', st.last_error);
-    text('st-transport', st.route ? st.transport + ' (' + st.route + ')' : st.transport);
-    text('st-dns', st.dns_source ? st.dns_source + (st.dns_answer ? ': ' + st.dns_answer.join(', ') : '') : '');
+    text('st-transport', st.route && st.route !== st.transport ? st.transport + ' (' + st.route + ')' : st.transport);
+    // A relay given by its address (IPv4, or IPv6 in brackets) has no name to resolve.
+    const byAddress = /^(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\])(:\d+)?$/.test(st.relay || '');
+    text('st-dns', st.dns_source ? st.dns_source + (st.dns_answer ? ': ' + st.dns_answer.join(', ') : '') : (byAddress ? T.DNSNotNeeded : ''));
     text('st-version', st.version);
     text('st-hub', [st.hub.kind, st.hub.firmware, st.hub.arch].filter(Boolean).join(' '));
     // The addon's supervisor restarted the agent after crashes (shown only
@@ -96,9 +99,18 @@
       text('up-latest', u.latest ? u.latest + ' (' + (u.available ? T.Available : T.UpToDate) + ')' : '');
       text('up-checked', u.checked_at ? when(u.checked_at) + (u.check_error ? ': ' + u.check_error : '') : '');
       const r = u.last_result;
-      text('up-result', r ? r.from + ' → ' + r.to + ': ' + (r.ok ? T.ResultOK : T.ResultRolledBack + (r.reason ? ' (' + r.reason + ')' : '')) + ', ' + when(r.time) : '');
-      $('install').hidden = !u.available;
-      if (u.installing) $('update-note').textContent = T.InstallingNow + ' ' + u.installing;
+      const result = r ? r.from + ' → ' + r.to + ': ' + (r.ok ? T.ResultOK : T.ResultRolledBack + (r.reason ? ' (' + r.reason + ')' : '')) + ', ' + when(r.time) : '';
+      text('up-result', result);
+      $('install').hidden = !u.available || !!u.installing;
+      if (u.installing) {
+        installing = u.installing;
+        $('update-note').textContent = T.InstallingNow + ' ' + u.installing;
+      } else if (installing && r && r.to === installing) {
+        // The install this page saw begin has ended (the agent restarted
+        // meanwhile): say how, where the progress was.
+        installing = '';
+        $('update-note').textContent = result;
+      }
     } else {
       $('update-note').textContent = T.NoUpdater;
     }
@@ -227,6 +239,10 @@
   $('install').addEventListener('click', async () => {
     $('update-note').textContent = T.InstallingNow;
     const r = await api('POST', 'update/install', {});
+    if (r.ok) {
+      installing = r.data.installing;
+      $('install').hidden = true;
+    }
     $('update-note').textContent = r.ok ? T.InstallingNow + ' ' + r.data.installing : (r.data.error || T.Refused);
   });
 

@@ -134,12 +134,42 @@ catch {
     }
 }
 
+# refererSid is the WebUI session in the address of the page that sent the
+# browser here (the WebUI's own page, /pages/index.htm?sid=@…@, on this
+# same host), as @ + ten letters and digits + @; "" when there is none.
+proc refererSid {} {
+    global env
+    set sid ""
+    catch {
+        set ref $env(HTTP_REFERER)
+        set host [string tolower $env(HTTP_HOST)]
+        if {[regexp {^https?://([^/?#]+)[^?#]*\?([^#]*)} $ref all rhost q] && [string tolower $rhost] == $host} {
+            foreach pair [split $q &] {
+                if {[regexp {^sid=(%40|@)?([A-Za-z0-9]+)(%40|@)?$} $pair all a id b] && [string length $id] == 10} {
+                    set sid "@$id@"
+                }
+            }
+        }
+    }
+    return $sid
+}
+
 if {$cmd == "download"} {
-    # The panel's update section is where an update is installed (the
-    # WebUI opens this in a new tab: openUrl('<Update>?cmd=download&...'),
-    # RaspberryMatic patch occu/0063-WebUI-DownloadAddonsInNewTab). Both a
-    # redirect and a meta refresh: the window follows either.
-    set to "/addons/hubtunnel/panel/#update"
+    # The panel's update section is where an update is installed. The
+    # WebUI opens this in a new tab (openUrl('<Update>?cmd=download&...'),
+    # RaspberryMatic patch occu/0063-WebUI-DownloadAddonsInNewTab) without
+    # the session the panel needs; the WebUI page that opened it has it in
+    # its address, which the browser sends as the Referer. The way goes
+    # through the button's page (index.html), which leads to the panel or,
+    # with the agent stopped, to status.cgi. Without a session the panel
+    # says where to open it. Both a redirect and a meta refresh: the window
+    # follows either.
+    set to "/addons/hubtunnel/"
+    set sid [refererSid]
+    if {$sid != ""} {
+        append to "?sid=$sid"
+    }
+    append to "#updates"
     puts -nonewline "Status: 302 Found\r\n"
     puts -nonewline "Location: $to\r\n"
     puts -nonewline "Content-Type: text/html; charset=utf-8\r\n\r\n"
