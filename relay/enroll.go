@@ -200,6 +200,7 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf []byte) {
 	key := addrKey(net.TCPAddrFromAddrPort(ac.remote))
 	ok, logIt := s.enrollLimit.take(key)
 	if !ok {
+		s.metrics.limitEnroll.Add(1)
 		if logIt {
 			s.log.Warn("enrollment attempts over the limit: refused", "address", showKey(key), "attempts", enrollAttempts, "window", enrollWindow.String())
 		}

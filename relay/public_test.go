@@ -424,10 +424,10 @@ func TestWebSocketAndStreaming(t *testing.T) {
 // over its request rate 429, each with a short body and one log line per
 // 30 s; another address is served meanwhile.
 func TestPerAddressLimits(t *testing.T) {
-	tr := twoHubs(t, func(c *Config) {
+	tr := twoHubs(t, withMetrics(func(c *Config) {
 		c.LimitConnsPerAddress = 3
 		c.LimitRequestsPerSecond = 1 // burst: 10
-	})
+	}))
 	good := func() {
 		t.Helper()
 		c := tr.dialPublic(t, 443, sni("b.localhost"), "127.0.0.2")
@@ -467,6 +467,10 @@ func TestPerAddressLimits(t *testing.T) {
 	if codes[200] != 10 || codes[429] != 5 {
 		t.Errorf("15 requests at once with a burst of 10: %v; want 10 200s and 5 429s", codes)
 	}
+	wantMetrics(t, tr.Server, map[string]float64{
+		"hubrelay_limit_refusals_total{limit=limit_conns_per_address}":   2,
+		"hubrelay_limit_refusals_total{limit=limit_requests_per_second}": 5,
+	})
 	good()
 	if n := tr.logged("address=127.0.0.1/32 "); n != 1 {
 		t.Errorf("%d log lines about 127.0.0.1's limits within 30 s, want 1", n)
