@@ -51,7 +51,7 @@ func TestSelfSignedCertificateIsMadeOnceAndKept(t *testing.T) {
 	}
 
 	// 30 days before its end it is made anew, and that one is kept.
-	tr.clock.advance(first.NotAfter.Sub(time.Now()) - selfSignedRenew + time.Hour)
+	tr.clock.advance(time.Until(first.NotAfter) - selfSignedRenew + time.Hour)
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
