@@ -210,6 +210,11 @@ func TestEnrollAttemptsAreLimited(t *testing.T) {
 			t.Fatalf("guess %d: %v; want unknown code (a success must not have counted)", i+1, err)
 		}
 	}
+	// A scan from many addresses must not fill the log: one line per
+	// reason for a while, every refusal in the audit log.
+	if n := tr.logged(`msg="enrollment refused"`, `reason="unknown code"`); n != 1 {
+		t.Errorf("%d log lines for %d refused guesses, want 1", n, enrollAttempts)
+	}
 	good := tr.newCode(t, "garage", 0)
 	for range 2 {
 		_, err := tr.enrollFrom(t, "127.0.0.1", good, newKey(t).Public())
