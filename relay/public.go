@@ -196,7 +196,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.sessions.leave(h)
-	pc.countRequest(a, p.e.Port)
+	session := pc.countRequest(a, p.e.Port)
 
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
@@ -215,7 +215,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in, out := pc.in.Load(), pc.out.Load()
 		up, down := in-pc.auditIn, out-pc.auditOut
 		pc.auditIn, pc.auditOut = in, out
-		s.log.Info("request", logger.Hub, h.Name, logger.Port, p.e.Port, logger.Remote, r.RemoteAddr, logger.User, a.who.String(),
+		s.log.Info("request", logger.Hub, h.Name, logger.Port, p.e.Port, logger.Remote, r.RemoteAddr, logger.User, a.who.String(), logger.Session, session,
 			"method", r.Method, "status", status, "dur", time.Since(start).Round(time.Millisecond).String(), "up", up, "down", down)
 	}
 	defer func() {
