@@ -63,7 +63,7 @@ func TestRelayLogsJSON(t *testing.T) {
 	if c := find("hub connected"); c == nil || !strings.HasPrefix(str(c["remote"]), "127.0.0.1:") || c["transport"] != "tcp" {
 		t.Errorf("the hub's connect line: %v", c)
 	}
-	if r := find("request"); str(r["user"]) == "" || !strings.HasPrefix(str(r["remote"]), "127.0.0.1:") || r["port"] != float64(80) || r["status"] != float64(200) {
+	if r := find("request"); str(r["user"]) == "" || !strings.HasPrefix(str(r["remote"]), "127.0.0.1:") || r["port"] != float64(80) || r["status"] != float64(200) || r["session"] == nil {
 		t.Errorf("the request line: %v", r)
 	}
 	log := s.relay.logText()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,8 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("sessions_open = %v after the session ended", after["hubrelay_sessions_open"])
 	}
 
+	dashboardMatches(t, after)
+
 	if code, text := httpStatus(t, "http://"+addr+"/healthz"); code != 200 {
 		t.Errorf("/healthz: %d %s", code, text)
 	}
@@ -153,5 +156,57 @@ func TestMetricsListenPublic(t *testing.T) {
 	out, err := runErr(bins.Hubrelay, "run", "--config", s.relayConf)
 	if err == nil || !strings.Contains(out, ":1: metrics_listen:") || !strings.Contains(out, "metrics_public") {
 		t.Fatalf("a public metrics_listen: err %v, output %q; want a refusal at line 1 naming metrics_public", err, out)
+	}
+}
+
+// dashboardMatches fails the test for every query of the Grafana
+// dashboard (deploy/grafana) that names a metric the relay does not
+// export, or shows a label ({{label}} in its legend) the metric has not.
+func dashboardMatches(t *testing.T, scraped map[string]float64) {
+	t.Helper()
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr, LegendFormat string }
+		}
+	}
+	if err := json.Unmarshal([]byte(readFileString("../deploy/grafana/hubrelay.json")), &dash); err != nil {
+		t.Fatalf("the Grafana dashboard: %v", err)
+	}
+	labels := map[string]map[string]bool{} // metric → its labels
+	for k := range scraped {
+		name, rest, _ := strings.Cut(k, "{")
+		if labels[name] == nil {
+			labels[name] = map[string]bool{}
+		}
+		for _, l := range regexp.MustCompile(`\{(\w+)=`).FindAllStringSubmatch("{"+rest, -1) {
+			labels[name][l[1]] = true
+		}
+	}
+	metricName := regexp.MustCompile(`\b(?:hubrelay|go|process)_[a-z0-9_]+\b`)
+	legendLabel := regexp.MustCompile(`\{\{(\w+)\}\}`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, q := range p.Targets {
+			names := metricName.FindAllString(q.Expr, -1)
+			if len(names) == 0 {
+				t.Errorf("panel %q: query %q names no metric of the relay", p.Title, q.Expr)
+			}
+			for _, m := range names {
+				n++
+				if labels[m] == nil {
+					t.Errorf("panel %q: query %q: the relay exports no %s", p.Title, q.Expr, m)
+					continue
+				}
+				for _, l := range legendLabel.FindAllStringSubmatch(q.LegendFormat, -1) {
+					if !labels[m][l[1]] && !strings.Contains(q.Expr, "by ("+l[1]+")") {
+						t.Errorf("panel %q: legend %q: %s has no label %s", p.Title, q.LegendFormat, m, l[1])
+					}
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("the dashboard's queries name %d metrics; want its dozen panels' queries", n)
 	}
 }

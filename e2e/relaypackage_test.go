@@ -222,3 +222,91 @@ func TestRelayContainerImage(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayContainerUnderRunc runs the relay's OCI image with a real OCI
+// runtime (runc, with the runtime spec umoci makes of the image's config:
+// its own PID, mount, IPC and UTS namespaces, the image's user), as
+// `docker run -v ./relay.toml:/etc/hubrelay/relay.toml:ro -v
+// state:/var/lib/hubrelay` would: in a network namespace of its own where,
+// as Docker sets it, unprivileged ports start at 0, so the image's user
+// binds 80, 443 and 7443 with no port_offset. Reached from inside that
+// namespace, it serves its portal over TLS on 443 and redirects 80; its
+// key and store are in the state volume; SIGTERM (docker stop) ends it.
+func TestRelayContainerUnderRunc(t *testing.T) {
+	t.Parallel()
+	needRoot(t, "to run a container")
+	umoci := need(t, "to unpack the image", "umoci")
+	runc := need(t, "to run the image as a container runtime does", "runc")
+	ip := need(t, "for the container's network namespace", "ip")
+	curl := need(t, "to reach the container's ports", "curl")
+	out := t.TempDir()
+	layout := buildPackage(t, "oci-relay.sh", out, "amd64")[0]
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	run(t, umoci, "unpack", "--image", layout+":"+packageVersion, bundle)
+
+	ns, inNs := newNetns(t, ip, "hubrelay-oci")
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state") // the named volume
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(state, 65532, 65532)
+	conf := filepath.Join(dir, "relay.toml")
+	writeFile(t, conf, "domain = \"localhost\"\nprivate_key_file = \"/var/lib/hubrelay/relay.key\"\nstore = \"/var/lib/hubrelay/relay.db\"\n")
+	os.Chmod(conf, 0o644)
+
+	// What `docker run` adds to the image's spec: the volumes, the
+	// network namespace, the sysctl, no terminal.
+	specFile := filepath.Join(bundle, "config.json")
+	var spec map[string]any
+	if err := json.Unmarshal([]byte(readFileString(specFile)), &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec["process"].(map[string]any)["terminal"] = false
+	linux := spec["linux"].(map[string]any)
+	for _, n := range linux["namespaces"].([]any) {
+		if n := n.(map[string]any); n["type"] == "network" {
+			n["path"] = "/run/netns/" + ns
+		}
+	}
+	linux["sysctl"] = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}
+	var mounts []any
+	for _, m := range spec["mounts"].([]any) {
+		if m.(map[string]any)["destination"] != "/var/lib/hubrelay" {
+			mounts = append(mounts, m)
+		}
+	}
+	spec["mounts"] = append(mounts,
+		map[string]any{"destination": "/var/lib/hubrelay", "type": "bind", "source": state, "options": []string{"rbind", "rw"}},
+		map[string]any{"destination": "/etc/hubrelay/relay.toml", "type": "bind", "source": conf, "options": []string{"rbind", "ro"}})
+	b, _ := json.Marshal(spec)
+	writeFile(t, specFile, string(b))
+
+	id := fmt.Sprintf("hubrelay-e2e-%d", os.Getpid())
+	t.Cleanup(func() { runErr(runc, "delete", "--force", id) })
+	p := start(t, dir, "relay-runc", runc, "run", "--bundle", bundle, id)
+	poll.Until(t, 20*time.Second, "the container's relay to listen", func() bool {
+		if !p.alive() {
+			t.Fatalf("the container exited: %v\n%s", p.err, p.logText())
+		}
+		return strings.Contains(p.logText(), testbed.RelayReady)
+	})
+	for url, want := range map[string]string{"https://localhost/login": "200", "http://localhost/": "308"} {
+		if got := run(t, inNs(curl, "-sk", "-o", "/dev/null", "-w", "%{http_code}", url)...); got != want {
+			t.Errorf("%s in the container's network: %s, want %s", url, got, want)
+		}
+	}
+	for _, f := range []string{"relay.key", "relay.db"} {
+		fi, err := os.Stat(filepath.Join(state, f))
+		if err != nil {
+			t.Errorf("%s not in the state volume: %v", f, err)
+		} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65532 || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: owner %d, mode %v; want the image's user's, private", f, st.Uid, fi.Mode().Perm())
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	poll.Until(t, 20*time.Second, "the container to end on SIGTERM (docker stop)", func() bool { return !p.alive() })
+	if p.err != nil {
+		t.Errorf("the container ended with %v after SIGTERM\n%s", p.err, p.logText())
+	}
+}

@@ -110,6 +110,7 @@ func (a *auditor) close() {
 // principal's use of one hub's port over it, from the first request to
 // the last.
 type sessionRecord struct {
+	id       int64 // the relay's count of sessions when it began: its log lines' session
 	who      principal
 	hub      string
 	port     uint16
@@ -120,15 +121,15 @@ type sessionRecord struct {
 }
 
 // countRequest adds a request of a's to the connection's session record,
-// starting one if none is open.
-func (c *publicConn) countRequest(a access, port uint16) {
+// starting one if none is open, and returns the record's id.
+func (c *publicConn) countRequest(a access, port uint16) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rec == nil {
-		c.rec = &sessionRecord{who: a.who, hub: a.hub, port: port, start: c.s.now(), in0: c.markIn, out0: c.markOut}
-		c.s.metrics.sessionsStarted.Add(1)
+		c.rec = &sessionRecord{id: c.s.metrics.sessionsStarted.Add(1), who: a.who, hub: a.hub, port: port, start: c.s.now(), in0: c.markIn, out0: c.markOut}
 	}
 	c.rec.requests++
+	return c.rec.id
 }
 
 // endRecord ends the connection's open session record, if any, with outcome.

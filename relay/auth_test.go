@@ -432,7 +432,7 @@ func (tr *testRelay) browser(t *testing.T) *http.Client {
 // through the hand-off; logging out on the portal ends the hub host's
 // session too.
 func TestLoginReachesTheHub(t *testing.T) {
-	tr := twoHubs(t, nil)
+	tr := twoHubs(t, withMetrics(nil))
 	tr.login(t, "tech", "a", store.PortWebUI, time.Time{})
 	b := tr.browser(t)
 	port := 443 + tr.offset
@@ -464,6 +464,7 @@ func TestLoginReachesTheHub(t *testing.T) {
 	if wrong.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a wrong password: %d", wrong.StatusCode)
 	}
+	poll.Until(t, 10*time.Second, "the failed login to be counted", func() bool { return scrape(t, tr.Server)["hubrelay_login_failures_total"] == 1 })
 	resp = post(loginURL, url.Values{"user": {"tech"}, "password": {"a long enough password"}, "next": {hubURL}})
 	page, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()

@@ -14,10 +14,13 @@ import (
 // The relay's debug listener (debug_listen, off by default, loopback
 // only): what a test or an operator on the relay's own machine counts to
 // see that a fault left nothing behind. It says nothing of hubs, users or
-// keys. The Prometheus metrics are meant to replace it. It also serves Go's
-// profiles under /debug/pprof/ (heap, goroutine, allocs, profile): where a
-// relay's memory per hub goes (bench/hubsphase.go). A heap profile holds
-// allocation sites and sizes, not their contents.
+// keys. It also serves Go's profiles under /debug/pprof/ (heap,
+// goroutine, allocs, profile): where a relay's memory per hub goes
+// (bench/hubsphase.go). A heap profile holds allocation sites and sizes,
+// not their contents. It is not the metrics listener (metrics.go), which
+// a Prometheus server elsewhere on a private network may reach: profiles
+// are costly to take and tell much about the process, so they stay on
+// loopback.
 
 // DebugState is what GET /debug/state on debug_listen answers.
 type DebugState struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -104,6 +105,37 @@ type enrollLimiter struct {
 	mu        sync.Mutex
 	addrs     map[netip.Prefix]*enrollAddr
 	lastSweep time.Time
+	// refusedLogs log refusals, per reason at most once every
+	// refusedLogEvery relay-wide: the limit per address does not bound
+	// a scan from many addresses (an IPv6 /48 is 65,536 of them). The
+	// audit log keeps every refusal.
+	refusedLogs map[string]*slog.Logger
+}
+
+// refusedLogEvery is how often one reason for refusing an enrollment is
+// logged at most; refusedLogReasons how many reasons get a limiter of
+// their own (the rest share one).
+const (
+	refusedLogEvery   = 10 * time.Second
+	refusedLogReasons = 32
+)
+
+// refusedLog is the logger for refusals for reason, made from base.
+func (l *enrollLimiter) refusedLog(base *slog.Logger, reason string) *slog.Logger {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.refusedLogs == nil {
+		l.refusedLogs = map[string]*slog.Logger{}
+	}
+	if _, ok := l.refusedLogs[reason]; !ok && len(l.refusedLogs) >= refusedLogReasons {
+		reason = ""
+	}
+	lg := l.refusedLogs[reason]
+	if lg == nil {
+		lg = logger.Limited(base, refusedLogEvery)
+		l.refusedLogs[reason] = lg
+	}
+	return lg
 }
 
 type enrollAddr struct {
@@ -200,6 +232,7 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf []byte) {
 	key := addrKey(net.TCPAddrFromAddrPort(ac.remote))
 	ok, logIt := s.enrollLimit.take(key)
 	if !ok {
+		s.metrics.limitEnroll.Add(1)
 		if logIt {
 			s.log.Warn("enrollment attempts over the limit: refused", "address", showKey(key), "attempts", enrollAttempts, "window", enrollWindow.String())
 		}
@@ -209,7 +242,7 @@ func (s *Server) serveEnroll(ac *agentConn, first []byte, buf []byte) {
 	hub, software, refusal := s.enroll(ac, first, buf)
 	if refusal != nil {
 		ac.writeControl(wire.Error{Code: refusal.code, Message: refusal.msg}.Marshal())
-		s.log.Info("enrollment refused", logger.Remote, from, "reason", refusal.reason)
+		s.enrollLimit.refusedLog(s.log, refusal.reason).Info("enrollment refused", logger.Remote, from, "reason", refusal.reason)
 		s.audit.add(store.Event{Kind: store.KindEnroll, Hub: hub, Source: from, Outcome: "refused", Detail: refusal.reason})
 		return
 	}

@@ -196,7 +196,7 @@ func TestEnrollRefusesBadCodes(t *testing.T) {
 // once a minute at most; another address is not affected, and a
 // successful enrollment does not count.
 func TestEnrollAttemptsAreLimited(t *testing.T) {
-	tr := startTestRelay(t, false)
+	tr := startTestRelayWith(t, false, withMetrics(nil))
 	k := newKey(t)
 	ok := tr.newCode(t, "first", 0)
 	if _, err := tr.enrollFrom(t, "127.0.0.1", ok, k.Public()); err != nil {
@@ -210,6 +210,11 @@ func TestEnrollAttemptsAreLimited(t *testing.T) {
 			t.Fatalf("guess %d: %v; want unknown code (a success must not have counted)", i+1, err)
 		}
 	}
+	// A scan from many addresses must not fill the log: one line per
+	// reason for a while, every refusal in the audit log.
+	if n := tr.logged(`msg="enrollment refused"`, `reason="unknown code"`); n != 1 {
+		t.Errorf("%d log lines for %d refused guesses, want 1", n, enrollAttempts)
+	}
 	good := tr.newCode(t, "garage", 0)
 	for range 2 {
 		_, err := tr.enrollFrom(t, "127.0.0.1", good, newKey(t).Public())
@@ -220,6 +225,11 @@ func TestEnrollAttemptsAreLimited(t *testing.T) {
 	if n := tr.logged(`msg="enrollment attempts over the limit: refused" address=127.0.0.1 `); n != 1 {
 		t.Fatalf("%d log lines for the limit, want 1", n)
 	}
+	wantMetrics(t, tr.Server, map[string]float64{
+		"hubrelay_limit_refusals_total{limit=enroll_attempts}": 2,
+		"hubrelay_enrollments_total{outcome=refused}":          enrollAttempts,
+		"hubrelay_enrollments_total{outcome=ok}":               1,
+	})
 	// Another address enrolls meanwhile.
 	other := tr.newCode(t, "shed", 0)
 	if res, err := tr.enrollFrom(t, "127.0.0.2", other, newKey(t).Public()); err != nil || res.Hub != "shed" {

@@ -322,7 +322,9 @@ type connGate struct {
 	spare  list.List // of *gateSlot, oldest first
 	byAddr map[netip.Prefix]int
 
-	evicted, refused atomic.Uint64
+	// For the metrics: connections closed for room, refused at max, and
+	// refused for their address's perAddr.
+	evicted, refused, refusedAddr atomic.Uint64
 }
 
 // gateSlot is one connection's place in a connGate.
@@ -349,7 +351,7 @@ func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
 	g.mu.Lock()
 	if g.perAddr > 0 && g.byAddr[addr] >= g.perAddr {
 		g.mu.Unlock()
-		g.refused.Add(1)
+		g.refusedAddr.Add(1)
 		g.log.Warn("limits: too many connections from one address have not said Hello yet: closing new ones", "listener", g.what, "limit", "limit_agent_prehello_per_address", "max", g.perAddr, "address", addr.String())
 		return nil
 	}

@@ -71,10 +71,10 @@ func closedByRelay(c net.Conn) bool {
 // hub connects; each limit is logged at most once a second.
 func TestAgentPortFloodLeavesHubsServed(t *testing.T) {
 	const total, perAddr = 24, 8
-	tr := startTestRelayWith(t, false, func(c *Config) {
+	tr := startTestRelayWith(t, false, withMetrics(func(c *Config) {
 		c.LimitAgentConns = total
 		c.LimitAgentPreHelloPerAddress = perAddr
-	}, "a", "b")
+	}), "a", "b")
 	start := time.Now()
 	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
 	poll.Until(t, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(tr.hubs.name("a")) })
@@ -98,6 +98,13 @@ func TestAgentPortFloodLeavesHubsServed(t *testing.T) {
 	})
 	if !closedByRelay(held[0]) {
 		t.Error("the oldest idle connection was not the one closed for room")
+	}
+	m := scrape(t, tr.Server)
+	if n := m["hubrelay_limit_refusals_total{limit=limit_agent_prehello_per_address}"]; n != 1 {
+		t.Errorf("metrics: %v refusals before Hello per address, want 1", n)
+	}
+	if n := m["hubrelay_limit_evictions_total{listener=agent}"]; n < 1+4*perAddr-total {
+		t.Errorf("metrics: %v agent connections closed for room, want at least %d", n, 1+4*perAddr-total)
 	}
 	// A victim's socket is closed at once; its slot goes back when its
 	// handler has ended, a moment later (connGate.admit): the count
@@ -162,7 +169,7 @@ func TestPublicFloodOfHalfSentHeads(t *testing.T) {
 // hub again once its sessions end.
 func TestSessionsPerHub(t *testing.T) {
 	const max = 3
-	tr := twoHubs(t, func(c *Config) { c.LimitSessionsPerHub = max })
+	tr := twoHubs(t, withMetrics(func(c *Config) { c.LimitSessionsPerHub = max }))
 	var streams []net.Conn
 	for i := range max {
 		c := tr.dialPublic(t, 443, sni("a.localhost"), fmt.Sprintf("127.0.0.%d", 2+i))
@@ -188,6 +195,7 @@ func TestSessionsPerHub(t *testing.T) {
 	if n := tr.logged(" hub=a ", "limit=limit_sessions_per_hub max=3"); n != 1 {
 		t.Errorf("%d log lines about hub a's sessions, want 1", n)
 	}
+	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_limit_refusals_total{limit=limit_sessions_per_hub}": 3})
 	for _, c := range streams {
 		c.Close()
 	}

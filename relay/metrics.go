@@ -29,11 +29,16 @@ type metrics struct {
 	bytesDown       atomic.Int64
 	handshakes      atomic.Int64 // WireGuard handshake initiations from TCP/TLS agents
 	loginFailures   atomic.Int64
-	limitHits       atomic.Int64 // requests refused by the per-address limits
-	enrollments     atomic.Int64 // hubs enrolled with a code
-	enrollRefused   atomic.Int64
-	agentTCP        atomic.Int64 // agent connections proven, by transport
-	agentTLS        atomic.Int64
+	// Refusals by a limit (limits.go), by the config key that sets it;
+	// the connection gates count their own.
+	limitConnsPerAddr   atomic.Int64 // limit_conns_per_address
+	limitRequests       atomic.Int64 // limit_requests_per_second
+	limitSessionsPerHub atomic.Int64 // limit_sessions_per_hub
+	limitEnroll         atomic.Int64 // enrollment attempts per address
+	enrollments         atomic.Int64 // hubs enrolled with a code
+	enrollRefused       atomic.Int64
+	agentTCP            atomic.Int64 // agent connections proven, by transport
+	agentTLS            atomic.Int64
 }
 
 // event counts what an audit record tells: called for every record.
@@ -80,7 +85,8 @@ var (
 	descBytes          = desc("bytes_total", "Bytes between users and hubs, counted when a session ends; direction up is user to hub.", "direction")
 	descHandshakes     = desc("handshake_initiations_total", "WireGuard handshake initiations received from agents over TCP and TLS.")
 	descLoginFailures  = desc("login_failures_total", "Failed logins at the portal.")
-	descLimitHits      = desc("limit_refusals_total", "Requests refused by the per-address connection and request limits.")
+	descLimitHits      = desc("limit_refusals_total", "Requests and connections refused by a limit, by the config key that sets it.", "limit")
+	descLimitEvictions = desc("limit_evictions_total", "Idle connections closed to make room for new ones at limit_public_conns or limit_agent_conns, by listener.", "listener")
 	descEnrollments    = desc("enrollments_total", "Hub enrollments with a code, by outcome.", "outcome")
 	descAgentConns     = desc("agent_connections_total", "Agent connections proven by a WireGuard handshake, by transport.", "transport")
 	descCertExpiry     = desc("certificate_expiry_timestamp_seconds", "When the certificate the TLS ports serve ends (Unix time).")
@@ -92,7 +98,7 @@ type collector struct{ s *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHubs, descHubsOnline, descSessionsOpen, descSessions, descRequests, descBytes,
-		descHandshakes, descLoginFailures, descLimitHits, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen} {
+		descHandshakes, descLoginFailures, descLimitHits, descLimitEvictions, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen} {
 		ch <- d
 	}
 }
@@ -131,7 +137,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descBytes, m.bytesDown.Load(), "down")
 	counter(descHandshakes, m.handshakes.Load())
 	counter(descLoginFailures, m.loginFailures.Load())
-	counter(descLimitHits, m.limitHits.Load())
+	for limit, n := range map[string]int64{
+		"limit_conns_per_address":          m.limitConnsPerAddr.Load(),
+		"limit_requests_per_second":        m.limitRequests.Load(),
+		"limit_sessions_per_hub":           m.limitSessionsPerHub.Load(),
+		"limit_public_conns":               int64(s.publicGate.refused.Load()),
+		"limit_agent_conns":                int64(s.agentGate.refused.Load()),
+		"limit_agent_prehello_per_address": int64(s.agentGate.refusedAddr.Load()),
+		"enroll_attempts":                  m.limitEnroll.Load(),
+	} {
+		counter(descLimitHits, n, limit)
+	}
+	counter(descLimitEvictions, int64(s.publicGate.evicted.Load()), "public")
+	counter(descLimitEvictions, int64(s.agentGate.evicted.Load()), "agent")
 	counter(descEnrollments, m.enrollments.Load(), "ok")
 	counter(descEnrollments, m.enrollRefused.Load(), "refused")
 	counter(descAgentConns, m.agentTCP.Load(), "tcp")

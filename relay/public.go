@@ -111,11 +111,13 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Strict-Transport-Security"] = []string{hstsHeader}
 	}
 	if !pc.withinLimit {
+		s.metrics.limitConnsPerAddr.Add(1)
 		s.logLimit(pc, "more than %d connections", s.limits.maxConns)
 		refuse(w, http.StatusServiceUnavailable, "Too many connections from your address. Close some and try again.")
 		return
 	}
 	if !s.limits.allow(pc.addr) {
+		s.metrics.limitRequests.Add(1)
 		s.logLimit(pc, "more than %g requests a second", s.limits.rate)
 		w.Header().Set("Retry-After", "1")
 		w.Header().Set("Connection", "keep-alive") // a well-paced client goes on on this connection
@@ -188,12 +190,13 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.sessions.enter(h, s.now()) {
+		s.metrics.limitSessionsPerHub.Add(1)
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "Hub busy", "This hub has too many open connections through the relay right now. Try again in a moment.")
 		return
 	}
 	defer s.sessions.leave(h)
-	pc.countRequest(a, p.e.Port)
+	session := pc.countRequest(a, p.e.Port)
 
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
@@ -212,7 +215,7 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in, out := pc.in.Load(), pc.out.Load()
 		up, down := in-pc.auditIn, out-pc.auditOut
 		pc.auditIn, pc.auditOut = in, out
-		s.log.Info("request", logger.Hub, h.Name, logger.Port, p.e.Port, logger.Remote, r.RemoteAddr, logger.User, a.who.String(),
+		s.log.Info("request", logger.Hub, h.Name, logger.Port, p.e.Port, logger.Remote, r.RemoteAddr, logger.User, a.who.String(), logger.Session, session,
 			"method", r.Method, "status", status, "dur", time.Since(start).Round(time.Millisecond).String(), "up", up, "down", down)
 	}
 	defer func() {
@@ -337,7 +340,6 @@ func (p *publicPort) redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
 // logLimit logs that pc's address is over a limit, at most once per
 // limitLogEvery per address.
 func (s *Server) logLimit(pc *publicConn, format string, args ...any) {
-	s.metrics.limitHits.Add(1)
 	if s.limits.shouldLog(pc.addr) {
 		s.log.Warn("limits: an address is over its limit; refusing", "address", pc.addr.key.String(), "limit", fmt.Sprintf(format, args...))
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -424,10 +425,10 @@ func TestWebSocketAndStreaming(t *testing.T) {
 // over its request rate 429, each with a short body and one log line per
 // 30 s; another address is served meanwhile.
 func TestPerAddressLimits(t *testing.T) {
-	tr := twoHubs(t, func(c *Config) {
+	tr := twoHubs(t, withMetrics(func(c *Config) {
 		c.LimitConnsPerAddress = 3
 		c.LimitRequestsPerSecond = 1 // burst: 10
-	})
+	}))
 	good := func() {
 		t.Helper()
 		c := tr.dialPublic(t, 443, sni("b.localhost"), "127.0.0.2")
@@ -467,6 +468,10 @@ func TestPerAddressLimits(t *testing.T) {
 	if codes[200] != 10 || codes[429] != 5 {
 		t.Errorf("15 requests at once with a burst of 10: %v; want 10 200s and 5 429s", codes)
 	}
+	wantMetrics(t, tr.Server, map[string]float64{
+		"hubrelay_limit_refusals_total{limit=limit_conns_per_address}":   2,
+		"hubrelay_limit_refusals_total{limit=limit_requests_per_second}": 5,
+	})
 	good()
 	if n := tr.logged("address=127.0.0.1/32 "); n != 1 {
 		t.Errorf("%d log lines about 127.0.0.1's limits within 30 s, want 1", n)
@@ -483,18 +488,38 @@ func TestPerAddressLimits(t *testing.T) {
 func TestAuditLine(t *testing.T) {
 	tr := twoHubs(t, nil)
 	c := tr.dialPublic(t, 443, sni("a.localhost"), "")
-	got := exchange(t, c, "GET /who?sid=secret-sid HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=secret-cookie; "+cookieName(true)+"="+tr.session+"\r\nAuthorization: Basic c2VjcmV0LWF1dGg=\r\n\r\n", 1)[0]
-	if got.code != 200 {
-		t.Fatalf("%d %v", got.code, got.err)
+	req := "GET /who?sid=secret-sid HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=secret-cookie; " + cookieName(true) + "=" + tr.session + "\r\nAuthorization: Basic c2VjcmV0LWF1dGg=\r\n\r\n"
+	for _, got := range exchange(t, c, req+req, 2) { // two requests of one session
+		if got.code != 200 {
+			t.Fatalf("%d %v", got.code, got.err)
+		}
 	}
 	c = tr.dialPublic(t, 4431, sni("a.localhost"), "")
 	if got := exchange(t, c, "POST /who HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 0\r\n"+tr.auth("a")+"\r\n", 1)[0]; got.code != 200 {
 		t.Fatalf("%d %v", got.code, got.err)
 	}
 	poll.Until(t, 10*time.Second, "the requests' log lines", func() bool {
-		return tr.logged("msg=request hub=a port=443 remote=127.0.0.1:", `user="user owner"`, "method=GET status=200") == 1 &&
+		return tr.logged("msg=request hub=a port=443 remote=127.0.0.1:", `user="user owner"`, "method=GET status=200") == 2 &&
 			tr.logged("msg=request hub=a port=4431 remote=127.0.0.1:", `user="token #`, "method=POST status=200") == 1
 	})
+	// The session field: the same on the requests of one session, another
+	// on another's.
+	sessions := map[string]string{}
+	sessionField := regexp.MustCompile(` session=(\d+) `)
+	tr.logMu.Lock()
+	for _, l := range tr.logLines {
+		if m := sessionField.FindStringSubmatch(l); m != nil && strings.Contains(l, "msg=request") {
+			port := regexp.MustCompile(` port=(\d+) `).FindStringSubmatch(l)[1]
+			if prev, ok := sessions[port]; ok && prev != m[1] {
+				t.Errorf("the requests of one session on port %s have sessions %s and %s", port, prev, m[1])
+			}
+			sessions[port] = m[1]
+		}
+	}
+	tr.logMu.Unlock()
+	if sessions["443"] == "" || sessions["4431"] == "" || sessions["443"] == sessions["4431"] {
+		t.Errorf("the request lines' sessions: %v; want one for each connection's session, not the same", sessions)
+	}
 	for _, secret := range []string{"secret", "c2VjcmV0", "/who", tr.session, tr.tokens["a"], tr.tokens["a"][4:20]} {
 		if n := tr.logged(secret); n != 0 {
 			t.Errorf("%d log lines contain %q", n, secret)

@@ -43,6 +43,7 @@ have initdb       || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
 # The relay's packages (e2e/relaypackage_test.go): umoci unpacks and checks
 # the OCI image; the image carries the CA certificates.
 have umoci        || need+=(umoci)
+have runc         || need+=(runc) # runs the image as a container runtime does
 have systemd-sysusers || need+=(systemd) # the .deb's postinst; systemd-analyze verify
 [ -r /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # The ACME tests (e2e/acme_test.go): BIND as the RFC 2136 DNS server that

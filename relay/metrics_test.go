@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// withMetrics is a config change that opens the metrics listener on a
+// port of the system's choice.
+func withMetrics(change func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.MetricsListen = "127.0.0.1:0"
+		if change != nil {
+			change(c)
+		}
+	}
+}
+
+// scrape reads s's /metrics with the Prometheus text parser: each sample
+// as name, or name{label=value} for a labelled one, → value.
+func scrape(t *testing.T, s *Server) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/metrics", s.MetricsAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the metrics do not parse: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.Metric {
+			key := name
+			for _, l := range m.Label {
+				key += fmt.Sprintf("{%s=%s}", l.GetName(), l.GetValue())
+			}
+			out[key] = sampleValue(m)
+		}
+	}
+	return out
+}
+
+func sampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	return m.GetUntyped().GetValue()
+}
+
+// wantMetrics fails the test for each sample in want that s's metrics do
+// not show with that value.
+func wantMetrics(t *testing.T, s *Server, want map[string]float64) {
+	t.Helper()
+	got := scrape(t, s)
+	for k, v := range want {
+		if n, ok := got[k]; !ok || n != v {
+			t.Errorf("metric %s = %v (present: %v), want %v", k, n, ok, v)
+		}
+	}
+}
+
+// Every limit a refusal can come from is a series of
+// hubrelay_limit_refusals_total from the start (at 0), so a dashboard or
+// an alert sees it before its first refusal.
+func TestEveryLimitHasItsSeries(t *testing.T) {
+	tr := startTestRelayWith(t, false, withMetrics(nil), "a")
+	want := map[string]float64{}
+	for _, k := range []string{"limit_conns_per_address", "limit_requests_per_second", "limit_sessions_per_hub",
+		"limit_public_conns", "limit_agent_conns", "limit_agent_prehello_per_address", "enroll_attempts"} {
+		want["hubrelay_limit_refusals_total{limit="+k+"}"] = 0
+	}
+	want["hubrelay_limit_evictions_total{listener=public}"] = 0
+	want["hubrelay_limit_evictions_total{listener=agent}"] = 0
+	want["hubrelay_login_failures_total"] = 0
+	wantMetrics(t, tr.Server, want)
+}
