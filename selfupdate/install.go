@@ -210,7 +210,7 @@ func (in *Installer) Apply(ctx context.Context, newPath, wantSHA, from, to strin
 	}
 
 	// Roll back: the previous binary goes back, and must come up again.
-	reason := localapi.Said("rolled-back", fmt.Sprintf("%s → %s: %v", to, from, err), fmt.Errorf("%s failed: %v; rolled back to %s", to, err, from))
+	reason := localapi.Said("rolled-back", err.Error(), fmt.Errorf("%s failed: %v; rolled back to %s", to, err, from))
 	in.Logf("update: %v", reason)
 	if rerr := os.Rename(prev, in.Binary); rerr != nil {
 		return done(localapi.Said("rollback-failed", rerr.Error(), fmt.Errorf("%v, but putting it back failed: %v", reason, rerr)))

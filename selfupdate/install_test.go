@@ -151,8 +151,8 @@ func TestApplyRollsBackAnUnhealthyVersion(t *testing.T) {
 	if r.OK {
 		t.Fatalf("Apply of a broken version succeeded: %+v", r)
 	}
-	if r.ReasonKind != "rolled-back" || !strings.HasPrefix(r.ReasonDetail, "0.2.0 → 0.1.0: the tunnel was not up") {
-		t.Errorf("reason kind %q, detail %q; want rolled-back, 0.2.0 → 0.1.0: why", r.ReasonKind, r.ReasonDetail)
+	if r.ReasonKind != "rolled-back" || !strings.HasPrefix(r.ReasonDetail, "the tunnel was not up") {
+		t.Errorf("reason kind %q, detail %q; want rolled-back, and why", r.ReasonKind, r.ReasonDetail)
 	}
 	for _, want := range []string{"0.2.0 failed", "tunnel was not up within 3s", "tunnel connecting: relay unreachable", "rolled back to 0.1.0"} {
 		if !strings.Contains(r.Reason, want) {
