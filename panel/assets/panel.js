@@ -58,7 +58,8 @@
     let s = kind ? T.Kinds[kind] : '';
     if (!s && kind && kind.startsWith('relay-refused:')) s = T.Kinds['relay-refused'];
     if (!s) return english || '';
-    return detail ? s.replace(/\.$/, '') + ' (' + detail + ').' : s;
+    if (!detail) return s;
+    return s.endsWith('.') ? s.slice(0, -1) + ' (' + detail + ').' : s + ' (' + detail + ')';
   }
 
   function text(id, v) { $(id).textContent = v == null || v === '' ? '—' : String(v); }
