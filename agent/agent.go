@@ -415,6 +415,7 @@ func (a *Agent) Status() localapi.Status {
 	}
 	ls := a.tr.status(ps)
 	s.LastError, s.RelaySoftware, s.Route = ls.lastError, ls.relaySoftware, ls.route
+	s.LastErrorKind, s.LastErrorDetail = ls.lastErrorKind, ls.lastErrorDetail
 	s.BytesRx, s.BytesTx = ls.rx, ls.tx
 	if ls.connected {
 		s.State, s.ConnectedSince = "connected", ls.since

@@ -21,6 +21,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/dnsfix"
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/panel"
 	"github.com/hubtunnel/hubtunnel/portmap"
 	"github.com/hubtunnel/hubtunnel/uplink"
@@ -250,54 +251,70 @@ func (a *Agent) PortMap() []panel.Port {
 }
 
 // DNSTrace resolves the relay's name now (panel.Agent).
-func (a *Agent) DNSTrace(ctx context.Context) (string, error) {
+func (a *Agent) DNSTrace(ctx context.Context) panel.Finding {
 	if !a.cfg.Enrolled() {
-		return "", errors.New("this hub is not connected to a relay yet: there is no name to resolve")
+		return panel.Finding{Said: localapi.Words{Kind: "unenrolled", Text: "this hub is not connected to a relay yet: there is no name to resolve"}}
 	}
 	if !a.cfg.relayIsName() {
-		return fmt.Sprintf("The relay is given by its address, %s: there is nothing to resolve.", a.cfg.relayHost), nil
+		return panel.Finding{OK: true, Said: localapi.Words{Kind: "by-address", Detail: a.cfg.relayHost,
+			Text: fmt.Sprintf("The relay is given by its address, %s: there is nothing to resolve.", a.cfg.relayHost)}}
 	}
 	r := a.dns.Load()
 	if r == nil {
 		var err error
 		if r, err = a.cfg.DNSResolver(nil); err != nil {
-			return "", err
+			return panel.Finding{Said: localapi.WordsOf(err)}
 		}
 	}
 	t, err := r.Resolve(ctx, a.cfg.relayHost)
 	if err != nil {
-		return t.String(), fmt.Errorf("no usable address for %s", t.Name)
+		return panel.Finding{Trace: t.String(), Said: localapi.Words{Kind: "no-address", Detail: t.Name,
+			Text: fmt.Sprintf("no usable address for %s", t.Name)}}
 	}
-	return t.String(), nil
+	addrs := make([]string, len(t.Order))
+	for i, ad := range t.Order {
+		addrs[i] = ad.String()
+	}
+	got := strings.Join(addrs, ", ")
+	if t.Server != "" {
+		got += " (" + string(t.Source) + " " + t.Server + ")"
+	}
+	return panel.Finding{OK: true, Trace: t.String(), Said: localapi.Words{Kind: "resolved", Detail: got,
+		Text: fmt.Sprintf("%s resolves to %s.", t.Name, got)}}
 }
 
 // TestConnection dials the relay now as the tunnel does (panel.Agent).
-func (a *Agent) TestConnection(ctx context.Context) (string, error) {
+func (a *Agent) TestConnection(ctx context.Context) panel.Finding {
 	c := a.cfg
 	if !c.Enrolled() {
-		return "", errors.New("this hub is not connected to a relay yet: enter an enrollment code first")
+		return panel.Finding{Said: localapi.Words{Kind: "unenrolled", Text: "this hub is not connected to a relay yet: enter an enrollment code first"}}
 	}
 	if c.Transport == "udp" {
-		return "The tunnel uses plain WireGuard over UDP: there is no connection to test; the last handshake above shows whether the relay answers.", nil
+		return panel.Finding{OK: true, Said: localapi.Words{Kind: "udp-no-test",
+			Text: "The tunnel uses plain WireGuard over UDP: there is no connection to test; the last handshake above shows whether the relay answers."}}
 	}
 	res := a.dns.Load()
 	if res == nil && c.relayIsName() {
 		var err error
 		if res, err = c.DNSResolver(nil); err != nil {
-			return "", err
+			return panel.Finding{Said: localapi.WordsOf(err)}
 		}
 	}
 	proxy, err := relayProxy(c, a.logf)
 	if err != nil {
-		return "", err
+		return panel.Finding{Said: localapi.WordsOf(err)}
 	}
 	began := time.Now()
 	conn, route, err := relayDialer(c, res, proxy).DialRelay(ctx)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach the relay at %s: %s", c.Relay, uplink.Describe(err))
+		why := uplink.Explain(err)
+		why.Text = fmt.Sprintf("cannot reach the relay at %s: %s", c.Relay, why.Text)
+		return panel.Finding{Said: why}
 	}
 	conn.Close()
-	return fmt.Sprintf("Reached the relay at %s over %s in %d ms.", c.Relay, route, time.Since(began).Milliseconds()), nil
+	took := fmt.Sprintf("%s, %s, %d ms", c.Relay, route, time.Since(began).Milliseconds())
+	return panel.Finding{OK: true, Said: localapi.Words{Kind: "reached", Detail: took,
+		Text: fmt.Sprintf("Reached the relay at %s over %s in %d ms.", c.Relay, route, time.Since(began).Milliseconds())}}
 }
 
 // Logs are the agent's last log lines (panel.Agent).

@@ -138,7 +138,7 @@ func TestLogRing(t *testing.T) {
 // hub not enrolled has nothing to resolve.
 func TestDNSTrace(t *testing.T) {
 	hubDNS := dnsfixtest.StartDnsmasq(t, "127.0.0.1", "--address=/relay.example.net/93.184.216.34")
-	trace := func(t *testing.T, relay string) (string, error) {
+	trace := func(t *testing.T, relay string) panel.Finding {
 		t.Helper()
 		path := filepath.Join(t.TempDir(), "hub.toml")
 		conf := fmt.Sprintf("relay = %q\nrelay_public_key = \"koupVBjnqeNJyBZKQq9MFFHGq2YsgHpiMMnPW6rSY1I=\"\ntunnel_ip = \"100.96.0.2\"\n\n[dns]\nsystem = [%q]\nfallback = []\ncache_file = %q\ntimeout = \"1s\"\n",
@@ -155,24 +155,25 @@ func TestDNSTrace(t *testing.T) {
 		return New(cfg, "0.3.0", nil).DNSTrace(ctx)
 	}
 	t.Run("known name", func(t *testing.T) {
-		rep, err := trace(t, "relay.example.net:443")
-		if err != nil || !strings.Contains(rep, "93.184.216.34") || !strings.Contains(rep, hubDNS.Addr) {
-			t.Errorf("DNSTrace = %v\n%s\nwant the answer 93.184.216.34 from %s", err, rep, hubDNS.Addr)
+		f := trace(t, "relay.example.net:443")
+		if !f.OK || !strings.Contains(f.Trace, "93.184.216.34") || !strings.Contains(f.Trace, hubDNS.Addr) ||
+			f.Said.Kind != "resolved" || !strings.Contains(f.Said.Detail, "93.184.216.34") {
+			t.Errorf("DNSTrace = %+v\nwant the answer 93.184.216.34 from %s, kind resolved", f, hubDNS.Addr)
 		}
 		if !hubDNS.Asked("relay.example.net") {
 			t.Error("the hub's resolver was not asked")
 		}
 	})
 	t.Run("unknown name", func(t *testing.T) {
-		rep, err := trace(t, "nobody.example.net:443")
-		if err == nil || !strings.Contains(err.Error(), "no usable address for nobody.example.net") || !strings.Contains(rep, hubDNS.Addr) {
-			t.Errorf("DNSTrace = %v\n%s\nwant a failure with the trace", err, rep)
+		f := trace(t, "nobody.example.net:443")
+		if f.OK || f.Said.Text != "no usable address for nobody.example.net" || f.Said.Kind != "no-address" || !strings.Contains(f.Trace, hubDNS.Addr) {
+			t.Errorf("DNSTrace = %+v\nwant a failure (no-address) with the trace", f)
 		}
 	})
 	t.Run("not enrolled", func(t *testing.T) {
 		a, _ := panelAgent(t)
-		if _, err := a.DNSTrace(context.Background()); err == nil || !strings.Contains(err.Error(), "not connected to a relay yet") {
-			t.Errorf("DNSTrace unenrolled = %v", err)
+		if f := a.DNSTrace(context.Background()); f.OK || f.Said.Kind != "unenrolled" || !strings.Contains(f.Said.Text, "not connected to a relay yet") {
+			t.Errorf("DNSTrace unenrolled = %+v", f)
 		}
 	})
 }

@@ -84,6 +84,8 @@ type linkStatus struct {
 	route         string    // how the relay connection was opened ("tcp", "tls via proxy", ...); "" if not connected or UDP
 	rx, tx        uint64    // bytes received and sent (what they count is the transport's)
 	overhead      uint64    // bytes beyond rx and tx; 0 if they include everything
+
+	lastErrorKind, lastErrorDetail string // lastError's kind and detail (uplink.Explain)
 }
 
 // transportEnv is what a transport is made from besides the config.

@@ -211,9 +211,13 @@ func (t *tcpTransport) status(relay vpn.PeerStats) linkStatus {
 		rx:            t.counters.RxData.Load(),
 		tx:            t.counters.TxData.Load(),
 		overhead:      t.counters.RxOverhead.Load() + t.counters.TxOverhead.Load(),
+
+		lastErrorKind:   bs.LastErrorKind,
+		lastErrorDetail: bs.LastErrorDetail,
 	}
 	if bs.Connected && !relay.LastHandshake.Before(bs.Since) {
 		ls.connected, ls.since, ls.lastError = true, bs.Since, ""
+		ls.lastErrorKind, ls.lastErrorDetail = "", ""
 		t.confirmDNS(bs)
 	}
 	return ls

@@ -73,12 +73,23 @@ var _ localapi.Agent = (*Agent)(nil)
 
 // CheckUpdate is the API's update check (localapi.Agent).
 func (a *Agent) CheckUpdate(ctx context.Context) (localapi.UpdateStatus, error) {
-	return a.upd.CheckNow(ctx)
+	st, err := a.upd.CheckNow(ctx)
+	return st, updateWords(err)
 }
 
 // InstallUpdate is the API's install (localapi.Agent).
 func (a *Agent) InstallUpdate(ctx context.Context, opt localapi.InstallOptions) (string, error) {
-	return a.upd.Install(ctx, opt)
+	v, err := a.upd.Install(ctx, opt)
+	return v, updateWords(err)
+}
+
+// updateWords gives an update error the kind selfupdate.Explain finds
+// (errors.Is still sees ErrBusy through it).
+func updateWords(err error) error {
+	if w := selfupdate.Explain(err); w.Kind != "" {
+		return localapi.Said(w.Kind, w.Detail, err)
+	}
+	return err
 }
 
 // APIToken is the token the local API's actions need (localapi.Agent).

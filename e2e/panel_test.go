@@ -96,6 +96,8 @@ func TestPanel(t *testing.T) {
 		"the log shows the agent's last lines",
 		"the statistics page: ",
 		"in German a wrong allowed source is refused next to its field",
+		`in German "check now" says: Das Relay bietet keine Updates an`,
+		"in German the last problem reads: Der Proxy hat die Verbindung nicht durchgelassen",
 	)
 	after := readFileString(a.Conf)
 	for _, want := range []string{"100.96.0.0/24", "auto = false", "rega = "} {

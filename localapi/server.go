@@ -88,7 +88,8 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	st, err := s.a.CheckUpdate(ctx)
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, CheckResponse{Error: err.Error(), Update: st})
+		ws := WordsOf(err)
+		writeJSON(w, http.StatusBadGateway, CheckResponse{Error: ws.Text, ErrorKind: ws.Kind, ErrorDetail: ws.Detail, Update: st})
 		return
 	}
 	writeJSON(w, http.StatusOK, CheckResponse{Update: st})
@@ -105,9 +106,10 @@ func (s *server) install(w http.ResponseWriter, r *http.Request) {
 	v, err := s.a.InstallUpdate(ctx, opt)
 	switch {
 	case errors.Is(err, ErrBusy):
-		writeJSON(w, http.StatusConflict, InstallResponse{Error: err.Error()})
+		writeJSON(w, http.StatusConflict, InstallResponse{Error: err.Error(), ErrorKind: "busy"})
 	case err != nil:
-		writeJSON(w, http.StatusUnprocessableEntity, InstallResponse{Error: err.Error()})
+		ws := WordsOf(err)
+		writeJSON(w, http.StatusUnprocessableEntity, InstallResponse{Error: ws.Text, ErrorKind: ws.Kind, ErrorDetail: ws.Detail})
 	default:
 		writeJSON(w, http.StatusAccepted, InstallResponse{Installing: v})
 	}

@@ -55,6 +55,11 @@ type Status struct {
 	// Goroutines is the agent process's goroutine count now: what tests
 	// compare before and after a fault to see that nothing was left behind.
 	Goroutines int `json:"goroutines,omitempty"`
+
+	// LastErrorKind names LastError's class (Kinds), for the panel to say
+	// it in the owner's language with LastErrorDetail in brackets.
+	LastErrorKind   string `json:"last_error_kind,omitempty"`
+	LastErrorDetail string `json:"last_error_detail,omitempty"`
 }
 
 // SupervisorStatus is the "supervisor" part of Status: the addon's crash
@@ -106,6 +111,10 @@ type UpdateStatus struct {
 	PlannedInstall time.Time     `json:"planned_install,omitzero"` // when Auto will install Latest
 	Installing     string        `json:"installing,omitempty"`     // a version being installed now
 	LastResult     *UpdateResult `json:"last_result,omitempty"`    // how the last install ended
+
+	// CheckErrorKind and CheckErrorDetail are CheckError's Words.
+	CheckErrorKind   string `json:"check_error_kind,omitempty"`
+	CheckErrorDetail string `json:"check_error_detail,omitempty"`
 }
 
 // UpdateResult is how the last update ended. It is also the record the
@@ -117,6 +126,11 @@ type UpdateResult struct {
 	To     string    `json:"to"`
 	Reason string    `json:"reason,omitempty"` // why it failed, in plain words
 	Time   time.Time `json:"time"`
+
+	// ReasonKind and ReasonDetail are Reason's Words; absent in a result
+	// the addon's init script wrote.
+	ReasonKind   string `json:"reason_kind,omitempty"`
+	ReasonDetail string `json:"reason_detail,omitempty"`
 }
 
 // InstallOptions are what a user may ask of an install: the body of POST
@@ -131,6 +145,9 @@ type InstallOptions struct {
 type CheckResponse struct {
 	Error  string       `json:"error,omitempty"`
 	Update UpdateStatus `json:"update"`
+
+	ErrorKind   string `json:"error_kind,omitempty"` // Error's Words
+	ErrorDetail string `json:"error_detail,omitempty"`
 }
 
 // InstallResponse is the answer to POST /api/update/install: the version
@@ -138,6 +155,9 @@ type CheckResponse struct {
 type InstallResponse struct {
 	Error      string `json:"error,omitempty"`
 	Installing string `json:"installing,omitempty"`
+
+	ErrorKind   string `json:"error_kind,omitempty"` // Error's Words
+	ErrorDetail string `json:"error_detail,omitempty"`
 }
 
 // errorResponse is any other refusal of an action.

@@ -179,7 +179,8 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	st, err := s.a.CheckUpdate(ctx)
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, localapi.CheckResponse{Error: err.Error(), Update: st})
+		ws := localapi.WordsOf(err)
+		writeJSON(w, http.StatusBadGateway, localapi.CheckResponse{Error: ws.Text, ErrorKind: ws.Kind, ErrorDetail: ws.Detail, Update: st})
 		return
 	}
 	writeJSON(w, http.StatusOK, localapi.CheckResponse{Update: st})
@@ -194,18 +195,23 @@ func (s *server) install(w http.ResponseWriter, r *http.Request) {
 	v, err := s.a.InstallUpdate(ctx, localapi.InstallOptions{})
 	switch {
 	case errors.Is(err, localapi.ErrBusy):
-		writeJSON(w, http.StatusConflict, localapi.InstallResponse{Error: err.Error()})
+		writeJSON(w, http.StatusConflict, localapi.InstallResponse{Error: err.Error(), ErrorKind: "busy"})
 	case err != nil:
-		writeJSON(w, http.StatusUnprocessableEntity, localapi.InstallResponse{Error: err.Error()})
+		ws := localapi.WordsOf(err)
+		writeJSON(w, http.StatusUnprocessableEntity, localapi.InstallResponse{Error: ws.Text, ErrorKind: ws.Kind, ErrorDetail: ws.Detail})
 	default:
 		writeJSON(w, http.StatusAccepted, localapi.InstallResponse{Installing: v})
 	}
 }
 
-// diagAnswer is the answer of the diagnostics: what happened, in lines.
+// diagAnswer is the answer of the diagnostics: what happened, in lines
+// (Report: the trace and the conclusion in English), and the conclusion
+// alone (Said) with the trace apart, for the page to say in its language.
 type diagAnswer struct {
-	OK     bool   `json:"ok"`
-	Report string `json:"report"`
+	OK     bool           `json:"ok"`
+	Report string         `json:"report"`
+	Trace  string         `json:"trace,omitempty"`
+	Said   localapi.Words `json:"said"`
 }
 
 func (s *server) diagDNS(w http.ResponseWriter, r *http.Request) {
@@ -216,22 +222,21 @@ func (s *server) diagConnect(w http.ResponseWriter, r *http.Request) {
 	s.diag(w, r, s.a.TestConnection)
 }
 
-func (s *server) diag(w http.ResponseWriter, r *http.Request, f func(context.Context) (string, error)) {
+func (s *server) diag(w http.ResponseWriter, r *http.Request, f func(context.Context) Finding) {
 	var none struct{}
 	if !s.decode(w, r, &none) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
-	rep, err := f(ctx)
-	if err != nil {
-		rep = strings.TrimRight(rep, "\n")
-		if rep != "" {
-			rep += "\n"
-		}
-		rep += err.Error()
+	fd := f(ctx)
+	trace := strings.TrimRight(fd.Trace, "\n")
+	rep := trace
+	if rep != "" && fd.Said.Text != "" {
+		rep += "\n"
 	}
-	writeJSON(w, http.StatusOK, diagAnswer{OK: err == nil, Report: rep})
+	rep += fd.Said.Text
+	writeJSON(w, http.StatusOK, diagAnswer{OK: fd.OK, Report: rep, Trace: trace, Said: fd.Said})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

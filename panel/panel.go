@@ -68,12 +68,21 @@ type Agent interface {
 	PortMap() []Port
 	// DNSTrace resolves the relay's name now and tells how, as
 	// `hubtunnel dns` prints it.
-	DNSTrace(ctx context.Context) (string, error)
+	DNSTrace(ctx context.Context) Finding
 	// TestConnection dials the relay now over the configured transport
 	// and returns what happened, in a hub owner's words.
-	TestConnection(ctx context.Context) (string, error)
+	TestConnection(ctx context.Context) Finding
 	// Logs are the agent's last log lines, oldest first.
 	Logs() []string
+}
+
+// Finding is what a diagnostic found: whether all is well, its technical
+// trace (lines, English, as the CLI prints them; may be empty), and its
+// conclusion, in Words the page says in the owner's language.
+type Finding struct {
+	OK    bool
+	Trace string
+	Said  localapi.Words
 }
 
 // Settings are what the panel lets the owner change. The JSON names are

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,11 +60,11 @@ func (f *fakeAgent) Restart() error { return nil }
 func (f *fakeAgent) PortMap() []Port {
 	return []Port{{Port: 4430, Service: "XML-RPC wired", Local: "127.0.0.1:2000", TLS: true}}
 }
-func (f *fakeAgent) DNSTrace(context.Context) (string, error) {
-	return "relay.example: system 192.0.2.1\n", nil
+func (f *fakeAgent) DNSTrace(context.Context) Finding {
+	return Finding{OK: true, Trace: "relay.example: system 192.0.2.1\n", Said: localapi.Words{Kind: "resolved", Detail: "192.0.2.1", Text: "relay.example resolves to 192.0.2.1"}}
 }
-func (f *fakeAgent) TestConnection(context.Context) (string, error) {
-	return "", errors.New("cannot reach the relay: connection refused")
+func (f *fakeAgent) TestConnection(context.Context) Finding {
+	return Finding{Said: localapi.Words{Kind: "refused", Detail: "192.0.2.1:443", Text: "cannot reach the relay: connection refused"}}
 }
 func (f *fakeAgent) Logs() []string { return []string{"agent: hello"} }
 
@@ -379,6 +380,27 @@ func TestTextComplete(t *testing.T) {
 	}
 }
 
+// TestKindsComplete: every kind of the agent's words (localapi.Kinds:
+// last error, update errors and results, diagnostics) has its sentence in
+// both languages, and no sentence is for a kind the agent does not say.
+func TestKindsComplete(t *testing.T) {
+	for _, tx := range []text{english, german} {
+		for _, k := range localapi.Kinds {
+			if tx.Kinds[k] == "" {
+				t.Errorf("%s: no sentence for kind %q", tx.Lang, k)
+			}
+		}
+		for k := range tx.Kinds {
+			if !slices.Contains(localapi.Kinds, k) {
+				t.Errorf("%s: kind %q is not one of localapi.Kinds", tx.Lang, k)
+			}
+		}
+	}
+	if english.Kinds["refused"] == german.Kinds["refused"] {
+		t.Error("the German sentences are the English ones")
+	}
+}
+
 // TestSettingsRefusal: a value the agent refuses comes back with its
 // field, for the page to show next to it, in the panel's language: in
 // German what the field wants, with the agent's words naming the value.
@@ -437,7 +459,8 @@ func TestEnrollAndDiag(t *testing.T) {
 		t.Errorf("good code: %d %s", code, body)
 	}
 	code, body = b.do(t, "POST", Prefix+"api/diag/connect", `{}`, hdr...)
-	if code != 200 || !strings.Contains(body, `"ok":false`) || !strings.Contains(body, "connection refused") {
+	if code != 200 || !strings.Contains(body, `"ok":false`) || !strings.Contains(body, "connection refused") ||
+		!strings.Contains(body, `"said":{"kind":"refused","detail":"192.0.2.1:443"`) {
 		t.Errorf("connection test: %d %s", code, body)
 	}
 	code, body = b.do(t, "GET", Prefix+"api/logs", "", hdr...)

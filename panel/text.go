@@ -52,6 +52,12 @@ type text struct {
 
 	// Refusals.
 	ErrNoSession, ErrInvalidSession, ErrRega, ErrOrigin, ErrBody, Refused string
+
+	// Kinds says each localapi.Words kind the agent reports (last error,
+	// update errors and results, diagnostics); the page adds the detail
+	// in brackets, and shows the agent's English text for a kind missing
+	// here. A relay's refusal with a code not listed is KindRelayRefused's.
+	Kinds map[string]string
 }
 
 var english = text{
@@ -108,6 +114,8 @@ var english = text{
 	ErrOrigin:         "Refused: this request did not come from the hubtunnel page.",
 	ErrBody:           "Refused: the request is not readable.",
 	Refused:           "Refused",
+
+	Kinds: englishKinds,
 }
 
 var german = text{
@@ -164,6 +172,8 @@ var german = text{
 	ErrOrigin:         "Abgelehnt: diese Anfrage kam nicht von der hubtunnel-Seite.",
 	ErrBody:           "Abgelehnt: die Anfrage ist nicht lesbar.",
 	Refused:           "Abgelehnt",
+
+	Kinds: germanKinds,
 }
 
 // germanFields say in German what each setting wants, for a value the
@@ -215,4 +225,103 @@ func (s *server) text(r *http.Request) *text {
 		}
 	}
 	return &english
+}
+
+var englishKinds = map[string]string{
+	// Why the relay connection failed.
+	"dns":                     "Cannot find the relay's address: the name does not resolve.",
+	"refused":                 "The relay is not accepting connections (is it running?).",
+	"unreachable":             "No route to the relay: is the hub's network up?",
+	"timeout":                 "The relay did not answer in time.",
+	"closed":                  "The relay closed the connection.",
+	"reset":                   "The connection to the relay was reset.",
+	"proxy":                   "The proxy did not let the connection through.",
+	"tls-cert":                "The relay's TLS certificate is not valid for it.",
+	"routes":                  "No way to the relay worked.",
+	"relay-refused":           "The relay refused this hub.",
+	"relay-refused:1":         "The relay does not speak this hubtunnel's protocol version: update hubtunnel.",
+	"relay-refused:2":         "The relay is at capacity; hubtunnel tries again later.",
+	"relay-refused:3":         "The relay's key in this hub's settings is wrong: enroll the hub again.",
+	"relay-refused:4":         "The relay does not know this hub (not added yet, removed or switched off in its portal).",
+	"relay-refused:5":         "Another device connects with this hub's key (a copy of this hub, e.g. a restored backup).",
+	"not-found":               "The relay offers no updates (it has no releases).",
+	"no-release-server":       "The relay has no update server.",
+	"http-status":             "The update server answered with an error.",
+	"fetch-failed":            "The update server could not be reached.",
+	"bad-manifest":            "The release information is not usable.",
+	"no-key":                  "This installation has no release key to check updates with.",
+	"bad-signature":           "The release is not signed with the release key: refused.",
+	"no-build":                "The newest release has no build for this hub.",
+	"download-failed":         "The download failed.",
+	"download-corrupt":        "The download is damaged: not installed.",
+	"bad-binary":              "The new version does not run on this hub: not installed.",
+	"no-space":                "Not enough free space on the hub for the update.",
+	"busy":                    "Another update is running.",
+	"already-running":         "This version is already installed.",
+	"downgrade":               "That version is older than the one running: not installed.",
+	"below-min-version":       "That version is too old for the relay's releases: not installed.",
+	"min-version-unknown":     "The releases' oldest allowed version is unknown: not installed.",
+	"installer-failed":        "The installer did not start.",
+	"not-changed":             "The update failed; nothing was changed.",
+	"rolled-back":             "rolled back",
+	"rollback-failed":         "The new version failed and going back failed too: check the hub.",
+	"rolled-back-down":        "Rolled back, but the previous version has not brought the tunnel up either.",
+	"interrupted-rolled-back": "The update was interrupted: rolled back.",
+	"interrupted-unchanged":   "The update was interrupted before it changed anything.",
+	"interrupted-left":        "The update was interrupted; the installed program is neither version and was left as it is.",
+	"unenrolled":              "This hub is not connected to a relay yet: enter an enrollment code first.",
+	"by-address":              "The relay is given by its address: there is nothing to resolve.",
+	"resolved":                "The relay's name resolves.",
+	"no-address":              "No usable address for the relay's name.",
+	"udp-no-test":             "The tunnel uses plain WireGuard over UDP: there is no connection to test; the last handshake above shows whether the relay answers.",
+	"reached":                 "Reached the relay.",
+}
+
+var germanKinds = map[string]string{
+	"dns":                     "Die Adresse des Relays ist nicht zu finden: der Name lässt sich nicht auflösen.",
+	"refused":                 "Das Relay nimmt keine Verbindungen an (läuft es?).",
+	"unreachable":             "Kein Weg zum Relay: ist das Netzwerk der Zentrale verbunden?",
+	"timeout":                 "Das Relay hat nicht rechtzeitig geantwortet.",
+	"closed":                  "Das Relay hat die Verbindung geschlossen.",
+	"reset":                   "Die Verbindung zum Relay wurde abgebrochen.",
+	"proxy":                   "Der Proxy hat die Verbindung nicht durchgelassen.",
+	"tls-cert":                "Das TLS-Zertifikat des Relays ist für das Relay nicht gültig.",
+	"routes":                  "Keiner der Wege zum Relay hat funktioniert.",
+	"relay-refused":           "Das Relay hat diese Zentrale abgelehnt.",
+	"relay-refused:1":         "Das Relay spricht die Protokollversion dieses hubtunnel nicht: aktualisieren Sie hubtunnel.",
+	"relay-refused:2":         "Das Relay ist ausgelastet; hubtunnel versucht es später wieder.",
+	"relay-refused:3":         "Der Schlüssel des Relays in den Einstellungen dieser Zentrale ist falsch: melden Sie die Zentrale neu an.",
+	"relay-refused:4":         "Das Relay kennt diese Zentrale nicht (noch nicht hinzugefügt, entfernt oder im Portal abgeschaltet).",
+	"relay-refused:5":         "Ein anderes Gerät verbindet sich mit dem Schlüssel dieser Zentrale (eine Kopie, z. B. ein zurückgespieltes Backup).",
+	"not-found":               "Das Relay bietet keine Updates an (es hat keine Versionen).",
+	"no-release-server":       "Das Relay hat keinen Update-Server.",
+	"http-status":             "Der Update-Server hat mit einem Fehler geantwortet.",
+	"fetch-failed":            "Der Update-Server ist nicht erreichbar.",
+	"bad-manifest":            "Die Angaben zur Version sind nicht brauchbar.",
+	"no-key":                  "Diese Installation hat keinen Schlüssel, um Updates zu prüfen.",
+	"bad-signature":           "Die Version ist nicht mit dem Release-Schlüssel signiert: abgelehnt.",
+	"no-build":                "Die neueste Version gibt es für diese Zentrale nicht.",
+	"download-failed":         "Der Download ist fehlgeschlagen.",
+	"download-corrupt":        "Der Download ist beschädigt: nicht installiert.",
+	"bad-binary":              "Die neue Version läuft auf dieser Zentrale nicht: nicht installiert.",
+	"no-space":                "Auf der Zentrale ist nicht genug Platz für das Update.",
+	"busy":                    "Ein anderes Update läuft gerade.",
+	"already-running":         "Diese Version ist schon installiert.",
+	"downgrade":               "Diese Version ist älter als die laufende: nicht installiert.",
+	"below-min-version":       "Diese Version ist für die Versionen des Relays zu alt: nicht installiert.",
+	"min-version-unknown":     "Die älteste erlaubte Version ist unbekannt: nicht installiert.",
+	"installer-failed":        "Das Installationsprogramm ist nicht gestartet.",
+	"not-changed":             "Das Update ist fehlgeschlagen; nichts wurde geändert.",
+	"rolled-back":             "zurückgenommen",
+	"rollback-failed":         "Die neue Version ist fehlgeschlagen und das Zurücknehmen auch: prüfen Sie die Zentrale.",
+	"rolled-back-down":        "Zurückgenommen, aber auch die vorige Version baut den Tunnel nicht auf.",
+	"interrupted-rolled-back": "Das Update wurde unterbrochen: zurückgenommen.",
+	"interrupted-unchanged":   "Das Update wurde unterbrochen, bevor es etwas geändert hat.",
+	"interrupted-left":        "Das Update wurde unterbrochen; das installierte Programm ist keine der beiden Versionen und bleibt, wie es ist.",
+	"unenrolled":              "Diese Zentrale ist noch mit keinem Relay verbunden: geben Sie zuerst einen Anmeldecode ein.",
+	"by-address":              "Das Relay ist mit seiner Adresse angegeben: es gibt nichts aufzulösen.",
+	"resolved":                "Der Name des Relays lässt sich auflösen.",
+	"no-address":              "Für den Namen des Relays gibt es keine brauchbare Adresse.",
+	"udp-no-test":             "Der Tunnel nutzt WireGuard direkt über UDP: es gibt keine Verbindung zu testen; der letzte Handshake oben zeigt, ob das Relay antwortet.",
+	"reached":                 "Relay erreicht.",
 }

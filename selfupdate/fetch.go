@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -48,10 +49,13 @@ func (s *Source) Manifest(ctx context.Context, want string) (*Manifest, error) {
 	}
 	m, err := Open(body, s.Keys)
 	if err != nil {
+		if localapi.WordsOf(err).Kind == "" {
+			err = localapi.Said("bad-manifest", err.Error(), err)
+		}
 		return nil, err
 	}
 	if want != "" && m.Version != want {
-		return nil, fmt.Errorf("%s names version %s", name, m.Version)
+		return nil, localapi.Said("bad-manifest", name, fmt.Errorf("%s names version %s", name, m.Version))
 	}
 	return m, nil
 }
@@ -64,10 +68,10 @@ func (s *Source) get(ctx context.Context, u *url.URL, limit int64) ([]byte, erro
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
+		return nil, localapi.Said("fetch-failed", err.Error(), fmt.Errorf("fetch %s: %w", u.Redacted(), err))
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("fetch %s: larger than %d bytes", u.Redacted(), limit)
+		return nil, localapi.Said("bad-manifest", u.Redacted(), fmt.Errorf("fetch %s: larger than %d bytes", u.Redacted(), limit))
 	}
 	return b, nil
 }
@@ -88,16 +92,16 @@ func (s *Source) do(ctx context.Context, u *url.URL) (*http.Response, error) {
 			err = ue.Err // it repeats the URL
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("fetch %s: connection refused (no release server there; a relay serves one with releases_dir)", u.Redacted())
+			return nil, localapi.Said("no-release-server", u.Redacted(), fmt.Errorf("fetch %s: connection refused (no release server there; a relay serves one with releases_dir)", u.Redacted()))
 		}
-		return nil, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
+		return nil, localapi.Said("fetch-failed", err.Error(), fmt.Errorf("fetch %s: %w", u.Redacted(), err))
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound {
-			return nil, fmt.Errorf("fetch %s: not found", u.Redacted())
+			return nil, localapi.Said("not-found", u.Redacted(), fmt.Errorf("fetch %s: not found", u.Redacted()))
 		}
-		return nil, fmt.Errorf("fetch %s: %s", u.Redacted(), resp.Status)
+		return nil, localapi.Said("http-status", u.Redacted()+": "+resp.Status, fmt.Errorf("fetch %s: %s", u.Redacted(), resp.Status))
 	}
 	return resp, nil
 }
@@ -115,7 +119,7 @@ const maxBinary = 128 << 20
 func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (path, sum string, err error) {
 	a, ok := m.Artifacts[arch]
 	if !ok {
-		return "", "", fmt.Errorf("release %s has no build for %s", m.Version, archOrUnknown(arch))
+		return "", "", localapi.Said("no-build", archOrUnknown(arch), fmt.Errorf("release %s has no build for %s", m.Version, archOrUnknown(arch)))
 	}
 	ref, err := url.Parse(a.URL)
 	if err != nil {
@@ -142,11 +146,11 @@ func (s *Source) Download(ctx context.Context, m *Manifest, arch, dir string) (p
 	resp.Body.Close()
 	switch {
 	case err != nil:
-		return "", "", fmt.Errorf("download %s: %w", u.Redacted(), err)
+		return "", "", localapi.Said("download-failed", err.Error(), fmt.Errorf("download %s: %w", u.Redacted(), err))
 	case n != a.Size:
-		return "", "", fmt.Errorf("download %s: %d bytes, the manifest says %d", u.Redacted(), n, a.Size)
+		return "", "", localapi.Said("download-corrupt", fmt.Sprintf("%d bytes, the manifest says %d", n, a.Size), fmt.Errorf("download %s: %d bytes, the manifest says %d", u.Redacted(), n, a.Size))
 	case hex.EncodeToString(h.Sum(nil)) != strings.ToLower(a.SHA256):
-		return "", "", fmt.Errorf("download %s: SHA-256 does not match the manifest", u.Redacted())
+		return "", "", localapi.Said("download-corrupt", "SHA-256", fmt.Errorf("download %s: SHA-256 does not match the manifest", u.Redacted()))
 	}
 	if _, err := gz.Seek(0, io.SeekStart); err != nil {
 		return "", "", err
@@ -290,23 +294,23 @@ func readELF(path string) (class byte, machine uint16, err error) {
 func CheckBinary(ctx context.Context, path, arch, want string) error {
 	class, machine, err := readELF(path)
 	if err != nil {
-		return fmt.Errorf("the new binary is not a Linux program: %v", err)
+		return localapi.Said("bad-binary", "", fmt.Errorf("the new binary is not a Linux program: %v", err))
 	}
 	if m, ok := elfMachines[arch]; !ok || m.class != class || m.machine != machine {
 		name := elfNames[machine]
 		if name == "" {
 			name = fmt.Sprintf("machine %d", machine)
 		}
-		return fmt.Errorf("the new binary is built for %s, not for this hub (%s)", name, archOrUnknown(arch))
+		return localapi.Said("bad-binary", "", fmt.Errorf("the new binary is built for %s, not for this hub (%s)", name, archOrUnknown(arch)))
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, "version").Output()
 	if err != nil {
-		return fmt.Errorf("the new binary does not run here: %v", err)
+		return localapi.Said("bad-binary", "", fmt.Errorf("the new binary does not run here: %v", err))
 	}
 	if got := strings.TrimSpace(string(out)); got != want {
-		return fmt.Errorf("the new binary says it is version %q, the manifest %q", got, want)
+		return localapi.Said("bad-binary", "", fmt.Errorf("the new binary says it is version %q, the manifest %q", got, want))
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ func TestFullStateFolderSavesNothingTruncated(t *testing.T) {
 	}
 
 	r := h.apply(t, "0.2.0", "0.1.0", "0.2.0")
-	if r.OK || !strings.Contains(r.Reason, "writing the update journal") {
+	if r.OK || !strings.Contains(r.Reason, "writing the update journal") || r.ReasonKind != "no-space" {
 		t.Errorf("Apply with a full state folder: %+v, want it refused at the journal", r)
 	}
 	if got := readText(t, h.bin); got != "0.1.0" {

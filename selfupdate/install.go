@@ -161,7 +161,8 @@ func (in *Installer) Apply(ctx context.Context, newPath, wantSHA, from, to strin
 	defer os.Remove(newPath)
 	done := func(err error) localapi.UpdateResult {
 		if err != nil {
-			res.Reason = err.Error()
+			w := Explain(err)
+			res.Reason, res.ReasonKind, res.ReasonDetail = w.Text, w.Kind, w.Detail
 			in.Logf("update: %s", res.Reason)
 		} else {
 			res.OK = true
@@ -174,30 +175,30 @@ func (in *Installer) Apply(ctx context.Context, newPath, wantSHA, from, to strin
 	}
 	copyPath, newSHA, err := in.stage(newPath)
 	if err != nil {
-		return done(fmt.Errorf("%w; nothing was changed", err))
+		return done(localapi.Said("not-changed", err.Error(), fmt.Errorf("%w; nothing was changed", err)))
 	}
 	defer os.Remove(copyPath)
 	if wantSHA == "" || newSHA != strings.ToLower(wantSHA) {
-		return done(fmt.Errorf("the new binary is not the one that was checked (its SHA-256 changed); nothing was changed"))
+		return done(localapi.Said("not-changed", "SHA-256", fmt.Errorf("the new binary is not the one that was checked (its SHA-256 changed); nothing was changed")))
 	}
 	newPath = copyPath
 	prevSHA, err := sha256File(in.Binary)
 	if err != nil {
-		return done(fmt.Errorf("reading the installed binary: %w", err))
+		return done(localapi.Said("not-changed", err.Error(), fmt.Errorf("reading the installed binary: %w", err)))
 	}
 	j := journal{From: from, To: to, NewSHA: newSHA, PrevSHA: prevSHA, PID: os.Getpid()}
 	jpath := filepath.Join(in.StateDir, JournalFile)
 	if err := atomicfile.WriteFile(jpath, j.encode(), 0o644); err != nil {
-		return done(fmt.Errorf("writing the update journal: %w", err))
+		return done(localapi.Said("not-changed", err.Error(), fmt.Errorf("writing the update journal: %w", err)))
 	}
 	defer os.Remove(jpath)
 
 	prev := in.Binary + ".prev"
 	if err := keepPrevious(in.Binary, prev); err != nil {
-		return done(fmt.Errorf("keeping the previous binary: %w; nothing was changed", err))
+		return done(localapi.Said("not-changed", err.Error(), fmt.Errorf("keeping the previous binary: %w; nothing was changed", err)))
 	}
 	if err := replace(newPath, in.Binary); err != nil {
-		return done(fmt.Errorf("putting the new binary in place: %w; nothing was changed", err))
+		return done(localapi.Said("not-changed", err.Error(), fmt.Errorf("putting the new binary in place: %w; nothing was changed", err)))
 	}
 	in.Logf("update: %s is in place of %s; restarting the agent", to, from)
 	err = in.restart(ctx)
@@ -209,17 +210,17 @@ func (in *Installer) Apply(ctx context.Context, newPath, wantSHA, from, to strin
 	}
 
 	// Roll back: the previous binary goes back, and must come up again.
-	reason := fmt.Errorf("%s failed: %v; rolled back to %s", to, err, from)
+	reason := localapi.Said("rolled-back", err.Error(), fmt.Errorf("%s failed: %v; rolled back to %s", to, err, from))
 	in.Logf("update: %v", reason)
 	if rerr := os.Rename(prev, in.Binary); rerr != nil {
-		return done(fmt.Errorf("%v, but putting it back failed: %v", reason, rerr))
+		return done(localapi.Said("rollback-failed", rerr.Error(), fmt.Errorf("%v, but putting it back failed: %v", reason, rerr)))
 	}
 	atomicfile.SyncDir(filepath.Dir(in.Binary))
 	if rerr := in.restart(ctx); rerr != nil {
-		return done(fmt.Errorf("%v, but restarting it failed: %v", reason, rerr))
+		return done(localapi.Said("rollback-failed", rerr.Error(), fmt.Errorf("%v, but restarting it failed: %v", reason, rerr)))
 	}
 	if herr := in.healthy(ctx, from); herr != nil {
-		return done(fmt.Errorf("%v, but %s has not brought the tunnel up either: %v", reason, from, herr))
+		return done(localapi.Said("rolled-back-down", from+": "+herr.Error(), fmt.Errorf("%v, but %s has not brought the tunnel up either: %v", reason, from, herr)))
 	}
 	return done(reason)
 }
@@ -401,10 +402,13 @@ func Recover(dir, binary string) (*Recovery, error) {
 		atomicfile.SyncDir(filepath.Dir(binary))
 		rec.RolledBack = true
 		res.Reason = fmt.Sprintf("the update to %s was interrupted; rolled back to %s", j.To, j.From)
+		res.ReasonKind, res.ReasonDetail = "interrupted-rolled-back", j.To+" → "+j.From
 	case cur == j.PrevSHA:
 		res.Reason = fmt.Sprintf("the update to %s was interrupted before it changed anything", j.To)
+		res.ReasonKind, res.ReasonDetail = "interrupted-unchanged", j.To
 	default:
 		res.Reason = fmt.Sprintf("the update to %s was interrupted; the installed binary is neither version, left as it is", j.To)
+		res.ReasonKind, res.ReasonDetail = "interrupted-left", j.To
 	}
 	if err := writeResult(dir, res); err != nil {
 		return nil, err

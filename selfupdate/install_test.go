@@ -151,6 +151,9 @@ func TestApplyRollsBackAnUnhealthyVersion(t *testing.T) {
 	if r.OK {
 		t.Fatalf("Apply of a broken version succeeded: %+v", r)
 	}
+	if r.ReasonKind != "rolled-back" || !strings.HasPrefix(r.ReasonDetail, "the tunnel was not up") {
+		t.Errorf("reason kind %q, detail %q; want rolled-back, and why", r.ReasonKind, r.ReasonDetail)
+	}
 	for _, want := range []string{"0.2.0 failed", "tunnel was not up within 3s", "tunnel connecting: relay unreachable", "rolled back to 0.1.0"} {
 		if !strings.Contains(r.Reason, want) {
 			t.Errorf("reason %q lacks %q", r.Reason, want)
@@ -222,7 +225,7 @@ func TestRecoverRollsBackAnInterruptedUpdate(t *testing.T) {
 		t.Errorf("binary after recovery is %q", got)
 	}
 	r, _ := ReadResult(h.state)
-	if r == nil || r.OK || r.Reason != "the update to 0.2.0 was interrupted; rolled back to 0.1.0" {
+	if r == nil || r.OK || r.Reason != "the update to 0.2.0 was interrupted; rolled back to 0.1.0" || r.ReasonKind != "interrupted-rolled-back" {
 		t.Errorf("result %+v", r)
 	}
 	if rec, err := Recover(h.state, h.bin); rec != nil || err != nil {

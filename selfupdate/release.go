@@ -12,8 +12,10 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/version"
 )
 
@@ -83,7 +85,7 @@ func Sign(m Manifest, key ed25519.PrivateKey) ([]byte, error) {
 // verifies.
 func Open(data []byte, keys []ed25519.PublicKey) (*Manifest, error) {
 	if len(keys) == 0 {
-		return nil, errors.New("release manifest: no release key to check it with")
+		return nil, localapi.Said("no-key", "", errors.New("release manifest: no release key to check it with"))
 	}
 	if len(data) > MaxManifest {
 		return nil, errors.New("release manifest: too large")
@@ -101,7 +103,7 @@ func Open(data []byte, keys []ed25519.PublicKey) (*Manifest, error) {
 		}
 	}
 	if !ok {
-		return nil, errors.New("release manifest: signature does not match the release key")
+		return nil, localapi.Said("bad-signature", "", errors.New("release manifest: signature does not match the release key"))
 	}
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(s.Payload))
@@ -190,4 +192,18 @@ var releaseKey string
 func BuiltinKey() (ed25519.PublicKey, bool) {
 	k, err := ParsePublicKey(releaseKey)
 	return k, err == nil
+}
+
+// Explain is an update error as Words: its text, its kind (one of
+// localapi.Kinds) and detail. A full disk is "no-space" wherever it
+// happened; another busy update is "busy".
+func Explain(err error) localapi.Words {
+	w := localapi.WordsOf(err)
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		w.Kind, w.Detail = "no-space", err.Error()
+	case errors.Is(err, localapi.ErrBusy):
+		w.Kind, w.Detail = "busy", ""
+	}
+	return w
 }

@@ -195,7 +195,8 @@ func TestDownload(t *testing.T) {
 	if m2, err := src.Manifest(ctx, "0.2.0"); err != nil || m2.Version != "0.2.0" {
 		t.Errorf("Manifest(0.2.0) = %v, %v", m2, err)
 	}
-	if _, err := src.Manifest(ctx, "0.9.0"); err == nil || !strings.Contains(err.Error(), "manifest-0.9.0.json: not found") {
+	if _, err := src.Manifest(ctx, "0.9.0"); err == nil || !strings.Contains(err.Error(), "manifest-0.9.0.json: not found") ||
+		Explain(err).Kind != "not-found" || !strings.HasSuffix(Explain(err).Detail, "manifest-0.9.0.json") {
 		t.Errorf("Manifest(0.9.0): %v", err)
 	}
 	if _, _, err := src.Download(ctx, m, "armv5", dir); err == nil || !strings.Contains(err.Error(), "no build for armv5") {
@@ -363,7 +364,7 @@ func TestManifestSignedByAnotherKey(t *testing.T) {
 	rs.publish(t, "0.2.0", []byte("x"), nil)
 	src := rs.source(t)
 	src.Keys = []ed25519.PublicKey{testKey(t, 9).Public().(ed25519.PublicKey)}
-	if _, err := src.Manifest(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "signature does not match") {
+	if _, err := src.Manifest(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "signature does not match") || Explain(err).Kind != "bad-signature" {
 		t.Errorf("Manifest with a foreign signature: %v", err)
 	}
 }
@@ -418,7 +419,8 @@ func TestManifestFromNoServer(t *testing.T) {
 	srv.Close() // nothing listens there any more
 	src := &Source{URL: u, Keys: []ed25519.PublicKey{testKey(t, 1).Public().(ed25519.PublicKey)}}
 	_, err := src.Manifest(context.Background(), "")
-	if err == nil || !strings.Contains(err.Error(), "connection refused (no release server there") || strings.Count(err.Error(), u.Host) != 1 {
+	if err == nil || !strings.Contains(err.Error(), "connection refused (no release server there") || strings.Count(err.Error(), u.Host) != 1 ||
+		Explain(err).Kind != "no-release-server" {
 		t.Errorf("Manifest from a closed port: %v", err)
 	}
 }

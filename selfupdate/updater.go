@@ -147,9 +147,11 @@ func (u *Updater) Check(ctx context.Context) (localapi.UpdateStatus, error) {
 	u.mu.Lock()
 	u.st.CheckedAt = u.now().UTC().Truncate(time.Second)
 	if err != nil {
-		u.st.CheckError = err.Error()
+		w := Explain(err)
+		u.st.CheckError, u.st.CheckErrorKind, u.st.CheckErrorDetail = w.Text, w.Kind, w.Detail
 	} else {
 		u.st.CheckError, u.st.Latest = "", m.Version
+		u.st.CheckErrorKind, u.st.CheckErrorDetail = "", ""
 		u.st.Available = u.newer(m.Version)
 	}
 	u.mu.Unlock()
@@ -183,7 +185,7 @@ func (u *Updater) CheckNow(ctx context.Context) (localapi.UpdateStatus, error) {
 // MinVersion; the automatic updates never ask for one.
 func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (string, error) {
 	if len(u.cfg.keys) == 0 {
-		return "", errors.New("no release key: this build has none built in; set [update] public_key")
+		return "", localapi.Said("no-key", "", errors.New("no release key: this build has none built in; set [update] public_key"))
 	}
 	lock, err := Lock(u.dir)
 	if err != nil {
@@ -201,21 +203,21 @@ func (u *Updater) Install(ctx context.Context, opt localapi.InstallOptions) (str
 		// know that a later release refuses it.
 		newest, err := u.src.Manifest(ctx, "")
 		if err != nil {
-			return "", fmt.Errorf("cannot learn the newest release's minimum version, so %s is not installed: %w", m.Version, err)
+			return "", localapi.Said("min-version-unknown", localapi.WordsOf(err).Text, fmt.Errorf("cannot learn the newest release's minimum version, so %s is not installed: %w", m.Version, err))
 		}
 		floor = newest.MinVersion
 	}
 	if c, err := version.Compare(m.Version, floor); floor != "" && (err != nil || c < 0) {
-		return "", fmt.Errorf("%s is older than %s, the oldest version the releases still allow (min_version): not installed, not even as an explicit downgrade", m.Version, floor)
+		return "", localapi.Said("below-min-version", m.Version+" < "+floor, fmt.Errorf("%s is older than %s, the oldest version the releases still allow (min_version): not installed, not even as an explicit downgrade", m.Version, floor))
 	}
 	c, err := version.Compare(m.Version, u.current)
 	switch {
 	case err != nil:
 		// A development build: no order to keep, the user asked for it.
 	case c == 0:
-		return "", fmt.Errorf("%s is already running", m.Version)
+		return "", localapi.Said("already-running", m.Version, fmt.Errorf("%s is already running", m.Version))
 	case c < 0 && !opt.AllowDowngrade:
-		return "", fmt.Errorf("%s is older than the running %s; a downgrade must be asked for explicitly", m.Version, u.current)
+		return "", localapi.Said("downgrade", m.Version+" < "+u.current, fmt.Errorf("%s is older than the running %s; a downgrade must be asked for explicitly", m.Version, u.current))
 	}
 	path, sum, err := u.src.Download(ctx, m, u.arch, u.cfg.downloads())
 	if err != nil {
@@ -248,7 +250,7 @@ func (u *Updater) startInstaller(lock *os.File, path, sum, to string) error {
 	cmd.ExtraFiles = []*os.File{lock} // fd 3 in the installer: InheritedLock
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the installer: %w", err)
+		return localapi.Said("installer-failed", err.Error(), fmt.Errorf("starting the installer: %w", err))
 	}
 	go func() {
 		// Normally the restart ends this agent first. If the installer

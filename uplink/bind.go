@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/localapi"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -114,6 +115,10 @@ type Status struct {
 	LastError      string    // why the last attempt or connection ended, for the hub owner (Describe)
 	Connects       uint64    // successful connections since start
 	FailedAttempts uint64    // failed attempts since the last success
+
+	// LastErrorKind and LastErrorDetail are LastError's kind and
+	// technical detail (Explain).
+	LastErrorKind, LastErrorDetail string
 }
 
 // Backoff is capped exponential backoff with jitter.
@@ -245,7 +250,7 @@ func (b *TCPBind) Close() error {
 	}
 	close(closing)
 	b.closing = nil
-	b.setLocked(nil, "")
+	b.setLocked(nil, localapi.Words{})
 	b.mu.Unlock()
 	if s != nil {
 		s.conn.Close()
@@ -280,7 +285,7 @@ func (b *TCPBind) Reconnect() {
 }
 
 // setLocked replaces the current session and wakes waiters.
-func (b *TCPBind) setLocked(s *session, errText string) {
+func (b *TCPBind) setLocked(s *session, why localapi.Words) {
 	b.cur = s
 	b.status.Connected = s != nil
 	b.status.Since = time.Now()
@@ -291,8 +296,8 @@ func (b *TCPBind) setLocked(s *session, errText string) {
 	} else {
 		b.status.RelayAddr = ""
 		b.status.Route = ""
-		if errText != "" {
-			b.status.LastError = errText
+		if why.Text != "" {
+			b.status.LastError, b.status.LastErrorKind, b.status.LastErrorDetail = why.Text, why.Kind, why.Detail
 		}
 	}
 	close(b.changed)
@@ -360,7 +365,8 @@ func (b *TCPBind) run(closing, done chan struct{}) {
 		var wait time.Duration
 		if err != nil {
 			b.mu.Lock()
-			b.status.LastError = Describe(err)
+			why := Explain(err)
+			b.status.LastError, b.status.LastErrorKind, b.status.LastErrorDetail = why.Text, why.Kind, why.Detail
 			b.status.FailedAttempts++
 			n := b.status.FailedAttempts
 			b.mu.Unlock()
@@ -431,7 +437,7 @@ func (b *TCPBind) serve(c net.Conn, route Route) *session {
 		s.conn.Close()
 		return s
 	}
-	b.setLocked(s, "")
+	b.setLocked(s, localapi.Words{})
 	b.status.Route = route
 	b.mu.Unlock()
 	b.logf("uplink: connected to relay %s (%s) over %s", b.Addr, c.RemoteAddr(), route)
@@ -445,7 +451,7 @@ func (b *TCPBind) serve(c net.Conn, route Route) *session {
 	err := s.conn.Err()
 	b.mu.Lock()
 	if b.cur == s {
-		b.setLocked(nil, Describe(err))
+		b.setLocked(nil, Explain(err))
 	}
 	b.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/localapi"
 )
 
 // Dialer opens the agent's one connection to the relay: TCP to its agent
@@ -242,12 +244,14 @@ func (d *Dialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
 func (d *Dialer) viaProxy(ctx context.Context, addr string) (net.Conn, error) {
 	c, err := d.dialHost(ctx, d.Proxy.Host)
 	if err != nil {
-		return nil, fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
+		err = fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
+		return nil, localapi.Said("proxy", err.Error(), err)
 	}
 	pc, err := connect(ctx, c, d.Proxy, addr)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
+		err = fmt.Errorf("proxy %s: %w", d.Proxy.Host, err)
+		return nil, localapi.Said("proxy", err.Error(), err)
 	}
 	return pc, nil
 }

@@ -17,7 +17,9 @@
 //  9. The panel and its statistics page each load within BRIEF.md's page
 //     budget (150 KB transferred), asking no other origin for anything.
 // 10. In German (the browser's language), a refused value is explained in
-//     German next to its field.
+//     German next to its field; "check now" against a relay without
+//     releases, and the last problem and connection test while a proxy
+//     refuses, are German sentences with the technical detail in brackets.
 //
 // HT_PANEL: the panel's address, e.g. http://127.0.0.1:8099/addons/hubtunnel/panel/
 // HT_SID: a live WebUI session id, @XXXXXXXXXX@
@@ -179,4 +181,32 @@ await run(async (browser, state) => {
   check((await de.locator('#settings-note').textContent()).startsWith('Nicht gespeichert'), 'the German page does not say "not saved"');
   await shot(de, 'panel-refused-setting-de');
   ok(`in German a wrong allowed source is refused next to its field: ${fehler}`);
+
+  // The agent's own words in German: "check now" against a relay without
+  // releases, and the last problem while a proxy refuses the connection;
+  // the technical detail stays in brackets.
+  await de.click('#check');
+  await de.waitForFunction(() => {
+    const t = document.getElementById('update-note').textContent;
+    return t !== '' && !t.startsWith('Prüfe');
+  }, null, { timeout: 20_000 });
+  const pruefung = await de.locator('#update-note').textContent();
+  check(pruefung.startsWith('Das Relay bietet keine Updates an') && pruefung.includes('manifest.json'), `"check now" in German says ${JSON.stringify(pruefung)}`);
+  ok(`in German "check now" says: ${pruefung}`);
+
+  const proxy = await de.locator('#proxy').inputValue();
+  await de.fill('#allowed_cidrs', '100.96.0.1/32\n100.96.0.0/24');
+  await de.fill('#proxy', 'http://127.0.0.1:1');
+  await de.click('#save');
+  await de.waitForFunction(() => document.getElementById('settings-note').textContent.startsWith('Gespeichert'));
+  await de.waitForFunction(() => document.getElementById('st-error').textContent.startsWith('Der Proxy hat die Verbindung nicht durchgelassen'), null, { timeout: 30_000 });
+  const problem = await de.locator('#st-error').textContent();
+  check(problem.includes('127.0.0.1:1'), `the German last problem lacks the proxy's address: ${JSON.stringify(problem)}`);
+  await de.click('#diag-connect');
+  await de.waitForFunction(() => document.getElementById('diag-out').textContent.startsWith('Der Proxy'), null, { timeout: 20_000 });
+  await shot(de, 'panel-proxy-refused-de');
+  ok(`in German the last problem reads: ${problem}`);
+  await de.fill('#proxy', proxy);
+  await de.click('#save');
+  await de.waitForFunction(() => document.getElementById('st-state').textContent === 'verbunden', null, { timeout: 30_000 });
 });

@@ -51,6 +51,17 @@
     return new Date(t).toLocaleString(T.Lang === 'de' ? 'de-DE' : 'en-GB');
   }
 
+  // say is the agent's words (kind, detail, English text) in the page's
+  // language: the sentence for the kind, the detail in brackets; the
+  // English text for a kind the page does not know.
+  function say(kind, detail, english) {
+    let s = kind ? T.Kinds[kind] : '';
+    if (!s && kind && kind.startsWith('relay-refused:')) s = T.Kinds['relay-refused'];
+    if (!s) return english || '';
+    if (!detail) return s;
+    return s.endsWith('.') ? s.slice(0, -1) + ' (' + detail + ').' : s + ' (' + detail + ')';
+  }
+
   function text(id, v) { $(id).textContent = v == null || v === '' ? '—' : String(v); }
 
   const stateWords = {
@@ -77,7 +88,7 @@
     text('st-relay', st.relay);
     text('st-since', st.connected_since ? when(st.connected_since) : '');
     text('st-handshake', st.last_handshake ? when(st.last_handshake) : '');
-    text('st-error', st.last_error);
+    text('st-error', st.last_error ? say(st.last_error_kind, st.last_error_detail, st.last_error) : '');
     text('st-transport', st.route && st.route !== st.transport ? st.transport + ' (' + st.route + ')' : st.transport);
     // A relay given by its address (IPv4, or IPv6 in brackets) has no name to resolve.
     const byAddress = /^(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:.]+\])(:\d+)?$/.test(st.relay || '');
@@ -97,9 +108,10 @@
     $('check').disabled = !u;
     if (u) {
       text('up-latest', u.latest ? u.latest + ' (' + (u.available ? T.Available : T.UpToDate) + ')' : '');
-      text('up-checked', u.checked_at ? when(u.checked_at) + (u.check_error ? ': ' + u.check_error : '') : '');
+      text('up-checked', u.checked_at ? when(u.checked_at) + (u.check_error ? ': ' + say(u.check_error_kind, u.check_error_detail, u.check_error) : '') : '');
       const r = u.last_result;
-      const result = r ? r.from + ' → ' + r.to + ': ' + (r.ok ? T.ResultOK : T.ResultRolledBack + (r.reason ? ' (' + r.reason + ')' : '')) + ', ' + when(r.time) : '';
+      const why = r && !r.ok && r.reason_kind && T.Kinds[r.reason_kind] ? say(r.reason_kind, r.reason_detail, r.reason) : '';
+      const result = r ? r.from + ' → ' + r.to + ': ' + (r.ok ? T.ResultOK : why || T.ResultRolledBack + (r.reason ? ' (' + r.reason + ')' : '')) + ', ' + when(r.time) : '';
       text('up-result', result);
       $('install').hidden = !u.available || !!u.installing;
       if (u.installing) {
@@ -229,7 +241,7 @@
     $('check').disabled = false;
     const u = r.data.update;
     if (r.data.error) {
-      $('update-note').textContent = r.data.error;
+      $('update-note').textContent = say(r.data.error_kind, r.data.error_detail, r.data.error);
     } else if (u) {
       $('update-note').textContent = T.Latest + ': ' + (u.latest || '—') + ' (' + (u.available ? T.Available : T.UpToDate) + ')';
     }
@@ -243,13 +255,15 @@
       installing = r.data.installing;
       $('install').hidden = true;
     }
-    $('update-note').textContent = r.ok ? T.InstallingNow + ' ' + r.data.installing : (r.data.error || T.Refused);
+    $('update-note').textContent = r.ok ? T.InstallingNow + ' ' + r.data.installing : (say(r.data.error_kind, r.data.error_detail, r.data.error) || T.Refused);
   });
 
   async function diag(path) {
     $('diag-out').textContent = T.Running;
     const r = await api('POST', path, {});
-    $('diag-out').textContent = r.data.report || r.data.error || T.Refused;
+    const w = r.data.said;
+    const found = w ? [r.data.trace, say(w.kind, w.detail, w.text)].filter(Boolean).join('\n') : '';
+    $('diag-out').textContent = found || r.data.report || r.data.error || T.Refused;
   }
   $('diag-dns').addEventListener('click', () => diag('diag/dns'));
   $('diag-connect').addEventListener('click', () => diag('diag/connect'));
