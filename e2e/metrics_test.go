@@ -86,7 +86,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, before[k], want)
 		}
 	}
-	if before["hubrelay_handshake_initiations_total"] < 1 {
+	if before["hubrelay_handshake_initiations_total{transport=tcp}"] < 1 {
 		t.Errorf("no handshake counted")
 	}
 	if before["go_goroutines"] == 0 || before["process_resident_memory_bytes"] == 0 {

@@ -62,7 +62,7 @@ func (s *Server) agentNextProto(e uint16) map[string]func(*http.Server, *tls.Con
 		m[wire.ALPN] = func(_ *http.Server, tc *tls.Conn, _ http.Handler) {
 			pc := tc.NetConn().(*publicConn)
 			if !pc.withinLimit {
-				s.logLimit(pc, "more than %d connections", s.limits.maxConns)
+				s.logLimit(pc, "more than %d connections", s.limits.rates.Load().maxConns)
 				return
 			}
 			s.serveAgentPublic(tc, pc)

@@ -360,6 +360,7 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 		// SessionUnknown (unknown.go).
 		return
 	}
+	s.metrics.handshakesUDP.Add(1)
 	u.tieLocked(h, addr)
 	if newer {
 		s.wantPeer(h) // peers.go; an initiation behind waits for udpClock

@@ -66,9 +66,9 @@ func TestSelfSignedCertificateIsMadeOnceAndKept(t *testing.T) {
 }
 
 // TestReloadConfig is SIGHUP with a changed config file: a new
-// tls_cert_file is served at once, a changed key that needs a restart is
-// named in the log and keeps its old value, and a file that no longer
-// parses changes nothing.
+// tls_cert_file is served at once, a changed limit takes effect, a changed
+// key that needs a restart is named in the log and keeps its old value,
+// and a file that no longer parses changes nothing.
 func TestReloadConfig(t *testing.T) {
 	dir := t.TempDir()
 	pair := func(name string) (string, string) {
@@ -90,12 +90,12 @@ func TestReloadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "relay.toml")
-	write := func(cert, key string, rate int) {
-		writeTestFile(t, conf, fmt.Appendf(nil, "domain = \"localhost\"\nagent_listen = \"127.0.0.1:%d\"\nagent_listen_udp = \"off\"\npublic_listen = \"127.0.0.1\"\nport_offset = %d\nprivate_key_file = \"relay.key\"\ntls_cert_file = %q\ntls_key_file = %q\nlimit_requests_per_second = %d\n",
-			agentPort, offset, cert, key, rate))
+	write := func(cert, key string, rate int, ttl string) {
+		writeTestFile(t, conf, fmt.Appendf(nil, "domain = \"localhost\"\nagent_listen = \"127.0.0.1:%d\"\nagent_listen_udp = \"off\"\npublic_listen = \"127.0.0.1\"\nport_offset = %d\nprivate_key_file = \"relay.key\"\ntls_cert_file = %q\ntls_key_file = %q\nlimit_requests_per_second = %d\nsession_ttl = %q\n",
+			agentPort, offset, cert, key, rate, ttl))
 	}
 	c1, k1 := pair("one")
-	write(c1, k1, 20)
+	write(c1, k1, 20, "12h")
 	cfg, err := LoadConfig(conf)
 	if err != nil {
 		t.Fatal(err)
@@ -112,18 +112,19 @@ func TestReloadConfig(t *testing.T) {
 	first := s.certs.leaf()
 
 	c2, k2 := pair("two")
-	write(c2, k2, 5)
+	write(c2, k2, 5, "6h")
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.certs.leaf(); got.Equal(first) {
 		t.Errorf("after SIGHUP with a new tls_cert_file the relay still serves the old certificate")
 	}
-	if line := log.find("need a restart"); !strings.Contains(line, "limit_requests_per_second") || strings.Contains(line, "tls_cert_file") {
-		t.Errorf("the reload's log line: %q; want limit_requests_per_second named as needing a restart, not tls_cert_file", line)
+	if line := log.find("need a restart"); !strings.Contains(line, "session_ttl") || strings.Contains(line, "tls_cert_file") || strings.Contains(line, "limit_") {
+		t.Errorf("the reload's log line: %q; want session_ttl named as needing a restart, not tls_cert_file nor a limit", line)
 	}
-	if s.cfg.LimitRequestsPerSecond != 20 || s.cfg.TLSCertFile != c2 {
-		t.Errorf("after the reload: limit_requests_per_second %v, tls_cert_file %s; want 20 (a restart's key) and %s", s.cfg.LimitRequestsPerSecond, s.cfg.TLSCertFile, c2)
+	if s.cfg.SessionTTL != "12h" || s.cfg.TLSCertFile != c2 || s.limits.rates.Load().rate != 5 {
+		t.Errorf("after the reload: session_ttl %s, tls_cert_file %s, requests a second %v; want 12h (a restart's key), %s and 5",
+			s.cfg.SessionTTL, s.cfg.TLSCertFile, s.limits.rates.Load().rate, c2)
 	}
 
 	served := s.certs.leaf()
@@ -131,8 +132,8 @@ func TestReloadConfig(t *testing.T) {
 	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "nothing changed") {
 		t.Errorf("SIGHUP with a broken config: %v; want an error saying nothing changed", err)
 	}
-	if !s.certs.leaf().Equal(served) {
-		t.Errorf("a broken config changed the certificate served")
+	if !s.certs.leaf().Equal(served) || s.limits.rates.Load().rate != 5 {
+		t.Errorf("a broken config changed the certificate served or the limits")
 	}
 }
 

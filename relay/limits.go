@@ -38,10 +38,9 @@ const (
 // connections and a token bucket of requests. IPv4 addresses count one by
 // one, IPv6 addresses by /64, the smallest network one user usually has.
 type limiter struct {
-	maxConns int
-	rate     float64 // requests a second
-	burst    float64
-	now      func() time.Time
+	// rates are swapped whole by set (Reload); each use loads them once.
+	rates atomic.Pointer[rates]
+	now   func() time.Time
 
 	mu        sync.Mutex
 	addrs     map[netip.Prefix]*addrState
@@ -59,14 +58,31 @@ type addrState struct {
 	lastLog time.Time
 }
 
+// rates are limit_conns_per_address and limit_requests_per_second.
+type rates struct {
+	maxConns int
+	rate     float64 // requests a second
+	burst    float64
+}
+
 func newLimiter(maxConns int, rate float64, now func() time.Time) *limiter {
+	l := &limiter{now: now, addrs: map[netip.Prefix]*addrState{}}
+	l.set(maxConns, rate)
+	return l
+}
+
+// set makes maxConns and rate the limits from now on (0: the default).
+// A lower maxConns closes no connection open beyond it: it refuses the
+// next ones. A bucket holding more than the new burst keeps its tokens
+// until its next request, which takes them down to it.
+func (l *limiter) set(maxConns int, rate float64) {
 	if maxConns <= 0 {
 		maxConns = defaultConnsPerAddress
 	}
 	if rate <= 0 {
 		rate = defaultRequestsPerSecond
 	}
-	return &limiter{maxConns: maxConns, rate: rate, burst: rate * burstSeconds, now: now, addrs: map[netip.Prefix]*addrState{}}
+	l.rates.Store(&rates{maxConns: maxConns, rate: rate, burst: rate * burstSeconds})
 }
 
 // addrKey is the share a remote address counts in.
@@ -100,10 +116,10 @@ func (l *limiter) open(key netip.Prefix) (st *addrState, ok bool) {
 	}
 	st = l.addrs[key]
 	if st == nil {
-		st = &addrState{key: key, tokens: l.burst, last: now}
+		st = &addrState{key: key, tokens: l.rates.Load().burst, last: now}
 		l.addrs[key] = st
 	}
-	return st, int(st.conns.Add(1)) <= l.maxConns
+	return st, int(st.conns.Add(1)) <= l.rates.Load().maxConns
 }
 
 // close counts a connection out.
@@ -118,18 +134,19 @@ func (l *limiter) close(st *addrState) {
 // full reports whether the bucket would be full now: forgetting the
 // address loses nothing.
 func (st *addrState) full(now time.Time, l *limiter) bool {
+	r := l.rates.Load()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.tokens+now.Sub(st.last).Seconds()*l.rate >= l.burst
+	return st.tokens+now.Sub(st.last).Seconds()*r.rate >= r.burst
 }
 
 // allow takes a token for one request, if there is one.
 func (l *limiter) allow(st *addrState) bool {
-	now := l.now()
+	now, r := l.now(), l.rates.Load()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if d := now.Sub(st.last); d > 0 {
-		st.tokens = min(l.burst, st.tokens+d.Seconds()*l.rate)
+		st.tokens = min(r.burst, st.tokens+d.Seconds()*r.rate)
 		st.last = now
 	}
 	if st.tokens < 1 {
@@ -309,10 +326,11 @@ func defaultConnLimits(nofile uint64) (public, agent int) {
 // oldest first, for a new connection when all are in use. With perAddr set,
 // an address may hold at most that many spare slots: more are refused.
 type connGate struct {
-	what    string // "public" or "agent", in log lines
-	key     string // the config key, in log lines
-	max     int
-	perAddr int // 0: no per-address bound on spare slots
+	what string // "public" or "agent", in log lines
+	key  string // the config key, in log lines
+	// max and perAddr (0: no per-address bound on spare slots) are set
+	// anew by Reload; a lower max closes nothing by itself (set).
+	max, perAddr atomic.Int64
 	// log has each message at most once a second: refusals for perAddr,
 	// refusals for max, and connections closed for room.
 	log *slog.Logger
@@ -339,8 +357,18 @@ type gateSlot struct {
 }
 
 func newConnGate(what, key string, max, perAddr int, log *slog.Logger) *connGate {
-	return &connGate{what: what, key: key, max: max, perAddr: perAddr, byAddr: map[netip.Prefix]int{},
-		log: logger.Limited(log, limitLogOnce)}
+	g := &connGate{what: what, key: key, byAddr: map[netip.Prefix]int{}, log: logger.Limited(log, limitLogOnce)}
+	g.set(max, perAddr)
+	return g
+}
+
+// set makes max and perAddr the limits from now on. With more slots open
+// than a lower max, nothing is closed: each new connection then takes an
+// idle one's slot (as at any full gate) or is refused, until the count
+// is within max. A lower perAddr refuses an address's next connections.
+func (g *connGate) set(max, perAddr int) {
+	g.max.Store(int64(max))
+	g.perAddr.Store(int64(perAddr))
 }
 
 // admit gives a new connection from addr a spare slot, closing the oldest
@@ -348,20 +376,21 @@ func newConnGate(what, key string, max, perAddr int, log *slog.Logger) *connGate
 // there is no room, or addr holds too many spare slots already: the caller
 // closes the connection.
 func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
+	max, perAddr := int(g.max.Load()), int(g.perAddr.Load())
 	g.mu.Lock()
-	if g.perAddr > 0 && g.byAddr[addr] >= g.perAddr {
+	if perAddr > 0 && g.byAddr[addr] >= perAddr {
 		g.mu.Unlock()
 		g.refusedAddr.Add(1)
-		g.log.Warn("limits: too many connections from one address have not said Hello yet: closing new ones", "listener", g.what, "limit", "limit_agent_prehello_per_address", "max", g.perAddr, "address", addr.String())
+		g.log.Warn("limits: too many connections from one address have not said Hello yet: closing new ones", "listener", g.what, "limit", "limit_agent_prehello_per_address", "max", perAddr, "address", addr.String())
 		return nil
 	}
 	var victim *gateSlot
-	if g.open >= g.max {
+	if g.open >= max {
 		front := g.spare.Front()
 		if front == nil {
 			g.mu.Unlock()
 			g.refused.Add(1)
-			g.log.Warn("limits: all connections in use: closing new ones", "listener", g.what, "limit", g.key, "max", g.max)
+			g.log.Warn("limits: all connections in use: closing new ones", "listener", g.what, "limit", g.key, "max", max)
 			return nil
 		}
 		victim = front.Value.(*gateSlot)
@@ -369,7 +398,7 @@ func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
 		// The victim keeps its slot until done: open stays within max
 		// plus the victims being closed right now.
 	}
-	sl := &gateSlot{addr: addr, close: close, counted: g.perAddr > 0}
+	sl := &gateSlot{addr: addr, close: close, counted: perAddr > 0}
 	g.open++
 	g.spareLocked(sl)
 	if sl.counted {
@@ -378,7 +407,7 @@ func (g *connGate) admit(addr netip.Prefix, close func()) *gateSlot {
 	g.mu.Unlock()
 	if victim != nil {
 		g.evicted.Add(1)
-		g.log.Warn("limits: all connections open: closed the oldest idle one for a new one", "listener", g.what, "limit", g.key, "max", g.max)
+		g.log.Warn("limits: all connections open: closed the oldest idle one for a new one", "listener", g.what, "limit", g.key, "max", max)
 		victim.close()
 	}
 	return sl
@@ -451,11 +480,23 @@ func (g *connGate) inUse() int {
 	return g.open
 }
 
+// setLimits makes c's limit_* keys the limits from now on: at New, and at
+// every Reload. Each is read through an atomic, so the request path takes
+// no lock for it. A lowered limit closes nothing open beyond it; it
+// applies to the connections and requests that come next.
+func (s *Server) setLimits(c *Config) {
+	s.limits.set(c.LimitConnsPerAddress, c.LimitRequestsPerSecond)
+	pub, ag, perAddr, perHub := c.connLimits()
+	s.publicGate.set(pub, 0)
+	s.agentGate.set(ag, perAddr)
+	s.sessions.max.Store(int64(perHub))
+}
+
 // hubSessions counts the requests in flight to each hub (a WebSocket or an
 // upgraded connection for as long as it lasts), so that one hub's users
 // cannot take every connection the relay has from the others.
 type hubSessions struct {
-	max int
+	max atomic.Int64 // set anew by Reload; a lower one ends no session
 	log *slog.Logger // rate-limited per hub by lastLog
 
 	mu      sync.Mutex
@@ -464,13 +505,16 @@ type hubSessions struct {
 }
 
 func newHubSessions(max int, log *slog.Logger) *hubSessions {
-	return &hubSessions{max: max, log: log, n: map[*hub]int{}, lastLog: map[*hub]time.Time{}}
+	hs := &hubSessions{log: log, n: map[*hub]int{}, lastLog: map[*hub]time.Time{}}
+	hs.max.Store(int64(max))
+	return hs
 }
 
 // enter counts a session to h in; false: h has max already.
 func (hs *hubSessions) enter(h *hub, now time.Time) bool {
+	max := int(hs.max.Load())
 	hs.mu.Lock()
-	if hs.n[h] < hs.max {
+	if hs.n[h] < max {
 		hs.n[h]++
 		hs.mu.Unlock()
 		return true
@@ -481,7 +525,7 @@ func (hs *hubSessions) enter(h *hub, now time.Time) bool {
 	}
 	hs.mu.Unlock()
 	if logIt {
-		hs.log.Warn("limits: a hub's sessions through the relay are all in use: refusing new ones", logger.Hub, h.Name, "limit", "limit_sessions_per_hub", "max", hs.max)
+		hs.log.Warn("limits: a hub's sessions through the relay are all in use: refusing new ones", logger.Hub, h.Name, "limit", "limit_sessions_per_hub", "max", max)
 	}
 	return false
 }

@@ -28,6 +28,7 @@ type metrics struct {
 	bytesUp         atomic.Int64 // user → hub, counted when a session record ends
 	bytesDown       atomic.Int64
 	handshakes      atomic.Int64 // WireGuard handshake initiations from TCP/TLS agents
+	handshakesUDP   atomic.Int64 // from UDP hubs: those that decrypt, for a hub served (bind.go)
 	loginFailures   atomic.Int64
 	// Refusals by a limit (limits.go), by the config key that sets it;
 	// the connection gates count their own.
@@ -83,7 +84,7 @@ var (
 	descSessions       = desc("sessions_total", "User sessions ended.")
 	descRequests       = desc("requests_total", "Requests forwarded to hubs, counted when their session ends.")
 	descBytes          = desc("bytes_total", "Bytes between users and hubs, counted when a session ends; direction up is user to hub.", "direction")
-	descHandshakes     = desc("handshake_initiations_total", "WireGuard handshake initiations received from agents over TCP and TLS.")
+	descHandshakes     = desc("handshake_initiations_total", "WireGuard handshake initiations received from agents, by transport: tcp (frames over TCP or TLS), udp (plain WireGuard; only those for a hub the relay serves).", "transport")
 	descLoginFailures  = desc("login_failures_total", "Failed logins at the portal.")
 	descLimitHits      = desc("limit_refusals_total", "Requests and connections refused by a limit, by the config key that sets it.", "limit")
 	descLimitEvictions = desc("limit_evictions_total", "Idle connections closed to make room for new ones at limit_public_conns or limit_agent_conns, by listener.", "listener")
@@ -135,7 +136,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRequests, m.requests.Load())
 	counter(descBytes, m.bytesUp.Load(), "up")
 	counter(descBytes, m.bytesDown.Load(), "down")
-	counter(descHandshakes, m.handshakes.Load())
+	counter(descHandshakes, m.handshakes.Load(), "tcp")
+	counter(descHandshakes, m.handshakesUDP.Load(), "udp")
 	counter(descLoginFailures, m.loginFailures.Load())
 	for limit, n := range map[string]int64{
 		"limit_conns_per_address":          m.limitConnsPerAddr.Load(),

@@ -85,3 +85,18 @@ func TestEveryLimitHasItsSeries(t *testing.T) {
 	want["hubrelay_login_failures_total"] = 0
 	wantMetrics(t, tr.Server, want)
 }
+
+// TestUDPHandshakesCounted: a UDP hub's handshakes count in
+// hubrelay_handshake_initiations_total{transport=udp}, not in tcp's.
+func TestUDPHandshakesCounted(t *testing.T) {
+	tr := startTestRelayWith(t, true, withMetrics(nil), "a")
+	startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2").waitOnline(t, tr, "a")
+	m := scrape(t, tr.Server)
+	if m["hubrelay_handshake_initiations_total{transport=udp}"] < 1 || m["hubrelay_handshake_initiations_total{transport=tcp}"] != 0 {
+		t.Errorf("handshakes after a UDP hub came online: udp %v, tcp %v; want at least 1 and 0",
+			m["hubrelay_handshake_initiations_total{transport=udp}"], m["hubrelay_handshake_initiations_total{transport=tcp}"])
+	}
+	if m["hubrelay_hubs_online{transport=udp}"] != 1 {
+		t.Errorf("hubs online over UDP: %v, want 1", m["hubrelay_hubs_online{transport=udp}"])
+	}
+}

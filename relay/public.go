@@ -112,13 +112,13 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !pc.withinLimit {
 		s.metrics.limitConnsPerAddr.Add(1)
-		s.logLimit(pc, "more than %d connections", s.limits.maxConns)
+		s.logLimit(pc, "more than %d connections", s.limits.rates.Load().maxConns)
 		refuse(w, http.StatusServiceUnavailable, "Too many connections from your address. Close some and try again.")
 		return
 	}
 	if !s.limits.allow(pc.addr) {
 		s.metrics.limitRequests.Add(1)
-		s.logLimit(pc, "more than %g requests a second", s.limits.rate)
+		s.logLimit(pc, "more than %g requests a second", s.limits.rates.Load().rate)
 		w.Header().Set("Retry-After", "1")
 		w.Header().Set("Connection", "keep-alive") // a well-paced client goes on on this connection
 		refuse(w, http.StatusTooManyRequests, "Too many requests from your address. Slow down and try again.")

@@ -501,34 +501,8 @@ func (s *Server) openStore() error {
 		return fmt.Errorf("relay: store: %w", err)
 	}
 	s.db = db
-	specs := make([]store.HubSpec, len(s.cfg.Hubs))
-	for i, h := range s.cfg.Hubs {
-		specs[i] = store.HubSpec{Name: h.Name, PublicKey: h.key.String(), TunnelIP: h.ip.String()}
-	}
-	r, err := db.ImportHubs(ctx, specs)
-	if err != nil {
-		return fmt.Errorf("relay: store: %w", err)
-	}
-	s.log.Info("store: imported the config's hubs", "store", db.Where(), "added", hubList(r.Added), "updated", hubList(r.Updated), "unchanged", len(r.Unchanged))
-	for _, h := range s.cfg.Hubs {
-		if h.Owner == "" {
-			continue
-		}
-		cur, err := db.HubByName(ctx, h.Name)
-		if err != nil {
-			return fmt.Errorf("relay: store: %w", err)
-		}
-		if cur.Owner == h.Owner {
-			continue
-		}
-		switch err := db.SetHubOwner(ctx, h.Name, h.Owner); {
-		case errors.Is(err, store.ErrNotFound):
-			s.log.Warn("the config names a hub owner who has no account yet (hubrelay user add); the hub keeps its owner until then", logger.Hub, h.Name, logger.User, h.Owner)
-		case err != nil:
-			return fmt.Errorf("relay: store: %w", err)
-		default:
-			s.log.Info("hub owner set from the config", logger.Hub, h.Name, logger.User, h.Owner)
-		}
+	if err := s.importHubs(ctx, s.cfg.Hubs); err != nil {
+		return err
 	}
 	// No hub is connected yet; a relay that crashed left some marked online.
 	// (One relay per store: a fleet sharing one would need a relay id.)

@@ -9,8 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
-	"reflect"
-	"strings"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
@@ -137,66 +135,4 @@ func (s *Server) renewSelfSigned() {
 	if err := s.keepSelfSigned(); err != nil {
 		s.log.Warn("reload: the certificate failed; still serving the current one", logger.Err, err)
 	}
-}
-
-// Reload is SIGHUP: it reads the config file again and the certificate
-// files (tls_cert_file and tls_key_file, e.g. renewed by certbot) or the
-// kept certificate. Connections already open are not touched; new ones
-// get the new certificate. Of the config, tls_cert_file, tls_key_file
-// and acme.renew_before take effect; a change of any other key is logged
-// as needing a restart. On error the relay goes on as before.
-func (s *Server) Reload() error {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	if s.cfg.path != "" {
-		cfg, err := LoadConfig(s.cfg.path)
-		if err != nil {
-			return fmt.Errorf("relay: reload: %w; nothing changed", err)
-		}
-		if restart := s.applyConfig(cfg); len(restart) > 0 {
-			s.log.Warn("reload: keys changed that need a restart; the relay goes on with the old values", "keys", strings.Join(restart, ","), "config", s.cfg.path)
-		}
-	}
-	switch {
-	case s.cfg.TLSCertFile != "":
-		return s.loadCertFiles()
-	case s.acme != nil:
-		select {
-		case s.acme.kick <- struct{}{}:
-		default:
-		}
-		return nil
-	default:
-		return s.keepSelfSigned()
-	}
-}
-
-// applyConfig takes what can change without a restart from a config read
-// again and returns the keys that changed but cannot.
-func (s *Server) applyConfig(n *Config) (restart []string) {
-	old := s.cfg
-	if old.TLSCertFile != "" && n.TLSCertFile != "" {
-		s.cfg.TLSCertFile, s.cfg.TLSKeyFile = n.TLSCertFile, n.TLSKeyFile
-		old.TLSCertFile, old.TLSKeyFile = n.TLSCertFile, n.TLSKeyFile
-	}
-	if old.ACME != nil && n.ACME != nil {
-		s.acme.renewBefore.Store(int64(n.ACME.renewBefore))
-		a, b := *old.ACME, *n.ACME
-		a.RenewBefore, a.renewBefore, a.caRoots, b.caRoots = b.RenewBefore, b.renewBefore, nil, nil
-		if reflect.DeepEqual(a, b) {
-			old.ACME = n.ACME
-		}
-	}
-	ov, nv := reflect.ValueOf(old), reflect.ValueOf(*n)
-	for i := range ov.NumField() {
-		f := ov.Type().Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if !f.IsExported() || tag == "" || tag == "-" {
-			continue
-		}
-		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
-			restart = append(restart, tag)
-		}
-	}
-	return restart
 }
