@@ -30,7 +30,9 @@ const (
 	// agentWriteTimeout bounds a write to one agent, so a stuck agent
 	// cannot hold up WireGuard's send routine for long.
 	agentWriteTimeout = 10 * time.Second
-	// agentReadBuffer is small: thousands of idle agents each hold one.
+	// agentReadBuffer is the read buffer of an agent connection, held only
+	// while it holds part of a frame (wire.ConnConfig.ReleaseIdle): an
+	// idle agent holds none.
 	agentReadBuffer = 4 << 10
 	// goingAwayMillis is how long agents wait before redialing a relay
 	// that is shutting down, plus their own jitter.
@@ -93,7 +95,7 @@ const (
 
 func newAgentConn(c net.Conn) *agentConn {
 	ac := &agentConn{transport: transportOf(c), gone: make(chan struct{})}
-	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
+	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, ReleaseIdle: true, Counters: &ac.counters})
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ac.remote = ta.AddrPort()
 	}
