@@ -206,10 +206,12 @@ func (s *Server) sweepPeers() {
 	now := s.now()
 	s.peersMu.Lock()
 	defer func() {
+		removed := s.memReturn.removed
 		free := s.memReturn.due(now)
 		s.peersMu.Unlock()
 		if free {
 			debug.FreeOSMemory() // not under peersMu: it takes a whole collection
+			s.log.Debug("handed the memory of idle hubs' WireGuard peers back to the system", "peers_removed", removed)
 		}
 	}()
 	for _, h := range s.hubs.all() {
