@@ -63,6 +63,7 @@ type Conn struct {
 	err       error // why it closed; written before done is closed
 
 	mu           sync.Mutex // guards the fields below
+	wbuf         []byte
 	queued       []byte // frames that go out in front of the next write
 	lastWrite    time.Time
 	ka           *keepaliveFilter
@@ -236,18 +237,11 @@ func (c *Conn) flushKeepalive() {
 	}
 }
 
-// writeBufs are the buffers a write frames its batch into, shared by every
-// Conn: a Conn kept its own, grown to its largest batch (up to WireGuard's
-// 16 messages of 64 KiB), for as long as it was open, idle or not.
-var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
-
 func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 	if c.final {
 		return ErrFinal
 	}
-	bp := writeBufs.Get().(*[]byte)
-	defer writeBufs.Put(bp)
-	buf := append((*bp)[:0], c.queued...)
+	buf := append(c.wbuf[:0], c.queued...)
 	c.queued = c.queued[:0]
 	for _, p := range msgs {
 		var err error
@@ -256,7 +250,7 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 		}
 		c.counters.sent(p)
 	}
-	*bp = buf[:0]
+	c.wbuf = buf
 	if len(buf) == 0 {
 		return nil
 	}
