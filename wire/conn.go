@@ -157,6 +157,37 @@ func (c *Conn) Next() (int, error) {
 	return n, nil
 }
 
+// ErrWouldBlock is what TryNext returns when no frame has begun to arrive.
+var ErrWouldBlock = errors.New("wire: no frame to read now")
+
+// CanWait reports whether WaitReadable and TryNext work: the Conn reads its
+// socket itself (ConnConfig.ReleaseIdle on a TCP connection).
+func (c *Conn) CanWait() bool { return c.rd.raw != nil }
+
+// TryNext is Next for a reader that does its waiting in WaitReadable: when
+// fewer than the 2 bytes of a frame's length are there and the socket has
+// nothing more, it returns ErrWouldBlock instead of waiting. Only where
+// CanWait.
+func (c *Conn) TryNext() (int, error) {
+	c.rd.nowait = true
+	n, err := c.Next()
+	c.rd.nowait = false
+	return n, err
+}
+
+// WaitReadable waits, holding no buffer, until a read would not block:
+// data, the end of the stream or an error; or until the read deadline
+// passes (os.ErrDeadlineExceeded) or the Conn is closed. A goroutine that
+// holds a connection while it is idle waits here, with a shallow stack,
+// and reads the frames (TryNext, ReadFrame) on a goroutine whose stack has
+// grown for them. Only where CanWait.
+func (c *Conn) WaitReadable() error {
+	if c.Buffered() {
+		return nil
+	}
+	return c.rd.wait()
+}
+
 func unexpected(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF

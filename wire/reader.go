@@ -30,10 +30,16 @@ type readBuf struct {
 
 	// For the RawConn's Read (reader_linux.go): the functions it is given,
 	// made once, and what they pass back, so that a read allocates nothing.
-	fillFn, directFn func(fd uintptr) bool
-	dst              []byte
-	n                int
-	rerr             error
+	fillFn, directFn, waitFn func(fd uintptr) bool
+	dst                      []byte
+	n                        int
+	rerr                     error
+
+	// nowait: a read that finds the socket empty returns ErrWouldBlock
+	// instead of waiting (Conn.TryNext); waitCalls counts the calls of
+	// waitFn in one wait (Conn.WaitReadable).
+	nowait    bool
+	waitCalls int
 }
 
 // Buffer pools by size: connections with the same ReadBuffer share one.

@@ -16,3 +16,5 @@ func (rd *readBuf) fillRaw() error { panic("wire: no raw reads on this platform"
 func (rd *readBuf) readDirectRaw(p []byte) (int, error) {
 	panic("wire: no raw reads on this platform")
 }
+
+func (rd *readBuf) wait() error { panic("wire: no raw reads on this platform") }

@@ -47,9 +47,37 @@ func (rd *readBuf) fillOnce(fd uintptr) bool {
 	rd.n, rd.rerr = readFD(fd, (*rd.bp)[rd.w:])
 	if rd.rerr == unix.EAGAIN {
 		rd.release()
-		return false // wait for readability, then call again
+		return rd.nowait // else wait for readability, then call again
 	}
 	return true
+}
+
+// wait waits until the socket is readable, with no buffer. The runtime's
+// poller wakes a RawConn's Read only for readiness that comes after the
+// Read began (it forgets what came between an earlier read that found the
+// socket empty and this one), so it asks poll(2) first: one system call
+// per wake-up, which under load reads many frames. The poller's wake-up is
+// taken as readable: a read that then finds nothing only waits again.
+func (rd *readBuf) wait() error {
+	if rd.waitFn == nil {
+		rd.waitFn = rd.waitOnce
+	}
+	rd.waitCalls = 0
+	return rd.raw.Read(rd.waitFn)
+}
+
+func (rd *readBuf) waitOnce(fd uintptr) bool {
+	rd.waitCalls++
+	if rd.waitCalls > 1 {
+		return true // woken by the poller
+	}
+	for {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		n, err := unix.Poll(p, 0)
+		if err != unix.EINTR {
+			return err != nil || n > 0
+		}
+	}
 }
 
 // readDirectRaw reads into p straight from the socket.
@@ -77,6 +105,9 @@ func (rd *readBuf) rawDo(f func(uintptr) bool) (int, error) {
 	}
 	n, rerr := rd.n, rd.rerr
 	rd.rerr = nil
+	if rerr == unix.EAGAIN {
+		return 0, ErrWouldBlock // nowait
+	}
 	if rerr != nil {
 		return 0, os.NewSyscallError("read", rerr)
 	}

@@ -105,3 +105,58 @@ func TestIdleReaderDoesNotAllocate(t *testing.T) {
 		t.Fatalf("reading a frame allocates %.1f times", allocs)
 	}
 }
+
+// TestWaitReadable: TryNext says ErrWouldBlock rather than wait, holding
+// no buffer; WaitReadable returns once a frame arrives (or its deadline
+// passes), and the frame reads whole, also one that arrived in two parts.
+func TestWaitReadable(t *testing.T) {
+	a, b := tcpPair(t)
+	c := NewConn(b, ConnConfig{ReadBuffer: 4096, ReleaseIdle: true})
+	if !c.CanWait() {
+		t.Fatal("a TCP connection with ReleaseIdle cannot wait")
+	}
+	if _, err := c.TryNext(); err != ErrWouldBlock {
+		t.Fatalf("TryNext with nothing sent: %v, want ErrWouldBlock", err)
+	}
+	if c.rd.bp != nil {
+		t.Fatal("TryNext kept a read buffer with nothing read")
+	}
+	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := c.WaitReadable(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("WaitReadable with nothing sent: %v, want a timeout", err)
+	}
+	msg := wgMsg(4, 300)
+	f := frames(msg)
+	buf := make([]byte, MaxFrame)
+	for _, cut := range []int{len(f), 1, 100} {
+		if _, err := a.Write(f[:cut]); err != nil {
+			t.Fatal(err)
+		}
+		b.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := c.WaitReadable(); err != nil {
+			t.Fatalf("WaitReadable after %d bytes: %v", cut, err)
+		}
+		n, err := c.TryNext()
+		if cut < 2 {
+			if err != ErrWouldBlock {
+				t.Fatalf("TryNext after 1 byte: %d, %v; want ErrWouldBlock", n, err)
+			}
+			a.Write(f[cut:])
+			if err := c.WaitReadable(); err != nil {
+				t.Fatal(err)
+			}
+			n, err = c.TryNext()
+		} else if cut < len(f) {
+			a.Write(f[cut:])
+		}
+		if n != len(msg) || err != nil {
+			t.Fatalf("TryNext after %d bytes: %d, %v", cut, n, err)
+		}
+		if n, err := c.ReadFrame(buf); err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("ReadFrame after %d bytes: %d, %v", cut, n, err)
+		}
+		if _, err := c.TryNext(); err != ErrWouldBlock {
+			t.Fatalf("TryNext after the frame: %v, want ErrWouldBlock", err)
+		}
+	}
+}
