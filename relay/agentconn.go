@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/gopool"
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -30,7 +31,9 @@ const (
 	// agentWriteTimeout bounds a write to one agent, so a stuck agent
 	// cannot hold up WireGuard's send routine for long.
 	agentWriteTimeout = 10 * time.Second
-	// agentReadBuffer is small: thousands of idle agents each hold one.
+	// agentReadBuffer is the read buffer of an agent connection, held only
+	// while it holds part of a frame (wire.ConnConfig.ReleaseIdle): an
+	// idle agent holds none.
 	agentReadBuffer = 4 << 10
 	// goingAwayMillis is how long agents wait before redialing a relay
 	// that is shutting down, plus their own jitter.
@@ -93,7 +96,7 @@ const (
 
 func newAgentConn(c net.Conn) *agentConn {
 	ac := &agentConn{transport: transportOf(c), gone: make(chan struct{})}
-	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, Counters: &ac.counters})
+	ac.conn = wire.NewConn(c, wire.ConnConfig{WriteTimeout: agentWriteTimeout, ReadBuffer: agentReadBuffer, ReleaseIdle: true, Counters: &ac.counters})
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ac.remote = ta.AddrPort()
 	}
@@ -137,23 +140,70 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 	defer s.agentsWG.Done()
 	defer s.agentGone(ac)
 
-	hb := s.greet(ac, first[:n], gate, slot)
-	if hb == nil {
+	// Over TCP this goroutine only waits while the agent is quiet, with
+	// a shallow stack and no buffer (wire.Conn.WaitReadable); the hub's
+	// Hello and its frames are read on gopool's goroutines, whose stacks
+	// have grown for the handshake's cryptography and WireGuard's receive
+	// path. An idle hub's reader costs ~4 KB of stack, not 8–16 KB.
+	// Over TLS (no socket to wait on) all of it runs here.
+	if !ac.conn.CanWait() {
+		if hb := s.greet(ac, first[:n], gate, slot); hb != nil {
+			s.readFrames(ac, hb)
+		}
 		return
 	}
-	// A frame buffer only while a frame is there (getFrame): it goes to
-	// WireGuard with the frame.
+	r := agentReader{s: s, ac: ac, done: make(chan bool, 1)}
+	r.greet = func() { r.hb = s.greet(ac, first[:n], gate, slot); r.done <- r.hb != nil }
+	r.read = func() { r.done <- s.readFrames(ac, r.hb) }
+	if gopool.Go(r.greet); !<-r.done {
+		return
+	}
 	for {
-		size, err := ac.conn.Next()
-		if err != nil || s.legacy && size > wire.LegacyMaxFrame {
+		if ac.conn.WaitReadable() != nil {
 			return
+		}
+		if gopool.Go(r.read); !<-r.done {
+			return
+		}
+	}
+}
+
+// agentReader is what serveAgent's waiting goroutine hands gopool: made
+// once per connection, so that a wake-up allocates nothing.
+type agentReader struct {
+	s           *Server
+	ac          *agentConn
+	hb          *hub
+	done        chan bool
+	greet, read func()
+}
+
+// readFrames reads the agent's frames, each into a pooled buffer taken
+// once the frame is there (getFrame), and hands them to WireGuard. Over
+// TCP it returns true when the agent has sent nothing more for now; false
+// when the connection is to end.
+func (s *Server) readFrames(ac *agentConn, hb *hub) bool {
+	try := ac.conn.CanWait()
+	for {
+		var size int
+		var err error
+		if try {
+			size, err = ac.conn.TryNext()
+		} else {
+			size, err = ac.conn.Next()
+		}
+		if err == wire.ErrWouldBlock {
+			return true
+		}
+		if err != nil || s.legacy && size > wire.LegacyMaxFrame {
+			return false
 		}
 		bp := getFrame(size)
 		buf := *bp
 		n, err := ac.conn.ReadFrame(buf)
 		if err != nil {
 			putFrame(bp)
-			return
+			return false
 		}
 		kind := wire.Classify(buf[:n])
 		if !kind.IsWireGuard() {
@@ -174,7 +224,7 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 		if kind == wire.Initiation && ac.state.Load() == connUnverified {
 			if !s.mac1.CheckMAC1(buf[:n]) {
 				s.wrongKey(ac, hb)
-				return
+				return false
 			}
 			// The hub is the peer WireGuard authenticates, not the
 			// key the Hello named: a connection whose handshake is
@@ -182,14 +232,14 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 			in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n])
 			if !ok || in.Static != hb.key {
 				s.foreignHandshake(ac, hb, in.Static, ok)
-				return
+				return false
 			}
 			// With the hub's key while the hub has a connection open:
 			// a copy of the hub, or the hub back after its old
 			// connection died without a word? The initiation waits
 			// here until a Ping to the old one tells.
 			if !s.admitSecond(ac, hb) {
-				return
+				return false
 			}
 			s.noteInitiation(hb, in, !ac.firstDone) // a hub's clock behind (clock.go)
 			ac.firstDone = true
@@ -210,14 +260,14 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 		// packets can reach the netstack and be counted out. Anything else
 		// WireGuard drops at once, holding nothing.
 		if kind == wire.Data && ac.state.Load() == connVerified && !hb.admitInbound(s.closing) {
-			return
+			return false
 		}
 		// A buffer not handed on when the reader returns is left to
 		// the garbage collector.
 		select {
 		case s.bind.in <- inbound{buf: bp, n: n, ep: ac}: // agentBind's receive returns it to the pool
 		case <-s.closing:
-			return
+			return false
 		}
 	}
 }

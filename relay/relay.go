@@ -167,6 +167,7 @@ type Server struct {
 	// peerCount: the hubs with a peer now.
 	peersMu   sync.Mutex
 	peerCount atomic.Int64
+	memReturn memReturn // what removed peers left to hand back (peers.go); under peersMu
 	// wakeMu guards the peers being added for WireGuard's goroutines
 	// (wakePeer) and those UDP initiations asked for (wantPeer).
 	wakeMu sync.Mutex

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -56,7 +55,7 @@ type Conn struct {
 	counters *Counters
 
 	// Reading: one goroutine.
-	br  *bufio.Reader
+	rd  *readBuf
 	hdr [2]byte // here rather than on ReadFrame's stack, where it would escape
 
 	closeOnce sync.Once
@@ -80,6 +79,12 @@ type ConnConfig struct {
 	// frames out of one TCP segment per system call. Default 64 KiB; the
 	// relay, which holds thousands of mostly idle connections, uses less.
 	ReadBuffer int
+	// ReleaseIdle: the read buffer is held only while it holds unread
+	// bytes, and comes from a pool shared by every Conn of its size; a
+	// reader waiting for the next frame holds none. Only where the Conn
+	// reads the socket itself (a *net.TCPConn on Linux); over TLS or a
+	// wrapper the buffer stays. For the relay's idle agent connections.
+	ReleaseIdle bool
 	// Counters, if set, counts the bytes of every frame read and written.
 	// The agent shares one between its successive connections.
 	Counters *Counters
@@ -96,7 +101,7 @@ func NewConn(c net.Conn, cfg ConnConfig) *Conn {
 	fc := &Conn{
 		c:            c,
 		counters:     cfg.Counters,
-		br:           bufio.NewReaderSize(c, cfg.ReadBuffer),
+		rd:           newReadBuf(c, cfg.ReadBuffer, cfg.ReleaseIdle),
 		done:         make(chan struct{}),
 		writeTimeout: cfg.WriteTimeout,
 	}
@@ -110,7 +115,7 @@ func NewConn(c net.Conn, cfg ConnConfig) *Conn {
 // inside a frame io.ErrUnexpectedEOF, and a length of zero or over MaxFrame
 // ErrEmptyFrame or ErrFrameTooLarge.
 func (c *Conn) ReadFrame(p []byte) (int, error) {
-	if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+	if _, err := c.rd.readFull(c.hdr[:]); err != nil {
 		return 0, err
 	}
 	n := int(binary.BigEndian.Uint16(c.hdr[:]))
@@ -121,12 +126,12 @@ func (c *Conn) ReadFrame(p []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %d bytes (max %d)", ErrFrameTooLarge, n, MaxFrame)
 	}
 	if n > len(p) {
-		if _, err := c.br.Discard(n); err != nil {
+		if err := c.rd.discard(n); err != nil {
 			return 0, unexpected(err)
 		}
 		return 0, ErrShortBuffer
 	}
-	if _, err := io.ReadFull(c.br, p[:n]); err != nil {
+	if _, err := c.rd.readFull(p[:n]); err != nil {
 		return 0, unexpected(err)
 	}
 	c.counters.received(p[:n])
@@ -138,7 +143,7 @@ func (c *Conn) ReadFrame(p []byte) (int, error) {
 // frame's size only once a frame is there, and ReadFrame reads it then.
 // Its errors are ReadFrame's for the frame's length.
 func (c *Conn) Next() (int, error) {
-	hdr, err := c.br.Peek(2)
+	hdr, err := c.rd.peek(2)
 	if err != nil {
 		if len(hdr) > 0 {
 			err = unexpected(err)
@@ -152,6 +157,37 @@ func (c *Conn) Next() (int, error) {
 	return n, nil
 }
 
+// ErrWouldBlock is what TryNext returns when no frame has begun to arrive.
+var ErrWouldBlock = errors.New("wire: no frame to read now")
+
+// CanWait reports whether WaitReadable and TryNext work: the Conn reads its
+// socket itself (ConnConfig.ReleaseIdle on a TCP connection).
+func (c *Conn) CanWait() bool { return c.rd.raw != nil }
+
+// TryNext is Next for a reader that does its waiting in WaitReadable: when
+// fewer than the 2 bytes of a frame's length are there and the socket has
+// nothing more, it returns ErrWouldBlock instead of waiting. Only where
+// CanWait.
+func (c *Conn) TryNext() (int, error) {
+	c.rd.nowait = true
+	n, err := c.Next()
+	c.rd.nowait = false
+	return n, err
+}
+
+// WaitReadable waits, holding no buffer, until a read would not block:
+// data, the end of the stream or an error; or until the read deadline
+// passes (os.ErrDeadlineExceeded) or the Conn is closed. A goroutine that
+// holds a connection while it is idle waits here, with a shallow stack,
+// and reads the frames (TryNext, ReadFrame) on a goroutine whose stack has
+// grown for them. Only where CanWait.
+func (c *Conn) WaitReadable() error {
+	if c.Buffered() {
+		return nil
+	}
+	return c.rd.wait()
+}
+
 func unexpected(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF
@@ -162,11 +198,11 @@ func unexpected(err error) error {
 // Buffered reports whether a whole frame is already buffered, so a reader
 // batching frames can stop before it would block.
 func (c *Conn) Buffered() bool {
-	if c.br.Buffered() < 2 {
+	if c.rd.buffered() < 2 {
 		return false
 	}
-	hdr, _ := c.br.Peek(2)
-	return c.br.Buffered() >= 2+int(binary.BigEndian.Uint16(hdr))
+	hdr, _ := c.rd.peek(2)
+	return c.rd.buffered() >= 2+int(binary.BigEndian.Uint16(hdr))
 }
 
 // Write sends msgs, each as a frame, in one write, behind whatever Queue

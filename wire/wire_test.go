@@ -273,7 +273,7 @@ func TestReadFrameDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
 		if _, err := c.ReadFrame(buf); err != nil {
 			src.Reset(stream)
-			c.br.Reset(streamConn{r: src})
+			c.rd.r, c.rd.w = 0, 0
 		}
 	})
 	if allocs != 0 {
