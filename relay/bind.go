@@ -319,7 +319,7 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 		return true
 	}
 	w := pe.hub.inbound
-	if w.Len() < maxInboundPerHub {
+	if w.Len() < maxInboundPerUDPHub {
 		pe.fullSince = time.Time{}
 		w.Enter(1)
 		return true

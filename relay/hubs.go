@@ -28,6 +28,15 @@ const (
 	// size. The count is per hub, so one hub's backlog never holds back
 	// another's. 128 packets are 8 MiB; throughput did not change.
 	maxInboundPerHub = 128
+	// maxInboundPerUDPHub is the same bound for a UDP hub, whose packets
+	// beyond it are dropped, not left waiting (udpInbound): each drop is a
+	// loss the tunnel's TCP recovers from, and at 128 packets (180 KB of
+	// 1420-byte packets, 2 ms at 600 Mbit/s) every pause of the relay
+	// dropped some. make bench, UDP downloads (1 / 8 streams, Mbit/s) and
+	// the relay's peak RSS: 128: 458–499 / 527–633, 84–88 MB; 256: 475 /
+	// 531, 102 MB; 512: 587–910 / 621–703, 104–110 MB; 1024: 577 / 619,
+	// 119 MB. At most 32 MiB of WireGuard's buffers per busy UDP hub.
+	maxInboundPerUDPHub = 512
 	// reconnectWindow and reconnectWait: a request for a hub whose agent
 	// connection ended less than reconnectWindow ago (the agent updating
 	// or restarting, its network blinking) waits up to reconnectWait for
