@@ -253,7 +253,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 }
 
 // TestUDPHubInboundWindow: a UDP hub's data packets count into its window
-// inside WireGuard as a TCP hub's do (maxInboundPerHub): during a download
+// inside WireGuard as a TCP hub's do (maxInboundPerUDPHub): during a download
 // from the hub the window fills, never beyond its bound, and the download
 // completes whole.
 func TestUDPHubInboundWindow(t *testing.T) {
@@ -315,8 +315,8 @@ func TestUDPHubInboundWindow(t *testing.T) {
 	if got.code != 200 || len(got.body) != size {
 		t.Fatalf("download from a UDP hub: %d, %d bytes, %v; want 200 and %d bytes", got.code, len(got.body), got.err, size)
 	}
-	if p := peak.Load(); p == 0 || p > maxInboundPerHub {
-		t.Errorf("the UDP hub's packets inside WireGuard peaked at %d; want 1 to %d", p, maxInboundPerHub)
+	if p := peak.Load(); p == 0 || p > maxInboundPerUDPHub {
+		t.Errorf("the UDP hub's packets inside WireGuard peaked at %d; want 1 to %d", p, maxInboundPerUDPHub)
 	}
 }
 
