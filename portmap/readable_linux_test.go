@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/gopool"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
@@ -31,15 +32,20 @@ func TestHeldSessionsWaitWithoutBuffers(t *testing.T) {
 	}
 	// The echo answered every call: each session is now between calls,
 	// once each copy has seen its read come back short.
-	var inRead, waiting int
+	// The copies ran on gopool's goroutines, which wait a moment for the
+	// next copy: those are the pool's, bounded, and belong to no session
+	// ("created by" names whoever started them, so they are told first).
+	var inRead, waiting, pooled int
 	poll.Until(t, 10*time.Second, "the held sessions to wait without a Read", func() bool {
-		inRead, waiting = 0, 0
+		inRead, waiting, pooled = 0, 0, 0
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		for _, g := range strings.Split(string(buf), "\n\n") {
 			switch {
 			case strings.Contains(g, "portmap.copyConn"):
 				inRead++
+			case strings.Contains(g, "gopool.run"):
+				pooled++
 			case strings.Contains(g, "portmap.sockReady"):
 				waiting++
 			}
@@ -48,5 +54,8 @@ func TestHeldSessionsWaitWithoutBuffers(t *testing.T) {
 	})
 	if waiting > 2*n {
 		t.Errorf("%d goroutines wait for %d held sessions; want at most one per side", waiting, n)
+	}
+	if pooled > gopool.MaxIdle {
+		t.Errorf("%d of gopool's goroutines wait; want at most %d", pooled, gopool.MaxIdle)
 	}
 }
