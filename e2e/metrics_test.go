@@ -12,48 +12,18 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/hubtunnel/hubtunnel/internal/promtext"
 )
 
 // scrape reads the relay's metrics with the Prometheus text parser and
 // returns each sample as "name{label=value}" → value.
 func scrape(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	m, err := promtext.Scrape(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("the metrics do not parse: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.Metric {
-			key := name
-			for _, l := range m.Label {
-				key += fmt.Sprintf("{%s=%s}", l.GetName(), l.GetValue())
-			}
-			out[key] = value(m)
-		}
-	}
-	return out
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Untyped != nil:
-		return m.Untyped.GetValue()
-	}
-	return 0
+	return m
 }
 
 func httpStatus(t *testing.T, url string) (int, string) {

@@ -1,13 +1,9 @@
 package relay
 
 import (
-	"fmt"
-	"net/http"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/hubtunnel/hubtunnel/internal/promtext"
 )
 
 // withMetrics is a config change that opens the metrics listener on a
@@ -25,37 +21,11 @@ func withMetrics(change func(*Config)) func(*Config) {
 // as name, or name{label=value} for a labelled one, → value.
 func scrape(t *testing.T, s *Server) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://%s/metrics", s.MetricsAddr()))
+	m, err := promtext.Scrape(s.MetricsAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("the metrics do not parse: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.Metric {
-			key := name
-			for _, l := range m.Label {
-				key += fmt.Sprintf("{%s=%s}", l.GetName(), l.GetValue())
-			}
-			out[key] = sampleValue(m)
-		}
-	}
-	return out
-}
-
-func sampleValue(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	}
-	return m.GetUntyped().GetValue()
+	return m
 }
 
 // wantMetrics fails the test for each sample in want that s's metrics do
