@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -220,24 +221,8 @@ func TestNothingUnauthenticatedReachesTheHub(t *testing.T) {
 	b := testbed.LoopbackClient(true, 30*time.Second)
 	b.Jar = jar
 	page := fmt.Sprintf("https://demo.localhost:%d/", 443+s.offset)
-	resp, err := b.Get(page)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	login := resp.Request.URL
-	if login.Path != "/login" {
-		t.Fatalf("the WebUI without a login led to %s", login)
-	}
-	form := url.Values{"user": {"web"}, "password": {"a long enough password"}, "next": {page}}
-	req, _ := http.NewRequest("POST", login.Scheme+"://"+login.Host+"/login", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", login.Scheme+"://"+login.Host)
-	c0 := s.counts()
-	if resp, err = b.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	var c0 ccusim.Counts
+	resp, _ := portalLogin(t, b, page, "web", "a long enough password", func() { c0 = s.counts() })
 	if resp.StatusCode != 200 || resp.Request.URL.String() != page || s.counts().Requests["webui"] != c0.Requests["webui"]+1 {
 		t.Fatalf("after the login: %d at %s; want the hub's WebUI", resp.StatusCode, resp.Request.URL)
 	}
@@ -290,4 +275,35 @@ func TestPrintedTokenLinesWork(t *testing.T) {
 			t.Errorf("the printed line %q: %v\n%.300s", strings.Fields(l)[0], err, got)
 		}
 	}
+}
+
+// portalLogin opens page (a hub's WebUI) with the browser-like client b,
+// which must be sent to the relay's login, and posts the login form as
+// the portal's page does, with user and password; before, if not nil, is
+// called just before the post. It returns the response the post ended in
+// (its body read and closed) and the body.
+func portalLogin(t *testing.T, b *http.Client, page, user, password string, before func()) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := b.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	login := resp.Request.URL
+	if login.Path != "/login" {
+		t.Fatalf("%s without a login led to %s", page, login)
+	}
+	form := url.Values{"user": {user}, "password": {password}, "next": {page}}
+	req, _ := http.NewRequest("POST", login.Scheme+"://"+login.Host+"/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", login.Scheme+"://"+login.Host)
+	if before != nil {
+		before()
+	}
+	if resp, err = b.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body
 }

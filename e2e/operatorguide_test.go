@@ -4,10 +4,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,24 +152,7 @@ func TestOperatorGuide(t *testing.T) {
 	})
 	b := trustingClient(t, rootCert)
 	page := fmt.Sprintf("https://garage.localhost:%d/", 443+offset)
-	resp, err := b.Get(page)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	login := resp.Request.URL
-	if login.Path != "/login" {
-		t.Fatalf("the hub's WebUI without a login led to %s", login)
-	}
-	form := url.Values{"user": {"alice"}, "password": {password}, "next": {page}}
-	req, _ := http.NewRequest("POST", login.Scheme+"://"+login.Host+"/login", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", login.Scheme+"://"+login.Host)
-	if resp, err = b.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := portalLogin(t, b, page, "alice", password, nil)
 	if resp.StatusCode != 200 || resp.Request.URL.String() != page || !strings.Contains(string(body), "HomeMatic WebUI") {
 		t.Fatalf("after alice's login: %d at %s, %.200q; want the hub's WebUI", resp.StatusCode, resp.Request.URL, body)
 	}
