@@ -138,13 +138,19 @@ func TestUDPInitiationFloodIsBounded(t *testing.T) {
 }
 
 // udpAgent is a hub's agent with transport "udp": plain WireGuard, its
-// web page on tunnel port 443 (the relay terminates TLS).
+// web page on tunnel port 443 (the relay terminates TLS): testHub's, or
+// the handler startUDPAgentServing is given.
 type udpAgent struct {
 	dev      *vpn.Device
 	relayKey vpn.PublicKey
 }
 
 func startUDPAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string) *udpAgent {
+	t.Helper()
+	return startUDPAgentServing(t, tr, k, tunnelIP, testHub(tunnelIP))
+}
+
+func startUDPAgentServing(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler) *udpAgent {
 	t.Helper()
 	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}})
 	if err != nil {
@@ -159,7 +165,7 @@ func startUDPAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	web := &http.Server{Handler: testHub(tunnelIP)}
+	web := &http.Server{Handler: page}
 	go web.Serve(ln)
 	t.Cleanup(func() { web.Close(); dev.Close(); stack.Close() })
 	relayIP := tr.cfg.tunnelIP

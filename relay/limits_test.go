@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -16,12 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
-
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/internal/poll"
-	"github.com/hubtunnel/hubtunnel/vpn"
-	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 )
 
 // dialFrom connects to addr from the loopback address from and closes the
@@ -258,38 +253,15 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 // completes whole.
 func TestUDPHubInboundWindow(t *testing.T) {
 	tr := startTestRelay(t, true, "a")
-	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("100.96.0.2")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := vpn.NewDevice(stack.Device(), conn.NewStdNetBind(), tr.keys["a"], t.Logf)
-	if err != nil {
-		stack.Close()
-		t.Fatal(err)
-	}
 	const size = 8 << 20
-	ln, err := stack.ListenTCP(443)
-	if err != nil {
-		t.Fatal(err)
-	}
-	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	startUDPAgentServing(t, tr, tr.keys["a"], "100.96.0.2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		buf := make([]byte, 64<<10)
 		for range size / len(buf) {
 			if _, err := w.Write(buf); err != nil {
 				return
 			}
 		}
-	})}
-	go web.Serve(ln)
-	t.Cleanup(func() { web.Close(); dev.Close(); stack.Close() })
-	relayIP := tr.cfg.tunnelIP
-	if err := dev.AddPeer(vpn.Peer{PublicKey: tr.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(relayIP, 32)}, Endpoint: tr.cfg.AgentListenUDP}); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Up(); err != nil {
-		t.Fatal(err)
-	}
-	dev.Handshake(tr.PublicKey())
+	}))
 	h := tr.hubs.name("a")
 	poll.Until(t, 10*time.Second, "hub a online over UDP", func() bool { return tr.hubs.online(h) })
 

@@ -1,15 +1,11 @@
 package relay
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
-
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/vpn"
-	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 )
 
 // peers is how many WireGuard peers the relay's device has.
@@ -88,33 +84,8 @@ func TestIdleUDPHubHandshakesAgain(t *testing.T) {
 	if n := tr.peers(t); n != 0 {
 		t.Fatalf("a relay with hub a not connected has %d WireGuard peers; want 0", n)
 	}
-	k := tr.keys["a"]
-	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("100.96.0.2")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := vpn.NewDevice(stack.Device(), conn.NewStdNetBind(), k, t.Logf)
-	if err != nil {
-		stack.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close(); stack.Close() })
-	relayIP := tr.cfg.tunnelIP
-	if err := dev.AddPeer(vpn.Peer{PublicKey: tr.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(relayIP, 32)}, Endpoint: tr.cfg.AgentListenUDP}); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Up(); err != nil {
-		t.Fatal(err)
-	}
-	last := func() time.Time {
-		st, err := dev.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st[tr.PublicKey()].LastHandshake
-	}
-	dev.Handshake(tr.PublicKey())
-	poll.Until(t, 10*time.Second, "the UDP agent's first handshake", func() bool { return !last().IsZero() })
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	poll.Until(t, 10*time.Second, "the UDP agent's first handshake", a.handshaken)
 	if n := tr.peers(t); n != 1 {
 		t.Fatalf("%d WireGuard peers with UDP hub a handshaken; want 1", n)
 	}
@@ -124,10 +95,10 @@ func TestIdleUDPHubHandshakesAgain(t *testing.T) {
 	if n := tr.peers(t); n != 0 {
 		t.Fatalf("%d WireGuard peers with UDP hub a idle; want 0", n)
 	}
-	before := last()
+	before := a.lastHandshake()
 	poll.Until(t, time.Second, "20 ms since the last handshake", func() bool { return time.Since(before) > 25*time.Millisecond })
-	dev.Handshake(tr.PublicKey())
-	poll.Until(t, 10*time.Second, "the UDP agent's handshake after it was idle", func() bool { return last().After(before) })
+	a.dev.Handshake(tr.PublicKey())
+	poll.Until(t, 10*time.Second, "the UDP agent's handshake after it was idle", func() bool { return a.lastHandshake().After(before) })
 	if n := tr.peers(t); n != 1 {
 		t.Fatalf("%d WireGuard peers after UDP hub a handshook again; want 1", n)
 	}

@@ -2,16 +2,12 @@ package relay
 
 import (
 	"context"
-	"net/netip"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
-	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 )
 
 // TestRelayRecordsOnlineState: the relay records in its store, for
@@ -67,29 +63,8 @@ func TestRelayRecordsOnlineState(t *testing.T) {
 func TestRelayRecordsUDPHubs(t *testing.T) {
 	tr := startTestRelay(t, true, "a")
 	ctx := context.Background()
-	k := tr.keys["a"]
-	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("100.96.0.2")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := vpn.NewDevice(stack.Device(), conn.NewStdNetBind(), k, t.Logf)
-	if err != nil {
-		stack.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close(); stack.Close() })
-	relayIP := tr.cfg.tunnelIP
-	if err := dev.AddPeer(vpn.Peer{PublicKey: tr.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(relayIP, 32)}, Endpoint: tr.cfg.AgentListenUDP}); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Up(); err != nil {
-		t.Fatal(err)
-	}
-	dev.Handshake(tr.PublicKey())
-	poll.Until(t, 10*time.Second, "the UDP agent's handshake", func() bool {
-		st, err := dev.Stats()
-		return err == nil && !st[tr.PublicKey()].LastHandshake.IsZero()
-	})
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	poll.Until(t, 10*time.Second, "the UDP agent's handshake", a.handshaken)
 	hubA := func() store.Hub {
 		h, err := tr.Store().HubByName(ctx, "a")
 		if err != nil {
