@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -144,30 +143,10 @@ func writeTestFile(t *testing.T, path string, data []byte) {
 	}
 }
 
-// logLines keeps a relay's log lines for a test to look through.
-type logLines struct {
-	mu    sync.Mutex
-	lines []string
-}
-
 func (l *logLines) logf(t *testing.T) func(string, ...any) {
 	return func(f string, a ...any) {
 		line := fmt.Sprintf(f, a...)
-		l.mu.Lock()
-		l.lines = append(l.lines, line)
-		l.mu.Unlock()
+		l.add(line)
 		t.Log(line)
 	}
-}
-
-// find is the first line that holds s, or "".
-func (l *logLines) find(s string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range l.lines {
-		if strings.Contains(line, s) {
-			return line
-		}
-	}
-	return ""
 }

@@ -225,19 +225,48 @@ type testRelay struct {
 	tokens  map[string]string
 	session string
 
-	logMu    sync.Mutex
-	logLines []string // what the relay logged
+	log logLines // what the relay logged
 }
 
 // logged counts the relay's log lines that contain every one of words.
-func (tr *testRelay) logged(words ...string) int {
-	tr.logMu.Lock()
-	defer tr.logMu.Unlock()
+func (tr *testRelay) logged(words ...string) int { return tr.log.count(words...) }
+
+// logLines keeps a relay's log lines for a test to look through.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) add(line string) {
+	l.mu.Lock()
+	l.lines = append(l.lines, line)
+	l.mu.Unlock()
+}
+
+// all is a copy of the lines so far.
+func (l *logLines) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}
+
+// find is the first line that holds s, or "".
+func (l *logLines) find(s string) string {
+	for _, line := range l.all() {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	return ""
+}
+
+// count is how many lines hold every one of words.
+func (l *logLines) count(words ...string) int {
 	n := 0
 next:
-	for _, l := range tr.logLines {
+	for _, line := range l.all() {
 		for _, w := range words {
-			if !strings.Contains(l, w) {
+			if !strings.Contains(line, w) {
 				continue next
 			}
 		}
@@ -311,9 +340,7 @@ func startTestRelayHook(t testing.TB, udp bool, change func(*Config), before fun
 		if bench {
 			return // the formatting is the relay's cost; keeping lines is the test's
 		}
-		tr.logMu.Lock()
-		tr.logLines = append(tr.logLines, line)
-		tr.logMu.Unlock()
+		tr.log.add(line)
 		t.Log(line)
 	})
 	if err != nil {

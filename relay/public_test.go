@@ -506,8 +506,7 @@ func TestAuditLine(t *testing.T) {
 	// on another's.
 	sessions := map[string]string{}
 	sessionField := regexp.MustCompile(` session=(\d+) `)
-	tr.logMu.Lock()
-	for _, l := range tr.logLines {
+	for _, l := range tr.log.all() {
 		if m := sessionField.FindStringSubmatch(l); m != nil && strings.Contains(l, "msg=request") {
 			port := regexp.MustCompile(` port=(\d+) `).FindStringSubmatch(l)[1]
 			if prev, ok := sessions[port]; ok && prev != m[1] {
@@ -516,7 +515,6 @@ func TestAuditLine(t *testing.T) {
 			sessions[port] = m[1]
 		}
 	}
-	tr.logMu.Unlock()
 	if sessions["443"] == "" || sessions["4431"] == "" || sessions["443"] == sessions["4431"] {
 		t.Errorf("the request lines' sessions: %v; want one for each connection's session, not the same", sessions)
 	}

@@ -81,7 +81,7 @@ func TestReloadAppliesLimits(t *testing.T) {
 	if got := ask(held[2]); got.code != 200 || got.body != who("a") {
 		t.Fatalf("a 3rd connection after raising limit_conns_per_address to 3: %d %q %v; want 200", got.code, got.body, got.err)
 	}
-	if line := tr.logLine("reload: applied"); !strings.Contains(line, "limit_conns_per_address") || strings.Contains(line, "limit_requests_per_second") {
+	if line := tr.log.find("reload: applied"); !strings.Contains(line, "limit_conns_per_address") || strings.Contains(line, "limit_requests_per_second") {
 		t.Errorf("the reload's log line: %q; want the changed limit named, and only it", line)
 	}
 
@@ -168,16 +168,4 @@ func TestReloadFollowsHubList(t *testing.T) {
 	if tr.logged("removed the hub the config no longer lists", "hub=b") != 1 || tr.logged("reload: applied", "keys=hub") != 1 {
 		t.Error("the reload did not log the hub it removed and the key it applied")
 	}
-}
-
-// logLine is the relay's first log line that holds s, or "".
-func (tr *testRelay) logLine(s string) string {
-	tr.logMu.Lock()
-	defer tr.logMu.Unlock()
-	for _, l := range tr.logLines {
-		if strings.Contains(l, s) {
-			return l
-		}
-	}
-	return ""
 }
