@@ -314,6 +314,47 @@ func (s *Stream) Window(from, to time.Time) Tally {
 	return t
 }
 
+// Resent is the payload bytes in [from, to) that the segments of one
+// direction (up: agent → relay) carried again: sequence space an earlier
+// segment of that direction had already carried (retransmissions, tail
+// loss probes). The receiver's kernel counts such bytes once
+// (TCP_INFO's tcpi_bytes_received), so a count from the receiving end is
+// the capture's minus these.
+func (s *Stream) Resent(from, to time.Time, up bool) int {
+	var next uint32 // one past the highest sequence number seen
+	seen, n := false, 0
+	for i := range s.Packets {
+		p := &s.Packets[i]
+		if p.Up != up {
+			continue
+		}
+		start, end := p.Seq, p.Seq+uint32(p.TCPLen)
+		if p.Flags&flagSYN != 0 {
+			start++ // the SYN takes the first number; its payload (none here) starts after
+			end++
+		}
+		if !seen {
+			next, seen = end, true
+			continue
+		}
+		if dup := int(int32(min32(end, next) - start)); p.TCPLen > 0 && dup > 0 && !p.Time.Before(from) && p.Time.Before(to) {
+			n += min(dup, p.TCPLen)
+		}
+		if int32(end-next) > 0 {
+			next = end
+		}
+	}
+	return n
+}
+
+// min32 is the earlier of two sequence numbers (wrapping, RFC 1982).
+func min32(a, b uint32) uint32 {
+	if int32(a-b) < 0 {
+		return a
+	}
+	return b
+}
+
 // Handshake is what one WireGuard handshake cost on the wire.
 type Handshake struct {
 	Tally

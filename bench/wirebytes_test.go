@@ -101,3 +101,53 @@ func TestIdleModel(t *testing.T) {
 		t.Errorf("idleModel(nil) = %v, want 0", got)
 	}
 }
+
+// TestResent: a segment sent again (whole or in part) counts its repeated
+// payload once, in its direction only; a keepalive probe (one number
+// below the next, no payload) and the SYN count nothing.
+func TestResent(t *testing.T) {
+	text, err := os.ReadFile("testdata/agent-conn.fields")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseStream(string(text), 44453)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all0, all1 := s.Packets[0].Time, s.Packets[len(s.Packets)-1].Time.Add(time.Second)
+	if up, down := s.Resent(all0, all1, true), s.Resent(all0, all1, false); up != 0 || down != 0 {
+		t.Fatalf("a capture without retransmissions: Resent %d up, %d down; want 0", up, down)
+	}
+	// The relay's first data segment, sent again 1 ms later, and a
+	// third copy that carries 10 more bytes beyond it.
+	first := -1
+	for i, p := range s.Packets {
+		if !p.Up && p.TCPLen > 20 {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		t.Fatal("no data segment from the relay in the capture")
+	}
+	p := s.Packets[first]
+	again := p
+	again.Time = p.Time.Add(time.Millisecond)
+	longer := again
+	longer.TCPLen += 10
+	longer.Time = again.Time.Add(time.Millisecond)
+	pk := append([]Packet{}, s.Packets[:first+1]...)
+	pk = append(pk, again, longer)
+	pk = append(pk, s.Packets[first+1:]...)
+	// The relay's next segment then carries those 10 bytes a third time.
+	r := &Stream{Packets: pk}
+	if got := r.Resent(all0, all1, false); got != 2*p.TCPLen+10 {
+		t.Errorf("two copies of a %d-byte segment, one with 10 bytes more: Resent %d, want %d", p.TCPLen, got, 2*p.TCPLen+10)
+	}
+	if got := r.Resent(all0, all1, true); got != 0 {
+		t.Errorf("the agent's direction: Resent %d, want 0", got)
+	}
+	if got := r.Resent(all0, p.Time.Add(time.Millisecond/2), false); got != 0 {
+		t.Errorf("a window that ends before the copies: Resent %d, want 0", got)
+	}
+}

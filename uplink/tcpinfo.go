@@ -13,7 +13,8 @@ import (
 // header per segment, ACKs and keepalive probes included. The header is
 // 52 bytes over IPv4 with TCP timestamps (20 IP + 20 TCP + 12 option), 72
 // over IPv6, 12 less without timestamps; SACK blocks and a SYN's longer
-// options are not seen.
+// options are not seen, and the payload of a segment that arrives twice
+// (the relay sent it again) is counted once, as the kernel counts it.
 type SocketCounters struct {
 	Sent, Received  uint64 // bytes on the network, headers included
 	SegsOut, SegsIn uint64 // segments
