@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -788,6 +789,57 @@ func procUsage(pid int) (fds, rssKiB int, err error) {
 	return len(ents), rssKiB, nil
 }
 
+// describeFDs lists pid's open descriptors, one kind a line with its
+// count: files by path, sockets by protocol, state and addresses (from
+// /proc/PID/net, the process's own network namespace), so that a failed
+// "back to where they were" says what stayed open.
+func describeFDs(pid int) string {
+	sockets := map[string]string{} // inode → description
+	for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		text, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, proto))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(text), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 {
+				continue
+			}
+			// local, remote, state (hex: 01 established, 06 time-wait,
+			// 08 close-wait, 0A listen, 07 UDP), inode.
+			sockets[f[9]] = fmt.Sprintf("%s state %s local %s remote %s", proto, f[3], f[1], f[2])
+		}
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return err.Error()
+	}
+	count := map[string]int{}
+	for _, e := range ents {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			inode = strings.TrimSuffix(inode, "]")
+			if d, ok := sockets[inode]; ok {
+				target = d
+			} else {
+				target = "socket (not TCP or UDP)"
+			}
+		} else if strings.HasPrefix(target, "pipe:[") {
+			target = "pipe"
+		}
+		count[target]++
+	}
+	var lines []string
+	for k, n := range count {
+		lines = append(lines, fmt.Sprintf("  %3d %s", n, k))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
 // settledUsage is the usage once no session is open and two readings in a
 // row agree on goroutines and descriptors: the baseline.
 func (b *faultBed) settledUsage() usage {
@@ -815,6 +867,8 @@ func (b *faultBed) waitUsageBack(before usage, timeout time.Duration) usage {
 	defer func() {
 		if b.t.Failed() {
 			b.t.Logf("usage before the fault: %s\nusage at the end:       %s (err %v)", before, cur, err)
+			b.t.Logf("the agent's descriptors at the end:\n%s", describeFDs(b.agent.cmd.Process.Pid))
+			b.t.Logf("the relay's descriptors at the end:\n%s", describeFDs(b.relay.cmd.Process.Pid))
 		}
 	}()
 	poll.Until(b.t, timeout, "goroutines, descriptors and memory to return to where they were", func() bool {
