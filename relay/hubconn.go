@@ -120,6 +120,20 @@ func (r *hubReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// hubWriter is what a connection's bufio.Writer writes to. Its ReadFrom,
+// which bufio.Writer calls with a request's body once the head is flushed,
+// sends the body on as it comes from the user, not 4 KiB at a time (as
+// Transport's connection writer does).
+type hubWriter struct{ c net.Conn }
+
+func (w hubWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
+
+func (w hubWriter) ReadFrom(r io.Reader) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{w.c}, r, *bp)
+}
+
 // readable is what a netstack connection says about itself without
 // blocking (netstack.TCPConn).
 type readable interface{ Readable() bool }
@@ -240,7 +254,7 @@ func (p *hubProxy) hubConnTo(ctx context.Context, rt *route, addr netip.AddrPort
 	c = &hubConn{conn: tc, raw: nc, hub: h, pools: rt.pools, goneAt: goneAt, p: p, state: connAwait, keep: true}
 	c.rd.c = tc
 	c.br = bufio.NewReaderSize(&c.rd, 4<<10)
-	c.bw = bufio.NewWriterSize(tc, 4<<10)
+	c.bw = bufio.NewWriterSize(hubWriter{tc}, 4<<10)
 	c.timer = time.AfterFunc(p.answerTimeout, c.onTimer)
 	c.armedFor = time.Now().Add(p.answerTimeout)
 	rt.pools.put(c)
