@@ -118,16 +118,16 @@ func (tr *testRelay) head(method, extra string) string {
 func TestHubLegAnswers(t *testing.T) {
 	for _, tt := range []struct {
 		name, method, answer string
-		hubCloses            bool   // the hub closes after answering
+		hubCloses            bool   // the hub closes after answering (else it waits for the next request)
 		body, trailer        string // what the user gets
 		codes                []int  // the answers the user gets, 1xx first
 		reused               bool
 	}{
 		{"length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{200}, true},
 		{"chunked with trailer", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 7\r\n\r\n", false, "ok", "7", []int{200}, true},
-		{"hub says close", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", true, "ok", "", []int{200}, false},
+		{"hub says close", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", false, "ok", "", []int{200}, false},
 		{"no length: to the hub's EOF", "GET", "HTTP/1.1 200 OK\r\n\r\nok", true, "ok", "", []int{200}, false},
-		{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", true, "ok", "", []int{200}, false},
+		{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{200}, false},
 		{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, "", "", []int{200}, true},
 		{"204", "GET", "HTTP/1.1 204 No Content\r\n\r\n", false, "", "", []int{204}, true},
 		{"304", "GET", "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", false, "", "", []int{304}, true},
