@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -369,5 +370,35 @@ func TestHubLegRetriesAGetOnAClosedConnection(t *testing.T) {
 	}
 	if reqs := h.requests(); len(reqs) != 3 || reqs[2] == reqs[1] {
 		t.Errorf("the hub got requests on connections %v; want the second again on a new one", reqs)
+	}
+}
+
+// TestHubLegNewAgentNewConnection: after a hub's agent reconnects (a new
+// netstack behind the tunnel), a user connection's next request, even one
+// that may not be sent twice, goes on a new connection, not the kept one
+// the old agent had accepted.
+func TestHubLegNewAgentNewConnection(t *testing.T) {
+	tr := startTestRelayWith(t, false, func(c *Config) { c.PlaintextPorts = true }, "a")
+	a := startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+	h := tr.hubs.name("a")
+	poll.Until(t, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(h) })
+	c := tr.dialPublic(t, 2001, nil, "")
+	br := bufio.NewReader(c)
+	post := tr.head("POST", "Content-Length: 2\r\n") + "hi"
+	post = strings.Replace(post, "/x", "/sum", 1)
+	for i := range 2 {
+		io.WriteString(c, post)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("request %d: %v %v", i, resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if i == 1 {
+			break
+		}
+		a.Close()
+		poll.Until(t, 10*time.Second, "hub a offline", func() bool { return !tr.hubs.online(h) })
+		startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
+		poll.Until(t, 10*time.Second, "hub a online again", func() bool { return tr.hubs.online(h) })
 	}
 }
