@@ -139,7 +139,7 @@ func (w hubWriter) ReadFrom(r io.Reader) (int64, error) {
 type readable interface{ Readable() bool }
 
 // userPools are one user connection's kept connections to hubs, one per
-// hub. Requests on a user connection come one at a time, but the map is
+// hub: its requests come one at a time (HTTP/1.1), so one is enough. Requests on a user connection come one at a time, but the map is
 // locked anyway: Close, timers and cuts come from other goroutines.
 type userPools struct {
 	mu     sync.Mutex

@@ -24,7 +24,6 @@ type rawHub struct {
 	mu     sync.Mutex
 	reqs   []int        // the connection of each request, in order
 	closed map[int]bool // connections the relay closed (read EOF or reset)
-	bodies []string     // each request's body as the hub read it
 	serve  func(hc *hubSide) bool
 }
 

@@ -18,10 +18,6 @@ import (
 const (
 	// hubDialTimeout bounds connecting through the tunnel to an online hub.
 	hubDialTimeout = 10 * time.Second
-	// userIdlePerHub bounds the kept-alive connections one user connection
-	// holds to one hub. Its requests come one at a time (HTTP/1.1), so
-	// one is enough.
-	userIdlePerHub = 1
 	// hubIdleTimeout closes a kept-alive connection to a hub unused for
 	// this long: reuse pays within a page load or a client's polling, and
 	// the hub's own servers drop idle connections soon anyway (lighttpd
