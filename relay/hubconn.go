@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"net/textproto"
+	"strings"
 	"sync"
 	"time"
 )
@@ -365,6 +366,12 @@ func (c *hubConn) roundTrip(r *http.Request, reused bool) (*http.Response, error
 		c.pools.remove(c)
 		if !up {
 			return nil, c.fail(r, false, net.ErrClosed)
+		}
+		// ReverseProxy refuses a switch to another protocol than asked
+		// for without closing the body: refused here, it is closed.
+		if want := r.Header.Get("Upgrade"); want == "" || !strings.EqualFold(want, resp.Header.Get("Upgrade")) || !hasToken(resp.Header.Values("Connection"), "upgrade") {
+			c.conn.Close()
+			return nil, fmt.Errorf("relay: the hub switched to protocol %q, not the %q asked for", resp.Header.Get("Upgrade"), want)
 		}
 		resp.Body = &upgradedBody{br: c.br, Conn: c.conn}
 		return resp, nil

@@ -168,8 +168,8 @@ func TestHubLegAnswers(t *testing.T) {
 // TestHubLegClosesWhatItCannotReuse: an answer the user leaves before its
 // end (the user hangs up mid-answer, the hub streaming) closes the
 // connection to the hub at once, and so does a hub that sends no answer
-// head within the answer timeout, or a connection idle for the idle
-// timeout (so the agent's session ends).
+// head within the answer timeout, one that switches protocols unasked,
+// or a connection idle for the idle timeout (so the agent's session ends).
 func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 	stall := make(chan struct{})
 	t.Cleanup(func() { close(stall) })
@@ -180,6 +180,9 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 		switch hc.req.Header.Get("X-Test") {
 		case "stream": // a head and a first part, then nothing until the relay hangs up
 			io.WriteString(hc.conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+			return true
+		case "switch": // to a protocol the user did not ask for
+			io.WriteString(hc.conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			return true
 		case "silent": // never an answer
 			<-stall
@@ -210,6 +213,15 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 			t.Fatalf("a hub that never answers: %v %v; want 502", resp, err)
 		}
 		poll.Until(t, 10*time.Second, "a log line naming the timeout", func() bool { return tr.logged("no answer within 300ms") == 1 })
+	})
+	t.Run("an upgrade not asked for", func(t *testing.T) {
+		c, br := userConn(t, tr)
+		io.WriteString(c, tr.head("GET", "X-Test: switch\r\n"))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("a hub switching protocols unasked: %v %v; want 502", resp, err)
+		}
+		h.waitClosed(t, h.requests()[len(h.requests())-1], "the switched connection closed")
 	})
 	t.Run("idle", func(t *testing.T) {
 		c, br := userConn(t, tr)
