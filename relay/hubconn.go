@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/vpn/netstack"
 )
 
 // The hub leg of a request: the relay's own HTTP/1.1 client, in place of
@@ -138,6 +140,8 @@ func (w hubWriter) ReadFrom(r io.Reader) (int64, error) {
 // readable is what a netstack connection says about itself without
 // blocking (netstack.TCPConn).
 type readable interface{ Readable() bool }
+
+var _ readable = (*netstack.TCPConn)(nil) // or a closed kept connection goes unseen
 
 // userPools are one user connection's kept connections to hubs, one per
 // hub: its requests come one at a time (HTTP/1.1), so one is enough. Requests on a user connection come one at a time, but the map is
