@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -19,10 +18,6 @@ import (
 const (
 	// hubDialTimeout bounds connecting through the tunnel to an online hub.
 	hubDialTimeout = 10 * time.Second
-	// userIdlePerHub bounds the kept-alive connections one user connection
-	// holds to one hub. Its requests come one at a time (HTTP/1.1), so
-	// one is enough.
-	userIdlePerHub = 1
 	// hubIdleTimeout closes a kept-alive connection to a hub unused for
 	// this long: reuse pays within a page load or a client's polling, and
 	// the hub's own servers drop idle connections soon anyway (lighttpd
@@ -43,12 +38,17 @@ const (
 	// of its own, apart from the body, costing every small XML-RPC answer
 	// a goroutine and a second write.
 	flushInterval = 10 * time.Millisecond
+	// expectContinueTimeout is how long a request's body waits for the
+	// hub's 100 Continue when the user sent Expect: 100-continue (as
+	// Transport's ExpectContinueTimeout did): then it goes anyway.
+	expectContinueTimeout = time.Second
 )
 
 // hubProxy forwards a request the public side has authorised to its hub:
-// httputil.ReverseProxy over Transports that dial the hub's tunnel address
-// through the relay's netstack and keep connections to it alive, so a
-// kept-alive user connection costs no dial per request.
+// httputil.ReverseProxy over the relay's own round tripper (hubconn.go),
+// which dials the hub's tunnel address through the relay's netstack and
+// keeps the connection alive, so a kept-alive user connection costs no
+// dial per request.
 //
 // Each user connection has its own connections to hubs (userPools): one
 // hub's connections only ever carry that hub's requests, and only one
@@ -58,28 +58,16 @@ const (
 type hubProxy struct {
 	s  *Server
 	rp *httputil.ReverseProxy
-}
-
-// hubTransport is one user connection's connection pool to one hub.
-type hubTransport struct {
-	*http.Transport
-	goneAt time.Time // the hub's goneAt when the pool was last known good
-}
-
-// userPools are one user connection's pools, by hub. Requests on a user
-// connection come one at a time, but the map is locked anyway: Close comes
-// from the server's goroutine.
-type userPools struct {
-	mu     sync.Mutex
-	pools  map[*hub]*hubTransport
-	closed bool
+	// idleTimeout, answerTimeout and continueTimeout are hubIdleTimeout,
+	// hubAnswerTimeout and expectContinueTimeout, but for tests.
+	idleTimeout, answerTimeout, continueTimeout time.Duration
 }
 
 // routeKey is the context key of a request's route.
 type routeKey struct{}
 
 // route is where a request goes: set by the public side, read by the
-// proxy's Rewrite and Transport.
+// proxy's Rewrite and RoundTrip.
 type route struct {
 	hub    *hub
 	port   uint16 // the tunnel port
@@ -90,7 +78,7 @@ type route struct {
 }
 
 func newHubProxy(s *Server) *hubProxy {
-	p := &hubProxy{s: s}
+	p := &hubProxy{s: s, idleTimeout: hubIdleTimeout, answerTimeout: hubAnswerTimeout, continueTimeout: expectContinueTimeout}
 	errLog := logger.Limited(s.log, 30*time.Second)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -103,7 +91,7 @@ func newHubProxy(s *Server) *hubProxy {
 			if !errors.Is(err, context.Canceled) {
 				errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
 			}
-			p.transport(rt).CloseIdleConnections()
+			rt.pools.drop(rt.hub)
 			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")
 		},
 	}
@@ -208,84 +196,29 @@ func hubCookies(resp *http.Response) error {
 	return nil
 }
 
-// RoundTrip sends a request over its user connection's pool to its hub.
+// RoundTrip sends a request over its user connection's connection to its
+// hub (hubconn.go), on the caller's goroutine. It dials nothing but the
+// hub's own tunnel address.
 func (p *hubProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt := r.Context().Value(routeKey{}).(*route)
-	return p.transport(rt).RoundTrip(r)
-}
-
-// transport is the pool of rt's user connection to rt's hub, made on
-// first use. A hub whose agent has reconnected since the pool was last
-// used has a new netstack behind the tunnel: the kept connections are
-// dead, and are closed first.
-func (p *hubProxy) transport(rt *route) *hubTransport {
-	h, u := rt.hub, rt.pools
-	h.mu.Lock()
-	goneAt := h.goneAt
-	h.mu.Unlock()
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	t := u.pools[h]
-	if t == nil {
-		t = &hubTransport{Transport: p.newTransport(h), goneAt: goneAt}
-		if u.pools == nil {
-			u.pools = map[*hub]*hubTransport{}
-		}
-		if len(u.pools) >= maxHubsPerUserConn {
-			// A connection that walks through hub names holds no more
-			// than this many idle tunnel connections.
-			for old, ot := range u.pools {
-				ot.CloseIdleConnections()
-				delete(u.pools, old)
-			}
-		}
-		if !u.closed {
-			u.pools[h] = t
-		}
-	} else if !t.goneAt.Equal(goneAt) {
-		t.CloseIdleConnections()
-		t.goneAt = goneAt
+	addr := netip.AddrPortFrom(rt.hub.ip, rt.port)
+	if ap, err := netip.ParseAddrPort(r.URL.Host); err != nil || ap != addr {
+		return nil, fmt.Errorf("relay: hub %s: refusing to dial %s", rt.hub.Name, r.URL.Host)
 	}
-	return t
-}
-
-// close closes the kept connections of a user connection that has ended.
-func (u *userPools) close() {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.closed = true
-	for _, t := range u.pools {
-		t.CloseIdleConnections()
+	for fresh := false; ; fresh = true {
+		c, reused, err := p.hubConnTo(r.Context(), rt, addr, fresh)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(r, reused)
+		if err == errRetry && !fresh {
+			continue
+		}
+		return resp, err
 	}
 }
 
-func (p *hubProxy) newTransport(h *hub) *http.Transport {
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			ap, err := netip.ParseAddrPort(addr)
-			if err != nil || ap.Addr() != h.ip {
-				return nil, fmt.Errorf("relay: hub %s: refusing to dial %s", h.Name, addr)
-			}
-			ctx, cancel := context.WithTimeout(ctx, hubDialTimeout)
-			defer cancel()
-			c, err := p.s.stack.DialTCP(ctx, ap)
-			if err != nil {
-				return nil, err
-			}
-			if !p.s.track(c) {
-				return nil, net.ErrClosed
-			}
-			return &trackedConn{Conn: c, s: p.s}, nil
-		},
-		MaxIdleConns:          userIdlePerHub,
-		MaxIdleConnsPerHost:   userIdlePerHub,
-		IdleConnTimeout:       hubIdleTimeout,
-		ResponseHeaderTimeout: hubAnswerTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,                                                   // pass the hub's encoding through untouched
-		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
-	}
-}
+var _ http.RoundTripper = (*hubProxy)(nil)
 
 // trackedConn is a connection to a hub that the relay's Close closes.
 type trackedConn struct {

@@ -201,6 +201,14 @@ func (w *readWaiter) notify(waiter.EventMask) {
 	}
 }
 
+// Readable reports whether a Read would not block now: data or EOF has
+// arrived, the connection failed, or it was closed. On a connection that
+// should be quiet (a kept-alive client connection between requests) it
+// tells, without a goroutine parked in Read, that the peer has closed it.
+func (c *TCPConn) Readable() bool {
+	return c.closed.Load() || c.ep.Readiness(readyEvents) != 0
+}
+
 // CloseWrite shuts down the sending side (FIN); the peer reads EOF and may
 // still send.
 func (c *TCPConn) CloseWrite() error { return c.fixErr(c.c.CloseWrite()) }
