@@ -130,6 +130,7 @@ const op = 1 << 20
 func (p *inProcess) bench(b *testing.B, streams int, dir Direction) {
 	b.SetBytes(op)
 	b.ReportAllocs()
+	defer reportCPU(b)() // per MiB moved: all sides together
 	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", "client")))
 	if streams == 1 {
 		c := p.dial(b, dir)

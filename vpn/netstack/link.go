@@ -17,6 +17,9 @@ package netstack
 //  1. WireGuard decrypts a batch and calls Device.Write.
 //  2. link.write copies each packet into a pooled gVisor buffer and delivers
 //     it to the NIC, which hands TCP segments to the stack's TCP workers.
+//     Consecutive full-sized segments of one connection in the batch are
+//     first joined into one (gVisor's GRO), so TCP handles, and
+//     acknowledges, one segment where the peer sent several.
 
 import (
 	"net/netip"
@@ -29,6 +32,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
 )
@@ -74,6 +78,11 @@ type link struct {
 	notify chan struct{} // capacity 1: a packet was queued
 	done   chan struct{} // closed by Close
 
+	// gros lends write a GRO engine (gro.GRO) for one batch: WireGuard
+	// writes each peer's batches from a goroutine of its own. Nil when the
+	// stack verifies checksums: a joined segment's are not recomputed.
+	gros *sync.Pool
+
 	packetsIn, bytesIn   atomic.Uint64
 	packetsOut, bytesOut atomic.Uint64
 	dropped              atomic.Uint64
@@ -82,7 +91,7 @@ type link struct {
 var _ stack.LinkEndpoint = (*link)(nil)
 
 func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool) *link {
-	return &link{
+	l := &link{
 		mtu:           uint32(mtu),
 		caps:          capabilities(verify, needs),
 		needsChecksum: needs,
@@ -90,6 +99,14 @@ func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool) *li
 		notify:        make(chan struct{}, 1),
 		done:          make(chan struct{}),
 	}
+	if l.caps&stack.CapabilityRXChecksumOffload != 0 {
+		l.gros = &sync.Pool{New: func() any {
+			g := new(gro.GRO)
+			g.Init(true)
+			return g
+		}}
+	}
+	return l
 }
 
 // WritePackets queues the stack's outbound packets for Device.Read. It takes
@@ -214,6 +231,18 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 		return 0, os.ErrClosed
 	}
 
+	// One packet goes straight to the stack; a batch goes through GRO,
+	// which delivers what it cannot join at once and the rest at Flush.
+	var g *gro.GRO
+	if l.gros != nil && len(bufs) > 1 {
+		g = l.gros.Get().(*gro.GRO)
+		g.Dispatcher = d
+		defer func() {
+			g.Flush()
+			g.Dispatcher = nil
+			l.gros.Put(g)
+		}()
+	}
 	n, bytes := 0, 0
 	for _, buf := range bufs {
 		packet := buf[offset:]
@@ -234,7 +263,13 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 			Payload: buffer.MakeWithData(packet),
 		})
-		d.DeliverNetworkPacket(proto, pkt)
+		if g != nil {
+			// GRO needs both; the NIC sets the second again from caps.
+			pkt.NetworkProtocolNumber, pkt.RXChecksumValidated = proto, true
+			g.Enqueue(pkt)
+		} else {
+			d.DeliverNetworkPacket(proto, pkt)
+		}
 		pkt.DecRef()
 		n++
 		bytes += len(packet)

@@ -253,6 +253,7 @@ func TestTransfer(t *testing.T) {
 		{"dual-stack listener, ipv4", Config{}, dualA, dualB, addrB4},
 		{"dual-stack listener, ipv6", Config{}, dualA, dualB, addrB6},
 		{"64 KiB buffers", Config{TCPBufferSize: 64 << 10}, v4A, v4B, addrB4},
+		{"verifying checksums", Config{VerifyChecksums: true}, v4A, v4B, addrB4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			goroutineLeakCheck(t)
@@ -272,6 +273,18 @@ func TestTransfer(t *testing.T) {
 			}
 			if st := a.Stats(); st.PacketsOut == 0 || st.BytesOut < 4<<20 || st.PacketsIn == 0 || st.BytesIn < 4<<20 {
 				t.Errorf("stats: %+v", st)
+			}
+			// Full-sized segments of one connection in a batch are joined
+			// before TCP (GRO), except where the stack verifies checksums:
+			// a joined segment's are not recomputed.
+			for _, s := range []*Stack{a, b} {
+				segs, pkts := s.stack.Stats().TCP.ValidSegmentsReceived.Value(), s.Stats().PacketsIn
+				switch {
+				case tc.cfg.VerifyChecksums && segs != pkts:
+					t.Errorf("verifying checksums, TCP handled %d segments of %d packets; want each on its own", segs, pkts)
+				case !tc.cfg.VerifyChecksums && segs*2 > pkts:
+					t.Errorf("TCP handled %d segments of %d packets; want batches joined, at most half as many", segs, pkts)
+				}
 			}
 			for _, c := range []*TCPConn{client, server} {
 				ops := c.ep.SocketOptions()
