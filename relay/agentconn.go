@@ -165,10 +165,10 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot, done fun
 		}
 		return
 	}
+	// The first frame's buffer goes with greet's closure once it ran.
 	r := &agentReader{s: s, ac: ac, done: make(chan bool, 1), end: end}
-	r.greet = func() { r.hb = s.greet(ac, first[:n], gate, slot); r.done <- r.hb != nil }
-	r.read = func() { r.done <- s.readFrames(ac, r.hb) }
-	if gopool.Go(r.greet); !<-r.done {
+	greet := func() { r.hb = s.greet(ac, first[:n], gate, slot); r.done <- r.hb != nil }
+	if gopool.Go(greet); !<-r.done {
 		end()
 		return
 	}
@@ -181,39 +181,45 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot, done fun
 				ac.conn.Close()
 			}
 		})
-		r.resume = func() {
-			if !s.readFrames(ac, r.hb) || s.parker.Park(ac.conn, r.wake) != nil {
-				r.end()
-			}
-		}
-		r.wake = func() { gopool.Go(r.resume) }
+		r.done = nil
+		r.resumeFn, r.wake = r.resume, r.wakeUp
 		r.resume()
 		return
 	}
 	defer end()
+	read := func() { r.done <- s.readFrames(ac, r.hb) }
 	for {
 		if ac.conn.WaitReadable() != nil {
 			return
 		}
-		if gopool.Go(r.read); !<-r.done {
+		if gopool.Go(read); !<-r.done {
 			return
 		}
 	}
 }
 
 // agentReader is what serveAgent hands gopool and the parker: made once per
-// connection, so that a wake-up allocates nothing.
+// connection, so that a wake-up allocates nothing. What a parked
+// connection holds while its hub is idle, with its agentConn.
 type agentReader struct {
-	s           *Server
-	ac          *agentConn
-	hb          *hub
-	done        chan bool
-	greet, read func()
-	// With the parker: resume reads what is there and parks the
-	// connection again; wake, the parker's, starts it on gopool; end
+	s    *Server
+	ac   *agentConn
+	hb   *hub
+	done chan bool // gopool's reads report here, until the connection is parked
+	// With the parker: wake, the parker's, starts resume on gopool; end
 	// cleans up after the connection.
-	resume, wake, end func()
+	resumeFn, wake, end func()
 }
+
+// resume reads what the agent has sent and parks the connection again, or
+// ends it.
+func (r *agentReader) resume() {
+	if !r.s.readFrames(r.ac, r.hb) || r.s.parker.Park(r.ac.conn, r.wake) != nil {
+		r.end()
+	}
+}
+
+func (r *agentReader) wakeUp() { gopool.Go(r.resumeFn) }
 
 // startParker makes the parker idle agent connections wait in, closed
 // (waking every connection in it) when the relay closes; where there is
@@ -519,6 +525,7 @@ func (ac *agentConn) write(bufs [][]byte) error {
 		}
 		if ac.onVerify != nil {
 			ac.onVerify(info != nil && info.next)
+			ac.onVerify = nil // once; what it holds need not stay with an idle hub
 		}
 	}
 	return ac.conn.Write(bufs)
