@@ -40,7 +40,8 @@ type parkState struct {
 	p     atomic.Pointer[Parker] // set by the first Park
 	token uint64                 // in parked while parked; 0 when not
 	wake  func()
-	armed bool // the socket is registered with p (armed or spent)
+	armed bool    // the socket is registered with p (armed or spent)
+	sys   parkSys // the platform's per-Conn part (park_linux.go)
 }
 
 // NewParker starts a Parker; where the platform has none (not Linux) it

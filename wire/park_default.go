@@ -8,6 +8,8 @@ import "errors"
 // connection there.
 type parkerSys struct{}
 
+type parkSys struct{}
+
 func (s *parkerSys) start(p *Parker) error {
 	return errors.New("wire.NewParker: not on this platform")
 }

@@ -72,21 +72,43 @@ func (s *parkerSys) stop() {
 	unix.Close(s.evfd)
 }
 
+// parkSys is what a Conn keeps for epoll_ctl through its RawConn: the
+// function Control runs, made once, and its arguments and result, so that
+// a Park allocates nothing.
+type parkSys struct {
+	ctl  func(fd uintptr)
+	epfd int
+	op   int
+	ev   unix.EpollEvent
+	err  error
+}
+
+func (ps *parkSys) ctlOnce(fd uintptr) {
+	ps.err = unix.EpollCtl(ps.epfd, ps.op, int(fd), &ps.ev)
+}
+
+// epollCtl runs epoll_ctl for c's socket while it is open. Under p.mu.
+func (s *parkerSys) epollCtl(c *Conn, op int, events uint32, token uint64) error {
+	ps := &c.park.sys
+	if ps.ctl == nil {
+		ps.ctl = ps.ctlOnce
+	}
+	ps.epfd, ps.op = s.epfd, op
+	ps.ev = unix.EpollEvent{Events: events, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
+	ps.err = nil
+	if err := c.rd.raw.Control(ps.ctl); err != nil {
+		return err
+	}
+	return ps.err
+}
+
 // arm watches c's socket for one readable event under token. Under p.mu.
 func (s *parkerSys) arm(c *Conn, token uint64) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
-	var ctlErr error
-	err := c.rd.raw.Control(func(fd uintptr) {
-		op := unix.EPOLL_CTL_MOD
-		if !c.park.armed {
-			op = unix.EPOLL_CTL_ADD
-		}
-		ctlErr = unix.EpollCtl(s.epfd, op, int(fd), &ev)
-	})
-	if err == nil {
-		err = ctlErr
+	op := unix.EPOLL_CTL_MOD
+	if !c.park.armed {
+		op = unix.EPOLL_CTL_ADD
 	}
-	if err != nil {
+	if err := s.epollCtl(c, op, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT, token); err != nil {
 		return fmt.Errorf("wire.Park: %w", err)
 	}
 	c.park.armed = true
@@ -96,7 +118,5 @@ func (s *parkerSys) arm(c *Conn, token uint64) error {
 // disarm takes c's socket out of the epoll set, while it is still open.
 // Under p.mu.
 func (s *parkerSys) disarm(c *Conn) {
-	c.rd.raw.Control(func(fd uintptr) {
-		unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-	})
+	s.epollCtl(c, unix.EPOLL_CTL_DEL, 0, 0)
 }

@@ -138,3 +138,31 @@ func waitWake(t *testing.T, woke chan struct{}) {
 		}
 	})
 }
+
+// TestParkDoesNotAllocate: a busy connection parks after every burst of
+// frames.
+func TestParkDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	p, err := NewParker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, b := tcpPair(t)
+	c := NewConn(b, ConnConfig{ReleaseIdle: true})
+	defer c.Close()
+	wake := func() {}
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := p.Park(c, wake); err != nil {
+			t.Fatal(err)
+		}
+		p.mu.Lock()
+		c.takeWakeLocked() // as a wake-up does
+		p.mu.Unlock()
+	})
+	if allocs != 0 {
+		t.Fatalf("Park allocates %.1f times", allocs)
+	}
+}
