@@ -3,16 +3,26 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // parkerSys is a Parker's epoll instance: each parked socket is in it,
 // one-shot, under its Park's token; an eventfd under token 0 stops the
-// goroutine that waits in epoll_wait(2).
+// Parker's goroutine. The epoll instance is itself in Go's poller (an
+// epoll fd is readable while it has events): the goroutine waits there
+// like any reader, woken by the scheduler. (Blocked in epoll_wait(2) on a
+// thread of its own, each wake-up went through a thread hand-off: a small
+// request through the relay cost half as much CPU again.)
 type parkerSys struct {
-	epfd, evfd int
-	done       chan struct{} // closed when the goroutine has ended
+	ep      *os.File // the epoll instance
+	evfd    int
+	done    chan struct{} // closed when the goroutine has ended
+	fd      int           // the epoll instance's descriptor (ep.Fd would make it blocking)
+	stopped bool          // token 0 came: the goroutine ends; the goroutine's own
+	evs     [128]unix.EpollEvent
 }
 
 func (s *parkerSys) start(p *Parker) error {
@@ -31,36 +41,47 @@ func (s *parkerSys) start(p *Parker) error {
 		unix.Close(evfd)
 		return fmt.Errorf("wire.NewParker: %w", err)
 	}
-	s.epfd, s.evfd, s.done = epfd, evfd, make(chan struct{})
-	go s.loop(p)
+	unix.SetNonblock(epfd, true) // so that os.NewFile hands it to Go's poller
+	ep := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		unix.Close(evfd)
+		return fmt.Errorf("wire.NewParker: %w", err)
+	}
+	s.ep, s.fd, s.evfd, s.done = ep, epfd, evfd, make(chan struct{})
+	go s.loop(p, rc)
 	return nil
 }
 
-// loop waits for parked sockets, one thread blocked in epoll_wait for all
-// of them, and wakes each that is ready.
-func (s *parkerSys) loop(p *Parker) {
+// loop wakes the parked Conns whose sockets are ready, as epoll reports
+// them, until the eventfd says stop.
+func (s *parkerSys) loop(p *Parker, rc syscall.RawConn) {
 	defer close(s.done)
-	var evs [128]unix.EpollEvent
-	for {
-		n, err := unix.EpollWait(s.epfd, evs[:], -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return // EBADF/EINVAL: only a bug; Close still wakes every Conn
-		}
-		stop := false
-		for _, ev := range evs[:n] {
-			if tok := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32; tok != 0 {
-				p.ready(tok)
-			} else {
-				stop = true
+	rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), s.evs[:], 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return true // EBADF/EINVAL: only a bug; Close still wakes every Conn
+			}
+			if n == 0 {
+				return false // wait in Go's poller for the next events
+			}
+			for _, ev := range s.evs[:n] {
+				if tok := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32; tok != 0 {
+					p.ready(tok)
+				} else {
+					s.stopped = true
+				}
+			}
+			if s.stopped {
+				return true
 			}
 		}
-		if stop {
-			return
-		}
-	}
+	})
 }
 
 func (s *parkerSys) stop() {
@@ -68,7 +89,7 @@ func (s *parkerSys) stop() {
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(s.evfd, one[:])
 	<-s.done
-	unix.Close(s.epfd)
+	s.ep.Close()
 	unix.Close(s.evfd)
 }
 
@@ -93,7 +114,7 @@ func (s *parkerSys) epollCtl(c *Conn, op int, events uint32, token uint64) error
 	if ps.ctl == nil {
 		ps.ctl = ps.ctlOnce
 	}
-	ps.epfd, ps.op = s.epfd, op
+	ps.epfd, ps.op = s.fd, op
 	ps.ev = unix.EpollEvent{Events: events, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
 	ps.err = nil
 	if err := c.rd.raw.Control(ps.ctl); err != nil {
