@@ -166,8 +166,8 @@ func fleet(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ks) == 0 || len(ks) > 10000 {
-		return fmt.Errorf("-keys: %d keys, want 1–10000", len(ks))
+	if len(ks) == 0 || len(ks) > maxTCPHubs() {
+		return fmt.Errorf("-keys: %d keys, want 1–%d (a TCP connection each, within ulimit -n %d)", len(ks), maxTCPHubs(), fdLimit())
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
