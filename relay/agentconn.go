@@ -183,7 +183,7 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot, done fun
 		})
 		r.done = nil
 		r.resumeFn, r.wake = r.resume, r.wakeUp
-		r.resume()
+		r.wake() // the initiation that came with the Hello, on a grown stack
 		return
 	}
 	defer end()
