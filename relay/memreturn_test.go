@@ -18,8 +18,8 @@ func TestMemReturnAfterManyPeersGo(t *testing.T) {
 		want    bool
 	}{
 		{returnMemAfter - 1, 0, false},
-		{1, 30 * time.Second, true}, // returnMemAfter in all
-		{0, 60 * time.Second, true}, // once more, for the queues
+		{1, 30 * time.Second, true},               // returnMemAfter in all
+		{0, 60 * time.Second, true},               // once more, for the queues
 		{returnMemAfter, 80 * time.Second, false}, // within returnMemEvery of the last
 		{0, 30*time.Second + returnMemEvery, true},
 		{0, 60*time.Second + returnMemEvery, true},
