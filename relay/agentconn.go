@@ -116,8 +116,13 @@ func (s *Server) acceptAgents() {
 // connection and nothing else. Its slot in gate (limits.go) stops counting
 // as before Hello once the agent has said one, and is busy (not closed to
 // make room for others) once the connection holds something: a hub proven
-// by its handshake, or an enrollment.
-func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
+// by its handshake, or an enrollment. It calls done (if not nil) once the
+// connection has ended, which over TCP may be after it returned: an idle
+// connection then waits in s.parker, with no goroutine of its own.
+func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot, done func()) {
+	if done == nil {
+		done = func() {}
+	}
 	// Before its Hello a connection holds as little as it can: a scan or a
 	// flood of idle connections must not cost a read buffer (4 KiB) each. The first frame is read on its own, into a
 	// buffer of its size.
@@ -125,6 +130,7 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 	first := make([]byte, firstFrameMax)
 	n, err := readFirstFrame(c, first)
 	if err != nil {
+		done()
 		return // not an agent, or silent: drop it quietly
 	}
 	ac := newAgentConn(c)
@@ -132,50 +138,105 @@ func (s *Server) serveAgent(c net.Conn, gate *connGate, slot *gateSlot) {
 	s.mu.Lock()
 	if s.goingAway {
 		s.mu.Unlock()
+		done()
 		return
 	}
 	s.agent[ac] = struct{}{}
 	s.agentsWG.Add(1)
 	s.mu.Unlock()
-	defer s.agentsWG.Done()
-	defer s.agentGone(ac)
+	end := func() {
+		s.agentGone(ac)
+		s.agentsWG.Done()
+		done()
+	}
 
-	// Over TCP this goroutine only waits while the agent is quiet, with
-	// a shallow stack and no buffer (wire.Conn.WaitReadable); the hub's
-	// Hello and its frames are read on gopool's goroutines, whose stacks
-	// have grown for the handshake's cryptography and WireGuard's receive
-	// path. An idle hub's reader costs ~4 KB of stack, not 8–16 KB.
-	// Over TLS (no socket to wait on) all of it runs here.
+	// Over TCP the hub's Hello and its frames are read on gopool's
+	// goroutines, whose stacks have grown for the handshake's cryptography
+	// and WireGuard's receive path. While the agent is quiet the
+	// connection waits in s.parker (epoll) with neither a buffer nor a
+	// goroutine (an idle hub's goroutine cost ~4 KB of stack), or where
+	// there is no parker, on this goroutine with a shallow stack
+	// (wire.Conn.WaitReadable). Over TLS (no socket to wait on) all of it
+	// runs here.
 	if !ac.conn.CanWait() {
+		defer end()
 		if hb := s.greet(ac, first[:n], gate, slot); hb != nil {
 			s.readFrames(ac, hb)
 		}
 		return
 	}
-	r := agentReader{s: s, ac: ac, done: make(chan bool, 1)}
-	r.greet = func() { r.hb = s.greet(ac, first[:n], gate, slot); r.done <- r.hb != nil }
-	r.read = func() { r.done <- s.readFrames(ac, r.hb) }
-	if gopool.Go(r.greet); !<-r.done {
+	// The first frame's buffer goes with greet's closure once it ran.
+	r := &agentReader{s: s, ac: ac, done: make(chan bool, 1), end: end}
+	greet := func() { r.hb = s.greet(ac, first[:n], gate, slot); r.done <- r.hb != nil }
+	if gopool.Go(greet); !<-r.done {
+		end()
 		return
 	}
+	if s.parker != nil {
+		// Parked, the connection's read deadline (handshakeTimeout until
+		// WireGuard answers the hub's handshake) is not looked at: a
+		// timer closes it instead if it is still unverified then.
+		time.AfterFunc(handshakeTimeout, func() {
+			if ac.state.Load() == connUnverified {
+				ac.conn.Close()
+			}
+		})
+		r.done = nil
+		r.resumeFn, r.wake = r.resume, r.wakeUp
+		r.wake() // the initiation that came with the Hello, on a grown stack
+		return
+	}
+	defer end()
+	read := func() { r.done <- s.readFrames(ac, r.hb) }
 	for {
 		if ac.conn.WaitReadable() != nil {
 			return
 		}
-		if gopool.Go(r.read); !<-r.done {
+		if gopool.Go(read); !<-r.done {
 			return
 		}
 	}
 }
 
-// agentReader is what serveAgent's waiting goroutine hands gopool: made
-// once per connection, so that a wake-up allocates nothing.
+// agentReader is what serveAgent hands gopool and the parker: made once per
+// connection, so that a wake-up allocates nothing. What a parked
+// connection holds while its hub is idle, with its agentConn.
 type agentReader struct {
-	s           *Server
-	ac          *agentConn
-	hb          *hub
-	done        chan bool
-	greet, read func()
+	s    *Server
+	ac   *agentConn
+	hb   *hub
+	done chan bool // gopool's reads report here, until the connection is parked
+	// With the parker: wake, the parker's, starts resume on gopool; end
+	// cleans up after the connection.
+	resumeFn, wake, end func()
+}
+
+// resume reads what the agent has sent and parks the connection again, or
+// ends it.
+func (r *agentReader) resume() {
+	if !r.s.readFrames(r.ac, r.hb) || r.s.parker.Park(r.ac.conn, r.wake) != nil {
+		r.end()
+	}
+}
+
+func (r *agentReader) wakeUp() { gopool.Go(r.resumeFn) }
+
+// startParker makes the parker idle agent connections wait in, closed
+// (waking every connection in it) when the relay closes; where there is
+// none, each waits on a goroutine of its own.
+func (s *Server) startParker() {
+	p, err := wire.NewParker()
+	if err != nil {
+		s.log.Debug("idle agent connections wait on a goroutine each", "why", err.Error())
+		return
+	}
+	s.parker = p
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-s.closing
+		p.Close()
+	}()
 }
 
 // readFrames reads the agent's frames, each into a pooled buffer taken
@@ -464,6 +525,7 @@ func (ac *agentConn) write(bufs [][]byte) error {
 		}
 		if ac.onVerify != nil {
 			ac.onVerify(info != nil && info.next)
+			ac.onVerify = nil // once; what it holds need not stay with an idle hub
 		}
 	}
 	return ac.conn.Write(bufs)

@@ -129,22 +129,24 @@ func (s *Server) serveAgentPublic(tc *tls.Conn, pc *publicConn) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	s.serveAgent(tc, s.publicGate, pc.slot)
+	s.serveAgent(tc, s.publicGate, pc.slot, nil)
 }
 
 // serveAgentPort serves a connection to the agent port: frames, or TLS
 // (first byte 0x16) with frames inside it.
-func (s *Server) serveAgentPort(c net.Conn, slot *gateSlot) {
+func (s *Server) serveAgentPort(c net.Conn, slot *gateSlot, done func()) {
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
 	var first [1]byte
 	if _, err := io.ReadFull(c, first[:]); err != nil {
+		done()
 		return
 	}
 	pc := &peekedConn{Conn: c, first: first[0], peeked: true}
 	if first[0] != tlsHandshakeRecord {
-		s.serveAgent(pc, s.agentGate, slot)
+		s.serveAgent(pc, s.agentGate, slot, done) // calls done
 		return
 	}
+	defer done()
 	tc := tls.Server(pc, s.agentTLS)
 	ctx, cancel := context.WithTimeout(context.Background(), helloTimeout)
 	defer cancel()
@@ -154,7 +156,7 @@ func (s *Server) serveAgentPort(c net.Conn, slot *gateSlot) {
 	if tc.ConnectionState().NegotiatedProtocol != wire.ALPN && !s.agentPortUpgrade(tc) {
 		return
 	}
-	s.serveAgent(tc, s.agentGate, slot)
+	s.serveAgent(tc, s.agentGate, slot, nil)
 }
 
 // agentPortUpgrade reads an HTTP request on a TLS connection to the agent

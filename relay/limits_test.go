@@ -227,7 +227,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	ln := &errListener{}
 	s.wg.Add(1)
 	start := time.Now()
-	go s.acceptLoop(ln, "the agent port", newConnGate("agent", "limit_agent_conns", 1, 1, s.log), func(net.Conn, *gateSlot) {})
+	go s.acceptLoop(ln, "the agent port", newConnGate("agent", "limit_agent_conns", 1, 1, s.log), func(_ net.Conn, _ *gateSlot, done func()) { done() })
 	poll.Until(t, 10*time.Second, "the accept loop to back off past 1 s", func() bool {
 		ln.mu.Lock()
 		defer ln.mu.Unlock()

@@ -160,6 +160,7 @@ type Server struct {
 	conns     map[net.Conn]struct{} // agent and public connections, closed at Close
 	agent     map[*agentConn]struct{}
 	agentsWG  sync.WaitGroup // serveAgent calls that registered in agent
+	parker    *wire.Parker   // idle agent connections wait here, with no goroutine (agentconn.go); nil where there is none
 	goingAway bool           // Close has begun telling agents; no new ones
 
 	// peersMu: one change of WireGuard's peers at a time (syncHubs,
@@ -304,6 +305,7 @@ func (s *Server) Start() (err error) {
 	if err := s.startDebug(); err != nil {
 		return err
 	}
+	s.startParker()
 	s.wg.Add(2)
 	go s.acceptAgents()
 	go s.watchRevision()
@@ -445,10 +447,12 @@ func (s *Server) untrack(c net.Conn) {
 }
 
 // acceptLoop accepts until ln is closed, handing each connection with its
-// slot in gate to handle, in a goroutine counted by s.wg. A connection the
+// slot in gate to handle, in a goroutine counted by s.wg until handle calls
+// done, exactly once, perhaps after it returned (an idle agent connection
+// waits with no goroutine: agentconn.go). A connection the
 // gate has no room for is reset at once; accept errors (out of file
 // descriptors) back off (acceptBackoff).
-func (s *Server) acceptLoop(ln net.Listener, what string, gate *connGate, handle func(net.Conn, *gateSlot)) {
+func (s *Server) acceptLoop(ln net.Listener, what string, gate *connGate, handle func(c net.Conn, slot *gateSlot, done func())) {
 	defer s.wg.Done()
 	b := acceptBackoff{what: what, log: s.log}
 	for {
@@ -470,12 +474,11 @@ func (s *Server) acceptLoop(ln net.Listener, what string, gate *connGate, handle
 			continue
 		}
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer gate.release(slot)
-			defer s.untrack(c)
-			handle(c, slot)
-		}()
+		go handle(c, slot, func() {
+			s.untrack(c)
+			gate.release(slot)
+			s.wg.Done()
+		})
 	}
 }
 

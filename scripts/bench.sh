@@ -9,7 +9,8 @@
 #
 # Knobs, for a quicker look (the defaults are what BENCHMARKS.md reports):
 #   IDLE=5m      idle window for the idle-traffic figure (0 skips rekey and idle)
-#   HUBS=10000   hubs connected to one relay, 0–10000 (0 skips)
+#   HUBS=10000   TCP hubs connected to one relay, 0–100000 within the file
+#                descriptor limit (ulimit -n less 500; 0 skips)
 #   DUR=5s       each throughput measurement (after 1 s of warm-up)
 #   CALLS=2000   XML-RPC calls timed per path
 #   SESSIONS=200 concurrent sessions through one hub

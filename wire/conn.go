@@ -58,13 +58,16 @@ type Conn struct {
 	rd  *readBuf
 	hdr [2]byte // here rather than on ReadFrame's stack, where it would escape
 
+	park parkState // while a Parker waits for it (park.go)
+
 	closeOnce sync.Once
 	done      chan struct{}
 	err       error // why it closed; written before done is closed
 
 	mu           sync.Mutex // guards the fields below
-	wbuf         []byte
-	queued       []byte // frames that go out in front of the next write
+	wbuf         []byte     // the write buffer, kept between writes unless poolWrites
+	poolWrites   bool       // ConnConfig.ReleaseIdle: wbuf comes from writePool for each write
+	queued       []byte     // frames that go out in front of the next write
 	lastWrite    time.Time
 	ka           *keepaliveFilter
 	final        bool // WriteFinal has written the last frame
@@ -104,6 +107,7 @@ func NewConn(c net.Conn, cfg ConnConfig) *Conn {
 		rd:           newReadBuf(c, cfg.ReadBuffer, cfg.ReleaseIdle),
 		done:         make(chan struct{}),
 		writeTimeout: cfg.WriteTimeout,
+		poolWrites:   cfg.ReleaseIdle,
 	}
 	fc.ka = newKeepaliveFilter(fc.flushKeepalive)
 	return fc
@@ -272,7 +276,13 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 	if c.final {
 		return ErrFinal
 	}
-	buf := append(c.wbuf[:0], c.queued...)
+	wb := c.wbuf
+	if c.poolWrites {
+		bp := writePool.Get().(*[]byte)
+		defer func() { *bp = wb[:0]; writePool.Put(bp) }()
+		wb = *bp
+	}
+	buf := append(wb[:0], c.queued...)
 	c.queued = c.queued[:0]
 	for _, p := range msgs {
 		var err error
@@ -281,7 +291,10 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 		}
 		c.counters.sent(p)
 	}
-	c.wbuf = buf
+	wb = buf
+	if !c.poolWrites {
+		c.wbuf = buf
+	}
 	if len(buf) == 0 {
 		return nil
 	}
@@ -297,6 +310,11 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 	return nil
 }
 
+// writePool holds the write buffers of Conns with ConnConfig.ReleaseIdle:
+// a relay's idle agent connection holds none between its writes (one that
+// has sent a handshake response kept ~350 bytes).
+var writePool = sync.Pool{New: func() any { return new([]byte) }}
+
 // Close closes the connection; Err then reports net.ErrClosed unless it had
 // closed for another reason first.
 func (c *Conn) Close() error {
@@ -310,6 +328,7 @@ func (c *Conn) CloseWithError(err error) {
 	c.closeOnce.Do(func() {
 		c.err = err
 		close(c.done)
+		c.unpark() // before the socket's number is free for another
 		c.c.Close()
 	})
 }

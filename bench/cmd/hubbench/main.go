@@ -50,7 +50,7 @@ func runAll(args []string) error {
 	calls := fs.Int("calls", 2000, "XML-RPC calls timed per path")
 	sessions := fs.Int("sessions", 200, "concurrent sessions through one hub")
 	held := fs.Int("held", 1500, "sessions held open for the agent's memory, 0–2000 (0 skips)")
-	hubs := fs.Int("hubs", 10000, "connected hubs for the relay memory phase, 0–10000 (0 skips)")
+	hubs := fs.Int("hubs", 10000, "connected TCP hubs for the relay memory phase, 0–100000 and within the file descriptor limit (0 skips)")
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
 	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
@@ -69,8 +69,10 @@ func runAll(args []string) error {
 		}
 	}
 	switch {
-	case *hubs < 0 || *hubs > 10000:
-		return fmt.Errorf("-hubs %d: want 0–10000", *hubs)
+	case *hubs < 0 || *hubs > 100000:
+		return fmt.Errorf("-hubs %d: want 0–100000", *hubs)
+	case *hubs > maxTCPHubs():
+		return fmt.Errorf("-hubs %d: the relay holds a file descriptor per TCP hub and so does the fleet, and this machine allows %d per process (ulimit -n): at most %d", *hubs, fdLimit(), maxTCPHubs())
 	case *idle < 0 || *idle > 2*time.Hour:
 		return fmt.Errorf("-idle %v: want 0–2h", *idle)
 	case *dur < time.Second || *dur > 5*time.Minute:
@@ -164,8 +166,8 @@ func fleet(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(ks) == 0 || len(ks) > 10000 {
-		return fmt.Errorf("-keys: %d keys, want 1–10000", len(ks))
+	if len(ks) == 0 || len(ks) > maxTCPHubs() {
+		return fmt.Errorf("-keys: %d keys, want 1–%d (a TCP connection each, within ulimit -n %d)", len(ks), maxTCPHubs(), fdLimit())
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -177,3 +179,21 @@ func fleet(args []string) error {
 	f.Close()
 	return nil
 }
+
+// fdLimit is the soft limit on open files of this process, which the relay
+// and the fleet it starts inherit.
+func fdLimit() int {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<30 {
+		return 1 << 30
+	}
+	return int(r.Cur)
+}
+
+// maxTCPHubs is how many TCP hubs fit in the file descriptor limit, with
+// room for each process's own files (listeners, the store, logs).
+func maxTCPHubs() int { return max(fdLimit()-fdReserve, 0) }
+
+// fdReserve is what the relay and the fleet keep of their file descriptors
+// for themselves.
+const fdReserve = 500
