@@ -6,11 +6,9 @@ import (
 	"time"
 )
 
-// testdata/agent-conn.fields is tshark's field output (ReadStream) for a real
-// capture of an agent connection to relay port 44453: setup, one TCP
-// keepalive exchange, a request 122 s later that made the agent rekey, and
-// the relay's passive keepalive 10 s after it.
-func TestParseStream(t *testing.T) {
+// testStream parses testdata/agent-conn.fields (see TestParseStream).
+func testStream(t *testing.T) *Stream {
+	t.Helper()
 	text, err := os.ReadFile("testdata/agent-conn.fields")
 	if err != nil {
 		t.Fatal(err)
@@ -19,6 +17,15 @@ func TestParseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// testdata/agent-conn.fields is tshark's field output (ReadStream) for a real
+// capture of an agent connection to relay port 44453: setup, one TCP
+// keepalive exchange, a request 122 s later that made the agent rekey, and
+// the relay's passive keepalive 10 s after it.
+func TestParseStream(t *testing.T) {
+	s := testStream(t)
 	at := func(sec, nsec int64) time.Time { return time.Unix(sec, nsec) }
 	start := s.Packets[0].Time
 
@@ -106,14 +113,7 @@ func TestIdleModel(t *testing.T) {
 // payload once, in its direction only; a keepalive probe (one number
 // below the next, no payload) and the SYN count nothing.
 func TestResent(t *testing.T) {
-	text, err := os.ReadFile("testdata/agent-conn.fields")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ParseStream(string(text), 44453)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testStream(t)
 	all0, all1 := s.Packets[0].Time, s.Packets[len(s.Packets)-1].Time.Add(time.Second)
 	if up, down := s.Resent(all0, all1, true), s.Resent(all0, all1, false); up != 0 || down != 0 {
 		t.Fatalf("a capture without retransmissions: Resent %d up, %d down; want 0", up, down)
