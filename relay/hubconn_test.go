@@ -187,6 +187,9 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 		case "silent": // never an answer
 			<-stall
 			return false
+		case "huge head": // a whole head of 2 MiB, twice what the relay reads
+			io.WriteString(hc.conn, "HTTP/1.1 200 OK\r\n"+strings.Repeat("X-Junk: "+strings.Repeat("j", 56)+"\r\n", 2<<20/66)+"Content-Length: 0\r\n\r\n")
+			return false
 		}
 		io.WriteString(hc.conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return true
@@ -213,6 +216,14 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 			t.Fatalf("a hub that never answers: %v %v; want 502", resp, err)
 		}
 		poll.Until(t, 10*time.Second, "a log line naming the timeout", func() bool { return tr.logged("no answer within 300ms") == 1 })
+	})
+	t.Run("an answer head over the limit", func(t *testing.T) {
+		c, br := userConn(t, tr)
+		io.WriteString(c, tr.head("GET", "X-Test: huge head\r\n"))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("a hub whose answer head is 2 MiB: %v %v; want 502", resp, err)
+		}
 	})
 	t.Run("an upgrade not asked for", func(t *testing.T) {
 		c, br := userConn(t, tr)
