@@ -393,7 +393,7 @@ func (c *hubConn) roundTrip(r *http.Request, reused bool) (*http.Response, error
 	c.mu.Lock()
 	c.setLocked(connBody, time.Time{})
 	c.mu.Unlock()
-	c.body = hubBody{c: c, rc: resp.Body}
+	c.body = hubBody{c: c, rc: resp.Body, ctx: ctx}
 	resp.Body = &c.body
 	return resp, nil
 }
@@ -495,6 +495,7 @@ func (c *hubConn) finish(ok bool) {
 type hubBody struct {
 	c    *hubConn
 	rc   io.ReadCloser
+	ctx  context.Context // the request's
 	done bool
 }
 
@@ -506,6 +507,11 @@ func (b *hubBody) Read(p []byte) (int, error) {
 	if err != nil {
 		b.done = true
 		b.c.finish(err == io.EOF)
+		if err != io.EOF && b.ctx.Err() != nil {
+			// The user left and close cut the read short. Say so:
+			// ReverseProxy logs any other error as the hub's.
+			err = b.ctx.Err()
+		}
 	}
 	return n, err
 }

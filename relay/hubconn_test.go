@@ -187,6 +187,9 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 		case "silent": // never an answer
 			<-stall
 			return false
+		case "cut short": // 5 bytes of 100, then the connection ends
+			io.WriteString(hc.conn, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+			return false
 		case "huge head": // a whole head of 2 MiB, twice what the relay reads
 			io.WriteString(hc.conn, "HTTP/1.1 200 OK\r\n"+strings.Repeat("X-Junk: "+strings.Repeat("j", 56)+"\r\n", 2<<20/66)+"Content-Length: 0\r\n\r\n")
 			return false
@@ -196,6 +199,7 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 	})
 
 	t.Run("user hangs up mid-answer", func(t *testing.T) {
+		served := tr.logged("msg=request")
 		c, br := userConn(t, tr)
 		io.WriteString(c, tr.head("GET", "X-Test: stream\r\n"))
 		resp, err := http.ReadResponse(br, nil)
@@ -207,6 +211,26 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 		}
 		c.Close()
 		h.waitClosed(t, h.requests()[len(h.requests())-1], "the hub's connection closed after the user left")
+		// A user leaving is no failure of the hub's: the access log
+		// says it, and nothing else does.
+		poll.Until(t, 10*time.Second, "the request's access log line", func() bool { return tr.logged("msg=request") > served })
+		if n := tr.logged("proxy to a hub failed"); n != 0 {
+			t.Errorf("a user hanging up was logged as the hub's failure %d times", n)
+		}
+	})
+	t.Run("the hub breaks off mid-answer", func(t *testing.T) {
+		c, br := userConn(t, tr)
+		io.WriteString(c, tr.head("GET", "X-Test: cut short\r\n"))
+		// The user's connection breaks (ErrAbortHandler): no answer
+		// that looks whole.
+		if resp, err := http.ReadResponse(br, nil); err == nil {
+			if body, err := io.ReadAll(resp.Body); err == nil {
+				t.Errorf("an answer the hub cut short reached the user whole: %d %q", resp.StatusCode, body)
+			}
+		}
+		poll.Until(t, 10*time.Second, "the relay's log to say the hub's answer broke off", func() bool {
+			return tr.logged("proxy to a hub failed", "unexpected EOF") == 1
+		})
 	})
 	t.Run("no answer head in time", func(t *testing.T) {
 		c, br := userConn(t, tr)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -86,6 +88,9 @@ func newHubProxy(s *Server) *hubProxy {
 		Transport:      p,
 		FlushInterval:  flushInterval,
 		BufferPool:     bufferPool{},
+		// What ReverseProxy logs itself (a hub's answer that broke off
+		// mid-body) goes to the relay's log, not to the standard logger.
+		ErrorLog: log.New(proxyErrorLog{errLog}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt := r.Context().Value(routeKey{}).(*route)
 			if !errors.Is(err, context.Canceled) {
@@ -247,4 +252,13 @@ func clientIP(remote string) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
+}
+
+// proxyErrorLog writes ReverseProxy's own log lines as one rate-limited
+// warning of the relay's.
+type proxyErrorLog struct{ log *slog.Logger }
+
+func (l proxyErrorLog) Write(p []byte) (int, error) {
+	l.log.Warn("the relay's proxy to a hub failed", logger.Err, strings.TrimSpace(strings.TrimPrefix(string(p), "httputil: ")))
+	return len(p), nil
 }
