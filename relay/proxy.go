@@ -237,10 +237,15 @@ func (c *trackedConn) Close() error {
 	return nil
 }
 
-// bufferPool lends ReverseProxy its copy buffers.
+// bufferPool lends ReverseProxy its copy buffers, 64 KiB: half the reads
+// and writes of 32 KiB for a download. Measured against 32 KiB (hubbench
+// peers phase, 4 alternated pairs), the relay's CPU per GB fell from
+// 1.72 to 1.50 s (medians); its RSS under load rose by about 10 MB (main
+// phase: 200 sessions' buffers, and what sync.Pool keeps until the next
+// collections). A buffer is held only while an answer's body is copied.
 type bufferPool struct{}
 
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
