@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -73,9 +74,14 @@ func TestReloadAppliesLimits(t *testing.T) {
 	}
 
 	held := []net.Conn{dial(), dial()}
-	if got := ask(dial()); got.code != 503 {
+	refused := dial()
+	if got := ask(refused); got.code != 503 {
 		t.Fatalf("a 3rd connection at limit_conns_per_address 2: %d %v; want 503", got.code, got.err)
 	}
+	// A refused connection counts until the relay has closed it, which
+	// may come just after its answer.
+	refused.Close()
+	poll.Until(t, 10*time.Second, "the refused connection counted out", func() bool { return tr.connsFrom("127.0.0.1") == len(held) })
 	reload("limit_conns_per_address = 3\nlimit_requests_per_second = 1\nlimit_agent_prehello_per_address = 4\n")
 	held = append(held, dial())
 	if got := ask(held[2]); got.code != 200 || got.body != who("a") {
@@ -168,4 +174,15 @@ func TestReloadFollowsHubList(t *testing.T) {
 	if tr.logged("removed the hub the config no longer lists", "hub=b") != 1 || tr.logged("reload: applied", "keys=hub") != 1 {
 		t.Error("the reload did not log the hub it removed and the key it applied")
 	}
+}
+
+// connsFrom is how many public connections the relay counts from addr.
+func (tr *testRelay) connsFrom(addr string) int {
+	l := tr.limits
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.addrs[netip.PrefixFrom(netip.MustParseAddr(addr), 32)]; st != nil {
+		return int(st.conns.Load())
+	}
+	return 0
 }
