@@ -232,30 +232,25 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 			return tr.logged("proxy to a hub failed", "unexpected EOF") == 1
 		})
 	})
-	t.Run("no answer head in time", func(t *testing.T) {
+	// badGateway asks the hub for answer test and wants the user to get 502.
+	badGateway := func(t *testing.T, test, what string) {
+		t.Helper()
 		c, br := userConn(t, tr)
-		io.WriteString(c, tr.head("GET", "X-Test: silent\r\n"))
+		io.WriteString(c, tr.head("GET", "X-Test: "+test+"\r\n"))
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil || resp.StatusCode != http.StatusBadGateway {
-			t.Fatalf("a hub that never answers: %v %v; want 502", resp, err)
+			t.Fatalf("%s: %v %v; want 502", what, resp, err)
 		}
+	}
+	t.Run("no answer head in time", func(t *testing.T) {
+		badGateway(t, "silent", "a hub that never answers")
 		poll.Until(t, 10*time.Second, "a log line naming the timeout", func() bool { return tr.logged("no answer within 300ms") == 1 })
 	})
 	t.Run("an answer head over the limit", func(t *testing.T) {
-		c, br := userConn(t, tr)
-		io.WriteString(c, tr.head("GET", "X-Test: huge head\r\n"))
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusBadGateway {
-			t.Fatalf("a hub whose answer head is 2 MiB: %v %v; want 502", resp, err)
-		}
+		badGateway(t, "huge head", "a hub whose answer head is 2 MiB")
 	})
 	t.Run("an upgrade not asked for", func(t *testing.T) {
-		c, br := userConn(t, tr)
-		io.WriteString(c, tr.head("GET", "X-Test: switch\r\n"))
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusBadGateway {
-			t.Fatalf("a hub switching protocols unasked: %v %v; want 502", resp, err)
-		}
+		badGateway(t, "switch", "a hub switching protocols unasked")
 		h.waitClosed(t, h.requests()[len(h.requests())-1], "the switched connection closed")
 	})
 	t.Run("idle", func(t *testing.T) {
