@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing: Debian packages for the
-# real peers (wireguard-go, wg, ip, tinyproxy, squid-openssl, dnsmasq, python3), the shells a
-# CCU has for the addon scripts (busybox, tclsh), PostgreSQL for the store's
-# tests, Chromium and Node.js for the browser tests, the Go modules, and the
-# browser tests' npm package (playwright-core, pinned by
-# e2e/browser/package-lock.json, into e2e/browser/node_modules). (The
+# real peers (wireguard-go, wg, ip, tinyproxy, squid-openssl, dnsmasq, python3,
+# curl), a packet capture (tshark), the shells a CCU has for the addon scripts
+# (busybox, tclsh), PostgreSQL for the store's tests, Chromium and Node.js for
+# the browser tests, the Go modules, and the browser tests' npm package
+# (playwright-core, pinned by e2e/browser/package-lock.json, into
+# e2e/browser/node_modules). (The
 # Makefile's pinned staticcheck comes with `go run`, outside go.mod.)
 set -euo pipefail
 . "$(dirname "$0")/apt-lib.sh"
@@ -25,6 +26,10 @@ have tinyproxy    || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || 
 # dnsmasq-base: the resolver alone, without the package that starts a system daemon.
 have dnsmasq      || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 have python3      || need+=(python3)
+have curl         || need+=(curl) # the printed app lines are run as a user would
+# e2e/stats_test.go holds the agent's traffic record against a capture of its
+# connection: dumpcap captures, tshark reads (both from Debian's tshark).
+{ have dumpcap && have tshark; } || need+=(tshark)
 # The addon's scripts run under busybox sh and tclsh on a CCU; addon/ tests them there.
 have busybox      || [ -x /bin/busybox ] || need+=(busybox-static)
 have tclsh        || need+=(tcl)
