@@ -91,6 +91,58 @@ func TestRelayGracefulRestart(t *testing.T) {
 	s.waitSessionsLogged(1) // before cleanup stops anything: see TestRelayStopsWithSessionToVanishedHub
 }
 
+// TestRequestWaitsThroughRelayRestart: a user's request that reaches a
+// relay which has just started, before the hub's agent is back, waits for
+// the agent and is served, rather than answered "Hub offline": after a
+// graceful stop (the store says when the agent left) and after a crash
+// (the store still says it is online). The agent is held (SIGSTOP) so
+// that the request surely comes first. A hub that was not online is
+// answered at once.
+func TestRequestWaitsThroughRelayRestart(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{offlineHubs: 1})
+	s.startAgent(agentOpts{})
+	s.waitConnected(15 * time.Second)
+	s.mustGetWebUI()
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	for i, how := range []string{"SIGTERM", "SIGKILL"} {
+		s.agent.cmd.Process.Signal(syscall.SIGSTOP)
+		if how == "SIGKILL" {
+			s.relay.kill()
+		} else {
+			s.relay.stop(t)
+		}
+		s.relay = s.startRelay(fmt.Sprintf("relay-%d", i+2))
+
+		start := time.Now()
+		code, _, err := s.get(s.url("http", "offline1", 80, "/"))
+		if err != nil || code != http.StatusNotFound {
+			t.Errorf("after %s: GET a hub that was offline: %d %v, want 404", how, code, err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("after %s: the request for a hub that was offline waited %v", how, took)
+		}
+
+		got := make(chan result, 1)
+		go func() {
+			code, body, err := s.get(s.url("http", "demo", 80, "/"))
+			got <- result{code, body, err}
+		}()
+		poll.Until(t, 10*time.Second, "the relay to hold the request for demo", func() bool {
+			return strings.Contains(s.relay.logText(), `msg="hub is reconnecting; a request waits" hub=demo `)
+		})
+		s.agent.cmd.Process.Signal(syscall.SIGCONT)
+		r := <-got
+		if r.err != nil || r.code != 200 || !strings.Contains(r.body, "HomeMatic WebUI") {
+			t.Fatalf("after %s: GET the WebUI while the agent came back: status %d, err %v, body %.200q", how, r.code, r.err, r.body)
+		}
+	}
+}
+
 // TestConnectionCut cuts the agent's TCP connection underneath it (a
 // forwarder between agent and relay closes both sides but keeps listening)
 // and checks that the agent reconnects and the WebUI loads again, with

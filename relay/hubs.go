@@ -41,8 +41,9 @@ const (
 	// connection ended less than reconnectWindow ago (the agent updating
 	// or restarting, its network blinking) waits up to reconnectWait for
 	// the agent to connect again, rather than failing with "Hub offline"
-	// in the second the agent needs. A relay that restarts knows of no
-	// earlier connection.
+	// in the second the agent needs. A relay that has just started counts
+	// the hubs the store says were online, or went less than
+	// reconnectWindow before, as gone at its start (recentlyOnline).
 	reconnectWindow = 30 * time.Second
 	reconnectWait   = 5 * time.Second
 	// udpSessionFresh is how recent a UDP hub's last handshake must be for
@@ -322,6 +323,16 @@ func (h *hub) due(last *time.Time, now time.Time) bool {
 	return true
 }
 
+// goneNow counts h, which has no connection, as gone now: reconnecting
+// for the next reconnectWindow.
+func (r *registry) goneNow(h *hub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.online.Load() == 0 {
+		h.goneAt = r.now()
+	}
+}
+
 // reconnecting reports whether h has no connection now but had one less
 // than reconnectWindow ago.
 func (r *registry) reconnecting(h *hub) bool {
@@ -505,9 +516,28 @@ func (s *Server) syncHubs() error {
 		// Its WireGuard peer comes with its first packet (peers.go).
 		if !starting {
 			s.log.Info("hub served now", logger.Hub, h.Name, "tunnel_ip", h.ip)
+		} else if s.backSoon[h.Name] {
+			s.hubs.goneNow(h)
 		}
 	}
+	s.backSoon = nil
 	return nil
+}
+
+// recentlyOnline names the stored hubs whose agent was connected when
+// the relay before this one stopped (still marked online: it crashed, or
+// stopped before the record reached the store), or left less than
+// reconnectWindow before now. Their agents come back within seconds of
+// this relay's start, and a request for one of them in those seconds
+// waits for it (awaitReconnect) rather than failing with "Hub offline".
+func recentlyOnline(stored []store.Hub, now time.Time) map[string]bool {
+	back := map[string]bool{}
+	for _, h := range stored {
+		if !h.OnlineSince.IsZero() || (!h.LastSeen.IsZero() && now.Sub(h.LastSeen) < reconnectWindow) {
+			back[h.Name] = true
+		}
+	}
+	return back
 }
 
 // closeAgents closes the agent connections that claimed h and says how
