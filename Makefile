@@ -60,7 +60,8 @@ fuzz:
 # soak runs mixed sessions through both transports for SOAK while the
 # network is impaired and the relay restarted, then the long fault tests
 # (60 s blackhole, the relay moving under a TCP agent); the samples go to
-# dist/soak/ as CSV, SVG and Markdown (about SOAK + 5 minutes; needs root).
+# dist/soak/ as CSV, SVG and Markdown, with the relays' and the agent's
+# logs (about SOAK + 5 minutes; needs root).
 SOAK ?= 30m
 soak: deps build
 	HT_SOAK=$(SOAK) HT_SOAK_OUT=$(CURDIR)/dist/soak $(GO) test -count=1 -timeout 4h -v -run 'TestSoak|TestNetworkFaults' ./e2e/

@@ -102,6 +102,13 @@ func TestSoak(t *testing.T) {
 
 func soak(t *testing.T, transport string, total time.Duration, out string) {
 	b := newFaultBed(t, transport, true)
+	t.Cleanup(func() { // the relays' and the agent's logs, next to the samples
+		ms, _ := filepath.Glob(filepath.Join(b.dir, "*.log"))
+		for _, m := range ms {
+			data, _ := os.ReadFile(m)
+			os.WriteFile(filepath.Join(out, transport+"-"+filepath.Base(m)), data, 0o644)
+		}
+	})
 	b.waitConnected(30 * time.Second)
 	b.mustFetch("before the soak")
 	b.mustDownload(2<<20, 60*time.Second)
@@ -136,6 +143,9 @@ func soak(t *testing.T, transport string, total time.Duration, out string) {
 	)
 	record := func(kind string, start time.Time, err error) {
 		end := time.Now()
+		if err != nil { // at the times the logs have
+			t.Logf("%s from %s to %s failed: %v", kind, start.UTC().Format("15:04:05.000"), end.UTC().Format("15:04:05.000"), err)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		ops = append(ops, soakOp{kind: kind, start: start, end: end, err: err,
@@ -287,12 +297,38 @@ func (b *faultBed) restartRelay(kill bool) {
 
 type soakRow struct {
 	ok, failed, hung, quiet, quietFailed int
-	firstErr                             string
+	// cut counts the failed sessions that were under way when the relay
+	// was restarted (at the start of a phase with a restart): they failed
+	// for the restart, not for the phase they started in.
+	cut      int
+	firstErr string // the first failure not cut, else the first cut
 }
 
 // soakTable counts the sessions by the phase they started in.
 func soakTable(phases []soakPhase, starts []time.Time, ended time.Time, ops []soakOp) []soakRow {
 	rows := make([]soakRow, len(phases))
+	var restarts []time.Time
+	for i, p := range phases {
+		if p.restart != "" {
+			restarts = append(restarts, starts[i])
+		}
+	}
+	cut := func(op soakOp) bool {
+		for _, at := range restarts {
+			if op.start.Before(at) && !op.end.Before(at) {
+				return true
+			}
+		}
+		return false
+	}
+	firstCut := make([]string, len(phases))
+	defer func() {
+		for i := range rows {
+			if rows[i].firstErr == "" && firstCut[i] != "" {
+				rows[i].firstErr = firstCut[i] + " (cut by a relay restart)"
+			}
+		}
+	}()
 	for _, op := range ops {
 		i := sort.Search(len(starts), func(i int) bool { return starts[i].After(op.start) }) - 1
 		if i < 0 {
@@ -318,8 +354,15 @@ func soakTable(phases []soakPhase, starts []time.Time, ended time.Time, ops []so
 		if quiet {
 			r.quietFailed++
 		}
-		if r.firstErr == "" {
-			r.firstErr = op.kind + ": " + op.err.Error()
+		what := op.kind + ": " + op.err.Error()
+		switch {
+		case cut(op):
+			r.cut++
+			if firstCut[i] == "" {
+				firstCut[i] = what
+			}
+		case r.firstErr == "":
+			r.firstErr = what
 		}
 	}
 	return rows
@@ -344,14 +387,14 @@ func writeSoak(t *testing.T, dir, transport string, baseline, final usage, phase
 	var md strings.Builder
 	fmt.Fprintf(&md, "## Soak over the %s transport\n\n", transport)
 	fmt.Fprintf(&md, "Baseline after the warm-up: %s.  \nAt the end: %s.\n\n", baseline, final)
-	md.WriteString("| # | from | phase | sessions OK | failed | hung | failed in the quiet end | first error |\n|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("| # | from | phase | sessions OK | failed | of them cut by a relay restart | hung | failed in the quiet end | first error |\n|---|---|---|---|---|---|---|---|---|\n")
 	for i, r := range rows {
 		quiet := "–"
 		if phases[i].imp == (impairment{}) {
 			quiet = fmt.Sprintf("%d of %d", r.quietFailed, r.quiet)
 		}
-		fmt.Fprintf(&md, "| %d | %s | %s | %d | %d | %d | %s | %s |\n", i+1, starts[i].Sub(t0).Round(time.Second), phases[i].name,
-			r.ok, r.failed, r.hung, quiet, strings.ReplaceAll(truncate(r.firstErr, 120), "|", "/"))
+		fmt.Fprintf(&md, "| %d | %s | %s | %d | %d | %d | %d | %s | %s |\n", i+1, starts[i].Sub(t0).Round(time.Second), phases[i].name,
+			r.ok, r.failed, r.cut, r.hung, quiet, strings.ReplaceAll(truncate(r.firstErr, 120), "|", "/"))
 	}
 	fmt.Fprintf(&md, "\n![usage over the soak](soak-%s.svg)\n", transport)
 	for name, content := range map[string]string{
@@ -430,4 +473,31 @@ func soakChart(transport string, t0 time.Time, phases []soakPhase, starts []time
 		left, height-8, w-10, height-8, (time.Duration(span) * time.Second).String())
 	s.WriteString("</svg>\n")
 	return s.String()
+}
+
+// TestSoakTableCountsCutSessions: a session under way when the relay was
+// restarted is counted as cut by the restart in the phase it started in,
+// and the phase's first error is one that was not.
+func TestSoakTableCountsCutSessions(t *testing.T) {
+	t0 := time.Now()
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	phases := []soakPhase{{name: "loss"}, {name: "clean after relay SIGTERM", restart: "SIGTERM"}}
+	starts := []time.Time{at(0), at(10)}
+	ops := []soakOp{
+		{kind: "download", start: at(8), end: at(10.1), err: errors.New("unexpected EOF")},
+		{kind: "request", start: at(2), end: at(3), err: errors.New("EOF")},
+		{kind: "request", start: at(4), end: at(5)},
+		{kind: "request", start: at(10.05), end: at(10.06), err: errors.New("connection refused")},
+	}
+	rows := soakTable(phases, starts, at(20), ops)
+	if r := rows[0]; r.ok != 1 || r.failed != 2 || r.cut != 1 || r.firstErr != "request: EOF" {
+		t.Errorf("the loss phase: %+v, want 1 OK, 2 failed, 1 of them cut, first error the request's", r)
+	}
+	if r := rows[1]; r.failed != 1 || r.cut != 0 || r.firstErr != "request: connection refused" {
+		t.Errorf("the restart's phase: %+v, want 1 failed, none cut", r)
+	}
+	only := soakTable(phases, starts, at(20), ops[:1])
+	if r := only[0]; r.cut != 1 || r.firstErr != "download: unexpected EOF (cut by a relay restart)" {
+		t.Errorf("a phase whose only failure was cut: %+v", r)
+	}
 }
