@@ -183,10 +183,13 @@ func soak(t *testing.T, transport string, total time.Duration, out string) {
 	tick := time.NewTicker(5 * time.Second)
 	for i, p := range phases {
 		starts[i] = time.Now()
+		// The phase's wire first: a restart opening a clean phase must
+		// not happen under the last phase's loss (a lost handshake costs
+		// a UDP hub WireGuard's 5 s retry).
+		b.wire.set(p.imp)
 		if p.restart != "" {
 			b.restartRelay(p.restart == "SIGKILL")
 		}
-		b.wire.set(p.imp)
 		end := time.NewTimer(p.d)
 		sample(i)
 	phase:
