@@ -5,8 +5,8 @@
 # (busybox, tclsh), PostgreSQL for the store's tests, Chromium and Node.js for
 # the browser tests, the Go modules, and the browser tests' npm package
 # (playwright-core, pinned by e2e/browser/package-lock.json, into
-# e2e/browser/node_modules). (The
-# Makefile's pinned staticcheck comes with `go run`, outside go.mod.)
+# e2e/browser/node_modules). (The Makefile's pinned staticcheck comes with
+# `go run`, outside go.mod.)
 set -euo pipefail
 . "$(dirname "$0")/apt-lib.sh"
 cd "$(dirname "$0")/.." # the module root
