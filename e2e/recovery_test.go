@@ -102,6 +102,8 @@ func TestRequestWaitsThroughRelayRestart(t *testing.T) {
 	t.Parallel()
 	s := newHub(t, setupOpts{offlineHubs: 1})
 	s.startAgent(agentOpts{})
+	// Before the agent's own cleanup stops it: a held agent would not.
+	t.Cleanup(func() { s.agent.cmd.Process.Signal(syscall.SIGCONT) })
 	s.waitConnected(15 * time.Second)
 	s.mustGetWebUI()
 	type result struct {
