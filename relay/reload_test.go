@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -81,7 +80,7 @@ func TestReloadAppliesLimits(t *testing.T) {
 	// A refused connection counts until the relay has closed it, which
 	// may come just after its answer.
 	refused.Close()
-	poll.Until(t, 10*time.Second, "the refused connection counted out", func() bool { return tr.connsFrom("127.0.0.1") == len(held) })
+	poll.Until(t, 10*time.Second, "the refused connection counted out", func() bool { return tr.connsFrom(refused) == len(held) })
 	reload("limit_conns_per_address = 3\nlimit_requests_per_second = 1\nlimit_agent_prehello_per_address = 4\n")
 	held = append(held, dial())
 	if got := ask(held[2]); got.code != 200 || got.body != who("a") {
@@ -176,12 +175,13 @@ func TestReloadFollowsHubList(t *testing.T) {
 	}
 }
 
-// connsFrom is how many public connections the relay counts from addr.
-func (tr *testRelay) connsFrom(addr string) int {
+// connsFrom is how many public connections the relay counts from the
+// address of c, a user's connection to it.
+func (tr *testRelay) connsFrom(c net.Conn) int {
 	l := tr.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if st := l.addrs[netip.PrefixFrom(netip.MustParseAddr(addr), 32)]; st != nil {
+	if st := l.addrs[addrKey(c.LocalAddr())]; st != nil {
 		return int(st.conns.Load())
 	}
 	return 0
