@@ -480,11 +480,15 @@ func sourceIPv4(p []byte) netip.Addr {
 // (peers.go). The caller
 // serialises calls (Start, then refresh under refreshMu).
 func (s *Server) syncHubs() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stored, err := s.db.Hubs(ctx)
-	if err != nil {
-		return fmt.Errorf("relay: store: %w", err)
+	var err error
+	stored := s.startHubs // the first call's, read by openStore
+	s.startHubs = nil
+	if stored == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if stored, err = s.db.Hubs(ctx); err != nil {
+			return fmt.Errorf("relay: store: %w", err)
+		}
 	}
 	list := make([]HubConfig, 0, len(stored))
 	for _, sh := range stored {
@@ -503,6 +507,10 @@ func (s *Server) syncHubs() error {
 		list = append(list, hc)
 	}
 	starting := s.hubs.count() == 0
+	var back map[string]bool
+	if starting {
+		back = recentlyOnline(stored, s.now())
+	}
 	s.peersMu.Lock() // resetReplay (clock.go) re-adds peers too
 	defer s.peersMu.Unlock()
 	added, removed := s.hubs.replace(list)
@@ -516,11 +524,10 @@ func (s *Server) syncHubs() error {
 		// Its WireGuard peer comes with its first packet (peers.go).
 		if !starting {
 			s.log.Info("hub served now", logger.Hub, h.Name, "tunnel_ip", h.ip)
-		} else if s.backSoon[h.Name] {
+		} else if back[h.Name] {
 			s.hubs.goneNow(h)
 		}
 	}
-	s.backSoon = nil
 	return nil
 }
 

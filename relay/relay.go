@@ -85,13 +85,13 @@ type Server struct {
 	version string
 
 	hubs *registry
-	// backSoon names the hubs whose agents are on their way back to a
-	// relay that has just started (recentlyOnline), until syncHubs has
-	// marked them reconnecting.
-	backSoon map[string]bool
-	db       *store.Store // Config.Store, open from Start to Close
-	lock     *store.Lock  // the SQLite store's, held from Start to Close
-	now      func() time.Time
+	// startHubs is the store's hubs as openStore read them, before it
+	// cleared their online marks: the first syncHubs serves them, and
+	// counts those whose agents are on their way back as reconnecting.
+	startHubs []store.Hub
+	db        *store.Store // Config.Store, open from Start to Close
+	lock      *store.Lock  // the SQLite store's, held from Start to Close
+	now       func() time.Time
 
 	// Access control (auth.go): the store's Revision as last polled, the
 	// connections with a decision, the portal's hand-off codes, the audit
@@ -514,12 +514,11 @@ func (s *Server) openStore() error {
 	}
 	// No hub is connected yet; a relay that crashed left some marked online.
 	// (One relay per store: a fleet sharing one would need a relay id.)
-	// Those, and the hubs whose agent left a moment ago, come back soon.
-	stored, err := db.Hubs(ctx)
-	if err != nil {
+	// Those, and the hubs whose agent left a moment ago, come back soon:
+	// read before the marks go.
+	if s.startHubs, err = db.Hubs(ctx); err != nil {
 		return fmt.Errorf("relay: store: %w", err)
 	}
-	s.backSoon = recentlyOnline(stored, s.now())
 	if _, err := db.ClearOnline(ctx); err != nil {
 		return fmt.Errorf("relay: store: %w", err)
 	}
