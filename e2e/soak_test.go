@@ -105,8 +105,13 @@ func soak(t *testing.T, transport string, total time.Duration, out string) {
 	t.Cleanup(func() { // the relays' and the agent's logs, next to the samples
 		ms, _ := filepath.Glob(filepath.Join(b.dir, "*.log"))
 		for _, m := range ms {
-			data, _ := os.ReadFile(m)
-			os.WriteFile(filepath.Join(out, transport+"-"+filepath.Base(m)), data, 0o644)
+			data, err := os.ReadFile(m)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(out, transport+"-"+filepath.Base(m)), data, 0o644)
+			}
+			if err != nil {
+				t.Logf("keeping %s: %v", filepath.Base(m), err)
+			}
 		}
 	})
 	b.waitConnected(30 * time.Second)
