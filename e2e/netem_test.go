@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -412,6 +413,7 @@ func newFaultBed(t *testing.T, transport string, tun bool) *faultBed {
 
 	b.relayAddr = net.JoinHostPort(netemRelayDNS, strconv.Itoa(b.rb.AgentPort))
 	a, err := testbed.NewAgent(&ports, filepath.Join(dir, "hub.toml"), b.rb, b.hub, testbed.AgentSpec{
+		UI:        uiAddrBeside(t, sim),
 		Relay:     b.relayAddr,
 		Transport: transport,
 		Targets:   testbed.SimTargets(func(svc string) string { return sim[svc] }),
@@ -425,6 +427,27 @@ func newFaultBed(t *testing.T, transport string, tun bool) *faultBed {
 	b.ui = a.UI
 	b.agent = start(t, dir, "agent", b.inNs(b.nsA, a.Args(bins)...)...)
 	return b
+}
+
+// uiAddrBeside is a loopback address for the agent's status API that
+// none of ccusim's services (sim) holds: ccusim in the agent's namespace
+// takes ports the kernel picks there, which the test's own choice of a
+// free port cannot see (CI once had the agent fail with "address already
+// in use").
+func uiAddrBeside(t *testing.T, sim map[string]string) string {
+	t.Helper()
+	for range 100 {
+		p, err := ports.Free()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		if !slices.Contains(slices.Collect(maps.Values(sim)), addr) {
+			return addr
+		}
+	}
+	t.Fatal("no port for the agent's status API beside ccusim's")
+	return ""
 }
 
 // inNs is argv run inside namespace ns. ip netns exec execs argv in its
