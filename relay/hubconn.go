@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,9 +33,14 @@ import (
 //     the hub meanwhile (Readable), or dials one to the hub's tunnel
 //     address: nothing else is ever dialled.
 //  2. A request without a body (GET, HEAD: the common case) is written
-//     and flushed on the handler's goroutine. One with a body is written
-//     by a goroutine of its own, so that a hub that answers before it has
-//     read the whole body (413) is read meanwhile rather than deadlocked.
+//     and flushed on the handler's goroutine, and so is one with a small
+//     body that the user has sent whole (an app's XML-RPC or JSON-RPC
+//     call: sentBody), head and body in one write. Any other body is
+//     written by a goroutine of its own, so that a hub that answers before
+//     it has read the whole body (413) is read meanwhile rather than
+//     deadlocked; the hub gets the body as the user sends it, and a body
+//     that breaks off (the user left, broken chunks) closes the connection
+//     to the hub at once rather than leave the hub waiting for the rest.
 //  3. The answer's head is read on the handler's goroutine; 1xx answers go
 //     on to the user (ReverseProxy's Got1xxResponse) and a 100 lets the body
 //     go (Expect: 100-continue, else after continueTimeout).
@@ -57,6 +63,14 @@ import (
 // maxHubHead bounds an answer head from a hub (Transport's default is
 // 10 MiB; a CCU's heads are well under 1 KiB).
 const maxHubHead = 1 << 20
+
+// maxSentBody bounds the request body that sentBody reads before the
+// request goes to the hub.
+const maxSentBody = 16 << 10
+
+// errUserBody is a request whose body broke off on the user's side: the
+// user's fault or their network's, not the hub's.
+var errUserBody = errors.New("relay: the user's request body broke off")
 
 // errRetry is a reused connection that the hub had closed before it read
 // the request: the request, which has no body and changes nothing, goes
@@ -93,6 +107,8 @@ type hubConn struct {
 	due      time.Time // when an idle or awaiting connection is closed
 	armedFor time.Time // when timer fires; zero: not known to be armed
 	timedOut bool      // closed for want of an answer head
+
+	userErr error // the user's body broke off (userBody)
 
 	// Used by the request's goroutine only:
 	body      hubBody
@@ -331,9 +347,62 @@ func (c *hubConn) close() {
 	c.conn.Close()
 }
 
+// sentBody reads, in one read, what the user has sent so far of a small
+// request body of known length (≤ maxSentBody, no Expect: 100-continue,
+// which waits for the hub's word first). whole says that was all of it:
+// the request returned carries it in memory, and goes out head and body
+// in one write on the handler's goroutine. Else the part read goes first
+// and the rest as the user sends it. The read waits only for the body's
+// first bytes, which a client sends right after the head.
+//
+// Measured (BenchmarkKeptAliveRequest/relay/POST, a 250-byte body, 3
+// alternated runs): 145–168 µs a request with the body writer's goroutine
+// and the head flushed apart from the body (two segments through the
+// tunnel), 123–139 µs this way; the tunnel alone takes 84–88.
+func sentBody(r *http.Request) (out *http.Request, whole bool, err error) {
+	if r.Body == nil || r.ContentLength <= 0 || r.ContentLength > maxSentBody || hasToken(r.Header.Values("Expect"), "100-continue") {
+		return r, false, nil
+	}
+	buf := make([]byte, r.ContentLength)
+	n, err := r.Body.Read(buf)
+	if err != nil && err != io.EOF {
+		return nil, false, fmt.Errorf("%w: %v", errUserBody, err)
+	}
+	out = new(http.Request)
+	*out = *r
+	if n == len(buf) {
+		out.Body = io.NopCloser(bytes.NewReader(buf)) // in memory: Request.Write sends head and body together
+		return out, true, nil
+	}
+	out.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf[:n]), r.Body), r.Body}
+	return out, false, nil
+}
+
+// userBody is a request's body as the body writer reads it from the user:
+// a read error other than its end closes the connection to the hub.
+type userBody struct {
+	io.ReadCloser
+	c *hubConn
+}
+
+func (b userBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.c.mu.Lock()
+		b.c.userErr = err
+		b.c.mu.Unlock()
+		b.c.close()
+	}
+	return n, err
+}
+
 // roundTrip sends r on c and reads its answer's head. reused says c has
-// carried a request before: if the hub had closed it, errRetry.
-func (c *hubConn) roundTrip(r *http.Request, reused bool) (*http.Response, error) {
+// carried a request before: if the hub had closed it, errRetry. whole
+// says r's body, if any, is in memory (sentBody).
+func (c *hubConn) roundTrip(r *http.Request, reused, whole bool) (*http.Response, error) {
 	ctx := r.Context()
 	c.mu.Lock()
 	c.setLocked(connAwait, time.Now().Add(c.p.answerTimeout))
@@ -343,16 +412,17 @@ func (c *hubConn) roundTrip(r *http.Request, reused bool) (*http.Response, error
 	c.writer, c.cont = nil, nil
 
 	var err error
-	if r.Body == nil {
+	if r.Body == nil || whole {
 		if err = r.Write(c.bw); err == nil {
 			err = c.bw.Flush()
 		}
 	} else {
 		c.writer = make(chan error, 1)
 		w := *r // ReverseProxy reads r.Body again after RoundTrip
+		w.Body = userBody{ReadCloser: r.Body, c: c}
 		if r.ProtoAtLeast(1, 1) && hasToken(r.Header.Values("Expect"), "100-continue") {
 			c.cont = make(chan bool, 1)
-			w.Body = &continueBody{ReadCloser: r.Body, cont: c.cont, timeout: c.p.continueTimeout}
+			w.Body = &continueBody{ReadCloser: w.Body, cont: c.cont, timeout: c.p.continueTimeout}
 		}
 		go c.writeRequest(&w, c.writer)
 	}
@@ -451,12 +521,14 @@ func (c *hubConn) fail(r *http.Request, reused bool, err error) error {
 	}
 	c.stopWatch()
 	c.mu.Lock()
-	timedOut := c.timedOut
+	timedOut, userErr := c.timedOut, c.userErr
 	c.mu.Unlock()
 	c.close()
 	switch {
 	case r.Context().Err() != nil:
 		return r.Context().Err()
+	case userErr != nil:
+		return fmt.Errorf("%w: %v", errUserBody, userErr)
 	case timedOut:
 		return fmt.Errorf("relay: the hub sent no answer within %v", c.p.answerTimeout)
 	case reused && c.rd.n == 0 && r.Body == nil && idempotent(r):

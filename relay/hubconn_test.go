@@ -346,6 +346,51 @@ func TestHubLegRequestBodies(t *testing.T) {
 		io.WriteString(c, "hello")
 		answer(t, br, 200, "hello")
 	})
+	// A body that breaks off on the user's side (the user leaves, or
+	// sends a broken chunk and waits) closes the connection to the hub at
+	// once: the hub would otherwise wait for the rest until its own
+	// timeout. It is not logged as the hub's failure.
+	for _, tt := range []struct {
+		name, head, part, more string
+		leave                  bool
+	}{
+		{"user leaves mid-body", "Content-Length: 100\r\n", "0123456789", "", true},
+		{"user leaves mid-chunk", "Transfer-Encoding: chunked\r\n", "a\r\n01234", "", true},
+		{"broken chunk", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n", "zz\r\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := len(h.requests())
+			c, br := userConn(t, tr)
+			io.WriteString(c, tr.head("POST", tt.head)+tt.part)
+			poll.Until(t, 10*time.Second, "the hub got the request", func() bool { return len(h.requests()) > n })
+			if tt.leave {
+				c.Close()
+			} else {
+				io.WriteString(c, tt.more)
+			}
+			h.waitClosed(t, h.requests()[n], "the relay closed the connection to the hub")
+			if !tt.leave {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusBadRequest {
+					t.Fatalf("want 400 for a broken body: %v %v", resp, err)
+				}
+			}
+			if line := tr.log.find("a request to the hub failed"); line != "" {
+				t.Fatalf("logged as the hub's failure: %s", line)
+			}
+		})
+	}
+	t.Run("user leaves before the body", func(t *testing.T) {
+		n, logged := len(h.requests()), tr.logged("method=POST", "status=400")
+		c, _ := userConn(t, tr)
+		io.WriteString(c, tr.head("POST", "Content-Length: 5\r\n"))
+		time.Sleep(50 * time.Millisecond) // the relay waits in its read of the body
+		c.Close()
+		poll.Until(t, 10*time.Second, "the relay logged the request", func() bool { return tr.logged("method=POST", "status=400") > logged })
+		if got := len(h.requests()); got != n {
+			t.Fatalf("the hub got a request whose body never came")
+		}
+	})
 	t.Run("final answer before 100", func(t *testing.T) {
 		n := len(h.requests())
 		c, br := userConn(t, tr)

@@ -93,10 +93,14 @@ func newHubProxy(s *Server) *hubProxy {
 		ErrorLog: log.New(proxyErrorLog{errLog}, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rt := r.Context().Value(routeKey{}).(*route)
+			rt.pools.drop(rt.hub)
+			if errors.Is(err, errUserBody) {
+				writeError(w, http.StatusBadRequest, "Request broken", "The request's body broke off before its end.")
+				return
+			}
 			if !errors.Is(err, context.Canceled) {
 				errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
 			}
-			rt.pools.drop(rt.hub)
 			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")
 		},
 	}
@@ -210,12 +214,16 @@ func (p *hubProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 	if ap, err := netip.ParseAddrPort(r.URL.Host); err != nil || ap != addr {
 		return nil, fmt.Errorf("relay: hub %s: refusing to dial %s", rt.hub.Name, r.URL.Host)
 	}
+	r, whole, err := sentBody(r)
+	if err != nil {
+		return nil, err
+	}
 	for fresh := false; ; fresh = true {
 		c, reused, err := p.hubConnTo(r.Context(), rt, addr, fresh)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.roundTrip(r, reused)
+		resp, err := c.roundTrip(r, reused, whole)
 		if err == errRetry && !fresh {
 			continue
 		}

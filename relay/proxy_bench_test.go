@@ -29,8 +29,11 @@ func BenchmarkKeptAliveRequest(b *testing.B) {
 	}, "a")
 	startTestAgent(b, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
 	poll.Until(b, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(tr.hubs.name("a")) })
-	req := "GET /who HTTP/1.1\r\nHost: a.localhost\r\n" + tr.auth("a") + "\r\n"
-	run := func(b *testing.B, c net.Conn) {
+	get := "GET /who HTTP/1.1\r\nHost: a.localhost\r\n" + tr.auth("a") + "\r\n"
+	// post is the size of an app's XML-RPC call (hubbench's latency phase).
+	body := strings.Repeat("x", 250)
+	post := fmt.Sprintf("POST /sum HTTP/1.1\r\nHost: a.localhost\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n%s\r\n%s", len(body), tr.auth("a"), body)
+	run := func(b *testing.B, c net.Conn, req string) {
 		br := bufio.NewReader(c)
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -47,22 +50,24 @@ func BenchmarkKeptAliveRequest(b *testing.B) {
 			}
 		}
 	}
-	b.Run("relay", func(b *testing.B) {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", 2001+tr.offset))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		run(b, c)
-	})
-	b.Run("tunnel only", func(b *testing.B) {
-		c, err := tr.stack.DialTCP(context.Background(), netip.MustParseAddrPort("100.96.0.2:2001"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		run(b, c)
-	})
+	for _, m := range []struct{ name, req string }{{"GET", get}, {"POST", post}} {
+		b.Run("relay/"+m.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", 2001+tr.offset))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			run(b, c, m.req)
+		})
+		b.Run("tunnel only/"+m.name, func(b *testing.B) {
+			c, err := tr.stack.DialTCP(context.Background(), netip.MustParseAddrPort("100.96.0.2:2001"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			run(b, c, m.req)
+		})
+	}
 }
 
 // BenchmarkAuthorize is the access check of a request: "kept alive" on a
