@@ -88,6 +88,10 @@ func StartCaptureFilter(dir, name, filter string) (*Capture, error) {
 	return c, nil
 }
 
+// Output is what dumpcap has said: its file, and once stopped the packets
+// it captured and dropped.
+func (c *Capture) Output() string { return c.stderr.String() }
+
 // Stop ends the capture (SIGINT lets dumpcap finish its file).
 func (c *Capture) Stop() error {
 	c.cmd.Process.Signal(syscall.SIGINT)

@@ -89,10 +89,13 @@ func TestStatsAgreeWithTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	// dumpcap may lag on a busy machine, and drops what it has not read
-	// when stopped: stop it once the file holds the agent's FIN.
-	poll.Until(t, 60*time.Second, "the capture to hold the agent's FIN", func() bool {
+	// when stopped: stop it once the file holds the agent's FIN. It
+	// writes its file in blocks, though, so if the FIN has not shown
+	// within 30 s it is stopped anyway, which writes what it holds, and
+	// the file is read once more below.
+	bench.WaitFor(30*time.Second, "the capture to hold the agent's FIN", func() (bool, error) {
 		st, err := bench.ReadStream(capt.File, s.agentPort)
-		return err == nil && agentFIN(st) >= 0
+		return err == nil && agentFIN(st) >= 0, nil
 	})
 	if err := capt.Stop(); err != nil {
 		t.Fatal(err)
@@ -109,7 +112,12 @@ func TestStatsAgreeWithTheWire(t *testing.T) {
 	// its FIN and what follows are not its to count.
 	fin := agentFIN(stream)
 	if fin < 0 {
-		t.Fatal("the capture has no FIN from the agent")
+		var tail string
+		if n := len(stream.Packets); n > 0 {
+			last := stream.Packets[n-1].Time
+			tail = stream.Describe(last.Add(-2*time.Second), last.Add(time.Millisecond))
+		}
+		t.Fatalf("the capture has no FIN from the agent. dumpcap said:\n%s\nthe capture's last 2 s:\n%s", capt.Output(), tail)
 	}
 	end := stream.Packets[fin].Time
 	start := stream.Packets[0].Time
