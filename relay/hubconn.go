@@ -365,6 +365,9 @@ func sentBody(r *http.Request) (out *http.Request, whole bool, err error) {
 	}
 	buf := make([]byte, r.ContentLength)
 	n, err := r.Body.Read(buf)
+	if err == io.EOF && n < len(buf) {
+		err = io.ErrUnexpectedEOF
+	}
 	if err != nil && err != io.EOF {
 		return nil, false, fmt.Errorf("%w: %v", errUserBody, err)
 	}

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -486,5 +488,76 @@ func TestHubLegNewAgentNewConnection(t *testing.T) {
 		poll.Until(t, 10*time.Second, "hub a offline", func() bool { return !tr.hubs.online(h) })
 		startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", [32]byte{})
 		poll.Until(t, 10*time.Second, "hub a online again", func() bool { return tr.hubs.online(h) })
+	}
+}
+
+// chunks is a body that arrives in parts: each Read returns the next one.
+type chunks struct {
+	parts []string
+	end   error // after the last part
+}
+
+func (c *chunks) Read(p []byte) (int, error) {
+	if len(c.parts) == 0 {
+		return 0, c.end
+	}
+	n := copy(p, c.parts[0])
+	if c.parts[0] = c.parts[0][n:]; c.parts[0] == "" {
+		c.parts = c.parts[1:]
+	}
+	return n, nil
+}
+
+func (c *chunks) Close() error { return nil }
+
+// TestSentBody: which request bodies go to the hub whole, in one write
+// with the head, and that every byte goes, in order, either way.
+func TestSentBody(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		length int64
+		expect string
+		body   *chunks
+		whole  bool
+		err    bool
+	}{
+		{"sent whole", 5, "", &chunks{parts: []string{"hello"}, end: io.EOF}, true, false},
+		{"first part only", 10, "", &chunks{parts: []string{"hello", "world"}, end: io.EOF}, false, false},
+		{"too large to wait for", maxSentBody + 1, "", &chunks{parts: []string{strings.Repeat("x", maxSentBody+1)}, end: io.EOF}, false, false},
+		{"waits for the hub's 100", 5, "100-continue", &chunks{parts: []string{"hello"}, end: io.EOF}, false, false},
+		{"unknown length", -1, "", &chunks{parts: []string{"hello"}, end: io.EOF}, false, false},
+		{"shorter than said", 10, "", &chunks{parts: nil, end: io.EOF}, false, true},
+		{"broken", 10, "", &chunks{parts: nil, end: errors.New("reset")}, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			want := strings.Join(tt.body.parts, "")
+			r, _ := http.NewRequest("POST", "http://100.96.0.2:2001/x", nil)
+			r.Body, r.ContentLength = tt.body, tt.length
+			if tt.expect != "" {
+				r.Header.Set("Expect", tt.expect)
+			}
+			out, whole, err := sentBody(r)
+			if tt.err {
+				if !errors.Is(err, errUserBody) {
+					t.Fatalf("err %v, want the user's body broken", err)
+				}
+				return
+			}
+			if err != nil || whole != tt.whole {
+				t.Fatalf("whole %v, err %v; want whole %v", whole, err, tt.whole)
+			}
+			var buf bytes.Buffer
+			if err := out.Write(&buf); err != nil {
+				t.Fatal(err)
+			}
+			got, err := http.ReadRequest(bufio.NewReader(&buf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(got.Body)
+			if string(b) != want {
+				t.Fatalf("the hub got %d bytes, want the %d sent", len(b), len(want))
+			}
+		})
 	}
 }
