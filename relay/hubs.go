@@ -54,6 +54,11 @@ const (
 	// handshakes to record which are online (recordUDPHubs): UDP agents
 	// say nothing but WireGuard, so there is no connect to record.
 	udpRecordEvery = 30 * time.Second
+	// udpPeersMaxAge is how old the dump of WireGuard's peers that
+	// online checks of UDP hubs read may be (lastUDPHandshake), and
+	// udpWaitPoll how often a request waiting for a UDP hub looks.
+	udpPeersMaxAge = 50 * time.Millisecond
+	udpWaitPoll    = 50 * time.Millisecond
 )
 
 // registry is the hub registry: every hub the relay serves by name, key
@@ -82,6 +87,11 @@ type hubSet struct {
 type hub struct {
 	HubConfig
 	online atomic.Int32 // live agent connections that named this hub and completed a handshake; changed under mu
+	// udpUntil is when its last UDP handshake stops counting as online
+	// (Unix ns; 0: not known to be online over UDP), so that a request to
+	// an online UDP hub does not look it up in WireGuard's peers. Cleared
+	// under mu when a TCP connection comes.
+	udpUntil atomic.Int64
 
 	mu             sync.Mutex
 	conns          []*agentConn  // its verified agent connections (online counts them)
@@ -205,9 +215,11 @@ func (r *registry) replace(list []HubConfig) (added, removed []*hub) {
 }
 
 // online reports whether a hub can be reached now: a verified TCP agent
-// connection, or a recent WireGuard handshake over UDP. The latter walks
-// WireGuard's whole peer dump, so it is asked only for hubs without a TCP
-// connection, and only when UDP is enabled.
+// connection, or a WireGuard handshake over UDP less than udpSessionFresh
+// ago. The handshake's time comes from a dump of all of WireGuard's peers
+// (lastUDPHandshake), so it is asked only for hubs without a TCP
+// connection, only when UDP is enabled, and only once per handshake: the
+// time it stops counting is kept (udpUntil).
 func (r *registry) online(h *hub) bool {
 	if h.online.Load() > 0 {
 		return true
@@ -215,8 +227,21 @@ func (r *registry) online(h *hub) bool {
 	if r.udpHandshake == nil {
 		return false
 	}
+	now := r.now()
+	if until := h.udpUntil.Load(); until != 0 && now.UnixNano() < until {
+		return true
+	}
 	last := r.udpHandshake(h.key)
-	return !last.IsZero() && r.now().Sub(last) < udpSessionFresh
+	if last.IsZero() {
+		return false
+	}
+	until := last.Add(udpSessionFresh)
+	h.mu.Lock()
+	if h.online.Load() == 0 { // no TCP connection came meanwhile
+		h.udpUntil.Store(until.UnixNano())
+	}
+	h.mu.Unlock()
+	return now.Before(until)
 }
 
 // hubRecord is what the relay records of a hub in the store, for those
@@ -238,6 +263,7 @@ func (r *registry) connected(h *hub, ac *agentConn) {
 	h.conns = append(h.conns, ac)
 	h.noChecksum.Store(ac.noChecksum.Load())
 	h.record.info = ac.info
+	h.udpUntil.Store(0) // its endpoint is this connection now
 	if h.online.Add(1) == 1 {
 		h.record.since, h.record.transport = r.now(), ac.transport
 	}
@@ -341,8 +367,10 @@ func (r *registry) reconnecting(h *hub) bool {
 	return h.online.Load() == 0 && !h.goneAt.IsZero() && r.now().Sub(h.goneAt) < reconnectWindow
 }
 
-// waitOnline waits up to max, or until done is closed, for h to have an
-// agent connection, and reports whether it has one.
+// waitOnline waits up to max, or until done is closed, for h to be
+// online again, and reports whether it is. An agent connection wakes it
+// at once; a UDP agent's handshake wakes nothing, so with UDP enabled it
+// also looks every udpWaitPoll.
 func (r *registry) waitOnline(h *hub, max time.Duration, done <-chan struct{}) bool {
 	h.mu.Lock()
 	if h.online.Load() > 0 {
@@ -356,13 +384,26 @@ func (r *registry) waitOnline(h *hub, max time.Duration, done <-chan struct{}) b
 	h.mu.Unlock()
 	t := time.NewTimer(max)
 	defer t.Stop()
-	select {
-	case <-back:
-		return true
-	case <-t.C:
-	case <-done:
+	var look <-chan time.Time
+	if r.udpHandshake != nil {
+		tick := time.NewTicker(udpWaitPoll)
+		defer tick.Stop()
+		look = tick.C
 	}
-	return false
+	for {
+		select {
+		case <-back:
+			return true
+		case <-look:
+			if r.online(h) {
+				return true
+			}
+		case <-t.C:
+			return r.online(h)
+		case <-done:
+			return false
+		}
+	}
 }
 
 // admitInbound waits until the hub has room for one more data packet
@@ -377,14 +418,34 @@ func (h *hub) admitInbound(stop <-chan struct{}) bool {
 	return true
 }
 
+// peerDump is the last dump of WireGuard's peers that lastUDPHandshake
+// took: wireguard-go tells one peer's last handshake only in a text dump
+// of every peer, which on a relay with thousands of hubs takes
+// milliseconds. Online checks within udpPeersMaxAge of each other (a
+// metrics scrape asking for each hub, the portal's hub list, requests to
+// UDP hubs that are offline or waited for) share one.
+type peerDump struct {
+	mu    sync.Mutex
+	taken time.Time // by the monotonic clock, not Config.Now
+	peers map[vpn.PublicKey]vpn.PeerStats
+	dumps int // taken so far
+}
+
 // lastUDPHandshake is the registry's udpHandshake for a relay with UDP
 // agents: WireGuard's last handshake with the hub, if its endpoint is UDP.
 func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
-	st, err := s.dev.Stats()
-	if err != nil {
-		return time.Time{}
+	d := &s.udpPeers
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.peers == nil || time.Since(d.taken) >= udpPeersMaxAge {
+		st, err := s.dev.Stats()
+		if err != nil {
+			return time.Time{}
+		}
+		d.peers, d.taken = st, time.Now()
+		d.dumps++
 	}
-	ps, ok := st[key]
+	ps, ok := d.peers[key]
 	if !ok || strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) {
 		return time.Time{}
 	}

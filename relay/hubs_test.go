@@ -208,6 +208,75 @@ func testRequestWaitsForReconnectingHub(t *testing.T, relayUDP bool) {
 	}
 }
 
+// TestRequestWaitsForUDPHub: a request for a UDP hub the relay counts as
+// reconnecting (as a relay that has just started counts those the store
+// says were online) is served as soon as the agent's handshake comes, not
+// after reconnectWait with "Hub offline": a UDP handshake wakes no waiter,
+// the wait looks for it.
+func TestRequestWaitsForUDPHub(t *testing.T) {
+	tr := startTestRelay(t, true, "a")
+	h := tr.hubs.name("a")
+	tr.hubs.goneNow(h)
+	type result struct {
+		code int
+		err  error
+		took time.Duration
+	}
+	res := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		code, err := tr.get("a")
+		res <- result{code, err, time.Since(start)}
+	}()
+	poll.Until(t, 10*time.Second, "the request to wait for hub a", func() bool { return waiting(h) })
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	r := <-res
+	if r.err != nil || r.code != 200 {
+		t.Fatalf("GET while the UDP agent came: %d %v, want 200", r.code, r.err)
+	}
+	if r.took >= reconnectWait {
+		t.Errorf("the request waited %v, all of reconnectWait, for an agent that handshook at %v", r.took, a.lastHandshake().Format("15:04:05.000"))
+	}
+}
+
+// TestUDPOnlineCheckSharesOneDump: online checks of UDP hubs (a metrics
+// scrape asks for every hub) share one dump of WireGuard's peers, and a
+// hub seen online over UDP is not looked up again while its handshake is
+// fresh.
+func TestUDPOnlineCheckSharesOneDump(t *testing.T) {
+	tr := startTestRelay(t, true, "a", "b", "c")
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(t, tr, "a")
+	dumps := func(stale bool) int {
+		tr.udpPeers.mu.Lock()
+		defer tr.udpPeers.mu.Unlock()
+		if stale {
+			tr.udpPeers.taken = time.Time{}
+		}
+		return tr.udpPeers.dumps
+	}
+	check := func(names ...string) {
+		for range 100 {
+			for _, name := range names {
+				if got, want := tr.hubs.online(tr.hubs.name(name)), name == "a"; got != want {
+					t.Fatalf("hub %s online %v, want %v", name, got, want)
+				}
+			}
+		}
+	}
+	before := dumps(true)
+	check("a")
+	if n := dumps(false) - before; n != 0 {
+		t.Errorf("100 online checks of a hub online over UDP dumped WireGuard's peers %d times", n)
+	}
+	before = dumps(true)
+	start := time.Now()
+	check("a", "b", "c")
+	if n, most := dumps(false)-before, 1+int(time.Since(start)/udpPeersMaxAge)+1; n > most {
+		t.Errorf("300 online checks dumped WireGuard's peers %d times in %v", n, time.Since(start))
+	}
+}
+
 // waiting reports whether a request waits for h to come back.
 func waiting(h *hub) bool {
 	h.mu.Lock()

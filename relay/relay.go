@@ -84,7 +84,8 @@ type Server struct {
 	pending pendingKeys   // hubs' announced next keys (keys.go)
 	version string
 
-	hubs *registry
+	hubs     *registry
+	udpPeers peerDump // lastUDPHandshake's
 	// startHubs is the store's hubs as openStore read them, before it
 	// cleared their online marks: the first syncHubs serves them, and
 	// counts those whose agents are on their way back as reconnecting.
