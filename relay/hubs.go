@@ -54,6 +54,8 @@ const (
 	// handshakes to record which are online (recordUDPHubs): UDP agents
 	// say nothing but WireGuard, so there is no connect to record.
 	udpRecordEvery = 30 * time.Second
+	// udpFirstRecord is when recordUDPHubs first looks after the start.
+	udpFirstRecord = 5 * time.Second
 	// udpPeersMaxAge is how old the dump of WireGuard's peers that
 	// online checks of UDP hubs read may be (lastUDPHandshake), and
 	// udpWaitPoll how often a request waiting for a UDP hub looks.
@@ -453,12 +455,28 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 }
 
 // recordUDPHubs records, every udpRecordEvery until the relay closes,
-// which hubs without a TCP connection are online over UDP.
+// which hubs without a TCP connection are online over UDP, and keeps
+// their sessions for the relay after a crash (unknown.go). The first time
+// comes udpFirstRecord after the start, once the hubs of the relay before
+// have handshaken again (resumeUDP): the file it left is gone once read,
+// so a relay that crashed within its first half minute left its successor
+// nothing to ask, and its UDP hubs came back only when WireGuard gave up
+// on the old session.
 func (s *Server) recordUDPHubs() {
-	s.every(udpRecordEvery, func() {
+	look := func() {
 		s.sweepUDPHubs()
-		s.saveUDPSessions() // unknown.go: for the relay after a crash
-	})
+		s.saveUDPSessions()
+	}
+	first := time.NewTimer(udpFirstRecord)
+	select {
+	case <-s.closing:
+		first.Stop()
+		s.wg.Done()
+		return
+	case <-first.C:
+		look()
+	}
+	s.every(udpRecordEvery, look)
 }
 
 // sweepUDPHubs notes for the store, of each hub without a TCP connection,

@@ -11,6 +11,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -120,5 +121,25 @@ func TestSavedSessions(t *testing.T) {
 		if _, err := parseSavedSessions([]byte(bad), time.Now()); err == nil {
 			t.Errorf("parseSavedSessions(%q) took it", bad)
 		}
+	}
+}
+
+// TestSessionsKeptSoonAfterStart: a relay keeps its UDP hubs' sessions for
+// its successor within seconds of its start, not only after udpRecordEvery:
+// the file the relay before left is gone once read, so a relay that
+// crashed in its first half minute left its hubs to WireGuard's own
+// timeout.
+func TestSessionsKeptSoonAfterStart(t *testing.T) {
+	t.Parallel()
+	tr := startTestRelay(t, true, "a")
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(t, tr, "a")
+	path := tr.cfg.udpSessionsFile()
+	poll.Until(t, udpRecordEvery/2, "the relay to keep its UDP sessions", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+	if got := tr.loadUnknown(time.Now()); len(got) == 0 {
+		t.Fatal("the kept file names no session")
 	}
 }
