@@ -1,7 +1,12 @@
 package bench
 
 import (
+	"io"
+	"net"
 	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -149,5 +154,92 @@ func TestResent(t *testing.T) {
 	}
 	if got := r.Resent(all0, p.Time.Add(time.Millisecond/2), false); got != 0 {
 		t.Errorf("a window that ends before the copies: Resent %d, want 0", got)
+	}
+}
+
+func TestDumpcapDropped(t *testing.T) {
+	for _, c := range []struct {
+		out         string
+		drop, total int
+	}{
+		{"Capturing on 'Loopback: lo'\nFile: /tmp/x.pcapng\nPackets captured: 33\nPackets received/dropped on interface 'Loopback: lo': 33/259 (pcap:259/dumpcap:0/flushed:0/ps_ifdrop:0) (11.3%)\n", 259, 292},
+		{"Packets received/dropped on interface 'lo': 168/0 (pcap:0/dumpcap:0/flushed:0/ps_ifdrop:0) (100.0%)", 0, 168},
+		{"Capturing on 'Loopback: lo'\nFile: /tmp/x.pcapng\n", 0, 0}, // still running
+		{"Packets received/dropped on interface 'lo': x/y", 0, 0},
+	} {
+		if d, n := dumpcapDropped(c.out); d != c.drop || n != c.total {
+			t.Errorf("dumpcapDropped(%q) = %d, %d; want %d, %d", c.out, d, n, c.drop, c.total)
+		}
+	}
+}
+
+// TestCaptureSaysWhenItDropped stops dumpcap (SIGSTOP, as a busy machine
+// would keep it from running) while bytes cross loopback on the captured
+// port: 8 MiB fit its buffer and the capture holds them all; 160 MiB do
+// not, and Stop says it dropped packets rather than leave a short file.
+func TestCaptureSaysWhenItDropped(t *testing.T) {
+	if _, err := exec.LookPath("dumpcap"); err != nil {
+		t.Skip("dumpcap is not installed (scripts/deps.sh installs it)")
+	}
+	for _, c := range []struct {
+		size     int
+		wantDrop bool
+	}{{8 << 20, false}, {160 << 20, true}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan int64, 1)
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				got <- -1
+				return
+			}
+			n, _ := io.Copy(io.Discard, conn)
+			conn.Close()
+			got <- n
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		capt, err := StartCapture(t.TempDir(), "blast", port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		capt.cmd.Process.Signal(syscall.SIGSTOP)
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := conn.Write(make([]byte, c.size)); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		if n := <-got; n != int64(c.size) {
+			t.Fatalf("the receiver got %d B of %d", n, c.size)
+		}
+		ln.Close()
+		capt.cmd.Process.Signal(syscall.SIGCONT)
+		// dumpcap loses what it has not read when stopped, uncounted:
+		// let it write out its buffer first.
+		var last int64 = -1
+		WaitFor(10*time.Second, "dumpcap's file to stop growing", func() (bool, error) {
+			fi, err := os.Stat(capt.File)
+			if err != nil {
+				return false, err
+			}
+			grown := fi.Size() != last
+			last = fi.Size()
+			time.Sleep(200 * time.Millisecond)
+			return !grown, nil
+		})
+		err = capt.Stop()
+		t.Logf("%d MiB while dumpcap was stopped: %v; dumpcap said: %s", c.size>>20, err, capt.Output())
+		if c.wantDrop && (err == nil || !strings.Contains(err.Error(), "dropped")) {
+			t.Errorf("%d MiB: Stop = %v, want it to say the capture dropped packets", c.size>>20, err)
+		}
+		if !c.wantDrop && (err != nil || last < int64(c.size)) {
+			t.Errorf("%d MiB: Stop = %v and a file of %d B, want the buffer to have held them all", c.size>>20, err, last)
+		}
 	}
 }
