@@ -507,8 +507,9 @@ func (ru *run) recovery(relay *Relay, agent *Agent, firstCold coldTimes) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			// An idle UDP hub after a SIGKILL waits for its next
-			// keepalive (25 s) to be asked to handshake again.
+			// An idle UDP hub the killed relay had not kept
+			// (keepUDPSessions) waits for its next keepalive (25 s)
+			// to be asked to handshake again.
 			udp, udpErr = UntilOK(pingUDP, t0, 60*time.Second)
 		}()
 		tcp, err = UntilOK(ping, t0, 30*time.Second)
@@ -580,7 +581,8 @@ repeated every 10 ms on a new connection, is answered 200 by the bulk server beh
 SIGKILL: %s; SIGTERM: %s. The UDP hub (its own agent, transport "udp"), timed the same way at the same
 time: SIGKILL: %s; SIGTERM: %s. A UDP hub has no connection that ends with the relay: after SIGTERM the
 old relay leaves its UDP sessions in a file and the new one asks those hubs to handshake as it starts;
-after SIGKILL the new relay answers the hub's next keepalive (every 25 s) with SessionUnknown.
+after SIGKILL the new relay asks the hubs whose sessions the killed one kept (0.1 s after each handshake);
+one it did not keep is asked when its next keepalive (every 25 s) meets the new relay.
 
 **Cold start**: the clock starts when the hubtunnel process is started (config and key exist) and stops
 when its status API first says "connected" (%s), and, polled at the same time, when the same request

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,9 +120,9 @@ func testRequestWaitsThroughRelayRestart(t *testing.T, transport string) {
 	s.waitConnected(15 * time.Second)
 	s.mustGetWebUI()
 	if transport == "udp" {
-		// The relay records a UDP hub as online, and keeps its sessions
-		// for the relay after a crash, every 30 s: a relay that crashed
-		// before knows nothing of it.
+		// The relay records a UDP hub as online 5 s after its start,
+		// then every 30 s: a relay that crashed before left the store
+		// nothing to say the hub was online.
 		poll.Until(t, 45*time.Second, "the relay to record the UDP hub online", func() bool {
 			out, err := runErr(bins.Hubrelay, "hub", "list", "--config", s.relayConf)
 			return err == nil && strings.Contains(out, "online since") && strings.Contains(out, "udp")
@@ -131,10 +133,20 @@ func testRequestWaitsThroughRelayRestart(t *testing.T, transport string) {
 		body string
 		err  error
 	}
-	// The crash first: the relay keeps a UDP hub's sessions for its
-	// successor only every 30 s (and as it stops), and the one that
-	// crashes must have kept the agent's current one.
-	for i, how := range []string{"SIGKILL", "SIGTERM"} {
+	// The crash first, while the relay is the one that recorded the hub
+	// online above; then a crash of the relay that just started: it read
+	// and removed the sessions file its predecessor left, and a UDP hub
+	// is asked to handshake with the next one only if it kept the
+	// session the hub made with it (here, while the agent is held, the
+	// request could not wait long enough for the agent's next keepalive).
+	sessions := filepath.Join(filepath.Dir(s.relayConf), "udp-sessions.json")
+	for i, how := range []string{"SIGKILL", "SIGKILL", "SIGTERM"} {
+		if i == 1 && transport == "udp" {
+			poll.Until(t, 2*time.Second, "the new relay to keep the UDP hub's session", func() bool {
+				_, err := os.Stat(sessions)
+				return err == nil
+			})
+		}
 		s.agent.cmd.Process.Signal(syscall.SIGSTOP)
 		if how == "SIGKILL" {
 			s.relay.kill()

@@ -230,6 +230,9 @@ type udpInbound struct {
 	closing bool           // the relay is shutting down: every message is dropped (goodbye)
 
 	saveWarned atomic.Bool // saveUDPSessions has logged that it cannot write its file
+	// changed has a value when a UDP hub's sessions changed since
+	// keepUDPSessions last looked (unknown.go).
+	changed chan struct{}
 }
 
 // udpPeer is a UDP hub's address as the relay knows it.
@@ -264,7 +267,7 @@ func (x *indices) has(i uint32) bool {
 }
 
 func newUDPInbound(s *Server) *udpInbound {
-	return &udpInbound{s: s, peers: map[netip.AddrPort]*udpPeer{}, addr: map[*hub]netip.AddrPort{}}
+	return &udpInbound{s: s, peers: map[netip.AddrPort]*udpPeer{}, addr: map[*hub]netip.AddrPort{}, changed: make(chan struct{}, 1)}
 }
 
 // admit counts the first n packets into their hubs' windows and drops
@@ -403,9 +406,16 @@ func (u *udpInbound) sent(bufs [][]byte, ep conn.Endpoint) {
 			continue
 		}
 		u.mu.Lock()
-		if pe := u.peers[se.AddrPort]; pe != nil {
+		pe := u.peers[se.AddrPort]
+		if pe != nil {
 			pe.idx.learn(wire.Index(p))
 		}
 		u.mu.Unlock()
+		if pe != nil {
+			select {
+			case u.changed <- struct{}{}:
+			default:
+			}
+		}
 	}
 }

@@ -455,18 +455,13 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 }
 
 // recordUDPHubs records, every udpRecordEvery until the relay closes,
-// which hubs without a TCP connection are online over UDP, and keeps
-// their sessions for the relay after a crash (unknown.go). The first time
+// which hubs without a TCP connection are online over UDP. The first time
 // comes udpFirstRecord after the start, once the hubs of the relay before
-// have handshaken again (resumeUDP): the file it left is gone once read,
-// so a relay that crashed within its first half minute left its successor
-// nothing to ask, and its UDP hubs came back only when WireGuard gave up
-// on the old session.
+// have handshaken again (resumeUDP), so that the store soon says they are
+// online: a relay that follows a crash counts them as on their way back
+// (recentlyOnline). Their sessions are kept as they change
+// (keepUDPSessions).
 func (s *Server) recordUDPHubs() {
-	look := func() {
-		s.sweepUDPHubs()
-		s.saveUDPSessions()
-	}
 	first := time.NewTimer(udpFirstRecord)
 	select {
 	case <-s.closing:
@@ -474,9 +469,9 @@ func (s *Server) recordUDPHubs() {
 		s.wg.Done()
 		return
 	case <-first.C:
-		look()
+		s.sweepUDPHubs()
 	}
-	s.every(udpRecordEvery, look)
+	s.every(udpRecordEvery, s.sweepUDPHubs)
 }
 
 // sweepUDPHubs notes for the store, of each hub without a TCP connection,

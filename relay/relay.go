@@ -85,7 +85,8 @@ type Server struct {
 	version string
 
 	hubs     *registry
-	udpPeers peerDump // lastUDPHandshake's
+	udpPeers peerDump   // lastUDPHandshake's
+	saveMu   sync.Mutex // writers of the UDP sessions file (unknown.go)
 	// startHubs is the store's hubs as openStore read them, before it
 	// cleared their online marks: the first syncHubs serves them, and
 	// counts those whose agents are on their way back as reconnecting.
@@ -323,8 +324,9 @@ func (s *Server) Start() (err error) {
 		go s.every(12*time.Hour, s.renewSelfSigned)
 	}
 	if udpPort != 0 {
-		s.wg.Add(1)
+		s.wg.Add(2)
 		go s.recordUDPHubs()
+		go s.keepUDPSessions()
 	}
 	s.wg.Add(1)
 	go s.every(peerSweepEvery, s.sweepPeers)
@@ -398,7 +400,7 @@ func (s *Server) Close() error {
 		}
 		if s.bind != nil && s.bind.udpIn != nil {
 			if answers := s.bind.udpIn.goodbye(); len(answers) > 0 {
-				if err := s.saveUnknown(answers); err != nil {
+				if _, err := s.saveUnknown(answers); err != nil {
 					s.bind.sendUnknown(answers)
 					s.log.Info("shutting down: told the UDP hubs to handshake with the relay that follows", "sessions", len(answers), "not_saved", err.Error())
 				} else {

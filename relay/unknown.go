@@ -107,9 +107,9 @@ func (b *agentBind) sendUnknown(answers []unknownAnswer) {
 // goodbye is for a relay shutting down: it drops every UDP message from
 // now on (no handshake is answered by a relay about to lose it) and
 // returns an answer for each session of each UDP hub. The relay leaves
-// them in a file for the relay that follows (as it does every 30 s, for a
-// relay that follows a crash), which sends them as it starts (resumeUDP):
-// the hubs handshake with it at once, and a restart by a service manager
+// them in a file for the relay that follows (as it does after each
+// handshake, for a relay that follows a crash: keepUDPSessions), which
+// sends them as it starts (resumeUDP): the hubs handshake with it at once, and a restart by a service manager
 // costs a UDP hub well under a second. Where the file cannot be written,
 // the answers go out at once: the hubs' handshakes then meet the closing
 // relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until the
@@ -166,6 +166,11 @@ type savedSession struct {
 }
 
 const (
+	// udpSaveSettle is how long after a handshake keepUDPSessions writes
+	// the sessions, and udpSaveRate how many bytes a second it writes
+	// at most, on average.
+	udpSaveSettle = 100 * time.Millisecond
+	udpSaveRate   = 64 << 10
 	// savedSessionsFresh is how old the file may be: beyond it the hubs
 	// have handshaken by themselves (REKEY_AFTER_TIME), or moved on.
 	savedSessionsFresh = 2 * time.Minute
@@ -173,11 +178,18 @@ const (
 	savedSessionsMax = 1_000_000
 )
 
-// saveUnknown writes answers to the file for the relay that follows.
-func (s *Server) saveUnknown(answers []unknownAnswer) error {
+// saveUnknown writes answers to the file for the relay that follows, and
+// says how many bytes it wrote.
+func (s *Server) saveUnknown(answers []unknownAnswer) (int, error) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	return s.saveUnknownLocked(answers)
+}
+
+func (s *Server) saveUnknownLocked(answers []unknownAnswer) (int, error) {
 	path := s.cfg.udpSessionsFile()
 	if path == "" {
-		return errors.New("no folder for it")
+		return 0, errors.New("no folder for it")
 	}
 	f := savedSessions{Written: time.Now().UTC()}
 	for _, a := range answers {
@@ -186,9 +198,9 @@ func (s *Server) saveUnknown(answers []unknownAnswer) error {
 	}
 	data, err := json.Marshal(f)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return atomicfile.WriteFile(path, data, 0o600)
+	return len(data), atomicfile.WriteFile(path, data, 0o600)
 }
 
 // loadUnknown reads and removes the file a relay before left, and returns
@@ -235,21 +247,71 @@ func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, error) {
 	return answers, nil
 }
 
-// saveUDPSessions writes the UDP hubs' sessions now and then
-// (udpRecordEvery, with sweepUDPHubs), so that after a SIGKILL or a crash
-// the next relay asks them too: the hubs keep the last four sessions they
-// sent on, so a file of half a minute ago still names one of them.
-func (s *Server) saveUDPSessions() {
+// keepUDPSessions writes the UDP hubs' sessions to the file for the relay
+// after a SIGKILL or a crash, udpSaveSettle after a handshake gave one of
+// them a new session (a relay's start brings all of them at once), so
+// that the next relay asks them too (resumeUDP): an agent answers only
+// for the session it last sent on. Writes are at least udpSaveSettle
+// apart, and further for a big file (udpSaveRate): a relay with 10,000
+// UDP hubs, which rekey every 2 minutes, writes its 2 MB every half
+// minute. So a relay that crashes a second after its start (it removed
+// the file its predecessor left as it read it) still leaves the sessions
+// its hubs are on, and they are not left to their next keepalive, up to
+// 25 s away.
+func (s *Server) keepUDPSessions() {
+	defer s.wg.Done()
 	if s.bind == nil || s.bind.udpIn == nil {
 		return
 	}
-	answers := s.bind.udpIn.snapshot()
-	if len(answers) == 0 {
-		return
+	u := s.bind.udpIn
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-s.closing:
+			return false
+		case <-t.C:
+			return true
+		}
 	}
-	if err := s.saveUnknown(answers); err != nil && !s.bind.udpIn.saveWarned.Swap(true) {
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-u.changed:
+		}
+		if !wait(udpSaveSettle) {
+			return
+		}
+		n := s.saveUDPSessions()
+		if !wait(time.Duration(n) * time.Second / udpSaveRate) {
+			return
+		}
+	}
+}
+
+// saveUDPSessions writes the UDP hubs' sessions, unless the relay is
+// shutting down (goodbye's are written then, and are the last word), and
+// says how many bytes.
+func (s *Server) saveUDPSessions() int {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	u := s.bind.udpIn
+	u.mu.Lock()
+	closing := u.closing
+	u.mu.Unlock()
+	if closing {
+		return 0
+	}
+	answers := u.snapshot()
+	if len(answers) == 0 {
+		return 0
+	}
+	n, err := s.saveUnknownLocked(answers)
+	if err != nil && !u.saveWarned.Swap(true) {
 		s.log.Warn("could not keep the UDP hubs' sessions for a restart", "err", err.Error())
 	}
+	return n
 }
 
 // resumeUDP sends the answers the relay before left, once this relay's

@@ -97,7 +97,7 @@ func TestSavedSessions(t *testing.T) {
 		copy(an.msg[:], wire.AppendSessionUnknown(nil, uint32(100+i)))
 		answers = append(answers, an)
 	}
-	if err := s.saveUnknown(answers); err != nil {
+	if _, err := s.saveUnknown(answers); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "udp-sessions.json")
@@ -111,7 +111,7 @@ func TestSavedSessions(t *testing.T) {
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("the file is still there after it was read: %v", err)
 	}
-	if err := s.saveUnknown(answers); err != nil {
+	if _, err := s.saveUnknown(answers); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.loadUnknown(time.Now().Add(savedSessionsFresh + time.Second)); len(got) != 0 {
@@ -125,21 +125,31 @@ func TestSavedSessions(t *testing.T) {
 }
 
 // TestSessionsKeptSoonAfterStart: a relay keeps its UDP hubs' sessions for
-// its successor within seconds of its start, not only after udpRecordEvery:
-// the file the relay before left is gone once read, so a relay that
-// crashed in its first half minute left its hubs to WireGuard's own
-// timeout.
+// its successor within a second of their handshake, not only after
+// udpRecordEvery (or udpFirstRecord): the file the relay before left is
+// gone once read, so a relay that crashed soon after its start left its
+// idle hubs to their next keepalive, up to 25 s. The file names the
+// session the relay's handshake answer made.
 func TestSessionsKeptSoonAfterStart(t *testing.T) {
 	t.Parallel()
 	tr := startTestRelay(t, true, "a")
 	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
 	a.waitOnline(t, tr, "a")
 	path := tr.cfg.udpSessionsFile()
-	poll.Until(t, udpRecordEvery/2, "the relay to keep its UDP sessions", func() bool {
-		_, err := os.Stat(path)
-		return err == nil
+	var kept []unknownAnswer
+	poll.Until(t, time.Second, "the relay to keep its UDP sessions", func() bool {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		kept, err = parseSavedSessions(data, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(kept) > 0
 	})
-	if got := tr.loadUnknown(time.Now()); len(got) == 0 {
-		t.Fatal("the kept file names no session")
+	now := tr.bind.udpIn.snapshot()
+	if len(now) == 0 || len(kept) != len(now) || kept[0].msg != now[0].msg || kept[0].ep.DstToString() != now[0].ep.DstToString() {
+		t.Fatalf("kept %v, want the relay's sessions %v", kept, now)
 	}
 }
