@@ -11,8 +11,9 @@ import (
 // relay's own benchmarks (relay/proxy_bench_test.go) in one go test run:
 // the check on a kept-alive connection whose decision stands, against the
 // whole request it is part of (a GET, and a small POST whose body the
-// relay sends with its head, each against the tunnel alone); the store lookup of a connection's first
-// request; and a browser's login (argon2id at the store's default cost).
+// relay sends with its head, each against the tunnel alone); the store
+// lookup of a connection's first request; and a browser's login
+// (argon2id at the store's default cost).
 func (ru *run) access() error {
 	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkAuthorize|BenchmarkKeptAliveRequest|BenchmarkLogin)$",
 		"-benchtime", "2s", "-count", "1", "./relay/")
