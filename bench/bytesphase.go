@@ -30,7 +30,8 @@ type wireBytes struct {
 	stream                     *Stream
 	tConn, tSetupEnd, tTrigger time.Time
 	tIdleStart, tIdleEnd       time.Time
-	overheadAtSetup            uint64 // the agent's own overhead_bytes after setup
+	tCheck                     time.Time // the agent's release check in the idle window; zero if none
+	overheadAtSetup            uint64    // the agent's own overhead_bytes after setup
 	idleMem                    Mem
 }
 
@@ -102,8 +103,20 @@ func (w *wireBytes) run(setupDone func()) error {
 		}
 		w.tIdleStart = w.tTrigger.Add(afterRequest)
 		w.tIdleEnd = w.tIdleStart.Add(o.Idle)
+		time.Sleep(time.Until(w.tIdleStart))
+		// The self-updater's first release check comes at a random
+		// time 2–30 minutes after the start, then once a day
+		// (selfupdate.Updater): it may fall in the window.
+		var planned time.Time
+		if st, err := agent.Status(); err == nil && st.Update != nil {
+			planned = st.Update.NextCheck
+		}
 		time.Sleep(time.Until(w.tIdleEnd))
 		w.idleMem, _ = agent.Proc.Mem()
+		if st, err := agent.Status(); err == nil && st.Update != nil && !planned.Before(w.tIdleStart) && planned.Before(w.tIdleEnd) &&
+			!st.Update.CheckedAt.Before(planned.Truncate(time.Second)) {
+			w.tCheck = planned
+		}
 	}
 	if err := stopCapture(); err != nil {
 		return err
@@ -179,9 +192,11 @@ TCP connections (the netstacks' keepalive after 60 s idle, resets) outliving the
 
 		idle := s.Window(w.tIdleStart, w.tIdleEnd)
 		win := w.tIdleEnd.Sub(w.tIdleStart)
-		naive := float64(idle.IPBytes) * 86400 / win.Seconds()
-		steady, steadyNote := idleModel(s.Probes(w.tIdleStart, w.tIdleEnd))
-		perDay := max(naive, steady)
+		perDay, naive, check, steadyNote := idlePerDay(s, w.tIdleStart, w.tIdleEnd, w.tCheck)
+		checkNote := "The agent's release check (the first 2–30 minutes after it starts, at random, then once a day) did not fall in this window."
+		if !w.tCheck.IsZero() {
+			checkNote = fmt.Sprintf("The agent's release check (the first 2–30 minutes after it starts, at random, then once a day) fell in this window at %s: %d B with the relay's passive keepalive after it, left out of both extrapolations and counted once a day.", w.tCheck.Format("15:04:05"), check)
+		}
 		r.add("wire bytes", "idle traffic per day, both ways (CloudMatic: ~1 MB)",
 			fmt.Sprintf("%.1f KB/day (%d B in %d packets over %s)", perDay/1000, idle.IPBytes, idle.Packets, win.Round(time.Second)),
 			"≤ 150 KB/day", ptr(perDay <= 150000))
@@ -191,16 +206,45 @@ TCP connections (the netstacks' keepalive after 60 s idle, resets) outliving the
 %s, at production timers
 (the agent's TCP keepalive: %s idle, then probes; no WireGuard persistent keepalive on TCP). Extrapolated
 to a day two ways, and the larger is reported: the window's bytes × 86400 s / window = %.1f KB/day; and
-per keepalive period, which does not depend on where the window cuts the periods: %s. With link headers
+per keepalive period, which does not depend on where the window cuts the periods: %s. %s With link headers
 the window had %d B. Agent RSS at the end of the window: %s.
 
-`+"```\n%s```", afterRequest.Seconds(), win.Round(time.Second), vpnKeepAliveIdle(), naive/1000, steadyNote, idle.Frame, fmtMB(w.idleMem.RSS),
+`+"```\n%s```", afterRequest.Seconds(), win.Round(time.Second), vpnKeepAliveIdle(), naive/1000, steadyNote, checkNote, idle.Frame, fmtMB(w.idleMem.RSS),
 			s.Describe(w.tIdleStart, w.tIdleEnd))
 		r.add("memory", fmt.Sprintf("agent RSS after %s idle", w.tIdleEnd.Sub(w.tConn).Round(time.Second)), fmtMB(w.idleMem.RSS), "≤ 20 MB", ptr(w.idleMem.RSS <= 20e6))
 	} else {
 		body += "\n\nRekey and idle traffic were skipped (IDLE=0)."
 	}
 	r.section("Bytes on the agent's connection", "%s", body)
+}
+
+// releaseCheckSpan is how much of the capture from the agent's release
+// check on is the check's: the exchange (milliseconds) and the relay's
+// passive keepalive 10 s after it, with its ACK.
+const releaseCheckSpan = 12 * time.Second
+
+// idlePerDay extrapolates the idle window [from, to) of s to a day: the
+// larger of the window's bytes scaled to a day (naive) and the keepalive
+// probes' model (idleModel), plus once the agent's release check if one
+// came at checkAt (zero: none) — a daily exchange scaled with the window
+// would count 288 times in five minutes. check is its bytes, less any
+// keepalive probe that shared its span.
+func idlePerDay(s *Stream, from, to, checkAt time.Time) (perDay, naive float64, check int, steadyNote string) {
+	bytes := s.Window(from, to).IPBytes
+	if !checkAt.IsZero() {
+		end := checkAt.Add(releaseCheckSpan)
+		if end.After(to) {
+			end = to
+		}
+		check = s.Window(checkAt, end).IPBytes
+		for _, p := range s.Probes(checkAt, end) {
+			check -= p.Bytes
+		}
+		bytes -= check
+	}
+	naive = float64(bytes) * 86400 / to.Sub(from).Seconds()
+	steady, steadyNote := idleModel(s.Probes(from, to))
+	return max(naive, steady) + float64(check), naive, check, steadyNote
 }
 
 func vpnKeepAliveIdle() string { return uplink.DefaultKeepAlive.Idle.String() }

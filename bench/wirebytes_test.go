@@ -114,6 +114,38 @@ func TestIdleModel(t *testing.T) {
 	}
 }
 
+// TestIdlePerDay: the test capture's request (19:18:48.509, 2756 B with
+// the relay's passive keepalive 10 s later and its ACK, summed by hand)
+// stands for the agent's daily release check in a window from 19:17:00 to
+// 19:19:30 that also holds one keepalive probe (104 B at 19:18:16). As a
+// check it counts once a day, on top of the probe model; unnamed, it is
+// scaled with the window like everything else.
+func TestIdlePerDay(t *testing.T) {
+	s := testStream(t)
+	day := s.Packets[0].Time.Truncate(24 * time.Hour)
+	at := func(h, m, sec, ms int) time.Time {
+		return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(sec)*time.Second + time.Duration(ms)*time.Millisecond)
+	}
+	from, to, checkAt := at(19, 17, 0, 0), at(19, 19, 30, 0), at(19, 18, 48, 509)
+	win := to.Sub(from).Seconds()
+
+	perDay, naive, check, _ := idlePerDay(s, from, to, checkAt)
+	probeModel := 104 * 86400 / 90.0 // one agent probe, at its configured 90 s
+	if check != 2756 || naive != 104*86400/win || perDay != max(104*86400/win, probeModel)+2756 {
+		t.Errorf("with the check: perDay %.0f, naive %.0f, check %d; want %.0f, %.0f, 2756",
+			perDay, naive, check, max(104*86400/win, probeModel)+2756, 104*86400/win)
+	}
+	perDay, naive, check, _ = idlePerDay(s, from, to, time.Time{})
+	if check != 0 || naive != (104+2756)*86400/win || perDay != naive {
+		t.Errorf("without: perDay %.0f, naive %.0f, check %d; want the window scaled, %.0f", perDay, naive, check, (104+2756)*86400/win)
+	}
+	// A check whose span holds the probe leaves the probe to the model.
+	_, _, check, _ = idlePerDay(s, from, to, at(19, 18, 10, 0))
+	if check != 0 {
+		t.Errorf("a check span holding only the probe: check %d B, want 0", check)
+	}
+}
+
 // TestResent: a segment sent again (whole or in part) counts its repeated
 // payload once, in its direction only; a keepalive probe (one number
 // below the next, no payload) and the SYN count nothing.
