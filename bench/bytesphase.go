@@ -193,9 +193,10 @@ TCP connections (the netstacks' keepalive after 60 s idle, resets) outliving the
 		idle := s.Window(w.tIdleStart, w.tIdleEnd)
 		win := w.tIdleEnd.Sub(w.tIdleStart)
 		perDay, naive, check, steadyNote := idlePerDay(s, w.tIdleStart, w.tIdleEnd, w.tCheck)
-		checkNote := "The agent's release check (the first 2–30 minutes after it starts, at random, then once a day) did not fall in this window."
+		const checkWhat = "The agent's release check (the first 2–30 minutes after it starts, at random, then once a day)"
+		checkNote := checkWhat + " did not fall in this window."
 		if !w.tCheck.IsZero() {
-			checkNote = fmt.Sprintf("The agent's release check (the first 2–30 minutes after it starts, at random, then once a day) fell in this window at %s: %d B with the relay's passive keepalive after it, left out of both extrapolations and counted once a day.", w.tCheck.Format("15:04:05"), check)
+			checkNote = fmt.Sprintf("%s fell in this window at %s: %d B with the relay's passive keepalive after it, left out of both extrapolations and counted once a day.", checkWhat, w.tCheck.Format("15:04:05"), check)
 		}
 		r.add("wire bytes", "idle traffic per day, both ways (CloudMatic: ~1 MB)",
 			fmt.Sprintf("%.1f KB/day (%d B in %d packets over %s)", perDay/1000, idle.IPBytes, idle.Packets, win.Round(time.Second)),

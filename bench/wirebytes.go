@@ -97,7 +97,9 @@ func StartCaptureFilter(dir, name, filter string) (*Capture, error) {
 func (c *Capture) Output() string { return c.stderr.String() }
 
 // Stop ends the capture (SIGINT lets dumpcap finish its file). A capture
-// that dropped packets is an error: its bytes are not the wire's.
+// that dropped packets is an error: its bytes are not the wire's. What
+// dumpcap had not yet read from its buffer is lost without being counted
+// as dropped: wait for the file to hold the last packet wanted first.
 func (c *Capture) Stop() error {
 	c.cmd.Process.Signal(syscall.SIGINT)
 	select {

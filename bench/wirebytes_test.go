@@ -252,18 +252,20 @@ func TestCaptureSaysWhenItDropped(t *testing.T) {
 		}
 		ln.Close()
 		capt.cmd.Process.Signal(syscall.SIGCONT)
-		// dumpcap loses what it has not read when stopped, uncounted:
-		// let it write out its buffer first.
+		// dumpcap loses what it has not read when stopped, uncounted,
+		// and reads its buffer in spurts: let it write the buffer out
+		// first (no growth for a second).
 		var last int64 = -1
+		var grew time.Time
 		WaitFor(10*time.Second, "dumpcap's file to stop growing", func() (bool, error) {
 			fi, err := os.Stat(capt.File)
 			if err != nil {
 				return false, err
 			}
-			grown := fi.Size() != last
-			last = fi.Size()
-			time.Sleep(200 * time.Millisecond)
-			return !grown, nil
+			if fi.Size() != last {
+				last, grew = fi.Size(), time.Now()
+			}
+			return time.Since(grew) >= time.Second, nil
 		})
 		err = capt.Stop()
 		t.Logf("%d MiB while dumpcap was stopped: %v; dumpcap said: %s", c.size>>20, err, capt.Output())

@@ -109,8 +109,9 @@ func (b *agentBind) sendUnknown(answers []unknownAnswer) {
 // returns an answer for each session of each UDP hub. The relay leaves
 // them in a file for the relay that follows (as it does after each
 // handshake, for a relay that follows a crash: keepUDPSessions), which
-// sends them as it starts (resumeUDP): the hubs handshake with it at once, and a restart by a service manager
-// costs a UDP hub well under a second. Where the file cannot be written,
+// sends them as it starts (resumeUDP): the hubs handshake with it at
+// once, and a restart by a service manager costs a UDP hub well under a
+// second. Where the file cannot be written,
 // the answers go out at once: the hubs' handshakes then meet the closing
 // relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until the
 // next relay answers.
