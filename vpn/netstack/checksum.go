@@ -32,9 +32,10 @@ func capabilities(verify bool, needs func(netip.Addr) bool) stack.LinkEndpointCa
 }
 
 // fillChecksum writes the TCP checksum of the IP packet p if needs says its
-// destination verifies one. gVisor, under TX offload, leaves the field
-// zero; only TCP's depends on the offload (IPv4's header checksum and
-// ICMP's are always computed), and the stack speaks no other transport.
+// destination verifies one, and zero otherwise. gVisor, under TX offload,
+// leaves the field zero, or partial under segmentation offload (gso.go);
+// only TCP's depends on the offload (IPv4's header checksum and ICMP's are
+// always computed), and the stack speaks no other transport.
 func fillChecksum(p []byte, needs func(netip.Addr) bool) {
 	var (
 		dst      netip.Addr
@@ -60,11 +61,14 @@ func fillChecksum(p []byte, needs func(netip.Addr) bool) {
 	default:
 		return
 	}
-	if len(tcp) < header.TCPMinimumSize || !needs(dst) {
+	if len(tcp) < header.TCPMinimumSize {
 		return
 	}
 	t := header.TCP(tcp)
 	t.SetChecksum(0)
+	if !needs(dst) {
+		return
+	}
 	// The pseudo-header: both addresses, the protocol and the length.
 	xsum := checksum.Checksum(src, 0)
 	xsum = checksum.Combine(xsum, uint16(header.TCPProtocolNumber))

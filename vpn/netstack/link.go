@@ -53,16 +53,22 @@ const (
 // wait in a ring until WireGuard reads them through the tun.Device, and whose
 // inbound packets are whatever WireGuard writes to the tun.Device.
 type link struct {
-	mtu  uint32
-	caps stack.LinkEndpointCapabilities // checksum offloads (checksum.go)
+	mtu    uint32
+	gsoMax uint32                         // gsoMaxSize(mtu)
+	caps   stack.LinkEndpointCapabilities // checksum offloads (checksum.go)
 	// needsChecksum, under TX checksum offload, says which destinations
 	// get TCP checksums from read (fillChecksum).
 	needsChecksum func(netip.Addr) bool
 
-	// readMu serializes Device.Read, which owns batch and waits on
-	// inFlight.
+	// readMu serializes Device.Read, which owns batch, held and from,
+	// and waits on inFlight.
 	readMu sync.Mutex
 	batch  [batchSize]*stack.PacketBuffer
+	// held are the packets Read took off the ring and has not copied out
+	// yet, in order: a large segment (gso.go) can fill more than one
+	// Read. from is the payload offset of held[0]'s next packet.
+	held []*stack.PacketBuffer
+	from int
 
 	// inFlight counts the packets Read handed to WireGuard that Sent has
 	// not yet counted out (nil: unbounded).
@@ -93,6 +99,7 @@ var _ stack.LinkEndpoint = (*link)(nil)
 func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool) *link {
 	l := &link{
 		mtu:           uint32(mtu),
+		gsoMax:        gsoMaxSize(uint32(mtu)),
 		caps:          capabilities(verify, needs),
 		needsChecksum: needs,
 		inFlight:      inflight.New(maxInFlight),
@@ -152,44 +159,41 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		room := l.inFlight.Room(min(len(bufs), len(sizes), len(l.batch)), l.done)
 		if room == 0 {
+			l.dropHeld()
 			return 0, os.ErrClosed
 		}
-		// Take packets off the ring under mu, copy them out without it:
-		// the stack's senders must not wait for our memcpy.
-		l.mu.Lock()
-		if l.mu.closed {
-			l.mu.Unlock()
-			return 0, os.ErrClosed
-		}
-		k := min(room, l.mu.n)
-		for i := range k {
-			l.batch[i] = l.mu.ring[l.mu.head]
-			l.mu.ring[l.mu.head] = nil
-			l.mu.head = (l.mu.head + 1) % queueLen
-		}
-		l.mu.n -= k
-		l.mu.Unlock()
-
-		n, bytes := 0, 0
-		for _, pkt := range l.batch[:k] {
-			if size := copyPacket(bufs[n][offset:], pkt); size > 0 {
-				if l.needsChecksum != nil {
-					fillChecksum(bufs[n][offset:offset+size], l.needsChecksum)
-				}
-				sizes[n] = size
-				bytes += size
-				n++
-			} else {
-				l.dropped.Add(1) // larger than the caller's buffer
+		if len(l.held) == 0 {
+			// Take packets off the ring under mu, copy them out without
+			// it: the stack's senders must not wait for our memcpy.
+			l.mu.Lock()
+			if l.mu.closed {
+				l.mu.Unlock()
+				return 0, os.ErrClosed
 			}
-			pkt.DecRef()
+			k := min(room, l.mu.n)
+			for i := range k {
+				l.batch[i] = l.mu.ring[l.mu.head]
+				l.mu.ring[l.mu.head] = nil
+				l.mu.head = (l.mu.head + 1) % queueLen
+			}
+			l.mu.n -= k
+			l.mu.Unlock()
+			l.held, l.from = l.batch[:k], 0
 		}
-		clear(l.batch[:k])
+
+		n := l.copyOut(bufs[:room], sizes, offset)
 		if n > 0 {
+			bytes := 0
+			for _, size := range sizes[:n] {
+				bytes += size
+			}
 			l.inFlight.Enter(n)
 			l.packetsOut.Add(uint64(n))
 			l.bytesOut.Add(uint64(bytes))
 			return n, nil
+		}
+		if len(l.held) > 0 {
+			continue // only packets too large for the caller's buffers
 		}
 
 		select {
@@ -197,6 +201,46 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		case <-l.done:
 		}
 	}
+}
+
+// copyOut copies the held packets into bufs[i][offset:] until bufs are full
+// or none is left, and lets go of each once it is all out.
+func (l *link) copyOut(bufs [][]byte, sizes []int, offset int) int {
+	n := 0
+	for len(l.held) > 0 && n < len(bufs) {
+		pkt := l.held[0]
+		if split, _ := segmented(pkt); split {
+			k, next := l.split(bufs[n:], sizes[n:], offset, pkt, l.from)
+			n += k
+			if next >= 0 && next < pkt.Data().Size() {
+				l.from = next
+				break // bufs are full
+			}
+			if next < 0 {
+				l.dropped.Add(1) // larger than the caller's buffer
+			}
+		} else if size := copyPacket(bufs[n][offset:], pkt); size > 0 {
+			_, partial := segmented(pkt)
+			l.fill(bufs[n][offset:offset+size], partial)
+			sizes[n] = size
+			n++
+		} else {
+			l.dropped.Add(1) // larger than the caller's buffer
+		}
+		pkt.DecRef()
+		l.held[0] = nil
+		l.held, l.from = l.held[1:], 0
+	}
+	return n
+}
+
+// dropHeld lets go of the packets Read still holds; the link is closed.
+func (l *link) dropHeld() {
+	for i, pkt := range l.held {
+		pkt.DecRef()
+		l.held[i] = nil
+	}
+	l.held, l.from = nil, 0
 }
 
 // copyPacket copies pkt into dst without allocating. It returns the packet's
