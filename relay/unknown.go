@@ -53,6 +53,7 @@ type unknownAnswers struct {
 type unknownAnswer struct {
 	ep  conn.Endpoint
 	msg [wire.SessionUnknownSize]byte
+	hub string // the hub's name, in the relay's own sessions (snapshot); "" in answers to strangers
 }
 
 // unknownLocked queues an answer to ep for receiver index i, unless one
@@ -132,7 +133,7 @@ func (u *udpInbound) snapshot() []unknownAnswer {
 			if id == 0 {
 				continue
 			}
-			a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}}
+			a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}, hub: pe.hub.Name}
 			copy(a.msg[:], wire.AppendSessionUnknown(nil, uint32(id)))
 			answers = append(answers, a)
 		}
@@ -155,7 +156,8 @@ func (c *Config) udpSessionsFile() string {
 }
 
 // savedSessions is the file: when it was written and each answer's
-// address and index.
+// address, index and hub (a name: the relay that follows counts the hub
+// as on its way back, resumeUDP; files before it have none).
 type savedSessions struct {
 	Written  time.Time      `json:"written"`
 	Sessions []savedSession `json:"sessions"`
@@ -164,6 +166,7 @@ type savedSessions struct {
 type savedSession struct {
 	Addr  string `json:"addr"`
 	Index uint32 `json:"index"`
+	Hub   string `json:"hub,omitempty"`
 }
 
 const (
@@ -195,7 +198,7 @@ func (s *Server) saveUnknownLocked(answers []unknownAnswer) (int, error) {
 	f := savedSessions{Written: time.Now().UTC()}
 	for _, a := range answers {
 		i, _ := wire.ParseSessionUnknown(a.msg[:])
-		f.Sessions = append(f.Sessions, savedSession{Addr: a.ep.DstToString(), Index: i})
+		f.Sessions = append(f.Sessions, savedSession{Addr: a.ep.DstToString(), Index: i, Hub: a.hub})
 	}
 	data, err := json.Marshal(f)
 	if err != nil {
@@ -241,7 +244,7 @@ func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, error) {
 		if err != nil || !addr.IsValid() || addr.Port() == 0 {
 			return nil, fmt.Errorf("damaged: address %q", ss.Addr)
 		}
-		a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}}
+		a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}, hub: ss.Hub}
 		copy(a.msg[:], wire.AppendSessionUnknown(nil, ss.Index))
 		answers = append(answers, a)
 	}
@@ -317,7 +320,11 @@ func (s *Server) saveUDPSessions() int {
 
 // resumeUDP sends the answers the relay before left, once this relay's
 // UDP socket is open and its hubs are WireGuard peers, a batch at a time so
-// that the socket's buffer is not overrun.
+// that the socket's buffer is not overrun. The hubs they name count as
+// gone now, so that a request for one of them in the moment before its
+// handshake waits for it (awaitReconnect), as for a hub the store says was
+// online: the store learns of UDP hubs only every udpRecordEvery, the file
+// within udpSaveSettle of their handshake.
 func (s *Server) resumeUDP() {
 	if s.bind == nil || s.bind.udp == nil {
 		return
@@ -326,7 +333,14 @@ func (s *Server) resumeUDP() {
 	if len(answers) == 0 {
 		return
 	}
-	s.log.Info("asking the UDP hubs of the relay before to handshake now", "sessions", len(answers))
+	back := map[*hub]bool{}
+	for _, a := range answers {
+		if h := s.hubs.name(a.hub); a.hub != "" && h != nil && !back[h] {
+			s.hubs.goneNow(h)
+			back[h] = true
+		}
+	}
+	s.log.Info("asking the UDP hubs of the relay before to handshake now", "sessions", len(answers), "hubs_awaited", len(back))
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -149,7 +151,60 @@ func TestSessionsKeptSoonAfterStart(t *testing.T) {
 		return len(kept) > 0
 	})
 	now := tr.bind.udpIn.snapshot()
-	if len(now) == 0 || len(kept) != len(now) || kept[0].msg != now[0].msg || kept[0].ep.DstToString() != now[0].ep.DstToString() {
-		t.Fatalf("kept %v, want the relay's sessions %v", kept, now)
+	if len(now) == 0 || len(kept) != len(now) || kept[0].msg != now[0].msg || kept[0].ep.DstToString() != now[0].ep.DstToString() || kept[0].hub != "a" {
+		t.Fatalf("kept %v, want the relay's sessions %v, of hub a", kept, now)
+	}
+}
+
+// TestUDPHubsOfTheRelayBeforeAwaited: a relay that starts from the file
+// of UDP sessions its predecessor left counts the hubs it names as on
+// their way back, so that a request for one in the moment before its
+// handshake waits for it instead of failing with "Hub offline". The
+// store's record of UDP hubs lags by up to udpRecordEvery; the file does
+// not. A file without hub names (an older relay's) still works and awaits
+// none.
+func TestUDPHubsOfTheRelayBeforeAwaited(t *testing.T) {
+	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	ep := &conn.StdNetEndpoint{AddrPort: sock.LocalAddr().(*net.UDPAddr).AddrPort()}
+	left := func(hub string) func(*Server) {
+		return func(s *Server) {
+			a := unknownAnswer{ep: ep, hub: hub}
+			copy(a.msg[:], wire.AppendSessionUnknown(nil, 7))
+			if _, err := s.saveUnknown([]unknownAnswer{a}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := func(c *Config) { c.Store = filepath.Join(t.TempDir(), "relay.db") }
+
+	old := startTestRelayHook(t, true, dir, left(""), "a")
+	if old.hubs.reconnecting(old.hubs.name("a")) {
+		t.Errorf("a file without hub names: hub a awaited")
+	}
+
+	tr := startTestRelayHook(t, true, dir, left("a"), "a", "b")
+	a, b := tr.hubs.name("a"), tr.hubs.name("b")
+	if !tr.hubs.reconnecting(a) || tr.hubs.reconnecting(b) {
+		t.Fatalf("awaited: hub a %v, hub b %v; want a only", tr.hubs.reconnecting(a), tr.hubs.reconnecting(b))
+	}
+	res := make(chan error, 1)
+	go func() {
+		code, err := tr.get("a")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d", code)
+		}
+		res <- err
+	}()
+	poll.Until(t, 10*time.Second, "the request to wait for hub a", func() bool { return waiting(a) })
+	startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	if err := <-res; err != nil {
+		t.Fatalf("GET while hub a came back: %v, want 200", err)
+	}
+	if code, err := tr.get("b"); err != nil || code != 404 {
+		t.Errorf("GET for hub b, never online: %d %v, want 404 at once", code, err)
 	}
 }
