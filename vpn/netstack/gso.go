@@ -26,10 +26,11 @@ import (
 )
 
 // gsoMaxSize is the largest segment the link takes for a stack of MTU mtu.
-// gVisor fills a segment up to this size less the largest headers it allows
-// one byte (header.TCPTotalHeaderMaximumSize + 1). Under a small MTU that is as many full packets (IPv4, TCP and
-// timestamps around the payload) as fit in IPv4's 64 KiB, so that only a
-// segment's end makes a short packet. Under an MTU too large for two, it is
+// gVisor fills a segment's payload up to this size less the largest headers
+// it allows and one byte (header.TCPTotalHeaderMaximumSize + 1). Under a
+// small MTU that is as many full packets (IPv4, TCP and timestamps around
+// the payload) as fit in IPv4's 64 KiB, so that only a segment's end makes
+// a short packet. Under an MTU too large for two, it is
 // one packet's payload however large the headers: there the offload only
 // serves routes whose MSS is smaller than the link's (the relay's UDP hubs,
 // agents with a smaller MTU), and a full-MTU segment is never cut into a
@@ -118,7 +119,7 @@ func (l *link) split(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBu
 			h.SetChecksum(0)
 			h.SetChecksum(^h.CalculateChecksum())
 		} else {
-			header.IPv6(p).SetPayloadLength(uint16(len(p) - len(nh)))
+			header.IPv6(p).SetPayloadLength(uint16(len(p) - header.IPv6MinimumSize))
 		}
 		l.fill(p, true)
 		sizes[n] = len(p)

@@ -192,9 +192,6 @@ func (l *link) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			l.bytesOut.Add(uint64(bytes))
 			return n, nil
 		}
-		if len(l.held) > 0 {
-			continue // only packets too large for the caller's buffers
-		}
 
 		select {
 		case <-l.notify:
@@ -209,7 +206,7 @@ func (l *link) copyOut(bufs [][]byte, sizes []int, offset int) int {
 	n := 0
 	for len(l.held) > 0 && n < len(bufs) {
 		pkt := l.held[0]
-		if split, _ := segmented(pkt); split {
+		if split, partial := segmented(pkt); split {
 			k, next := l.split(bufs[n:], sizes[n:], offset, pkt, l.from)
 			n += k
 			if next >= 0 && next < pkt.Data().Size() {
@@ -220,7 +217,6 @@ func (l *link) copyOut(bufs [][]byte, sizes []int, offset int) int {
 				l.dropped.Add(1) // larger than the caller's buffer
 			}
 		} else if size := copyPacket(bufs[n][offset:], pkt); size > 0 {
-			_, partial := segmented(pkt)
 			l.fill(bufs[n][offset:offset+size], partial)
 			sizes[n] = size
 			n++
