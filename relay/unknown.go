@@ -129,11 +129,15 @@ func (u *udpInbound) snapshot() []unknownAnswer {
 	defer u.mu.Unlock()
 	var answers []unknownAnswer
 	for addr, pe := range u.peers {
+		name := ""
+		if pe.hub != nil {
+			name = pe.hub.Name
+		}
 		for _, id := range pe.idx.ids {
 			if id == 0 {
 				continue
 			}
-			a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}, hub: pe.hub.Name}
+			a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}, hub: name}
 			copy(a.msg[:], wire.AppendSessionUnknown(nil, uint32(id)))
 			answers = append(answers, a)
 		}
