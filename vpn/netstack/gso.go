@@ -7,7 +7,7 @@ package netstack
 // route one segment per MSS. Over the UDP transport (MTU 1420) that
 // per-segment work was the agent's largest cost beyond the cipher: a
 // download's 64 KiB now passes gVisor's TCP sender and IP layer once, not
-// 46 times. The link cuts the segment into MSS-sized packets while it
+// 47 times. The link cuts the segment into MSS-sized packets while it
 // copies them out to WireGuard (split), as a NIC's TSO would: each packet
 // gets the segment's headers with its own sequence number, lengths, IPv4
 // ID and header checksum; FIN and PSH go on the last packet only.
