@@ -205,6 +205,6 @@ func TestUDPHubsOfTheRelayBeforeAwaited(t *testing.T) {
 		t.Fatalf("GET while hub a came back: %v, want 200", err)
 	}
 	if code, err := tr.get("b"); err != nil || code != 404 {
-		t.Errorf("GET for hub b, never online: %d %v, want 404 at once", code, err)
+		t.Errorf("GET for hub b, never online and not awaited: %d %v, want 404", code, err)
 	}
 }
