@@ -20,7 +20,6 @@ package netstack
 import (
 	"net/netip"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -126,21 +125,6 @@ func (l *link) split(bufs [][]byte, sizes []int, offset int, pkt *stack.PacketBu
 		from += size
 	}
 	return n, from
-}
-
-// copyAt copies len(dst) bytes of the packet whose views are views, from
-// byte at on (skip included), into dst.
-func copyAt(dst []byte, views buffer.ViewList, at int) {
-	n := 0
-	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
-		b := v.AsSlice()
-		if at >= len(b) {
-			at -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[at:])
-		at = 0
-	}
 }
 
 // fill completes the TCP checksum of the IP packet p where its destination

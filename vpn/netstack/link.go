@@ -7,7 +7,9 @@ package netstack
 //  2. link.WritePackets takes a reference on the packet and queues it in the
 //     ring, dropping it if the ring is full.
 //  3. Device.Read (WireGuard's TUN reader) takes up to BatchSize packets off
-//     the ring at once and copies each into WireGuard's buffer. With
+//     the ring at once and copies each into WireGuard's buffer, cutting a
+//     large TCP segment into packets of its MSS on the way (gso.go); what
+//     does not fit in this Read is held for the next. With
 //     Config.MaxInFlight it first waits until fewer than that many packets
 //     it handed out are still inside WireGuard (Stack.Sent counts them
 //     out), so that a backlog waits here, in the stack's own buffers,
@@ -247,15 +249,21 @@ func copyPacket(dst []byte, pkt *stack.PacketBuffer) int {
 		return 0
 	}
 	views, skip := pkt.AsViewList()
+	return copyAt(dst[:size], views, skip)
+}
+
+// copyAt copies up to len(dst) bytes of a packet whose views are views,
+// from byte at on (its skip included), into dst, and returns how many.
+func copyAt(dst []byte, views buffer.ViewList, at int) int {
 	n := 0
-	for v := views.Front(); v != nil && n < size; v = v.Next() {
+	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
 		b := v.AsSlice()
-		if skip >= len(b) {
-			skip -= len(b)
+		if at >= len(b) {
+			at -= len(b)
 			continue
 		}
-		n += copy(dst[n:size], b[skip:])
-		skip = 0
+		n += copy(dst[n:], b[at:])
+		at = 0
 	}
 	return n
 }
