@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -130,8 +129,8 @@ type hub struct {
 	newestAt    time.Time
 
 	// What the store should say of the hub (record) and what it was last
-	// told (recorded); recording while a goroutine brings it up to date
-	// (Server.recordHub).
+	// told (recorded); recording while it waits in the recorder's queue
+	// (record.go).
 	record, recorded hubRecord
 	recording        bool
 
@@ -294,48 +293,6 @@ func (r *registry) disconnected(h *hub, ac *agentConn) (last bool) {
 	h.goneAt = r.now()
 	h.record.since, h.record.transport = time.Time{}, ""
 	return true
-}
-
-// recordHub brings the store up to date with h.record, from a goroutine:
-// an agent's connection does not wait for the disk. One goroutine per hub
-// at a time writes the latest record, so a connect and a disconnect in
-// quick succession reach the store in their order (or only the last).
-func (s *Server) recordHub(h *hub) {
-	h.mu.Lock()
-	if h.recording || h.record == h.recorded {
-		h.mu.Unlock()
-		return
-	}
-	h.recording = true
-	h.mu.Unlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			h.mu.Lock()
-			want := h.record
-			if want == h.recorded {
-				h.recording = false
-				h.mu.Unlock()
-				return
-			}
-			h.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			var err error
-			if want.since.IsZero() {
-				err = s.db.HubOffline(ctx, h.Name)
-			} else {
-				err = s.db.HubOnline(ctx, h.Name, want.info, want.since, want.transport)
-			}
-			cancel()
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				s.storeErrLog.Warn("store: recording a hub's state failed", logger.Hub, h.Name, logger.Err, err)
-			}
-			h.mu.Lock()
-			h.recorded = want // also when it failed: the next change tries again
-			h.mu.Unlock()
-		}
-	}()
 }
 
 // due reports whether something done at most once a minute per hub (a log

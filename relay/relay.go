@@ -104,6 +104,7 @@ type Server struct {
 	live      liveConns
 	handoffs  handoffs
 	audit     *auditor
+	rec       *recorder // the hubs' online state, to the store (record.go)
 	portal    portals
 	// storeErrLog logs the store's failures on the request path, each
 	// message at most once a minute.
@@ -208,6 +209,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		conns:       map[net.Conn]struct{}{},
 		agent:       map[*agentConn]struct{}{},
 		features:    wire.Ours,
+		rec:         newRecorder(),
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
 	pub, ag, perAddr, perHub := cfg.connLimits()
@@ -248,6 +250,7 @@ func (s *Server) Start() (err error) {
 	}
 	s.audit = newAuditor(s.db, s.log)
 	s.audit.count = s.metrics.event
+	s.startRecorder()
 	if s.portal, err = s.newPortals(); err != nil {
 		return err
 	}
@@ -416,7 +419,8 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
-		s.audit.close() // after the connections, whose records it writes
+		s.stopRecorder() // after the connections, whose hubs it records offline
+		s.audit.close()  // after the connections, whose records it writes
 		if s.dev != nil {
 			s.dev.Close() // closes the bind and the netstack's device
 		}

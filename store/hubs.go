@@ -300,15 +300,54 @@ func clipInfo(v string) string {
 // calls it when the hub's first connection is proven; HubOffline when its
 // last one ends.
 func (s *Store) HubOnline(ctx context.Context, hubName string, info AgentInfo, since time.Time, transport string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, agent_version = $2, model = $3, firmware = $4, online_since = $5, transport = $6 WHERE name = $7`,
-		s.nowMs(), clipInfo(info.Version), clipInfo(info.Model), clipInfo(info.Firmware), ms(since), clipInfo(transport), hubName)
+	res, err := s.db.ExecContext(ctx, hubOnlineSQL, s.hubOnlineArgs(HubState{hubName, since, transport, info})...)
 	return affected(res, err, fmt.Sprintf("hub %q", hubName))
+}
+
+const (
+	hubOnlineSQL  = `UPDATE hubs SET last_seen = $1, agent_version = $2, model = $3, firmware = $4, online_since = $5, transport = $6 WHERE name = $7`
+	hubOfflineSQL = `UPDATE hubs SET last_seen = $1, online_since = 0, transport = '' WHERE name = $2`
+)
+
+func (s *Store) hubOnlineArgs(st HubState) []any {
+	return []any{s.nowMs(), clipInfo(st.Info.Version), clipInfo(st.Info.Model), clipInfo(st.Info.Firmware), ms(st.Since), clipInfo(st.Transport), st.Name}
+}
+
+// HubState is one hub's state for RecordHubStates: online since Since
+// over Transport, its agent saying Info; offline when Since is zero.
+type HubState struct {
+	Name      string
+	Since     time.Time
+	Transport string
+	Info      AgentInfo
+}
+
+// RecordHubStates records what HubOnline or HubOffline would for each of
+// states, in one transaction: a relay whose hubs come online together (its
+// restart, thousands of UDP hubs found in one look) would otherwise make a
+// commit, on SQLite an fsync, per hub, and its writers would wait on each
+// other past the busy timeout. A hub no longer in the store is skipped.
+func (s *Store) RecordHubStates(ctx context.Context, states []HubState) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, st := range states {
+			var err error
+			if st.Since.IsZero() {
+				_, err = tx.ExecContext(ctx, hubOfflineSQL, s.nowMs(), st.Name)
+			} else {
+				_, err = tx.ExecContext(ctx, hubOnlineSQL, s.hubOnlineArgs(st)...)
+			}
+			if err != nil {
+				return fmt.Errorf("store: recording hub %q's state: %w", st.Name, err)
+			}
+		}
+		return nil
+	})
 }
 
 // HubOffline records that the hub's agent has no connection now; it was
 // last seen now.
 func (s *Store) HubOffline(ctx context.Context, hubName string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE hubs SET last_seen = $1, online_since = 0, transport = '' WHERE name = $2`, s.nowMs(), hubName)
+	res, err := s.db.ExecContext(ctx, hubOfflineSQL, s.nowMs(), hubName)
 	return affected(res, err, fmt.Sprintf("hub %q", hubName))
 }
 

@@ -520,6 +520,31 @@ func TestHubOnlineState(t *testing.T) {
 	})
 }
 
+// RecordHubStates records many hubs' states at once, as HubOnline and
+// HubOffline would one by one, and skips a hub the store no longer has.
+func TestRecordHubStates(t *testing.T) {
+	forEachDB(t, func(t *testing.T, s *Store, c *clock) {
+		must[ImportResult](t)(s.ImportHubs(ctx, []HubSpec{{"a", testKey(1), "100.96.0.2"}, {"b", testKey(2), "100.96.0.3"}}))
+		since := c.Now()
+		c.Add(time.Second)
+		check(t, s.RecordHubStates(ctx, []HubState{
+			{Name: "a", Since: since, Transport: "udp", Info: AgentInfo{Version: "0.4.0"}},
+			{Name: "zz", Since: since, Transport: "udp"},
+			{Name: "b", Since: since, Transport: "tls"},
+		}))
+		a, b := must[Hub](t)(s.HubByName(ctx, "a")), must[Hub](t)(s.HubByName(ctx, "b"))
+		if !a.OnlineSince.Equal(since) || a.Transport != "udp" || a.AgentVersion != "0.4.0" || !a.LastSeen.Equal(c.Now()) || b.Transport != "tls" {
+			t.Fatalf("online: %+v, %+v", a, b)
+		}
+		c.Add(time.Hour)
+		check(t, s.RecordHubStates(ctx, []HubState{{Name: "a"}}))
+		a, b = must[Hub](t)(s.HubByName(ctx, "a")), must[Hub](t)(s.HubByName(ctx, "b"))
+		if !a.OnlineSince.IsZero() || a.Transport != "" || !a.LastSeen.Equal(c.Now()) || a.AgentVersion != "0.4.0" || b.Transport != "tls" {
+			t.Fatalf("a offline: %+v, want no online state, last seen now, the agent's info kept; b untouched: %+v", a, b)
+		}
+	})
+}
+
 // A database at the schema before the online state (with enrollment codes,
 // 0003) keeps its hubs through migration 0004, which starts them offline.
 func TestMigrateToOnlineState(t *testing.T) {
