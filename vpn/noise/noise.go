@@ -6,8 +6,12 @@
 // The relay reads an initiation before WireGuard does, to learn which hub
 // sent it (the Hello only claims one) and how its timestamp compares with
 // the last it accepted (relay/clock.go); tests make initiations with a
-// chosen timestamp. It never completes a handshake, holds no session keys
-// and keeps no state: WireGuard stays the one that authenticates a peer.
+// chosen timestamp. The relay never completes a handshake with it, holds
+// no session keys and keeps no state: WireGuard stays the one that
+// authenticates a peer. Only the bench's light UDP hubs (bench/lightfleet.go)
+// play the initiator to the end (Handshake, Keys): a hub that does nothing
+// but keep its session costs them a socket and a few hundred bytes, where a
+// wireguard-go device costs ~160 KB.
 package noise
 
 import (
@@ -127,13 +131,33 @@ func ReadInitiation(priv vpn.PrivateKey, pub vpn.PublicKey, msg []byte) (Initiat
 // to replay an old initiation. Its ephemeral key is thrown away, so the
 // handshake it starts can never complete.
 func MakeInitiation(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32, ts Timestamp) ([]byte, error) {
-	var eph [32]byte
-	if _, err := rand.Read(eph[:]); err != nil {
-		return nil, err
+	var macs device.CookieGenerator
+	macs.Init(device.NoisePublicKey(responder))
+	_, msg, err := Initiate(priv, responder, sender, ts, &macs)
+	return msg, err
+}
+
+// Handshake is the initiator's side of a handshake it started: what it
+// needs to read the responder's answer.
+type Handshake struct {
+	priv   vpn.PrivateKey
+	eph    [32]byte
+	c, h   [32]byte
+	sender uint32
+}
+
+// Initiate starts a handshake from priv to responder, as WireGuard's
+// initiator does (message 1 of Noise IKpsk2, no pre-shared key), with
+// timestamp ts and sender index sender. macs adds MAC1, and MAC2 once it
+// holds a cookie from the responder (device.CookieGenerator.ConsumeReply).
+func Initiate(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32, ts Timestamp, macs *device.CookieGenerator) (*Handshake, []byte, error) {
+	hs := &Handshake{priv: priv, sender: sender}
+	if _, err := rand.Read(hs.eph[:]); err != nil {
+		return nil, nil, err
 	}
-	ephPub, err := curve25519.X25519(eph[:], curve25519.Basepoint)
+	ephPub, err := curve25519.X25519(hs.eph[:], curve25519.Basepoint)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	msg := make([]byte, InitiationLen)
 	binary.LittleEndian.PutUint32(msg, device.MessageInitiationType)
@@ -143,9 +167,9 @@ func MakeInitiation(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32,
 	c, h := initial(responder)
 	c = kdf1(c, ephPub)
 	h = mixHash(h, ephPub)
-	ss, err := curve25519.X25519(eph[:], responder[:])
+	ss, err := curve25519.X25519(hs.eph[:], responder[:])
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c, key := kdf2(c, ss)
 	pub := priv.Public()
@@ -153,15 +177,69 @@ func MakeInitiation(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32,
 	h = mixHash(h, msg[offStatic:offStatic+staticLen])
 	ss, err = curve25519.X25519(priv[:], responder[:])
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	_, key = kdf2(c, ss)
+	c, key = kdf2(c, ss)
 	seal(key, h, msg[offTimestamp:offTimestamp], ts[:])
+	hs.c, hs.h = c, mixHash(h, msg[offTimestamp:offTimestamp+timestampLen])
 
-	var macs device.CookieGenerator
-	macs.Init(device.NoisePublicKey(responder))
 	macs.AddMacs(msg)
-	return msg, nil
+	return hs, msg, nil
+}
+
+// ResponseLen is the size of a handshake response: type, sender,
+// receiver, ephemeral, empty, mac1, mac2.
+const ResponseLen = 92
+
+// Keys are a session's transport keys on the initiator's side, and the
+// responder's index for it.
+type Keys struct {
+	Send, Recv [32]byte
+	Receiver   uint32 // the responder's sender index: its name for the session
+}
+
+// ReadResponse reads the responder's answer to hs (message 2) and derives
+// the session's keys; false when msg is no response to hs. The response's
+// MACs are not checked: its AEAD authenticates the responder.
+func (hs *Handshake) ReadResponse(msg []byte) (Keys, bool) {
+	if len(msg) != ResponseLen || msg[0] != device.MessageResponseType ||
+		binary.LittleEndian.Uint32(msg[8:]) != hs.sender {
+		return Keys{}, false
+	}
+	e := msg[12:44]
+	c := kdf1(hs.c, e)
+	h := mixHash(hs.h, e)
+	ss, err := curve25519.X25519(hs.eph[:], e)
+	if err != nil {
+		return Keys{}, false
+	}
+	c = kdf1(c, ss)
+	ss, err = curve25519.X25519(hs.priv[:], e)
+	if err != nil {
+		return Keys{}, false
+	}
+	c = kdf1(c, ss)
+	var psk [32]byte // none
+	c, tau, key := kdf3(c, psk[:])
+	h = mixHash(h, tau[:])
+	if _, err := open(key, h, nil, msg[44:60]); err != nil {
+		return Keys{}, false
+	}
+	send, recv := kdf2(c, nil)
+	return Keys{Send: send, Recv: recv, Receiver: binary.LittleEndian.Uint32(msg[4:])}, true
+}
+
+// AppendTransport appends a transport message (message 4) carrying payload
+// with nonce counter to dst; an empty payload is a keepalive (32 bytes).
+// WireGuard pads payloads to 16 bytes; callers here send keepalives only.
+func (k *Keys) AppendTransport(dst []byte, counter uint64, payload []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, device.MessageTransportType)
+	dst = binary.LittleEndian.AppendUint32(dst, k.Receiver)
+	dst = binary.LittleEndian.AppendUint64(dst, counter)
+	aead, _ := chacha20poly1305.New(k.Send[:])
+	var nonce [chacha20poly1305.NonceSize]byte
+	binary.LittleEndian.PutUint64(nonce[4:], counter)
+	return aead.Seal(dst, nonce[:], payload, nil)
 }
 
 // initial is the chaining key and hash both sides start from, the
@@ -209,7 +287,7 @@ func hmacBlake2s(key, data []byte) [32]byte {
 	return out
 }
 
-// kdf1 and kdf2 are HKDF with HMAC-BLAKE2s, one and two outputs.
+// kdf1, kdf2 and kdf3 are HKDF with HMAC-BLAKE2s, one to three outputs.
 func kdf1(key [32]byte, input []byte) [32]byte {
 	t0 := hmacBlake2s(key[:], input)
 	return hmacBlake2s(t0[:], []byte{1})
@@ -220,4 +298,12 @@ func kdf2(key [32]byte, input []byte) ([32]byte, [32]byte) {
 	t1 := hmacBlake2s(t0[:], []byte{1})
 	t2 := hmacBlake2s(t0[:], append(t1[:], 2))
 	return t1, t2
+}
+
+func kdf3(key [32]byte, input []byte) ([32]byte, [32]byte, [32]byte) {
+	t0 := hmacBlake2s(key[:], input)
+	t1 := hmacBlake2s(t0[:], []byte{1})
+	t2 := hmacBlake2s(t0[:], append(t1[:], 2))
+	t3 := hmacBlake2s(t0[:], append(t2[:], 3))
+	return t1, t2, t3
 }
