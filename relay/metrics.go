@@ -38,6 +38,7 @@ type metrics struct {
 	limitEnroll         atomic.Int64 // enrollment attempts per address
 	enrollments         atomic.Int64 // hubs enrolled with a code
 	enrollRefused       atomic.Int64
+	peersRefused        atomic.Int64 // hubs given no WireGuard peer: the device was full (peers.go)
 	agentTCP            atomic.Int64 // agent connections proven, by transport
 	agentTLS            atomic.Int64
 }
@@ -91,6 +92,8 @@ var (
 	descEnrollments    = desc("enrollments_total", "Hub enrollments with a code, by outcome.", "outcome")
 	descAgentConns     = desc("agent_connections_total", "Agent connections proven by a WireGuard handshake, by transport.", "transport")
 	descCertExpiry     = desc("certificate_expiry_timestamp_seconds", "When the certificate the TLS ports serve ends (Unix time).")
+	descPeers          = desc("wireguard_peers", "Hubs with a WireGuard peer now: those active in the last minutes, and every UDP hub online. WireGuard holds at most 65536.")
+	descPeersRefused   = desc("wireguard_peers_refused_total", "Times a hub got no WireGuard peer because WireGuard held 65536: it cannot connect until other hubs go idle.")
 	descAgentConnsOpen = desc("agent_connections_open", "Agent connections open now (proven or not).")
 )
 
@@ -99,7 +102,8 @@ type collector struct{ s *Server }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHubs, descHubsOnline, descSessionsOpen, descSessions, descRequests, descBytes,
-		descHandshakes, descLoginFailures, descLimitHits, descLimitEvictions, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen} {
+		descHandshakes, descLoginFailures, descLimitHits, descLimitEvictions, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen,
+		descPeers, descPeersRefused} {
 		ch <- d
 	}
 }
@@ -160,6 +164,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	open := len(s.agent)
 	s.mu.Unlock()
 	gauge(descAgentConnsOpen, int64(open))
+	gauge(descPeers, s.peerCount.Load())
+	counter(descPeersRefused, m.peersRefused.Load())
 	if leaf := s.certs.leaf(); leaf != nil {
 		gauge(descCertExpiry, leaf.NotAfter.Unix())
 	}

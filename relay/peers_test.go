@@ -103,3 +103,32 @@ func TestIdleUDPHubHandshakesAgain(t *testing.T) {
 		t.Fatalf("%d WireGuard peers after UDP hub a handshook again; want 1", n)
 	}
 }
+
+// TestHubBeyondWireGuardsPeerLimitWaits: wireguard-go holds at most 65,536
+// peers (this relay's limit is set to 1). A hub beyond the limit gets no
+// peer and is not online; the relay counts that in its metrics rather
+// than asking WireGuard, which would refuse it. Once the other hub's peer
+// went idle, the waiting hub's next handshake gets one, and a request for
+// it is served.
+func TestHubBeyondWireGuardsPeerLimitWaits(t *testing.T) {
+	tr := startTestRelayHook(t, false, withMetrics(nil), func(s *Server) { s.maxPeers = 1 }, "a", "b")
+	ha, hb := tr.hubs.name("a"), tr.hubs.name("b")
+	startTestAgent(t, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
+	poll.Until(t, 10*time.Second, "hub a online", func() bool { return tr.hubs.online(ha) })
+	b := startTestAgent(t, tr, tr.keys["b"], "100.96.0.3", vpn.PublicKey{})
+	poll.Until(t, 10*time.Second, "the relay to refuse hub b a WireGuard peer", func() bool {
+		return scrape(t, tr.Server)["hubrelay_wireguard_peers_refused_total"] >= 1
+	})
+	if n := tr.peers(t); n != 1 || tr.hubs.online(hb) || b.handshaken() {
+		t.Fatalf("beyond the limit: %d peers, hub b online %v, its handshake done %v; want 1 peer (a's) and b waiting", n, tr.hubs.online(hb), b.handshaken())
+	}
+	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_wireguard_peers": 1})
+
+	tr.idle(t, ha)
+	b.dev.Handshake(tr.PublicKey())
+	poll.Until(t, 10*time.Second, "hub b online once a's peer went", func() bool { return tr.hubs.online(hb) })
+	if code, err := tr.get("b"); err != nil || code != 200 {
+		t.Fatalf("GET b: %d %v, want 200", code, err)
+	}
+	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_wireguard_peers": 1})
+}

@@ -175,6 +175,7 @@ type Server struct {
 	// peerCount: the hubs with a peer now.
 	peersMu   sync.Mutex
 	peerCount atomic.Int64
+	maxPeers  int       // WireGuard's limit (peers.go); tests set less
 	memReturn memReturn // what removed peers left to hand back (peers.go); under peersMu
 	// wakeMu guards the peers being added for WireGuard's goroutines
 	// (wakePeer) and those UDP initiations asked for (wantPeer).
@@ -210,6 +211,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		agent:       map[*agentConn]struct{}{},
 		features:    wire.Ours,
 		rec:         newRecorder(),
+		maxPeers:    device.MaxPeers,
 	}
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
 	pub, ag, perAddr, perHub := cfg.connLimits()
