@@ -26,9 +26,13 @@ type Options struct {
 	Sessions int           // concurrent sessions through one hub
 	Held     int           // sessions held open for the agent's memory; 0 skips it
 	Hubs     int           // fleet size for the relay memory phase; 0 skips it
-	Idle     time.Duration // idle window of the wire-bytes phase; 0 skips idle and rekey
-	Profile  string        // folder for pprof profiles; "" skips profiling
-	Logf     logger.Logf
+	UDPHubs  int           // idle UDP hubs for the udphubs phase; 0 skips it
+	// FleetProcHubs is how many hubs one fleet process may hold (a socket
+	// each, within its file descriptor limit).
+	FleetProcHubs int
+	Idle          time.Duration // idle window of the wire-bytes phase; 0 skips idle and rekey
+	Profile       string        // folder for pprof profiles; "" skips profiling
+	Logf          logger.Logf
 
 	// Phases are the phases to run (PhaseNames); nil runs them all.
 	Phases   []string
@@ -38,7 +42,7 @@ type Options struct {
 }
 
 // PhaseNames are the phases Options.Phases can pick.
-var PhaseNames = []string{"size", "main", "access", "hubs", "profile", "bytes", "peers"}
+var PhaseNames = []string{"size", "main", "access", "hubs", "udphubs", "profile", "bytes", "peers"}
 
 func (o Options) want(phase string) bool { return o.Phases == nil || slices.Contains(o.Phases, phase) }
 
@@ -83,6 +87,9 @@ func Run(o Options) (*Report, error) {
 	if o.Hubs > 0 && o.want("hubs") {
 		ru.phase("hubs", ru.hubs)
 	}
+	if o.UDPHubs > 0 && o.want("udphubs") {
+		ru.phase("udphubs", ru.udpHubs)
+	}
 	if o.Profile != "" && o.want("profile") {
 		ru.phase("profile", ru.profile)
 	}
@@ -118,7 +125,7 @@ func (ru *run) phase(name string, f func() error) {
 }
 
 // groupOrder is the order of the table's groups.
-var groupOrder = []string{"throughput", "latency", "access", "sessions", "memory", "hubs", "wire bytes", "recovery", "size", "peers"}
+var groupOrder = []string{"throughput", "latency", "access", "sessions", "memory", "hubs", "udp hubs", "wire bytes", "recovery", "size", "peers"}
 
 func (ru *run) order() {
 	rank := func(g string) int {
@@ -128,7 +135,7 @@ func (ru *run) order() {
 		return len(groupOrder)
 	}
 	slices.SortStableFunc(ru.r.Rows, func(a, b Row) int { return rank(a.Group) - rank(b.Group) })
-	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Memory with sessions held", "Hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile", "Peers"}
+	order := []string{"Throughput", "Latency", "Concurrent sessions", "Memory", "Memory with sessions held", "Hubs on one relay", "UDP hubs on one relay", "Bytes on the agent's connection", "Recovery", "Size", "Profile", "Peers"}
 	srank := func(t string) int {
 		for i, o := range order {
 			if strings.HasPrefix(t, o) {

@@ -11,12 +11,15 @@
 #   IDLE=5m      idle window for the idle-traffic figure (0 skips rekey and idle)
 #   HUBS=10000   TCP hubs connected to one relay, 0–100000 within the file
 #                descriptor limit (ulimit -n less 500; 0 skips)
+#   UDP_HUBS=60000 idle UDP hubs on one relay, at most 65,536 (WireGuard's peer
+#                limit); light hubs, in as many fleet processes as the
+#                descriptor limit needs (0 skips)
 #   DUR=5s       each throughput measurement (after 1 s of warm-up)
 #   CALLS=2000   XML-RPC calls timed per path
 #   SESSIONS=200 concurrent sessions through one hub
 #   PROFILE=1    profile the in-process model of the path (0 skips)
 #   OUT=BENCHMARKS.md
-#   PHASES=all   phases to run, comma-separated: size,main,access,hubs,profile,bytes,peers
+#   PHASES=all   phases to run, comma-separated: size,main,access,hubs,udphubs,profile,bytes,peers
 #                (PHASES=peers runs only the comparison with frp, chisel and OpenSSH)
 #   ROUNDS=3     interleaved rounds of the peers phase (0 skips it)
 #   PEERS_IDLE=2m idle window of the peers phase, every peer at once (0 skips it)
@@ -32,6 +35,6 @@ tmp=$(mktemp -d /tmp/hubbench-bin.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
 "$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
-	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -dur "${DUR:-5s}" \
+	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -udp-hubs "${UDP_HUBS:-60000}" -dur "${DUR:-5s}" \
 	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir" \
 	-phases "${PHASES:-all}" -rounds "${ROUNDS:-3}" -peers-idle "${PEERS_IDLE:-2m}" -peers-bin "$BENCH_PEERS"

@@ -6,6 +6,8 @@
 //	hubbench fwd -listen ADDR -to ADDR     one hop of the plain two-hop TCP relay
 //	hubbench fleet -relay ADDR -relay-key KEY -keys FILE
 //	                                       many hubs in one process, until SIGTERM
+//	hubbench lightfleet -relay ADDR -relay-key KEY -keys FILE -first IP
+//	                                       many idle UDP hubs in one process, until SIGTERM
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/hubtunnel/hubtunnel/bench"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -33,6 +38,8 @@ func main() {
 		err = fwd(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "fleet":
 		err = fleet(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "lightfleet":
+		err = lightFleet(os.Args[2:])
 	default:
 		err = runAll(os.Args[1:])
 	}
@@ -51,6 +58,7 @@ func runAll(args []string) error {
 	sessions := fs.Int("sessions", 200, "concurrent sessions through one hub")
 	held := fs.Int("held", 1500, "sessions held open for the agent's memory, 0–2000 (0 skips)")
 	hubs := fs.Int("hubs", 10000, "connected TCP hubs for the relay memory phase, 0–100000 and within the file descriptor limit (0 skips)")
+	udpHubs := fs.Int("udp-hubs", 60000, "idle UDP hubs on one relay for the udphubs phase, 0–65536 (WireGuard's peer limit; 0 skips)")
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
 	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
@@ -71,6 +79,8 @@ func runAll(args []string) error {
 	switch {
 	case *hubs < 0 || *hubs > 100000:
 		return fmt.Errorf("-hubs %d: want 0–100000", *hubs)
+	case *udpHubs < 0 || *udpHubs > device.MaxPeers:
+		return fmt.Errorf("-udp-hubs %d: want 0–%d: wireguard-go holds at most %d peers, and a UDP hub's keepalives keep its peer at the relay", *udpHubs, device.MaxPeers, device.MaxPeers)
 	case *hubs > maxTCPHubs():
 		return fmt.Errorf("-hubs %d: the relay holds a file descriptor per TCP hub and so does the fleet, and this machine allows %d per process (ulimit -n): at most %d", *hubs, fdLimit(), maxTCPHubs())
 	case *idle < 0 || *idle > 2*time.Hour:
@@ -114,7 +124,7 @@ func runAll(args []string) error {
 	rep, err := bench.Run(bench.Options{
 		Bins: bins, Root: root, Dir: dir, Self: self,
 		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions, Held: *held,
-		Hubs: *hubs, Idle: *idle, Profile: *profile,
+		Hubs: *hubs, UDPHubs: *udpHubs, FleetProcHubs: maxTCPHubs(), Idle: *idle, Profile: *profile,
 		Phases: phaseList, Rounds: *rounds, PeerIdle: *peerIdle, PeerBins: *peerBins,
 		Logf: log.Printf,
 	})
@@ -178,6 +188,63 @@ func fleet(args []string) error {
 	<-sig
 	f.Close()
 	return nil
+}
+
+func lightFleet(args []string) error {
+	fs := flag.NewFlagSet("hubbench lightfleet", flag.ExitOnError)
+	relay := fs.String("relay", "", "the relay's UDP address, host:port")
+	relayKey := fs.String("relay-key", "", "the relay's public key (base64)")
+	keys := fs.String("keys", "", "file with one private key (base64) per hub")
+	first := fs.String("first", "127.1.0.1", "the address the first hub's socket binds to; each next hub's is the next address")
+	rate := fs.Int("rate", 500, "hubs started a second")
+	fs.Parse(args)
+	rk, err := vpn.ParsePublicKey(*relayKey)
+	if err != nil {
+		return fmt.Errorf("-relay-key: %w", err)
+	}
+	ra, err := netip.ParseAddrPort(*relay)
+	if err != nil {
+		return fmt.Errorf("-relay: %w", err)
+	}
+	fa, err := netip.ParseAddr(*first)
+	if err != nil {
+		return fmt.Errorf("-first: %w", err)
+	}
+	ks, err := bench.ReadKeys(*keys)
+	if err != nil {
+		return err
+	}
+	if len(ks) == 0 || len(ks) > maxTCPHubs() {
+		return fmt.Errorf("-keys: %d keys, want 1–%d (a UDP socket each, within ulimit -n %d)", len(ks), maxTCPHubs(), fdLimit())
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	f, err := bench.StartLightFleet(bench.LightFleetConfig{Relay: ra, RelayKey: rk, First: fa, Keys: ks, Rate: *rate, Logf: log.Printf})
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	report := func() {
+		c := f.Counts()
+		log.Printf("light fleet: counts ready=%d handshakes=%d keepalives=%d retries=%d cookies=%d unknowns=%d from_relay=%d",
+			f.Ready(), c.Handshakes, c.Keepalives, c.Retries, c.Cookies, c.Unknowns, c.FromRelay)
+	}
+	ready := false
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-sig:
+			report()
+			return nil
+		case <-tick.C:
+		}
+		if !ready && f.Ready() == f.Len() {
+			ready = true
+			log.Printf("light fleet: %d hubs ready", f.Len())
+		}
+		report()
+	}
 }
 
 // fdLimit is the soft limit on open files of this process, which the relay

@@ -1,0 +1,109 @@
+package bench
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/hubtunnel/hubtunnel/internal/loopback"
+	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
+)
+
+// TestLightFleetIsWhatWireGuardSeesOfIdleHubs: three light hubs, each
+// from its own loopback address, complete a handshake with a real
+// wireguard-go device (as the relay runs it over UDP), which takes their
+// keepalives; a hub told wire.SessionUnknown for its session handshakes
+// again at once, and one told it for another session does not.
+func TestLightFleetIsWhatWireGuardSeesOfIdleHubs(t *testing.T) {
+	relayKey, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports loopback.Ports
+	port, err := ports.FreeUDP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := newNullTUN()
+	dev, err := vpn.NewDevice(tun, conn.NewDefaultBind(), relayKey, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if err := dev.SetListenPort(uint16(port)); err != nil {
+		t.Fatal(err)
+	}
+	var keys []vpn.PrivateKey
+	for i := range 3 {
+		k, err := vpn.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+		ip := netip.AddrFrom4([4]byte{100, 100, 0, byte(i + 1)})
+		if err := dev.AddPeer(vpn.Peer{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(ip, 32)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	relayAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	f, err := StartLightFleet(LightFleetConfig{Relay: relayAddr, RelayKey: relayKey.Public(),
+		First: netip.MustParseAddr("127.77.0.1"), Keys: keys, Keepalive: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	poll.Until(t, 10*time.Second, "every light hub's handshake", func() bool { return f.Ready() == 3 })
+
+	// Each hub's keepalives reach the device from the hub's own address.
+	poll.Until(t, 10*time.Second, "the device to take 3 keepalives from each hub", func() bool {
+		st, err := dev.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if st[k.Public()].RxBytes < 148+3*32 || st[k.Public()].LastHandshake.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	st, _ := dev.Stats()
+	for i, k := range keys {
+		if want := netip.AddrFrom4([4]byte{127, 77, 0, byte(i + 1)}).String(); !hasHost(st[k.Public()].Endpoint, want) {
+			t.Errorf("hub %d's endpoint is %s; want its own address %s", i, st[k.Public()].Endpoint, want)
+		}
+	}
+
+	h := f.hubs[0]
+	h.mu.Lock()
+	session := h.keys.Receiver
+	h.mu.Unlock()
+	before := f.Counts().Handshakes
+	// The hint is handed to the hub as its reader would: its socket is
+	// connected to the device's port, and only the relay sends it.
+	if got := f.Counts().Unknowns; got != 0 {
+		t.Fatalf("%d SessionUnknown taken before any was sent", got)
+	}
+	h.take(wire.AppendSessionUnknown(nil, session+1), time.Now())
+	if f.Counts().Unknowns != 0 {
+		t.Errorf("a SessionUnknown for another session was taken")
+	}
+	h.take(wire.AppendSessionUnknown(nil, session), time.Now())
+	poll.Until(t, 10*time.Second, "a new handshake after SessionUnknown", func() bool { return f.Counts().Handshakes > before })
+	if f.Counts().Unknowns != 1 {
+		t.Errorf("SessionUnknown taken %d times; want 1", f.Counts().Unknowns)
+	}
+}
+
+func hasHost(endpoint, host string) bool {
+	h, _, err := net.SplitHostPort(endpoint)
+	return err == nil && h == host
+}

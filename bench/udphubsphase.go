@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/hubtunnel/hubtunnel/vpn"
+)
+
+// udpHubs measures one relay with Options.UDPHubs idle UDP hubs:
+// LightFleets in processes of their own (a socket per hub, each process
+// within its file descriptor limit; each hub with its own address in
+// 127.(10+p)/16), against the same relay with no hubs and with the hubs
+// configured but offline. Idle UDP
+// hubs are not idle to the relay: each sends a keepalive every 25 s and a
+// new handshake every ~2 minutes, so their WireGuard peers stay.
+func (ru *run) udpHubs() error {
+	n := ru.o.UDPHubs
+	per := ru.o.FleetProcHubs
+	if per <= 0 {
+		return fmt.Errorf("no room for hubs in a fleet process (FleetProcHubs %d)", per)
+	}
+	procs := (n + per - 1) / per
+	per = (n + procs - 1) / procs // even shares
+	const rate = 500              // hubs started a second, all processes together
+	dir := filepath.Join(ru.o.Dir, "udphubs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	settle := 3 * time.Second
+
+	r0, err := NewRelay(ru.o.Bins, ru.ports, dir, "relay-0", true, nil)
+	if err != nil {
+		return err
+	}
+	if err := r0.Start(); err != nil {
+		return err
+	}
+	time.Sleep(settle)
+	m0, err := r0.Proc.Mem()
+	r0.Proc.Stop()
+	if err != nil {
+		return err
+	}
+
+	hubs := make([]Hub, n)
+	for i := range hubs {
+		a := i / 250
+		h, err := NewHub("", fmt.Sprintf("u%06d", i+1), fmt.Sprintf("100.%d.%d.%d", 100+a/250, a%250, i%250+1))
+		if err != nil {
+			return err
+		}
+		hubs[i] = h
+	}
+	rn, err := NewRelay(ru.o.Bins, ru.ports, dir, "relay-n", true, hubs)
+	if err != nil {
+		return err
+	}
+	tStart := time.Now()
+	os.Setenv("GODEBUG", "gctrace=1")
+	err = rn.Start()
+	os.Unsetenv("GODEBUG")
+	if err != nil {
+		return err
+	}
+	defer func() { rn.Proc.Stop() }()
+	tUp := time.Since(tStart)
+	time.Sleep(settle)
+	mCfg, err := rn.Proc.Mem()
+	if err != nil {
+		return err
+	}
+
+	t0 := time.Now()
+	var fleets []*Proc
+	defer func() {
+		for _, f := range fleets {
+			f.Stop()
+		}
+	}()
+	for p := range procs {
+		part := hubs[p*per : min((p+1)*per, n)]
+		keyFile := filepath.Join(dir, fmt.Sprintf("lightfleet-%d.keys", p))
+		if err := WriteKeys(keyFile, hubKeys(part)); err != nil {
+			return err
+		}
+		f, err := StartProc(dir, fmt.Sprintf("lightfleet-%d", p), nil, ru.o.Self, "lightfleet",
+			"-relay", fmt.Sprintf("127.0.0.1:%d", rn.AgentPort), "-relay-key", rn.Key.Public().String(),
+			"-keys", keyFile, "-first", fmt.Sprintf("127.%d.0.1", 10+p), "-rate", strconv.Itoa(max(rate/procs, 1)))
+		if err != nil {
+			return err
+		}
+		fleets = append(fleets, f)
+	}
+	for p, f := range fleets {
+		want := min((p+1)*per, n) - p*per
+		if err := f.WaitLog(fmt.Sprintf("light fleet: %d hubs ready", want), 2*time.Minute+time.Duration(n/rate)*2*time.Second); err != nil {
+			return err
+		}
+	}
+	tAll := time.Since(t0)
+	ru.logf("udphubs: %d hubs ready in %s", n, fmtSec(tAll))
+	time.Sleep(5 * time.Second)
+	mUp, err := rn.Proc.Mem()
+	if err != nil {
+		return err
+	}
+	stUp, _ := relayDebugState(rn.DebugAddr)
+
+	// The window: every hub rekeys once in ~125 s (a keepalive on a
+	// session older than 120 s), so 150 s holds a whole round of them.
+	const window = 150 * time.Second
+	c0 := fleetCounts(fleets)
+	cpu0, err := CPUTime(rn.Proc.PID())
+	if err != nil {
+		return err
+	}
+	time.Sleep(window)
+	cpu1, err := CPUTime(rn.Proc.PID())
+	if err != nil {
+		return err
+	}
+	c1 := fleetCounts(fleets)
+	mSteady, err := rn.Proc.Mem()
+	if err != nil {
+		return err
+	}
+	ms, err := relayMemStats(rn.DebugAddr)
+	if err != nil {
+		return err
+	}
+	st, _ := relayDebugState(rn.DebugAddr)
+	heap := filepath.Join(os.TempDir(), "hubtunnel-relay-heap-udphubs.pb.gz")
+	saveHeap(rn.DebugAddr, heap)
+	var fleetRSS int64
+	for _, f := range fleets {
+		if m, err := f.Mem(); err == nil {
+			fleetRSS += m.RSS
+		}
+	}
+
+	secs := window.Seconds()
+	d := c1.sub(c0)
+	perHub := float64(mSteady.RSS-m0.RSS) / float64(n)
+	ru.r.add("udp hubs", "UDP hubs on one relay (real WireGuard handshakes, a socket each)",
+		fmt.Sprintf("%d of %d ready in %s; WireGuard peers %d then %d", c1.ready, n, fmtSec(tAll), stUp.WireGuardPeers, st.WireGuardPeers),
+		"all", ptr(c1.ready >= int64(n)))
+	ru.r.add("udp hubs", "100,000 UDP hubs on one relay (issue 18)",
+		fmt.Sprintf("not possible: wireguard-go holds at most %d peers, and an idle UDP hub's keepalives and rekeys keep its peer (relay/peers.go)", device.MaxPeers),
+		"100,000", ptr(false))
+	ru.r.add("udp hubs", "relay RSS: no hubs / "+fmt.Sprint(n)+" configured, offline / all ready / after "+fmtSec(window)+" idle",
+		fmt.Sprintf("%s / %s / %s / %s", fmtMB(m0.RSS), fmtMB(mCfg.RSS), fmtMB(mUp.RSS), fmtMB(mSteady.RSS)), "", nil)
+	ru.r.add("udp hubs", "relay memory per idle UDP hub (its WireGuard peer kept by its keepalives)",
+		fmt.Sprintf("%.1f KB (%s for %d)", perHub/1000, fmtMB(mSteady.RSS-m0.RSS), n), "≤ 16 KB (100,000 in 2 GB)", ptr(perHub <= 16000))
+	perN := func(v float64) string { return fmt.Sprintf("%.1f KB", v/float64(n)/1000) }
+	ru.r.add("udp hubs", "where an idle UDP hub's bytes are (Go's MemStats, per hub): heap in use / goroutine stacks / runtime's own / free, not yet returned",
+		fmt.Sprintf("%s / %s / %s / %s (%d goroutines in all)", perN(ms["HeapInuse"]), perN(ms["Stack"]),
+			perN(ms["MSpanSys"]+ms["MCacheSys"]+ms["BuckHashSys"]+ms["GCSys"]+ms["OtherSys"]),
+			perN(ms["HeapIdle"]-ms["HeapReleased"]), st.Goroutines), "reported", nil)
+	ru.r.add("udp hubs", fmt.Sprintf("relay CPU with %d idle UDP hubs", n),
+		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s; %d retries, %d cookies, %d SessionUnknown in the window)",
+			100*(cpu1-cpu0).Seconds()/secs, float64(d.handshakes)/secs, float64(d.keepalives)/secs,
+			d.retries, d.cookies, d.unknowns), "reported", nil)
+	ru.r.section("UDP hubs on one relay", `The relay (hubrelay, UDP on) is started twice more: with no hubs, and with %d `+"`[[hub]]`"+` entries (generated keys,
+tunnel addresses 100.100–101.x.y); it took %s to start with them. The hubs are %d `+"`hubbench lightfleet`"+` processes of
+%d hubs or fewer, each hub with its own key, UDP socket and loopback address (process p's in 127.(10+p)/16: WireGuard
+under load lets each source address 20 handshakes a second, and with one address per process a start left the relay
+under load and thousands of hubs retrying). A light hub is what an idle
+UDP agent is to the relay and no more: the WireGuard handshake (`+"`vpn/noise`"+` plays the initiator to the end), a keepalive
+right after each handshake and every 25 s after the last (persistent_keepalive), a new handshake when a keepalive goes out
+on a session older than 120 s, again after 5 s without an answer, at once on the relay's SessionUnknown, and MAC2 once
+the relay sent a cookie. It has no netstack and no wireguard-go device (Fleet's TCP hubs have both: ~160 KB each).
+They start %d a second in all. "Ready" is every hub with a completed handshake. RSS is VmRSS 3 s after start (no hubs,
+offline), 5 s after the last hub was ready, and %s later (the idle row; per hub = (that − RSS with no hubs) / %d): a
+UDP hub's keepalives keep its WireGuard peer (relay/peers.go removes a peer only after 3.5 min without bytes), and
+each hub rekeys every ~125 s. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s.
+The fleet processes held %s together.`,
+		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, fmtMB(fleetRSS))
+	return nil
+}
+
+func hubKeys(hubs []Hub) []vpn.PrivateKey {
+	ks := make([]vpn.PrivateKey, len(hubs))
+	for i, h := range hubs {
+		ks[i] = h.Key
+	}
+	return ks
+}
+
+// lightCounts are a LightFleet process's counters, from its log.
+type lightCounts struct {
+	ready, handshakes, keepalives, retries, cookies, unknowns, fromRelay int64
+}
+
+func (c lightCounts) add(d lightCounts) lightCounts {
+	return lightCounts{c.ready + d.ready, c.handshakes + d.handshakes, c.keepalives + d.keepalives, c.retries + d.retries,
+		c.cookies + d.cookies, c.unknowns + d.unknowns, c.fromRelay + d.fromRelay}
+}
+
+func (c lightCounts) sub(d lightCounts) lightCounts {
+	return lightCounts{c.ready - d.ready, c.handshakes - d.handshakes, c.keepalives - d.keepalives, c.retries - d.retries,
+		c.cookies - d.cookies, c.unknowns - d.unknowns, c.fromRelay - d.fromRelay}
+}
+
+var lightCountsLine = regexp.MustCompile(`light fleet: counts ready=(\d+) handshakes=(\d+) keepalives=(\d+) retries=(\d+) cookies=(\d+) unknowns=(\d+) from_relay=(\d+)`)
+
+// fleetCounts sums the latest counts line of every process (written every
+// second).
+func fleetCounts(fleets []*Proc) lightCounts {
+	var sum lightCounts
+	for _, f := range fleets {
+		all := lightCountsLine.FindAllStringSubmatch(f.Log(), -1)
+		if len(all) == 0 {
+			continue
+		}
+		m := all[len(all)-1]
+		v := make([]int64, 7)
+		for i := range v {
+			v[i], _ = strconv.ParseInt(m[i+1], 10, 64)
+		}
+		sum = sum.add(lightCounts{v[0], v[1], v[2], v[3], v[4], v[5], v[6]})
+	}
+	return sum
+}
