@@ -227,8 +227,11 @@ func waitQuietly(timeout time.Duration, what string, cond func() (bool, error)) 
 // saveHeap writes the heap profile of the relay whose debug listener is at
 // addr to path; a failure leaves no file and no error: the profile is an
 // aid, not a result.
-func saveHeap(addr, path string) {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+func saveHeap(addr, path string) { saveProfile(addr, "heap?gc=1", path) }
+
+// saveProfile writes the relay's /debug/pprof/<which> to path, as saveHeap.
+func saveProfile(addr, which, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + which)
 	if err != nil {
 		return
 	}

@@ -121,6 +121,8 @@ func (ru *run) udpHubs() error {
 	if err != nil {
 		return err
 	}
+	cpuProfile := filepath.Join(os.TempDir(), "hubtunnel-relay-cpu-udphubs.pb.gz")
+	go saveProfile(rn.DebugAddr, "profile?seconds=60", cpuProfile) // within the window; an aid, not a result
 	time.Sleep(window)
 	cpu1, err := CPUTime(rn.Proc.PID())
 	if err != nil {
@@ -179,9 +181,9 @@ the relay sent a cookie. It has no netstack and no wireguard-go device (Fleet's 
 They start %d a second in all. "Ready" is every hub with a completed handshake. RSS is VmRSS 3 s after start (no hubs,
 offline), 5 s after the last hub was ready, and %s later (the idle row; per hub = (that − RSS with no hubs) / %d): a
 UDP hub's keepalives keep its WireGuard peer (relay/peers.go removes a peer only after 3.5 min without bytes), and
-each hub rekeys every ~125 s. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s.
-The fleet processes held %s together.`,
-		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, fmtMB(fleetRSS))
+each hub rekeys every ~125 s. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
+CPU profile of its first 60 s: %s. The fleet processes held %s together.`,
+		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, cpuProfile, fmtMB(fleetRSS))
 	return nil
 }
 
