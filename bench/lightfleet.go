@@ -82,11 +82,13 @@ type lightHub struct {
 	keys     noise.Keys    // the session, once one completed
 	since    time.Time     // when it completed; zero before
 	counter  uint64        // the session's next nonce
-	lastSent time.Time     // the last keepalive
-	lastAny  time.Time     // the last authenticated packet either way
-	buf      [256]byte     // the reader's
-	out      []byte        // a keepalive in the making
-	first    atomic.Bool   // a session completed once
+	// lastSent is when the last keepalive went: WireGuard's persistent
+	// keepalive waits for 25 s without an authenticated packet either
+	// way, and the relay sends an idle hub none.
+	lastSent time.Time
+	buf      [256]byte   // the reader's
+	out      []byte      // a keepalive in the making
+	first    atomic.Bool // a session completed once
 }
 
 // StartLightFleet opens every hub's socket and starts them at cfg.Rate a
@@ -197,7 +199,7 @@ func (h *lightHub) timers(now time.Time) {
 		h.f.retries.Add(1)
 		h.initiate(now)
 	}
-	if h.since.IsZero() || now.Sub(h.lastAny) < h.f.cfg.Keepalive {
+	if h.since.IsZero() || now.Sub(h.lastSent) < h.f.cfg.Keepalive {
 		return
 	}
 	if now.Sub(h.since) < rejectAfterTime {
@@ -228,7 +230,7 @@ func (h *lightHub) initiate(now time.Time) {
 func (h *lightHub) keepalive(now time.Time) {
 	h.out = h.keys.AppendTransport(h.out[:0], h.counter, nil)
 	h.counter++
-	h.lastSent, h.lastAny = now, now
+	h.lastSent = now
 	h.f.keepalives.Add(1)
 	h.conn.Write(h.out)
 }

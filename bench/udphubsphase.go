@@ -17,9 +17,9 @@ import (
 // LightFleets in processes of their own (a socket per hub, each process
 // within its file descriptor limit; each hub with its own address in
 // 127.(10+p)/16), against the same relay with no hubs and with the hubs
-// configured but offline. Idle UDP
-// hubs are not idle to the relay: each sends a keepalive every 25 s and a
-// new handshake every ~2 minutes, so their WireGuard peers stay.
+// configured but offline. Idle UDP hubs are not idle to the relay: each
+// sends a keepalive every 25 s and a new handshake every ~2 minutes, so
+// their WireGuard peers stay.
 func (ru *run) udpHubs() error {
 	n := ru.o.UDPHubs
 	per := ru.o.FleetProcHubs
@@ -166,9 +166,9 @@ func (ru *run) udpHubs() error {
 			perN(ms["MSpanSys"]+ms["MCacheSys"]+ms["BuckHashSys"]+ms["GCSys"]+ms["OtherSys"]),
 			perN(ms["HeapIdle"]-ms["HeapReleased"]), st.Goroutines), "reported", nil)
 	ru.r.add("udp hubs", fmt.Sprintf("relay CPU with %d idle UDP hubs", n),
-		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s; %d retries, %d cookies, %d SessionUnknown in the window)",
+		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s; %d retries, %d cookies, %d SessionUnknown, %d transport messages to the hubs in the window)",
 			100*(cpu1-cpu0).Seconds()/secs, float64(d.handshakes)/secs, float64(d.keepalives)/secs,
-			d.retries, d.cookies, d.unknowns), "reported", nil)
+			d.retries, d.cookies, d.unknowns, d.fromRelay), "reported", nil)
 	ru.r.section("UDP hubs on one relay", `The relay (hubrelay, UDP on) is started twice more: with no hubs, and with %d `+"`[[hub]]`"+` entries (generated keys,
 tunnel addresses 100.100–101.x.y); it took %s to start with them. The hubs are %d `+"`hubbench lightfleet`"+` processes of
 %d hubs or fewer, each hub with its own key, UDP socket and loopback address (process p's in 127.(10+p)/16: WireGuard
