@@ -16,7 +16,6 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
-	"github.com/hubtunnel/hubtunnel/vpn/noise"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -290,7 +289,7 @@ func (s *Server) readFrames(ac *agentConn, hb *hub) bool {
 			// The hub is the peer WireGuard authenticates, not the
 			// key the Hello named: a connection whose handshake is
 			// another key's goes.
-			in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n])
+			in, ok := s.initiations.ReadInitiation(buf[:n])
 			if !ok || in.Static != hb.key {
 				s.foreignHandshake(ac, hb, in.Static, ok)
 				return false
@@ -310,7 +309,7 @@ func (s *Server) readFrames(ac *agentConn, hb *hub) bool {
 			ac.hubInfo.Store(s.hubInfo(hb, wire.Ephemeral(buf[:n])))
 			s.usePeer(hb, false) // the hub's peer, if it was idle (peers.go)
 		} else if kind == wire.Initiation {
-			if in, ok := noise.ReadInitiation(s.key, s.pub, buf[:n]); ok && in.Static == hb.key {
+			if in, ok := s.initiations.ReadInitiation(buf[:n]); ok && in.Static == hb.key {
 				s.noteInitiation(hb, in, false)
 				s.usePeer(hb, false)
 			}

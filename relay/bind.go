@@ -215,7 +215,7 @@ func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 //
 // Which hub a packet is for is learned as WireGuard does, by address and
 // index: a handshake initiation from an address that decrypts to a hub's
-// key (initiatorKey) ties the address to the hub, and the relay's answers
+// key (Server.initiations) ties the address to the hub, and the relay's answers
 // to it name the session indices its data packets carry. A data packet from
 // another address or with another index (roaming, until the next
 // handshake, or forged) is left to WireGuard, uncounted.
@@ -347,7 +347,7 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	if !s.mac1.CheckMAC1(p) {
 		return
 	}
-	key, newer, ok := s.udpClock.read(p, addr) // initiatorKey within a budget; notes a clock behind (clock_udp.go)
+	key, newer, ok := s.udpClock.read(p, addr) // the initiator's key, within a budget; notes a clock behind (clock_udp.go)
 	if !ok {
 		return
 	}

@@ -18,8 +18,9 @@ import (
 //     goes through it under its lock, and for an initiation whose MAC1 is
 //     this relay's, learnLocked asks udpClock.read for its initiator.
 //  2. read takes a token of the relay-wide budget of initiations read
-//     (udpReadsPerSecond: each costs two X25519, and WireGuard's own
-//     defence against floods, cookies under load, only starts after it),
+//     (udpReadsPerSecond: each costs an X25519, two for a key whose
+//     static secret is not kept yet, and WireGuard's own defence against
+//     floods, cookies under load, only starts after it),
 //     decrypts the static key and the timestamp (package noise) and keeps
 //     the hub's newest timestamp (hub.newestStamp, shared with the TCP
 //     case). A timestamp not newer than it is what WireGuard is about to
@@ -78,7 +79,7 @@ type udpClock struct {
 	stats      map[vpn.PublicKey]vpn.PeerStats // the latest dump, taken at statsAt
 	statsAt    time.Time
 
-	// Counted for tests: initiations read (two X25519 each) and left
+	// Counted for tests: initiations read (one or two X25519 each) and left
 	// unread for want of a token.
 	readCount, unread atomic.Int64
 }
@@ -95,8 +96,9 @@ func newUDPClock(s *Server) *udpClock {
 	return &udpClock{s: s, reads: newBucket(udpReadsPerSecond), resets: newBucket(udpResetsPerSecond)}
 }
 
-// read is initiatorKey for UDP initiations (udpInbound.learnLocked), within
-// the budget of reads; it notes a hub whose timestamp is behind (step 2).
+// read reads the initiator's key of a UDP initiation
+// (udpInbound.learnLocked) within the budget of reads; it notes a hub
+// whose timestamp is behind (step 2).
 //
 // newer reports whether the initiation is stamped after every one read
 // before from that key: only such a one may move the hub to a new address
@@ -107,7 +109,7 @@ func (c *udpClock) read(p []byte, from netip.AddrPort) (key vpn.PublicKey, newer
 		return vpn.PublicKey{}, false, false
 	}
 	c.readCount.Add(1)
-	in, ok := noise.ReadInitiation(c.s.key, c.s.pub, p)
+	in, ok := c.s.initiations.ReadInitiation(p)
 	if !ok {
 		return vpn.PublicKey{}, false, false
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/vpn/noise"
 	"github.com/hubtunnel/hubtunnel/wire"
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -20,11 +21,15 @@ func FuzzAgentInput(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	r, err := noise.NewResponder(relay, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(make([]byte, initiationLen), "hubtunnel/0.2.0 (raspberrymatic 3.79.6 (Raspberry Pi 3, arm64))")
 	f.Add([]byte{1, 0, 0, 0}, "hubtunnel/ ((()")
 	f.Add(append([]byte{1}, make([]byte, 200)...), "")
 	f.Fuzz(func(t *testing.T, msg []byte, software string) {
-		if _, ok := initiatorKey(relay, relay.Public(), msg); ok {
+		if _, ok := r.ReadInitiation(msg); ok {
 			t.Fatalf("random bytes read as an initiation for the relay: %x", msg)
 		}
 		info := parseSoftware(software)

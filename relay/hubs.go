@@ -93,6 +93,10 @@ type hub struct {
 	// an online UDP hub does not look it up in WireGuard's peers. Cleared
 	// under mu when a TCP connection comes.
 	udpUntil atomic.Int64
+	// staticSecret is the DH of the relay's and the hub's static keys,
+	// once an initiation of the hub's was read (registry's
+	// noise.SecretCache): one X25519 less for each of its initiations.
+	staticSecret atomic.Pointer[[32]byte]
 
 	mu             sync.Mutex
 	conns          []*agentConn  // its verified agent connections (online counts them)
@@ -169,8 +173,25 @@ func newRegistry(hubs []HubConfig, now func() time.Time) *registry {
 func (r *registry) name(n string) *hub       { return r.set.Load().byName[n] }
 func (r *registry) key(k vpn.PublicKey) *hub { return r.set.Load().byKey[k] }
 func (r *registry) ip(a netip.Addr) *hub     { return r.set.Load().byIP[a] }
-func (r *registry) count() int               { return len(r.set.Load().byName) }
-func (r *registry) all() map[string]*hub     { return r.set.Load().byName }
+
+// Get and Put keep the relay's noise.Responder's secrets on the hubs
+// served, so a stranger's keys take no room.
+func (r *registry) Get(k vpn.PublicKey) ([32]byte, bool) {
+	if h := r.key(k); h != nil {
+		if ss := h.staticSecret.Load(); ss != nil {
+			return *ss, true
+		}
+	}
+	return [32]byte{}, false
+}
+
+func (r *registry) Put(k vpn.PublicKey, ss [32]byte) {
+	if h := r.key(k); h != nil {
+		h.staticSecret.Store(&ss)
+	}
+}
+func (r *registry) count() int           { return len(r.set.Load().byName) }
+func (r *registry) all() map[string]*hub { return r.set.Load().byName }
 func newHubSet(n int) *hubSet {
 	return &hubSet{byName: make(map[string]*hub, n), byKey: make(map[vpn.PublicKey]*hub, n), byIP: make(map[netip.Addr]*hub, n)}
 }

@@ -78,7 +78,8 @@ func TestIdleHubHasNoPeerAndStillConnects(t *testing.T) {
 
 // TestIdleUDPHubHandshakesAgain: a UDP hub, which has no connection, gets
 // its peer from its first initiation, and again from its next one after
-// the relay removed it for idleness.
+// the relay removed it for idleness; the relay keeps the hub's static
+// secret from the first (noise.SecretCache), and none for a stranger.
 func TestIdleUDPHubHandshakesAgain(t *testing.T) {
 	tr := startTestRelay(t, true, "a")
 	if n := tr.peers(t); n != 0 {
@@ -91,6 +92,17 @@ func TestIdleUDPHubHandshakesAgain(t *testing.T) {
 	}
 
 	h := tr.hubs.name("a")
+	// The relay read the initiation (clock_udp.go) and keeps the DH of
+	// both static keys for the next; a key it serves no hub for takes no
+	// room.
+	if want, _ := tr.key.SharedSecret(h.key); h.staticSecret.Load() == nil || *h.staticSecret.Load() != want {
+		t.Errorf("hub a's static secret is not kept after its initiation was read")
+	}
+	stranger, _ := vpn.GeneratePrivateKey()
+	tr.hubs.Put(stranger.Public(), [32]byte{1})
+	if _, ok := tr.hubs.Get(stranger.Public()); ok {
+		t.Errorf("a secret was kept for a key the relay serves no hub for")
+	}
 	tr.idle(t, h)
 	if n := tr.peers(t); n != 0 {
 		t.Fatalf("%d WireGuard peers with UDP hub a idle; want 0", n)

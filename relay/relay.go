@@ -61,6 +61,7 @@ import (
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/netstack"
+	"github.com/hubtunnel/hubtunnel/vpn/noise"
 	"github.com/hubtunnel/hubtunnel/wire"
 	"golang.zx2c4.com/wireguard/device"
 )
@@ -127,6 +128,9 @@ type Server struct {
 	// udpClock reads UDP hubs' initiations for bind.udpIn and resets a
 	// hub whose clock is behind (clock_udp.go); nil when UDP is off.
 	udpClock *udpClock
+	// initiations reads the hubs' handshake initiations (the hub a
+	// connection is for, clock.go, clock_udp.go).
+	initiations *noise.Responder
 	// mac1 checks that an agent's handshake initiation was made for this
 	// relay's key (agentconn.go wrongKey).
 	mac1 device.CookieChecker
@@ -236,6 +240,9 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.key, s.pub = k, k.Public()
+	if s.initiations, err = noise.NewResponder(k, s.hubs); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
 	s.mac1.Init(device.NoisePublicKey(s.pub))
 	if s.tls, err = s.tlsConfig(); err != nil {
 		return err

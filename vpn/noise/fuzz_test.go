@@ -18,11 +18,15 @@ func FuzzReadInitiation(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	r, err := NewResponder(relay, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(msg)
 	f.Add(msg[:100])
 	f.Add(make([]byte, 148))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		in, ok := ReadInitiation(relay, relay.Public(), b)
+		in, ok := r.ReadInitiation(b)
 		if ok && in.Static == hub.Public() && string(b) != string(msg) {
 			// The ephemeral key, the static key and the timestamp (bytes
 			// 8–116) are authenticated: a message that differs there and

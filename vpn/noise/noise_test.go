@@ -23,6 +23,15 @@ func keys(t *testing.T) (vpn.PrivateKey, vpn.PrivateKey) {
 	return a, b
 }
 
+func responder(t *testing.T, k vpn.PrivateKey) *Responder {
+	t.Helper()
+	r, err := NewResponder(k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestResponderReadsTheInitiatorsKeyAndClock(t *testing.T) {
 	hub, relay := keys(t)
 	when := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -35,7 +44,7 @@ func TestResponderReadsTheInitiatorsKeyAndClock(t *testing.T) {
 	if !mac1.CheckMAC1(msg) {
 		t.Errorf("the initiation's MAC1 is not keyed with the responder's key")
 	}
-	in, ok := ReadInitiation(relay, relay.Public(), msg)
+	in, ok := responder(t, relay).ReadInitiation(msg)
 	if !ok {
 		t.Fatal("the responder cannot read an initiation made for it")
 	}
@@ -51,17 +60,17 @@ func TestOthersCannotReadOrAlterAnInitiation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ReadInitiation(other, other.Public(), msg); ok {
+	if _, ok := responder(t, other).ReadInitiation(msg); ok {
 		t.Errorf("another responder read an initiation not made for it")
 	}
 	for _, off := range []int{offEphemeral, offStatic, offTimestamp, offTimestamp + timestampLen - 1} {
 		bad := append([]byte(nil), msg...)
 		bad[off] ^= 1
-		if _, ok := ReadInitiation(relay, relay.Public(), bad); ok {
+		if _, ok := responder(t, relay).ReadInitiation(bad); ok {
 			t.Errorf("an initiation with byte %d flipped was read as authentic", off)
 		}
 	}
-	if _, ok := ReadInitiation(relay, relay.Public(), msg[:100]); ok {
+	if _, ok := responder(t, relay).ReadInitiation(msg[:100]); ok {
 		t.Errorf("a short message was read as an initiation")
 	}
 }
@@ -89,5 +98,87 @@ func TestTimestampsOrderAsWireGuardsDo(t *testing.T) {
 		if got := Stamp(c.a).After(Stamp(c.b)); got != c.want {
 			t.Errorf("Stamp(%v).After(Stamp(%v)) = %v; want %v", c.a, c.b, got, c.want)
 		}
+	}
+}
+
+// mapCache is a SecretCache that keeps every key it is given.
+type mapCache struct {
+	m          map[vpn.PublicKey][32]byte
+	gets, puts int
+}
+
+func (c *mapCache) Get(k vpn.PublicKey) ([32]byte, bool) {
+	c.gets++
+	ss, ok := c.m[k]
+	return ss, ok
+}
+
+func (c *mapCache) Put(k vpn.PublicKey, ss [32]byte) { c.puts++; c.m[k] = ss }
+
+// TestResponderKeepsTheStaticSecret: with a cache, the responder keeps
+// the DH of both static keys after the first initiation of a key that
+// reads, and uses it for the next (a wrong one kept makes the read fail);
+// an initiation that does not read leaves nothing in the cache.
+func TestResponderKeepsTheStaticSecret(t *testing.T) {
+	hub, relay := keys(t)
+	c := &mapCache{m: map[vpn.PublicKey][32]byte{}}
+	r, err := NewResponder(relay, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	msg := func(ts time.Time) []byte {
+		m, err := MakeInitiation(hub, relay.Public(), 1, Stamp(ts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	bad := msg(when)
+	bad[offTimestamp] ^= 1
+	if _, ok := r.ReadInitiation(bad); ok || c.puts != 0 {
+		t.Fatalf("a broken initiation read (%v) or was kept (%d puts)", ok, c.puts)
+	}
+	if in, ok := r.ReadInitiation(msg(when)); !ok || in.Static != hub.Public() {
+		t.Fatal("the first initiation does not read")
+	}
+	want, _ := relay.SharedSecret(hub.Public())
+	if c.puts != 1 || c.m[hub.Public()] != want {
+		t.Fatalf("after the first initiation: %d puts, secret kept %v; want 1 and the DH of both keys", c.puts, c.m[hub.Public()] == want)
+	}
+	if in, ok := r.ReadInitiation(msg(when.Add(time.Second))); !ok || !in.Timestamp.Time().Equal(when.Add(time.Second)) || c.puts != 1 {
+		t.Fatalf("the second initiation: read %v, %d puts; want it read with the kept secret", ok, c.puts)
+	}
+	c.m[hub.Public()] = [32]byte{1}
+	if _, ok := r.ReadInitiation(msg(when.Add(2 * time.Second))); ok {
+		t.Fatal("an initiation read with a wrong kept secret: the cache is not used")
+	}
+}
+
+// BenchmarkReadInitiation: what the relay pays per initiation it reads,
+// the first of a key (two X25519) and one whose static secret is kept
+// (one).
+func BenchmarkReadInitiation(b *testing.B) {
+	hub, _ := vpn.GeneratePrivateKey()
+	relay, _ := vpn.GeneratePrivateKey()
+	msg, err := MakeInitiation(hub, relay.Public(), 1, Stamp(time.Now()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		cache SecretCache
+	}{{"first", nil}, {"kept", &mapCache{m: map[vpn.PublicKey][32]byte{}}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			r, err := NewResponder(relay, tc.cache)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, ok := r.ReadInitiation(msg); !ok {
+					b.Fatal("does not read")
+				}
+			}
+		})
 	}
 }
