@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # make bench: measures every budget of BRIEF.md with the real binaries on
-# loopback, prints one table and writes BENCHMARKS.md. Takes about 12 minutes:
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 25 minutes:
 # the wire-bytes phase (2 min to a rekey, 80 s, then the 5-minute idle
-# window) runs beside the other phases, which take about 3 minutes, and the
-# peers phase (about 8.5: its 2-minute idle window, then 3 rounds of 7 peers).
+# window) runs beside the other phases: the TCP hubs (about 7 minutes, most
+# of it waiting for idle peers to go), the UDP hubs (about 5.5: 60,000 start
+# in 2 minutes, then 150 s idle; the relay holds ~3.5 GB), the rest (about
+# 3) and the peers phase (about 8.5: its 2-minute idle window, then 3 rounds
+# of 7 peers).
 #
 # usage: scripts/bench.sh [BIN]   (BIN: folder with hubtunnel, hubrelay, ccusim)
 #
