@@ -125,10 +125,17 @@ func TestLargeSegmentsCutToMTU(t *testing.T) {
 				c.mu.Unlock()
 			}
 			// The offload is in use: gVisor counts a segment per large
-			// segment it sent, the link a packet per MSS.
+			// segment it sent, the link a packet per MSS, so the link
+			// sent more. 4 MiB is over 500 full packets even at MTU
+			// 8000; without the offload the counts differ by the few
+			// packets that are not TCP (IPv6's neighbour discovery).
+			// How much larger the segments get depends on the windows
+			// and on the machine's speed (pure ACKs are a segment and
+			// a packet each): at MTU 8000 under -race, 353 segments
+			// went as 667 packets. Benchmarks measure the gain.
 			for name, s := range map[string]*Stack{"a": a, "b": b} {
 				segs, pkts := s.stack.Stats().TCP.SegmentsSent.Value(), s.Stats().PacketsOut
-				if segs*2 > pkts {
+				if pkts < segs+100 {
 					t.Errorf("%s: TCP sent %d segments as %d packets; want large segments cut by the link", name, segs, pkts)
 				}
 			}
