@@ -26,17 +26,7 @@ func (ru *run) hubs() error {
 		return err
 	}
 	settle := 3 * time.Second
-
-	r0, err := NewRelay(ru.o.Bins, ru.ports, dir, "relay-0", true, nil)
-	if err != nil {
-		return err
-	}
-	if err := r0.Start(); err != nil {
-		return err
-	}
-	time.Sleep(settle)
-	m0, err := r0.Proc.Mem()
-	r0.Proc.Stop()
+	m0, err := ru.emptyRelayMem(dir, settle)
 	if err != nil {
 		return err
 	}
@@ -190,6 +180,22 @@ many peers (relay/peers.go), and Go collects a quiet process every 2 minutes. He
 The fleet process itself held %s.`,
 		n, n, 25, fmtMB(mLater.RSS), fmtMB(mLater.HWM), still, drops, fmtSec(tUp), n, n, heapConn, heapIdle, fmtMB(fleetMem.RSS))
 	return nil
+}
+
+// emptyRelayMem is the memory of a relay with UDP on and no hubs, settle
+// after its start: what the hubs phases count a hub's memory from.
+func (ru *run) emptyRelayMem(dir string, settle time.Duration) (Mem, error) {
+	r0, err := NewRelay(ru.o.Bins, ru.ports, dir, "relay-0", true, nil)
+	if err != nil {
+		return Mem{}, err
+	}
+	if err := r0.Start(); err != nil {
+		return Mem{}, err
+	}
+	time.Sleep(settle)
+	m0, err := r0.Proc.Mem()
+	r0.Proc.Stop()
+	return m0, err
 }
 
 // prependConf puts top-level keys in front of the TOML file at path, before

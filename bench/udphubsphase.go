@@ -34,17 +34,7 @@ func (ru *run) udpHubs() error {
 		return err
 	}
 	settle := 3 * time.Second
-
-	r0, err := NewRelay(ru.o.Bins, ru.ports, dir, "relay-0", true, nil)
-	if err != nil {
-		return err
-	}
-	if err := r0.Start(); err != nil {
-		return err
-	}
-	time.Sleep(settle)
-	m0, err := r0.Proc.Mem()
-	r0.Proc.Stop()
+	m0, err := ru.emptyRelayMem(dir, settle)
 	if err != nil {
 		return err
 	}

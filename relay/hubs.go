@@ -190,6 +190,7 @@ func (r *registry) Put(k vpn.PublicKey, ss [32]byte) {
 		h.staticSecret.Store(&ss)
 	}
 }
+
 func (r *registry) count() int           { return len(r.set.Load().byName) }
 func (r *registry) all() map[string]*hub { return r.set.Load().byName }
 func newHubSet(n int) *hubSet {

@@ -6,9 +6,9 @@
 // The relay reads an initiation before WireGuard does, to learn which hub
 // sent it (the Hello only claims one) and how its timestamp compares with
 // the last it accepted (relay/clock.go); tests make initiations with a
-// chosen timestamp. The relay never completes a handshake with it, holds
-// no session keys and keeps no state: WireGuard stays the one that
-// authenticates a peer. Only the bench's light UDP hubs (bench/lightfleet.go)
+// chosen timestamp. The relay never completes a handshake with it and
+// holds no session keys; the package keeps no state but the caller's
+// SecretCache: WireGuard stays the one that authenticates a peer. Only the bench's light UDP hubs (bench/lightfleet.go)
 // play the initiator to the end (Handshake, Keys): a hub that does nothing
 // but keep its session costs them a socket and a few hundred bytes, where a
 // wireguard-go device costs ~160 KB.
