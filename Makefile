@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test ./stats/ -run '^$$' -fuzz FuzzReadRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/hubrelay/ -run '^$$' -fuzz FuzzReadBackup -fuzztime $(FUZZTIME)
 	$(GO) test ./vpn/noise/ -run '^$$' -fuzz FuzzReadInitiation -fuzztime $(FUZZTIME)
+	$(GO) test ./vpn/noise/ -run '^$$' -fuzz FuzzReadResponse -fuzztime $(FUZZTIME)
 
 # soak runs mixed sessions through both transports for SOAK while the
 # network is impaired and the relay restarted, then the long fault tests

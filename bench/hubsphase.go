@@ -49,24 +49,11 @@ func (ru *run) hubs() error {
 	if err := prependConf(rn.Conf, fmt.Sprintf("limit_agent_conns = %d\nlimit_public_conns = 64\n", n+64)); err != nil {
 		return err
 	}
-	// The relay writes a line to its log per garbage collection
-	// (gctrace), which the bench counts below: asking for its MemStats
-	// over HTTP every few seconds made more garbage in an idle relay than
-	// the relay itself, and RSS counts garbage until the next collection.
-	tStart := time.Now()
-	os.Setenv("GODEBUG", "gctrace=1")
-	err = rn.Start()
-	os.Unsetenv("GODEBUG")
+	tUp, mCfg, err := startCounted(rn, settle)
 	if err != nil {
 		return err
 	}
 	defer func() { rn.Proc.Stop() }()
-	tUp := time.Since(tStart)
-	time.Sleep(settle)
-	mCfg, err := rn.Proc.Mem()
-	if err != nil {
-		return err
-	}
 
 	keyFile := filepath.Join(dir, "fleet.keys")
 	if err := WriteKeys(keyFile, keys); err != nil {
@@ -196,6 +183,29 @@ func (ru *run) emptyRelayMem(dir string, settle time.Duration) (Mem, error) {
 	m0, err := r0.Proc.Mem()
 	r0.Proc.Stop()
 	return m0, err
+}
+
+// startCounted starts rn with its collections in its log and returns how
+// long it took to start and its memory settle later; on an error it leaves
+// no relay running. The relay writes a line to its log per garbage
+// collection (gctrace), which the hubs phase counts: asking for its
+// MemStats over HTTP every few seconds made more garbage in an idle relay
+// than the relay itself, and RSS counts garbage until the next collection.
+func startCounted(rn *Relay, settle time.Duration) (time.Duration, Mem, error) {
+	tStart := time.Now()
+	os.Setenv("GODEBUG", "gctrace=1")
+	err := rn.Start()
+	os.Unsetenv("GODEBUG")
+	if err != nil {
+		return 0, Mem{}, err
+	}
+	tUp := time.Since(tStart)
+	time.Sleep(settle)
+	m, err := rn.Proc.Mem()
+	if err != nil {
+		rn.Proc.Stop()
+	}
+	return tUp, m, err
 }
 
 // prependConf puts top-level keys in front of the TOML file at path, before

@@ -52,20 +52,11 @@ func (ru *run) udpHubs() error {
 	if err != nil {
 		return err
 	}
-	tStart := time.Now()
-	os.Setenv("GODEBUG", "gctrace=1")
-	err = rn.Start()
-	os.Unsetenv("GODEBUG")
+	tUp, mCfg, err := startCounted(rn, settle)
 	if err != nil {
 		return err
 	}
 	defer func() { rn.Proc.Stop() }()
-	tUp := time.Since(tStart)
-	time.Sleep(settle)
-	mCfg, err := rn.Proc.Mem()
-	if err != nil {
-		return err
-	}
 
 	t0 := time.Now()
 	var fleets []*Proc

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/device"
+
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
 
@@ -35,6 +37,33 @@ func FuzzReadInitiation(f *testing.F) {
 			if len(b) == len(msg) && string(b[8:116]) != string(msg[8:116]) {
 				t.Fatalf("a changed initiation still reads as the hub's")
 			}
+		}
+	})
+}
+
+// FuzzReadResponse: the light hubs read whatever comes from the relay's
+// address as a possible answer to their handshake; whatever the bytes,
+// ReadResponse answers false, never a panic: only the responder, with
+// the handshake's ephemeral key, can make an answer that reads.
+func FuzzReadResponse(f *testing.F) {
+	hub, _ := vpn.GeneratePrivateKey()
+	relay, _ := vpn.GeneratePrivateKey()
+	var macs device.CookieGenerator
+	macs.Init(device.NoisePublicKey(relay.Public()))
+	hs, _, err := Initiate(hub, relay.Public(), 7, Stamp(time.Now()), &macs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	resp := make([]byte, ResponseLen)
+	resp[0] = device.MessageResponseType
+	resp[8] = 7
+	f.Add(resp)
+	f.Add(resp[:50])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, ok := hs.ReadResponse(b); ok {
+			// A forgery of the AEAD with the responder's ephemeral key
+			// unknown: cannot be found by a fuzzer.
+			t.Fatalf("random bytes read as the responder's answer: %x", b)
 		}
 	})
 }

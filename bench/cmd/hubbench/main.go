@@ -168,16 +168,9 @@ func fleet(args []string) error {
 	relayKey := fs.String("relay-key", "", "the relay's public key (base64)")
 	keys := fs.String("keys", "", "file with one private key (base64) per hub")
 	fs.Parse(args)
-	rk, err := vpn.ParsePublicKey(*relayKey)
-	if err != nil {
-		return fmt.Errorf("-relay-key: %w", err)
-	}
-	ks, err := bench.ReadKeys(*keys)
+	rk, ks, err := fleetKeys(*relayKey, *keys, "a TCP connection")
 	if err != nil {
 		return err
-	}
-	if len(ks) == 0 || len(ks) > maxTCPHubs() {
-		return fmt.Errorf("-keys: %d keys, want 1–%d (a TCP connection each, within ulimit -n %d)", len(ks), maxTCPHubs(), fdLimit())
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -198,9 +191,9 @@ func lightFleet(args []string) error {
 	first := fs.String("first", "127.1.0.1", "the address the first hub's socket binds to; each next hub's is the next address")
 	rate := fs.Int("rate", 500, "hubs started a second")
 	fs.Parse(args)
-	rk, err := vpn.ParsePublicKey(*relayKey)
+	rk, ks, err := fleetKeys(*relayKey, *keys, "a UDP socket")
 	if err != nil {
-		return fmt.Errorf("-relay-key: %w", err)
+		return err
 	}
 	ra, err := netip.ParseAddrPort(*relay)
 	if err != nil {
@@ -209,13 +202,6 @@ func lightFleet(args []string) error {
 	fa, err := netip.ParseAddr(*first)
 	if err != nil {
 		return fmt.Errorf("-first: %w", err)
-	}
-	ks, err := bench.ReadKeys(*keys)
-	if err != nil {
-		return err
-	}
-	if len(ks) == 0 || len(ks) > maxTCPHubs() {
-		return fmt.Errorf("-keys: %d keys, want 1–%d (a UDP socket each, within ulimit -n %d)", len(ks), maxTCPHubs(), fdLimit())
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -245,6 +231,23 @@ func lightFleet(args []string) error {
 		}
 		report()
 	}
+}
+
+// fleetKeys reads a fleet's -relay-key and -keys file: one hub per key,
+// each holding one descriptor (each), within this process's limit.
+func fleetKeys(relayKey, keysFile, each string) (vpn.PublicKey, []vpn.PrivateKey, error) {
+	rk, err := vpn.ParsePublicKey(relayKey)
+	if err != nil {
+		return rk, nil, fmt.Errorf("-relay-key: %w", err)
+	}
+	ks, err := bench.ReadKeys(keysFile)
+	if err != nil {
+		return rk, nil, err
+	}
+	if len(ks) == 0 || len(ks) > maxTCPHubs() {
+		return rk, nil, fmt.Errorf("-keys: %d keys, want 1–%d (%s each, within ulimit -n %d)", len(ks), maxTCPHubs(), each, fdLimit())
+	}
+	return rk, ks, nil
 }
 
 // fdLimit is the soft limit on open files of this process, which the relay
