@@ -91,16 +91,21 @@ func TestSupervisorGivesUp(t *testing.T) {
 		if i == 5 {
 			break
 		}
+		// The agent the supervisor started, as its pid file names it, not
+		// any process with the agent's command line (the stand-in forks a
+		// sleep every second, which carries that line until it execs).
 		prev := pid
-		poll.Until(t, 10*time.Second, "the agent back after crash "+strconv.Itoa(i), func() bool {
-			a := h.agents()
-			if len(a) != 1 || a[0] == prev {
-				return false
-			}
-			pid = a[0]
-			return true
-		})
+		pid = h.waitOneAgent()
+		if pid == prev {
+			t.Fatalf("crash %d: the agent %d still runs", i, pid)
+		}
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(h.path("standin.log"))
+			t.Logf("state %v, agents %v, supervisors %v, agents started:\n%s", h.state(), h.agents(), h.supervisors(), b)
+		}
+	})
 	poll.Until(t, 10*time.Second, "the supervisor giving up", func() bool {
 		return h.state()["given_up"] == "1" && len(h.supervisors()) == 0
 	})
