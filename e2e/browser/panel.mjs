@@ -110,9 +110,11 @@ await run(async (browser, state) => {
   check(await page.locator('#enabled').isChecked(), 'the service switch is off once connected again');
   ok('the service switched off and on again, connected');
 
-  // The restart button: the agent runs again, the tunnel with it. The
-  // page shows "connected since" to the second, and a restart can take
-  // less: the agent's own time (api/state, as the page reads it) tells.
+  // A restart (the button, or saved settings) has happened once the agent
+  // reports a new "connected since". The page shows it to the second, and a
+  // restart can take less: the agent's own time (api/state, as the page
+  // reads it) tells. Until then the page may still show the state from
+  // before the restart, and the agent's API may be away for a moment.
   const connectedSince = () => page.evaluate(async () => {
     const sid = new URLSearchParams(location.search).get('sid');
     try {
@@ -122,22 +124,33 @@ await run(async (browser, state) => {
       return ''; // the agent between its two lives
     }
   });
-  const since = await connectedSince();
-  check(since !== '', 'the agent reports when it connected before the restart');
+  const sinceNow = async () => {
+    const since = await connectedSince();
+    check(since !== '', 'the agent reports when it connected before the restart');
+    return since;
+  };
+  const restarted = async (since, what) => {
+    for (let i = 0; ; i++) {
+      const now = await connectedSince();
+      if (now !== '' && now !== since && await page.locator('#st-state').textContent() === 'connected') return;
+      check(i < 200, `connected again within 20 s of ${what} (connected since ${now}, before ${since})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+
+  // The restart button: the agent runs again, the tunnel with it.
+  let since = await sinceNow();
   await page.click('#restart');
   await page.waitForFunction(() => document.getElementById('service-note').textContent.includes('restarting'));
-  for (let i = 0; ; i++) {
-    const now = await connectedSince();
-    if (now !== '' && now !== since && await page.locator('#st-state').textContent() === 'connected') break;
-    check(i < 200, `connected again within 20 s of the restart (connected since ${now}, before ${since})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await restarted(since, 'the restart');
   ok(`restarted from the panel, connected since ${await page.locator('#st-since').textContent()}`);
 
   check(await page.locator('#auto_update').isChecked(), 'automatic updates are not on at first');
+  since = await sinceNow();
   await page.click('#auto_update');
   await page.waitForFunction(() => document.getElementById('update-note').textContent.startsWith('Saved'));
-  await page.waitForFunction(() => document.getElementById('st-state').textContent === 'connected' && !document.getElementById('auto_update').checked, null, { timeout: 20_000 });
+  await restarted(since, 'saving automatic updates');
+  await page.waitForFunction(() => !document.getElementById('auto_update').checked, null, { timeout: 20_000 });
   ok('automatic updates switched off, and still off after the restart');
 
   await page.click('#check');
@@ -145,7 +158,9 @@ await run(async (browser, state) => {
     const t = document.getElementById('update-note').textContent;
     return t !== '' && !t.startsWith('Checking');
   }, null, { timeout: 20_000 });
-  ok(`"check now" answers: ${await page.locator('#update-note').textContent()}`);
+  const answer = await page.locator('#update-note').textContent();
+  check(answer.startsWith('The relay offers no updates'), `"check now" says ${JSON.stringify(answer)}`);
+  ok(`"check now" answers: ${answer}`);
 
   await page.fill('#allowed_cidrs', '100.96.0.1/32\n300.1.1.1');
   await page.click('#save');
@@ -157,8 +172,10 @@ await run(async (browser, state) => {
   ok(`a wrong allowed source is refused next to its field: ${err}`);
 
   await page.fill('#allowed_cidrs', '100.96.0.1/32\n100.96.0.0/24');
+  since = await sinceNow();
   await page.click('#save');
   await page.waitForFunction(() => document.getElementById('settings-note').textContent.startsWith('Saved'));
+  await restarted(since, 'saving the allowed sources');
   await page.waitForFunction(() => document.getElementById('st-state').textContent === 'connected' &&
     document.getElementById('allowed_cidrs').value.includes('100.96.0.0/24') &&
     document.getElementById('allowed_cidrs-error').textContent === '', null, { timeout: 20_000 });
