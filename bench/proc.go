@@ -45,15 +45,13 @@ func StartProc(dir, name string, env []string, argv ...string) (*Proc, error) {
 	// No proxy may divert the agent: all traffic stays on loopback.
 	cmd.Env = append(os.Environ(), "HTTPS_PROXY=", "https_proxy=", "HTTP_PROXY=", "http_proxy=")
 	cmd.Env = append(cmd.Env, env...)
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
+	p := &Proc{Name: name, Started: time.Now(), cmd: cmd, log: logPath, logFrom: fi.Size(), done: make(chan struct{})}
+	if err := startTied(cmd, func(err error) {
+		p.err = err
+		close(p.done)
+	}); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Name: name, Started: time.Now(), cmd: cmd, log: logPath, logFrom: fi.Size(), done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	return p, nil
 }
 

@@ -4,5 +4,13 @@ package bench
 
 import "os/exec"
 
-// dieWithParent does nothing where the kernel offers no parent-death signal.
-func dieWithParent(*exec.Cmd) {}
+// startTied starts cmd and calls exited with cmd.Wait's result once it has
+// ended. Where the kernel offers no parent-death signal, a child may
+// outlive an interrupted bench.
+func startTied(cmd *exec.Cmd, exited func(error)) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { exited(cmd.Wait()) }()
+	return nil
+}

@@ -68,14 +68,9 @@ func StartCaptureFilter(dir, name, filter string) (*Capture, error) {
 	// for half of that dropped part of it.
 	c.cmd = exec.Command(path, "-q", "-B", "64", "-i", "lo", "-f", filter, "-w", c.File)
 	c.cmd.Stderr = c.stderr
-	dieWithParent(c.cmd)
-	if err := c.cmd.Start(); err != nil {
+	if err := startTied(c.cmd, func(error) { close(c.done) }); err != nil {
 		return nil, fmt.Errorf("bench: dumpcap: %w", err)
 	}
-	go func() {
-		c.cmd.Wait()
-		close(c.done)
-	}()
 	// dumpcap names its file once the capture runs.
 	err = WaitFor(10*time.Second, "dumpcap to start", func() (bool, error) {
 		select {
