@@ -126,9 +126,13 @@ func testRotateKeyDuringDownload(t *testing.T, transport string) {
 	case <-time.After(30 * time.Second):
 		// Once in CI (UDP) it crawled: 49.35 of 50 MB after 30 s. What
 		// each side held then, for the next time.
+		last := "none came"
+		if at := rest.last.Load(); at != 0 {
+			last = fmt.Sprintf("the last %v ago", time.Since(time.Unix(0, at)).Round(time.Millisecond))
+		}
 		st, err := s.status()
-		t.Fatalf("the download did not complete within 30 s of the key change: %d of %d bytes after the first 8 MiB, the last %v ago\nagent: %+v (%v)\nrelay: %s\nrelay goroutines:\n%s",
-			rest.n.Load(), size-8<<20, time.Since(time.Unix(0, rest.last.Load())).Round(time.Millisecond), st, err,
+		t.Fatalf("the download did not complete within 30 s of the key change: %d of %d bytes after the first 8 MiB, %s\nagent: %+v (%v)\nrelay: %s\nrelay goroutines:\n%s",
+			rest.n.Load(), size-8<<20, last, st, err,
 			debugGet(s.bed.DebugAddr, "/debug/state"), debugGet(s.bed.DebugAddr, "/debug/pprof/goroutine?debug=1"))
 	}
 	if g := hex.EncodeToString(got.Sum(nil)); g != want {

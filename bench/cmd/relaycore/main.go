@@ -11,8 +11,8 @@
 // in 32 KiB writes as the agent's copy does (-write: the size of its
 // segments follows them), over wireguard-go's UDP bind on the namespace's
 // loopback with a tunnel MTU of 65,000: per packet as cheap as the TCP
-// transport's 65,503, without its framing. An experiment, not part of the product: the fixed keys
-// below are for a namespace's loopback only.
+// transport's 65,503, without its framing. An experiment, not part of the
+// product: the fixed keys below are for a namespace's loopback only.
 package main
 
 import (
