@@ -9,7 +9,9 @@
 // HT_PHASE=panel (the agent runs, not enrolled):
 //  1. The button's page without a session, or with a made-up one, leads
 //     to the panel, which refuses.
-//  2. With the WebUI's sid it leads to the panel's first-run state.
+//  2. With the WebUI's sid it leads to the panel's first-run state, also
+//     when the ping fails at first (503, as lighttpd answers right after
+//     a start).
 //  3. The relay's code enrolls the hub: the page's POST passes lighttpd and
 //     the panel's same-origin check; the status turns connected.
 //  4. The WebUI's Download button for an addon update (a stand-in of the
@@ -83,6 +85,20 @@ async function panelPhase(page) {
   check((await page.locator('#st-state').textContent()).includes('not connected'), 'the first-run state is not "not connected to a relay yet"');
   await shot(page, 'ccuweb-first-run');
   ok('with the WebUI session the button\'s page leads to the panel: the code field');
+
+  // Right after a start lighttpd may still count the agent down from a
+  // refused connection and answer 503 for a second or two: the button's
+  // page tries the ping again rather than sending the owner to status.cgi.
+  let pings = 0;
+  await page.route('**/addons/hubtunnel/panel/ping', (route) => {
+    pings++;
+    return pings <= 2 ? route.fulfill({ status: 503, body: 'down' }) : route.continue();
+  });
+  resp = await open(page, `?sid=${sid}`, '/panel/');
+  await page.unroute('**/addons/hubtunnel/panel/ping');
+  check(resp.status() === 200 && pings === 3, `after two failed pings the button's page went to ${page.url()} (${pings} pings)`);
+  await page.locator('#code').waitFor({ state: 'visible' });
+  ok('a ping answered 503 twice (lighttpd right after a start) is tried again: the panel');
 
   // The POST goes to lighttpd's address, which lighttpd passes on.
   const posted = page.waitForResponse((r) => r.url().endsWith('/panel/api/enroll'), { timeout: 20_000 });
