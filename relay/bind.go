@@ -370,11 +370,42 @@ func (u *udpInbound) learnLocked(p []byte, addr netip.AddrPort) {
 	}
 }
 
-// tie makes addr the UDP address of hub h.
+// tie makes addr the UDP address of hub h, if the relay still serves h
+// (udpClock.look may come to a hub after the store replaced it).
 func (u *udpInbound) tie(h *hub, addr netip.AddrPort) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.tieLocked(h, addr)
+	if u.s.hubs.key(h.key) == h {
+		u.tieLocked(h, addr)
+	}
+}
+
+// forget drops the addresses of hubs the relay no longer serves
+// (syncHubs, after the registry replaced them). An address left tied to
+// such a hub counts its packets into that hub's window, while WireGuard's
+// writes count them out of the window of the hub the relay serves now
+// (inboundTUN): once a session of the new hub was learned into the old
+// entry, the old window filled within 512 packets and then dropped all
+// but one burst per StallTimeout. A download across a hub's key change
+// crawled at about 1 MB/s that way, twice in CI (e2e
+// TestRotateKeyDuringDownloadUDP); how the entry outlived the new key's
+// initiation there is not known, but an entry left on purpose gives that
+// very crawl. Forgotten, the hub's packets on its old sessions are
+// answered with SessionUnknown, and its next initiation ties the address
+// to the hub the relay serves now.
+func (u *udpInbound) forget(gone []*hub) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, h := range gone {
+		addr, ok := u.addr[h]
+		if !ok {
+			continue
+		}
+		delete(u.addr, h)
+		if pe := u.peers[addr]; pe != nil && pe.hub == h {
+			delete(u.peers, addr)
+		}
+	}
 }
 
 func (u *udpInbound) tieLocked(h *hub, addr netip.AddrPort) {

@@ -567,6 +567,9 @@ func (s *Server) syncHubs() error {
 	s.peersMu.Lock() // resetReplay (clock.go) re-adds peers too
 	defer s.peersMu.Unlock()
 	added, removed := s.hubs.replace(list)
+	if s.bind != nil && s.bind.udpIn != nil {
+		s.bind.udpIn.forget(removed)
+	}
 	for _, h := range removed {
 		s.dev.RemovePeer(h.key)
 		s.peerOffLocked(h)

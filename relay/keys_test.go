@@ -133,6 +133,76 @@ func TestHubReplacesItsKey(t *testing.T) {
 	}
 }
 
+// TestUDPHubKeyChangeLeavesNoStaleAddress: once the store replaces a UDP
+// hub's key, no address is tied to the hub the relay served before it,
+// not even by a look at that hub's clock that comes late, so every packet
+// of the hub's new sessions is counted into and out of one window (the
+// crawl forget tells of). The hub then switches to its new key, as the
+// agent does, and is served.
+func TestUDPHubKeyChangeLeavesNoStaleAddress(t *testing.T) {
+	tr := startTestRelay(t, true, "a")
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(t, tr, "a")
+	if got, err := tr.get("a"); got != 200 {
+		t.Fatalf("hub a before its key change: %d %v", got, err)
+	}
+	u := tr.bind.udpIn
+	tied := func(h *hub) (netip.AddrPort, bool) {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		addr, ok := u.addr[h]
+		if pe := u.peers[addr]; ok && (pe == nil || pe.hub != h) {
+			t.Fatalf("the address %v of hub %q is another's in peers", addr, h.Name)
+		}
+		return addr, ok
+	}
+	old := tr.hubs.name("a")
+	addr, ok := tied(old)
+	if !ok {
+		t.Fatal("the UDP hub's address is not known after its handshake")
+	}
+
+	newKey, _ := vpn.GeneratePrivateKey()
+	if err := tr.Store().ReplaceHubKey(context.Background(), "a", newKey.Public().String()); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 5*time.Second, "hub a served with its new key", func() bool {
+		h := tr.hubs.name("a")
+		return h != nil && h.key == newKey.Public()
+	})
+	if a, ok := tied(old); ok {
+		t.Errorf("the hub the relay no longer serves still has the address %v", a)
+	}
+	u.mu.Lock()
+	for at, pe := range u.peers {
+		if pe.hub == old {
+			t.Errorf("the address %v still counts into the window of the hub the relay no longer serves", at)
+		}
+	}
+	u.mu.Unlock()
+	u.tie(old, addr) // what udpClock.look does for a candidate read before the change
+	if _, ok := tied(old); ok {
+		t.Error("tie gave an address to a hub the relay no longer serves")
+	}
+
+	// The hub switches keys as the agent does (udpTransport.useKey).
+	if err := a.dev.SetPrivateKey(newKey); err != nil {
+		t.Fatal(err)
+	}
+	a.dev.Handshake(a.relayKey)
+	h := tr.hubs.name("a")
+	poll.Until(t, 10*time.Second, "hub a online with its new key", func() bool {
+		_, ok := tied(h)
+		return ok && tr.hubs.online(h)
+	})
+	if got, err := tr.get("a"); got != 200 {
+		t.Fatalf("hub a after its key change: %d %v", got, err)
+	}
+	if at, _ := tied(h); at != addr {
+		t.Errorf("hub a's address %v after its key change; it sent from %v", at, addr)
+	}
+}
+
 // TestRelayAnnouncesItsNextKey: a next key beside the relay's key is
 // announced to hubs, which pin it before it is used.
 func TestRelayAnnouncesItsNextKey(t *testing.T) {
