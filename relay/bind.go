@@ -330,6 +330,7 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 	// Full. Packets WireGuard dropped (a failed decryption) are never
 	// counted out: a window full for a whole StallTimeout forgets them,
 	// as inflight.Window.Room does.
+	u.s.metrics.udpWindowDrops.Add(1)
 	now := time.Now()
 	if pe.fullSince.IsZero() {
 		pe.fullSince = now

@@ -28,6 +28,7 @@ type DebugState struct {
 	WireGuardPeers   int   `json:"wireguard_peers"`   // hubs with a WireGuard peer now (peers.go: only active ones)
 	AgentConnections int   `json:"agent_connections"` // open agent connections, claimed or not
 	ReplayResets     int64 `json:"replay_resets"`     // hubs' WireGuard replay state reset (clock.go) since start
+	UDPWindowDrops   int64 `json:"udp_window_drops"`  // UDP hubs' data packets dropped for a full window (bind.go) since start
 }
 
 // debugCounters are counted where things happen and read by the debug
@@ -69,6 +70,7 @@ func (s *Server) startDebug() error {
 			AgentConnections: s.agentCount(),
 			WireGuardPeers:   int(s.peerCount.Load()),
 			ReplayResets:     s.debug.replayResets.Load(),
+			UDPWindowDrops:   s.metrics.udpWindowDrops.Load(),
 		})
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

@@ -39,6 +39,7 @@ type metrics struct {
 	enrollments         atomic.Int64 // hubs enrolled with a code
 	enrollRefused       atomic.Int64
 	peersRefused        atomic.Int64 // hubs given no WireGuard peer: the device was full (peers.go)
+	udpWindowDrops      atomic.Int64 // UDP hubs' data packets dropped for a full window (bind.go)
 	agentTCP            atomic.Int64 // agent connections proven, by transport
 	agentTLS            atomic.Int64
 }
@@ -95,6 +96,7 @@ var (
 	descPeers          = desc("wireguard_peers", "Hubs with a WireGuard peer now: those active in the last minutes, and every UDP hub online. WireGuard holds at most 65536.")
 	descPeersRefused   = desc("wireguard_peers_refused_total", "Times a hub got no WireGuard peer because WireGuard held 65536: it cannot connect until other hubs go idle.")
 	descAgentConnsOpen = desc("agent_connections_open", "Agent connections open now (proven or not).")
+	descUDPDrops       = desc("udp_window_drops_total", "UDP hubs' data packets dropped because that hub already had 512 packets waiting for WireGuard: the relay's decryption is behind, and the hub's TCP slows down.")
 )
 
 // collector reads the relay's state and counters at scrape time.
@@ -103,7 +105,7 @@ type collector struct{ s *Server }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHubs, descHubsOnline, descSessionsOpen, descSessions, descRequests, descBytes,
 		descHandshakes, descLoginFailures, descLimitHits, descLimitEvictions, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen,
-		descPeers, descPeersRefused} {
+		descPeers, descPeersRefused, descUDPDrops} {
 		ch <- d
 	}
 }
@@ -156,6 +158,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descLimitEvictions, int64(s.publicGate.evicted.Load()), "public")
 	counter(descLimitEvictions, int64(s.agentGate.evicted.Load()), "agent")
+	counter(descUDPDrops, m.udpWindowDrops.Load())
 	counter(descEnrollments, m.enrollments.Load(), "ok")
 	counter(descEnrollments, m.enrollRefused.Load(), "refused")
 	counter(descAgentConns, m.agentTCP.Load(), "tcp")

@@ -70,3 +70,22 @@ func TestUDPHandshakesCounted(t *testing.T) {
 		t.Errorf("hubs online over UDP: %v, want 1", m["hubrelay_hubs_online{transport=udp}"])
 	}
 }
+
+// TestUDPWindowDropsCounted: a UDP hub's data packets dropped for a full
+// window count in hubrelay_udp_window_drops_total, and the hub is served
+// once the window forgets what it held.
+func TestUDPWindowDropsCounted(t *testing.T) {
+	tr := startTestRelayWith(t, true, withMetrics(nil), "a")
+	startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2").waitOnline(t, tr, "a")
+	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_udp_window_drops_total": 0})
+	// As if WireGuard held a window's worth of the hub's packets.
+	tr.hubs.name("a").inbound.Enter(maxInboundPerUDPHub)
+	if got, err := tr.get("a"); got != 200 {
+		t.Fatalf("hub a behind a full window: %d %v", got, err)
+	}
+	m := scrape(t, tr.Server)
+	if n := m["hubrelay_udp_window_drops_total"]; n < 1 || int64(n) != tr.metrics.udpWindowDrops.Load() {
+		t.Errorf("hubrelay_udp_window_drops_total %v after the hub's packets met a full window (counted %d); want at least 1, the count",
+			n, tr.metrics.udpWindowDrops.Load())
+	}
+}
