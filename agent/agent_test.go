@@ -51,6 +51,7 @@ func newTestbed(t *testing.T, hubs ...string) *testbed {
 
 type testbedOpts struct {
 	releasesDir string                   // the relay's releases_dir
+	relayUDP    bool                     // the relay also takes agents over UDP (config sets transport "udp")
 	update      func(*selfupdate.Config) // sets up the agents' [update]
 	version     string                   // the agents' version; default "test"
 	relayLog    func(line string)        // sees each line the relay logs
@@ -67,7 +68,7 @@ func newTestbedWith(t *testing.T, o testbedOpts, hubs ...string) *testbed {
 			o.relayLog(fmt.Sprintf(f, args...))
 		}
 	}
-	b := bed.Start(t, bed.Options{Hubs: hubs, ReleasesDir: o.releasesDir, RelayLog: relayLogf})
+	b := bed.Start(t, bed.Options{Hubs: hubs, ReleasesDir: o.releasesDir, RelayLog: relayLogf, RelayUDP: o.relayUDP})
 	tb := &testbed{bed: b, relay: b.Server, agents: map[string]*Agent{}, offset: b.Relay.Offset, sim: b.Sim}
 	for _, name := range hubs {
 		// The config file the bed wrote, as the binary would read it.

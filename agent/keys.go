@@ -412,7 +412,8 @@ func (a *Agent) revertKey() {
 
 // newKeyWait bounds how long RotateKey waits for the tunnel with the new
 // key: the relay closes the old connection within 250 ms of the commit,
-// and a UDP hub switches a second after it.
+// and a UDP hub switches when the relay no longer knows its old session,
+// a second after the commit at most (udpTransport.useKey).
 const newKeyWait = 15 * time.Second
 
 // awaitNewTunnel waits until the transport has connected again (or, over

@@ -45,6 +45,60 @@ func TestRotateKeyThroughTheTunnel(t *testing.T) {
 	}
 }
 
+// TestRotateKeyOverUDPSwitchesOnTheRelaysWord: over UDP the agent
+// switches to its new key as soon as the relay answers a message on the
+// old key's session with SessionUnknown (the relay has taken the key), not
+// only after its fixed wait: a hub that sends meanwhile, a download say,
+// is without a tunnel for a round trip after the relay took the key. The
+// wait is an hour here, so only the relay's answer can switch.
+func TestRotateKeyOverUDPSwitchesOnTheRelaysWord(t *testing.T) {
+	tb := newTestbedWith(t, testbedOpts{relayUDP: true, config: func(c *Config) { c.Transport, c.MTU = "udp", 1420 }}, "alpha")
+	a := tb.agents["alpha"]
+	a.tr.(*udpTransport).switchDelay = time.Hour
+	old := a.Status().PublicKey
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type rotated struct {
+		ans localapi.RotateKeyResponse
+		err error
+	}
+	done := make(chan rotated, 1)
+	go func() {
+		ans, err := a.RotateKey(ctx)
+		done <- rotated{ans, err}
+	}()
+	poll.Until(t, 10*time.Second, "the relay's store to have alpha's new key", func() bool {
+		h, err := tb.relay.Store().HubByName(ctx, "alpha")
+		return err == nil && h.PublicKey != old
+	})
+	// The hub sends on its old session (a connection to the relay's hub
+	// API, each try a TCP SYN) until RotateKey is through.
+	c, base := a.hubAPI()
+	c.Timeout = 300 * time.Millisecond
+	var r rotated
+	poll.Until(t, 15*time.Second, "RotateKey to return", func() bool {
+		select {
+		case r = <-done:
+			return true
+		default:
+			if resp, err := c.Get(base + "relay-keys"); err == nil {
+				resp.Body.Close()
+			}
+			return false
+		}
+	})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	st := a.Status()
+	if st.State != localapi.StateConnected || st.PublicKey != r.ans.PublicKey || r.ans.PublicKey == old {
+		t.Fatalf("after RotateKey: %s with key %s; its answer %s, the old key %s", st.State, st.PublicKey, r.ans.PublicKey, old)
+	}
+	if code, _, err := tb.get("alpha"); code != 200 {
+		t.Errorf("the hub after its new key: %d %v", code, err)
+	}
+}
+
 // TestLostCommitGoesBackToTheOldKey: a rotation whose commit went out but
 // got no answer, and which the relay never took (as when the tunnel broke
 // just then), does not strand the hub: the relay says it does not know the

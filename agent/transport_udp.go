@@ -47,19 +47,22 @@ type udpTransport struct {
 	stop context.CancelFunc // set by start
 	done chan struct{}      // closed when start's loop has ended
 
+	switchDelay time.Duration // useKey's wait for the relay: udpKeySwitchDelay
+
 	mu         sync.Mutex
-	dev        *vpn.Device   // set by start
-	relayKey   vpn.PublicKey // the relay's, as pinned now
-	handshakes uint64        // handshakes started by useRelayKey, useKey and sessionUnknown
-	unknownAt  time.Time     // sessionUnknown's last handshake
-	unknownFor uint32        // and the session it replaced
-	unknownLog time.Time     // and its last log line
+	dev        *vpn.Device     // set by start
+	relayKey   vpn.PublicKey   // the relay's, as pinned now
+	handshakes uint64          // handshakes started by useRelayKey, useKey and sessionUnknown
+	pendingKey *vpn.PrivateKey // useKey's key, until WireGuard has it
+	unknownAt  time.Time       // sessionUnknown's last handshake
+	unknownFor uint32          // and the session it replaced
+	unknownLog time.Time       // and its last log line
 }
 
 var _ transport = (*udpTransport)(nil)
 
 func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
-	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery, relayKey: cfg.relayKey}
+	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery, relayKey: cfg.relayKey, switchDelay: udpKeySwitchDelay}
 	ep, err := t.resolve(context.Background())
 	if err != nil {
 		// Not fatal: the hub may boot before its network. start retries.
@@ -193,27 +196,44 @@ func (t *udpTransport) useRelayKey(k vpn.PublicKey) {
 	}
 }
 
-// useKey switches to k once the relay has (it polls its store every
-// 250 ms after the commit); plain WireGuard has no connection whose end
-// would say so.
+// useKey switches to k once the relay has it. Plain WireGuard has no
+// connection whose end would say so, but the relay, once it has taken the
+// key (at its next look at its store, within 250 ms of the commit), no
+// longer knows the old key's sessions and answers a message on them with
+// SessionUnknown: that answer switches at once (sessionUnknown), and
+// switchDelay after the commit, if no answer came (an idle hub sends only
+// a keepalive every 25 s).
 func (t *udpTransport) useKey(k vpn.PrivateKey) {
-	time.AfterFunc(udpKeySwitchDelay, func() {
-		t.mu.Lock()
-		dev, relayKey := t.dev, t.relayKey
-		t.handshakes++
-		t.mu.Unlock()
-		if dev == nil {
-			return
-		}
-		if err := dev.SetPrivateKey(k); err != nil {
-			t.logf("agent: switching to the new key: %v", err)
-		}
-		dev.Handshake(relayKey)
-	})
+	key := &k
+	t.mu.Lock()
+	t.pendingKey = key
+	t.mu.Unlock()
+	time.AfterFunc(t.switchDelay, func() { t.switchKey(key) })
 }
 
-// udpKeySwitchDelay lets the relay take the hub's new key before the
-// agent handshakes with it.
+// switchKey gives WireGuard key, if it is still the one useKey waits to
+// switch to, and handshakes with it.
+func (t *udpTransport) switchKey(key *vpn.PrivateKey) {
+	t.mu.Lock()
+	if t.pendingKey != key {
+		t.mu.Unlock()
+		return // switched already, or a later useKey replaced it
+	}
+	t.pendingKey = nil
+	dev, relayKey := t.dev, t.relayKey
+	t.handshakes++
+	t.mu.Unlock()
+	if dev == nil {
+		return
+	}
+	if err := dev.SetPrivateKey(*key); err != nil {
+		t.logf("agent: switching to the new key: %v", err)
+	}
+	dev.Handshake(relayKey)
+}
+
+// udpKeySwitchDelay is how long useKey waits for the relay to take the
+// hub's new key when nothing the relay says tells it sooner.
 const udpKeySwitchDelay = time.Second
 
 // sessionUnknown starts a new handshake: the relay said it has no session
@@ -225,6 +245,13 @@ const udpKeySwitchDelay = time.Second
 func (t *udpTransport) sessionUnknown(session uint32) {
 	now := t.now()
 	t.mu.Lock()
+	if key := t.pendingKey; key != nil {
+		// The relay has taken the new key: it no longer knows the
+		// old one's session (useKey).
+		t.mu.Unlock()
+		go t.switchKey(key)
+		return
+	}
 	dev, key := t.dev, t.relayKey
 	if dev == nil || (session == t.unknownFor && now.Sub(t.unknownAt) < udpUnknownEvery) {
 		t.mu.Unlock()
