@@ -265,7 +265,7 @@ func (t *udpTransport) sessionUnknown(session uint32) {
 	}
 	t.mu.Unlock()
 	if logIt {
-		t.logf("agent: the relay has no session for this hub (it restarted): handshaking again")
+		t.logf("agent: the relay has no session for this hub (it restarted, or no longer serves this key): handshaking again")
 	}
 	go dev.Handshake(key)
 }
