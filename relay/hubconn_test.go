@@ -116,7 +116,9 @@ func (tr *testRelay) head(method, extra string) string {
 // TestHubLegAnswers: each kind of answer a hub gives reaches the user
 // whole, and the connection to the hub carries the user connection's next
 // request exactly when the answer left it fit to: read to its end, no
-// Connection: close, a length or chunks rather than the hub's EOF.
+// Connection: close, a length or chunks rather than the hub's EOF. An
+// answer that ends with the hub's EOF ends the user's connection too
+// (unchunked), and the next request comes on a new one.
 func TestHubLegAnswers(t *testing.T) {
 	for _, tt := range []struct {
 		name, method, answer string
@@ -124,16 +126,17 @@ func TestHubLegAnswers(t *testing.T) {
 		body, trailer        string // what the user gets
 		codes                []int  // the answers the user gets, 1xx first
 		reused               bool
+		userClosed           bool // the relay ends the user's connection after the answer
 	}{
-		{"length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{200}, true},
-		{"chunked with trailer", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 7\r\n\r\n", false, "ok", "7", []int{200}, true},
-		{"hub says close", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", false, "ok", "", []int{200}, false},
-		{"no length: to the hub's EOF", "GET", "HTTP/1.1 200 OK\r\n\r\nok", true, "ok", "", []int{200}, false},
-		{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{200}, false},
-		{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, "", "", []int{200}, true},
-		{"204", "GET", "HTTP/1.1 204 No Content\r\n\r\n", false, "", "", []int{204}, true},
-		{"304", "GET", "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", false, "", "", []int{304}, true},
-		{"103 then 200", "GET", "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{103, 200}, true},
+		{"length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{200}, true, false},
+		{"chunked with trailer", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 7\r\n\r\n", false, "ok", "7", []int{200}, true, false},
+		{"hub says close", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", false, "ok", "", []int{200}, false, false},
+		{"no length: to the hub's EOF", "GET", "HTTP/1.1 200 OK\r\n\r\nok", true, "ok", "", []int{200}, false, true},
+		{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{200}, false, false},
+		{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, "", "", []int{200}, true, false},
+		{"204", "GET", "HTTP/1.1 204 No Content\r\n\r\n", false, "", "", []int{204}, true, false},
+		{"304", "GET", "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", false, "", "", []int{304}, true, false},
+		{"103 then 200", "GET", "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "ok", "", []int{103, 200}, true, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tr, h := startRawHub(t, nil, func(hc *hubSide) bool {
@@ -142,6 +145,13 @@ func TestHubLegAnswers(t *testing.T) {
 			})
 			c, br := userConn(t, tr)
 			for i := range 2 {
+				if i > 0 && tt.userClosed {
+					c.SetReadDeadline(time.Now().Add(10 * time.Second))
+					if _, err := br.ReadByte(); err != io.EOF {
+						t.Fatalf("after the answer that ended with the hub's EOF, the user's connection read %v; want it closed", err)
+					}
+					c, br = userConn(t, tr)
+				}
 				io.WriteString(c, tr.head(tt.method, ""))
 				for _, code := range tt.codes {
 					resp, err := http.ReadResponse(br, &http.Request{Method: tt.method})
@@ -152,6 +162,9 @@ func TestHubLegAnswers(t *testing.T) {
 						body, err := io.ReadAll(resp.Body)
 						if err != nil || string(body) != tt.body || resp.Trailer.Get("X-Sum") != tt.trailer {
 							t.Fatalf("request %d: body %q trailer %q %v; want %q, %q", i, body, resp.Trailer.Get("X-Sum"), err, tt.body, tt.trailer)
+						}
+						if tt.userClosed && (len(resp.TransferEncoding) > 0 || !resp.Close) {
+							t.Fatalf("request %d: transfer encoding %q, close %v; want it unchunked, ended by closing", i, resp.TransferEncoding, resp.Close)
 						}
 						if tt.method == "HEAD" && resp.ContentLength != 5 {
 							t.Fatalf("HEAD: Content-Length %d, want the hub's 5", resp.ContentLength)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -38,6 +39,17 @@ func testHub(ip string) http.Handler {
 		h := sha256.New()
 		io.Copy(h, r.Body)
 		fmt.Fprintf(w, "%x", h.Sum(nil))
+	})
+	mux.HandleFunc("/closed", func(w http.ResponseWriter, r *http.Request) { // n bytes of bulkStream, ended by closing
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+		io.Copy(brw, bulkStream(n))
+		brw.Flush()
 	})
 	mux.HandleFunc("/who", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, ip) })
 	mux.HandleFunc("/conn", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
@@ -418,6 +430,49 @@ func TestWebSocketAndStreaming(t *testing.T) {
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
 	if err != nil || line != "first\n" {
 		t.Fatalf("the streamed response's first line: %q %v", line, err)
+	}
+}
+
+// TestAnswersKeepTheirEnd: a hub's answer that ends by closing its
+// connection reaches the user whole, unchunked, and ends the same way; a
+// chunked one stays chunked and the user's connection serves the next
+// request. A HEAD for the first is answered without a body.
+func TestAnswersKeepTheirEnd(t *testing.T) {
+	tr := twoHubs(t, nil)
+	const n = 300_000
+	want, _ := io.ReadAll(bulkStream(n))
+	get := func(br *bufio.Reader, c net.Conn, method, path string) (*http.Response, []byte) {
+		t.Helper()
+		io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a.localhost\r\n"+tr.auth("a")+"\r\n")
+		req, _ := http.NewRequest(method, path, nil)
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s %s: the body broke off: %v", method, path, err)
+		}
+		return resp, body
+	}
+	c := tr.dialPublic(t, 443, sni("a.localhost"), "")
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	resp, body := get(br, c, "GET", fmt.Sprintf("/bulk?n=%d", n))
+	if !bytes.Equal(body, want) || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" || resp.Close {
+		t.Errorf("a chunked answer: %d bytes (want %d, same: %v), transfer encoding %q, close %v; want it chunked and the connection kept",
+			len(body), n, bytes.Equal(body, want), resp.TransferEncoding, resp.Close)
+	}
+	if resp, _ := get(br, c, "HEAD", fmt.Sprintf("/closed?n=%d", n)); resp.StatusCode != 200 {
+		t.Errorf("HEAD of an answer that ends by closing: %d", resp.StatusCode)
+	}
+	resp, body = get(br, c, "GET", fmt.Sprintf("/closed?n=%d", n))
+	if !bytes.Equal(body, want) || len(resp.TransferEncoding) != 0 || resp.ContentLength != -1 || !resp.Close {
+		t.Errorf("an answer that ends by closing: %d bytes (want %d, same: %v), transfer encoding %q, length %d, close %v; want it passed on as it came",
+			len(body), n, bytes.Equal(body, want), resp.TransferEncoding, resp.ContentLength, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after an answer that ended by closing, the user's connection read %v; want it closed", err)
 	}
 }
 
