@@ -9,6 +9,8 @@
 # usage: scripts/relaycore.sh [BIN]   (BIN: folder with hubtunnel, hubrelay)
 #   ROUNDS=4     rounds
 #   STREAMS=1    parallel downloads (1 GiB in all)
+#   CLOSED=1     hubrelay's hub answers with no length, ending by closing
+#                (as make bench's bulk server does); default a Content-Length
 set -euo pipefail
 bin=$(realpath "${1:-bin}")
 rounds=${ROUNDS:-4}
@@ -65,7 +67,7 @@ pids+=($!)
 sleep 2
 
 for _ in $(seq "$rounds"); do
-	"${in_ns[@]}" "$rc" -mode hubrelay -bin "$bin" -streams "$streams"
+	"${in_ns[@]}" "$rc" -mode hubrelay -bin "$bin" -streams "$streams" -closed="${CLOSED:-0}"
 	for v in netstack ktun; do
 		"${in_ns[@]}" "$rc" -mode "relay-$v" >"$tmp/relay-$v.log" 2>&1 &
 		relay=$!

@@ -64,6 +64,7 @@ func main() {
 	bin := flag.String("bin", "bin", "hubrelay: folder with hubrelay and hubtunnel")
 	mtu := flag.Int("mtu", 65000, "the bare relays' tunnel MTU")
 	write := flag.Int("write", 32<<10, "hub: bytes per write into its netstack (the agent's copy writes 32 KiB)")
+	closed := flag.Bool("closed", false, "hubrelay: the hub's server ends its answer by closing, with no length (as make bench's bulk server does), not with a Content-Length")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("relaycore " + *mode + ": ")
@@ -80,7 +81,7 @@ func main() {
 		n, took, relayCPU, machine := measure(*pid, func() int64 { return fetch(*addr, *streams, *size) })
 		report(*name, *streams, n, took, relayCPU, machine)
 	case "hubrelay":
-		realRelay(*bin, *streams, *size)
+		realRelay(*bin, *streams, *size, *closed)
 	default:
 		log.Fatal("-mode: hub, relay-netstack, relay-ktun, backend, fetch or hubrelay")
 	}
@@ -247,7 +248,8 @@ func machineCPU() time.Duration {
 // realRelay runs hubrelay and a hubtunnel agent over the TCP transport,
 // the agent's port 80 pointing at a server of zeros, and downloads through
 // the relay's port 80 as a user would: twice, the second one reported.
-func realRelay(binDir string, streams int, size int64) {
+// closed: the server's answers have no length and end by closing.
+func realRelay(binDir string, streams int, size int64, closed bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -255,7 +257,11 @@ func realRelay(binDir string, streams int, size int64) {
 			io.WriteString(w, "ok") // bench.UntilOK's answer
 			return
 		}
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		if closed {
+			w.Header().Set("Transfer-Encoding", "identity") // net/http: no length, no chunks, close
+		} else {
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		}
 		io.CopyN(w, zeros{}, size)
 	}))
 	bins, err := bench.BinsIn(binDir)
