@@ -24,12 +24,7 @@ import (
 // behind the clock it last used). The hub's next agent, with the machine's
 // clock, must connect at once, and the relay says why it reset the hub.
 func TestUDPHubWithClockBehindConnectsAtOnce(t *testing.T) {
-	tr := startTestRelay(t, true, "a")
-	first := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
-	first.waitOnline(t, tr, "a")
-	if code, err := tr.get("a"); code != 200 {
-		t.Fatalf("the UDP hub's page: %d, %v", code, err)
-	}
+	tr, first := startUDPHub(t)
 	first.Close()
 
 	// A reboot takes longer than WireGuard's least time between two
@@ -58,12 +53,7 @@ func TestUDPHubWithClockBehindConnectsAtOnce(t *testing.T) {
 // initiation of a hub that is connected over UDP and sending. Resetting
 // its replay state would drop its session keys; the relay must not.
 func TestReplayedUDPInitiationLeavesLiveHubAlone(t *testing.T) {
-	tr := startTestRelay(t, true, "a")
-	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
-	a.waitOnline(t, tr, "a")
-	if code, err := tr.get("a"); code != 200 {
-		t.Fatalf("the UDP hub's page: %d, %v", code, err)
-	}
+	tr, a := startUDPHub(t)
 	tr.sweepUDPHubs()
 	if code, err := tr.get("a"); code != 200 { // the hub sends after the sample
 		t.Fatalf("the UDP hub's page: %d, %v", code, err)
@@ -147,6 +137,19 @@ func TestUDPInitiationFloodIsBounded(t *testing.T) {
 type udpAgent struct {
 	dev      *vpn.Device
 	relayKey vpn.PublicKey
+}
+
+// startUDPHub starts a relay with hub "a" and its UDP agent, and waits
+// until the relay serves the hub's page.
+func startUDPHub(t *testing.T) (*testRelay, *udpAgent) {
+	t.Helper()
+	tr := startTestRelay(t, true, "a")
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(t, tr, "a")
+	if code, err := tr.get("a"); code != 200 {
+		t.Fatalf("the UDP hub's page: %d, %v", code, err)
+	}
+	return tr, a
 }
 
 func startUDPAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string) *udpAgent {

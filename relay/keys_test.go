@@ -140,12 +140,7 @@ func TestHubReplacesItsKey(t *testing.T) {
 // crawl forget tells of). The hub then switches to its new key, as the
 // agent does, and is served.
 func TestUDPHubKeyChangeLeavesNoStaleAddress(t *testing.T) {
-	tr := startTestRelay(t, true, "a")
-	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
-	a.waitOnline(t, tr, "a")
-	if got, err := tr.get("a"); got != 200 {
-		t.Fatalf("hub a before its key change: %d %v", got, err)
-	}
+	tr, a := startUDPHub(t)
 	u := tr.bind.udpIn
 	tied := func(h *hub) (netip.AddrPort, bool) {
 		u.mu.Lock()
