@@ -5,7 +5,8 @@ package netstack
 // Outbound (stack to WireGuard)
 //  1. A TCP endpoint builds a segment; ipv4/ipv6 add the IP header.
 //  2. link.WritePackets takes a reference on the packet and queues it in the
-//     ring, dropping it if the ring is full.
+//     ring, dropping it if the ring is full. A bare ACK may wait instead,
+//     for a later packet of its connection to carry it (delack.go).
 //  3. Device.Read (WireGuard's TUN reader) takes up to BatchSize packets off
 //     the ring at once and copies each into WireGuard's buffer, cutting a
 //     large TCP segment into packets of its MSS on the way (gso.go); what
@@ -28,6 +29,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -82,6 +84,7 @@ type link struct {
 		ring       [queueLen]*stack.PacketBuffer
 		head, n    int // ring[head] is the oldest of n queued packets
 		closed     bool
+		acks       delayedAcks // bare ACKs waiting to be carried (delack.go)
 	}
 	notify chan struct{} // capacity 1: a packet was queued
 	done   chan struct{} // closed by Close
@@ -98,7 +101,7 @@ type link struct {
 
 var _ stack.LinkEndpoint = (*link)(nil)
 
-func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool) *link {
+func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool, ackDelay time.Duration) *link {
 	l := &link{
 		mtu:           uint32(mtu),
 		gsoMax:        gsoMaxSize(uint32(mtu)),
@@ -108,6 +111,7 @@ func newLink(mtu, maxInFlight int, verify bool, needs func(netip.Addr) bool) *li
 		notify:        make(chan struct{}, 1),
 		done:          make(chan struct{}),
 	}
+	l.mu.acks.delay = ackDelay
 	if l.caps&stack.CapabilityRXChecksumOffload != 0 {
 		l.gros = &sync.Pool{New: func() any {
 			g := new(gro.GRO)
@@ -126,15 +130,17 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		l.mu.Unlock()
 		return 0, &tcpip.ErrClosedForSend{}
 	}
-	n := 0
+	n, queued := 0, l.mu.n
 	for _, pkt := range pkts.AsSlice() {
 		if l.mu.n == queueLen {
 			break
 		}
-		l.mu.ring[(l.mu.head+l.mu.n)%queueLen] = pkt.IncRef()
-		l.mu.n++
+		if !l.holdAck(pkt) {
+			l.push(pkt.IncRef())
+		}
 		n++
 	}
+	queued = l.mu.n - queued
 	l.mu.Unlock()
 
 	if n == 0 {
@@ -142,11 +148,30 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		return 0, &tcpip.ErrNoBufferSpace{}
 	}
 	l.dropped.Add(uint64(pkts.Len() - n))
+	if queued > 0 {
+		l.wake()
+	}
+	return n, nil
+}
+
+// push queues pkt, whose reference it takes, in the ring, or drops it if
+// the ring is full. Under l.mu.
+func (l *link) push(pkt *stack.PacketBuffer) {
+	if l.mu.n == queueLen {
+		pkt.DecRef()
+		l.dropped.Add(1)
+		return
+	}
+	l.mu.ring[(l.mu.head+l.mu.n)%queueLen] = pkt
+	l.mu.n++
+}
+
+// wake tells Read that packets are queued.
+func (l *link) wake() {
 	select {
 	case l.notify <- struct{}{}:
 	default:
 	}
-	return n, nil
 }
 
 // read copies up to len(bufs) queued packets into bufs[i][offset:], blocking
@@ -337,6 +362,7 @@ func (l *link) Close() {
 		return
 	}
 	l.mu.closed = true
+	l.dropAcks()
 	for ; l.mu.n > 0; l.mu.n-- {
 		l.mu.ring[l.mu.head].DecRef()
 		l.mu.ring[l.mu.head] = nil

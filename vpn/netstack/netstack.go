@@ -81,6 +81,11 @@ type Config struct {
 	// it receives, as hubtunnel before wire.Features did; for tests that
 	// play such a peer. Default false: WireGuard has authenticated them.
 	VerifyChecksums bool
+
+	// AckDelay is how long a bare TCP ACK may wait for a packet of its
+	// connection to carry it instead (delack.go). Default 10ms; negative:
+	// ACKs never wait, as gVisor sends them.
+	AckDelay time.Duration
 }
 
 const (
@@ -161,6 +166,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.KeepAliveCount = defaultKeepAliveCount
 	}
 
+	if c.AckDelay == 0 {
+		c.AckDelay = ackDelayDefault
+	}
+
 	if c.MaxInFlight < 0 {
 		return c, fmt.Errorf("netstack.New: Config.MaxInFlight %d is negative", c.MaxInFlight)
 	}
@@ -201,7 +210,7 @@ func New(cfg Config) (*Stack, error) {
 			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 		}),
-		link:   newLink(cfg.MTU, cfg.MaxInFlight, cfg.VerifyChecksums, cfg.NeedsChecksum),
+		link:   newLink(cfg.MTU, cfg.MaxInFlight, cfg.VerifyChecksums, cfg.NeedsChecksum, cfg.AckDelay),
 		events: make(chan tun.Event, 1),
 		done:   make(chan struct{}),
 	}
@@ -313,6 +322,7 @@ type Stats struct {
 	PacketsIn, BytesIn   uint64 // IP packets written to Device (from WireGuard)
 	PacketsOut, BytesOut uint64 // IP packets read from Device (to WireGuard)
 	Dropped              uint64 // packets dropped by the link (queue full, not IP) or the stack (malformed, not ours, receive queue full)
+	AcksCarried          uint64 // bare ACKs not sent: a later packet of their connection carried them (delack.go)
 	TCPConns             uint64 // TCP connections currently open (established up to fully closed)
 }
 
@@ -320,12 +330,13 @@ type Stats struct {
 func (s *Stack) Stats() Stats {
 	l, st := s.link, s.stack.Stats()
 	return Stats{
-		PacketsIn:  l.packetsIn.Load(),
-		BytesIn:    l.bytesIn.Load(),
-		PacketsOut: l.packetsOut.Load(),
-		BytesOut:   l.bytesOut.Load(),
-		Dropped:    l.dropped.Load() + st.DroppedPackets.Value(),
-		TCPConns:   st.TCP.CurrentConnected.Value(),
+		PacketsIn:   l.packetsIn.Load(),
+		BytesIn:     l.bytesIn.Load(),
+		PacketsOut:  l.packetsOut.Load(),
+		BytesOut:    l.bytesOut.Load(),
+		Dropped:     l.dropped.Load() + st.DroppedPackets.Value(),
+		AcksCarried: l.acksCarried(),
+		TCPConns:    st.TCP.CurrentConnected.Value(),
 	}
 }
 
