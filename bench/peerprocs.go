@@ -111,18 +111,23 @@ func (s *peerSet) twoHop() ([]*peer, error) {
 	return []*peer{{name: "plain two-hop (no crypto)", addr: a.addr, agent: b.proc, relay: a.proc}}, nil
 }
 
-// hubtunnel is one relay with two hubs, one agent on each transport.
-func (s *peerSet) hubtunnel() ([]*peer, error) {
-	o := s.ru.o
-	tcp, err := NewHub(s.dir, "ptcp", "100.96.0.2")
+// hubtunnel is one relay of bins with two hubs, one agent on each
+// transport; suffix tells the names of another build's apart ("" or
+// " (base)").
+func (s *peerSet) hubtunnel(bins Bins, suffix string) ([]*peer, error) {
+	tag := ""
+	if suffix != "" {
+		tag = "b"
+	}
+	tcp, err := NewHub(s.dir, "ptcp"+tag, "100.96.0.2")
 	if err != nil {
 		return nil, err
 	}
-	udp, err := NewHub(s.dir, "pudp", "100.96.0.3")
+	udp, err := NewHub(s.dir, "pudp"+tag, "100.96.0.3")
 	if err != nil {
 		return nil, err
 	}
-	relay, err := NewRelay(o.Bins, s.ru.ports, s.dir, "peers-relay", true, []Hub{tcp, udp})
+	relay, err := NewRelay(bins, s.ru.ports, s.dir, "peers-relay"+tag, true, []Hub{tcp, udp})
 	if err != nil {
 		return nil, err
 	}
@@ -130,13 +135,17 @@ func (s *peerSet) hubtunnel() ([]*peer, error) {
 		return nil, err
 	}
 	s.stops = append(s.stops, func() { relay.Proc.Stop() })
+	version := cmdOut(s.ru.o.Root, "git", "describe", "--tags", "--always", "--dirty")
+	if suffix != "" {
+		version = "the build in " + filepath.Dir(bins.Hubtunnel)
+	}
 	var out []*peer
 	for _, h := range []struct {
 		hub       Hub
 		transport string
 		idle      string
 	}{{tcp, "tcp", fmt.Sprintf("tcp port %d", relay.AgentPort)}, {udp, "udp", fmt.Sprintf("udp port %d", relay.UDPPort)}} {
-		a, err := NewAgent(o.Bins, s.ru.ports, s.dir, relay, h.hub, AgentSpec{Transport: h.transport, Targets: map[int]string{80: s.ru.bulk.Addr()}})
+		a, err := NewAgent(bins, s.ru.ports, s.dir, relay, h.hub, AgentSpec{Transport: h.transport, Targets: map[int]string{80: s.ru.bulk.Addr()}})
 		if err != nil {
 			return nil, err
 		}
@@ -148,8 +157,8 @@ func (s *peerSet) hubtunnel() ([]*peer, error) {
 			return nil, err
 		}
 		out = append(out, &peer{
-			name: "hubtunnel " + h.transport, addr: relay.Public(80), host: h.hub.Name + ".localhost", auth: relay.AuthHeader(h.hub.Name),
-			agent: a.Proc, relay: relay.Proc, idle: h.idle, version: cmdOut(o.Root, "git", "describe", "--tags", "--always", "--dirty"),
+			name: "hubtunnel " + h.transport + suffix, addr: relay.Public(80), host: h.hub.Name + ".localhost", auth: relay.AuthHeader(h.hub.Name),
+			agent: a.Proc, relay: relay.Proc, idle: h.idle, version: version,
 		})
 	}
 	return out, nil

@@ -67,12 +67,17 @@ func (ru *run) peers() error {
 	defer set.stopAll()
 	var res []*peerResult
 	for _, s := range []struct {
-		name  string
-		start func() ([]*peer, error)
+		name, group string
+		start       func() ([]*peer, error)
 	}{
-		{"direct", set.direct}, {"plain two-hop", set.twoHop}, {"hubtunnel", set.hubtunnel},
-		{"frp", set.frp}, {"chisel", set.chisel}, {"OpenSSH", set.ssh},
+		{"direct", "direct", set.direct}, {"plain two-hop", "two-hop", set.twoHop},
+		{"hubtunnel", "hubtunnel", func() ([]*peer, error) { return set.hubtunnel(ru.o.Bins, "") }},
+		{"hubtunnel (base)", "base", func() ([]*peer, error) { return set.hubtunnel(*ru.o.BaseBins, " (base)") }},
+		{"frp", "frp", set.frp}, {"chisel", "chisel", set.chisel}, {"OpenSSH", "ssh", set.ssh},
 	} {
+		if s.group == "base" && ru.o.BaseBins == nil || ru.o.PeerGroups != nil && !slices.Contains(ru.o.PeerGroups, s.group) {
+			continue
+		}
 		ps, err := s.start()
 		if err != nil {
 			ru.logf("bench:   peers: %s: %v", s.name, err)

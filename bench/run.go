@@ -39,7 +39,18 @@ type Options struct {
 	Rounds   int           // rounds of the peers phase
 	PeerIdle time.Duration // idle window of the peers phase; 0 skips it
 	PeerBins string        // folder with frps, frpc and chisel (scripts/bench-deps.sh builds them)
+	// BaseBins, when set, are another build of hubtunnel (an earlier
+	// commit's) that the peers phase measures beside Bins, interleaved in
+	// the same rounds, as "hubtunnel tcp (base)" and "hubtunnel udp (base)".
+	BaseBins *Bins
+	// PeerGroups are the peers phase's groups to start (PeerGroupNames);
+	// nil starts them all.
+	PeerGroups []string
 }
+
+// PeerGroupNames are the groups of peers Options.PeerGroups can pick;
+// "base" is started only with Options.BaseBins.
+var PeerGroupNames = []string{"direct", "two-hop", "hubtunnel", "base", "frp", "chisel", "ssh"}
 
 // PhaseNames are the phases Options.Phases can pick.
 var PhaseNames = []string{"size", "main", "access", "hubs", "udphubs", "profile", "bytes", "peers"}

@@ -26,6 +26,11 @@
 #                (PHASES=peers runs only the comparison with frp, chisel and OpenSSH)
 #   ROUNDS=3     interleaved rounds of the peers phase (0 skips it)
 #   PEERS_IDLE=2m idle window of the peers phase, every peer at once (0 skips it)
+#   BASE=        folder with another build (hubtunnel, hubrelay, ccusim; an earlier
+#                commit's make build) that the peers phase measures beside BIN, in
+#                the same rounds: rows "hubtunnel tcp (base)" and "hubtunnel udp (base)"
+#   PEER_GROUPS=all the peers phase's peers: all, or some of
+#                direct,two-hop,hubtunnel,base,frp,chisel,ssh
 set -euo pipefail
 bin=${1:-bin}
 export BENCH_PEERS="${BENCH_PEERS:-${XDG_CACHE_HOME:-$HOME/.cache}/hubtunnel/bench-peers}"
@@ -40,4 +45,5 @@ CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
 "$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
 	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -udp-hubs "${UDP_HUBS:-60000}" -dur "${DUR:-5s}" \
 	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir" \
-	-phases "${PHASES:-all}" -rounds "${ROUNDS:-3}" -peers-idle "${PEERS_IDLE:-2m}" -peers-bin "$BENCH_PEERS"
+	-phases "${PHASES:-all}" -rounds "${ROUNDS:-3}" -peers-idle "${PEERS_IDLE:-2m}" -peers-bin "$BENCH_PEERS" \
+	-base-bin "${BASE:-}" -peer-groups "${PEER_GROUPS:-all}"

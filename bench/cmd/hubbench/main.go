@@ -66,6 +66,8 @@ func runAll(args []string) error {
 	rounds := fs.Int("rounds", 3, "rounds of the peers phase (0 skips it)")
 	peerIdle := fs.Duration("peers-idle", 2*time.Minute, "idle window of the peers phase (0 skips it)")
 	peerBins := fs.String("peers-bin", "", "folder with frps, frpc and chisel (scripts/bench-deps.sh builds them)")
+	baseBin := fs.String("base-bin", "", "folder with another build's hubtunnel, hubrelay and ccusim, measured beside -bin in the peers phase (\"\" for none)")
+	peerGroups := fs.String("peer-groups", "all", "the peers phase's peers, comma-separated: all or "+strings.Join(bench.PeerGroupNames, ","))
 	fs.Parse(args)
 	var phaseList []string
 	if *phases != "all" {
@@ -104,6 +106,23 @@ func runAll(args []string) error {
 	if err != nil {
 		return err
 	}
+	var baseBins *bench.Bins
+	if *baseBin != "" {
+		b, err := bench.BinsIn(*baseBin)
+		if err != nil {
+			return err
+		}
+		baseBins = &b
+	}
+	var groups []string
+	if *peerGroups != "all" {
+		for _, g := range strings.Split(*peerGroups, ",") {
+			if !slices.Contains(bench.PeerGroupNames, g) {
+				return fmt.Errorf("-peer-groups: unknown group %q (want %s)", g, strings.Join(bench.PeerGroupNames, ","))
+			}
+			groups = append(groups, g)
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -126,6 +145,7 @@ func runAll(args []string) error {
 		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions, Held: *held,
 		Hubs: *hubs, UDPHubs: *udpHubs, FleetProcHubs: maxTCPHubs(), Idle: *idle, Profile: *profile,
 		Phases: phaseList, Rounds: *rounds, PeerIdle: *peerIdle, PeerBins: *peerBins,
+		BaseBins: baseBins, PeerGroups: groups,
 		Logf: log.Printf,
 	})
 	if err != nil {
