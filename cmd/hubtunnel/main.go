@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -56,6 +57,18 @@ const usage = `usage:
 // defaultMemoryLimit keeps the Go heap small on a hub with little RAM
 // unless GOMEMLIMIT says otherwise.
 const defaultMemoryLimit = 40 << 20
+
+// defaultMaxProcs is how many threads run the agent's Go code at once
+// unless GOMAXPROCS says otherwise. A packet crosses about seven
+// goroutines on its way through WireGuard and the netstack; with more than
+// one P, each handoff wakes another thread, which spins looking for work
+// before it sleeps again. On one P the handoffs are plain goroutine
+// switches: with the real binaries on 2 cores (the relay on both), the
+// agent's CPU per GB fell 8-24 % and per request 18-31 %; eight streams
+// over TCP were 7 % slower (BENCHMARKS.md). A hub's uplink, not a second
+// core, usually bounds its traffic, and the hub's own services keep the
+// other cores.
+const defaultMaxProcs = 1
 
 func main() {
 	if len(os.Args) < 2 {
@@ -141,6 +154,9 @@ func run(args []string) (err error) {
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(defaultMaxProcs)
 	}
 	logf, err := logger.NewLogf(os.Stderr, logger.Options{Format: format})
 	if err != nil {
