@@ -70,6 +70,17 @@ const defaultMemoryLimit = 40 << 20
 // other cores.
 const defaultMaxProcs = 1
 
+// runtimeDefaults sets the agent's memory limit and its Ps where the
+// environment (GOMEMLIMIT, GOMAXPROCS) does not.
+func runtimeDefaults() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(defaultMaxProcs)
+	}
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
@@ -152,12 +163,7 @@ func run(args []string) (err error) {
 	if confPath == "" {
 		return fmt.Errorf("%s", runUsage)
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
-	}
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(defaultMaxProcs)
-	}
+	runtimeDefaults()
 	logf, err := logger.NewLogf(os.Stderr, logger.Options{Format: format})
 	if err != nil {
 		return fmt.Errorf("--log-format: %w", err)
