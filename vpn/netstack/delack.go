@@ -93,7 +93,6 @@ type delayedAcks struct {
 	slots []ackSlot     // ackSlots of them, or nil before the first TCP packet
 	held  int           // slots with an ACK waiting
 	timer *time.Timer   // releases waiting ACKs; armed while held > 0
-	saved uint64        // ACKs dropped because a later packet carried them
 }
 
 // holdAck decides for one packet on its way out, under l.mu: it returns
@@ -126,7 +125,7 @@ func (l *link) holdAck(pkt *stack.PacketBuffer) bool {
 		s.held.DecRef()
 		s.held = nil
 		a.held--
-		a.saved++
+		l.acksCarried.Add(1)
 	}
 
 	flags := tcp.Flags()
@@ -265,12 +264,4 @@ func hasSACK(opts []byte) bool {
 		}
 	}
 	return false
-}
-
-// acksCarried returns how many bare ACKs were dropped because a later
-// packet of their connection carried them.
-func (l *link) acksCarried() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.mu.acks.saved
 }

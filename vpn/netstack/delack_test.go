@@ -216,7 +216,7 @@ func TestWhichACKsWait(t *testing.T) {
 		}
 		pkts.DecRef()
 		l.mu.Lock()
-		waits, queued, carried := l.mu.acks.held, l.mu.n, l.mu.acks.saved
+		waits, queued, carried := l.mu.acks.held, l.mu.n, l.acksCarried.Load()
 		l.mu.Unlock()
 		if waits != s.waits || queued != s.queued || carried != s.carried {
 			t.Fatalf("%s: %d waiting, %d queued, %d carried; want %d, %d, %d",

@@ -97,6 +97,7 @@ type link struct {
 	packetsIn, bytesIn   atomic.Uint64
 	packetsOut, bytesOut atomic.Uint64
 	dropped              atomic.Uint64
+	acksCarried          atomic.Uint64 // bare ACKs dropped: a later packet carried them (delack.go)
 }
 
 var _ stack.LinkEndpoint = (*link)(nil)

@@ -335,7 +335,7 @@ func (s *Stack) Stats() Stats {
 		PacketsOut:  l.packetsOut.Load(),
 		BytesOut:    l.bytesOut.Load(),
 		Dropped:     l.dropped.Load() + st.DroppedPackets.Value(),
-		AcksCarried: l.acksCarried(),
+		AcksCarried: l.acksCarried.Load(),
 		TCPConns:    st.TCP.CurrentConnected.Value(),
 	}
 }
