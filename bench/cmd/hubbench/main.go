@@ -48,6 +48,21 @@ func main() {
 	}
 }
 
+// pick reads a flag's comma-separated choice among names: nil for "all".
+func pick(flag, value string, names []string) ([]string, error) {
+	if value == "all" {
+		return nil, nil
+	}
+	var out []string
+	for _, v := range strings.Split(value, ",") {
+		if !slices.Contains(names, v) {
+			return nil, fmt.Errorf("%s: no %q; the choices are all or %s", flag, v, strings.Join(names, ","))
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 func runAll(args []string) error {
 	fs := flag.NewFlagSet("hubbench", flag.ExitOnError)
 	binDir := fs.String("bin", "bin", "folder with hubtunnel, hubrelay and ccusim (make build)")
@@ -69,14 +84,13 @@ func runAll(args []string) error {
 	baseBin := fs.String("base-bin", "", "folder with another build's hubtunnel, hubrelay and ccusim, measured beside -bin in the peers phase (\"\" for none)")
 	peerGroups := fs.String("peer-groups", "all", "the peers phase's peers, comma-separated: all or "+strings.Join(bench.PeerGroupNames, ","))
 	fs.Parse(args)
-	var phaseList []string
-	if *phases != "all" {
-		for _, p := range strings.Split(*phases, ",") {
-			if !slices.Contains(bench.PhaseNames, p) {
-				return fmt.Errorf("-phases: no phase %q; the phases are all or %s", p, strings.Join(bench.PhaseNames, ","))
-			}
-			phaseList = append(phaseList, p)
-		}
+	phaseList, err := pick("-phases", *phases, bench.PhaseNames)
+	if err != nil {
+		return err
+	}
+	groups, err := pick("-peer-groups", *peerGroups, bench.PeerGroupNames)
+	if err != nil {
+		return err
 	}
 	switch {
 	case *hubs < 0 || *hubs > 100000:
@@ -113,15 +127,6 @@ func runAll(args []string) error {
 			return err
 		}
 		baseBins = &b
-	}
-	var groups []string
-	if *peerGroups != "all" {
-		for _, g := range strings.Split(*peerGroups, ",") {
-			if !slices.Contains(bench.PeerGroupNames, g) {
-				return fmt.Errorf("-peer-groups: unknown group %q (want %s)", g, strings.Join(bench.PeerGroupNames, ","))
-			}
-			groups = append(groups, g)
-		}
 	}
 	self, err := os.Executable()
 	if err != nil {
