@@ -11,8 +11,7 @@ package netstack
 // acknowledges at most ackAtMost new bytes of a connection waits up to the
 // link's ackDelay; if the connection sends anything else meanwhile, that
 // packet carries a newer acknowledgement and the waiting ACK is dropped.
-// Like a kernel's delayed ACK, and for the same reasons, the rest go at
-// once:
+// The rest go at once, most of them for a kernel's reasons:
 //   - an ACK for a full-sized segment's worth or more: a transfer's ACKs
 //     keep their pace, as gVisor sets it;
 //   - a second ACK while one waits (the peer keeps sending: one of every
