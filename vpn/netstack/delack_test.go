@@ -113,10 +113,13 @@ func TestUnansweredDataIsAcknowledged(t *testing.T) {
 	goroutineLeakCheck(t)
 	a, b, p := pair(t, Config{}, []netip.Addr{addrA4}, []netip.Addr{addrB4})
 	client, server := connect(t, a, b, addrB4, 80)
-	var last atomic.Uint32
+	var sent, acked atomic.Uint32 // the client's data ends at sent; the server's last bare ACK
 	watch := func(packet []byte) bool {
-		if ack, ok := bareACK(packet); ok && header.IPv4(packet).SourceAddress() == tcpip.AddrFrom4(addrB4.As4()) {
-			last.Store(ack)
+		ip := header.IPv4(packet)
+		if ack, ok := bareACK(packet); ok && ip.SourceAddress() == tcpip.AddrFrom4(addrB4.As4()) {
+			acked.Store(ack)
+		} else if tcp := header.TCP(ip.Payload()); ip.SourceAddress() == tcpip.AddrFrom4(addrA4.As4()) && len(tcp.Payload()) > 0 {
+			sent.Store(tcp.SequenceNumber() + uint32(len(tcp.Payload())))
 		}
 		return false
 	}
@@ -128,9 +131,9 @@ func TestUnansweredDataIsAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(testTimeout)
-	for last.Load() == 0 {
+	for sent.Load() == 0 || acked.Load() != sent.Load() {
 		if time.Now().After(deadline) {
-			t.Fatal("the server never acknowledged the client's 100 bytes")
+			t.Fatalf("the server never acknowledged the client's 100 bytes: they end at %d, its last ACK was %d", sent.Load(), acked.Load())
 		}
 		time.Sleep(time.Millisecond)
 	}
