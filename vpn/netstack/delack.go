@@ -88,7 +88,7 @@ type ackSlot struct {
 
 // delayedAcks is the link's table and its timer; guarded by link.mu.
 type delayedAcks struct {
-	delay time.Duration // 0: ACKs never wait
+	delay time.Duration // ≤ 0: ACKs never wait (Config.AckDelay < 0)
 	slots []ackSlot     // ackSlots of them, or nil before the first TCP packet
 	held  int           // slots with an ACK waiting
 	timer *time.Timer   // releases waiting ACKs; armed while held > 0
