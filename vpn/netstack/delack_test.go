@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // bareACK reports whether packet is an IPv4 TCP segment with the ACK flag
@@ -130,13 +132,9 @@ func TestUnansweredDataIsAcknowledged(t *testing.T) {
 	if _, err := io.ReadFull(server, make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(testTimeout)
-	for sent.Load() == 0 || acked.Load() != sent.Load() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server never acknowledged the client's 100 bytes: they end at %d, its last ACK was %d", sent.Load(), acked.Load())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, testTimeout, "the server's ACK of the client's 100 bytes", func() bool {
+		return sent.Load() != 0 && acked.Load() == sent.Load()
+	})
 	if got := b.Stats().AcksCarried; got != 0 {
 		t.Errorf("server: %d ACKs carried, but it sent nothing else", got)
 	}
