@@ -7,10 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
-	"github.com/hubtunnel/hubtunnel/internal/procs"
 	"github.com/hubtunnel/hubtunnel/relay"
 	"github.com/hubtunnel/hubtunnel/version"
 )
@@ -118,11 +116,6 @@ func run(args []string) error {
 	if err := s.Start(); err != nil {
 		return err
 	}
-	stopProcs := make(chan struct{})
-	defer close(stopProcs)
-	go procs.Adapt(stopProcs, time.Second, procs.DefaultPolicy, func(n int, cores float64) {
-		log.Info("GOMAXPROCS follows the load", "procs", n, "cores_used", fmt.Sprintf("%.2f", cores))
-	})
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for range 1 << 30 { // a SIGHUP a second for 34 years
