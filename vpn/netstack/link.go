@@ -131,7 +131,7 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		l.mu.Unlock()
 		return 0, &tcpip.ErrClosedForSend{}
 	}
-	n, queued := 0, l.mu.n
+	n, before := 0, l.mu.n
 	for _, pkt := range pkts.AsSlice() {
 		if l.mu.n == queueLen {
 			break
@@ -141,7 +141,7 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		}
 		n++
 	}
-	queued = l.mu.n - queued
+	queued := l.mu.n > before // not if every packet was an ACK that waits
 	l.mu.Unlock()
 
 	if n == 0 {
@@ -149,7 +149,7 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		return 0, &tcpip.ErrNoBufferSpace{}
 	}
 	l.dropped.Add(uint64(pkts.Len() - n))
-	if queued > 0 {
+	if queued {
 		l.wake()
 	}
 	return n, nil
