@@ -75,7 +75,7 @@ func (ru *run) peers() error {
 		{"hubtunnel (base)", "base", func() ([]*peer, error) { return set.hubtunnel(*ru.o.BaseBins, " (base)") }},
 		{"frp", "frp", set.frp}, {"chisel", "chisel", set.chisel}, {"OpenSSH", "ssh", set.ssh},
 	} {
-		if s.group == "base" && ru.o.BaseBins == nil || ru.o.PeerGroups != nil && !slices.Contains(ru.o.PeerGroups, s.group) {
+		if !ru.o.startsPeers(s.group) {
 			continue
 		}
 		ps, err := s.start()

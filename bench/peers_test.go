@@ -175,3 +175,26 @@ func TestPeerBinSaysWhyAPeerIsNotBuilt(t *testing.T) {
 		t.Errorf("built: %q, %v", p, err)
 	}
 }
+
+// The peers phase starts the groups picked, all without a pick, and the
+// base build's only when there is one.
+func TestStartsPeers(t *testing.T) {
+	base := &Bins{Hubtunnel: "/old/hubtunnel"}
+	for _, c := range []struct {
+		groups []string
+		base   *Bins
+		want   map[string]bool
+	}{
+		{nil, nil, map[string]bool{"direct": true, "hubtunnel": true, "base": false, "frp": true}},
+		{nil, base, map[string]bool{"hubtunnel": true, "base": true, "ssh": true}},
+		{[]string{"hubtunnel", "base"}, base, map[string]bool{"direct": false, "hubtunnel": true, "base": true, "frp": false}},
+		{[]string{"hubtunnel", "base"}, nil, map[string]bool{"hubtunnel": true, "base": false}},
+	} {
+		o := &Options{PeerGroups: c.groups, BaseBins: c.base}
+		for group, want := range c.want {
+			if got := o.startsPeers(group); got != want {
+				t.Errorf("groups %v, base %v: starts %s: %v, want %v", c.groups, c.base != nil, group, got, want)
+			}
+		}
+	}
+}

@@ -52,6 +52,14 @@ type Options struct {
 // "base" is started only with Options.BaseBins.
 var PeerGroupNames = []string{"direct", "two-hop", "hubtunnel", "base", "frp", "chisel", "ssh"}
 
+// startsPeers says whether the peers phase starts the peers of group.
+func (o *Options) startsPeers(group string) bool {
+	if group == "base" && o.BaseBins == nil {
+		return false
+	}
+	return o.PeerGroups == nil || slices.Contains(o.PeerGroups, group)
+}
+
 // PhaseNames are the phases Options.Phases can pick.
 var PhaseNames = []string{"size", "main", "access", "hubs", "udphubs", "profile", "bytes", "peers"}
 

@@ -30,7 +30,7 @@
 #                commit's make build) that the peers phase measures beside BIN, in
 #                the same rounds: rows "hubtunnel tcp (base)" and "hubtunnel udp (base)"
 #   PEER_GROUPS=all the peers phase's peers: all, or some of
-#                direct,two-hop,hubtunnel,base,frp,chisel,ssh
+#                direct,two-hop,hubtunnel,base,frp,chisel,ssh (base needs BASE)
 set -euo pipefail
 bin=${1:-bin}
 export BENCH_PEERS="${BENCH_PEERS:-${XDG_CACHE_HOME:-$HOME/.cache}/hubtunnel/bench-peers}"

@@ -92,6 +92,9 @@ func runAll(args []string) error {
 	if err != nil {
 		return err
 	}
+	if slices.Contains(groups, "base") && *baseBin == "" {
+		return fmt.Errorf("-peer-groups: base is another build: give its folder with -base-bin")
+	}
 	switch {
 	case *hubs < 0 || *hubs > 100000:
 		return fmt.Errorf("-hubs %d: want 0–100000", *hubs)
