@@ -271,8 +271,9 @@ func (a *Agent) switchRelayKeyLocked(k, next vpn.PublicKey) {
 // udpSilence is how long a UDP hub goes without a handshake before it
 // tries the relay's other key: plain WireGuard has no Hello to say which
 // key the relay has, and a relay drops handshakes for another key in
-// silence.
-const udpSilence = 3 * time.Minute
+// silence. As long as the tunnel counts as connected after one: a session
+// the relay started is renewed only after it expired.
+const udpSilence = udpHandshakeFresh
 
 // tryOtherRelayKey is the UDP transport's way to follow a relay's new key:
 // after udpSilence without a handshake, it swaps the pinned key and the

@@ -18,9 +18,12 @@ import (
 )
 
 // udpHandshakeFresh is how long a UDP tunnel counts as connected after its
-// last handshake: WireGuard rekeys a session at least every 2 minutes while
-// keepalives flow. Beyond it, the relay's name is resolved again.
-const udpHandshakeFresh = 3 * time.Minute
+// last handshake: WireGuard rekeys a session the agent started after 2
+// minutes while keepalives flow, and one the relay started (it does for a
+// request once the hub's peer went idle there) at the first keepalive
+// after it expired (180 s), within 25 s. Beyond it, the relay's name is
+// resolved again.
+const udpHandshakeFresh = 210 * time.Second
 
 // udpReresolveEvery is how often the relay's name is resolved again while
 // no handshake is fresh.
