@@ -132,6 +132,40 @@ func do(c *http.Client, req *http.Request) (int, string, http.Header, error) {
 	return resp.StatusCode, string(b), resp.Header, err
 }
 
+// TestIdleUDPHubReachedAgain: an idle UDP hub's keepalives and rekeys do
+// not hold a WireGuard peer at the relay for good: the relay removes it 2
+// minutes after its last data (the agent asks the relay's hub API as it
+// connects), and 15 s after each later handshake (relay/peers.go). The hub
+// stays online to the relay and connected to its owner, and a request
+// reaches it: the relay handshakes with it at the address its keepalives
+// hold open, and keeps the peer that carried data for the next click.
+func TestIdleUDPHubReachedAgain(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{udp: true})
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.restartRelayWith("relay-metrics", fmt.Sprintf("metrics_listen = %q\n", metrics), "")
+	s.startAgent(agentOpts{transport: "udp"})
+	s.waitConnected(15 * time.Second)
+	connected := time.Now()
+	poll.Until(t, 3*time.Minute, "the relay to remove the idle UDP hub's WireGuard peer", func() bool {
+		m := scrape(t, metrics)
+		return m["hubrelay_hubs_online{transport=udp}"] == 1 && m["hubrelay_wireguard_peers"] == 0
+	})
+	t.Logf("the idle UDP hub's peer went %v after it connected", time.Since(connected).Round(time.Second))
+	if st, err := s.status(); err != nil || st.State != "connected" {
+		t.Errorf("the agent's state with its peer removed at the relay: %q, %v; want connected", st.State, err)
+	}
+
+	start := time.Now()
+	s.mustGetWebUI()
+	t.Logf("the first request after the peer went took %v", time.Since(start).Round(time.Millisecond))
+	s.mustGetWebUI()
+	if m := scrape(t, metrics); m["hubrelay_wireguard_peers"] != 1 || m["hubrelay_hubs_online{transport=udp}"] != 1 {
+		t.Errorf("after requests for the idle UDP hub: %v WireGuard peers, %v UDP hubs online; want 1 and 1",
+			m["hubrelay_wireguard_peers"], m["hubrelay_hubs_online{transport=udp}"])
+	}
+}
+
 // TestPythonXMLRPC drives the hub's BidCos-RF port through the relay with
 // Python's own xmlrpc.client, as HomeMatic apps and scripts do.
 // TestWebUIOverUDP: an agent with transport = "udp" (plain WireGuard, no

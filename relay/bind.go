@@ -237,8 +237,11 @@ type udpInbound struct {
 
 // udpPeer is a UDP hub's address as the relay knows it.
 type udpPeer struct {
-	hub       *hub
-	idx       indices
+	hub *hub
+	idx indices
+	// stale are the sessions of a peer sweepUDPPeers removed while idle
+	// (peers.go): WireGuard no longer knows them, the hub may.
+	stale     indices
 	fullSince time.Time // when its window was first found full, zero if not
 }
 
@@ -248,8 +251,10 @@ type udpPeer struct {
 // way.
 type indices struct {
 	next int
-	ids  [4]uint64 // 1<<32 | index; 0: empty
+	ids  [4]uint64 // 1<<32 | index, | sessionUsed once the hub sent on it; 0: empty
 }
+
+const sessionUsed = 1 << 33
 
 func (x *indices) learn(i uint32) {
 	x.next = (x.next + 1) % len(x.ids)
@@ -257,13 +262,25 @@ func (x *indices) learn(i uint32) {
 }
 
 func (x *indices) has(i uint32) bool {
+	known, _ := x.use(i, false)
+	return known
+}
+
+// use reports whether session i is known and, if mark is set, marks it
+// used, reporting whether it was not before: the hub's first message on a
+// session completes its handshake.
+func (x *indices) use(i uint32, mark bool) (known, first bool) {
 	id := 1<<32 | uint64(i)
-	for _, v := range x.ids {
-		if v == id {
-			return true
+	for k, v := range x.ids {
+		if v&^sessionUsed == id {
+			if mark && v&sessionUsed == 0 {
+				x.ids[k] |= sessionUsed
+				return true, true
+			}
+			return true, false
 		}
 	}
-	return false
+	return false, false
 }
 
 func newUDPInbound(s *Server) *udpInbound {
@@ -314,12 +331,39 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 		return true
 	}
 	pe := u.peers[se.AddrPort]
-	if pe == nil || !pe.idx.has(wire.Index(p)) {
-		u.unknownLocked(ep, se.AddrPort, wire.Index(p), time.Now())
+	i := wire.Index(p)
+	keepalive := wire.Classify(p) == wire.Keepalive
+	if pe == nil {
+		u.unknownLocked(ep, se.AddrPort, i, time.Now())
 		return true
 	}
-	if wire.Classify(p) == wire.Keepalive {
+	// What the hub's sessions say, for when it has no peer (peers.go):
+	// the first message on one completes a handshake, and a keepalive
+	// says the hub is there.
+	if known, first := pe.idx.use(i, true); !known {
+		if !pe.stale.has(i) {
+			u.unknownLocked(ep, se.AddrPort, i, time.Now())
+			return true
+		}
+		// A session of the hub's idle peer, removed: WireGuard no
+		// longer knows it. A keepalive goes no further; data is
+		// answered, and the agent handshakes at once.
+		if keepalive {
+			pe.hub.udpSeen.Store(u.s.now().UnixNano())
+		} else {
+			u.unknownLocked(ep, se.AddrPort, i, time.Now())
+		}
+		return false
+	} else if first {
+		pe.hub.udpHandshake.Store(u.s.now().UnixNano())
+	}
+	if keepalive {
+		pe.hub.udpSeen.Store(u.s.now().UnixNano())
 		return true
+	}
+	if pe.hub.peerOn.Load() { // data moves: the peer stays (sweepUDPPeers)
+		pe.hub.markUsed()
+		pe.hub.markData()
 	}
 	w := pe.hub.inbound
 	if w.Len() < maxInboundPerUDPHub {
@@ -407,6 +451,27 @@ func (u *udpInbound) forget(gone []*hub) {
 			delete(u.peers, addr)
 		}
 	}
+}
+
+// stale notes that hub h's peer is being removed while idle: the
+// sessions learned for it are stale from now on (admitLocked).
+func (u *udpInbound) stale(h *hub) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	addr, ok := u.addr[h]
+	if !ok {
+		return
+	}
+	pe := u.peers[addr]
+	if pe == nil || pe.hub != h {
+		return
+	}
+	for _, id := range pe.idx.ids {
+		if id != 0 {
+			pe.stale.learn(uint32(id))
+		}
+	}
+	pe.idx = indices{}
 }
 
 func (u *udpInbound) tieLocked(h *hub, addr netip.AddrPort) {

@@ -81,6 +81,34 @@ func TestReplayedUDPInitiationLeavesLiveHubAlone(t *testing.T) {
 	}
 }
 
+// TestReplayedUDPInitiationLeavesIdleHubAlone: the same replay while the
+// hub's idle peer is removed (peers.go) and its session is fresh. The
+// handshake and the keepalive udpInbound saw say it is live.
+func TestReplayedUDPInitiationLeavesIdleHubAlone(t *testing.T) {
+	tr := startTestRelay(t, true, "a")
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(t, tr, "a")
+	h := tr.hubs.name("a")
+	poll.Until(t, 10*time.Second, "the agent's keepalive after its handshake", func() bool { return h.udpSeen.Load() != 0 })
+	tr.udpSweep(udpPeerIdleAfter)
+	if h.peerOn.Load() {
+		t.Fatalf("the idle hub kept its peer")
+	}
+
+	sendUDP(t, tr, initiation(t, tr, tr.keys["a"], noise.Stamp(time.Now().Add(-time.Hour))), false)
+	poll.Until(t, 10*time.Second, "the relay to look at the replayed initiation", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return !h.clockLooked.IsZero()
+	})
+	if n := tr.debug.replayResets.Load(); n != 0 {
+		t.Errorf("the replay reset the idle hub's WireGuard state (%d resets)", n)
+	}
+	if code, err := tr.get("a"); code != 200 {
+		t.Errorf("the UDP hub's page after the replay: %d, %v", code, err)
+	}
+}
+
 // TestUDPInitiationFloodIsBounded: a flood of initiations made for the
 // relay with keys it does not know, of garbage shaped like initiations,
 // and of a hub's own old initiations costs the relay at most its budget

@@ -47,7 +47,13 @@ import (
 // takes a minute, is seen silent at its first initiation; an agent that
 // only restarted waits up to udpSilentFor. A recorded initiation replayed
 // while the hub is offline gets WireGuard's response, as over TCP, but
-// the replayer cannot finish the handshake. Nor is a hub reset whose
+// the replayer cannot finish the handshake. A hub whose peer was removed
+// while idle (peers.go) is live by its last handshake and keepalive as
+// udpInbound saw them (hub.udpHandshake, udpSeen). Those are not
+// authenticated (WireGuard no longer has the keys), but they can only make
+// a hub look live and keep it from a reset: whoever sends them with the
+// hub's address and session index is on its path and could drop its
+// packets as well. Nor is a hub reset whose
 // stamp went forward in the last udpProgressing: its handshake with that
 // newer initiation may be under way, and a reset would drop it.
 //
@@ -158,9 +164,16 @@ func (c *udpClock) look(hb *hub, ts noise.Timestamp, from netip.AddrPort) {
 		return
 	}
 	now := s.now()
-	ps := c.peerStats(hb.key)
-	silent := hb.sawRx(ps.RxBytes, now)
-	if !ps.LastHandshake.IsZero() && now.Sub(ps.LastHandshake) < rejectAfterTime && silent < udpSilentFor {
+	var last time.Time
+	var silent time.Duration
+	if ps, ok := c.peerStats(hb.key); ok {
+		last, silent = ps.LastHandshake, hb.sawRx(ps.RxBytes, now)
+	} else if t := hb.udpHandshake.Load(); t != 0 {
+		// Its peer was removed while idle (peers.go): what
+		// udpInbound saw of its sessions.
+		last, silent = time.Unix(0, t), now.Sub(time.Unix(0, hb.udpSeen.Load()))
+	}
+	if !last.IsZero() && now.Sub(last) < rejectAfterTime && silent < udpSilentFor {
 		return // live: a replay, or a clock that stepped back under a running agent
 	}
 	hb.mu.Lock()
@@ -189,18 +202,19 @@ func (c *udpClock) look(hb *hub, ts noise.Timestamp, from netip.AddrPort) {
 }
 
 // peerStats is WireGuard's view of the peer with key k, from a dump at
-// most udpStatsEvery old.
-func (c *udpClock) peerStats(k vpn.PublicKey) vpn.PeerStats {
+// most udpStatsEvery old; ok is false if it has none.
+func (c *udpClock) peerStats(k vpn.PublicKey) (ps vpn.PeerStats, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stats == nil || time.Since(c.statsAt) >= udpStatsEvery {
 		st, err := c.s.dev.Stats()
 		if err != nil {
-			return vpn.PeerStats{}
+			return vpn.PeerStats{}, false
 		}
 		c.stats, c.statsAt = st, time.Now()
 	}
-	return c.stats[k]
+	ps, ok = c.stats[k]
+	return ps, ok
 }
 
 // sawRx notes that WireGuard has received rx bytes from the hub in all,

@@ -47,8 +47,10 @@ const (
 	reconnectWait   = 5 * time.Second
 	// udpSessionFresh is how recent a UDP hub's last handshake must be for
 	// it to count as online: WireGuard rekeys every 2 minutes while the
-	// agent's persistent keepalives flow.
-	udpSessionFresh = 3 * time.Minute
+	// agent's persistent keepalives flow, and a session the relay started
+	// (peers.go) at the first keepalive after REJECT_AFTER_TIME (180 s),
+	// within 25 s.
+	udpSessionFresh = rejectAfterTime + 30*time.Second
 	// udpRecordEvery is how often a relay with UDP agents looks at their
 	// handshakes to record which are online (recordUDPHubs): UDP agents
 	// say nothing but WireGuard, so there is no connect to record.
@@ -155,12 +157,20 @@ type hub struct {
 
 	// peerOn: WireGuard has a peer for the hub now (peers.go: only while
 	// it is active), changed under Server.peersMu; peerUsed: a packet
-	// went to or came from it since the last sweep. peerBytes and
+	// went to or came from it since the last sweep; peerData: a UDP hub's
+	// peer carried data since it was added (sweepUDPPeers). peerBytes and
 	// peerQuiet, the sweep's: WireGuard's byte count of the peer when it
 	// last moved, and when. Under peersMu.
-	peerOn, peerUsed atomic.Bool
-	peerBytes        uint64
-	peerQuiet        time.Time
+	peerOn, peerUsed, peerData atomic.Bool
+	peerBytes                  uint64
+	peerQuiet                  time.Time
+	// A UDP hub loses its peer while its session is fresh
+	// (sweepUDPPeers). What online and the clock check (clock_udp.go)
+	// read while it has none, as udpInbound sees its packets (by address
+	// and session index; WireGuard alone authenticates them): when it
+	// last completed a handshake (its first message on a new session) and
+	// when it last sent a keepalive. Unix ns on the relay's clock; 0: never.
+	udpHandshake, udpSeen atomic.Int64
 }
 
 func newRegistry(hubs []HubConfig, now func() time.Time) *registry {
@@ -427,10 +437,24 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 		d.dumps++
 	}
 	ps, ok := d.peers[key]
-	if !ok || strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) {
+	return udpLastHandshake(s.hubs.key(key), ps, ok)
+}
+
+// udpLastHandshake is when hub h (nil: none) last completed a handshake
+// over UDP: its peer's, ps if ok, or the one of its peer removed while
+// idle (sweepUDPPeers), whichever is later; zero if never, or if its peer
+// is on an agent's TCP connection.
+func udpLastHandshake(h *hub, ps vpn.PeerStats, ok bool) time.Time {
+	if ok && strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) {
 		return time.Time{}
 	}
-	return ps.LastHandshake
+	last := ps.LastHandshake
+	if h != nil {
+		if t := h.udpHandshake.Load(); t != 0 && t > last.UnixNano() {
+			last = time.Unix(0, t)
+		}
+	}
+	return last
 }
 
 // recordUDPHubs records, every udpRecordEvery until the relay closes,
@@ -467,8 +491,8 @@ func (s *Server) sweepUDPHubs() {
 		if ok {
 			h.sawRx(ps.RxBytes, now) // for clock_udp.go
 		}
-		fresh := ok && !ps.LastHandshake.IsZero() && !strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) &&
-			now.Sub(ps.LastHandshake) < udpSessionFresh
+		last := udpLastHandshake(h, ps, ok)
+		fresh := !last.IsZero() && now.Sub(last) < udpSessionFresh
 		h.mu.Lock()
 		changed := false
 		if h.online.Load() == 0 {

@@ -435,6 +435,7 @@ func startTestRelayHook(t testing.TB, udp bool, change func(*Config), before fun
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.udpPeerSweep = 24 * time.Hour // tests call sweepUDPPeers
 	if before != nil {
 		before(s)
 	}

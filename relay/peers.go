@@ -37,15 +37,41 @@ import (
 //     initiation read from the hub does), and one replayed over TCP meets
 //     the clone check while the hub is connected.
 //
+// A UDP hub's keepalives (every 25 s) and rekeys (every ~2 minutes) would
+// keep its peer for good, and its session keys fresh. So a UDP hub (no TCP
+// connection, a UDP endpoint) loses its peer by a rule of its own
+// (sweepUDPPeers), its sessions fresh or not: once nothing moved for
+// udpPeerIdleAfter after the handshake it was added for, or for
+// udpPeerDataIdleAfter once it carried data (someone uses the hub: the
+// next click should not wait for a handshake). The hub is not told and
+// need not be:
+//   - its keepalives on the removed peer's sessions (udpInbound's stale
+//     indices) are dropped before WireGuard, which no longer knows them;
+//     they keep its NAT open and say it is there (hub.udpSeen, for the
+//     clock check of clock_udp.go);
+//   - a data packet on one is answered with SessionUnknown (unknown.go):
+//     the agent handshakes at once, and the peer is added for it;
+//   - its next rekey adds the peer for the handshake; a request for it
+//     adds it and WireGuard handshakes from the relay's side, to the
+//     hub's address (udpInbound), which its keepalives hold open;
+//   - online reads its last handshake as udpInbound saw it complete
+//     (hub.udpHandshake). A session the relay started is renewed only once
+//     it expired, by the hub's next keepalive after REJECT_AFTER_TIME:
+//     within udpSessionFresh.
+//
+// An idle UDP hub so holds a peer for udpPeerIdleAfter to
+// udpPeerIdleAfter + udpPeerSweepEvery after each of its handshakes, every
+// ~2 minutes; a request after that waits for one handshake, as one for a
+// TCP hub idle for peerIdleAfter does. Each of those handshakes costs the
+// relay a peer added again: ~30 KB to allocate and collect, and the
+// static-static X25519 that wireguard-go computes in NewPeer.
+//
 // wireguard-go holds at most 65,536 peers (device.MaxPeers), so that is
-// how many hubs one relay can have active at once. Idle TCP hubs send
-// nothing and lose their peer; a UDP hub's keepalives (every 25 s) and
-// rekeys (every ~2 minutes) keep its peer for good, so a relay holds at
-// most that many UDP hubs (the bench: 30 KB of heap, 55 KB of RSS each, at
-// 60,000). Beyond it, a hub gets no peer and cannot connect until others
-// go idle: the relay says so, counts it (hubrelay_wireguard_peers_refused_total,
-// beside the gauge hubrelay_wireguard_peers) and does not ask WireGuard,
-// which would refuse each of the hub's retries with an error.
+// how many hubs one relay can have active at once. Beyond it, a hub gets
+// no peer and cannot connect until others go idle: the relay says so,
+// counts it (hubrelay_wireguard_peers_refused_total, beside the gauge
+// hubrelay_wireguard_peers) and does not ask WireGuard, which would refuse
+// each of the hub's retries with an error.
 //
 // WireGuard's own goroutines never add a peer themselves: wireguard-go's
 // Close holds the lock that adding one takes while it waits for them. They
@@ -65,10 +91,13 @@ import (
 // later sweeps' peers stayed resident (230 MB, 11.8 KB per idle hub), so
 // it is once a minute: while peers go by hundreds.
 const (
-	peerIdleAfter  = rejectAfterTime + 30*time.Second
-	peerSweepEvery = 30 * time.Second
-	returnMemAfter = 256 // peers, ~29 KB each
-	returnMemEvery = time.Minute
+	peerIdleAfter        = rejectAfterTime + 30*time.Second
+	peerSweepEvery       = 30 * time.Second
+	udpPeerIdleAfter     = 15 * time.Second
+	udpPeerDataIdleAfter = 2 * time.Minute
+	udpPeerSweepEvery    = 5 * time.Second
+	returnMemAfter       = 256 // peers, ~29 KB each
+	returnMemEvery       = time.Minute
 )
 
 // memReturn is when removed peers' memory was last handed back and what
@@ -107,6 +136,13 @@ func (s *Server) usePeer(h *hub, wait bool) bool {
 func (h *hub) markUsed() {
 	if h.peerOn.Load() && !h.peerUsed.Load() {
 		h.peerUsed.Store(true)
+	}
+}
+
+// markData notes that h's peer carries data (sweepUDPPeers); it has one.
+func (h *hub) markData() {
+	if !h.peerData.Load() {
+		h.peerData.Store(true)
 	}
 }
 
@@ -204,6 +240,7 @@ func (s *Server) peerOnLocked(h *hub) {
 		return
 	}
 	h.peerUsed.Store(true)
+	h.peerData.Store(false)
 	h.peerBytes, h.peerQuiet = 0, s.now()
 	s.peerCount.Add(1)
 }
@@ -215,7 +252,8 @@ func (s *Server) peerOffLocked(h *hub) {
 }
 
 // sweepPeers removes the peers of hubs idle for peerIdleAfter (above),
-// every peerSweepEvery until the relay closes.
+// every peerSweepEvery until the relay closes; with UDP on, those of hubs
+// without a TCP connection are sweepUDPPeers'.
 func (s *Server) sweepPeers() {
 	st, err := s.dev.Stats() // only the peers there are: the active hubs
 	if err != nil {
@@ -223,17 +261,12 @@ func (s *Server) sweepPeers() {
 	}
 	now := s.now()
 	s.peersMu.Lock()
-	defer func() {
-		removed := s.memReturn.removed
-		free := s.memReturn.due(now)
-		s.peersMu.Unlock()
-		if free {
-			debug.FreeOSMemory() // not under peersMu: it takes a whole collection
-			s.log.Debug("handed the memory of idle hubs' WireGuard peers back to the system", "peers_removed", removed)
-		}
-	}()
+	defer s.unlockPeersReturning(now)
 	for _, h := range s.hubs.all() {
 		if !h.peerOn.Load() {
+			continue
+		}
+		if s.udpSwept(h) {
 			continue
 		}
 		ps, ok := st[h.key]
@@ -248,6 +281,65 @@ func (s *Server) sweepPeers() {
 		s.dev.RemovePeer(h.key)
 		s.peerOffLocked(h)
 		s.memReturn.removed++
+	}
+}
+
+// udpSwept reports whether h's peer is sweepUDPPeers' to remove: UDP is
+// on and h has no TCP connection (a UDP hub, or a request for a hub that
+// is offline).
+func (s *Server) udpSwept(h *hub) bool {
+	return s.bind != nil && s.bind.udpIn != nil && h.online.Load() == 0
+}
+
+// sweepUDPPeers removes the peers of idle UDP hubs (above), every
+// udpPeerSweepEvery until the relay closes. It dumps no peers: a dump
+// holds the lock that adding a peer waits for, and the UDP socket's
+// receive path waits for those (wakePeers). It takes peersMu for each
+// removal, so that peers are added in between.
+func (s *Server) sweepUDPPeers() {
+	now := s.now()
+	var due []*hub
+	s.peersMu.Lock()
+	for _, h := range s.hubs.all() {
+		if !h.peerOn.Load() || !s.udpSwept(h) {
+			continue
+		}
+		idleAfter := udpPeerIdleAfter
+		if h.peerData.Load() {
+			idleAfter = udpPeerDataIdleAfter
+		}
+		if h.peerUsed.Swap(false) {
+			h.peerQuiet = now
+		} else if now.Sub(h.peerQuiet) >= idleAfter {
+			due = append(due, h)
+		}
+	}
+	s.peersMu.Unlock()
+	for _, h := range due {
+		s.peersMu.Lock()
+		// A packet since the first look, or a peer removed and added
+		// again meanwhile (peerOnLocked marks it used), keeps it.
+		if h.peerOn.Load() && !h.peerUsed.Load() && s.udpSwept(h) {
+			s.bind.udpIn.stale(h)
+			s.dev.RemovePeer(h.key)
+			s.peerOffLocked(h)
+			s.memReturn.removed++
+		}
+		s.peersMu.Unlock()
+	}
+	s.peersMu.Lock()
+	s.unlockPeersReturning(now)
+}
+
+// unlockPeersReturning releases peersMu and, if due, hands the memory of
+// removed peers back to the system (above).
+func (s *Server) unlockPeersReturning(now time.Time) {
+	removed := s.memReturn.removed
+	free := s.memReturn.due(now)
+	s.peersMu.Unlock()
+	if free {
+		debug.FreeOSMemory() // not under peersMu: it takes a whole collection
+		s.log.Debug("handed the memory of idle hubs' WireGuard peers back to the system", "peers_removed", removed)
 	}
 }
 
@@ -284,8 +376,11 @@ func (d *peerTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			continue // a batch goes mostly to one hub
 		}
 		last = dst
-		if h := byIP[dst]; h != nil && !d.s.usePeer(h, true) {
-			return n, err // closing: WireGuard drops them
+		if h := byIP[dst]; h != nil {
+			if !d.s.usePeer(h, true) {
+				return n, err // closing: WireGuard drops them
+			}
+			h.markData()
 		}
 	}
 	return n, err

@@ -1,11 +1,16 @@
 package relay
 
 import (
+	"encoding/binary"
+	"net"
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
+
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // peers is how many WireGuard peers the relay's device has.
@@ -103,7 +108,7 @@ func TestIdleUDPHubHandshakesAgain(t *testing.T) {
 	if _, ok := tr.hubs.Get(stranger.Public()); ok {
 		t.Errorf("a secret was kept for a key the relay serves no hub for")
 	}
-	tr.idle(t, h)
+	tr.udpIdle(t, h)
 	if n := tr.peers(t); n != 0 {
 		t.Fatalf("%d WireGuard peers with UDP hub a idle; want 0", n)
 	}
@@ -143,4 +148,180 @@ func TestHubBeyondWireGuardsPeerLimitWaits(t *testing.T) {
 		t.Fatalf("GET b: %d %v, want 200", code, err)
 	}
 	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_wireguard_peers": 1})
+}
+
+// udpIdle lets UDP hub h's peer go idle: sweeps, each
+// udpPeerDataIdleAfter later on the relay's clock, until the peer is gone.
+func (tr *testRelay) udpIdle(t *testing.T, h *hub) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, "the idle UDP hub's WireGuard peer to be removed", func() bool {
+		tr.sweepUDPPeers()
+		tr.clock.advance(udpPeerDataIdleAfter)
+		tr.sweepUDPPeers()
+		return !h.peerOn.Load()
+	})
+}
+
+// udpSweep sweeps UDP hubs' peers twice, d apart on the relay's clock.
+func (tr *testRelay) udpSweep(d time.Duration) {
+	tr.sweepUDPPeers()
+	tr.clock.advance(d)
+	tr.sweepUDPPeers()
+}
+
+// TestIdleUDPHubLosesItsPeerWithItsSessionFresh: a UDP hub's keepalives
+// and rekeys would keep its WireGuard peer for good; the relay removes it
+// while the hub's session is fresh, udpPeerIdleAfter after a handshake
+// that nothing followed, udpPeerDataIdleAfter after the last data once it
+// carried some. The hub stays online (udpInbound saw its handshake), a
+// request for it then goes through (the relay handshakes with it at its
+// address), and a TCP hub on the same relay keeps its peer by its own rule.
+func TestIdleUDPHubLosesItsPeerWithItsSessionFresh(t *testing.T) {
+	tr := startTestRelay(t, true, "a", "b")
+	a := startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(t, tr, "a")
+	startTestAgent(t, tr, tr.keys["b"], "100.96.0.3", vpn.PublicKey{})
+	ha, hb := tr.hubs.name("a"), tr.hubs.name("b")
+	poll.Until(t, 10*time.Second, "hub b online", func() bool { return tr.hubs.online(hb) })
+	if code, err := tr.get("b"); err != nil || code != 200 {
+		t.Fatalf("GET b: %d %v", code, err)
+	}
+	if n := tr.peers(t); n != 2 {
+		t.Fatalf("%d WireGuard peers with hub a (UDP) handshaken and b (TCP) busy; want 2", n)
+	}
+
+	// Nothing after the handshake: the peer goes after udpPeerIdleAfter.
+	before := a.lastHandshake()
+	tr.udpSweep(udpPeerIdleAfter)
+	if ha.peerOn.Load() {
+		t.Fatalf("UDP hub a kept its peer %v after a handshake that nothing followed", udpPeerIdleAfter)
+	}
+	if n := tr.peers(t); n != 1 || !hb.peerOn.Load() {
+		t.Fatalf("%d WireGuard peers after UDP hub a went idle (hub b's there: %v); want 1, hub b's", n, hb.peerOn.Load())
+	}
+	if after := a.lastHandshake(); !after.Equal(before) || time.Since(after) > time.Minute {
+		t.Fatalf("the UDP agent's handshake moved from %v to %v: the test wants its session fresh", before, after)
+	}
+	// online asks WireGuard's peers, as it does once udpUntil passed, with
+	// a dump taken now.
+	ha.udpUntil.Store(0)
+	tr.udpPeers.mu.Lock()
+	tr.udpPeers.peers = nil
+	tr.udpPeers.mu.Unlock()
+	if !tr.hubs.online(ha) {
+		t.Errorf("UDP hub a offline once its idle peer was removed, with a handshake %v ago", time.Since(before).Round(time.Millisecond))
+	}
+	tr.sweepUDPHubs()
+	ha.mu.Lock()
+	rec := ha.record
+	ha.mu.Unlock()
+	if rec.transport != "udp" {
+		t.Errorf("the store is told hub a is online over %q; want udp", rec.transport)
+	}
+
+	// A request: the relay handshakes with the hub, and the peer that
+	// carried data stays while someone may click again.
+	if code, err := tr.get("a"); err != nil || code != 200 {
+		t.Fatalf("GET a after its peer was removed: %d %v, want 200", code, err)
+	}
+	if !ha.peerOn.Load() || !a.lastHandshake().After(before) {
+		t.Fatalf("after a request for idle UDP hub a: peer %v, the agent's handshake %v (was %v); want a peer and the relay's handshake", ha.peerOn.Load(), a.lastHandshake(), before)
+	}
+	tr.udpSweep(udpPeerIdleAfter)
+	if !ha.peerOn.Load() {
+		t.Fatalf("UDP hub a lost the peer that carried a request %v after it", udpPeerIdleAfter)
+	}
+	tr.udpSweep(udpPeerDataIdleAfter)
+	if ha.peerOn.Load() {
+		t.Errorf("UDP hub a kept its peer %v after its last request", udpPeerDataIdleAfter)
+	}
+	if !hb.peerOn.Load() {
+		t.Errorf("TCP hub b lost its peer to the UDP hubs' sweep")
+	}
+}
+
+// TestStaleUDPSessions: once a UDP hub's idle peer is removed, its
+// keepalives on the peer's sessions go no further than the relay's
+// socket and get no answer (they only keep the hub's NAT open, and say it
+// is there), while data on one is answered with SessionUnknown, so that
+// the agent handshakes at once. A session learned later is the hub's
+// again: the first message on it completes a handshake, which online
+// reads, and its data goes to WireGuard and keeps the peer.
+func TestStaleUDPSessions(t *testing.T) {
+	tr := startTestRelay(t, true, "a")
+	h := tr.hubs.name("a")
+	u := tr.bind.udpIn
+	hubSock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubSock.Close()
+	addr := hubSock.LocalAddr().(*net.UDPAddr).AddrPort()
+	u.tie(h, addr)
+	u.mu.Lock()
+	u.peers[addr].idx.learn(7)
+	u.mu.Unlock()
+	u.stale(h)
+
+	msg := func(idx uint32, size int) []byte {
+		p := make([]byte, size)
+		p[0] = 4 // transport data
+		binary.LittleEndian.PutUint32(p[4:8], idx)
+		return p
+	}
+	admit := func(p []byte) int {
+		return u.admit([][]byte{p}, []int{len(p)}, []conn.Endpoint{&conn.StdNetEndpoint{AddrPort: addr}}, 1)
+	}
+	seenBefore := h.udpSeen.Load()
+	if n := admit(msg(7, 32)); n != 0 {
+		t.Errorf("a keepalive on a stale session went on to WireGuard")
+	}
+	u.mu.Lock()
+	_, answered := u.unknown.last[addr]
+	u.mu.Unlock()
+	if answered {
+		t.Errorf("a keepalive on a stale session was answered with SessionUnknown")
+	}
+	if h.udpSeen.Load() == seenBefore {
+		t.Errorf("a keepalive on a stale session did not note that the hub is there")
+	}
+
+	if n := admit(msg(7, 96)); n != 0 {
+		t.Errorf("data on a stale session went on to WireGuard")
+	}
+	hubSock.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := hubSock.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer to data on a stale session: %v", err)
+	}
+	if i, ok := wire.ParseSessionUnknown(buf[:n]); !ok || i != 7 {
+		t.Errorf("answer %x to data on stale session 7: index %d, %v; want SessionUnknown for 7", buf[:n], i, ok)
+	}
+
+	// A new session: WireGuard's again, and its data keeps a peer.
+	u.mu.Lock()
+	u.peers[addr].idx.learn(8)
+	u.mu.Unlock()
+	tr.addPeer(h)
+	h.peerUsed.Store(false)
+	if h.udpHandshake.Load() != 0 {
+		t.Fatalf("a handshake noted before any message on a session")
+	}
+	if n := admit(msg(8, 32)); n != 1 {
+		t.Errorf("a keepalive on the hub's current session did not go on to WireGuard")
+	}
+	done := h.udpHandshake.Load()
+	if done == 0 {
+		t.Errorf("the hub's first message on its new session did not complete a handshake")
+	}
+	if n := admit(msg(8, 96)); n != 1 {
+		t.Errorf("data on the hub's current session did not go on to WireGuard")
+	}
+	if !h.peerUsed.Load() {
+		t.Errorf("data on the hub's current session did not mark its peer used")
+	}
+	if h.udpHandshake.Load() != done {
+		t.Errorf("a second message on the same session counted as a handshake again")
+	}
 }

@@ -179,8 +179,11 @@ type Server struct {
 	// peerCount: the hubs with a peer now.
 	peersMu   sync.Mutex
 	peerCount atomic.Int64
-	maxPeers  int       // WireGuard's limit (peers.go); tests set less
-	memReturn memReturn // what removed peers left to hand back (peers.go); under peersMu
+	maxPeers  int // WireGuard's limit (peers.go); tests set less
+	// udpPeerSweep is how often sweepUDPPeers looks: udpPeerSweepEvery;
+	// tests sweep themselves.
+	udpPeerSweep time.Duration
+	memReturn    memReturn // what removed peers left to hand back (peers.go); under peersMu
 	// wakeMu guards the peers being added for WireGuard's goroutines
 	// (wakePeer) and those UDP initiations asked for (wantPeer).
 	wakeMu sync.Mutex
@@ -217,6 +220,7 @@ func New(cfg Config, version string, logf logger.Logf) (*Server, error) {
 		rec:         newRecorder(),
 		maxPeers:    device.MaxPeers,
 	}
+	s.udpPeerSweep = udpPeerSweepEvery
 	s.limits = newLimiter(cfg.LimitConnsPerAddress, cfg.LimitRequestsPerSecond, now)
 	pub, ag, perAddr, perHub := cfg.connLimits()
 	s.publicGate = newConnGate("public", "limit_public_conns", pub, 0, log)
@@ -336,9 +340,10 @@ func (s *Server) Start() (err error) {
 		go s.every(12*time.Hour, s.renewSelfSigned)
 	}
 	if udpPort != 0 {
-		s.wg.Add(2)
+		s.wg.Add(3)
 		go s.recordUDPHubs()
 		go s.keepUDPSessions()
+		go s.every(s.udpPeerSweep, s.sweepUDPPeers)
 	}
 	s.wg.Add(1)
 	go s.every(peerSweepEvery, s.sweepPeers)

@@ -123,7 +123,8 @@ func (u *udpInbound) goodbye() []unknownAnswer {
 	return u.snapshot()
 }
 
-// snapshot returns an answer for each session of each UDP hub.
+// snapshot returns an answer for each session of each UDP hub, those of
+// peers removed while idle (udpPeer.stale) included.
 func (u *udpInbound) snapshot() []unknownAnswer {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -133,7 +134,9 @@ func (u *udpInbound) snapshot() []unknownAnswer {
 		if pe.hub != nil {
 			name = pe.hub.Name
 		}
-		for _, id := range pe.idx.ids {
+		var ids [2 * len(pe.idx.ids)]uint64
+		copy(ids[copy(ids[:], pe.idx.ids[:]):], pe.stale.ids[:])
+		for _, id := range ids {
 			if id == 0 {
 				continue
 			}
