@@ -30,10 +30,21 @@ func (tr *testRelay) peers(t *testing.T) int {
 // the relay's clock, until the peer is gone.
 func (tr *testRelay) idle(t *testing.T, h *hub) {
 	t.Helper()
+	tr.idleBy(t, h, tr.sweepPeers, peerIdleAfter)
+}
+
+// udpIdle is idle for a UDP hub: sweepUDPPeers, udpPeerDataIdleAfter apart.
+func (tr *testRelay) udpIdle(t *testing.T, h *hub) {
+	t.Helper()
+	tr.idleBy(t, h, tr.sweepUDPPeers, udpPeerDataIdleAfter)
+}
+
+func (tr *testRelay) idleBy(t *testing.T, h *hub, sweep func(), d time.Duration) {
+	t.Helper()
 	poll.Until(t, 10*time.Second, "the idle hub's WireGuard peer to be removed", func() bool {
-		tr.sweepPeers()
-		tr.clock.advance(peerIdleAfter)
-		tr.sweepPeers()
+		sweep()
+		tr.clock.advance(d)
+		sweep()
 		return !h.peerOn.Load()
 	})
 }
@@ -148,18 +159,6 @@ func TestHubBeyondWireGuardsPeerLimitWaits(t *testing.T) {
 		t.Fatalf("GET b: %d %v, want 200", code, err)
 	}
 	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_wireguard_peers": 1})
-}
-
-// udpIdle lets UDP hub h's peer go idle: sweeps, each
-// udpPeerDataIdleAfter later on the relay's clock, until the peer is gone.
-func (tr *testRelay) udpIdle(t *testing.T, h *hub) {
-	t.Helper()
-	poll.Until(t, 10*time.Second, "the idle UDP hub's WireGuard peer to be removed", func() bool {
-		tr.sweepUDPPeers()
-		tr.clock.advance(udpPeerDataIdleAfter)
-		tr.sweepUDPPeers()
-		return !h.peerOn.Load()
-	})
 }
 
 // udpSweep sweeps UDP hubs' peers twice, d apart on the relay's clock.
