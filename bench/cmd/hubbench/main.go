@@ -24,8 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.zx2c4.com/wireguard/device"
-
 	"github.com/hubtunnel/hubtunnel/bench"
 	"github.com/hubtunnel/hubtunnel/vpn"
 )
@@ -73,7 +71,7 @@ func runAll(args []string) error {
 	sessions := fs.Int("sessions", 200, "concurrent sessions through one hub")
 	held := fs.Int("held", 1500, "sessions held open for the agent's memory, 0–2000 (0 skips)")
 	hubs := fs.Int("hubs", 10000, "connected TCP hubs for the relay memory phase, 0–100000 and within the file descriptor limit (0 skips)")
-	udpHubs := fs.Int("udp-hubs", 60000, "idle UDP hubs on one relay for the udphubs phase, 0–65536 (WireGuard's peer limit; 0 skips)")
+	udpHubs := fs.Int("udp-hubs", 60000, "idle UDP hubs on one relay for the udphubs phase, 0–200000 (0 skips)")
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
 	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
@@ -98,8 +96,8 @@ func runAll(args []string) error {
 	switch {
 	case *hubs < 0 || *hubs > 100000:
 		return fmt.Errorf("-hubs %d: want 0–100000", *hubs)
-	case *udpHubs < 0 || *udpHubs > device.MaxPeers:
-		return fmt.Errorf("-udp-hubs %d: want 0–%d: wireguard-go holds at most %d peers, and a UDP hub's keepalives keep its peer at the relay", *udpHubs, device.MaxPeers, device.MaxPeers)
+	case *udpHubs < 0 || *udpHubs > 200000:
+		return fmt.Errorf("-udp-hubs %d: want 0–200000", *udpHubs)
 	case *hubs > maxTCPHubs():
 		return fmt.Errorf("-hubs %d: the relay holds a file descriptor per TCP hub and so does the fleet, and this machine allows %d per process (ulimit -n): at most %d", *hubs, fdLimit(), maxTCPHubs())
 	case *idle < 0 || *idle > 2*time.Hour:
