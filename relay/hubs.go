@@ -441,9 +441,9 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 }
 
 // udpLastHandshake is when hub h (nil: none) last completed a handshake
-// over UDP: its peer's, ps if ok, or the one of its peer removed while
-// idle (sweepUDPPeers), whichever is later; zero if never, or if its peer
-// is on an agent's TCP connection.
+// over UDP: its peer's, ps if ok, or the last one udpInbound saw (the hub
+// may have no peer: sweepUDPPeers), whichever is later; zero if never, or
+// if its peer is on an agent's TCP connection.
 func udpLastHandshake(h *hub, ps vpn.PeerStats, ok bool) time.Time {
 	if ok && strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) {
 		return time.Time{}
