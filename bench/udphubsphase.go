@@ -19,7 +19,7 @@ import (
 // 127.(10+p)/16), against the same relay with no hubs and with the hubs
 // configured but offline. Each idle UDP hub sends a keepalive every 25 s
 // and a new handshake every ~2 minutes; the relay holds its WireGuard peer
-// only for a few seconds after each handshake (relay/peers.go).
+// for 15–20 s after each handshake (relay/peers.go).
 func (ru *run) udpHubs() error {
 	n := ru.o.UDPHubs
 	per := ru.o.FleetProcHubs
@@ -161,8 +161,8 @@ on a session older than 120 s, again after 5 s without an answer, at once on the
 the relay sent a cookie. It has no netstack and no wireguard-go device (Fleet's TCP hubs have both: ~160 KB each).
 They start %d a second in all. "Ready" is every hub with a completed handshake. RSS is VmRSS 3 s after start (no hubs,
 offline), 5 s after the last hub was ready, and %s later (the idle row; per hub = (that − RSS with no hubs) / %d): each
-hub rekeys every ~125 s, and the relay removes a UDP hub's WireGuard peer 15–20 s after it moved no data
-(relay/peers.go), so a hub holds a peer for about a fifth of the time. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
+hub rekeys every ~125 s, and the relay removes a UDP hub's WireGuard peer 15–20 s after a handshake that no data
+followed (relay/peers.go), so an idle hub holds a peer for about a sixth of the time. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
 CPU profile of its first 60 s: %s. The fleet processes held %s together.`,
 		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, cpuProfile, fmtMB(fleetRSS))
 	return nil
