@@ -38,8 +38,8 @@ import (
 //     the clone check while the hub is connected.
 //
 // A UDP hub's keepalives (every 25 s) and rekeys (every ~2 minutes) would
-// keep its peer for good, and its session keys fresh. So a UDP hub (no TCP
-// connection, a UDP endpoint) loses its peer by a rule of its own
+// keep its peer for good, and its session keys fresh. So, with UDP on, a
+// hub without a TCP connection loses its peer by a rule of its own
 // (sweepUDPPeers), its sessions fresh or not: once nothing moved for
 // udpPeerIdleAfter after the handshake it was added for, or for
 // udpPeerDataIdleAfter once it carried data (someone uses the hub: the
@@ -139,7 +139,8 @@ func (h *hub) markUsed() {
 	}
 }
 
-// markData notes that h's peer carries data (sweepUDPPeers); it has one.
+// markData notes that h's peer carried data since it was added
+// (sweepUDPPeers); peerOnLocked clears it.
 func (h *hub) markData() {
 	if !h.peerData.Load() {
 		h.peerData.Store(true)

@@ -175,7 +175,8 @@ type Server struct {
 	goingAway bool           // Close has begun telling agents; no new ones
 
 	// peersMu: one change of WireGuard's peers at a time (syncHubs,
-	// resetReplay in clock.go, addPeer and sweepPeers in peers.go).
+	// resetReplay in clock.go, addPeer, sweepPeers and sweepUDPPeers in
+	// peers.go).
 	// peerCount: the hubs with a peer now.
 	peersMu   sync.Mutex
 	peerCount atomic.Int64
