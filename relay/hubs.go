@@ -157,13 +157,14 @@ type hub struct {
 
 	// peerOn: WireGuard has a peer for the hub now (peers.go: only while
 	// it is active), changed under Server.peersMu; peerUsed: a packet
-	// went to or came from it since the last sweep; peerData: a UDP hub's
-	// peer carried data since it was added (sweepUDPPeers). peerBytes and
-	// peerQuiet, the sweep's: WireGuard's byte count of the peer when it
-	// last moved, and when. Under peersMu.
+	// went to or came from it since the last sweep; peerData: data did
+	// (not a handshake or a keepalive: sweepUDPPeers). peerBytes,
+	// peerQuiet and peerDataAt, the sweeps': WireGuard's byte count of the
+	// peer when it last moved, when, and when data last moved since the
+	// peer was added (zero: never). Under peersMu.
 	peerOn, peerUsed, peerData atomic.Bool
 	peerBytes                  uint64
-	peerQuiet                  time.Time
+	peerQuiet, peerDataAt      time.Time
 	// A UDP hub loses its peer while its session is fresh
 	// (sweepUDPPeers). What online and the clock check (clock_udp.go)
 	// read while it has none, as udpInbound sees its packets (by address

@@ -40,9 +40,9 @@ import (
 // A UDP hub's keepalives (every 25 s) and rekeys (every ~2 minutes) would
 // keep its peer for good, and its session keys fresh. So, with UDP on, a
 // hub without a TCP connection loses its peer by a rule of its own
-// (sweepUDPPeers), its sessions fresh or not: once nothing moved for
-// udpPeerIdleAfter after the handshake it was added for, or for
-// udpPeerDataIdleAfter once it carried data (someone uses the hub: the
+// (sweepUDPPeers), its sessions fresh or not: once nothing but
+// keepalives moved for udpPeerIdleAfter (an idle hub's rekey) and no data
+// for udpPeerDataIdleAfter (someone who used the hub may click again: the
 // next click should not wait for a handshake). The hub is not told and
 // need not be:
 //   - its keepalives on the removed peer's sessions (udpInbound's stale
@@ -139,8 +139,7 @@ func (h *hub) markUsed() {
 	}
 }
 
-// markData notes that h's peer carried data since it was added
-// (sweepUDPPeers); peerOnLocked clears it.
+// markData notes that data went to or came from h (sweepUDPPeers).
 func (h *hub) markData() {
 	if !h.peerData.Load() {
 		h.peerData.Store(true)
@@ -242,7 +241,7 @@ func (s *Server) peerOnLocked(h *hub) {
 	}
 	h.peerUsed.Store(true)
 	h.peerData.Store(false)
-	h.peerBytes, h.peerQuiet = 0, s.now()
+	h.peerBytes, h.peerQuiet, h.peerDataAt = 0, s.now(), time.Time{}
 	s.peerCount.Add(1)
 }
 
@@ -305,13 +304,16 @@ func (s *Server) sweepUDPPeers() {
 		if !h.peerOn.Load() || !s.udpSwept(h) {
 			continue
 		}
-		idleAfter := udpPeerIdleAfter
-		if h.peerData.Load() {
-			idleAfter = udpPeerDataIdleAfter
+		if h.peerData.Swap(false) {
+			h.peerDataAt = now
 		}
 		if h.peerUsed.Swap(false) {
 			h.peerQuiet = now
-		} else if now.Sub(h.peerQuiet) >= idleAfter {
+		} else if now.Sub(h.peerQuiet) >= udpPeerIdleAfter && now.Sub(h.peerDataAt) >= udpPeerDataIdleAfter {
+			// The last handshake as much as the last data: a
+			// rekey must not hold a peer that carried data once
+			// for another udpPeerDataIdleAfter (every ~2 minutes,
+			// for good).
 			due = append(due, h)
 		}
 	}

@@ -230,9 +230,20 @@ func TestIdleUDPHubLosesItsPeerWithItsSessionFresh(t *testing.T) {
 	if !ha.peerOn.Load() {
 		t.Fatalf("UDP hub a lost the peer that carried a request %v after it", udpPeerIdleAfter)
 	}
-	tr.udpSweep(udpPeerDataIdleAfter)
+	// The hub rekeys (every ~2 minutes) shortly before the data's window
+	// ends: that handshake holds the peer udpPeerIdleAfter more, not
+	// another udpPeerDataIdleAfter.
+	tr.udpSweep(udpPeerDataIdleAfter - udpPeerIdleAfter - time.Second)
+	tr.usePeer(ha, false) // what the hub's initiation does
+	tr.clock.advance(2 * time.Second)
+	tr.sweepUDPPeers()
+	if !ha.peerOn.Load() {
+		t.Fatalf("UDP hub a lost its peer right after its handshake")
+	}
+	tr.clock.advance(udpPeerIdleAfter)
+	tr.sweepUDPPeers()
 	if ha.peerOn.Load() {
-		t.Errorf("UDP hub a kept its peer %v after its last request", udpPeerDataIdleAfter)
+		t.Errorf("UDP hub a kept its peer more than %v after its last request and %v after its handshake", udpPeerDataIdleAfter, udpPeerIdleAfter)
 	}
 	if !hb.peerOn.Load() {
 		t.Errorf("TCP hub b lost its peer to the UDP hubs' sweep")
