@@ -74,6 +74,7 @@ type lightHub struct {
 	conn *net.UDPConn
 
 	mu       sync.Mutex
+	in       *noise.Initiator // made at the first handshake
 	macs     device.CookieGenerator
 	hs       *noise.Handshake // the handshake waiting for an answer
 	hsSender uint32
@@ -215,7 +216,14 @@ func (h *lightHub) initiate(now time.Time) {
 	var idx [4]byte
 	rand.Read(idx[:])
 	sender := binary.LittleEndian.Uint32(idx[:])
-	hs, msg, err := noise.Initiate(h.key, h.f.cfg.RelayKey, sender, noise.Stamp(now), &h.macs)
+	if h.in == nil {
+		in, err := noise.NewInitiator(h.key, h.f.cfg.RelayKey)
+		if err != nil {
+			return
+		}
+		h.in = in
+	}
+	hs, msg, err := h.in.Initiate(sender, noise.Stamp(now), &h.macs)
 	if err != nil {
 		return
 	}

@@ -74,19 +74,26 @@ func TestInitiatorCompletesAHandshakeWithWireGuard(t *testing.T) {
 
 	var macs device.CookieGenerator
 	macs.Init(device.NoisePublicKey(relay.Public()))
-	hs, msg, err := Initiate(hub, relay.Public(), 0x11223344, Stamp(time.Now()), &macs)
+	in, err := NewInitiator(hub, relay.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
+	exchange := func(sender uint32, ts time.Time) (*Handshake, []byte) {
+		hs, msg, err := in.Initiate(sender, Stamp(ts), &macs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		resp := make([]byte, 256)
+		n, err := c.Read(resp)
+		if err != nil {
+			t.Fatalf("no answer to the initiation: %v", err)
+		}
+		return hs, resp[:n]
 	}
-	resp := make([]byte, 256)
-	n, err := c.Read(resp)
-	if err != nil {
-		t.Fatalf("no answer to the initiation: %v", err)
-	}
-	resp = resp[:n]
+	hs, resp := exchange(0x11223344, time.Now())
 
 	other, _, err := Initiate(hub, relay.Public(), 0x55667788, Stamp(time.Now()), &macs)
 	if err != nil {
@@ -134,5 +141,21 @@ func TestInitiatorCompletesAHandshakeWithWireGuard(t *testing.T) {
 	st, _ := dev.Stats()
 	if st[hub.Public()].LastHandshake.IsZero() {
 		t.Errorf("the device has no handshake with the hub")
+	}
+
+	// The Initiator's next handshake, with the static DH it kept from the
+	// first: answered, and its keys carry a keepalive. WireGuard takes one
+	// initiation per peer every 20 ms, and a newer timestamp only.
+	time.Sleep(30 * time.Millisecond)
+	hs2, resp2 := exchange(0x99aabbcc, time.Now().Add(time.Second))
+	k2, ok := hs2.ReadResponse(resp2)
+	if !ok {
+		t.Fatalf("the answer to the second handshake (%d bytes, type %d) does not read", len(resp2), resp2[0])
+	}
+	if _, err := c.Write(k2.AppendTransport(nil, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := waitRx(before+32+InitiationLen+32), before+32+InitiationLen+32; got != want {
+		t.Errorf("the device took %d bytes after the second handshake; want its initiation and keepalive, %d", got-before-32, InitiationLen+32)
 	}
 }

@@ -9,7 +9,7 @@
 // chosen timestamp. The relay never completes a handshake with it and
 // holds no session keys; the package keeps no state but the caller's
 // SecretCache: WireGuard stays the one that authenticates a peer. Only the bench's light UDP hubs (bench/lightfleet.go)
-// play the initiator to the end (Handshake, Keys): a hub that does nothing
+// play the initiator to the end (Initiator, Handshake, Keys): a hub that does nothing
 // but keep its session costs them a socket and a few hundred bytes, where a
 // wireguard-go device costs ~160 KB.
 package noise
@@ -24,7 +24,6 @@ import (
 
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
-	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -124,15 +123,8 @@ func NewResponder(priv vpn.PrivateKey, cache SecretCache) (*Responder, error) {
 // dh is X25519 of the responder's key and pub; false for a low-order
 // point, as WireGuard refuses it.
 func (r *Responder) dh(pub []byte) ([32]byte, bool) {
-	p, err := ecdh.X25519().NewPublicKey(pub)
-	if err != nil {
-		return [32]byte{}, false
-	}
-	ss, err := r.priv.ECDH(p)
-	if err != nil {
-		return [32]byte{}, false
-	}
-	return [32]byte(ss), true
+	ss, err := dh(r.priv, pub)
+	return ss, err == nil
 }
 
 // ReadInitiation decrypts the initiator's static key and timestamp from
@@ -193,51 +185,97 @@ func MakeInitiation(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32,
 // Handshake is the initiator's side of a handshake it started: what it
 // needs to read the responder's answer.
 type Handshake struct {
-	priv   vpn.PrivateKey
-	eph    [32]byte
+	in     *Initiator
+	eph    *ecdh.PrivateKey
 	c, h   [32]byte
 	sender uint32
+}
+
+// Initiator is one key pair's side of handshakes with one responder, with
+// what every handshake of that pair shares worked out once: the parsed
+// private key, its public key and the DH of both static keys, as
+// wireguard-go's initiator keeps them per peer. A handshake then costs
+// four scalar multiplications (the ephemeral key and three DH), where
+// x/crypto's curve25519.X25519 would make ten of them: it parses its
+// scalar through crypto/ecdh at every call, which computes the public key
+// each time.
+type Initiator struct {
+	priv      *ecdh.PrivateKey
+	pub       vpn.PublicKey
+	responder vpn.PublicKey
+	ss        [32]byte // DH of both static keys
+	c, h      [32]byte // the chaining key and hash every initiation starts from
+}
+
+// NewInitiator prepares priv's handshakes with responder; an error for a
+// responder key that is a low-order point.
+func NewInitiator(priv vpn.PrivateKey, responder vpn.PublicKey) (*Initiator, error) {
+	k, err := ecdh.X25519().NewPrivateKey(priv[:])
+	if err != nil {
+		return nil, err
+	}
+	in := &Initiator{priv: k, pub: vpn.PublicKey(k.PublicKey().Bytes()), responder: responder}
+	if in.ss, err = dh(k, responder[:]); err != nil {
+		return nil, err
+	}
+	in.c, in.h = initial(responder)
+	return in, nil
 }
 
 // Initiate starts a handshake from priv to responder, as WireGuard's
 // initiator does (message 1 of Noise IKpsk2, no pre-shared key), with
 // timestamp ts and sender index sender. macs adds MAC1, and MAC2 once it
 // holds a cookie from the responder (device.CookieGenerator.ConsumeReply).
+// It is NewInitiator and Initiator.Initiate at once.
 func Initiate(priv vpn.PrivateKey, responder vpn.PublicKey, sender uint32, ts Timestamp, macs *device.CookieGenerator) (*Handshake, []byte, error) {
-	hs := &Handshake{priv: priv, sender: sender}
-	if _, err := rand.Read(hs.eph[:]); err != nil {
-		return nil, nil, err
-	}
-	ephPub, err := curve25519.X25519(hs.eph[:], curve25519.Basepoint)
+	in, err := NewInitiator(priv, responder)
 	if err != nil {
 		return nil, nil, err
 	}
+	return in.Initiate(sender, ts, macs)
+}
+
+// Initiate starts a handshake (see the function Initiate).
+func (in *Initiator) Initiate(sender uint32, ts Timestamp, macs *device.CookieGenerator) (*Handshake, []byte, error) {
+	eph, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	hs := &Handshake{in: in, eph: eph, sender: sender}
+	ephPub := eph.PublicKey().Bytes()
 	msg := make([]byte, InitiationLen)
 	binary.LittleEndian.PutUint32(msg, device.MessageInitiationType)
 	binary.LittleEndian.PutUint32(msg[offSender:], sender)
 	copy(msg[offEphemeral:], ephPub)
 
-	c, h := initial(responder)
-	c = kdf1(c, ephPub)
-	h = mixHash(h, ephPub)
-	ss, err := curve25519.X25519(hs.eph[:], responder[:])
+	c := kdf1(in.c, ephPub)
+	h := mixHash(in.h, ephPub)
+	ss, err := dh(eph, in.responder[:])
 	if err != nil {
 		return nil, nil, err
 	}
-	c, key := kdf2(c, ss)
-	pub := priv.Public()
-	seal(key, h, msg[offStatic:offStatic], pub[:])
+	c, key := kdf2(c, ss[:])
+	seal(key, h, msg[offStatic:offStatic], in.pub[:])
 	h = mixHash(h, msg[offStatic:offStatic+staticLen])
-	ss, err = curve25519.X25519(priv[:], responder[:])
-	if err != nil {
-		return nil, nil, err
-	}
-	c, key = kdf2(c, ss)
+	c, key = kdf2(c, in.ss[:])
 	seal(key, h, msg[offTimestamp:offTimestamp], ts[:])
 	hs.c, hs.h = c, mixHash(h, msg[offTimestamp:offTimestamp+timestampLen])
 
 	macs.AddMacs(msg)
 	return hs, msg, nil
+}
+
+// dh is X25519 of k and pub; an error for a low-order point.
+func dh(k *ecdh.PrivateKey, pub []byte) ([32]byte, error) {
+	p, err := ecdh.X25519().NewPublicKey(pub)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	ss, err := k.ECDH(p)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return [32]byte(ss), nil
 }
 
 // ResponseLen is the size of a handshake response: type, sender,
@@ -262,16 +300,15 @@ func (hs *Handshake) ReadResponse(msg []byte) (Keys, bool) {
 	e := msg[12:44]
 	c := kdf1(hs.c, e)
 	h := mixHash(hs.h, e)
-	ss, err := curve25519.X25519(hs.eph[:], e)
+	ss, err := dh(hs.eph, e)
 	if err != nil {
 		return Keys{}, false
 	}
-	c = kdf1(c, ss)
-	ss, err = curve25519.X25519(hs.priv[:], e)
-	if err != nil {
+	c = kdf1(c, ss[:])
+	if ss, err = dh(hs.in.priv, e); err != nil {
 		return Keys{}, false
 	}
-	c = kdf1(c, ss)
+	c = kdf1(c, ss[:])
 	var psk [32]byte // none
 	c, tau, key := kdf3(c, psk[:])
 	h = mixHash(h, tau[:])
