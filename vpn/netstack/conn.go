@@ -140,9 +140,17 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 }
 
 // Close closes the connection gracefully (FIN). It is idempotent.
+//
+// It turns the keepalives off first: gVisor counts TIME_WAIT (and the
+// other closing states) as connected and kept probing a closed
+// connection, 60 s after its last packet; over a tunnel that probe woke a
+// hub's idle WireGuard peer (relay/peers.go). A closed connection has no
+// reader left to tell that its peer vanished, and gVisor ends the closing
+// states by its own timers.
 func (c *TCPConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		c.ep.SocketOptions().SetKeepAlive(false)
 		c.ep.Close()
 		c.wq.Notify(readyEvents) // a graceful close does not notify
 	})

@@ -25,6 +25,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -478,6 +479,44 @@ func TestKeepAliveDetectsVanishedPeer(t *testing.T) {
 		case <-timeout:
 			t.Fatal("vanished peer not detected within 10s")
 		}
+	}
+}
+
+// TestNoKeepalivesAfterClose: once both ends closed, neither sends
+// anything more, keepalive probes included. gVisor counts TIME_WAIT as
+// connected and kept the keepalive timer running there: 60 s after a
+// closed connection's last packet (TIME_WAIT lasts as long), a probe went
+// out, and over the tunnel it woke an idle hub's WireGuard peer.
+func TestNoKeepalivesAfterClose(t *testing.T) {
+	cfg := Config{KeepAliveIdle: 200 * time.Millisecond, KeepAliveInterval: 250 * time.Millisecond, KeepAliveCount: 4}
+	a, b, _ := pair(t, cfg, []netip.Addr{addrA4}, []netip.Addr{addrB4})
+	client, server := connect(t, a, b, addrB4, 80)
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(server, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	server.Close() // the server's end goes to TIME_WAIT
+	client.SetReadDeadline(time.Now().Add(testTimeout))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client Read after the server's Close: %d, %v; want EOF", n, err)
+	}
+	client.Close()
+	sent := func() uint64 { return a.Stats().PacketsOut + b.Stats().PacketsOut }
+	// The closing handshake's last ACK, then quiet: no count moves for
+	// 100 ms, well below the keepalive's 200 ms.
+	last := sent()
+	poll.Until(t, testTimeout, "the closing handshake to end", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		n := sent()
+		quiet := n == last
+		last = n
+		return quiet
+	})
+	time.Sleep(cfg.KeepAliveIdle + 3*cfg.KeepAliveInterval)
+	if n := sent(); n != last {
+		t.Errorf("%d packets sent after both ends closed; want none (keepalive probes in TIME_WAIT?)", n-last)
 	}
 }
 
