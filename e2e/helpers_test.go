@@ -345,6 +345,7 @@ type agentOpts struct {
 	transport string // default "tcp"
 	relayTLS  string // the agent's relay_tls, for transport "tls" and "auto"
 	dns       string // the agent's [dns] table, written after [targets]; default none
+	update    string // the agent's [update] table, written after that; default none
 	// command runs the agent: a binary other than the one TestMain built,
 	// after an emulator (e.g. qemu-arm-static, hubtunnel-armv7); it is
 	// given "run --config FILE". Default: bins.Hubtunnel.
@@ -360,7 +361,7 @@ func (s *hubSetup) startAgent(o agentOpts) {
 		Transport: o.transport,
 		Proxy:     o.proxy,
 		Targets:   testbed.SimTargets(func(svc string) string { return s.sim[svc] }),
-		Extra:     o.dns,
+		Extra:     o.dns + o.update,
 	})
 	if err != nil {
 		s.t.Fatal(err)
