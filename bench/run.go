@@ -27,6 +27,9 @@ type Options struct {
 	Held     int           // sessions held open for the agent's memory; 0 skips it
 	Hubs     int           // fleet size for the relay memory phase; 0 skips it
 	UDPHubs  int           // idle UDP hubs for the udphubs phase; 0 skips it
+	// UDPHubRate is how many of them start a second, all fleet
+	// processes together; 0 is 500.
+	UDPHubRate int
 	// FleetProcHubs is how many hubs one fleet process may hold (a socket
 	// each, within its file descriptor limit).
 	FleetProcHubs int

@@ -28,7 +28,10 @@ func (ru *run) udpHubs() error {
 	}
 	procs := (n + per - 1) / per
 	per = (n + procs - 1) / procs // even shares
-	const rate = 500              // hubs started a second, all processes together
+	rate := ru.o.UDPHubRate       // hubs started a second, all processes together
+	if rate <= 0 {
+		rate = 500
+	}
 	dir := filepath.Join(ru.o.Dir, "udphubs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

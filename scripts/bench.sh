@@ -18,6 +18,7 @@
 #                in as many fleet processes as the descriptor limit needs
 #                (0 skips). 100,000 (issue 18) did not all start on a 2-core
 #                machine, where the fleet's crypto and the relay's share it
+#   UDP_HUB_RATE=500 UDP hubs started a second (10–5000)
 #   DUR=5s       each throughput measurement (after 1 s of warm-up)
 #   CALLS=2000   XML-RPC calls timed per path
 #   SESSIONS=200 concurrent sessions through one hub
@@ -44,7 +45,7 @@ tmp=$(mktemp -d /tmp/hubbench-bin.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
 "$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
-	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -udp-hubs "${UDP_HUBS:-60000}" -dur "${DUR:-5s}" \
+	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -udp-hubs "${UDP_HUBS:-60000}" -udp-hub-rate "${UDP_HUB_RATE:-500}" -dur "${DUR:-5s}" \
 	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir" \
 	-phases "${PHASES:-all}" -rounds "${ROUNDS:-3}" -peers-idle "${PEERS_IDLE:-2m}" -peers-bin "$BENCH_PEERS" \
 	-base-bin "${BASE:-}" -peer-groups "${PEER_GROUPS:-all}"

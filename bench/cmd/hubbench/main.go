@@ -72,6 +72,7 @@ func runAll(args []string) error {
 	held := fs.Int("held", 1500, "sessions held open for the agent's memory, 0–2000 (0 skips)")
 	hubs := fs.Int("hubs", 10000, "connected TCP hubs for the relay memory phase, 0–100000 and within the file descriptor limit (0 skips)")
 	udpHubs := fs.Int("udp-hubs", 60000, "idle UDP hubs on one relay for the udphubs phase, 0–200000 (0 skips)")
+	udpHubRate := fs.Int("udp-hub-rate", 500, "UDP hubs started a second in the udphubs phase, 10–5000")
 	idle := fs.Duration("idle", 5*time.Minute, "idle window of the wire-bytes phase (0 skips rekey and idle)")
 	profile := fs.String("profile", filepath.Join(os.TempDir(), "hubtunnel-bench-profile"), "folder for pprof profiles (\"\" skips profiling)")
 	keep := fs.Bool("keep", false, "keep the work folder (configs, logs, captures)")
@@ -98,6 +99,8 @@ func runAll(args []string) error {
 		return fmt.Errorf("-hubs %d: want 0–100000", *hubs)
 	case *udpHubs < 0 || *udpHubs > 200000:
 		return fmt.Errorf("-udp-hubs %d: want 0–200000", *udpHubs)
+	case *udpHubRate < 10 || *udpHubRate > 5000:
+		return fmt.Errorf("-udp-hub-rate %d: want 10–5000", *udpHubRate)
 	case *hubs > maxTCPHubs():
 		return fmt.Errorf("-hubs %d: the relay holds a file descriptor per TCP hub and so does the fleet, and this machine allows %d per process (ulimit -n): at most %d", *hubs, fdLimit(), maxTCPHubs())
 	case *idle < 0 || *idle > 2*time.Hour:
@@ -149,7 +152,7 @@ func runAll(args []string) error {
 	rep, err := bench.Run(bench.Options{
 		Bins: bins, Root: root, Dir: dir, Self: self,
 		Duration: *dur, Warmup: *warm, Calls: *calls, Sessions: *sessions, Held: *held,
-		Hubs: *hubs, UDPHubs: *udpHubs, FleetProcHubs: maxTCPHubs(), Idle: *idle, Profile: *profile,
+		Hubs: *hubs, UDPHubs: *udpHubs, UDPHubRate: *udpHubRate, FleetProcHubs: maxTCPHubs(), Idle: *idle, Profile: *profile,
 		Phases: phaseList, Rounds: *rounds, PeerIdle: *peerIdle, PeerBins: *peerBins,
 		BaseBins: baseBins, PeerGroups: groups,
 		Logf: log.Printf,
