@@ -28,7 +28,7 @@ type Options struct {
 	Hubs     int           // fleet size for the relay memory phase; 0 skips it
 	UDPHubs  int           // idle UDP hubs for the udphubs phase; 0 skips it
 	// UDPHubRate is how many of them start a second, all fleet
-	// processes together; 0 is 500.
+	// processes together; 0 is 400.
 	UDPHubRate int
 	// FleetProcHubs is how many hubs one fleet process may hold (a socket
 	// each, within its file descriptor limit).

@@ -30,7 +30,7 @@ func (ru *run) udpHubs() error {
 	per = (n + procs - 1) / procs // even shares
 	rate := ru.o.UDPHubRate       // hubs started a second, all processes together
 	if rate <= 0 {
-		rate = 500
+		rate = 400
 	}
 	dir := filepath.Join(ru.o.Dir, "udphubs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make bench: measures every budget of BRIEF.md with the real binaries on
-# loopback, prints one table and writes BENCHMARKS.md. Takes about 25 minutes:
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 30 minutes:
 # the wire-bytes phase (2 min to a rekey, 80 s, then the 5-minute idle
 # window) runs beside the other phases: the TCP hubs (about 7 minutes, most
-# of it waiting for idle peers to go), the UDP hubs (about 5.5: 60,000 start
-# in 2 minutes, then 150 s idle), the rest (about
+# of it waiting for idle peers to go), the UDP hubs (about 10: 100,000 start
+# in about 4.5 minutes, then 150 s idle), the rest (about
 # 3) and the peers phase (about 8.5: its 2-minute idle window, then 3 rounds
 # of 7 peers).
 #
@@ -14,11 +14,10 @@
 #   IDLE=5m      idle window for the idle-traffic figure (0 skips rekey and idle)
 #   HUBS=10000   TCP hubs connected to one relay, 0–100000 within the file
 #                descriptor limit (ulimit -n less 500; 0 skips)
-#   UDP_HUBS=60000 idle UDP hubs on one relay, at most 200,000; light hubs,
-#                in as many fleet processes as the descriptor limit needs
-#                (0 skips). 100,000 (issue 18) did not all start on a 2-core
-#                machine, where the fleet's crypto and the relay's share it
-#   UDP_HUB_RATE=500 UDP hubs started a second (10–5000)
+#   UDP_HUBS=100000 idle UDP hubs on one relay, at most 200,000; light hubs,
+#                in as many fleet processes as the descriptor limit needs, at
+#                nice 19 (0 skips; 100,000 take about 10 minutes)
+#   UDP_HUB_RATE=400 UDP hubs started a second (10–5000)
 #   DUR=5s       each throughput measurement (after 1 s of warm-up)
 #   CALLS=2000   XML-RPC calls timed per path
 #   SESSIONS=200 concurrent sessions through one hub
@@ -45,7 +44,7 @@ tmp=$(mktemp -d /tmp/hubbench-bin.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=0 "${GO:-go}" build -o "$tmp/hubbench" ./bench/cmd/hubbench
 "$tmp/hubbench" -bin "$bin" -out "${OUT:-BENCHMARKS.md}" \
-	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -udp-hubs "${UDP_HUBS:-60000}" -udp-hub-rate "${UDP_HUB_RATE:-500}" -dur "${DUR:-5s}" \
+	-idle "${IDLE:-5m}" -hubs "${HUBS:-10000}" -udp-hubs "${UDP_HUBS:-100000}" -udp-hub-rate "${UDP_HUB_RATE:-400}" -dur "${DUR:-5s}" \
 	-calls "${CALLS:-2000}" -sessions "${SESSIONS:-200}" -profile "$profile_dir" \
 	-phases "${PHASES:-all}" -rounds "${ROUNDS:-3}" -peers-idle "${PEERS_IDLE:-2m}" -peers-bin "$BENCH_PEERS" \
 	-base-bin "${BASE:-}" -peer-groups "${PEER_GROUPS:-all}"
