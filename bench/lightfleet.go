@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -38,6 +39,7 @@ type LightFleet struct {
 	wg   sync.WaitGroup
 
 	handshakes, keepalives, retries, cookies, unknowns, fromRelay atomic.Int64
+	mark                                                          atomic.Int64 // Mark's time, unix ns
 }
 
 // LightFleetConfig describes a LightFleet.
@@ -139,6 +141,26 @@ func (f *LightFleet) Ready() int {
 		if h.first.Load() {
 			n++
 		}
+	}
+	return n
+}
+
+// Mark notes now: SinceMark counts the hubs that completed a handshake
+// after it (the bench marks the fleet while the relay is down for a
+// restart).
+func (f *LightFleet) Mark() { f.mark.Store(time.Now().UnixNano()) }
+
+// SinceMark counts the hubs whose session completed after the last Mark;
+// all of them before any Mark.
+func (f *LightFleet) SinceMark() int {
+	mark := time.Unix(0, f.mark.Load())
+	n := 0
+	for _, h := range f.hubs {
+		h.mu.Lock()
+		if h.since.After(mark) {
+			n++
+		}
+		h.mu.Unlock()
 	}
 	return n
 }
@@ -248,8 +270,13 @@ func (h *lightHub) read() {
 	defer h.f.wg.Done()
 	for {
 		n, err := h.conn.Read(h.buf[:])
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			// ECONNREFUSED while the relay is down (a restart):
+			// WireGuard reads on, and so does a light hub.
+			continue
 		}
 		h.take(h.buf[:n], time.Now())
 	}

@@ -101,6 +101,40 @@ func TestLightFleetIsWhatWireGuardSeesOfIdleHubs(t *testing.T) {
 	if f.Counts().Unknowns != 1 {
 		t.Errorf("SessionUnknown taken %d times; want 1", f.Counts().Unknowns)
 	}
+
+	// A relay restart: the device goes, and the hubs' keepalives (every
+	// second here) meet a closed port, which their sockets report as
+	// ECONNREFUSED; a device with the same key comes back on the port. A
+	// hub told its session is gone handshakes with it: its reader read on
+	// through the errors. SinceMark counts it, and only it.
+	dev.Close()
+	f.Mark()
+	if n := f.SinceMark(); n != 0 {
+		t.Errorf("%d hubs with a handshake since the mark, taken while the device was down; want 0", n)
+	}
+	time.Sleep(2500 * time.Millisecond) // two keepalives into the closed port
+	dev2, err := vpn.NewDevice(newNullTUN(), conn.NewDefaultBind(), relayKey, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev2.Close()
+	if err := dev2.SetListenPort(uint16(port)); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		ip := netip.AddrFrom4([4]byte{100, 100, 0, byte(i + 1)})
+		if err := dev2.AddPeer(vpn.Peer{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(ip, 32)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dev2.Up(); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	session = h.keys.Receiver
+	h.mu.Unlock()
+	h.take(wire.AppendSessionUnknown(nil, session), time.Now())
+	poll.Until(t, 10*time.Second, "the hub's handshake with the device that came back", func() bool { return f.SinceMark() == 1 })
 }
 
 func hasHost(endpoint, host string) bool {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
@@ -138,6 +139,11 @@ func (ru *run) udpHubs() error {
 		}
 	}
 
+	back, err := ru.udpRestart(rn, fleets, n)
+	if err != nil {
+		return err
+	}
+
 	secs := window.Seconds()
 	d := c1.sub(c0)
 	perHub := float64(mSteady.RSS-m0.RSS) / float64(n)
@@ -160,6 +166,7 @@ func (ru *run) udpHubs() error {
 		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s; %d retries, %d cookies, %d SessionUnknown, %d transport messages to the hubs in the window)",
 			100*(cpu1-cpu0).Seconds()/secs, float64(d.handshakes)/secs, float64(d.keepalives)/secs,
 			d.retries, d.cookies, d.unknowns, d.fromRelay), "reported", nil)
+	ru.r.add("udp hubs", fmt.Sprintf("%d UDP hubs back after a relay restart (each with a handshake since)", n), back.String(), "reported", nil)
 	ru.r.section("UDP hubs on one relay", `The relay (hubrelay, UDP on) is started twice more: with no hubs, and with %d `+"`[[hub]]`"+` entries (generated keys,
 tunnel addresses 100.100–101.x.y); it took %s to start with them. The hubs are %d `+"`hubbench lightfleet`"+` processes of
 %d hubs or fewer, each hub with its own key, UDP socket and loopback address (process p's in 127.(10+p)/16: WireGuard
@@ -173,7 +180,9 @@ They start %d a second in all, and run at nice 19 so as not to starve the relay 
 offline), 5 s after the last hub was ready, and %s later (the idle row; per hub = (that − RSS with no hubs) / %d): each
 hub rekeys every ~125 s, and the relay removes a UDP hub's WireGuard peer 15–20 s after a handshake that no data
 followed (relay/peers.go), so an idle hub holds a peer for about a sixth of the time. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
-CPU profile of its first 60 s: %s. The fleet processes held %s together.`,
+CPU profile of its first 60 s: %s. The fleet processes held %s together. Then the relay is restarted (SIGTERM: it
+keeps the hubs' sessions for the relay that follows, which tells each hub at once that its session is gone, and each
+handshakes again); "back" is every hub with a handshake completed after the relay went, the relay's CPU over that time.`,
 		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, cpuProfile, fmtMB(fleetRSS))
 	return nil
 }
@@ -189,19 +198,20 @@ func hubKeys(hubs []Hub) []vpn.PrivateKey {
 // lightCounts are a LightFleet process's counters, from its log.
 type lightCounts struct {
 	ready, handshakes, keepalives, retries, cookies, unknowns, fromRelay int64
+	sinceMark                                                            int64 // a gauge: hubs with a session since the mark
 }
 
 func (c lightCounts) add(d lightCounts) lightCounts {
 	return lightCounts{c.ready + d.ready, c.handshakes + d.handshakes, c.keepalives + d.keepalives, c.retries + d.retries,
-		c.cookies + d.cookies, c.unknowns + d.unknowns, c.fromRelay + d.fromRelay}
+		c.cookies + d.cookies, c.unknowns + d.unknowns, c.fromRelay + d.fromRelay, c.sinceMark + d.sinceMark}
 }
 
 func (c lightCounts) sub(d lightCounts) lightCounts {
 	return lightCounts{c.ready - d.ready, c.handshakes - d.handshakes, c.keepalives - d.keepalives, c.retries - d.retries,
-		c.cookies - d.cookies, c.unknowns - d.unknowns, c.fromRelay - d.fromRelay}
+		c.cookies - d.cookies, c.unknowns - d.unknowns, c.fromRelay - d.fromRelay, c.sinceMark}
 }
 
-var lightCountsLine = regexp.MustCompile(`light fleet: counts ready=(\d+) handshakes=(\d+) keepalives=(\d+) retries=(\d+) cookies=(\d+) unknowns=(\d+) from_relay=(\d+)`)
+var lightCountsLine = regexp.MustCompile(`light fleet: counts ready=(\d+) handshakes=(\d+) keepalives=(\d+) retries=(\d+) cookies=(\d+) unknowns=(\d+) from_relay=(\d+) since_mark=(\d+)`)
 
 // fleetCounts sums the latest counts line of every process (written every
 // second).
@@ -213,11 +223,68 @@ func fleetCounts(fleets []*Proc) lightCounts {
 			continue
 		}
 		m := all[len(all)-1]
-		v := make([]int64, 7)
+		v := make([]int64, 8)
 		for i := range v {
 			v[i], _ = strconv.ParseInt(m[i+1], 10, 64)
 		}
-		sum = sum.add(lightCounts{v[0], v[1], v[2], v[3], v[4], v[5], v[6]})
+		sum = sum.add(lightCounts{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]})
 	}
 	return sum
+}
+
+// udpBack is how the UDP hubs came back after a relay restart.
+type udpBack struct {
+	n, back   int64
+	took, cpu time.Duration
+	d         lightCounts
+}
+
+func (b udpBack) String() string {
+	return fmt.Sprintf("%d of %d in %s from the restart, relay CPU %.0f %% of a core over that time, its start included (%d SessionUnknown taken, %d retries, %d cookies)",
+		b.back, b.n, fmtSec(b.took), 100*b.cpu.Seconds()/b.took.Seconds(), b.d.unknowns, b.d.retries, b.d.cookies)
+}
+
+// udpRestart stops the relay, marks the fleets while it is down (a
+// handshake after the mark is one with the relay that follows), starts it
+// again with the same config and store, and waits until every hub has
+// handshaken since, for at most udpBackWithin.
+func (ru *run) udpRestart(rn *Relay, fleets []*Proc, n int) (udpBack, error) {
+	const udpBackWithin = 10 * time.Minute
+	rn.Proc.Stop()
+	for _, f := range fleets {
+		if err := f.Signal(syscall.SIGUSR1); err != nil {
+			return udpBack{}, err
+		}
+	}
+	// A counts line after the mark says so: none since it.
+	if !waitFor(10*time.Second, func() bool { return fleetCounts(fleets).sinceMark == 0 }) {
+		return udpBack{}, fmt.Errorf("udphubs: the fleets did not take the mark")
+	}
+	c0 := fleetCounts(fleets)
+	t0 := time.Now()
+	if err := rn.Start(); err != nil {
+		return udpBack{}, err
+	}
+	waitFor(udpBackWithin, func() bool { return fleetCounts(fleets).sinceMark >= int64(n) })
+	took := time.Since(t0)
+	cpu, err := CPUTime(rn.Proc.PID()) // all the new process's, its start included
+	if err != nil {
+		return udpBack{}, err
+	}
+	c1 := fleetCounts(fleets)
+	ru.logf("udphubs: %d of %d hubs back %s after the relay restart", c1.sinceMark, n, fmtSec(took))
+	return udpBack{n: int64(n), back: c1.sinceMark, took: took, cpu: cpu, d: c1.sub(c0)}, nil
+}
+
+// waitFor calls cond once a second until it is true or within has passed,
+// and reports whether it was.
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); ; time.Sleep(time.Second) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }

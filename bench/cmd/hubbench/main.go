@@ -234,6 +234,8 @@ func lightFleet(args []string) error {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	mark := make(chan os.Signal, 1) // SIGUSR1: LightFleet.Mark, for a relay restart
+	signal.Notify(mark, syscall.SIGUSR1)
 	f, err := bench.StartLightFleet(bench.LightFleetConfig{Relay: ra, RelayKey: rk, First: fa, Keys: ks, Rate: *rate, Logf: log.Printf})
 	if err != nil {
 		return err
@@ -241,8 +243,8 @@ func lightFleet(args []string) error {
 	defer f.Close()
 	report := func() {
 		c := f.Counts()
-		log.Printf("light fleet: counts ready=%d handshakes=%d keepalives=%d retries=%d cookies=%d unknowns=%d from_relay=%d",
-			f.Ready(), c.Handshakes, c.Keepalives, c.Retries, c.Cookies, c.Unknowns, c.FromRelay)
+		log.Printf("light fleet: counts ready=%d handshakes=%d keepalives=%d retries=%d cookies=%d unknowns=%d from_relay=%d since_mark=%d",
+			f.Ready(), c.Handshakes, c.Keepalives, c.Retries, c.Cookies, c.Unknowns, c.FromRelay, f.SinceMark())
 	}
 	ready := false
 	tick := time.NewTicker(time.Second)
@@ -252,6 +254,10 @@ func lightFleet(args []string) error {
 		case <-sig:
 			report()
 			return nil
+		case <-mark:
+			f.Mark()
+			log.Printf("light fleet: marked")
+			continue
 		case <-tick.C:
 		}
 		if !ready && f.Ready() == f.Len() {
