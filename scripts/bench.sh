@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make bench: measures every budget of BRIEF.md with the real binaries on
-# loopback, prints one table and writes BENCHMARKS.md. Takes about 30 minutes:
+# loopback, prints one table and writes BENCHMARKS.md. Takes about 32 minutes:
 # the wire-bytes phase (2 min to a rekey, 80 s, then the 5-minute idle
 # window) runs beside the other phases: the TCP hubs (about 7 minutes, most
-# of it waiting for idle peers to go), the UDP hubs (about 10: 100,000 start
-# in about 4.5 minutes, then 150 s idle), the rest (about
+# of it waiting for idle peers to go), the UDP hubs (about 12: 100,000 start
+# in about 4.5 minutes, 150 s idle, then a relay restart and their return),
+# the rest (about
 # 3) and the peers phase (about 8.5: its 2-minute idle window, then 3 rounds
 # of 7 peers).
 #
@@ -16,7 +17,7 @@
 #                descriptor limit (ulimit -n less 500; 0 skips)
 #   UDP_HUBS=100000 idle UDP hubs on one relay, at most 200,000; light hubs,
 #                in as many fleet processes as the descriptor limit needs, at
-#                nice 19 (0 skips; 100,000 take about 10 minutes)
+#                nice 19 (0 skips; 100,000 take about 12 minutes)
 #   UDP_HUB_RATE=400 UDP hubs started a second (10–5000)
 #   DUR=5s       each throughput measurement (after 1 s of warm-up)
 #   CALLS=2000   XML-RPC calls timed per path
