@@ -5,9 +5,8 @@
 # window) runs beside the other phases: the TCP hubs (about 7 minutes, most
 # of it waiting for idle peers to go), the UDP hubs (about 12: 100,000 start
 # in about 4.5 minutes, 150 s idle, then a relay restart and their return),
-# the rest (about
-# 3) and the peers phase (about 8.5: its 2-minute idle window, then 3 rounds
-# of 7 peers).
+# the rest (about 3) and the peers phase (about 8.5: its 2-minute idle
+# window, then 3 rounds of 7 peers).
 #
 # usage: scripts/bench.sh [BIN]   (BIN: folder with hubtunnel, hubrelay, ccusim)
 #
