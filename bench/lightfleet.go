@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
@@ -270,13 +271,13 @@ func (h *lightHub) read() {
 	defer h.f.wg.Done()
 	for {
 		n, err := h.conn.Read(h.buf[:])
-		if errors.Is(err, net.ErrClosed) {
-			return
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// The relay is down (a restart): WireGuard reads on,
+			// and so does a light hub.
+			continue
 		}
 		if err != nil {
-			// ECONNREFUSED while the relay is down (a restart):
-			// WireGuard reads on, and so does a light hub.
-			continue
+			return
 		}
 		h.take(h.buf[:n], time.Now())
 	}

@@ -29,30 +29,15 @@ func TestLightFleetIsWhatWireGuardSeesOfIdleHubs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tun := newNullTUN()
-	dev, err := vpn.NewDevice(tun, conn.NewDefaultBind(), relayKey, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	if err := dev.SetListenPort(uint16(port)); err != nil {
-		t.Fatal(err)
-	}
 	var keys []vpn.PrivateKey
-	for i := range 3 {
+	for range 3 {
 		k, err := vpn.GeneratePrivateKey()
 		if err != nil {
 			t.Fatal(err)
 		}
 		keys = append(keys, k)
-		ip := netip.AddrFrom4([4]byte{100, 100, 0, byte(i + 1)})
-		if err := dev.AddPeer(vpn.Peer{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(ip, 32)}}); err != nil {
-			t.Fatal(err)
-		}
 	}
-	if err := dev.Up(); err != nil {
-		t.Fatal(err)
-	}
+	dev := relayDevice(t, relayKey, port, keys)
 	relayAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 	f, err := StartLightFleet(LightFleetConfig{Relay: relayAddr, RelayKey: relayKey.Public(),
 		First: netip.MustParseAddr("127.77.0.1"), Keys: keys, Keepalive: time.Second})
@@ -112,29 +97,41 @@ func TestLightFleetIsWhatWireGuardSeesOfIdleHubs(t *testing.T) {
 	if n := f.SinceMark(); n != 0 {
 		t.Errorf("%d hubs with a handshake since the mark, taken while the device was down; want 0", n)
 	}
-	time.Sleep(2500 * time.Millisecond) // two keepalives into the closed port
-	dev2, err := vpn.NewDevice(newNullTUN(), conn.NewDefaultBind(), relayKey, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev2.Close()
-	if err := dev2.SetListenPort(uint16(port)); err != nil {
-		t.Fatal(err)
-	}
-	for i, k := range keys {
-		ip := netip.AddrFrom4([4]byte{100, 100, 0, byte(i + 1)})
-		if err := dev2.AddPeer(vpn.Peer{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(ip, 32)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := dev2.Up(); err != nil {
-		t.Fatal(err)
-	}
+	sent := f.Counts().Keepalives
+	poll.Until(t, 10*time.Second, "two keepalives of each hub into the closed port", func() bool {
+		return f.Counts().Keepalives >= sent+2*int64(len(keys))
+	})
+	relayDevice(t, relayKey, port, keys)
 	h.mu.Lock()
 	session = h.keys.Receiver
 	h.mu.Unlock()
 	h.take(wire.AppendSessionUnknown(nil, session), time.Now())
 	poll.Until(t, 10*time.Second, "the hub's handshake with the device that came back", func() bool { return f.SinceMark() == 1 })
+}
+
+// relayDevice is a wireguard-go device as the relay runs it over UDP:
+// key, listening on port, with a peer (100.100.0.i+1) for each of keys.
+// It closes when the test ends, or before when the test closes it.
+func relayDevice(t *testing.T, key vpn.PrivateKey, port int, keys []vpn.PrivateKey) *vpn.Device {
+	t.Helper()
+	dev, err := vpn.NewDevice(newNullTUN(), conn.NewDefaultBind(), key, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	if err := dev.SetListenPort(uint16(port)); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		ip := netip.AddrFrom4([4]byte{100, 100, 0, byte(i + 1)})
+		if err := dev.AddPeer(vpn.Peer{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(ip, 32)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	return dev
 }
 
 func hasHost(endpoint, host string) bool {
