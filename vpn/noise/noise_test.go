@@ -1,9 +1,13 @@
 package noise
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"hash"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tai64n"
 
@@ -180,5 +184,32 @@ func BenchmarkReadInitiation(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The handshake's HMAC and hash, built on the stack, are crypto/hmac's
+// and BLAKE2s's for every length they take.
+func TestHMACAndHashAreTheLibrarys(t *testing.T) {
+	buf := make([]byte, 2*blake2s.BlockSize)
+	for i := range buf {
+		buf[i] = byte(i*7 + 3)
+	}
+	for kn := 0; kn <= blake2s.BlockSize; kn++ {
+		for dn := 0; dn <= blake2s.BlockSize; dn++ {
+			key, data := buf[:kn], buf[blake2s.BlockSize-dn/2:][:dn]
+			m := hmac.New(func() hash.Hash { h, _ := blake2s.New256(nil); return h }, key)
+			m.Write(data)
+			if got := hmacBlake2s(key, data); !bytes.Equal(got[:], m.Sum(nil)) {
+				t.Fatalf("HMAC with a %d-byte key of %d bytes differs from crypto/hmac's", kn, dn)
+			}
+		}
+	}
+	var h [32]byte
+	copy(h[:], buf[5:])
+	for dn := 0; dn <= blake2s.BlockSize; dn++ {
+		want := blake2s.Sum256(append(h[:len(h):len(h)], buf[:dn]...))
+		if got := mixHash(h, buf[:dn]); got != want {
+			t.Fatalf("hash of %d bytes differs from BLAKE2s's", dn)
+		}
 	}
 }
