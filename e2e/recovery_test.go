@@ -99,9 +99,10 @@ func TestRelayGracefulRestart(t *testing.T) {
 // graceful stop (the store says when the agent left) and after a crash
 // (the store still says it is online). The agent is held (SIGSTOP) so
 // that the request surely comes first. A hub that was not online is
-// answered at once. A UDP hub's agent comes back with a handshake, which
-// wakes no waiting request: the relay looks for it while the request
-// waits.
+// answered at once. A UDP hub is taken up by the new relay from the
+// sessions the old one left (relay resumeUDP): the request adds its peer
+// at once and WireGuard handshakes from the relay's side, which the held
+// agent answers once it goes on.
 func TestRequestWaitsThroughRelayRestart(t *testing.T) {
 	t.Parallel()
 	for _, transport := range []string{"tcp", "udp"} {
@@ -114,6 +115,11 @@ func TestRequestWaitsThroughRelayRestart(t *testing.T) {
 
 func testRequestWaitsThroughRelayRestart(t *testing.T, transport string) {
 	s := newHub(t, setupOpts{offlineHubs: 1, udp: transport == "udp"})
+	metrics := ""
+	if transport == "udp" {
+		metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		s.restartRelayWith("relay-metrics", fmt.Sprintf("metrics_listen = %q\n", metrics), "")
+	}
 	s.startAgent(agentOpts{transport: transport})
 	// Before the agent's own cleanup stops it: a held agent would not.
 	t.Cleanup(func() { s.agent.cmd.Process.Signal(syscall.SIGCONT) })
@@ -135,10 +141,10 @@ func testRequestWaitsThroughRelayRestart(t *testing.T, transport string) {
 	}
 	// The crash first, while the relay is the one that recorded the hub
 	// online above; then a crash of the relay that just started: it read
-	// and removed the sessions file its predecessor left, and a UDP hub
-	// is asked to handshake with the next one only if it kept the
-	// session the hub made with it (here, while the agent is held, the
-	// request could not wait long enough for the agent's next keepalive).
+	// and removed the sessions file its predecessor left, and the next
+	// one takes a UDP hub up only if this one kept the hub's sessions
+	// again (here, while the agent is held, no keepalive would tell the
+	// next relay of the hub).
 	sessions := filepath.Join(filepath.Dir(s.relayConf), "udp-sessions.json")
 	for i, how := range []string{"SIGKILL", "SIGKILL", "SIGTERM"} {
 		if i == 1 && transport == "udp" {
@@ -169,9 +175,15 @@ func testRequestWaitsThroughRelayRestart(t *testing.T, transport string) {
 			code, body, err := s.get(s.url("http", "demo", 80, "/"))
 			got <- result{code, body, err}
 		}()
-		poll.Until(t, 10*time.Second, "the relay to hold the request for demo", func() bool {
-			return strings.Contains(s.relay.logText(), `msg="hub is reconnecting; a request waits" hub=demo `)
-		})
+		if transport == "udp" {
+			poll.Until(t, 10*time.Second, "the request to add demo's WireGuard peer", func() bool {
+				return scrape(t, metrics)["hubrelay_wireguard_peers"] == 1
+			})
+		} else {
+			poll.Until(t, 10*time.Second, "the relay to hold the request for demo", func() bool {
+				return strings.Contains(s.relay.logText(), `msg="hub is reconnecting; a request waits" hub=demo `)
+			})
+		}
 		s.agent.cmd.Process.Signal(syscall.SIGCONT)
 		back := time.Now()
 		r := <-got
@@ -345,10 +357,14 @@ func TestRelayStopsWithSessionToVanishedHub(t *testing.T) {
 // TestUDPHubBackAfterRelayRestart: a UDP hub has no connection that ends
 // with the relay, and an idle one sends only keepalives, which never start
 // a handshake: before SessionUnknown it was unreachable for up to two
-// minutes after a relay restart. After SIGTERM the new relay asks it at
-// once (the old one left its sessions in a file); after SIGKILL the new
-// relay answers the hub's next keepalive (every 25 s). The bounds are far
-// below the two minutes the hub would otherwise take.
+// minutes after a relay restart. After SIGTERM the old relay leaves its
+// sessions in a file, and the new one takes the hub up from it: a request
+// handshakes with the hub from the relay's side at once. Here each SIGKILL
+// comes within the 0.1 s after a handshake in which a relay has not yet
+// kept the sessions (TestRequestWaitsThroughRelayRestart kills one that
+// has): the new relay answers the hub's next keepalive (every 25 s) with
+// SessionUnknown. The bounds are far below the two minutes the hub would
+// otherwise take.
 func TestUDPHubBackAfterRelayRestart(t *testing.T) {
 	t.Parallel()
 	for _, kill := range []bool{false, true} {
@@ -384,11 +400,12 @@ func TestUDPHubBackAfterRelayRestart(t *testing.T) {
 				})
 				t.Logf("relay %s, then start (%d): the UDP hub was back after %v", name, i+1, time.Since(restarted).Round(time.Millisecond))
 			}
-			if !strings.Contains(s.agent.logText(), "the relay has no session for this hub") {
+			if kill && !strings.Contains(s.agent.logText(), "the relay has no session for this hub") {
 				t.Errorf("the agent's log does not say the relay asked it to handshake again")
 			}
-			if !kill && !strings.Contains(s.relay.logText(), "asking the UDP hubs of the relay before to handshake now") {
-				t.Errorf("the new relay did not ask the hubs the old one left:\n%s", s.relay.logText())
+			if !kill && (!strings.Contains(s.relay.logText(), `msg="took up the UDP hubs of the relay before" sessions=`) ||
+				!strings.Contains(s.relay.logText(), " hubs=1 asked_to_handshake=0")) {
+				t.Errorf("the new relay did not take up the hub the old one left:\n%s", s.relay.logText())
 			}
 			s.waitSessionsLogged(1)
 		})

@@ -474,6 +474,23 @@ func (u *udpInbound) stale(h *hub) {
 	pe.idx = indices{}
 }
 
+// resume ties addr to hub h with session i, which the relay before made
+// with it (resumeUDP), and counts h as heard at seen, unless it was heard
+// since; false if the relay no longer serves h.
+func (u *udpInbound) resume(h *hub, addr netip.AddrPort, i uint32, seen time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.s.hubs.key(h.key) != h {
+		return false
+	}
+	u.tieLocked(h, addr)
+	u.peers[addr].stale.learn(i)
+	if t := seen.UnixNano(); h.udpSeen.Load() < t {
+		h.udpSeen.Store(t)
+	}
+	return true
+}
+
 func (u *udpInbound) tieLocked(h *hub, addr netip.AddrPort) {
 	if old, ok := u.addr[h]; ok && old != addr {
 		delete(u.peers, old)

@@ -29,6 +29,7 @@ type DebugState struct {
 	AgentConnections int   `json:"agent_connections"` // open agent connections, claimed or not
 	ReplayResets     int64 `json:"replay_resets"`     // hubs' WireGuard replay state reset (clock.go) since start
 	UDPWindowDrops   int64 `json:"udp_window_drops"`  // UDP hubs' data packets dropped for a full window (bind.go) since start
+	UDPHubsHeard     int   `json:"udp_hubs_heard"`    // hubs heard from over UDP since start: a handshake, or a keepalive on a session of theirs
 }
 
 // debugCounters are counted where things happen and read by the debug
@@ -71,6 +72,7 @@ func (s *Server) startDebug() error {
 			WireGuardPeers:   int(s.peerCount.Load()),
 			ReplayResets:     s.debug.replayResets.Load(),
 			UDPWindowDrops:   s.metrics.udpWindowDrops.Load(),
+			UDPHubsHeard:     s.udpHubsHeard(),
 		})
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -79,4 +81,18 @@ func (s *Server) startDebug() error {
 	go s.debugSrv.Serve(ln)
 	s.log.Info("debug state", "url", "http://"+ln.Addr().String()+"/debug/state")
 	return nil
+}
+
+// udpHubsHeard counts the hubs udpInbound heard from since the relay
+// began: a handshake completed, or a keepalive on one of their sessions
+// (a relay that follows another hears its hubs so, resumeUDP).
+func (s *Server) udpHubsHeard() int {
+	began := s.began.UnixNano()
+	n := 0
+	for _, h := range s.hubs.all() {
+		if h.udpHandshake.Load() >= began || h.udpSeen.Load() >= began {
+			n++
+		}
+	}
+	return n
 }

@@ -45,11 +45,11 @@ const (
 	// reconnectWindow before, as gone at its start (recentlyOnline).
 	reconnectWindow = 30 * time.Second
 	reconnectWait   = 5 * time.Second
-	// udpSessionFresh is how recent a UDP hub's last handshake must be for
-	// it to count as online: WireGuard rekeys every 2 minutes while the
-	// agent's persistent keepalives flow, and a session the relay started
-	// (peers.go) at the first keepalive after REJECT_AFTER_TIME (180 s),
-	// within 25 s.
+	// udpSessionFresh is how recently a UDP hub must have been heard from
+	// (udpLastHeard) to count as online: WireGuard rekeys every 2 minutes
+	// while the agent's persistent keepalives flow, a session the relay
+	// started (peers.go) at the first keepalive after REJECT_AFTER_TIME
+	// (180 s), within 25 s, and the keepalives come every 25 s.
 	udpSessionFresh = rejectAfterTime + 30*time.Second
 	// udpRecordEvery is how often a relay with UDP agents looks at their
 	// handshakes to record which are online (recordUDPHubs): UDP agents
@@ -58,7 +58,7 @@ const (
 	// udpFirstRecord is when recordUDPHubs first looks after the start.
 	udpFirstRecord = 5 * time.Second
 	// udpPeersMaxAge is how old the dump of WireGuard's peers that
-	// online checks of UDP hubs read may be (lastUDPHandshake), and
+	// online checks of UDP hubs read may be (lastUDPHeard), and
 	// udpWaitPoll how often a request waiting for a UDP hub looks.
 	udpPeersMaxAge = 50 * time.Millisecond
 	udpWaitPoll    = 50 * time.Millisecond
@@ -73,10 +73,11 @@ type registry struct {
 	set atomic.Pointer[hubSet]
 
 	now func() time.Time // Config.Now
-	// udpHandshake, set when UDP agents are allowed, is when the hub's
-	// peer last completed a handshake over UDP (zero: never, or its last
-	// endpoint is an agent's TCP connection). UDP agents say no Hello.
-	udpHandshake func(vpn.PublicKey) time.Time
+	// udpHeard, set when UDP agents are allowed, is when the hub was last
+	// heard from over UDP: a handshake, or a keepalive on one of its
+	// sessions (zero: never, or its peer's last endpoint is an agent's
+	// TCP connection). UDP agents say no Hello.
+	udpHeard func(vpn.PublicKey) time.Time
 }
 
 // hubSet is one version of the registry's hubs; never changed once made.
@@ -249,23 +250,24 @@ func (r *registry) replace(list []HubConfig) (added, removed []*hub) {
 }
 
 // online reports whether a hub can be reached now: a verified TCP agent
-// connection, or a WireGuard handshake over UDP less than udpSessionFresh
-// ago. The handshake's time comes from a dump of all of WireGuard's peers
-// (lastUDPHandshake), so it is asked only for hubs without a TCP
-// connection, only when UDP is enabled, and only once per handshake: the
-// time it stops counting is kept (udpUntil).
+// connection, or a hub heard from over UDP (a handshake, or a keepalive
+// on a session of its) less than udpSessionFresh ago. WireGuard's part of
+// that comes from a dump of all of its peers (lastUDPHeard), so it is
+// asked only for hubs without a TCP connection, only when UDP is enabled,
+// and only once per time heard: the time it stops counting is kept
+// (udpUntil).
 func (r *registry) online(h *hub) bool {
 	if h.online.Load() > 0 {
 		return true
 	}
-	if r.udpHandshake == nil {
+	if r.udpHeard == nil {
 		return false
 	}
 	now := r.now()
 	if until := h.udpUntil.Load(); until != 0 && now.UnixNano() < until {
 		return true
 	}
-	last := r.udpHandshake(h.key)
+	last := r.udpHeard(h.key)
 	if last.IsZero() {
 		return false
 	}
@@ -377,7 +379,7 @@ func (r *registry) waitOnline(h *hub, max time.Duration, done <-chan struct{}) b
 	t := time.NewTimer(max)
 	defer t.Stop()
 	var look <-chan time.Time
-	if r.udpHandshake != nil {
+	if r.udpHeard != nil {
 		tick := time.NewTicker(udpWaitPoll)
 		defer tick.Stop()
 		look = tick.C
@@ -410,7 +412,7 @@ func (h *hub) admitInbound(stop <-chan struct{}) bool {
 	return true
 }
 
-// peerDump is the last dump of WireGuard's peers that lastUDPHandshake
+// peerDump is the last dump of WireGuard's peers that lastUDPHeard
 // took: wireguard-go tells one peer's last handshake only in a text dump
 // of every peer, which on a relay with thousands of hubs takes
 // milliseconds. Online checks within udpPeersMaxAge of each other (a
@@ -423,9 +425,9 @@ type peerDump struct {
 	dumps int // taken so far
 }
 
-// lastUDPHandshake is the registry's udpHandshake for a relay with UDP
-// agents: WireGuard's last handshake with the hub, if its endpoint is UDP.
-func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
+// lastUDPHeard is the registry's udpHeard for a relay with UDP agents:
+// udpLastHeard with WireGuard's view of the hub's peer.
+func (s *Server) lastUDPHeard(key vpn.PublicKey) time.Time {
 	d := &s.udpPeers
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -438,21 +440,28 @@ func (s *Server) lastUDPHandshake(key vpn.PublicKey) time.Time {
 		d.dumps++
 	}
 	ps, ok := d.peers[key]
-	return udpLastHandshake(s.hubs.key(key), ps, ok)
+	return udpLastHeard(s.hubs.key(key), ps, ok)
 }
 
-// udpLastHandshake is when hub h (nil: none) last completed a handshake
-// over UDP: its peer's, ps if ok, or the last one udpInbound saw (the hub
-// may have no peer: sweepUDPPeers), whichever is later; zero if never, or
-// if its peer is on an agent's TCP connection.
-func udpLastHandshake(h *hub, ps vpn.PeerStats, ok bool) time.Time {
+// udpLastHeard is when hub h (nil: none) was last heard from over UDP:
+// its peer's last handshake, ps if ok, or what udpInbound saw (the hub may
+// have no peer: sweepUDPPeers, resumeUDP): the last handshake completed,
+// or a keepalive on one of its sessions from its address, whichever is
+// latest; zero if never, or if its peer is on an agent's TCP connection.
+// A keepalive on a session WireGuard no longer has is not authenticated;
+// it takes the hub's address and session index, which only someone on
+// the hub's path has, and makes the relay try the hub, no more
+// (clock_udp.go says the same of its use there).
+func udpLastHeard(h *hub, ps vpn.PeerStats, ok bool) time.Time {
 	if ok && strings.HasPrefix(ps.Endpoint, tcpEndpointPrefix) {
 		return time.Time{}
 	}
 	last := ps.LastHandshake
 	if h != nil {
-		if t := h.udpHandshake.Load(); t != 0 && t > last.UnixNano() {
-			last = time.Unix(0, t)
+		for _, t := range []int64{h.udpHandshake.Load(), h.udpSeen.Load()} {
+			if t != 0 && t > last.UnixNano() {
+				last = time.Unix(0, t)
+			}
 		}
 	}
 	return last
@@ -460,10 +469,11 @@ func udpLastHandshake(h *hub, ps vpn.PeerStats, ok bool) time.Time {
 
 // recordUDPHubs records, every udpRecordEvery until the relay closes,
 // which hubs without a TCP connection are online over UDP. The first time
-// comes udpFirstRecord after the start, once the hubs of the relay before
-// have handshaken again (resumeUDP), so that the store soon says they are
-// online: a relay that follows a crash counts them as on their way back
-// (recentlyOnline). Their sessions are kept as they change
+// comes udpFirstRecord after the start, so that the store soon says the
+// hubs the relay took up from the relay before (resumeUDP) are online,
+// or, of those that were online by the store and not in its file (a relay
+// that follows a crash counts them as on their way back: recentlyOnline),
+// which came back. Their sessions are kept as they change
 // (keepUDPSessions).
 func (s *Server) recordUDPHubs() {
 	first := time.NewTimer(udpFirstRecord)
@@ -479,8 +489,8 @@ func (s *Server) recordUDPHubs() {
 }
 
 // sweepUDPHubs notes for the store, of each hub without a TCP connection,
-// whether it is online over UDP (a fresh handshake whose endpoint is not a
-// TCP connection), from one dump of WireGuard's peers.
+// whether it is online over UDP (heard from lately, udpLastHeard), from
+// one dump of WireGuard's peers.
 func (s *Server) sweepUDPHubs() {
 	st, err := s.dev.Stats()
 	if err != nil {
@@ -492,7 +502,7 @@ func (s *Server) sweepUDPHubs() {
 		if ok {
 			h.sawRx(ps.RxBytes, now) // for clock_udp.go
 		}
-		last := udpLastHandshake(h, ps, ok)
+		last := udpLastHeard(h, ps, ok)
 		fresh := !last.IsZero() && now.Sub(last) < udpSessionFresh
 		h.mu.Lock()
 		changed := false

@@ -47,17 +47,20 @@ import (
 // need not be:
 //   - its keepalives on the removed peer's sessions (udpInbound's stale
 //     indices) are dropped before WireGuard, which no longer knows them;
-//     they keep its NAT open and say it is there (hub.udpSeen, for the
-//     clock check of clock_udp.go);
+//     they keep its NAT open and say it is there (hub.udpSeen, for
+//     online and the clock check of clock_udp.go);
 //   - a data packet on one is answered with SessionUnknown (unknown.go):
 //     the agent handshakes at once, and the peer is added for it;
 //   - its next rekey adds the peer for the handshake; a request for it
 //     adds it and WireGuard handshakes from the relay's side, to the
 //     hub's address (udpInbound), which its keepalives hold open;
-//   - online reads its last handshake as udpInbound saw it complete
-//     (hub.udpHandshake). A session the relay started is renewed only once
-//     it expired, by the hub's next keepalive after REJECT_AFTER_TIME:
-//     within udpSessionFresh.
+//   - online reads when udpInbound last heard it: a handshake completed
+//     (hub.udpHandshake) or a keepalive (hub.udpSeen). A session the
+//     relay started is renewed only once it expired, by the hub's next
+//     keepalive after REJECT_AFTER_TIME.
+//
+// A relay that follows another takes up its UDP hubs the same way
+// (resumeUDP): their sessions are stale here from the start.
 //
 // An idle UDP hub so holds a peer for udpPeerIdleAfter to
 // udpPeerIdleAfter + udpPeerSweepEvery after each of its handshakes, every

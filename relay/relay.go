@@ -86,7 +86,7 @@ type Server struct {
 	version string
 
 	hubs     *registry
-	udpPeers peerDump   // lastUDPHandshake's
+	udpPeers peerDump   // lastUDPHeard's
 	saveMu   sync.Mutex // writers of the UDP sessions file (unknown.go)
 	// startHubs is the store's hubs as openStore read them, before it
 	// cleared their online marks: the first syncHubs serves them, and
@@ -95,6 +95,7 @@ type Server struct {
 	db        *store.Store // Config.Store, open from Start to Close
 	lock      *store.Lock  // the SQLite store's, held from Start to Close
 	now       func() time.Time
+	began     time.Time // when Start began, by now
 
 	// Access control (auth.go): the store's Revision as last polled, the
 	// connections with a decision, the portal's hand-off codes, the audit
@@ -240,6 +241,7 @@ func (s *Server) Start() (err error) {
 			s.Close()
 		}
 	}()
+	s.began = s.now()
 	k, created, err := vpn.LoadOrCreatePrivateKey(s.cfg.PrivateKeyFile)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
@@ -292,7 +294,7 @@ func (s *Server) Start() (err error) {
 		if err := s.dev.SetListenPort(udpPort); err != nil {
 			return fmt.Errorf("relay: %w", err)
 		}
-		s.hubs.udpHandshake = s.lastUDPHandshake
+		s.hubs.udpHeard = s.lastUDPHeard
 	}
 	if err := s.syncHubs(); err != nil {
 		return err

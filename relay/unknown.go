@@ -26,8 +26,10 @@ import (
 // two minutes old (REKEY_AFTER_TIME), and users saw the hub offline
 // (make soak). So the relay answers a transport message for a session it
 // does not know with wire.SessionUnknown, and the agent handshakes at once
-// (uplink.UDPBind.SessionUnknown): an idle hub is back within its next
-// keepalive (25 s), a busy one within a round trip.
+// (uplink.UDPBind.SessionUnknown): a hub the relay knows nothing of is
+// back within its next keepalive (25 s), a busy one within a round trip.
+// The hubs of the relay before it need not even that: it left their
+// sessions in a file, and the new relay takes them up (resumeUDP).
 //
 // "Does not know" is udpInbound's view: the session indices of the
 // handshakes the relay answered or started with that address. A hub that
@@ -110,12 +112,11 @@ func (b *agentBind) sendUnknown(answers []unknownAnswer) {
 // returns an answer for each session of each UDP hub. The relay leaves
 // them in a file for the relay that follows (as it does after each
 // handshake, for a relay that follows a crash: keepUDPSessions), which
-// sends them as it starts (resumeUDP): the hubs handshake with it at
-// once, and a restart by a service manager costs a UDP hub well under a
-// second. Where the file cannot be written,
-// the answers go out at once: the hubs' handshakes then meet the closing
-// relay and WireGuard repeats them every 5 s (REKEY_TIMEOUT) until the
-// next relay answers.
+// takes the hubs up from it as it starts (resumeUDP): a restart by a
+// service manager costs a UDP hub well under a second. Where the file
+// cannot be written, the answers go out at once: the hubs' handshakes
+// then meet the closing relay and WireGuard repeats them every 5 s
+// (REKEY_TIMEOUT) until the next relay answers.
 func (u *udpInbound) goodbye() []unknownAnswer {
 	u.mu.Lock()
 	u.closing = true
@@ -134,8 +135,10 @@ func (u *udpInbound) snapshot() []unknownAnswer {
 		if pe.hub != nil {
 			name = pe.hub.Name
 		}
+		// The removed peer's sessions first: they are older, and the
+		// relay that follows keeps the last four it reads (resumeUDP).
 		var ids [2 * len(pe.idx.ids)]uint64
-		copy(ids[copy(ids[:], pe.idx.ids[:]):], pe.stale.ids[:])
+		copy(ids[copy(ids[:], pe.stale.ids[:]):], pe.idx.ids[:])
 		for _, id := range ids {
 			if id == 0 {
 				continue
@@ -215,60 +218,59 @@ func (s *Server) saveUnknownLocked(answers []unknownAnswer) (int, error) {
 }
 
 // loadUnknown reads and removes the file a relay before left, and returns
-// its answers if it is fresh. A missing file is no answers; a damaged one
-// is logged and removed.
-func (s *Server) loadUnknown(now time.Time) []unknownAnswer {
+// its answers, if it is fresh, and when it was written. A missing file is
+// no answers; a damaged one is logged and removed.
+func (s *Server) loadUnknown(now time.Time) ([]unknownAnswer, time.Time) {
 	path := s.cfg.udpSessionsFile()
 	if path == "" {
-		return nil
+		return nil, time.Time{}
 	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, time.Time{}
 	}
 	os.Remove(path)
-	answers, err := parseSavedSessions(data, now)
+	answers, written, err := parseSavedSessions(data, now)
 	if err != nil {
 		s.log.Warn("ignoring the UDP sessions the relay before left", "file", path, "err", err.Error())
 	}
-	return answers
+	return answers, written
 }
 
-func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, error) {
+func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, time.Time, error) {
 	var f savedSessions
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("damaged: %w", err)
+		return nil, time.Time{}, fmt.Errorf("damaged: %w", err)
 	}
 	if age := now.Sub(f.Written); age > savedSessionsFresh || age < -time.Minute {
-		return nil, nil // stale: the hubs found the relay by themselves
+		return nil, time.Time{}, nil // stale: the hubs found the relay by themselves
 	}
 	if len(f.Sessions) > savedSessionsMax {
-		return nil, fmt.Errorf("%d sessions, more than %d", len(f.Sessions), savedSessionsMax)
+		return nil, time.Time{}, fmt.Errorf("%d sessions, more than %d", len(f.Sessions), savedSessionsMax)
 	}
 	answers := make([]unknownAnswer, 0, len(f.Sessions))
 	for _, ss := range f.Sessions {
 		addr, err := netip.ParseAddrPort(ss.Addr)
 		if err != nil || !addr.IsValid() || addr.Port() == 0 {
-			return nil, fmt.Errorf("damaged: address %q", ss.Addr)
+			return nil, time.Time{}, fmt.Errorf("damaged: address %q", ss.Addr)
 		}
 		a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}, hub: ss.Hub}
 		copy(a.msg[:], wire.AppendSessionUnknown(nil, ss.Index))
 		answers = append(answers, a)
 	}
-	return answers, nil
+	return answers, f.Written, nil
 }
 
 // keepUDPSessions writes the UDP hubs' sessions to the file for the relay
 // after a SIGKILL or a crash, udpSaveSettle after a handshake gave one of
-// them a new session (a relay's start brings all of them at once), so
-// that the next relay asks them too (resumeUDP): an agent answers only
-// for the session it last sent on. Writes are at least udpSaveSettle
-// apart, and further for a big file (udpSaveRate): a relay with 10,000
-// UDP hubs, which rekey every 2 minutes, writes its 2 MB every half
-// minute. So a relay that crashes a second after its start (it removed
-// the file its predecessor left as it read it) still leaves the sessions
-// its hubs are on, and they are not left to their next keepalive, up to
-// 25 s away.
+// them a new session, and after resumeUDP took them up, so that the next
+// relay takes them up too: a keepalive counts only on a session the
+// relay knows. Writes are at least udpSaveSettle apart, and further for a
+// big file (udpSaveRate): a relay with 10,000 UDP hubs, which rekey every
+// 2 minutes, writes its 2 MB every half minute. So a relay that crashes a
+// second after its start (it removed the file its predecessor left as it
+// read it) still leaves the sessions its hubs are on, and they are not
+// left to their next keepalive, up to 25 s away.
 func (s *Server) keepUDPSessions() {
 	defer s.wg.Done()
 	if s.bind == nil || s.bind.udpIn == nil {
@@ -325,35 +327,63 @@ func (s *Server) saveUDPSessions() int {
 	return n
 }
 
-// resumeUDP sends the answers the relay before left, once this relay's
-// UDP socket is open and its hubs are WireGuard peers, a batch at a time so
-// that the socket's buffer is not overrun. The hubs they name count as
-// gone now, so that a request for one of them in the moment before its
-// handshake waits for it (awaitReconnect), as for a hub the store says was
-// online: the store learns of UDP hubs only every udpRecordEvery, the file
-// within udpSaveSettle of their handshake.
+// resumeUDP takes up the UDP hubs the relay before left, once this
+// relay's UDP socket is open and its hubs are WireGuard peers. Each hub
+// the file names is tied to its address with its sessions, as a hub
+// whose peer was removed while idle is (udpInbound.resume): WireGuard
+// here knows none of them, the hub may still send on one. So nothing of
+// the hub's has to happen at once, and nothing does:
+//   - its keepalives are taken as before (udpPeer.stale) and say it is
+//     there; it counts as heard when the file was written (online);
+//   - a request for it adds its peer, and WireGuard handshakes from the
+//     relay's side, to the address its keepalives hold open;
+//   - its data (it was busy) is answered with SessionUnknown, and it
+//     handshakes at once; its own rekey comes within two minutes.
+//
+// Asking every hub to handshake at once, as the relay did before, took a
+// relay with 100,000 UDP hubs 141–167 s of all its CPU, 140,000–220,000
+// retries and 30,000–57,000 cookies before the last was back: ~100 times
+// the handshakes it answers a second. Sessions the file names no served
+// hub for (a file of a relay before names, a hub removed since) are still
+// asked, a batch at a time so that the socket's buffer is not overrun.
 func (s *Server) resumeUDP() {
 	if s.bind == nil || s.bind.udp == nil {
 		return
 	}
-	answers := s.loadUnknown(time.Now())
+	answers, written := s.loadUnknown(time.Now())
 	if len(answers) == 0 {
 		return
 	}
-	back := map[*hub]bool{}
+	written = written.Add(time.Until(s.now())) // on the relay's clock (Config.Now)
+	var ask []unknownAnswer
+	resumed := map[*hub]bool{}
 	for _, a := range answers {
-		if h := s.hubs.name(a.hub); a.hub != "" && h != nil && !back[h] {
-			s.hubs.goneNow(h)
-			back[h] = true
+		h := s.hubs.name(a.hub)
+		if a.hub == "" || h == nil {
+			ask = append(ask, a)
+			continue
+		}
+		i, _ := wire.ParseSessionUnknown(a.msg[:])
+		if s.bind.udpIn.resume(h, a.ep.(*conn.StdNetEndpoint).AddrPort, i, written) {
+			resumed[h] = true
 		}
 	}
-	s.log.Info("asking the UDP hubs of the relay before to handshake now", "sessions", len(answers), "hubs_awaited", len(back))
+	s.log.Info("took up the UDP hubs of the relay before", "sessions", len(answers), "hubs", len(resumed), "asked_to_handshake", len(ask))
+	if len(resumed) > 0 {
+		select { // keep them for a relay that follows soon (keepUDPSessions)
+		case s.bind.udpIn.changed <- struct{}{}:
+		default:
+		}
+	}
+	if len(ask) == 0 {
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		const batch = 256
-		for i := 0; i < len(answers); i += batch {
-			s.bind.sendUnknown(answers[i:min(i+batch, len(answers))])
+		for i := 0; i < len(ask); i += batch {
+			s.bind.sendUnknown(ask[i:min(i+batch, len(ask))])
 			select {
 			case <-s.closing:
 				return

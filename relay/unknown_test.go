@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -106,7 +105,7 @@ func TestSavedSessions(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("the file: %v, %v; want mode 0600", fi, err)
 	}
-	got := s.loadUnknown(time.Now())
+	got, _ := s.loadUnknown(time.Now())
 	if len(got) != 2 || got[0].msg != answers[0].msg || got[1].ep.DstToString() != "[2001:db8::1]:4000" {
 		t.Errorf("read back %d answers: %+v", len(got), got)
 	}
@@ -116,11 +115,11 @@ func TestSavedSessions(t *testing.T) {
 	if _, err := s.saveUnknown(answers); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.loadUnknown(time.Now().Add(savedSessionsFresh + time.Second)); len(got) != 0 {
+	if got, _ := s.loadUnknown(time.Now().Add(savedSessionsFresh + time.Second)); len(got) != 0 {
 		t.Errorf("%d answers from a stale file; want none", len(got))
 	}
 	for _, bad := range []string{"{", `{"written":"` + time.Now().UTC().Format(time.RFC3339) + `","sessions":[{"addr":"nonsense","index":1}]}`} {
-		if _, err := parseSavedSessions([]byte(bad), time.Now()); err == nil {
+		if _, _, err := parseSavedSessions([]byte(bad), time.Now()); err == nil {
 			t.Errorf("parseSavedSessions(%q) took it", bad)
 		}
 	}
@@ -144,7 +143,7 @@ func TestSessionsKeptSoonAfterStart(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		kept, err = parseSavedSessions(data, time.Now())
+		kept, _, err = parseSavedSessions(data, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,14 +155,15 @@ func TestSessionsKeptSoonAfterStart(t *testing.T) {
 	}
 }
 
-// TestUDPHubsOfTheRelayBeforeAwaited: a relay that starts from the file
-// of UDP sessions its predecessor left counts the hubs it names as on
-// their way back, so that a request for one in the moment before its
-// handshake waits for it instead of failing with "Hub offline". The
-// store's record of UDP hubs lags by up to udpRecordEvery; the file does
-// not. A file without hub names (an older relay's) still works and awaits
-// none.
-func TestUDPHubsOfTheRelayBeforeAwaited(t *testing.T) {
+// TestUDPHubsOfTheRelayBeforeTakenUp: a relay that starts from the file
+// of UDP sessions its predecessor left takes up the hubs it names without
+// a handshake (resumeUDP). Hub a (its "agent" a plain UDP socket here) is
+// online from the start; a keepalive on its saved session goes no further
+// and is not answered; data on it is answered with SessionUnknown; and a
+// request for it sends WireGuard's initiation to its address. A file
+// without hub names (an older relay's) is still asked at once, and
+// takes up no hub.
+func TestUDPHubsOfTheRelayBeforeTakenUp(t *testing.T) {
 	sock, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -180,31 +180,70 @@ func TestUDPHubsOfTheRelayBeforeAwaited(t *testing.T) {
 		}
 	}
 	dir := func(c *Config) { c.Store = filepath.Join(t.TempDir(), "relay.db") }
+	// next reads what the relay sent sock within d: nil if nothing.
+	next := func(d time.Duration) []byte {
+		buf := make([]byte, 2048)
+		sock.SetReadDeadline(time.Now().Add(d))
+		n, err := sock.Read(buf)
+		if err != nil {
+			return nil
+		}
+		return buf[:n]
+	}
 
 	old := startTestRelayHook(t, true, dir, left(""), "a")
-	if old.hubs.reconnecting(old.hubs.name("a")) {
-		t.Errorf("a file without hub names: hub a awaited")
+	if m := next(5 * time.Second); m == nil {
+		t.Errorf("a file without hub names: no answer came")
+	} else if i, ok := wire.ParseSessionUnknown(m); !ok || i != 7 {
+		t.Errorf("a file without hub names: %x came, want SessionUnknown for session 7", m)
+	}
+	if old.hubs.online(old.hubs.name("a")) {
+		t.Errorf("a file without hub names: hub a online")
 	}
 
 	tr := startTestRelayHook(t, true, dir, left("a"), "a", "b")
 	a, b := tr.hubs.name("a"), tr.hubs.name("b")
-	if !tr.hubs.reconnecting(a) || tr.hubs.reconnecting(b) {
-		t.Fatalf("awaited: hub a %v, hub b %v; want a only", tr.hubs.reconnecting(a), tr.hubs.reconnecting(b))
+	if !tr.hubs.online(a) || tr.hubs.online(b) {
+		t.Fatalf("online: hub a %v, hub b %v; want a only", tr.hubs.online(a), tr.hubs.online(b))
 	}
-	res := make(chan error, 1)
-	go func() {
-		code, err := tr.get("a")
-		if err == nil && code != 200 {
-			err = fmt.Errorf("status %d", code)
+	relay, err := net.ResolveUDPAddr("udp", tr.cfg.AgentListenUDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(size int) {
+		m := make([]byte, size)
+		m[0] = 4 // a transport message
+		m[4] = 7 // on session 7
+		if _, err := sock.WriteToUDP(m, relay); err != nil {
+			t.Fatal(err)
 		}
-		res <- err
-	}()
-	poll.Until(t, 10*time.Second, "the request to wait for hub a", func() bool { return waiting(a) })
-	startUDPAgent(t, tr, tr.keys["a"], "100.96.0.2")
-	if err := <-res; err != nil {
-		t.Fatalf("GET while hub a came back: %v, want 200", err)
+	}
+	if n := tr.udpHubsHeard(); n != 0 {
+		t.Errorf("hubs heard from before any came: %d", n)
+	}
+	heard := a.udpSeen.Load()
+	tr.clock.advance(time.Second)
+	send(32) // a keepalive
+	poll.Until(t, 5*time.Second, "the relay to hear hub a's keepalive", func() bool { return a.udpSeen.Load() > heard })
+	if n := tr.udpHubsHeard(); n != 1 {
+		t.Errorf("hubs heard from after hub a's keepalive: %d, want 1", n)
+	}
+	if m := next(200 * time.Millisecond); m != nil {
+		t.Errorf("the relay answered a keepalive on a session it took up: %x", m)
+	}
+	send(64) // data
+	if m := next(5 * time.Second); m == nil {
+		t.Errorf("data on a session taken up: no answer")
+	} else if i, ok := wire.ParseSessionUnknown(m); !ok || i != 7 {
+		t.Errorf("data on a session taken up: %x came, want SessionUnknown for session 7", m)
+	}
+
+	go tr.get("a") // no agent answers: it fails in the end
+	m := next(10 * time.Second)
+	if m == nil || wire.Classify(m) != wire.Initiation {
+		t.Fatalf("a request for hub a sent %x to its address, want a handshake initiation", m)
 	}
 	if code, err := tr.get("b"); err != nil || code != 404 {
-		t.Errorf("GET for hub b, never online and not awaited: %d %v, want 404", code, err)
+		t.Errorf("GET for hub b, never online: %d %v, want 404", code, err)
 	}
 }
