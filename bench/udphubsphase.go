@@ -166,7 +166,7 @@ func (ru *run) udpHubs() error {
 		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s; %d retries, %d cookies, %d SessionUnknown, %d transport messages to the hubs in the window)",
 			100*(cpu1-cpu0).Seconds()/secs, float64(d.handshakes)/secs, float64(d.keepalives)/secs,
 			d.retries, d.cookies, d.unknowns, d.fromRelay), "reported", nil)
-	ru.r.add("udp hubs", fmt.Sprintf("%d UDP hubs back after a relay restart (each with a handshake since)", n), back.String(), "reported", nil)
+	ru.r.add("udp hubs", fmt.Sprintf("%d UDP hubs back after a relay restart (each heard from by the new relay: a keepalive or a handshake)", n), back.String(), "reported", nil)
 	ru.r.section("UDP hubs on one relay", `The relay (hubrelay, UDP on) is started twice more: with no hubs, and with %d `+"`[[hub]]`"+` entries (generated keys,
 tunnel addresses 100.100–101.x.y); it took %s to start with them. The hubs are %d `+"`hubbench lightfleet`"+` processes of
 %d hubs or fewer, each hub with its own key, UDP socket and loopback address (process p's in 127.(10+p)/16: WireGuard
@@ -181,8 +181,9 @@ offline), 5 s after the last hub was ready, and %s later (the idle row; per hub 
 hub rekeys every ~125 s, and the relay removes a UDP hub's WireGuard peer 15–20 s after a handshake that no data
 followed (relay/peers.go), so an idle hub holds a peer for about a sixth of the time. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
 CPU profile of its first 60 s: %s. The fleet processes held %s together. Then the relay is restarted (SIGTERM: it
-keeps the hubs' sessions for the relay that follows, which tells each hub at once that its session is gone, and each
-handshakes again); "back" is every hub with a handshake completed after the relay went, the relay's CPU over that time.`,
+keeps the hubs' sessions for the relay that follows, which takes each hub up from them without a handshake, and reaches it
+by a handshake of its own when a request comes); "back" is every hub heard from by the new relay (a keepalive on a session
+it took up, or a handshake), the relay's CPU over that time.`,
 		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, cpuProfile, fmtMB(fleetRSS))
 	return nil
 }
@@ -234,20 +235,21 @@ func fleetCounts(fleets []*Proc) lightCounts {
 
 // udpBack is how the UDP hubs came back after a relay restart.
 type udpBack struct {
-	n, back   int64
+	n, back   int64 // hubs, and those the new relay heard from
 	took, cpu time.Duration
-	d         lightCounts
+	d         lightCounts // the fleets' counts over that time
 }
 
 func (b udpBack) String() string {
-	return fmt.Sprintf("%d of %d in %s from the restart, relay CPU %.0f %% of a core over that time, its start included (%d SessionUnknown taken, %d retries, %d cookies)",
-		b.back, b.n, fmtSec(b.took), 100*b.cpu.Seconds()/b.took.Seconds(), b.d.unknowns, b.d.retries, b.d.cookies)
+	return fmt.Sprintf("%d of %d in %s from the restart, relay CPU %.0f %% of a core over that time, its start included (%d of them handshook meanwhile; %d SessionUnknown taken, %d retries, %d cookies)",
+		b.back, b.n, fmtSec(b.took), 100*b.cpu.Seconds()/b.took.Seconds(), b.d.sinceMark, b.d.unknowns, b.d.retries, b.d.cookies)
 }
 
 // udpRestart stops the relay, marks the fleets while it is down (a
 // handshake after the mark is one with the relay that follows), starts it
-// again with the same config and store, and waits until every hub has
-// handshaken since, for at most udpBackWithin.
+// again with the same config and store, and waits until the new relay has
+// heard from every hub (a keepalive or a handshake: relay.DebugState's
+// UDPHubsHeard), for at most udpBackWithin.
 func (ru *run) udpRestart(rn *Relay, fleets []*Proc, n int) (udpBack, error) {
 	const udpBackWithin = 10 * time.Minute
 	rn.Proc.Stop()
@@ -265,15 +267,20 @@ func (ru *run) udpRestart(rn *Relay, fleets []*Proc, n int) (udpBack, error) {
 	if err := rn.Start(); err != nil {
 		return udpBack{}, err
 	}
-	waitFor(udpBackWithin, func() bool { return fleetCounts(fleets).sinceMark >= int64(n) })
+	heard := 0
+	waitFor(udpBackWithin, func() bool {
+		st, err := relayDebugState(rn.DebugAddr)
+		heard = st.UDPHubsHeard
+		return err == nil && heard >= n
+	})
 	took := time.Since(t0)
 	cpu, err := CPUTime(rn.Proc.PID()) // all the new process's, its start included
 	if err != nil {
 		return udpBack{}, err
 	}
 	c1 := fleetCounts(fleets)
-	ru.logf("udphubs: %d of %d hubs back %s after the relay restart", c1.sinceMark, n, fmtSec(took))
-	return udpBack{n: int64(n), back: c1.sinceMark, took: took, cpu: cpu, d: c1.sub(c0)}, nil
+	ru.logf("udphubs: %d of %d hubs heard from %s after the relay restart (%d handshook)", heard, n, fmtSec(took), c1.sinceMark)
+	return udpBack{n: int64(n), back: int64(heard), took: took, cpu: cpu, d: c1.sub(c0)}, nil
 }
 
 // waitFor calls cond once a second until it is true or within has passed,
