@@ -424,7 +424,7 @@ func (s *Server) Close() error {
 					s.bind.sendUnknown(answers)
 					s.log.Info("shutting down: told the UDP hubs to handshake with the relay that follows", "sessions", len(answers), "not_saved", err.Error())
 				} else {
-					s.log.Info("shutting down: left the UDP hubs' sessions for the relay that follows to ask", "sessions", len(answers))
+					s.log.Info("shutting down: left the UDP hubs' sessions for the relay that follows", "sessions", len(answers))
 				}
 			}
 		}
