@@ -124,17 +124,26 @@ func (s *Store) ImportHubs(ctx context.Context, list []HubSpec) (ImportResult, e
 	var r ImportResult
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		r = ImportResult{}
+		// Every hub in one query: a relay with 100,000 hubs in its list
+		// took 10 s to start with three queries per hub, unchanged at
+		// every start but the first.
+		stored, err := storedKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
 		for _, h := range list {
 			// A hub that replaced the config's key through the tunnel
 			// (ReplaceHubKey) keeps its own.
-			var key, configKey string
-			err := tx.QueryRowContext(ctx, `SELECT public_key, config_key FROM hubs WHERE name = $1`, h.Name).Scan(&key, &configKey)
-			if err != nil && err != sql.ErrNoRows {
-				return err
+			was, ok := stored[h.Name]
+			if ok && was.configKey != "" && was.configKey == h.PublicKey {
+				h.PublicKey = was.key
 			}
-			if configKey != "" && configKey == h.PublicKey {
-				h.PublicKey = key
+			if ok && was.key == h.PublicKey && was.ip == h.TunnelIP {
+				// Keys and addresses are unique: no other hub has these.
+				r.Unchanged = append(r.Unchanged, h.Name)
+				continue
 			}
+			delete(stored, h.Name) // changed in this transaction from here
 			_, what, err := s.upsertHubTx(ctx, tx, h)
 			if err != nil {
 				return err
@@ -157,6 +166,28 @@ func (s *Store) ImportHubs(ctx context.Context, list []HubSpec) (ImportResult, e
 		return ImportResult{}, fmt.Errorf("store: import hubs: %w", err)
 	}
 	return r, nil
+}
+
+// storedHub is what ImportHubs compares of a hub in the store.
+type storedHub struct{ key, ip, configKey string }
+
+// storedKeys reads every hub's key, tunnel address and config key, by name.
+func storedKeys(ctx context.Context, tx *sql.Tx) (map[string]storedHub, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name, public_key, tunnel_ip, config_key FROM hubs`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[string]storedHub{}
+	for rows.Next() {
+		var name string
+		var h storedHub
+		if err := rows.Scan(&name, &h.key, &h.ip, &h.configKey); err != nil {
+			return nil, err
+		}
+		m[name] = h
+	}
+	return m, rows.Err()
 }
 
 func (s *Store) upsertHubTx(ctx context.Context, tx *sql.Tx, h HubSpec) (Hub, string, error) {
