@@ -144,6 +144,21 @@ func TestUDPTransportStatus(t *testing.T) {
 			t.Errorf("handshake %v ago: %+v, want %+v", tt.ago, got, want)
 		}
 	}
+	// Pinging, a pong counts as a handshake would, until three pings in a
+	// row went unanswered.
+	ps := vpn.PeerStats{LastHandshake: now.Add(-time.Hour)}
+	tr.mu.Lock()
+	tr.pinging = true
+	tr.mu.Unlock()
+	for _, tt := range []struct {
+		ago       time.Duration // since the last pong
+		connected bool
+	}{{0, true}, {75 * time.Second, true}, {76 * time.Second, false}} {
+		tr.lastPong.Store(now.Add(-tt.ago).UnixNano())
+		if got := tr.status(ps).connected; got != tt.connected {
+			t.Errorf("pinging, last pong %v ago: connected %v, want %v", tt.ago, got, tt.connected)
+		}
+	}
 }
 
 // fakeRelay accepts agent connections on loopback and hands them out.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -15,26 +16,46 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/uplink"
 	"github.com/hubtunnel/hubtunnel/vpn"
+	"github.com/hubtunnel/hubtunnel/wire"
 )
 
 // udpHandshakeFresh is how long a UDP tunnel counts as connected after its
-// last handshake: WireGuard rekeys a session the agent started after 2
-// minutes while keepalives flow, and one the relay started (it does for a
-// request once the hub's peer went idle there) at the first keepalive
-// after it expired (180 s), within 25 s. Beyond it, the relay's name is
-// resolved again.
+// last handshake, while the agent keeps WireGuard's keepalives: WireGuard
+// rekeys a session the agent started after 2 minutes while keepalives
+// flow, and one the relay started (it does for a request once the hub's
+// peer went idle there) at the first keepalive after it expired (180 s),
+// within 25 s. Beyond it, the relay's name is resolved again.
 const udpHandshakeFresh = 210 * time.Second
 
 // udpReresolveEvery is how often the relay's name is resolved again while
-// no handshake is fresh.
+// the tunnel is not connected.
 const udpReresolveEvery = time.Minute
+
+// udpPongsLost is how many pings in a row may go unanswered before the
+// agent takes the relay for gone (see pinger).
+const udpPongsLost = 3
+
+// udpProbes is how many pings the agent sends on a session to learn
+// whether its relay answers them (a plain WireGuard server does not).
+const udpProbes = 3
 
 // udpTransport is transport "udp": plain WireGuard (uplink.UDPBind), so that
 // any WireGuard server can be the other end. WireGuard's endpoint is one
-// address of the relay's; while no handshake is fresh, the name is resolved
-// again every minute, for a relay whose address changed. The bind reads
-// only the relay's address family, and at most maxInFlight received data
-// packets wait inside WireGuard (uplink.InboundTUN counts them out).
+// address of the relay's; while the tunnel is not connected, the name is
+// resolved again every minute, for a relay whose address changed. The bind
+// reads only the relay's address family, and at most maxInFlight received
+// data packets wait inside WireGuard (uplink.InboundTUN counts them out).
+//
+// Idle, the agent pings (wire.UDPPing) instead of sending WireGuard's
+// keepalives, once the relay has answered a ping: a keepalive on a session
+// older than two minutes starts a handshake, 30 an hour for an idle hub,
+// while a ping keeps the NAT mapping open with an 8-byte datagram and its
+// pong says the relay is there. Without keepalives the session ages
+// unused; the relay handshakes for a request (it knows the hub's address
+// and session from its pings), the agent for its own data, as WireGuard
+// does. When udpPongsLost pings in a row go unanswered (the relay went, or
+// is one that never answers), the agent turns the keepalive on again and
+// handshakes.
 type udpTransport struct {
 	cfg   *Config          // relayHost, relayPort, relayIP, relayKey, MTU
 	dns   *dnsfix.Resolver // non-nil when the relay is a name
@@ -60,12 +81,21 @@ type udpTransport struct {
 	unknownAt  time.Time       // sessionUnknown's last handshake
 	unknownFor uint32          // and the session it replaced
 	unknownLog time.Time       // and its last log line
+
+	pingEvery time.Duration // the config's persistent_keepalive
+	kaMu      sync.Mutex    // orders applyKeepalive's changes
+	lastPong  atomic.Int64  // unix nanoseconds of the last pong; 0: none
+	// Under mu:
+	pinging  bool   // the relay answers pings: WireGuard's keepalive is off
+	probeFor uint32 // the session of the pings sent while not pinging,
+	probes   int    // and how many
 }
 
 var _ transport = (*udpTransport)(nil)
 
 func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
-	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery, relayKey: cfg.relayKey, switchDelay: udpKeySwitchDelay}
+	t := &udpTransport{cfg: cfg, dns: env.dns, logf: logger.OrDiscard(env.logf), now: time.Now, every: udpReresolveEvery, relayKey: cfg.relayKey, switchDelay: udpKeySwitchDelay,
+		pingEvery: time.Duration(cfg.PersistentKeepalive) * time.Second}
 	ep, err := t.resolve(context.Background())
 	if err != nil {
 		// Not fatal: the hub may boot before its network. start retries.
@@ -76,6 +106,7 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 	t.ipv6.Store(isIPv6Endpoint(ep))
 	t.b = uplink.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
 	t.b.SessionUnknown = t.sessionUnknown
+	t.b.Pong = t.pong
 	t.cb = &countingBind{Bind: t.b}
 	return t
 }
@@ -95,29 +126,33 @@ func (t *udpTransport) wrapTUN(dev tun.Device) tun.Device { return uplink.Inboun
 
 func (t *udpTransport) endpoint() string { return t.ep }
 
-// start follows the relay's address (see reresolve). It does not handshake:
-// adding the peer with a persistent keepalive has started one already, and
-// a second initiation in the same instant would be dropped as a replay.
+// start follows the relay's address (see reresolve) and pings it (see
+// pinger). It does not handshake: adding the peer with a persistent
+// keepalive has started one already, and a second initiation in the same
+// instant would be dropped as a replay.
 func (t *udpTransport) start(dev *vpn.Device) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.stop, t.done = cancel, make(chan struct{})
 	t.mu.Lock()
 	t.dev = dev
 	t.mu.Unlock()
-	go t.reresolve(ctx, dev)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); t.reresolve(ctx, dev) }()
+	go func() { defer wg.Done(); t.pinger(ctx, dev) }()
+	go func() { wg.Wait(); close(t.done) }()
 }
 
 // reresolve resolves the relay's name at once and then every minute, while
-// no handshake is fresh, and points the peer at a changed address.
+// the tunnel is not connected, and points the peer at a changed address.
 func (t *udpTransport) reresolve(ctx context.Context, dev *vpn.Device) {
-	defer close(t.done)
 	tick := time.NewTicker(t.every)
 	defer tick.Stop()
 	last := ""
 	for {
 		st, _ := dev.Stats()
 		relayKey := t.relay()
-		if ps := st[relayKey]; t.now().Sub(ps.LastHandshake) > udpHandshakeFresh {
+		if !t.connected(st[relayKey]) {
 			if ep, err := t.resolve(ctx); err == nil && ep != last {
 				if err := dev.SetEndpoint(relayKey, ep); err == nil {
 					last = ep
@@ -137,6 +172,110 @@ func (t *udpTransport) reresolve(ctx context.Context, dev *vpn.Device) {
 		case <-tick.C:
 		}
 	}
+}
+
+// pinger pings the relay every pingEvery (wire.UDPPing): while it
+// answers, WireGuard's keepalive is off (pong); before, a few times on each
+// new session, to learn whether it answers; once udpPongsLost pings in a
+// row went unanswered, the keepalive is on again, and the agent handshakes.
+func (t *udpTransport) pinger(ctx context.Context, dev *vpn.Device) {
+	if t.pingEvery <= 0 {
+		return
+	}
+	tick := time.NewTicker(t.pingEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.ping(dev)
+	}
+}
+
+// ping is one round of pinger.
+func (t *udpTransport) ping(dev *vpn.Device) {
+	now := t.now()
+	t.mu.Lock()
+	key := t.relayKey
+	if t.pinging && now.Sub(time.Unix(0, t.lastPong.Load())) > udpPongsLost*t.pingEvery {
+		t.pinging = false
+		t.handshakes++
+		t.mu.Unlock()
+		t.logf("agent: the relay answered none of the last %d pings: WireGuard keepalives again, and a handshake", udpPongsLost)
+		t.applyKeepalive()
+		dev.Handshake(key)
+		return
+	}
+	m := t.b.Ping()
+	if m == nil {
+		t.mu.Unlock()
+		return
+	}
+	if !t.pinging {
+		if i := binary.LittleEndian.Uint32(m[4:]); i != t.probeFor {
+			t.probeFor, t.probes = i, 0
+		}
+		if t.probes >= udpProbes {
+			t.mu.Unlock()
+			return
+		}
+		t.probes++
+	}
+	t.mu.Unlock()
+	st, _ := dev.Stats()
+	ep, err := t.b.ParseEndpoint(st[key].Endpoint)
+	if err != nil {
+		return // no endpoint yet
+	}
+	t.cb.Send([][]byte{m}, ep) // a lost one is the next's to make up for
+}
+
+// pong is the bind's Pong: the relay answered a ping. The first turns
+// WireGuard's keepalive off. On the bind's receive goroutine: it must not
+// block.
+func (t *udpTransport) pong(uint32) {
+	t.cb.rxPackets.Add(1) // taken by the bind: count it here
+	t.cb.rxBytes.Add(wire.UDPPingSize)
+	t.lastPong.Store(t.now().UnixNano())
+	t.mu.Lock()
+	first := !t.pinging && t.dev != nil
+	t.pinging = t.pinging || first
+	t.mu.Unlock()
+	if first {
+		t.logf("agent: the relay answers pings: pinging it when idle, instead of WireGuard keepalives and a handshake every 2 minutes")
+		go t.applyKeepalive()
+	}
+}
+
+// applyKeepalive gives WireGuard the persistent keepalive that fits now:
+// off while pinging, the config's otherwise.
+func (t *udpTransport) applyKeepalive() {
+	t.kaMu.Lock()
+	defer t.kaMu.Unlock()
+	t.mu.Lock()
+	dev, key, ka := t.dev, t.relayKey, t.cfg.PersistentKeepalive
+	if t.pinging {
+		ka = 0
+	}
+	t.mu.Unlock()
+	if err := dev.SetPersistentKeepalive(key, ka); err != nil {
+		t.logf("agent: %v", err)
+	}
+}
+
+// connected reports whether the tunnel to the relay is up: a handshake
+// is fresh, or, while pinging, a pong.
+func (t *udpTransport) connected(relay vpn.PeerStats) bool {
+	now := t.now()
+	if !relay.LastHandshake.IsZero() && now.Sub(relay.LastHandshake) < udpHandshakeFresh {
+		return true
+	}
+	t.mu.Lock()
+	pinging := t.pinging
+	t.mu.Unlock()
+	return pinging && now.Sub(time.Unix(0, t.lastPong.Load())) <= udpPongsLost*t.pingEvery
 }
 
 // resolve turns the relay's host:port into ip:port for WireGuard.
@@ -161,11 +300,11 @@ func isIPv6Endpoint(ep string) bool {
 }
 
 // status gives WireGuard's own byte counts, headers included. The tunnel
-// is connected while a handshake is fresh; since when, UDP cannot tell.
+// is connected while a handshake or a pong is fresh; since when, UDP
+// cannot tell.
 func (t *udpTransport) status(relay vpn.PeerStats) linkStatus {
-	ls := linkStatus{rx: relay.RxBytes, tx: relay.TxBytes}
+	ls := linkStatus{rx: relay.RxBytes, tx: relay.TxBytes, connected: t.connected(relay)}
 	if !relay.LastHandshake.IsZero() && t.now().Sub(relay.LastHandshake) < udpHandshakeFresh {
-		ls.connected = true
 		// WireGuard's endpoint is where the last authenticated packet
 		// came from: the relay, proven by its key (dnsfix's cache).
 		if ap, err := netip.ParseAddrPort(relay.Endpoint); err == nil && t.dns != nil {

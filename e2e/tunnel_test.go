@@ -132,13 +132,17 @@ func do(c *http.Client, req *http.Request) (int, string, http.Header, error) {
 	return resp.StatusCode, string(b), resp.Header, err
 }
 
-// TestIdleUDPHubReachedAgain: an idle UDP hub's keepalives and rekeys do
-// not hold a WireGuard peer at the relay for good: the relay removes it 2
-// minutes after its last data (the agent asks the relay's hub API as it
-// connects), and 15 s after each later handshake (relay/peers.go). The hub
-// stays online to the relay and connected to its owner, and a request
-// reaches it: the relay handshakes with it at the address its keepalives
-// hold open, and keeps the peer that carried data for the next click.
+// TestIdleUDPHubReachedAgain: an idle UDP hub does not hold a WireGuard
+// peer at the relay for good: the relay removes it 2 minutes after its
+// last data (the agent asks the relay's hub API as it connects), and 15 s
+// after each later handshake (relay/peers.go). The idle agent pings the
+// relay (wire.UDPPing) instead of sending WireGuard keepalives, and does
+// not handshake when its session grows two minutes old, as a keepalive
+// would make it. Past WireGuard's 180 s and the agent's 210 s for a
+// handshake, the hub stays online to the relay and connected to its owner
+// by its pings, and a request reaches it: the relay handshakes with it at
+// the address its pings hold open, and keeps the peer that carried data
+// for the next click.
 //
 // The agent's update checks go to a closed port on the hub's own network,
 // not through the tunnel: its first check comes 2 to 30 minutes after it
@@ -152,13 +156,27 @@ func TestIdleUDPHubReachedAgain(t *testing.T) {
 	s.startAgent(agentOpts{transport: "udp", update: "[update]\nurl = \"http://127.0.0.1:1/releases/\"\n"})
 	s.waitConnected(15 * time.Second)
 	connected := time.Now()
+	const inits = "hubrelay_handshake_initiations_total{transport=udp}"
+	first := scrape(t, metrics)[inits]
 	poll.Until(t, 3*time.Minute, "the relay to remove the idle UDP hub's WireGuard peer", func() bool {
 		m := scrape(t, metrics)
 		return m["hubrelay_hubs_online{transport=udp}"] == 1 && m["hubrelay_wireguard_peers"] == 0
 	})
 	t.Logf("the idle UDP hub's peer went %v after it connected", time.Since(connected).Round(time.Second))
+	if !strings.Contains(s.agent.logText(), "the relay answers pings") {
+		t.Errorf("the agent does not say it pings the relay:\n%s", s.agent.logText())
+	}
+	// Past 3.5 minutes: WireGuard's session is gone on both sides.
+	time.Sleep(time.Until(connected.Add(215 * time.Second)))
+	m := scrape(t, metrics)
+	if got := m[inits] - first; got != 0 {
+		t.Errorf("the idle agent sent %v handshake initiations in %v; want none (it pings)", got, time.Since(connected).Round(time.Second))
+	}
+	if m["hubrelay_hubs_online{transport=udp}"] != 1 {
+		t.Errorf("the idle pinging hub is not online at the relay")
+	}
 	if st, err := s.status(); err != nil || st.State != "connected" {
-		t.Errorf("the agent's state with its peer removed at the relay: %q, %v; want connected", st.State, err)
+		t.Errorf("the agent's state with its peer removed at the relay and its session expired: %q, %v; want connected", st.State, err)
 	}
 
 	start := time.Now()

@@ -243,6 +243,7 @@ type udpPeer struct {
 	// (peers.go): WireGuard no longer knows them, the hub may.
 	stale     indices
 	fullSince time.Time // when its window was first found full, zero if not
+	lastPong  time.Time // when pingLocked last answered
 }
 
 // indices are the relay's receiver indices of a UDP hub's latest sessions,
@@ -322,6 +323,10 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 	if !ok {
 		return true
 	}
+	if i, ok := wire.ParseUDPPing(p); ok { // not WireGuard's
+		u.pingLocked(ep, se.AddrPort, i)
+		return false
+	}
 	switch wire.Classify(p) {
 	case wire.Initiation:
 		u.learnLocked(p, se.AddrPort)
@@ -383,6 +388,30 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 		pe.fullSince = time.Time{}
 	}
 	return false
+}
+
+// pingLocked counts the hub at addr as heard and answers its ping
+// (wire.UDPPing), if i is one of the sessions the relay knows for it, its
+// peer's or its removed peer's: an idle hub that pings keeps the session
+// of its last handshake for as long as it stays idle. A ping on a session
+// the relay does not know is answered as data would be, with
+// SessionUnknown, and the agent handshakes. One pong a second per hub at
+// most; a lost one is the agent's to miss.
+func (u *udpInbound) pingLocked(ep conn.Endpoint, addr netip.AddrPort, i uint32) {
+	pe := u.peers[addr]
+	now := time.Now()
+	if pe == nil || !(pe.idx.has(i) || pe.stale.has(i)) {
+		u.unknownLocked(ep, addr, i, now)
+		return
+	}
+	pe.hub.udpSeen.Store(u.s.now().UnixNano())
+	if now.Sub(pe.lastPong) < time.Second {
+		return
+	}
+	pe.lastPong = now
+	a := unknownAnswer{ep: ep}
+	copy(a.msg[:], wire.AppendUDPPong(nil, i))
+	u.unknown.pending = append(u.unknown.pending, a)
 }
 
 // learnLocked ties addr to the hub whose initiation p is, if it is one

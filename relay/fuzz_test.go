@@ -80,7 +80,7 @@ func FuzzSavedSessions(f *testing.F) {
 	f.Add([]byte(`{"written":"2026-12-01T00:00:00Z","sessions":[]}`))
 	f.Add([]byte(`{"sessions":[{"addr":"0.0.0.0:0"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		answers, _, err := parseSavedSessions(data, now)
+		answers, _, err := parseSavedSessions(data, now, "")
 		if err != nil {
 			return
 		}

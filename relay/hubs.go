@@ -49,7 +49,8 @@ const (
 	// (udpLastHeard) to count as online: WireGuard rekeys every 2 minutes
 	// while the agent's persistent keepalives flow, a session the relay
 	// started (peers.go) at the first keepalive after REJECT_AFTER_TIME
-	// (180 s), within 25 s, and the keepalives come every 25 s.
+	// (180 s), within 25 s, and the keepalives come every 25 s; an agent
+	// that pings (wire.UDPPing) pings every 25 s and need not rekey.
 	udpSessionFresh = rejectAfterTime + 30*time.Second
 	// udpRecordEvery is how often a relay with UDP agents looks at their
 	// handshakes to record which are online (recordUDPHubs): UDP agents
@@ -74,8 +75,8 @@ type registry struct {
 
 	now func() time.Time // Config.Now
 	// udpHeard, set when UDP agents are allowed, is when the hub was last
-	// heard from over UDP: a handshake, or a keepalive on one of its
-	// sessions (zero: never, or its peer's last endpoint is an agent's
+	// heard from over UDP: a handshake, or a keepalive or ping on one of
+	// its sessions (zero: never, or its peer's last endpoint is an agent's
 	// TCP connection). UDP agents say no Hello.
 	udpHeard func(vpn.PublicKey) time.Time
 }
@@ -171,7 +172,7 @@ type hub struct {
 	// read while it has none, as udpInbound sees its packets (by address
 	// and session index; WireGuard alone authenticates them): when it
 	// last completed a handshake (its first message on a new session) and
-	// when it last sent a keepalive. Unix ns on the relay's clock; 0: never.
+	// when it last sent a keepalive or ping. Unix ns on the relay's clock; 0: never.
 	udpHandshake, udpSeen atomic.Int64
 }
 
@@ -251,7 +252,7 @@ func (r *registry) replace(list []HubConfig) (added, removed []*hub) {
 
 // online reports whether a hub can be reached now: a verified TCP agent
 // connection, or a hub heard from over UDP (a handshake, or a keepalive
-// on a session of its) less than udpSessionFresh ago. WireGuard's part of
+// or ping on a session of its) less than udpSessionFresh ago. WireGuard's part of
 // that comes from a dump of all of its peers (lastUDPHeard), so it is
 // asked only for hubs without a TCP connection, only when UDP is enabled,
 // and only once per time heard: the time it stops counting is kept
@@ -446,9 +447,10 @@ func (s *Server) lastUDPHeard(key vpn.PublicKey) time.Time {
 // udpLastHeard is when hub h (nil: none) was last heard from over UDP:
 // its peer's last handshake, ps if ok, or what udpInbound saw (the hub may
 // have no peer: sweepUDPPeers, resumeUDP): the last handshake completed,
-// or a keepalive on one of its sessions from its address, whichever is
-// latest; zero if never, or if its peer is on an agent's TCP connection.
-// A keepalive on a session WireGuard no longer has is not authenticated;
+// or a keepalive or ping on one of its sessions from its address, whichever
+// is latest; zero if never, or if its peer is on an agent's TCP connection.
+// A keepalive on a session WireGuard no longer has, or a ping, is not
+// authenticated;
 // it takes the hub's address and session index, which only someone on
 // the hub's path has, and makes the relay try the hub, no more
 // (clock_udp.go says the same of its use there).

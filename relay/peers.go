@@ -38,7 +38,8 @@ import (
 //     the clone check while the hub is connected.
 //
 // A UDP hub's keepalives (every 25 s) and rekeys (every ~2 minutes) would
-// keep its peer for good, and its session keys fresh. So, with UDP on, a
+// keep its peer for good, and its session keys fresh (an agent that pings
+// instead, wire.UDPPing, neither keeps it nor rekeys). So, with UDP on, a
 // hub without a TCP connection loses its peer by a rule of its own
 // (sweepUDPPeers), its sessions fresh or not: once nothing but
 // keepalives moved for udpPeerIdleAfter (an idle hub's rekey) and no data
@@ -46,16 +47,16 @@ import (
 // next click should not wait for a handshake). The hub is not told and
 // need not be:
 //   - its keepalives on the removed peer's sessions (udpInbound's stale
-//     indices) are dropped before WireGuard, which no longer knows them;
-//     they keep its NAT open and say it is there (hub.udpSeen, for
-//     online and the clock check of clock_udp.go);
+//     indices) are dropped before WireGuard, which no longer knows them,
+//     and its pings answered; they keep its NAT open and say it is there
+//     (hub.udpSeen, for online and the clock check of clock_udp.go);
 //   - a data packet on one is answered with SessionUnknown (unknown.go):
 //     the agent handshakes at once, and the peer is added for it;
 //   - its next rekey adds the peer for the handshake; a request for it
 //     adds it and WireGuard handshakes from the relay's side, to the
 //     hub's address (udpInbound), which its keepalives hold open;
 //   - online reads when udpInbound last heard it: a handshake completed
-//     (hub.udpHandshake) or a keepalive (hub.udpSeen). A session the
+//     (hub.udpHandshake) or a keepalive or ping (hub.udpSeen). A session the
 //     relay started is renewed only once it expired, by the hub's next
 //     keepalive after REJECT_AFTER_TIME.
 //

@@ -49,7 +49,7 @@ type unknownAnswers struct {
 	last    map[netip.AddrPort]time.Time
 	second  time.Time // the second the overall count is for
 	count   int
-	pending []unknownAnswer // to send once the lock is released
+	pending []unknownAnswer // to send once the lock is released; pongs too (pingLocked)
 }
 
 type unknownAnswer struct {
@@ -169,7 +169,13 @@ func (c *Config) udpSessionsFile() string {
 // address, index and hub (a name: the relay that follows counts the hub
 // as on its way back, resumeUDP; files before it have none).
 type savedSessions struct {
-	Written  time.Time      `json:"written"`
+	Written time.Time `json:"written"`
+	// Key is the relay's public key: sessions made with another are no
+	// hub's to take up (a relay key change, with a restart). The agents
+	// handshake, and one that pings would otherwise be answered on a
+	// session made with a key the relay no longer has, and could not be
+	// reached. Files before it have none.
+	Key      string         `json:"key,omitempty"`
 	Sessions []savedSession `json:"sessions"`
 }
 
@@ -185,9 +191,17 @@ const (
 	// at most, on average.
 	udpSaveSettle = 100 * time.Millisecond
 	udpSaveRate   = 64 << 10
-	// savedSessionsFresh is how old the file may be: beyond it the hubs
-	// have handshaken by themselves (REKEY_AFTER_TIME), or moved on.
-	savedSessionsFresh = 2 * time.Minute
+	// savedSessionsFresh is how old the file may be. A hub that pings
+	// (wire.UDPPing) keeps its session while it is idle, for hours; the
+	// relay writes the file only when sessions change, so a crash may
+	// leave one that old. Hubs that moved on since are asked at their
+	// next ping, as without the file.
+	savedSessionsFresh = 24 * time.Hour
+	// askedSessionsFresh is how old the file may be for the sessions of
+	// no hub the relay serves now to be asked (resumeUDP): beyond it those
+	// hubs, if any, have handshaken by themselves (REKEY_AFTER_TIME), and
+	// an answer would go to an address that may be someone else's now.
+	askedSessionsFresh = 2 * time.Minute
 	// savedSessionsMax bounds what is read: 4 sessions of 250,000 hubs.
 	savedSessionsMax = 1_000_000
 )
@@ -205,7 +219,7 @@ func (s *Server) saveUnknownLocked(answers []unknownAnswer) (int, error) {
 	if path == "" {
 		return 0, errors.New("no folder for it")
 	}
-	f := savedSessions{Written: time.Now().UTC()}
+	f := savedSessions{Written: time.Now().UTC(), Key: s.pub.String()}
 	for _, a := range answers {
 		i, _ := wire.ParseSessionUnknown(a.msg[:])
 		f.Sessions = append(f.Sessions, savedSession{Addr: a.ep.DstToString(), Index: i, Hub: a.hub})
@@ -230,14 +244,16 @@ func (s *Server) loadUnknown(now time.Time) ([]unknownAnswer, time.Time) {
 		return nil, time.Time{}
 	}
 	os.Remove(path)
-	answers, written, err := parseSavedSessions(data, now)
+	answers, written, err := parseSavedSessions(data, now, s.pub.String())
 	if err != nil {
 		s.log.Warn("ignoring the UDP sessions the relay before left", "file", path, "err", err.Error())
 	}
 	return answers, written
 }
 
-func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, time.Time, error) {
+// parseSavedSessions reads the file a relay before left; key is this
+// relay's public key.
+func parseSavedSessions(data []byte, now time.Time, key string) ([]unknownAnswer, time.Time, error) {
 	var f savedSessions
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, time.Time{}, fmt.Errorf("damaged: %w", err)
@@ -255,6 +271,9 @@ func parseSavedSessions(data []byte, now time.Time) ([]unknownAnswer, time.Time,
 			return nil, time.Time{}, fmt.Errorf("damaged: address %q", ss.Addr)
 		}
 		a := unknownAnswer{ep: &conn.StdNetEndpoint{AddrPort: addr}, hub: ss.Hub}
+		if f.Key != "" && f.Key != key {
+			a.hub = "" // asked, not taken up (savedSessions.Key)
+		}
 		copy(a.msg[:], wire.AppendSessionUnknown(nil, ss.Index))
 		answers = append(answers, a)
 	}
@@ -333,8 +352,9 @@ func (s *Server) saveUDPSessions() int {
 // whose peer was removed while idle is (udpInbound.resume): WireGuard
 // here knows none of them, the hub may still send on one. So nothing of
 // the hub's has to happen at once, and nothing does:
-//   - its keepalives are taken as before (udpPeer.stale) and say it is
-//     there; it counts as heard when the file was written (online);
+//   - its keepalives and pings are taken as before (udpPeer.stale) and
+//     say it is there; it counts as heard when the file was written
+//     (online);
 //   - a request for it adds its peer, and WireGuard handshakes from the
 //     relay's side, to the address its keepalives hold open;
 //   - its data (it was busy) is answered with SessionUnknown, and it
@@ -345,7 +365,8 @@ func (s *Server) saveUDPSessions() int {
 // retries and 30,000–57,000 cookies before the last was back: ~100 times
 // the handshakes it answers a second. Sessions the file names no served
 // hub for (a file of a relay before names, a hub removed since) are still
-// asked, a batch at a time so that the socket's buffer is not overrun.
+// asked, a batch at a time so that the socket's buffer is not overrun,
+// if the file is at most askedSessionsFresh old.
 func (s *Server) resumeUDP() {
 	if s.bind == nil || s.bind.udp == nil {
 		return
@@ -354,13 +375,16 @@ func (s *Server) resumeUDP() {
 	if len(answers) == 0 {
 		return
 	}
+	askOld := time.Since(written) > askedSessionsFresh
 	written = written.Add(time.Until(s.now())) // on the relay's clock (Config.Now)
 	var ask []unknownAnswer
 	resumed := map[*hub]bool{}
 	for _, a := range answers {
 		h := s.hubs.name(a.hub)
 		if a.hub == "" || h == nil {
-			ask = append(ask, a)
+			if !askOld {
+				ask = append(ask, a)
+			}
 			continue
 		}
 		i, _ := wire.ParseSessionUnknown(a.msg[:])

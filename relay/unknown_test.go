@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
 
@@ -119,9 +120,20 @@ func TestSavedSessions(t *testing.T) {
 		t.Errorf("%d answers from a stale file; want none", len(got))
 	}
 	for _, bad := range []string{"{", `{"written":"` + time.Now().UTC().Format(time.RFC3339) + `","sessions":[{"addr":"nonsense","index":1}]}`} {
-		if _, _, err := parseSavedSessions([]byte(bad), time.Now()); err == nil {
+		if _, _, err := parseSavedSessions([]byte(bad), time.Now(), ""); err == nil {
 			t.Errorf("parseSavedSessions(%q) took it", bad)
 		}
+	}
+	// Sessions made with another relay key are no hub's to take up: after
+	// a relay key change the hubs must handshake with the new one.
+	file := []byte(`{"written":"` + time.Now().UTC().Format(time.RFC3339) + `","key":"K1","sessions":[{"addr":"192.0.2.7:51820","index":1,"hub":"a"}]}`)
+	for key, want := range map[string]string{"K1": "a", "K2": ""} {
+		if got, _, err := parseSavedSessions(file, time.Now(), key); err != nil || len(got) != 1 || got[0].hub != want {
+			t.Errorf("a file of relay key K1 read by relay key %s: %+v, %v; want hub %q", key, got, err, want)
+		}
+	}
+	if got, _, _ := parseSavedSessions(file, time.Now().Add(3*time.Hour), "K1"); len(got) != 1 {
+		t.Errorf("a file 3 hours old: %d sessions; want 1 (hubs that ping keep theirs)", len(got))
 	}
 }
 
@@ -143,7 +155,7 @@ func TestSessionsKeptSoonAfterStart(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		kept, _, err = parseSavedSessions(data, time.Now())
+		kept, _, err = parseSavedSessions(data, time.Now(), tr.pub.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +171,9 @@ func TestSessionsKeptSoonAfterStart(t *testing.T) {
 // of UDP sessions its predecessor left takes up the hubs it names without
 // a handshake (resumeUDP). Hub a (its "agent" a plain UDP socket here) is
 // online from the start; a keepalive on its saved session goes no further
-// and is not answered; data on it is answered with SessionUnknown; and a
+// and is not answered; a ping on it is answered with a pong, once a second,
+// and a ping from another address with SessionUnknown; data on it is
+// answered with SessionUnknown; and a
 // request for it sends WireGuard's initiation to its address. A file
 // without hub names (an older relay's) is still asked at once, and
 // takes up no hub.
@@ -170,8 +184,15 @@ func TestUDPHubsOfTheRelayBeforeTakenUp(t *testing.T) {
 	}
 	defer sock.Close()
 	ep := &conn.StdNetEndpoint{AddrPort: sock.LocalAddr().(*net.UDPAddr).AddrPort()}
+	// left leaves the file as the relay before, with the same key file,
+	// would (Start loads the key).
 	left := func(hub string) func(*Server) {
 		return func(s *Server) {
+			k, _, err := vpn.LoadOrCreatePrivateKey(s.cfg.PrivateKeyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.pub = k.Public()
 			a := unknownAnswer{ep: ep, hub: hub}
 			copy(a.msg[:], wire.AppendSessionUnknown(nil, 7))
 			if _, err := s.saveUnknown([]unknownAnswer{a}); err != nil {
@@ -231,6 +252,49 @@ func TestUDPHubsOfTheRelayBeforeTakenUp(t *testing.T) {
 	if m := next(200 * time.Millisecond); m != nil {
 		t.Errorf("the relay answered a keepalive on a session it took up: %x", m)
 	}
+	// A hub that pings (wire.UDPPing) instead is answered, once a second.
+	heard = a.udpSeen.Load()
+	tr.clock.advance(time.Second)
+	if _, err := sock.WriteToUDP(wire.AppendUDPPing(nil, 7), relay); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(5 * time.Second); m == nil {
+		t.Errorf("a ping on a session taken up: no answer")
+	} else if i, ok := wire.ParseUDPPong(m); !ok || i != 7 {
+		t.Errorf("a ping on a session taken up: %x came, want a pong for session 7", m)
+	}
+	if a.udpSeen.Load() <= heard {
+		t.Errorf("a ping did not count hub a as heard")
+	}
+	if _, err := sock.WriteToUDP(wire.AppendUDPPing(nil, 7), relay); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(200 * time.Millisecond); m != nil {
+		t.Errorf("a second ping within a second answered: %x", m)
+	}
+	// The same ping from another address is a stranger's: no pong, and
+	// not heard; SessionUnknown, as for a hub that moved.
+	stranger, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	heard = a.udpSeen.Load()
+	tr.clock.advance(time.Second)
+	if _, err := stranger.WriteToUDP(wire.AppendUDPPing(nil, 7), relay); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	stranger.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := stranger.Read(buf); err != nil {
+		t.Errorf("a ping from another address: %v", err)
+	} else if i, ok := wire.ParseSessionUnknown(buf[:n]); !ok || i != 7 {
+		t.Errorf("a ping from another address: %x came, want SessionUnknown for session 7", buf[:n])
+	}
+	if a.udpSeen.Load() != heard {
+		t.Errorf("a ping from another address counted hub a as heard")
+	}
+
 	send(64) // data
 	if m := next(5 * time.Second); m == nil {
 		t.Errorf("data on a session taken up: no answer")

@@ -42,10 +42,10 @@ const UDPBatchSize = 16
 //     slowing down, as on any full link. Only data messages for the
 //     agent's own sessions count (see indices).
 //
-// And one addition: a relay's wire.SessionUnknown answer to a transport
+// And two additions: a relay's wire.SessionUnknown answer to a transport
 // message the agent sent calls SessionUnknown, so that the agent starts a
 // new handshake at once instead of two minutes later (the relay
-// restarted).
+// restarted); and the answer to a Ping calls Pong.
 type UDPBind struct {
 	conn.Bind // wireguard-go's StdNetBind
 
@@ -66,6 +66,10 @@ type UDPBind struct {
 	// has replaced them); it must not block. nil: such answers are
 	// dropped.
 	SessionUnknown func(session uint32)
+	// Pong is called with the session's index, on WireGuard's receive
+	// goroutine, when the relay answers a Ping for the session the agent
+	// sends on now; it must not block. nil: pongs are dropped.
+	Pong func(session uint32)
 
 	mu   sync.Mutex
 	stop chan struct{} // closed by Close; wakes a receive waiting for room
@@ -107,7 +111,7 @@ func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.mu.Unlock()
 	for i, fn := range fns {
 		s := &staging{Staging: vpn.NewStaging(fn, b.Bind.BatchSize(), mtu+device.MessageTransportSize),
-			inbound: b.Inbound, stop: stop, ours: &b.ours, sentTo: &b.sentTo, unknown: b.SessionUnknown}
+			inbound: b.Inbound, stop: stop, ours: &b.ours, sentTo: &b.sentTo, unknown: b.SessionUnknown, pong: b.Pong}
 		fns[i] = s.receive
 	}
 	return fns, p, nil
@@ -148,6 +152,17 @@ func (b *UDPBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		b.Sent(n)
 	}
 	return err
+}
+
+// Ping returns a wire.UDPPing for the session the agent sent its last
+// transport message on, nil if it has sent none yet (nothing to ping
+// with).
+func (b *UDPBind) Ping() []byte {
+	i := b.sentTo.latest()
+	if i == 0 {
+		return nil
+	}
+	return wire.AppendUDPPing(nil, i)
 }
 
 // indices remembers the receiver indices of the agent's latest sessions,
@@ -236,6 +251,7 @@ type staging struct {
 	ours    *indices
 	sentTo  *indices
 	unknown func(uint32) // UDPBind.SessionUnknown
+	pong    func(uint32) // UDPBind.Pong
 }
 
 func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -262,6 +278,13 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 			s.Pop()
 			if s.unknown != nil && s.sentTo.latest() == idx {
 				s.unknown(idx)
+			}
+			continue
+		}
+		if idx, ok := wire.ParseUDPPong(m); ok {
+			s.Pop()
+			if s.pong != nil && s.sentTo.latest() == idx {
+				s.pong(idx)
 			}
 			continue
 		}

@@ -305,3 +305,45 @@ func TestUDPBindSessionUnknown(t *testing.T) {
 		t.Errorf("SessionUnknown called for a session the agent no longer sends on (%d calls)", calls)
 	}
 }
+
+// TestUDPBindPing: the bind pings with the index of the agent's latest
+// transport message, and takes a pong (never WireGuard's) only for it.
+func TestUDPBindPing(t *testing.T) {
+	inner := &batchBind{batch: 8, queue: make(chan []byte, 8)}
+	var pongs []uint32
+	b := &UDPBind{Bind: inner, MTU: 1420, Pong: func(i uint32) { pongs = append(pongs, i) }}
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if m := b.Ping(); m != nil {
+		t.Errorf("a ping before the agent sent on any session: %x", m)
+	}
+	keepalive := make([]byte, 32)
+	keepalive[0] = 4
+	binary.LittleEndian.PutUint32(keepalive[4:], 0x01020304)
+	if err := b.Send([][]byte{keepalive}, relayEndpoint("relay")); err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := wire.ParseUDPPing(b.Ping()); !ok || i != 0x01020304 {
+		t.Errorf("the ping after a keepalive on session 0x01020304: %x", b.Ping())
+	}
+	bufs, sizes, eps := make([][]byte, UDPBatchSize), make([]int, UDPBatchSize), make([]conn.Endpoint, UDPBatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	inner.queue <- wire.AppendUDPPong(nil, 0x0badf00d) // never pinged
+	inner.queue <- wire.AppendUDPPong(nil, 0x01020304)
+	inner.queue <- transport(1, 100)
+	n, err := fns[0](bufs, sizes, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || sizes[0] != 100 {
+		t.Errorf("WireGuard was handed %d messages (first %d bytes); want only the data message", n, sizes[0])
+	}
+	if len(pongs) != 1 || pongs[0] != 0x01020304 {
+		t.Errorf("pongs taken: %x; want the one for 0x01020304", pongs)
+	}
+}

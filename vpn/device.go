@@ -95,6 +95,13 @@ func (d *Device) SetEndpoint(pk PublicKey, endpoint string) error {
 	return d.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", pk.hex(), endpoint))
 }
 
+// SetPersistentKeepalive sets a peer's persistent keepalive, in seconds
+// (0: off), as `wg set … persistent-keepalive` does: turned on, one goes
+// out at once.
+func (d *Device) SetPersistentKeepalive(pk PublicKey, seconds int) error {
+	return d.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\npersistent_keepalive_interval=%d\n", pk.hex(), seconds))
+}
+
 // SetPeerEndpoint points a peer at ep, as its last authenticated packet
 // from there would: for a bind's own endpoints (the relay's agent
 // connections), which SetEndpoint's text cannot name.

@@ -312,6 +312,39 @@ func TestSessionUnknown(t *testing.T) {
 	}
 }
 
+// TestUDPPingPong: the three 8-byte messages never pass for one another, nor
+// for WireGuard's.
+func TestUDPPingPong(t *testing.T) {
+	type msg struct {
+		name   string
+		append func([]byte, uint32) []byte
+		parse  func([]byte) (uint32, bool)
+	}
+	msgs := []msg{{"SessionUnknown", AppendSessionUnknown, ParseSessionUnknown}, {"UDPPing", AppendUDPPing, ParseUDPPing}, {"UDPPong", AppendUDPPong, ParseUDPPong}}
+	for _, a := range msgs {
+		m := a.append(nil, 0x01020304)
+		if len(m) != UDPPingSize || Classify(m) != Control {
+			t.Errorf("%s: %d bytes, classified as %v", a.name, len(m), Classify(m))
+		}
+		if i, ok := a.parse(m); !ok || i != 0x01020304 {
+			t.Errorf("%s: parsed as %#x, %v", a.name, i, ok)
+		}
+		for _, b := range msgs {
+			if b.name != a.name {
+				if _, ok := b.parse(m); ok {
+					t.Errorf("%s took a %s", b.name, a.name)
+				}
+			}
+		}
+		if _, ok := a.parse(m[:7]); ok {
+			t.Errorf("%s took 7 bytes", a.name)
+		}
+		if _, ok := a.parse(append(m, 0)); ok {
+			t.Errorf("%s took 9 bytes", a.name)
+		}
+	}
+}
+
 // TestFeaturesRoundTrip: Features survive the wire, a later version's
 // extra flags and fields are left out, and a short one is malformed.
 func TestFeaturesRoundTrip(t *testing.T) {
