@@ -30,7 +30,10 @@ import (
 // again after 5 s without an answer (REKEY_TIMEOUT, with wireguard-go's
 // jitter), at once on the relay's wire.SessionUnknown, and MAC2 once the
 // relay under load sent a cookie. That is what wireguard-go does for a peer
-// with a persistent keepalive and nothing to send. No data flows, so the
+// with a persistent keepalive and nothing to send. And as the agent does
+// (agent's udpTransport): a ping (wire.UDPPing) every 25 s, and once the
+// relay answered one, no keepalives and so no rekeys; after three pings in
+// a row without a pong, keepalives and a handshake again. No data flows, so the
 // hub has no netstack and no wireguard-go device: ~160 KB each in Fleet,
 // which 100,000 hubs on one relay would not fit beside it.
 type LightFleet struct {
@@ -39,8 +42,8 @@ type LightFleet struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	handshakes, keepalives, retries, cookies, unknowns, fromRelay atomic.Int64
-	mark                                                          atomic.Int64 // Mark's time, unix ns
+	handshakes, keepalives, retries, cookies, unknowns, fromRelay, pings, pongs atomic.Int64
+	mark                                                                        atomic.Int64 // Mark's time, unix ns
 }
 
 // LightFleetConfig describes a LightFleet.
@@ -93,7 +96,19 @@ type lightHub struct {
 	buf      [256]byte   // the reader's
 	out      []byte      // a keepalive in the making
 	first    atomic.Bool // a session completed once
+	// The agent's pings: the last one's and the last pong's time, whether
+	// the relay answers (the keepalive is off), and the pings sent on
+	// this session without (udpProbes in the agent).
+	lastPing, lastPong time.Time
+	pinging            bool
+	probes             int
 }
+
+// As the agent's (udpPongsLost, udpProbes).
+const (
+	pongsLost = 3
+	probes    = 3
+)
 
 // StartLightFleet opens every hub's socket and starts them at cfg.Rate a
 // second; it returns once all are started. Ready tells when each has
@@ -174,11 +189,14 @@ type LightCounts struct {
 	Cookies    int64 // cookie replies taken
 	Unknowns   int64 // wire.SessionUnknown messages taken
 	FromRelay  int64 // transport messages from the relay
+	Pings      int64 // sent
+	Pongs      int64 // taken
 }
 
 // Counts returns the fleet's counts now.
 func (f *LightFleet) Counts() LightCounts {
-	return LightCounts{f.handshakes.Load(), f.keepalives.Load(), f.retries.Load(), f.cookies.Load(), f.unknowns.Load(), f.fromRelay.Load()}
+	return LightCounts{f.handshakes.Load(), f.keepalives.Load(), f.retries.Load(), f.cookies.Load(), f.unknowns.Load(), f.fromRelay.Load(),
+		f.pings.Load(), f.pongs.Load()}
 }
 
 // Len is the number of hubs.
@@ -223,7 +241,22 @@ func (h *lightHub) timers(now time.Time) {
 		h.f.retries.Add(1)
 		h.initiate(now)
 	}
-	if h.since.IsZero() || now.Sub(h.lastSent) < h.f.cfg.Keepalive {
+	if h.since.IsZero() {
+		return
+	}
+	if now.Sub(h.lastPing) >= h.f.cfg.Keepalive {
+		h.ping(now)
+	}
+	if h.pinging {
+		if now.Sub(h.lastPong) <= pongsLost*h.f.cfg.Keepalive {
+			return // WireGuard's keepalive is off
+		}
+		h.pinging = false
+		if h.hs == nil {
+			h.initiate(now)
+		}
+	}
+	if now.Sub(h.lastSent) < h.f.cfg.Keepalive {
 		return
 	}
 	if now.Sub(h.since) < rejectAfterTime {
@@ -266,6 +299,19 @@ func (h *lightHub) keepalive(now time.Time) {
 	h.conn.Write(h.out)
 }
 
+// ping sends a ping for the session, while the relay answers them or
+// for the first few on a session. h.mu is held.
+func (h *lightHub) ping(now time.Time) {
+	h.lastPing = now
+	if !h.pinging && h.probes >= probes {
+		return
+	}
+	h.probes++
+	h.out = wire.AppendUDPPing(h.out[:0], h.keys.Receiver)
+	h.f.pings.Add(1)
+	h.conn.Write(h.out)
+}
+
 // read takes what the relay sends h until its socket closes.
 func (h *lightHub) read() {
 	defer h.f.wg.Done()
@@ -293,6 +339,13 @@ func (h *lightHub) take(p []byte, now time.Time) {
 		}
 		return
 	}
+	if idx, ok := wire.ParseUDPPong(p); ok {
+		if !h.since.IsZero() && idx == h.keys.Receiver {
+			h.f.pongs.Add(1)
+			h.lastPong, h.pinging = now, true
+		}
+		return
+	}
 	if len(p) < 4 {
 		return
 	}
@@ -305,7 +358,7 @@ func (h *lightHub) take(p []byte, now time.Time) {
 		if !ok {
 			return
 		}
-		h.hs, h.keys, h.since, h.counter = nil, k, now, 0
+		h.hs, h.keys, h.since, h.counter, h.probes = nil, k, now, 0, 0
 		h.f.handshakes.Add(1)
 		h.first.Store(true)
 		// The initiator confirms the session with its first transport

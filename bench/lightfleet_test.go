@@ -101,12 +101,29 @@ func TestLightFleetIsWhatWireGuardSeesOfIdleHubs(t *testing.T) {
 	poll.Until(t, 10*time.Second, "two keepalives of each hub into the closed port", func() bool {
 		return f.Counts().Keepalives >= sent+2*int64(len(keys))
 	})
-	relayDevice(t, relayKey, port, keys)
+	relay2 := relayDevice(t, relayKey, port, keys)
 	h.mu.Lock()
 	session = h.keys.Receiver
 	h.mu.Unlock()
 	h.take(wire.AppendSessionUnknown(nil, session), time.Now())
 	poll.Until(t, 10*time.Second, "the hub's handshake with the device that came back", func() bool { return f.SinceMark() == 1 })
+
+	// A pong (hubrelay's answer to a ping; a plain device never sends
+	// one): the hub sends pings, no keepalives, until three pings went
+	// unanswered; then it handshakes.
+	h.mu.Lock()
+	session = h.keys.Receiver
+	h.mu.Unlock()
+	h.take(wire.AppendUDPPong(nil, session), time.Now())
+	f.Mark()
+	st, _ = relay2.Stats()
+	rx := st[keys[0].Public()].RxBytes
+	pings := f.Counts().Pings
+	poll.Until(t, 10*time.Second, "two pings", func() bool { return f.Counts().Pings >= pings+2 })
+	if st, _ := relay2.Stats(); st[keys[0].Public()].RxBytes != rx || f.SinceMark() != 0 {
+		t.Errorf("the hub that pings sent the device %d bytes and handshook %d times; want none", st[keys[0].Public()].RxBytes-rx, f.SinceMark())
+	}
+	poll.Until(t, 10*time.Second, "the hub's handshake after three pings without a pong", func() bool { return f.SinceMark() == 1 })
 }
 
 // relayDevice is a wireguard-go device as the relay runs it over UDP:

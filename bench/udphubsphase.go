@@ -105,8 +105,9 @@ func (ru *run) udpHubs() error {
 	}
 	stUp, _ := relayDebugState(rn.DebugAddr)
 
-	// The window: every hub rekeys once in ~125 s (a keepalive on a
-	// session older than 120 s), so 150 s holds a whole round of them.
+	// The window: a hub that keeps WireGuard's keepalives rekeys once in
+	// ~125 s (a keepalive on a session older than 120 s), so 150 s would
+	// hold a whole round of them; one that pings does not rekey.
 	const window = 150 * time.Second
 	c0 := fleetCounts(fleets)
 	cpu0, err := CPUTime(rn.Proc.PID())
@@ -163,27 +164,28 @@ func (ru *run) udpHubs() error {
 			perN(ms["MSpanSys"]+ms["MCacheSys"]+ms["BuckHashSys"]+ms["GCSys"]+ms["OtherSys"]),
 			perN(ms["HeapIdle"]-ms["HeapReleased"]), st.Goroutines), "reported", nil)
 	ru.r.add("udp hubs", fmt.Sprintf("relay CPU with %d idle UDP hubs", n),
-		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s; %d retries, %d cookies, %d SessionUnknown, %d transport messages to the hubs in the window)",
-			100*(cpu1-cpu0).Seconds()/secs, float64(d.handshakes)/secs, float64(d.keepalives)/secs,
+		fmt.Sprintf("%.1f %% of a core (%.0f handshakes/s, %.0f keepalives/s, %.0f pings/s, %.0f pongs/s; %d retries, %d cookies, %d SessionUnknown, %d transport messages to the hubs in the window)",
+			100*(cpu1-cpu0).Seconds()/secs, float64(d.handshakes)/secs, float64(d.keepalives)/secs, float64(d.pings)/secs, float64(d.pongs)/secs,
 			d.retries, d.cookies, d.unknowns, d.fromRelay), "reported", nil)
-	ru.r.add("udp hubs", fmt.Sprintf("%d UDP hubs back after a relay restart (each heard from by the new relay: a keepalive or a handshake)", n), back.String(), "reported", nil)
+	ru.r.add("udp hubs", fmt.Sprintf("%d UDP hubs back after a relay restart (each heard from by the new relay: a ping, a keepalive or a handshake)", n), back.String(), "reported", nil)
 	ru.r.section("UDP hubs on one relay", `The relay (hubrelay, UDP on) is started twice more: with no hubs, and with %d `+"`[[hub]]`"+` entries (generated keys,
 tunnel addresses 100.100–101.x.y); it took %s to start with them. The hubs are %d `+"`hubbench lightfleet`"+` processes of
 %d hubs or fewer, each hub with its own key, UDP socket and loopback address (process p's in 127.(10+p)/16: WireGuard
 under load lets each source address 20 handshakes a second, and with one address per process a start left the relay
 under load and thousands of hubs retrying). A light hub is what an idle
 UDP agent is to the relay and no more: the WireGuard handshake (`+"`vpn/noise`"+` plays the initiator to the end), a keepalive
-right after each handshake and every 25 s after the last (persistent_keepalive), a new handshake when a keepalive goes out
-on a session older than 120 s, again after 5 s without an answer, at once on the relay's SessionUnknown, and MAC2 once
-the relay sent a cookie. It has no netstack and no wireguard-go device (Fleet's TCP hubs have both: ~160 KB each).
+right after each handshake, a ping every 25 s (persistent_keepalive) and, once the relay answered one, no WireGuard
+keepalives (before: every 25 s after the last, and a new handshake when one goes out on a session older than 120 s), a
+handshake again after three pings without an answer, again after 5 s without an answer, at once on the relay's
+SessionUnknown, and MAC2 once the relay sent a cookie. It has no netstack and no wireguard-go device (Fleet's TCP hubs have both: ~160 KB each).
 They start %d a second in all, and run at nice 19 so as not to starve the relay of this machine's cores (real hubs have their own). "Ready" is every hub with a completed handshake. RSS is VmRSS 3 s after start (no hubs,
-offline), 5 s after the last hub was ready, and %s later (the idle row; per hub = (that − RSS with no hubs) / %d): each
-hub rekeys every ~125 s, and the relay removes a UDP hub's WireGuard peer 15–20 s after a handshake that no data
-followed (relay/peers.go), so an idle hub holds a peer for about a sixth of the time. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
+offline), 5 s after the last hub was ready, and %s later (the idle row; per hub = (that − RSS with no hubs) / %d): a
+hub that pings does not rekey, and the relay removes a UDP hub's WireGuard peer 15–20 s after a handshake that no data
+followed (relay/peers.go), so an idle hub holds none after its first handshake. The relay's CPU is its utime+stime over that window. Heap profile at its end: %s;
 CPU profile of its first 60 s: %s. The fleet processes held %s together. Then the relay is restarted (SIGTERM: it
 keeps the hubs' sessions for the relay that follows, which takes each hub up from them without a handshake, and reaches it
-by a handshake of its own when a request comes); "back" is every hub heard from by the new relay (a keepalive on a session
-it took up, or a handshake), the relay's CPU over that time.`,
+by a handshake of its own when a request comes); "back" is every hub heard from by the new relay (a ping or keepalive on a
+session it took up, or a handshake), the relay's CPU over that time.`,
 		n, fmtSec(tUp), procs, per, rate, fmtSec(window), n, heap, cpuProfile, fmtMB(fleetRSS))
 	return nil
 }
@@ -198,21 +200,21 @@ func hubKeys(hubs []Hub) []vpn.PrivateKey {
 
 // lightCounts are a LightFleet process's counters, from its log.
 type lightCounts struct {
-	ready, handshakes, keepalives, retries, cookies, unknowns, fromRelay int64
-	sinceMark                                                            int64 // a gauge: hubs with a session since the mark
+	ready, handshakes, keepalives, retries, cookies, unknowns, fromRelay, pings, pongs int64
+	sinceMark                                                                          int64 // a gauge: hubs with a session since the mark
 }
 
 func (c lightCounts) add(d lightCounts) lightCounts {
 	return lightCounts{c.ready + d.ready, c.handshakes + d.handshakes, c.keepalives + d.keepalives, c.retries + d.retries,
-		c.cookies + d.cookies, c.unknowns + d.unknowns, c.fromRelay + d.fromRelay, c.sinceMark + d.sinceMark}
+		c.cookies + d.cookies, c.unknowns + d.unknowns, c.fromRelay + d.fromRelay, c.pings + d.pings, c.pongs + d.pongs, c.sinceMark + d.sinceMark}
 }
 
 func (c lightCounts) sub(d lightCounts) lightCounts {
 	return lightCounts{c.ready - d.ready, c.handshakes - d.handshakes, c.keepalives - d.keepalives, c.retries - d.retries,
-		c.cookies - d.cookies, c.unknowns - d.unknowns, c.fromRelay - d.fromRelay, c.sinceMark}
+		c.cookies - d.cookies, c.unknowns - d.unknowns, c.fromRelay - d.fromRelay, c.pings - d.pings, c.pongs - d.pongs, c.sinceMark}
 }
 
-var lightCountsLine = regexp.MustCompile(`light fleet: counts ready=(\d+) handshakes=(\d+) keepalives=(\d+) retries=(\d+) cookies=(\d+) unknowns=(\d+) from_relay=(\d+) since_mark=(\d+)`)
+var lightCountsLine = regexp.MustCompile(`light fleet: counts ready=(\d+) handshakes=(\d+) keepalives=(\d+) retries=(\d+) cookies=(\d+) unknowns=(\d+) from_relay=(\d+) pings=(\d+) pongs=(\d+) since_mark=(\d+)`)
 
 // fleetCounts sums the latest counts line of every process (written every
 // second).
@@ -224,11 +226,11 @@ func fleetCounts(fleets []*Proc) lightCounts {
 			continue
 		}
 		m := all[len(all)-1]
-		v := make([]int64, 8)
+		v := make([]int64, 10)
 		for i := range v {
 			v[i], _ = strconv.ParseInt(m[i+1], 10, 64)
 		}
-		sum = sum.add(lightCounts{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]})
+		sum = sum.add(lightCounts{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]})
 	}
 	return sum
 }

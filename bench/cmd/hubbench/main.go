@@ -243,8 +243,8 @@ func lightFleet(args []string) error {
 	defer f.Close()
 	report := func() {
 		c := f.Counts()
-		log.Printf("light fleet: counts ready=%d handshakes=%d keepalives=%d retries=%d cookies=%d unknowns=%d from_relay=%d since_mark=%d",
-			f.Ready(), c.Handshakes, c.Keepalives, c.Retries, c.Cookies, c.Unknowns, c.FromRelay, f.SinceMark())
+		log.Printf("light fleet: counts ready=%d handshakes=%d keepalives=%d retries=%d cookies=%d unknowns=%d from_relay=%d pings=%d pongs=%d since_mark=%d",
+			f.Ready(), c.Handshakes, c.Keepalives, c.Retries, c.Cookies, c.Unknowns, c.FromRelay, c.Pings, c.Pongs, f.SinceMark())
 	}
 	ready := false
 	tick := time.NewTicker(time.Second)
