@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -24,7 +25,9 @@ import (
 // Keys over time, the agent's side (the relay's is relay/keys.go).
 //
 // The relay's key: the agent learns the relay's keys at every new relay
-// connection and once a day, and keeps the next one in relay-keys.json.
+// connection and once a day, and keeps the next one in relay-keys.json;
+// over UDP also when the relay's pongs name a next key the agent has not
+// pinned (an idle hub that pings neither connects nor handshakes).
 // Over TCP and TLS the relay says them (and the hub's name) in a HubInfo
 // frame with its first handshake response, MAC'd with the pinned key
 // (onHubInfo); otherwise (UDP, a relay before HubInfo, the daily look on a
@@ -440,6 +443,13 @@ func (a *Agent) awaitNewTunnel(ctx context.Context, switched time.Time, conns ui
 	}
 }
 
+// nextKeyAskSpread and nextKeyAskEvery pace the asks of keysLoop for a
+// next key a relay's pongs name.
+const (
+	nextKeyAskSpread = 2 * time.Minute
+	nextKeyAskEvery  = 10 * time.Minute
+)
+
 // keysLoop learns the relay's keys at every new relay connection (from its
 // HubInfo, else by asking) and once a day, and replaces the hub's key once
 // it is a year old.
@@ -451,6 +461,12 @@ func (a *Agent) keysLoop() {
 	defer t.Stop()
 	asked := ^uint64(0) // the connection count at the last ask or HubInfo
 	started := time.Now()
+	// A relay's pongs name a next key the agent has not pinned: it asks,
+	// at a random time within nextKeyAskSpread (100,000 hubs learn of a
+	// new key within one ping, 25 s), and again no sooner than
+	// nextKeyAskEvery (the pong is not authenticated).
+	var tagSeen uint32
+	var tagAsk time.Time
 	for {
 		// Before the status: a connection that is up had its HubInfo,
 		// if any, stored before WireGuard took the handshake response.
@@ -468,6 +484,14 @@ func (a *Agent) keysLoop() {
 			conns := a.tr.connects()
 			a.keyMu.Lock()
 			due := conns != asked || time.Since(a.keysLearned) > 24*time.Hour
+			if tag := a.tr.nextKeyTag(); tag != 0 && tag != wire.NextKeyTag(a.relayNext) {
+				if tag != tagSeen {
+					tagSeen, tagAsk = tag, time.Now().Add(rand.N(nextKeyAskSpread))
+				}
+				if !time.Now().Before(tagAsk) {
+					due, tagAsk = true, time.Now().Add(nextKeyAskEvery)
+				}
+			}
 			a.keyMu.Unlock()
 			if due {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -69,6 +69,10 @@ type transport interface {
 	// connects counts the relay connections made so far; a transport
 	// without connections counts the handshakes it started.
 	connects() uint64
+	// nextKeyTag is what the relay last said in passing of its next key
+	// (wire.NextKeyTag; UDP pongs), 0 if nothing: a transport that
+	// connects learns the keys at each connection instead.
+	nextKeyTag() uint32
 	// needsChecksum reports whether the packets to the relay need TCP
 	// checksums (netstack.Config.NeedsChecksum): over TCP not once the
 	// relay's Features said it verifies none; over UDP always.

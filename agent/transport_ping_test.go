@@ -60,7 +60,7 @@ func newPongProxy(t *testing.T, relay netip.AddrPort) *pongProxy {
 			if i, ok := wire.ParseUDPPing(m); ok {
 				p.pings.Add(1)
 				if p.answer.Load() {
-					sock.WriteToUDPAddrPort(wire.AppendUDPPong(nil, i), from)
+					sock.WriteToUDPAddrPort(wire.AppendUDPPong(nil, i, 0), from)
 				}
 				continue
 			}

@@ -199,6 +199,10 @@ const commitWait = 2 * time.Second
 
 func (t *tcpTransport) connects() uint64 { return t.b.Status().Connects }
 
+// nextKeyTag: nothing; the relay's HubInfo names its next key at each
+// connection.
+func (t *tcpTransport) nextKeyTag() uint32 { return 0 }
+
 // status counts the tunnelled bytes apart from the overhead (the bind's
 // Counters). The tunnel is connected once WireGuard has completed a
 // handshake on the current relay connection, not when TCP is up.

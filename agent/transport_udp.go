@@ -49,8 +49,9 @@ const udpProbes = 3
 // Idle, the agent pings (wire.UDPPing) instead of sending WireGuard's
 // keepalives, once the relay has answered a ping: a keepalive on a session
 // older than two minutes starts a handshake, 30 an hour for an idle hub,
-// while a ping keeps the NAT mapping open with an 8-byte datagram and its
-// pong says the relay is there. Without keepalives the session ages
+// while a ping keeps the NAT mapping open with a 12-byte datagram and its
+// pong says the relay is there (and whether it has a next key to learn,
+// keysLoop). Without keepalives the session ages
 // unused; the relay handshakes for a request (it knows the hub's address
 // and session from its pings), the agent for its own data, as WireGuard
 // does. When udpPongsLost pings in a row go unanswered (the relay went, or
@@ -85,6 +86,7 @@ type udpTransport struct {
 	pingEvery time.Duration // the config's persistent_keepalive
 	kaMu      sync.Mutex    // orders applyKeepalive's changes
 	lastPong  atomic.Int64  // unix nanoseconds of the last pong; 0: none
+	nextTag   atomic.Uint32 // the last pong's next key tag (nextKeyTag)
 	// Under mu:
 	pinging  bool   // the relay answers pings: WireGuard's keepalive is off
 	probeFor uint32 // the session of the pings sent while not pinging,
@@ -235,10 +237,11 @@ func (t *udpTransport) ping(dev *vpn.Device) {
 // pong is the bind's Pong: the relay answered a ping. The first turns
 // WireGuard's keepalive off. On the bind's receive goroutine: it must not
 // block.
-func (t *udpTransport) pong(uint32) {
+func (t *udpTransport) pong(_, next uint32) {
 	t.cb.rxPackets.Add(1) // taken by the bind: count it here
 	t.cb.rxBytes.Add(wire.UDPPingSize)
 	t.lastPong.Store(t.now().UnixNano())
+	t.nextTag.Store(next)
 	t.mu.Lock()
 	first := !t.pinging && t.dev != nil
 	t.pinging = t.pinging || first
@@ -415,6 +418,8 @@ func (t *udpTransport) sessionUnknown(session uint32) {
 // udpUnknownEvery is how often sessionUnknown may start a handshake for
 // the same session: more than a round trip.
 const udpUnknownEvery = time.Second
+
+func (t *udpTransport) nextKeyTag() uint32 { return t.nextTag.Load() }
 
 func (t *udpTransport) connects() uint64 {
 	t.mu.Lock()

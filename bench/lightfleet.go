@@ -339,7 +339,7 @@ func (h *lightHub) take(p []byte, now time.Time) {
 		}
 		return
 	}
-	if idx, ok := wire.ParseUDPPong(p); ok {
+	if idx, _, ok := wire.ParseUDPPong(p); ok {
 		if !h.since.IsZero() && idx == h.keys.Receiver {
 			h.f.pongs.Add(1)
 			h.lastPong, h.pinging = now, true

@@ -114,7 +114,7 @@ func TestLightFleetIsWhatWireGuardSeesOfIdleHubs(t *testing.T) {
 	h.mu.Lock()
 	session = h.keys.Receiver
 	h.mu.Unlock()
-	h.take(wire.AppendUDPPong(nil, session), time.Now())
+	h.take(wire.AppendUDPPong(nil, session, 0), time.Now())
 	f.Mark()
 	st, _ = relay2.Stats()
 	rx := st[keys[0].Public()].RxBytes

@@ -408,6 +408,38 @@ func TestRelayKeyRotationStrandsNoHub(t *testing.T) {
 	s.mustGetWebUI()
 }
 
+// TestIdleUDPHubLearnsTheRelaysNextKey: a UDP hub that pings the relay
+// neither handshakes nor connects while idle, so nothing would make it ask
+// for the relay's keys after the operator made a next one, and `hubrelay
+// key promote` would refuse for up to a day. The relay's pongs say there is
+// a next key (wire.NextKeyTag); the hub asks within 2.5 minutes of the
+// rotate, with no relay restart, and promote passes.
+func TestIdleUDPHubLearnsTheRelaysNextKey(t *testing.T) {
+	t.Parallel()
+	s := newHub(t, setupOpts{udp: true})
+	s.startAgent(agentOpts{transport: "udp"})
+	s.waitConnected(15 * time.Second)
+	poll.Until(t, time.Minute, "the agent to ping the relay", func() bool {
+		return strings.Contains(s.agent.logText(), "the relay answers pings")
+	})
+	out := run(t, bin.hubrelay, "key", "rotate", "--config", s.relayConf)
+	m := regexp.MustCompile(`made the next relay key (\S+) `).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("hubrelay key rotate printed:\n%s", out)
+	}
+	next, rotated := m[1], time.Now()
+	if out, err := runErr(bin.hubrelay, "key", "promote", "--config", s.relayConf); err == nil || !strings.Contains(out, "1 hub(s) have not learned the next key yet") {
+		t.Fatalf("hubrelay key promote before the hub learned the key: %v\n%s", err, out)
+	}
+	poll.Until(t, 4*time.Minute, "the idle UDP hub to pin the relay's next key in "+agent.RelayKeysFile, func() bool {
+		return relayKeysFile(t, s.dir)["next"] == next
+	})
+	t.Logf("the idle UDP hub pinned the relay's next key %v after the rotate", time.Since(rotated).Round(time.Second))
+	if out := run(t, bin.hubrelay, "key", "promote", "--config", s.relayConf); !strings.Contains(out, "the relay's key is now "+next) {
+		t.Errorf("hubrelay key promote printed:\n%s", out)
+	}
+}
+
 // TestEnrollOverTLS: a hub whose network lets only HTTPS out enrolls over
 // TLS on the relay's port 443, with a code whose address (the agent port)
 // it cannot reach, and then connects over TLS.

@@ -227,6 +227,7 @@ type udpInbound struct {
 	addr  map[*hub]netip.AddrPort // each hub's one entry in peers
 
 	unknown unknownAnswers // to transport messages for sessions not known here (unknown.go)
+	pongs   []pong         // to pings, to send once the lock is released (pingLocked)
 	closing bool           // the relay is shutting down: every message is dropped (goodbye)
 
 	saveWarned atomic.Bool // saveUDPSessions has logged that it cannot write its file
@@ -295,10 +296,14 @@ func (u *udpInbound) admit(packets [][]byte, sizes []int, eps []conn.Endpoint, n
 	kept := 0
 	u.mu.Lock()
 	defer func() {
-		answers := u.takeUnknownLocked()
+		answers, pongs := u.takeUnknownLocked(), u.pongs
+		u.pongs = nil
 		u.mu.Unlock()
 		if len(answers) > 0 {
 			u.s.bind.sendUnknown(answers)
+		}
+		for i := range pongs {
+			u.s.bind.udp.Send([][]byte{pongs[i].msg[:]}, pongs[i].ep)
 		}
 	}()
 	if u.closing {
@@ -396,7 +401,9 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 // of its last handshake for as long as it stays idle. A ping on a session
 // the relay does not know is answered as data would be, with
 // SessionUnknown, and the agent handshakes. One pong a second per hub at
-// most; a lost one is the agent's to miss.
+// most; a lost one is the agent's to miss. The pong says whether the
+// relay has a next key (nextKeyTag): a hub that pings may not handshake
+// or connect for weeks, and must learn it before the relay switches.
 func (u *udpInbound) pingLocked(ep conn.Endpoint, addr netip.AddrPort, i uint32) {
 	pe := u.peers[addr]
 	now := time.Now()
@@ -409,9 +416,14 @@ func (u *udpInbound) pingLocked(ep conn.Endpoint, addr netip.AddrPort, i uint32)
 		return
 	}
 	pe.lastPong = now
-	a := unknownAnswer{ep: ep}
-	copy(a.msg[:], wire.AppendUDPPong(nil, i))
-	u.unknown.pending = append(u.unknown.pending, a)
+	a := pong{ep: ep}
+	wire.AppendUDPPong(a.msg[:0], i, u.s.nextKeyTag())
+	u.pongs = append(u.pongs, a)
+}
+
+type pong struct {
+	ep  conn.Endpoint
+	msg [wire.UDPPingSize]byte
 }
 
 // learnLocked ties addr to the hub whose initiation p is, if it is one

@@ -27,7 +27,9 @@ import (
 //	     An agent connecting over TCP or TLS learns the same, and its
 //	     name, from the HubInfo frame that comes with the relay's first
 //	     handshake response (hubInfo), and asks here only once a day over
-//	     a connection that lasts, over UDP, and of relays before it.
+//	     a connection that lasts, over UDP, and of relays before it. A
+//	     UDP hub that pings learns from the pongs that there is a next
+//	     key (nextKeyTag), and asks.
 //	POST /hub/v1/key         {"public_key": NEW}
 //	     The hub's next key, kept for pendingKeyTTL; nothing changes yet.
 //	POST /hub/v1/key/commit  {"public_key": NEW}
@@ -87,6 +89,23 @@ func (s *Server) nextKey() vpn.PublicKey {
 	}
 	return k.Public()
 }
+
+// nextKeyTag is wire.NextKeyTag of the relay's next key, for the pongs to
+// UDP hubs' pings (4,000 a second for 100,000 hubs): read afresh at most
+// every nextKeyTagEvery.
+func (s *Server) nextKeyTag() uint32 {
+	now := time.Now().UnixNano()
+	if at := s.nextTagAt.Load(); at != 0 && now-at < int64(nextKeyTagEvery) {
+		return s.nextTag.Load()
+	}
+	s.nextTagAt.Store(now)
+	tag := wire.NextKeyTag(s.nextKey())
+	s.nextTag.Store(tag)
+	return tag
+}
+
+// nextKeyTagEvery is how often nextKeyTag reads the next key's file.
+const nextKeyTagEvery = 5 * time.Second
 
 // NextKeyFile is where the relay's next key waits: beside its key.
 func NextKeyFile(privateKeyFile string) string { return privateKeyFile + ".next" }

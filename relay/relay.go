@@ -83,7 +83,10 @@ type Server struct {
 	key     vpn.PrivateKey
 	pub     vpn.PublicKey // key's
 	pending pendingKeys   // hubs' announced next keys (keys.go)
-	version string
+	// nextKeyTag's last read: the tag, and when (unix ns; 0: never).
+	nextTag   atomic.Uint32
+	nextTagAt atomic.Int64
+	version   string
 
 	hubs     *registry
 	udpPeers peerDump   // lastUDPHeard's

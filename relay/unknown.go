@@ -49,7 +49,7 @@ type unknownAnswers struct {
 	last    map[netip.AddrPort]time.Time
 	second  time.Time // the second the overall count is for
 	count   int
-	pending []unknownAnswer // to send once the lock is released; pongs too (pingLocked)
+	pending []unknownAnswer // to send once the lock is released
 }
 
 type unknownAnswer struct {

@@ -252,7 +252,12 @@ func TestUDPHubsOfTheRelayBeforeTakenUp(t *testing.T) {
 	if m := next(200 * time.Millisecond); m != nil {
 		t.Errorf("the relay answered a keepalive on a session it took up: %x", m)
 	}
-	// A hub that pings (wire.UDPPing) instead is answered, once a second.
+	// A hub that pings (wire.UDPPing) instead is answered, once a second,
+	// and told that the relay has a next key (hubrelay key rotate).
+	nextKey, _, err := vpn.LoadOrCreatePrivateKey(NextKeyFile(tr.cfg.PrivateKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	heard = a.udpSeen.Load()
 	tr.clock.advance(time.Second)
 	if _, err := sock.WriteToUDP(wire.AppendUDPPing(nil, 7), relay); err != nil {
@@ -260,8 +265,8 @@ func TestUDPHubsOfTheRelayBeforeTakenUp(t *testing.T) {
 	}
 	if m := next(5 * time.Second); m == nil {
 		t.Errorf("a ping on a session taken up: no answer")
-	} else if i, ok := wire.ParseUDPPong(m); !ok || i != 7 {
-		t.Errorf("a ping on a session taken up: %x came, want a pong for session 7", m)
+	} else if i, tag, ok := wire.ParseUDPPong(m); !ok || i != 7 || tag != wire.NextKeyTag(nextKey.Public()) {
+		t.Errorf("a ping on a session taken up: %x came, want a pong for session 7 with the next key's tag %#x", m, wire.NextKeyTag(nextKey.Public()))
 	}
 	if a.udpSeen.Load() <= heard {
 		t.Errorf("a ping did not count hub a as heard")

@@ -66,10 +66,11 @@ type UDPBind struct {
 	// has replaced them); it must not block. nil: such answers are
 	// dropped.
 	SessionUnknown func(session uint32)
-	// Pong is called with the session's index, on WireGuard's receive
-	// goroutine, when the relay answers a Ping for the session the agent
-	// sends on now; it must not block. nil: pongs are dropped.
-	Pong func(session uint32)
+	// Pong is called with the session's index and the pong's next key
+	// tag (wire.NextKeyTag), on WireGuard's receive goroutine, when the
+	// relay answers a Ping for the session the agent sends on now; it
+	// must not block. nil: pongs are dropped.
+	Pong func(session, next uint32)
 
 	mu   sync.Mutex
 	stop chan struct{} // closed by Close; wakes a receive waiting for room
@@ -250,8 +251,8 @@ type staging struct {
 	stop    <-chan struct{}
 	ours    *indices
 	sentTo  *indices
-	unknown func(uint32) // UDPBind.SessionUnknown
-	pong    func(uint32) // UDPBind.Pong
+	unknown func(uint32)         // UDPBind.SessionUnknown
+	pong    func(uint32, uint32) // UDPBind.Pong
 }
 
 func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -281,10 +282,10 @@ func (s *staging) receive(packets [][]byte, sizes []int, eps []conn.Endpoint) (i
 			}
 			continue
 		}
-		if idx, ok := wire.ParseUDPPong(m); ok {
+		if idx, next, ok := wire.ParseUDPPong(m); ok {
 			s.Pop()
 			if s.pong != nil && s.sentTo.latest() == idx {
-				s.pong(idx)
+				s.pong(idx, next)
 			}
 			continue
 		}

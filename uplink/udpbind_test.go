@@ -311,7 +311,8 @@ func TestUDPBindSessionUnknown(t *testing.T) {
 func TestUDPBindPing(t *testing.T) {
 	inner := &batchBind{batch: 8, queue: make(chan []byte, 8)}
 	var pongs []uint32
-	b := &UDPBind{Bind: inner, MTU: 1420, Pong: func(i uint32) { pongs = append(pongs, i) }}
+	var tags []uint32
+	b := &UDPBind{Bind: inner, MTU: 1420, Pong: func(i, next uint32) { pongs, tags = append(pongs, i), append(tags, next) }}
 	fns, _, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
@@ -333,8 +334,8 @@ func TestUDPBindPing(t *testing.T) {
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)
 	}
-	inner.queue <- wire.AppendUDPPong(nil, 0x0badf00d) // never pinged
-	inner.queue <- wire.AppendUDPPong(nil, 0x01020304)
+	inner.queue <- wire.AppendUDPPong(nil, 0x0badf00d, 5) // never pinged
+	inner.queue <- wire.AppendUDPPong(nil, 0x01020304, 6)
 	inner.queue <- transport(1, 100)
 	n, err := fns[0](bufs, sizes, eps)
 	if err != nil {
@@ -343,7 +344,7 @@ func TestUDPBindPing(t *testing.T) {
 	if n != 1 || sizes[0] != 100 {
 		t.Errorf("WireGuard was handed %d messages (first %d bytes); want only the data message", n, sizes[0])
 	}
-	if len(pongs) != 1 || pongs[0] != 0x01020304 {
-		t.Errorf("pongs taken: %x; want the one for 0x01020304", pongs)
+	if len(pongs) != 1 || pongs[0] != 0x01020304 || tags[0] != 6 {
+		t.Errorf("pongs taken: %x, tags %x; want the one for 0x01020304, tag 6", pongs, tags)
 	}
 }

@@ -41,32 +41,63 @@ func ParseSessionUnknown(p []byte) (uint32, bool) {
 // and pings instead (agent's udpTransport); a plain WireGuard server drops
 // them, and the agent stays with keepalives.
 //
-// Each is 8 bytes: 'H' 'T' 0xE0 and 0x02 (a ping) or 0x03 (a pong), and a
-// receiver index, little-endian: in a Ping that of the agent's latest
-// transport messages (the relay's index of the session), in a Pong the
-// Ping's. The relay answers only a Ping from the address it has for the
-// hub with a session it knows, so a Pong goes nowhere a Ping did not come
-// from and is never larger: the relay is no reflector, and someone off the
-// path, who knows neither, can neither make a hub count as there nor be
-// answered. An agent takes only a Pong for the index it pings with.
-const UDPPingSize = 8
+// Each is 12 bytes: 'H' 'T' 0xE0 and 0x02 (a ping) or 0x03 (a pong), a
+// receiver index, little-endian (in a ping that of the agent's latest
+// transport messages, the relay's index of the session; in a pong the
+// ping's), and 4 bytes: zero in a ping, in a pong the first 4 bytes of
+// the relay's next key (zero: none), so that a hub that neither
+// handshakes nor connects learns that there is one to ask for (a hub
+// must pin it before the relay switches to it). The relay answers only a
+// ping from the address it has for the hub with a session it knows, so a
+// pong goes nowhere a ping did not come from and is never larger: the
+// relay is no reflector, and someone off the path, who knows neither,
+// can neither make a hub count as there nor be answered. An agent takes
+// only a pong for the index it pings with.
+const UDPPingSize = 12
 
 var (
 	pingMagic = [4]byte{'H', 'T', 0xE0, 0x02}
 	pongMagic = [4]byte{'H', 'T', 0xE0, 0x03}
 )
 
-// AppendUDPPing appends a Ping for receiver index i to b.
-func AppendUDPPing(b []byte, i uint32) []byte { return appendIndexed(b, pingMagic, i) }
+// AppendUDPPing appends a ping for receiver index i to b.
+func AppendUDPPing(b []byte, i uint32) []byte {
+	return binary.LittleEndian.AppendUint32(appendIndexed(b, pingMagic, i), 0)
+}
 
-// AppendUDPPong appends the Pong to a Ping for index i to b.
-func AppendUDPPong(b []byte, i uint32) []byte { return appendIndexed(b, pongMagic, i) }
+// AppendUDPPong appends the pong to a ping for index i to b; next is
+// NextKeyTag of the relay's next key.
+func AppendUDPPong(b []byte, i, next uint32) []byte {
+	return binary.LittleEndian.AppendUint32(appendIndexed(b, pongMagic, i), next)
+}
 
-// ParseUDPPing returns the index of Ping p, if p is one.
-func ParseUDPPing(p []byte) (uint32, bool) { return parseIndexed(p, pingMagic) }
+// ParseUDPPing returns the index of ping p, if p is one.
+func ParseUDPPing(p []byte) (uint32, bool) {
+	if len(p) != UDPPingSize {
+		return 0, false
+	}
+	return parseIndexed(p[:8], pingMagic)
+}
 
-// ParseUDPPong returns the index of Pong p, if p is one.
-func ParseUDPPong(p []byte) (uint32, bool) { return parseIndexed(p, pongMagic) }
+// ParseUDPPong returns the index of pong p and its next key's tag, if p is
+// one.
+func ParseUDPPong(p []byte) (i, next uint32, ok bool) {
+	if len(p) != UDPPingSize {
+		return 0, 0, false
+	}
+	i, ok = parseIndexed(p[:8], pongMagic)
+	return i, binary.LittleEndian.Uint32(p[8:]), ok
+}
+
+// NextKeyTag is what a pong says of the relay's next key k: its first 4
+// bytes, 0 for none (the zero key); a key whose first 4 bytes are zero is
+// 1, so that it still says there is one.
+func NextKeyTag(k [32]byte) uint32 {
+	if k == ([32]byte{}) {
+		return 0
+	}
+	return max(binary.LittleEndian.Uint32(k[:4]), 1)
+}
 
 func appendIndexed(b []byte, magic [4]byte, i uint32) []byte {
 	b = append(b, magic[:]...)

@@ -312,36 +312,52 @@ func TestSessionUnknown(t *testing.T) {
 	}
 }
 
-// TestUDPPingPong: the three 8-byte messages never pass for one another, nor
-// for WireGuard's.
+// TestUDPPingPong: the three small messages never pass for one another,
+// nor for WireGuard's, and a pong carries the next key's tag.
 func TestUDPPingPong(t *testing.T) {
-	type msg struct {
-		name   string
-		append func([]byte, uint32) []byte
-		parse  func([]byte) (uint32, bool)
+	ping := AppendUDPPing(nil, 0x01020304)
+	pong := AppendUDPPong(nil, 0x01020304, 0xa0b0c0d0)
+	unknown := AppendSessionUnknown(nil, 0x01020304)
+	for _, m := range [][]byte{ping, pong, unknown} {
+		if Classify(m) != Control {
+			t.Errorf("%x classified as %v", m, Classify(m))
+		}
 	}
-	msgs := []msg{{"SessionUnknown", AppendSessionUnknown, ParseSessionUnknown}, {"UDPPing", AppendUDPPing, ParseUDPPing}, {"UDPPong", AppendUDPPong, ParseUDPPong}}
-	for _, a := range msgs {
-		m := a.append(nil, 0x01020304)
-		if len(m) != UDPPingSize || Classify(m) != Control {
-			t.Errorf("%s: %d bytes, classified as %v", a.name, len(m), Classify(m))
+	if len(ping) != UDPPingSize || len(pong) != UDPPingSize {
+		t.Errorf("ping %d, pong %d bytes; want %d", len(ping), len(pong), UDPPingSize)
+	}
+	if i, ok := ParseUDPPing(ping); !ok || i != 0x01020304 {
+		t.Errorf("the ping parsed as %#x, %v", i, ok)
+	}
+	if i, next, ok := ParseUDPPong(pong); !ok || i != 0x01020304 || next != 0xa0b0c0d0 {
+		t.Errorf("the pong parsed as %#x, %#x, %v", i, next, ok)
+	}
+	for _, m := range [][]byte{pong, unknown, ping[:8], append(append([]byte(nil), ping...), 0)} {
+		if _, ok := ParseUDPPing(m); ok {
+			t.Errorf("ParseUDPPing took %x", m)
 		}
-		if i, ok := a.parse(m); !ok || i != 0x01020304 {
-			t.Errorf("%s: parsed as %#x, %v", a.name, i, ok)
+	}
+	for _, m := range [][]byte{ping, unknown, pong[:8], append(append([]byte(nil), pong...), 0)} {
+		if _, _, ok := ParseUDPPong(m); ok {
+			t.Errorf("ParseUDPPong took %x", m)
 		}
-		for _, b := range msgs {
-			if b.name != a.name {
-				if _, ok := b.parse(m); ok {
-					t.Errorf("%s took a %s", b.name, a.name)
-				}
-			}
+	}
+	for _, m := range [][]byte{ping, pong} {
+		if _, ok := ParseSessionUnknown(m); ok {
+			t.Errorf("ParseSessionUnknown took %x", m)
 		}
-		if _, ok := a.parse(m[:7]); ok {
-			t.Errorf("%s took 7 bytes", a.name)
-		}
-		if _, ok := a.parse(append(m, 0)); ok {
-			t.Errorf("%s took 9 bytes", a.name)
-		}
+	}
+	var k [32]byte
+	if NextKeyTag(k) != 0 {
+		t.Errorf("the zero key's tag is %#x; want 0 (no next key)", NextKeyTag(k))
+	}
+	k[31] = 1
+	if NextKeyTag(k) != 1 {
+		t.Errorf("a key starting with 4 zero bytes has tag %#x; want 1", NextKeyTag(k))
+	}
+	k[0] = 7
+	if NextKeyTag(k) != 7 {
+		t.Errorf("tag %#x; want 7", NextKeyTag(k))
 	}
 }
 

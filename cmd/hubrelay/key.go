@@ -109,7 +109,7 @@ func (c cli) promoteKey(cfg *relay.Config, cur, next, config string, force bool)
 		}
 	}
 	if len(behind) > 0 && !force {
-		return fmt.Errorf("%d hub(s) have not learned the next key yet and would be stranded: %s. Wait for them (each asks at its next connection and once a day), or use --force",
+		return fmt.Errorf("%d hub(s) have not learned the next key yet and would be stranded: %s. Wait for them (each asks at its next connection and once a day; an idle UDP hub within minutes), or use --force",
 			len(behind), strings.Join(behind, ", "))
 	}
 	if err := os.Rename(cur, cur+".old"); err != nil {
