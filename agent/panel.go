@@ -291,7 +291,7 @@ func (a *Agent) TestConnection(ctx context.Context) panel.Finding {
 	}
 	if c.Transport == "udp" {
 		return panel.Finding{OK: true, Said: localapi.Words{Kind: "udp-no-test",
-			Text: "The tunnel uses plain WireGuard over UDP: there is no connection to test; the last handshake above shows whether the relay answers."}}
+			Text: "The tunnel uses plain WireGuard over UDP: there is no connection to test; the state above shows whether the relay answers (an idle hub pings it every 25 s)."}}
 	}
 	res := a.dns.Load()
 	if res == nil && c.relayIsName() {

@@ -273,7 +273,7 @@ var englishKinds = map[string]string{
 	"by-address":              "The relay is given by its address: there is nothing to resolve.",
 	"resolved":                "The relay's name resolves.",
 	"no-address":              "No usable address for the relay's name.",
-	"udp-no-test":             "The tunnel uses plain WireGuard over UDP: there is no connection to test; the last handshake above shows whether the relay answers.",
+	"udp-no-test":             "The tunnel uses plain WireGuard over UDP: there is no connection to test; the state above shows whether the relay answers (an idle hub pings it every 25 s).",
 	"reached":                 "Reached the relay.",
 }
 
@@ -322,6 +322,6 @@ var germanKinds = map[string]string{
 	"by-address":              "Das Relay ist mit seiner Adresse angegeben: es gibt nichts aufzulösen.",
 	"resolved":                "Der Name des Relays lässt sich auflösen.",
 	"no-address":              "Für den Namen des Relays gibt es keine brauchbare Adresse.",
-	"udp-no-test":             "Der Tunnel nutzt WireGuard direkt über UDP: es gibt keine Verbindung zu testen; der letzte Handshake oben zeigt, ob das Relay antwortet.",
+	"udp-no-test":             "Der Tunnel nutzt WireGuard direkt über UDP: es gibt keine Verbindung zu testen; der Zustand oben zeigt, ob das Relay antwortet (eine ruhende Zentrale fragt es alle 25 s an).",
 	"reached":                 "Relay erreicht.",
 }
