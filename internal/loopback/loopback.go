@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 
 	"github.com/hubtunnel/hubtunnel/portmap"
@@ -65,15 +66,36 @@ func publicPorts() []int {
 }
 
 // Offset returns a port_offset in 10000–21000 under which all of the
-// relay's public ports are free.
+// relay's public ports are free. It prefers offsets that keep every public
+// port out of the kernel's ephemeral range: a port there that was free at
+// the probe can be taken by any outgoing connection on the machine before
+// the relay binds it (CI saw "address already in use" from exactly that).
 func (p *Ports) Offset() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.init()
 	public := publicPorts()
+	lo, hi := ephemeralRange()
+	outside := func(off int) bool {
+		for _, port := range public {
+			if off+port >= lo && off+port <= hi {
+				return false
+			}
+		}
+		return true
+	}
+	var quiet []int // offsets in 10000–21000 with no public port in the ephemeral range
+	for off := 10000; off <= 21000; off++ {
+		if outside(off) {
+			quiet = append(quiet, off)
+		}
+	}
 next:
-	for range 200 {
+	for i := range 200 {
 		off := 10000 + rand.IntN(11001)
+		if len(quiet) > 0 && i < 150 {
+			off = quiet[rand.IntN(len(quiet))]
+		}
 		for _, port := range public {
 			if p.reserved[off+port] || !canListen(off+port) {
 				continue next
@@ -85,6 +107,18 @@ next:
 		return off, nil
 	}
 	return 0, fmt.Errorf("loopback: no port_offset with all public ports free")
+}
+
+// ephemeralRange is the range the kernel picks local ports from for
+// outgoing connections and port 0, Linux's default when it cannot be read.
+func ephemeralRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if _, err := fmt.Sscan(string(b), &lo, &hi); err == nil && lo > 0 && lo <= hi {
+			return lo, hi
+		}
+	}
+	return 32768, 60999
 }
 
 func (p *Ports) init() {
