@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/hubtunnel/hubtunnel/portmap"
@@ -66,36 +67,31 @@ func publicPorts() []int {
 }
 
 // Offset returns a port_offset in 10000–21000 under which all of the
-// relay's public ports are free. It prefers offsets that keep every public
-// port out of the kernel's ephemeral range: a port there that was free at
-// the probe can be taken by any outgoing connection on the machine before
-// the relay binds it (CI saw "address already in use" from exactly that).
+// relay's public ports are free. It draws only offsets that keep every
+// public port out of the kernel's ephemeral range, where there are any: a
+// port there that was free at the probe can be taken by any outgoing
+// connection on the machine before the relay binds it (CI saw "address
+// already in use" from exactly that).
 func (p *Ports) Offset() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.init()
 	public := publicPorts()
 	lo, hi := ephemeralRange()
-	outside := func(off int) bool {
-		for _, port := range public {
-			if off+port >= lo && off+port <= hi {
-				return false
-			}
-		}
-		return true
-	}
-	var quiet []int // offsets in 10000–21000 with no public port in the ephemeral range
+	var offsets []int // offsets in 10000–21000 with no public port in the ephemeral range; all if none
 	for off := 10000; off <= 21000; off++ {
-		if outside(off) {
-			quiet = append(quiet, off)
+		if !slices.ContainsFunc(public, func(port int) bool { return off+port >= lo && off+port <= hi }) {
+			offsets = append(offsets, off)
+		}
+	}
+	if len(offsets) == 0 {
+		for off := 10000; off <= 21000; off++ {
+			offsets = append(offsets, off)
 		}
 	}
 next:
-	for i := range 200 {
-		off := 10000 + rand.IntN(11001)
-		if len(quiet) > 0 && i < 150 {
-			off = quiet[rand.IntN(len(quiet))]
-		}
+	for range 200 {
+		off := offsets[rand.IntN(len(offsets))]
 		for _, port := range public {
 			if p.reserved[off+port] || !canListen(off+port) {
 				continue next
