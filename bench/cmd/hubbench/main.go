@@ -162,7 +162,11 @@ func runAll(args []string) error {
 	}
 	fmt.Println()
 	rep.Print(os.Stdout)
-	if err := os.WriteFile(*out, []byte(rep.Markdown()), 0o644); err != nil {
+	old, err := os.ReadFile(*out)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	if err := os.WriteFile(*out, []byte(rep.Markdown()+handKept(string(old))), 0o644); err != nil {
 		return err
 	}
 	fmt.Printf("\nhubbench: wrote %s; took %s\n", *out, rep.Took.Round(time.Second))
@@ -302,3 +306,18 @@ func maxTCPHubs() int { return max(fdLimit()-fdReserve, 0) }
 // fdReserve is what the relay and the fleet keep of their file descriptors
 // for themselves.
 const fdReserve = 500
+
+// handKeptHeading starts the part of BENCHMARKS.md that people write: the
+// figures of partial runs and the comparisons between full ones.
+const handKeptHeading = "## Earlier partial runs (kept by hand"
+
+// handKept returns the hand-kept part of an earlier report, from its
+// heading to the end, with a blank line before it; "" if it has none. A
+// run replaces everything above it and keeps it.
+func handKept(old string) string {
+	i := strings.Index(old, "\n"+handKeptHeading)
+	if i < 0 {
+		return ""
+	}
+	return "\n" + old[i+1:]
+}

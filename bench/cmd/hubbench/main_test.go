@@ -30,3 +30,19 @@ func TestBaseGroupNeedsBaseBin(t *testing.T) {
 		t.Fatalf("runAll: %v, want a refusal that names -base-bin", err)
 	}
 }
+
+// A run rewrites the generated report and keeps what people wrote below
+// it; a report without that part gains nothing.
+func TestHandKeptSurvivesARun(t *testing.T) {
+	old := "# Benchmarks\n\nold table\n\n" + handKeptHeading + "; not from this run)\n\n### a section\n\nnotes\n"
+	got := "# Benchmarks\n\nnew table\n" + handKept(old)
+	want := "# Benchmarks\n\nnew table\n\n" + handKeptHeading + "; not from this run)\n\n### a section\n\nnotes\n"
+	if got != want {
+		t.Errorf("report after a run:\n%q\nwant\n%q", got, want)
+	}
+	for _, none := range []string{"", "# Benchmarks\n\nold table\n", handKeptHeading + " at the very start, not after a line\n"} {
+		if h := handKept(none); h != "" {
+			t.Errorf("handKept(%q) = %q; want nothing", none, h)
+		}
+	}
+}
