@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 // Defaults for Forwarder's zero fields.
@@ -446,19 +447,36 @@ func startSplice(a, b net.Conn, aToBCount, bToACount *atomic.Uint64, ended func(
 		}
 		ended(aToB, bToA, err)
 	}
-	way(b, a, aToBCount, stop, func(n int64) { aToB = n; end() })
-	way(a, b, bToACount, stop, func(n int64) { bToA = n; end() })
+	sa, sb := sideOf(a), sideOf(b)
+	way(sb, sa, aToBCount, stop, func(n int64) { aToB = n; end() })
+	way(sa, sb, bToACount, stop, func(n int64) { bToA = n; end() })
+}
+
+// side is one connection of a splice and how its bytes move: through a
+// sockio.Socket where it is a socket of its own (the local target's: its
+// system calls are much of the agent's CPU per request), else its own
+// Read and Write.
+type side struct {
+	c  net.Conn
+	rw io.ReadWriter
+}
+
+func sideOf(c net.Conn) side {
+	if s := sockio.Of(c); s != nil {
+		return side{c, s}
+	}
+	return side{c, c}
 }
 
 // way copies src to dst (see oneWay) and calls finish with the byte count
 // when done: as a pump if src has a readNotifier, else in a goroutine.
-func way(dst, src net.Conn, count *atomic.Uint64, stop func(error), finish func(n int64)) {
-	if rn := notifierFor(src); rn != nil {
-		p := &pump{dst: dst, src: src, rn: rn, count: count, stop: stop, finish: finish}
+func way(dst, src side, count *atomic.Uint64, stop func(error), finish func(n int64)) {
+	if rn := notifierFor(src.c); rn != nil {
+		p := &pump{dst: dst, src: src.rw, rn: rn, count: count, stop: stop, finish: finish}
 		rn.WhenReadable(p.run)
 		return
 	}
-	go func() { finish(oneWay(dst, src, count, stop)) }()
+	go func() { finish(oneWay(dst, src.rw, count, stop)) }()
 }
 
 // readNotifier is implemented by connections that can wait for data without
@@ -474,30 +492,31 @@ type readNotifier interface {
 // again through WhenReadable. A held session's tunnel side thus costs
 // neither a goroutine nor a buffer.
 type pump struct {
-	dst, src net.Conn
-	rn       readNotifier
-	count    *atomic.Uint64
-	stop     func(error)
-	finish   func(n int64) // called once, when the direction has ended
-	n        int64
+	dst    side
+	src    io.Reader
+	rn     readNotifier
+	count  *atomic.Uint64
+	stop   func(error)
+	finish func(n int64) // called once, when the direction has ended
+	n      int64
 }
 
 func (p *pump) run() {
-	n, err := copyConn(p.dst, p.src, p.count, true)
+	n, err := copyConn(p.dst.rw, p.src, p.count, true)
 	p.n += n
 	if err == errWait {
 		p.rn.WhenReadable(p.run)
 		return
 	}
-	endWay(p.dst, err, p.stop)
+	endWay(p.dst.c, err, p.stop)
 	p.finish(p.n)
 }
 
 // oneWay copies src to dst. On EOF it half-closes dst; on error, or when dst
 // cannot half-close, it calls stop.
-func oneWay(dst, src net.Conn, count *atomic.Uint64, stop func(error)) int64 {
-	n, err := copyConn(dst, src, count, false)
-	endWay(dst, err, stop)
+func oneWay(dst side, src io.Reader, count *atomic.Uint64, stop func(error)) int64 {
+	n, err := copyConn(dst.rw, src, count, false)
+	endWay(dst.c, err, stop)
 	return n
 }
 

@@ -4,9 +4,8 @@ import (
 	"net"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/hubtunnel/hubtunnel/internal/gopool"
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 // socketNotifier waits for a TCP socket to become readable without a buffer
@@ -28,23 +27,19 @@ type sockReady struct{ rc syscall.RawConn }
 // for the copy already.
 func (s sockReady) WhenReadable(f func()) {
 	go func() {
-		s.rc.Read(pollReady)
+		w := readyWait{}
+		s.rc.Read(w.ready)
 		gopool.Go(f)
 	}()
 }
 
-// pollReady reports whether fd has data, EOF or an error waiting, by
-// polling it without blocking (poll, unlike a peek, leaves a pending error
-// such as a reset for the Read that follows). The runtime's poller only
-// wakes a RawConn Read for readiness that came after it started waiting,
-// so it must look first.
-func pollReady(fd uintptr) bool {
-	for {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-		n, err := unix.Poll(p, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		return err != nil || n > 0
-	}
+// readyWait is one wait for readability. The runtime's poller only wakes a
+// RawConn Read for readiness that came after it started waiting, so the
+// first call looks (poll(2)); a second call is the poller's wake-up, taken
+// as readable: a read that then finds nothing only waits again.
+type readyWait struct{ calls int }
+
+func (w *readyWait) ready(fd uintptr) bool {
+	w.calls++
+	return w.calls > 1 || sockio.Readable(fd)
 }

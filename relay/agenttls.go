@@ -209,6 +209,16 @@ func (c *peekedConn) CloseWrite() error {
 	return nil
 }
 
+// TCPConn is the socket under c once its first byte has been read again,
+// for sockio (wire.NewConn): from then on c's bytes are the socket's.
+func (c *peekedConn) TCPConn() *net.TCPConn {
+	if c.peeked {
+		return nil
+	}
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
+
 func (c *peekedConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()

@@ -3,6 +3,7 @@ package relay
 import (
 	"container/list"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 const (
@@ -197,7 +199,10 @@ func (ln *publicListener) Accept() (net.Conn, error) {
 			ln.s.untrack(c)
 			continue
 		}
-		pc := &publicConn{Conn: c, s: ln.s, slot: slot}
+		pc := &publicConn{Conn: c, rw: c, s: ln.s, slot: slot}
+		if sock := sockio.Of(c); sock != nil {
+			pc.rw = sock
+		}
 		pc.addr, pc.withinLimit = ln.s.limits.open(key)
 		if !pc.withinLimit {
 			c.SetDeadline(time.Now().Add(overLimitDeadline))
@@ -218,6 +223,7 @@ func abort(c net.Conn) {
 // publicConn is a user's connection to a public port.
 type publicConn struct {
 	net.Conn
+	rw          io.ReadWriter // Conn, or its sockio.Socket
 	s           *Server
 	addr        *addrState
 	slot        *gateSlot // in Server.publicGate
@@ -239,13 +245,13 @@ type publicConn struct {
 }
 
 func (c *publicConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	n, err := c.rw.Read(p)
 	c.in.Add(int64(n))
 	return n, err
 }
 
 func (c *publicConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	n, err := c.rw.Write(p)
 	c.out.Add(int64(n))
 	return n, err
 }

@@ -130,6 +130,14 @@ func (c *countedConn) CloseWrite() error {
 	return nil
 }
 
+// TCPConn is the connection under c when it is a bare socket (not TLS
+// nor a proxy's buffered connection), for sockio: c's Read and Write are
+// its own.
+func (c *countedConn) TCPConn() *net.TCPConn {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
+
 // SyscallConn is the socket's under every wrapper (wire.DelayACKs uses it).
 func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
 	rc, _, ok := socketOf(c.Conn)

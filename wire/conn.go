@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 // AckIdle is how long a connection must have been without writes for the
@@ -52,6 +54,7 @@ var (
 // and why.
 type Conn struct {
 	c        net.Conn
+	w        io.Writer // c, or its sockio.Socket
 	counters *Counters
 
 	// Reading: one goroutine.
@@ -101,13 +104,18 @@ func NewConn(c net.Conn, cfg ConnConfig) *Conn {
 	if cfg.ReadBuffer <= 0 {
 		cfg.ReadBuffer = 64 << 10
 	}
+	sock := sockio.Of(c)
 	fc := &Conn{
 		c:            c,
+		w:            c,
 		counters:     cfg.Counters,
-		rd:           newReadBuf(c, cfg.ReadBuffer, cfg.ReleaseIdle),
+		rd:           newReadBuf(c, sock, cfg.ReadBuffer, cfg.ReleaseIdle),
 		done:         make(chan struct{}),
 		writeTimeout: cfg.WriteTimeout,
 		poolWrites:   cfg.ReleaseIdle,
+	}
+	if sock != nil {
+		fc.w = sock
 	}
 	fc.ka = newKeepaliveFilter(fc.flushKeepalive)
 	return fc
@@ -303,7 +311,7 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 	}
 	c.lastWrite = now
 	c.c.SetWriteDeadline(now.Add(c.writeTimeout))
-	if _, err := c.c.Write(buf); err != nil {
+	if _, err := c.w.Write(buf); err != nil {
 		c.CloseWithError(err)
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 // parkerSys is a Parker's epoll instance: each parked socket is in it,
@@ -60,7 +62,7 @@ func (s *parkerSys) loop(p *Parker, rc syscall.RawConn) {
 	defer close(s.done)
 	rc.Read(func(fd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(fd), s.evs[:], 0)
+			n, err := sockio.EpollWaitNow(int(fd), s.evs[:])
 			if err == unix.EINTR {
 				continue
 			}
@@ -105,7 +107,7 @@ type parkSys struct {
 }
 
 func (ps *parkSys) ctlOnce(fd uintptr) {
-	ps.err = unix.EpollCtl(ps.epfd, ps.op, int(fd), &ps.ev)
+	ps.err = sockio.EpollCtl(ps.epfd, ps.op, int(fd), &ps.ev)
 }
 
 // epollCtl runs epoll_ctl for c's socket while it is open. Under p.mu.

@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 // readBuf is Conn's read buffer. Like a bufio.Reader it pulls as many bytes
@@ -45,8 +47,11 @@ type readBuf struct {
 // Buffer pools by size: connections with the same ReadBuffer share one.
 var readPools sync.Map // int → *sync.Pool
 
-func newReadBuf(c net.Conn, size int, releaseIdle bool) *readBuf {
+func newReadBuf(c net.Conn, sock *sockio.Socket, size int, releaseIdle bool) *readBuf {
 	rd := &readBuf{src: c, size: size}
+	if sock != nil {
+		rd.src = sock
+	}
 	if releaseIdle {
 		rd.raw = rawConn(c)
 	}

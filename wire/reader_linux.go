@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hubtunnel/hubtunnel/internal/sockio"
 )
 
 // rawConn is c's file descriptor access, or nil when c is not a socket of
@@ -68,16 +70,7 @@ func (rd *readBuf) wait() error {
 
 func (rd *readBuf) waitOnce(fd uintptr) bool {
 	rd.waitCalls++
-	if rd.waitCalls > 1 {
-		return true // woken by the poller
-	}
-	for {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-		n, err := unix.Poll(p, 0)
-		if err != unix.EINTR {
-			return err != nil || n > 0
-		}
-	}
+	return rd.waitCalls > 1 || sockio.Readable(fd) // a second call: woken by the poller
 }
 
 // readDirectRaw reads into p straight from the socket.
@@ -117,11 +110,4 @@ func (rd *readBuf) rawDo(f func(uintptr) bool) (int, error) {
 	return n, nil
 }
 
-func readFD(fd uintptr, p []byte) (int, error) {
-	for {
-		n, err := unix.Read(int(fd), p)
-		if err != unix.EINTR {
-			return n, err
-		}
-	}
-}
+func readFD(fd uintptr, p []byte) (int, error) { return sockio.Read(fd, p) }

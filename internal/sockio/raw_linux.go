@@ -1,0 +1,92 @@
+package sockio
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const supported = true
+
+// Read is read(2) on fd, retried on EINTR, without telling the runtime.
+// fd must be non-blocking.
+func Read(fd uintptr, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == 0 {
+			if n > 0 {
+				raceWrite(p[:n])
+			}
+			return int(n), nil
+		}
+		if e != syscall.EINTR {
+			return 0, e
+		}
+	}
+}
+
+// Write is write(2) on fd, retried on EINTR, without telling the runtime.
+// fd must be non-blocking.
+func Write(fd uintptr, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	raceRead(p)
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == 0 {
+			return int(n), nil
+		}
+		if e != syscall.EINTR {
+			return 0, e
+		}
+	}
+}
+
+// Readable reports whether a read on fd would not block: data, EOF or an
+// error waiting (poll(2) with no timeout, which unlike a peek leaves a
+// pending error such as a reset for the read that follows).
+func Readable(fd uintptr) bool {
+	p := unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}
+	var ts unix.Timespec // no waiting
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+		if e == 0 {
+			return n > 0
+		}
+		if e != syscall.EINTR {
+			return true // let the read that follows report it
+		}
+	}
+}
+
+// EpollWaitNow is epoll_wait(2) on epfd with no timeout (it never blocks),
+// retried on EINTR, without telling the runtime.
+func EpollWaitNow(epfd int, evs []unix.EpollEvent) (int, error) {
+	if len(evs) == 0 {
+		return 0, syscall.EINVAL
+	}
+	for {
+		// epoll_pwait with no signal mask: the one every architecture has.
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
+		if e == 0 {
+			return int(n), nil
+		}
+		if e != syscall.EINTR {
+			return 0, e
+		}
+	}
+}
+
+// EpollCtl is epoll_ctl(2) without telling the runtime (it never blocks).
+func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
