@@ -32,10 +32,16 @@ test: deps
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v /e2e)
+	$(SOCKIO_RAW)
 	$(GO) test -count=1 -timeout 15m ./e2e/
+
+# Under -race internal/sockio uses the syscall package's calls (race.go);
+# its raw ones are tested here, and by e2e's binaries.
+SOCKIO_RAW = $(GO) test -count=1 ./internal/sockio/
 
 test-unit:
 	$(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v /e2e)
+	$(SOCKIO_RAW)
 
 test-e2e: deps
 	$(GO) test -count=1 -timeout 15m -v ./e2e/

@@ -9,40 +9,30 @@ import (
 
 const supported = true
 
-// Read is read(2) on fd, retried on EINTR, without telling the runtime.
-// fd must be non-blocking.
+// Read is read(2) on fd, retried on EINTR, without telling the runtime
+// (see race.go for race builds). fd must be non-blocking.
 func Read(fd uintptr, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if e == 0 {
-			if n > 0 {
-				raceWrite(p[:n])
-			}
-			return int(n), nil
-		}
-		if e != syscall.EINTR {
-			return 0, e
+		n, err := read(fd, p)
+		if err != syscall.EINTR {
+			return n, err
 		}
 	}
 }
 
-// Write is write(2) on fd, retried on EINTR, without telling the runtime.
-// fd must be non-blocking.
+// Write is write(2) on fd, retried on EINTR, without telling the runtime
+// (see race.go for race builds). fd must be non-blocking.
 func Write(fd uintptr, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	raceRead(p)
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if e == 0 {
-			return int(n), nil
-		}
-		if e != syscall.EINTR {
-			return 0, e
+		n, err := write(fd, p)
+		if err != syscall.EINTR {
+			return n, err
 		}
 	}
 }
