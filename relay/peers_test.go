@@ -168,6 +168,26 @@ func (tr *testRelay) udpSweep(d time.Duration) {
 	tr.sweepUDPPeers()
 }
 
+// quiet waits until no packet has gone to or come from UDP hub h for 50 ms
+// of real time, sweeping at the fake clock's time meanwhile: a request's
+// last packets (the netstack's delayed ACK follows an answer by up to
+// 10 ms) must not meet the fake clock's steps that follow, where they
+// would count as data minutes later.
+func (tr *testRelay) quiet(t *testing.T, h *hub) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tr.sweepUDPPeers() // takes the marks
+		time.Sleep(50 * time.Millisecond)
+		if !h.peerData.Load() && !h.peerUsed.Load() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("packets still went to or came from hub %s 10s after its request", h.Name)
+		}
+	}
+}
+
 // TestIdleUDPHubLosesItsPeerWithItsSessionFresh: a UDP hub's keepalives
 // and rekeys would keep its WireGuard peer for good; the relay removes it
 // while the hub's session is fresh, udpPeerIdleAfter after a handshake
@@ -226,6 +246,7 @@ func TestIdleUDPHubLosesItsPeerWithItsSessionFresh(t *testing.T) {
 	if !ha.peerOn.Load() || !a.lastHandshake().After(before) {
 		t.Fatalf("after a request for idle UDP hub a: peer %v, the agent's handshake %v (was %v); want a peer and the relay's handshake", ha.peerOn.Load(), a.lastHandshake(), before)
 	}
+	tr.quiet(t, ha)
 	tr.udpSweep(udpPeerIdleAfter)
 	if !ha.peerOn.Load() {
 		t.Fatalf("UDP hub a lost the peer that carried a request %v after it", udpPeerIdleAfter)
