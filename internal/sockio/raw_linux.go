@@ -11,26 +11,18 @@ const supported = true
 
 // Read is read(2) on fd, retried on EINTR, without telling the runtime
 // (see race.go for race builds). fd must be non-blocking.
-func Read(fd uintptr, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for {
-		n, err := read(fd, p)
-		if err != syscall.EINTR {
-			return n, err
-		}
-	}
-}
+func Read(fd uintptr, p []byte) (int, error) { return retried(read, fd, p) }
 
 // Write is write(2) on fd, retried on EINTR, without telling the runtime
 // (see race.go for race builds). fd must be non-blocking.
-func Write(fd uintptr, p []byte) (int, error) {
+func Write(fd uintptr, p []byte) (int, error) { return retried(write, fd, p) }
+
+func retried(call func(uintptr, []byte) (int, error), fd uintptr, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
-		n, err := write(fd, p)
+		n, err := call(fd, p)
 		if err != syscall.EINTR {
 			return n, err
 		}
