@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // pair is a connected TCP pair on loopback: a is wrapped, b is plain.
@@ -101,13 +103,15 @@ func TestDeadlines(t *testing.T) {
 	}
 
 	// The peer reads nothing: the write fills the buffers and times out,
-	// reporting how much went.
-	a.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	n, err := sa.Write(make([]byte, 64<<20))
+	// reporting how much went. (The buffer is made first: zeroing 64 MiB
+	// took longer than the deadline once.)
+	big := make([]byte, 64<<20)
+	a.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	n, err := sa.Write(big)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write past its deadline: %v; want a timeout", err)
 	}
-	if n <= 0 || n >= 64<<20 {
+	if n <= 0 || n >= len(big) {
 		t.Fatalf("Write past its deadline wrote %d bytes; want part of them", n)
 	}
 	var oe *net.OpError
@@ -165,24 +169,13 @@ func TestReadable(t *testing.T) {
 		t.Fatal("an empty socket is readable")
 	}
 	b.Write([]byte("x"))
-	deadline := time.Now().Add(5 * time.Second)
-	for !readable() {
-		if time.Now().After(deadline) {
-			t.Fatal("a socket with data waiting is not readable")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, "a socket with data waiting to be readable", readable)
 	a.Read(make([]byte, 1))
 	if readable() {
 		t.Fatal("readable after its only byte was read")
 	}
 	b.Close()
-	for !readable() {
-		if time.Now().After(deadline) {
-			t.Fatal("not readable after the peer closed (EOF waits)")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, "the socket to be readable after the peer closed (EOF waits)", readable)
 }
 
 // prefixed is a wrapper such as the uplink's: it embeds the socket (and so
