@@ -156,6 +156,15 @@ func TestIdleUDPHubReachedAgain(t *testing.T) {
 	s.startAgent(agentOpts{transport: "udp", update: "[update]\nurl = \"http://127.0.0.1:1/releases/\"\n"})
 	s.waitConnected(15 * time.Second)
 	connected := time.Now()
+	// Counted from the first pong on (25 s after connecting): on a
+	// loaded machine wireguard-go may start one more handshake 5 s after
+	// the first, when the relay's response came in before the goroutine
+	// that sent the initiation armed its retry timer (send.go:
+	// SendHandshakeInitiation arms it after the send), which nothing
+	// then stops. Not the idle traffic this test is about.
+	poll.Until(t, time.Minute, "the agent to say the relay answers its pings", func() bool {
+		return strings.Contains(s.agent.logText(), "the relay answers pings")
+	})
 	const inits = "hubrelay_handshake_initiations_total{transport=udp}"
 	first := scrape(t, metrics)[inits]
 	poll.Until(t, 3*time.Minute, "the relay to remove the idle UDP hub's WireGuard peer", func() bool {
@@ -163,14 +172,11 @@ func TestIdleUDPHubReachedAgain(t *testing.T) {
 		return m["hubrelay_hubs_online{transport=udp}"] == 1 && m["hubrelay_wireguard_peers"] == 0
 	})
 	t.Logf("the idle UDP hub's peer went %v after it connected", time.Since(connected).Round(time.Second))
-	if !strings.Contains(s.agent.logText(), "the relay answers pings") {
-		t.Errorf("the agent does not say it pings the relay:\n%s", s.agent.logText())
-	}
 	// Past 3.5 minutes: WireGuard's session is gone on both sides.
 	time.Sleep(time.Until(connected.Add(215 * time.Second)))
 	m := scrape(t, metrics)
 	if got := m[inits] - first; got != 0 {
-		t.Errorf("the idle agent sent %v handshake initiations in %v; want none (it pings)", got, time.Since(connected).Round(time.Second))
+		t.Errorf("the idle agent sent %v handshake initiations from its first pong to %v after it connected; want none (it pings)", got, time.Since(connected).Round(time.Second))
 	}
 	if m["hubrelay_hubs_online{transport=udp}"] != 1 {
 		t.Errorf("the idle pinging hub is not online at the relay")
