@@ -72,3 +72,32 @@ func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 	}
 	return nil
 }
+
+// Recvmmsg is recvmmsg(2) on fd with no flags and no timeout, retried on
+// EINTR, without telling the runtime. fd must be non-blocking: with
+// nothing to read it returns EAGAIN.
+func Recvmmsg(fd uintptr, hs []unix.Mmsghdr) (int, error) {
+	return mmsg(unix.SYS_RECVMMSG, fd, hs)
+}
+
+// Sendmmsg is sendmmsg(2) on fd with no flags, retried on EINTR, without
+// telling the runtime. fd must be non-blocking: with no room to write it
+// returns EAGAIN.
+func Sendmmsg(fd uintptr, hs []unix.Mmsghdr) (int, error) {
+	return mmsg(unix.SYS_SENDMMSG, fd, hs)
+}
+
+func mmsg(trap, fd uintptr, hs []unix.Mmsghdr) (int, error) {
+	if len(hs) == 0 {
+		return 0, nil
+	}
+	for {
+		n, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hs[0])), uintptr(len(hs)), 0, 0, 0)
+		if e == 0 {
+			return int(n), nil
+		}
+		if e != syscall.EINTR {
+			return 0, e
+		}
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package udpbind
+
+const raceEnabled = false
