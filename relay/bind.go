@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/internal/udpbind"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -76,7 +77,7 @@ func putFrame(b *[]byte) {
 func newAgentBind(udpPort uint16) *agentBind {
 	b := &agentBind{in: make(chan inbound, 256), udpPort: udpPort}
 	if udpPort != 0 {
-		b.udp = conn.NewStdNetBind()
+		b.udp = udpbind.New()
 	}
 	return b
 }
@@ -177,14 +178,14 @@ func (b *agentBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 // BatchSize is how many messages WireGuard reads per receive call, from
 // agent connections and UDP alike. WireGuard keeps BatchSize × 64 KiB of
 // buffers per receive routine, and as many for reading the netstack: at
-// StdNetBind's 128, with its IPv4 and IPv6 functions beside the agents',
+// the UDP bind's 128, with its IPv4 and IPv6 functions beside the agents',
 // that was 32 MiB, resident once a UDP hub's download had touched it.
 func (b *agentBind) BatchSize() int { return batchSize }
 
 const batchSize = 16
 
 // receiveUDP reads one of the UDP bind's receive functions through a
-// vpn.Staging (StdNetBind reads its own 128 messages at a time into slots
+// vpn.Staging (the bind reads its own 128 messages at a time into slots
 // of one message each) and applies udpIn.
 func (b *agentBind) receiveUDP(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	st := vpn.NewStaging(fn, b.udp.BatchSize(), vpn.UDPSlot)
@@ -324,27 +325,27 @@ func (u *udpInbound) admit(packets [][]byte, sizes []int, eps []conn.Endpoint, n
 }
 
 func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
-	se, ok := ep.(*conn.StdNetEndpoint)
+	addr, ok := udpbind.AddrPort(ep)
 	if !ok {
 		return true
 	}
 	if i, ok := wire.ParseUDPPing(p); ok { // not WireGuard's
-		u.pingLocked(ep, se.AddrPort, i)
+		u.pingLocked(ep, addr, i)
 		return false
 	}
 	switch wire.Classify(p) {
 	case wire.Initiation:
-		u.learnLocked(p, se.AddrPort)
+		u.learnLocked(p, addr)
 		return true
 	case wire.Data, wire.Keepalive:
 	default:
 		return true
 	}
-	pe := u.peers[se.AddrPort]
+	pe := u.peers[addr]
 	i := wire.Index(p)
 	keepalive := wire.Classify(p) == wire.Keepalive
 	if pe == nil {
-		u.unknownLocked(ep, se.AddrPort, i, time.Now())
+		u.unknownLocked(ep, addr, i, time.Now())
 		return true
 	}
 	// What the hub's sessions say, for when it has no peer (peers.go):
@@ -352,7 +353,7 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 	// says the hub is there.
 	if known, first := pe.idx.use(i, true); !known {
 		if !pe.stale.has(i) {
-			u.unknownLocked(ep, se.AddrPort, i, time.Now())
+			u.unknownLocked(ep, addr, i, time.Now())
 			return true
 		}
 		// A session of the hub's idle peer, removed: WireGuard no
@@ -361,7 +362,7 @@ func (u *udpInbound) admitLocked(p []byte, ep conn.Endpoint) bool {
 		if keepalive {
 			pe.hub.udpSeen.Store(u.s.now().UnixNano())
 		} else {
-			u.unknownLocked(ep, se.AddrPort, i, time.Now())
+			u.unknownLocked(ep, addr, i, time.Now())
 		}
 		return false
 	} else if first {
@@ -552,7 +553,7 @@ func (u *udpInbound) sent(bufs [][]byte, ep conn.Endpoint) {
 	if u == nil {
 		return
 	}
-	se, ok := ep.(*conn.StdNetEndpoint)
+	addr, ok := udpbind.AddrPort(ep)
 	if !ok {
 		return
 	}
@@ -561,7 +562,7 @@ func (u *udpInbound) sent(bufs [][]byte, ep conn.Endpoint) {
 			continue
 		}
 		u.mu.Lock()
-		pe := u.peers[se.AddrPort]
+		pe := u.peers[addr]
 		if pe != nil {
 			pe.idx.learn(wire.Index(p))
 		}

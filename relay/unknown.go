@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
+	"github.com/hubtunnel/hubtunnel/internal/udpbind"
 	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -388,7 +389,8 @@ func (s *Server) resumeUDP() {
 			continue
 		}
 		i, _ := wire.ParseSessionUnknown(a.msg[:])
-		if s.bind.udpIn.resume(h, a.ep.(*conn.StdNetEndpoint).AddrPort, i, written) {
+		addr, _ := udpbind.AddrPort(a.ep)
+		if s.bind.udpIn.resume(h, addr, i, written) {
 			resumed[h] = true
 		}
 	}

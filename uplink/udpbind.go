@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
+	"github.com/hubtunnel/hubtunnel/internal/udpbind"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/wire"
 )
@@ -17,18 +18,18 @@ import (
 // UDPBatchSize is how many WireGuard messages the agent's UDP bind hands
 // WireGuard per receive call. wireguard-go keeps BatchSize 64 KiB buffers
 // per receive routine (and, with the TUN's batch size, for reading
-// packets), so StdNetBind's 128 would pin 16 MiB of a small hub's heap;
+// packets), so the UDP bind's 128 would pin 16 MiB of a small hub's heap;
 // see UDPBind.
 const UDPBatchSize = 16
 
-// UDPBind is the agent's conn.Bind for transport "udp": wireguard-go's
-// StdNetBind with four changes that keep a hub's heap small.
+// UDPBind is the agent's conn.Bind for transport "udp": internal/udpbind's
+// bind with four changes that keep a hub's heap small.
 //
 //   - Open hands WireGuard the receive function of the relay's address
 //     family only; the agent only ever hears from its one relay. Both
 //     sockets stay open (Send needs them); after the relay's family
 //     changes, the agent rebinds (Device.Rebind).
-//   - WireGuard is given batches of UDPBatchSize. StdNetBind itself reads
+//   - WireGuard is given batches of UDPBatchSize. The inner bind reads
 //     (recvmmsg, with UDP GRO where the kernel has it) into a full batch of
 //     its own size, of slots sized for one message of the tunnel's MTU
 //     (vpn.Staging).
@@ -47,7 +48,7 @@ const UDPBatchSize = 16
 // new handshake at once instead of two minutes later (the relay
 // restarted); and the answer to a Ping calls Pong.
 type UDPBind struct {
-	conn.Bind // wireguard-go's StdNetBind
+	conn.Bind // udpbind.New's
 
 	// IPv6 reports whether the relay's address is IPv6. nil: read both.
 	IPv6 func() bool
@@ -81,14 +82,14 @@ type UDPBind struct {
 
 var _ conn.Bind = (*UDPBind)(nil)
 
-// NewUDPBind returns a UDPBind over a new conn.StdNetBind that lets at most
+// NewUDPBind returns a UDPBind over a new udpbind.New() that lets at most
 // maxInbound data packets wait inside WireGuard (0: unbounded).
 func NewUDPBind(mtu int, ipv6 func() bool, sent func(n int), maxInbound int) *UDPBind {
-	return &UDPBind{Bind: conn.NewStdNetBind(), IPv6: ipv6, Sent: sent, MTU: mtu, Inbound: inflight.New(maxInbound)}
+	return &UDPBind{Bind: udpbind.New(), IPv6: ipv6, Sent: sent, MTU: mtu, Inbound: inflight.New(maxInbound)}
 }
 
 // Open opens both sockets and returns the receive function of the relay's
-// family (StdNetBind returns IPv4's before IPv6's when it opened both),
+// family (the inner bind returns IPv4's before IPv6's when it opened both),
 // each reading through its own staging batch.
 func (b *UDPBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	fns, p, err := b.Bind.Open(port)

@@ -12,13 +12,13 @@ const MaxUDPMTU = 8000
 // UDPSlot is the size of a Staging slot for a tunnel of at most MaxUDPMTU.
 const UDPSlot = MaxUDPMTU + device.MessageTransportSize
 
-// groSlots is how many slots at the end of a batch StdNetBind reads
+// groSlots is how many slots at the end of a batch the UDP bind reads
 // coalesced (UDP GRO) datagrams into, up to 64 KiB each, before splitting
 // them into the slots from the start: conn.IdealBatchSize divided by the
 // most segments the kernel coalesces (64).
 const groSlots = 2
 
-// Staging sits between one of wireguard-go's StdNetBind receive functions
+// Staging sits between one of the UDP bind's receive functions (internal/udpbind)
 // and WireGuard. The receive function needs a full batch of its own size
 // (conn.IdealBatchSize, 128) to read into, and WireGuard keeps a 64 KiB
 // buffer for every message of the batch size it is told, per receive

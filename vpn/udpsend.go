@@ -7,10 +7,10 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 )
 
-// SendUDP sends bufs through a UDP bind (wireguard-go's StdNetBind, or one
+// SendUDP sends bufs through a UDP bind (internal/udpbind's, or one
 // around it), one at a time when the batch comes back EMSGSIZE.
 //
-// StdNetBind sends a batch of equal-sized packets as one UDP GSO write
+// The bind sends a batch of equal-sized packets as one UDP GSO write
 // (UDP_SEGMENT), and the kernel refuses a GSO write whose segments are
 // larger than the path MTU it knows (udp_send_skb: EMSGSIZE), where it
 // fragments the same packets sent one by one. WireGuard's 1420-byte MTU
