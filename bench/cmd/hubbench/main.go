@@ -8,6 +8,11 @@
 //	                                       many hubs in one process, until SIGTERM
 //	hubbench lightfleet -relay ADDR -relay-key KEY -keys FILE -first IP
 //	                                       many idle UDP hubs in one process, until SIGTERM
+//
+// and one for people:
+//
+//	hubbench hold [-bin DIR] [-transport tcp|tls|udp] [-env FILE] [-for DUR]
+//	                                       a relay and an agent held for wrk, curl and perf
 package main
 
 import (
@@ -38,6 +43,8 @@ func main() {
 		err = fleet(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "lightfleet":
 		err = lightFleet(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "hold":
+		err = hold(os.Args[2:], os.Stdout)
 	default:
 		err = runAll(os.Args[1:])
 	}
