@@ -141,7 +141,12 @@ func (ru *run) peers() error {
 	for _, p := range res {
 		p.summarize()
 	}
-	ru.reportPeers(res, peersTimes{setup: setupTook, rounds: time.Since(roundsStart), total: time.Since(start), loadStart: load, loadEnd: LoadAvg()}, idleNote)
+	roundsTook := time.Since(roundsStart)
+	ciphers, err := MeasureCiphers(2 * time.Second)
+	if err != nil {
+		return fmt.Errorf("peers: ciphers: %w", err)
+	}
+	ru.reportPeers(res, peersTimes{setup: setupTook, rounds: roundsTook, total: time.Since(start), loadStart: load, loadEnd: LoadAvg()}, idleNote, ciphers)
 	return nil
 }
 

@@ -17,7 +17,7 @@ const (
 
 // reportPeers adds the peers rows (the targets of issue 18 as budgets,
 // each a ratio from this run) and the section with the table.
-func (ru *run) reportPeers(res []*peerResult, t peersTimes, idleNote string) {
+func (ru *run) reportPeers(res []*peerResult, t peersTimes, idleNote string, ciphers []CipherCost) {
 	r := ru.r
 	by := map[string]*peerResult{}
 	for _, p := range res {
@@ -135,6 +135,12 @@ the bench's bulk server for all; clients and server share the hubbench process.
   chisel `+"`server --reverse`"+` and `+"`client … R:…`"+` with a user and password, otherwise defaults;
   OpenSSH `+"`ssh -R`"+` to an sshd of the bench's own on loopback (throwaway ed25519 host and user keys,
   default ciphers). hubtunnel: one relay, one agent per transport, production defaults.
+- **Ciphers on this CPU** (MeasureCiphers, one goroutine, Go's code, after the rounds): %s. A
+  download's every byte is sealed once by the agent and opened once by the relay, so that much of each
+  row's CPU per GB is its cipher's: hubtunnel has WireGuard's ChaCha20-Poly1305 on both transports (as
+  OpenSSH by default, in C), frp the AES-128-GCM that Go's TLS 1.3 picks where the CPU has AES instructions.
+  On a CCU3 (32-bit ARM, no AES instructions) Go's AES-GCM is portable code and the slower of the two
+  (under qemu's ARMv7 it took 2.4 × ChaCha20-Poly1305's time per GB; BENCHMARKS.md's hand-kept part).
 
 Setup took %s, the rounds %s; the phase %s. Load average (1, 5, 15 min) at its start %s, at its end %s:
 a 1-minute load well above the number of CPUs (see Machine) is other work competing with the peers.
@@ -145,9 +151,18 @@ Versions: %s.
 Per round (1/8 streams, p50, req/s, CPU):
 
 %s
-`, ru.o.Rounds, ru.o.Warmup, ru.o.Duration, max(100, ru.o.Calls/max(1, ru.o.Rounds)), wrkConns, ru.o.Duration, idleNote,
+`, ru.o.Rounds, ru.o.Warmup, ru.o.Duration, max(100, ru.o.Calls/max(1, ru.o.Rounds)), wrkConns, ru.o.Duration, idleNote, cipherLine(ciphers),
 		t.setup.Round(time.Second), t.rounds.Round(time.Second), t.total.Round(time.Second), t.loadStart, t.loadEnd,
 		tbl.String(), strings.Join(versions, "; "), strings.Join(rounds, "\n"))
+}
+
+// cipherLine says what each cipher costs per GB.
+func cipherLine(cs []CipherCost) string {
+	var parts []string
+	for _, c := range cs {
+		parts = append(parts, fmt.Sprintf("%s seals %d KiB messages at %.2f s/GB and opens them at %.2f s/GB", c.Name, c.Message>>10, c.Seal, c.Open))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
