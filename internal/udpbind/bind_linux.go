@@ -64,7 +64,6 @@ var ctrlSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo) + unix.CmsgSpace(2)
 type socket struct {
 	c   *net.UDPConn
 	rc  syscall.RawConn
-	is6 bool
 	gso atomic.Bool // send with UDP_SEGMENT; off once the device refused it
 	gro bool        // the kernel hands coalesced datagrams (UDP_GRO)
 }
@@ -152,7 +151,7 @@ func listen(network string, port uint16) (*socket, error) {
 		c.Close()
 		return nil, err
 	}
-	s := &socket{c: c, rc: rc, is6: network == "udp6"}
+	s := &socket{c: c, rc: rc}
 	rc.Control(func(fd uintptr) {
 		_, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 		s.gso.Store(err == nil)
@@ -362,7 +361,9 @@ func (r *receiver) endpoint(name *unix.RawSockaddrInet6, namelen uint32, ctrl []
 		return nil
 	}
 	k.srcLen = uint8(pktinfo(ctrl, k.src[:]))
-	if r.last != nil && k == r.lastKey {
+	// Not one WireGuard cleared (ClearSrc, when a handshake goes
+	// unanswered): the next datagram's endpoint says where it came to.
+	if r.last != nil && k == r.lastKey && !r.last.cleared.Load() {
 		return r.last
 	}
 	e := &Endpoint{AddrPort: k.addr, src: k.src, srcLen: k.srcLen}

@@ -141,7 +141,7 @@ func TestBatchArrivesWhole(t *testing.T) {
 // TestReplyFromTheAddressWrittenTo: a peer that wrote to one of the host's
 // addresses is answered from that address, not from the one the kernel
 // would pick for the peer (its NAT would drop the reply); after
-// ClearSrc, from the kernel's.
+// ClearSrc, from the kernel's, until the peer's next datagram.
 func TestReplyFromTheAddressWrittenTo(t *testing.T) {
 	b, fns, port := open(t)
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -174,9 +174,29 @@ func TestReplyFromTheAddressWrittenTo(t *testing.T) {
 	if from := reply(); from != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port) {
 		t.Errorf("the reply came from %v; want 127.0.0.2, where the peer wrote to", from)
 	}
+	// A batch that goes as one GSO datagram carries the address too.
+	if err := b.Send(packets(1000, 1000, 1000), ep); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		buf := make([]byte, 2000)
+		n, from, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil || n != 1000 || from.Addr() != netip.MustParseAddr("127.0.0.2") {
+			t.Errorf("datagram %d of a batch: %d bytes from %v, %v; want 1000 from 127.0.0.2", i, n, from, err)
+		}
+	}
 	ep.ClearSrc()
 	if from := reply(); from.Addr() != netip.MustParseAddr("127.0.0.1") {
 		t.Errorf("after ClearSrc the reply came from %v; want 127.0.0.1, the kernel's choice", from)
+	}
+	// The peer's next datagram says again where it came to (WireGuard
+	// takes each packet's endpoint as the peer's).
+	if _, err := peer.WriteToUDP([]byte("again"), to); err != nil {
+		t.Fatal(err)
+	}
+	ep = receiveAll(t, fns[0], 1)[0].ep.(*Endpoint)
+	if from := reply(); from != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port) {
+		t.Errorf("after ClearSrc and another datagram to 127.0.0.2, the reply came from %v; want 127.0.0.2", from)
 	}
 }
 
