@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"io"
 	"net/http"
 	"os"
@@ -42,7 +41,7 @@ func TestBenchHold(t *testing.T) {
 		exited := make(chan error, 1)
 		printed := make(chan string, 1)
 		go func() {
-			b, _ := io.ReadAll(bufio.NewReader(out))
+			b, _ := io.ReadAll(out)
 			printed <- string(b)
 			exited <- cmd.Wait()
 		}()
