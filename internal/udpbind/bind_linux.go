@@ -49,7 +49,8 @@ var _ conn.Bind = (*Bind)(nil)
 const batchSize = conn.IdealBatchSize
 
 // maxSegments is the most datagrams one UDP_SEGMENT send may hold and one
-// UDP_GRO read may return (the kernel's UDP_MAX_SEGMENTS before 6.10).
+// UDP_GRO read may return: UDP_MAX_SEGMENTS of older kernels, which newer
+// ones raised; every kernel takes this many.
 const maxSegments = 64
 
 // bufferSize is what the sockets' send and receive buffers are set to, as
