@@ -225,14 +225,37 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	return &Endpoint{AddrPort: a}, nil
 }
 
+// mmsgs are the headers of one recvmmsg or sendmmsg call, each message
+// with an iovec of its own (a send's GSO datagram takes several in a row)
+// and ctrlSize bytes of control messages.
+type mmsgs struct {
+	hs   []unix.Mmsghdr
+	iovs []unix.Iovec
+	ctrl []byte
+}
+
+// grow makes room for n messages; it reports whether it made new arrays.
+func (m *mmsgs) grow(n int) bool {
+	if len(m.hs) >= n {
+		return false
+	}
+	m.hs = make([]unix.Mmsghdr, n)
+	m.iovs = make([]unix.Iovec, n)
+	m.ctrl = make([]byte, n*ctrlSize)
+	return true
+}
+
+// opError is how the socket's calls report errno e, as a net.Conn's do.
+func (s *socket) opError(op, call string, e error) error {
+	return &net.OpError{Op: op, Net: s.c.LocalAddr().Network(), Addr: s.c.LocalAddr(), Err: os.NewSyscallError(call, e)}
+}
+
 // receiver is one socket's receive function and what it reads with. Only
 // WireGuard's receive routine for the socket calls it.
 type receiver struct {
-	s     *socket
-	hs    []unix.Mmsghdr
-	iovs  []unix.Iovec
+	s *socket
+	mmsgs
 	names []unix.RawSockaddrInet6
-	ctrl  []byte // ctrlSize per message
 
 	// The RawConn's function (made once: a read allocates nothing) and
 	// what it passes back.
@@ -266,13 +289,10 @@ func newReceiver(s *socket) *receiver {
 // grow makes room for n messages, each with its own iovec, name and
 // control buffer.
 func (r *receiver) grow(n int) {
-	if len(r.hs) >= n {
+	if !r.mmsgs.grow(n) {
 		return
 	}
-	r.hs = make([]unix.Mmsghdr, n)
-	r.iovs = make([]unix.Iovec, n)
 	r.names = make([]unix.RawSockaddrInet6, n)
-	r.ctrl = make([]byte, n*ctrlSize)
 	for i := range r.hs {
 		h := &r.hs[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
@@ -310,7 +330,7 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 	}
 	r.batch = nil
 	if r.err != nil {
-		return 0, &net.OpError{Op: "read", Net: r.s.c.LocalAddr().Network(), Addr: r.s.c.LocalAddr(), Err: os.NewSyscallError("recvmmsg", r.err)}
+		return 0, r.s.opError("read", "recvmmsg", r.err)
 	}
 	out := 0
 	for i := range r.n {
@@ -451,9 +471,7 @@ func (e *Endpoint) SrcIP() netip.Addr {
 
 // sender is what one Send writes with, from Bind.sends.
 type sender struct {
-	hs    []unix.Mmsghdr
-	iovs  []unix.Iovec
-	ctrl  []byte // ctrlSize per message
+	mmsgs
 	name4 unix.RawSockaddrInet4
 	name6 unix.RawSockaddrInet6
 
@@ -473,15 +491,6 @@ func (b *Bind) sender() *sender {
 		return s.err != syscall.EAGAIN
 	}
 	return s
-}
-
-func (s *sender) grow(n int) {
-	if len(s.hs) >= n {
-		return
-	}
-	s.hs = make([]unix.Mmsghdr, n)
-	s.iovs = make([]unix.Iovec, n)
-	s.ctrl = make([]byte, n*ctrlSize)
 }
 
 // Send sends bufs to ep, an endpoint of this package's or a
@@ -609,10 +618,10 @@ func (s *socket) send(w *sender, msgs []unix.Mmsghdr) error {
 		}
 		w.batch = nil
 		if w.err != nil {
-			return &net.OpError{Op: "write", Net: s.c.LocalAddr().Network(), Addr: s.c.LocalAddr(), Err: os.NewSyscallError("sendmmsg", w.err)}
+			return s.opError("write", "sendmmsg", w.err)
 		}
 		if w.n <= 0 {
-			return &net.OpError{Op: "write", Net: s.c.LocalAddr().Network(), Addr: s.c.LocalAddr(), Err: os.NewSyscallError("sendmmsg", syscall.EIO)}
+			return s.opError("write", "sendmmsg", syscall.EIO)
 		}
 		msgs = msgs[w.n:]
 	}
