@@ -36,8 +36,9 @@ test: deps
 	$(GO) test -count=1 -timeout 15m ./e2e/
 
 # Under -race internal/sockio uses the syscall package's calls (race.go);
-# its raw ones are tested here, and by e2e's binaries.
-SOCKIO_RAW = $(GO) test -count=1 ./internal/sockio/
+# its raw ones are tested here (wire's readv and writev with them), and by
+# e2e's binaries.
+SOCKIO_RAW = $(GO) test -count=1 ./internal/sockio/ ./wire/
 
 test-unit:
 	$(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v /e2e)

@@ -40,7 +40,9 @@ var (
 // read buffer to where it is used.
 //
 // Writing is safe for concurrent use. Write frames a batch of messages into
-// one write under the Conn's lock, where it also
+// one write under the Conn's lock (a writev where the Conn writes its
+// socket itself, with large messages where they are: see vecMin), where it
+// also
 //   - leaves out keepalives that data does the job of, and holds one that
 //     would go alone for up to KeepaliveHold (see keepaliveFilter);
 //   - takes the socket out of quick-ACK mode on the first write after AckIdle
@@ -54,7 +56,8 @@ var (
 // and why.
 type Conn struct {
 	c        net.Conn
-	w        io.Writer // c, or its sockio.Socket
+	w        io.Writer      // c, or its sockio.Socket
+	sock     *sockio.Socket // c's, nil where there is none
 	counters *Counters
 
 	// Reading: one goroutine.
@@ -67,10 +70,10 @@ type Conn struct {
 	done      chan struct{}
 	err       error // why it closed; written before done is closed
 
-	mu           sync.Mutex // guards the fields below
-	wbuf         []byte     // the write buffer, kept between writes unless poolWrites
-	poolWrites   bool       // ConnConfig.ReleaseIdle: wbuf comes from writePool for each write
-	queued       []byte     // frames that go out in front of the next write
+	mu           sync.Mutex    // guards the fields below
+	ws           *writeScratch // kept between writes unless poolWrites
+	poolWrites   bool          // ConnConfig.ReleaseIdle: ws comes from writePool for each write
+	queued       []byte        // frames that go out in front of the next write
 	lastWrite    time.Time
 	ka           *keepaliveFilter
 	final        bool // WriteFinal has written the last frame
@@ -115,7 +118,7 @@ func NewConn(c net.Conn, cfg ConnConfig) *Conn {
 		poolWrites:   cfg.ReleaseIdle,
 	}
 	if sock != nil {
-		fc.w = sock
+		fc.w, fc.sock = sock, sock
 	}
 	fc.ka = newKeepaliveFilter(fc.flushKeepalive)
 	return fc
@@ -284,25 +287,28 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 	if c.final {
 		return ErrFinal
 	}
-	wb := c.wbuf
+	ws := c.ws
 	if c.poolWrites {
-		bp := writePool.Get().(*[]byte)
-		defer func() { *bp = wb[:0]; writePool.Put(bp) }()
-		wb = *bp
+		ws = writePool.Get().(*writeScratch)
+		defer writePool.Put(ws)
+	} else if ws == nil {
+		ws = new(writeScratch)
+		c.ws = ws
 	}
-	buf := append(wb[:0], c.queued...)
+	defer ws.forget()
+	buf := append(ws.buf[:0], c.queued...)
 	c.queued = c.queued[:0]
 	for _, p := range msgs {
 		var err error
-		if buf, err = AppendFrame(buf, p); err != nil {
+		if c.sock != nil && len(p) >= vecMin && len(p) <= MaxFrame {
+			buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
+			ws.cuts = append(ws.cuts, cut{at: len(buf), msg: p})
+		} else if buf, err = AppendFrame(buf, p); err != nil {
 			return err
 		}
 		c.counters.sent(p)
 	}
-	wb = buf
-	if !c.poolWrites {
-		c.wbuf = buf
-	}
+	ws.buf = buf
 	if len(buf) == 0 {
 		return nil
 	}
@@ -311,17 +317,69 @@ func (c *Conn) writeLocked(msgs [][]byte, now time.Time) error {
 	}
 	c.lastWrite = now
 	c.c.SetWriteDeadline(now.Add(c.writeTimeout))
-	if _, err := c.w.Write(buf); err != nil {
+	var err error
+	if len(ws.cuts) == 0 {
+		_, err = c.w.Write(buf)
+	} else {
+		_, err = c.sock.Writev(ws.vector())
+	}
+	if err != nil {
 		c.CloseWithError(err)
 		return err
 	}
 	return nil
 }
 
-// writePool holds the write buffers of Conns with ConnConfig.ReleaseIdle:
+// vecMin is the size from which a message is written from where it is
+// (Socket.Writev) rather than copied into the write buffer: below it, the
+// copy costs less than another iovec in the kernel. A frame's length
+// always goes into the write buffer.
+const vecMin = 1024
+
+// writeScratch is what a write is put together in: the write buffer, and
+// the messages that stay where they are (cuts) with the writev that takes
+// both. A relay's idle agent connection holds none (writePool).
+type writeScratch struct {
+	buf  []byte
+	cuts []cut
+	vec  [][]byte
+}
+
+// cut is a message writeLocked leaves where it is: it goes out after the
+// write buffer's first at bytes, before the rest.
+type cut struct {
+	at  int
+	msg []byte
+}
+
+// vector is the write buffer with the cut messages in their places.
+func (ws *writeScratch) vector() [][]byte {
+	v := ws.vec[:0]
+	from := 0
+	for _, ct := range ws.cuts {
+		v = append(v, ws.buf[from:ct.at], ct.msg)
+		from = ct.at
+	}
+	if from < len(ws.buf) {
+		v = append(v, ws.buf[from:])
+	}
+	ws.vec = v
+	return v
+}
+
+// forget drops the write's messages, which are the caller's again once
+// the write is over: scratch kept between writes does not keep them from
+// the garbage collector.
+func (ws *writeScratch) forget() {
+	clear(ws.cuts)
+	clear(ws.vec)
+	ws.cuts, ws.vec = ws.cuts[:0], ws.vec[:0]
+}
+
+// writePool holds the write scratch of Conns with ConnConfig.ReleaseIdle:
 // a relay's idle agent connection holds none between its writes (one that
 // has sent a handshake response kept ~350 bytes).
-var writePool = sync.Pool{New: func() any { return new([]byte) }}
+var writePool = sync.Pool{New: func() any { return new(writeScratch) }}
 
 // Close closes the connection; Err then reports net.ErrClosed unless it had
 // closed for another reason first.

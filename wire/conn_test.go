@@ -2,7 +2,9 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -121,6 +123,19 @@ func TestWriteDoesNotAllocate(t *testing.T) {
 			t.Fatalf("Write (pooled buffer: %v) allocates %.1f times per batch", pooled, allocs)
 		}
 	}
+	// On a socket, where the large messages go out from where they are.
+	a, b := tcpPair(t)
+	go io.Copy(io.Discard, b)
+	c := NewConn(a, ConnConfig{Counters: new(Counters)})
+	batch := [][]byte{transportMsg(1, 1452), transportMsg(1, 100), transportMsg(1, 9000)}
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := c.Write(batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Write on a socket allocates %.1f times per batch", allocs)
+	}
 }
 
 // TestIdleWriterHoldsNoBuffer: with ReleaseIdle a Conn keeps no write
@@ -130,7 +145,69 @@ func TestIdleWriterHoldsNoBuffer(t *testing.T) {
 	if err := c.Write([][]byte{transportMsg(1, 1452)}); err != nil {
 		t.Fatal(err)
 	}
-	if cap(c.wbuf) != 0 {
-		t.Fatalf("an idle connection holds a %d-byte write buffer", cap(c.wbuf))
+	if c.ws != nil {
+		t.Fatalf("an idle connection holds a %d-byte write buffer", cap(c.ws.buf))
+	}
+}
+
+// TestBatchesStreamWhole: batches of small and large messages (the
+// large ones written from where they are, with writev on a socket) and
+// queued frames reach a relay-like reader (a 4 KiB buffer released while
+// idle, frames larger than it read straight into the caller's buffer with
+// the next one's start) whole and in order, through socket buffers far
+// smaller than the stream.
+func TestBatchesStreamWhole(t *testing.T) {
+	for _, pooled := range []bool{false, true} {
+		a, b := tcpPair(t)
+		w := NewConn(a, ConnConfig{ReleaseIdle: pooled})
+		r := NewConn(b, ConnConfig{ReadBuffer: 4096, ReleaseIdle: true})
+		sizes := []int{100, vecMin - 1, vecMin, 1452, 9000, 4094, 4095, 32800, MaxFrame, 40}
+		var want [][]byte
+		var batches [][][]byte
+		for i := 0; i < 300; i++ {
+			var batch [][]byte
+			for j := 0; j <= i%16; j++ {
+				m := transportMsg(1, sizes[(i+j)%len(sizes)])
+				binary.BigEndian.PutUint32(m[8:], uint32(len(want)))
+				batch = append(batch, m)
+				want = append(want, m)
+				if i%50 == 0 && j == 0 {
+					hello := Hello{Version: 1, Software: fmt.Sprint("batch ", i)}.Marshal()
+					want = append(want[:len(want)-1], hello, m) // Queue's frame goes first
+					batches = append(batches, [][]byte{hello})  // marks a Queue
+				}
+			}
+			batches = append(batches, batch)
+		}
+		werr := make(chan error, 1)
+		go func() {
+			for _, batch := range batches {
+				var err error
+				if len(batch) == 1 && batch[0][0] != 4 {
+					err = w.Queue(batch[0])
+				} else {
+					err = w.Write(batch)
+				}
+				if err != nil {
+					werr <- err
+					return
+				}
+			}
+			werr <- nil
+		}()
+		b.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, MaxFrame)
+		for i, m := range want {
+			if _, err := r.Next(); err != nil {
+				t.Fatalf("pooled writes %v: Next before message %d: %v", pooled, i, err)
+			}
+			n, err := r.ReadFrame(buf)
+			if err != nil || !bytes.Equal(buf[:n], m) {
+				t.Fatalf("pooled writes %v: message %d of %d: read %d bytes, %v; want the %d-byte message", pooled, i, len(want), n, err, len(m))
+			}
+		}
+		if err := <-werr; err != nil {
+			t.Fatalf("pooled writes %v: %v", pooled, err)
+		}
 	}
 }

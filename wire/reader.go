@@ -12,7 +12,8 @@ import (
 // readBuf is Conn's read buffer. Like a bufio.Reader it pulls as many bytes
 // as the kernel has (up to its size) per system call and hands them out
 // frame by frame, and reads a frame at least the buffer's size straight
-// into the caller's buffer.
+// into the caller's buffer (with ReleaseIdle, and what follows it into the
+// buffer in the same system call: readDirectRaw).
 //
 // With ConnConfig.ReleaseIdle on a connection that is a syscall.Conn (TCP),
 // the buffer comes from a pool and goes back whenever it holds nothing:
@@ -36,6 +37,8 @@ type readBuf struct {
 	dst                      []byte
 	n                        int
 	rerr                     error
+	vec                      [2][]byte       // readDirectRaw's: dst, then the buffer
+	iov                      [2]sockio.Iovec // readDirectRaw's room for its iovecs
 
 	// nowait: a read that finds the socket empty returns ErrWouldBlock
 	// instead of waiting (Conn.TryNext); waitCalls counts the calls of
@@ -120,7 +123,8 @@ func (rd *readBuf) bytes() []byte {
 }
 
 // readFull fills p, from the buffer first; the rest of a p at least the
-// buffer's size is read straight into it. Its errors are io.ReadFull's.
+// buffer's size is read straight into it (and what follows into the
+// buffer, where readDirect can). Its errors are io.ReadFull's.
 func (rd *readBuf) readFull(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
@@ -163,7 +167,8 @@ func (rd *readBuf) discard(n int) error {
 	return nil
 }
 
-// readDirect reads into p with no buffer in between.
+// readDirect reads into p with no buffer in between; with raw, what the
+// socket has after p's bytes lands in the (empty) buffer.
 func (rd *readBuf) readDirect(p []byte) (int, error) {
 	if rd.raw != nil {
 		return rd.readDirectRaw(p)

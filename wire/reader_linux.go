@@ -73,7 +73,10 @@ func (rd *readBuf) waitOnce(fd uintptr) bool {
 	return rd.waitCalls > 1 || sockio.Readable(fd) // a second call: woken by the poller
 }
 
-// readDirectRaw reads into p straight from the socket.
+// readDirectRaw reads into p straight from the socket, and what comes
+// after p's bytes into the (empty) buffer in the same read (readv(2)):
+// while frames stream, one system call per frame instead of two, the
+// frame's rest and the next one's start.
 func (rd *readBuf) readDirectRaw(p []byte) (int, error) {
 	if rd.directFn == nil {
 		rd.directFn = rd.directOnce
@@ -85,8 +88,22 @@ func (rd *readBuf) readDirectRaw(p []byte) (int, error) {
 }
 
 func (rd *readBuf) directOnce(fd uintptr) bool {
-	rd.n, rd.rerr = readFD(fd, rd.dst)
-	return rd.rerr != unix.EAGAIN
+	if rd.bp == nil {
+		rd.bp = rd.pool.Get().(*[]byte)
+	}
+	rd.vec = [2][]byte{rd.dst, (*rd.bp)[rd.w:]}
+	n, err := sockio.Readv(fd, rd.vec[:], rd.iov[:])
+	rd.vec = [2][]byte{}
+	if n > len(rd.dst) {
+		rd.w += n - len(rd.dst)
+		n = len(rd.dst)
+	}
+	rd.n, rd.rerr = n, err
+	if err == unix.EAGAIN {
+		rd.release() // none while the rest of the frame is on its way
+		return false
+	}
+	return true
 }
 
 // rawDo runs f through the RawConn and returns what its last read(2) did,

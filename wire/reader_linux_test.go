@@ -7,6 +7,10 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
 // TestIdleReaderHoldsNoBuffer: with ReleaseIdle a Conn that waits for the
@@ -158,5 +162,43 @@ func TestWaitReadable(t *testing.T) {
 		if _, err := c.TryNext(); err != ErrWouldBlock {
 			t.Fatalf("TryNext after the frame: %v, want ErrWouldBlock", err)
 		}
+	}
+}
+
+// TestDirectReadTakesTheNextFrame: a frame larger than the buffer is read
+// straight into the caller's buffer, and what the socket has after it goes
+// into the read buffer in the same read (readv), so the next small frame
+// needs no system call of its own. Race builds read the large frame alone.
+func TestDirectReadTakesTheNextFrame(t *testing.T) {
+	a, b := tcpPair(t)
+	c := NewConn(b, ConnConfig{ReadBuffer: 4096, ReleaseIdle: true})
+	large, small := wgMsg(4, 9000), wgMsg(4, 100)
+	stream := frames(large, small)
+	if _, err := a.Write(stream); err != nil {
+		t.Fatal(err)
+	}
+	rc := rawConn(b)
+	poll.Until(t, 10*time.Second, "the frames to arrive", func() bool {
+		var n int
+		rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return n == len(stream)
+	})
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, MaxFrame)
+	if n, err := c.ReadFrame(buf); err != nil || !bytes.Equal(buf[:n], large) {
+		t.Fatalf("ReadFrame: %d, %v; want the large message", n, err)
+	}
+	want := 2 + len(small)
+	if raceEnabled {
+		want = 0
+	}
+	if got := c.rd.buffered(); got != want {
+		t.Fatalf("after the large frame the buffer holds %d bytes, want %d (the next frame)", got, want)
+	}
+	if n, err := c.ReadFrame(buf); err != nil || !bytes.Equal(buf[:n], small) {
+		t.Fatalf("ReadFrame: %d, %v; want the small message", n, err)
+	}
+	if c.rd.bp != nil {
+		t.Fatal("the reader holds its buffer with nothing in it")
 	}
 }

@@ -9,6 +9,9 @@ import (
 
 const supported = true
 
+// Iovec is one buffer of a vectored call (Readv, Writev).
+type Iovec = unix.Iovec
+
 // Read is read(2) on fd, retried on EINTR, without telling the runtime
 // (see race.go for race builds). fd must be non-blocking.
 func Read(fd uintptr, p []byte) (int, error) { return retried(read, fd, p) }
@@ -23,6 +26,31 @@ func retried(call func(uintptr, []byte) (int, error), fd uintptr, p []byte) (int
 	}
 	for {
 		n, err := call(fd, p)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
+}
+
+// Readv is readv(2) on fd into bufs, in order, retried on EINTR, without
+// telling the runtime. iov is room for the call's iovecs (len(bufs) of
+// them; at most 1,024), so that a call allocates nothing. Empty buffers
+// are left out. Race builds read into the first non-empty buffer only
+// (race.go): a short read, which a caller handles anyway. fd must be
+// non-blocking.
+func Readv(fd uintptr, bufs [][]byte, iov []Iovec) (int, error) {
+	return vectored(readv, fd, bufs, iov)
+}
+
+// Writev is writev(2) on fd from bufs, in order, as Readv is readv(2); race
+// builds write the first non-empty buffer only, a short write.
+func Writev(fd uintptr, bufs [][]byte, iov []Iovec) (int, error) {
+	return vectored(writev, fd, bufs, iov)
+}
+
+func vectored(call func(uintptr, [][]byte, []unix.Iovec) (int, error), fd uintptr, bufs [][]byte, iov []unix.Iovec) (int, error) {
+	for {
+		n, err := call(fd, bufs, iov)
 		if err != syscall.EINTR {
 			return n, err
 		}

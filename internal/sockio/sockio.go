@@ -34,10 +34,12 @@ type Socket struct {
 
 	// What the RawConn's functions (made once, so that a call allocates
 	// nothing) pass back.
-	readFn, writeFn func(fd uintptr) bool
-	rp, wp          []byte
-	rn, wn          int
-	rerr, werr      error
+	readFn, writeFn, writevFn func(fd uintptr) bool
+	rp, wp                    []byte
+	wv                        [][]byte // what Writev has left to write
+	iov                       []Iovec  // Writev's room for its iovecs
+	rn, wn                    int
+	rerr, werr                error
 }
 
 // Of returns c's Socket when c is a *net.TCPConn or a Wrapper of one, else
@@ -62,7 +64,7 @@ func Of(c net.Conn) *Socket {
 		return nil
 	}
 	s := &Socket{c: c, rc: rc}
-	s.readFn, s.writeFn = s.readOnce, s.writeOnce
+	s.readFn, s.writeFn, s.writevFn = s.readOnce, s.writeOnce, s.writevOnce
 	return s
 }
 
@@ -132,6 +134,62 @@ func (s *Socket) writeOnce(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// Writev writes all of bufs, in order, as Write writes one buffer: one
+// writev(2) where a Write of their concatenation would first copy them
+// into one. It advances the elements of bufs past what it wrote: on
+// return they are empty, but for what an error left unwritten.
+func (s *Socket) Writev(bufs [][]byte) (int, error) {
+	if cap(s.iov) < len(bufs) {
+		s.iov = make([]Iovec, len(bufs))
+	}
+	s.wv, s.wn, s.werr = bufs, 0, nil
+	err := s.rc.Write(s.writevFn)
+	n, werr := s.wn, s.werr
+	s.wv, s.werr = nil, nil
+	if err == nil && werr != nil {
+		err = os.NewSyscallError("writev", werr)
+	}
+	if err != nil {
+		return n, s.opErr("write", err)
+	}
+	return n, nil
+}
+
+func (s *Socket) writevOnce(fd uintptr) bool {
+	for {
+		s.wv = consumed(s.wv, 0)
+		if len(s.wv) == 0 {
+			return true
+		}
+		n, err := Writev(fd, s.wv, s.iov)
+		if n > 0 {
+			s.wn += n
+			s.wv = consumed(s.wv, n)
+		}
+		if err == syscall.EAGAIN {
+			return false
+		}
+		if err != nil {
+			s.werr = err
+			return true
+		}
+	}
+}
+
+// consumed advances bufs past n bytes and drops the buffers then empty
+// from its front.
+func consumed(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && (n > 0 || len(bufs[0]) == 0) {
+		k := min(n, len(bufs[0]))
+		bufs[0] = bufs[0][k:]
+		n -= k
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return bufs
 }
 
 func (s *Socket) opErr(op string, err error) error {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
@@ -242,5 +244,102 @@ func TestNoAllocations(t *testing.T) {
 	// The plain side's Read and Write allocate nothing either.
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per round trip; want 0", allocs)
+	}
+}
+
+// Writev delivers its buffers as one stream in order, empty ones
+// included, also when they are far larger than the socket buffers (short
+// writes, then the poller), and leaves them advanced past what it wrote.
+func TestWritevWholeStream(t *testing.T) {
+	_, sa, b := pair(t)
+	want := pattern(12 << 20)
+	cuts := []int{0, 1, 1, 5 << 20, 5<<20 + 3, 12 << 20} // an empty one, a 1-byte one, two large
+	var bufs [][]byte
+	for i := 1; i < len(cuts); i++ {
+		bufs = append(bufs, want[cuts[i-1]:cuts[i]])
+	}
+	bufs = append(bufs, nil)
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := sa.Writev(bufs)
+		done <- result{n, err}
+	}()
+	b.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(io.LimitReader(b, int64(len(want))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.n != len(want) {
+		t.Fatalf("Writev: %d, %v; want %d, nil", r.n, r.err, len(want))
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the peer read %d bytes, not the %d written in order", len(got), len(want))
+	}
+	for i, p := range bufs {
+		if len(p) != 0 {
+			t.Fatalf("buffer %d has %d bytes left after a whole write", i, len(p))
+		}
+	}
+}
+
+// Readv fills its buffers in order, the second once the first is full
+// (race builds fill the first only, a short read).
+func TestReadvFillsInOrder(t *testing.T) {
+	a, _, b := pair(t)
+	want := pattern(10000)
+	if _, err := b.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := func() (n int) {
+		rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return n
+	}
+	poll.Until(t, 10*time.Second, "the bytes written to arrive", func() bool { return queued() == len(want) })
+	first, second := make([]byte, 4000), make([]byte, 8192)
+	iov := make([]Iovec, 2)
+	var n int
+	rc.Read(func(fd uintptr) bool {
+		n, err = Readv(fd, [][]byte{first, second}, iov)
+		return err != syscall.EAGAIN
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantN := len(want)
+	if raceEnabled {
+		wantN = len(first)
+	}
+	if n != wantN {
+		t.Fatalf("Readv with %d bytes waiting read %d, want %d", len(want), n, wantN)
+	}
+	got := append(first[:min(n, len(first))], second[:max(n-len(first), 0)]...)
+	if !bytes.Equal(got, want[:n]) {
+		t.Fatal("Readv's buffers, in order, are not the bytes written")
+	}
+}
+
+// Writev on a socket with room allocates nothing.
+func TestWritevNoAllocations(t *testing.T) {
+	_, sa, b := pair(t)
+	go io.Copy(io.Discard, b)
+	x, y := pattern(3000), pattern(100)
+	bufs := make([][]byte, 3)
+	allocs := testing.AllocsPerRun(200, func() {
+		bufs[0], bufs[1], bufs[2] = x, y, x
+		if _, err := sa.Writev(bufs); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per Writev; want 0", allocs)
 	}
 }
