@@ -116,6 +116,13 @@ type Aborter interface {
 	Abort()
 }
 
+// streamer is implemented by connections whose send buffer grows while a
+// copy into them streams (the tunnel's *netstack.TCPConn: a larger window
+// over a fast path). Streaming must be cheap.
+type streamer interface {
+	Streaming(on bool)
+}
+
 // closeWriter is implemented by connections that can half-close:
 // *net.TCPConn, *tls.Conn, gonet's *TCPConn and the tunnel's conns.
 type closeWriter interface {
@@ -551,13 +558,22 @@ var errWait = errors.New("portmap: waiting for data")
 // limit. So a read waits with a small buffer, and a read that fills it
 // takes a pooled 32 KiB one for the reads that follow, until a read comes
 // back short again.
+//
+// A dst that is a streamer (the tunnel side) is told while the copy streams:
+// from a read that fills the pooled buffer until one comes back short
+// again.
 func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64, untilShort bool) (n int64, err error) {
 	small := smallPool.Get().(*[]byte)
 	defer smallPool.Put(small)
 	var big *[]byte
+	st, _ := dst.(streamer)
+	streaming := false
 	defer func() {
 		if big != nil {
 			bufPool.Put(big)
+		}
+		if streaming {
+			st.Streaming(false)
 		}
 	}()
 	for {
@@ -594,9 +610,16 @@ func copyConn(dst io.Writer, src io.Reader, count *atomic.Uint64, untilShort boo
 		switch {
 		case big == nil && nr == len(buf):
 			big = bufPool.Get().(*[]byte) // a stream
+		case big != nil && nr == len(buf) && st != nil && !streaming:
+			st.Streaming(true) // and one that keeps coming
+			streaming = true
 		case big != nil && nr < smallSize:
 			bufPool.Put(big) // quiet again
 			big = nil
+			if streaming {
+				st.Streaming(false)
+				streaming = false
+			}
 		}
 	}
 }

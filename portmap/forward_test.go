@@ -687,3 +687,44 @@ func (r *scriptedReader) Read(p []byte) (int, error) {
 	r.data = r.data[n:]
 	return n, nil
 }
+
+// TestCopyTellsTheTunnelItStreams: a copy into a streamer (the tunnel
+// side) says it streams once a read fills the pooled buffer, and no longer
+// once a read comes back short again or the copy ends; quiet data, and a
+// burst that only fills the small buffer, say nothing.
+func TestCopyTellsTheTunnelItStreams(t *testing.T) {
+	const all = -1 // a read that fills the caller's buffer
+	src := &scriptReader{reads: []int{
+		100, 100, all, 100, // quiet, a 2 KiB burst, quiet
+		all, all, all, all, 100, // a stream, then quiet
+		all, all, all, // a stream until EOF
+	}}
+	dst := &streamRecorder{}
+	if _, err := copyConn(dst, src, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(dst.calls), "[true false true false]"; got != want {
+		t.Errorf("Streaming calls %s, want %s", got, want)
+	}
+}
+
+// scriptReader returns reads of the scripted sizes (-1: as much as asked),
+// then EOF.
+type scriptReader struct{ reads []int }
+
+func (r *scriptReader) Read(p []byte) (int, error) {
+	if len(r.reads) == 0 {
+		return 0, io.EOF
+	}
+	n := r.reads[0]
+	r.reads = r.reads[1:]
+	if n < 0 || n > len(p) {
+		n = len(p)
+	}
+	return n, nil
+}
+
+type streamRecorder struct{ calls []bool }
+
+func (s *streamRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (s *streamRecorder) Streaming(on bool)           { s.calls = append(s.calls, on) }

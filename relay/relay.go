@@ -594,15 +594,23 @@ func hubList(ns []string) string {
 func (s *Server) Store() *store.Store { return s.db }
 
 // stackConfig is the relay netstack's: its tunnel address, the MTU a frame
-// carries, and TCP checksums only for the hubs whose agents verify them
-// (hub.noChecksum).
+// carries, TCP checksums only for the hubs whose agents verify them
+// (hub.noChecksum), and receive windows that grow to receiveBufferMax
+// while the user keeps up.
 func (s *Server) stackConfig() netstack.Config {
-	cfg := netstack.Config{Addrs: []netip.Addr{s.cfg.tunnelIP}, MTU: tunnelMTU, NeedsChecksum: s.needsChecksum}
+	cfg := netstack.Config{Addrs: []netip.Addr{s.cfg.tunnelIP}, MTU: tunnelMTU, NeedsChecksum: s.needsChecksum, ReceiveBufferMax: receiveBufferMax}
 	if s.legacy {
 		cfg.MTU, cfg.NeedsChecksum, cfg.VerifyChecksums = 8000, nil, true
 	}
 	return cfg
 }
+
+// receiveBufferMax is how far a connection's receive buffer at the relay
+// may grow (netstack.Config.ReceiveBufferMax): a hub's download over a fast
+// path needs a window larger than the default 1 MiB (agent.streamSendBuffer
+// is the other half). It grows only while the relay passes the data on as
+// fast as it comes; a slow user leaves it at 1 MiB.
+const receiveBufferMax = 4 << 20
 
 // needsChecksum reports whether the hub at tunnel address dst verifies the
 // TCP checksums of the packets it receives: every hub but one whose agent

@@ -102,9 +102,11 @@ type TCPConn struct {
 	c  *gonet.TCPConn
 	ep tcpip.Endpoint
 	wq *waiter.Queue
+	s  *Stack
 
 	closeOnce sync.Once
 	closed    atomic.Bool
+	streaming atomic.Bool // holds one of the stack's StreamConns
 }
 
 var _ net.Conn = (*TCPConn)(nil)
@@ -116,7 +118,7 @@ func (s *Stack) newConn(ep tcpip.Endpoint, wq *waiter.Queue) (*TCPConn, error) {
 		ep.Close()
 		return nil, err
 	}
-	return &TCPConn{c: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq}, nil
+	return &TCPConn{c: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq, s: s}, nil
 }
 
 func (c *TCPConn) Read(b []byte) (int, error) {
@@ -153,8 +155,56 @@ func (c *TCPConn) Close() error {
 		c.ep.SocketOptions().SetKeepAlive(false)
 		c.ep.Close()
 		c.wq.Notify(readyEvents) // a graceful close does not notify
+		c.endStream()
 	})
 	return nil
+}
+
+// Streaming says whether the connection streams: its writes keep its
+// send buffer full (portmap says so while a copy toward the tunnel reads
+// whole buffers, and no longer once it does not). While fewer than
+// Config.StreamConns connections of the stack stream, the connection's
+// send buffer is Config.StreamSendBuffer until it stops or is closed;
+// otherwise nothing changes, and a later call tries again. Cheap enough
+// for every change of a copy's pace: atomic operations, and the
+// endpoint's lock when the buffer grows.
+func (c *TCPConn) Streaming(on bool) {
+	if !on {
+		c.endStream()
+		return
+	}
+	cfg := &c.s.cfg
+	if cfg.StreamSendBuffer == 0 || c.streaming.Load() || c.closed.Load() {
+		return
+	}
+	if c.s.streams.Add(1) > int32(cfg.StreamConns) {
+		c.s.streams.Add(-1)
+		return
+	}
+	if !c.streaming.CompareAndSwap(false, true) {
+		c.s.streams.Add(-1) // another call won
+		return
+	}
+	// As SO_SNDBUF: this also turns gVisor's send buffer tuning off for
+	// the endpoint. Left on, the tuning sets a buffer above the stack's
+	// maximum back to the maximum on an ACK but wakes the writer only when
+	// that same ACK takes the bytes queued below half the new size; a
+	// writer waiting on a 2 MiB buffer then waited for ever
+	// (TestStreamingSendBuffer).
+	c.ep.SocketOptions().SetSendBufferSize(int64(cfg.StreamSendBuffer), true)
+	if c.closed.Load() {
+		c.endStream() // closed meanwhile: the close may have missed it
+	}
+}
+
+// endStream gives the connection's stream slot back, and its send buffer
+// the stack's default size (writes wait while it holds more; the tuning
+// stays off, and the default is the stack's maximum anyway).
+func (c *TCPConn) endStream() {
+	if c.streaming.CompareAndSwap(true, false) {
+		c.ep.SocketOptions().SetSendBufferSize(int64(c.s.sendBuffer), false)
+		c.s.streams.Add(-1)
+	}
 }
 
 // Abort closes the connection at once with an RST, discarding unsent data;
@@ -168,6 +218,7 @@ func (c *TCPConn) Abort() {
 		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
 		c.ep.Close()
 		c.wq.Notify(readyEvents)
+		c.endStream()
 	})
 }
 

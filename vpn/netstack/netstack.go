@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -60,6 +61,24 @@ type Config struct {
 	// TCPBufferSize caps each TCP connection's send and receive buffer, in
 	// bytes. Default 1 MiB; at least 4096.
 	TCPBufferSize int
+
+	// ReceiveBufferMax, if above TCPBufferSize, lets a connection's
+	// receive buffer, and so the window it offers, grow up to it while its
+	// reader keeps up (gVisor's receive buffer moderation, as Linux's): a
+	// transfer over a fast path is bound by the data in flight, and the
+	// pipeline of WireGuard, the link and both stacks holds more than 1 MiB
+	// of it at a few hundred MB/s. A reader that does not keep up leaves
+	// the buffer where it is. Default 0: TCPBufferSize.
+	ReceiveBufferMax int
+
+	// StreamSendBuffer, if set, is the send buffer of a connection that
+	// streams (TCPConn.Streaming), for the same reason, while at most
+	// StreamConns connections have it: the sender's buffer holds all it
+	// has in flight, and a stream's fills up, so each such connection
+	// holds that much more memory. The others keep TCPBufferSize. Default
+	// 0: none.
+	StreamSendBuffer int
+	StreamConns      int
 
 	// MaxInFlight bounds how many packets Device().Read hands to WireGuard
 	// that the bind has not yet sent, as reported through Sent. wireguard-go
@@ -179,6 +198,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.TCPBufferSize < minTCPBufferSize {
 		return c, fmt.Errorf("netstack.New: Config.TCPBufferSize %d is below %d", c.TCPBufferSize, minTCPBufferSize)
 	}
+	if c.ReceiveBufferMax < 0 || c.StreamSendBuffer < 0 || c.StreamConns < 0 {
+		return c, fmt.Errorf("netstack.New: Config.ReceiveBufferMax %d, StreamSendBuffer %d or StreamConns %d is negative", c.ReceiveBufferMax, c.StreamSendBuffer, c.StreamConns)
+	}
 	return c, nil
 }
 
@@ -195,6 +217,9 @@ type Stack struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
+
+	streams    atomic.Int32 // connections with Config.StreamSendBuffer (TCPConn.Streaming)
+	sendBuffer int          // a connection's send buffer by default
 }
 
 // New creates a Stack with cfg. Its Device reports tun.EventUp once.
@@ -232,15 +257,17 @@ func (s *Stack) configure() error {
 	sndBuf := tcpip.TCPSendBufferSizeRangeOption{
 		Min:     minTCPBufferSize,
 		Default: min(size, tcp.DefaultSendBufferSize),
-		Max:     size,
+		Max:     size, // also where gVisor's send buffer tuning stops
 	}
 	rcvBuf := tcpip.TCPReceiveBufferSizeRangeOption{
 		Min:     minTCPBufferSize,
 		Default: min(size, tcp.DefaultReceiveBufferSize),
-		Max:     size,
+		Max:     max(size, s.cfg.ReceiveBufferMax),
 	}
+	s.sendBuffer = sndBuf.Default
+	moderate := tcpip.TCPModerateReceiveBufferOption(rcvBuf.Max > size)
 	rto := tcpip.TCPMaxRTOOption(maxRTO)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &sndBuf, &rcvBuf, &rto} {
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &sndBuf, &rcvBuf, &moderate, &rto} {
 		if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fmt.Errorf("netstack.New: TCP option %T: %v", opt, err)
 		}
