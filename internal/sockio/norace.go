@@ -45,6 +45,7 @@ func iovecCall(trap, fd uintptr, bufs [][]byte, iov []unix.Iovec) (int, error) {
 		return 0, nil
 	}
 	n, _, e := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	clear(iov) // kept by the caller for the next call: it must not keep the buffers alive
 	if e != 0 {
 		return 0, e
 	}

@@ -327,7 +327,8 @@ func TestReadvFillsInOrder(t *testing.T) {
 	}
 }
 
-// Writev on a socket with room allocates nothing.
+// Writev on a socket with room allocates nothing, and keeps no pointer
+// to the buffers it wrote.
 func TestWritevNoAllocations(t *testing.T) {
 	_, sa, b := pair(t)
 	go io.Copy(io.Discard, b)
@@ -341,5 +342,10 @@ func TestWritevNoAllocations(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per Writev; want 0", allocs)
+	}
+	for i, v := range sa.iov {
+		if v.Base != nil {
+			t.Fatalf("after Writev its iovec %d still points at a buffer of the caller's", i)
+		}
 	}
 }

@@ -198,8 +198,9 @@ func (c *TCPConn) Streaming(on bool) {
 }
 
 // endStream gives the connection's stream slot back, and its send buffer
-// the stack's default size (writes wait while it holds more; the tuning
-// stays off, and the default is the stack's maximum anyway).
+// the stack's default size (writes wait while it holds more). gVisor's
+// tuning stays off for it, which at the default TCPBufferSize changes
+// nothing: the default size is the maximum.
 func (c *TCPConn) endStream() {
 	if c.streaming.CompareAndSwap(true, false) {
 		c.ep.SocketOptions().SetSendBufferSize(int64(c.s.sendBuffer), false)
