@@ -609,7 +609,9 @@ func (s *Server) stackConfig() netstack.Config {
 // may grow (netstack.Config.ReceiveBufferMax): a hub's download over a fast
 // path needs a window larger than the default 1 MiB (agent.streamSendBuffer
 // is the other half). It grows only while the relay passes the data on as
-// fast as it comes; a slow user leaves it at 1 MiB.
+// fast as it comes (a user slow from the start leaves it at 1 MiB; a grown
+// buffer does not shrink, so a user who slows down later can have 4 MiB
+// waiting at the relay).
 const receiveBufferMax = 4 << 20
 
 // needsChecksum reports whether the hub at tunnel address dst verifies the
