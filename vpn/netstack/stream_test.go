@@ -12,7 +12,8 @@ import (
 // default again when it stops or closes; a stream whose buffer grows and
 // shrinks under it (portmap's copy switching between streaming and not)
 // delivers every byte, in order, without stalling (a writer waiting on
-// the larger buffer waited for ever while gVisor's tuning was on for it).
+// the larger buffer waited for ever while gVisor's tuning was on for it);
+// the receiving side's buffer grows up to ReceiveBufferMax meanwhile.
 func TestStreamingSendBuffer(t *testing.T) {
 	goroutineLeakCheck(t)
 	const big = 2 << 20
@@ -56,6 +57,11 @@ func TestStreamingSendBuffer(t *testing.T) {
 		c, s := connect(t, a, b, addrB4, uint16(90+i))
 		s.Streaming(true)
 		send(t, c, s, 48<<20, toggle)
+		// The receiver read as fast as it came: its buffer grew past the
+		// default, within ReceiveBufferMax.
+		if rcv := c.ep.SocketOptions().GetReceiveBufferSize(); rcv <= int64(a.cfg.TCPBufferSize) || rcv > 4<<20 {
+			t.Errorf("after the stream the receiver's buffer is %d bytes; want it grown past %d, at most %d", rcv, a.cfg.TCPBufferSize, 4<<20)
+		}
 	}
 }
 
