@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/bench"
+	"github.com/hubtunnel/hubtunnel/internal/atomicfile"
 	"github.com/hubtunnel/hubtunnel/internal/loopback"
 )
 
@@ -78,7 +79,9 @@ func hold(args []string, stdout io.Writer) error {
 	vars := fmt.Sprintf("AGENT=%d\nRELAY=%d\nSMALL=%s/small\nDOWN=%s/down\nUP=%s/up\nHOST='Host: %s.localhost'\nAUTH='Authorization: %s'\n",
 		agent.Proc.PID(), relay.Proc.PID(), base, base, base, hub.Name, relay.AuthHeader(hub.Name))
 	if *env != "" {
-		if err := os.WriteFile(*env, []byte(vars), 0o600); err != nil {
+		// Whole or not at all: a script that waits for the file reads it
+		// once it is there (TestBenchHold once read it empty).
+		if err := atomicfile.WriteFile(*env, []byte(vars), 0o600); err != nil {
 			return err
 		}
 	}
