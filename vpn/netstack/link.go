@@ -20,9 +20,10 @@ package netstack
 //  1. WireGuard decrypts a batch and calls Device.Write.
 //  2. link.write copies each packet into a pooled gVisor buffer and delivers
 //     it to the NIC, which hands TCP segments to the stack's TCP workers.
-//     Consecutive full-sized segments of one connection in the batch are
-//     first joined into one (gVisor's GRO), so TCP handles, and
-//     acknowledges, one segment where the peer sent several.
+//     Consecutive segments of one connection in the batch are copied into
+//     one packet (join.go); gVisor's GRO then joins what is left, segments
+//     of one connection apart in the batch, as a chain of buffers. So TCP
+//     handles, and acknowledges, one segment where the peer sent several.
 
 import (
 	"net/netip"
@@ -98,6 +99,7 @@ type link struct {
 	packetsOut, bytesOut atomic.Uint64
 	dropped              atomic.Uint64
 	acksCarried          atomic.Uint64 // bare ACKs dropped: a later packet carried them (delack.go)
+	joined               atomic.Uint64 // inbound packets copied into the one before them (join.go)
 }
 
 var _ stack.LinkEndpoint = (*link)(nil)
@@ -318,11 +320,12 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 		}()
 	}
 	n, bytes := 0, 0
-	for _, buf := range bufs {
-		packet := buf[offset:]
+	for i := 0; i < len(bufs); {
+		packet := bufs[i][offset:]
 		var proto tcpip.NetworkProtocolNumber
 		switch {
 		case len(packet) == 0:
+			i++
 			continue
 		case packet[0]>>4 == 4:
 			proto = header.IPv4ProtocolNumber
@@ -330,13 +333,27 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 			proto = header.IPv6ProtocolNumber
 		default:
 			l.dropped.Add(1)
+			i++
 			continue
 		}
-		// The copy into pooled buffers is gVisor's: the stack keeps the
-		// payload past this call, and WireGuard reuses buf.
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
-			Payload: packetData(packet),
-		})
+		// The copy into pooled buffers: the stack keeps the payload past
+		// this call, and WireGuard reuses buf.
+		end, hdr := i+1, 0
+		if g != nil {
+			end, hdr = run(bufs, offset, i) // join.go
+		}
+		var data buffer.Buffer
+		if end-i > 1 {
+			data = join(bufs[i:end], offset, hdr)
+			for _, p := range bufs[i:end] {
+				bytes += len(p) - offset
+			}
+			l.joined.Add(uint64(end - i - 1))
+		} else {
+			data = packetData(packet)
+			bytes += len(packet)
+		}
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: data})
 		if g != nil {
 			// GRO needs both; the NIC sets the second again from caps.
 			pkt.NetworkProtocolNumber, pkt.RXChecksumValidated = proto, true
@@ -345,8 +362,8 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 			d.DeliverNetworkPacket(proto, pkt)
 		}
 		pkt.DecRef()
-		n++
-		bytes += len(packet)
+		n += end - i
+		i = end
 	}
 	l.packetsIn.Add(uint64(n))
 	l.bytesIn.Add(uint64(bytes))

@@ -350,6 +350,7 @@ type Stats struct {
 	PacketsOut, BytesOut uint64 // IP packets read from Device (to WireGuard)
 	Dropped              uint64 // packets dropped by the link (queue full, not IP) or the stack (malformed, not ours, receive queue full)
 	AcksCarried          uint64 // bare ACKs not sent: a later packet of their connection carried them (delack.go)
+	Joined               uint64 // packets in copied into the one before them, so the stack saw one (join.go)
 	TCPConns             uint64 // TCP connections currently open (established up to fully closed)
 }
 
@@ -363,6 +364,7 @@ func (s *Stack) Stats() Stats {
 		BytesOut:    l.bytesOut.Load(),
 		Dropped:     l.dropped.Load() + st.DroppedPackets.Value(),
 		AcksCarried: l.acksCarried.Load(),
+		Joined:      l.joined.Load(),
 		TCPConns:    st.TCP.CurrentConnected.Value(),
 	}
 }
