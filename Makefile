@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzExchange -fuzztime $(FUZZTIME)
 	$(GO) test ./stats/ -run '^$$' -fuzz FuzzReadRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/hubrelay/ -run '^$$' -fuzz FuzzReadBackup -fuzztime $(FUZZTIME)
+	$(GO) test ./vpn/netstack/ -run '^$$' -fuzz FuzzJoin -fuzztime $(FUZZTIME)
 	$(GO) test ./vpn/noise/ -run '^$$' -fuzz FuzzReadInitiation -fuzztime $(FUZZTIME)
 	$(GO) test ./vpn/noise/ -run '^$$' -fuzz FuzzReadResponse -fuzztime $(FUZZTIME)
 

@@ -74,8 +74,8 @@ func joinHeader(p []byte) int {
 // the same IP fields, acknowledgment and TCP options, and a has no PSH: a
 // pushed segment ends a run.
 func continues(a, b []byte, hdr int) bool {
-	if joinHeader(b) != hdr {
-		return false
+	if a[0]>>4 != b[0]>>4 || joinHeader(b) != hdr {
+		return false // another family can have headers as long
 	}
 	ip := header.IPv4MinimumSize
 	if a[0]>>4 == 6 {
@@ -99,13 +99,14 @@ func continues(a, b []byte, hdr int) bool {
 }
 
 // run returns where the run of packets that join can join, starting at
-// bufs[i], ends (i+1 if there is none), and their headers' length.
-func run(bufs [][]byte, offset, i int) (end, hdr int) {
+// bufs[i], ends (i+1 if there is none), their headers' length, and the
+// length of the packet join makes of them.
+func run(bufs [][]byte, offset, i int) (end, hdr, total int) {
 	a := bufs[i][offset:]
 	if hdr = joinHeader(a); hdr == 0 {
-		return i + 1, 0
+		return i + 1, 0, len(a)
 	}
-	total := len(a)
+	total = len(a)
 	for end = i + 1; end < len(bufs); end++ {
 		b := bufs[end][offset:]
 		if len(b) <= hdr || total+len(b)-hdr > joinMax || !continues(a, b, hdr) {
@@ -114,19 +115,15 @@ func run(bufs [][]byte, offset, i int) (end, hdr int) {
 		total += len(b) - hdr
 		a = b
 	}
-	return end, hdr
+	return end, hdr, total
 }
 
-// join returns a run of packets as one: the first one's headers, with the
-// lengths of the whole, the last one's window and flags, and all their data
-// in order, in two chunks as packetData would (the headers and a little
-// more in one of their own).
-func join(run [][]byte, offset, hdr int) buffer.Buffer {
+// join returns a run of packets (run's) as one of total bytes: the first
+// one's headers, with the lengths of the whole, the last one's window and
+// flags, and all their data in order, in two chunks as packetData would
+// (the headers and a little more in one of their own).
+func join(run [][]byte, offset, hdr, total int) buffer.Buffer {
 	first, last := run[0][offset:], run[len(run)-1][offset:]
-	total := len(first)
-	for _, p := range run[1:] {
-		total += len(p) - offset - hdr
-	}
 	var head [headChunk]byte
 	n := copy(head[:], first)
 	ip := header.IPv4MinimumSize

@@ -2,7 +2,9 @@ package netstack
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -100,6 +102,7 @@ func TestJoinRuns(t *testing.T) {
 		{"a FIN", []seg{a, with(next(a, 1380), func(s *seg) { s.flags |= header.TCPFlagFin })}, []int{1, 1}},
 		{"a bare ACK", []seg{a, next(a, 0), next(a, 1380)}, []int{1, 1, 1}},
 		{"ipv4 and ipv6", []seg{a, with(next(a, 1380), func(s *seg) { s.v6 = true })}, []int{1, 1}},
+		{"ipv4 and ipv6, headers as long", []seg{with(a, func(s *seg) { s.opts = make([]byte, 20) }), with(next(a, 1380), func(s *seg) { s.v6 = true })}, []int{1, 1}},
 		{"two connections interleaved", []seg{a, with(a, func(s *seg) { s.sport++ }), next(a, 1380)}, []int{1, 1, 1}},
 		{"64 KiB at most", []seg{big, next(big, 30000), next(next(big, 30000), 30000), next(next(next(big, 30000), 30000), 30000)}, []int{2, 2}},
 	} {
@@ -110,38 +113,26 @@ func TestJoinRuns(t *testing.T) {
 			}
 			var runs []int
 			for i := 0; i < len(bufs); {
-				end, hdr := run(bufs, off, i)
+				end, hdr, total := run(bufs, off, i)
 				runs = append(runs, end-i)
 				if end-i > 1 {
-					checkJoined(t, bufs[i:end], off, hdr)
+					checkJoined(t, bufs[i:end], off, hdr, total)
 				}
 				i = end
 			}
-			if !slicesEqual(runs, tc.runs) {
+			if !slices.Equal(runs, tc.runs) {
 				t.Errorf("runs %v, want %v", runs, tc.runs)
 			}
 		})
 	}
 }
 
-func slicesEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // checkJoined checks join's packet of run: valid IP lengths (and an IPv4
 // header checksum), the first segment's sequence number, the last one's
 // window and flags, and all the data in order.
-func checkJoined(t *testing.T, run [][]byte, off, hdr int) {
+func checkJoined(t testing.TB, run [][]byte, off, hdr, total int) {
 	t.Helper()
-	b := join(run, off, hdr)
+	b := join(run, off, hdr, total)
 	got := b.Flatten()
 	b.Release()
 	first, last := run[0][off:], run[len(run)-1][off:]
@@ -149,7 +140,7 @@ func checkJoined(t *testing.T, run [][]byte, off, hdr int) {
 	for _, p := range run[1:] {
 		want = append(want, p[off+hdr:]...)
 	}
-	if len(got) < hdr || !bytes.Equal(got[hdr:], want) {
+	if len(got) != total || !bytes.Equal(got[hdr:], want) {
 		t.Fatalf("joined packet of %d bytes does not carry the %d bytes of data in order", len(got), len(want))
 	}
 	ip := header.IPv4MinimumSize
@@ -200,4 +191,44 @@ func TestJoinedTransfer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzJoin feeds run and join batches of arbitrary packets (what a hostile
+// hub's WireGuard peer can write): nothing panics, and every run they join
+// comes out as checkJoined wants it. The input is packets, each after a
+// 2-byte length.
+func FuzzJoin(f *testing.F) {
+	const off = 16
+	a := seg{sport: 1000, seq: 5000, ack: 77, payload: 1380}
+	b := a
+	b.seq += 1380
+	var seed []byte
+	for _, s := range []seg{a, b, {v6: true, seq: 1, payload: 40}, {seq: 41, payload: 7, flags: header.TCPFlagAck | header.TCPFlagPsh}} {
+		p := rawSegment(s, 0)
+		seed = binary.BigEndian.AppendUint16(seed, uint16(len(p)))
+		seed = append(seed, p...)
+	}
+	f.Add(seed)
+	f.Add([]byte{0, 40, 0x45})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var bufs [][]byte
+		for len(in) >= 2 && len(bufs) < 16 {
+			n := min(int(binary.BigEndian.Uint16(in)), len(in)-2)
+			bufs = append(bufs, append(make([]byte, off), in[2:2+n]...))
+			in = in[2+n:]
+		}
+		for i := 0; i < len(bufs); {
+			end, hdr, total := run(bufs, off, i)
+			if end <= i || end > len(bufs) {
+				t.Fatalf("run from %d ends at %d of %d", i, end, len(bufs))
+			}
+			if end-i > 1 {
+				if total > joinMax {
+					t.Fatalf("a run of %d bytes", total)
+				}
+				checkJoined(t, bufs[i:end], off, hdr, total)
+			}
+			i = end
+		}
+	})
 }

@@ -338,13 +338,13 @@ func (l *link) write(bufs [][]byte, offset int) (int, error) {
 		}
 		// The copy into pooled buffers: the stack keeps the payload past
 		// this call, and WireGuard reuses buf.
-		end, hdr := i+1, 0
+		end, hdr, total := i+1, 0, 0
 		if g != nil {
-			end, hdr = run(bufs, offset, i) // join.go
+			end, hdr, total = run(bufs, offset, i) // join.go
 		}
 		var data buffer.Buffer
 		if end-i > 1 {
-			data = join(bufs[i:end], offset, hdr)
+			data = join(bufs[i:end], offset, hdr, total)
 			for _, p := range bufs[i:end] {
 				bytes += len(p) - offset
 			}
