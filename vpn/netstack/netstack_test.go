@@ -22,6 +22,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/hubtunnel/hubtunnel/internal/inflight"
@@ -421,6 +422,98 @@ func TestRTOStaysBoundedAfterALostSYNACK(t *testing.T) {
 		if info.RTO > maxRTO {
 			t.Errorf("%s: RTO %v (smoothed RTT %v) after a lost SYN-ACK, want at most %v", c.name, info.RTO, info.RTT, maxRTO)
 		}
+	}
+}
+
+// A download that loses bursts of packets, each but one in its middle, as a
+// full queue on the path drops them (the relay's UDP window did so in fast
+// downloads), repairs each in at most a retransmission timeout or two. With
+// gVisor's default loss recovery (RACK) a burst that left fewer than three
+// segments SACKed above it was then repaired at one segment per ACK and one
+// per timeout: 2.7 KB every 200 ms, 45 s for a burst of 440 packets.
+func TestBurstLoss(t *testing.T) {
+	goroutineLeakCheck(t)
+	a, b, p := pair(t, Config{MTU: 1420}, []netip.Addr{addrA4}, []netip.Addr{addrB4})
+	client, server := connect(t, a, b, addrB4, 80)
+
+	// From the server's 3,001st full-sized data packet on, every 2,000th
+	// starts a burst: the first transmissions among the 440 packets from it
+	// are lost, but for the 200th, as long as they are sent within 50 ms of
+	// the burst's first (a queue drains). Retransmissions get through. Where
+	// a burst meets a flight in its middle, or a slowed sender, fewer are lost.
+	const bursts, every, length, survivor = 4, 2000, 440, 200
+	var (
+		mu    sync.Mutex
+		sent  = map[uint32]bool{} // the sequence numbers sent before
+		k     int
+		lost  [bursts]int
+		until time.Time
+	)
+	drop := func(packet []byte) bool {
+		if len(packet) < header.IPv4MinimumSize+header.TCPMinimumSize || packet[0]>>4 != 4 {
+			return false
+		}
+		ip := header.IPv4(packet)
+		seg := header.TCP(packet[ip.HeaderLength():])
+		if ip.SourceAddress() != tcpip.AddrFrom4(addrB4.As4()) || len(seg.Payload()) < 1000 {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		k++
+		again := sent[seg.SequenceNumber()]
+		sent[seg.SequenceNumber()] = true
+		burst, i := (k-3001)/every, (k-3001)%every
+		switch {
+		case k <= 3000 || burst >= bursts || i >= length:
+			return false
+		case i == 0:
+			until = time.Now().Add(50 * time.Millisecond)
+		}
+		if again || i == survivor || time.Now().After(until) {
+			return false
+		}
+		lost[burst]++
+		return true
+	}
+	p.drop.Store(&drop)
+
+	const n = 16 << 20
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(server, stream(5, n))
+		if err == nil {
+			err = server.Close()
+		}
+		done <- err
+	}()
+	got := make(chan [32]byte, 1)
+	go func() { got <- sum(client) }()
+	timeouts := func() uint64 { return b.stack.Stats().TCP.Timeouts.Value() }
+	select {
+	case h := <-got:
+		if h != sum(stream(5, n)) {
+			t.Fatal("the client received other data than the server sent")
+		}
+	case <-time.After(30 * time.Second):
+		client.Abort()
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("16 MiB not through in 30 s with bursts of %v packets lost, after %d retransmission timeouts", lost, timeouts())
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range lost {
+		if n == 0 {
+			t.Fatalf("burst %d lost no packet (lost: %v)", i+1, lost)
+		}
+	}
+	t.Logf("lost %v, timeouts %d", lost, timeouts())
+	if to := timeouts(); to > 2*bursts {
+		t.Errorf("%d retransmission timeouts to repair %d bursts of %v packets lost, want at most %d", to, bursts, lost, 2*bursts)
 	}
 }
 
