@@ -420,6 +420,8 @@ func (a *Agent) Status() localapi.Status {
 	s.SessionsTotal, _, _ = a.fwd.Stats()
 	s.SessionsRefused = a.fwd.Refused()
 	s.DroppedPackets = a.fw.Stats().Dropped()
+	ts := a.stack.Stats()
+	s.TCPRetransmits, s.TCPTimeouts = ts.Retransmits, ts.Timeouts
 	if r := a.dns.Load(); r != nil {
 		if t := r.Last(); t != nil && t.Source != "" {
 			s.DNSSource = string(t.Source)

@@ -87,6 +87,7 @@ type fault struct {
 	tun      bool         // joins the namespaces with a tunWire, not a veth
 	minRate  int64        // bytes per second that download must reach, or 0
 	soakOnly string       // the transport on which it takes minutes: run by make soak only
+	lossy    bool         // the tunnel's TCP loses packets over UDP: the agent's status counts its resends
 }
 
 // blackholeFor is how long the blackhole holds in make soak. Sixty seconds
@@ -153,6 +154,7 @@ func slowUplink(rate int64) fault {
 
 func faults() []fault {
 	loss := netemFault("loss 5%", "loss", "5%")
+	loss.lossy = true
 	if netemSupport() != nil {
 		// Without netem, nftables drops as many: numgen random mod 100 < 5.
 		loss.needs = needNft
@@ -271,8 +273,16 @@ func runFault(t *testing.T, f fault, transport string) {
 			b.waitReconnected(3 * time.Minute)
 		}
 		b.mustFetchWithin("while the fault holds", 90*time.Second)
+		st0, _ := b.status()
 		start, sent := time.Now(), b.wireSent()
 		b.mustDownload(f.downSize, 30*time.Second)
+		if st1, err := b.status(); err == nil && f.lossy {
+			resent, timeouts := st1.TCPRetransmits-st0.TCPRetransmits, st1.TCPTimeouts-st0.TCPTimeouts
+			t.Logf("the agent's TCP resent %d segments of the download (%d retransmission timeouts)", resent, timeouts)
+			if transport == "udp" && resent == 0 {
+				t.Errorf("the agent's status counted no TCP segment resent in a download that lost packets")
+			}
+		}
 		if f.minRate > 0 {
 			took := time.Since(start)
 			rate := float64(f.downSize) / took.Seconds()

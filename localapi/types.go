@@ -31,6 +31,12 @@ type Status struct {
 	SessionsActive int           `json:"sessions_active"`
 	SessionsTotal  uint64        `json:"sessions_total"`
 	DroppedPackets uint64        `json:"dropped_packets"`
+	// TCPRetransmits counts the TCP segments the hub's end of the tunnel
+	// sent again since the start (lost on the way to the relay, or thought
+	// lost), TCPTimeouts the retransmission timeouts among those repairs,
+	// each a wait of at least 200 ms; absent while none.
+	TCPRetransmits uint64        `json:"tcp_retransmits,omitempty"`
+	TCPTimeouts    uint64        `json:"tcp_timeouts,omitempty"`
 	DNSSource      string        `json:"dns_source,omitempty"` // where the relay's address came from: hosts, system, fallback or cache
 	DNSAnswer      []string      `json:"dns_answer,omitempty"` // the relay's addresses, in the order they are tried
 	Version        string        `json:"version"`

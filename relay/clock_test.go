@@ -10,6 +10,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/vpn"
@@ -184,11 +185,22 @@ func startUDPAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP strin
 
 func startUDPAgentServing(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler) *udpAgent {
 	t.Helper()
+	return startUDPAgentWrapped(t, tr, k, tunnelIP, page, nil)
+}
+
+// startUDPAgentWrapped is startUDPAgentServing with WireGuard's TUN
+// device, the agent's stack, wrapped by wrap if it is not nil.
+func startUDPAgentWrapped(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler, wrap func(tun.Device) tun.Device) *udpAgent {
+	t.Helper()
 	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := vpn.NewDevice(stack.Device(), conn.NewStdNetBind(), k, t.Logf)
+	var td tun.Device = stack.Device()
+	if wrap != nil {
+		td = wrap(td)
+	}
+	dev, err := vpn.NewDevice(td, conn.NewStdNetBind(), k, t.Logf)
 	if err != nil {
 		stack.Close()
 		t.Fatal(err)

@@ -24,12 +24,14 @@ import (
 
 // DebugState is what GET /debug/state on debug_listen answers.
 type DebugState struct {
-	Goroutines       int   `json:"goroutines"`        // runtime.NumGoroutine
-	WireGuardPeers   int   `json:"wireguard_peers"`   // hubs with a WireGuard peer now (peers.go: only active ones)
-	AgentConnections int   `json:"agent_connections"` // open agent connections, claimed or not
-	ReplayResets     int64 `json:"replay_resets"`     // hubs' WireGuard replay state reset (clock.go) since start
-	UDPWindowDrops   int64 `json:"udp_window_drops"`  // UDP hubs' data packets dropped for a full window (bind.go) since start
-	UDPHubsHeard     int   `json:"udp_hubs_heard"`    // hubs heard from over UDP since start: a handshake, or a keepalive on a session of theirs
+	Goroutines        int    `json:"goroutines"`             // runtime.NumGoroutine
+	WireGuardPeers    int    `json:"wireguard_peers"`        // hubs with a WireGuard peer now (peers.go: only active ones)
+	AgentConnections  int    `json:"agent_connections"`      // open agent connections, claimed or not
+	ReplayResets      int64  `json:"replay_resets"`          // hubs' WireGuard replay state reset (clock.go) since start
+	UDPWindowDrops    int64  `json:"udp_window_drops"`       // UDP hubs' data packets dropped for a full window (bind.go) since start
+	UDPHubsHeard      int    `json:"udp_hubs_heard"`         // hubs heard from over UDP since start: a handshake, or a keepalive on a session of theirs
+	TunnelRetransmits uint64 `json:"tunnel_tcp_retransmits"` // TCP segments the relay sent again inside the tunnels since start
+	TunnelTimeouts    uint64 `json:"tunnel_tcp_timeouts"`    // retransmission timeouts of that TCP since start
 }
 
 // debugCounters are counted where things happen and read by the debug
@@ -66,17 +68,21 @@ func (s *Server) startDebug() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/state", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		st := s.stack.Stats()
 		json.NewEncoder(w).Encode(DebugState{
-			Goroutines:       runtime.NumGoroutine(),
-			AgentConnections: s.agentCount(),
-			WireGuardPeers:   int(s.peerCount.Load()),
-			ReplayResets:     s.debug.replayResets.Load(),
-			UDPWindowDrops:   s.metrics.udpWindowDrops.Load(),
-			UDPHubsHeard:     s.udpHubsHeard(),
+			Goroutines:        runtime.NumGoroutine(),
+			AgentConnections:  s.agentCount(),
+			WireGuardPeers:    int(s.peerCount.Load()),
+			ReplayResets:      s.debug.replayResets.Load(),
+			UDPWindowDrops:    s.metrics.udpWindowDrops.Load(),
+			UDPHubsHeard:      s.udpHubsHeard(),
+			TunnelRetransmits: st.Retransmits,
+			TunnelTimeouts:    st.Timeouts,
 		})
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.debugLn = ln
 	s.debugSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.debugSrv.Serve(ln)
 	s.log.Info("debug state", "url", "http://"+ln.Addr().String()+"/debug/state")
@@ -95,4 +101,13 @@ func (s *Server) udpHubsHeard() int {
 		}
 	}
 	return n
+}
+
+// DebugAddr is the debug listener's address, or nil if debug_listen is
+// not set.
+func (s *Server) DebugAddr() net.Addr {
+	if s.debugLn == nil {
+		return nil
+	}
+	return s.debugLn.Addr()
 }

@@ -97,6 +97,8 @@ var (
 	descPeersRefused   = desc("wireguard_peers_refused_total", "Times a hub got no WireGuard peer because WireGuard held 65536: it cannot connect until other hubs go idle.")
 	descAgentConnsOpen = desc("agent_connections_open", "Agent connections open now (proven or not).")
 	descUDPDrops       = desc("udp_window_drops_total", "UDP hubs' data packets dropped because that hub already had 512 packets waiting for WireGuard: the relay's decryption is behind, and the hub's TCP slows down.")
+	descTunnelRetx     = desc("tunnel_tcp_retransmits_total", "TCP segments the relay sent again inside the tunnels, to hubs: lost on the way, or thought lost. Losses on the way from hubs count at the agents.")
+	descTunnelTimeouts = desc("tunnel_tcp_timeouts_total", "Retransmission timeouts of the relay's TCP inside the tunnels: losses toward hubs repaired only after a wait of at least 200 ms.")
 )
 
 // collector reads the relay's state and counters at scrape time.
@@ -105,7 +107,7 @@ type collector struct{ s *Server }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHubs, descHubsOnline, descSessionsOpen, descSessions, descRequests, descBytes,
 		descHandshakes, descLoginFailures, descLimitHits, descLimitEvictions, descEnrollments, descAgentConns, descCertExpiry, descAgentConnsOpen,
-		descPeers, descPeersRefused, descUDPDrops} {
+		descPeers, descPeersRefused, descUDPDrops, descTunnelRetx, descTunnelTimeouts} {
 		ch <- d
 	}
 }
@@ -159,6 +161,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLimitEvictions, int64(s.publicGate.evicted.Load()), "public")
 	counter(descLimitEvictions, int64(s.agentGate.evicted.Load()), "agent")
 	counter(descUDPDrops, m.udpWindowDrops.Load())
+	st := s.stack.Stats()
+	counter(descTunnelRetx, int64(st.Retransmits))
+	counter(descTunnelTimeouts, int64(st.Timeouts))
 	counter(descEnrollments, m.enrollments.Load(), "ok")
 	counter(descEnrollments, m.enrollRefused.Load(), "refused")
 	counter(descAgentConns, m.agentTCP.Load(), "tcp")

@@ -1,7 +1,13 @@
 package relay
 
 import (
+	"encoding/binary"
+	"encoding/json"
+	"net/http"
+	"sync/atomic"
 	"testing"
+
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/hubtunnel/hubtunnel/internal/promtext"
 )
@@ -88,4 +94,91 @@ func TestUDPWindowDropsCounted(t *testing.T) {
 		t.Errorf("hubrelay_udp_window_drops_total %v after the hub's packets met a full window (counted %d); want at least 1, the count",
 			n, tr.metrics.udpWindowDrops.Load())
 	}
+}
+
+// TestTunnelRetransmitsCounted: a request whose packet to the hub is lost
+// is repaired by the relay's TCP after a retransmission timeout, and
+// hubrelay_tunnel_tcp_retransmits_total and _timeouts_total count it, as
+// debug_listen's state does.
+func TestTunnelRetransmitsCounted(t *testing.T) {
+	tr := startTestRelayWith(t, true, withMetrics(func(c *Config) { c.DebugListen = "127.0.0.1:0" }), "a")
+	var lose atomic.Bool
+	var lost atomic.Int64
+	wrap := func(d tun.Device) tun.Device {
+		return &lossyTUN{Device: d, drop: func(p []byte) bool {
+			if hasTCPData(p) && lose.CompareAndSwap(true, false) {
+				lost.Add(1)
+				return true
+			}
+			return false
+		}}
+	}
+	startUDPAgentWrapped(t, tr, tr.keys["a"], "100.96.0.2", testHub("100.96.0.2"), wrap).waitOnline(t, tr, "a")
+	wantMetrics(t, tr.Server, map[string]float64{"hubrelay_tunnel_tcp_retransmits_total": 0, "hubrelay_tunnel_tcp_timeouts_total": 0})
+
+	lose.Store(true)
+	if code, err := tr.get("a"); code != 200 {
+		t.Fatalf("hub a, its request's first packet lost: %d %v", code, err)
+	}
+	if lost.Load() != 1 {
+		t.Fatalf("%d packets lost, want 1", lost.Load())
+	}
+	m := scrape(t, tr.Server)
+	st := tr.stack.Stats()
+	retx, timeouts := m["hubrelay_tunnel_tcp_retransmits_total"], m["hubrelay_tunnel_tcp_timeouts_total"]
+	if retx < 1 || timeouts < 1 || uint64(retx) > st.Retransmits || uint64(timeouts) > st.Timeouts {
+		t.Errorf("after a lost packet to the hub: retransmits %v, timeouts %v; want at least 1 each, at most the stack's %d and %d",
+			retx, timeouts, st.Retransmits, st.Timeouts)
+	}
+	ds := debugState(t, tr.Server)
+	if ds.TunnelRetransmits < uint64(retx) || ds.TunnelTimeouts < uint64(timeouts) {
+		t.Errorf("debug state: retransmits %d, timeouts %d; the metrics said %v and %v", ds.TunnelRetransmits, ds.TunnelTimeouts, retx, timeouts)
+	}
+}
+
+// lossyTUN drops the packets written to it (WireGuard's, from the relay)
+// that drop reports true for.
+type lossyTUN struct {
+	tun.Device
+	drop func([]byte) bool
+}
+
+func (d *lossyTUN) Write(bufs [][]byte, offset int) (int, error) {
+	kept := bufs[:0:0]
+	for _, b := range bufs {
+		if !d.drop(b[offset:]) {
+			kept = append(kept, b)
+		}
+	}
+	if len(kept) > 0 {
+		if _, err := d.Device.Write(kept, offset); err != nil {
+			return 0, err
+		}
+	}
+	return len(bufs), nil
+}
+
+// hasTCPData reports whether p is an IPv4 TCP segment that carries data.
+func hasTCPData(p []byte) bool {
+	if len(p) < 40 || p[0]>>4 != 4 || p[9] != 6 {
+		return false
+	}
+	ihl := int(p[0]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(p[2:4]))
+	return len(p) >= ihl+20 && total > ihl+int(p[ihl+12]>>4)*4
+}
+
+// debugState is what s's debug listener answers.
+func debugState(t *testing.T, s *Server) DebugState {
+	t.Helper()
+	resp, err := http.Get("http://" + s.DebugAddr().String() + "/debug/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st DebugState
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

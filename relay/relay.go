@@ -159,6 +159,7 @@ type Server struct {
 	proxy    *hubProxy               // to the hubs
 	hubAPI   *http.Server            // releases and keys, inside the tunnel (hubapi.go)
 	debugSrv *http.Server            // debug_listen (debug.go), or nil
+	debugLn  net.Listener            // its listener
 	debug    debugCounters
 
 	// publicGate and agentGate bound the open connections of the public

@@ -103,6 +103,13 @@ func writeStatus(w io.Writer, st localapi.Status, now time.Time) {
 	if st.DroppedPackets > 0 {
 		line("dropped", "%d packets the hub's tunnel firewall did not let in", st.DroppedPackets)
 	}
+	if st.TCPRetransmits > 0 {
+		waits := "none waited for a retransmission timeout"
+		if st.TCPTimeouts > 0 {
+			waits = fmt.Sprintf("retransmission timeouts: %d", st.TCPTimeouts)
+		}
+		line("resent", "%d TCP segments to the relay, lost on the way (%s)", st.TCPRetransmits, waits)
+	}
 	if f := st.CCUFirewall; f != nil {
 		switch f.Source {
 		case "lockdown":

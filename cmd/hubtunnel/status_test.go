@@ -48,7 +48,7 @@ func TestWriteStatus(t *testing.T) {
 			"sessions:        2 open, 17 since the agent started",
 			"this hub:        raspberrymatic 3.79.6.20241122 (Raspberry Pi 3 Model B Rev 1.2, arm64)",
 			"updates:         automatic, between 03:00 and 05:00; up to date (newest release 0.1.0)",
-		}, []string{"why not:", "dropped:", "last update:", "update check:"}},
+		}, []string{"why not:", "dropped:", "resent:", "last update:", "update check:"}},
 		{"connecting", func(s *localapi.Status) {
 			s.State, s.ConnectedSince, s.LastHandshake = localapi.StateConnecting, time.Time{}, time.Time{}
 			s.LastError = "the relay is not accepting connections (is it running?)"
@@ -89,10 +89,12 @@ func TestWriteStatus(t *testing.T) {
 		}, nil},
 		{"small numbers", func(s *localapi.Status) {
 			s.BytesRx, s.BytesTx, s.OverheadBytes, s.DroppedPackets = 0, 1023, 1024, 3
+			s.TCPRetransmits, s.TCPTimeouts = 12, 1
 			s.DNSSource, s.DNSAnswer = "", nil
 		}, []string{
 			"data:            0 B received, 1023 B sent since the agent started (1.0 KiB of tunnel overhead)",
 			"dropped:         3 packets the hub's tunnel firewall did not let in",
+			"resent:          12 TCP segments to the relay, lost on the way (retransmission timeouts: 1)",
 		}, []string{"relay address:"}},
 		{"big numbers", func(s *localapi.Status) {
 			s.BytesRx, s.BytesTx = 5<<40, 3<<30+1<<29

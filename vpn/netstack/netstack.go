@@ -362,6 +362,8 @@ type Stats struct {
 	AcksCarried          uint64 // bare ACKs not sent: a later packet of their connection carried them (delack.go)
 	Joined               uint64 // packets in copied into the one before them, so the stack saw one (join.go)
 	TCPConns             uint64 // TCP connections currently open (established up to fully closed)
+	Retransmits          uint64 // TCP segments sent again: lost on the way, or thought lost
+	Timeouts             uint64 // TCP retransmission timeouts: losses repaired only after a wait of at least 200 ms
 }
 
 // Stats returns the stack's counters.
@@ -376,6 +378,8 @@ func (s *Stack) Stats() Stats {
 		AcksCarried: l.acksCarried.Load(),
 		Joined:      l.joined.Load(),
 		TCPConns:    st.TCP.CurrentConnected.Value(),
+		Retransmits: st.TCP.Retransmits.Value(),
+		Timeouts:    st.TCP.Timeouts.Value(),
 	}
 }
 
