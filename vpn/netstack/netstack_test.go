@@ -429,8 +429,8 @@ func TestRTOStaysBoundedAfterALostSYNACK(t *testing.T) {
 // full queue on the path drops them (the relay's UDP window did so in fast
 // downloads), repairs each in at most a retransmission timeout or two. With
 // gVisor's default loss recovery (RACK) a burst that left fewer than three
-// segments SACKed above it was then repaired at one segment per ACK and one
-// per timeout: 2.7 KB every 200 ms, 45 s for a burst of 440 packets.
+// segments SACKed above it was then repaired at two segments per timeout:
+// 2.7 KB every 200 ms, 45 s for a burst of 440 packets.
 func TestBurstLoss(t *testing.T) {
 	goroutineLeakCheck(t)
 	a, b, p := pair(t, Config{MTU: 1420}, []netip.Addr{addrA4}, []netip.Addr{addrB4})
@@ -506,8 +506,8 @@ func TestBurstLoss(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for i, n := range lost {
-		if n == 0 {
+	for i, c := range lost {
+		if c == 0 {
 			t.Fatalf("burst %d lost no packet (lost: %v)", i+1, lost)
 		}
 	}
