@@ -18,19 +18,19 @@ type Status struct {
 	// Route is how the current relay connection was opened: "tcp", "tcp
 	// via proxy", "tls" or "tls via proxy"; empty while there is none, and
 	// with transport udp.
-	Route          string        `json:"route,omitempty"`
-	TunnelIP       string        `json:"tunnel_ip"`
-	PublicKey      string        `json:"public_key,omitempty"`
-	LastHandshake  time.Time     `json:"last_handshake,omitzero"`
-	ConnectedSince time.Time     `json:"connected_since,omitzero"`
-	LastError      string        `json:"last_error,omitempty"` // why the last attempt failed, while not connected
-	RelaySoftware  string        `json:"relay_software,omitempty"`
-	BytesRx        uint64        `json:"bytes_rx"`
-	BytesTx        uint64        `json:"bytes_tx"`
-	OverheadBytes  uint64        `json:"overhead_bytes"` // beyond users' traffic since the start, as the network sees it: WireGuard, framing, TLS, TCP/IP headers, ACKs, keepalives (package stats)
-	SessionsActive int           `json:"sessions_active"`
-	SessionsTotal  uint64        `json:"sessions_total"`
-	DroppedPackets uint64        `json:"dropped_packets"`
+	Route          string    `json:"route,omitempty"`
+	TunnelIP       string    `json:"tunnel_ip"`
+	PublicKey      string    `json:"public_key,omitempty"`
+	LastHandshake  time.Time `json:"last_handshake,omitzero"`
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
+	LastError      string    `json:"last_error,omitempty"` // why the last attempt failed, while not connected
+	RelaySoftware  string    `json:"relay_software,omitempty"`
+	BytesRx        uint64    `json:"bytes_rx"`
+	BytesTx        uint64    `json:"bytes_tx"`
+	OverheadBytes  uint64    `json:"overhead_bytes"` // beyond users' traffic since the start, as the network sees it: WireGuard, framing, TLS, TCP/IP headers, ACKs, keepalives (package stats)
+	SessionsActive int       `json:"sessions_active"`
+	SessionsTotal  uint64    `json:"sessions_total"`
+	DroppedPackets uint64    `json:"dropped_packets"`
 	// TCPRetransmits counts the TCP segments the hub's end of the tunnel
 	// sent again since the start (lost on the way to the relay, or thought
 	// lost), TCPTimeouts the retransmission timeouts among those repairs,
