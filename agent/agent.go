@@ -186,9 +186,11 @@ func (a *Agent) startTunnel() error {
 	// the stack, before any packet.
 	var tr atomic.Pointer[transport]
 	needs := func(dst netip.Addr) bool { t := tr.Load(); return t == nil || (*t).needsChecksum(dst) }
+	// Over UDP the tunnel's packets can be lost, over the relay connection
+	// only delayed: the stack's TCP recovers from loss accordingly.
 	scfg := netstack.Config{
 		Addrs: []netip.Addr{cfg.tunnelIP}, MTU: cfg.MTU, MaxInFlight: maxInFlight, NeedsChecksum: needs,
-		StreamSendBuffer: streamSendBuffer, StreamConns: streamConns,
+		StreamSendBuffer: streamSendBuffer, StreamConns: streamConns, LossyLink: cfg.Transport == "udp",
 	}
 	if a.stack, err = netstack.New(scfg); err != nil {
 		return fmt.Errorf("agent: %w", err)

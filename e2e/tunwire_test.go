@@ -44,6 +44,11 @@ type impairment struct {
 	reorder float64 // share of packets sent at once while the others wait delay
 	loss    float64 // share of packets dropped
 	rate    int64   // bytes per second the packets leave at (0: as fast as they come)
+	// burst: from every burstEvery-th packet on, every packet is lost for
+	// this long but the first one sent after half of it, as a full queue
+	// on the path drops a flight.
+	burst      time.Duration
+	burstEvery int
 }
 
 func (i impairment) String() string {
@@ -59,6 +64,9 @@ func (i impairment) String() string {
 	}
 	if i.reorder > 0 {
 		parts = append(parts, fmt.Sprintf("%g %% sent at once", i.reorder*100))
+	}
+	if i.burst > 0 {
+		parts = append(parts, fmt.Sprintf("all but one lost for %v every %d packets", i.burst, i.burstEvery))
 	}
 	if len(parts) == 0 {
 		return "clean"
@@ -180,13 +188,14 @@ func (w *tunWire) read(end int, queue chan<- wirePacket) {
 	from, to := w.ends[end], w.ends[1-end]
 	buf := make([]byte, 65535)
 	var free time.Time // when the rate-limited line has sent what is queued
+	var b burster
 	for {
 		n, err := from.Read(buf)
 		if err != nil {
 			return // closed: the test is over
 		}
 		imp := w.imp[end].Load()
-		if imp.loss > 0 && rand.Float64() < imp.loss {
+		if (imp.loss > 0 && rand.Float64() < imp.loss) || b.lose(imp, time.Now()) {
 			w.stats.lost.Add(1)
 			continue
 		}
@@ -220,6 +229,35 @@ func (w *tunWire) read(end int, queue chan<- wirePacket) {
 			w.stats.dropped.Add(1)
 		}
 	}
+}
+
+// burster decides which packets an impairment's bursts lose.
+type burster struct {
+	imp       *impairment // the one counted for; a new one starts over
+	seen      int         // packets since it was set
+	from, end time.Time   // the burst; lost but for the survivor
+	survived  bool
+}
+
+func (b *burster) lose(imp *impairment, now time.Time) bool {
+	if imp.burst <= 0 {
+		return false
+	}
+	if imp != b.imp {
+		*b = burster{imp: imp}
+	}
+	b.seen++
+	if b.seen%imp.burstEvery == 0 {
+		b.from, b.end, b.survived = now, now.Add(imp.burst), false
+	}
+	if !now.Before(b.end) {
+		return false
+	}
+	if !b.survived && now.Sub(b.from) >= imp.burst/2 {
+		b.survived = true
+		return false
+	}
+	return true
 }
 
 func (w *tunWire) forwarded(end, n int) {
