@@ -87,7 +87,8 @@ type fault struct {
 	tun      bool         // joins the namespaces with a tunWire, not a veth
 	minRate  int64        // bytes per second that download must reach, or 0
 	soakOnly string       // the transport on which it takes minutes: run by make soak only
-	lossy    bool         // the tunnel's TCP loses packets over UDP: the agent's status counts its resends
+	lossy    bool         // the tunnel's TCP loses packets over UDP: the sender's counters show its resends
+	upload   bool         // the transfer while it holds is an upload of downSize (POST /echo), not a download
 }
 
 // blackholeFor is how long the blackhole holds in make soak. Sixty seconds
@@ -169,6 +170,28 @@ func burstLoss(burst time.Duration) fault {
 	return f
 }
 
+// slowDownlink is slowUplink the other way: the relay's packets to the
+// agent leave at rate through the same deep queue, in an upload to the hub.
+func slowDownlink(rate int64) fault {
+	f := slowUplink(rate)
+	f.name = fmt.Sprintf("slow downlink %g Mbps upload", float64(rate)*8/1e6)
+	f.upload = true
+	imp := impairment{rate: rate}
+	f.apply = func(b *faultBed) { b.wire.setFrom(1-agentEnd, imp) }
+	return f
+}
+
+// burstUpload is burstLoss the other way: the relay's packets are lost,
+// in an upload to the hub.
+func burstUpload(burst time.Duration) fault {
+	f := burstLoss(burst)
+	f.name = fmt.Sprintf("burst loss %v upload", burst)
+	f.upload = true
+	imp := impairment{burst: burst, burstEvery: 3000}
+	f.apply = func(b *faultBed) { b.wire.setFrom(1-agentEnd, imp) }
+	return f
+}
+
 func faults() []fault {
 	loss := netemFault("loss 5%", "loss", "5%")
 	loss.lossy = true
@@ -199,7 +222,9 @@ func faults() []fault {
 		delay,
 		reorder,
 		slowUplink(2e6 / 8),
+		slowDownlink(2e6 / 8),
 		burstLoss(20 * time.Millisecond),
+		burstUpload(20 * time.Millisecond),
 		{
 			name: fmt.Sprintf("blackhole %v", blackhole), hold: blackhole, needs: needNft, downSize: 64 << 20,
 			apply:  func(b *faultBed) { b.nftDrop("") },
@@ -292,21 +317,40 @@ func runFault(t *testing.T, f fault, transport string) {
 		}
 		b.mustFetchWithin("while the fault holds", 90*time.Second)
 		st0, _ := b.status()
+		rs0, _ := b.relayState()
 		start, sent := time.Now(), b.wireSent()
-		b.mustDownload(f.downSize, 30*time.Second)
-		if st1, err := b.status(); err == nil && f.lossy {
+		what := "download"
+		if f.upload {
+			what = "upload"
+			b.mustUpload(f.downSize, 30*time.Second)
+		} else {
+			b.mustDownload(f.downSize, 30*time.Second)
+		}
+		// The hub sends downloads, the relay uploads.
+		if st1, err := b.status(); err == nil && f.lossy && !f.upload {
 			resent, timeouts := st1.TCPRetransmits-st0.TCPRetransmits, st1.TCPTimeouts-st0.TCPTimeouts
 			t.Logf("the agent's TCP resent %d segments of the download (%d retransmission timeouts)", resent, timeouts)
 			if transport == "udp" && resent == 0 {
 				t.Errorf("the agent's status counted no TCP segment resent in a download that lost packets")
 			}
 		}
+		if rs1, err := b.relayState(); err == nil && f.lossy && f.upload {
+			resent, timeouts := rs1.TunnelRetransmits-rs0.TunnelRetransmits, rs1.TunnelTimeouts-rs0.TunnelTimeouts
+			t.Logf("the relay's TCP resent %d segments of the upload (%d retransmission timeouts)", resent, timeouts)
+			if transport == "udp" && resent == 0 {
+				t.Errorf("the relay's debug state counted no TCP segment resent in an upload that lost packets")
+			}
+		}
 		if f.minRate > 0 {
 			took := time.Since(start)
 			rate := float64(f.downSize) / took.Seconds()
-			t.Logf("goodput %.0f KB/s; the wire carried %.3f bytes from the agent per byte downloaded", rate/1e3, float64(b.wireSent()-sent)/float64(f.downSize))
+			if f.upload {
+				t.Logf("goodput %.0f KB/s, the echo's way back included", rate/1e3)
+			} else {
+				t.Logf("goodput %.0f KB/s; the wire carried %.3f bytes from the agent per byte downloaded", rate/1e3, float64(b.wireSent()-sent)/float64(f.downSize))
+			}
 			if rate < float64(f.minRate) {
-				t.Errorf("download of %d KiB took %v: %.0f KB/s, want at least %.0f KB/s", f.downSize>>10, took.Round(time.Millisecond), rate/1e3, float64(f.minRate)/1e3)
+				t.Errorf("%s of %d KiB took %v: %.0f KB/s, want at least %.0f KB/s", what, f.downSize>>10, took.Round(time.Millisecond), rate/1e3, float64(f.minRate)/1e3)
 			}
 		}
 	}
@@ -738,6 +782,53 @@ func (b *faultBed) download(size int64, timeout time.Duration) error {
 		return fmt.Errorf("%d bytes, sha256 %s; want %d, %s", n, got, size, want)
 	}
 	return nil
+}
+
+// upload sends a file of size through the relay to ccusim's POST /echo
+// and checks every byte of the echo.
+func (b *faultBed) upload(size int64, timeout time.Duration) error {
+	name, want := b.file(size)
+	f, err := os.Open(filepath.Join(b.files, name))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", b.rb.TokenURL("demo", 80, "/echo"), f)
+	req.ContentLength = size
+	resp, err := b.inR.Do(req)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("hung: no answer after %v", timeout)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("POST /echo: %s", resp.Status)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("hung: %d of %d bytes echoed after %v", n, size, timeout)
+	}
+	if err != nil {
+		return fmt.Errorf("after %d of %d bytes echoed: %w", n, size, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != size || got != want {
+		return fmt.Errorf("echo of %d bytes, sha256 %s; want %d, %s", n, got, size, want)
+	}
+	return nil
+}
+
+func (b *faultBed) mustUpload(size int64, timeout time.Duration) {
+	b.t.Helper()
+	start := time.Now()
+	if err := b.upload(size, timeout); err != nil {
+		b.t.Fatalf("upload of %d bytes through the relay: %v", size, err)
+	}
+	b.t.Logf("uploaded %d KiB (and got it back) in %v", size>>10, time.Since(start).Round(time.Millisecond))
 }
 
 func (b *faultBed) mustDownload(size int64, timeout time.Duration) {
