@@ -49,12 +49,12 @@ const (
 	DefaultDialTimeout = 5 * time.Second
 	dialKeepAlive      = 30 * time.Second
 	// bufSize is a streaming direction's buffer. Against 32 KiB, a
-	// download through the TCP transport took the agent 8-17 % less CPU
-	// per GB and the relay 5-15 % less, 1 and 8 streams, in alternated
-	// hold rigs (issue 18): a quarter of the reads from the hub's socket,
-	// each of which sends an ACK on loopback in the agent's own time, and
-	// writes into the tunnel's TCP that fill its segments. 8 streams hold
-	// 2 MiB of it.
+	// download through the TCP transport took the agent 4-19 % less CPU
+	// per GB (one stream; 9-15 % for eight) and the relay 1-18 % less, in
+	// alternated hold rigs (issue 18; BENCHMARKS.md): a quarter of the
+	// reads from the hub's socket, each of which sends an ACK on loopback
+	// in the agent's own time, and writes into the tunnel's TCP that fill
+	// its segments. 8 streams hold 2 MiB of it.
 	bufSize = 256 << 10
 )
 
