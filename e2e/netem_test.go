@@ -770,8 +770,14 @@ func (b *faultBed) download(size int64, timeout time.Duration) error {
 	if resp.StatusCode != 200 {
 		return fmt.Errorf("GET /files/%s: %s", name, resp.Status)
 	}
+	return checkBody(ctx, resp.Body, size, want, timeout)
+}
+
+// checkBody reads body to its end and checks its length and SHA-256; a
+// body still coming when ctx's deadline (timeout) passed is reported hung.
+func checkBody(ctx context.Context, body io.Reader, size int64, want string, timeout time.Duration) error {
 	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
+	n, err := io.Copy(h, body)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("hung: %d of %d bytes after %v", n, size, timeout)
 	}
@@ -808,16 +814,8 @@ func (b *faultBed) upload(size int64, timeout time.Duration) error {
 	if resp.StatusCode != 200 {
 		return fmt.Errorf("POST /echo: %s", resp.Status)
 	}
-	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("hung: %d of %d bytes echoed after %v", n, size, timeout)
-	}
-	if err != nil {
-		return fmt.Errorf("after %d of %d bytes echoed: %w", n, size, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); n != size || got != want {
-		return fmt.Errorf("echo of %d bytes, sha256 %s; want %d, %s", n, got, size, want)
+	if err := checkBody(ctx, resp.Body, size, want, timeout); err != nil {
+		return fmt.Errorf("the echo: %w", err)
 	}
 	return nil
 }
