@@ -604,7 +604,8 @@ func (s *Server) Store() *store.Store { return s.db }
 // UDP hub that lost a flight crawled (e2e burst loss upload: 16 MiB at
 // 0.64-0.73 MB/s, against 9-14 MB/s without), while the spurious timeouts
 // that keep the agent over TCP on RACK did not show in uploads (e2e slow
-// downlink: 228 KB/s with RACK, 231-234 without, both transports).
+// downlink: 228-229 KB/s with RACK; without, 231-234 over TCP, 225 over
+// UDP).
 func (s *Server) stackConfig() netstack.Config {
 	cfg := netstack.Config{Addrs: []netip.Addr{s.cfg.tunnelIP}, MTU: tunnelMTU, NeedsChecksum: s.needsChecksum, ReceiveBufferMax: receiveBufferMax, LossyLink: true}
 	if s.legacy {
