@@ -51,7 +51,7 @@ const (
 	// bufSize is a streaming direction's buffer. Against 32 KiB, a
 	// download through the TCP transport took the agent 4-19 % less CPU
 	// per GB (one stream; 9-15 % for eight) and the relay 1-18 % less, in
-	// alternated hold rigs (issue 18; BENCHMARKS.md): a quarter of the
+	// alternated hold rigs (issue 18; BENCHMARKS.md): an eighth of the
 	// reads from the hub's socket, each of which sends an ACK on loopback
 	// in the agent's own time, and writes into the tunnel's TCP that fill
 	// its segments. 8 streams hold 2 MiB of it.
