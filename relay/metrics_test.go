@@ -97,9 +97,10 @@ func TestUDPWindowDropsCounted(t *testing.T) {
 }
 
 // TestTunnelRetransmitsCounted: a request whose packet to the hub is lost
-// is repaired by the relay's TCP (RACK's tail loss probe, or a
-// retransmission timeout), and hubrelay_tunnel_tcp_retransmits_total and
-// _timeouts_total say so, as debug_listen's state does.
+// is repaired by the relay's TCP (a retransmission timeout: the relay's
+// stack recovers without RACK, relay.go stackConfig), and
+// hubrelay_tunnel_tcp_retransmits_total and _timeouts_total say so, as
+// debug_listen's state does.
 func TestTunnelRetransmitsCounted(t *testing.T) {
 	tr := startTestRelayWith(t, true, withMetrics(func(c *Config) { c.DebugListen = "127.0.0.1:0" }), "a")
 	var lose atomic.Bool
