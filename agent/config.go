@@ -141,7 +141,7 @@ func (c *Config) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
 // concurrent sessions without an error and 1,500 held; measured, a held
 // session costs the agent about 28 KiB (two goroutines waiting in reads,
 // the netstack's endpoint, 2 × 2 KiB buffers): 1,500 took it from 13 to 56
-// MB. 2,000 bounds it near 70 MB, past its 40 MiB heap limit (the GC works
+// MB. 2,000 bounds it near 70 MB, past its heap limit (the GC works
 // harder) but far from a hub's RAM; refusing the 1,500 would fail users.
 const DefaultMaxSessions = 2000
 

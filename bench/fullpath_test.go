@@ -30,7 +30,7 @@ import (
 // client): go tool pprof -tagfocus side=agent … shows one end alone.
 //
 // Unlike the real binaries, both ends share one Go runtime (GOMAXPROCS
-// procs for the two), and the agent runs without its 40 MiB memory limit.
+// procs for the two), and the agent runs without its memory limit.
 func BenchmarkFullPath(b *testing.B) { benchFullPath(b, "tcp") }
 
 // BenchmarkFullPathUDP is BenchmarkFullPath with the agent on the UDP

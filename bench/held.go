@@ -92,7 +92,7 @@ func (ru *run) held(relay *Relay, agent *Agent) error {
 ccusim's XML-RPC, make a getValue call each, 50 at a time, in rounds until the agent's status API counts all %d as
 active at once (%d rounds); then the agent's VmRSS is read: %s, from %s before the first session
 (%.1f KiB a session). The agent is the one the recovery phase started last, with its default memory limit
-(40 MiB soft, GOMEMLIMIT-like). The budget (BRIEF.md) is 48 MB with 1,500 held; a run with fewer has no verdict.`,
+(36 MiB soft, GOMEMLIMIT-like). The budget (BRIEF.md) is 48 MB with 1,500 held; a run with fewer has no verdict.`,
 		n, n, h.Rounds, fmtMB(h.After.RSS), fmtMB(h.Before.RSS), perSession)
 	return nil
 }

@@ -55,8 +55,14 @@ const usage = `usage:
 `
 
 // defaultMemoryLimit keeps the Go heap small on a hub with little RAM
-// unless GOMEMLIMIT says otherwise.
-const defaultMemoryLimit = 40 << 20
+// unless GOMEMLIMIT says otherwise. Under load the heap grows to the limit
+// (the GC's goal, twice the live heap, is above it), so the agent's peak
+// RSS is about the limit plus the binary's resident pages: at 40 MiB,
+// 46-48.2 MB over 1 and 8 downloads and 50 connections' requests (BRIEF.md
+// allows 48), at 36 MiB 42.4-43.6 MB, with CPU per GB and the rates the
+// same within the rounds' spread. At 32 MiB eight UDP downloads took 40 %
+// more CPU per GB: their live heap, ~28 MB, left the GC too little room.
+const defaultMemoryLimit = 36 << 20
 
 // defaultMaxProcs is how many threads run the agent's Go code at once
 // unless GOMAXPROCS says otherwise. A packet crosses about seven
