@@ -43,7 +43,7 @@ const udpProbes = 3
 // any WireGuard server can be the other end. WireGuard's endpoint is one
 // address of the relay's; while the tunnel is not connected, the name is
 // resolved again every minute, for a relay whose address changed. The bind
-// reads only the relay's address family, and at most maxInFlight received
+// reads only the relay's address family, and at most maxInFlightUDP received
 // data packets wait inside WireGuard (uplink.InboundTUN counts them out).
 //
 // Idle, the agent pings (wire.UDPPing) instead of sending WireGuard's
@@ -106,7 +106,7 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 	}
 	t.ep = ep
 	t.ipv6.Store(isIPv6Endpoint(ep))
-	t.b = uplink.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlight)
+	t.b = uplink.NewUDPBind(cfg.MTU, t.ipv6.Load, env.sent, maxInFlightUDP)
 	t.b.SessionUnknown = t.sessionUnknown
 	t.b.Pong = t.pong
 	t.cb = &countingBind{Bind: t.b}
