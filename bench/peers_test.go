@@ -198,3 +198,33 @@ func TestStartsPeers(t *testing.T) {
 		}
 	}
 }
+
+// The peers phase judges each hubtunnel agent's peak RSS over its rounds
+// against the bulk-load budget: a UDP agent once peaked at 49.2 MB there
+// while the main phase's row passed.
+func TestReportPeersJudgesTheAgentsPeakRSS(t *testing.T) {
+	ru := &run{r: &Report{}}
+	res := []*peerResult{
+		{peer: &peer{name: peerHubTCP}, measured: true, rssPeak: 47_900_000},
+		{peer: &peer{name: peerHubUDP}, measured: true, rssPeak: 48_100_000},
+	}
+	ru.reportPeers(res, peersTimes{}, "", nil)
+	got := map[string]Row{}
+	for _, row := range ru.r.Rows {
+		if strings.HasPrefix(row.What, "agent RSS peak") {
+			got[row.What] = row
+		}
+	}
+	want := map[string]string{
+		"agent RSS peak (VmHWM) over the rounds, " + peerHubTCP: "pass",
+		"agent RSS peak (VmHWM) over the rounds, " + peerHubUDP: "FAIL",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("RSS rows %v; want one per transport", got)
+	}
+	for what, verdict := range want {
+		if row := got[what]; row.Verdict != verdict || row.Budget != "≤ 48 MB" {
+			t.Errorf("%q: %q, budget %q, %s; want %s against ≤ 48 MB", what, row.Value, row.Budget, row.Verdict, verdict)
+		}
+	}
+}

@@ -68,6 +68,15 @@ func (ru *run) reportPeers(res []*peerResult, t peersTimes, idleNote string, cip
 	ratio("agent CPU per GB, UDP transport against TCP", peerHubUDP, peerHubTCP, 1.5, false, func(p *peerResult) float64 { return p.agentPerGB }, sgb)
 	ratio("relay CPU per GB, UDP transport against TCP", peerHubUDP, peerHubTCP, 1.5, false, func(p *peerResult) float64 { return p.relayPerGB }, sgb)
 
+	// The agent's peak RSS over the rounds (1 and 8 downloads, 50
+	// connections' requests, every tool's turn between): bulk load, whose
+	// budget is BRIEF.md's.
+	for _, n := range []string{peerHubTCP, peerHubUDP} {
+		if p := by[n]; p != nil {
+			r.add("peers", "agent RSS peak (VmHWM) over the rounds, "+n, fmtMB(p.rssPeak), "≤ 48 MB", ptr(p.rssPeak > 0 && p.rssPeak <= 48e6))
+		}
+	}
+
 	// Added latency: ours against the best of the other tools.
 	var best *peerResult
 	for _, n := range []string{peerFrp, peerChisel, peerSSH} {
