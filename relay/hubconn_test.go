@@ -233,6 +233,20 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 			t.Errorf("a user hanging up was logged as the hub's failure %d times", n)
 		}
 	})
+	t.Run("user leaves before the answer", func(t *testing.T) {
+		n, served, failed := len(h.requests()), tr.logged("msg=request"), tr.logged("status=502")
+		c, _ := userConn(t, tr)
+		io.WriteString(c, tr.head("GET", "X-Test: silent\r\n"))
+		poll.Until(t, 10*time.Second, "the hub got the request", func() bool { return len(h.requests()) > n })
+		c.Close() // well within the answer timeout
+		poll.Until(t, 10*time.Second, "the request's access log line", func() bool { return tr.logged("msg=request") > served })
+		if got := tr.logged("method=GET status=499"); got != 1 {
+			t.Errorf("%d log lines say the user left (status=499); want 1", got)
+		}
+		if tr.logged("status=502") != failed || tr.logged("a request to the hub failed") != 0 {
+			t.Errorf("a user who left was logged as the hub's failure")
+		}
+	})
 	t.Run("the hub breaks off mid-answer", func(t *testing.T) {
 		c, br := userConn(t, tr)
 		io.WriteString(c, tr.head("GET", "X-Test: cut short\r\n"))

@@ -98,9 +98,15 @@ func newHubProxy(s *Server) *hubProxy {
 				writeError(w, http.StatusBadRequest, "Request broken", "The request's body broke off before its end.")
 				return
 			}
-			if !errors.Is(err, context.Canceled) {
-				errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				// The user left before the hub answered: nobody reads
+				// an answer, and a 502 in the log line would blame the hub.
+				if sw, ok := w.(*statusWriter); ok {
+					sw.status = statusUserLeft
+				}
+				return
 			}
+			errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
 			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")
 		},
 	}

@@ -435,6 +435,11 @@ func writeError(w http.ResponseWriter, code int, title, msg string) {
 		code, html.EscapeString(title), html.EscapeString(title), html.EscapeString(msg))
 }
 
+// statusUserLeft is the status the log line gives a request whose user
+// left before the hub answered: none was sent. nginx logs such a request
+// as 499 too.
+const statusUserLeft = 499
+
 // statusWriter remembers the status of a response; http.ResponseController
 // reaches the writer underneath (flushing, hijacking) through Unwrap.
 type statusWriter struct {
