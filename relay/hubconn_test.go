@@ -247,6 +247,19 @@ func TestHubLegClosesWhatItCannotReuse(t *testing.T) {
 			t.Errorf("a user who left was logged as the hub's failure")
 		}
 	})
+	// net/http takes a half-close for leaving: a user who half-closes
+	// after the request still gets an answer, a 502, never an empty 200.
+	t.Run("user half-closes before the answer", func(t *testing.T) {
+		n := len(h.requests())
+		c, br := userConn(t, tr)
+		io.WriteString(c, tr.head("GET", "X-Test: silent\r\n"))
+		poll.Until(t, 10*time.Second, "the hub got the request", func() bool { return len(h.requests()) > n })
+		c.(*net.TCPConn).CloseWrite()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("a half-closed user's answer: %v %v; want 502", resp, err)
+		}
+	})
 	t.Run("the hub breaks off mid-answer", func(t *testing.T) {
 		c, br := userConn(t, tr)
 		io.WriteString(c, tr.head("GET", "X-Test: cut short\r\n"))

@@ -98,15 +98,18 @@ func newHubProxy(s *Server) *hubProxy {
 				writeError(w, http.StatusBadRequest, "Request broken", "The request's body broke off before its end.")
 				return
 			}
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-				// The user left before the hub answered: nobody reads
-				// an answer, and a 502 in the log line would blame the hub.
+			switch {
+			case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+				// The user left before the hub answered (net/http takes
+				// a half-close for leaving too). The 502 still goes out:
+				// without an answer net/http would send an empty 200.
+				// But the log line says 499, not the hub's failure.
 				if sw, ok := w.(*statusWriter); ok {
 					sw.status = statusUserLeft
 				}
-				return
+			case !errors.Is(err, context.Canceled):
+				errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
 			}
-			errLog.Warn("a request to the hub failed", logger.Hub, rt.hub.Name, logger.Port, rt.port, logger.Remote, r.RemoteAddr, logger.Err, err)
 			writeError(w, http.StatusBadGateway, "Hub not answering", "The hub did not answer on this port.")
 		},
 	}

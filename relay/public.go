@@ -436,8 +436,8 @@ func writeError(w http.ResponseWriter, code int, title, msg string) {
 }
 
 // statusUserLeft is the status the log line gives a request whose user
-// left before the hub answered: none was sent. nginx logs such a request
-// as 499 too.
+// left before the hub answered (nginx logs such a request as 499 too);
+// statusWriter keeps it over the 502 that then goes to no one.
 const statusUserLeft = 499
 
 // statusWriter remembers the status of a response; http.ResponseController
