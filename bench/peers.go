@@ -35,6 +35,7 @@ type peerRound struct {
 	bulkBytes     uint64  // moved in the measured windows of both transfers
 	agent, relay  time.Duration
 	p50, addedP50 time.Duration
+	added         bool // addedP50 is known: direct was measured in the round
 	rps           float64
 	reqCPU        time.Duration // agent CPU per wrk request
 }
@@ -46,6 +47,7 @@ type peerResult struct {
 	mbps1, mbps8           float64
 	agentPerGB, relayPerGB float64 // CPU seconds per 10⁹ B
 	p50, addedP50          time.Duration
+	added                  bool // addedP50 is known: direct was measured in every round
 	rps                    float64
 	reqCPU                 time.Duration
 	rssPeak                int64
@@ -117,6 +119,7 @@ func (ru *run) peers() error {
 		off := round % len(ps)
 		ps = append(ps[off:], ps[:off]...)
 		var direct time.Duration
+		directOK := false
 		for _, p := range ps {
 			pr, err := ru.peerRound(p.peer)
 			if err != nil {
@@ -125,16 +128,18 @@ func (ru *run) peers() error {
 				continue
 			}
 			if p.agent == nil {
-				direct = pr.p50
+				direct, directOK = pr.p50, true
 			}
 			p.rounds = append(p.rounds, pr)
 			ru.logf("bench:   peers round %d %s: %.0f / %.0f MB/s, p50 %s, %.0f req/s, agent %.2f s/GB, %.0f µs/req",
 				round+1, p.name, pr.mbps1, pr.mbps8, fmtMs(pr.p50), pr.rps, perGB(pr.agent, pr.bulkBytes), us(pr.reqCPU))
 		}
-		// Added latency against direct in the same round.
+		// Added latency against direct in the same round; none without
+		// it (PEER_GROUPS without direct, or its round failed).
 		for _, p := range ps {
-			if n := len(p.rounds); n > 0 && len(p.rounds) == round+1 {
+			if n := len(p.rounds); directOK && n > 0 && len(p.rounds) == round+1 {
 				p.rounds[n-1].addedP50 = p.rounds[n-1].p50 - direct
+				p.rounds[n-1].added = true
 			}
 		}
 	}
@@ -366,7 +371,10 @@ func (p *peerResult) summarize() {
 	p.agentPerGB = get(func(r peerRound) float64 { return perGB(r.agent, r.bulkBytes) })
 	p.relayPerGB = get(func(r peerRound) float64 { return perGB(r.relay, r.bulkBytes) })
 	p.p50 = time.Duration(get(func(r peerRound) float64 { return float64(r.p50) }))
-	p.addedP50 = time.Duration(get(func(r peerRound) float64 { return float64(r.addedP50) }))
+	p.added = !slices.ContainsFunc(p.rounds, func(r peerRound) bool { return !r.added })
+	if p.added {
+		p.addedP50 = time.Duration(get(func(r peerRound) float64 { return float64(r.addedP50) }))
+	}
 	p.rps = get(func(r peerRound) float64 { return r.rps })
 	p.reqCPU = time.Duration(get(func(r peerRound) float64 { return float64(r.reqCPU) }))
 	if p.agent != nil {

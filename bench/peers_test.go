@@ -228,3 +228,44 @@ func TestReportPeersJudgesTheAgentsPeakRSS(t *testing.T) {
 		}
 	}
 }
+
+// Added latency is a peer's p50 less direct's in the same round: without
+// direct in a round (PEER_GROUPS without it) there is none, and the
+// target is not judged on the whole p50.
+func TestAddedLatencyNeedsDirect(t *testing.T) {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	row := func(withDirect bool) Row {
+		t.Helper()
+		res := []*peerResult{
+			{peer: &peer{name: peerHubTCP}},
+			{peer: &peer{name: peerSSH}},
+		}
+		for i, p50 := range []time.Duration{ms(0.45), ms(0.19)} {
+			for range 3 {
+				r := peerRound{p50: p50}
+				if withDirect {
+					r.addedP50, r.added = p50-ms(0.04), true
+				}
+				res[i].rounds = append(res[i].rounds, r)
+			}
+		}
+		for _, p := range res {
+			p.summarize()
+		}
+		ru := &run{r: &Report{}}
+		ru.reportPeers(res, peersTimes{}, "", nil)
+		for _, row := range ru.r.Rows {
+			if strings.HasPrefix(row.What, "added p50") {
+				return row
+			}
+		}
+		t.Fatal("no added-p50 row")
+		return Row{}
+	}
+	if r := row(true); r.Value != "0.410 ms against "+peerSSH+"'s 0.150 ms" || r.Verdict != "FAIL" {
+		t.Errorf("with direct: %q %s; want 0.410 against 0.150 ms, FAIL", r.Value, r.Verdict)
+	}
+	if r := row(false); !strings.Contains(r.Value, "direct was not measured") {
+		t.Errorf("without direct: %q %s; want not compared", r.Value, r.Verdict)
+	}
+}

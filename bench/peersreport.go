@@ -80,12 +80,14 @@ func (ru *run) reportPeers(res []*peerResult, t peersTimes, idleNote string, cip
 	// Added latency: ours against the best of the other tools.
 	var best *peerResult
 	for _, n := range []string{peerFrp, peerChisel, peerSSH} {
-		if p := by[n]; p != nil && (best == nil || p.addedP50 < best.addedP50) {
+		if p := by[n]; p != nil && p.added && (best == nil || p.addedP50 < best.addedP50) {
 			best = p
 		}
 	}
 	what, budget := "added p50 of a small request, TCP transport", "≤ the best peer's"
 	switch ht := by[peerHubTCP]; {
+	case ht != nil && !ht.added:
+		r.add("peers", what, "not compared: direct was not measured in every round, so nothing says what the path added", budget, ptr(false))
 	case ht == nil || best == nil:
 		r.add("peers", what, "not compared: hubtunnel tcp or every other tool was not measured", budget, ptr(false))
 	default:
@@ -110,12 +112,16 @@ func (ru *run) reportPeers(res []*peerResult, t peersTimes, idleNote string, cip
 			}
 			return v
 		}
+		added := "–"
+		if p.agent != nil && p.added {
+			added = fmt.Sprintf("%.3f", ms(p.addedP50))
+		}
 		idle := "–"
 		if p.idleBytes >= 0 {
 			idle = fmt.Sprintf("%.0f", p.idlePerHour)
 		}
 		fmt.Fprintf(&tbl, "| %s | %.0f | %.0f | %.3f | %s | %.0f | %s | %s | %s | %s | %s |\n", p.name, p.mbps1, p.mbps8,
-			ms(p.p50), dash(fmt.Sprintf("%.3f", ms(p.addedP50))), p.rps,
+			ms(p.p50), added, p.rps,
 			dash(fmt.Sprintf("%.2f", p.agentPerGB)), dash(fmt.Sprintf("%.2f", p.relayPerGB)), dash(fmt.Sprintf("%.0f", us(p.reqCPU))),
 			dash(fmt.Sprintf("%.1f", float64(p.rssPeak)/1e6)), idle)
 		var rs []string
