@@ -170,26 +170,24 @@ func burstLoss(burst time.Duration) fault {
 	return f
 }
 
-// slowDownlink is slowUplink the other way: the relay's packets to the
-// agent leave at rate through the same deep queue, in an upload to the hub.
-func slowDownlink(rate int64) fault {
-	f := slowUplink(rate)
-	f.name = fmt.Sprintf("slow downlink %g Mbps upload", float64(rate)*8/1e6)
-	f.upload = true
-	imp := impairment{rate: rate}
+// reversed is the agent-side fault f the other way round, named name:
+// imp holds up the relay's packets to the agent instead, in an upload to
+// the hub.
+func reversed(f fault, name string, imp impairment) fault {
+	f.name, f.upload = name, true
 	f.apply = func(b *faultBed) { b.wire.setFrom(1-agentEnd, imp) }
 	return f
 }
 
-// burstUpload is burstLoss the other way: the relay's packets are lost,
-// in an upload to the hub.
+// slowDownlink is slowUplink the other way: the relay's packets to the
+// agent leave at rate through the same deep queue.
+func slowDownlink(rate int64) fault {
+	return reversed(slowUplink(rate), fmt.Sprintf("slow downlink %g Mbps upload", float64(rate)*8/1e6), impairment{rate: rate})
+}
+
+// burstUpload is burstLoss the other way: the relay's packets are lost.
 func burstUpload(burst time.Duration) fault {
-	f := burstLoss(burst)
-	f.name = fmt.Sprintf("burst loss %v upload", burst)
-	f.upload = true
-	imp := impairment{burst: burst, burstEvery: 3000}
-	f.apply = func(b *faultBed) { b.wire.setFrom(1-agentEnd, imp) }
-	return f
+	return reversed(burstLoss(burst), fmt.Sprintf("burst loss %v upload", burst), impairment{burst: burst, burstEvery: 3000})
 }
 
 func faults() []fault {
@@ -316,29 +314,18 @@ func runFault(t *testing.T, f fault, transport string) {
 			b.waitReconnected(3 * time.Minute)
 		}
 		b.mustFetchWithin("while the fault holds", 90*time.Second)
-		st0, _ := b.status()
-		rs0, _ := b.relayState()
-		start, sent := time.Now(), b.wireSent()
 		what := "download"
 		if f.upload {
 			what = "upload"
-			b.mustUpload(f.downSize, 30*time.Second)
-		} else {
-			b.mustDownload(f.downSize, 30*time.Second)
 		}
-		// The hub sends downloads, the relay uploads.
-		if st1, err := b.status(); err == nil && f.lossy && !f.upload {
-			resent, timeouts := st1.TCPRetransmits-st0.TCPRetransmits, st1.TCPTimeouts-st0.TCPTimeouts
-			t.Logf("the agent's TCP resent %d segments of the download (%d retransmission timeouts)", resent, timeouts)
+		resent0, timeouts0, err0 := b.resends(f.upload)
+		start, sent := time.Now(), b.wireSent()
+		b.mustTransfer(f.upload, f.downSize, 30*time.Second)
+		if resent1, timeouts1, err := b.resends(f.upload); err0 == nil && err == nil && f.lossy {
+			resent := resent1 - resent0
+			t.Logf("the sender's TCP resent %d segments of the %s (%d retransmission timeouts)", resent, what, timeouts1-timeouts0)
 			if transport == "udp" && resent == 0 {
-				t.Errorf("the agent's status counted no TCP segment resent in a download that lost packets")
-			}
-		}
-		if rs1, err := b.relayState(); err == nil && f.lossy && f.upload {
-			resent, timeouts := rs1.TunnelRetransmits-rs0.TunnelRetransmits, rs1.TunnelTimeouts-rs0.TunnelTimeouts
-			t.Logf("the relay's TCP resent %d segments of the upload (%d retransmission timeouts)", resent, timeouts)
-			if transport == "udp" && resent == 0 {
-				t.Errorf("the relay's debug state counted no TCP segment resent in an upload that lost packets")
+				t.Errorf("the sender's counters show no TCP segment resent in the %s, which lost packets", what)
 			}
 		}
 		if f.minRate > 0 {
@@ -674,6 +661,18 @@ func (b *faultBed) status() (localapi.Status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
+// resends reads the TCP resends and retransmission timeouts inside the
+// tunnel of the side that sends in a transfer: the hub's (the agent's
+// status) in a download, the relay's (its debug state) in an upload.
+func (b *faultBed) resends(upload bool) (resent, timeouts uint64, err error) {
+	if upload {
+		st, err := b.relayState()
+		return st.TunnelRetransmits, st.TunnelTimeouts, err
+	}
+	st, err := b.status()
+	return st.TCPRetransmits, st.TCPTimeouts, err
+}
+
 func (b *faultBed) relayState() (relay.DebugState, error) {
 	var st relay.DebugState
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -820,22 +819,24 @@ func (b *faultBed) upload(size int64, timeout time.Duration) error {
 	return nil
 }
 
-func (b *faultBed) mustUpload(size int64, timeout time.Duration) {
-	b.t.Helper()
-	start := time.Now()
-	if err := b.upload(size, timeout); err != nil {
-		b.t.Fatalf("upload of %d bytes through the relay: %v", size, err)
-	}
-	b.t.Logf("uploaded %d KiB (and got it back) in %v", size>>10, time.Since(start).Round(time.Millisecond))
-}
-
 func (b *faultBed) mustDownload(size int64, timeout time.Duration) {
 	b.t.Helper()
-	start := time.Now()
-	if err := b.download(size, timeout); err != nil {
-		b.t.Fatalf("download of %d bytes through the relay: %v", size, err)
+	b.mustTransfer(false, size, timeout)
+}
+
+// mustTransfer downloads size bytes through the relay, or uploads them
+// (and gets them back), and fails the test if that fails.
+func (b *faultBed) mustTransfer(upload bool, size int64, timeout time.Duration) {
+	b.t.Helper()
+	what, move := "download", b.download
+	if upload {
+		what, move = "upload (echoed)", b.upload
 	}
-	b.t.Logf("downloaded %d KiB in %v", size>>10, time.Since(start).Round(time.Millisecond))
+	start := time.Now()
+	if err := move(size, timeout); err != nil {
+		b.t.Fatalf("%s of %d bytes through the relay: %v", what, size, err)
+	}
+	b.t.Logf("%s of %d KiB in %v", what, size>>10, time.Since(start).Round(time.Millisecond))
 }
 
 // startDownload starts a download and returns once its first bytes have
