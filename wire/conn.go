@@ -67,8 +67,9 @@ type Conn struct {
 	park parkState // while a Parker waits for it (park.go)
 
 	closeOnce sync.Once
-	done      chan struct{}
-	err       error // why it closed; written before done is closed
+	done      chan struct{} // closed first: the Parker and the writers see it
+	closed    chan struct{} // closed once the socket is: Done
+	err       error         // why it closed; written before done is closed
 
 	mu           sync.Mutex    // guards the fields below
 	ws           *writeScratch // kept between writes unless poolWrites
@@ -114,6 +115,7 @@ func NewConn(c net.Conn, cfg ConnConfig) *Conn {
 		counters:     cfg.Counters,
 		rd:           newReadBuf(c, sock, cfg.ReadBuffer, cfg.ReleaseIdle),
 		done:         make(chan struct{}),
+		closed:       make(chan struct{}),
 		writeTimeout: cfg.WriteTimeout,
 		poolWrites:   cfg.ReleaseIdle,
 	}
@@ -396,11 +398,16 @@ func (c *Conn) CloseWithError(err error) {
 		close(c.done)
 		c.unpark() // before the socket's number is free for another
 		c.c.Close()
+		close(c.closed)
 	})
 }
 
-// Done is closed when the connection has been closed.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+// Done is closed when the connection has been closed, its socket
+// included: until then a reader may still read it and a peer still gets
+// answers. (The agent redialled on Done while the socket was still open,
+// its reader answered the relay's Ping on the old connection, and the
+// relay refused the new one as a copy of the hub.)
+func (c *Conn) Done() <-chan struct{} { return c.closed }
 
 // Err is why the connection closed: the first error given to
 // CloseWithError, or the one that failed a write. Valid once Done is closed.

@@ -211,3 +211,48 @@ func TestBatchesStreamWhole(t *testing.T) {
 		}
 	}
 }
+
+// slowClose is a connection whose Close waits until release is closed: a
+// socket whose close has not happened yet.
+type slowClose struct {
+	net.Conn
+	closing, release chan struct{}
+}
+
+func (c *slowClose) Close() error {
+	close(c.closing)
+	<-c.release
+	return c.Conn.Close()
+}
+
+// TestDoneMeansTheSocketIsClosed: whoever waits on Done to connect again
+// must find the old socket closed, not still read by its reader, which
+// would answer the peer on it (the agent answered the relay's Ping on the
+// connection it had just closed, and the relay refused the next one as a
+// copy of the hub).
+func TestDoneMeansTheSocketIsClosed(t *testing.T) {
+	a, b := tcpPair(t)
+	sc := &slowClose{Conn: a, closing: make(chan struct{}), release: make(chan struct{})}
+	c := NewConn(sc, ConnConfig{})
+	go c.Close()
+	<-sc.closing
+	select {
+	case <-c.Done():
+		t.Fatal("Done was closed before the socket's Close returned")
+	case <-time.After(50 * time.Millisecond): // a wrong Done would be closed already
+	}
+	close(sc.release)
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed after the socket closed")
+	}
+	if !errors.Is(c.Err(), net.ErrClosed) {
+		t.Errorf("Err after Close: %v, want net.ErrClosed", c.Err())
+	}
+	// The peer sees the end of the stream: the socket is closed.
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := b.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the peer's read after Done: %v, want EOF", err)
+	}
+}
