@@ -468,20 +468,25 @@ func (a *Agent) keysLoop() {
 	var tagSeen uint32
 	var tagAsk time.Time
 	for {
-		// Before the status: a connection that is up had its HubInfo,
-		// if any, stored before WireGuard took the handshake response.
+		conns := a.tr.connects()
+		st := a.Status()
+		// After the status: a connection that is up had its HubInfo, if
+		// any, stored before WireGuard took the handshake response. Taken
+		// before the status, a HubInfo that came between the two was
+		// missed, and the agent asked through the tunnel although the
+		// relay had told it (the test's second connection, once in 60).
 		if p := a.hubInfo.Swap(nil); p != nil {
 			if err := a.learnKeys(p.info.Next, p.info.Hub, p.info.URL); err != nil {
 				a.logf("agent: keeping what the relay said of its keys: %v", err)
 			}
 			asked = p.conns
 		}
-		st := a.Status()
 		if a.cfg.Transport == "udp" && st.State != localapi.StateConnected {
 			a.tryOtherRelayKey(st.LastHandshake, started)
 		}
-		if st.State == localapi.StateConnected {
-			conns := a.tr.connects()
+		// A connection that came after conns was read may be the one
+		// that is up: its HubInfo is for the next round.
+		if st.State == localapi.StateConnected && a.tr.connects() == conns {
 			a.keyMu.Lock()
 			due := conns != asked || time.Since(a.keysLearned) > 24*time.Hour
 			if tag := a.tr.nextKeyTag(); tag != 0 && tag != wire.NextKeyTag(a.relayNext) {
