@@ -14,8 +14,9 @@ import (
 )
 
 // Ports hands out free loopback ports, never the same one twice from one
-// Ports. The kernel may still give a port to someone else between the probe
-// and the bind; on a test machine that is unlikely. The zero value is ready.
+// Ports, nor one another process of the tests holds (claim). The kernel may
+// still give a port to someone else between the probe and the bind; on a
+// test machine that is unlikely. The zero value is ready.
 type Ports struct {
 	mu       sync.Mutex
 	reserved map[int]bool
@@ -33,7 +34,7 @@ func (p *Ports) Free() (int, error) {
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if !p.reserved[port] {
+		if !p.reserved[port] && claim(port) {
 			p.reserved[port] = true
 			return port, nil
 		}
@@ -94,6 +95,14 @@ next:
 		off := offsets[rand.IntN(len(offsets))]
 		for _, port := range public {
 			if p.reserved[off+port] || !canListen(off+port) {
+				continue next
+			}
+		}
+		for i, port := range public {
+			if !claim(off + port) {
+				for _, taken := range public[:i] {
+					unclaim(off + taken)
+				}
 				continue next
 			}
 		}
