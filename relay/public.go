@@ -218,8 +218,9 @@ func (p *publicPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pc.auditIn, pc.auditOut = in, out
 		// The record is built here, not by Logger.Info: no runtime.Callers
 		// (pc 0: the handler shows no source), no parsing of key-value
-		// pairs into boxed values. Written at once, as Info would.
-		ctx := context.Background()
+		// pairs into boxed values. Later: the relay's log may hold the
+		// line for a moment and write it with others (logger.Batch).
+		ctx := logger.Later(context.Background())
 		if !s.log.Enabled(ctx, slog.LevelInfo) {
 			return
 		}

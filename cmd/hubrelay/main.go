@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/logger"
 	"github.com/hubtunnel/hubtunnel/relay"
@@ -79,6 +80,10 @@ func main() {
 	}
 }
 
+// logBatchInterval is how long the relay's request lines may wait to be
+// written with others.
+const logBatchInterval = 100 * time.Millisecond
+
 func run(args []string) error {
 	const runUsage = "usage: hubrelay run --config FILE [--log-format text|json]"
 	var confPath, format string
@@ -97,7 +102,11 @@ func run(args []string) error {
 	if confPath == "" {
 		return fmt.Errorf("%s", runUsage)
 	}
-	log, err := logger.New(os.Stderr, logger.Options{Format: format})
+	// Request lines wait up to a tenth of a second in the batch; every
+	// other line goes out at once (logger.Batch).
+	out := logger.NewBatch(os.Stderr, logBatchInterval)
+	defer out.Flush()
+	log, err := logger.New(out, logger.Options{Format: format})
 	if err != nil {
 		return fmt.Errorf("--log-format: %w", err)
 	}

@@ -35,18 +35,25 @@ type Options struct {
 
 // New returns the process's logger: lines of level Info and above to w,
 // each with its time (RFC 3339, UTC, milliseconds), level and message.
+// When w is a *Batch, only lines logged with a Later context wait in it.
 func New(w io.Writer, o Options) (*slog.Logger, error) {
 	ho := &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: stampRFC3339}
 	if o.NoTime {
 		ho.ReplaceAttr = dropTime
 	}
+	var h slog.Handler
 	switch o.Format {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(w, ho)), nil
+		h = slog.NewTextHandler(w, ho)
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, ho)), nil
+		h = slog.NewJSONHandler(w, ho)
+	default:
+		return nil, fmt.Errorf("log format %q: use text or json", o.Format)
 	}
-	return nil, fmt.Errorf("log format %q: use text or json", o.Format)
+	if b, ok := w.(*Batch); ok {
+		h = batchHandler{next: h, batch: b}
+	}
+	return slog.New(h), nil
 }
 
 const rfc3339Millis = "2006-01-02T15:04:05.000Z07:00"
