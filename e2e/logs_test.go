@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +68,21 @@ func TestRelayLogsJSON(t *testing.T) {
 	}
 	if r := find("request"); str(r["user"]) == "" || !strings.HasPrefix(str(r["remote"]), "127.0.0.1:") || r["port"] != float64(80) || r["status"] != float64(200) || r["session"] == nil {
 		t.Errorf("the request line: %v", r)
+	}
+	// Without GOMAXPROCS in its environment the relay runs on one P fewer
+	// than the machine's cores (cmd/hubrelay relayProcs), and says so.
+	want := max(1, runtime.GOMAXPROCS(0)-1)
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		want, _ = strconv.Atoi(v)
+	}
+	var ready map[string]any
+	for _, l := range lines {
+		if l["msg"] == "agents connect to this relay" {
+			ready = l
+		}
+	}
+	if ready == nil || ready["procs"] != float64(want) {
+		t.Errorf("the relay's ready line: %v; want procs %d (the machine's %d cores, less one)", ready, want, runtime.GOMAXPROCS(0))
 	}
 	log := s.relay.logText()
 	for what, secret := range map[string]string{"the app token": s.bed.Token("demo"), "the owner's password": s.bed.OwnerPassword} {

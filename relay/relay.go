@@ -50,6 +50,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,7 +361,7 @@ func (s *Server) Start() (err error) {
 			go s.acceptPublic(ln, e)
 		}
 	}
-	s.log.Info("agents connect to this relay", "listen", s.agentLn.Addr().String(), "udp_port", udpPort, "key", k.Public().String())
+	s.log.Info("agents connect to this relay", "listen", s.agentLn.Addr().String(), "udp_port", udpPort, "key", k.Public().String(), "procs", runtime.GOMAXPROCS(0))
 	s.log.Info("serving hubs", "hubs", s.hubs.count(), "example", "https://"+net.JoinHostPort(firstHub(s.cfg.Hubs)+"."+s.cfg.Domain, strconv.Itoa(443+s.cfg.PortOffset))+"/")
 	return nil
 }
