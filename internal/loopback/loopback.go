@@ -13,33 +13,73 @@ import (
 	"github.com/hubtunnel/hubtunnel/portmap"
 )
 
-// Ports hands out free loopback ports, never the same one twice from one
-// Ports, nor one another process of the tests holds (claim). The kernel may
-// still give a port to someone else between the probe and the bind; on a
-// test machine that is unlikely. The zero value is ready.
-type Ports struct {
-	mu       sync.Mutex
-	reserved map[int]bool
-}
+// Ports hands out free loopback ports, never the same one twice in one
+// process (whichever Ports it asks), nor one another process of the tests
+// holds (claim), and outside the kernel's ephemeral range where there is
+// room: a port in it that was free at the probe can be taken by any
+// outgoing connection on the machine before the test binds it. The zero
+// value is ready.
+type Ports struct{}
 
-// Free returns a free TCP port on 127.0.0.1.
+// reserved are the ports this process has handed out, from any Ports: the
+// relay's offsets put its public ports in the same band as Free's, so two
+// Ports of one process (a test's and a testbed's) must not meet there.
+// claim cannot tell them apart: a process may take its own lock again.
+var reserved = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// Free returns a free TCP port on 127.0.0.1: drawn from 10000–65535
+// outside the ephemeral range, or from the kernel (port 0) when that range
+// leaves less than a thousand ports there.
 func (p *Ports) Free() (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.init()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
+	reserved.Lock()
+	defer reserved.Unlock()
+	draw := freeBand(ephemeralRange())
+	for range 200 {
+		port := 0
+		if draw != nil {
+			port = draw()
+		} else {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, err
+			}
+			port = ln.Addr().(*net.TCPAddr).Port
+			ln.Close()
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !p.reserved[port] && claim(port) {
-			p.reserved[port] = true
-			return port, nil
+		if reserved.ports[port] || (draw != nil && !canListen(port)) || !claim(port) {
+			continue
 		}
+		reserved.ports[port] = true
+		return port, nil
 	}
 	return 0, fmt.Errorf("loopback: no free port found")
+}
+
+// freeBand returns a function drawing a random port in 10000–65535 outside
+// the ephemeral range lo–hi, or nil when fewer than 1000 such ports are
+// left.
+func freeBand(lo, hi int) func() int {
+	const first, last = 10000, 65535
+	lo, hi = max(lo, first), min(hi, last)
+	below, above := 0, 0 // ports in first..lo-1 and hi+1..last
+	if lo > hi {         // the range misses the band
+		below = last - first + 1
+	} else {
+		below, above = lo-first, last-hi
+	}
+	if below+above < 1000 {
+		return nil
+	}
+	return func() int {
+		i := rand.IntN(below + above)
+		if i < below {
+			return first + i
+		}
+		return hi + 1 + i - below
+	}
 }
 
 // FreeUDP returns a port free for both TCP and UDP on 127.0.0.1.
@@ -74,9 +114,8 @@ func publicPorts() []int {
 // connection on the machine before the relay binds it (CI saw "address
 // already in use" from exactly that).
 func (p *Ports) Offset() (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.init()
+	reserved.Lock()
+	defer reserved.Unlock()
 	public := publicPorts()
 	lo, hi := ephemeralRange()
 	var offsets []int // offsets in 10000–21000 with no public port in the ephemeral range; all if none
@@ -94,7 +133,7 @@ next:
 	for range 200 {
 		off := offsets[rand.IntN(len(offsets))]
 		for _, port := range public {
-			if p.reserved[off+port] || !canListen(off+port) {
+			if reserved.ports[off+port] || !canListen(off+port) {
 				continue next
 			}
 		}
@@ -107,7 +146,7 @@ next:
 			}
 		}
 		for _, port := range public {
-			p.reserved[off+port] = true
+			reserved.ports[off+port] = true
 		}
 		return off, nil
 	}
@@ -124,12 +163,6 @@ func ephemeralRange() (lo, hi int) {
 		}
 	}
 	return 32768, 60999
-}
-
-func (p *Ports) init() {
-	if p.reserved == nil {
-		p.reserved = map[int]bool{}
-	}
 }
 
 func canListen(port int) bool {

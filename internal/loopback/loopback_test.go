@@ -88,3 +88,63 @@ func TestPortsOfAnotherProcessAreNotHandedOut(t *testing.T) {
 		unclaim(port)
 	}
 }
+
+// Free's ports, like Offset's, stay out of the ephemeral range: the
+// relay's debug listener once lost its port to an outgoing connection
+// between the probe and the bind.
+func TestFreeKeepsPortsOutOfTheEphemeralRange(t *testing.T) {
+	lo, hi := ephemeralRange()
+	inBand := freeBand(lo, hi) != nil
+	var p Ports
+	seen := map[int]bool{}
+	for range 50 {
+		port, err := p.Free()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[port] {
+			t.Fatalf("port %d handed out twice", port)
+		}
+		seen[port] = true
+		if inBand && port >= lo && port <= hi {
+			t.Errorf("port %d is in the ephemeral range %d–%d", port, lo, hi)
+		}
+		if !canListen(port) {
+			t.Errorf("port %d was handed out but cannot be bound", port)
+		}
+	}
+}
+
+func TestFreeBandAvoidsTheRange(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi int
+		none   bool // fewer than 1000 ports outside the range: the kernel picks
+	}{
+		{32768, 60999, false}, // Linux's default
+		{1024, 5000, false},   // below the band
+		{20000, 30000, false},
+		{10000, 65000, true},
+		{1024, 65535, true},
+	} {
+		draw := freeBand(c.lo, c.hi)
+		if (draw == nil) != c.none {
+			t.Errorf("range %d–%d: draw %v, want none %v", c.lo, c.hi, draw != nil, c.none)
+			continue
+		}
+		if draw == nil {
+			continue
+		}
+		low, high := false, false
+		for range 10000 {
+			port := draw()
+			if port < 10000 || port > 65535 || (port >= c.lo && port <= c.hi) {
+				t.Fatalf("range %d–%d: drew %d", c.lo, c.hi, port)
+			}
+			low = low || port < c.lo
+			high = high || port > c.hi
+		}
+		if c.lo > 10000 && c.hi < 65535 && !(low && high) {
+			t.Errorf("range %d–%d: 10,000 draws all on one side (below %v, above %v)", c.lo, c.hi, low, high)
+		}
+	}
+}
