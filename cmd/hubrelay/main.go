@@ -96,7 +96,9 @@ const logBatchInterval = 100 * time.Millisecond
 // relay CPU per GB -22 % (one TCP download) and -22 to -30 % (UDP),
 // eight UDP streams 33 % faster, 50 connections' small requests 15-20 %
 // more a second at 25 % less relay CPU each (BENCHMARKS.md). Hosts with
-// more cores were not measured.
+// more cores were not measured. Set at the start, the count no longer
+// follows a container's CPU limit changed while the relay runs (as the
+// runtime's own default would); a restart picks the new one up.
 func relayProcs(n int) int { return max(1, n-1) }
 
 func run(args []string) error {
