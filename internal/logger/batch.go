@@ -15,9 +15,9 @@ import (
 // once, with everything gathered before it, in order.
 //
 // One write(2) per request line cost the relay about a tenth of its CPU
-// for small requests, and on Linux every blocking system call of a Go
-// program also wakes the runtime's monitor thread, which then polls every
-// 20 µs for a millisecond. A process killed with SIGKILL, or by a panic,
+// for small requests: a blocking system call of a Go program also wakes
+// the runtime's monitor thread (sysmon) when it sleeps, which then polls
+// every 20 µs for a millisecond. A process killed with SIGKILL, or by a panic,
 // loses the request lines of its last interval; call Flush before a
 // normal exit.
 type Batch struct {
