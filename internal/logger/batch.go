@@ -72,7 +72,7 @@ func (b *Batch) flushLocked() {
 		return
 	}
 	_, b.err = b.w.Write(b.buf)
-	if cap(b.buf) > 2*batchLimit { // a burst's buffer is not kept
+	if cap(b.buf) > 2*batchLimit { // grown by a line of over batchLimit: not kept
 		b.buf = nil
 	} else {
 		b.buf = b.buf[:0]
