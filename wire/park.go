@@ -59,8 +59,8 @@ func NewParker() (*Parker, error) {
 // watched) wake does not run, and the caller still owns the reading.
 // Only where c.CanWait.
 func (p *Parker) Park(c *Conn, wake func()) error {
-	if c.rd.buffered() > 0 {
-		wake() // bytes read and not handed out: the socket may stay quiet
+	if c.Buffered() {
+		wake() // a whole frame read and not handed out: the socket may stay quiet
 		return nil
 	}
 	p.mu.Lock()

@@ -139,6 +139,58 @@ func waitWake(t *testing.T, woke chan struct{}) {
 	})
 }
 
+// TestParkWithHalfAHeaderWaitsForTheRest: a Conn parked after the first
+// byte of a frame's length came alone waits in epoll for the rest, like an
+// empty one, and reads the whole frame once it came. (Woken at once for the
+// byte it held, its reader found the socket empty, parked again and was
+// woken again: a goroutine spun until the agent sent more, which a hostile
+// one need never do.)
+func TestParkWithHalfAHeaderWaitsForTheRest(t *testing.T) {
+	p, err := NewParker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a, b := tcpPair(t)
+	c := NewConn(b, ConnConfig{ReadBuffer: 4096, ReleaseIdle: true})
+	defer c.Close()
+	msg := wgMsg(4, 100)
+	f := frames(msg)
+	if _, err := a.Write(f[:1]); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the first byte read", func() bool {
+		if _, err := c.TryNext(); err != ErrWouldBlock {
+			t.Fatalf("TryNext with one byte there: %v, want ErrWouldBlock", err)
+		}
+		return c.rd.buffered() == 1
+	})
+	woke := make(chan struct{}, 1)
+	wake := func() { woke <- struct{}{} }
+	if err := p.Park(c, wake); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woke:
+		t.Fatal("woken with half a frame length and nothing more to read")
+	default:
+	}
+	if p.Parked() != 1 {
+		t.Fatalf("%d parked, want 1", p.Parked())
+	}
+	if _, err := a.Write(f[1:]); err != nil {
+		t.Fatal(err)
+	}
+	waitWake(t, woke)
+	if n, err := c.TryNext(); n != len(msg) || err != nil {
+		t.Fatalf("TryNext after the rest came: %d, %v", n, err)
+	}
+	buf := make([]byte, MaxFrame)
+	if n, err := c.ReadFrame(buf); err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("ReadFrame: %d, %v", n, err)
+	}
+}
+
 // TestParkDoesNotAllocate: a busy connection parks after every burst of
 // frames.
 func TestParkDoesNotAllocate(t *testing.T) {
