@@ -78,9 +78,9 @@ func newPongProxy(t *testing.T, relay netip.AddrPort) *pongProxy {
 
 // TestUDPTransportPingsInsteadOfKeepalives: once the relay answers its
 // pings, an idle agent sends pings and no WireGuard keepalives (which
-// would start a handshake every 2 minutes); when the pongs stop, it turns
-// the keepalives on again and handshakes; a relay that answers again is
-// pinged again. Against a real WireGuard device as the relay, through a
+// would start a handshake every 2 minutes), and leaves TCP checksums out;
+// when the pongs stop, it turns the keepalives and checksums on again and
+// handshakes; a relay that answers again is pinged again. Against a real WireGuard device as the relay, through a
 // proxy that plays hubrelay's part in answering pings.
 func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	relayPriv, hubKey := testKey(t), testKey(t)
@@ -129,6 +129,10 @@ func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	if err := dev.Up(); err != nil {
 		t.Fatal(err)
 	}
+	relayIP := netip.MustParseAddr("100.64.0.1")
+	if !tr.needsChecksum(relayIP) {
+		t.Errorf("TCP checksums left out before the relay answered a ping")
+	}
 	tr.start(dev)
 	defer tr.close()
 	pinging := func() bool {
@@ -147,6 +151,9 @@ func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	}
 
 	poll.Until(t, 10*time.Second, "the agent to ping the relay that answers", pinging)
+	if tr.needsChecksum(relayIP) {
+		t.Errorf("TCP checksums still sent to a relay that answers pings (one from after 12-02, which verifies none)")
+	}
 	if !logged("the relay answers pings") {
 		t.Errorf("the agent did not log that it pings:\n%s", log.String())
 	}
@@ -164,6 +171,9 @@ func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	poll.Until(t, 10*time.Second, "a handshake and a keepalive again", func() bool {
 		return proxy.initiations.Load() > inits && proxy.keepalives.Load() > keeps
 	})
+	if !tr.needsChecksum(relayIP) {
+		t.Errorf("TCP checksums still left out after the relay stopped answering pings")
+	}
 	if !logged("the relay answered none of the last 3 pings") {
 		t.Errorf("the agent did not log why it handshakes:\n%s", log.String())
 	}
@@ -173,6 +183,9 @@ func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	proxy.answer.Store(true)
 	poll.Until(t, 10*time.Second, "the agent to ping again", pinging)
 	quiet(10)
+	if tr.needsChecksum(relayIP) {
+		t.Errorf("TCP checksums sent again to a relay that answers pings again")
+	}
 }
 
 // freeUDPPort is a UDP port on loopback that was free a moment ago.

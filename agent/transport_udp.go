@@ -35,6 +35,10 @@ const udpReresolveEvery = time.Minute
 // agent takes the relay for gone (see pinger).
 const udpPongsLost = 3
 
+// udpFirstPing is how soon after its start the agent pings the relay
+// first (see pinger).
+const udpFirstPing = time.Second
+
 // udpProbes is how many pings the agent sends on a session to learn
 // whether its relay answers them (a plain WireGuard server does not).
 const udpProbes = 3
@@ -87,6 +91,9 @@ type udpTransport struct {
 	kaMu      sync.Mutex    // orders applyKeepalive's changes
 	lastPong  atomic.Int64  // unix nanoseconds of the last pong; 0: none
 	nextTag   atomic.Uint32 // the last pong's next key tag (nextKeyTag)
+	// noChecksum mirrors pinging for needsChecksum, which the netstack
+	// asks for every packet it sends.
+	noChecksum atomic.Bool
 	// Under mu:
 	pinging  bool   // the relay answers pings: WireGuard's keepalive is off
 	probeFor uint32 // the session of the pings sent while not pinging,
@@ -115,8 +122,15 @@ func newUDPTransport(cfg *Config, env transportEnv) *udpTransport {
 
 func (t *udpTransport) bind() conn.Bind { return t.cb }
 
-// needsChecksum: always, over UDP there is no Features frame to say otherwise.
-func (t *udpTransport) needsChecksum(netip.Addr) bool { return true }
+// needsChecksum: not while the relay answers pings. Over UDP there is no
+// Features frame, but a relay that answers pings is from 12-04 or later,
+// and relays verify no checksums inside the tunnel since 12-02 (their
+// netstack's RX offload: WireGuard has authenticated every packet). A
+// plain WireGuard server, whose kernel does verify them, never answers
+// one. A relay replaced at the same address by one from before 12-02
+// would drop the packets without them until three pings went unanswered
+// (TCP sends those again, with checksums).
+func (t *udpTransport) needsChecksum(netip.Addr) bool { return !t.noChecksum.Load() }
 
 func (t *udpTransport) netBytes() (rx, tx uint64) { return t.cb.netBytes(t.ipv6.Load()) }
 
@@ -176,14 +190,26 @@ func (t *udpTransport) reresolve(ctx context.Context, dev *vpn.Device) {
 	}
 }
 
-// pinger pings the relay every pingEvery (wire.UDPPing): while it
-// answers, WireGuard's keepalive is off (pong); before, a few times on each
-// new session, to learn whether it answers; once udpPongsLost pings in a
-// row went unanswered, the keepalive is on again, and the agent handshakes.
+// pinger pings the relay every pingEvery (wire.UDPPing), the first time
+// after udpFirstPing: while it answers, WireGuard's keepalive is off and
+// the agent's TCP checksums too (pong); before, a few times on each new
+// session, to learn whether it answers; once udpPongsLost pings in a row
+// went unanswered, the keepalive is on again, and the agent handshakes.
 func (t *udpTransport) pinger(ctx context.Context, dev *vpn.Device) {
 	if t.pingEvery <= 0 {
 		return
 	}
+	// The first one soon after the start, when the tunnel is usually up:
+	// a relay that answers it saves the agent its TCP checksums from then
+	// on (needsChecksum), not only after persistent_keepalive.
+	first := time.NewTimer(min(udpFirstPing, t.pingEvery))
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C:
+	}
+	t.ping(dev)
 	tick := time.NewTicker(t.pingEvery)
 	defer tick.Stop()
 	for {
@@ -203,6 +229,7 @@ func (t *udpTransport) ping(dev *vpn.Device) {
 	key := t.relayKey
 	if t.pinging && now.Sub(time.Unix(0, t.lastPong.Load())) > udpPongsLost*t.pingEvery {
 		t.pinging = false
+		t.noChecksum.Store(false)
 		t.handshakes++
 		t.mu.Unlock()
 		t.logf("agent: the relay answered none of the last %d pings: WireGuard keepalives again, and a handshake", udpPongsLost)
@@ -235,7 +262,7 @@ func (t *udpTransport) ping(dev *vpn.Device) {
 }
 
 // pong is the bind's Pong: the relay answered a ping. The first turns
-// WireGuard's keepalive off. On the bind's receive goroutine: it must not
+// WireGuard's keepalive and the agent's TCP checksums off. On the bind's receive goroutine: it must not
 // block.
 func (t *udpTransport) pong(_, next uint32) {
 	t.cb.rxPackets.Add(1) // taken by the bind: count it here
@@ -245,6 +272,7 @@ func (t *udpTransport) pong(_, next uint32) {
 	t.mu.Lock()
 	first := !t.pinging && t.dev != nil
 	t.pinging = t.pinging || first
+	t.noChecksum.Store(t.pinging)
 	t.mu.Unlock()
 	if first {
 		t.logf("agent: the relay answers pings: pinging it when idle, instead of WireGuard keepalives and a handshake every 2 minutes")

@@ -156,15 +156,17 @@ func TestIdleUDPHubReachedAgain(t *testing.T) {
 	s.startAgent(agentOpts{transport: "udp", update: "[update]\nurl = \"http://127.0.0.1:1/releases/\"\n"})
 	s.waitConnected(15 * time.Second)
 	connected := time.Now()
-	// Counted from the first pong on (25 s after connecting): on a
-	// loaded machine wireguard-go may start one more handshake 5 s after
-	// the first, when the relay's response came in before the goroutine
-	// that sent the initiation armed its retry timer (send.go:
-	// SendHandshakeInitiation arms it after the send), which nothing
-	// then stops. Not the idle traffic this test is about.
+	// Counted from the first pong on (a second after the agent's start),
+	// and not before 10 s after connecting: on a loaded machine
+	// wireguard-go may start one more handshake 5 s after the first, when
+	// the relay's response came in before the goroutine that sent the
+	// initiation armed its retry timer (send.go: SendHandshakeInitiation
+	// arms it after the send), which nothing then stops. Not the idle
+	// traffic this test is about.
 	poll.Until(t, time.Minute, "the agent to say the relay answers its pings", func() bool {
 		return strings.Contains(s.agent.logText(), "the relay answers pings")
 	})
+	time.Sleep(time.Until(connected.Add(10 * time.Second)))
 	const inits = "hubrelay_handshake_initiations_total{transport=udp}"
 	first := scrape(t, metrics)[inits]
 	poll.Until(t, 3*time.Minute, "the relay to remove the idle UDP hub's WireGuard peer", func() bool {
