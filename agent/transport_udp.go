@@ -262,8 +262,8 @@ func (t *udpTransport) ping(dev *vpn.Device) {
 }
 
 // pong is the bind's Pong: the relay answered a ping. The first turns
-// WireGuard's keepalive and the agent's TCP checksums off. On the bind's receive goroutine: it must not
-// block.
+// WireGuard's keepalive and the agent's TCP checksums off. On the bind's
+// receive goroutine: it must not block.
 func (t *udpTransport) pong(_, next uint32) {
 	t.cb.rxPackets.Add(1) // taken by the bind: count it here
 	t.cb.rxBytes.Add(wire.UDPPingSize)
