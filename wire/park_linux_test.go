@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -11,17 +12,25 @@ import (
 	"github.com/hubtunnel/hubtunnel/internal/poll"
 )
 
-// TestParkedConnWakesOnFramesAndEnd: a parked Conn is woken once a frame
-// arrives, reads it, parks again, and is woken by its peer's hang-up.
-func TestParkedConnWakesOnFramesAndEnd(t *testing.T) {
+// parkPair is a Parker and a Conn to park in it (ReleaseIdle, over TCP on
+// loopback), with a, the socket of the Conn's peer; closed at the test's end.
+func parkPair(t *testing.T) (*Parker, net.Conn, *Conn) {
+	t.Helper()
 	p, err := NewParker()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
 	a, b := tcpPair(t)
 	c := NewConn(b, ConnConfig{ReadBuffer: 4096, ReleaseIdle: true})
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return p, a, c
+}
+
+// TestParkedConnWakesOnFramesAndEnd: a parked Conn is woken once a frame
+// arrives, reads it, parks again, and is woken by its peer's hang-up.
+func TestParkedConnWakesOnFramesAndEnd(t *testing.T) {
+	p, a, c := parkPair(t)
 	woke := make(chan struct{}, 1)
 	wake := func() { woke <- struct{}{} }
 	if err := p.Park(c, wake); err != nil {
@@ -146,14 +155,7 @@ func waitWake(t *testing.T, woke chan struct{}) {
 // woken again: a goroutine spun until the agent sent more, which a hostile
 // one need never do.)
 func TestParkWithHalfAHeaderWaitsForTheRest(t *testing.T) {
-	p, err := NewParker()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	a, b := tcpPair(t)
-	c := NewConn(b, ConnConfig{ReadBuffer: 4096, ReleaseIdle: true})
-	defer c.Close()
+	p, a, c := parkPair(t)
 	msg := wgMsg(4, 100)
 	f := frames(msg)
 	if _, err := a.Write(f[:1]); err != nil {
