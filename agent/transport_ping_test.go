@@ -80,8 +80,9 @@ func newPongProxy(t *testing.T, relay netip.AddrPort) *pongProxy {
 // pings, an idle agent sends pings and no WireGuard keepalives (which
 // would start a handshake every 2 minutes), and leaves TCP checksums out;
 // when the pongs stop, it turns the keepalives and checksums on again and
-// handshakes; a relay that answers again is pinged again. Against a real WireGuard device as the relay, through a
-// proxy that plays hubrelay's part in answering pings.
+// handshakes; a relay that answers again is pinged again. Against a real
+// WireGuard device as the relay, through a proxy that plays hubrelay's
+// part in answering pings.
 func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	relayPriv, hubKey := testKey(t), testKey(t)
 	relayDev, err := vpn.NewDevice(tuntest.NewChannelTUN().TUN(), conn.NewStdNetBind(), relayPriv, t.Logf)
