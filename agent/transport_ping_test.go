@@ -136,11 +136,7 @@ func TestUDPTransportPingsInsteadOfKeepalives(t *testing.T) {
 	}
 	tr.start(dev)
 	defer tr.close()
-	pinging := func() bool {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		return tr.pinging
-	}
+	pinging := tr.pinging.Load
 	// quiet checks that over n more pings the agent sent no keepalive.
 	quiet := func(n int64) {
 		t.Helper()

@@ -147,9 +147,7 @@ func TestUDPTransportStatus(t *testing.T) {
 	// Pinging, a pong counts as a handshake would, until three pings in a
 	// row went unanswered.
 	ps := vpn.PeerStats{LastHandshake: now.Add(-time.Hour)}
-	tr.mu.Lock()
-	tr.pinging = true
-	tr.mu.Unlock()
+	tr.pinging.Store(true)
 	for _, tt := range []struct {
 		ago       time.Duration // since the last pong
 		connected bool

@@ -91,11 +91,11 @@ type udpTransport struct {
 	kaMu      sync.Mutex    // orders applyKeepalive's changes
 	lastPong  atomic.Int64  // unix nanoseconds of the last pong; 0: none
 	nextTag   atomic.Uint32 // the last pong's next key tag (nextKeyTag)
-	// noChecksum mirrors pinging for needsChecksum, which the netstack
-	// asks for every packet it sends.
-	noChecksum atomic.Bool
+	// pinging: the relay answers pings, so WireGuard's keepalive and the
+	// agent's TCP checksums are off. Changed under mu; read without it
+	// too (needsChecksum, for every packet the netstack sends).
+	pinging atomic.Bool
 	// Under mu:
-	pinging  bool   // the relay answers pings: WireGuard's keepalive is off
 	probeFor uint32 // the session of the pings sent while not pinging,
 	probes   int    // and how many
 }
@@ -130,7 +130,7 @@ func (t *udpTransport) bind() conn.Bind { return t.cb }
 // one. A relay replaced at the same address by one from before 12-02
 // would drop the packets without them until three pings went unanswered
 // (TCP sends those again, with checksums).
-func (t *udpTransport) needsChecksum(netip.Addr) bool { return !t.noChecksum.Load() }
+func (t *udpTransport) needsChecksum(netip.Addr) bool { return !t.pinging.Load() }
 
 func (t *udpTransport) netBytes() (rx, tx uint64) { return t.cb.netBytes(t.ipv6.Load()) }
 
@@ -202,23 +202,16 @@ func (t *udpTransport) pinger(ctx context.Context, dev *vpn.Device) {
 	// The first one soon after the start, when the tunnel is usually up:
 	// a relay that answers it saves the agent its TCP checksums from then
 	// on (needsChecksum), not only after persistent_keepalive.
-	first := time.NewTimer(min(udpFirstPing, t.pingEvery))
-	defer first.Stop()
-	select {
-	case <-ctx.Done():
-		return
-	case <-first.C:
-	}
-	t.ping(dev)
-	tick := time.NewTicker(t.pingEvery)
-	defer tick.Stop()
+	next := time.NewTimer(min(udpFirstPing, t.pingEvery))
+	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-next.C:
 		}
 		t.ping(dev)
+		next.Reset(t.pingEvery)
 	}
 }
 
@@ -227,9 +220,8 @@ func (t *udpTransport) ping(dev *vpn.Device) {
 	now := t.now()
 	t.mu.Lock()
 	key := t.relayKey
-	if t.pinging && now.Sub(time.Unix(0, t.lastPong.Load())) > udpPongsLost*t.pingEvery {
-		t.pinging = false
-		t.noChecksum.Store(false)
+	if t.pinging.Load() && now.Sub(time.Unix(0, t.lastPong.Load())) > udpPongsLost*t.pingEvery {
+		t.pinging.Store(false)
 		t.handshakes++
 		t.mu.Unlock()
 		t.logf("agent: the relay answered none of the last %d pings: WireGuard keepalives again, and a handshake", udpPongsLost)
@@ -242,7 +234,7 @@ func (t *udpTransport) ping(dev *vpn.Device) {
 		t.mu.Unlock()
 		return
 	}
-	if !t.pinging {
+	if !t.pinging.Load() {
 		if i := binary.LittleEndian.Uint32(m[4:]); i != t.probeFor {
 			t.probeFor, t.probes = i, 0
 		}
@@ -270,9 +262,10 @@ func (t *udpTransport) pong(_, next uint32) {
 	t.lastPong.Store(t.now().UnixNano())
 	t.nextTag.Store(next)
 	t.mu.Lock()
-	first := !t.pinging && t.dev != nil
-	t.pinging = t.pinging || first
-	t.noChecksum.Store(t.pinging)
+	first := !t.pinging.Load() && t.dev != nil
+	if first {
+		t.pinging.Store(true)
+	}
 	t.mu.Unlock()
 	if first {
 		t.logf("agent: the relay answers pings: pinging it when idle, instead of WireGuard keepalives and a handshake every 2 minutes")
@@ -287,7 +280,7 @@ func (t *udpTransport) applyKeepalive() {
 	defer t.kaMu.Unlock()
 	t.mu.Lock()
 	dev, key, ka := t.dev, t.relayKey, t.cfg.PersistentKeepalive
-	if t.pinging {
+	if t.pinging.Load() {
 		ka = 0
 	}
 	t.mu.Unlock()
@@ -303,10 +296,7 @@ func (t *udpTransport) connected(relay vpn.PeerStats) bool {
 	if !relay.LastHandshake.IsZero() && now.Sub(relay.LastHandshake) < udpHandshakeFresh {
 		return true
 	}
-	t.mu.Lock()
-	pinging := t.pinging
-	t.mu.Unlock()
-	return pinging && now.Sub(time.Unix(0, t.lastPong.Load())) <= udpPongsLost*t.pingEvery
+	return t.pinging.Load() && now.Sub(time.Unix(0, t.lastPong.Load())) <= udpPongsLost*t.pingEvery
 }
 
 // resolve turns the relay's host:port into ip:port for WireGuard.
