@@ -178,19 +178,19 @@ func startUDPHub(t *testing.T) (*testRelay, *udpAgent) {
 	return tr, a
 }
 
-func startUDPAgent(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string) *udpAgent {
+func startUDPAgent(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string) *udpAgent {
 	t.Helper()
 	return startUDPAgentServing(t, tr, k, tunnelIP, testHub(tunnelIP))
 }
 
-func startUDPAgentServing(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler) *udpAgent {
+func startUDPAgentServing(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler) *udpAgent {
 	t.Helper()
 	return startUDPAgentWrapped(t, tr, k, tunnelIP, page, nil)
 }
 
 // startUDPAgentWrapped is startUDPAgentServing with WireGuard's TUN
 // device, the agent's stack, wrapped by wrap if it is not nil.
-func startUDPAgentWrapped(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler, wrap func(tun.Device) tun.Device) *udpAgent {
+func startUDPAgentWrapped(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP string, page http.Handler, wrap func(tun.Device) tun.Device) *udpAgent {
 	t.Helper()
 	stack, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr(tunnelIP)}})
 	if err != nil {
@@ -200,7 +200,7 @@ func startUDPAgentWrapped(t *testing.T, tr *testRelay, k vpn.PrivateKey, tunnelI
 	if wrap != nil {
 		td = wrap(td)
 	}
-	dev, err := vpn.NewDevice(td, conn.NewStdNetBind(), k, t.Logf)
+	dev, err := vpn.NewDevice(td, conn.NewStdNetBind(), k, testLogf(t))
 	if err != nil {
 		stack.Close()
 		t.Fatal(err)
@@ -235,7 +235,7 @@ func (a *udpAgent) lastHandshake() time.Time {
 }
 
 // waitOnline waits until the relay counts hub name online over UDP.
-func (a *udpAgent) waitOnline(t *testing.T, tr *testRelay, name string) {
+func (a *udpAgent) waitOnline(t testing.TB, tr *testRelay, name string) {
 	t.Helper()
 	h := tr.hubs.name(name)
 	poll.Until(t, 15*time.Second, "the UDP hub online", func() bool { return a.handshaken() && tr.hubs.online(h) })
@@ -247,7 +247,7 @@ func (a *udpAgent) handshaken() bool { return !a.lastHandshake().IsZero() }
 func (a *udpAgent) Close() { a.dev.Close() }
 
 // initiation is a handshake initiation from k to tr, stamped ts.
-func initiation(t *testing.T, tr *testRelay, k vpn.PrivateKey, ts noise.Timestamp) []byte {
+func initiation(t testing.TB, tr *testRelay, k vpn.PrivateKey, ts noise.Timestamp) []byte {
 	t.Helper()
 	msg, err := noise.MakeInitiation(k, tr.PublicKey(), 0x1234, ts)
 	if err != nil {

@@ -1,7 +1,10 @@
 package relay
 
 import (
+	"encoding/binary"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +95,104 @@ func FuzzSavedSessions(f *testing.F) {
 			if _, ok := wire.ParseSessionUnknown(a.msg[:]); !ok {
 				t.Fatalf("answer %x is no SessionUnknown", a.msg)
 			}
+		}
+	})
+}
+
+// FuzzUDPInbound sends what anyone on the internet can send to the relay's
+// UDP port — datagrams of any content, among them replays of a hub's own
+// handshake initiation — from a few sockets of strangers, through the
+// relay's real socket, WireGuard and all. Afterwards the hub the relay
+// serves over UDP still answers through it, its address is still its own,
+// and the strangers got no more bytes back than they sent: the relay is no
+// amplifier for spoofed sources.
+//
+// Each input is a stranger (its first byte) and datagrams, each a 2-byte
+// big-endian length and as many bytes.
+func FuzzUDPInbound(f *testing.F) {
+	tr := startTestRelayWith(f, true, func(c *Config) {
+		c.LimitRequestsPerSecond = 1e6 // a request for each input, hundreds a second
+	}, "a")
+	a := startUDPAgent(f, tr, tr.keys["a"], "100.96.0.2")
+	a.waitOnline(f, tr, "a")
+	h := tr.hubs.name("a")
+	u := tr.bind.udpIn
+	hubAddr := func() netip.AddrPort {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return u.addr[h]
+	}
+	home := hubAddr()
+	relayAddr := netip.MustParseAddrPort(tr.cfg.AgentListenUDP)
+
+	var strangers [3]*net.UDPConn
+	for i := range strangers {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(func() { c.Close() })
+		strangers[i] = c
+	}
+	var sent, got int // over every input this process ran: an answer may come late
+
+	datagrams := func(ps ...[]byte) []byte {
+		var b []byte
+		for _, p := range ps {
+			b = binary.BigEndian.AppendUint16(b, uint16(len(p)))
+			b = append(b, p...)
+		}
+		return b
+	}
+	transport := func(idx uint32, size int) []byte {
+		p := make([]byte, size)
+		p[0] = 4
+		binary.LittleEndian.PutUint32(p[4:8], idx)
+		return p
+	}
+	other, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(byte(0), datagrams(transport(7, 32), transport(0xffffffff, 96), wire.AppendUDPPing(nil, 7)))
+	f.Add(byte(1), datagrams(initiation(f, tr, other, noise.Stamp(time.Now()))))
+	f.Add(byte(2), datagrams(initiation(f, tr, tr.keys["a"], noise.Stamp(time.Now().Add(-time.Hour)))))
+	f.Add(byte(0), datagrams([]byte{1}, []byte{2, 0, 0, 0}, []byte{3}, make([]byte, 148), make([]byte, 1500)))
+	f.Add(byte(1), datagrams(wire.AppendSessionUnknown(nil, 7), wire.AppendUDPPong(nil, 7, 0)))
+
+	f.Fuzz(func(t *testing.T, who byte, data []byte) {
+		c := strangers[int(who)%len(strangers)]
+		for n := 0; len(data) >= 2 && n < 64; n++ {
+			size := min(int(binary.BigEndian.Uint16(data)), len(data)-2, 2048)
+			p := data[2 : 2+size]
+			data = data[2+size:]
+			if _, err := c.WriteToUDPAddrPort(p, relayAddr); err != nil {
+				t.Fatal(err)
+			}
+			sent += len(p)
+		}
+		if code, err := tr.get("a"); code != 200 {
+			t.Fatalf("the UDP hub after the strangers' datagrams: %d, %v", code, err)
+		}
+		if at := hubAddr(); at != home {
+			t.Fatalf("the hub's address is %v after the strangers' datagrams, not its own %v", at, home)
+		}
+		// Answers come within milliseconds; one later than this counts
+		// with the next input's.
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(20 * time.Millisecond)
+		for _, s := range strangers {
+			s.SetReadDeadline(deadline)
+			for {
+				n, err := s.Read(buf)
+				if err != nil {
+					break
+				}
+				got += n
+			}
+		}
+		if got > sent {
+			t.Fatalf("strangers sent %d bytes in all and got %d back", sent, got)
 		}
 	})
 }
