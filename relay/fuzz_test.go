@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubtunnel/hubtunnel/internal/poll"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/noise"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -194,5 +196,73 @@ func FuzzUDPInbound(f *testing.F) {
 		if got > sent {
 			t.Fatalf("strangers sent %d bytes in all and got %d back", sent, got)
 		}
+	})
+}
+
+// FuzzAgentPort connects to the relay's agent port as a stranger and sends
+// any bytes — a Hello naming the hub's key (which is no secret) followed by
+// a replay of the hub's own initiation or by anything, unknown keys,
+// frames cut short, an HTTP request — then hangs up. Afterwards the hub's
+// own connection is still the one it had, the hub answers through the
+// relay, and the relay has let the stranger's connection go.
+func FuzzAgentPort(f *testing.F) {
+	tr := startTestRelayWith(f, false, func(c *Config) {
+		c.LimitRequestsPerSecond = 1e6 // a request for each input, hundreds a second
+	}, "a")
+	a := startTestAgent(f, tr, tr.keys["a"], "100.96.0.2", vpn.PublicKey{})
+	poll.Until(f, 15*time.Second, "the hub's page through the relay", func() bool {
+		code, _ := tr.get("a")
+		return code == 200
+	})
+	connects := a.bind.Status().Connects
+	agentConns := func() int {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.agent)
+	}
+
+	frames := func(ps ...[]byte) []byte {
+		var b []byte
+		for _, p := range ps {
+			b, _ = wire.AppendFrame(b, p)
+		}
+		return b
+	}
+	hello := func(k vpn.PublicKey) []byte {
+		return wire.Hello{Version: wire.ProtocolVersion, Key: k, Software: "stranger"}.Marshal()
+	}
+	other, err := vpn.GeneratePrivateKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	hub := tr.keys["a"]
+	f.Add(frames(hello(hub.Public()), initiation(f, tr, hub, noise.Stamp(time.Now().Add(-time.Hour)))))
+	f.Add(frames(hello(hub.Public()), initiation(f, tr, other, noise.Stamp(time.Now()))))
+	f.Add(frames(hello(other.Public()), initiation(f, tr, other, noise.Stamp(time.Now()))))
+	f.Add(frames(hello(hub.Public()), make([]byte, 32), []byte{4, 0, 0, 0}))
+	f.Add(append(frames(hello(hub.Public())), 0xff, 0xff, 1, 2, 3))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n"))
+	f.Add([]byte{0})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := net.Dial("tcp", tr.AgentAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(data) // the relay may have hung up already
+		// What the relay answers (an error frame, say) is read; then
+		// the stranger leaves.
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+		c.Close()
+
+		if code, err := tr.get("a"); code != 200 {
+			t.Fatalf("the hub after a stranger's connection: %d, %v", code, err)
+		}
+		if n := a.bind.Status().Connects; n != connects {
+			t.Fatalf("the hub's agent connected %d times after a stranger's connection, %d before", n, connects)
+		}
+		poll.Until(t, 10*time.Second, "the stranger's connection let go", func() bool { return agentConns() == 1 })
 	})
 }

@@ -581,11 +581,11 @@ func startTestAgentOpts(t testing.TB, tr *testRelay, k vpn.PrivateKey, tunnelIP 
 		Dialer:    d,
 		Hello:     wire.Hello{Version: wire.ProtocolVersion, Key: claim, Software: "relay-test-agent"},
 		OnConnect: a.handshake,
-		Logf:      t.Logf,
+		Logf:      testLogf(t),
 		// The Pong proves the hub's key (k), as the agent's does.
 		PongSecret: func(_, relay [32]byte) ([32]byte, bool) { return k.SharedSecret(vpn.PublicKey(relay)) },
 	}
-	if a.dev, err = vpn.NewDevice(a.stack.Device(), a.bind, k, t.Logf); err != nil {
+	if a.dev, err = vpn.NewDevice(a.stack.Device(), a.bind, k, testLogf(t)); err != nil {
 		a.stack.Close()
 		t.Fatal(err)
 	}
