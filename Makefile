@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzSavedSessions -fuzztime $(FUZZTIME)
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzUDPInbound -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./relay/ -run '^$$' -fuzz FuzzAgentPort -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./relay/ -run '^$$' -fuzz FuzzPublicRequest -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./enroll/ -run '^$$' -fuzz FuzzExchange -fuzztime $(FUZZTIME)
 	$(GO) test ./stats/ -run '^$$' -fuzz FuzzReadRecord -fuzztime $(FUZZTIME)

@@ -1,16 +1,21 @@
 package relay
 
 import (
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hubtunnel/hubtunnel/internal/poll"
+	"github.com/hubtunnel/hubtunnel/store"
 	"github.com/hubtunnel/hubtunnel/vpn"
 	"github.com/hubtunnel/hubtunnel/vpn/noise"
 	"github.com/hubtunnel/hubtunnel/wire"
@@ -264,5 +269,67 @@ func FuzzAgentPort(f *testing.F) {
 			t.Fatalf("the hub's agent connected %d times after a stranger's connection, %d before", n, connects)
 		}
 		poll.Until(t, 10*time.Second, "the stranger's connection let go", func() bool { return agentConns() == 1 })
+	})
+}
+
+// FuzzPublicRequest sends any bytes over TLS to the relay's public port for
+// hub "a" — requests without credentials or with wrong ones, smuggling
+// attempts, a Host other than the TLS name — and hangs up. None of them
+// reaches the hub or is answered 500, 502 or 504 (the relay went to the
+// hub), the relay logs no panic, and a user with the hub's token still gets
+// through, once.
+func FuzzPublicRequest(f *testing.F) {
+	tr := startTestRelayWith(f, true, func(c *Config) {
+		c.LimitRequestsPerSecond = 1e6 // several requests for each input
+		c.LimitConnsPerAddress = 1e6
+	}, "a")
+	var reached atomic.Int64
+	page := testHub("100.96.0.2")
+	a := startUDPAgentServing(f, tr, tr.keys["a"], "100.96.0.2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		page.ServeHTTP(w, r)
+	}))
+	a.waitOnline(f, tr, "a")
+	addr := fmt.Sprintf("127.0.0.1:%d", 443+tr.offset)
+	host := fmt.Sprintf("a.localhost:%d", 443+tr.offset)
+
+	req := func(lines ...string) []byte { return []byte(strings.Join(lines, "\r\n") + "\r\n\r\n") }
+	f.Add(req("GET / HTTP/1.1", "Host: "+host))
+	f.Add(req("GET /who HTTP/1.1", "Host: "+host, "Authorization: Basic aHVidHVubmVsOng=")) // hubtunnel:x
+	f.Add(req("GET / HTTP/1.1", "Host: "+host, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("hubtunnel:"+store.TokenPrefix+strings.Repeat("A", store.TokenLen-len(store.TokenPrefix))))))
+	f.Add(req("GET / HTTP/1.1", "Host: "+host, "Cookie: __Host-hubtunnel=x; hubtunnel=y"))
+	f.Add(req("POST / HTTP/1.1", "Host: "+host, "Content-Length: 5", "Transfer-Encoding: chunked", "", "0", "", "GET /who HTTP/1.1", "Host: "+host))
+	f.Add(req("GET https://a.localhost/who HTTP/1.1", "Host: b.localhost"))
+	f.Add(req("GET /.hubtunnel/auth?code=x&next=/who HTTP/1.1", "Host: "+host))
+	f.Add(req("GET /ws HTTP/1.1", "Host: "+host, "Connection: Upgrade", "Upgrade: websocket"))
+	f.Add(req("CONNECT 100.96.0.2:80 HTTP/1.1", "Host: "+host))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: " + host + "\r\nX: \x00\xff\r\n"))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		before := reached.Load()
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "a.localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(data)
+		c.CloseWrite() // close_notify: the server answers what it read, then ends
+		answer, _ := io.ReadAll(c)
+		c.Close()
+		if n := reached.Load() - before; n != 0 {
+			t.Fatalf("%d requests without the hub's credentials reached it; the relay answered %.300q", n, answer)
+		}
+		// 500 is no clear error; 502 and 504 say the relay went to the hub.
+		for _, line := range strings.Split(string(answer), "\r\n") {
+			if strings.HasPrefix(line, "HTTP/1.1 50") && !strings.HasPrefix(line, "HTTP/1.1 503") {
+				t.Fatalf("answered %q: %.300q", line, answer)
+			}
+		}
+		if line := tr.log.find("panic"); line != "" {
+			t.Fatalf("the relay logged %q", line)
+		}
+		if code, err := tr.get("a"); code != 200 || reached.Load()-before != 1 {
+			t.Fatalf("the hub's own user after that: %d, %v (the hub saw %d requests)", code, err, reached.Load()-before)
+		}
 	})
 }
