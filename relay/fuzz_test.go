@@ -130,6 +130,9 @@ func FuzzUDPInbound(f *testing.F) {
 		return u.addr[h]
 	}
 	home := hubAddr()
+	if !home.IsValid() {
+		f.Fatal("the relay has no address for the UDP hub it serves")
+	}
 	relayAddr := netip.MustParseAddrPort(tr.cfg.AgentListenUDP)
 
 	var strangers [3]*net.UDPConn
@@ -151,17 +154,11 @@ func FuzzUDPInbound(f *testing.F) {
 		}
 		return b
 	}
-	transport := func(idx uint32, size int) []byte {
-		p := make([]byte, size)
-		p[0] = 4
-		binary.LittleEndian.PutUint32(p[4:8], idx)
-		return p
-	}
 	other, err := vpn.GeneratePrivateKey()
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(byte(0), datagrams(transport(7, 32), transport(0xffffffff, 96), wire.AppendUDPPing(nil, 7)))
+	f.Add(byte(0), datagrams(transportMessage(7, 32), transportMessage(0xffffffff, 96), wire.AppendUDPPing(nil, 7)))
 	f.Add(byte(1), datagrams(initiation(f, tr, other, noise.Stamp(time.Now()))))
 	f.Add(byte(2), datagrams(initiation(f, tr, tr.keys["a"], noise.Stamp(time.Now().Add(-time.Hour)))))
 	f.Add(byte(0), datagrams([]byte{1}, []byte{2, 0, 0, 0}, []byte{3}, make([]byte, 148), make([]byte, 1500)))

@@ -294,17 +294,11 @@ func TestStaleUDPSessions(t *testing.T) {
 	u.mu.Unlock()
 	u.stale(h)
 
-	msg := func(idx uint32, size int) []byte {
-		p := make([]byte, size)
-		p[0] = 4 // transport data
-		binary.LittleEndian.PutUint32(p[4:8], idx)
-		return p
-	}
 	admit := func(p []byte) int {
 		return u.admit([][]byte{p}, []int{len(p)}, []conn.Endpoint{&conn.StdNetEndpoint{AddrPort: addr}}, 1)
 	}
 	seenBefore := h.udpSeen.Load()
-	if n := admit(msg(7, 32)); n != 0 {
+	if n := admit(transportMessage(7, 32)); n != 0 {
 		t.Errorf("a keepalive on a stale session went on to WireGuard")
 	}
 	u.mu.Lock()
@@ -317,7 +311,7 @@ func TestStaleUDPSessions(t *testing.T) {
 		t.Errorf("a keepalive on a stale session did not note that the hub is there")
 	}
 
-	if n := admit(msg(7, 96)); n != 0 {
+	if n := admit(transportMessage(7, 96)); n != 0 {
 		t.Errorf("data on a stale session went on to WireGuard")
 	}
 	hubSock.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -339,14 +333,14 @@ func TestStaleUDPSessions(t *testing.T) {
 	if h.udpHandshake.Load() != 0 {
 		t.Fatalf("a handshake noted before any message on a session")
 	}
-	if n := admit(msg(8, 32)); n != 1 {
+	if n := admit(transportMessage(8, 32)); n != 1 {
 		t.Errorf("a keepalive on the hub's current session did not go on to WireGuard")
 	}
 	done := h.udpHandshake.Load()
 	if done == 0 {
 		t.Errorf("the hub's first message on its new session did not complete a handshake")
 	}
-	if n := admit(msg(8, 96)); n != 1 {
+	if n := admit(transportMessage(8, 96)); n != 1 {
 		t.Errorf("data on the hub's current session did not go on to WireGuard")
 	}
 	if !h.peerUsed.Load() {
@@ -355,4 +349,13 @@ func TestStaleUDPSessions(t *testing.T) {
 	if h.udpHandshake.Load() != done {
 		t.Errorf("a second message on the same session counted as a handshake again")
 	}
+}
+
+// transportMessage is a WireGuard transport message of size bytes (32: a
+// keepalive) for receiver index idx, its counter and payload zero.
+func transportMessage(idx uint32, size int) []byte {
+	p := make([]byte, size)
+	p[0] = 4 // transport data
+	binary.LittleEndian.PutUint32(p[4:8], idx)
+	return p
 }
